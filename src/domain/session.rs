@@ -1,0 +1,191 @@
+//! Checkout sessions and their state machine.
+//!
+//! ```text
+//! OPEN ──submit──▶ PROCESSING ──authorized──▶ SUBMITTED
+//!  │  ▲                │
+//!  │  └───declined─────┘   (the shopper may retry with another split)
+//!  ├──cancel──▶ CANCELLED
+//!  └──now ≥ expires_at──▶ EXPIRED (derived, never written)
+//! ```
+
+use std::{collections::BTreeMap, fmt, time::SystemTime};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{
+    items::ItemLine,
+    money::{Amount, Currency},
+    payment::CaptureMode,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SessionStatus {
+    Open,
+    Processing,
+    Submitted,
+    Expired,
+    Cancelled,
+}
+
+/// A header value of a webhook: a secret, never printed or echoed.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct HeaderValue(String);
+
+impl HeaderValue {
+    pub fn new(value: String) -> Self {
+        HeaderValue(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for HeaderValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Webhook {
+    pub url: String,
+    pub headers: BTreeMap<String, HeaderValue>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    pub id: Uuid,
+    pub merchant: String,
+    pub order_reference: String,
+    pub amount: Amount,
+    pub currency: Currency,
+    pub capture_mode: CaptureMode,
+    pub items: Vec<ItemLine>,
+    pub webhook: Option<Webhook>,
+    pub metadata: BTreeMap<String, String>,
+    /// The stored status; `EXPIRED` is derived by [`Session::status_at`].
+    pub status: SessionStatus,
+    pub cancellation_reason: String,
+    pub created_at: SystemTime,
+    pub updated_at: SystemTime,
+    pub expires_at: SystemTime,
+    pub payment_id: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    #[error("the session has expired")]
+    Expired,
+    #[error("the session is {0:?}")]
+    NotOpen(SessionStatus),
+}
+
+impl Session {
+    /// An OPEN session past `expires_at` is EXPIRED.
+    pub fn status_at(&self, now: SystemTime) -> SessionStatus {
+        if self.status == SessionStatus::Open && now >= self.expires_at {
+            SessionStatus::Expired
+        } else {
+            self.status
+        }
+    }
+
+    fn require_open(&self, now: SystemTime) -> Result<(), SessionError> {
+        match self.status_at(now) {
+            SessionStatus::Open => Ok(()),
+            SessionStatus::Expired => Err(SessionError::Expired),
+            other => Err(SessionError::NotOpen(other)),
+        }
+    }
+
+    /// OPEN → PROCESSING for a new payment attempt.
+    pub fn begin_payment(&mut self, payment_id: Uuid, now: SystemTime) -> Result<(), SessionError> {
+        self.require_open(now)?;
+        self.status = SessionStatus::Processing;
+        self.payment_id = Some(payment_id);
+        self.updated_at = now;
+        Ok(())
+    }
+
+    /// PROCESSING → SUBMITTED when the attempt is authorized, back to OPEN
+    /// when it failed (the shopper may try another split).
+    pub fn finish_payment(&mut self, authorized: bool, now: SystemTime) {
+        if self.status == SessionStatus::Processing {
+            self.status = if authorized {
+                SessionStatus::Submitted
+            } else {
+                SessionStatus::Open
+            };
+            self.updated_at = now;
+        }
+    }
+
+    pub fn cancel(&mut self, reason: String, now: SystemTime) -> Result<(), SessionError> {
+        self.require_open(now)?;
+        self.status = SessionStatus::Cancelled;
+        self.cancellation_reason = reason;
+        self.updated_at = now;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn session() -> Session {
+        let t0 = SystemTime::UNIX_EPOCH;
+        Session {
+            id: Uuid::from_u128(1),
+            merchant: "demo".into(),
+            order_reference: "o".into(),
+            amount: Amount::from_minor(100).unwrap(),
+            currency: Currency::parse("EUR").unwrap(),
+            capture_mode: CaptureMode::Manual,
+            items: vec![],
+            webhook: None,
+            metadata: BTreeMap::new(),
+            status: SessionStatus::Open,
+            cancellation_reason: String::new(),
+            created_at: t0,
+            updated_at: t0,
+            expires_at: t0 + Duration::from_secs(1800),
+            payment_id: None,
+        }
+    }
+
+    #[test]
+    fn open_session_expires_at_its_deadline() {
+        let s = session();
+        assert_eq!(s.status_at(s.expires_at - Duration::from_secs(1)), SessionStatus::Open);
+        assert_eq!(s.status_at(s.expires_at), SessionStatus::Expired);
+        let mut s = session();
+        let late = s.expires_at;
+        assert_eq!(s.begin_payment(Uuid::from_u128(2), late), Err(SessionError::Expired));
+        assert_eq!(s.status, SessionStatus::Open);
+    }
+
+    #[test]
+    fn declined_attempt_reopens_the_session() {
+        let mut s = session();
+        let now = s.created_at;
+        s.begin_payment(Uuid::from_u128(2), now).unwrap();
+        assert_eq!(
+            s.begin_payment(Uuid::from_u128(3), now),
+            Err(SessionError::NotOpen(SessionStatus::Processing))
+        );
+        s.finish_payment(false, now);
+        assert_eq!(s.status, SessionStatus::Open);
+        s.begin_payment(Uuid::from_u128(3), now).unwrap();
+        s.finish_payment(true, now);
+        assert_eq!(s.status, SessionStatus::Submitted);
+        assert_eq!(
+            s.cancel(String::new(), now),
+            Err(SessionError::NotOpen(SessionStatus::Submitted))
+        );
+    }
+}
