@@ -4,4 +4,11 @@
 //! Data flows one way: [`api`] → [`payments`] → ([`domain`], [`store`],
 //! [`partners`]). [`app`] is the one place that wires the concrete types.
 
+pub mod api;
+pub mod app;
+pub mod clock;
+pub mod config;
 pub mod domain;
+pub mod partners;
+pub mod payments;
+pub mod store;

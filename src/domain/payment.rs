@@ -433,6 +433,31 @@ impl Payment {
         true
     }
 
+    /// Gives up the transactions of an operation that were never sent (an
+    /// authorization stops at the first declined leg): they fail with
+    /// `NOT_ATTEMPTED` and release their reservation.
+    pub fn abandon_unsent(&mut self, operation: Uuid, now: SystemTime) {
+        let unsent: Vec<Uuid> = self
+            .operation(operation)
+            .map(|op| {
+                op.transactions
+                    .iter()
+                    .filter(|tx| tx.attempts == 0 && !tx.status.is_final())
+                    .map(|tx| tx.id)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for transaction in unsent {
+            let outcome = TransactionOutcome {
+                status: TransactionStatus::Failure,
+                partner_reference: None,
+                partner_status: "NOT_ATTEMPTED".into(),
+                partner_status_description: "an earlier leg was declined".into(),
+            };
+            self.record(operation, transaction, outcome, now);
+        }
+    }
+
     /// Fallback: re-offers `unfilled` (a declined leg's amount) to the legs
     /// after `after_leg` in the operation's route, taking what each can spare
     /// now. Amounts join the leg's transaction if it has not been sent yet, or

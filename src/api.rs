@@ -1,0 +1,240 @@
+//! The gRPC edge: tonic services, request validation, proto ⇄ domain
+//! conversion, authentication and the one error → `Status` map. Nothing
+//! outside this module knows proto types or `tonic::Status`.
+
+mod convert;
+mod error;
+
+use std::{collections::HashMap, sync::Arc};
+
+use sha2::{Digest, Sha256};
+use tonic::{Request, Response, Status};
+
+use crate::{domain::payment::OperationKind, payments::Payments};
+
+pub use error::ERROR_DOMAIN;
+
+/// Generated code of `proto/payment_orchestrator/v1`.
+pub mod proto {
+    #![allow(missing_docs, clippy::all, missing_debug_implementations)]
+    tonic::include_proto!("payment_orchestrator.v1");
+
+    /// For server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("payment_orchestrator_descriptor");
+}
+
+/// The merchant a request was authenticated as (a request extension).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Merchant(pub String);
+
+/// API keys by their SHA-256 (hex); the key material itself is never kept.
+#[derive(Debug, Clone, Default)]
+pub struct ApiKeys {
+    merchants_by_hash: HashMap<String, String>,
+}
+
+impl ApiKeys {
+    /// From `(sha256 hex of the key, merchant)` pairs.
+    pub fn from_hashes(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
+        ApiKeys {
+            merchants_by_hash: pairs
+                .into_iter()
+                .map(|(hash, merchant)| (hash.to_ascii_lowercase(), merchant))
+                .collect(),
+        }
+    }
+
+    pub fn hash(key: &str) -> String {
+        hex::encode(Sha256::digest(key.as_bytes()))
+    }
+
+    fn merchant(&self, key: &str) -> Option<&str> {
+        self.merchants_by_hash.get(&Self::hash(key)).map(String::as_str)
+    }
+
+    /// A tonic interceptor: `authorization: Bearer <key>` → [`Merchant`].
+    pub fn interceptor(
+        self: Arc<Self>,
+    ) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
+        move |mut request: Request<()>| {
+            let merchant = request
+                .metadata()
+                .get("authorization")
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.strip_prefix("Bearer "))
+                .and_then(|key| self.merchant(key.trim()))
+                .map(str::to_owned)
+                .ok_or_else(|| Status::unauthenticated("missing or invalid API key"))?;
+            request.extensions_mut().insert(Merchant(merchant));
+            Ok(request)
+        }
+    }
+}
+
+fn merchant<T>(request: &Request<T>) -> Result<String, Status> {
+    request
+        .extensions()
+        .get::<Merchant>()
+        .map(|m| m.0.clone())
+        // Only reachable if a service were mounted without the interceptor.
+        .ok_or_else(|| Status::unauthenticated("missing or invalid API key"))
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionService {
+    payments: Payments,
+}
+
+impl SessionService {
+    pub fn new(payments: Payments) -> Self {
+        SessionService { payments }
+    }
+}
+
+#[tonic::async_trait]
+impl proto::session_service_server::SessionService for SessionService {
+    async fn create_session(
+        &self,
+        request: Request<proto::CreateSessionRequest>,
+    ) -> Result<Response<proto::Session>, Status> {
+        let merchant = merchant(&request)?;
+        let command = convert::create_session(request.into_inner())?;
+        let view = self
+            .payments
+            .create_session(&merchant, command)
+            .await
+            .map_err(error::status_of)?;
+        Ok(Response::new(convert::session(&view)))
+    }
+
+    async fn get_session(
+        &self,
+        request: Request<proto::GetSessionRequest>,
+    ) -> Result<Response<proto::Session>, Status> {
+        let merchant = merchant(&request)?;
+        let id = convert::parse_id("session_id", &request.get_ref().session_id)?;
+        let view = self
+            .payments
+            .session(&merchant, id)
+            .await
+            .map_err(error::status_of)?;
+        Ok(Response::new(convert::session(&view)))
+    }
+
+    async fn submit_session(
+        &self,
+        request: Request<proto::SubmitSessionRequest>,
+    ) -> Result<Response<proto::Payment>, Status> {
+        let merchant = merchant(&request)?;
+        let command = convert::submit_session(request.into_inner(), self.payments.partners())?;
+        let payment = self
+            .payments
+            .submit_session(&merchant, command)
+            .await
+            .map_err(error::status_of)?;
+        Ok(Response::new(convert::payment(&payment)))
+    }
+
+    async fn cancel_session(
+        &self,
+        request: Request<proto::CancelSessionRequest>,
+    ) -> Result<Response<proto::Session>, Status> {
+        let merchant = merchant(&request)?;
+        let command = convert::cancel_session(request.into_inner())?;
+        let view = self
+            .payments
+            .cancel_session(&merchant, command)
+            .await
+            .map_err(error::status_of)?;
+        Ok(Response::new(convert::session(&view)))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PaymentService {
+    payments: Payments,
+}
+
+impl PaymentService {
+    pub fn new(payments: Payments) -> Self {
+        PaymentService { payments }
+    }
+
+    async fn operate(
+        &self,
+        merchant: &str,
+        kind: OperationKind,
+        fields: convert::OperationFields,
+    ) -> Result<Response<proto::OperationResult>, Status> {
+        let command = convert::operation(kind, fields, self.payments.partners())?;
+        let result = self
+            .payments
+            .operate(merchant, command)
+            .await
+            .map_err(error::status_of)?;
+        Ok(Response::new(convert::operation_result(&result)))
+    }
+}
+
+#[tonic::async_trait]
+impl proto::payment_service_server::PaymentService for PaymentService {
+    async fn get_payment(
+        &self,
+        request: Request<proto::GetPaymentRequest>,
+    ) -> Result<Response<proto::Payment>, Status> {
+        let merchant = merchant(&request)?;
+        let id = convert::parse_id("payment_id", &request.get_ref().payment_id)?;
+        let payment = self
+            .payments
+            .payment(&merchant, id)
+            .await
+            .map_err(error::status_of)?;
+        Ok(Response::new(convert::payment(&payment)))
+    }
+
+    async fn capture(
+        &self,
+        request: Request<proto::CaptureRequest>,
+    ) -> Result<Response<proto::OperationResult>, Status> {
+        let merchant = merchant(&request)?;
+        self.operate(&merchant, OperationKind::Capture, request.into_inner().into())
+            .await
+    }
+
+    async fn refund(
+        &self,
+        request: Request<proto::RefundRequest>,
+    ) -> Result<Response<proto::OperationResult>, Status> {
+        let merchant = merchant(&request)?;
+        self.operate(&merchant, OperationKind::Refund, request.into_inner().into())
+            .await
+    }
+
+    async fn void(
+        &self,
+        request: Request<proto::VoidRequest>,
+    ) -> Result<Response<proto::OperationResult>, Status> {
+        let merchant = merchant(&request)?;
+        self.operate(&merchant, OperationKind::Void, request.into_inner().into())
+            .await
+    }
+
+    async fn get_operation(
+        &self,
+        request: Request<proto::GetOperationRequest>,
+    ) -> Result<Response<proto::Operation>, Status> {
+        let merchant = merchant(&request)?;
+        let id = convert::parse_id("operation_id", &request.get_ref().operation_id)?;
+        let (operation, payment) = self
+            .payments
+            .operation(&merchant, id)
+            .await
+            .map_err(error::status_of)?;
+        let operation = payment
+            .operation(operation)
+            .map(|op| convert::operation_proto(&payment, op))
+            .ok_or_else(|| Status::not_found("not found"))?;
+        Ok(Response::new(operation))
+    }
+}

@@ -1,0 +1,91 @@
+//! The one map from use-case errors to `tonic::Status`, with rich details
+//! (google.rpc BadRequest / ErrorInfo / RetryInfo). Internal error text never
+//! reaches the client; it is logged here, once.
+
+use std::{collections::HashMap, time::Duration};
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+
+use crate::payments::{PaymentError, Precondition};
+
+/// The `domain` of every ErrorInfo this service returns.
+pub const ERROR_DOMAIN: &str = "payment-orchestrator";
+
+pub fn invalid_argument(violations: Vec<FieldViolation>) -> Status {
+    let fields: Vec<&str> = violations.iter().map(|v| v.field.as_str()).collect();
+    let message = format!("invalid request: {}", fields.join(", "));
+    Status::with_error_details(
+        Code::InvalidArgument,
+        message,
+        ErrorDetails::with_bad_request(violations),
+    )
+}
+
+fn error_info(code: Code, message: &str, reason: &str, metadata: HashMap<String, String>) -> Status {
+    Status::with_error_details(
+        code,
+        message,
+        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata),
+    )
+}
+
+pub fn status_of(error: PaymentError) -> Status {
+    match error {
+        PaymentError::NotFound => Status::not_found("not found"),
+        PaymentError::InvalidArgument { field, description } => {
+            invalid_argument(vec![FieldViolation::new(field, description)])
+        }
+        PaymentError::Precondition(precondition) => precondition_status(&precondition),
+        PaymentError::IdempotencyKeyReused => error_info(
+            Code::InvalidArgument,
+            "the idempotency key was already used for a different request",
+            "IDEMPOTENCY_KEY_REUSED",
+            HashMap::new(),
+        ),
+        PaymentError::RequestInProgress => {
+            let mut details =
+                ErrorDetails::with_error_info("REQUEST_IN_PROGRESS", ERROR_DOMAIN, HashMap::new());
+            details.set_retry_info(Some(Duration::from_secs(1)));
+            Status::with_error_details(
+                Code::Aborted,
+                "a request with this idempotency key is still in progress",
+                details,
+            )
+        }
+        PaymentError::Unavailable(source) => {
+            tracing::warn!(error = %source, "storage unavailable");
+            Status::with_error_details(
+                Code::Unavailable,
+                "temporarily unavailable, nothing was changed; retry",
+                ErrorDetails::with_retry_info(Some(Duration::from_secs(1))),
+            )
+        }
+        PaymentError::Internal(source) => {
+            tracing::error!(error = %source, "internal error");
+            Status::internal("internal error")
+        }
+    }
+}
+
+fn precondition_status(precondition: &Precondition) -> Status {
+    let (reason, metadata) = match precondition {
+        Precondition::SessionExpired => ("SESSION_EXPIRED", HashMap::new()),
+        Precondition::SessionNotOpen { status } => (
+            "SESSION_NOT_OPEN",
+            HashMap::from([("status".to_owned(), format!("{status:?}").to_uppercase())]),
+        ),
+        // One metadata entry only: a replay must encode to the same bytes,
+        // and ErrorInfo's metadata is an unordered map.
+        Precondition::AmountExceedsAvailable { available, .. } => (
+            "AMOUNT_EXCEEDS_AVAILABLE",
+            HashMap::from([("available".to_owned(), available.to_string())]),
+        ),
+        Precondition::NothingAvailable => (
+            "NOTHING_AVAILABLE",
+            HashMap::from([("available".to_owned(), "0".to_owned())]),
+        ),
+        Precondition::PaymentNotAuthorized => ("PAYMENT_NOT_AUTHORIZED", HashMap::new()),
+    };
+    error_info(Code::FailedPrecondition, &precondition.to_string(), reason, metadata)
+}

@@ -1,0 +1,195 @@
+//! Configuration: every setting is a flag and an environment variable
+//! (`PAYMENT_ORCHESTRATOR_*`) and shows in `--help`. Defaults make
+//! `cargo run` a working embedded service: in-memory store, the two sandbox
+//! partners and the demo merchant.
+
+use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
+
+use clap::Parser;
+
+use crate::domain::priority::{DefaultPriorities, PriorityRule};
+
+/// SHA-256 of `sk_test_demo`, the demo merchant's API key.
+pub const DEMO_KEY_HASH: &str = "5d48f1024f38b44ad9ddc03dc12b2a8287c7ec690065dcef384cb1fd1753626d";
+
+#[derive(Clone, Parser)]
+#[command(name = "payment-orchestrator", version, about)]
+pub struct Config {
+    /// Address the gRPC server listens on.
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_LISTEN", default_value = "0.0.0.0:50051")]
+    pub listen: SocketAddr,
+
+    /// API keys as `merchant:sha256hex` pairs, comma separated. The key
+    /// material is never configured, only its SHA-256
+    /// (`printf %s KEY | sha256sum`). Default: merchant `demo`, key `sk_test_demo`.
+    #[arg(
+        long,
+        env = "PAYMENT_ORCHESTRATOR_API_KEYS",
+        value_delimiter = ',',
+        default_value = "demo:5d48f1024f38b44ad9ddc03dc12b2a8287c7ec690065dcef384cb1fd1753626d"
+    )]
+    pub api_keys: Vec<ApiKeyHash>,
+
+    /// Sandbox partners as `name=method|method`, comma separated.
+    #[arg(
+        long,
+        env = "PAYMENT_ORCHESTRATOR_PARTNERS",
+        value_delimiter = ',',
+        default_value = "ingenico=creditcard,illicado=giftcard"
+    )]
+    pub partners: Vec<PartnerSpec>,
+
+    /// Deadline of one partner call, retries of unavailable answers included
+    /// (e.g. `10s`, `500ms`). A call still unanswered then is UNCERTAIN.
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_PARTNER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub partner_timeout: Duration,
+
+    /// How long idempotency keys and their stored responses are kept.
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_IDEMPOTENCY_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub idempotency_ttl: Duration,
+
+    /// How long a request holds its idempotency key before a retry of a
+    /// crashed request may take it over.
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_IDEMPOTENCY_LEASE", default_value = "2m", value_parser = parse_duration)]
+    pub idempotency_lease: Duration,
+
+    /// Default lifetime of a checkout session (at most 24h).
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_SESSION_EXPIRY", default_value = "30m", value_parser = parse_duration)]
+    pub session_expiry: Duration,
+
+    /// Default capture priority, `partner:method` rules, `*` matches anything.
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_CAPTURE_PRIORITY", value_delimiter = ',', default_value = "*:giftcard,*:*", value_parser = parse_rule)]
+    pub capture_priority: Vec<PriorityRule>,
+
+    /// Default refund priority.
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_REFUND_PRIORITY", value_delimiter = ',', default_value = "*:creditcard,*:*", value_parser = parse_rule)]
+    pub refund_priority: Vec<PriorityRule>,
+
+    /// Default void priority.
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_VOID_PRIORITY", value_delimiter = ',', default_value = "*:creditcard,*:*", value_parser = parse_rule)]
+    pub void_priority: Vec<PriorityRule>,
+
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+impl Config {
+    /// The defaults, as `cargo run` with no flags or environment gets them.
+    pub fn embedded() -> Config {
+        Config::parse_from(["payment-orchestrator"])
+    }
+
+    pub fn priorities(&self) -> DefaultPriorities {
+        DefaultPriorities {
+            capture: self.capture_priority.clone(),
+            refund: self.refund_priority.clone(),
+            void: self.void_priority.clone(),
+        }
+    }
+}
+
+// Hashes are not secret, but keep `Debug` short and uniform with future
+// secret settings.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("merchants", &self.api_keys.iter().map(|k| &k.merchant).collect::<Vec<_>>())
+            .field("partners", &self.partners)
+            .field("partner_timeout", &self.partner_timeout)
+            .field("idempotency_ttl", &self.idempotency_ttl)
+            .field("session_expiry", &self.session_expiry)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyHash {
+    pub merchant: String,
+    pub sha256: String,
+}
+
+impl FromStr for ApiKeyHash {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (merchant, sha256) = text
+            .split_once(':')
+            .ok_or("expected merchant:sha256hex")?;
+        let hex_ok = sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit());
+        if merchant.is_empty() || !hex_ok {
+            return Err("expected merchant:sha256hex (64 hex digits)".into());
+        }
+        Ok(ApiKeyHash {
+            merchant: merchant.to_owned(),
+            sha256: sha256.to_ascii_lowercase(),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartnerSpec {
+    pub name: String,
+    pub methods: Vec<String>,
+}
+
+impl FromStr for PartnerSpec {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (name, methods) = text.split_once('=').ok_or("expected name=method|method")?;
+        let identifier = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b))
+        };
+        let methods: Vec<String> = methods.split('|').map(str::to_owned).collect();
+        if !identifier(name) || !methods.iter().all(|m| identifier(m)) {
+            return Err("partner and method names are 1-64 of a-z 0-9 _ -".into());
+        }
+        Ok(PartnerSpec { name: name.to_owned(), methods })
+    }
+}
+
+fn parse_rule(text: &str) -> Result<PriorityRule, String> {
+    PriorityRule::parse(text).ok_or_else(|| format!("{text:?}: expected partner:method, * for any"))
+}
+
+/// `500ms`, `10s`, `30m`, `24h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let invalid = || format!("{text:?}: expected a number with ms, s, m or h");
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(invalid)?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| invalid())?;
+    let seconds = |factor: u64| number.checked_mul(factor).map(Duration::from_secs).ok_or_else(invalid);
+    match unit {
+        "ms" => Ok(Duration::from_millis(number)),
+        "s" => seconds(1),
+        "m" => seconds(60),
+        "h" => seconds(3600),
+        _ => Err(invalid()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::{Digest, Sha256};
+
+    #[test]
+    fn the_demo_key_hash_is_the_hash_of_the_documented_key() {
+        assert_eq!(hex::encode(Sha256::digest(b"sk_test_demo")), DEMO_KEY_HASH);
+        let config = Config::embedded();
+        assert_eq!(config.api_keys[0].sha256, DEMO_KEY_HASH);
+        assert_eq!(config.partners.len(), 2);
+    }
+
+    #[test]
+    fn durations_and_partner_specs_parse() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86400)));
+        assert!(parse_duration("soon").is_err());
+        assert!("bad spec".parse::<PartnerSpec>().is_err());
+        let spec: PartnerSpec = "adyen=creditcard|paypal".parse().unwrap();
+        assert_eq!(spec.methods, vec!["creditcard", "paypal"]);
+    }
+}

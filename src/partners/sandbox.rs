@@ -1,0 +1,513 @@
+//! The sandbox partner: an in-process, stateful simulator with its own ledger.
+//!
+//! It refuses to capture more than it authorized, deduplicates by partner
+//! idempotency key and answers status lookups. The leg's payment token is a
+//! scenario, e.g. `capture=pending,refund=timeout,latency=20ms`:
+//!
+//! | key | values |
+//! |---|---|
+//! | `authorize`, `capture`, `refund`, `void` | `success` (default), `decline`, `pending`, `pending_decline`, `timeout`, `lost`, `error` |
+//! | `latency` | a delay before every answer: `20ms`, `1s` |
+//! | `pending_lookups` | lookups before a pending request settles (default 1) |
+//!
+//! `timeout` applies the request and loses the answer; `lost` never reaches
+//! the ledger the first time (a re-send with the same key then succeeds);
+//! `error` is a 5xx with nothing applied, on every attempt. A token without
+//! `=` (e.g. `tok_visa_4242`) succeeds at everything.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    str::FromStr,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+
+use super::{Lookup, Partner, PartnerAnswer, PartnerError, PartnerRequest};
+use crate::domain::{money::Amount, payment::OperationKind};
+
+/// What the sandbox does with one kind of request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Outcome {
+    #[default]
+    Success,
+    Decline,
+    Pending,
+    PendingDecline,
+    Timeout,
+    Lost,
+    Error,
+}
+
+impl FromStr for Outcome {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(match text {
+            "success" => Outcome::Success,
+            "decline" => Outcome::Decline,
+            "pending" => Outcome::Pending,
+            "pending_decline" => Outcome::PendingDecline,
+            "timeout" => Outcome::Timeout,
+            "lost" => Outcome::Lost,
+            "error" => Outcome::Error,
+            other => return Err(format!("unknown sandbox outcome {other:?}")),
+        })
+    }
+}
+
+/// A parsed payment token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scenario {
+    outcomes: [Outcome; 4],
+    latency: Duration,
+    pending_lookups: u32,
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Scenario {
+            outcomes: [Outcome::Success; 4],
+            latency: Duration::ZERO,
+            pending_lookups: 1,
+        }
+    }
+}
+
+fn slot(kind: OperationKind) -> usize {
+    match kind {
+        OperationKind::Authorization => 0,
+        OperationKind::Capture => 1,
+        OperationKind::Refund => 2,
+        OperationKind::Void => 3,
+    }
+}
+
+impl Scenario {
+    /// Parses a token. Without `=` it is an ordinary token; with `=` every
+    /// pair must parse. Errors name the pair's key, never the whole token.
+    pub fn parse(token: &str) -> Result<Scenario, String> {
+        let mut scenario = Scenario::default();
+        if !token.contains('=') {
+            return Ok(scenario);
+        }
+        for pair in token.split(',') {
+            let (key, value) = pair
+                .split_once('=')
+                .ok_or_else(|| "sandbox scenario pairs must look like key=value".to_owned())?;
+            match key.trim() {
+                "authorize" => scenario.outcomes[0] = value.trim().parse()?,
+                "capture" => scenario.outcomes[1] = value.trim().parse()?,
+                "refund" => scenario.outcomes[2] = value.trim().parse()?,
+                "void" => scenario.outcomes[3] = value.trim().parse()?,
+                "latency" => scenario.latency = parse_duration(value.trim())?,
+                "pending_lookups" => {
+                    scenario.pending_lookups = value
+                        .trim()
+                        .parse()
+                        .map_err(|_| "pending_lookups must be a whole number".to_owned())?;
+                }
+                other => return Err(format!("unknown sandbox scenario key {other:?}")),
+            }
+        }
+        Ok(scenario)
+    }
+
+    fn outcome(&self, kind: OperationKind) -> Outcome {
+        self.outcomes[slot(kind)]
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let invalid = || format!("latency {text:?} must look like 20ms or 2s");
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit())
+        .map(|at| text.split_at(at))
+        .ok_or_else(invalid)?;
+    let number: u64 = number.parse().map_err(|_| invalid())?;
+    let latency = match unit {
+        "ms" => Duration::from_millis(number),
+        "s" => Duration::from_secs(number),
+        _ => return Err(invalid()),
+    };
+    if latency > Duration::from_secs(60) {
+        return Err("latency must be at most 60s".into());
+    }
+    Ok(latency)
+}
+
+/// A request the sandbox received, as its ledger recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub kind: OperationKind,
+    pub idempotency_key: String,
+    pub amount: Amount,
+}
+
+#[derive(Debug, Clone)]
+enum EntryState {
+    Pending { lookups_left: u32, decline: bool },
+    Succeeded,
+    Declined,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    kind: OperationKind,
+    reference: String,
+    amount: i64,
+    authorization: String,
+    state: EntryState,
+}
+
+/// Money on one authorization, as the sandbox sees it. Pending requests
+/// count, so that the partner itself never over-captures either.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthorizationTotals {
+    pub authorized: i64,
+    pub captured: i64,
+    pub refunded: i64,
+    pub voided: i64,
+}
+
+#[derive(Debug)]
+struct Authorization {
+    scenario: Scenario,
+    totals: AuthorizationTotals,
+}
+
+#[derive(Debug, Default)]
+struct Ledger {
+    next_reference: u64,
+    entries: HashMap<String, Entry>,
+    authorizations: BTreeMap<String, Authorization>,
+    received: Vec<Received>,
+    /// Keys whose first send was `lost`; the re-send goes through.
+    lost_once: HashMap<String, ()>,
+}
+
+/// The sandbox partner. Clones share one ledger.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    name: String,
+    ledger: Arc<Mutex<Ledger>>,
+}
+
+impl Sandbox {
+    pub fn new(name: impl Into<String>) -> Self {
+        Sandbox {
+            name: name.into(),
+            ledger: Arc::default(),
+        }
+    }
+
+    fn ledger(&self) -> MutexGuard<'_, Ledger> {
+        // A panic while holding the lock cannot leave the ledger half-written
+        // (every mutation is a single insert/update), so poisoning is ignored.
+        self.ledger.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Every request that reached the sandbox, in arrival order.
+    pub fn received(&self) -> Vec<Received> {
+        self.ledger().received.clone()
+    }
+
+    /// How many requests of `kind` reached the sandbox.
+    pub fn received_count(&self, kind: OperationKind) -> usize {
+        self.ledger().received.iter().filter(|r| r.kind == kind).count()
+    }
+
+    /// Totals of every authorization, by partner reference.
+    pub fn authorizations(&self) -> BTreeMap<String, AuthorizationTotals> {
+        self.ledger()
+            .authorizations
+            .iter()
+            .map(|(reference, auth)| (reference.clone(), auth.totals.clone()))
+            .collect()
+    }
+
+    async fn handle(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
+        let scenario = self.scenario_of(request)?;
+        if !scenario.latency.is_zero() {
+            tokio::time::sleep(scenario.latency).await;
+        }
+        self.apply(request, &scenario)
+    }
+
+    fn scenario_of(&self, request: &PartnerRequest) -> Result<Scenario, PartnerError> {
+        match (&request.kind, &request.authorization_reference) {
+            (OperationKind::Authorization, _) => {
+                Scenario::parse(request.token.expose()).map_err(|description| {
+                    PartnerError::Declined {
+                        code: "INVALID_TOKEN".into(),
+                        description,
+                    }
+                })
+            }
+            (_, Some(reference)) => Ok(self
+                .ledger()
+                .authorizations
+                .get(reference)
+                .map(|auth| auth.scenario.clone())
+                .unwrap_or_default()),
+            (_, None) => Ok(Scenario::default()),
+        }
+    }
+
+    fn apply(&self, request: &PartnerRequest, scenario: &Scenario) -> Result<PartnerAnswer, PartnerError> {
+        let mut ledger = self.ledger();
+        let key = request.idempotency_key.clone();
+        let outcome = scenario.outcome(request.kind);
+        if outcome == Outcome::Lost && !ledger.lost_once.contains_key(&key) {
+            ledger.lost_once.insert(key, ());
+            return Err(PartnerError::Unknown {
+                description: "connection reset before the request reached the partner".into(),
+            });
+        }
+        ledger.received.push(Received {
+            kind: request.kind,
+            idempotency_key: key.clone(),
+            amount: request.amount,
+        });
+        if let Some(entry) = ledger.entries.get(&key) {
+            // Deduplicated: the same key never executes twice.
+            return entry.answer();
+        }
+        if outcome == Outcome::Error {
+            return Err(PartnerError::Unavailable {
+                description: "sandbox answered 503, nothing applied".into(),
+            });
+        }
+        ledger.next_reference += 1;
+        let reference = format!("{}-{:06}", self.name, ledger.next_reference);
+        let amount = request.amount.minor();
+        let authorization = match request.kind {
+            OperationKind::Authorization => {
+                ledger.authorizations.insert(
+                    reference.clone(),
+                    Authorization {
+                        scenario: scenario.clone(),
+                        totals: AuthorizationTotals::default(),
+                    },
+                );
+                reference.clone()
+            }
+            _ => request.authorization_reference.clone().unwrap_or_default(),
+        };
+        let declined = match outcome {
+            Outcome::Decline => true,
+            _ => !ledger.fits(request.kind, &authorization, amount),
+        };
+        let state = match (declined, outcome) {
+            (true, _) => EntryState::Declined,
+            (false, Outcome::Pending) => EntryState::Pending {
+                lookups_left: scenario.pending_lookups,
+                decline: false,
+            },
+            (false, Outcome::PendingDecline) => EntryState::Pending {
+                lookups_left: scenario.pending_lookups,
+                decline: true,
+            },
+            (false, _) => EntryState::Succeeded,
+        };
+        if !declined {
+            ledger.book(request.kind, &authorization, amount);
+        }
+        let entry = Entry {
+            kind: request.kind,
+            reference,
+            amount,
+            authorization,
+            state,
+        };
+        let answer = entry.answer();
+        ledger.entries.insert(key, entry);
+        match outcome {
+            Outcome::Timeout => Err(PartnerError::Unknown {
+                description: "timed out waiting for the partner's answer".into(),
+            }),
+            _ => answer,
+        }
+    }
+}
+
+impl Ledger {
+    /// Whether the authorization can take `amount` more of `kind`.
+    fn fits(&self, kind: OperationKind, authorization: &str, amount: i64) -> bool {
+        let Some(auth) = self.authorizations.get(authorization) else {
+            return false;
+        };
+        let t = &auth.totals;
+        match kind {
+            OperationKind::Authorization => true,
+            OperationKind::Capture | OperationKind::Void => {
+                t.captured + t.voided + amount <= t.authorized
+            }
+            OperationKind::Refund => t.refunded + amount <= t.captured,
+        }
+    }
+
+    fn book(&mut self, kind: OperationKind, authorization: &str, amount: i64) {
+        let Some(auth) = self.authorizations.get_mut(authorization) else {
+            return;
+        };
+        let t = &mut auth.totals;
+        let slot = match kind {
+            OperationKind::Authorization => &mut t.authorized,
+            OperationKind::Capture => &mut t.captured,
+            OperationKind::Refund => &mut t.refunded,
+            OperationKind::Void => &mut t.voided,
+        };
+        *slot += amount;
+    }
+
+    fn lookup(&mut self, key: &str) -> Lookup {
+        let Some(entry) = self.entries.get_mut(key) else {
+            return Lookup::NotFound;
+        };
+        let settle = match &mut entry.state {
+            EntryState::Pending { lookups_left, decline } => {
+                *lookups_left = lookups_left.saturating_sub(1);
+                (*lookups_left == 0).then_some(*decline)
+            }
+            _ => None,
+        };
+        if let Some(decline) = settle {
+            entry.state = if decline {
+                EntryState::Declined
+            } else {
+                EntryState::Succeeded
+            };
+            if decline {
+                let (kind, authorization, amount) =
+                    (entry.kind, entry.authorization.clone(), entry.amount);
+                self.book(kind, &authorization, -amount);
+            }
+        }
+        let answer = self.entries.get(key).map(Entry::answer);
+        answer.map_or(Lookup::NotFound, Lookup::Found)
+    }
+}
+
+impl Entry {
+    fn answer(&self) -> Result<PartnerAnswer, PartnerError> {
+        match self.state {
+            EntryState::Succeeded => Ok(PartnerAnswer {
+                settled: true,
+                reference: self.reference.clone(),
+                partner_status: "APPROVED".into(),
+                description: String::new(),
+            }),
+            EntryState::Pending { .. } => Ok(PartnerAnswer {
+                settled: false,
+                reference: self.reference.clone(),
+                partner_status: "PENDING".into(),
+                description: "accepted, the outcome follows".into(),
+            }),
+            EntryState::Declined => Err(PartnerError::Declined {
+                code: "DECLINED".into(),
+                description: "declined by the sandbox".into(),
+            }),
+        }
+    }
+}
+
+#[async_trait]
+impl Partner for Sandbox {
+    fn check_token(&self, token: &str) -> Result<(), String> {
+        Scenario::parse(token).map(|_| ())
+    }
+
+    async fn authorize(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
+        self.handle(request).await
+    }
+
+    async fn capture(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
+        self.handle(request).await
+    }
+
+    async fn refund(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
+        self.handle(request).await
+    }
+
+    async fn void(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
+        self.handle(request).await
+    }
+
+    async fn lookup(&self, idempotency_key: &str) -> Result<Lookup, PartnerError> {
+        Ok(self.ledger().lookup(idempotency_key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{money::Currency, payment::PaymentToken};
+
+    fn request(kind: OperationKind, key: &str, amount: i64, token: &str, auth: Option<&str>) -> PartnerRequest {
+        PartnerRequest {
+            kind,
+            idempotency_key: key.into(),
+            amount: Amount::from_minor(amount).unwrap(),
+            currency: Currency::parse("EUR").unwrap(),
+            method: "creditcard".into(),
+            token: PaymentToken::new(token.into()),
+            authorization_reference: auth.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn scenarios_parse_or_say_which_pair_is_wrong() {
+        assert_eq!(Scenario::parse("tok_visa_4242"), Ok(Scenario::default()));
+        let s = Scenario::parse("capture=pending,refund=timeout,latency=20ms").unwrap();
+        assert_eq!(s.outcome(OperationKind::Capture), Outcome::Pending);
+        assert_eq!(s.outcome(OperationKind::Refund), Outcome::Timeout);
+        assert_eq!(s.latency, Duration::from_millis(20));
+        assert!(Scenario::parse("capture=maybe").unwrap_err().contains("maybe"));
+        assert!(Scenario::parse("colour=red").is_err());
+        assert!(Scenario::parse("latency=fast").is_err());
+        assert!(Scenario::parse("capture=pending,").is_err());
+    }
+
+    #[tokio::test]
+    async fn refuses_to_capture_more_than_authorized_and_deduplicates() {
+        let sandbox = Sandbox::new("ingenico");
+        let auth = sandbox
+            .authorize(&request(OperationKind::Authorization, "a", 1000, "tok", None))
+            .await
+            .unwrap();
+        let capture = |key: &'static str, amount| {
+            let sandbox = sandbox.clone();
+            let reference = auth.reference.clone();
+            async move {
+                sandbox
+                    .capture(&request(OperationKind::Capture, key, amount, "", Some(&reference)))
+                    .await
+            }
+        };
+        assert!(capture("c1", 600).await.is_ok());
+        assert!(matches!(capture("c2", 600).await, Err(PartnerError::Declined { .. })));
+        // The same key again is answered from the ledger, not applied twice.
+        assert!(capture("c1", 600).await.is_ok());
+        let totals = sandbox.authorizations()[&auth.reference].clone();
+        assert_eq!(totals.captured, 600);
+    }
+
+    #[tokio::test]
+    async fn pending_settles_after_lookups_and_lost_reaches_the_ledger_on_resend() {
+        let sandbox = Sandbox::new("ingenico");
+        let token = "authorize=pending,pending_lookups=2";
+        let answer = sandbox
+            .authorize(&request(OperationKind::Authorization, "a", 1000, token, None))
+            .await
+            .unwrap();
+        assert!(!answer.settled);
+        assert!(matches!(sandbox.lookup("a").await, Ok(Lookup::Found(Ok(PartnerAnswer { settled: false, .. })))));
+        assert!(matches!(sandbox.lookup("a").await, Ok(Lookup::Found(Ok(PartnerAnswer { settled: true, .. })))));
+
+        let lost = request(OperationKind::Authorization, "b", 1000, "authorize=lost", None);
+        assert!(matches!(sandbox.authorize(&lost).await, Err(PartnerError::Unknown { .. })));
+        assert_eq!(sandbox.lookup("b").await, Ok(Lookup::NotFound));
+        assert!(sandbox.authorize(&lost).await.is_ok());
+    }
+}

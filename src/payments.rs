@@ -1,0 +1,679 @@
+//! The use cases: create, submit and cancel sessions; capture, refund and
+//! void payments.
+//!
+//! Every mutating use case runs under its idempotency key ([`Payments::idempotent`]):
+//! the first request executes and its outcome (response or business error) is
+//! stored; a replay gets the stored outcome and causes no side effect.
+//!
+//! Money moves in three steps, each persisted with a compare-and-set on the
+//! payment's version: (1) the operation is written with its reservation, (2)
+//! each leg is sent to its partner in priority order, (3) each answer is
+//! recorded (a declined leg's amount is re-offered to the later legs). A crash
+//! between steps leaves UNCERTAIN transactions that keep their reservation.
+
+use std::{collections::BTreeMap, future::Future, sync::Arc, time::Duration};
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::{
+    clock::Clock,
+    domain::{
+        items::ItemLine,
+        money::{Amount, Currency},
+        payment::{
+            CaptureMode, Leg, NewPayment, OperationError, OperationKind, OperationRequest, Payment,
+            TransactionOutcome, TriggeredBy,
+        },
+        priority::{DefaultPriorities, PriorityRule},
+        routing::AllocationError,
+        session::{Session, SessionError, SessionStatus, Webhook},
+        status::{OperationStatus, TransactionStatus},
+    },
+    partners::{PartnerAnswer, PartnerError, PartnerRequest, Partners},
+    store::{Claim, ClaimRequest, IdempotencyScope, PaymentStore, StoreError, Versioned},
+};
+
+/// A business rule refused the request. Stored under the idempotency key like
+/// a response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Precondition {
+    #[error("the session has expired")]
+    SessionExpired,
+    #[error("the session is not open")]
+    SessionNotOpen { status: SessionStatus },
+    #[error("the requested amount {requested} exceeds the available {available}")]
+    AmountExceedsAvailable { requested: Amount, available: Amount },
+    #[error("nothing is available for this operation")]
+    NothingAvailable,
+    #[error("the payment is not authorized")]
+    PaymentNotAuthorized,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PaymentError {
+    /// Unknown id, or another merchant's.
+    #[error("not found")]
+    NotFound,
+    /// Input that only the stored state shows to be malformed (e.g. legs not
+    /// summing to the session amount). Not stored under the key.
+    #[error("invalid argument: {field}: {description}")]
+    InvalidArgument { field: String, description: String },
+    #[error(transparent)]
+    Precondition(#[from] Precondition),
+    #[error("the idempotency key was used for a different request")]
+    IdempotencyKeyReused,
+    #[error("a request with this idempotency key is still in progress")]
+    RequestInProgress,
+    #[error("storage unavailable")]
+    Unavailable(#[source] StoreError),
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl From<StoreError> for PaymentError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(_) => PaymentError::Unavailable(error),
+            other => PaymentError::Internal(Box::new(other)),
+        }
+    }
+}
+
+impl From<SessionError> for Precondition {
+    fn from(error: SessionError) -> Self {
+        match error {
+            SessionError::Expired => Precondition::SessionExpired,
+            SessionError::NotOpen(status) => Precondition::SessionNotOpen { status },
+        }
+    }
+}
+
+impl From<OperationError> for Precondition {
+    fn from(error: OperationError) -> Self {
+        match error {
+            OperationError::NotAuthorized => Precondition::PaymentNotAuthorized,
+            OperationError::Allocation(AllocationError::ExceedsAvailable { requested, available }) => {
+                Precondition::AmountExceedsAvailable { requested, available }
+            }
+            OperationError::Allocation(AllocationError::NothingAvailable) => {
+                Precondition::NothingAvailable
+            }
+        }
+    }
+}
+
+/// A session as the caller sees it at one instant (EXPIRED is derived from
+/// the time, so the response stores the status it was given with).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionView {
+    pub session: Session,
+    pub status: SessionStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperationResult {
+    pub operation_id: Uuid,
+    pub payment: Payment,
+}
+
+// ---- commands (validated by the api layer) ----
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CreateSession {
+    pub order_reference: String,
+    pub amount: Amount,
+    pub currency: Currency,
+    pub capture_mode: CaptureMode,
+    pub items: Vec<ItemLine>,
+    pub webhook: Option<Webhook>,
+    pub expires_in: Option<Duration>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SubmitSession {
+    pub session_id: Uuid,
+    pub legs: Vec<Leg>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CancelSession {
+    pub session_id: Uuid,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OperationCommand {
+    pub payment_id: Uuid,
+    pub kind: OperationKind,
+    pub amount: Option<Amount>,
+    /// Empty: the merchant's default for the kind.
+    pub priority: Vec<PriorityRule>,
+    pub disable_fallback: bool,
+    pub merchant_reference: String,
+    pub reason: String,
+    pub items: Vec<ItemLine>,
+}
+
+/// A mutating request with its idempotency key.
+#[derive(Debug, Clone)]
+pub struct Idempotent<C> {
+    pub key: String,
+    pub command: C,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub idempotency_ttl: Duration,
+    /// How long a request holds its key before a retry may take over.
+    pub idempotency_lease: Duration,
+    pub session_expiry: Duration,
+    pub priorities: DefaultPriorities,
+    /// Per-merchant overrides of the default priorities.
+    pub merchant_priorities: BTreeMap<String, DefaultPriorities>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+            idempotency_lease: Duration::from_secs(120),
+            session_expiry: Duration::from_secs(30 * 60),
+            priorities: DefaultPriorities::standard(),
+            merchant_priorities: BTreeMap::new(),
+        }
+    }
+}
+
+/// How many times a compare-and-set write is retried against concurrent
+/// writers of the same payment before giving up.
+const MAX_WRITE_ATTEMPTS: usize = 64;
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Stored<T> {
+    Response(T),
+    Refused(Precondition),
+}
+
+#[derive(Debug, Clone)]
+pub struct Payments {
+    store: Arc<dyn PaymentStore>,
+    partners: Partners,
+    clock: Arc<dyn Clock>,
+    settings: Settings,
+}
+
+impl Payments {
+    pub fn new(
+        store: Arc<dyn PaymentStore>,
+        partners: Partners,
+        clock: Arc<dyn Clock>,
+        settings: Settings,
+    ) -> Self {
+        Payments { store, partners, clock, settings }
+    }
+
+    pub fn partners(&self) -> &Partners {
+        &self.partners
+    }
+
+    // ---- sessions ----
+
+    pub async fn create_session(
+        &self,
+        merchant: &str,
+        request: Idempotent<CreateSession>,
+    ) -> Result<SessionView, PaymentError> {
+        let scope = scope(merchant, "create-session".into(), &request.key);
+        let fingerprint = fingerprint("CreateSession", &request.command);
+        self.idempotent(scope, fingerprint, |id, _taken_over| async move {
+            if let Some(existing) = self.store.session(id).await? {
+                return Ok(self.view(existing.value));
+            }
+            let now = self.clock.now();
+            let command = request.command;
+            let session = Session {
+                id,
+                merchant: merchant.to_owned(),
+                order_reference: command.order_reference,
+                amount: command.amount,
+                currency: command.currency,
+                capture_mode: command.capture_mode,
+                items: command.items,
+                webhook: command.webhook,
+                metadata: command.metadata,
+                status: SessionStatus::Open,
+                cancellation_reason: String::new(),
+                created_at: now,
+                updated_at: now,
+                expires_at: now + command.expires_in.unwrap_or(self.settings.session_expiry),
+                payment_id: None,
+            };
+            self.store.insert_session(&session).await?;
+            Ok(self.view(session))
+        })
+        .await
+    }
+
+    pub async fn session(&self, merchant: &str, id: Uuid) -> Result<SessionView, PaymentError> {
+        let session = self.owned_session(merchant, id).await?;
+        Ok(self.view(session.value))
+    }
+
+    pub async fn cancel_session(
+        &self,
+        merchant: &str,
+        request: Idempotent<CancelSession>,
+    ) -> Result<SessionView, PaymentError> {
+        let session_id = request.command.session_id;
+        self.owned_session(merchant, session_id).await?;
+        let scope = scope(merchant, format!("session:{session_id}"), &request.key);
+        let fingerprint = fingerprint("CancelSession", &request.command);
+        self.idempotent(scope, fingerprint, |_, _| async move {
+            let reason = request.command.reason;
+            let session = self
+                .update_session(session_id, |session, now| session.cancel(reason.clone(), now))
+                .await?;
+            Ok(self.view(session))
+        })
+        .await
+    }
+
+    /// Authorizes every leg in split order. A declined leg stops the walk,
+    /// voids the legs already authorized (compensation) and reopens the
+    /// session; success captures at once in AUTOMATIC mode.
+    pub async fn submit_session(
+        &self,
+        merchant: &str,
+        request: Idempotent<SubmitSession>,
+    ) -> Result<Payment, PaymentError> {
+        let session_id = request.command.session_id;
+        let session = self.owned_session(merchant, session_id).await?.value;
+        let legs_total = Amount::sum(request.command.legs.iter().map(|leg| leg.amount));
+        if legs_total != Ok(session.amount) {
+            return Err(PaymentError::InvalidArgument {
+                field: "split".into(),
+                description: format!(
+                    "leg amounts must sum to the session amount {}",
+                    session.amount
+                ),
+            });
+        }
+        let scope = scope(merchant, format!("session:{session_id}"), &request.key);
+        let fingerprint = fingerprint("SubmitSession", &request.command);
+        self.idempotent(scope, fingerprint, |payment_id, _| async move {
+            if let Some(existing) = self.store.payment(payment_id).await? {
+                // A retry after a crash: the first attempt created it; the
+                // resolver drives what it left unfinished.
+                return Ok(existing.value);
+            }
+            let session = self
+                .update_session(session_id, |session, now| session.begin_payment(payment_id, now))
+                .await?;
+            let mut ids = Uuid::now_v7;
+            let payment = Payment::new(
+                NewPayment {
+                    id: payment_id,
+                    merchant: merchant.to_owned(),
+                    session_id,
+                    order_reference: session.order_reference.clone(),
+                    amount: session.amount,
+                    currency: session.currency,
+                    capture_mode: session.capture_mode,
+                    legs: request.command.legs,
+                    authorization_id: ids(),
+                },
+                &mut ids,
+                self.clock.now(),
+            );
+            let authorization = payment.authorization().id;
+            self.store.insert_payment(&payment).await?;
+            self.execute(payment_id, authorization).await?;
+            self.after_authorization(payment_id).await
+        })
+        .await
+    }
+
+    /// What follows a final authorization: session status, compensation
+    /// voids after a decline, the automatic capture after a success.
+    async fn after_authorization(&self, payment_id: Uuid) -> Result<Payment, PaymentError> {
+        let payment = self.load(payment_id).await?.value;
+        let status = payment.authorization().status;
+        if !status.is_final() {
+            return Ok(payment);
+        }
+        let authorized = status == OperationStatus::Success;
+        self.update_session(payment.session_id, |session, now| {
+            session.finish_payment(authorized, now);
+            Ok(())
+        })
+        .await?;
+        let follow_up = self
+            .mutate(payment_id, |payment, now| {
+                let id = Uuid::now_v7();
+                let mut ids = Uuid::now_v7;
+                if payment.needs_automatic_capture() {
+                    let request = OperationRequest {
+                        kind: OperationKind::Capture,
+                        amount: None,
+                        priority: self.priorities(&payment.merchant).capture.clone(),
+                        fallback: true,
+                        merchant_reference: String::new(),
+                        reason: "automatic capture".into(),
+                        triggered_by: TriggeredBy::System,
+                    };
+                    return payment.open_operation(id, &request, &mut ids, now).ok().map(|op| op.id);
+                }
+                let compensation = payment.compensation_needed();
+                (!compensation.is_empty())
+                    .then(|| payment.open_compensation(id, &compensation, &mut ids, now).id)
+            })
+            .await?;
+        match follow_up {
+            (payment, None) => Ok(payment),
+            (_, Some(operation)) => self.execute(payment_id, operation).await,
+        }
+    }
+
+    // ---- payments ----
+
+    pub async fn payment(&self, merchant: &str, id: Uuid) -> Result<Payment, PaymentError> {
+        Ok(self.owned_payment(merchant, id).await?.value)
+    }
+
+    pub async fn operation(
+        &self,
+        merchant: &str,
+        operation: Uuid,
+    ) -> Result<(Uuid, Payment), PaymentError> {
+        let payment_id = self
+            .store
+            .payment_of_operation(operation)
+            .await?
+            .ok_or(PaymentError::NotFound)?;
+        let payment = self.owned_payment(merchant, payment_id).await?.value;
+        Ok((operation, payment))
+    }
+
+    /// Capture, refund or void: routes the amount across the legs in priority
+    /// order, reserves it, then executes leg by leg.
+    pub async fn operate(
+        &self,
+        merchant: &str,
+        request: Idempotent<OperationCommand>,
+    ) -> Result<OperationResult, PaymentError> {
+        let payment_id = request.command.payment_id;
+        self.owned_payment(merchant, payment_id).await?;
+        let scope = scope(merchant, format!("payment:{payment_id}"), &request.key);
+        let fingerprint = fingerprint("Operation", &request.command);
+        self.idempotent(scope, fingerprint, |operation_id, taken_over| async move {
+            let command = request.command;
+            let priority = if command.priority.is_empty() {
+                self.priorities(merchant).for_kind(command.kind).to_vec()
+            } else {
+                command.priority
+            };
+            let operation_request = OperationRequest {
+                kind: command.kind,
+                amount: command.amount,
+                priority,
+                fallback: !command.disable_fallback,
+                merchant_reference: command.merchant_reference,
+                reason: command.reason,
+                triggered_by: TriggeredBy::Merchant,
+            };
+            let (payment, opened) = self
+                .mutate(payment_id, |payment, now| {
+                    if payment.operation(operation_id).is_some() {
+                        return Ok(false);
+                    }
+                    payment
+                        .open_operation(operation_id, &operation_request, &mut Uuid::now_v7, now)
+                        .map(|_| true)
+                        .map_err(Precondition::from)
+                })
+                .await?;
+            opened?;
+            let payment = if taken_over {
+                // The first attempt may have called partners already: its
+                // UNCERTAIN legs are the resolver's to settle, never re-sent here.
+                payment
+            } else {
+                self.execute(payment_id, operation_id).await?
+            };
+            Ok(OperationResult { operation_id, payment })
+        })
+        .await
+    }
+
+    // ---- execution ----
+
+    /// Sends the operation's unsent legs one by one in route order and
+    /// records each answer. Returns the payment after the last answer.
+    async fn execute(&self, payment_id: Uuid, operation_id: Uuid) -> Result<Payment, PaymentError> {
+        loop {
+            let payment = self.load(payment_id).await?.value;
+            let Some((request, partner, transaction)) = next_unsent(&payment, operation_id) else {
+                return Ok(payment);
+            };
+            let result = self.partners.send(&partner, &request).await;
+            let outcome = outcome_of(&result);
+            let declined = outcome.status == TransactionStatus::Failure;
+            self.mutate(payment_id, |payment, now| {
+                payment.mark_sent(operation_id, transaction, now);
+                payment.record(operation_id, transaction, outcome.clone(), now);
+                let Some(op) = payment.operation(operation_id) else {
+                    return;
+                };
+                let Some(tx) = op.transaction(transaction) else {
+                    return;
+                };
+                let (kind, fallback, leg, amount) = (op.kind, op.fallback, tx.leg, tx.amount);
+                if declined && kind == OperationKind::Authorization {
+                    payment.abandon_unsent(operation_id, now);
+                } else if declined && fallback {
+                    payment.reoffer(operation_id, leg, amount, &mut Uuid::now_v7, now);
+                }
+            })
+            .await?;
+        }
+    }
+
+    // ---- plumbing ----
+
+    fn priorities(&self, merchant: &str) -> &DefaultPriorities {
+        self.settings
+            .merchant_priorities
+            .get(merchant)
+            .unwrap_or(&self.settings.priorities)
+    }
+
+    fn view(&self, session: Session) -> SessionView {
+        let status = session.status_at(self.clock.now());
+        SessionView { session, status }
+    }
+
+    async fn owned_session(&self, merchant: &str, id: Uuid) -> Result<Versioned<Session>, PaymentError> {
+        self.store
+            .session(id)
+            .await?
+            .filter(|s| s.value.merchant == merchant)
+            .ok_or(PaymentError::NotFound)
+    }
+
+    async fn owned_payment(&self, merchant: &str, id: Uuid) -> Result<Versioned<Payment>, PaymentError> {
+        self.store
+            .payment(id)
+            .await?
+            .filter(|p| p.value.merchant == merchant)
+            .ok_or(PaymentError::NotFound)
+    }
+
+    async fn load(&self, payment_id: Uuid) -> Result<Versioned<Payment>, PaymentError> {
+        self.store.payment(payment_id).await?.ok_or(PaymentError::NotFound)
+    }
+
+    /// Read-modify-write of a payment with compare-and-set, retried against
+    /// concurrent writers. `change` must be a pure function of the payment.
+    async fn mutate<R>(
+        &self,
+        payment_id: Uuid,
+        mut change: impl FnMut(&mut Payment, std::time::SystemTime) -> R,
+    ) -> Result<(Payment, R), PaymentError> {
+        for _ in 0..MAX_WRITE_ATTEMPTS {
+            let Versioned { value: mut payment, version } = self.load(payment_id).await?;
+            let result = change(&mut payment, self.clock.now());
+            match self.store.update_payment(&payment, version).await {
+                Ok(_) => return Ok((payment, result)),
+                Err(StoreError::Conflict) => continue,
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(PaymentError::Internal("too many concurrent writes to one payment".into()))
+    }
+
+    async fn update_session(
+        &self,
+        id: Uuid,
+        mut change: impl FnMut(&mut Session, std::time::SystemTime) -> Result<(), SessionError>,
+    ) -> Result<Session, PaymentError> {
+        for _ in 0..MAX_WRITE_ATTEMPTS {
+            let Versioned { value: mut session, version } =
+                self.store.session(id).await?.ok_or(PaymentError::NotFound)?;
+            change(&mut session, self.clock.now()).map_err(Precondition::from)?;
+            match self.store.update_session(&session, version).await {
+                Ok(_) => return Ok(session),
+                Err(StoreError::Conflict) => continue,
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(PaymentError::Internal("too many concurrent writes to one session".into()))
+    }
+
+    /// The idempotency contract around `run(id, taken_over)`: `id` is the id
+    /// reserved for what the request creates (the same on every retry).
+    async fn idempotent<T, F, Fut>(
+        &self,
+        scope: IdempotencyScope,
+        fingerprint: String,
+        run: F,
+    ) -> Result<T, PaymentError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce(Uuid, bool) -> Fut,
+        Fut: Future<Output = Result<T, PaymentError>>,
+    {
+        let claim = ClaimRequest {
+            fingerprint,
+            reserved_id: Uuid::now_v7(),
+            lease: self.settings.idempotency_lease,
+            ttl: self.settings.idempotency_ttl,
+        };
+        let (id, taken_over) = match self.store.claim(&scope, &claim, self.clock.now()).await? {
+            Claim::Acquired => (claim.reserved_id, false),
+            Claim::TakenOver { reserved_id } => (reserved_id, true),
+            Claim::InFlight => return Err(PaymentError::RequestInProgress),
+            Claim::Mismatch => return Err(PaymentError::IdempotencyKeyReused),
+            Claim::Done(stored) => {
+                return match serde_json::from_slice(&stored)
+                    .map_err(|e| PaymentError::Internal(Box::new(e)))?
+                {
+                    Stored::Response(response) => Ok(response),
+                    Stored::Refused(precondition) => Err(precondition.into()),
+                };
+            }
+        };
+        let result = run(id, taken_over).await;
+        let stored = match &result {
+            Ok(response) => Stored::Response(response),
+            Err(PaymentError::Precondition(precondition)) => Stored::Refused(precondition.clone()),
+            Err(PaymentError::NotFound | PaymentError::InvalidArgument { .. }) => {
+                // Nothing happened: a corrected retry with this key may run.
+                self.store.release(&scope).await?;
+                return result;
+            }
+            // Unknown how far it got: the key stays claimed until its lease
+            // runs out, then a retry takes over with the same reserved id.
+            Err(_) => return result,
+        };
+        let bytes = serde_json::to_vec(&stored).map_err(|e| PaymentError::Internal(Box::new(e)))?;
+        self.store.complete(&scope, &bytes, self.clock.now()).await?;
+        result
+    }
+}
+
+fn scope(merchant: &str, resource: String, key: &str) -> IdempotencyScope {
+    IdempotencyScope {
+        merchant: merchant.to_owned(),
+        resource,
+        key: key.to_owned(),
+    }
+}
+
+/// SHA-256 over the RPC name and the validated command.
+fn fingerprint(rpc: &str, command: &impl Serialize) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(rpc.as_bytes());
+    hasher.update([0]);
+    // Serializing plain data structures cannot fail.
+    hasher.update(serde_json::to_vec(command).unwrap_or_default());
+    hex::encode(hasher.finalize())
+}
+
+/// The next transaction of the operation that was never sent, in route order,
+/// as a partner request.
+fn next_unsent(payment: &Payment, operation_id: Uuid) -> Option<(PartnerRequest, String, Uuid)> {
+    let op = payment.operation(operation_id)?;
+    let tx = op
+        .transactions
+        .iter()
+        .find(|tx| tx.attempts == 0 && !tx.status.is_final())?;
+    let leg = payment.legs.get(tx.leg)?;
+    let request = PartnerRequest {
+        kind: op.kind,
+        // Deterministic per operation and leg, so a re-send is deduplicated.
+        idempotency_key: format!("{}:{}", op.id, tx.leg),
+        amount: tx.amount,
+        currency: payment.currency,
+        method: leg.method.clone(),
+        token: leg.token.clone(),
+        authorization_reference: payment.authorization_reference(tx.leg).map(str::to_owned),
+    };
+    Some((request, leg.partner.clone(), tx.id))
+}
+
+fn outcome_of(result: &Result<PartnerAnswer, PartnerError>) -> TransactionOutcome {
+    match result {
+        Ok(answer) => TransactionOutcome {
+            status: if answer.settled {
+                TransactionStatus::Success
+            } else {
+                TransactionStatus::Pending
+            },
+            partner_reference: Some(answer.reference.clone()),
+            partner_status: answer.partner_status.clone(),
+            partner_status_description: answer.description.clone(),
+        },
+        Err(PartnerError::Declined { code, description }) => TransactionOutcome {
+            status: TransactionStatus::Failure,
+            partner_reference: None,
+            partner_status: code.clone(),
+            partner_status_description: description.clone(),
+        },
+        // Nothing happened at the partner: the leg fails and fallback applies.
+        Err(PartnerError::Unavailable { description }) => TransactionOutcome {
+            status: TransactionStatus::Failure,
+            partner_reference: None,
+            partner_status: "UNAVAILABLE".into(),
+            partner_status_description: description.clone(),
+        },
+        Err(PartnerError::Unknown { description }) => TransactionOutcome {
+            status: TransactionStatus::Uncertain,
+            partner_reference: None,
+            partner_status: "UNKNOWN".into(),
+            partner_status_description: description.clone(),
+        },
+    }
+}

@@ -1,0 +1,165 @@
+//! The embedded store: everything in one process, behind one mutex. The
+//! default for `cargo run` and for tests of the layers above the store.
+
+use std::{
+    collections::HashMap,
+    sync::{Mutex, MutexGuard},
+    time::{Duration, SystemTime},
+};
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::{Claim, ClaimRequest, IdempotencyScope, PaymentStore, StoreError, Versioned};
+use crate::domain::{payment::Payment, session::Session};
+
+#[derive(Debug)]
+enum KeyState {
+    InFlight { lease_until: SystemTime },
+    Done(Vec<u8>),
+}
+
+#[derive(Debug)]
+struct KeyRecord {
+    fingerprint: String,
+    reserved_id: Uuid,
+    state: KeyState,
+    lease: Duration,
+    expires_at: SystemTime,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    sessions: HashMap<Uuid, Versioned<Session>>,
+    payments: HashMap<Uuid, Versioned<Payment>>,
+    operations: HashMap<Uuid, Uuid>,
+    keys: HashMap<IdempotencyScope, KeyRecord>,
+}
+
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        MemoryStore::default()
+    }
+
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        // Every mutation below is a single map operation: a panic cannot
+        // leave a half-written record, so a poisoned lock is still sound.
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn index_operations(inner: &mut Inner, payment: &Payment) {
+    for op in &payment.operations {
+        inner.operations.insert(op.id, payment.id);
+    }
+}
+
+#[async_trait]
+impl PaymentStore for MemoryStore {
+    async fn insert_session(&self, session: &Session) -> Result<(), StoreError> {
+        let mut inner = self.inner();
+        if inner.sessions.contains_key(&session.id) {
+            return Err(StoreError::AlreadyExists);
+        }
+        let value = Versioned { value: session.clone(), version: 1 };
+        inner.sessions.insert(session.id, value);
+        Ok(())
+    }
+
+    async fn session(&self, id: Uuid) -> Result<Option<Versioned<Session>>, StoreError> {
+        Ok(self.inner().sessions.get(&id).cloned())
+    }
+
+    async fn update_session(&self, session: &Session, version: u64) -> Result<u64, StoreError> {
+        let mut inner = self.inner();
+        let stored = inner.sessions.get_mut(&session.id).ok_or(StoreError::Conflict)?;
+        if stored.version != version {
+            return Err(StoreError::Conflict);
+        }
+        *stored = Versioned { value: session.clone(), version: version + 1 };
+        Ok(version + 1)
+    }
+
+    async fn insert_payment(&self, payment: &Payment) -> Result<(), StoreError> {
+        let mut inner = self.inner();
+        if inner.payments.contains_key(&payment.id) {
+            return Err(StoreError::AlreadyExists);
+        }
+        index_operations(&mut inner, payment);
+        let value = Versioned { value: payment.clone(), version: 1 };
+        inner.payments.insert(payment.id, value);
+        Ok(())
+    }
+
+    async fn payment(&self, id: Uuid) -> Result<Option<Versioned<Payment>>, StoreError> {
+        Ok(self.inner().payments.get(&id).cloned())
+    }
+
+    async fn update_payment(&self, payment: &Payment, version: u64) -> Result<u64, StoreError> {
+        let mut inner = self.inner();
+        let stored = inner.payments.get_mut(&payment.id).ok_or(StoreError::Conflict)?;
+        if stored.version != version {
+            return Err(StoreError::Conflict);
+        }
+        *stored = Versioned { value: payment.clone(), version: version + 1 };
+        index_operations(&mut inner, payment);
+        Ok(version + 1)
+    }
+
+    async fn payment_of_operation(&self, operation: Uuid) -> Result<Option<Uuid>, StoreError> {
+        Ok(self.inner().operations.get(&operation).copied())
+    }
+
+    async fn claim(
+        &self,
+        scope: &IdempotencyScope,
+        request: &ClaimRequest,
+        now: SystemTime,
+    ) -> Result<Claim, StoreError> {
+        let mut inner = self.inner();
+        let fresh = || KeyRecord {
+            fingerprint: request.fingerprint.clone(),
+            reserved_id: request.reserved_id,
+            state: KeyState::InFlight { lease_until: now + request.lease },
+            lease: request.lease,
+            expires_at: now + request.ttl,
+        };
+        let Some(record) = inner.keys.get_mut(scope).filter(|r| r.expires_at > now) else {
+            inner.keys.insert(scope.clone(), fresh());
+            return Ok(Claim::Acquired);
+        };
+        if record.fingerprint != request.fingerprint {
+            return Ok(Claim::Mismatch);
+        }
+        Ok(match &record.state {
+            KeyState::Done(outcome) => Claim::Done(outcome.clone()),
+            KeyState::InFlight { lease_until } if *lease_until > now => Claim::InFlight,
+            KeyState::InFlight { .. } => {
+                record.state = KeyState::InFlight { lease_until: now + record.lease };
+                Claim::TakenOver { reserved_id: record.reserved_id }
+            }
+        })
+    }
+
+    async fn complete(
+        &self,
+        scope: &IdempotencyScope,
+        outcome: &[u8],
+        _now: SystemTime,
+    ) -> Result<(), StoreError> {
+        if let Some(record) = self.inner().keys.get_mut(scope) {
+            record.state = KeyState::Done(outcome.to_vec());
+        }
+        Ok(())
+    }
+
+    async fn release(&self, scope: &IdempotencyScope) -> Result<(), StoreError> {
+        self.inner().keys.remove(scope);
+        Ok(())
+    }
+}
