@@ -50,7 +50,9 @@ impl ApiKeys {
     }
 
     fn merchant(&self, key: &str) -> Option<&str> {
-        self.merchants_by_hash.get(&Self::hash(key)).map(String::as_str)
+        self.merchants_by_hash
+            .get(&Self::hash(key))
+            .map(String::as_str)
     }
 
     /// A tonic interceptor: `authorization: Bearer <key>` → [`Merchant`].
@@ -198,8 +200,12 @@ impl proto::payment_service_server::PaymentService for PaymentService {
         request: Request<proto::CaptureRequest>,
     ) -> Result<Response<proto::OperationResult>, Status> {
         let merchant = merchant(&request)?;
-        self.operate(&merchant, OperationKind::Capture, request.into_inner().into())
-            .await
+        self.operate(
+            &merchant,
+            OperationKind::Capture,
+            request.into_inner().into(),
+        )
+        .await
     }
 
     async fn refund(
@@ -207,8 +213,12 @@ impl proto::payment_service_server::PaymentService for PaymentService {
         request: Request<proto::RefundRequest>,
     ) -> Result<Response<proto::OperationResult>, Status> {
         let merchant = merchant(&request)?;
-        self.operate(&merchant, OperationKind::Refund, request.into_inner().into())
-            .await
+        self.operate(
+            &merchant,
+            OperationKind::Refund,
+            request.into_inner().into(),
+        )
+        .await
     }
 
     async fn void(

@@ -75,7 +75,12 @@ impl App {
                 .iter()
                 .map(|key| (key.sha256.clone(), key.merchant.clone())),
         ));
-        Ok(App { listener, payments, api_keys, sandboxes })
+        Ok(App {
+            listener,
+            payments,
+            api_keys,
+            sandboxes,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -97,7 +102,9 @@ impl App {
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
         let (health, health_service) = tonic_health::server::health_reporter();
         for service in SERVICES {
-            health.set_service_status(service, ServingStatus::Serving).await;
+            health
+                .set_service_status(service, ServingStatus::Serving)
+                .await;
         }
         health.set_service_status("", ServingStatus::Serving).await;
 
@@ -126,9 +133,13 @@ impl App {
             shutdown.await;
             tracing::info!("shutting down: NOT_SERVING, draining in-flight calls");
             for service in SERVICES {
-                health.set_service_status(service, ServingStatus::NotServing).await;
+                health
+                    .set_service_status(service, ServingStatus::NotServing)
+                    .await;
             }
-            health.set_service_status("", ServingStatus::NotServing).await;
+            health
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
         };
         Server::builder()
             .add_service(health_service)

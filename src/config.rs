@@ -16,7 +16,11 @@ pub const DEMO_KEY_HASH: &str = "5d48f1024f38b44ad9ddc03dc12b2a8287c7ec690065dce
 #[command(name = "payment-orchestrator", version, about)]
 pub struct Config {
     /// Address the gRPC server listens on.
-    #[arg(long, env = "PAYMENT_ORCHESTRATOR_LISTEN", default_value = "0.0.0.0:50051")]
+    #[arg(
+        long,
+        env = "PAYMENT_ORCHESTRATOR_LISTEN",
+        default_value = "0.0.0.0:50051"
+    )]
     pub listen: SocketAddr,
 
     /// API keys as `merchant:sha256hex` pairs, comma separated. The key
@@ -95,7 +99,14 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("listen", &self.listen)
-            .field("merchants", &self.api_keys.iter().map(|k| &k.merchant).collect::<Vec<_>>())
+            .field(
+                "merchants",
+                &self
+                    .api_keys
+                    .iter()
+                    .map(|k| &k.merchant)
+                    .collect::<Vec<_>>(),
+            )
             .field("partners", &self.partners)
             .field("partner_timeout", &self.partner_timeout)
             .field("idempotency_ttl", &self.idempotency_ttl)
@@ -113,9 +124,7 @@ pub struct ApiKeyHash {
 impl FromStr for ApiKeyHash {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let (merchant, sha256) = text
-            .split_once(':')
-            .ok_or("expected merchant:sha256hex")?;
+        let (merchant, sha256) = text.split_once(':').ok_or("expected merchant:sha256hex")?;
         let hex_ok = sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit());
         if merchant.is_empty() || !hex_ok {
             return Err("expected merchant:sha256hex (64 hex digits)".into());
@@ -140,13 +149,17 @@ impl FromStr for PartnerSpec {
         let identifier = |s: &str| {
             !s.is_empty()
                 && s.len() <= 64
-                && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b))
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b))
         };
         let methods: Vec<String> = methods.split('|').map(str::to_owned).collect();
         if !identifier(name) || !methods.iter().all(|m| identifier(m)) {
             return Err("partner and method names are 1-64 of a-z 0-9 _ -".into());
         }
-        Ok(PartnerSpec { name: name.to_owned(), methods })
+        Ok(PartnerSpec {
+            name: name.to_owned(),
+            methods,
+        })
     }
 }
 
@@ -157,10 +170,17 @@ fn parse_rule(text: &str) -> Result<PriorityRule, String> {
 /// `500ms`, `10s`, `30m`, `24h`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let invalid = || format!("{text:?}: expected a number with ms, s, m or h");
-    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(invalid)?;
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(invalid)?;
     let (number, unit) = text.split_at(split);
     let number: u64 = number.parse().map_err(|_| invalid())?;
-    let seconds = |factor: u64| number.checked_mul(factor).map(Duration::from_secs).ok_or_else(invalid);
+    let seconds = |factor: u64| {
+        number
+            .checked_mul(factor)
+            .map(Duration::from_secs)
+            .ok_or_else(invalid)
+    };
     match unit {
         "ms" => Ok(Duration::from_millis(number)),
         "s" => seconds(1),

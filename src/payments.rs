@@ -44,7 +44,10 @@ pub enum Precondition {
     #[error("the session is not open")]
     SessionNotOpen { status: SessionStatus },
     #[error("the requested amount {requested} exceeds the available {available}")]
-    AmountExceedsAvailable { requested: Amount, available: Amount },
+    AmountExceedsAvailable {
+        requested: Amount,
+        available: Amount,
+    },
     #[error("nothing is available for this operation")]
     NothingAvailable,
     #[error("the payment is not authorized")]
@@ -94,9 +97,13 @@ impl From<OperationError> for Precondition {
     fn from(error: OperationError) -> Self {
         match error {
             OperationError::NotAuthorized => Precondition::PaymentNotAuthorized,
-            OperationError::Allocation(AllocationError::ExceedsAvailable { requested, available }) => {
-                Precondition::AmountExceedsAvailable { requested, available }
-            }
+            OperationError::Allocation(AllocationError::ExceedsAvailable {
+                requested,
+                available,
+            }) => Precondition::AmountExceedsAvailable {
+                requested,
+                available,
+            },
             OperationError::Allocation(AllocationError::NothingAvailable) => {
                 Precondition::NothingAvailable
             }
@@ -212,7 +219,12 @@ impl Payments {
         clock: Arc<dyn Clock>,
         settings: Settings,
     ) -> Self {
-        Payments { store, partners, clock, settings }
+        Payments {
+            store,
+            partners,
+            clock,
+            settings,
+        }
     }
 
     pub fn partners(&self) -> &Partners {
@@ -274,7 +286,9 @@ impl Payments {
         self.idempotent(scope, fingerprint, |_, _| async move {
             let reason = request.command.reason;
             let session = self
-                .update_session(session_id, |session, now| session.cancel(reason.clone(), now))
+                .update_session(session_id, |session, now| {
+                    session.cancel(reason.clone(), now)
+                })
                 .await?;
             Ok(self.view(session))
         })
@@ -310,7 +324,9 @@ impl Payments {
                 return Ok(existing.value);
             }
             let session = self
-                .update_session(session_id, |session, now| session.begin_payment(payment_id, now))
+                .update_session(session_id, |session, now| {
+                    session.begin_payment(payment_id, now)
+                })
                 .await?;
             let mut ids = Uuid::now_v7;
             let payment = Payment::new(
@@ -364,11 +380,17 @@ impl Payments {
                         reason: "automatic capture".into(),
                         triggered_by: TriggeredBy::System,
                     };
-                    return payment.open_operation(id, &request, &mut ids, now).ok().map(|op| op.id);
+                    return payment
+                        .open_operation(id, &request, &mut ids, now)
+                        .ok()
+                        .map(|op| op.id);
                 }
                 let compensation = payment.compensation_needed();
-                (!compensation.is_empty())
-                    .then(|| payment.open_compensation(id, &compensation, &mut ids, now).id)
+                (!compensation.is_empty()).then(|| {
+                    payment
+                        .open_compensation(id, &compensation, &mut ids, now)
+                        .id
+                })
             })
             .await?;
         match follow_up {
@@ -443,7 +465,10 @@ impl Payments {
             } else {
                 self.execute(payment_id, operation_id).await?
             };
-            Ok(OperationResult { operation_id, payment })
+            Ok(OperationResult {
+                operation_id,
+                payment,
+            })
         })
         .await
     }
@@ -495,7 +520,11 @@ impl Payments {
         SessionView { session, status }
     }
 
-    async fn owned_session(&self, merchant: &str, id: Uuid) -> Result<Versioned<Session>, PaymentError> {
+    async fn owned_session(
+        &self,
+        merchant: &str,
+        id: Uuid,
+    ) -> Result<Versioned<Session>, PaymentError> {
         self.store
             .session(id)
             .await?
@@ -503,7 +532,11 @@ impl Payments {
             .ok_or(PaymentError::NotFound)
     }
 
-    async fn owned_payment(&self, merchant: &str, id: Uuid) -> Result<Versioned<Payment>, PaymentError> {
+    async fn owned_payment(
+        &self,
+        merchant: &str,
+        id: Uuid,
+    ) -> Result<Versioned<Payment>, PaymentError> {
         self.store
             .payment(id)
             .await?
@@ -512,7 +545,10 @@ impl Payments {
     }
 
     async fn load(&self, payment_id: Uuid) -> Result<Versioned<Payment>, PaymentError> {
-        self.store.payment(payment_id).await?.ok_or(PaymentError::NotFound)
+        self.store
+            .payment(payment_id)
+            .await?
+            .ok_or(PaymentError::NotFound)
     }
 
     /// Read-modify-write of a payment with compare-and-set, retried against
@@ -523,7 +559,10 @@ impl Payments {
         mut change: impl FnMut(&mut Payment, std::time::SystemTime) -> R,
     ) -> Result<(Payment, R), PaymentError> {
         for _ in 0..MAX_WRITE_ATTEMPTS {
-            let Versioned { value: mut payment, version } = self.load(payment_id).await?;
+            let Versioned {
+                value: mut payment,
+                version,
+            } = self.load(payment_id).await?;
             let result = change(&mut payment, self.clock.now());
             match self.store.update_payment(&payment, version).await {
                 Ok(_) => return Ok((payment, result)),
@@ -531,7 +570,9 @@ impl Payments {
                 Err(other) => return Err(other.into()),
             }
         }
-        Err(PaymentError::Internal("too many concurrent writes to one payment".into()))
+        Err(PaymentError::Internal(
+            "too many concurrent writes to one payment".into(),
+        ))
     }
 
     async fn update_session(
@@ -540,8 +581,14 @@ impl Payments {
         mut change: impl FnMut(&mut Session, std::time::SystemTime) -> Result<(), SessionError>,
     ) -> Result<Session, PaymentError> {
         for _ in 0..MAX_WRITE_ATTEMPTS {
-            let Versioned { value: mut session, version } =
-                self.store.session(id).await?.ok_or(PaymentError::NotFound)?;
+            let Versioned {
+                value: mut session,
+                version,
+            } = self
+                .store
+                .session(id)
+                .await?
+                .ok_or(PaymentError::NotFound)?;
             change(&mut session, self.clock.now()).map_err(Precondition::from)?;
             match self.store.update_session(&session, version).await {
                 Ok(_) => return Ok(session),
@@ -549,7 +596,9 @@ impl Payments {
                 Err(other) => return Err(other.into()),
             }
         }
-        Err(PaymentError::Internal("too many concurrent writes to one session".into()))
+        Err(PaymentError::Internal(
+            "too many concurrent writes to one session".into(),
+        ))
     }
 
     /// The idempotency contract around `run(id, taken_over)`: `id` is the id
@@ -599,7 +648,9 @@ impl Payments {
             Err(_) => return result,
         };
         let bytes = serde_json::to_vec(&stored).map_err(|e| PaymentError::Internal(Box::new(e)))?;
-        self.store.complete(&scope, &bytes, self.clock.now()).await?;
+        self.store
+            .complete(&scope, &bytes, self.clock.now())
+            .await?;
         result
     }
 }

@@ -65,7 +65,10 @@ impl Violations {
     fn idempotency_key(&mut self, key: &str) {
         let printable = key.bytes().all(|b| (0x20..0x7f).contains(&b));
         if key.is_empty() || key.len() > MAX_TEXT || !printable {
-            self.add("idempotency_key", "required: 1-255 printable ASCII characters");
+            self.add(
+                "idempotency_key",
+                "required: 1-255 printable ASCII characters",
+            );
         }
     }
 
@@ -136,7 +139,10 @@ impl Violations {
                 Ok(rate) => Some(rate),
                 Err(_) if item.tax_rate.is_empty() => Some(Decimal::ZERO),
                 Err(_) => {
-                    self.add(at("tax_rate"), "must be a decimal percentage such as \"25.0\"");
+                    self.add(
+                        at("tax_rate"),
+                        "must be a decimal percentage such as \"25.0\"",
+                    );
                     None
                 }
             };
@@ -169,7 +175,11 @@ impl Violations {
         lines
     }
 
-    fn priority(&mut self, rules: Vec<proto::PriorityRule>, partners: &Partners) -> Vec<PriorityRule> {
+    fn priority(
+        &mut self,
+        rules: Vec<proto::PriorityRule>,
+        partners: &Partners,
+    ) -> Vec<PriorityRule> {
         if rules.len() > MAX_RULES {
             self.add("priority", format!("at most {MAX_RULES} rules"));
             return Vec::new();
@@ -218,7 +228,10 @@ fn webhook(violations: &mut Violations, webhook: Option<proto::Webhook>) -> Opti
     let webhook = webhook?;
     let scheme_ok = webhook.url.starts_with("https://") || webhook.url.starts_with("http://");
     if !scheme_ok || webhook.url.len() > MAX_URL || webhook.url.chars().any(char::is_whitespace) {
-        violations.add("webhook.url", "must be an absolute http(s) URL of at most 2048 characters");
+        violations.add(
+            "webhook.url",
+            "must be an absolute http(s) URL of at most 2048 characters",
+        );
     }
     if webhook.headers.len() > MAX_HEADERS {
         violations.add("webhook.headers", format!("at most {MAX_HEADERS} headers"));
@@ -226,12 +239,20 @@ fn webhook(violations: &mut Violations, webhook: Option<proto::Webhook>) -> Opti
     for (name, value) in &webhook.headers {
         let token = !name.is_empty()
             && name.len() <= 64
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
         if !token {
-            violations.add("webhook.headers", "header names are 1-64 of A-Z a-z 0-9 - _");
+            violations.add(
+                "webhook.headers",
+                "header names are 1-64 of A-Z a-z 0-9 - _",
+            );
         }
         if value.len() > 1024 || value.bytes().any(|b| b.is_ascii_control()) {
-            violations.add("webhook.headers", "header values are at most 1024 visible characters");
+            violations.add(
+                "webhook.headers",
+                "header values are at most 1024 visible characters",
+            );
         }
     }
     Some(Webhook {
@@ -244,7 +265,10 @@ fn webhook(violations: &mut Violations, webhook: Option<proto::Webhook>) -> Opti
     })
 }
 
-fn expires_in(violations: &mut Violations, value: Option<prost_types::Duration>) -> Option<Duration> {
+fn expires_in(
+    violations: &mut Violations,
+    value: Option<prost_types::Duration>,
+) -> Option<Duration> {
     let value = value?;
     match Duration::try_from(value) {
         Ok(duration) if !duration.is_zero() && duration <= MAX_EXPIRY => Some(duration),
@@ -255,7 +279,10 @@ fn expires_in(violations: &mut Violations, value: Option<prost_types::Duration>)
     }
 }
 
-fn metadata(violations: &mut Violations, metadata: BTreeMap<String, String>) -> BTreeMap<String, String> {
+fn metadata(
+    violations: &mut Violations,
+    metadata: BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
     if metadata.len() > MAX_METADATA {
         violations.add("metadata", format!("at most {MAX_METADATA} pairs"));
     }
@@ -264,13 +291,18 @@ fn metadata(violations: &mut Violations, metadata: BTreeMap<String, String>) -> 
             violations.add("metadata", "keys are 1-64 characters");
         }
         if value.chars().count() > 512 {
-            violations.add(format!("metadata[{key}]"), "values are at most 512 characters");
+            violations.add(
+                format!("metadata[{key}]"),
+                "values are at most 512 characters",
+            );
         }
     }
     metadata
 }
 
-pub fn create_session(request: proto::CreateSessionRequest) -> Result<Idempotent<CreateSession>, Status> {
+pub fn create_session(
+    request: proto::CreateSessionRequest,
+) -> Result<Idempotent<CreateSession>, Status> {
     let mut v = Violations::default();
     v.idempotency_key(&request.idempotency_key);
     v.text("order_reference", &request.order_reference, true);
@@ -331,7 +363,9 @@ pub fn submit_session(
         }
         if leg.payment_token.is_empty() || leg.payment_token.len() > MAX_TOKEN {
             v.add(at("payment_token"), "required, at most 2048 characters");
-        } else if let Some(Err(problem)) = partner.map(|p| p.adapter.check_token(&leg.payment_token)) {
+        } else if let Some(Err(problem)) =
+            partner.map(|p| p.adapter.check_token(&leg.payment_token))
+        {
             v.add(at("payment_token"), problem);
         }
         if let Some(amount) = amount {
@@ -355,7 +389,9 @@ pub fn submit_session(
     })
 }
 
-pub fn cancel_session(request: proto::CancelSessionRequest) -> Result<Idempotent<CancelSession>, Status> {
+pub fn cancel_session(
+    request: proto::CancelSessionRequest,
+) -> Result<Idempotent<CancelSession>, Status> {
     let mut v = Violations::default();
     let session_id = v.id("session_id", &request.session_id);
     v.idempotency_key(&request.idempotency_key);
@@ -365,7 +401,10 @@ pub fn cancel_session(request: proto::CancelSessionRequest) -> Result<Idempotent
     };
     v.finish(|| Idempotent {
         key: request.idempotency_key,
-        command: CancelSession { session_id, reason: request.reason },
+        command: CancelSession {
+            session_id,
+            reason: request.reason,
+        },
     })
 }
 
@@ -434,7 +473,9 @@ pub fn operation(
     let mut v = Violations::default();
     let payment_id = v.id("payment_id", &fields.payment_id);
     v.idempotency_key(&fields.idempotency_key);
-    let amount = fields.amount.map(|minor| v.positive_amount("amount", minor));
+    let amount = fields
+        .amount
+        .map(|minor| v.positive_amount("amount", minor));
     v.text("merchant_reference", &fields.merchant_reference, false);
     v.text("reason", &fields.reason, false);
     let priority = v.priority(fields.priority, partners);

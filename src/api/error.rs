@@ -22,7 +22,12 @@ pub fn invalid_argument(violations: Vec<FieldViolation>) -> Status {
     )
 }
 
-fn error_info(code: Code, message: &str, reason: &str, metadata: HashMap<String, String>) -> Status {
+fn error_info(
+    code: Code,
+    message: &str,
+    reason: &str,
+    metadata: HashMap<String, String>,
+) -> Status {
     Status::with_error_details(
         code,
         message,
@@ -87,5 +92,10 @@ fn precondition_status(precondition: &Precondition) -> Status {
         ),
         Precondition::PaymentNotAuthorized => ("PAYMENT_NOT_AUTHORIZED", HashMap::new()),
     };
-    error_info(Code::FailedPrecondition, &precondition.to_string(), reason, metadata)
+    error_info(
+        Code::FailedPrecondition,
+        &precondition.to_string(),
+        reason,
+        metadata,
+    )
 }

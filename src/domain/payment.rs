@@ -197,11 +197,7 @@ pub struct NewPayment {
 impl Payment {
     /// A payment whose authorization reserves every leg's amount, before any
     /// partner is called. Legs are authorized in split order.
-    pub fn new(
-        new: NewPayment,
-        ids: &mut impl FnMut() -> Uuid,
-        now: SystemTime,
-    ) -> Payment {
+    pub fn new(new: NewPayment, ids: &mut impl FnMut() -> Uuid, now: SystemTime) -> Payment {
         let transactions = new
             .legs
             .iter()
@@ -264,7 +260,9 @@ impl Payment {
                     continue;
                 };
                 let (done, pending) = match op.kind {
-                    OperationKind::Authorization => (&mut leg.authorized, &mut leg.authorize_pending),
+                    OperationKind::Authorization => {
+                        (&mut leg.authorized, &mut leg.authorize_pending)
+                    }
                     OperationKind::Capture => (&mut leg.captured, &mut leg.capture_pending),
                     OperationKind::Refund => (&mut leg.refunded, &mut leg.refund_pending),
                     OperationKind::Void => (&mut leg.voided, &mut leg.void_pending),
@@ -362,7 +360,9 @@ impl Payment {
         }
         let route = priority::order(
             &request.priority,
-            self.legs.iter().map(|leg| (leg.partner.as_str(), leg.method.as_str())),
+            self.legs
+                .iter()
+                .map(|leg| (leg.partner.as_str(), leg.method.as_str())),
         );
         let allocations = routing::allocate(&route, &self.available(request.kind), request.amount)?;
         let amount = Amount::sum(allocations.iter().map(|a| a.amount))
@@ -387,7 +387,10 @@ impl Payment {
             updated_at: now,
         });
         self.updated_at = now;
-        Ok(self.operations.last().unwrap_or_else(|| unreachable!("just pushed")))
+        Ok(self
+            .operations
+            .last()
+            .unwrap_or_else(|| unreachable!("just pushed")))
     }
 
     /// Marks a transaction as sent once more (before the partner call).
@@ -565,7 +568,9 @@ impl Payment {
             updated_at: now,
         });
         self.updated_at = now;
-        self.operations.last().unwrap_or_else(|| unreachable!("just pushed"))
+        self.operations
+            .last()
+            .unwrap_or_else(|| unreachable!("just pushed"))
     }
 
     /// The reference the partner gave the authorization of `leg`, which
@@ -634,7 +639,10 @@ mod tests {
                 amount: amount(12000),
                 currency: Currency::parse("EUR").unwrap(),
                 capture_mode: CaptureMode::Manual,
-                legs: vec![leg("ingenico", "creditcard", 10000), leg("illicado", "giftcard", 2000)],
+                legs: vec![
+                    leg("ingenico", "creditcard", 10000),
+                    leg("illicado", "giftcard", 2000),
+                ],
                 authorization_id: ids(),
             },
             ids,
@@ -678,10 +686,19 @@ mod tests {
         let mut payment = authorized_payment(&mut ids);
         let op_id = ids();
         let op = payment
-            .open_operation(op_id, &request(OperationKind::Capture, Some(5000)), &mut ids, SystemTime::UNIX_EPOCH)
+            .open_operation(
+                op_id,
+                &request(OperationKind::Capture, Some(5000)),
+                &mut ids,
+                SystemTime::UNIX_EPOCH,
+            )
             .unwrap()
             .clone();
-        let legs: Vec<(usize, i64)> = op.transactions.iter().map(|t| (t.leg, t.amount.minor())).collect();
+        let legs: Vec<(usize, i64)> = op
+            .transactions
+            .iter()
+            .map(|t| (t.leg, t.amount.minor()))
+            .collect();
         assert_eq!(legs, vec![(1, 2000), (0, 3000)]);
         let amounts = payment.amounts();
         assert_eq!(amounts.capture_pending, amount(5000));
@@ -695,19 +712,32 @@ mod tests {
         let mut payment = authorized_payment(&mut ids);
         let op_id = ids();
         let op = payment
-            .open_operation(op_id, &request(OperationKind::Capture, Some(2000)), &mut ids, SystemTime::UNIX_EPOCH)
+            .open_operation(
+                op_id,
+                &request(OperationKind::Capture, Some(2000)),
+                &mut ids,
+                SystemTime::UNIX_EPOCH,
+            )
             .unwrap()
             .clone();
         let gift = op.transactions[0].id;
         payment.mark_sent(op_id, gift, SystemTime::UNIX_EPOCH);
-        payment.record(op_id, gift, outcome(TransactionStatus::Failure), SystemTime::UNIX_EPOCH);
+        payment.record(
+            op_id,
+            gift,
+            outcome(TransactionStatus::Failure),
+            SystemTime::UNIX_EPOCH,
+        );
         let left = payment.reoffer(op_id, 1, amount(2000), &mut ids, SystemTime::UNIX_EPOCH);
         assert_eq!(left, Amount::ZERO);
         let op = payment.operation(op_id).unwrap().clone();
         let card = op.transactions.iter().find(|t| t.leg == 0).unwrap();
         assert_eq!(card.amount, amount(2000));
         payment.record(op_id, card.id, success(), SystemTime::UNIX_EPOCH);
-        assert_eq!(payment.operation(op_id).unwrap().status, OperationStatus::Success);
+        assert_eq!(
+            payment.operation(op_id).unwrap().status,
+            OperationStatus::Success
+        );
     }
 
     #[test]
@@ -717,12 +747,20 @@ mod tests {
         // Re-run the authorization with a declined gift card.
         let auth = payment.authorization().clone();
         payment.operations[0].transactions[1].status = TransactionStatus::Uncertain;
-        payment.record(auth.id, auth.transactions[1].id, outcome(TransactionStatus::Failure), SystemTime::UNIX_EPOCH);
+        payment.record(
+            auth.id,
+            auth.transactions[1].id,
+            outcome(TransactionStatus::Failure),
+            SystemTime::UNIX_EPOCH,
+        );
         assert_eq!(payment.authorization().status, OperationStatus::Failure);
         assert_eq!(payment.state(), PaymentState::Failed);
         assert_eq!(
             payment.compensation_needed(),
-            vec![Allocation { leg: 0, amount: amount(10000) }]
+            vec![Allocation {
+                leg: 0,
+                amount: amount(10000)
+            }]
         );
     }
 

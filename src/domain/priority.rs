@@ -66,7 +66,10 @@ impl PriorityRule {
         if partner.is_empty() || method.is_empty() {
             return None;
         }
-        Some(PriorityRule::new(Pattern::parse(partner), Pattern::parse(method)))
+        Some(PriorityRule::new(
+            Pattern::parse(partner),
+            Pattern::parse(method),
+        ))
     }
 
     fn matches(&self, partner: &str, method: &str) -> bool {
@@ -148,7 +151,9 @@ mod tests {
     use proptest::prelude::*;
 
     fn rules(spec: &[&str]) -> Vec<PriorityRule> {
-        spec.iter().map(|rule| PriorityRule::parse(rule).unwrap()).collect()
+        spec.iter()
+            .map(|rule| PriorityRule::parse(rule).unwrap())
+            .collect()
     }
 
     const LEGS: [(&str, &str); 3] = [
@@ -186,10 +191,7 @@ mod tests {
     }
 
     fn pattern() -> impl Strategy<Value = Pattern> {
-        prop_oneof![
-            Just(Pattern::Any),
-            "[ab]".prop_map(Pattern::Exactly),
-        ]
+        prop_oneof![Just(Pattern::Any), "[ab]".prop_map(Pattern::Exactly),]
     }
 
     proptest! {

@@ -16,7 +16,10 @@ pub struct Allocation {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AllocationError {
     #[error("requested {requested} exceeds the available {available}")]
-    ExceedsAvailable { requested: Amount, available: Amount },
+    ExceedsAvailable {
+        requested: Amount,
+        available: Amount,
+    },
     #[error("nothing is available")]
     NothingAvailable,
 }
@@ -75,7 +78,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn amounts(values: &[i64]) -> Vec<Amount> {
-        values.iter().map(|&v| Amount::from_minor(v).unwrap()).collect()
+        values
+            .iter()
+            .map(|&v| Amount::from_minor(v).unwrap())
+            .collect()
     }
 
     #[test]
@@ -85,8 +91,14 @@ mod tests {
         assert_eq!(
             result.unwrap(),
             vec![
-                Allocation { leg: 1, amount: Amount::from_minor(2000).unwrap() },
-                Allocation { leg: 0, amount: Amount::from_minor(3000).unwrap() },
+                Allocation {
+                    leg: 1,
+                    amount: Amount::from_minor(2000).unwrap()
+                },
+                Allocation {
+                    leg: 0,
+                    amount: Amount::from_minor(3000).unwrap()
+                },
             ]
         );
     }

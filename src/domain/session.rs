@@ -161,11 +161,17 @@ mod tests {
     #[test]
     fn open_session_expires_at_its_deadline() {
         let s = session();
-        assert_eq!(s.status_at(s.expires_at - Duration::from_secs(1)), SessionStatus::Open);
+        assert_eq!(
+            s.status_at(s.expires_at - Duration::from_secs(1)),
+            SessionStatus::Open
+        );
         assert_eq!(s.status_at(s.expires_at), SessionStatus::Expired);
         let mut s = session();
         let late = s.expires_at;
-        assert_eq!(s.begin_payment(Uuid::from_u128(2), late), Err(SessionError::Expired));
+        assert_eq!(
+            s.begin_payment(Uuid::from_u128(2), late),
+            Err(SessionError::Expired)
+        );
         assert_eq!(s.status, SessionStatus::Open);
     }
 

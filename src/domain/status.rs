@@ -17,7 +17,10 @@ pub enum TransactionStatus {
 
 impl TransactionStatus {
     pub fn is_final(self) -> bool {
-        matches!(self, TransactionStatus::Success | TransactionStatus::Failure)
+        matches!(
+            self,
+            TransactionStatus::Success | TransactionStatus::Failure
+        )
     }
 }
 
@@ -91,8 +94,8 @@ pub fn aggregate_authorization(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
     use TransactionStatus::*;
+    use proptest::prelude::*;
 
     fn amount(minor: i64) -> Amount {
         Amount::from_minor(minor).unwrap()
@@ -105,9 +108,15 @@ mod tests {
         };
         assert_eq!(s(&[(Success, 60), (Success, 40)]), OperationStatus::Success);
         assert_eq!(s(&[(Failure, 60), (Failure, 40)]), OperationStatus::Failure);
-        assert_eq!(s(&[(Success, 60), (Failure, 40)]), OperationStatus::Conflict);
+        assert_eq!(
+            s(&[(Success, 60), (Failure, 40)]),
+            OperationStatus::Conflict
+        );
         assert_eq!(s(&[(Success, 60), (Pending, 40)]), OperationStatus::Pending);
-        assert_eq!(s(&[(Pending, 60), (Uncertain, 40)]), OperationStatus::Uncertain);
+        assert_eq!(
+            s(&[(Pending, 60), (Uncertain, 40)]),
+            OperationStatus::Uncertain
+        );
         // Fallback: the declined leg's amount was taken by another leg.
         assert_eq!(
             s(&[(Failure, 40), (Success, 60), (Success, 40)]),
@@ -117,9 +126,18 @@ mod tests {
 
     #[test]
     fn one_declined_leg_fails_an_authorization() {
-        assert_eq!(aggregate_authorization([Success, Failure]), OperationStatus::Failure);
-        assert_eq!(aggregate_authorization([Success, Pending, Failure]), OperationStatus::Pending);
-        assert_eq!(aggregate_authorization([Success, Success]), OperationStatus::Success);
+        assert_eq!(
+            aggregate_authorization([Success, Failure]),
+            OperationStatus::Failure
+        );
+        assert_eq!(
+            aggregate_authorization([Success, Pending, Failure]),
+            OperationStatus::Pending
+        );
+        assert_eq!(
+            aggregate_authorization([Success, Success]),
+            OperationStatus::Success
+        );
     }
 
     fn status() -> impl Strategy<Value = TransactionStatus> {

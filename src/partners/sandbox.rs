@@ -204,7 +204,9 @@ impl Sandbox {
     fn ledger(&self) -> MutexGuard<'_, Ledger> {
         // A panic while holding the lock cannot leave the ledger half-written
         // (every mutation is a single insert/update), so poisoning is ignored.
-        self.ledger.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.ledger
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Every request that reached the sandbox, in arrival order.
@@ -214,7 +216,11 @@ impl Sandbox {
 
     /// How many requests of `kind` reached the sandbox.
     pub fn received_count(&self, kind: OperationKind) -> usize {
-        self.ledger().received.iter().filter(|r| r.kind == kind).count()
+        self.ledger()
+            .received
+            .iter()
+            .filter(|r| r.kind == kind)
+            .count()
     }
 
     /// Totals of every authorization, by partner reference.
@@ -254,7 +260,11 @@ impl Sandbox {
         }
     }
 
-    fn apply(&self, request: &PartnerRequest, scenario: &Scenario) -> Result<PartnerAnswer, PartnerError> {
+    fn apply(
+        &self,
+        request: &PartnerRequest,
+        scenario: &Scenario,
+    ) -> Result<PartnerAnswer, PartnerError> {
         let mut ledger = self.ledger();
         let key = request.idempotency_key.clone();
         let outcome = scenario.outcome(request.kind);
@@ -366,7 +376,10 @@ impl Ledger {
             return Lookup::NotFound;
         };
         let settle = match &mut entry.state {
-            EntryState::Pending { lookups_left, decline } => {
+            EntryState::Pending {
+                lookups_left,
+                decline,
+            } => {
                 *lookups_left = lookups_left.saturating_sub(1);
                 (*lookups_left == 0).then_some(*decline)
             }
@@ -444,7 +457,13 @@ mod tests {
     use super::*;
     use crate::domain::{money::Currency, payment::PaymentToken};
 
-    fn request(kind: OperationKind, key: &str, amount: i64, token: &str, auth: Option<&str>) -> PartnerRequest {
+    fn request(
+        kind: OperationKind,
+        key: &str,
+        amount: i64,
+        token: &str,
+        auth: Option<&str>,
+    ) -> PartnerRequest {
         PartnerRequest {
             kind,
             idempotency_key: key.into(),
@@ -463,7 +482,11 @@ mod tests {
         assert_eq!(s.outcome(OperationKind::Capture), Outcome::Pending);
         assert_eq!(s.outcome(OperationKind::Refund), Outcome::Timeout);
         assert_eq!(s.latency, Duration::from_millis(20));
-        assert!(Scenario::parse("capture=maybe").unwrap_err().contains("maybe"));
+        assert!(
+            Scenario::parse("capture=maybe")
+                .unwrap_err()
+                .contains("maybe")
+        );
         assert!(Scenario::parse("colour=red").is_err());
         assert!(Scenario::parse("latency=fast").is_err());
         assert!(Scenario::parse("capture=pending,").is_err());
@@ -473,7 +496,13 @@ mod tests {
     async fn refuses_to_capture_more_than_authorized_and_deduplicates() {
         let sandbox = Sandbox::new("ingenico");
         let auth = sandbox
-            .authorize(&request(OperationKind::Authorization, "a", 1000, "tok", None))
+            .authorize(&request(
+                OperationKind::Authorization,
+                "a",
+                1000,
+                "tok",
+                None,
+            ))
             .await
             .unwrap();
         let capture = |key: &'static str, amount| {
@@ -481,12 +510,21 @@ mod tests {
             let reference = auth.reference.clone();
             async move {
                 sandbox
-                    .capture(&request(OperationKind::Capture, key, amount, "", Some(&reference)))
+                    .capture(&request(
+                        OperationKind::Capture,
+                        key,
+                        amount,
+                        "",
+                        Some(&reference),
+                    ))
                     .await
             }
         };
         assert!(capture("c1", 600).await.is_ok());
-        assert!(matches!(capture("c2", 600).await, Err(PartnerError::Declined { .. })));
+        assert!(matches!(
+            capture("c2", 600).await,
+            Err(PartnerError::Declined { .. })
+        ));
         // The same key again is answered from the ledger, not applied twice.
         assert!(capture("c1", 600).await.is_ok());
         let totals = sandbox.authorizations()[&auth.reference].clone();
@@ -498,15 +536,36 @@ mod tests {
         let sandbox = Sandbox::new("ingenico");
         let token = "authorize=pending,pending_lookups=2";
         let answer = sandbox
-            .authorize(&request(OperationKind::Authorization, "a", 1000, token, None))
+            .authorize(&request(
+                OperationKind::Authorization,
+                "a",
+                1000,
+                token,
+                None,
+            ))
             .await
             .unwrap();
         assert!(!answer.settled);
-        assert!(matches!(sandbox.lookup("a").await, Ok(Lookup::Found(Ok(PartnerAnswer { settled: false, .. })))));
-        assert!(matches!(sandbox.lookup("a").await, Ok(Lookup::Found(Ok(PartnerAnswer { settled: true, .. })))));
+        assert!(matches!(
+            sandbox.lookup("a").await,
+            Ok(Lookup::Found(Ok(PartnerAnswer { settled: false, .. })))
+        ));
+        assert!(matches!(
+            sandbox.lookup("a").await,
+            Ok(Lookup::Found(Ok(PartnerAnswer { settled: true, .. })))
+        ));
 
-        let lost = request(OperationKind::Authorization, "b", 1000, "authorize=lost", None);
-        assert!(matches!(sandbox.authorize(&lost).await, Err(PartnerError::Unknown { .. })));
+        let lost = request(
+            OperationKind::Authorization,
+            "b",
+            1000,
+            "authorize=lost",
+            None,
+        );
+        assert!(matches!(
+            sandbox.authorize(&lost).await,
+            Err(PartnerError::Unknown { .. })
+        ));
         assert_eq!(sandbox.lookup("b").await, Ok(Lookup::NotFound));
         assert!(sandbox.authorize(&lost).await.is_ok());
     }

@@ -49,7 +49,9 @@ impl MemoryStore {
     fn inner(&self) -> MutexGuard<'_, Inner> {
         // Every mutation below is a single map operation: a panic cannot
         // leave a half-written record, so a poisoned lock is still sound.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -66,7 +68,10 @@ impl PaymentStore for MemoryStore {
         if inner.sessions.contains_key(&session.id) {
             return Err(StoreError::AlreadyExists);
         }
-        let value = Versioned { value: session.clone(), version: 1 };
+        let value = Versioned {
+            value: session.clone(),
+            version: 1,
+        };
         inner.sessions.insert(session.id, value);
         Ok(())
     }
@@ -77,11 +82,17 @@ impl PaymentStore for MemoryStore {
 
     async fn update_session(&self, session: &Session, version: u64) -> Result<u64, StoreError> {
         let mut inner = self.inner();
-        let stored = inner.sessions.get_mut(&session.id).ok_or(StoreError::Conflict)?;
+        let stored = inner
+            .sessions
+            .get_mut(&session.id)
+            .ok_or(StoreError::Conflict)?;
         if stored.version != version {
             return Err(StoreError::Conflict);
         }
-        *stored = Versioned { value: session.clone(), version: version + 1 };
+        *stored = Versioned {
+            value: session.clone(),
+            version: version + 1,
+        };
         Ok(version + 1)
     }
 
@@ -91,7 +102,10 @@ impl PaymentStore for MemoryStore {
             return Err(StoreError::AlreadyExists);
         }
         index_operations(&mut inner, payment);
-        let value = Versioned { value: payment.clone(), version: 1 };
+        let value = Versioned {
+            value: payment.clone(),
+            version: 1,
+        };
         inner.payments.insert(payment.id, value);
         Ok(())
     }
@@ -102,11 +116,17 @@ impl PaymentStore for MemoryStore {
 
     async fn update_payment(&self, payment: &Payment, version: u64) -> Result<u64, StoreError> {
         let mut inner = self.inner();
-        let stored = inner.payments.get_mut(&payment.id).ok_or(StoreError::Conflict)?;
+        let stored = inner
+            .payments
+            .get_mut(&payment.id)
+            .ok_or(StoreError::Conflict)?;
         if stored.version != version {
             return Err(StoreError::Conflict);
         }
-        *stored = Versioned { value: payment.clone(), version: version + 1 };
+        *stored = Versioned {
+            value: payment.clone(),
+            version: version + 1,
+        };
         index_operations(&mut inner, payment);
         Ok(version + 1)
     }
@@ -125,7 +145,9 @@ impl PaymentStore for MemoryStore {
         let fresh = || KeyRecord {
             fingerprint: request.fingerprint.clone(),
             reserved_id: request.reserved_id,
-            state: KeyState::InFlight { lease_until: now + request.lease },
+            state: KeyState::InFlight {
+                lease_until: now + request.lease,
+            },
             lease: request.lease,
             expires_at: now + request.ttl,
         };
@@ -140,8 +162,12 @@ impl PaymentStore for MemoryStore {
             KeyState::Done(outcome) => Claim::Done(outcome.clone()),
             KeyState::InFlight { lease_until } if *lease_until > now => Claim::InFlight,
             KeyState::InFlight { .. } => {
-                record.state = KeyState::InFlight { lease_until: now + record.lease };
-                Claim::TakenOver { reserved_id: record.reserved_id }
+                record.state = KeyState::InFlight {
+                    lease_until: now + record.lease,
+                };
+                Claim::TakenOver {
+                    reserved_id: record.reserved_id,
+                }
             }
         })
     }

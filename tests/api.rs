@@ -1,0 +1,17 @@
+//! Integration tests over real gRPC: the server runs on 127.0.0.1:0 in this
+//! process, with the embedded store, the sandbox partners and a manual clock.
+
+// The harness is test code too: a failed setup should panic loudly.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod api {
+    pub mod harness;
+
+    mod access;
+    mod idempotency;
+    mod operations;
+    mod priority;
+    mod sessions;
+    mod validation;
+    mod walkthrough;
+}

@@ -1,0 +1,291 @@
+//! Starts the real server on 127.0.0.1:0 with a manual clock and gives the
+//! tests authenticated gRPC clients and the sandbox ledgers.
+
+use std::{sync::Arc, time::SystemTime};
+
+use clap::Parser;
+use payment_orchestrator::{
+    api::{ApiKeys, proto},
+    app::App,
+    clock::ManualClock,
+    config::Config,
+    partners::sandbox::Sandbox,
+};
+use proto::{
+    payment_service_client::PaymentServiceClient, session_service_client::SessionServiceClient,
+};
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::{
+    Request, Status,
+    metadata::MetadataValue,
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::Channel,
+};
+
+pub const DEMO_KEY: &str = "sk_test_demo";
+pub const OTHER_KEY: &str = "sk_test_other";
+
+/// Adds `authorization: Bearer <key>` to every call (or nothing for `None`).
+#[derive(Clone)]
+pub struct Bearer(Option<String>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(key) = &self.0 {
+            let value: MetadataValue<_> = format!("Bearer {key}").parse().expect("ascii key");
+            request.metadata_mut().insert("authorization", value);
+        }
+        Ok(request)
+    }
+}
+
+pub type Sessions = SessionServiceClient<InterceptedService<Channel, Bearer>>;
+pub type Payments = PaymentServiceClient<InterceptedService<Channel, Bearer>>;
+
+pub struct TestServer {
+    pub clock: ManualClock,
+    channel: Channel,
+    sandboxes: Vec<(String, Sandbox)>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    /// The embedded configuration plus a second merchant (`other`) and a
+    /// third sandbox partner (`clover`, gift cards).
+    pub async fn start() -> TestServer {
+        let keys = format!(
+            "demo:{},other:{}",
+            ApiKeys::hash(DEMO_KEY),
+            ApiKeys::hash(OTHER_KEY)
+        );
+        let config = Config::parse_from([
+            "payment-orchestrator",
+            "--listen",
+            "127.0.0.1:0",
+            "--api-keys",
+            &keys,
+            "--partners",
+            "ingenico=creditcard,illicado=giftcard,clover=giftcard",
+        ]);
+        let clock = ManualClock::new(SystemTime::now());
+        let app = App::build_with_clock(config, Arc::new(clock.clone()))
+            .await
+            .expect("app builds");
+        let address = app.local_addr().expect("bound");
+        let sandboxes = ["ingenico", "illicado", "clover"]
+            .into_iter()
+            .map(|name| (name.to_owned(), app.sandbox(name).expect("configured")))
+            .collect();
+        let (shutdown, stopped) = oneshot::channel();
+        let task = tokio::spawn(app.serve(async {
+            let _ = stopped.await;
+        }));
+        let channel = Channel::from_shared(format!("http://{address}"))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connects");
+        TestServer {
+            clock,
+            channel,
+            sandboxes,
+            shutdown: Some(shutdown),
+            task: Some(task),
+        }
+    }
+
+    pub fn sessions(&self) -> Sessions {
+        self.sessions_as(Some(DEMO_KEY))
+    }
+
+    pub fn payments(&self) -> Payments {
+        self.payments_as(Some(DEMO_KEY))
+    }
+
+    pub fn sessions_as(&self, key: Option<&str>) -> Sessions {
+        SessionServiceClient::with_interceptor(self.channel.clone(), Bearer(key.map(Into::into)))
+    }
+
+    pub fn payments_as(&self, key: Option<&str>) -> Payments {
+        PaymentServiceClient::with_interceptor(self.channel.clone(), Bearer(key.map(Into::into)))
+    }
+
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    pub fn sandbox(&self, name: &str) -> &Sandbox {
+        &self
+            .sandboxes
+            .iter()
+            .find(|(n, _)| n == name)
+            .expect("known sandbox")
+            .1
+    }
+
+    /// Stops the server, draining in-flight calls.
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("server task")
+                .expect("server stopped cleanly");
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+// ---- request builders ----
+
+pub fn leg(partner: &str, method: &str, amount: i64, token: &str) -> proto::SplitLeg {
+    proto::SplitLeg {
+        partner: partner.into(),
+        method: method.into(),
+        amount,
+        payment_token: token.into(),
+    }
+}
+
+pub fn card(amount: i64, token: &str) -> proto::SplitLeg {
+    leg("ingenico", "creditcard", amount, token)
+}
+
+pub fn gift(amount: i64, token: &str) -> proto::SplitLeg {
+    leg("illicado", "giftcard", amount, token)
+}
+
+pub fn rule(partner: &str, method: &str) -> proto::PriorityRule {
+    proto::PriorityRule {
+        partner: partner.into(),
+        method: method.into(),
+    }
+}
+
+pub fn new_key() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+pub fn create_request(amount: i64, mode: proto::CaptureMode) -> proto::CreateSessionRequest {
+    proto::CreateSessionRequest {
+        idempotency_key: new_key(),
+        order_reference: "order-1001".into(),
+        amount,
+        currency: "EUR".into(),
+        capture_mode: mode.into(),
+        ..Default::default()
+    }
+}
+
+pub async fn open_session(
+    server: &TestServer,
+    amount: i64,
+    mode: proto::CaptureMode,
+) -> proto::Session {
+    server
+        .sessions()
+        .create_session(create_request(amount, mode))
+        .await
+        .expect("session created")
+        .into_inner()
+}
+
+pub async fn submit(
+    server: &TestServer,
+    session: &str,
+    split: Vec<proto::SplitLeg>,
+) -> Result<proto::Payment, Status> {
+    server
+        .sessions()
+        .submit_session(proto::SubmitSessionRequest {
+            session_id: session.into(),
+            idempotency_key: new_key(),
+            split,
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// A MANUAL payment of the split's total, authorized.
+pub async fn authorized(server: &TestServer, split: Vec<proto::SplitLeg>) -> proto::Payment {
+    let total = split.iter().map(|l| l.amount).sum();
+    let session = open_session(server, total, proto::CaptureMode::Manual).await;
+    let payment = submit(server, &session.id, split).await.expect("submitted");
+    assert_eq!(
+        payment.state(),
+        proto::PaymentState::Authorized,
+        "{payment:#?}"
+    );
+    payment
+}
+
+/// The walkthrough's split: 100.00 on a card, 20.00 on a gift card.
+pub async fn card_and_gift(
+    server: &TestServer,
+    card_token: &str,
+    gift_token: &str,
+) -> proto::Payment {
+    authorized(
+        server,
+        vec![card(10000, card_token), gift(2000, gift_token)],
+    )
+    .await
+}
+
+pub fn capture(payment: &proto::Payment, amount: Option<i64>) -> proto::CaptureRequest {
+    proto::CaptureRequest {
+        payment_id: payment.id.clone(),
+        idempotency_key: new_key(),
+        amount,
+        ..Default::default()
+    }
+}
+
+pub fn refund(payment: &proto::Payment, amount: Option<i64>) -> proto::RefundRequest {
+    proto::RefundRequest {
+        payment_id: payment.id.clone(),
+        idempotency_key: new_key(),
+        amount,
+        ..Default::default()
+    }
+}
+
+pub fn void(payment: &proto::Payment, amount: Option<i64>) -> proto::VoidRequest {
+    proto::VoidRequest {
+        payment_id: payment.id.clone(),
+        idempotency_key: new_key(),
+        amount,
+        ..Default::default()
+    }
+}
+
+/// `(partner, amount, status)` of each partner transaction, in order.
+pub fn legs_of(operation: &proto::Operation) -> Vec<(String, i64, proto::OperationStatus)> {
+    operation
+        .partner_transactions
+        .iter()
+        .map(|tx| (tx.partner.clone(), tx.amount, tx.status()))
+        .collect()
+}
+
+pub fn amounts(payment: &proto::Payment) -> proto::Amounts {
+    payment.amounts.expect("amounts")
+}
+
+/// The ErrorInfo reason of a status, if any.
+pub fn reason(status: &Status) -> Option<String> {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .error_info()
+        .map(|info| info.reason.clone())
+}

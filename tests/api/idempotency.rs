@@ -1,0 +1,170 @@
+//! The idempotency contract: replay, key reuse, requests in flight.
+
+use std::time::Duration;
+
+use payment_orchestrator::{api::proto, domain::payment::OperationKind};
+use prost::Message;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+use super::harness::*;
+
+#[tokio::test]
+async fn replay_returns_the_identical_response_without_a_second_partner_call() {
+    let server = TestServer::start().await;
+    let mut payments = server.payments();
+    let payment = card_and_gift(&server, "tok", "tok").await;
+    let request = capture(&payment, Some(5000));
+    let first = payments
+        .capture(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let calls =
+        server.sandbox("ingenico").received().len() + server.sandbox("illicado").received().len();
+
+    // Something else happens to the payment in between.
+    payments.refund(refund(&payment, Some(100))).await.unwrap();
+    let calls_after_refund = calls + 1;
+
+    let replay = payments.capture(request).await.unwrap().into_inner();
+    assert_eq!(replay.encode_to_vec(), first.encode_to_vec());
+    let calls_now =
+        server.sandbox("ingenico").received().len() + server.sandbox("illicado").received().len();
+    assert_eq!(calls_now, calls_after_refund, "the replay called a partner");
+}
+
+#[tokio::test]
+async fn replayed_business_error_is_the_stored_one() {
+    let server = TestServer::start().await;
+    let mut payments = server.payments();
+    let payment = card_and_gift(&server, "tok", "tok").await;
+    let request = capture(&payment, Some(20000));
+    let first = payments.capture(request.clone()).await.unwrap_err();
+    let replay = payments.capture(request).await.unwrap_err();
+    assert_eq!(
+        (first.code(), first.message()),
+        (replay.code(), replay.message())
+    );
+    assert_eq!(first.details(), replay.details());
+    assert_eq!(reason(&replay).as_deref(), Some("AMOUNT_EXCEEDS_AVAILABLE"));
+}
+
+#[tokio::test]
+async fn create_session_replay_returns_the_same_session() {
+    let server = TestServer::start().await;
+    let request = create_request(12000, proto::CaptureMode::Manual);
+    let first = server
+        .sessions()
+        .create_session(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    server.clock.advance(Duration::from_secs(5));
+    let replay = server
+        .sessions()
+        .create_session(request)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(replay.encode_to_vec(), first.encode_to_vec());
+}
+
+#[tokio::test]
+async fn key_reused_for_a_different_request_is_refused() {
+    let server = TestServer::start().await;
+    let mut payments = server.payments();
+    let payment = card_and_gift(&server, "tok", "tok").await;
+    let request = capture(&payment, Some(5000));
+    payments.capture(request.clone()).await.unwrap();
+    let mut different = request.clone();
+    different.amount = Some(4000);
+    let error = payments.capture(different).await.unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    assert_eq!(reason(&error).as_deref(), Some("IDEMPOTENCY_KEY_REUSED"));
+
+    // A refund with the capture's key is a different request too.
+    let mut refund_request = refund(&payment, Some(100));
+    refund_request.idempotency_key = request.idempotency_key.clone();
+    let error = payments.refund(refund_request).await.unwrap_err();
+    assert_eq!(reason(&error).as_deref(), Some("IDEMPOTENCY_KEY_REUSED"));
+
+    let mut session_request = create_request(100, proto::CaptureMode::Manual);
+    server
+        .sessions()
+        .create_session(session_request.clone())
+        .await
+        .unwrap();
+    session_request.amount = 200;
+    let error = server
+        .sessions()
+        .create_session(session_request)
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&error).as_deref(), Some("IDEMPOTENCY_KEY_REUSED"));
+}
+
+#[tokio::test]
+async fn the_same_key_on_another_payment_is_another_request() {
+    let server = TestServer::start().await;
+    let mut payments = server.payments();
+    let first = card_and_gift(&server, "tok", "tok").await;
+    let second = card_and_gift(&server, "tok", "tok").await;
+    let key = new_key();
+    for payment in [&first, &second] {
+        let mut request = capture(payment, Some(100));
+        request.idempotency_key = key.clone();
+        let result = payments.capture(request).await.unwrap().into_inner();
+        assert_eq!(result.payment.unwrap().id, payment.id);
+    }
+}
+
+#[tokio::test]
+async fn concurrent_duplicates_get_request_in_progress_and_one_partner_call() {
+    let server = TestServer::start().await;
+    let payment = authorized(&server, vec![card(12000, "latency=300ms")]).await;
+    let request = capture(&payment, Some(5000));
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let mut payments = server.payments();
+            let request = request.clone();
+            tokio::spawn(async move { payments.capture(request).await })
+        })
+        .collect();
+    let mut successes = Vec::new();
+    let mut in_progress = 0;
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(response) => successes.push(response.into_inner()),
+            Err(status) => {
+                assert_eq!(status.code(), Code::Aborted, "{status:?}");
+                assert_eq!(reason(&status).as_deref(), Some("REQUEST_IN_PROGRESS"));
+                assert!(status.get_error_details().retry_info().is_some());
+                in_progress += 1;
+            }
+        }
+    }
+    assert!(
+        in_progress > 0,
+        "no duplicate arrived while the first was running"
+    );
+    assert!(!successes.is_empty());
+    assert!(successes.windows(2).all(|pair| pair[0] == pair[1]));
+    assert_eq!(
+        server
+            .sandbox("ingenico")
+            .received_count(OperationKind::Capture),
+        1
+    );
+    // Once it finished, the key replays the stored response.
+    let replay = server
+        .payments()
+        .capture(request)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        replay.operation.unwrap().status(),
+        proto::OperationStatus::Success
+    );
+}

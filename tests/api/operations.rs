@@ -1,0 +1,226 @@
+//! Operation outcomes, reservations and the amount invariants.
+
+use payment_orchestrator::{
+    api::proto::{self, OperationStatus},
+    domain::payment::OperationKind,
+};
+use tonic::Code;
+use tonic_types::StatusExt;
+
+use super::harness::*;
+
+#[tokio::test]
+async fn every_leg_declined_is_a_failure_that_reserves_nothing() {
+    let server = TestServer::start().await;
+    let payment = card_and_gift(&server, "capture=decline", "capture=decline").await;
+    let result = server
+        .payments()
+        .capture(capture(&payment, Some(5000)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(result.operation.unwrap().status(), OperationStatus::Failure);
+    let amounts = amounts(&result.payment.unwrap());
+    assert_eq!(
+        (
+            amounts.total_captured,
+            amounts.capture_pending,
+            amounts.available_to_capture
+        ),
+        (0, 0, 12000)
+    );
+}
+
+#[tokio::test]
+async fn uncertain_capture_keeps_its_reservation_so_nothing_can_over_capture() {
+    let server = TestServer::start().await;
+    let mut payments = server.payments();
+    let payment = card_and_gift(&server, "capture=timeout", "tok").await;
+    let result = payments
+        .capture(capture(&payment, None))
+        .await
+        .unwrap()
+        .into_inner();
+    let operation = result.operation.unwrap();
+    assert_eq!(operation.status(), OperationStatus::Uncertain);
+    assert_eq!(
+        legs_of(&operation),
+        vec![
+            ("illicado".into(), 2000, OperationStatus::Success),
+            ("ingenico".into(), 10000, OperationStatus::Uncertain),
+        ]
+    );
+    let amounts = amounts(&result.payment.unwrap());
+    assert_eq!(
+        (
+            amounts.total_captured,
+            amounts.capture_pending,
+            amounts.available_to_capture
+        ),
+        (2000, 10000, 0)
+    );
+
+    // The timeout was applied at the partner: a second capture must not be
+    // able to take that money again.
+    let error = payments
+        .capture(capture(&payment, Some(1)))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition);
+    let info = error.get_error_details().error_info().cloned().unwrap();
+    assert_eq!(info.reason, "AMOUNT_EXCEEDS_AVAILABLE");
+    assert_eq!(
+        info.metadata.get("available").map(String::as_str),
+        Some("0")
+    );
+    let void_error = payments.void(void(&payment, None)).await.unwrap_err();
+    assert_eq!(reason(&void_error).as_deref(), Some("NOTHING_AVAILABLE"));
+    let ledger: Vec<_> = server
+        .sandbox("ingenico")
+        .authorizations()
+        .into_values()
+        .collect();
+    assert_eq!(ledger[0].captured, 10000);
+}
+
+#[tokio::test]
+async fn pending_refund_is_reserved_and_not_final() {
+    let server = TestServer::start().await;
+    let mut payments = server.payments();
+    let payment = card_and_gift(&server, "refund=pending", "tok").await;
+    payments.capture(capture(&payment, None)).await.unwrap();
+    let result = payments
+        .refund(refund(&payment, Some(4000)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(result.operation.unwrap().status(), OperationStatus::Pending);
+    let amounts = amounts(&result.payment.unwrap());
+    assert_eq!(
+        (amounts.refund_pending, amounts.available_to_refund),
+        (4000, 8000)
+    );
+}
+
+#[tokio::test]
+async fn amount_above_available_changes_nothing_and_says_what_is_available() {
+    let server = TestServer::start().await;
+    let mut payments = server.payments();
+    let payment = card_and_gift(&server, "tok", "tok").await;
+    let error = payments
+        .capture(capture(&payment, Some(12001)))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition);
+    let info = error.get_error_details().error_info().cloned().unwrap();
+    assert_eq!(
+        (info.reason.as_str(), info.metadata["available"].as_str()),
+        ("AMOUNT_EXCEEDS_AVAILABLE", "12000")
+    );
+    let after = payments
+        .get_payment(proto::GetPaymentRequest {
+            payment_id: payment.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(after.captures.len(), 0);
+    assert_eq!(
+        server
+            .sandbox("ingenico")
+            .received_count(OperationKind::Capture),
+        0
+    );
+    let refund_error = payments.refund(refund(&payment, None)).await.unwrap_err();
+    assert_eq!(reason(&refund_error).as_deref(), Some("NOTHING_AVAILABLE"));
+}
+
+#[tokio::test]
+async fn concurrent_captures_never_exceed_authorized() {
+    let server = TestServer::start().await;
+    // Partner latency keeps many captures in flight at once.
+    let payment = card_and_gift(&server, "latency=5ms", "latency=5ms").await;
+    // 60 captures of 3.00 race for 120.00: exactly 40 can succeed.
+    let calls: Vec<_> = (0..60)
+        .map(|_| {
+            let mut payments = server.payments();
+            let request = capture(&payment, Some(300));
+            tokio::spawn(async move { payments.capture(request).await })
+        })
+        .collect();
+    let mut succeeded = 0;
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(result) => {
+                let operation = result.into_inner().operation.unwrap();
+                assert_eq!(
+                    operation.status(),
+                    OperationStatus::Success,
+                    "{operation:?}"
+                );
+                succeeded += 1;
+            }
+            Err(status) => assert_eq!(
+                reason(&status).as_deref(),
+                Some("AMOUNT_EXCEEDS_AVAILABLE"),
+                "{status:?}"
+            ),
+        }
+    }
+    assert_eq!(succeeded, 40);
+    let payment = server
+        .payments()
+        .get_payment(proto::GetPaymentRequest {
+            payment_id: payment.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(amounts(&payment).total_captured, 12000);
+    assert_eq!(payment.state(), proto::PaymentState::Captured);
+    for ledger in [server.sandbox("ingenico"), server.sandbox("illicado")] {
+        for totals in ledger.authorizations().into_values() {
+            assert_eq!(totals.captured, totals.authorized);
+        }
+    }
+}
+
+#[tokio::test]
+async fn get_operation_returns_the_operation_to_its_merchant_only() {
+    let server = TestServer::start().await;
+    let payment = card_and_gift(&server, "tok", "tok").await;
+    let result = server
+        .payments()
+        .capture(capture(&payment, Some(100)))
+        .await
+        .unwrap()
+        .into_inner();
+    let operation = result.operation.unwrap();
+    let read = server
+        .payments()
+        .get_operation(proto::GetOperationRequest {
+            operation_id: operation.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(read, operation);
+    let authorization = payment.authorization.unwrap();
+    let read = server
+        .payments()
+        .get_operation(proto::GetOperationRequest {
+            operation_id: authorization.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(read.kind(), proto::OperationKind::Authorization);
+    let error = server
+        .payments_as(Some(OTHER_KEY))
+        .get_operation(proto::GetOperationRequest {
+            operation_id: operation.id,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::NotFound);
+}

@@ -1,0 +1,276 @@
+//! Sessions: authorization, compensation, automatic capture, expiry and
+//! cancellation.
+
+use std::time::Duration;
+
+use payment_orchestrator::{
+    api::proto::{self, OperationStatus, PaymentState, SessionStatus, TriggeredBy},
+    domain::payment::OperationKind,
+};
+use tonic::Code;
+
+use super::harness::*;
+
+async fn session_status(server: &TestServer, id: &str) -> SessionStatus {
+    server
+        .sessions()
+        .get_session(proto::GetSessionRequest {
+            session_id: id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status()
+}
+
+#[tokio::test]
+async fn declined_leg_voids_the_authorized_legs_and_reopens_the_session() {
+    let server = TestServer::start().await;
+    let session = open_session(&server, 12000, proto::CaptureMode::Manual).await;
+    let payment = submit(
+        &server,
+        &session.id,
+        vec![card(10000, "tok"), gift(2000, "authorize=decline")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(payment.state(), PaymentState::Failed);
+    let authorization = payment.authorization.clone().unwrap();
+    assert_eq!(authorization.status(), OperationStatus::Failure);
+    assert_eq!(
+        legs_of(&authorization),
+        vec![
+            ("ingenico".into(), 10000, OperationStatus::Success),
+            ("illicado".into(), 2000, OperationStatus::Failure),
+        ]
+    );
+    // Compensation: the card hold is released by a SYSTEM void.
+    assert_eq!(payment.voids.len(), 1);
+    let compensation = &payment.voids[0];
+    assert_eq!(compensation.triggered_by(), TriggeredBy::System);
+    assert_eq!(compensation.status(), OperationStatus::Success);
+    assert_eq!(
+        legs_of(compensation),
+        vec![("ingenico".into(), 10000, OperationStatus::Success)]
+    );
+    let card_ledger: Vec<_> = server
+        .sandbox("ingenico")
+        .authorizations()
+        .into_values()
+        .collect();
+    assert_eq!(
+        (card_ledger[0].authorized, card_ledger[0].voided),
+        (10000, 10000)
+    );
+
+    // The shopper can try again with another split: a new payment.
+    assert_eq!(
+        session_status(&server, &session.id).await,
+        SessionStatus::Open
+    );
+    let retry = submit(&server, &session.id, vec![card(12000, "tok")])
+        .await
+        .unwrap();
+    assert_ne!(retry.id, payment.id);
+    assert_eq!(retry.state(), PaymentState::Authorized);
+    assert_eq!(
+        session_status(&server, &session.id).await,
+        SessionStatus::Submitted
+    );
+}
+
+#[tokio::test]
+async fn a_leg_after_the_declined_one_is_never_sent() {
+    let server = TestServer::start().await;
+    let session = open_session(&server, 12000, proto::CaptureMode::Manual).await;
+    let payment = submit(
+        &server,
+        &session.id,
+        vec![gift(2000, "authorize=decline"), card(10000, "tok")],
+    )
+    .await
+    .unwrap();
+    let authorization = payment.authorization.unwrap();
+    assert_eq!(
+        authorization.partner_transactions[1].partner_status,
+        "NOT_ATTEMPTED"
+    );
+    assert_eq!(
+        server
+            .sandbox("ingenico")
+            .received_count(OperationKind::Authorization),
+        0
+    );
+    assert!(payment.voids.is_empty());
+}
+
+#[tokio::test]
+async fn automatic_mode_captures_the_full_amount_exactly_once() {
+    let server = TestServer::start().await;
+    let session = open_session(&server, 12000, proto::CaptureMode::Automatic).await;
+    let request = proto::SubmitSessionRequest {
+        session_id: session.id.clone(),
+        idempotency_key: new_key(),
+        split: vec![card(10000, "tok"), gift(2000, "tok")],
+    };
+    let payment = server
+        .sessions()
+        .submit_session(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(payment.state(), PaymentState::Captured);
+    assert_eq!(payment.captures.len(), 1);
+    let capture = &payment.captures[0];
+    assert_eq!(
+        (capture.triggered_by(), capture.amount, capture.status()),
+        (TriggeredBy::System, 12000, OperationStatus::Success)
+    );
+    // A replay is the stored response, with no second capture anywhere.
+    let replay = server
+        .sessions()
+        .submit_session(request)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(replay, payment);
+    assert_eq!(
+        server
+            .sandbox("ingenico")
+            .received_count(OperationKind::Capture),
+        1
+    );
+    assert_eq!(
+        server
+            .sandbox("illicado")
+            .received_count(OperationKind::Capture),
+        1
+    );
+}
+
+#[tokio::test]
+async fn unspecified_capture_mode_is_automatic() {
+    let server = TestServer::start().await;
+    let session = open_session(&server, 500, proto::CaptureMode::Unspecified).await;
+    assert_eq!(session.capture_mode(), proto::CaptureMode::Automatic);
+}
+
+#[tokio::test]
+async fn session_expires_at_its_deadline_and_cannot_be_submitted() {
+    let server = TestServer::start().await;
+    let mut request = create_request(12000, proto::CaptureMode::Manual);
+    request.expires_in = Some(prost_types::Duration {
+        seconds: 60,
+        nanos: 0,
+    });
+    let session = server
+        .sessions()
+        .create_session(request)
+        .await
+        .unwrap()
+        .into_inner();
+    server.clock.advance(Duration::from_secs(59));
+    assert_eq!(
+        session_status(&server, &session.id).await,
+        SessionStatus::Open
+    );
+    server.clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        session_status(&server, &session.id).await,
+        SessionStatus::Expired
+    );
+    let error = submit(&server, &session.id, vec![card(12000, "tok")])
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&error).as_deref(), Some("SESSION_EXPIRED"));
+    assert_eq!(
+        server
+            .sandbox("ingenico")
+            .received_count(OperationKind::Authorization),
+        0
+    );
+}
+
+#[tokio::test]
+async fn sessions_expire_after_thirty_minutes_by_default() {
+    let server = TestServer::start().await;
+    let session = open_session(&server, 100, proto::CaptureMode::Manual).await;
+    let created = session.created_at.unwrap();
+    let expires = session.expires_at.unwrap();
+    assert_eq!(expires.seconds - created.seconds, 30 * 60);
+    server.clock.advance(Duration::from_secs(30 * 60));
+    assert_eq!(
+        session_status(&server, &session.id).await,
+        SessionStatus::Expired
+    );
+}
+
+#[tokio::test]
+async fn cancelled_session_cannot_be_submitted() {
+    let server = TestServer::start().await;
+    let session = open_session(&server, 12000, proto::CaptureMode::Manual).await;
+    let cancelled = server
+        .sessions()
+        .cancel_session(proto::CancelSessionRequest {
+            session_id: session.id.clone(),
+            idempotency_key: new_key(),
+            reason: "shopper left".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cancelled.status(), SessionStatus::Cancelled);
+    assert_eq!(cancelled.cancellation_reason, "shopper left");
+    let error = submit(&server, &session.id, vec![card(12000, "tok")])
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&error).as_deref(), Some("SESSION_NOT_OPEN"));
+}
+
+#[tokio::test]
+async fn submitted_session_cannot_be_cancelled() {
+    let server = TestServer::start().await;
+    let session = open_session(&server, 12000, proto::CaptureMode::Manual).await;
+    submit(&server, &session.id, vec![card(12000, "tok")])
+        .await
+        .unwrap();
+    let error = server
+        .sessions()
+        .cancel_session(proto::CancelSessionRequest {
+            session_id: session.id.clone(),
+            idempotency_key: new_key(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&error).as_deref(), Some("SESSION_NOT_OPEN"));
+}
+
+#[tokio::test]
+async fn pending_authorization_leaves_the_payment_authorizing() {
+    let server = TestServer::start().await;
+    let session = open_session(&server, 12000, proto::CaptureMode::Automatic).await;
+    let payment = submit(
+        &server,
+        &session.id,
+        vec![card(10000, "authorize=pending"), gift(2000, "tok")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(payment.state(), PaymentState::Authorizing);
+    assert_eq!(
+        payment.authorization.as_ref().unwrap().status(),
+        OperationStatus::Pending
+    );
+    assert_eq!(amounts(&payment).authorize_pending, 10000);
+    assert!(
+        payment.captures.is_empty(),
+        "no automatic capture before the authorization is final"
+    );
+    assert_eq!(
+        session_status(&server, &session.id).await,
+        SessionStatus::Processing
+    );
+}
