@@ -195,6 +195,20 @@ impl proto::payment_service_server::PaymentService for PaymentService {
         Ok(Response::new(convert::payment(&payment)))
     }
 
+    async fn list_payments(
+        &self,
+        request: Request<proto::ListPaymentsRequest>,
+    ) -> Result<Response<proto::ListPaymentsResponse>, Status> {
+        let merchant = merchant(&request)?;
+        let query = convert::list_payments(request.into_inner())?;
+        let page = self
+            .payments
+            .list_payments(&merchant, query)
+            .await
+            .map_err(error::status_of)?;
+        Ok(Response::new(convert::payment_page(&page)))
+    }
+
     async fn capture(
         &self,
         request: Request<proto::CaptureRequest>,

@@ -15,7 +15,11 @@ use crate::{
     config::Config,
     partners::{ConfiguredPartner, Partners, sandbox::Sandbox},
     payments::{Payments, Settings},
-    store::memory::MemoryStore,
+    store::{
+        PaymentStore,
+        memory::MemoryStore,
+        redis::{RedisSettings, RedisStore},
+    },
 };
 
 const SERVICES: [&str; 2] = [
@@ -63,12 +67,8 @@ impl App {
             priorities: config.priorities(),
             ..Settings::default()
         };
-        let payments = Payments::new(
-            Arc::new(MemoryStore::new()),
-            Partners::new(partners),
-            clock,
-            settings,
-        );
+        let store = store(&config).await?;
+        let payments = Payments::new(store, Partners::new(partners), clock, settings);
         let api_keys = Arc::new(ApiKeys::from_hashes(
             config
                 .api_keys
@@ -153,6 +153,25 @@ impl App {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+async fn store(config: &Config) -> anyhow::Result<Arc<dyn PaymentStore>> {
+    if config.redis_url.is_empty() {
+        tracing::info!("store: in memory (embedded mode)");
+        return Ok(Arc::new(MemoryStore::new()));
+    }
+    let settings = RedisSettings {
+        urls: config.redis_url.clone(),
+        cluster: config.redis_cluster,
+        connect_timeout: config.redis_connect_timeout,
+        response_timeout: config.redis_response_timeout,
+        session_retention: config.session_retention,
+    };
+    let store = RedisStore::connect(&settings)
+        .await
+        .context("cannot connect to Redis (settings `redis_url`, `redis_cluster`)")?;
+    tracing::info!(cluster = config.redis_cluster, "store: redis");
+    Ok(Arc::new(store))
 }
 
 async fn shutdown_signal() {

@@ -73,6 +73,32 @@ pub struct Config {
     #[arg(long, env = "PAYMENT_ORCHESTRATOR_VOID_PRIORITY", value_delimiter = ',', default_value = "*:creditcard,*:*", value_parser = parse_rule)]
     pub void_priority: Vec<PriorityRule>,
 
+    /// Redis URL(s), e.g. `redis://:password@redis:6379/0`; comma-separated seed
+    /// nodes with `--redis-cluster`. Unset: the embedded in-memory store (one
+    /// process only, nothing survives a restart).
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_REDIS_URL", value_delimiter = ',')]
+    pub redis_url: Vec<String>,
+
+    /// Treat `redis_url` as the seed nodes of a Redis Cluster.
+    #[arg(
+        long,
+        env = "PAYMENT_ORCHESTRATOR_REDIS_CLUSTER",
+        default_value_t = false
+    )]
+    pub redis_cluster: bool,
+
+    /// Timeout to establish a Redis connection.
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_REDIS_CONNECT_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    pub redis_connect_timeout: Duration,
+
+    /// Timeout of one Redis command; past it the call fails with UNAVAILABLE.
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_REDIS_RESPONSE_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    pub redis_response_timeout: Duration,
+
+    /// How long a session is kept in Redis after its last change.
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_SESSION_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    pub session_retention: Duration,
+
     /// Log format: `text` or `json`.
     #[arg(long, env = "PAYMENT_ORCHESTRATOR_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -111,6 +137,15 @@ impl fmt::Debug for Config {
             .field("partner_timeout", &self.partner_timeout)
             .field("idempotency_ttl", &self.idempotency_ttl)
             .field("session_expiry", &self.session_expiry)
+            // URLs may carry a password: say only which store is used.
+            .field(
+                "store",
+                &match (self.redis_url.is_empty(), self.redis_cluster) {
+                    (true, _) => "memory",
+                    (false, false) => "redis",
+                    (false, true) => "redis-cluster",
+                },
+            )
             .finish_non_exhaustive()
     }
 }
@@ -167,9 +202,9 @@ fn parse_rule(text: &str) -> Result<PriorityRule, String> {
     PriorityRule::parse(text).ok_or_else(|| format!("{text:?}: expected partner:method, * for any"))
 }
 
-/// `500ms`, `10s`, `30m`, `24h`.
+/// `500ms`, `10s`, `30m`, `24h`, `30d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let invalid = || format!("{text:?}: expected a number with ms, s, m or h");
+    let invalid = || format!("{text:?}: expected a number with ms, s, m, h or d");
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .ok_or_else(invalid)?;
@@ -186,6 +221,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "s" => seconds(1),
         "m" => seconds(60),
         "h" => seconds(3600),
+        "d" => seconds(86400),
         _ => Err(invalid()),
     }
 }

@@ -11,7 +11,16 @@
 //! recorded (a declined leg's amount is re-offered to the later legs). A crash
 //! between steps leaves UNCERTAIN transactions that keep their reservation.
 
-use std::{collections::BTreeMap, future::Future, sync::Arc, time::Duration};
+mod listing;
+
+pub use listing::{DEFAULT_PAGE_SIZE, ListPayments, MAX_PAGE_SIZE, PaymentFilter, PaymentPage};
+
+use std::{
+    collections::BTreeMap,
+    future::Future,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use sha2::{Digest, Sha256};
@@ -328,7 +337,7 @@ impl Payments {
                     session.begin_payment(payment_id, now)
                 })
                 .await?;
-            let mut ids = Uuid::now_v7;
+            let mut ids = || self.new_id();
             let payment = Payment::new(
                 NewPayment {
                     id: payment_id,
@@ -345,6 +354,9 @@ impl Payments {
                 self.clock.now(),
             );
             let authorization = payment.authorization().id;
+            self.store
+                .index_operation(authorization, payment_id)
+                .await?;
             self.store.insert_payment(&payment).await?;
             self.execute(payment_id, authorization).await?;
             self.after_authorization(payment_id).await
@@ -366,11 +378,17 @@ impl Payments {
             Ok(())
         })
         .await?;
-        let follow_up = self
+        let automatic_capture = payment.needs_automatic_capture();
+        if !automatic_capture && payment.compensation_needed().is_empty() {
+            return Ok(payment);
+        }
+        let id = self.new_id();
+        let (payment, opened) = self
             .mutate(payment_id, |payment, now| {
-                let id = Uuid::now_v7();
-                let mut ids = Uuid::now_v7;
-                if payment.needs_automatic_capture() {
+                let mut ids = || self.new_id();
+                // Checked again on the fresh payment: exactly once, even if
+                // another request got here first.
+                if automatic_capture && payment.needs_automatic_capture() {
                     let request = OperationRequest {
                         kind: OperationKind::Capture,
                         amount: None,
@@ -380,23 +398,21 @@ impl Payments {
                         reason: "automatic capture".into(),
                         triggered_by: TriggeredBy::System,
                     };
-                    return payment
-                        .open_operation(id, &request, &mut ids, now)
-                        .ok()
-                        .map(|op| op.id);
+                    return Ok(payment.open_operation(id, &request, &mut ids, now).is_ok());
                 }
                 let compensation = payment.compensation_needed();
-                (!compensation.is_empty()).then(|| {
-                    payment
-                        .open_compensation(id, &compensation, &mut ids, now)
-                        .id
-                })
+                if compensation.is_empty() {
+                    return Ok(false);
+                }
+                payment.open_compensation(id, &compensation, &mut ids, now);
+                Ok(true)
             })
             .await?;
-        match follow_up {
-            (payment, None) => Ok(payment),
-            (_, Some(operation)) => self.execute(payment_id, operation).await,
+        if !opened {
+            return Ok(payment);
         }
+        self.store.index_operation(id, payment_id).await?;
+        self.execute(payment_id, id).await
     }
 
     // ---- payments ----
@@ -446,18 +462,25 @@ impl Payments {
                 reason: command.reason,
                 triggered_by: TriggeredBy::Merchant,
             };
-            let (payment, opened) = self
+            let (payment, ()) = self
                 .mutate(payment_id, |payment, now| {
                     if payment.operation(operation_id).is_some() {
-                        return Ok(false);
+                        return Ok(());
                     }
                     payment
-                        .open_operation(operation_id, &operation_request, &mut Uuid::now_v7, now)
-                        .map(|_| true)
-                        .map_err(Precondition::from)
+                        .open_operation(
+                            operation_id,
+                            &operation_request,
+                            &mut || self.new_id(),
+                            now,
+                        )
+                        .map(drop)
+                        .map_err(|e| PaymentError::Precondition(e.into()))
                 })
                 .await?;
-            opened?;
+            // Indexed once the operation exists (and again by a retry that
+            // takes over, in case the first attempt died in between).
+            self.store.index_operation(operation_id, payment_id).await?;
             let payment = if taken_over {
                 // The first attempt may have called partners already: its
                 // UNCERTAIN legs are the resolver's to settle, never re-sent here.
@@ -478,35 +501,51 @@ impl Payments {
     /// Sends the operation's unsent legs one by one in route order and
     /// records each answer. Returns the payment after the last answer.
     async fn execute(&self, payment_id: Uuid, operation_id: Uuid) -> Result<Payment, PaymentError> {
+        let mut payment = self.load(payment_id).await?.value;
         loop {
-            let payment = self.load(payment_id).await?.value;
             let Some((request, partner, transaction)) = next_unsent(&payment, operation_id) else {
                 return Ok(payment);
             };
             let result = self.partners.send(&partner, &request).await;
             let outcome = outcome_of(&result);
             let declined = outcome.status == TransactionStatus::Failure;
-            self.mutate(payment_id, |payment, now| {
-                payment.mark_sent(operation_id, transaction, now);
-                payment.record(operation_id, transaction, outcome.clone(), now);
-                let Some(op) = payment.operation(operation_id) else {
-                    return;
-                };
-                let Some(tx) = op.transaction(transaction) else {
-                    return;
-                };
-                let (kind, fallback, leg, amount) = (op.kind, op.fallback, tx.leg, tx.amount);
-                if declined && kind == OperationKind::Authorization {
-                    payment.abandon_unsent(operation_id, now);
-                } else if declined && fallback {
-                    payment.reoffer(operation_id, leg, amount, &mut Uuid::now_v7, now);
-                }
-            })
-            .await?;
+            (payment, ()) = self
+                .mutate(payment_id, |payment, now| {
+                    payment.mark_sent(operation_id, transaction, now);
+                    payment.record(operation_id, transaction, outcome.clone(), now);
+                    let Some(op) = payment.operation(operation_id) else {
+                        return Ok(());
+                    };
+                    let Some(tx) = op.transaction(transaction) else {
+                        return Ok(());
+                    };
+                    let (kind, fallback, leg, amount) = (op.kind, op.fallback, tx.leg, tx.amount);
+                    if declined && kind == OperationKind::Authorization {
+                        payment.abandon_unsent(operation_id, now);
+                    } else if declined && fallback {
+                        payment.reoffer(operation_id, leg, amount, &mut || self.new_id(), now);
+                    }
+                    Ok(())
+                })
+                .await?;
         }
     }
 
     // ---- plumbing ----
+
+    /// A UUIDv7 from the service's clock, so that ids sort like `created_at`.
+    fn new_id(&self) -> Uuid {
+        let since_epoch = self
+            .clock
+            .now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Uuid::new_v7(uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            since_epoch.as_secs(),
+            since_epoch.subsec_nanos(),
+        ))
+    }
 
     fn priorities(&self, merchant: &str) -> &DefaultPriorities {
         self.settings
@@ -552,18 +591,19 @@ impl Payments {
     }
 
     /// Read-modify-write of a payment with compare-and-set, retried against
-    /// concurrent writers. `change` must be a pure function of the payment.
+    /// concurrent writers. `change` must be a pure function of the payment;
+    /// when it fails nothing is written.
     async fn mutate<R>(
         &self,
         payment_id: Uuid,
-        mut change: impl FnMut(&mut Payment, std::time::SystemTime) -> R,
+        mut change: impl FnMut(&mut Payment, SystemTime) -> Result<R, PaymentError>,
     ) -> Result<(Payment, R), PaymentError> {
         for _ in 0..MAX_WRITE_ATTEMPTS {
             let Versioned {
                 value: mut payment,
                 version,
             } = self.load(payment_id).await?;
-            let result = change(&mut payment, self.clock.now());
+            let result = change(&mut payment, self.clock.now())?;
             match self.store.update_payment(&payment, version).await {
                 Ok(_) => return Ok((payment, result)),
                 Err(StoreError::Conflict) => continue,
@@ -578,7 +618,7 @@ impl Payments {
     async fn update_session(
         &self,
         id: Uuid,
-        mut change: impl FnMut(&mut Session, std::time::SystemTime) -> Result<(), SessionError>,
+        mut change: impl FnMut(&mut Session, SystemTime) -> Result<(), SessionError>,
     ) -> Result<Session, PaymentError> {
         for _ in 0..MAX_WRITE_ATTEMPTS {
             let Versioned {
@@ -616,7 +656,7 @@ impl Payments {
     {
         let claim = ClaimRequest {
             fingerprint,
-            reserved_id: Uuid::now_v7(),
+            reserved_id: self.new_id(),
             lease: self.settings.idempotency_lease,
             ttl: self.settings.idempotency_ttl,
         };

@@ -11,8 +11,9 @@
 //!   call may be retried; nothing is known to have been written.
 
 pub mod memory;
+pub mod redis;
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use uuid::Uuid;
@@ -83,10 +84,16 @@ pub trait PaymentStore: Send + Sync + std::fmt::Debug {
 
     async fn insert_payment(&self, payment: &Payment) -> Result<(), StoreError>;
     async fn payment(&self, id: Uuid) -> Result<Option<Versioned<Payment>>, StoreError>;
-    /// Compare-and-set on `version`; returns the new version. Also indexes
-    /// the payment's operations for [`PaymentStore::payment_of_operation`].
+    /// Compare-and-set on `version`; returns the new version.
     async fn update_payment(&self, payment: &Payment, version: u64) -> Result<u64, StoreError>;
+    /// Records which payment an operation belongs to (written before the
+    /// operation itself, so a visible operation is always found; an entry
+    /// whose operation was never written reads as NOT_FOUND).
+    async fn index_operation(&self, operation: Uuid, payment: Uuid) -> Result<(), StoreError>;
     async fn payment_of_operation(&self, operation: Uuid) -> Result<Option<Uuid>, StoreError>;
+    /// Payments of a merchant in creation order (see [`ListQuery`]), with the
+    /// cursor of each; `payment` is `None` if the index outlived its payment.
+    async fn list_payments(&self, query: &ListQuery) -> Result<Vec<ListedPayment>, StoreError>;
 
     async fn claim(
         &self,
@@ -104,4 +111,74 @@ pub trait PaymentStore: Send + Sync + std::fmt::Debug {
     /// Forgets a claim whose request changed nothing (e.g. NOT_FOUND), so a
     /// corrected retry with the same key works.
     async fn release(&self, scope: &IdempotencyScope) -> Result<(), StoreError>;
+}
+
+/// One page of the creation-ordered index of a merchant's payments.
+///
+/// The index holds `listing_member(created_at, id)` strings, which sort by
+/// creation time then id: time bounds and page cursors are exact string
+/// bounds, the same in every store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    pub merchant: String,
+    pub order_reference: Option<String>,
+    /// Inclusive.
+    pub created_after: Option<SystemTime>,
+    /// Exclusive.
+    pub created_before: Option<SystemTime>,
+    /// Continue after this member (exclusive), in the direction of `newest_first`.
+    pub cursor: Option<String>,
+    pub newest_first: bool,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListedPayment {
+    pub cursor: String,
+    pub payment: Option<Payment>,
+}
+
+/// The index member of a payment: zero-padded creation millis, then the id.
+pub fn listing_member(created_at: SystemTime, id: Uuid) -> String {
+    format!("{:015}:{id}", unix_millis(created_at))
+}
+
+fn unix_millis(time: SystemTime) -> u128 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis())
+}
+
+impl ListQuery {
+    /// `(low, high)` in Redis `BYLEX` syntax.
+    pub fn lex_bounds(&self) -> (String, String) {
+        let after = |t: SystemTime| format!("[{:015}:", unix_millis(t));
+        let before = |t: SystemTime| format!("({:015}:", unix_millis(t));
+        let mut low = self.created_after.map_or_else(|| "-".to_owned(), after);
+        let mut high = self.created_before.map_or_else(|| "+".to_owned(), before);
+        if let Some(cursor) = &self.cursor {
+            let bound = format!("({cursor}");
+            if self.newest_first {
+                high = bound;
+            } else {
+                low = bound;
+            }
+        }
+        (low, high)
+    }
+
+    /// Whether an index member is within the bounds (for stores that filter
+    /// in process).
+    pub fn admits(&self, member: &str) -> bool {
+        let (low, high) = self.lex_bounds();
+        let above = match low.split_at(1) {
+            ("[", bound) => member >= bound,
+            ("(", bound) => member > bound,
+            _ => true,
+        };
+        let below = match high.split_at(1) {
+            ("[", bound) => member <= bound,
+            ("(", bound) => member < bound,
+            _ => true,
+        };
+        above && below
+    }
 }

@@ -6,12 +6,14 @@
 
 mod api {
     pub mod harness;
+    pub mod redis_server;
 
     mod access;
     mod idempotency;
     mod operations;
     mod priority;
     mod sessions;
+    mod store_contract;
     mod validation;
     mod walkthrough;
 }

@@ -25,8 +25,8 @@ use crate::{
     },
     partners::Partners,
     payments::{
-        CancelSession, CreateSession, Idempotent, OperationCommand, OperationResult, SessionView,
-        SubmitSession,
+        CancelSession, CreateSession, DEFAULT_PAGE_SIZE, Idempotent, ListPayments, MAX_PAGE_SIZE,
+        OperationCommand, OperationResult, PaymentFilter, PaymentPage, SessionView, SubmitSession,
     },
 };
 
@@ -717,5 +717,86 @@ pub fn operation_result(result: &OperationResult) -> proto::OperationResult {
             .operation(result.operation_id)
             .map(|op| operation_proto(&result.payment, op)),
         payment: Some(payment(&result.payment)),
+    }
+}
+
+pub fn list_payments(request: proto::ListPaymentsRequest) -> Result<ListPayments, Status> {
+    let mut v = Violations::default();
+    if !request.order_reference.is_empty() {
+        v.text("order_reference", &request.order_reference, false);
+    }
+    let state = match proto::PaymentState::try_from(request.state) {
+        Ok(proto::PaymentState::Unspecified) => None,
+        Ok(state) => Some(payment_state(state)),
+        Err(_) => {
+            v.add("state", "unknown payment state");
+            None
+        }
+    };
+    let mut instant = |field: &str, value: Option<prost_types::Timestamp>| {
+        value.and_then(|t| match std::time::SystemTime::try_from(t) {
+            Ok(time) => Some(time),
+            Err(_) => {
+                v.add(field, "not a valid timestamp");
+                None
+            }
+        })
+    };
+    let created_after = instant("created_after", request.created_after);
+    let created_before = instant("created_before", request.created_before);
+    let page_size = match request.page_size {
+        0 => DEFAULT_PAGE_SIZE,
+        size if size < 0 || size as usize > MAX_PAGE_SIZE => {
+            v.add(
+                "page_size",
+                format!("between 1 and {MAX_PAGE_SIZE} (0 = {DEFAULT_PAGE_SIZE})"),
+            );
+            DEFAULT_PAGE_SIZE
+        }
+        size => size as usize,
+    };
+    let newest_first = match proto::ListOrder::try_from(request.order) {
+        Ok(proto::ListOrder::OldestFirst) => false,
+        Ok(_) => true,
+        Err(_) => {
+            v.add("order", "unknown order");
+            true
+        }
+    };
+    if request.page_token.len() > 1024 {
+        v.add("page_token", "not a page token of this listing");
+    }
+    v.finish(|| ListPayments {
+        filter: PaymentFilter {
+            order_reference: Some(request.order_reference).filter(|r| !r.is_empty()),
+            state,
+            created_after,
+            created_before,
+            newest_first,
+        },
+        page_size,
+        page_token: Some(request.page_token).filter(|t| !t.is_empty()),
+    })
+}
+
+fn payment_state(state: proto::PaymentState) -> PaymentState {
+    match state {
+        proto::PaymentState::Authorizing | proto::PaymentState::Unspecified => {
+            PaymentState::Authorizing
+        }
+        proto::PaymentState::Failed => PaymentState::Failed,
+        proto::PaymentState::PartiallyRefunded => PaymentState::PartiallyRefunded,
+        proto::PaymentState::Refunded => PaymentState::Refunded,
+        proto::PaymentState::PartiallyCaptured => PaymentState::PartiallyCaptured,
+        proto::PaymentState::Captured => PaymentState::Captured,
+        proto::PaymentState::Voided => PaymentState::Voided,
+        proto::PaymentState::Authorized => PaymentState::Authorized,
+    }
+}
+
+pub fn payment_page(page: &PaymentPage) -> proto::ListPaymentsResponse {
+    proto::ListPaymentsResponse {
+        payments: page.payments.iter().map(payment).collect(),
+        next_page_token: page.next_page_token.clone().unwrap_or_default(),
     }
 }

@@ -2,7 +2,7 @@
 //! default for `cargo run` and for tests of the layers above the store.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     sync::{Mutex, MutexGuard},
     time::{Duration, SystemTime},
 };
@@ -10,7 +10,10 @@ use std::{
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::{Claim, ClaimRequest, IdempotencyScope, PaymentStore, StoreError, Versioned};
+use super::{
+    Claim, ClaimRequest, IdempotencyScope, ListQuery, ListedPayment, PaymentStore, StoreError,
+    Versioned, listing_member,
+};
 use crate::domain::{payment::Payment, session::Session};
 
 #[derive(Debug)]
@@ -34,6 +37,8 @@ struct Inner {
     payments: HashMap<Uuid, Versioned<Payment>>,
     operations: HashMap<Uuid, Uuid>,
     keys: HashMap<IdempotencyScope, KeyRecord>,
+    /// `(merchant, order reference or None)` → listing members.
+    listings: HashMap<(String, Option<String>), BTreeSet<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -52,12 +57,6 @@ impl MemoryStore {
         self.inner
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-fn index_operations(inner: &mut Inner, payment: &Payment) {
-    for op in &payment.operations {
-        inner.operations.insert(op.id, payment.id);
     }
 }
 
@@ -101,7 +100,14 @@ impl PaymentStore for MemoryStore {
         if inner.payments.contains_key(&payment.id) {
             return Err(StoreError::AlreadyExists);
         }
-        index_operations(&mut inner, payment);
+        let member = listing_member(payment.created_at, payment.id);
+        for order_reference in [None, Some(payment.order_reference.clone())] {
+            inner
+                .listings
+                .entry((payment.merchant.clone(), order_reference))
+                .or_default()
+                .insert(member.clone());
+        }
         let value = Versioned {
             value: payment.clone(),
             version: 1,
@@ -127,12 +133,46 @@ impl PaymentStore for MemoryStore {
             value: payment.clone(),
             version: version + 1,
         };
-        index_operations(&mut inner, payment);
         Ok(version + 1)
+    }
+
+    async fn index_operation(&self, operation: Uuid, payment: Uuid) -> Result<(), StoreError> {
+        self.inner().operations.insert(operation, payment);
+        Ok(())
     }
 
     async fn payment_of_operation(&self, operation: Uuid) -> Result<Option<Uuid>, StoreError> {
         Ok(self.inner().operations.get(&operation).copied())
+    }
+
+    async fn list_payments(&self, query: &ListQuery) -> Result<Vec<ListedPayment>, StoreError> {
+        let inner = self.inner();
+        let key = (query.merchant.clone(), query.order_reference.clone());
+        let Some(members) = inner.listings.get(&key) else {
+            return Ok(Vec::new());
+        };
+        let admitted = |member: &&String| query.admits(member);
+        let chosen: Vec<&String> = if query.newest_first {
+            members
+                .iter()
+                .rev()
+                .filter(admitted)
+                .take(query.limit)
+                .collect()
+        } else {
+            members.iter().filter(admitted).take(query.limit).collect()
+        };
+        Ok(chosen
+            .into_iter()
+            .map(|member| ListedPayment {
+                cursor: member.clone(),
+                payment: member
+                    .split_once(':')
+                    .and_then(|(_, id)| Uuid::try_parse(id).ok())
+                    .and_then(|id| inner.payments.get(&id))
+                    .map(|p| p.value.clone()),
+            })
+            .collect())
     }
 
     async fn claim(
