@@ -10,6 +10,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/payment_orchestrator/v1/common.proto",
         "proto/payment_orchestrator/v1/payment.proto",
         "proto/payment_orchestrator/v1/session.proto",
+        "proto/payment_orchestrator/partner/v1/gateway.proto",
+        "proto/payment_orchestrator/partner/v1/sandbox.proto",
     ];
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);

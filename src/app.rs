@@ -13,7 +13,7 @@ use crate::{
     api::{self, ApiKeys, proto},
     clock::{Clock, SystemClock},
     config::Config,
-    partners::{ConfiguredPartner, Partners, sandbox::Sandbox},
+    partners::{ConfiguredPartner, Partner, Partners, grpc::GrpcPartner, sandbox::Sandbox},
     payments::{Payments, Settings},
     store::{
         PaymentStore,
@@ -49,12 +49,21 @@ impl App {
         let mut sandboxes = BTreeMap::new();
         let mut partners = BTreeMap::new();
         for spec in &config.partners {
-            let sandbox = Sandbox::new(spec.name.clone());
-            sandboxes.insert(spec.name.clone(), sandbox.clone());
+            let adapter: Arc<dyn Partner> = match &spec.gateway {
+                Some(url) => Arc::new(
+                    GrpcPartner::new(spec.name.clone(), url, config.partner_timeout)
+                        .with_context(|| format!("partner {}: bad gateway URL", spec.name))?,
+                ),
+                None => {
+                    let sandbox = Sandbox::new(spec.name.clone());
+                    sandboxes.insert(spec.name.clone(), sandbox.clone());
+                    Arc::new(sandbox)
+                }
+            };
             partners.insert(
                 spec.name.clone(),
                 ConfiguredPartner {
-                    adapter: Arc::new(sandbox),
+                    adapter,
                     methods: spec.methods.clone(),
                     timeout: config.partner_timeout,
                 },
@@ -109,10 +118,15 @@ impl App {
         health.set_service_status("", ServingStatus::Serving).await;
 
         let reflection = || {
-            tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // The descriptor set also holds the partner-facing services, which
+            // this server does not serve: list only the ones it does.
+            SERVICES.into_iter().chain(["grpc.health.v1.Health"]).fold(
+                tonic_reflection::server::Builder::configure()
+                    .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+                    .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+                    .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+                |builder, service| builder.with_service_name(service),
+            )
         };
         let reflection_v1 = reflection().build_v1().context("reflection v1")?;
         let reflection_v1alpha = reflection().build_v1alpha().context("reflection v1alpha")?;

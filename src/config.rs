@@ -34,7 +34,9 @@ pub struct Config {
     )]
     pub api_keys: Vec<ApiKeyHash>,
 
-    /// Sandbox partners as `name=method|method`, comma separated.
+    /// Partners as `name=method|method`, comma separated: an in-process sandbox,
+    /// or with `@URL` a partner behind a `PartnerGatewayService`
+    /// (`ingenico=creditcard@http://partners:7000`).
     #[arg(
         long,
         env = "PAYMENT_ORCHESTRATOR_PARTNERS",
@@ -175,12 +177,23 @@ impl FromStr for ApiKeyHash {
 pub struct PartnerSpec {
     pub name: String,
     pub methods: Vec<String>,
+    /// A `PartnerGatewayService` to reach it through; in-process sandbox if unset.
+    pub gateway: Option<String>,
 }
 
 impl FromStr for PartnerSpec {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let (name, methods) = text.split_once('=').ok_or("expected name=method|method")?;
+        let (name, rest) = text
+            .split_once('=')
+            .ok_or("expected name=method|method[@url]")?;
+        let (methods, gateway) = match rest.split_once('@') {
+            Some((methods, url)) if url.starts_with("http://") || url.starts_with("https://") => {
+                (methods, Some(url.to_owned()))
+            }
+            Some(_) => return Err("the gateway after @ must be an http(s) URL".into()),
+            None => (rest, None),
+        };
         let identifier = |s: &str| {
             !s.is_empty()
                 && s.len() <= 64
@@ -194,6 +207,7 @@ impl FromStr for PartnerSpec {
         Ok(PartnerSpec {
             name: name.to_owned(),
             methods,
+            gateway,
         })
     }
 }

@@ -9,6 +9,7 @@
 //! [`Partners`] holds the configured partners and applies each one's timeout
 //! and the short retry of unavailable answers within that deadline.
 
+pub mod grpc;
 pub mod sandbox;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
@@ -68,7 +69,7 @@ pub enum Lookup {
 pub trait Partner: Send + Sync + std::fmt::Debug {
     /// Checks a token before anything is sent (e.g. the sandbox's scenario
     /// language). The message is shown to the caller: never echo the token.
-    fn check_token(&self, _token: &str) -> Result<(), String> {
+    async fn check_token(&self, _token: &str) -> Result<(), String> {
         Ok(())
     }
 

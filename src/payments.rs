@@ -324,6 +324,17 @@ impl Payments {
                 ),
             });
         }
+        for (index, leg) in request.command.legs.iter().enumerate() {
+            let Some(partner) = self.partners.get(&leg.partner) else {
+                continue;
+            };
+            if let Err(problem) = partner.adapter.check_token(leg.token.expose()).await {
+                return Err(PaymentError::InvalidArgument {
+                    field: format!("split[{index}].payment_token"),
+                    description: problem,
+                });
+            }
+        }
         let scope = scope(merchant, format!("session:{session_id}"), &request.key);
         let fingerprint = fingerprint("SubmitSession", &request.command);
         self.idempotent(scope, fingerprint, |payment_id, _| async move {

@@ -5,6 +5,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod api {
+    pub mod deployment;
     pub mod harness;
     pub mod redis_server;
 
@@ -12,6 +13,7 @@ mod api {
     mod idempotency;
     mod operations;
     mod priority;
+    mod replicas;
     mod sessions;
     mod store_contract;
     mod validation;

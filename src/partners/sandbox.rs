@@ -427,7 +427,7 @@ impl Entry {
 
 #[async_trait]
 impl Partner for Sandbox {
-    fn check_token(&self, token: &str) -> Result<(), String> {
+    async fn check_token(&self, token: &str) -> Result<(), String> {
         Scenario::parse(token).map(|_| ())
     }
 

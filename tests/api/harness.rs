@@ -29,6 +29,12 @@ pub const OTHER_KEY: &str = "sk_test_other";
 #[derive(Clone)]
 pub struct Bearer(Option<String>);
 
+impl Bearer {
+    pub fn new(key: &str) -> Self {
+        Bearer(Some(key.to_owned()))
+    }
+}
+
 impl Interceptor for Bearer {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         if let Some(key) = &self.0 {

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map(|address| address.port())
@@ -28,7 +28,7 @@ fn redis_cli(port: u16, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+pub fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !ready() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -42,14 +42,21 @@ pub struct RedisServer {
     process: Option<Child>,
     dir: PathBuf,
     cluster: bool,
+    /// Append-only file with fsync on every write: data survives a restart.
+    persistent: bool,
 }
 
 impl RedisServer {
     pub fn start() -> RedisServer {
-        RedisServer::start_on(free_port(), false)
+        RedisServer::start_on(free_port(), false, false)
     }
 
-    fn start_on(port: u16, cluster: bool) -> RedisServer {
+    /// A server whose data survives `restart` (AOF, fsync always).
+    pub fn start_persistent() -> RedisServer {
+        RedisServer::start_on(free_port(), false, true)
+    }
+
+    fn start_on(port: u16, cluster: bool, persistent: bool) -> RedisServer {
         let dir = std::env::temp_dir().join(format!("po-redis-{port}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let mut server = RedisServer {
@@ -57,6 +64,7 @@ impl RedisServer {
             process: None,
             dir,
             cluster,
+            persistent,
         };
         server.launch();
         server
@@ -64,18 +72,11 @@ impl RedisServer {
 
     fn launch(&mut self) {
         let port = self.port.to_string();
+        let appendonly = if self.persistent { "yes" } else { "no" };
         let mut command = Command::new("redis-server");
         command
-            .args([
-                "--port",
-                &port,
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(["--port", &port, "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", appendonly, "--appendfsync", "always"])
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())
@@ -98,7 +99,7 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Kills the server (its data is gone: nothing is saved).
+    /// Kills the server (without persistence its data is gone).
     pub fn stop(&mut self) {
         if let Some(mut process) = self.process.take() {
             let _ = process.kill();
@@ -106,7 +107,7 @@ impl RedisServer {
         }
     }
 
-    /// Starts it again on the same port, empty.
+    /// Starts it again on the same port.
     pub fn restart(&mut self) {
         self.stop();
         self.launch();
@@ -128,7 +129,7 @@ pub struct RedisCluster {
 impl RedisCluster {
     pub fn start() -> RedisCluster {
         let nodes: Vec<RedisServer> = (0..3)
-            .map(|_| RedisServer::start_on(free_port(), true))
+            .map(|_| RedisServer::start_on(free_port(), true, false))
             .collect();
         let addresses: Vec<String> = nodes
             .iter()

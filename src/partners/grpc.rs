@@ -1,0 +1,377 @@
+//! Partners reached over gRPC through `PartnerGatewayService`
+//! (`proto/payment_orchestrator/partner/v1`): the client adapter
+//! [`GrpcPartner`], and [`Gateway`], which serves in-process sandboxes over the
+//! same contract (the standalone `sandbox-partner` binary), so that several
+//! orchestrator replicas share one partner ledger.
+//!
+//! A transport failure is `Unknown`: once a request may have left, only a
+//! lookup can tell whether it was executed.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use tonic::{Request, Response, Status, transport::Channel};
+
+use super::{Lookup, Partner, PartnerAnswer, PartnerError, PartnerRequest, sandbox::Sandbox};
+use crate::domain::{
+    money::{Amount, Currency},
+    payment::{OperationKind, PaymentToken},
+};
+
+/// Generated code of `proto/payment_orchestrator/partner/v1`.
+pub mod proto {
+    #![allow(missing_docs, clippy::all, missing_debug_implementations)]
+    tonic::include_proto!("payment_orchestrator.partner.v1");
+}
+
+use proto::{
+    partner_gateway_service_client::PartnerGatewayServiceClient,
+    partner_gateway_service_server::PartnerGatewayService, sandbox_service_server::SandboxService,
+};
+
+/// A partner behind a `PartnerGatewayService`.
+#[derive(Debug, Clone)]
+pub struct GrpcPartner {
+    partner: String,
+    client: PartnerGatewayServiceClient<Channel>,
+}
+
+impl GrpcPartner {
+    /// Connects lazily: the gateway may start after the orchestrator.
+    pub fn new(
+        partner: String,
+        url: &str,
+        timeout: Duration,
+    ) -> Result<Self, tonic::codegen::http::uri::InvalidUri> {
+        let channel = Channel::from_shared(url.to_owned())?
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(timeout)
+            .connect_lazy();
+        Ok(GrpcPartner {
+            partner,
+            client: PartnerGatewayServiceClient::new(channel),
+        })
+    }
+
+    fn operation(&self, request: &PartnerRequest) -> proto::PartnerOperation {
+        proto::PartnerOperation {
+            partner: self.partner.clone(),
+            idempotency_key: request.idempotency_key.clone(),
+            amount: request.amount.minor(),
+            currency: request.currency.code().to_owned(),
+            method: request.method.clone(),
+            payment_token: request.token.expose().to_owned(),
+            authorization_reference: request.authorization_reference.clone().unwrap_or_default(),
+        }
+    }
+}
+
+fn transport(status: Status) -> PartnerError {
+    PartnerError::Unknown {
+        description: format!("partner gateway call failed: {}", status.code()),
+    }
+}
+
+fn answer_of(response: proto::PartnerOperationResponse) -> Result<PartnerAnswer, PartnerError> {
+    let answer = |settled| PartnerAnswer {
+        settled,
+        reference: response.reference.clone(),
+        partner_status: response.partner_status.clone(),
+        description: response.description.clone(),
+    };
+    match response.outcome() {
+        proto::PartnerOutcome::Succeeded => Ok(answer(true)),
+        proto::PartnerOutcome::Pending => Ok(answer(false)),
+        proto::PartnerOutcome::Declined => Err(PartnerError::Declined {
+            code: response.partner_status,
+            description: response.description,
+        }),
+        proto::PartnerOutcome::Unavailable => Err(PartnerError::Unavailable {
+            description: response.description,
+        }),
+        proto::PartnerOutcome::Unknown | proto::PartnerOutcome::Unspecified => {
+            Err(PartnerError::Unknown {
+                description: response.description,
+            })
+        }
+    }
+}
+
+fn response_of(result: Result<PartnerAnswer, PartnerError>) -> proto::PartnerOperationResponse {
+    use proto::PartnerOutcome as O;
+    let (outcome, reference, partner_status, description) = match result {
+        Ok(a) if a.settled => (O::Succeeded, a.reference, a.partner_status, a.description),
+        Ok(a) => (O::Pending, a.reference, a.partner_status, a.description),
+        Err(PartnerError::Declined { code, description }) => {
+            (O::Declined, String::new(), code, description)
+        }
+        Err(PartnerError::Unavailable { description }) => {
+            (O::Unavailable, String::new(), String::new(), description)
+        }
+        Err(PartnerError::Unknown { description }) => {
+            (O::Unknown, String::new(), String::new(), description)
+        }
+    };
+    proto::PartnerOperationResponse {
+        outcome: outcome.into(),
+        reference,
+        partner_status,
+        description,
+    }
+}
+
+#[async_trait]
+impl Partner for GrpcPartner {
+    async fn check_token(&self, token: &str) -> Result<(), String> {
+        let request = proto::CheckTokenRequest {
+            partner: self.partner.clone(),
+            payment_token: token.to_owned(),
+        };
+        match self.client.clone().check_token(request).await {
+            Ok(response) if !response.get_ref().valid => Err(response.into_inner().problem),
+            // Not reachable to check: the authorization itself will tell.
+            _ => Ok(()),
+        }
+    }
+
+    async fn authorize(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
+        let operation = Some(self.operation(request));
+        let response = self
+            .client
+            .clone()
+            .authorize(proto::AuthorizeRequest { operation })
+            .await;
+        answer_of(response.map_err(transport)?.into_inner())
+    }
+
+    async fn capture(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
+        let operation = Some(self.operation(request));
+        let response = self
+            .client
+            .clone()
+            .capture(proto::CaptureRequest { operation })
+            .await;
+        answer_of(response.map_err(transport)?.into_inner())
+    }
+
+    async fn refund(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
+        let operation = Some(self.operation(request));
+        let response = self
+            .client
+            .clone()
+            .refund(proto::RefundRequest { operation })
+            .await;
+        answer_of(response.map_err(transport)?.into_inner())
+    }
+
+    async fn void(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
+        let operation = Some(self.operation(request));
+        let response = self
+            .client
+            .clone()
+            .void(proto::VoidRequest { operation })
+            .await;
+        answer_of(response.map_err(transport)?.into_inner())
+    }
+
+    async fn lookup(&self, idempotency_key: &str) -> Result<Lookup, PartnerError> {
+        let request = proto::LookupOperationRequest {
+            partner: self.partner.clone(),
+            idempotency_key: idempotency_key.to_owned(),
+        };
+        let response = self
+            .client
+            .clone()
+            .lookup_operation(request)
+            .await
+            .map_err(transport)?;
+        let response = response.into_inner();
+        Ok(match (response.found, response.result) {
+            (true, Some(result)) => Lookup::Found(answer_of(result)),
+            _ => Lookup::NotFound,
+        })
+    }
+}
+
+/// Serves sandbox partners over `PartnerGatewayService` and their ledgers
+/// over `SandboxService`. A partner name it has not seen gets a fresh sandbox.
+#[derive(Debug, Clone, Default)]
+pub struct Gateway {
+    sandboxes: Arc<std::sync::Mutex<BTreeMap<String, Sandbox>>>,
+}
+
+impl Gateway {
+    pub fn new() -> Self {
+        Gateway::default()
+    }
+
+    pub fn sandbox(&self, partner: &str) -> Sandbox {
+        let mut sandboxes = self.sandboxes.lock().unwrap_or_else(|p| p.into_inner());
+        sandboxes
+            .entry(partner.to_owned())
+            .or_insert_with(|| Sandbox::new(partner))
+            .clone()
+    }
+
+    pub fn gateway_service(
+        &self,
+    ) -> proto::partner_gateway_service_server::PartnerGatewayServiceServer<Gateway> {
+        proto::partner_gateway_service_server::PartnerGatewayServiceServer::new(self.clone())
+    }
+
+    pub fn sandbox_service(&self) -> proto::sandbox_service_server::SandboxServiceServer<Gateway> {
+        proto::sandbox_service_server::SandboxServiceServer::new(self.clone())
+    }
+
+    async fn execute(
+        &self,
+        kind: OperationKind,
+        operation: Option<proto::PartnerOperation>,
+    ) -> Result<Response<proto::PartnerOperationResponse>, Status> {
+        let operation =
+            operation.ok_or_else(|| Status::invalid_argument("operation is required"))?;
+        let amount = Amount::from_minor(operation.amount)
+            .map_err(|_| Status::invalid_argument("amount must not be negative"))?;
+        let currency = Currency::parse(&operation.currency)
+            .map_err(|_| Status::invalid_argument("unknown currency"))?;
+        let request = PartnerRequest {
+            kind,
+            idempotency_key: operation.idempotency_key,
+            amount,
+            currency,
+            method: operation.method,
+            token: PaymentToken::new(operation.payment_token),
+            authorization_reference: Some(operation.authorization_reference)
+                .filter(|r| !r.is_empty()),
+        };
+        let sandbox = self.sandbox(&operation.partner);
+        let result = match kind {
+            OperationKind::Authorization => sandbox.authorize(&request).await,
+            OperationKind::Capture => sandbox.capture(&request).await,
+            OperationKind::Refund => sandbox.refund(&request).await,
+            OperationKind::Void => sandbox.void(&request).await,
+        };
+        Ok(Response::new(response_of(result)))
+    }
+}
+
+#[tonic::async_trait]
+impl PartnerGatewayService for Gateway {
+    async fn authorize(
+        &self,
+        request: Request<proto::AuthorizeRequest>,
+    ) -> Result<Response<proto::PartnerOperationResponse>, Status> {
+        self.execute(OperationKind::Authorization, request.into_inner().operation)
+            .await
+    }
+
+    async fn capture(
+        &self,
+        request: Request<proto::CaptureRequest>,
+    ) -> Result<Response<proto::PartnerOperationResponse>, Status> {
+        self.execute(OperationKind::Capture, request.into_inner().operation)
+            .await
+    }
+
+    async fn refund(
+        &self,
+        request: Request<proto::RefundRequest>,
+    ) -> Result<Response<proto::PartnerOperationResponse>, Status> {
+        self.execute(OperationKind::Refund, request.into_inner().operation)
+            .await
+    }
+
+    async fn void(
+        &self,
+        request: Request<proto::VoidRequest>,
+    ) -> Result<Response<proto::PartnerOperationResponse>, Status> {
+        self.execute(OperationKind::Void, request.into_inner().operation)
+            .await
+    }
+
+    async fn lookup_operation(
+        &self,
+        request: Request<proto::LookupOperationRequest>,
+    ) -> Result<Response<proto::LookupOperationResponse>, Status> {
+        let request = request.into_inner();
+        let lookup = self
+            .sandbox(&request.partner)
+            .lookup(&request.idempotency_key)
+            .await;
+        let response = match lookup {
+            Ok(Lookup::Found(result)) => proto::LookupOperationResponse {
+                found: true,
+                result: Some(response_of(result)),
+            },
+            Ok(Lookup::NotFound) => proto::LookupOperationResponse::default(),
+            Err(error) => proto::LookupOperationResponse {
+                found: true,
+                result: Some(response_of(Err(error))),
+            },
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn check_token(
+        &self,
+        request: Request<proto::CheckTokenRequest>,
+    ) -> Result<Response<proto::CheckTokenResponse>, Status> {
+        let request = request.into_inner();
+        let response = match self
+            .sandbox(&request.partner)
+            .check_token(&request.payment_token)
+            .await
+        {
+            Ok(()) => proto::CheckTokenResponse {
+                valid: true,
+                problem: String::new(),
+            },
+            Err(problem) => proto::CheckTokenResponse {
+                valid: false,
+                problem,
+            },
+        };
+        Ok(Response::new(response))
+    }
+}
+
+fn kind_name(kind: OperationKind) -> &'static str {
+    match kind {
+        OperationKind::Authorization => "authorize",
+        OperationKind::Capture => "capture",
+        OperationKind::Refund => "refund",
+        OperationKind::Void => "void",
+    }
+}
+
+#[tonic::async_trait]
+impl SandboxService for Gateway {
+    async fn get_ledger(
+        &self,
+        request: Request<proto::GetLedgerRequest>,
+    ) -> Result<Response<proto::GetLedgerResponse>, Status> {
+        let sandbox = self.sandbox(&request.get_ref().partner);
+        Ok(Response::new(proto::GetLedgerResponse {
+            received: sandbox
+                .received()
+                .into_iter()
+                .map(|r| proto::ReceivedRequest {
+                    kind: kind_name(r.kind).to_owned(),
+                    idempotency_key: r.idempotency_key,
+                    amount: r.amount.minor(),
+                })
+                .collect(),
+            authorizations: sandbox
+                .authorizations()
+                .into_iter()
+                .map(|(reference, t)| proto::AuthorizationTotals {
+                    reference,
+                    authorized: t.authorized,
+                    captured: t.captured,
+                    refunded: t.refunded,
+                    voided: t.voided,
+                })
+                .collect(),
+        }))
+    }
+}

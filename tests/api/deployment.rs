@@ -1,0 +1,172 @@
+//! Real processes: a private Redis (single or cluster), one `sandbox-partner`
+//! server and N `payment-orchestrator` replicas, all on free loopback ports.
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use payment_orchestrator::{
+    api::proto::{
+        payment_service_client::PaymentServiceClient, session_service_client::SessionServiceClient,
+    },
+    partners::grpc::proto::{
+        GetLedgerRequest, GetLedgerResponse, sandbox_service_client::SandboxServiceClient,
+    },
+};
+use tonic::transport::Channel;
+
+use super::{
+    harness::{Bearer, DEMO_KEY, Payments, Sessions},
+    redis_server::{RedisCluster, RedisServer, free_port},
+};
+
+/// A child process killed on drop.
+pub struct Process(Option<Child>);
+
+impl Process {
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub enum Redis {
+    Single(RedisServer),
+    Cluster(RedisCluster),
+}
+
+impl Redis {
+    fn env(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Redis::Single(server) => vec![("PAYMENT_ORCHESTRATOR_REDIS_URL", server.url())],
+            Redis::Cluster(cluster) => vec![
+                ("PAYMENT_ORCHESTRATOR_REDIS_URL", cluster.urls().join(",")),
+                ("PAYMENT_ORCHESTRATOR_REDIS_CLUSTER", "true".into()),
+            ],
+        }
+    }
+
+    pub fn server(&mut self) -> &mut RedisServer {
+        match self {
+            Redis::Single(server) => server,
+            Redis::Cluster(_) => panic!("not a single server"),
+        }
+    }
+}
+
+pub struct Replica {
+    _process: Process,
+    channel: Channel,
+}
+
+pub struct Deployment {
+    pub redis: Redis,
+    _partner: Process,
+    partner_channel: Channel,
+    pub replicas: Vec<Replica>,
+}
+
+async fn channel(port: u16) -> Channel {
+    let endpoint = Channel::from_shared(format!("http://127.0.0.1:{port}")).expect("uri");
+    for _ in 0..200 {
+        if let Ok(channel) = endpoint.connect().await {
+            return channel;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("nothing listens on port {port}");
+}
+
+async fn serving(channel: Channel) {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let mut health = HealthClient::new(channel);
+    for _ in 0..200 {
+        if health
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("replica never became healthy");
+}
+
+impl Deployment {
+    pub async fn start(redis: Redis, replicas: usize) -> Deployment {
+        Deployment::start_with(redis, replicas, &[]).await
+    }
+
+    /// `extra` environment variables go to every replica.
+    pub async fn start_with(redis: Redis, replicas: usize, extra: &[(&str, &str)]) -> Deployment {
+        let partner_port = free_port();
+        let partner = Command::new(env!("CARGO_BIN_EXE_sandbox-partner"))
+            .args(["--listen", &format!("127.0.0.1:{partner_port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sandbox-partner starts");
+        let partner_channel = channel(partner_port).await;
+        let gateway = format!("http://127.0.0.1:{partner_port}");
+        let partners = format!("ingenico=creditcard@{gateway},illicado=giftcard@{gateway}");
+        let mut started = Vec::new();
+        for _ in 0..replicas {
+            let port = free_port();
+            let mut command = Command::new(env!("CARGO_BIN_EXE_payment-orchestrator"));
+            command
+                .env("PAYMENT_ORCHESTRATOR_LISTEN", format!("127.0.0.1:{port}"))
+                .env("PAYMENT_ORCHESTRATOR_PARTNERS", &partners)
+                .env("RUST_LOG", "warn")
+                .envs(redis.env())
+                .envs(extra.iter().copied())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit());
+            let process = Process(Some(command.spawn().expect("orchestrator starts")));
+            let channel = channel(port).await;
+            serving(channel.clone()).await;
+            started.push(Replica {
+                _process: process,
+                channel,
+            });
+        }
+        Deployment {
+            redis,
+            _partner: Process(Some(partner)),
+            partner_channel,
+            replicas: started,
+        }
+    }
+
+    pub fn sessions(&self, replica: usize) -> Sessions {
+        let channel = self.replicas[replica % self.replicas.len()].channel.clone();
+        SessionServiceClient::with_interceptor(channel, Bearer::new(DEMO_KEY))
+    }
+
+    pub fn payments(&self, replica: usize) -> Payments {
+        let channel = self.replicas[replica % self.replicas.len()].channel.clone();
+        PaymentServiceClient::with_interceptor(channel, Bearer::new(DEMO_KEY))
+    }
+
+    pub async fn ledger(&self, partner: &str) -> GetLedgerResponse {
+        SandboxServiceClient::new(self.partner_channel.clone())
+            .get_ledger(GetLedgerRequest {
+                partner: partner.into(),
+            })
+            .await
+            .expect("ledger")
+            .into_inner()
+    }
+}

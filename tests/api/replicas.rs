@@ -1,0 +1,370 @@
+//! Three orchestrator processes on one Redis (or Redis Cluster) and one
+//! sandbox partner server: idempotency and the money invariants hold across
+//! replicas, checked in the payments and on the partner's ledger.
+
+use std::time::{Duration, Instant};
+
+use payment_orchestrator::api::proto::{self, OperationStatus};
+use prost::Message;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use tonic::Code;
+use tonic_types::StatusExt;
+
+use super::{
+    deployment::{Deployment, Redis},
+    harness::*,
+    redis_server::{RedisCluster, RedisServer},
+};
+
+async fn single() -> Redis {
+    Redis::Single(RedisServer::start())
+}
+
+async fn cluster() -> Redis {
+    Redis::Cluster(
+        tokio::task::spawn_blocking(RedisCluster::start)
+            .await
+            .expect("cluster"),
+    )
+}
+
+/// A MANUAL payment created on replica `on` (session) and `on + 1` (submit).
+async fn payment(
+    deployment: &Deployment,
+    on: usize,
+    split: Vec<proto::SplitLeg>,
+) -> proto::Payment {
+    let total = split.iter().map(|l| l.amount).sum();
+    let session = deployment
+        .sessions(on)
+        .create_session(create_request(total, proto::CaptureMode::Manual))
+        .await
+        .unwrap()
+        .into_inner();
+    let payment = deployment
+        .sessions(on + 1)
+        .submit_session(proto::SubmitSessionRequest {
+            session_id: session.id,
+            idempotency_key: new_key(),
+            split,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        payment.state(),
+        proto::PaymentState::Authorized,
+        "{payment:#?}"
+    );
+    payment
+}
+
+async fn one_key_is_one_partner_capture(redis: Redis) {
+    let deployment = Deployment::start(redis, 3).await;
+    // Partner latency keeps the first capture in flight while duplicates arrive.
+    let payment = payment(&deployment, 0, vec![card(12000, "latency=50ms")]).await;
+    let request = capture(&payment, Some(5000));
+    let calls: Vec<_> = (0..200)
+        .map(|i| {
+            let mut payments = deployment.payments(i);
+            let request = request.clone();
+            tokio::spawn(async move { payments.capture(request).await })
+        })
+        .collect();
+    let mut responses = Vec::new();
+    let mut in_progress = 0;
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(response) => responses.push(response.into_inner().encode_to_vec()),
+            Err(status) => {
+                assert_eq!(status.code(), Code::Aborted, "{status:?}");
+                assert_eq!(reason(&status).as_deref(), Some("REQUEST_IN_PROGRESS"));
+                in_progress += 1;
+            }
+        }
+    }
+    assert!(!responses.is_empty());
+    assert!(
+        responses.iter().all(|r| *r == responses[0]),
+        "responses differ"
+    );
+    let ledger = deployment.ledger("ingenico").await;
+    let captures: Vec<_> = ledger
+        .received
+        .iter()
+        .filter(|r| r.kind == "capture")
+        .collect();
+    assert_eq!(captures.len(), 1, "partner captures: {captures:?}");
+    assert_eq!(captures[0].amount, 5000);
+    eprintln!(
+        "200 identical captures: {} answered, {in_progress} REQUEST_IN_PROGRESS",
+        responses.len()
+    );
+
+    // Later, every replica replays it byte for byte.
+    for replica in 0..3 {
+        let replay = deployment
+            .payments(replica)
+            .capture(request.clone())
+            .await
+            .unwrap();
+        assert_eq!(replay.into_inner().encode_to_vec(), responses[0]);
+    }
+    let ledger = deployment.ledger("ingenico").await;
+    assert_eq!(
+        ledger
+            .received
+            .iter()
+            .filter(|r| r.kind == "capture")
+            .count(),
+        1
+    );
+}
+
+async fn racing_operations_keep_the_invariants(redis: Redis, rounds: u64) {
+    let deployment = Deployment::start(redis, 3).await;
+    for seed in 0..rounds {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let payment = payment(
+            &deployment,
+            seed as usize,
+            vec![card(10000, "latency=3ms"), gift(2000, "latency=3ms")],
+        )
+        .await;
+        // Some money is captured first so that refunds have something to race for.
+        deployment
+            .payments(0)
+            .capture(capture(&payment, Some(4000)))
+            .await
+            .unwrap();
+        let calls: Vec<_> = (0..30)
+            .map(|i| {
+                let amount = Some(rng.random_range(100..3000));
+                let kind = rng.random_range(0..3);
+                let mut payments = deployment.payments(i);
+                let payment = payment.clone();
+                tokio::spawn(async move {
+                    match kind {
+                        0 => payments.capture(capture(&payment, amount)).await,
+                        1 => payments.void(void(&payment, amount)).await,
+                        _ => payments.refund(refund(&payment, amount)).await,
+                    }
+                })
+            })
+            .collect();
+        for call in calls {
+            match call.await.unwrap() {
+                // No leg is ever declined by the partner: the orchestrator
+                // never asks a partner for more than the leg has.
+                Ok(result) => {
+                    let operation = result.into_inner().operation.unwrap();
+                    assert_eq!(
+                        operation.status(),
+                        OperationStatus::Success,
+                        "seed {seed}: {operation:#?}"
+                    );
+                }
+                Err(status) => {
+                    let reason = reason(&status);
+                    assert!(
+                        matches!(
+                            reason.as_deref(),
+                            Some("AMOUNT_EXCEEDS_AVAILABLE" | "NOTHING_AVAILABLE")
+                        ),
+                        "seed {seed}: {status:?}"
+                    );
+                }
+            }
+        }
+        let payment = deployment
+            .payments(seed as usize + 2)
+            .get_payment(proto::GetPaymentRequest {
+                payment_id: payment.id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let a = amounts(&payment);
+        assert_eq!(
+            (a.capture_pending, a.refund_pending, a.void_pending),
+            (0, 0, 0)
+        );
+        assert!(
+            a.total_captured + a.total_voided <= a.total_authorized,
+            "seed {seed}: {a:?}"
+        );
+        assert!(a.total_refunded <= a.total_captured, "seed {seed}: {a:?}");
+        // The partner's books agree with the payment, leg by leg.
+        for (partner, leg) in [("ingenico", 0usize), ("illicado", 1)] {
+            let reference = payment.authorization.as_ref().unwrap().partner_transactions[leg]
+                .partner_reference
+                .clone();
+            let ledger = deployment.ledger(partner).await;
+            let totals = ledger
+                .authorizations
+                .iter()
+                .find(|t| t.reference == reference)
+                .unwrap();
+            assert!(
+                totals.captured + totals.voided <= totals.authorized,
+                "seed {seed}: {totals:?}"
+            );
+            assert!(
+                totals.refunded <= totals.captured,
+                "seed {seed}: {totals:?}"
+            );
+            let booked = |ops: &[proto::Operation]| -> i64 {
+                ops.iter()
+                    .flat_map(|op| &op.partner_transactions)
+                    .filter(|tx| tx.partner == partner && tx.status() == OperationStatus::Success)
+                    .map(|tx| tx.amount)
+                    .sum()
+            };
+            assert_eq!(
+                (
+                    booked(&payment.captures),
+                    booked(&payment.refunds),
+                    booked(&payment.voids)
+                ),
+                (totals.captured, totals.refunded, totals.voided),
+                "seed {seed}: {partner}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_created_on_one_replica_is_operable_on_the_others() {
+    let deployment = Deployment::start(single().await, 3).await;
+    let payment = payment(&deployment, 0, vec![card(10000, "tok"), gift(2000, "tok")]).await;
+    let captured = deployment
+        .payments(2)
+        .capture(capture(&payment, Some(5000)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        legs_of(&captured.operation.unwrap()),
+        vec![
+            ("illicado".into(), 2000, OperationStatus::Success),
+            ("ingenico".into(), 3000, OperationStatus::Success)
+        ]
+    );
+    for replica in 0..3 {
+        let read = deployment
+            .payments(replica)
+            .get_payment(proto::GetPaymentRequest {
+                payment_id: payment.id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(amounts(&read).total_captured, 5000);
+    }
+    let listed = deployment
+        .payments(1)
+        .list_payments(proto::ListPaymentsRequest {
+            order_reference: "order-1001".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.payments.len(), 1);
+    assert_eq!(listed.payments[0].id, payment.id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_identical_captures_across_replicas_are_one_partner_capture() {
+    one_key_is_one_partner_capture(single().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_captures_voids_and_refunds_across_replicas_never_break_the_invariants() {
+    racing_operations_keep_the_invariants(single().await, 12).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_cluster_one_key_is_one_partner_capture() {
+    one_key_is_one_partner_capture(cluster().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_cluster_racing_operations_never_break_the_invariants() {
+    racing_operations_keep_the_invariants(cluster().await, 6).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_fails_fast_with_unavailable_and_recovers() {
+    let mut deployment = Deployment::start(Redis::Single(RedisServer::start_persistent()), 1).await;
+    let payment = payment(&deployment, 0, vec![card(10000, "tok"), gift(2000, "tok")]).await;
+    deployment
+        .payments(0)
+        .capture(capture(&payment, Some(100)))
+        .await
+        .unwrap();
+
+    deployment.redis.server().stop();
+    for attempt in 0..5 {
+        let started = Instant::now();
+        let error = deployment
+            .payments(0)
+            .capture(capture(&payment, Some(100)))
+            .await
+            .unwrap_err();
+        let took = started.elapsed();
+        assert_eq!(
+            error.code(),
+            Code::Unavailable,
+            "attempt {attempt}: {error:?}"
+        );
+        assert!(error.get_error_details().retry_info().is_some());
+        assert!(
+            took < Duration::from_secs(3),
+            "attempt {attempt} took {took:?}"
+        );
+        let error = deployment
+            .payments(0)
+            .get_payment(proto::GetPaymentRequest {
+                payment_id: payment.id.clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), Code::Unavailable);
+    }
+
+    // Redis comes back (with its data): the same process serves again.
+    deployment.redis.server().restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let after = loop {
+        match deployment
+            .payments(0)
+            .capture(capture(&payment, Some(100)))
+            .await
+        {
+            Ok(result) => break result.into_inner(),
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                assert!(Instant::now() < deadline, "did not recover: {status:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    assert_eq!(after.operation.unwrap().status(), OperationStatus::Success);
+    // Nothing half-done: the failed calls left no operation and no reservation.
+    let payment = after.payment.unwrap();
+    assert_eq!(payment.captures.len(), 2, "{:#?}", payment.captures);
+    let a = amounts(&payment);
+    assert_eq!(
+        (a.total_captured, a.capture_pending, a.available_to_capture),
+        (200, 0, 11800)
+    );
+    let ledger_captured: i64 = deployment
+        .ledger("illicado")
+        .await
+        .authorizations
+        .iter()
+        .map(|t| t.captured)
+        .sum();
+    assert_eq!(ledger_captured, 200);
+}
