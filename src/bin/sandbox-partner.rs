@@ -38,7 +38,7 @@ async fn main() -> anyhow::Result<()> {
         .add_service(gateway.gateway_service())
         .add_service(gateway.sandbox_service())
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             async {
                 let _ = tokio::signal::ctrl_c().await;
             },
