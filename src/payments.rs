@@ -369,19 +369,26 @@ impl Payments {
                 .index_operation(authorization, payment_id)
                 .await?;
             self.store.insert_payment(&payment).await?;
-            self.execute(payment_id, authorization).await?;
-            self.after_authorization(payment_id).await
+            let created = Versioned {
+                value: payment,
+                version: 1,
+            };
+            let authorized = self.execute(created, authorization).await?;
+            self.after_authorization(authorized).await
         })
         .await
     }
 
     /// What follows a final authorization: session status, compensation
     /// voids after a decline, the automatic capture after a success.
-    async fn after_authorization(&self, payment_id: Uuid) -> Result<Payment, PaymentError> {
-        let payment = self.load(payment_id).await?.value;
+    async fn after_authorization(
+        &self,
+        current: Versioned<Payment>,
+    ) -> Result<Payment, PaymentError> {
+        let payment = &current.value;
         let status = payment.authorization().status;
         if !status.is_final() {
-            return Ok(payment);
+            return Ok(current.value);
         }
         let authorized = status == OperationStatus::Success;
         self.update_session(payment.session_id, |session, now| {
@@ -391,11 +398,11 @@ impl Payments {
         .await?;
         let automatic_capture = payment.needs_automatic_capture();
         if !automatic_capture && payment.compensation_needed().is_empty() {
-            return Ok(payment);
+            return Ok(current.value);
         }
-        let id = self.new_id();
+        let (payment_id, id) = (payment.id, self.new_id());
         let (payment, opened) = self
-            .mutate(payment_id, |payment, now| {
+            .mutate(current, |payment, now| {
                 let mut ids = || self.new_id();
                 // Checked again on the fresh payment: exactly once, even if
                 // another request got here first.
@@ -420,10 +427,10 @@ impl Payments {
             })
             .await?;
         if !opened {
-            return Ok(payment);
+            return Ok(payment.value);
         }
         self.store.index_operation(id, payment_id).await?;
-        self.execute(payment_id, id).await
+        Ok(self.execute(payment, id).await?.value)
     }
 
     // ---- payments ----
@@ -454,7 +461,7 @@ impl Payments {
         request: Idempotent<OperationCommand>,
     ) -> Result<OperationResult, PaymentError> {
         let payment_id = request.command.payment_id;
-        self.owned_payment(merchant, payment_id).await?;
+        let current = self.owned_payment(merchant, payment_id).await?;
         let scope = scope(merchant, format!("payment:{payment_id}"), &request.key);
         let fingerprint = fingerprint("Operation", &request.command);
         self.idempotent(scope, fingerprint, |operation_id, taken_over| async move {
@@ -474,7 +481,7 @@ impl Payments {
                 triggered_by: TriggeredBy::Merchant,
             };
             let (payment, ()) = self
-                .mutate(payment_id, |payment, now| {
+                .mutate(current, |payment, now| {
                     if payment.operation(operation_id).is_some() {
                         return Ok(());
                     }
@@ -495,9 +502,9 @@ impl Payments {
             let payment = if taken_over {
                 // The first attempt may have called partners already: its
                 // UNCERTAIN legs are the resolver's to settle, never re-sent here.
-                payment
+                payment.value
             } else {
-                self.execute(payment_id, operation_id).await?
+                self.execute(payment, operation_id).await?.value
             };
             Ok(OperationResult {
                 operation_id,
@@ -511,17 +518,21 @@ impl Payments {
 
     /// Sends the operation's unsent legs one by one in route order and
     /// records each answer. Returns the payment after the last answer.
-    async fn execute(&self, payment_id: Uuid, operation_id: Uuid) -> Result<Payment, PaymentError> {
-        let mut payment = self.load(payment_id).await?.value;
+    async fn execute(
+        &self,
+        mut payment: Versioned<Payment>,
+        operation_id: Uuid,
+    ) -> Result<Versioned<Payment>, PaymentError> {
         loop {
-            let Some((request, partner, transaction)) = next_unsent(&payment, operation_id) else {
+            let Some((request, partner, transaction)) = next_unsent(&payment.value, operation_id)
+            else {
                 return Ok(payment);
             };
             let result = self.partners.send(&partner, &request).await;
             let outcome = outcome_of(&result);
             let declined = outcome.status == TransactionStatus::Failure;
             (payment, ()) = self
-                .mutate(payment_id, |payment, now| {
+                .mutate(payment, |payment, now| {
                     payment.mark_sent(operation_id, transaction, now);
                     payment.record(operation_id, transaction, outcome.clone(), now);
                     let Some(op) = payment.operation(operation_id) else {
@@ -601,22 +612,45 @@ impl Payments {
             .ok_or(PaymentError::NotFound)
     }
 
-    /// Read-modify-write of a payment with compare-and-set, retried against
-    /// concurrent writers. `change` must be a pure function of the payment;
-    /// when it fails nothing is written.
+    /// Read-modify-write of a payment with compare-and-set. The first attempt
+    /// changes `current` (the caller's latest read, saving a round trip); on
+    /// a conflict the payment is read again and the change re-applied.
+    /// `change` must be a pure function of the payment; when it fails nothing
+    /// is written, and a failure only counts when computed on a fresh read
+    /// (`current` may predate a released reservation).
     async fn mutate<R>(
         &self,
-        payment_id: Uuid,
+        current: Versioned<Payment>,
         mut change: impl FnMut(&mut Payment, SystemTime) -> Result<R, PaymentError>,
-    ) -> Result<(Payment, R), PaymentError> {
+    ) -> Result<(Versioned<Payment>, R), PaymentError> {
+        let payment_id = current.value.id;
+        let mut attempt = Some(current);
         for _ in 0..MAX_WRITE_ATTEMPTS {
-            let Versioned {
-                value: mut payment,
-                version,
-            } = self.load(payment_id).await?;
-            let result = change(&mut payment, self.clock.now())?;
+            let (
+                Versioned {
+                    value: mut payment,
+                    version,
+                },
+                fresh,
+            ) = match attempt.take() {
+                Some(current) => (current, false),
+                None => (self.load(payment_id).await?, true),
+            };
+            let result = match change(&mut payment, self.clock.now()) {
+                Ok(result) => result,
+                Err(_) if !fresh => continue,
+                Err(error) => return Err(error),
+            };
             match self.store.update_payment(&payment, version).await {
-                Ok(_) => return Ok((payment, result)),
+                Ok(version) => {
+                    return Ok((
+                        Versioned {
+                            value: payment,
+                            version,
+                        },
+                        result,
+                    ));
+                }
                 Err(StoreError::Conflict) => continue,
                 Err(other) => return Err(other.into()),
             }

@@ -34,7 +34,17 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, "sandbox partner serving");
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(
+                payment_orchestrator::api::proto::FILE_DESCRIPTOR_SET,
+            )
+            .with_service_name("payment_orchestrator.partner.v1.PartnerGatewayService")
+            .with_service_name("payment_orchestrator.partner.v1.SandboxService")
+    };
     Server::builder()
+        .add_service(reflection().build_v1().context("reflection")?)
+        .add_service(reflection().build_v1alpha().context("reflection")?)
         .add_service(gateway.gateway_service())
         .add_service(gateway.sandbox_service())
         .serve_with_incoming_shutdown(
