@@ -359,6 +359,7 @@ impl Payments {
                     currency: session.currency,
                     capture_mode: session.capture_mode,
                     legs: request.command.legs,
+                    webhook: session.webhook.clone(),
                     authorization_id: ids(),
                 },
                 &mut ids,

@@ -18,7 +18,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use crate::domain::{payment::Payment, session::Session};
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{
+    payment::Payment,
+    session::{HeaderValue, Session},
+};
 
 /// A value with the version it was read at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +118,94 @@ pub trait PaymentStore: Send + Sync + std::fmt::Debug {
     /// Forgets a claim whose request changed nothing (e.g. NOT_FOUND), so a
     /// corrected retry with the same key works.
     async fn release(&self, scope: &IdempotencyScope) -> Result<(), StoreError>;
+
+    /// Puts `item` on the due-queue (or moves it) to become due at `due_at`.
+    async fn schedule(&self, item: &DueItem, due_at: SystemTime) -> Result<(), StoreError>;
+    async fn unschedule(&self, item: &DueItem) -> Result<(), StoreError>;
+    /// Atomically takes up to `limit` items due at `now` and moves each to
+    /// `now + lease`: a worker that dies leaves them to be taken again.
+    async fn claim_due(
+        &self,
+        now: SystemTime,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<DueItem>, StoreError>;
+    /// How many items are queued, and the earliest due time.
+    async fn due_summary(&self) -> Result<(usize, Option<SystemTime>), StoreError>;
+
+    /// Stores a webhook delivery unless one with its id exists (event ids are
+    /// deterministic, so a repeated emission is one delivery). Returns
+    /// whether it was stored.
+    async fn put_webhook(&self, delivery: &WebhookDelivery) -> Result<bool, StoreError>;
+    async fn webhook(&self, id: Uuid) -> Result<Option<WebhookDelivery>, StoreError>;
+    async fn update_webhook(&self, delivery: &WebhookDelivery) -> Result<(), StoreError>;
+    async fn delete_webhook(&self, id: Uuid) -> Result<(), StoreError>;
+
+    /// Records a partner event id; `true` the first time it is seen (within
+    /// `ttl`).
+    async fn first_sighting(
+        &self,
+        partner: &str,
+        event_id: &str,
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<bool, StoreError>;
+}
+
+/// Work that becomes due at a time.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DueItem {
+    /// A non-final operation to resolve (or a running one whose lease ran out).
+    Operation { payment: Uuid, operation: Uuid },
+    /// An authorization whose lifetime ends: release what was not captured.
+    AuthorizationExpiry { payment: Uuid },
+    /// A webhook to (re)deliver.
+    Webhook { delivery: Uuid },
+}
+
+impl DueItem {
+    /// A compact, parseable form (Redis sorted-set member).
+    pub fn encode(&self) -> String {
+        match self {
+            DueItem::Operation { payment, operation } => format!("op:{payment}:{operation}"),
+            DueItem::AuthorizationExpiry { payment } => format!("auth-expiry:{payment}"),
+            DueItem::Webhook { delivery } => format!("webhook:{delivery}"),
+        }
+    }
+
+    pub fn decode(text: &str) -> Option<DueItem> {
+        let (kind, rest) = text.split_once(':')?;
+        Some(match kind {
+            "op" => {
+                let (payment, operation) = rest.split_once(':')?;
+                DueItem::Operation {
+                    payment: Uuid::try_parse(payment).ok()?,
+                    operation: Uuid::try_parse(operation).ok()?,
+                }
+            }
+            "auth-expiry" => DueItem::AuthorizationExpiry {
+                payment: Uuid::try_parse(rest).ok()?,
+            },
+            "webhook" => DueItem::Webhook {
+                delivery: Uuid::try_parse(rest).ok()?,
+            },
+            _ => return None,
+        })
+    }
+}
+
+/// A merchant notification waiting to be delivered (at least once).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookDelivery {
+    /// The event id (receivers deduplicate by it).
+    pub id: Uuid,
+    pub merchant: String,
+    pub url: String,
+    pub headers: BTreeMap<String, HeaderValue>,
+    /// The JSON body, exactly as signed and sent.
+    pub body: String,
+    pub attempts: u32,
+    pub created_at: SystemTime,
 }
 
 /// One page of the creation-ordered index of a merchant's payments.

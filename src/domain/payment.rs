@@ -14,6 +14,7 @@ use super::{
     amounts::{Amounts, Overview},
     money::{Amount, Currency},
     priority::{self, PriorityRule},
+    session::Webhook,
     routing::{self, Allocation, AllocationError},
     status::{self, OperationStatus, TransactionStatus},
 };
@@ -115,8 +116,17 @@ pub struct Operation {
     pub fallback: bool,
     pub transactions: Vec<PartnerTransaction>,
     pub requires_review: bool,
+    /// What happened to the operation beyond partner answers (review flags,
+    /// outcomes set by an operator with their reason).
+    pub history: Vec<HistoryEntry>,
     pub created_at: SystemTime,
     pub updated_at: SystemTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub at: SystemTime,
+    pub note: String,
 }
 
 impl Operation {
@@ -157,6 +167,16 @@ pub struct TransactionOutcome {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SettleError {
+    #[error("no such operation")]
+    UnknownOperation,
+    #[error("the operation is not waiting for review")]
+    NotUnderReview,
+    #[error("every open partner transaction needs exactly one final outcome")]
+    IncompleteOutcomes,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum OperationError {
     #[error(transparent)]
     Allocation(#[from] AllocationError),
@@ -174,6 +194,8 @@ pub struct Payment {
     pub currency: Currency,
     pub capture_mode: CaptureMode,
     pub legs: Vec<Leg>,
+    /// Copied from the session: where notifications about this payment go.
+    pub webhook: Option<Webhook>,
     /// The authorization first, then every other operation in creation order.
     pub operations: Vec<Operation>,
     pub created_at: SystemTime,
@@ -191,6 +213,7 @@ pub struct NewPayment {
     pub currency: Currency,
     pub capture_mode: CaptureMode,
     pub legs: Vec<Leg>,
+    pub webhook: Option<Webhook>,
     pub authorization_id: Uuid,
 }
 
@@ -216,6 +239,7 @@ impl Payment {
             fallback: false,
             transactions,
             requires_review: false,
+            history: Vec::new(),
             created_at: now,
             updated_at: now,
         };
@@ -228,6 +252,7 @@ impl Payment {
             currency: new.currency,
             capture_mode: new.capture_mode,
             legs: new.legs,
+            webhook: new.webhook,
             operations: vec![authorization],
             created_at: now,
             updated_at: now,
@@ -383,6 +408,7 @@ impl Payment {
             fallback: request.fallback,
             transactions,
             requires_review: false,
+            history: Vec::new(),
             created_at: now,
             updated_at: now,
         });
@@ -564,6 +590,7 @@ impl Payment {
                 .map(|a| PartnerTransaction::unsent(ids(), a.leg, a.amount, now))
                 .collect(),
             requires_review: false,
+            history: Vec::new(),
             created_at: now,
             updated_at: now,
         });
@@ -571,6 +598,67 @@ impl Payment {
         self.operations
             .last()
             .unwrap_or_else(|| unreachable!("just pushed"))
+    }
+
+    /// Flags a non-final operation for an operator (once); returns whether it
+    /// was newly flagged.
+    pub fn flag_for_review(&mut self, operation: Uuid, note: String, now: SystemTime) -> bool {
+        let Some(op) = self.operation_mut(operation) else {
+            return false;
+        };
+        if op.requires_review || op.status.is_final() {
+            return false;
+        }
+        op.requires_review = true;
+        op.history.push(HistoryEntry { at: now, note });
+        op.updated_at = now;
+        self.updated_at = now;
+        true
+    }
+
+    /// An operator settles a flagged operation: each still non-final
+    /// transaction gets the given final status; the reason is kept in the
+    /// history. Refused unless the operation requires review and every open
+    /// transaction gets exactly one final status.
+    pub fn settle_by_hand(
+        &mut self,
+        operation: Uuid,
+        outcomes: &[(Uuid, TransactionStatus)],
+        reason: &str,
+        now: SystemTime,
+    ) -> Result<(), SettleError> {
+        let op = self.operation(operation).ok_or(SettleError::UnknownOperation)?;
+        if !op.requires_review || op.status.is_final() {
+            return Err(SettleError::NotUnderReview);
+        }
+        let open: Vec<Uuid> = op
+            .transactions
+            .iter()
+            .filter(|tx| !tx.status.is_final())
+            .map(|tx| tx.id)
+            .collect();
+        let complete = outcomes.len() == open.len()
+            && open.iter().all(|id| outcomes.iter().any(|(tx, _)| tx == id))
+            && outcomes.iter().all(|(_, status)| status.is_final());
+        if !complete {
+            return Err(SettleError::IncompleteOutcomes);
+        }
+        for (transaction, status) in outcomes {
+            let outcome = TransactionOutcome {
+                status: *status,
+                partner_reference: None,
+                partner_status: "SETTLED_BY_OPERATOR".into(),
+                partner_status_description: reason.to_owned(),
+            };
+            self.record(operation, *transaction, outcome, now);
+        }
+        if let Some(op) = self.operation_mut(operation) {
+            op.history.push(HistoryEntry {
+                at: now,
+                note: format!("settled by an operator: {reason}"),
+            });
+        }
+        Ok(())
     }
 
     /// The reference the partner gave the authorization of `leg`, which
@@ -643,6 +731,7 @@ mod tests {
                     leg("ingenico", "creditcard", 10000),
                     leg("illicado", "giftcard", 2000),
                 ],
+                webhook: None,
                 authorization_id: ids(),
             },
             ids,

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::{
-    Claim, ClaimRequest, IdempotencyScope, ListQuery, ListedPayment, PaymentStore, StoreError,
-    Versioned, listing_member,
+    Claim, ClaimRequest, DueItem, IdempotencyScope, ListQuery, ListedPayment, PaymentStore,
+    StoreError, Versioned, WebhookDelivery, listing_member,
 };
 use crate::domain::{payment::Payment, session::Session};
 
@@ -39,6 +39,10 @@ struct Inner {
     keys: HashMap<IdempotencyScope, KeyRecord>,
     /// `(merchant, order reference or None)` → listing members.
     listings: HashMap<(String, Option<String>), BTreeSet<String>>,
+    due: HashMap<DueItem, SystemTime>,
+    webhooks: HashMap<Uuid, WebhookDelivery>,
+    /// `(partner, event id)` → when the sighting is forgotten.
+    events: HashMap<(String, String), SystemTime>,
 }
 
 #[derive(Debug, Default)]
@@ -228,4 +232,80 @@ impl PaymentStore for MemoryStore {
         self.inner().keys.remove(scope);
         Ok(())
     }
+
+    async fn schedule(&self, item: &DueItem, due_at: SystemTime) -> Result<(), StoreError> {
+        self.inner().due.insert(item.clone(), due_at);
+        Ok(())
+    }
+
+    async fn unschedule(&self, item: &DueItem) -> Result<(), StoreError> {
+        self.inner().due.remove(item);
+        Ok(())
+    }
+
+    async fn claim_due(
+        &self,
+        now: SystemTime,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<DueItem>, StoreError> {
+        let mut inner = self.inner();
+        let mut due: Vec<(SystemTime, DueItem)> = inner
+            .due
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(item, at)| (*at, item.clone()))
+            .collect();
+        due.sort();
+        due.truncate(limit);
+        for (_, item) in &due {
+            inner.due.insert(item.clone(), now + lease);
+        }
+        Ok(due.into_iter().map(|(_, item)| item).collect())
+    }
+
+    async fn due_summary(&self) -> Result<(usize, Option<SystemTime>), StoreError> {
+        let inner = self.inner();
+        Ok((inner.due.len(), inner.due.values().min().copied()))
+    }
+
+    async fn put_webhook(&self, delivery: &WebhookDelivery) -> Result<bool, StoreError> {
+        let mut inner = self.inner();
+        if inner.webhooks.contains_key(&delivery.id) {
+            return Ok(false);
+        }
+        inner.webhooks.insert(delivery.id, delivery.clone());
+        Ok(true)
+    }
+
+    async fn webhook(&self, id: Uuid) -> Result<Option<WebhookDelivery>, StoreError> {
+        Ok(self.inner().webhooks.get(&id).cloned())
+    }
+
+    async fn update_webhook(&self, delivery: &WebhookDelivery) -> Result<(), StoreError> {
+        self.inner().webhooks.insert(delivery.id, delivery.clone());
+        Ok(())
+    }
+
+    async fn delete_webhook(&self, id: Uuid) -> Result<(), StoreError> {
+        self.inner().webhooks.remove(&id);
+        Ok(())
+    }
+
+    async fn first_sighting(
+        &self,
+        partner: &str,
+        event_id: &str,
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.inner();
+        let key = (partner.to_owned(), event_id.to_owned());
+        if inner.events.get(&key).is_some_and(|forget_at| *forget_at > now) {
+            return Ok(false);
+        }
+        inner.events.insert(key, now + ttl);
+        Ok(true)
+    }
+
 }

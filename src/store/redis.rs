@@ -26,8 +26,8 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::{
-    Claim, ClaimRequest, IdempotencyScope, ListQuery, ListedPayment, PaymentStore, StoreError,
-    Versioned, listing_member,
+    Claim, ClaimRequest, DueItem, IdempotencyScope, ListQuery, ListedPayment, PaymentStore,
+    StoreError, Versioned, WebhookDelivery, listing_member,
 };
 use crate::domain::{payment::Payment, session::Session};
 
@@ -157,6 +157,31 @@ static COMPLETE: LazyLock<Script> = LazyLock::new(|| {
         ",
     )
 });
+
+/// Takes the due items and moves them to the end of their lease.
+/// KEYS[1] due-queue; ARGV: now ms, lease end ms, limit.
+static CLAIM_DUE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local items = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+        for _, item in ipairs(items) do
+          redis.call('ZADD', KEYS[1], ARGV[2], item)
+        end
+        return items
+        ",
+    )
+});
+
+/// The due-queue: one sorted set (one slot), score = due time in ms.
+const DUE_KEY: &str = "po:{due}:queue";
+
+fn webhook_key(id: Uuid) -> String {
+    format!("po:{{w:{id}}}:webhook")
+}
+
+fn event_key(partner: &str, event_id: &str) -> String {
+    format!("po:{{e:{partner}}}:event:{}", digest(event_id))
+}
 
 fn session_key(id: Uuid) -> String {
     format!("po:{{s:{id}}}:session")
@@ -504,4 +529,106 @@ impl PaymentStore for RedisStore {
             .await
             .map_err(unavailable)
     }
+
+    async fn schedule(&self, item: &DueItem, due_at: SystemTime) -> Result<(), StoreError> {
+        let mut connection = self.connection();
+        connection
+            .zadd::<_, _, _, ()>(DUE_KEY, item.encode(), millis(due_at))
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn unschedule(&self, item: &DueItem) -> Result<(), StoreError> {
+        let mut connection = self.connection();
+        connection
+            .zrem::<_, _, ()>(DUE_KEY, item.encode())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn claim_due(
+        &self,
+        now: SystemTime,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<DueItem>, StoreError> {
+        let mut connection = self.connection();
+        let items: Vec<String> = CLAIM_DUE
+            .key(DUE_KEY)
+            .arg(millis(now))
+            .arg(millis(now + lease))
+            .arg(limit)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(items.iter().filter_map(|item| DueItem::decode(item)).collect())
+    }
+
+    async fn due_summary(&self) -> Result<(usize, Option<SystemTime>), StoreError> {
+        let mut connection = self.connection();
+        let count: usize = connection.zcard(DUE_KEY).await.map_err(unavailable)?;
+        let first: Vec<(String, u64)> = connection
+            .zrange_withscores(DUE_KEY, 0, 0)
+            .await
+            .map_err(unavailable)?;
+        let earliest = first
+            .first()
+            .map(|(_, ms)| UNIX_EPOCH + Duration::from_millis(*ms));
+        Ok((count, earliest))
+    }
+
+    async fn put_webhook(&self, delivery: &WebhookDelivery) -> Result<bool, StoreError> {
+        let mut connection = self.connection();
+        redis::cmd("SET")
+            .arg(webhook_key(delivery.id))
+            .arg(encode(delivery)?)
+            .arg("NX")
+            .query_async::<Option<String>>(&mut connection)
+            .await
+            .map(|set| set.is_some())
+            .map_err(unavailable)
+    }
+
+    async fn webhook(&self, id: Uuid) -> Result<Option<WebhookDelivery>, StoreError> {
+        let mut connection = self.connection();
+        let data: Option<String> = connection.get(webhook_key(id)).await.map_err(unavailable)?;
+        data.map(|d| decode(&d)).transpose()
+    }
+
+    async fn update_webhook(&self, delivery: &WebhookDelivery) -> Result<(), StoreError> {
+        let mut connection = self.connection();
+        connection
+            .set::<_, _, ()>(webhook_key(delivery.id), encode(delivery)?)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn delete_webhook(&self, id: Uuid) -> Result<(), StoreError> {
+        let mut connection = self.connection();
+        connection
+            .del::<_, ()>(webhook_key(id))
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn first_sighting(
+        &self,
+        partner: &str,
+        event_id: &str,
+        ttl: Duration,
+        _now: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let mut connection = self.connection();
+        redis::cmd("SET")
+            .arg(event_key(partner, event_id))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis().max(1).to_string())
+            .query_async::<Option<String>>(&mut connection)
+            .await
+            .map(|set| set.is_some())
+            .map_err(unavailable)
+    }
+
 }

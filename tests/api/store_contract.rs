@@ -110,6 +110,7 @@ fn payment(merchant: &str, order_reference: &str, created_at: SystemTime) -> Pay
                 amount: Amount::from_minor(12000).unwrap(),
                 token: PaymentToken::new("tok".into()),
             }],
+            webhook: None,
             authorization_id: Uuid::now_v7(),
         },
         &mut ids,
