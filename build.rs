@@ -7,7 +7,9 @@ use std::{env, path::PathBuf};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     let protos = [
+        "proto/payment_orchestrator/v1/admin.proto",
         "proto/payment_orchestrator/v1/common.proto",
+        "proto/payment_orchestrator/v1/partner_event.proto",
         "proto/payment_orchestrator/v1/payment.proto",
         "proto/payment_orchestrator/v1/session.proto",
         "proto/payment_orchestrator/partner/v1/gateway.proto",

@@ -10,7 +10,12 @@ use std::{collections::HashMap, sync::Arc};
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
-use crate::{domain::payment::OperationKind, payments::Payments};
+use uuid::Uuid;
+
+use crate::{
+    domain::payment::{OperationKind, Payment},
+    payments::Payments,
+};
 
 pub use error::ERROR_DOMAIN;
 
@@ -28,19 +33,38 @@ pub mod proto {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Merchant(pub String);
 
+/// What a key may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Sessions and payments of one merchant.
+    Merchant(String),
+    /// `AdminService`, across merchants.
+    Admin,
+    /// `PartnerEventService`.
+    PartnerNotifier,
+}
+
+/// The role a service needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Required {
+    Merchant,
+    Admin,
+    PartnerNotifier,
+}
+
 /// API keys by their SHA-256 (hex); the key material itself is never kept.
 #[derive(Debug, Clone, Default)]
 pub struct ApiKeys {
-    merchants_by_hash: HashMap<String, String>,
+    roles_by_hash: HashMap<String, Role>,
 }
 
 impl ApiKeys {
-    /// From `(sha256 hex of the key, merchant)` pairs.
-    pub fn from_hashes(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
+    /// From `(sha256 hex of the key, role)` pairs.
+    pub fn from_hashes(pairs: impl IntoIterator<Item = (String, Role)>) -> Self {
         ApiKeys {
-            merchants_by_hash: pairs
+            roles_by_hash: pairs
                 .into_iter()
-                .map(|(hash, merchant)| (hash.to_ascii_lowercase(), merchant))
+                .map(|(hash, role)| (hash.to_ascii_lowercase(), role))
                 .collect(),
         }
     }
@@ -49,26 +73,38 @@ impl ApiKeys {
         hex::encode(Sha256::digest(key.as_bytes()))
     }
 
-    fn merchant(&self, key: &str) -> Option<&str> {
-        self.merchants_by_hash
-            .get(&Self::hash(key))
-            .map(String::as_str)
+    fn role(&self, key: &str) -> Option<&Role> {
+        self.roles_by_hash.get(&Self::hash(key))
     }
 
-    /// A tonic interceptor: `authorization: Bearer <key>` → [`Merchant`].
+    /// A tonic interceptor for a service that needs `required`:
+    /// `authorization: Bearer <key>`; an unknown key is UNAUTHENTICATED, a
+    /// known key of another role PERMISSION_DENIED.
     pub fn interceptor(
         self: Arc<Self>,
+        required: Required,
     ) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
         move |mut request: Request<()>| {
-            let merchant = request
+            let role = request
                 .metadata()
                 .get("authorization")
                 .and_then(|value| value.to_str().ok())
                 .and_then(|value| value.strip_prefix("Bearer "))
-                .and_then(|key| self.merchant(key.trim()))
-                .map(str::to_owned)
+                .and_then(|key| self.role(key.trim()))
                 .ok_or_else(|| Status::unauthenticated("missing or invalid API key"))?;
-            request.extensions_mut().insert(Merchant(merchant));
+            match (required, role) {
+                (Required::Merchant, Role::Merchant(merchant)) => {
+                    let merchant = Merchant(merchant.clone());
+                    request.extensions_mut().insert(merchant);
+                }
+                (Required::Admin, Role::Admin)
+                | (Required::PartnerNotifier, Role::PartnerNotifier) => {}
+                _ => {
+                    return Err(Status::permission_denied(
+                        "this API key may not call this service",
+                    ));
+                }
+            }
             Ok(request)
         }
     }
@@ -255,10 +291,94 @@ impl proto::payment_service_server::PaymentService for PaymentService {
             .operation(&merchant, id)
             .await
             .map_err(error::status_of)?;
-        let operation = payment
-            .operation(operation)
-            .map(|op| convert::operation_proto(&payment, op))
-            .ok_or_else(|| Status::not_found("not found"))?;
-        Ok(Response::new(operation))
+        operation_of(&payment, operation)
+    }
+
+    async fn wait_operation(
+        &self,
+        request: Request<proto::WaitOperationRequest>,
+    ) -> Result<Response<proto::Operation>, Status> {
+        let merchant = merchant(&request)?;
+        let (id, timeout) = convert::wait(request.get_ref())?;
+        let (operation, payment) = self
+            .payments
+            .wait_operation(&merchant, id, timeout)
+            .await
+            .map_err(error::status_of)?;
+        operation_of(&payment, operation)
+    }
+}
+
+fn operation_of(payment: &Payment, operation: Uuid) -> Result<Response<proto::Operation>, Status> {
+    payment
+        .operation(operation)
+        .map(|op| Response::new(convert::operation_proto(payment, op)))
+        .ok_or_else(|| Status::not_found("not found"))
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    payments: Payments,
+}
+
+impl AdminService {
+    pub fn new(payments: Payments) -> Self {
+        AdminService { payments }
+    }
+}
+
+#[tonic::async_trait]
+impl proto::admin_service_server::AdminService for AdminService {
+    async fn sync_operation(
+        &self,
+        request: Request<proto::SyncOperationRequest>,
+    ) -> Result<Response<proto::Operation>, Status> {
+        let id = convert::parse_id("operation_id", &request.get_ref().operation_id)?;
+        let (operation, payment) = self
+            .payments
+            .sync_operation(id)
+            .await
+            .map_err(error::status_of)?;
+        operation_of(&payment, operation)
+    }
+
+    async fn resolve_operation(
+        &self,
+        request: Request<proto::ResolveOperationRequest>,
+    ) -> Result<Response<proto::Operation>, Status> {
+        let (id, outcomes, reason) = convert::resolve_operation(request.into_inner())?;
+        let (operation, payment) = self
+            .payments
+            .settle_operation(id, outcomes, reason)
+            .await
+            .map_err(error::status_of)?;
+        operation_of(&payment, operation)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PartnerEventService {
+    payments: Payments,
+}
+
+impl PartnerEventService {
+    pub fn new(payments: Payments) -> Self {
+        PartnerEventService { payments }
+    }
+}
+
+#[tonic::async_trait]
+impl proto::partner_event_service_server::PartnerEventService for PartnerEventService {
+    async fn notify_partner_event(
+        &self,
+        request: Request<proto::NotifyPartnerEventRequest>,
+    ) -> Result<Response<proto::NotifyPartnerEventResponse>, Status> {
+        let event = convert::partner_event(request.into_inner(), self.payments.partners())?;
+        let result = self
+            .payments
+            .apply_partner_event(event)
+            .await
+            .map_err(error::status_of)?;
+        Ok(Response::new(convert::notify_response(result)))
     }
 }

@@ -9,21 +9,25 @@ use tonic::transport::{Server, server::TcpIncoming};
 use tonic_health::ServingStatus;
 
 use crate::{
-    api::{self, ApiKeys, proto},
+    api::{self, ApiKeys, Required, Role, proto},
     clock::{Clock, SystemClock},
     config::Config,
     partners::{ConfiguredPartner, Partner, Partners, grpc::GrpcPartner, sandbox::Sandbox},
     payments::{Payments, Settings},
+    resolver::Resolver,
     store::{
         PaymentStore,
         memory::MemoryStore,
         redis::{RedisSettings, RedisStore},
     },
+    webhooks::{Secrets, Webhooks},
 };
 
-const SERVICES: [&str; 2] = [
+const SERVICES: [&str; 4] = [
     "payment_orchestrator.v1.SessionService",
     "payment_orchestrator.v1.PaymentService",
+    "payment_orchestrator.v1.AdminService",
+    "payment_orchestrator.v1.PartnerEventService",
 ];
 
 #[derive(Debug)]
@@ -32,6 +36,9 @@ pub struct App {
     payments: Payments,
     api_keys: Arc<ApiKeys>,
     sandboxes: BTreeMap<String, Sandbox>,
+    resolver: Resolver,
+    /// Zero: no background loop (tests step the resolver themselves).
+    resolver_interval: std::time::Duration,
 }
 
 impl App {
@@ -73,26 +80,58 @@ impl App {
             idempotency_lease: config.idempotency_lease,
             session_expiry: config.session_expiry,
             priorities: config.priorities(),
+            operation_lease: config.operation_lease,
+            max_resolution_age: config.max_resolution_age,
+            authorization_lifetime: config.authorization_lifetime,
             ..Settings::default()
         };
         let store = store(&config).await?;
-        let payments = Payments::new(store, Partners::new(partners), clock, settings);
+        let secrets = config
+            .webhook_secrets
+            .iter()
+            .map(|s| (s.merchant.clone(), s.secret.clone()))
+            .collect();
+        let webhooks = Webhooks::new(Secrets::new(secrets), config.webhook_timeout);
+        let payments = Payments::new(
+            store,
+            Partners::new(partners),
+            clock.clone(),
+            settings,
+            webhooks,
+        );
+        let merchants = config
+            .api_keys
+            .iter()
+            .map(|key| (key.sha256.clone(), Role::Merchant(key.merchant.clone())));
+        let admins = config
+            .admin_api_keys
+            .iter()
+            .map(|hash| (hash.clone(), Role::Admin));
+        let notifiers = config
+            .partner_notifier_api_keys
+            .iter()
+            .map(|hash| (hash.clone(), Role::PartnerNotifier));
         let api_keys = Arc::new(ApiKeys::from_hashes(
-            config
-                .api_keys
-                .iter()
-                .map(|key| (key.sha256.clone(), key.merchant.clone())),
+            merchants.chain(admins).chain(notifiers),
         ));
+        let resolver = Resolver::new(payments.clone(), clock, config.resolver_lease, 100);
         Ok(App {
             listener,
             payments,
             api_keys,
             sandboxes,
+            resolver,
+            resolver_interval: config.resolver_interval,
         })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The resolver (tests call `resolve_due` with the time they choose).
+    pub fn resolver(&self) -> Resolver {
+        self.resolver.clone()
     }
 
     /// The in-process sandbox partner of that name (tests read its ledger).
@@ -130,20 +169,43 @@ impl App {
         let reflection_v1 = reflection().build_v1().context("reflection v1")?;
         let reflection_v1alpha = reflection().build_v1alpha().context("reflection v1alpha")?;
 
-        let auth = self.api_keys.clone().interceptor();
+        let auth = |required| self.api_keys.clone().interceptor(required);
         let sessions = proto::session_service_server::SessionServiceServer::with_interceptor(
             api::SessionService::new(self.payments.clone()),
-            auth.clone(),
+            auth(Required::Merchant),
         );
         let payments = proto::payment_service_server::PaymentServiceServer::with_interceptor(
             api::PaymentService::new(self.payments.clone()),
-            auth,
+            auth(Required::Merchant),
         );
+        let admin = proto::admin_service_server::AdminServiceServer::with_interceptor(
+            api::AdminService::new(self.payments.clone()),
+            auth(Required::Admin),
+        );
+        let partner_events =
+            proto::partner_event_service_server::PartnerEventServiceServer::with_interceptor(
+                api::PartnerEventService::new(self.payments.clone()),
+                auth(Required::PartnerNotifier),
+            );
+
+        // The resolver stops when the server starts draining.
+        let (stopping, stopped) = tokio::sync::watch::channel(false);
+        let resolver = (!self.resolver_interval.is_zero()).then(|| {
+            let mut stopped = stopped.clone();
+            let run = self
+                .resolver
+                .clone()
+                .run(self.resolver_interval, async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                });
+            tokio::spawn(run)
+        });
 
         let address = self.listener.local_addr()?;
         tracing::info!(%address, "serving gRPC");
         let drain = async move {
             shutdown.await;
+            let _ = stopping.send(true);
             tracing::info!("shutting down: NOT_SERVING, draining in-flight calls");
             for service in SERVICES {
                 health
@@ -160,6 +222,8 @@ impl App {
             .add_service(reflection_v1alpha)
             .add_service(sessions)
             .add_service(payments)
+            .add_service(admin)
+            .add_service(partner_events)
             // Without TCP_NODELAY small gRPC frames wait for delayed ACKs (~40 ms).
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(self.listener).with_nodelay(Some(true)),
@@ -167,6 +231,9 @@ impl App {
             )
             .await
             .context("gRPC server")?;
+        if let Some(resolver) = resolver {
+            let _ = resolver.await;
+        }
         tracing::info!("stopped");
         Ok(())
     }

@@ -75,6 +75,65 @@ pub struct Config {
     #[arg(long, env = "PAYMENT_ORCHESTRATOR_VOID_PRIORITY", value_delimiter = ',', default_value = "*:creditcard,*:*", value_parser = parse_rule)]
     pub void_priority: Vec<PriorityRule>,
 
+    /// API keys of operators (`AdminService`), as SHA-256 hex digests, comma
+    /// separated. Default: the demo key `sk_test_admin`.
+    #[arg(
+        long,
+        env = "PAYMENT_ORCHESTRATOR_ADMIN_API_KEYS",
+        value_delimiter = ',',
+        default_value = "02fe5cec77ed1d76acc1154ee86be9612af6799733949728ec17e098389aa986",
+        value_parser = parse_key_hash
+    )]
+    pub admin_api_keys: Vec<String>,
+
+    /// API keys of partner adapters (`PartnerEventService`), SHA-256 hex.
+    /// Default: the demo key `sk_test_partner`.
+    #[arg(
+        long,
+        env = "PAYMENT_ORCHESTRATOR_PARTNER_NOTIFIER_API_KEYS",
+        value_delimiter = ',',
+        default_value = "c3184a2cdb9b1560796be0e0bfe501496cf08c23ee9d739157ba54520a509097",
+        value_parser = parse_key_hash
+    )]
+    pub partner_notifier_api_keys: Vec<String>,
+
+    /// Webhook signing secrets as `merchant:secret`, comma separated.
+    /// Default: `demo:whsec_demo`.
+    #[arg(
+        long,
+        env = "PAYMENT_ORCHESTRATOR_WEBHOOK_SECRETS",
+        value_delimiter = ',',
+        default_value = "demo:whsec_demo",
+        hide_default_value = true
+    )]
+    pub webhook_secrets: Vec<WebhookSecret>,
+
+    /// Timeout of one webhook POST.
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub webhook_timeout: Duration,
+
+    /// How often the resolver looks at the due-queue; `0s` turns it off (tests
+    /// drive it by hand).
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_RESOLVER_INTERVAL", default_value = "500ms", value_parser = parse_duration)]
+    pub resolver_interval: Duration,
+
+    /// How long a replica holds due items it took before another may.
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_RESOLVER_LEASE", default_value = "30s", value_parser = parse_duration)]
+    pub resolver_lease: Duration,
+
+    /// How long a request may work on an operation before the resolver takes
+    /// it over; must outlast the partner calls of all its legs.
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_OPERATION_LEASE", default_value = "60s", value_parser = parse_duration)]
+    pub operation_lease: Duration,
+
+    /// A non-final operation older than this is flagged `requires_review`.
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_MAX_RESOLUTION_AGE", default_value = "24h", value_parser = parse_duration)]
+    pub max_resolution_age: Duration,
+
+    /// After this, what an authorization still holds is voided (SYSTEM).
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_AUTHORIZATION_LIFETIME", default_value = "7d", value_parser = parse_duration)]
+    pub authorization_lifetime: Duration,
+
     /// Redis URL(s), e.g. `redis://:password@redis:6379/0`; comma-separated seed
     /// nodes with `--redis-cluster`. Unset: the embedded in-memory store (one
     /// process only, nothing survives a restart).
@@ -209,6 +268,42 @@ impl FromStr for PartnerSpec {
             methods,
             gateway,
         })
+    }
+}
+
+/// A merchant's webhook signing secret. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookSecret {
+    pub merchant: String,
+    pub secret: String,
+}
+
+impl fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "WebhookSecret({}, <redacted>)", self.merchant)
+    }
+}
+
+impl FromStr for WebhookSecret {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.split_once(':') {
+            Some((merchant, secret)) if !merchant.is_empty() && secret.len() >= 8 => {
+                Ok(WebhookSecret {
+                    merchant: merchant.to_owned(),
+                    secret: secret.to_owned(),
+                })
+            }
+            _ => Err("expected merchant:secret with a secret of at least 8 characters".into()),
+        }
+    }
+}
+
+fn parse_key_hash(text: &str) -> Result<String, String> {
+    if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(text.to_ascii_lowercase())
+    } else {
+        Err("expected a SHA-256 hex digest (64 hex digits)".into())
     }
 }
 

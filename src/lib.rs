@@ -11,4 +11,6 @@ pub mod config;
 pub mod domain;
 pub mod partners;
 pub mod payments;
+pub mod resolver;
 pub mod store;
+pub mod webhooks;

@@ -122,6 +122,29 @@ impl Partners {
             .any(|p| p.methods.iter().any(|m| m == method))
     }
 
+    /// Asks a partner what it knows of a request, within its deadline.
+    pub async fn lookup(
+        &self,
+        partner: &str,
+        idempotency_key: &str,
+    ) -> Result<Lookup, PartnerError> {
+        let Some(configured) = self.get(partner) else {
+            return Err(PartnerError::Unavailable {
+                description: format!("partner {partner} is not configured"),
+            });
+        };
+        tokio::time::timeout(
+            configured.timeout,
+            configured.adapter.lookup(idempotency_key),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(PartnerError::Unknown {
+                description: "no answer to the status lookup in time".into(),
+            })
+        })
+    }
+
     /// Sends one request within the partner's deadline. Unavailable answers
     /// are retried with exponential backoff while the deadline allows; a
     /// deadline that passes with a request on the wire is `Unknown`.

@@ -12,8 +12,10 @@
 //! between steps leaves UNCERTAIN transactions that keep their reservation.
 
 mod listing;
+mod resolution;
 
 pub use listing::{DEFAULT_PAGE_SIZE, ListPayments, MAX_PAGE_SIZE, PaymentFilter, PaymentPage};
+pub use resolution::{EventResult, Handled, MAX_WAIT, PartnerEvent};
 
 use std::{
     collections::BTreeMap,
@@ -32,8 +34,8 @@ use crate::{
         items::ItemLine,
         money::{Amount, Currency},
         payment::{
-            CaptureMode, Leg, NewPayment, OperationError, OperationKind, OperationRequest, Payment,
-            TransactionOutcome, TriggeredBy,
+            CaptureMode, Leg, NewPayment, Operation, OperationError, OperationKind,
+            OperationRequest, Payment, TransactionOutcome, TriggeredBy,
         },
         priority::{DefaultPriorities, PriorityRule},
         routing::AllocationError,
@@ -41,7 +43,11 @@ use crate::{
         status::{OperationStatus, TransactionStatus},
     },
     partners::{PartnerAnswer, PartnerError, PartnerRequest, Partners},
-    store::{Claim, ClaimRequest, IdempotencyScope, PaymentStore, StoreError, Versioned},
+    store::{
+        Claim, ClaimRequest, DueItem, IdempotencyScope, PaymentStore, StoreError, Versioned,
+        WebhookDelivery,
+    },
+    webhooks::{EventType, Webhooks},
 };
 
 /// A business rule refused the request. Stored under the idempotency key like
@@ -61,6 +67,8 @@ pub enum Precondition {
     NothingAvailable,
     #[error("the payment is not authorized")]
     PaymentNotAuthorized,
+    #[error("the operation is not waiting for review")]
+    OperationNotUnderReview,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -189,6 +197,16 @@ pub struct Settings {
     pub priorities: DefaultPriorities,
     /// Per-merchant overrides of the default priorities.
     pub merchant_priorities: BTreeMap<String, DefaultPriorities>,
+    /// How long a request may work on an operation before the resolver may
+    /// take it over (it must outlast the partner calls of all its legs).
+    pub operation_lease: Duration,
+    /// A non-final operation older than this is flagged `requires_review`.
+    pub max_resolution_age: Duration,
+    /// How many times a partner request is sent in all (the first send and
+    /// re-sends after the partner said it never received it).
+    pub max_sends: u32,
+    /// After this, what an authorization still holds is voided (SYSTEM).
+    pub authorization_lifetime: Duration,
 }
 
 impl Default for Settings {
@@ -199,8 +217,25 @@ impl Default for Settings {
             session_expiry: Duration::from_secs(30 * 60),
             priorities: DefaultPriorities::standard(),
             merchant_priorities: BTreeMap::new(),
+            operation_lease: Duration::from_secs(60),
+            max_resolution_age: Duration::from_secs(24 * 3600),
+            max_sends: 3,
+            authorization_lifetime: Duration::from_secs(7 * 24 * 3600),
         }
     }
+}
+
+/// The due-queue entry of an operation.
+fn operation_item(payment: Uuid, operation: Uuid) -> DueItem {
+    DueItem::Operation { payment, operation }
+}
+
+/// When to look at a non-final operation again: about a quarter of its age,
+/// between 1 s and 1 h, ±20 % jitter. Fast at first (seconds), slow later
+/// (minutes, then hourly), with no per-operation state to keep.
+fn resolution_backoff(age: Duration) -> Duration {
+    let base = (age / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+    base.mul_f64(rand::random_range(0.8..1.2))
 }
 
 /// How many times a compare-and-set write is retried against concurrent
@@ -219,6 +254,7 @@ pub struct Payments {
     partners: Partners,
     clock: Arc<dyn Clock>,
     settings: Settings,
+    webhooks: Webhooks,
 }
 
 impl Payments {
@@ -227,12 +263,14 @@ impl Payments {
         partners: Partners,
         clock: Arc<dyn Clock>,
         settings: Settings,
+        webhooks: Webhooks,
     ) -> Self {
         Payments {
             store,
             partners,
             clock,
             settings,
+            webhooks,
         }
     }
 
@@ -337,11 +375,16 @@ impl Payments {
         }
         let scope = scope(merchant, format!("session:{session_id}"), &request.key);
         let fingerprint = fingerprint("SubmitSession", &request.command);
+        let key = request.key.clone();
         self.idempotent(scope, fingerprint, |payment_id, _| async move {
             if let Some(existing) = self.store.payment(payment_id).await? {
-                // A retry after a crash: the first attempt created it; the
-                // resolver drives what it left unfinished.
-                return Ok(existing.value);
+                // A retry after a crash: the first attempt created it. Final:
+                // answer it; otherwise the resolver is finishing it.
+                return if existing.value.authorization().status.is_final() {
+                    Ok(existing.value)
+                } else {
+                    Err(PaymentError::RequestInProgress)
+                };
             }
             let session = self
                 .update_session(session_id, |session, now| {
@@ -361,35 +404,34 @@ impl Payments {
                     legs: request.command.legs,
                     webhook: session.webhook.clone(),
                     authorization_id: ids(),
+                    idempotency_key: Some(key),
                 },
                 &mut ids,
                 self.clock.now(),
             );
             let authorization = payment.authorization().id;
-            self.store
-                .index_operation(authorization, payment_id)
-                .await?;
+            self.prepare_operation(payment_id, authorization).await?;
             self.store.insert_payment(&payment).await?;
             let created = Versioned {
                 value: payment,
                 version: 1,
             };
-            let authorized = self.execute(created, authorization).await?;
-            self.after_authorization(authorized).await
+            Ok(self.run_operation(created, authorization).await?.value)
         })
         .await
     }
 
-    /// What follows a final authorization: session status, compensation
-    /// voids after a decline, the automatic capture after a success.
+    /// What follows a final authorization: the session's status, the
+    /// automatic capture after a success (with the authorization's expiry),
+    /// compensation voids after a decline. Each exactly once.
     async fn after_authorization(
         &self,
         current: Versioned<Payment>,
-    ) -> Result<Payment, PaymentError> {
+    ) -> Result<Versioned<Payment>, PaymentError> {
         let payment = &current.value;
         let status = payment.authorization().status;
         if !status.is_final() {
-            return Ok(current.value);
+            return Ok(current);
         }
         let authorized = status == OperationStatus::Success;
         self.update_session(payment.session_id, |session, now| {
@@ -397,16 +439,24 @@ impl Payments {
             Ok(())
         })
         .await?;
+        if authorized {
+            let expiry = DueItem::AuthorizationExpiry {
+                payment: payment.id,
+            };
+            let at = payment.authorization().updated_at + self.settings.authorization_lifetime;
+            self.store.schedule(&expiry, at).await?;
+        }
         let automatic_capture = payment.needs_automatic_capture();
         if !automatic_capture && payment.compensation_needed().is_empty() {
-            return Ok(current.value);
+            return Ok(current);
         }
         let (payment_id, id) = (payment.id, self.new_id());
+        self.prepare_operation(payment_id, id).await?;
         let (payment, opened) = self
             .mutate(current, |payment, now| {
                 let mut ids = || self.new_id();
                 // Checked again on the fresh payment: exactly once, even if
-                // another request got here first.
+                // another request or replica got here first.
                 if automatic_capture && payment.needs_automatic_capture() {
                     let request = OperationRequest {
                         kind: OperationKind::Capture,
@@ -416,6 +466,7 @@ impl Payments {
                         merchant_reference: String::new(),
                         reason: "automatic capture".into(),
                         triggered_by: TriggeredBy::System,
+                        idempotency_key: None,
                     };
                     return Ok(payment.open_operation(id, &request, &mut ids, now).is_ok());
                 }
@@ -428,10 +479,13 @@ impl Payments {
             })
             .await?;
         if !opened {
-            return Ok(payment.value);
+            self.store
+                .unschedule(&operation_item(payment_id, id))
+                .await?;
+            return Ok(payment);
         }
-        self.store.index_operation(id, payment_id).await?;
-        Ok(self.execute(payment, id).await?.value)
+        // Boxed: running the follow-up concludes it, which may come back here.
+        Box::pin(self.run_operation(payment, id)).await
     }
 
     // ---- payments ----
@@ -451,6 +505,9 @@ impl Payments {
             .await?
             .ok_or(PaymentError::NotFound)?;
         let payment = self.owned_payment(merchant, payment_id).await?.value;
+        if payment.operation(operation).is_none() {
+            return Err(PaymentError::NotFound);
+        }
         Ok((operation, payment))
     }
 
@@ -465,6 +522,7 @@ impl Payments {
         let current = self.owned_payment(merchant, payment_id).await?;
         let scope = scope(merchant, format!("payment:{payment_id}"), &request.key);
         let fingerprint = fingerprint("Operation", &request.command);
+        let key = request.key.clone();
         self.idempotent(scope, fingerprint, |operation_id, taken_over| async move {
             let command = request.command;
             let priority = if command.priority.is_empty() {
@@ -480,11 +538,15 @@ impl Payments {
                 merchant_reference: command.merchant_reference,
                 reason: command.reason,
                 triggered_by: TriggeredBy::Merchant,
+                idempotency_key: Some(key),
             };
-            let (payment, ()) = self
+            if !taken_over {
+                self.prepare_operation(payment_id, operation_id).await?;
+            }
+            let opened = self
                 .mutate(current, |payment, now| {
                     if payment.operation(operation_id).is_some() {
-                        return Ok(());
+                        return Ok(false);
                     }
                     payment
                         .open_operation(
@@ -493,29 +555,148 @@ impl Payments {
                             &mut || self.new_id(),
                             now,
                         )
-                        .map(drop)
+                        .map(|_| true)
                         .map_err(|e| PaymentError::Precondition(e.into()))
                 })
-                .await?;
-            // Indexed once the operation exists (and again by a retry that
-            // takes over, in case the first attempt died in between).
-            self.store.index_operation(operation_id, payment_id).await?;
-            let payment = if taken_over {
-                // The first attempt may have called partners already: its
-                // UNCERTAIN legs are the resolver's to settle, never re-sent here.
-                payment.value
+                .await;
+            let (payment, opened) = match opened {
+                Ok(opened) => opened,
+                Err(error) => {
+                    self.store
+                        .unschedule(&operation_item(payment_id, operation_id))
+                        .await?;
+                    return Err(error);
+                }
+            };
+            let payment = if opened {
+                self.run_operation(payment, operation_id).await?
             } else {
-                self.execute(payment, operation_id).await?.value
+                // A retry after a crash found the first attempt's operation:
+                // final, it is the answer; otherwise the resolver, never this
+                // request, settles its uncertain legs.
+                self.store.index_operation(operation_id, payment_id).await?;
+                let final_now = payment
+                    .value
+                    .operation(operation_id)
+                    .is_some_and(|op| op.status.is_final());
+                if !final_now {
+                    return Err(PaymentError::RequestInProgress);
+                }
+                payment
             };
             Ok(OperationResult {
                 operation_id,
-                payment,
+                payment: payment.value,
             })
         })
         .await
     }
 
     // ---- execution ----
+
+    /// Before an operation is written: its index entry, and its place on the
+    /// due-queue at the end of its lease — if this process dies while running
+    /// it, any replica's resolver takes it over then.
+    async fn prepare_operation(&self, payment: Uuid, operation: Uuid) -> Result<(), PaymentError> {
+        self.store.index_operation(operation, payment).await?;
+        let due = self.clock.now() + self.settings.operation_lease;
+        self.store
+            .schedule(&operation_item(payment, operation), due)
+            .await?;
+        Ok(())
+    }
+
+    /// Executes an opened operation, then concludes it.
+    async fn run_operation(
+        &self,
+        payment: Versioned<Payment>,
+        operation: Uuid,
+    ) -> Result<Versioned<Payment>, PaymentError> {
+        let payment = self.execute(payment, operation).await?;
+        self.conclude(payment, operation).await
+    }
+
+    /// After an operation was worked on: a non-final one goes back on the
+    /// due-queue with backoff; a final one is announced (webhook), its
+    /// crashed request's idempotency key completed, and it leaves the queue;
+    /// a final authorization triggers what follows it.
+    pub(crate) async fn conclude(
+        &self,
+        payment: Versioned<Payment>,
+        operation: Uuid,
+    ) -> Result<Versioned<Payment>, PaymentError> {
+        let item = operation_item(payment.value.id, operation);
+        let Some(op) = payment.value.operation(operation) else {
+            self.store.unschedule(&item).await?;
+            return Ok(payment);
+        };
+        let now = self.clock.now();
+        if !op.status.is_final() {
+            let age = now.duration_since(op.created_at).unwrap_or_default();
+            self.store
+                .schedule(&item, now + resolution_backoff(age))
+                .await?;
+            return Ok(payment);
+        }
+        if let Some(delivery) =
+            self.webhooks
+                .event(&payment.value, op, EventType::OperationFinal, now)
+        {
+            self.enqueue_webhook(&delivery).await?;
+        }
+        self.complete_abandoned_request(&payment.value, op).await?;
+        let kind = op.kind;
+        self.store.unschedule(&item).await?;
+        if kind == OperationKind::Authorization {
+            return self.after_authorization(payment).await;
+        }
+        Ok(payment)
+    }
+
+    /// If the request that opened a (now final) operation died, its
+    /// idempotency key is still in flight: store the final response there so
+    /// that replays get it.
+    async fn complete_abandoned_request(
+        &self,
+        payment: &Payment,
+        op: &Operation,
+    ) -> Result<(), PaymentError> {
+        let Some(key) = &op.idempotency_key else {
+            return Ok(());
+        };
+        let (resource, bytes) = if op.kind == OperationKind::Authorization {
+            (
+                format!("session:{}", payment.session_id),
+                serde_json::to_vec(&Stored::Response(payment)),
+            )
+        } else {
+            let result = OperationResult {
+                operation_id: op.id,
+                payment: payment.clone(),
+            };
+            (
+                format!("payment:{}", payment.id),
+                serde_json::to_vec(&Stored::Response(&result)),
+            )
+        };
+        let bytes = bytes.map_err(|e| PaymentError::Internal(Box::new(e)))?;
+        let scope = scope(&payment.merchant, resource, key);
+        self.store.complete_if_in_flight(&scope, &bytes).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn enqueue_webhook(
+        &self,
+        delivery: &WebhookDelivery,
+    ) -> Result<(), PaymentError> {
+        if self.store.put_webhook(delivery).await? {
+            let item = DueItem::Webhook {
+                delivery: delivery.id,
+            };
+            self.store.schedule(&item, self.clock.now()).await?;
+        }
+        Ok(())
+    }
 
     /// Sends the operation's unsent legs one by one in route order and
     /// records each answer. Returns the payment after the last answer.
@@ -767,6 +948,18 @@ fn next_unsent(payment: &Payment, operation_id: Uuid) -> Option<(PartnerRequest,
         .transactions
         .iter()
         .find(|tx| tx.attempts == 0 && !tx.status.is_final())?;
+    let (request, partner) = request_for(payment, operation_id, tx.id)?;
+    Some((request, partner, tx.id))
+}
+
+/// One transaction as a partner request, with the partner to send it to.
+fn request_for(
+    payment: &Payment,
+    operation_id: Uuid,
+    transaction: Uuid,
+) -> Option<(PartnerRequest, String)> {
+    let op = payment.operation(operation_id)?;
+    let tx = op.transaction(transaction)?;
     let leg = payment.legs.get(tx.leg)?;
     let request = PartnerRequest {
         kind: op.kind,
@@ -778,7 +971,7 @@ fn next_unsent(payment: &Payment, operation_id: Uuid) -> Option<(PartnerRequest,
         token: leg.token.clone(),
         authorization_reference: payment.authorization_reference(tx.leg).map(str::to_owned),
     };
-    Some((request, leg.partner.clone(), tx.id))
+    Some((request, leg.partner.clone()))
 }
 
 fn outcome_of(result: &Result<PartnerAnswer, PartnerError>) -> TransactionOutcome {

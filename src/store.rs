@@ -115,6 +115,13 @@ pub trait PaymentStore: Send + Sync + std::fmt::Debug {
         outcome: &[u8],
         now: SystemTime,
     ) -> Result<(), StoreError>;
+    /// Stores the outcome of a key only if its request is still in flight
+    /// (it died): a finished request's response is never replaced.
+    async fn complete_if_in_flight(
+        &self,
+        scope: &IdempotencyScope,
+        outcome: &[u8],
+    ) -> Result<(), StoreError>;
     /// Forgets a claim whose request changed nothing (e.g. NOT_FOUND), so a
     /// corrected retry with the same key works.
     async fn release(&self, scope: &IdempotencyScope) -> Result<(), StoreError>;

@@ -25,8 +25,9 @@ use crate::{
     },
     partners::Partners,
     payments::{
-        CancelSession, CreateSession, DEFAULT_PAGE_SIZE, Idempotent, ListPayments, MAX_PAGE_SIZE,
-        OperationCommand, OperationResult, PaymentFilter, PaymentPage, SessionView, SubmitSession,
+        CancelSession, CreateSession, DEFAULT_PAGE_SIZE, EventResult, Idempotent, ListPayments,
+        MAX_PAGE_SIZE, MAX_WAIT, OperationCommand, OperationResult, PartnerEvent, PaymentFilter,
+        PaymentPage, SessionView, SubmitSession,
     },
 };
 
@@ -622,6 +623,14 @@ pub fn operation_proto(payment: &Payment, op: &Operation) -> proto::Operation {
         created_at: timestamp(op.created_at),
         updated_at: timestamp(op.updated_at),
         reason: op.reason.clone(),
+        history: op
+            .history
+            .iter()
+            .map(|entry| proto::OperationHistoryEntry {
+                at: timestamp(entry.at),
+                note: entry.note.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -795,5 +804,100 @@ pub fn payment_page(page: &PaymentPage) -> proto::ListPaymentsResponse {
     proto::ListPaymentsResponse {
         payments: page.payments.iter().map(payment).collect(),
         next_page_token: page.next_page_token.clone().unwrap_or_default(),
+    }
+}
+
+/// `WaitOperation`: the id, and the timeout (default 30 s, capped at 60 s).
+pub fn wait(request: &proto::WaitOperationRequest) -> Result<(Uuid, Duration), Status> {
+    let mut v = Violations::default();
+    let id = v.id("operation_id", &request.operation_id);
+    let timeout = match request.timeout.map(Duration::try_from) {
+        None => Duration::from_secs(30),
+        Some(Ok(timeout)) => timeout.min(MAX_WAIT),
+        Some(Err(_)) => {
+            v.add("timeout", "must be a non-negative duration");
+            Duration::ZERO
+        }
+    };
+    match id {
+        Some(id) => v.finish(|| (id, timeout)),
+        None => Err(v.into_status()),
+    }
+}
+
+/// Operator outcomes: one final status per open partner transaction.
+pub type Outcomes = Vec<(Uuid, TransactionStatus)>;
+
+pub fn resolve_operation(
+    request: proto::ResolveOperationRequest,
+) -> Result<(Uuid, Outcomes, String), Status> {
+    let mut v = Violations::default();
+    let id = v.id("operation_id", &request.operation_id);
+    v.text("reason", &request.reason, true);
+    if request.outcomes.is_empty() {
+        v.add("outcomes", "one outcome per open partner transaction");
+    }
+    let mut outcomes = Vec::new();
+    for (index, outcome) in request.outcomes.iter().enumerate() {
+        let field = format!("outcomes[{index}].partner_transaction_id");
+        let tx = v.id(&field, &outcome.partner_transaction_id);
+        let status = match proto::OperationStatus::try_from(outcome.status) {
+            Ok(proto::OperationStatus::Success) => Some(TransactionStatus::Success),
+            Ok(proto::OperationStatus::Failure) => Some(TransactionStatus::Failure),
+            _ => {
+                v.add(format!("outcomes[{index}].status"), "SUCCESS or FAILURE");
+                None
+            }
+        };
+        if let (Some(tx), Some(status)) = (tx, status) {
+            outcomes.push((tx, status));
+        }
+    }
+    match id {
+        Some(id) => v.finish(|| (id, outcomes, request.reason)),
+        None => Err(v.into_status()),
+    }
+}
+
+pub fn partner_event(
+    request: proto::NotifyPartnerEventRequest,
+    partners: &Partners,
+) -> Result<PartnerEvent, Status> {
+    let mut v = Violations::default();
+    if partners.get(&request.partner).is_none() {
+        v.add("partner", "not a configured partner");
+    }
+    v.text("event_id", &request.event_id, true);
+    v.text("idempotency_key", &request.idempotency_key, true);
+    let succeeded = match proto::PartnerEventOutcome::try_from(request.outcome) {
+        Ok(proto::PartnerEventOutcome::Succeeded) => true,
+        Ok(proto::PartnerEventOutcome::Declined) => false,
+        _ => {
+            v.add("outcome", "SUCCEEDED or DECLINED");
+            false
+        }
+    };
+    v.text("partner_reference", &request.partner_reference, false);
+    v.text("partner_status", &request.partner_status, false);
+    v.finish(|| PartnerEvent {
+        partner: request.partner,
+        event_id: request.event_id,
+        idempotency_key: request.idempotency_key,
+        succeeded,
+        reference: request.partner_reference,
+        partner_status: request.partner_status,
+        description: request.description,
+    })
+}
+
+pub fn notify_response(result: EventResult) -> proto::NotifyPartnerEventResponse {
+    let result = match result {
+        EventResult::Applied => proto::NotifyResult::Applied,
+        EventResult::Duplicate => proto::NotifyResult::Duplicate,
+        EventResult::IgnoredFinal => proto::NotifyResult::IgnoredFinal,
+        EventResult::UnknownTransaction => proto::NotifyResult::UnknownTransaction,
+    };
+    proto::NotifyPartnerEventResponse {
+        result: result.into(),
     }
 }

@@ -91,6 +91,7 @@ fn precondition_status(precondition: &Precondition) -> Status {
             HashMap::from([("available".to_owned(), "0".to_owned())]),
         ),
         Precondition::PaymentNotAuthorized => ("PAYMENT_NOT_AUTHORIZED", HashMap::new()),
+        Precondition::OperationNotUnderReview => ("OPERATION_NOT_UNDER_REVIEW", HashMap::new()),
     };
     error_info(
         Code::FailedPrecondition,

@@ -14,8 +14,8 @@ use super::{
     amounts::{Amounts, Overview},
     money::{Amount, Currency},
     priority::{self, PriorityRule},
-    session::Webhook,
     routing::{self, Allocation, AllocationError},
+    session::Webhook,
     status::{self, OperationStatus, TransactionStatus},
 };
 
@@ -116,6 +116,10 @@ pub struct Operation {
     pub fallback: bool,
     pub transactions: Vec<PartnerTransaction>,
     pub requires_review: bool,
+    /// The merchant's idempotency key of the request that opened it (none for
+    /// SYSTEM operations): when a request died, whoever finalizes the
+    /// operation stores the final response under that key.
+    pub idempotency_key: Option<String>,
     /// What happened to the operation beyond partner answers (review flags,
     /// outcomes set by an operator with their reason).
     pub history: Vec<HistoryEntry>,
@@ -155,6 +159,7 @@ pub struct OperationRequest {
     pub merchant_reference: String,
     pub reason: String,
     pub triggered_by: TriggeredBy,
+    pub idempotency_key: Option<String>,
 }
 
 /// A partner's answer for one transaction.
@@ -215,6 +220,8 @@ pub struct NewPayment {
     pub legs: Vec<Leg>,
     pub webhook: Option<Webhook>,
     pub authorization_id: Uuid,
+    /// The SubmitSession request's idempotency key.
+    pub idempotency_key: Option<String>,
 }
 
 impl Payment {
@@ -240,6 +247,7 @@ impl Payment {
             transactions,
             requires_review: false,
             history: Vec::new(),
+            idempotency_key: new.idempotency_key.clone(),
             created_at: now,
             updated_at: now,
         };
@@ -409,6 +417,7 @@ impl Payment {
             transactions,
             requires_review: false,
             history: Vec::new(),
+            idempotency_key: request.idempotency_key.clone(),
             created_at: now,
             updated_at: now,
         });
@@ -591,6 +600,7 @@ impl Payment {
                 .collect(),
             requires_review: false,
             history: Vec::new(),
+            idempotency_key: None,
             created_at: now,
             updated_at: now,
         });
@@ -627,7 +637,9 @@ impl Payment {
         reason: &str,
         now: SystemTime,
     ) -> Result<(), SettleError> {
-        let op = self.operation(operation).ok_or(SettleError::UnknownOperation)?;
+        let op = self
+            .operation(operation)
+            .ok_or(SettleError::UnknownOperation)?;
         if !op.requires_review || op.status.is_final() {
             return Err(SettleError::NotUnderReview);
         }
@@ -638,7 +650,9 @@ impl Payment {
             .map(|tx| tx.id)
             .collect();
         let complete = outcomes.len() == open.len()
-            && open.iter().all(|id| outcomes.iter().any(|(tx, _)| tx == id))
+            && open
+                .iter()
+                .all(|id| outcomes.iter().any(|(tx, _)| tx == id))
             && outcomes.iter().all(|(_, status)| status.is_final());
         if !complete {
             return Err(SettleError::IncompleteOutcomes);
@@ -733,6 +747,7 @@ mod tests {
                 ],
                 webhook: None,
                 authorization_id: ids(),
+                idempotency_key: None,
             },
             ids,
             SystemTime::UNIX_EPOCH,
@@ -766,6 +781,7 @@ mod tests {
             merchant_reference: String::new(),
             reason: String::new(),
             triggered_by: TriggeredBy::Merchant,
+            idempotency_key: None,
         }
     }
 

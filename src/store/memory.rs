@@ -228,6 +228,19 @@ impl PaymentStore for MemoryStore {
         Ok(())
     }
 
+    async fn complete_if_in_flight(
+        &self,
+        scope: &IdempotencyScope,
+        outcome: &[u8],
+    ) -> Result<(), StoreError> {
+        if let Some(record) = self.inner().keys.get_mut(scope)
+            && matches!(record.state, KeyState::InFlight { .. })
+        {
+            record.state = KeyState::Done(outcome.to_vec());
+        }
+        Ok(())
+    }
+
     async fn release(&self, scope: &IdempotencyScope) -> Result<(), StoreError> {
         self.inner().keys.remove(scope);
         Ok(())
@@ -301,11 +314,14 @@ impl PaymentStore for MemoryStore {
     ) -> Result<bool, StoreError> {
         let mut inner = self.inner();
         let key = (partner.to_owned(), event_id.to_owned());
-        if inner.events.get(&key).is_some_and(|forget_at| *forget_at > now) {
+        if inner
+            .events
+            .get(&key)
+            .is_some_and(|forget_at| *forget_at > now)
+        {
             return Ok(false);
         }
         inner.events.insert(key, now + ttl);
         Ok(true)
     }
-
 }

@@ -147,11 +147,12 @@ static CLAIM: LazyLock<Script> = LazyLock::new(|| {
 });
 
 /// Stores the outcome of a claimed key, keeping its TTL.
-/// KEYS[1] record; ARGV[1] outcome.
+/// KEYS[1] record; ARGV[1] outcome; ARGV[2] "1" = only if still in flight.
 static COMPLETE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+        if ARGV[2] == '1' and redis.call('HGET', KEYS[1], 'state') ~= 'inflight' then return 0 end
         redis.call('HSET', KEYS[1], 'state', 'done', 'outcome', ARGV[1])
         return 1
         ",
@@ -516,6 +517,23 @@ impl PaymentStore for RedisStore {
         COMPLETE
             .key(idempotency_key(scope))
             .arg(outcome)
+            .arg("0")
+            .invoke_async::<i64>(&mut connection)
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+
+    async fn complete_if_in_flight(
+        &self,
+        scope: &IdempotencyScope,
+        outcome: &[u8],
+    ) -> Result<(), StoreError> {
+        let mut connection = self.connection();
+        COMPLETE
+            .key(idempotency_key(scope))
+            .arg(outcome)
+            .arg("1")
             .invoke_async::<i64>(&mut connection)
             .await
             .map(drop)
@@ -561,7 +579,10 @@ impl PaymentStore for RedisStore {
             .invoke_async(&mut connection)
             .await
             .map_err(unavailable)?;
-        Ok(items.iter().filter_map(|item| DueItem::decode(item)).collect())
+        Ok(items
+            .iter()
+            .filter_map(|item| DueItem::decode(item))
+            .collect())
     }
 
     async fn due_summary(&self) -> Result<(usize, Option<SystemTime>), StoreError> {
@@ -630,5 +651,4 @@ impl PaymentStore for RedisStore {
             .map(|set| set.is_some())
             .map_err(unavailable)
     }
-
 }

@@ -73,6 +73,9 @@ impl TestServer {
             &keys,
             "--partners",
             "ingenico=creditcard,illicado=giftcard,clover=giftcard",
+            // The tests step the resolver themselves, at the time they choose.
+            "--resolver-interval",
+            "0s",
         ]);
         let clock = ManualClock::new(SystemTime::now());
         let app = App::build_with_clock(config, Arc::new(clock.clone()))

@@ -112,6 +112,7 @@ fn payment(merchant: &str, order_reference: &str, created_at: SystemTime) -> Pay
             }],
             webhook: None,
             authorization_id: Uuid::now_v7(),
+            idempotency_key: None,
         },
         &mut ids,
         created_at,

@@ -1,0 +1,104 @@
+//! Background resolution: every replica runs a loop that takes the items due
+//! on the shared due-queue — non-final operations, authorizations whose
+//! lifetime ended, webhook deliveries — under a lease, and works them.
+//!
+//! [`Resolver::resolve_due`] is one step (tests call it directly with the
+//! time they choose); [`Resolver::run`] calls it on an interval until
+//! shutdown. A replica that dies mid-step leaves its items leased; they are
+//! due again when the lease runs out and another replica takes them.
+
+use std::{
+    future::Future,
+    time::{Duration, SystemTime},
+};
+
+use crate::{
+    clock::Clock,
+    payments::{Handled, Payments},
+};
+
+/// What one step did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Report {
+    pub claimed: usize,
+    pub finalized: usize,
+    pub still_open: usize,
+    pub flagged: usize,
+    pub delivered: usize,
+    pub retrying: usize,
+    pub errors: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Resolver {
+    payments: Payments,
+    clock: std::sync::Arc<dyn Clock>,
+    /// How long a claimed item stays with this replica.
+    lease: Duration,
+    batch: usize,
+}
+
+impl Resolver {
+    pub fn new(
+        payments: Payments,
+        clock: std::sync::Arc<dyn Clock>,
+        lease: Duration,
+        batch: usize,
+    ) -> Self {
+        Resolver {
+            payments,
+            clock,
+            lease,
+            batch,
+        }
+    }
+
+    /// Works every item due at `now` (up to one batch).
+    pub async fn resolve_due(&self, now: SystemTime) -> Report {
+        let mut report = Report::default();
+        let items = match self.payments.claim_due(now, self.lease, self.batch).await {
+            Ok(items) => items,
+            Err(error) => {
+                tracing::warn!(%error, "resolver: cannot read the due-queue");
+                report.errors += 1;
+                return report;
+            }
+        };
+        report.claimed = items.len();
+        for item in items {
+            match self.payments.handle_due(&item).await {
+                Ok(Handled::Finalized) => report.finalized += 1,
+                Ok(Handled::StillOpen) => report.still_open += 1,
+                Ok(Handled::Flagged) => report.flagged += 1,
+                Ok(Handled::Delivered) => report.delivered += 1,
+                Ok(Handled::Retrying) => report.retrying += 1,
+                Ok(Handled::Nothing) => {}
+                Err(error) => {
+                    // The item stays leased: it is due again after the lease.
+                    tracing::warn!(%error, item = item.encode(), "resolver: item failed");
+                    report.errors += 1;
+                }
+            }
+        }
+        report
+    }
+
+    /// Steps every `interval` until `shutdown` completes. A full batch is
+    /// followed at once by the next step.
+    pub async fn run(self, interval: Duration, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let report = self.resolve_due(self.clock.now()).await;
+            if report.claimed > 0 {
+                tracing::debug!(?report, "resolver step");
+            }
+            if report.claimed == self.batch {
+                continue;
+            }
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+}
