@@ -32,6 +32,11 @@ impl ManualClock {
         }
     }
 
+    /// The current manual time (what [`Clock::now`] answers).
+    pub fn now_time(&self) -> SystemTime {
+        Clock::now(self)
+    }
+
     pub fn advance(&self, by: Duration) {
         let mut now = self.now.lock().unwrap_or_else(|p| p.into_inner());
         *now += by;

@@ -14,8 +14,10 @@ mod api {
     mod operations;
     mod priority;
     mod replicas;
+    mod resolution;
     mod sessions;
     mod store_contract;
     mod validation;
     mod walkthrough;
+    mod webhooks;
 }

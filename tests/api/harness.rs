@@ -10,6 +10,7 @@ use payment_orchestrator::{
     clock::ManualClock,
     config::Config,
     partners::sandbox::Sandbox,
+    resolver::{Report, Resolver},
 };
 use proto::{
     payment_service_client::PaymentServiceClient, session_service_client::SessionServiceClient,
@@ -50,6 +51,7 @@ pub type Payments = PaymentServiceClient<InterceptedService<Channel, Bearer>>;
 
 pub struct TestServer {
     pub clock: ManualClock,
+    pub resolver: Resolver,
     channel: Channel,
     sandboxes: Vec<(String, Sandbox)>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -82,6 +84,7 @@ impl TestServer {
             .await
             .expect("app builds");
         let address = app.local_addr().expect("bound");
+        let resolver = app.resolver();
         let sandboxes = ["ingenico", "illicado", "clover"]
             .into_iter()
             .map(|name| (name.to_owned(), app.sandbox(name).expect("configured")))
@@ -97,6 +100,7 @@ impl TestServer {
             .expect("connects");
         TestServer {
             clock,
+            resolver,
             channel,
             sandboxes,
             shutdown: Some(shutdown),
@@ -118,6 +122,12 @@ impl TestServer {
 
     pub fn payments_as(&self, key: Option<&str>) -> Payments {
         PaymentServiceClient::with_interceptor(self.channel.clone(), Bearer(key.map(Into::into)))
+    }
+
+    /// Moves the clock by `by`, then runs one resolver step at that time.
+    pub async fn resolve_after(&self, by: std::time::Duration) -> Report {
+        self.clock.advance(by);
+        self.resolver.resolve_due(self.clock.now_time()).await
     }
 
     pub fn channel(&self) -> Channel {

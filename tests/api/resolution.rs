@@ -1,0 +1,506 @@
+//! Asynchronous resolution with controlled time: every sandbox scenario
+//! reaches its true final state; system operations; review; notifications.
+
+use std::time::Duration;
+
+use payment_orchestrator::{
+    api::proto::{
+        self, OperationStatus::*, PaymentState, SessionStatus, TriggeredBy,
+        admin_service_client::AdminServiceClient,
+        partner_event_service_client::PartnerEventServiceClient,
+    },
+    domain::payment::OperationKind,
+};
+use tonic::Code;
+
+use super::harness::*;
+
+/// Beyond the first backoff (1 s ± 20 %).
+const A_MOMENT: Duration = Duration::from_secs(2);
+
+async fn payment_now(server: &TestServer, id: &str) -> proto::Payment {
+    server
+        .payments()
+        .get_payment(proto::GetPaymentRequest {
+            payment_id: id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn operation_now(server: &TestServer, id: &str) -> proto::Operation {
+    server
+        .payments()
+        .get_operation(proto::GetOperationRequest {
+            operation_id: id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Captures `amount` on the card leg only.
+async fn card_capture(
+    server: &TestServer,
+    payment: &proto::Payment,
+    amount: i64,
+) -> proto::OperationResult {
+    let mut request = capture(payment, Some(amount));
+    request.priority = vec![rule("*", "creditcard")];
+    server
+        .payments()
+        .capture(request)
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+#[tokio::test]
+async fn pending_capture_becomes_success_and_releases_its_reservation() {
+    let server = TestServer::start().await;
+    let payment = card_and_gift(&server, "capture=pending", "tok").await;
+    let result = card_capture(&server, &payment, 3000).await;
+    let operation = result.operation.unwrap();
+    assert_eq!(operation.status(), Pending);
+    assert_eq!(amounts(&result.payment.unwrap()).capture_pending, 3000);
+
+    // Not due yet: nothing happens.
+    assert_eq!(server.resolve_after(Duration::ZERO).await.claimed, 0);
+    let report = server.resolve_after(A_MOMENT).await;
+    assert_eq!(report.finalized, 1, "{report:?}");
+    assert_eq!(
+        operation_now(&server, &operation.id).await.status(),
+        Success
+    );
+    let payment = payment_now(&server, &payment.id).await;
+    let a = amounts(&payment);
+    assert_eq!(
+        (a.total_captured, a.capture_pending, a.available_to_capture),
+        (3000, 0, 9000)
+    );
+    assert_eq!(
+        payment.overview.unwrap().captured(),
+        proto::Coverage::Partially
+    );
+    // Final: it left the queue.
+    assert_eq!(
+        server
+            .resolve_after(Duration::from_secs(3600))
+            .await
+            .claimed,
+        0
+    );
+}
+
+#[tokio::test]
+async fn pending_decline_becomes_failure_and_frees_the_money() {
+    let server = TestServer::start().await;
+    let payment = card_and_gift(&server, "capture=pending_decline", "tok").await;
+    let operation = card_capture(&server, &payment, 3000)
+        .await
+        .operation
+        .unwrap();
+    server.resolve_after(A_MOMENT).await;
+    assert_eq!(
+        operation_now(&server, &operation.id).await.status(),
+        Failure
+    );
+    let a = amounts(&payment_now(&server, &payment.id).await);
+    assert_eq!(
+        (a.total_captured, a.capture_pending, a.available_to_capture),
+        (0, 0, 12000)
+    );
+}
+
+#[tokio::test]
+async fn timed_out_capture_is_found_by_lookup_without_a_second_call() {
+    let server = TestServer::start().await;
+    let payment = card_and_gift(&server, "capture=timeout", "tok").await;
+    let operation = card_capture(&server, &payment, 3000)
+        .await
+        .operation
+        .unwrap();
+    assert_eq!(operation.status(), Uncertain);
+    server.resolve_after(A_MOMENT).await;
+    let operation = operation_now(&server, &operation.id).await;
+    assert_eq!(operation.status(), Success);
+    assert_eq!(
+        server
+            .sandbox("ingenico")
+            .received_count(OperationKind::Capture),
+        1
+    );
+    assert_eq!(
+        amounts(&payment_now(&server, &payment.id).await).total_captured,
+        3000
+    );
+}
+
+#[tokio::test]
+async fn lost_capture_is_sent_again_once_with_the_same_key() {
+    let server = TestServer::start().await;
+    let payment = card_and_gift(&server, "capture=lost", "tok").await;
+    let operation = card_capture(&server, &payment, 3000)
+        .await
+        .operation
+        .unwrap();
+    assert_eq!(operation.status(), Uncertain);
+    assert_eq!(
+        server
+            .sandbox("ingenico")
+            .received_count(OperationKind::Capture),
+        0
+    );
+    server.resolve_after(A_MOMENT).await;
+    assert_eq!(
+        operation_now(&server, &operation.id).await.status(),
+        Success
+    );
+    let captures: Vec<_> = server
+        .sandbox("ingenico")
+        .received()
+        .into_iter()
+        .filter(|r| r.kind == OperationKind::Capture)
+        .collect();
+    assert_eq!(captures.len(), 1);
+    assert_eq!(captures[0].idempotency_key, format!("{}:0", operation.id));
+    let ledger: Vec<_> = server
+        .sandbox("ingenico")
+        .authorizations()
+        .into_values()
+        .collect();
+    assert_eq!(ledger[0].captured, 3000);
+}
+
+#[tokio::test]
+async fn mixed_legs_resolve_to_a_conflict() {
+    let server = TestServer::start().await;
+    let payment = card_and_gift(&server, "capture=pending", "capture=pending_decline").await;
+    let result = server
+        .payments()
+        .capture(capture(&payment, Some(5000)))
+        .await
+        .unwrap()
+        .into_inner();
+    let operation = result.operation.unwrap();
+    assert_eq!(operation.status(), Pending);
+    server.resolve_after(A_MOMENT).await;
+    let operation = operation_now(&server, &operation.id).await;
+    assert_eq!(operation.status(), Conflict);
+    assert_eq!(
+        legs_of(&operation),
+        vec![
+            ("illicado".into(), 2000, Failure),
+            ("ingenico".into(), 3000, Success)
+        ]
+    );
+    let a = amounts(&payment_now(&server, &payment.id).await);
+    assert_eq!(
+        (a.total_captured, a.capture_pending, a.available_to_capture),
+        (3000, 0, 9000)
+    );
+}
+
+#[tokio::test]
+async fn pending_authorization_in_automatic_mode_captures_once_it_succeeds() {
+    let server = TestServer::start().await;
+    let session = open_session(&server, 12000, proto::CaptureMode::Automatic).await;
+    let payment = submit(
+        &server,
+        &session.id,
+        vec![card(10000, "authorize=pending"), gift(2000, "tok")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(payment.state(), PaymentState::Authorizing);
+    server.resolve_after(A_MOMENT).await;
+    let resolved = payment_now(&server, &payment.id).await;
+    assert_eq!(resolved.authorization.as_ref().unwrap().status(), Success);
+    assert_eq!(resolved.state(), PaymentState::Captured);
+    assert_eq!(resolved.captures.len(), 1);
+    assert_eq!(resolved.captures[0].triggered_by(), TriggeredBy::System);
+    // More steps change nothing: exactly once.
+    server.resolve_after(Duration::from_secs(3600)).await;
+    assert_eq!(payment_now(&server, &payment.id).await.captures.len(), 1);
+    assert_eq!(
+        server
+            .sandbox("ingenico")
+            .received_count(OperationKind::Capture),
+        1
+    );
+    let session = server
+        .sessions()
+        .get_session(proto::GetSessionRequest {
+            session_id: session.id,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(session.status(), SessionStatus::Submitted);
+}
+
+#[tokio::test]
+async fn authorization_declined_later_voids_the_other_legs() {
+    let server = TestServer::start().await;
+    let session = open_session(&server, 12000, proto::CaptureMode::Manual).await;
+    let payment = submit(
+        &server,
+        &session.id,
+        vec![card(10000, "tok"), gift(2000, "authorize=pending_decline")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(payment.state(), PaymentState::Authorizing);
+    server.resolve_after(A_MOMENT).await;
+    let resolved = payment_now(&server, &payment.id).await;
+    assert_eq!(resolved.state(), PaymentState::Failed);
+    assert_eq!(resolved.voids.len(), 1);
+    assert_eq!(resolved.voids[0].triggered_by(), TriggeredBy::System);
+    assert_eq!(resolved.voids[0].status(), Success);
+    let ledger: Vec<_> = server
+        .sandbox("ingenico")
+        .authorizations()
+        .into_values()
+        .collect();
+    assert_eq!(ledger[0].voided, 10000);
+    let session = server
+        .sessions()
+        .get_session(proto::GetSessionRequest {
+            session_id: session.id,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(session.status(), SessionStatus::Open);
+}
+
+#[tokio::test]
+async fn uncaptured_authorization_is_voided_when_its_lifetime_ends() {
+    let server = TestServer::start().await;
+    let payment = card_and_gift(&server, "tok", "tok").await;
+    server
+        .payments()
+        .capture(capture(&payment, Some(5000)))
+        .await
+        .unwrap();
+    assert_eq!(
+        server
+            .resolve_after(Duration::from_secs(7 * 24 * 3600 - 60))
+            .await
+            .finalized,
+        0
+    );
+    server.resolve_after(Duration::from_secs(61)).await;
+    let payment = payment_now(&server, &payment.id).await;
+    assert_eq!(payment.voids.len(), 1);
+    let void = &payment.voids[0];
+    assert_eq!(
+        (void.triggered_by(), void.amount, void.status()),
+        (TriggeredBy::System, 7000, Success)
+    );
+    assert_eq!(amounts(&payment).available_to_capture, 0);
+    // Exactly once.
+    server
+        .resolve_after(Duration::from_secs(7 * 24 * 3600))
+        .await;
+    assert_eq!(payment_now(&server, &payment.id).await.voids.len(), 1);
+}
+
+#[tokio::test]
+async fn unresolvable_operation_is_flagged_for_review_and_settled_by_an_operator() {
+    let server = TestServer::start().await;
+    let payment = card_and_gift(&server, "capture=pending,pending_lookups=1000000", "tok").await;
+    let operation = card_capture(&server, &payment, 3000)
+        .await
+        .operation
+        .unwrap();
+    for _ in 0..5 {
+        server.resolve_after(Duration::from_secs(1800)).await;
+    }
+    let still = operation_now(&server, &operation.id).await;
+    assert_eq!((still.status(), still.requires_review), (Pending, false));
+    server.resolve_after(Duration::from_secs(24 * 3600)).await;
+    let flagged = operation_now(&server, &operation.id).await;
+    assert_eq!(
+        (flagged.status(), flagged.requires_review),
+        (Pending, true),
+        "never silently failed"
+    );
+    assert!(flagged.history[0].note.contains("needs an operator"));
+
+    // A merchant key cannot settle it; an admin key can.
+    let settle = proto::ResolveOperationRequest {
+        operation_id: operation.id.clone(),
+        reason: "confirmed captured in the partner's settlement report".into(),
+        outcomes: vec![proto::TransactionResolution {
+            partner_transaction_id: flagged.partner_transactions[0].id.clone(),
+            status: Success.into(),
+        }],
+    };
+    let mut as_merchant =
+        AdminServiceClient::with_interceptor(server.channel(), Bearer::new(DEMO_KEY));
+    let denied = as_merchant
+        .resolve_operation(settle.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let mut admin =
+        AdminServiceClient::with_interceptor(server.channel(), Bearer::new("sk_test_admin"));
+    let settled = admin.resolve_operation(settle).await.unwrap().into_inner();
+    assert_eq!(settled.status(), Success);
+    assert!(
+        settled
+            .history
+            .iter()
+            .any(|h| h.note.contains("settlement report"))
+    );
+    let a = amounts(&payment_now(&server, &payment.id).await);
+    assert_eq!((a.total_captured, a.capture_pending), (3000, 0));
+    // Settled once: a second attempt is refused.
+    let again = proto::ResolveOperationRequest {
+        operation_id: operation.id.clone(),
+        reason: "again".into(),
+        outcomes: vec![],
+    };
+    assert_eq!(
+        admin.resolve_operation(again).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+}
+
+#[tokio::test]
+async fn sync_operation_resolves_now() {
+    let server = TestServer::start().await;
+    let payment = card_and_gift(&server, "capture=pending", "tok").await;
+    let operation = card_capture(&server, &payment, 3000)
+        .await
+        .operation
+        .unwrap();
+    let mut admin =
+        AdminServiceClient::with_interceptor(server.channel(), Bearer::new("sk_test_admin"));
+    let synced = admin
+        .sync_operation(proto::SyncOperationRequest {
+            operation_id: operation.id,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(synced.status(), Success);
+}
+
+#[tokio::test]
+async fn partner_notifications_apply_once_and_never_change_a_final_status() {
+    let server = TestServer::start().await;
+    let payment = card_and_gift(&server, "capture=pending,pending_lookups=1000000", "tok").await;
+    let operation = card_capture(&server, &payment, 3000)
+        .await
+        .operation
+        .unwrap();
+    let event =
+        |event_id: &str, outcome: proto::PartnerEventOutcome| proto::NotifyPartnerEventRequest {
+            partner: "ingenico".into(),
+            event_id: event_id.into(),
+            idempotency_key: format!("{}:0", operation.id),
+            outcome: outcome.into(),
+            partner_reference: "ingenico-cap-1".into(),
+            partner_status: "CAPTURED".into(),
+            description: String::new(),
+        };
+    let mut merchant =
+        PartnerEventServiceClient::with_interceptor(server.channel(), Bearer::new(DEMO_KEY));
+    let denied = merchant
+        .notify_partner_event(event("evt-1", proto::PartnerEventOutcome::Succeeded))
+        .await;
+    assert_eq!(denied.unwrap_err().code(), Code::PermissionDenied);
+
+    let mut partner = PartnerEventServiceClient::with_interceptor(
+        server.channel(),
+        Bearer::new("sk_test_partner"),
+    );
+    let result = |r: proto::NotifyPartnerEventResponse| r.result();
+    let first = partner
+        .notify_partner_event(event("evt-1", proto::PartnerEventOutcome::Succeeded))
+        .await
+        .unwrap();
+    assert_eq!(result(first.into_inner()), proto::NotifyResult::Applied);
+    assert_eq!(
+        operation_now(&server, &operation.id).await.status(),
+        Success
+    );
+    let repeat = partner
+        .notify_partner_event(event("evt-1", proto::PartnerEventOutcome::Succeeded))
+        .await
+        .unwrap();
+    assert_eq!(result(repeat.into_inner()), proto::NotifyResult::Duplicate);
+    let contradiction = partner
+        .notify_partner_event(event("evt-2", proto::PartnerEventOutcome::Declined))
+        .await
+        .unwrap();
+    assert_eq!(
+        result(contradiction.into_inner()),
+        proto::NotifyResult::IgnoredFinal
+    );
+    assert_eq!(
+        operation_now(&server, &operation.id).await.status(),
+        Success
+    );
+    assert_eq!(
+        amounts(&payment_now(&server, &payment.id).await).total_captured,
+        3000
+    );
+}
+
+#[tokio::test]
+async fn wait_operation_returns_as_soon_as_the_operation_is_final() {
+    let server = TestServer::start().await;
+    let payment = card_and_gift(&server, "capture=pending", "tok").await;
+    let operation = card_capture(&server, &payment, 3000)
+        .await
+        .operation
+        .unwrap();
+    let mut payments = server.payments();
+    let id = operation.id.clone();
+    let waiting = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let request = proto::WaitOperationRequest {
+            operation_id: id,
+            timeout: Some(prost_types::Duration {
+                seconds: 20,
+                nanos: 0,
+            }),
+        };
+        let operation = payments.wait_operation(request).await.unwrap().into_inner();
+        (operation, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let resolved_at = std::time::Instant::now();
+    server.resolve_after(A_MOMENT).await;
+    let (operation, waited) = waiting.await.unwrap();
+    assert_eq!(operation.status(), Success);
+    assert!(
+        resolved_at.elapsed() < Duration::from_secs(1),
+        "returned {:?} after resolution",
+        resolved_at.elapsed()
+    );
+    assert!(waited >= Duration::from_millis(300));
+
+    // A short timeout on a non-final operation returns it as it is.
+    let stuck = card_and_gift(&server, "capture=pending,pending_lookups=1000000", "tok").await;
+    let open = card_capture(&server, &stuck, 100).await.operation.unwrap();
+    let started = std::time::Instant::now();
+    let answer = server
+        .payments()
+        .wait_operation(proto::WaitOperationRequest {
+            operation_id: open.id,
+            timeout: Some(prost_types::Duration {
+                seconds: 0,
+                nanos: 300_000_000,
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.status(), Pending);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}
