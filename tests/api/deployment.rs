@@ -65,8 +65,15 @@ impl Redis {
 }
 
 pub struct Replica {
-    _process: Process,
+    process: Process,
     channel: Channel,
+}
+
+impl Replica {
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
 }
 
 pub struct Deployment {
@@ -137,10 +144,7 @@ impl Deployment {
             let process = Process(Some(command.spawn().expect("orchestrator starts")));
             let channel = channel(port).await;
             serving(channel.clone()).await;
-            started.push(Replica {
-                _process: process,
-                channel,
-            });
+            started.push(Replica { process, channel });
         }
         Deployment {
             redis,

@@ -368,3 +368,136 @@ async fn redis_outage_fails_fast_with_unavailable_and_recovers() {
         .sum();
     assert_eq!(ledger_captured, 200);
 }
+
+/// Settings that make crash recovery fast enough for a test.
+const FAST_RECOVERY: [(&str, &str); 4] = [
+    ("PAYMENT_ORCHESTRATOR_RESOLVER_INTERVAL", "200ms"),
+    ("PAYMENT_ORCHESTRATOR_OPERATION_LEASE", "2s"),
+    ("PAYMENT_ORCHESTRATOR_IDEMPOTENCY_LEASE", "2s"),
+    ("PAYMENT_ORCHESTRATOR_RESOLVER_LEASE", "5s"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_of_a_killed_replica_are_finished_by_the_survivors() {
+    let mut deployment = Deployment::start_with(single().await, 3, &FAST_RECOVERY).await;
+    let payments: Vec<proto::Payment> = futures_util::future::join_all(
+        (0..40).map(|i| payment(&deployment, i, vec![card(10000, "latency=300ms")])),
+    )
+    .await;
+    // 120 captures in flight over the three replicas.
+    let requests: Vec<(usize, proto::CaptureRequest)> = (0..120)
+        .map(|i| (i % 3, capture(&payments[i % payments.len()], Some(1000))))
+        .collect();
+    let calls: Vec<_> = requests
+        .iter()
+        .map(|(replica, request)| {
+            let mut client = deployment.payments(*replica);
+            let request = request.clone();
+            tokio::spawn(async move { client.capture(request).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    deployment.replicas[0].kill();
+    let mut lost = 0;
+    for call in calls {
+        if call.await.unwrap().is_err() {
+            lost += 1;
+        }
+    }
+    eprintln!("captures cut off by the kill: {lost}");
+    assert!(lost > 0, "the kill cut nothing off");
+
+    // Every original key, replayed on a survivor, answers the final state.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    for (index, (_, request)) in requests.iter().enumerate() {
+        let result = loop {
+            match deployment
+                .payments(1 + index % 2)
+                .capture(request.clone())
+                .await
+            {
+                Ok(result) => break result.into_inner(),
+                Err(status) => {
+                    assert!(
+                        matches!(status.code(), Code::Aborted | Code::Unavailable),
+                        "{status:?}"
+                    );
+                    assert!(
+                        Instant::now() < deadline,
+                        "key {index} never settled: {status:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
+        let operation = result.operation.unwrap();
+        assert_eq!(
+            operation.status(),
+            OperationStatus::Success,
+            "{operation:#?}"
+        );
+    }
+
+    // Nothing was executed twice: each payment and its partner agree.
+    let ledger = deployment.ledger("ingenico").await;
+    for payment in &payments {
+        let payment = deployment
+            .payments(1)
+            .get_payment(proto::GetPaymentRequest {
+                payment_id: payment.id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let a = amounts(&payment);
+        assert_eq!(
+            (a.total_captured, a.capture_pending),
+            (3000, 0),
+            "{}",
+            payment.id
+        );
+        let reference =
+            &payment.authorization.as_ref().unwrap().partner_transactions[0].partner_reference;
+        let totals = ledger
+            .authorizations
+            .iter()
+            .find(|t| &t.reference == reference)
+            .unwrap();
+        assert_eq!(totals.captured, 3000, "{}", payment.id);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_operation_on_one_replica_sees_a_resolution_on_another() {
+    let deployment = Deployment::start_with(single().await, 2, &FAST_RECOVERY).await;
+    let payment = payment(&deployment, 0, vec![card(10000, "capture=pending")]).await;
+    let operation = deployment
+        .payments(0)
+        .capture(capture(&payment, Some(1000)))
+        .await
+        .unwrap()
+        .into_inner()
+        .operation
+        .unwrap();
+    assert_eq!(operation.status(), OperationStatus::Pending);
+    let waited = deployment
+        .payments(1)
+        .wait_operation(proto::WaitOperationRequest {
+            operation_id: operation.id.clone(),
+            timeout: Some(prost_types::Duration {
+                seconds: 30,
+                nanos: 0,
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let returned_at = std::time::SystemTime::now();
+    assert_eq!(waited.status(), OperationStatus::Success);
+    let resolved_at = std::time::SystemTime::try_from(waited.updated_at.unwrap()).unwrap();
+    let lag = returned_at.duration_since(resolved_at).unwrap_or_default();
+    assert!(
+        lag < Duration::from_secs(1),
+        "returned {lag:?} after the resolution"
+    );
+}
