@@ -3,6 +3,7 @@
 //! outside this module knows proto types or `tonic::Status`.
 
 mod convert;
+pub mod edge;
 mod error;
 
 use std::{collections::HashMap, sync::Arc};

@@ -1,15 +1,18 @@
 //! The one place where everything is wired together: store, partners, use
 //! cases, gRPC services, health, reflection and shutdown.
 
-use std::{collections::BTreeMap, future::Future, net::SocketAddr, sync::Arc};
+use std::{collections::BTreeMap, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tonic::transport::{Server, server::TcpIncoming};
+use tonic::{
+    service::interceptor::InterceptedService,
+    transport::{Server, server::TcpIncoming},
+};
 use tonic_health::ServingStatus;
 
 use crate::{
-    api::{self, ApiKeys, Required, Role, proto},
+    api::{self, ApiKeys, Required, Role, edge::EdgeLayer, proto},
     clock::{Clock, SystemClock},
     config::Config,
     partners::{ConfiguredPartner, Partner, Partners, grpc::GrpcPartner, sandbox::Sandbox},
@@ -38,8 +41,22 @@ pub struct App {
     sandboxes: BTreeMap<String, Sandbox>,
     resolver: Resolver,
     /// Zero: no background loop (tests step the resolver themselves).
-    resolver_interval: std::time::Duration,
+    resolver_interval: Duration,
+    server: ServerSettings,
 }
+
+/// How the gRPC server protects itself.
+#[derive(Debug, Clone)]
+struct ServerSettings {
+    request_timeout: Duration,
+    max_in_flight: usize,
+    max_message_bytes: usize,
+    keepalive_interval: Duration,
+    max_connection_age: Duration,
+}
+
+/// How often readiness checks the store.
+const READINESS_INTERVAL: Duration = Duration::from_secs(2);
 
 impl App {
     /// Binds the listener and builds every component, on the system clock.
@@ -122,6 +139,13 @@ impl App {
             sandboxes,
             resolver,
             resolver_interval: config.resolver_interval,
+            server: ServerSettings {
+                request_timeout: config.request_timeout,
+                max_in_flight: config.max_in_flight,
+                max_message_bytes: config.max_message_bytes,
+                keepalive_interval: config.keepalive_interval,
+                max_connection_age: config.max_connection_age,
+            },
         })
     }
 
@@ -147,6 +171,9 @@ impl App {
     /// Serves until `shutdown` completes: health turns NOT_SERVING first,
     /// then in-flight calls are drained.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        // Background tasks stop when the server starts draining.
+        let (stopping, stopped) = tokio::sync::watch::channel(false);
+        let stopped_signal = stopped.clone();
         let (health, health_service) = tonic_health::server::health_reporter();
         for service in SERVICES {
             health
@@ -170,26 +197,65 @@ impl App {
         let reflection_v1alpha = reflection().build_v1alpha().context("reflection v1alpha")?;
 
         let auth = |required| self.api_keys.clone().interceptor(required);
-        let sessions = proto::session_service_server::SessionServiceServer::with_interceptor(
-            api::SessionService::new(self.payments.clone()),
+        let limit = self.server.max_message_bytes;
+        let sessions = InterceptedService::new(
+            proto::session_service_server::SessionServiceServer::new(api::SessionService::new(
+                self.payments.clone(),
+            ))
+            .max_decoding_message_size(limit),
             auth(Required::Merchant),
         );
-        let payments = proto::payment_service_server::PaymentServiceServer::with_interceptor(
-            api::PaymentService::new(self.payments.clone()),
+        let payments = InterceptedService::new(
+            proto::payment_service_server::PaymentServiceServer::new(api::PaymentService::new(
+                self.payments.clone(),
+            ))
+            .max_decoding_message_size(limit),
             auth(Required::Merchant),
         );
-        let admin = proto::admin_service_server::AdminServiceServer::with_interceptor(
-            api::AdminService::new(self.payments.clone()),
+        let admin = InterceptedService::new(
+            proto::admin_service_server::AdminServiceServer::new(api::AdminService::new(
+                self.payments.clone(),
+            ))
+            .max_decoding_message_size(limit),
             auth(Required::Admin),
         );
-        let partner_events =
-            proto::partner_event_service_server::PartnerEventServiceServer::with_interceptor(
+        let partner_events = InterceptedService::new(
+            proto::partner_event_service_server::PartnerEventServiceServer::new(
                 api::PartnerEventService::new(self.payments.clone()),
-                auth(Required::PartnerNotifier),
-            );
+            )
+            .max_decoding_message_size(limit),
+            auth(Required::PartnerNotifier),
+        );
 
-        // The resolver stops when the server starts draining.
-        let (stopping, stopped) = tokio::sync::watch::channel(false);
+        // Readiness follows the store: the named services turn NOT_SERVING
+        // while it does not answer; "" (liveness) stays SERVING.
+        let readiness = {
+            let (health, payments) = (health.clone(), self.payments.clone());
+            let mut stopped = stopped_signal.clone();
+            tokio::spawn(async move {
+                let mut ready = true;
+                loop {
+                    let now_ready = payments.store_ready().await;
+                    if now_ready != ready {
+                        ready = now_ready;
+                        let status = if ready {
+                            ServingStatus::Serving
+                        } else {
+                            ServingStatus::NotServing
+                        };
+                        tracing::warn!(ready, "store readiness changed");
+                        for service in SERVICES {
+                            health.set_service_status(service, status).await;
+                        }
+                    }
+                    tokio::select! {
+                        _ = stopped.wait_for(|stop| *stop) => return,
+                        () = tokio::time::sleep(READINESS_INTERVAL) => {}
+                    }
+                }
+            })
+        };
+
         let resolver = (!self.resolver_interval.is_zero()).then(|| {
             let mut stopped = stopped.clone();
             let run = self
@@ -216,7 +282,15 @@ impl App {
                 .set_service_status("", ServingStatus::NotServing)
                 .await;
         };
+        let settings = &self.server;
         Server::builder()
+            .timeout(settings.request_timeout)
+            .http2_keepalive_interval(Some(settings.keepalive_interval))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .tcp_keepalive(Some(Duration::from_secs(60)))
+            .max_connection_age(settings.max_connection_age)
+            .max_connection_age_grace(Duration::from_secs(30))
+            .layer(EdgeLayer::new(settings.max_in_flight))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -234,6 +308,7 @@ impl App {
         if let Some(resolver) = resolver {
             let _ = resolver.await;
         }
+        let _ = readiness.await;
         tracing::info!("stopped");
         Ok(())
     }

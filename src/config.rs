@@ -23,6 +23,41 @@ pub struct Config {
     )]
     pub listen: SocketAddr,
 
+    /// Prometheus metrics (`GET /metrics`) on this address; `off` disables.
+    #[arg(
+        long,
+        env = "PAYMENT_ORCHESTRATOR_METRICS_LISTEN",
+        default_value = "0.0.0.0:9090"
+    )]
+    pub metrics_listen: String,
+
+    /// Deadline of one RPC on the server (the handler is dropped past it and
+    /// the caller gets CANCELLED; unfinished operations are resolved later).
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// Calls in flight at most (health and reflection aside); beyond it
+    /// RESOURCE_EXHAUSTED with RetryInfo.
+    #[arg(
+        long,
+        env = "PAYMENT_ORCHESTRATOR_MAX_IN_FLIGHT",
+        default_value_t = 1024
+    )]
+    pub max_in_flight: usize,
+
+    /// Largest accepted request message, in bytes.
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// HTTP/2 keepalive ping interval (its timeout is 20 s).
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub keepalive_interval: Duration,
+
+    /// Connections are closed (gracefully) after this age, so that new pods
+    /// behind a Kubernetes Service get traffic.
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_MAX_CONNECTION_AGE", default_value = "5m", value_parser = parse_duration)]
+    pub max_connection_age: Duration,
+
     /// API keys as `merchant:sha256hex` pairs, comma separated. The key
     /// material is never configured, only its SHA-256
     /// (`printf %s KEY | sha256sum`). Default: merchant `demo`, key `sk_test_demo`.

@@ -13,4 +13,5 @@ pub mod partners;
 pub mod payments;
 pub mod resolver;
 pub mod store;
+pub mod telemetry;
 pub mod webhooks;

@@ -94,6 +94,16 @@ pub struct Partners {
     by_name: BTreeMap<String, ConfiguredPartner>,
 }
 
+/// The metric label of an operation kind.
+pub fn kind_label(kind: OperationKind) -> &'static str {
+    match kind {
+        OperationKind::Authorization => "authorization",
+        OperationKind::Capture => "capture",
+        OperationKind::Refund => "refund",
+        OperationKind::Void => "void",
+    }
+}
+
 /// First pause between retries of an unavailable partner; doubles each time.
 const RETRY_BASE: Duration = Duration::from_millis(20);
 const MAX_ATTEMPTS: u32 = 4;
@@ -158,6 +168,30 @@ impl Partners {
                 description: format!("partner {partner} is not configured"),
             });
         };
+        let started = std::time::Instant::now();
+        let result = self.send_within_deadline(configured, request).await;
+        let outcome = match &result {
+            Ok(answer) if answer.settled => "succeeded",
+            Ok(_) => "pending",
+            Err(PartnerError::Declined { .. }) => "declined",
+            Err(PartnerError::Unavailable { .. }) => "unavailable",
+            Err(PartnerError::Unknown { .. }) => "unknown",
+        };
+        metrics::histogram!(
+            "partner_request_seconds",
+            "partner" => partner.to_owned(),
+            "kind" => kind_label(request.kind),
+            "outcome" => outcome,
+        )
+        .record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn send_within_deadline(
+        &self,
+        configured: &ConfiguredPartner,
+        request: &PartnerRequest,
+    ) -> Result<PartnerAnswer, PartnerError> {
         let deadline = tokio::time::Instant::now() + configured.timeout;
         let adapter = &configured.adapter;
         let mut attempt = 0;

@@ -42,7 +42,7 @@ use crate::{
         session::{Session, SessionError, SessionStatus, Webhook},
         status::{OperationStatus, TransactionStatus},
     },
-    partners::{PartnerAnswer, PartnerError, PartnerRequest, Partners},
+    partners::{PartnerAnswer, PartnerError, PartnerRequest, Partners, kind_label},
     store::{
         Claim, ClaimRequest, DueItem, IdempotencyScope, PaymentStore, StoreError, Versioned,
         WebhookDelivery,
@@ -222,6 +222,16 @@ impl Default for Settings {
             max_sends: 3,
             authorization_lifetime: Duration::from_secs(7 * 24 * 3600),
         }
+    }
+}
+
+fn status_label(status: OperationStatus) -> &'static str {
+    match status {
+        OperationStatus::Success => "success",
+        OperationStatus::Pending => "pending",
+        OperationStatus::Failure => "failure",
+        OperationStatus::Conflict => "conflict",
+        OperationStatus::Uncertain => "uncertain",
     }
 }
 
@@ -598,6 +608,7 @@ impl Payments {
     /// due-queue at the end of its lease — if this process dies while running
     /// it, any replica's resolver takes it over then.
     async fn prepare_operation(&self, payment: Uuid, operation: Uuid) -> Result<(), PaymentError> {
+        metrics::counter!("operations_opened_total").increment(1);
         self.store.index_operation(operation, payment).await?;
         let due = self.clock.now() + self.settings.operation_lease;
         self.store
@@ -638,6 +649,12 @@ impl Payments {
                 .await?;
             return Ok(payment);
         }
+        metrics::counter!(
+            "operations_final_total",
+            "kind" => kind_label(op.kind),
+            "status" => status_label(op.status),
+        )
+        .increment(1);
         if let Some(delivery) =
             self.webhooks
                 .event(&payment.value, op, EventType::OperationFinal, now)
@@ -690,6 +707,7 @@ impl Payments {
         delivery: &WebhookDelivery,
     ) -> Result<(), PaymentError> {
         if self.store.put_webhook(delivery).await? {
+            metrics::counter!("webhooks_enqueued_total").increment(1);
             let item = DueItem::Webhook {
                 delivery: delivery.id,
             };

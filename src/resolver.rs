@@ -65,6 +65,10 @@ impl Resolver {
             }
         };
         report.claimed = items.len();
+        if let Ok((depth, overdue)) = self.payments.queue_summary(now).await {
+            metrics::gauge!("resolver_queue_depth").set(depth as f64);
+            metrics::gauge!("resolver_queue_oldest_overdue_seconds").set(overdue.as_secs_f64());
+        }
         for item in items {
             match self.payments.handle_due(&item).await {
                 Ok(Handled::Finalized) => report.finalized += 1,

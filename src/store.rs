@@ -140,6 +140,11 @@ pub trait PaymentStore: Send + Sync + std::fmt::Debug {
     /// How many items are queued, and the earliest due time.
     async fn due_summary(&self) -> Result<(usize, Option<SystemTime>), StoreError>;
 
+    /// Whether the store answers (readiness probes).
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Stores a webhook delivery unless one with its id exists (event ids are
     /// deterministic, so a repeated emission is one delivery). Returns
     /// whether it was stored.

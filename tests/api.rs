@@ -12,6 +12,7 @@ mod api {
     mod access;
     mod idempotency;
     mod operations;
+    mod operations_ready;
     mod priority;
     mod replicas;
     mod resolution;

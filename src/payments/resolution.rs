@@ -62,6 +62,23 @@ pub enum Handled {
 }
 
 impl Payments {
+    /// How many items are queued and how far past due the earliest is.
+    pub async fn queue_summary(
+        &self,
+        now: std::time::SystemTime,
+    ) -> Result<(usize, Duration), PaymentError> {
+        let (depth, earliest) = self.store.due_summary().await?;
+        let overdue = earliest
+            .and_then(|at| now.duration_since(at).ok())
+            .unwrap_or_default();
+        Ok((depth, overdue))
+    }
+
+    /// Whether the store answers (readiness).
+    pub async fn store_ready(&self) -> bool {
+        self.store.ping().await.is_ok()
+    }
+
     /// Takes the items due at `now` (leased to this replica).
     pub async fn claim_due(
         &self,
@@ -165,6 +182,7 @@ impl Payments {
                 })
                 .await?;
             if flagged {
+                metrics::counter!("operations_requires_review_total").increment(1);
                 tracing::warn!(%operation_id, "operation flagged for review");
                 if let Some(op) = payment.value.operation(operation_id)
                     && let Some(delivery) =
@@ -239,13 +257,16 @@ impl Payments {
         let now = self.clock.now();
         match self.webhooks.deliver(&delivery, now).await {
             Ok(()) => {
+                metrics::counter!("webhooks_delivered_total").increment(1);
                 self.store.delete_webhook(id).await?;
                 self.store.unschedule(&item).await?;
                 Ok(Handled::Delivered)
             }
             Err(error) => {
                 delivery.attempts += 1;
+                metrics::counter!("webhooks_failed_attempts_total").increment(1);
                 let Some(pause) = RETRY_SCHEDULE.get(delivery.attempts as usize - 1) else {
+                    metrics::counter!("webhooks_given_up_total").increment(1);
                     tracing::error!(event_id = %id, %error, attempts = delivery.attempts, "webhook given up");
                     self.store.delete_webhook(id).await?;
                     self.store.unschedule(&item).await?;

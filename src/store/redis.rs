@@ -275,16 +275,6 @@ impl RedisStore {
         self.connection.clone()
     }
 
-    /// Answers PING (readiness).
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        let mut connection = self.connection();
-        redis::cmd("PING")
-            .query_async::<String>(&mut connection)
-            .await
-            .map(drop)
-            .map_err(unavailable)
-    }
-
     async fn read<T: DeserializeOwned>(
         &self,
         key: &str,
@@ -545,6 +535,15 @@ impl PaymentStore for RedisStore {
         connection
             .del::<_, ()>(idempotency_key(scope))
             .await
+            .map_err(unavailable)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut connection = self.connection();
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+            .map(drop)
             .map_err(unavailable)
     }
 

@@ -25,6 +25,20 @@ use super::{
 pub struct Process(Option<Child>);
 
 impl Process {
+    /// SIGTERM: a graceful shutdown.
+    pub fn terminate(&self) {
+        if let Some(child) = &self.0 {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
+    }
+
+    /// Waits for the process to exit; its exit status.
+    pub fn wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.0.take().and_then(|mut child| child.wait().ok())
+    }
+
     /// SIGKILL, as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.0.take() {
@@ -67,9 +81,14 @@ impl Redis {
 pub struct Replica {
     process: Process,
     channel: Channel,
+    pub metrics_port: u16,
 }
 
 impl Replica {
+    pub fn process(&mut self) -> &mut Process {
+        &mut self.process
+    }
+
     /// SIGKILL, as a crash would.
     pub fn kill(&mut self) {
         self.process.kill();
@@ -131,10 +150,14 @@ impl Deployment {
         let partners = format!("ingenico=creditcard@{gateway},illicado=giftcard@{gateway}");
         let mut started = Vec::new();
         for _ in 0..replicas {
-            let port = free_port();
+            let (port, metrics_port) = (free_port(), free_port());
             let mut command = Command::new(env!("CARGO_BIN_EXE_payment-orchestrator"));
             command
                 .env("PAYMENT_ORCHESTRATOR_LISTEN", format!("127.0.0.1:{port}"))
+                .env(
+                    "PAYMENT_ORCHESTRATOR_METRICS_LISTEN",
+                    format!("127.0.0.1:{metrics_port}"),
+                )
                 .env("PAYMENT_ORCHESTRATOR_PARTNERS", &partners)
                 .env("RUST_LOG", "warn")
                 .envs(redis.env())
@@ -144,7 +167,11 @@ impl Deployment {
             let process = Process(Some(command.spawn().expect("orchestrator starts")));
             let channel = channel(port).await;
             serving(channel.clone()).await;
-            started.push(Replica { process, channel });
+            started.push(Replica {
+                process,
+                channel,
+                metrics_port,
+            });
         }
         Deployment {
             redis,

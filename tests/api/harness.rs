@@ -62,23 +62,32 @@ impl TestServer {
     /// The embedded configuration plus a second merchant (`other`) and a
     /// third sandbox partner (`clover`, gift cards).
     pub async fn start() -> TestServer {
+        TestServer::start_with(&[]).await
+    }
+
+    /// With extra command-line settings.
+    pub async fn start_with(extra: &[&str]) -> TestServer {
         let keys = format!(
             "demo:{},other:{}",
             ApiKeys::hash(DEMO_KEY),
             ApiKeys::hash(OTHER_KEY)
         );
-        let config = Config::parse_from([
-            "payment-orchestrator",
-            "--listen",
-            "127.0.0.1:0",
-            "--api-keys",
-            &keys,
-            "--partners",
-            "ingenico=creditcard,illicado=giftcard,clover=giftcard",
-            // The tests step the resolver themselves, at the time they choose.
-            "--resolver-interval",
-            "0s",
-        ]);
+        let config = Config::parse_from(
+            [
+                "payment-orchestrator",
+                "--listen",
+                "127.0.0.1:0",
+                "--api-keys",
+                &keys,
+                "--partners",
+                "ingenico=creditcard,illicado=giftcard,clover=giftcard",
+                // The tests step the resolver themselves, at the time they choose.
+                "--resolver-interval",
+                "0s",
+            ]
+            .into_iter()
+            .chain(extra.iter().copied()),
+        );
         let clock = ManualClock::new(SystemTime::now());
         let app = App::build_with_clock(config, Arc::new(clock.clone()))
             .await

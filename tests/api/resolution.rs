@@ -309,8 +309,33 @@ async fn uncaptured_authorization_is_voided_when_its_lifetime_ends() {
 
 #[tokio::test]
 async fn unresolvable_operation_is_flagged_for_review_and_settled_by_an_operator() {
+    let receiver = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(200))
+        .mount(&receiver)
+        .await;
     let server = TestServer::start().await;
-    let payment = card_and_gift(&server, "capture=pending,pending_lookups=1000000", "tok").await;
+    let mut request = create_request(12000, proto::CaptureMode::Manual);
+    request.webhook = Some(proto::Webhook {
+        url: receiver.uri(),
+        headers: Default::default(),
+    });
+    let session = server
+        .sessions()
+        .create_session(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let payment = submit(
+        &server,
+        &session.id,
+        vec![
+            card(10000, "capture=pending,pending_lookups=1000000"),
+            gift(2000, "tok"),
+        ],
+    )
+    .await
+    .unwrap();
     let operation = card_capture(&server, &payment, 3000)
         .await
         .operation
@@ -328,6 +353,14 @@ async fn unresolvable_operation_is_flagged_for_review_and_settled_by_an_operator
         "never silently failed"
     );
     assert!(flagged.history[0].note.contains("needs an operator"));
+    // Announced by webhook (delivered at the next step).
+    server.resolve_after(Duration::ZERO).await;
+    let announced = receiver.received_requests().await.unwrap().iter().any(|r| {
+        let event: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        event["type"] == "operation.requires_review"
+            && event["operation"]["id"] == operation.id.as_str()
+    });
+    assert!(announced, "no requires_review webhook");
 
     // A merchant key cannot settle it; an admin key can.
     let settle = proto::ResolveOperationRequest {

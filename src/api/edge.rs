@@ -1,0 +1,124 @@
+//! The tower layer in front of every gRPC service: a global limit on calls
+//! in flight (beyond it: RESOURCE_EXHAUSTED with RetryInfo, at once — never a
+//! queue that hangs), and the RPC latency histogram by method and code.
+//! Health and reflection are never shed: probes must get through.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use tokio::sync::Semaphore;
+use tonic::{
+    Code, Status,
+    body::Body,
+    codegen::http::{Request, Response},
+};
+use tonic_types::{ErrorDetails, StatusExt};
+use tower::{Layer, Service};
+
+#[derive(Debug, Clone)]
+pub struct EdgeLayer {
+    permits: Arc<Semaphore>,
+}
+
+impl EdgeLayer {
+    /// At most `max_in_flight` calls at once (health and reflection aside).
+    pub fn new(max_in_flight: usize) -> Self {
+        EdgeLayer {
+            permits: Arc::new(Semaphore::new(max_in_flight)),
+        }
+    }
+}
+
+impl<S> Layer<S> for EdgeLayer {
+    type Service = Edge<S>;
+
+    fn layer(&self, inner: S) -> Edge<S> {
+        Edge {
+            inner,
+            permits: self.permits.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Edge<S> {
+    inner: S,
+    permits: Arc<Semaphore>,
+}
+
+fn exempt(path: &str) -> bool {
+    path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection.")
+}
+
+/// The gRPC code of a unary response: errors come trailers-only (in the
+/// headers); a response without `grpc-status` there is OK.
+fn code_of(response: &Response<Body>) -> Code {
+    response
+        .headers()
+        .get("grpc-status")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<i32>().ok())
+        .map_or(Code::Ok, Code::from_i32)
+}
+
+impl<S> Service<Request<Body>> for Edge<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let method = request.uri().path().to_owned();
+        // The clone is the one that is ready; keep it for this call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let permit = if exempt(&method) {
+            None
+        } else {
+            match self.permits.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    metrics::counter!("grpc_requests_shed_total", "method" => method.clone())
+                        .increment(1);
+                    let status = Status::with_error_details(
+                        Code::ResourceExhausted,
+                        "overloaded: too many calls in flight; retry",
+                        ErrorDetails::with_retry_info(Some(Duration::from_millis(200))),
+                    );
+                    record(&method, Code::ResourceExhausted, Duration::ZERO);
+                    return Box::pin(async move { Ok(status.into_http()) });
+                }
+            }
+        };
+        Box::pin(async move {
+            let started = Instant::now();
+            let response = inner.call(request).await;
+            drop(permit);
+            if let Ok(response) = &response {
+                record(&method, code_of(response), started.elapsed());
+            }
+            response
+        })
+    }
+}
+
+fn record(method: &str, code: Code, took: Duration) {
+    metrics::histogram!(
+        "grpc_server_handling_seconds",
+        "method" => method.to_owned(),
+        "code" => format!("{code:?}"),
+    )
+    .record(took.as_secs_f64());
+}

@@ -1,0 +1,203 @@
+//! What an SRE relies on: metrics, load shedding, graceful shutdown.
+
+use std::time::{Duration, Instant};
+
+use payment_orchestrator::api::proto;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+use super::{
+    deployment::{Deployment, Redis},
+    harness::*,
+    redis_server::RedisServer,
+};
+
+async fn payment(deployment: &Deployment, split: Vec<proto::SplitLeg>) -> proto::Payment {
+    let total = split.iter().map(|l| l.amount).sum();
+    let session = deployment
+        .sessions(0)
+        .create_session(create_request(total, proto::CaptureMode::Manual))
+        .await
+        .unwrap()
+        .into_inner();
+    deployment
+        .sessions(0)
+        .submit_session(proto::SubmitSessionRequest {
+            session_id: session.id,
+            idempotency_key: new_key(),
+            split,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The value of the first sample of `series` whose labels contain all of `labels`.
+fn sample(metrics: &str, series: &str, labels: &[&str]) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with(series) && labels.iter().all(|l| line.contains(l)))
+        .find_map(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_expose_rpcs_partners_operations_resolver_and_webhooks() {
+    let deployment = Deployment::start(Redis::Single(RedisServer::start()), 1).await;
+    let payment = payment(&deployment, vec![card(10000, "tok"), gift(2000, "tok")]).await;
+    deployment
+        .payments(0)
+        .capture(capture(&payment, Some(5000)))
+        .await
+        .unwrap();
+    let _ = deployment
+        .payments(0)
+        .capture(capture(&payment, Some(999_999)))
+        .await;
+    tokio::time::sleep(Duration::from_millis(800)).await; // one resolver step
+    let url = format!(
+        "http://127.0.0.1:{}/metrics",
+        deployment.replicas[0].metrics_port
+    );
+    let metrics = reqwest::get(url).await.unwrap().text().await.unwrap();
+
+    let count = |series: &str, labels: &[&str]| sample(&metrics, series, labels);
+    assert_eq!(
+        count(
+            "grpc_server_handling_seconds_count",
+            &["PaymentService/Capture", "code=\"Ok\""]
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        count(
+            "grpc_server_handling_seconds_count",
+            &["PaymentService/Capture", "code=\"FailedPrecondition\""]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        count(
+            "partner_request_seconds_count",
+            &[
+                "partner=\"illicado\"",
+                "kind=\"capture\"",
+                "outcome=\"succeeded\""
+            ]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        count(
+            "partner_request_seconds_count",
+            &["partner=\"ingenico\"", "kind=\"authorization\""]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        count(
+            "operations_final_total",
+            &["kind=\"capture\"", "status=\"success\""]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        count(
+            "operations_final_total",
+            &["kind=\"authorization\"", "status=\"success\""]
+        ),
+        Some(1.0)
+    );
+    // The authorization's lifetime is queued; nothing is overdue.
+    assert_eq!(count("resolver_queue_depth", &[]), Some(1.0));
+    assert_eq!(
+        count("resolver_queue_oldest_overdue_seconds", &[]),
+        Some(0.0)
+    );
+    assert_eq!(count("operations_requires_review_total", &[]), Some(0.0));
+    assert_eq!(count("webhooks_enqueued_total", &[]), Some(0.0));
+    assert!(
+        !metrics.contains("sk_test"),
+        "a key leaked into the metrics"
+    );
+}
+
+#[tokio::test]
+async fn beyond_the_in_flight_limit_calls_are_shed_with_retry_info_never_hung() {
+    let server = TestServer::start_with(&["--max-in-flight", "4"]).await;
+    // Set up within the limit: four at a time.
+    let mut payments = Vec::new();
+    for _ in 0..5 {
+        let batch = (0..4).map(|_| authorized(&server, vec![card(1000, "latency=300ms")]));
+        payments.extend(futures_util::future::join_all(batch).await);
+    }
+    let started = Instant::now();
+    let calls: Vec<_> = payments
+        .iter()
+        .map(|payment| {
+            let mut client = server.payments();
+            let request = capture(payment, Some(100));
+            tokio::spawn(async move { client.capture(request).await })
+        })
+        .collect();
+    let (mut ok, mut shed) = (0, 0);
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                assert!(status.get_error_details().retry_info().is_some());
+                shed += 1;
+            }
+        }
+    }
+    assert!(ok >= 4 && shed > 0, "ok {ok}, shed {shed}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    // Health is never shed.
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let mut health = HealthClient::new(server.channel());
+    health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_calls_refuses_new_ones_and_exits_cleanly() {
+    let mut deployment = Deployment::start(Redis::Single(RedisServer::start()), 1).await;
+    let payments: Vec<proto::Payment> = futures_util::future::join_all(
+        (0..10).map(|_| payment(&deployment, vec![card(10000, "latency=500ms")])),
+    )
+    .await;
+    let calls: Vec<_> = payments
+        .iter()
+        .map(|payment| {
+            let mut client = deployment.payments(0);
+            let request = capture(payment, Some(100));
+            tokio::spawn(async move { client.capture(request).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    deployment.replicas[0].process().terminate();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let late = deployment
+        .payments(0)
+        .capture(capture(&payments[0], Some(100)))
+        .await;
+    assert!(late.is_err(), "a call after SIGTERM was accepted");
+    for call in calls {
+        let result = call.await.unwrap().expect("an in-flight call was cut off");
+        assert_eq!(
+            result.into_inner().operation.unwrap().status(),
+            proto::OperationStatus::Success
+        );
+    }
+    let status = deployment.replicas[0].process().wait().expect("exited");
+    assert!(status.success(), "exit status {status:?}");
+}
