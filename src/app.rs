@@ -7,7 +7,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tonic::{
     service::interceptor::InterceptedService,
-    transport::{Server, server::TcpIncoming},
+    transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming},
 };
 use tonic_health::ServingStatus;
 
@@ -48,6 +48,8 @@ pub struct App {
 /// How the gRPC server protects itself.
 #[derive(Debug, Clone)]
 struct ServerSettings {
+    tls: Option<ServerTlsConfig>,
+    health_listener: Option<Arc<TcpListener>>,
     request_timeout: Duration,
     max_in_flight: usize,
     max_message_bytes: usize,
@@ -140,6 +142,15 @@ impl App {
             resolver,
             resolver_interval: config.resolver_interval,
             server: ServerSettings {
+                tls: tls_config(&config)?,
+                health_listener: match config.health_listen {
+                    Some(address) => {
+                        Some(Arc::new(TcpListener::bind(address).await.with_context(
+                            || format!("cannot listen on {address} (setting `health_listen`)"),
+                        )?))
+                    }
+                    None => None,
+                },
                 request_timeout: config.request_timeout,
                 max_in_flight: config.max_in_flight,
                 max_message_bytes: config.max_message_bytes,
@@ -170,7 +181,7 @@ impl App {
 
     /// Serves until `shutdown` completes: health turns NOT_SERVING first,
     /// then in-flight calls are drained.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+    pub async fn serve(mut self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
         // Background tasks stop when the server starts draining.
         let (stopping, stopped) = tokio::sync::watch::channel(false);
         let stopped_signal = stopped.clone();
@@ -282,8 +293,31 @@ impl App {
                 .set_service_status("", ServingStatus::NotServing)
                 .await;
         };
+        let health_only = self.server.health_listener.take().map(|listener| {
+            let service = health_service.clone();
+            let mut stopped = stopped_signal.clone();
+            tokio::spawn(async move {
+                let Ok(listener) = Arc::try_unwrap(listener) else {
+                    return;
+                };
+                let stop = async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                };
+                let served = Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(TcpIncoming::from(listener), stop)
+                    .await;
+                if let Err(error) = served {
+                    tracing::error!(%error, "health listener stopped");
+                }
+            })
+        });
         let settings = &self.server;
-        Server::builder()
+        let mut builder = Server::builder();
+        if let Some(tls) = settings.tls.clone() {
+            builder = builder.tls_config(tls).context("TLS configuration")?;
+        }
+        builder
             .timeout(settings.request_timeout)
             .http2_keepalive_interval(Some(settings.keepalive_interval))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
@@ -309,9 +343,30 @@ impl App {
             let _ = resolver.await;
         }
         let _ = readiness.await;
+        if let Some(health_only) = health_only {
+            let _ = health_only.await;
+        }
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+fn tls_config(config: &Config) -> anyhow::Result<Option<ServerTlsConfig>> {
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+        return Ok(None);
+    };
+    let read = |path: &std::path::Path, setting: &str| {
+        std::fs::read(path)
+            .with_context(|| format!("cannot read {} (setting `{setting}`)", path.display()))
+    };
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(
+        read(cert, "tls_cert")?,
+        read(key, "tls_key")?,
+    ));
+    if let Some(ca) = &config.tls_client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read(ca, "tls_client_ca")?));
+    }
+    Ok(Some(tls))
 }
 
 async fn store(config: &Config) -> anyhow::Result<Arc<dyn PaymentStore>> {

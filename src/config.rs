@@ -23,6 +23,27 @@ pub struct Config {
     )]
     pub listen: SocketAddr,
 
+    /// Server certificate chain (PEM) for TLS on the gRPC port.
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// Private key (PEM) of the server certificate.
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// CA (PEM) that client certificates must chain to: turns on mutual TLS.
+    #[arg(
+        long,
+        env = "PAYMENT_ORCHESTRATOR_TLS_CLIENT_CA",
+        requires = "tls_cert"
+    )]
+    pub tls_client_ca: Option<std::path::PathBuf>,
+
+    /// A plaintext listener serving only `grpc.health.v1` (for Kubernetes'
+    /// plaintext gRPC probes when the main port uses TLS).
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+
     /// Prometheus metrics (`GET /metrics`) on this address; `off` disables.
     #[arg(
         long,

@@ -18,6 +18,7 @@ mod api {
     mod resolution;
     mod sessions;
     mod store_contract;
+    mod tls;
     mod validation;
     mod walkthrough;
     mod webhooks;

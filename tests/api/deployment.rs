@@ -25,6 +25,10 @@ use super::{
 pub struct Process(Option<Child>);
 
 impl Process {
+    pub fn spawn(command: &mut Command) -> Process {
+        Process(Some(command.spawn().expect("process starts")))
+    }
+
     /// SIGTERM: a graceful shutdown.
     pub fn terminate(&self) {
         if let Some(child) = &self.0 {
