@@ -95,6 +95,7 @@ impl ApiKeys {
                 .ok_or_else(|| Status::unauthenticated("missing or invalid API key"))?;
             match (required, role) {
                 (Required::Merchant, Role::Merchant(merchant)) => {
+                    tracing::Span::current().record("merchant", merchant.as_str());
                     let merchant = Merchant(merchant.clone());
                     request.extensions_mut().insert(merchant);
                 }
@@ -207,11 +208,17 @@ impl PaymentService {
         fields: convert::OperationFields,
     ) -> Result<Response<proto::OperationResult>, Status> {
         let command = convert::operation(kind, fields, self.payments.partners())?;
+        tracing::Span::current().record(
+            "payment_id",
+            tracing::field::display(command.command.payment_id),
+        );
         let result = self
             .payments
             .operate(merchant, command)
             .await
             .map_err(error::status_of)?;
+        tracing::Span::current()
+            .record("operation_id", tracing::field::display(result.operation_id));
         Ok(Response::new(convert::operation_result(&result)))
     }
 }
@@ -224,6 +231,7 @@ impl proto::payment_service_server::PaymentService for PaymentService {
     ) -> Result<Response<proto::Payment>, Status> {
         let merchant = merchant(&request)?;
         let id = convert::parse_id("payment_id", &request.get_ref().payment_id)?;
+        tracing::Span::current().record("payment_id", tracing::field::display(id));
         let payment = self
             .payments
             .payment(&merchant, id)
@@ -287,6 +295,7 @@ impl proto::payment_service_server::PaymentService for PaymentService {
     ) -> Result<Response<proto::Operation>, Status> {
         let merchant = merchant(&request)?;
         let id = convert::parse_id("operation_id", &request.get_ref().operation_id)?;
+        tracing::Span::current().record("operation_id", tracing::field::display(id));
         let (operation, payment) = self
             .payments
             .operation(&merchant, id)
@@ -335,6 +344,7 @@ impl proto::admin_service_server::AdminService for AdminService {
         request: Request<proto::SyncOperationRequest>,
     ) -> Result<Response<proto::Operation>, Status> {
         let id = convert::parse_id("operation_id", &request.get_ref().operation_id)?;
+        tracing::Span::current().record("operation_id", tracing::field::display(id));
         let (operation, payment) = self
             .payments
             .sync_operation(id)

@@ -18,7 +18,14 @@ const LATENCY_BUCKETS: [f64; 14] = [
 pub fn init(config: &Config) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     if config.log_format == "json" {
-        fmt().json().with_env_filter(filter).init();
+        // One JSON object per line, with the fields of the current span
+        // (method, request_id, merchant, payment_id, operation_id).
+        fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_env_filter(filter)
+            .init();
     } else {
         fmt().with_env_filter(filter).init();
     }

@@ -79,8 +79,27 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
         let method = request.uri().path().to_owned();
+        // One span per call; the request id is the caller's `x-request-id`
+        // or a new one, and is sent back.
+        let request_id = request
+            .headers()
+            .get("x-request-id")
+            .and_then(|value| value.to_str().ok())
+            .filter(|id| !id.is_empty() && id.len() <= 128)
+            .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
+        if let Ok(value) = request_id.parse() {
+            request.headers_mut().insert("x-request-id", value);
+        }
+        let span = tracing::info_span!(
+            "rpc",
+            method = %method,
+            request_id = %request_id,
+            merchant = tracing::field::Empty,
+            payment_id = tracing::field::Empty,
+            operation_id = tracing::field::Empty,
+        );
         // The clone is the one that is ready; keep it for this call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -102,15 +121,21 @@ where
                 }
             }
         };
-        Box::pin(async move {
+        let call = async move {
             let started = Instant::now();
-            let response = inner.call(request).await;
+            let mut response = inner.call(request).await;
             drop(permit);
-            if let Ok(response) = &response {
-                record(&method, code_of(response), started.elapsed());
+            if let Ok(response) = &mut response {
+                let (code, took) = (code_of(response), started.elapsed());
+                record(&method, code, took);
+                tracing::info!(code = ?code, took_ms = took.as_millis() as u64, "rpc");
+                if let Ok(value) = request_id.parse() {
+                    response.headers_mut().insert("x-request-id", value);
+                }
             }
             response
-        })
+        };
+        Box::pin(tracing::Instrument::instrument(call, span))
     }
 }
 
