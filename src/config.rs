@@ -44,6 +44,11 @@ pub struct Config {
     #[arg(long, env = "PAYMENT_ORCHESTRATOR_HEALTH_LISTEN")]
     pub health_listen: Option<SocketAddr>,
 
+    /// OTLP/gRPC collector for traces, e.g. `http://otel-collector:4317`;
+    /// unset: no traces are exported.
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
     /// Prometheus metrics (`GET /metrics`) on this address; `off` disables.
     #[arg(
         long,

@@ -6,7 +6,9 @@ use payment_orchestrator::{app::App, config::Config, telemetry};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    telemetry::init(&config)?;
+    let telemetry = telemetry::init(&config)?;
     tracing::info!(?config, "starting");
-    App::build(config).await?.run_until_stopped().await
+    let result = App::build(config).await?.run_until_stopped().await;
+    telemetry.shutdown();
+    result
 }

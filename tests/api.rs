@@ -19,6 +19,7 @@ mod api {
     mod sessions;
     mod store_contract;
     mod tls;
+    mod traces;
     mod validation;
     mod walkthrough;
     mod webhooks;

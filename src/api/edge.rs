@@ -100,6 +100,11 @@ where
             payment_id = tracing::field::Empty,
             operation_id = tracing::field::Empty,
         );
+        // The caller's W3C trace context (a no-op without OTLP configured).
+        let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+            propagator.extract(&HeaderExtractor(request.headers()))
+        });
+        let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, parent);
         // The clone is the one that is ready; keep it for this call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -136,6 +141,19 @@ where
             response
         };
         Box::pin(tracing::Instrument::instrument(call, span))
+    }
+}
+
+/// Reads W3C trace context from HTTP/2 headers.
+struct HeaderExtractor<'a>(&'a tonic::codegen::http::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|name| name.as_str()).collect()
     }
 }
 

@@ -66,6 +66,30 @@ impl GrpcPartner {
     }
 }
 
+/// Writes the current trace context into outgoing metadata (`traceparent`).
+struct MetadataInjector<'a>(&'a mut tonic::metadata::MetadataMap);
+
+impl opentelemetry::propagation::Injector for MetadataInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(key), Ok(value)) = (
+            tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
+            value.parse(),
+        ) {
+            self.0.insert(key, value);
+        }
+    }
+}
+
+/// A request carrying the current span's trace context.
+fn traced<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    let context = tracing_opentelemetry::OpenTelemetrySpanExt::context(&tracing::Span::current());
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut MetadataInjector(request.metadata_mut()));
+    });
+    request
+}
+
 fn transport(status: Status) -> PartnerError {
     PartnerError::Unknown {
         description: format!("partner gateway call failed: {}", status.code()),
@@ -127,7 +151,7 @@ impl Partner for GrpcPartner {
             partner: self.partner.clone(),
             payment_token: token.to_owned(),
         };
-        match self.client.clone().check_token(request).await {
+        match self.client.clone().check_token(traced(request)).await {
             Ok(response) if !response.get_ref().valid => Err(response.into_inner().problem),
             // Not reachable to check: the authorization itself will tell.
             _ => Ok(()),
@@ -139,7 +163,7 @@ impl Partner for GrpcPartner {
         let response = self
             .client
             .clone()
-            .authorize(proto::AuthorizeRequest { operation })
+            .authorize(traced(proto::AuthorizeRequest { operation }))
             .await;
         answer_of(response.map_err(transport)?.into_inner())
     }
@@ -149,7 +173,7 @@ impl Partner for GrpcPartner {
         let response = self
             .client
             .clone()
-            .capture(proto::CaptureRequest { operation })
+            .capture(traced(proto::CaptureRequest { operation }))
             .await;
         answer_of(response.map_err(transport)?.into_inner())
     }
@@ -159,7 +183,7 @@ impl Partner for GrpcPartner {
         let response = self
             .client
             .clone()
-            .refund(proto::RefundRequest { operation })
+            .refund(traced(proto::RefundRequest { operation }))
             .await;
         answer_of(response.map_err(transport)?.into_inner())
     }
@@ -169,7 +193,7 @@ impl Partner for GrpcPartner {
         let response = self
             .client
             .clone()
-            .void(proto::VoidRequest { operation })
+            .void(traced(proto::VoidRequest { operation }))
             .await;
         answer_of(response.map_err(transport)?.into_inner())
     }
@@ -182,7 +206,7 @@ impl Partner for GrpcPartner {
         let response = self
             .client
             .clone()
-            .lookup_operation(request)
+            .lookup_operation(traced(request))
             .await
             .map_err(transport)?;
         let response = response.into_inner();
