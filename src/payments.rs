@@ -509,11 +509,7 @@ impl Payments {
         merchant: &str,
         operation: Uuid,
     ) -> Result<(Uuid, Payment), PaymentError> {
-        let payment_id = self
-            .store
-            .payment_of_operation(operation)
-            .await?
-            .ok_or(PaymentError::NotFound)?;
+        let payment_id = self.payment_id_of(operation).await?;
         let payment = self.owned_payment(merchant, payment_id).await?.value;
         if payment.operation(operation).is_none() {
             return Err(PaymentError::NotFound);
@@ -802,6 +798,14 @@ impl Payments {
             .payment(id)
             .await?
             .filter(|p| p.value.merchant == merchant)
+            .ok_or(PaymentError::NotFound)
+    }
+
+    /// The payment an operation belongs to (NOT_FOUND for an unknown id).
+    async fn payment_id_of(&self, operation: Uuid) -> Result<Uuid, PaymentError> {
+        self.store
+            .payment_of_operation(operation)
+            .await?
             .ok_or(PaymentError::NotFound)
     }
 

@@ -372,11 +372,7 @@ impl Payments {
 
     /// Operator: resolve one operation now (any merchant's).
     pub async fn sync_operation(&self, operation: Uuid) -> Result<(Uuid, Payment), PaymentError> {
-        let payment_id = self
-            .store
-            .payment_of_operation(operation)
-            .await?
-            .ok_or(PaymentError::NotFound)?;
+        let payment_id = self.payment_id_of(operation).await?;
         self.resolve_operation(payment_id, operation).await?;
         let payment = self.load(payment_id).await?.value;
         payment.operation(operation).ok_or(PaymentError::NotFound)?;
@@ -391,11 +387,7 @@ impl Payments {
         outcomes: Vec<(Uuid, TransactionStatus)>,
         reason: String,
     ) -> Result<(Uuid, Payment), PaymentError> {
-        let payment_id = self
-            .store
-            .payment_of_operation(operation)
-            .await?
-            .ok_or(PaymentError::NotFound)?;
+        let payment_id = self.payment_id_of(operation).await?;
         let current = self.load(payment_id).await?;
         let (payment, ()) = self
             .mutate(current, |payment, now| {
