@@ -5,7 +5,10 @@
 
 use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
 
-use clap::Parser;
+use std::ffi::OsString;
+
+use anyhow::Context;
+use clap::{CommandFactory, FromArgMatches, Parser};
 
 use crate::domain::priority::{DefaultPriorities, PriorityRule};
 
@@ -15,6 +18,11 @@ pub const DEMO_KEY_HASH: &str = "5d48f1024f38b44ad9ddc03dc12b2a8287c7ec690065dce
 #[derive(Clone, Parser)]
 #[command(name = "payment-orchestrator", version, about)]
 pub struct Config {
+    /// A file of `name = value` lines (flag names without `--`, `#` comments)
+    /// under the environment and the flags: defaults < file < env < flags.
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+
     /// Address the gRPC server listens on.
     #[arg(
         long,
@@ -227,6 +235,53 @@ pub struct Config {
 }
 
 impl Config {
+    /// From the process's arguments, environment and `--config` file.
+    pub fn load() -> anyhow::Result<Config> {
+        Config::load_from(std::env::args_os().collect())
+    }
+
+    /// As [`Config::load`], from the given arguments (the first is the
+    /// program name). The file's values become the defaults, so the
+    /// environment and the flags override them.
+    pub fn load_from(args: Vec<OsString>) -> anyhow::Result<Config> {
+        let mut command = Config::command();
+        let path = Config::command()
+            .ignore_errors(true)
+            .get_matches_from(args.clone())
+            .get_one::<std::path::PathBuf>("config")
+            .cloned();
+        if let Some(path) = path {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {} (setting `config`)", path.display()))?;
+            for (index, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let at = || format!("{}:{}", path.display(), index + 1);
+                let (name, value) = line
+                    .split_once('=')
+                    .with_context(|| format!("{}: expected `name = value`", at()))?;
+                let id = name.trim().replace('-', "_");
+                if id == "config"
+                    || !command
+                        .get_arguments()
+                        .any(|arg| arg.get_id() == id.as_str())
+                {
+                    anyhow::bail!("{}: unknown setting `{}`", at(), name.trim());
+                }
+                // Startup only: the few bytes of each value live as long as the process.
+                let value: &'static str =
+                    Box::leak(value.trim().trim_matches('"').to_owned().into_boxed_str());
+                command = command.mut_arg(id, |arg| arg.default_value(value));
+            }
+        }
+        let matches = command
+            .try_get_matches_from(args)
+            .map_err(|error| error.exit())?;
+        Ok(Config::from_arg_matches(&matches)?)
+    }
+
     /// The defaults, as `cargo run` with no flags or environment gets them.
     pub fn embedded() -> Config {
         Config::parse_from(["payment-orchestrator"])
@@ -407,6 +462,47 @@ mod tests {
         let config = Config::embedded();
         assert_eq!(config.api_keys[0].sha256, DEMO_KEY_HASH);
         assert_eq!(config.partners.len(), 2);
+    }
+
+    #[test]
+    fn a_config_file_sits_between_the_defaults_and_the_flags() {
+        let path = std::env::temp_dir().join(format!("po-config-{}.conf", std::process::id()));
+        std::fs::write(
+            &path,
+            "# comment\nsession-expiry = 10m\npartner_timeout = 3s\nlisten = \"127.0.0.1:6000\"\n",
+        )
+        .unwrap();
+        let args = |extra: &[&str]| -> Vec<OsString> {
+            ["payment-orchestrator", "--config", path.to_str().unwrap()]
+                .iter()
+                .chain(extra)
+                .map(OsString::from)
+                .collect()
+        };
+        let config = Config::load_from(args(&["--partner-timeout", "7s"])).unwrap();
+        assert_eq!(
+            config.session_expiry,
+            Duration::from_secs(600),
+            "from the file"
+        );
+        assert_eq!(
+            config.partner_timeout,
+            Duration::from_secs(7),
+            "the flag wins"
+        );
+        assert_eq!(config.listen.to_string(), "127.0.0.1:6000");
+        assert_eq!(
+            config.idempotency_ttl,
+            Duration::from_secs(86400),
+            "default kept"
+        );
+        std::fs::write(&path, "no-such-setting = 1\n").unwrap();
+        let error = Config::load_from(args(&[])).unwrap_err().to_string();
+        assert!(
+            error.contains("unknown setting `no-such-setting`"),
+            "{error}"
+        );
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

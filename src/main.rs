@@ -1,11 +1,10 @@
 //! Thin entry point: configuration, telemetry, then the app.
 
-use clap::Parser;
 use payment_orchestrator::{app::App, config::Config, telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
+    let config = Config::load()?;
     let telemetry = telemetry::init(&config)?;
     tracing::info!(?config, "starting");
     let result = App::build(config).await?.run_until_stopped().await;

@@ -1,6 +1,9 @@
 //! What an SRE relies on: metrics, load shedding, graceful shutdown.
 
-use std::time::{Duration, Instant};
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use payment_orchestrator::api::proto;
 use tonic::Code;
@@ -200,4 +203,25 @@ async fn sigterm_drains_in_flight_calls_refuses_new_ones_and_exits_cleanly() {
     }
     let status = deployment.replicas[0].process().wait().expect("exited");
     assert!(status.success(), "exit status {status:?}");
+
+    // Nothing is left behind without a due-queue entry: every operation is
+    // final (so off the queue), and each authorization's lifetime is queued.
+    let port = deployment.redis.server().port.to_string();
+    let queue = Command::new("redis-cli")
+        .args(["-p", &port, "ZRANGE", "po:{due}:queue", "0", "-1"])
+        .output()
+        .unwrap();
+    let members = String::from_utf8_lossy(&queue.stdout);
+    assert_eq!(
+        members
+            .lines()
+            .filter(|m| m.starts_with("auth-expiry:"))
+            .count(),
+        payments.len()
+    );
+    assert_eq!(
+        members.lines().filter(|m| m.starts_with("op:")).count(),
+        0,
+        "{members}"
+    );
 }
