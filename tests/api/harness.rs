@@ -305,6 +305,43 @@ pub fn legs_of(operation: &proto::Operation) -> Vec<(String, i64, proto::Operati
         .collect()
 }
 
+/// The payment as the service has it now.
+pub async fn payment_now(server: &TestServer, id: &str) -> proto::Payment {
+    server
+        .payments()
+        .get_payment(proto::GetPaymentRequest {
+            payment_id: id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The operation as the service has it now.
+pub async fn operation_now(server: &TestServer, id: &str) -> proto::Operation {
+    server
+        .payments()
+        .get_operation(proto::GetOperationRequest {
+            operation_id: id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The session's status as the service reports it now.
+pub async fn session_status(server: &TestServer, id: &str) -> proto::SessionStatus {
+    server
+        .sessions()
+        .get_session(proto::GetSessionRequest {
+            session_id: id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status()
+}
+
 pub fn amounts(payment: &proto::Payment) -> proto::Amounts {
     payment.amounts.expect("amounts")
 }

@@ -18,28 +18,6 @@ use super::harness::*;
 /// Beyond the first backoff (1 s ± 20 %).
 const A_MOMENT: Duration = Duration::from_secs(2);
 
-async fn payment_now(server: &TestServer, id: &str) -> proto::Payment {
-    server
-        .payments()
-        .get_payment(proto::GetPaymentRequest {
-            payment_id: id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-async fn operation_now(server: &TestServer, id: &str) -> proto::Operation {
-    server
-        .payments()
-        .get_operation(proto::GetOperationRequest {
-            operation_id: id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
 /// Captures `amount` on the card leg only.
 async fn card_capture(
     server: &TestServer,
@@ -229,15 +207,10 @@ async fn pending_authorization_in_automatic_mode_captures_once_it_succeeds() {
             .received_count(OperationKind::Capture),
         1
     );
-    let session = server
-        .sessions()
-        .get_session(proto::GetSessionRequest {
-            session_id: session.id,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(session.status(), SessionStatus::Submitted);
+    assert_eq!(
+        session_status(&server, &session.id).await,
+        SessionStatus::Submitted
+    );
 }
 
 #[tokio::test]
@@ -264,15 +237,10 @@ async fn authorization_declined_later_voids_the_other_legs() {
         .into_values()
         .collect();
     assert_eq!(ledger[0].voided, 10000);
-    let session = server
-        .sessions()
-        .get_session(proto::GetSessionRequest {
-            session_id: session.id,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(session.status(), SessionStatus::Open);
+    assert_eq!(
+        session_status(&server, &session.id).await,
+        SessionStatus::Open
+    );
 }
 
 #[tokio::test]

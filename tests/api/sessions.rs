@@ -11,18 +11,6 @@ use tonic::Code;
 
 use super::harness::*;
 
-async fn session_status(server: &TestServer, id: &str) -> SessionStatus {
-    server
-        .sessions()
-        .get_session(proto::GetSessionRequest {
-            session_id: id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status()
-}
-
 #[tokio::test]
 async fn declined_leg_voids_the_authorized_legs_and_reopens_the_session() {
     let server = TestServer::start().await;
