@@ -11,10 +11,11 @@ use std::{collections::HashMap, sync::Arc};
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
-use uuid::Uuid;
-
 use crate::{
-    domain::payment::{OperationKind, Payment},
+    domain::{
+        operation::{Operation, OperationKind},
+        payment::Payment,
+    },
     payments::Payments,
 };
 
@@ -218,7 +219,7 @@ impl PaymentService {
             .await
             .map_err(error::status_of)?;
         tracing::Span::current()
-            .record("operation_id", tracing::field::display(result.operation_id));
+            .record("operation_id", tracing::field::display(result.operation.id));
         Ok(Response::new(convert::operation_result(&result)))
     }
 }
@@ -296,12 +297,12 @@ impl proto::payment_service_server::PaymentService for PaymentService {
         let merchant = merchant(&request)?;
         let id = convert::parse_id("operation_id", &request.get_ref().operation_id)?;
         tracing::Span::current().record("operation_id", tracing::field::display(id));
-        let (operation, payment) = self
+        let (payment, operation) = self
             .payments
             .operation(&merchant, id)
             .await
             .map_err(error::status_of)?;
-        operation_of(&payment, operation)
+        Ok(operation_of(&payment, &operation))
     }
 
     async fn wait_operation(
@@ -310,20 +311,17 @@ impl proto::payment_service_server::PaymentService for PaymentService {
     ) -> Result<Response<proto::Operation>, Status> {
         let merchant = merchant(&request)?;
         let (id, timeout) = convert::wait(request.get_ref())?;
-        let (operation, payment) = self
+        let (payment, operation) = self
             .payments
             .wait_operation(&merchant, id, timeout)
             .await
             .map_err(error::status_of)?;
-        operation_of(&payment, operation)
+        Ok(operation_of(&payment, &operation))
     }
 }
 
-fn operation_of(payment: &Payment, operation: Uuid) -> Result<Response<proto::Operation>, Status> {
-    payment
-        .operation(operation)
-        .map(|op| Response::new(convert::operation_proto(payment, op)))
-        .ok_or_else(|| Status::not_found("not found"))
+fn operation_of(payment: &Payment, operation: &Operation) -> Response<proto::Operation> {
+    Response::new(convert::operation_proto(payment, operation))
 }
 
 #[derive(Debug, Clone)]
@@ -345,12 +343,12 @@ impl proto::admin_service_server::AdminService for AdminService {
     ) -> Result<Response<proto::Operation>, Status> {
         let id = convert::parse_id("operation_id", &request.get_ref().operation_id)?;
         tracing::Span::current().record("operation_id", tracing::field::display(id));
-        let (operation, payment) = self
+        let (payment, operation) = self
             .payments
             .sync_operation(id)
             .await
             .map_err(error::status_of)?;
-        operation_of(&payment, operation)
+        Ok(operation_of(&payment, &operation))
     }
 
     async fn resolve_operation(
@@ -358,12 +356,12 @@ impl proto::admin_service_server::AdminService for AdminService {
         request: Request<proto::ResolveOperationRequest>,
     ) -> Result<Response<proto::Operation>, Status> {
         let (id, outcomes, reason) = convert::resolve_operation(request.into_inner())?;
-        let (operation, payment) = self
+        let (payment, operation) = self
             .payments
             .settle_operation(id, outcomes, reason)
             .await
             .map_err(error::status_of)?;
-        operation_of(&payment, operation)
+        Ok(operation_of(&payment, &operation))
     }
 }
 

@@ -19,7 +19,7 @@ use crate::{
     payments::{Payments, Settings},
     resolver::Resolver,
     store::{
-        PaymentStore,
+        Store,
         memory::MemoryStore,
         redis::{RedisSettings, RedisStore},
     },
@@ -68,6 +68,17 @@ impl App {
 
     /// As [`App::build`], with the clock given (tests control time).
     pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<App> {
+        let store = store(&config, clock.clone()).await?;
+        App::build_with_store(config, clock, store).await
+    }
+
+    /// As [`App::build_with_clock`], on the store given (tests wrap the real
+    /// stores to inject faults).
+    pub async fn build_with_store(
+        config: Config,
+        clock: Arc<dyn Clock>,
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<App> {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {} (setting `listen`)", config.listen))?;
@@ -99,12 +110,12 @@ impl App {
             idempotency_lease: config.idempotency_lease,
             session_expiry: config.session_expiry,
             priorities: config.priorities(),
+            merchant_priorities: config.merchant_priorities(),
             operation_lease: config.operation_lease,
             max_resolution_age: config.max_resolution_age,
             authorization_lifetime: config.authorization_lifetime,
             ..Settings::default()
         };
-        let store = store(&config).await?;
         let secrets = config
             .webhook_secrets
             .iter()
@@ -369,10 +380,10 @@ fn tls_config(config: &Config) -> anyhow::Result<Option<ServerTlsConfig>> {
     Ok(Some(tls))
 }
 
-async fn store(config: &Config) -> anyhow::Result<Arc<dyn PaymentStore>> {
+async fn store(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<dyn Store>> {
     if config.redis_url.is_empty() {
         tracing::info!("store: in memory (embedded mode)");
-        return Ok(Arc::new(MemoryStore::new()));
+        return Ok(Arc::new(MemoryStore::new(config.session_retention, clock)));
     }
     let settings = RedisSettings {
         urls: config.redis_url.clone(),
@@ -385,6 +396,22 @@ async fn store(config: &Config) -> anyhow::Result<Arc<dyn PaymentStore>> {
         .await
         .context("cannot connect to Redis (settings `redis_url`, `redis_cluster`)")?;
     tracing::info!(cluster = config.redis_cluster, "store: redis");
+    // Settings that lose data silently are worth a loud line at startup.
+    match store.durability().await {
+        Ok((policy, aof)) => {
+            if policy != "noeviction" {
+                tracing::warn!(maxmemory_policy = %policy, "Redis may evict keys: set maxmemory-policy noeviction (see docs/redis.md)");
+            }
+            if aof != "yes" {
+                tracing::warn!(
+                    "Redis has no append-only file: a restart loses recent writes (see docs/redis.md)"
+                );
+            }
+        }
+        Err(error) => {
+            tracing::info!(%error, "Redis settings not readable (CONFIG may be disabled)")
+        }
+    }
     Ok(Arc::new(store))
 }
 

@@ -10,7 +10,10 @@ use std::ffi::OsString;
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser};
 
-use crate::domain::priority::{DefaultPriorities, PriorityRule};
+use crate::domain::{
+    operation::OperationKind,
+    priority::{self, DefaultPriorities, PriorityRule},
+};
 
 /// SHA-256 of `sk_test_demo`, the demo merchant's API key.
 pub const DEMO_KEY_HASH: &str = "5d48f1024f38b44ad9ddc03dc12b2a8287c7ec690065dcef384cb1fd1753626d";
@@ -133,16 +136,22 @@ pub struct Config {
     pub session_expiry: Duration,
 
     /// Default capture priority, `partner:method` rules, `*` matches anything.
-    #[arg(long, env = "PAYMENT_ORCHESTRATOR_CAPTURE_PRIORITY", value_delimiter = ',', default_value = "*:giftcard,*:*", value_parser = parse_rule)]
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_CAPTURE_PRIORITY", value_delimiter = ',', default_value = priority::STANDARD_CAPTURE, value_parser = parse_rule)]
     pub capture_priority: Vec<PriorityRule>,
 
     /// Default refund priority.
-    #[arg(long, env = "PAYMENT_ORCHESTRATOR_REFUND_PRIORITY", value_delimiter = ',', default_value = "*:creditcard,*:*", value_parser = parse_rule)]
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_REFUND_PRIORITY", value_delimiter = ',', default_value = priority::STANDARD_REFUND, value_parser = parse_rule)]
     pub refund_priority: Vec<PriorityRule>,
 
     /// Default void priority.
-    #[arg(long, env = "PAYMENT_ORCHESTRATOR_VOID_PRIORITY", value_delimiter = ',', default_value = "*:creditcard,*:*", value_parser = parse_rule)]
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_VOID_PRIORITY", value_delimiter = ',', default_value = priority::STANDARD_VOID, value_parser = parse_rule)]
     pub void_priority: Vec<PriorityRule>,
+
+    /// Per-merchant priorities, `merchant:kind=rule|rule` entries separated
+    /// by `;` (kind: capture, refund or void), e.g.
+    /// `demo:capture=*:creditcard|*:*`. A kind not named keeps the default.
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_MERCHANT_PRIORITIES", value_delimiter = ';', value_parser = parse_merchant_priority)]
+    pub merchant_priorities: Vec<MerchantPriority>,
 
     /// API keys of operators (`AdminService`), as SHA-256 hex digests, comma
     /// separated. Default: the demo key `sk_test_admin`.
@@ -294,6 +303,18 @@ impl Config {
             void: self.void_priority.clone(),
         }
     }
+
+    /// The defaults with each merchant's overrides applied.
+    pub fn merchant_priorities(&self) -> std::collections::BTreeMap<String, DefaultPriorities> {
+        let mut by_merchant = std::collections::BTreeMap::new();
+        for entry in &self.merchant_priorities {
+            by_merchant
+                .entry(entry.merchant.clone())
+                .or_insert_with(|| self.priorities())
+                .set(entry.kind, entry.rules.clone());
+        }
+        by_merchant
+    }
 }
 
 // Hashes are not secret, but keep `Debug` short and uniform with future
@@ -423,6 +444,38 @@ fn parse_key_hash(text: &str) -> Result<String, String> {
     }
 }
 
+/// One merchant's priority for one kind of operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MerchantPriority {
+    pub merchant: String,
+    pub kind: OperationKind,
+    pub rules: Vec<PriorityRule>,
+}
+
+fn parse_merchant_priority(text: &str) -> Result<MerchantPriority, String> {
+    let invalid = || format!("{text:?}: expected merchant:kind=partner:method|partner:method");
+    let (merchant, rest) = text.trim().split_once(':').ok_or_else(invalid)?;
+    let (kind, rules) = rest.split_once('=').ok_or_else(invalid)?;
+    let kind = match kind {
+        "capture" => OperationKind::Capture,
+        "refund" => OperationKind::Refund,
+        "void" => OperationKind::Void,
+        _ => return Err(format!("{text:?}: the kind is capture, refund or void")),
+    };
+    let rules = rules
+        .split('|')
+        .map(parse_rule)
+        .collect::<Result<Vec<_>, _>>()?;
+    if merchant.is_empty() {
+        return Err(invalid());
+    }
+    Ok(MerchantPriority {
+        merchant: merchant.to_owned(),
+        kind,
+        rules,
+    })
+}
+
 fn parse_rule(text: &str) -> Result<PriorityRule, String> {
     PriorityRule::parse(text).ok_or_else(|| format!("{text:?}: expected partner:method, * for any"))
 }
@@ -513,5 +566,19 @@ mod tests {
         assert!("bad spec".parse::<PartnerSpec>().is_err());
         let spec: PartnerSpec = "adyen=creditcard|paypal".parse().unwrap();
         assert_eq!(spec.methods, vec!["creditcard", "paypal"]);
+    }
+
+    #[test]
+    fn merchant_priorities_override_one_kind_each() {
+        let config = Config::parse_from([
+            "payment-orchestrator",
+            "--merchant-priorities",
+            "demo:capture=*:creditcard|*:*;demo:void=illicado:*",
+        ]);
+        let demo = &config.merchant_priorities()["demo"];
+        assert_eq!(demo.capture[0].to_string(), "*:creditcard");
+        assert_eq!(demo.void[0].to_string(), "illicado:*");
+        assert_eq!(demo.refund, config.priorities().refund, "unchanged");
+        assert!(parse_merchant_priority("demo:authorize=*:*").is_err());
     }
 }

@@ -18,7 +18,8 @@ use async_trait::async_trait;
 
 use crate::domain::{
     money::{Amount, Currency},
-    payment::{OperationKind, PaymentToken},
+    operation::OperationKind,
+    payment::PaymentToken,
 };
 
 /// One call to a partner. `idempotency_key` is derived from the operation and
@@ -92,16 +93,6 @@ pub struct ConfiguredPartner {
 #[derive(Debug, Clone, Default)]
 pub struct Partners {
     by_name: BTreeMap<String, ConfiguredPartner>,
-}
-
-/// The metric label of an operation kind.
-pub fn kind_label(kind: OperationKind) -> &'static str {
-    match kind {
-        OperationKind::Authorization => "authorization",
-        OperationKind::Capture => "capture",
-        OperationKind::Refund => "refund",
-        OperationKind::Void => "void",
-    }
 }
 
 /// First pause between retries of an unavailable partner; doubles each time.
@@ -180,7 +171,7 @@ impl Partners {
         metrics::histogram!(
             "partner_request_seconds",
             "partner" => partner.to_owned(),
-            "kind" => kind_label(request.kind),
+            "kind" => request.kind.as_str(),
             "outcome" => outcome,
         )
         .record(started.elapsed().as_secs_f64());

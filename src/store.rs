@@ -1,31 +1,79 @@
-//! The storage port: sessions, payments (with all their operations) and
-//! idempotency records.
+//! The storage ports, and the layout contract their adapters share.
 //!
-//! Contract every implementation keeps (checked by one shared test suite):
-//! - writes of a payment or a session are compare-and-set on a version:
-//!   `update_*` fails with [`StoreError::Conflict`] if someone else wrote
-//!   first, and then nothing was written;
-//! - `claim` is atomic: for one scope exactly one caller acquires it;
-//! - reads never see a half-written payment;
-//! - [`StoreError::Unavailable`] means the store could not be reached and the
-//!   call may be retried; nothing is known to have been written.
+//! **Shards.** Everything of one session — the session, its payments, their
+//! operations, the idempotency records of requests on them, their due-queue
+//! entries and webhook deliveries — lives in one of [`SHARDS`] shards, so that
+//! every write is one atomic [`Step`] on one shard (one Lua script on one slot
+//! in Redis, one lock in memory). A child's id carries its parent's shard
+//! ([`Shard::stamp`]), so any id says where its records are.
+//!
+//! **Steps.** A phase of a use case (open an operation, record answers,
+//! conclude) is one call to [`PaymentStore::commit`], whose parts each keep
+//! one concern's contract: [`KeyChange`] (idempotency records), [`Write`] of
+//! the session and of the payment header with its [`OperationWrite`]s,
+//! [`DueChange`] (the due-queue), [`OutboxChange`] (webhook deliveries). A
+//! step applies every part or none.
+//!
+//! **Reads and maintenance** are ports of their own concern: [`PaymentStore`]
+//! (sessions, payments, operations, listing), [`DueQueue`] (leases on due
+//! work), [`WebhookOutbox`], [`EventLog`] (partner event ids).
+//!
+//! **Errors.** [`StoreError::Unavailable`]: nothing was applied (refused, or
+//! never sent), retrying is safe. [`StoreError::Unknown`]: it may have been
+//! applied (timeout, connection lost after sending): never undo anything on
+//! it, and never tell a caller that nothing changed.
 
 pub mod memory;
 pub mod redis;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    collections::BTreeMap,
+    ops::Bound,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use std::collections::BTreeMap;
-
-use serde::{Deserialize, Serialize};
-
 use crate::domain::{
-    payment::Payment,
-    session::{HeaderValue, Session},
+    operation::{Fingerprint, Operation},
+    payment::{Payment, Snapshot},
+    precondition::Precondition,
+    session::{HeaderValue, Session, SessionView},
 };
+
+/// How many shards the data is spread over. Part of the stored layout: ids
+/// carry their shard, so changing it needs a migration.
+pub const SHARDS: usize = 128;
+
+/// One of the [`SHARDS`] shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Shard(u8);
+
+impl Shard {
+    /// The shard an id belongs to: the low 7 bits of its last byte.
+    pub fn of(id: Uuid) -> Shard {
+        Shard(id.as_bytes()[15] & 0x7f)
+    }
+
+    /// `id` moved into this shard (its last byte's low 7 bits replaced), so a
+    /// child's records sit beside its parent's. The other 121 bits of a
+    /// derived id are its hash.
+    pub fn stamp(self, id: Uuid) -> Uuid {
+        let mut bytes = *id.as_bytes();
+        bytes[15] = (bytes[15] & 0x80) | self.0;
+        Uuid::from_bytes(bytes)
+    }
+
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+
+    pub fn all() -> impl Iterator<Item = Shard> {
+        (0..SHARDS).filter_map(|n| u8::try_from(n).ok()).map(Shard)
+    }
+}
 
 /// A value with the version it was read at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,135 +84,93 @@ pub struct Versioned<T> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("the record was changed concurrently")]
-    Conflict,
-    #[error("the record already exists")]
-    AlreadyExists,
+    /// Nothing was applied: the store refused or could not be reached.
     #[error("the store is unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// It may or may not have been applied.
+    #[error("the store's answer was lost")]
+    Unknown(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("a stored record could not be read")]
     Corrupt(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
-/// Where an idempotency key applies: the merchant, and for operations on a
-/// session or payment, that resource too.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct IdempotencyScope {
-    pub merchant: String,
-    /// e.g. `create-session`, `session:<id>`, `payment:<id>`.
-    pub resource: String,
-    pub key: String,
+// ---- idempotency records ----
+
+/// What an idempotent request answered, kept under its key: a replay gets
+/// exactly this. It never grows with the payment's history: a payment is
+/// kept as its [`Snapshot`] and the operations the request touched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Session(SessionView),
+    Payment {
+        snapshot: Snapshot,
+        operations: Vec<Operation>,
+    },
+    Operation {
+        snapshot: Snapshot,
+        operation: Operation,
+    },
+    Refused(Precondition),
 }
 
-/// A request's claim on its idempotency key.
-#[derive(Debug, Clone)]
-pub struct ClaimRequest {
-    pub fingerprint: String,
-    /// The id the request's resource will get; kept with the claim so that a
-    /// retry after a crash finds what the first attempt created.
-    pub reserved_id: Uuid,
-    pub lease: Duration,
-    pub ttl: Duration,
-}
-
+/// The idempotency part of a step. A record is named by the id of what its
+/// request creates (derived from merchant, scope and key) and lives in that
+/// id's shard; it expires `ttl` after it was created.
+///
+/// - `Claim`: the request starts. If the record exists, **nothing** of the
+///   step is applied and the commit answers [`Committed::Claimed`].
+/// - `Answer`: the request is answered at once (a refusal, a session
+///   created): like `Claim`, but the record is created done.
+/// - `Complete`: the request (or whoever finalized its work) stores its
+///   answer if the record is still in flight. A record already done keeps its
+///   first answer, which the commit hands back; a missing one stays missing.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Claim {
-    /// First use of the key: go ahead.
-    Acquired,
-    /// The first attempt stopped without finishing (its lease ran out): go
-    /// ahead with the id it reserved, looking for what it left behind.
-    TakenOver { reserved_id: Uuid },
-    /// The first attempt is still running.
-    InFlight,
-    /// The first attempt finished: its stored outcome.
-    Done(Vec<u8>),
+pub enum KeyChange {
+    Claim {
+        record: Uuid,
+        fingerprint: Fingerprint,
+        lease_until: SystemTime,
+        ttl: Duration,
+    },
+    Answer {
+        record: Uuid,
+        fingerprint: Fingerprint,
+        outcome: Outcome,
+        ttl: Duration,
+    },
+    Complete {
+        record: Uuid,
+        outcome: Outcome,
+    },
+}
+
+impl KeyChange {
+    pub fn record(&self) -> Uuid {
+        match self {
+            KeyChange::Claim { record, .. }
+            | KeyChange::Answer { record, .. }
+            | KeyChange::Complete { record, .. } => *record,
+        }
+    }
+}
+
+/// An existing record, found by a `Claim` or an `Answer`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyState {
+    /// Its request still runs; `lease_expired` when it stopped without
+    /// finishing (a retry may then answer from what it left behind).
+    InFlight {
+        lease_expired: bool,
+    },
+    Done(Box<Outcome>),
     /// The key was used for a different request.
     Mismatch,
 }
 
-#[async_trait]
-pub trait PaymentStore: Send + Sync + std::fmt::Debug {
-    async fn insert_session(&self, session: &Session) -> Result<(), StoreError>;
-    async fn session(&self, id: Uuid) -> Result<Option<Versioned<Session>>, StoreError>;
-    /// Compare-and-set on `version`; returns the new version.
-    async fn update_session(&self, session: &Session, version: u64) -> Result<u64, StoreError>;
+// ---- the due-queue ----
 
-    async fn insert_payment(&self, payment: &Payment) -> Result<(), StoreError>;
-    async fn payment(&self, id: Uuid) -> Result<Option<Versioned<Payment>>, StoreError>;
-    /// Compare-and-set on `version`; returns the new version.
-    async fn update_payment(&self, payment: &Payment, version: u64) -> Result<u64, StoreError>;
-    /// Records which payment an operation belongs to (written before the
-    /// operation itself, so a visible operation is always found; an entry
-    /// whose operation was never written reads as NOT_FOUND).
-    async fn index_operation(&self, operation: Uuid, payment: Uuid) -> Result<(), StoreError>;
-    async fn payment_of_operation(&self, operation: Uuid) -> Result<Option<Uuid>, StoreError>;
-    /// Payments of a merchant in creation order (see [`ListQuery`]), with the
-    /// cursor of each; `payment` is `None` if the index outlived its payment.
-    async fn list_payments(&self, query: &ListQuery) -> Result<Vec<ListedPayment>, StoreError>;
-
-    async fn claim(
-        &self,
-        scope: &IdempotencyScope,
-        request: &ClaimRequest,
-        now: SystemTime,
-    ) -> Result<Claim, StoreError>;
-    /// Stores the outcome of a claimed key (kept until the claim's ttl).
-    async fn complete(
-        &self,
-        scope: &IdempotencyScope,
-        outcome: &[u8],
-        now: SystemTime,
-    ) -> Result<(), StoreError>;
-    /// Stores the outcome of a key only if its request is still in flight
-    /// (it died): a finished request's response is never replaced.
-    async fn complete_if_in_flight(
-        &self,
-        scope: &IdempotencyScope,
-        outcome: &[u8],
-    ) -> Result<(), StoreError>;
-    /// Forgets a claim whose request changed nothing (e.g. NOT_FOUND), so a
-    /// corrected retry with the same key works.
-    async fn release(&self, scope: &IdempotencyScope) -> Result<(), StoreError>;
-
-    /// Puts `item` on the due-queue (or moves it) to become due at `due_at`.
-    async fn schedule(&self, item: &DueItem, due_at: SystemTime) -> Result<(), StoreError>;
-    async fn unschedule(&self, item: &DueItem) -> Result<(), StoreError>;
-    /// Atomically takes up to `limit` items due at `now` and moves each to
-    /// `now + lease`: a worker that dies leaves them to be taken again.
-    async fn claim_due(
-        &self,
-        now: SystemTime,
-        lease: Duration,
-        limit: usize,
-    ) -> Result<Vec<DueItem>, StoreError>;
-    /// How many items are queued, and the earliest due time.
-    async fn due_summary(&self) -> Result<(usize, Option<SystemTime>), StoreError>;
-
-    /// Whether the store answers (readiness probes).
-    async fn ping(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    /// Stores a webhook delivery unless one with its id exists (event ids are
-    /// deterministic, so a repeated emission is one delivery). Returns
-    /// whether it was stored.
-    async fn put_webhook(&self, delivery: &WebhookDelivery) -> Result<bool, StoreError>;
-    async fn webhook(&self, id: Uuid) -> Result<Option<WebhookDelivery>, StoreError>;
-    async fn update_webhook(&self, delivery: &WebhookDelivery) -> Result<(), StoreError>;
-    async fn delete_webhook(&self, id: Uuid) -> Result<(), StoreError>;
-
-    /// Records a partner event id; `true` the first time it is seen (within
-    /// `ttl`).
-    async fn first_sighting(
-        &self,
-        partner: &str,
-        event_id: &str,
-        ttl: Duration,
-        now: SystemTime,
-    ) -> Result<bool, StoreError>;
-}
-
-/// Work that becomes due at a time.
+/// Work that becomes due at a time. Each item lives in the shard of its
+/// payment.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DueItem {
     /// A non-final operation to resolve (or a running one whose lease ran out).
@@ -176,29 +182,38 @@ pub enum DueItem {
 }
 
 impl DueItem {
-    /// A compact, parseable form (Redis sorted-set member).
+    pub fn shard(&self) -> Shard {
+        match self {
+            DueItem::Operation { payment, .. } | DueItem::AuthorizationExpiry { payment } => {
+                Shard::of(*payment)
+            }
+            DueItem::Webhook { delivery } => Shard::of(*delivery),
+        }
+    }
+
+    /// A compact, parseable form (a Redis sorted-set member).
     pub fn encode(&self) -> String {
         match self {
-            DueItem::Operation { payment, operation } => format!("op:{payment}:{operation}"),
-            DueItem::AuthorizationExpiry { payment } => format!("auth-expiry:{payment}"),
-            DueItem::Webhook { delivery } => format!("webhook:{delivery}"),
+            DueItem::Operation { payment, operation } => format!("o:{payment}:{operation}"),
+            DueItem::AuthorizationExpiry { payment } => format!("x:{payment}"),
+            DueItem::Webhook { delivery } => format!("w:{delivery}"),
         }
     }
 
     pub fn decode(text: &str) -> Option<DueItem> {
         let (kind, rest) = text.split_once(':')?;
         Some(match kind {
-            "op" => {
+            "o" => {
                 let (payment, operation) = rest.split_once(':')?;
                 DueItem::Operation {
                     payment: Uuid::try_parse(payment).ok()?,
                     operation: Uuid::try_parse(operation).ok()?,
                 }
             }
-            "auth-expiry" => DueItem::AuthorizationExpiry {
+            "x" => DueItem::AuthorizationExpiry {
                 payment: Uuid::try_parse(rest).ok()?,
             },
-            "webhook" => DueItem::Webhook {
+            "w" => DueItem::Webhook {
                 delivery: Uuid::try_parse(rest).ok()?,
             },
             _ => return None,
@@ -206,10 +221,27 @@ impl DueItem {
     }
 }
 
+/// The due-queue part of a step: put an item on the queue (or move it) to
+/// become due at a time, or take it off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DueChange {
+    Schedule(DueItem, SystemTime),
+    Unschedule(DueItem),
+}
+
+/// How many items are queued and when the earliest is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DueSummary {
+    pub depth: usize,
+    pub earliest: Option<SystemTime>,
+}
+
+// ---- the webhook outbox ----
+
 /// A merchant notification waiting to be delivered (at least once).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WebhookDelivery {
-    /// The event id (receivers deduplicate by it).
+    /// The event id (receivers deduplicate by it), in its payment's shard.
     pub id: Uuid,
     pub merchant: String,
     pub url: String,
@@ -220,11 +252,103 @@ pub struct WebhookDelivery {
     pub created_at: SystemTime,
 }
 
-/// One page of the creation-ordered index of a merchant's payments.
-///
-/// The index holds `listing_member(created_at, id)` strings, which sort by
-/// creation time then id: time bounds and page cursors are exact string
-/// bounds, the same in every store.
+/// The outbox part of a step. `Put` stores a delivery unless one with its id
+/// exists (event ids are derived, so emitting an event twice is one
+/// delivery).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutboxChange {
+    Put(WebhookDelivery),
+    Update(WebhookDelivery),
+    Delete(Uuid),
+}
+
+// ---- sessions and payments ----
+
+/// A write of a versioned record: insert (fails the step with
+/// [`Committed::Exists`] if it exists), compare-and-set on the version
+/// (fails it with [`Committed::Conflict`]), or only check that the version
+/// did not move (a refusal computed from what was read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write<T> {
+    Insert(T),
+    Update { expected: u64, value: T },
+    Check { expected: u64, id: Uuid },
+}
+
+/// The payment part of a step: its header and the operations it writes
+/// (never the others).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentWrite {
+    pub header: Write<Payment>,
+    pub operations: Vec<OperationWrite>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OperationWrite {
+    /// A new operation (fails the step with [`Committed::Exists`] if its id
+    /// is taken: ids are derived, so that is the first attempt's).
+    Insert(Operation),
+    Update(Operation),
+}
+
+impl OperationWrite {
+    pub fn operation(&self) -> &Operation {
+        match self {
+            OperationWrite::Insert(op) | OperationWrite::Update(op) => op,
+        }
+    }
+}
+
+/// One atomic write to one shard: every part is applied, or none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub shard: Shard,
+    /// The caller's time: leases are measured with it.
+    pub now: SystemTime,
+    pub key: Option<KeyChange>,
+    pub session: Option<Write<Session>>,
+    pub payment: Option<PaymentWrite>,
+    pub due: Vec<DueChange>,
+    pub outbox: Vec<OutboxChange>,
+}
+
+impl Step {
+    pub fn new(shard: Shard, now: SystemTime) -> Step {
+        Step {
+            shard,
+            now,
+            key: None,
+            session: None,
+            payment: None,
+            due: Vec::new(),
+            outbox: Vec::new(),
+        }
+    }
+}
+
+/// What a step came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Committed {
+    /// Every part applied: the new versions of what was written, and for a
+    /// `Complete` that found its record already done, that first answer.
+    Applied {
+        payment: Option<u64>,
+        session: Option<u64>,
+        answered: Option<Box<Outcome>>,
+    },
+    /// Nothing applied: a version moved (someone wrote first). Read again.
+    Conflict,
+    /// Nothing applied: something the step inserts exists.
+    Exists,
+    /// Nothing applied: the idempotency record exists.
+    Claimed(KeyState),
+}
+
+// ---- listing ----
+
+/// One page of the creation-ordered index of a merchant's payments. The
+/// index holds [`listing_member`] strings, which sort by creation time then
+/// id: time bounds and page cursors are plain string bounds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListQuery {
     pub merchant: String,
@@ -239,10 +363,18 @@ pub struct ListQuery {
     pub limit: usize,
 }
 
+/// A payment as stored: its header and every operation, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPayment {
+    pub header: Versioned<Payment>,
+    pub operations: Vec<Operation>,
+}
+
 #[derive(Debug, Clone)]
 pub struct ListedPayment {
     pub cursor: String,
-    pub payment: Option<Payment>,
+    /// `None` if the index outlived (or came before) its payment.
+    pub payment: Option<StoredPayment>,
 }
 
 /// The index member of a payment: zero-padded creation millis, then the id.
@@ -250,42 +382,137 @@ pub fn listing_member(created_at: SystemTime, id: Uuid) -> String {
     format!("{:015}:{id}", unix_millis(created_at))
 }
 
-fn unix_millis(time: SystemTime) -> u128 {
-    time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis())
+pub fn unix_millis(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl ListQuery {
-    /// `(low, high)` in Redis `BYLEX` syntax.
-    pub fn lex_bounds(&self) -> (String, String) {
-        let after = |t: SystemTime| format!("[{:015}:", unix_millis(t));
-        let before = |t: SystemTime| format!("({:015}:", unix_millis(t));
-        let mut low = self.created_after.map_or_else(|| "-".to_owned(), after);
-        let mut high = self.created_before.map_or_else(|| "+".to_owned(), before);
+    /// The members admitted, as bounds on the member strings (low, high).
+    pub fn bounds(&self) -> (Bound<String>, Bound<String>) {
+        let mut low = self.created_after.map_or(Bound::Unbounded, |t| {
+            Bound::Included(format!("{:015}:", unix_millis(t)))
+        });
+        let mut high = self.created_before.map_or(Bound::Unbounded, |t| {
+            Bound::Excluded(format!("{:015}:", unix_millis(t)))
+        });
         if let Some(cursor) = &self.cursor {
-            let bound = format!("({cursor}");
             if self.newest_first {
-                high = bound;
+                high = Bound::Excluded(cursor.clone());
             } else {
-                low = bound;
+                low = Bound::Excluded(cursor.clone());
             }
         }
         (low, high)
     }
+}
 
-    /// Whether an index member is within the bounds (for stores that filter
-    /// in process).
-    pub fn admits(&self, member: &str) -> bool {
-        let (low, high) = self.lex_bounds();
-        let above = match low.split_at(1) {
-            ("[", bound) => member >= bound,
-            ("(", bound) => member > bound,
-            _ => true,
-        };
-        let below = match high.split_at(1) {
-            ("[", bound) => member <= bound,
-            ("(", bound) => member < bound,
-            _ => true,
-        };
-        above && below
+// ---- the ports ----
+
+/// Sessions, payments and their operations, and the one write: [`Step`].
+#[async_trait]
+pub trait PaymentStore: Send + Sync + std::fmt::Debug {
+    /// Applies every part of the step or none (see [`Committed`]).
+    async fn commit(&self, step: Step) -> Result<Committed, StoreError>;
+
+    async fn session(&self, id: Uuid) -> Result<Option<Versioned<Session>>, StoreError>;
+    /// The header alone (what a capture reads before opening).
+    async fn header(&self, id: Uuid) -> Result<Option<Versioned<Payment>>, StoreError>;
+    /// The header with one of its operations.
+    async fn operation(
+        &self,
+        payment: Uuid,
+        operation: Uuid,
+    ) -> Result<Option<(Versioned<Payment>, Operation)>, StoreError>;
+    /// An operation by its id alone, with its payment's header.
+    async fn find_operation(
+        &self,
+        operation: Uuid,
+    ) -> Result<Option<(Versioned<Payment>, Operation)>, StoreError>;
+    /// The header and every operation, oldest first.
+    async fn payment(&self, id: Uuid) -> Result<Option<StoredPayment>, StoreError>;
+
+    /// Adds a payment to its merchant's listing (derived data, kept in
+    /// other shards: written beside the step that inserts the payment, and
+    /// harmless if it comes first — a member without payment is skipped).
+    async fn index_payment(&self, payment: &Payment) -> Result<(), StoreError>;
+    /// Payments of a merchant in creation order (see [`ListQuery`]).
+    async fn list_payments(&self, query: &ListQuery) -> Result<Vec<ListedPayment>, StoreError>;
+
+    /// Whether the store answers (readiness probes).
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Due work under leases.
+#[async_trait]
+pub trait DueQueue: Send + Sync {
+    /// Atomically takes up to `limit` items due at `now` and moves each to
+    /// `now + lease`: a worker that dies leaves them to be taken again.
+    async fn claim_due(
+        &self,
+        now: SystemTime,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<DueItem>, StoreError>;
+    async fn due_summary(&self) -> Result<DueSummary, StoreError>;
+}
+
+#[async_trait]
+pub trait WebhookOutbox: Send + Sync {
+    async fn delivery(&self, id: Uuid) -> Result<Option<WebhookDelivery>, StoreError>;
+}
+
+/// Partner event ids seen, for deduplication.
+#[async_trait]
+pub trait EventLog: Send + Sync {
+    /// Records a partner event id; `true` the first time it is seen (within
+    /// `ttl`).
+    async fn first_sighting(
+        &self,
+        partner: &str,
+        event_id: &str,
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<bool, StoreError>;
+}
+
+/// Every port: what the use cases are given.
+pub trait Store: PaymentStore + DueQueue + WebhookOutbox + EventLog {}
+
+impl<T: PaymentStore + DueQueue + WebhookOutbox + EventLog> Store for T {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stamped_id_is_in_the_shard_and_keeps_its_other_bits() {
+        let id = Uuid::new_v5(&Uuid::NAMESPACE_OID, b"x");
+        for shard in Shard::all() {
+            let stamped = shard.stamp(id);
+            assert_eq!(Shard::of(stamped), shard);
+            assert_eq!(stamped.get_version_num(), 5);
+            assert_eq!(stamped.as_bytes()[..15], id.as_bytes()[..15]);
+        }
+        assert_eq!(Shard::all().count(), SHARDS);
+    }
+
+    #[test]
+    fn due_items_round_trip_and_know_their_shard() {
+        let payment = Shard::of(Uuid::from_u128(5)).stamp(Uuid::now_v7());
+        let items = [
+            DueItem::Operation {
+                payment,
+                operation: Uuid::now_v7(),
+            },
+            DueItem::AuthorizationExpiry { payment },
+            DueItem::Webhook {
+                delivery: Shard::of(payment).stamp(Uuid::now_v7()),
+            },
+        ];
+        for item in items {
+            assert_eq!(DueItem::decode(&item.encode()), Some(item.clone()));
+            assert_eq!(item.shard(), Shard::of(payment));
+        }
     }
 }

@@ -23,11 +23,8 @@ use sha2::Sha256;
 use uuid::Uuid;
 
 use crate::{
-    domain::{
-        payment::{Operation, OperationKind, Payment, TriggeredBy},
-        status::{OperationStatus, TransactionStatus},
-    },
-    store::WebhookDelivery,
+    domain::{operation::Operation, payment::Payment},
+    store::{Shard, WebhookDelivery},
 };
 
 pub const SIGNATURE_HEADER: &str = "Payment-Orchestrator-Signature";
@@ -109,11 +106,11 @@ struct Event<'a> {
 #[derive(Serialize)]
 struct EventOperation<'a> {
     id: Uuid,
-    kind: &'static str,
-    status: &'static str,
+    kind: String,
+    status: String,
     amount: i64,
     currency: &'a str,
-    triggered_by: &'static str,
+    triggered_by: String,
     merchant_reference: &'a str,
     requires_review: bool,
     partner_transactions: Vec<EventTransaction<'a>>,
@@ -125,7 +122,7 @@ struct EventTransaction<'a> {
     partner: &'a str,
     method: &'a str,
     amount: i64,
-    status: &'static str,
+    status: String,
     partner_reference: &'a str,
 }
 
@@ -144,34 +141,6 @@ pub fn signature(secret: &str, timestamp: u64, body: &str) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
-fn kind_name(kind: OperationKind) -> &'static str {
-    match kind {
-        OperationKind::Authorization => "AUTHORIZATION",
-        OperationKind::Capture => "CAPTURE",
-        OperationKind::Refund => "REFUND",
-        OperationKind::Void => "VOID",
-    }
-}
-
-fn status_name(status: OperationStatus) -> &'static str {
-    match status {
-        OperationStatus::Success => "SUCCESS",
-        OperationStatus::Pending => "PENDING",
-        OperationStatus::Failure => "FAILURE",
-        OperationStatus::Conflict => "CONFLICT",
-        OperationStatus::Uncertain => "UNCERTAIN",
-    }
-}
-
-fn transaction_status_name(status: TransactionStatus) -> &'static str {
-    match status {
-        TransactionStatus::Success => "SUCCESS",
-        TransactionStatus::Pending => "PENDING",
-        TransactionStatus::Failure => "FAILURE",
-        TransactionStatus::Uncertain => "UNCERTAIN",
-    }
-}
-
 impl Webhooks {
     pub fn new(secrets: Secrets, timeout: Duration) -> Self {
         let client = reqwest::Client::builder()
@@ -182,6 +151,8 @@ impl Webhooks {
     }
 
     /// The delivery of `kind` for an operation, if the payment has a webhook.
+    /// Its id is derived from the operation and the event type, in the
+    /// payment's shard.
     pub fn event(
         &self,
         payment: &Payment,
@@ -190,10 +161,11 @@ impl Webhooks {
         now: SystemTime,
     ) -> Option<WebhookDelivery> {
         let webhook = payment.webhook.as_ref()?;
-        let id = Uuid::new_v5(
+        let id = Shard::of(payment.id).stamp(Uuid::new_v5(
             &EVENT_NAMESPACE,
             format!("{}:{}", operation.id, kind.name()).as_bytes(),
-        );
+        ));
+        let upper = |name: &str| name.to_ascii_uppercase();
         let event = Event {
             id,
             kind: kind.name(),
@@ -201,14 +173,11 @@ impl Webhooks {
             payment_id: payment.id,
             operation: EventOperation {
                 id: operation.id,
-                kind: kind_name(operation.kind),
-                status: status_name(operation.status),
+                kind: upper(operation.kind.as_str()),
+                status: upper(operation.status.as_str()),
                 amount: operation.amount.minor(),
                 currency: payment.currency.code(),
-                triggered_by: match operation.triggered_by {
-                    TriggeredBy::Merchant => "MERCHANT",
-                    TriggeredBy::System => "SYSTEM",
-                },
+                triggered_by: upper(operation.triggered_by.as_str()),
                 merchant_reference: &operation.merchant_reference,
                 requires_review: operation.requires_review,
                 partner_transactions: operation
@@ -221,7 +190,7 @@ impl Webhooks {
                             partner: leg.map_or("", |l| l.partner.as_str()),
                             method: leg.map_or("", |l| l.method.as_str()),
                             amount: tx.amount.minor(),
-                            status: transaction_status_name(tx.status),
+                            status: upper(tx.status.as_str()),
                             partner_reference: tx.partner_reference.as_deref().unwrap_or(""),
                         }
                     })

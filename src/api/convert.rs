@@ -15,19 +15,17 @@ use crate::{
         amounts::{Amounts, Coverage},
         items::{ItemLine, ItemLineError, ItemLineInput},
         money::{Amount, Currency},
-        payment::{
-            CaptureMode, Leg, Operation, OperationKind, PartnerTransaction, Payment, PaymentState,
-            PaymentToken, TriggeredBy,
-        },
+        operation::{Operation, OperationKind, PartnerTransaction, TriggeredBy},
+        payment::{Leg, Payment, PaymentState, PaymentToken},
         priority::{Pattern, PriorityRule},
-        session::{HeaderValue, SessionStatus, Webhook},
+        session::{CaptureMode, HeaderValue, SessionStatus, SessionView, Webhook},
         status::{OperationStatus, TransactionStatus},
     },
     partners::Partners,
     payments::{
-        CancelSession, CreateSession, DEFAULT_PAGE_SIZE, EventResult, Idempotent, ListPayments,
-        MAX_PAGE_SIZE, MAX_WAIT, OperationCommand, OperationResult, PartnerEvent, PaymentFilter,
-        PaymentPage, SessionView, SubmitSession,
+        CancelSession, CreateSession, DEFAULT_PAGE_SIZE, EventResult, IdempotencyKey, Idempotent,
+        ListPayments, MAX_PAGE_SIZE, MAX_WAIT, OperationCommand, OperationResult, PartnerEvent,
+        PaymentFilter, PaymentPage, PaymentView, SubmitSession,
     },
 };
 
@@ -63,13 +61,13 @@ impl Violations {
         invalid_argument(self.0)
     }
 
-    fn idempotency_key(&mut self, key: &str) {
-        let printable = key.bytes().all(|b| (0x20..0x7f).contains(&b));
-        if key.is_empty() || key.len() > MAX_TEXT || !printable {
-            self.add(
-                "idempotency_key",
-                "required: 1-255 printable ASCII characters",
-            );
+    fn idempotency_key(&mut self, key: &str) -> Option<IdempotencyKey> {
+        match IdempotencyKey::parse(key) {
+            Ok(key) => Some(key),
+            Err(problem) => {
+                self.add("idempotency_key", problem);
+                None
+            }
         }
     }
 
@@ -305,7 +303,7 @@ pub fn create_session(
     request: proto::CreateSessionRequest,
 ) -> Result<Idempotent<CreateSession>, Status> {
     let mut v = Violations::default();
-    v.idempotency_key(&request.idempotency_key);
+    let key = v.idempotency_key(&request.idempotency_key);
     v.text("order_reference", &request.order_reference, true);
     let amount = v.positive_amount("amount", request.amount);
     let currency = v.currency("currency", &request.currency);
@@ -314,11 +312,11 @@ pub fn create_session(
     let webhook = webhook(&mut v, request.webhook);
     let expires_in = expires_in(&mut v, request.expires_in);
     let metadata = metadata(&mut v, request.metadata);
-    let (Some(amount), Some(currency)) = (amount, currency) else {
+    let (Some(key), Some(amount), Some(currency)) = (key, amount, currency) else {
         return Err(v.into_status());
     };
     v.finish(|| Idempotent {
-        key: request.idempotency_key,
+        key,
         command: CreateSession {
             order_reference: request.order_reference,
             amount,
@@ -346,7 +344,7 @@ pub fn submit_session(
 ) -> Result<Idempotent<SubmitSession>, Status> {
     let mut v = Violations::default();
     let session_id = v.id("session_id", &request.session_id);
-    v.idempotency_key(&request.idempotency_key);
+    let key = v.idempotency_key(&request.idempotency_key);
     if request.split.is_empty() || request.split.len() > MAX_LEGS {
         v.add("split", format!("between 1 and {MAX_LEGS} legs"));
     }
@@ -378,11 +376,11 @@ pub fn submit_session(
     if Amount::sum(legs.iter().map(|leg| leg.amount)).is_err() {
         v.add("split", "leg amounts overflow");
     }
-    let Some(session_id) = session_id else {
+    let (Some(session_id), Some(key)) = (session_id, key) else {
         return Err(v.into_status());
     };
     v.finish(|| Idempotent {
-        key: request.idempotency_key,
+        key,
         command: SubmitSession { session_id, legs },
     })
 }
@@ -392,13 +390,13 @@ pub fn cancel_session(
 ) -> Result<Idempotent<CancelSession>, Status> {
     let mut v = Violations::default();
     let session_id = v.id("session_id", &request.session_id);
-    v.idempotency_key(&request.idempotency_key);
+    let key = v.idempotency_key(&request.idempotency_key);
     v.text("reason", &request.reason, false);
-    let Some(session_id) = session_id else {
+    let (Some(session_id), Some(key)) = (session_id, key) else {
         return Err(v.into_status());
     };
     v.finish(|| Idempotent {
-        key: request.idempotency_key,
+        key,
         command: CancelSession {
             session_id,
             reason: request.reason,
@@ -470,7 +468,7 @@ pub fn operation(
 ) -> Result<Idempotent<OperationCommand>, Status> {
     let mut v = Violations::default();
     let payment_id = v.id("payment_id", &fields.payment_id);
-    v.idempotency_key(&fields.idempotency_key);
+    let key = v.idempotency_key(&fields.idempotency_key);
     let amount = fields
         .amount
         .map(|minor| v.positive_amount("amount", minor));
@@ -478,12 +476,13 @@ pub fn operation(
     v.text("reason", &fields.reason, false);
     let priority = v.priority(fields.priority, partners);
     let items = v.items("items", fields.items);
-    let (Some(payment_id), Some(amount)) = (payment_id, amount.map_or(Some(None), |a| a.map(Some)))
+    let (Some(payment_id), Some(key), Some(amount)) =
+        (payment_id, key, amount.map_or(Some(None), |a| a.map(Some)))
     else {
         return Err(v.into_status());
     };
     v.finish(|| Idempotent {
-        key: fields.idempotency_key,
+        key,
         command: OperationCommand {
             payment_id,
             kind,
@@ -659,10 +658,13 @@ fn coverage(c: Coverage) -> i32 {
     .into()
 }
 
-pub fn payment(payment: &Payment) -> proto::Payment {
-    let totals = payment.amounts();
-    let overview = totals.overview();
-    let state = match payment.state() {
+/// A payment as the view shows it: the header's fixed part, the snapshot's
+/// amounts and state, and the operations the view carries.
+pub fn payment(view: &PaymentView) -> proto::Payment {
+    let payment = &view.header;
+    let totals = view.snapshot.totals;
+    let overview = view.snapshot.overview();
+    let state = match view.snapshot.state() {
         PaymentState::Authorizing => proto::PaymentState::Authorizing,
         PaymentState::Failed => proto::PaymentState::Failed,
         PaymentState::PartiallyRefunded => proto::PaymentState::PartiallyRefunded,
@@ -673,8 +675,9 @@ pub fn payment(payment: &Payment) -> proto::Payment {
         PaymentState::Authorized => proto::PaymentState::Authorized,
     };
     let of_kind = |kind| {
-        payment
-            .operations_of(kind)
+        view.operations
+            .iter()
+            .filter(|op| op.kind == kind)
             .map(|op| operation_proto(payment, op))
             .collect()
     };
@@ -695,7 +698,11 @@ pub fn payment(payment: &Payment) -> proto::Payment {
                 amount: leg.amount.minor(),
             })
             .collect(),
-        authorization: Some(operation_proto(payment, payment.authorization())),
+        authorization: view
+            .operations
+            .iter()
+            .find(|op| op.kind == OperationKind::Authorization)
+            .map(|op| operation_proto(payment, op)),
         captures: of_kind(OperationKind::Capture),
         refunds: of_kind(OperationKind::Refund),
         voids: of_kind(OperationKind::Void),
@@ -706,22 +713,20 @@ pub fn payment(payment: &Payment) -> proto::Payment {
             voided: coverage(overview.voided),
             refunded: coverage(overview.refunded),
         }),
-        allowed_operations: payment
+        allowed_operations: view
+            .snapshot
             .allowed_operations()
             .into_iter()
             .map(|kind| operation_kind(kind).into())
             .collect(),
         created_at: timestamp(payment.created_at),
-        updated_at: timestamp(payment.updated_at),
+        updated_at: timestamp(view.snapshot.updated_at),
     }
 }
 
 pub fn operation_result(result: &OperationResult) -> proto::OperationResult {
     proto::OperationResult {
-        operation: result
-            .payment
-            .operation(result.operation_id)
-            .map(|op| operation_proto(&result.payment, op)),
+        operation: Some(operation_proto(&result.payment.header, &result.operation)),
         payment: Some(payment(&result.payment)),
     }
 }

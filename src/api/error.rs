@@ -78,7 +78,7 @@ fn precondition_status(precondition: &Precondition) -> Status {
         Precondition::SessionExpired => ("SESSION_EXPIRED", HashMap::new()),
         Precondition::SessionNotOpen { status } => (
             "SESSION_NOT_OPEN",
-            HashMap::from([("status".to_owned(), format!("{status:?}").to_uppercase())]),
+            HashMap::from([("status".to_owned(), status.as_str().to_uppercase())]),
         ),
         // One metadata entry only: a replay must encode to the same bytes,
         // and ErrorInfo's metadata is an unordered map.

@@ -69,6 +69,36 @@ impl Amounts {
         }
     }
 
+    /// Field-by-field difference, used to take an operation's old
+    /// contribution off a ledger before adding its new one. A ledger always
+    /// holds at least what each of its operations contributes, so nothing
+    /// saturates unless the books were already wrong.
+    pub fn minus(&self, other: &Amounts) -> Amounts {
+        let sub = |a: Amount, b: Amount| {
+            debug_assert!(b <= a, "the ledger holds less than an operation booked");
+            a.saturating_sub(b)
+        };
+        Amounts {
+            authorized: sub(self.authorized, other.authorized),
+            captured: sub(self.captured, other.captured),
+            refunded: sub(self.refunded, other.refunded),
+            voided: sub(self.voided, other.voided),
+            authorize_pending: sub(self.authorize_pending, other.authorize_pending),
+            capture_pending: sub(self.capture_pending, other.capture_pending),
+            refund_pending: sub(self.refund_pending, other.refund_pending),
+            void_pending: sub(self.void_pending, other.void_pending),
+        }
+    }
+
+    /// No capture, refund or void is pending or uncertain. Every open
+    /// transaction reserves a positive amount, so this is the same as "every
+    /// operation after the authorization is final".
+    pub fn nothing_pending(&self) -> bool {
+        self.capture_pending.is_zero()
+            && self.refund_pending.is_zero()
+            && self.void_pending.is_zero()
+    }
+
     pub fn overview(&self) -> Overview {
         let consumed = self
             .captured

@@ -1,9 +1,14 @@
-//! The payment aggregate: the split's legs and every operation on them.
+//! The payment: a small header — the split's legs, what each leg holds
+//! (its ledger, reservations included), the authorization's status — kept
+//! apart from its operations, which are records of their own.
 //!
-//! All state changes of a payment go through this type, and every one is a
-//! pure function of its inputs (ids and time are passed in). Amounts are never
-//! moved without a reservation: an operation's partner transactions are
-//! created (reserving their amounts) before any partner is called.
+//! Every change to an operation goes through [`Payment::apply`], which books
+//! the difference of what the operation holds into the ledger. So the header
+//! always equals the sum of its operations without reading them, and a step
+//! rewrites the header and the one operation it touches: its cost does not
+//! grow with the payment's history. Amounts are never moved without a
+//! reservation: an operation's transactions reserve their amounts in the
+//! ledger before any partner is called.
 
 use std::{fmt, time::SystemTime};
 
@@ -13,33 +18,14 @@ use uuid::Uuid;
 use super::{
     amounts::{Amounts, Overview},
     money::{Amount, Currency},
+    operation::{
+        Operation, OperationKind, Origin, PartnerTransaction, TransactionOutcome, TriggeredBy,
+    },
     priority::{self, PriorityRule},
     routing::{self, Allocation, AllocationError},
-    session::Webhook,
-    status::{self, OperationStatus, TransactionStatus},
+    session::{CaptureMode, Webhook},
+    status::{OperationStatus, TransactionStatus},
 };
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum CaptureMode {
-    /// The full amount is captured as soon as the authorization succeeds.
-    Automatic,
-    /// The merchant captures later.
-    Manual,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum OperationKind {
-    Authorization,
-    Capture,
-    Refund,
-    Void,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum TriggeredBy {
-    Merchant,
-    System,
-}
 
 /// The derived state of a payment, for display and filtering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -84,103 +70,6 @@ pub struct Leg {
     pub token: PaymentToken,
 }
 
-/// One leg's part of an operation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PartnerTransaction {
-    pub id: Uuid,
-    /// Index into [`Payment::legs`].
-    pub leg: usize,
-    pub amount: Amount,
-    pub status: TransactionStatus,
-    /// How many times the request was sent to the partner.
-    pub attempts: u32,
-    pub partner_reference: Option<String>,
-    pub partner_status: String,
-    pub partner_status_description: String,
-    pub created_at: SystemTime,
-    pub updated_at: SystemTime,
-}
-
-/// An authorization, capture, refund or void.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Operation {
-    pub id: Uuid,
-    pub kind: OperationKind,
-    pub amount: Amount,
-    pub status: OperationStatus,
-    pub merchant_reference: String,
-    pub reason: String,
-    pub triggered_by: TriggeredBy,
-    /// The legs in the order this operation walks them.
-    pub route: Vec<usize>,
-    pub fallback: bool,
-    pub transactions: Vec<PartnerTransaction>,
-    pub requires_review: bool,
-    /// The merchant's idempotency key of the request that opened it (none for
-    /// SYSTEM operations): when a request died, whoever finalizes the
-    /// operation stores the final response under that key.
-    pub idempotency_key: Option<String>,
-    /// What happened to the operation beyond partner answers (review flags,
-    /// outcomes set by an operator with their reason).
-    pub history: Vec<HistoryEntry>,
-    pub created_at: SystemTime,
-    pub updated_at: SystemTime,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HistoryEntry {
-    pub at: SystemTime,
-    pub note: String,
-}
-
-impl Operation {
-    pub fn transaction(&self, id: Uuid) -> Option<&PartnerTransaction> {
-        self.transactions.iter().find(|tx| tx.id == id)
-    }
-
-    fn recompute_status(&mut self) {
-        let statuses = self.transactions.iter().map(|tx| (tx.status, tx.amount));
-        self.status = match self.kind {
-            OperationKind::Authorization => {
-                status::aggregate_authorization(statuses.map(|(status, _)| status))
-            }
-            _ => status::aggregate(self.amount, statuses),
-        };
-    }
-}
-
-/// What the merchant (or the system) asks for when opening an operation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OperationRequest {
-    pub kind: OperationKind,
-    pub amount: Option<Amount>,
-    pub priority: Vec<PriorityRule>,
-    pub fallback: bool,
-    pub merchant_reference: String,
-    pub reason: String,
-    pub triggered_by: TriggeredBy,
-    pub idempotency_key: Option<String>,
-}
-
-/// A partner's answer for one transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TransactionOutcome {
-    pub status: TransactionStatus,
-    pub partner_reference: Option<String>,
-    pub partner_status: String,
-    pub partner_status_description: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum SettleError {
-    #[error("no such operation")]
-    UnknownOperation,
-    #[error("the operation is not waiting for review")]
-    NotUnderReview,
-    #[error("every open partner transaction needs exactly one final outcome")]
-    IncompleteOutcomes,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum OperationError {
     #[error(transparent)]
@@ -189,6 +78,7 @@ pub enum OperationError {
     NotAuthorized,
 }
 
+/// The header of a payment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Payment {
     pub id: Uuid,
@@ -201,8 +91,17 @@ pub struct Payment {
     pub legs: Vec<Leg>,
     /// Copied from the session: where notifications about this payment go.
     pub webhook: Option<Webhook>,
-    /// The authorization first, then every other operation in creation order.
-    pub operations: Vec<Operation>,
+    /// What each leg holds, indexed like `legs`: the sum of every
+    /// operation's [`Operation::contribution`].
+    pub ledger: Vec<Amounts>,
+    /// The partner's reference of each leg's authorization, which captures,
+    /// refunds and voids on that leg refer to.
+    pub references: Vec<Option<String>>,
+    pub authorization_id: Uuid,
+    pub authorization_status: OperationStatus,
+    /// How many operations the payment has (the authorization included):
+    /// the next one's sequence number.
+    pub operations: u32,
     pub created_at: SystemTime,
     pub updated_at: SystemTime,
 }
@@ -220,22 +119,104 @@ pub struct NewPayment {
     pub legs: Vec<Leg>,
     pub webhook: Option<Webhook>,
     pub authorization_id: Uuid,
-    /// The SubmitSession request's idempotency key.
-    pub idempotency_key: Option<String>,
+    /// The SubmitSession request.
+    pub origin: Option<Origin>,
+}
+
+/// What the merchant (or the system) asks for when opening an operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperationRequest {
+    pub kind: OperationKind,
+    pub amount: Option<Amount>,
+    pub priority: Vec<PriorityRule>,
+    pub fallback: bool,
+    pub merchant_reference: String,
+    pub reason: String,
+    pub triggered_by: TriggeredBy,
+    pub origin: Option<Origin>,
+}
+
+/// A partner's answer to one transaction, as a request or the resolver got
+/// it. Kept until it is written, so that a write that lost a race applies it
+/// again to a fresher read (applying it twice changes nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub transaction: Uuid,
+    /// The request was sent for it (counts an attempt).
+    pub sent: bool,
+    pub outcome: TransactionOutcome,
+}
+
+/// The part of a payment that changes, as it was at one instant: what a
+/// response showed. With the header's fixed part (legs, amount, currency…)
+/// it gives back the payment as the response saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub totals: Amounts,
+    pub authorization: OperationStatus,
+    pub updated_at: SystemTime,
+}
+
+impl Snapshot {
+    /// First match wins: authorization not final → AUTHORIZING; failed →
+    /// FAILED; refunded → (PARTIALLY_)REFUNDED; captured → CAPTURED when
+    /// nothing is left to capture and nothing is pending, else
+    /// PARTIALLY_CAPTURED; all voided → VOIDED; else AUTHORIZED.
+    pub fn state(&self) -> PaymentState {
+        if !self.authorization.is_final() {
+            return PaymentState::Authorizing;
+        }
+        if self.authorization == OperationStatus::Failure {
+            return PaymentState::Failed;
+        }
+        let totals = &self.totals;
+        if !totals.refunded.is_zero() {
+            return if totals.refunded == totals.captured {
+                PaymentState::Refunded
+            } else {
+                PaymentState::PartiallyRefunded
+            };
+        }
+        if !totals.captured.is_zero() {
+            return if totals.available_to_capture().is_zero() && totals.nothing_pending() {
+                PaymentState::Captured
+            } else {
+                PaymentState::PartiallyCaptured
+            };
+        }
+        if totals.voided == totals.authorized {
+            return PaymentState::Voided;
+        }
+        PaymentState::Authorized
+    }
+
+    pub fn overview(&self) -> Overview {
+        self.totals.overview()
+    }
+
+    /// Which of capture, void and refund have funds available.
+    pub fn allowed_operations(&self) -> Vec<OperationKind> {
+        let totals = &self.totals;
+        [
+            (OperationKind::Capture, totals.available_to_capture()),
+            (OperationKind::Void, totals.available_to_void()),
+            (OperationKind::Refund, totals.available_to_refund()),
+        ]
+        .into_iter()
+        .filter(|(_, available)| !available.is_zero())
+        .map(|(kind, _)| kind)
+        .collect()
+    }
 }
 
 impl Payment {
     /// A payment whose authorization reserves every leg's amount, before any
     /// partner is called. Legs are authorized in split order.
-    pub fn new(new: NewPayment, ids: &mut impl FnMut() -> Uuid, now: SystemTime) -> Payment {
-        let transactions = new
-            .legs
-            .iter()
-            .enumerate()
-            .map(|(leg, l)| PartnerTransaction::unsent(ids(), leg, l.amount, now))
-            .collect();
+    pub fn new(new: NewPayment, now: SystemTime) -> (Payment, Operation) {
         let authorization = Operation {
             id: new.authorization_id,
+            payment_id: new.id,
+            sequence: 0,
             kind: OperationKind::Authorization,
             amount: new.amount,
             status: OperationStatus::Uncertain,
@@ -244,14 +225,22 @@ impl Payment {
             triggered_by: TriggeredBy::Merchant,
             route: (0..new.legs.len()).collect(),
             fallback: false,
-            transactions,
+            transactions: new
+                .legs
+                .iter()
+                .enumerate()
+                .map(|(leg, l)| {
+                    PartnerTransaction::unsent(new.authorization_id, leg, l.amount, now)
+                })
+                .collect(),
             requires_review: false,
+            origin: new.origin,
             history: Vec::new(),
-            idempotency_key: new.idempotency_key.clone(),
             created_at: now,
             updated_at: now,
         };
-        Payment {
+        let legs = new.legs.len();
+        let payment = Payment {
             id: new.id,
             merchant: new.merchant,
             session_id: new.session_id,
@@ -261,115 +250,39 @@ impl Payment {
             capture_mode: new.capture_mode,
             legs: new.legs,
             webhook: new.webhook,
-            operations: vec![authorization],
+            ledger: authorization.contribution(legs),
+            references: vec![None; legs],
+            authorization_id: authorization.id,
+            authorization_status: authorization.status,
+            operations: 1,
             created_at: now,
             updated_at: now,
-        }
+        };
+        (payment, authorization)
     }
 
-    pub fn authorization(&self) -> &Operation {
-        // `new` always creates the authorization first and nothing removes it.
-        &self.operations[0]
-    }
-
-    pub fn operation(&self, id: Uuid) -> Option<&Operation> {
-        self.operations.iter().find(|op| op.id == id)
-    }
-
-    fn operation_mut(&mut self, id: Uuid) -> Option<&mut Operation> {
-        self.operations.iter_mut().find(|op| op.id == id)
-    }
-
-    pub fn operations_of(&self, kind: OperationKind) -> impl Iterator<Item = &Operation> {
-        self.operations.iter().filter(move |op| op.kind == kind)
-    }
-
-    /// Per-leg amounts, indexed like `legs`.
-    pub fn leg_amounts(&self) -> Vec<Amounts> {
-        let mut legs = vec![Amounts::ZERO; self.legs.len()];
-        for op in &self.operations {
-            for tx in &op.transactions {
-                let Some(leg) = legs.get_mut(tx.leg) else {
-                    continue;
-                };
-                let (done, pending) = match op.kind {
-                    OperationKind::Authorization => {
-                        (&mut leg.authorized, &mut leg.authorize_pending)
-                    }
-                    OperationKind::Capture => (&mut leg.captured, &mut leg.capture_pending),
-                    OperationKind::Refund => (&mut leg.refunded, &mut leg.refund_pending),
-                    OperationKind::Void => (&mut leg.voided, &mut leg.void_pending),
-                };
-                let slot = match tx.status {
-                    TransactionStatus::Success => done,
-                    TransactionStatus::Pending | TransactionStatus::Uncertain => pending,
-                    TransactionStatus::Failure => continue,
-                };
-                // Bounded by the leg amount (reservations never exceed it).
-                *slot = slot.checked_add(tx.amount).unwrap_or(*slot);
-            }
-        }
-        legs
-    }
-
-    pub fn amounts(&self) -> Amounts {
-        self.leg_amounts()
+    /// The ledger summed over the legs.
+    pub fn totals(&self) -> Amounts {
+        self.ledger
             .iter()
             .fold(Amounts::ZERO, |total, leg| total.plus(leg))
     }
 
-    pub fn overview(&self) -> Overview {
-        self.amounts().overview()
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            totals: self.totals(),
+            authorization: self.authorization_status,
+            updated_at: self.updated_at,
+        }
     }
 
-    /// First match wins, as documented on `PaymentState`.
     pub fn state(&self) -> PaymentState {
-        let authorization = self.authorization().status;
-        if !authorization.is_final() {
-            return PaymentState::Authorizing;
-        }
-        if authorization == OperationStatus::Failure {
-            return PaymentState::Failed;
-        }
-        let amounts = self.amounts();
-        if !amounts.refunded.is_zero() {
-            return if amounts.refunded == amounts.captured {
-                PaymentState::Refunded
-            } else {
-                PaymentState::PartiallyRefunded
-            };
-        }
-        if !amounts.captured.is_zero() {
-            let nothing_pending = self.operations.iter().all(|op| op.status.is_final());
-            return if amounts.available_to_capture().is_zero() && nothing_pending {
-                PaymentState::Captured
-            } else {
-                PaymentState::PartiallyCaptured
-            };
-        }
-        if amounts.voided == amounts.authorized {
-            return PaymentState::Voided;
-        }
-        PaymentState::Authorized
-    }
-
-    /// Which of capture, void and refund have funds available now.
-    pub fn allowed_operations(&self) -> Vec<OperationKind> {
-        let amounts = self.amounts();
-        [
-            (OperationKind::Capture, amounts.available_to_capture()),
-            (OperationKind::Void, amounts.available_to_void()),
-            (OperationKind::Refund, amounts.available_to_refund()),
-        ]
-        .into_iter()
-        .filter(|(_, available)| !available.is_zero())
-        .map(|(kind, _)| kind)
-        .collect()
+        self.snapshot().state()
     }
 
     /// What each leg can take for an operation of `kind` right now.
     pub fn available(&self, kind: OperationKind) -> Vec<Amount> {
-        self.leg_amounts()
+        self.ledger
             .iter()
             .map(|leg| match kind {
                 OperationKind::Capture | OperationKind::Void => leg.available_to_capture(),
@@ -379,16 +292,16 @@ impl Payment {
             .collect()
     }
 
-    /// Routes the request across the legs and adds the operation with its
-    /// reservations (transactions not yet sent). Adds nothing on error.
+    /// Routes the request across the legs and returns the operation with its
+    /// reservations booked (transactions not yet sent). Changes nothing on
+    /// error.
     pub fn open_operation(
         &mut self,
         id: Uuid,
         request: &OperationRequest,
-        ids: &mut impl FnMut() -> Uuid,
         now: SystemTime,
-    ) -> Result<&Operation, OperationError> {
-        if self.authorization().status != OperationStatus::Success {
+    ) -> Result<Operation, OperationError> {
+        if self.authorization_status != OperationStatus::Success {
             return Err(OperationError::NotAuthorized);
         }
         let route = priority::order(
@@ -400,12 +313,58 @@ impl Payment {
         let allocations = routing::allocate(&route, &self.available(request.kind), request.amount)?;
         let amount = Amount::sum(allocations.iter().map(|a| a.amount))
             .map_err(|_| AllocationError::NothingAvailable)?;
-        let transactions = allocations
+        let operation = self.operation(id, request, amount, route, &allocations, now);
+        Ok(operation)
+    }
+
+    /// After a failed authorization, a SYSTEM void of what the legs that were
+    /// authorized still hold (compensation); `None` when nothing is held.
+    pub fn open_compensation(&mut self, id: Uuid, now: SystemTime) -> Option<Operation> {
+        if self.authorization_status != OperationStatus::Failure {
+            return None;
+        }
+        let allocations: Vec<Allocation> = self
+            .ledger
             .iter()
-            .map(|a| PartnerTransaction::unsent(ids(), a.leg, a.amount, now))
+            .enumerate()
+            .map(|(leg, held)| Allocation {
+                leg,
+                amount: held.available_to_void(),
+            })
+            .filter(|a| !a.amount.is_zero())
             .collect();
-        self.operations.push(Operation {
+        if allocations.is_empty() {
+            return None;
+        }
+        let request = OperationRequest {
+            kind: OperationKind::Void,
+            amount: None,
+            priority: Vec::new(),
+            fallback: false,
+            merchant_reference: String::new(),
+            reason: "authorization failed: releasing the legs that were authorized".into(),
+            triggered_by: TriggeredBy::System,
+            origin: None,
+        };
+        let amount = Amount::sum(allocations.iter().map(|a| a.amount)).ok()?;
+        let route = allocations.iter().map(|a| a.leg).collect();
+        Some(self.operation(id, &request, amount, route, &allocations, now))
+    }
+
+    /// A new operation over `allocations`, booked into the ledger.
+    fn operation(
+        &mut self,
+        id: Uuid,
+        request: &OperationRequest,
+        amount: Amount,
+        route: Vec<usize>,
+        allocations: &[Allocation],
+        now: SystemTime,
+    ) -> Operation {
+        let operation = Operation {
             id,
+            payment_id: self.id,
+            sequence: self.operations,
             kind: request.kind,
             amount,
             status: OperationStatus::Uncertain,
@@ -414,294 +373,157 @@ impl Payment {
             triggered_by: request.triggered_by,
             route,
             fallback: request.fallback,
-            transactions,
+            transactions: allocations
+                .iter()
+                .map(|a| PartnerTransaction::unsent(id, a.leg, a.amount, now))
+                .collect(),
             requires_review: false,
+            origin: request.origin,
             history: Vec::new(),
-            idempotency_key: request.idempotency_key.clone(),
             created_at: now,
             updated_at: now,
-        });
-        self.updated_at = now;
-        Ok(self
-            .operations
-            .last()
-            .unwrap_or_else(|| unreachable!("just pushed")))
-    }
-
-    /// Marks a transaction as sent once more (before the partner call).
-    pub fn mark_sent(&mut self, operation: Uuid, transaction: Uuid, now: SystemTime) {
-        if let Some(tx) = self
-            .operation_mut(operation)
-            .and_then(|op| op.transactions.iter_mut().find(|tx| tx.id == transaction))
+        };
+        self.operations = self.operations.saturating_add(1);
+        for (leg, held) in self
+            .ledger
+            .iter_mut()
+            .zip(operation.contribution(self.legs.len()))
         {
-            tx.attempts = tx.attempts.saturating_add(1);
-            tx.updated_at = now;
+            *leg = leg.plus(&held);
         }
+        self.updated_at = now;
+        operation
     }
 
-    /// Applies a partner's answer to a non-final transaction and recomputes
-    /// the operation's status. Final transactions never change; returns
-    /// whether anything changed.
+    /// Changes one of the payment's operations and books the difference of
+    /// what it holds into the ledger (and, for the authorization, its status
+    /// and the partners' references). Every change to an operation goes
+    /// through here.
+    pub fn apply<R>(
+        &mut self,
+        operation: &mut Operation,
+        now: SystemTime,
+        change: impl FnOnce(&mut Operation) -> R,
+    ) -> R {
+        let legs = self.legs.len();
+        let before = operation.contribution(legs);
+        let result = change(operation);
+        let after = operation.contribution(legs);
+        for ((leg, old), new) in self.ledger.iter_mut().zip(&before).zip(&after) {
+            *leg = leg.plus(new).minus(old);
+        }
+        if operation.kind == OperationKind::Authorization {
+            self.authorization_status = operation.status;
+            for tx in &operation.transactions {
+                if let (Some(reference), Some(slot)) =
+                    (&tx.partner_reference, self.references.get_mut(tx.leg))
+                {
+                    *slot = Some(reference.clone());
+                }
+            }
+        }
+        self.updated_at = now;
+        result
+    }
+
+    /// Records a partner's answer (see [`Operation::record`]).
     pub fn record(
         &mut self,
-        operation: Uuid,
+        operation: &mut Operation,
         transaction: Uuid,
         outcome: TransactionOutcome,
         now: SystemTime,
     ) -> bool {
-        let Some(op) = self.operation_mut(operation) else {
-            return false;
-        };
-        let Some(tx) = op.transactions.iter_mut().find(|tx| tx.id == transaction) else {
-            return false;
-        };
-        if tx.status.is_final() {
-            return false;
-        }
-        tx.status = outcome.status;
-        if outcome.partner_reference.is_some() {
-            tx.partner_reference = outcome.partner_reference;
-        }
-        tx.partner_status = outcome.partner_status;
-        tx.partner_status_description = outcome.partner_status_description;
-        tx.updated_at = now;
-        op.updated_at = now;
-        op.recompute_status();
-        self.updated_at = now;
-        true
-    }
-
-    /// Gives up the transactions of an operation that were never sent (an
-    /// authorization stops at the first declined leg): they fail with
-    /// `NOT_ATTEMPTED` and release their reservation.
-    pub fn abandon_unsent(&mut self, operation: Uuid, now: SystemTime) {
-        let unsent: Vec<Uuid> = self
-            .operation(operation)
-            .map(|op| {
-                op.transactions
-                    .iter()
-                    .filter(|tx| tx.attempts == 0 && !tx.status.is_final())
-                    .map(|tx| tx.id)
-                    .collect()
-            })
-            .unwrap_or_default();
-        for transaction in unsent {
-            let outcome = TransactionOutcome {
-                status: TransactionStatus::Failure,
-                partner_reference: None,
-                partner_status: "NOT_ATTEMPTED".into(),
-                partner_status_description: "an earlier leg was declined".into(),
-            };
-            self.record(operation, transaction, outcome, now);
-        }
+        self.apply(operation, now, |op| op.record(transaction, outcome, now))
     }
 
     /// Fallback: re-offers `unfilled` (a declined leg's amount) to the legs
-    /// after `after_leg` in the operation's route, taking what each can spare
-    /// now. Amounts join the leg's transaction if it has not been sent yet, or
-    /// a new one. Returns what could not be placed.
+    /// after `after_leg` in the operation's route that were not called for it
+    /// yet, taking what each can spare now. Amounts join the leg's unsent
+    /// transaction, or a new one. Returns what could not be placed.
     pub fn reoffer(
         &mut self,
-        operation: Uuid,
+        operation: &mut Operation,
         after_leg: usize,
         unfilled: Amount,
-        ids: &mut impl FnMut() -> Uuid,
         now: SystemTime,
     ) -> Amount {
-        let Some(op) = self.operation(operation) else {
-            return unfilled;
-        };
-        let kind = op.kind;
-        let later: Vec<usize> = op
+        let later: Vec<usize> = operation
             .route
             .iter()
             .skip_while(|&&leg| leg != after_leg)
             .skip(1)
             // A leg already called for this operation is not called twice.
             .filter(|&&leg| {
-                op.transactions
+                operation
+                    .transactions
                     .iter()
                     .all(|tx| tx.leg != leg || tx.attempts == 0)
             })
             .copied()
             .collect();
-        let (allocations, left) = routing::fill(&later, &self.available(kind), unfilled);
-        let Some(op) = self.operation_mut(operation) else {
-            return unfilled;
-        };
-        for Allocation { leg, amount } in allocations {
-            match op.transactions.iter_mut().find(|tx| tx.leg == leg) {
-                Some(tx) => {
-                    tx.amount = tx.amount.checked_add(amount).unwrap_or(tx.amount);
-                    tx.updated_at = now;
+        let (allocations, left) = routing::fill(&later, &self.available(operation.kind), unfilled);
+        self.apply(operation, now, |op| {
+            for Allocation { leg, amount } in allocations {
+                match op.transactions.iter_mut().find(|tx| tx.leg == leg) {
+                    Some(tx) => {
+                        tx.amount = tx.amount.checked_add(amount).unwrap_or(tx.amount);
+                        tx.updated_at = now;
+                    }
+                    None => op
+                        .transactions
+                        .push(PartnerTransaction::unsent(op.id, leg, amount, now)),
                 }
-                None => op
-                    .transactions
-                    .push(PartnerTransaction::unsent(ids(), leg, amount, now)),
             }
-        }
-        // Keep the transactions in route order, the order they execute in.
-        let route = op.route.clone();
-        op.transactions
-            .sort_by_key(|tx| route.iter().position(|&leg| leg == tx.leg));
-        op.updated_at = now;
+            // Keep the transactions in route order, the order they execute in.
+            let route = op.route.clone();
+            op.transactions
+                .sort_by_key(|tx| route.iter().position(|&leg| leg == tx.leg));
+            // An amount placed on an unsent leg reopens the operation.
+            op.recompute_status();
+            op.updated_at = now;
+        });
         left
     }
 
-    /// The SYSTEM capture of AUTOMATIC mode, once the authorization succeeded
-    /// and none was opened before (exactly once).
-    pub fn needs_automatic_capture(&self) -> bool {
-        self.capture_mode == CaptureMode::Automatic
-            && self.authorization().status == OperationStatus::Success
-            && !self
-                .operations_of(OperationKind::Capture)
-                .any(|op| op.triggered_by == TriggeredBy::System)
-    }
-
-    /// After a failed authorization, the legs that were authorized and are
-    /// not yet (being) voided: these are released by a compensation void.
-    pub fn compensation_needed(&self) -> Vec<Allocation> {
-        if self.authorization().status != OperationStatus::Failure {
-            return Vec::new();
-        }
-        self.leg_amounts()
-            .iter()
-            .enumerate()
-            .map(|(leg, amounts)| Allocation {
-                leg,
-                amount: amounts.available_to_void(),
-            })
-            .filter(|a| !a.amount.is_zero())
-            .collect()
-    }
-
-    /// Opens a SYSTEM void for exactly these allocations (compensation).
-    pub fn open_compensation(
+    /// Takes a partner's answer. While the operation's legs are being walked
+    /// (`walking`: the request executing them, not the resolver looking up
+    /// later), a declined leg's amount is re-offered to the later legs
+    /// (fallback), and a declined authorization leg stops the walk: the legs
+    /// after it are never sent. Pending and uncertain legs keep their
+    /// reservation and are never re-routed. Returns whether an amount was
+    /// re-offered to a later leg.
+    pub fn take_answer(
         &mut self,
-        id: Uuid,
-        allocations: &[Allocation],
-        ids: &mut impl FnMut() -> Uuid,
+        operation: &mut Operation,
+        answer: &Answer,
+        walking: bool,
         now: SystemTime,
-    ) -> &Operation {
-        let amount = Amount::sum(allocations.iter().map(|a| a.amount)).unwrap_or(Amount::ZERO);
-        self.operations.push(Operation {
-            id,
-            kind: OperationKind::Void,
-            amount,
-            status: OperationStatus::Uncertain,
-            merchant_reference: String::new(),
-            reason: "authorization failed: releasing the legs that were authorized".into(),
-            triggered_by: TriggeredBy::System,
-            route: allocations.iter().map(|a| a.leg).collect(),
-            fallback: false,
-            transactions: allocations
-                .iter()
-                .map(|a| PartnerTransaction::unsent(ids(), a.leg, a.amount, now))
-                .collect(),
-            requires_review: false,
-            history: Vec::new(),
-            idempotency_key: None,
-            created_at: now,
-            updated_at: now,
-        });
-        self.updated_at = now;
-        self.operations
-            .last()
-            .unwrap_or_else(|| unreachable!("just pushed"))
-    }
-
-    /// Flags a non-final operation for an operator (once); returns whether it
-    /// was newly flagged.
-    pub fn flag_for_review(&mut self, operation: Uuid, note: String, now: SystemTime) -> bool {
-        let Some(op) = self.operation_mut(operation) else {
+    ) -> bool {
+        if answer.sent {
+            operation.mark_sent(answer.transaction, now);
+        }
+        let changed = self.record(operation, answer.transaction, answer.outcome.clone(), now);
+        if !changed || !walking || answer.outcome.status != TransactionStatus::Failure {
+            return false;
+        }
+        if operation.kind == OperationKind::Authorization {
+            self.apply(operation, now, |op| op.abandon_unsent(now));
+            return false;
+        }
+        let Some(tx) = operation.transaction(answer.transaction) else {
             return false;
         };
-        if op.requires_review || op.status.is_final() {
+        if !operation.fallback {
             return false;
         }
-        op.requires_review = true;
-        op.history.push(HistoryEntry { at: now, note });
-        op.updated_at = now;
-        self.updated_at = now;
-        true
+        let (leg, amount) = (tx.leg, tx.amount);
+        self.reoffer(operation, leg, amount, now) != amount
     }
 
-    /// An operator settles a flagged operation: each still non-final
-    /// transaction gets the given final status; the reason is kept in the
-    /// history. Refused unless the operation requires review and every open
-    /// transaction gets exactly one final status.
-    pub fn settle_by_hand(
-        &mut self,
-        operation: Uuid,
-        outcomes: &[(Uuid, TransactionStatus)],
-        reason: &str,
-        now: SystemTime,
-    ) -> Result<(), SettleError> {
-        let op = self
-            .operation(operation)
-            .ok_or(SettleError::UnknownOperation)?;
-        if !op.requires_review || op.status.is_final() {
-            return Err(SettleError::NotUnderReview);
-        }
-        let open: Vec<Uuid> = op
-            .transactions
-            .iter()
-            .filter(|tx| !tx.status.is_final())
-            .map(|tx| tx.id)
-            .collect();
-        let complete = outcomes.len() == open.len()
-            && open
-                .iter()
-                .all(|id| outcomes.iter().any(|(tx, _)| tx == id))
-            && outcomes.iter().all(|(_, status)| status.is_final());
-        if !complete {
-            return Err(SettleError::IncompleteOutcomes);
-        }
-        for (transaction, status) in outcomes {
-            let outcome = TransactionOutcome {
-                status: *status,
-                partner_reference: None,
-                partner_status: "SETTLED_BY_OPERATOR".into(),
-                partner_status_description: reason.to_owned(),
-            };
-            self.record(operation, *transaction, outcome, now);
-        }
-        if let Some(op) = self.operation_mut(operation) {
-            op.history.push(HistoryEntry {
-                at: now,
-                note: format!("settled by an operator: {reason}"),
-            });
-        }
-        Ok(())
-    }
-
-    /// The reference the partner gave the authorization of `leg`, which
-    /// captures, refunds and voids on that leg refer to.
+    /// The reference the partner gave the authorization of `leg`.
     pub fn authorization_reference(&self, leg: usize) -> Option<&str> {
-        self.authorization()
-            .transactions
-            .iter()
-            .find(|tx| tx.leg == leg)
-            .and_then(|tx| tx.partner_reference.as_deref())
-    }
-}
-
-impl PartnerTransaction {
-    fn unsent(id: Uuid, leg: usize, amount: Amount, now: SystemTime) -> Self {
-        PartnerTransaction {
-            id,
-            leg,
-            amount,
-            // Until the partner answers, the outcome is unknown: if the
-            // process died now, the resolver would have to ask the partner.
-            status: TransactionStatus::Uncertain,
-            attempts: 0,
-            partner_reference: None,
-            partner_status: String::new(),
-            partner_status_description: String::new(),
-            created_at: now,
-            updated_at: now,
-        }
+        self.references.get(leg).and_then(Option::as_deref)
     }
 }
 
@@ -715,28 +537,24 @@ mod tests {
         Amount::from_minor(minor).unwrap()
     }
 
-    fn id_source() -> impl FnMut() -> Uuid {
-        let mut next = 0u128;
-        move || {
-            next += 1;
-            Uuid::from_u128(next)
-        }
+    fn id(n: u128) -> Uuid {
+        Uuid::from_u128(n)
     }
 
     /// 100.00 on a card at ingenico + 20.00 on a gift card at illicado,
     /// authorized.
-    fn authorized_payment(ids: &mut impl FnMut() -> Uuid) -> Payment {
+    fn authorized_payment() -> (Payment, Operation) {
         let leg = |partner: &str, method: &str, minor: i64| Leg {
             partner: partner.into(),
             method: method.into(),
             amount: amount(minor),
             token: PaymentToken::new("tok".into()),
         };
-        let mut payment = Payment::new(
+        let (mut payment, mut authorization) = Payment::new(
             NewPayment {
-                id: ids(),
+                id: id(1),
                 merchant: "demo".into(),
-                session_id: ids(),
+                session_id: id(2),
                 order_reference: "order-1".into(),
                 amount: amount(12000),
                 currency: Currency::parse("EUR").unwrap(),
@@ -746,17 +564,16 @@ mod tests {
                     leg("illicado", "giftcard", 2000),
                 ],
                 webhook: None,
-                authorization_id: ids(),
-                idempotency_key: None,
+                authorization_id: id(3),
+                origin: None,
             },
-            ids,
             SystemTime::UNIX_EPOCH,
         );
-        let auth = payment.authorization().clone();
-        for tx in &auth.transactions {
-            payment.record(auth.id, tx.id, success(), SystemTime::UNIX_EPOCH);
+        let txs: Vec<Uuid> = authorization.transactions.iter().map(|tx| tx.id).collect();
+        for tx in txs {
+            payment.record(&mut authorization, tx, success(), SystemTime::UNIX_EPOCH);
         }
-        payment
+        (payment, authorization)
     }
 
     fn success() -> TransactionOutcome {
@@ -781,91 +598,123 @@ mod tests {
             merchant_reference: String::new(),
             reason: String::new(),
             triggered_by: TriggeredBy::Merchant,
-            idempotency_key: None,
+            origin: None,
         }
     }
 
     #[test]
+    fn an_authorized_payment_books_the_legs_and_their_references() {
+        let (payment, _) = authorized_payment();
+        assert_eq!(payment.totals().authorized, amount(12000));
+        assert_eq!(payment.totals().authorize_pending, Amount::ZERO);
+        assert_eq!(payment.authorization_reference(1), Some("ref"));
+        assert_eq!(payment.state(), PaymentState::Authorized);
+    }
+
+    #[test]
     fn capture_takes_the_gift_card_first_and_reserves_before_any_answer() {
-        let mut ids = id_source();
-        let mut payment = authorized_payment(&mut ids);
-        let op_id = ids();
+        let (mut payment, _) = authorized_payment();
         let op = payment
             .open_operation(
-                op_id,
+                id(10),
                 &request(OperationKind::Capture, Some(5000)),
-                &mut ids,
                 SystemTime::UNIX_EPOCH,
             )
-            .unwrap()
-            .clone();
+            .unwrap();
         let legs: Vec<(usize, i64)> = op
             .transactions
             .iter()
             .map(|t| (t.leg, t.amount.minor()))
             .collect();
         assert_eq!(legs, vec![(1, 2000), (0, 3000)]);
-        let amounts = payment.amounts();
-        assert_eq!(amounts.capture_pending, amount(5000));
-        assert_eq!(amounts.available_to_capture(), amount(7000));
+        assert_eq!((op.sequence, payment.operations), (1, 2));
+        let totals = payment.totals();
+        assert_eq!(totals.capture_pending, amount(5000));
+        assert_eq!(totals.available_to_capture(), amount(7000));
         assert_eq!(payment.state(), PaymentState::Authorized);
     }
 
     #[test]
-    fn declined_leg_is_reoffered_to_later_legs() {
-        let mut ids = id_source();
-        let mut payment = authorized_payment(&mut ids);
-        let op_id = ids();
-        let op = payment
-            .open_operation(
-                op_id,
-                &request(OperationKind::Capture, Some(2000)),
-                &mut ids,
-                SystemTime::UNIX_EPOCH,
-            )
-            .unwrap()
-            .clone();
-        let gift = op.transactions[0].id;
-        payment.mark_sent(op_id, gift, SystemTime::UNIX_EPOCH);
-        payment.record(
-            op_id,
-            gift,
-            outcome(TransactionStatus::Failure),
+    fn a_refused_operation_changes_nothing() {
+        let (mut payment, _) = authorized_payment();
+        let before = payment.clone();
+        let refused = payment.open_operation(
+            id(10),
+            &request(OperationKind::Capture, Some(12001)),
             SystemTime::UNIX_EPOCH,
         );
-        let left = payment.reoffer(op_id, 1, amount(2000), &mut ids, SystemTime::UNIX_EPOCH);
-        assert_eq!(left, Amount::ZERO);
-        let op = payment.operation(op_id).unwrap().clone();
-        let card = op.transactions.iter().find(|t| t.leg == 0).unwrap();
-        assert_eq!(card.amount, amount(2000));
-        payment.record(op_id, card.id, success(), SystemTime::UNIX_EPOCH);
-        assert_eq!(
-            payment.operation(op_id).unwrap().status,
-            OperationStatus::Success
-        );
+        assert!(matches!(refused, Err(OperationError::Allocation(_))));
+        assert_eq!(payment, before);
     }
 
     #[test]
-    fn failed_authorization_asks_to_void_the_authorized_legs() {
-        let mut ids = id_source();
-        let mut payment = authorized_payment(&mut ids);
-        // Re-run the authorization with a declined gift card.
-        let auth = payment.authorization().clone();
-        payment.operations[0].transactions[1].status = TransactionStatus::Uncertain;
-        payment.record(
-            auth.id,
-            auth.transactions[1].id,
-            outcome(TransactionStatus::Failure),
+    fn declined_leg_is_reoffered_to_later_legs() {
+        let (mut payment, _) = authorized_payment();
+        let now = SystemTime::UNIX_EPOCH;
+        let mut op = payment
+            .open_operation(id(10), &request(OperationKind::Capture, Some(2000)), now)
+            .unwrap();
+        let gift = op.transactions[0].id;
+        op.mark_sent(gift, now);
+        payment.record(&mut op, gift, outcome(TransactionStatus::Failure), now);
+        let left = payment.reoffer(&mut op, 1, amount(2000), now);
+        assert_eq!(left, Amount::ZERO);
+        let card = op.transactions.iter().find(|t| t.leg == 0).unwrap().id;
+        assert_eq!(op.transaction(card).unwrap().amount, amount(2000));
+        assert_eq!(payment.totals().capture_pending, amount(2000));
+        payment.record(&mut op, card, success(), now);
+        assert_eq!(op.status, OperationStatus::Success);
+        assert_eq!(payment.totals().captured, amount(2000));
+    }
+
+    #[test]
+    fn failed_authorization_is_compensated_by_voiding_the_authorized_legs() {
+        let (mut payment, mut auth) = Payment::new(
+            NewPayment {
+                id: id(1),
+                merchant: "demo".into(),
+                session_id: id(2),
+                order_reference: "o".into(),
+                amount: amount(300),
+                currency: Currency::parse("EUR").unwrap(),
+                capture_mode: CaptureMode::Automatic,
+                legs: vec![
+                    Leg {
+                        partner: "a".into(),
+                        method: "creditcard".into(),
+                        amount: amount(100),
+                        token: PaymentToken::new("t".into()),
+                    },
+                    Leg {
+                        partner: "b".into(),
+                        method: "giftcard".into(),
+                        amount: amount(200),
+                        token: PaymentToken::new("t".into()),
+                    },
+                ],
+                webhook: None,
+                authorization_id: id(3),
+                origin: None,
+            },
             SystemTime::UNIX_EPOCH,
         );
-        assert_eq!(payment.authorization().status, OperationStatus::Failure);
+        let now = SystemTime::UNIX_EPOCH;
+        let (card, gift) = (auth.transactions[0].id, auth.transactions[1].id);
+        payment.record(&mut auth, card, success(), now);
+        payment.record(&mut auth, gift, outcome(TransactionStatus::Failure), now);
         assert_eq!(payment.state(), PaymentState::Failed);
+        let void = payment.open_compensation(id(4), now).unwrap();
+        assert_eq!(void.triggered_by, TriggeredBy::System);
         assert_eq!(
-            payment.compensation_needed(),
-            vec![Allocation {
-                leg: 0,
-                amount: amount(10000)
-            }]
+            void.transactions
+                .iter()
+                .map(|t| (t.leg, t.amount.minor()))
+                .collect::<Vec<_>>(),
+            vec![(0, 100)]
+        );
+        assert!(
+            payment.open_compensation(id(5), now).is_none(),
+            "reserved already"
         );
     }
 
@@ -895,50 +744,62 @@ mod tests {
 
     proptest! {
         /// No sequence of operations and outcomes (success, decline, pending,
-        /// uncertain, later resolutions) breaks the amount invariants.
+        /// uncertain, re-offers) breaks the amount invariants, and the header's
+        /// ledger always equals the sum of what its operations hold.
         #[test]
-        fn no_sequence_of_outcomes_breaks_the_amount_invariants(
+        fn the_ledger_is_the_sum_of_the_operations_and_keeps_the_invariants(
             steps in prop::collection::vec(step(), 1..40)
         ) {
-            let mut ids = id_source();
-            let mut payment = authorized_payment(&mut ids);
+            let (mut payment, authorization) = authorized_payment();
+            let mut operations = vec![authorization];
             let now = SystemTime::UNIX_EPOCH;
+            let mut next = 100;
             for step in steps {
                 match step {
                     Step::Open(kind, amount) => {
-                        let id = ids();
-                        let _ = payment.open_operation(id, &request(kind, amount), &mut ids, now);
+                        next += 1;
+                        if let Ok(op) = payment.open_operation(id(next), &request(kind, amount), now) {
+                            operations.push(op);
+                        }
                     }
                     Step::Answer(index, status) => {
-                        let pending: Vec<(Uuid, Uuid, usize)> = payment.operations.iter()
-                            .flat_map(|op| op.transactions.iter()
+                        let open: Vec<(usize, Uuid, usize)> = operations.iter().enumerate()
+                            .flat_map(|(i, op)| op.transactions.iter()
                                 .filter(|tx| !tx.status.is_final())
-                                .map(move |tx| (op.id, tx.id, tx.leg)))
+                                .map(move |tx| (i, tx.id, tx.leg)))
                             .collect();
-                        if let Some(&(op, tx, leg)) = pending.get(index % pending.len().max(1)) {
+                        if let Some(&(i, tx, leg)) = open.get(index % open.len().max(1)) {
+                            let op = &mut operations[i];
+                            op.mark_sent(tx, now);
                             payment.record(op, tx, outcome(status), now);
                             if status == TransactionStatus::Failure {
-                                let amount = payment.operation(op).unwrap()
-                                    .transaction(tx).unwrap().amount;
-                                payment.reoffer(op, leg, amount, &mut ids, now);
+                                let amount = op.transaction(tx).unwrap().amount;
+                                payment.reoffer(op, leg, amount, now);
                             }
                         }
                     }
                 }
-                for leg in payment.leg_amounts() {
+                let mut summed = vec![crate::domain::amounts::Amounts::ZERO; payment.legs.len()];
+                for op in &operations {
+                    for (total, held) in summed.iter_mut().zip(op.contribution(payment.legs.len())) {
+                        *total = total.plus(&held);
+                    }
+                }
+                prop_assert_eq!(&summed, &payment.ledger);
+                for leg in &payment.ledger {
                     let captured_or_voided = leg.captured.minor() + leg.capture_pending.minor()
                         + leg.voided.minor() + leg.void_pending.minor();
                     prop_assert!(captured_or_voided <= leg.authorized.minor());
                     prop_assert!(leg.refunded.minor() + leg.refund_pending.minor() <= leg.captured.minor());
                 }
-                for op in &payment.operations {
+                for op in operations.iter().skip(1) {
                     let reserved: i64 = op.transactions.iter()
                         .filter(|tx| tx.status != TransactionStatus::Failure)
                         .map(|tx| tx.amount.minor()).sum();
-                    if op.kind != OperationKind::Authorization {
-                        prop_assert!(reserved <= op.amount.minor());
-                    }
+                    prop_assert!(reserved <= op.amount.minor());
                 }
+                let all_final = operations.iter().all(|op| op.status.is_final());
+                prop_assert_eq!(payment.totals().nothing_pending(), all_final);
             }
         }
     }

@@ -9,7 +9,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::payment::OperationKind;
+use super::operation::OperationKind;
 
 /// One field of a rule.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -87,6 +87,14 @@ impl fmt::Display for PriorityRule {
     }
 }
 
+/// The standard priorities, as configuration text (`partner:method` rules,
+/// comma separated): the one source of the defaults. Capture takes gift cards
+/// first; refund and void release card money first (closed-loop value is
+/// consumed rather than handed back).
+pub const STANDARD_CAPTURE: &str = "*:giftcard,*:*";
+pub const STANDARD_REFUND: &str = "*:creditcard,*:*";
+pub const STANDARD_VOID: &str = "*:creditcard,*:*";
+
 /// The priority lists used when a request carries none.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DefaultPriorities {
@@ -95,20 +103,30 @@ pub struct DefaultPriorities {
     pub void: Vec<PriorityRule>,
 }
 
+/// Parses a comma-separated rule list such as [`STANDARD_CAPTURE`].
+pub fn parse_rules(text: &str) -> Option<Vec<PriorityRule>> {
+    text.split(',').map(PriorityRule::parse).collect()
+}
+
 impl DefaultPriorities {
-    /// Capture takes gift cards first; refund and void release card money
-    /// first (closed-loop value is consumed rather than handed back).
+    /// [`STANDARD_CAPTURE`], [`STANDARD_REFUND`] and [`STANDARD_VOID`].
     pub fn standard() -> Self {
-        let first = |method: &str| {
-            vec![
-                PriorityRule::new(Pattern::Any, Pattern::Exactly(method.to_owned())),
-                PriorityRule::new(Pattern::Any, Pattern::Any),
-            ]
-        };
+        let rules = |text| parse_rules(text).unwrap_or_default();
         DefaultPriorities {
-            capture: first("giftcard"),
-            refund: first("creditcard"),
-            void: first("creditcard"),
+            capture: rules(STANDARD_CAPTURE),
+            refund: rules(STANDARD_REFUND),
+            void: rules(STANDARD_VOID),
+        }
+    }
+
+    /// Replaces the list of one kind (authorizations walk the split order
+    /// and have none).
+    pub fn set(&mut self, kind: OperationKind, rules: Vec<PriorityRule>) {
+        match kind {
+            OperationKind::Capture => self.capture = rules,
+            OperationKind::Refund => self.refund = rules,
+            OperationKind::Void => self.void = rules,
+            OperationKind::Authorization => {}
         }
     }
 
@@ -161,6 +179,14 @@ mod tests {
         ("ingenico", "creditcard"),
         ("adyen", "creditcard"),
     ];
+
+    #[test]
+    fn the_standard_text_parses() {
+        let standard = DefaultPriorities::standard();
+        assert_eq!(standard.capture.len(), 2);
+        assert_eq!(standard.capture[0].to_string(), "*:giftcard");
+        assert_eq!(standard.refund[0].to_string(), "*:creditcard");
+    }
 
     #[test]
     fn gift_cards_come_first_for_captures() {

@@ -16,8 +16,16 @@ use uuid::Uuid;
 use super::{
     items::ItemLine,
     money::{Amount, Currency},
-    payment::CaptureMode,
+    operation::Fingerprint,
 };
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CaptureMode {
+    /// The full amount is captured as soon as the authorization succeeds.
+    Automatic,
+    /// The merchant captures later.
+    Manual,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SessionStatus {
@@ -26,6 +34,18 @@ pub enum SessionStatus {
     Submitted,
     Expired,
     Cancelled,
+}
+
+impl SessionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionStatus::Open => "open",
+            SessionStatus::Processing => "processing",
+            SessionStatus::Submitted => "submitted",
+            SessionStatus::Expired => "expired",
+            SessionStatus::Cancelled => "cancelled",
+        }
+    }
 }
 
 /// A header value of a webhook: a secret, never printed or echoed.
@@ -73,6 +93,27 @@ pub struct Session {
     pub updated_at: SystemTime,
     pub expires_at: SystemTime,
     pub payment_id: Option<Uuid>,
+    /// The CreateSession request's fingerprint (its id is derived from the
+    /// idempotency key: a retry that finds it tells a different request apart).
+    pub fingerprint: Fingerprint,
+}
+
+/// A session as the caller sees it at one instant (EXPIRED is derived from
+/// the time, so a response keeps the status it was given with).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionView {
+    pub session: Session,
+    pub status: SessionStatus,
+}
+
+impl Session {
+    pub fn view_at(self, now: SystemTime) -> SessionView {
+        let status = self.status_at(now);
+        SessionView {
+            session: self,
+            status,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -111,9 +152,10 @@ impl Session {
     }
 
     /// PROCESSING → SUBMITTED when the attempt is authorized, back to OPEN
-    /// when it failed (the shopper may try another split).
-    pub fn finish_payment(&mut self, authorized: bool, now: SystemTime) {
-        if self.status == SessionStatus::Processing {
+    /// when it failed (the shopper may try another split). Only the payment
+    /// the session is processing moves it.
+    pub fn finish_payment(&mut self, payment_id: Uuid, authorized: bool, now: SystemTime) {
+        if self.status == SessionStatus::Processing && self.payment_id == Some(payment_id) {
             self.status = if authorized {
                 SessionStatus::Submitted
             } else {
@@ -155,6 +197,7 @@ mod tests {
             updated_at: t0,
             expires_at: t0 + Duration::from_secs(1800),
             payment_id: None,
+            fingerprint: Fingerprint([0; 16]),
         }
     }
 
@@ -184,10 +227,16 @@ mod tests {
             s.begin_payment(Uuid::from_u128(3), now),
             Err(SessionError::NotOpen(SessionStatus::Processing))
         );
-        s.finish_payment(false, now);
+        s.finish_payment(Uuid::from_u128(2), false, now);
         assert_eq!(s.status, SessionStatus::Open);
         s.begin_payment(Uuid::from_u128(3), now).unwrap();
-        s.finish_payment(true, now);
+        s.finish_payment(Uuid::from_u128(2), true, now);
+        assert_eq!(
+            s.status,
+            SessionStatus::Processing,
+            "an older attempt changes nothing"
+        );
+        s.finish_payment(Uuid::from_u128(3), true, now);
         assert_eq!(s.status, SessionStatus::Submitted);
         assert_eq!(
             s.cancel(String::new(), now),

@@ -16,6 +16,15 @@ pub enum TransactionStatus {
 }
 
 impl TransactionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransactionStatus::Success => "success",
+            TransactionStatus::Pending => "pending",
+            TransactionStatus::Failure => "failure",
+            TransactionStatus::Uncertain => "uncertain",
+        }
+    }
+
     pub fn is_final(self) -> bool {
         matches!(
             self,
@@ -35,6 +44,16 @@ pub enum OperationStatus {
 }
 
 impl OperationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationStatus::Success => "success",
+            OperationStatus::Pending => "pending",
+            OperationStatus::Failure => "failure",
+            OperationStatus::Conflict => "conflict",
+            OperationStatus::Uncertain => "uncertain",
+        }
+    }
+
     pub fn is_final(self) -> bool {
         !matches!(self, OperationStatus::Pending | OperationStatus::Uncertain)
     }

@@ -15,7 +15,8 @@ use tonic::{Request, Response, Status, transport::Channel};
 use super::{Lookup, Partner, PartnerAnswer, PartnerError, PartnerRequest, sandbox::Sandbox};
 use crate::domain::{
     money::{Amount, Currency},
-    payment::{OperationKind, PaymentToken},
+    operation::OperationKind,
+    payment::PaymentToken,
 };
 
 /// Generated code of `proto/payment_orchestrator/partner/v1`.

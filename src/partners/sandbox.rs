@@ -25,7 +25,7 @@ use std::{
 use async_trait::async_trait;
 
 use super::{Lookup, Partner, PartnerAnswer, PartnerError, PartnerRequest};
-use crate::domain::{money::Amount, payment::OperationKind};
+use crate::domain::{money::Amount, operation::OperationKind};
 
 /// What the sandbox does with one kind of request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

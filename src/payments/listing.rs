@@ -9,11 +9,8 @@ use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 
-use super::{PaymentError, Payments};
-use crate::{
-    domain::payment::{Payment, PaymentState},
-    store::ListQuery,
-};
+use super::{PaymentError, PaymentView, Payments};
+use crate::{domain::payment::PaymentState, store::ListQuery};
 
 pub const DEFAULT_PAGE_SIZE: usize = 50;
 pub const MAX_PAGE_SIZE: usize = 1000;
@@ -38,7 +35,7 @@ pub struct ListPayments {
 
 #[derive(Debug, Clone)]
 pub struct PaymentPage {
-    pub payments: Vec<Payment>,
+    pub payments: Vec<PaymentView>,
     pub next_page_token: Option<String>,
 }
 
@@ -108,11 +105,13 @@ impl Payments {
             for (index, listed) in batch.into_iter().enumerate() {
                 scanned += 1;
                 query.cursor = Some(listed.cursor);
-                let wanted = listed
-                    .payment
-                    .filter(|p| filter.state.is_none_or(|state| p.state() == state));
+                let wanted = listed.payment.filter(|p| {
+                    filter
+                        .state
+                        .is_none_or(|state| p.header.value.state() == state)
+                });
                 if let Some(payment) = wanted {
-                    payments.push(payment);
+                    payments.push(PaymentView::now(payment.header.value, payment.operations));
                     if payments.len() == page_size {
                         at_end &= index + 1 == total;
                         break;

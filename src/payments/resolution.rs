@@ -1,29 +1,34 @@
 //! Driving operations to their true final state after the request that
-//! started them: the due-queue work (operations, authorization expiry,
-//! webhook deliveries), partner notifications, `WaitOperation` and the
-//! operator's actions.
+//! started them: the due-queue's work (operations, authorization expiry,
+//! webhook deliveries), partner notifications and the operator's actions
+//! ("sync" resolves one operation now; "settle" sets an outcome by hand).
+//!
+//! Every write is a step (see `steps`): what an operation's new state
+//! implies — its due entry, webhooks, the answer of a request that died, the
+//! follow-ups of an authorization — is written with it, never after it.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 use uuid::Uuid;
 
-use super::{PaymentError, Payments, Precondition, operation_item, outcome_of, request_for};
+use super::{
+    MAX_WRITE_ATTEMPTS, PaymentError, Payments, Precondition, Work,
+    idempotency::system_id,
+    steps::{Advanced, Keying, Phase, operation_item},
+};
 use crate::{
     domain::{
-        payment::{
-            OperationKind, OperationRequest, Payment, SettleError, TransactionOutcome, TriggeredBy,
-        },
+        operation::{Operation, OperationKind, SettleError, TransactionOutcome, TriggeredBy},
+        payment::{Answer, OperationRequest, Payment},
         status::TransactionStatus,
     },
-    partners::{Lookup, PartnerAnswer, PartnerError},
-    store::DueItem,
-    webhooks::{EventType, RETRY_SCHEDULE},
+    store::{
+        Committed, DueChange, DueItem, DueSummary, OperationWrite, OutboxChange, PaymentWrite,
+        Shard, Step, Versioned, Write,
+    },
+    webhooks::RETRY_SCHEDULE,
 };
 
-/// The longest a `WaitOperation` waits.
-pub const MAX_WAIT: Duration = Duration::from_secs(60);
-/// How often a waiting call re-reads the operation (any replica may settle it).
-const WAIT_POLL: Duration = Duration::from_millis(100);
 /// How long partner event ids are remembered for deduplication.
 const EVENT_MEMORY: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -45,7 +50,7 @@ pub enum EventResult {
     Applied,
     /// The event id was seen before; it changed nothing.
     Duplicate,
-    /// It contradicts a final status, which never changes (counted).
+    /// It contradicts a final status, which never changes.
     IgnoredFinal,
     UnknownTransaction,
 }
@@ -63,11 +68,8 @@ pub enum Handled {
 
 impl Payments {
     /// How many items are queued and how far past due the earliest is.
-    pub async fn queue_summary(
-        &self,
-        now: std::time::SystemTime,
-    ) -> Result<(usize, Duration), PaymentError> {
-        let (depth, earliest) = self.store.due_summary().await?;
+    pub async fn queue_summary(&self, now: SystemTime) -> Result<(usize, Duration), PaymentError> {
+        let DueSummary { depth, earliest } = self.store.due_summary().await?;
         let overdue = earliest
             .and_then(|at| now.duration_since(at).ok())
             .unwrap_or_default();
@@ -82,7 +84,7 @@ impl Payments {
     /// Takes the items due at `now` (leased to this replica).
     pub async fn claim_due(
         &self,
-        now: std::time::SystemTime,
+        now: SystemTime,
         lease: Duration,
         limit: usize,
     ) -> Result<Vec<DueItem>, PaymentError> {
@@ -99,206 +101,205 @@ impl Payments {
         }
     }
 
-    /// Asks the partners about every open leg of the operation: a found
-    /// answer is recorded; a request the partner never received is sent
-    /// again with the same partner idempotency key (at most `max_sends` in
-    /// all). Past the maximum age the operation is flagged for review — it
-    /// is never failed by guessing.
+    /// Takes an item off the due-queue (its work is gone or done).
+    async fn drop_item(&self, item: DueItem) -> Result<Handled, PaymentError> {
+        let mut step = Step::new(item.shard(), self.clock.now());
+        step.due.push(DueChange::Unschedule(item));
+        self.store.commit(step).await?;
+        Ok(Handled::Nothing)
+    }
+
+    /// The header, operation and (for an authorization) session.
+    async fn work(&self, payment: Uuid, operation: Uuid) -> Result<Option<Work>, PaymentError> {
+        let Some((header, operation)) = self.store.operation(payment, operation).await? else {
+            return Ok(None);
+        };
+        let session = if operation.kind == OperationKind::Authorization {
+            self.store.session(header.value.session_id).await?
+        } else {
+            None
+        };
+        Ok(Some(Work {
+            header,
+            operation,
+            session,
+        }))
+    }
+
+    /// Asks the partners about every open leg of the operation and records
+    /// what they say; a request a partner never received is sent again with
+    /// the same partner idempotency key. Past the maximum age the operation
+    /// is flagged for review — it is never failed by guessing.
     async fn resolve_operation(
         &self,
-        payment_id: Uuid,
-        operation_id: Uuid,
+        payment: Uuid,
+        operation: Uuid,
     ) -> Result<Handled, PaymentError> {
-        let item = operation_item(payment_id, operation_id);
-        let Some(mut payment) = self.store.payment(payment_id).await? else {
-            self.store.unschedule(&item).await?;
-            return Ok(Handled::Nothing);
+        let item = DueItem::Operation { payment, operation };
+        let Some(work) = self.work(payment, operation).await? else {
+            return self.drop_item(item).await;
         };
-        let Some(op) = payment.value.operation(operation_id) else {
-            self.store.unschedule(&item).await?;
-            return Ok(Handled::Nothing);
-        };
-        let open: Vec<(Uuid, usize, u32)> = op
-            .transactions
-            .iter()
-            .filter(|tx| !tx.status.is_final())
-            .map(|tx| (tx.id, tx.leg, tx.attempts))
-            .collect();
-        let is_authorization = op.kind == OperationKind::Authorization;
-        for (transaction, leg, attempts) in open {
-            let Some((request, partner)) = request_for(&payment.value, operation_id, transaction)
-            else {
-                continue;
-            };
-            let lookup = self
-                .partners
-                .lookup(&partner, &request.idempotency_key)
-                .await;
-            let declined_before = is_authorization
-                && payment.value.operation(operation_id).is_some_and(|op| {
-                    op.transactions
-                        .iter()
-                        .any(|tx| tx.status == TransactionStatus::Failure)
-                });
-            let (outcome, sent) = match lookup {
-                Ok(Lookup::Found(result)) => (answer(&result), false),
-                // An authorization already declined does not place more holds.
-                Ok(Lookup::NotFound) if declined_before => (Some(not_attempted()), false),
-                Ok(Lookup::NotFound) if attempts < self.settings.max_sends => {
-                    tracing::info!(%operation_id, leg, "partner never received it: sending again, same key");
-                    (answer(&self.partners.send(&partner, &request).await), true)
-                }
-                Ok(Lookup::NotFound) | Err(_) => (None, false),
-            };
-            let Some(outcome) = outcome else {
-                continue;
-            };
-            (payment, ()) = self
-                .mutate(payment, |payment, now| {
-                    if sent {
-                        payment.mark_sent(operation_id, transaction, now);
-                    }
-                    payment.record(operation_id, transaction, outcome.clone(), now);
-                    Ok(())
-                })
-                .await?;
+        if work.operation.status.is_final() {
+            return self.drop_item(item).await;
         }
-        let now = self.clock.now();
-        let op = payment.value.operation(operation_id);
-        let overdue = op.is_some_and(|op| {
-            !op.status.is_final()
-                && now.duration_since(op.created_at).unwrap_or_default()
-                    >= self.settings.max_resolution_age
-        });
-        let mut flagged = false;
-        if overdue {
-            let note = format!(
-                "not resolved after {}h: needs an operator",
-                self.settings.max_resolution_age.as_secs() / 3600
-            );
-            (payment, flagged) = self
-                .mutate(payment, |payment, now| {
-                    Ok(payment.flag_for_review(operation_id, note.clone(), now))
-                })
-                .await?;
-            if flagged {
-                metrics::counter!("operations_requires_review_total").increment(1);
-                tracing::warn!(%operation_id, "operation flagged for review");
-                if let Some(op) = payment.value.operation(operation_id)
-                    && let Some(delivery) =
-                        self.webhooks
-                            .event(&payment.value, op, EventType::RequiresReview, now)
-                {
-                    self.enqueue_webhook(&delivery).await?;
+        let answers = self.resolve_legs(&work.header.value, &work.operation).await;
+        let age = self
+            .clock
+            .now()
+            .duration_since(work.operation.created_at)
+            .unwrap_or_default();
+        let overdue = age >= self.settings.max_resolution_age;
+        let note = format!(
+            "not resolved after {}h: needs an operator",
+            self.settings.max_resolution_age.as_secs() / 3600
+        );
+        let flagged_before = work.operation.requires_review;
+        let advanced = self
+            .advance(work, Phase::Conclude, &Keying::Origin, |header, op, now| {
+                for answer in &answers {
+                    header.take_answer(op, answer, false, now);
                 }
-            }
-        }
-        let payment = self.conclude(payment, operation_id).await?;
-        let final_now = payment
-            .value
-            .operation(operation_id)
-            .is_some_and(|op| op.status.is_final());
-        Ok(match (final_now, flagged) {
+                if overdue && !op.status.is_final() {
+                    op.flag_for_review(note.clone(), now);
+                }
+            })
+            .await?;
+        let operation = &advanced.work.operation;
+        let handled = match (
+            operation.status.is_final(),
+            operation.requires_review && !flagged_before,
+        ) {
             (true, _) => Handled::Finalized,
             (false, true) => Handled::Flagged,
             (false, false) => Handled::StillOpen,
-        })
+        };
+        self.run_follow_ups(advanced).await?;
+        Ok(handled)
     }
 
-    /// The authorization lifetime ended: void whatever it still holds.
-    async fn expire_authorization(&self, payment_id: Uuid) -> Result<Handled, PaymentError> {
-        let item = DueItem::AuthorizationExpiry {
-            payment: payment_id,
-        };
-        let Some(payment) = self.store.payment(payment_id).await? else {
-            self.store.unschedule(&item).await?;
-            return Ok(Handled::Nothing);
-        };
-        if payment.value.amounts().available_to_void().is_zero() {
-            self.store.unschedule(&item).await?;
-            return Ok(Handled::Nothing);
+    /// Runs what a concluded authorization opened (its automatic capture or
+    /// compensation void) to its conclusion.
+    async fn run_follow_ups(&self, advanced: Advanced) -> Result<(), PaymentError> {
+        let header = advanced.work.header;
+        for follow_up in advanced.opened {
+            let work = Work {
+                header: header.clone(),
+                operation: follow_up,
+                session: None,
+            };
+            self.run_system_operation(work).await?;
         }
-        let id = self.new_id();
-        self.prepare_operation(payment_id, id).await?;
-        let request = OperationRequest {
-            kind: OperationKind::Void,
-            amount: None,
-            priority: self.priorities(&payment.value.merchant).void.clone(),
-            fallback: true,
-            merchant_reference: String::new(),
-            reason: "authorization lifetime ended".into(),
-            triggered_by: TriggeredBy::System,
-            idempotency_key: None,
-        };
-        let (payment, opened) = self
-            .mutate(payment, |payment, now| {
-                Ok(payment
-                    .open_operation(id, &request, &mut || self.new_id(), now)
-                    .is_ok())
-            })
-            .await?;
-        self.store.unschedule(&item).await?;
-        if !opened {
-            self.store
-                .unschedule(&operation_item(payment_id, id))
-                .await?;
-            return Ok(Handled::Nothing);
+        Ok(())
+    }
+
+    /// Executes and concludes an operation no request waits for.
+    async fn run_system_operation(&self, work: Work) -> Result<Advanced, PaymentError> {
+        let (work, answers) = self.execute(work).await?;
+        self.advance(work, Phase::Conclude, &Keying::Origin, |header, op, now| {
+            for answer in &answers {
+                header.take_answer(op, answer, true, now);
+            }
+        })
+        .await
+    }
+
+    /// The authorization lifetime ended: void whatever it still holds (one
+    /// step opens the void and takes the expiry off the queue).
+    async fn expire_authorization(&self, payment: Uuid) -> Result<Handled, PaymentError> {
+        let item = DueItem::AuthorizationExpiry { payment };
+        let id = system_id(payment, "authorization-expiry");
+        for _ in 0..MAX_WRITE_ATTEMPTS {
+            let Some(header) = self.store.header(payment).await? else {
+                return self.drop_item(item).await;
+            };
+            let now = self.clock.now();
+            let mut reserved = header.value.clone();
+            let request = OperationRequest {
+                kind: OperationKind::Void,
+                amount: None,
+                priority: self.priorities(&reserved.merchant).void.clone(),
+                fallback: true,
+                merchant_reference: String::new(),
+                reason: "authorization lifetime ended".into(),
+                triggered_by: TriggeredBy::System,
+                origin: None,
+            };
+            let Ok(void) = reserved.open_operation(id, &request, now) else {
+                return self.drop_item(item).await;
+            };
+            let mut step = Step::new(Shard::of(payment), now);
+            step.payment = Some(PaymentWrite {
+                header: Write::Update {
+                    expected: header.version,
+                    value: reserved.clone(),
+                },
+                operations: vec![OperationWrite::Insert(void.clone())],
+            });
+            step.due.push(DueChange::Unschedule(item.clone()));
+            step.due.push(DueChange::Schedule(
+                operation_item(&void),
+                now + self.settings.operation_lease,
+            ));
+            match self.store.commit(step).await? {
+                Committed::Applied {
+                    payment: version, ..
+                } => {
+                    metrics::counter!("operations_opened_total").increment(1);
+                    let work = Work {
+                        header: Versioned {
+                            value: reserved,
+                            version: version.unwrap_or(header.version + 1),
+                        },
+                        operation: void,
+                        session: None,
+                    };
+                    self.run_system_operation(work).await?;
+                    return Ok(Handled::Finalized);
+                }
+                Committed::Conflict => continue,
+                // Opened already (its id is derived): only the item is left.
+                Committed::Exists | Committed::Claimed(_) => return self.drop_item(item).await,
+            }
         }
-        self.run_operation(payment, id).await?;
-        Ok(Handled::Finalized)
+        Ok(Handled::Nothing)
     }
 
     async fn deliver_webhook(&self, id: Uuid) -> Result<Handled, PaymentError> {
         let item = DueItem::Webhook { delivery: id };
-        let Some(mut delivery) = self.store.webhook(id).await? else {
-            self.store.unschedule(&item).await?;
-            return Ok(Handled::Nothing);
+        let Some(mut delivery) = self.store.delivery(id).await? else {
+            return self.drop_item(item).await;
         };
         let now = self.clock.now();
-        match self.webhooks.deliver(&delivery, now).await {
+        let mut step = Step::new(Shard::of(id), now);
+        let handled = match self.webhooks.deliver(&delivery, now).await {
             Ok(()) => {
                 metrics::counter!("webhooks_delivered_total").increment(1);
-                self.store.delete_webhook(id).await?;
-                self.store.unschedule(&item).await?;
-                Ok(Handled::Delivered)
+                step.outbox.push(OutboxChange::Delete(id));
+                step.due.push(DueChange::Unschedule(item));
+                Handled::Delivered
             }
             Err(error) => {
                 delivery.attempts += 1;
                 metrics::counter!("webhooks_failed_attempts_total").increment(1);
-                let Some(pause) = RETRY_SCHEDULE.get(delivery.attempts as usize - 1) else {
-                    metrics::counter!("webhooks_given_up_total").increment(1);
-                    tracing::error!(event_id = %id, %error, attempts = delivery.attempts, "webhook given up");
-                    self.store.delete_webhook(id).await?;
-                    self.store.unschedule(&item).await?;
-                    return Ok(Handled::Nothing);
-                };
-                tracing::warn!(event_id = %id, %error, attempts = delivery.attempts, "webhook delivery failed");
-                self.store.update_webhook(&delivery).await?;
-                self.store.schedule(&item, now + *pause).await?;
-                Ok(Handled::Retrying)
+                match RETRY_SCHEDULE.get(delivery.attempts as usize - 1) {
+                    Some(pause) => {
+                        tracing::warn!(event_id = %id, %error, attempts = delivery.attempts, "webhook delivery failed");
+                        step.outbox.push(OutboxChange::Update(delivery));
+                        step.due.push(DueChange::Schedule(item, now + *pause));
+                        Handled::Retrying
+                    }
+                    None => {
+                        metrics::counter!("webhooks_given_up_total").increment(1);
+                        tracing::error!(event_id = %id, %error, attempts = delivery.attempts, "webhook given up");
+                        step.outbox.push(OutboxChange::Delete(id));
+                        step.due.push(DueChange::Unschedule(item));
+                        Handled::Nothing
+                    }
+                }
             }
-        }
-    }
-
-    /// Returns the operation once it is final, or as it is when `timeout`
-    /// (at most a minute) runs out. Any replica may be the one settling it:
-    /// the store is re-read every 100 ms.
-    pub async fn wait_operation(
-        &self,
-        merchant: &str,
-        operation: Uuid,
-        timeout: Duration,
-    ) -> Result<(Uuid, Payment), PaymentError> {
-        let deadline = Instant::now() + timeout.min(MAX_WAIT);
-        loop {
-            let (id, payment) = self.operation(merchant, operation).await?;
-            let final_now = payment.operation(id).is_some_and(|op| op.status.is_final());
-            let left = deadline.saturating_duration_since(Instant::now());
-            if final_now || left.is_zero() {
-                return Ok((id, payment));
-            }
-            tokio::time::sleep(left.min(WAIT_POLL)).await;
-        }
+        };
+        self.store.commit(step).await?;
+        Ok(handled)
     }
 
     /// Applies a partner's notification to the open transaction it names.
@@ -315,17 +316,17 @@ impl Payments {
         else {
             return Ok(EventResult::UnknownTransaction);
         };
-        let Some(payment_id) = self.store.payment_of_operation(operation_id).await? else {
+        let Some((header, operation)) = self.store.find_operation(operation_id).await? else {
             return Ok(EventResult::UnknownTransaction);
         };
-        let Some(payment) = self.store.payment(payment_id).await? else {
-            return Ok(EventResult::UnknownTransaction);
-        };
-        let found = payment.value.operation(operation_id).and_then(|op| {
-            let tx = op.transactions.iter().find(|tx| tx.leg == leg)?;
-            let partner = &payment.value.legs.get(leg)?.partner;
-            (partner == &event.partner).then_some((tx.id, tx.status))
-        });
+        let found = operation
+            .transactions
+            .iter()
+            .find(|tx| tx.leg == leg)
+            .and_then(|tx| {
+                let partner = &header.value.legs.get(leg)?.partner;
+                (partner == &event.partner).then_some((tx.id, tx.status))
+            });
         let Some((transaction, status)) = found else {
             return Ok(EventResult::UnknownTransaction);
         };
@@ -350,19 +351,32 @@ impl Payments {
             }
             return Ok(EventResult::Duplicate);
         }
-        let outcome = TransactionOutcome {
-            status: reported,
-            partner_reference: Some(event.reference).filter(|r| !r.is_empty()),
-            partner_status: event.partner_status,
-            partner_status_description: event.description,
+        let answer = Answer {
+            transaction,
+            sent: false,
+            outcome: TransactionOutcome {
+                status: reported,
+                partner_reference: Some(event.reference).filter(|r| !r.is_empty()),
+                partner_status: event.partner_status,
+                partner_status_description: event.description,
+            },
         };
-        let (payment, ()) = self
-            .mutate(payment, |payment, now| {
-                payment.record(operation_id, transaction, outcome.clone(), now);
-                Ok(())
+        let session = if operation.kind == OperationKind::Authorization {
+            self.store.session(header.value.session_id).await?
+        } else {
+            None
+        };
+        let work = Work {
+            header,
+            operation,
+            session,
+        };
+        let advanced = self
+            .advance(work, Phase::Conclude, &Keying::Origin, |header, op, now| {
+                header.take_answer(op, &answer, false, now);
             })
             .await?;
-        self.conclude(payment, operation_id).await?;
+        self.run_follow_ups(advanced).await?;
         Ok(if first {
             EventResult::Applied
         } else {
@@ -370,55 +384,62 @@ impl Payments {
         })
     }
 
-    /// Operator: resolve one operation now (any merchant's).
-    pub async fn sync_operation(&self, operation: Uuid) -> Result<(Uuid, Payment), PaymentError> {
-        let payment_id = self.payment_id_of(operation).await?;
-        self.resolve_operation(payment_id, operation).await?;
-        let payment = self.load(payment_id).await?.value;
-        payment.operation(operation).ok_or(PaymentError::NotFound)?;
-        Ok((operation, payment))
+    /// Operator: resolves one operation now (any merchant's).
+    pub async fn sync_operation(&self, id: Uuid) -> Result<(Payment, Operation), PaymentError> {
+        let (header, _) = self
+            .store
+            .find_operation(id)
+            .await?
+            .ok_or(PaymentError::NotFound)?;
+        self.resolve_operation(header.value.id, id).await?;
+        self.store
+            .operation(header.value.id, id)
+            .await?
+            .map(|(header, op)| (header.value, op))
+            .ok_or(PaymentError::NotFound)
     }
 
     /// Operator: sets the final outcome of an operation flagged for review,
     /// with the reason kept in its history.
     pub async fn settle_operation(
         &self,
-        operation: Uuid,
+        id: Uuid,
         outcomes: Vec<(Uuid, TransactionStatus)>,
         reason: String,
-    ) -> Result<(Uuid, Payment), PaymentError> {
-        let payment_id = self.payment_id_of(operation).await?;
-        let current = self.load(payment_id).await?;
-        let (payment, ()) = self
-            .mutate(current, |payment, now| {
-                payment
-                    .settle_by_hand(operation, &outcomes, &reason, now)
-                    .map_err(|error| match error {
-                        SettleError::UnknownOperation => PaymentError::NotFound,
-                        SettleError::NotUnderReview => Precondition::OperationNotUnderReview.into(),
-                        SettleError::IncompleteOutcomes => PaymentError::InvalidArgument {
-                            field: "outcomes".into(),
-                            description: error.to_string(),
-                        },
-                    })
+    ) -> Result<(Payment, Operation), PaymentError> {
+        let (header, _) = self
+            .store
+            .find_operation(id)
+            .await?
+            .ok_or(PaymentError::NotFound)?;
+        let work = self
+            .work(header.value.id, id)
+            .await?
+            .ok_or(PaymentError::NotFound)?;
+        // Checked on what was read, so that a refusal changes nothing.
+        work.operation
+            .clone()
+            .settle_by_hand(&outcomes, &reason, self.clock.now())
+            .map_err(|error| match error {
+                SettleError::NotUnderReview => {
+                    PaymentError::from(Precondition::OperationNotUnderReview)
+                }
+                SettleError::IncompleteOutcomes => PaymentError::InvalidArgument {
+                    field: "outcomes".into(),
+                    description: error.to_string(),
+                },
+            })?;
+        let advanced = self
+            .advance(work, Phase::Conclude, &Keying::Origin, |header, op, now| {
+                // A fresher read may be settled already: then nothing changes.
+                let _ = header.apply(op, now, |op| op.settle_by_hand(&outcomes, &reason, now));
             })
             .await?;
-        let payment = self.conclude(payment, operation).await?;
-        Ok((operation, payment.value))
-    }
-}
-
-/// A found answer as a transaction outcome; `None` while it is still unknown.
-fn answer(result: &Result<PartnerAnswer, PartnerError>) -> Option<TransactionOutcome> {
-    let outcome = outcome_of(result);
-    (outcome.status != TransactionStatus::Uncertain).then_some(outcome)
-}
-
-fn not_attempted() -> TransactionOutcome {
-    TransactionOutcome {
-        status: TransactionStatus::Failure,
-        partner_reference: None,
-        partner_status: "NOT_ATTEMPTED".into(),
-        partner_status_description: "an earlier leg was declined".into(),
+        let result = (
+            advanced.work.header.value.clone(),
+            advanced.work.operation.clone(),
+        );
+        self.run_follow_ups(advanced).await?;
+        Ok(result)
     }
 }

@@ -1,9 +1,20 @@
-//! The embedded store: everything in one process, behind one mutex. The
-//! default for `cargo run` and for tests of the layers above the store.
+//! The embedded store: everything in this process, the default for
+//! `cargo run` and for tests of the layers above the store.
+//!
+//! Records are kept as domain values (nothing is serialized), behind one
+//! lock per shard: a step locks the one shard it writes, so requests on
+//! different payments never wait for each other. Idempotency records expire
+//! after their ttl and sessions after the retention, like Redis keys: expired
+//! records read as absent and are reclaimed by a sweep that runs with every
+//! due-queue claim (the resolver's tick).
 
 use std::{
-    collections::{BTreeSet, HashMap},
-    sync::{Mutex, MutexGuard},
+    collections::{BTreeSet, HashMap, hash_map::DefaultHasher},
+    hash::{Hash, Hasher},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, SystemTime},
 };
 
@@ -11,300 +22,546 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::{
-    Claim, ClaimRequest, DueItem, IdempotencyScope, ListQuery, ListedPayment, PaymentStore,
-    StoreError, Versioned, WebhookDelivery, listing_member,
+    Committed, DueChange, DueItem, DueQueue, DueSummary, EventLog, KeyChange, KeyState, ListQuery,
+    ListedPayment, OperationWrite, Outcome, PaymentStore, PaymentWrite, SHARDS, Shard, Step,
+    StoreError, StoredPayment, Versioned, WebhookDelivery, WebhookOutbox, Write, listing_member,
 };
-use crate::domain::{payment::Payment, session::Session};
+use crate::{
+    clock::Clock,
+    domain::{
+        operation::{Fingerprint, Operation},
+        payment::Payment,
+        session::Session,
+    },
+};
+
+/// How many expired records one sweep of a shard reclaims at most.
+const SWEEP_BATCH: usize = 10_000;
+/// Locks over the listing indexes (by merchant).
+const LISTING_LOCKS: usize = 16;
 
 #[derive(Debug)]
-enum KeyState {
+enum KeyRecordState {
     InFlight { lease_until: SystemTime },
-    Done(Vec<u8>),
+    Done(Box<Outcome>),
 }
 
 #[derive(Debug)]
 struct KeyRecord {
-    fingerprint: String,
-    reserved_id: Uuid,
-    state: KeyState,
-    lease: Duration,
+    fingerprint: Fingerprint,
+    state: KeyRecordState,
     expires_at: SystemTime,
 }
 
-#[derive(Debug, Default)]
-struct Inner {
-    sessions: HashMap<Uuid, Versioned<Session>>,
-    payments: HashMap<Uuid, Versioned<Payment>>,
-    operations: HashMap<Uuid, Uuid>,
-    keys: HashMap<IdempotencyScope, KeyRecord>,
-    /// `(merchant, order reference or None)` → listing members.
-    listings: HashMap<(String, Option<String>), BTreeSet<String>>,
-    due: HashMap<DueItem, SystemTime>,
-    webhooks: HashMap<Uuid, WebhookDelivery>,
-    /// `(partner, event id)` → when the sighting is forgotten.
-    events: HashMap<(String, String), SystemTime>,
+#[derive(Debug)]
+struct PaymentRecord {
+    header: Versioned<Payment>,
+    operations: HashMap<Uuid, Operation>,
+}
+
+#[derive(Debug)]
+struct SessionRecord {
+    session: Versioned<Session>,
+    expires_at: SystemTime,
+}
+
+/// Records that expire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Expiring {
+    Key(Uuid),
+    Session(Uuid),
 }
 
 #[derive(Debug, Default)]
+struct ShardData {
+    sessions: HashMap<Uuid, SessionRecord>,
+    payments: HashMap<Uuid, PaymentRecord>,
+    /// Operation id → its payment.
+    operations: HashMap<Uuid, Uuid>,
+    keys: HashMap<Uuid, KeyRecord>,
+    /// When records may expire; an entry whose record was renewed since is
+    /// checked again and dropped.
+    expiries: BTreeSet<(SystemTime, Expiring)>,
+    due: HashMap<DueItem, SystemTime>,
+    due_order: BTreeSet<(SystemTime, DueItem)>,
+    outbox: HashMap<Uuid, WebhookDelivery>,
+}
+
+type Listing = HashMap<(String, Option<String>), BTreeSet<String>>;
+
+#[derive(Debug)]
 pub struct MemoryStore {
-    inner: Mutex<Inner>,
+    shards: Vec<Mutex<ShardData>>,
+    listings: Vec<Mutex<Listing>>,
+    events: Mutex<HashMap<(String, String), SystemTime>>,
+    session_retention: Duration,
+    /// The service's clock: what "expired" means here (Redis uses its own).
+    clock: Arc<dyn Clock>,
+    /// Where the next due-queue claim starts, so no shard is always last.
+    next_shard: AtomicUsize,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A step checks everything before it writes anything, so a panic cannot
+    // leave a half-applied step behind: a poisoned lock is still sound.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl MemoryStore {
-    pub fn new() -> Self {
-        MemoryStore::default()
+    /// Sessions are kept `session_retention` after their last change; time
+    /// is the service's `clock`.
+    pub fn new(session_retention: Duration, clock: Arc<dyn Clock>) -> Self {
+        MemoryStore {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            listings: (0..LISTING_LOCKS).map(|_| Mutex::default()).collect(),
+            events: Mutex::default(),
+            session_retention,
+            clock,
+            next_shard: AtomicUsize::new(0),
+        }
     }
 
-    fn inner(&self) -> MutexGuard<'_, Inner> {
-        // Every mutation below is a single map operation: a panic cannot
-        // leave a half-written record, so a poisoned lock is still sound.
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn shard(&self, shard: Shard) -> MutexGuard<'_, ShardData> {
+        lock(&self.shards[shard.index()])
+    }
+
+    fn listing(&self, merchant: &str) -> MutexGuard<'_, Listing> {
+        let mut hasher = DefaultHasher::new();
+        merchant.hash(&mut hasher);
+        let index = usize::try_from(hasher.finish() % LISTING_LOCKS as u64).unwrap_or(0);
+        lock(&self.listings[index])
+    }
+}
+
+impl ShardData {
+    fn key(&self, record: Uuid, now: SystemTime) -> Option<&KeyRecord> {
+        self.keys.get(&record).filter(|key| key.expires_at > now)
+    }
+
+    fn session(&self, id: Uuid, now: SystemTime) -> Option<&Versioned<Session>> {
+        self.sessions
+            .get(&id)
+            .filter(|record| record.expires_at > now)
+            .map(|record| &record.session)
+    }
+
+    /// Every check of a step, before anything is written.
+    fn check(&self, step: &Step) -> Option<Committed> {
+        let now = step.now;
+        if let Some(
+            KeyChange::Claim {
+                record,
+                fingerprint,
+                ..
+            }
+            | KeyChange::Answer {
+                record,
+                fingerprint,
+                ..
+            },
+        ) = &step.key
+            && let Some(existing) = self.key(*record, now)
+        {
+            let state = if existing.fingerprint != *fingerprint {
+                KeyState::Mismatch
+            } else {
+                match &existing.state {
+                    KeyRecordState::Done(outcome) => KeyState::Done(outcome.clone()),
+                    KeyRecordState::InFlight { lease_until } => KeyState::InFlight {
+                        lease_expired: *lease_until <= now,
+                    },
+                }
+            };
+            return Some(Committed::Claimed(state));
+        }
+        if let Some(write) = &step.session {
+            let conflict = match write {
+                Write::Insert(session) => {
+                    if self.session(session.id, now).is_some() {
+                        return Some(Committed::Exists);
+                    }
+                    false
+                }
+                Write::Update { expected, value } => {
+                    self.session(value.id, now).map(|s| s.version) != Some(*expected)
+                }
+                Write::Check { expected, id } => {
+                    self.session(*id, now).map(|s| s.version) != Some(*expected)
+                }
+            };
+            if conflict {
+                return Some(Committed::Conflict);
+            }
+        }
+        if let Some(PaymentWrite { header, operations }) = &step.payment {
+            let version = |id: &Uuid| self.payments.get(id).map(|p| p.header.version);
+            let conflict = match header {
+                Write::Insert(payment) => {
+                    if self.payments.contains_key(&payment.id) {
+                        return Some(Committed::Exists);
+                    }
+                    false
+                }
+                Write::Update { expected, value } => version(&value.id) != Some(*expected),
+                Write::Check { expected, id } => version(id) != Some(*expected),
+            };
+            if conflict {
+                return Some(Committed::Conflict);
+            }
+            let taken = operations.iter().any(|write| match write {
+                OperationWrite::Insert(op) => self.operations.contains_key(&op.id),
+                OperationWrite::Update(_) => false,
+            });
+            if taken {
+                return Some(Committed::Exists);
+            }
+        }
+        None
+    }
+
+    fn apply(&mut self, step: Step, session_retention: Duration) -> Committed {
+        let now = step.now;
+        let mut answered = None;
+        match step.key {
+            Some(KeyChange::Claim {
+                record,
+                fingerprint,
+                lease_until,
+                ttl,
+            }) => self.put_key(
+                record,
+                fingerprint,
+                KeyRecordState::InFlight { lease_until },
+                now + ttl,
+            ),
+            Some(KeyChange::Answer {
+                record,
+                fingerprint,
+                outcome,
+                ttl,
+            }) => self.put_key(
+                record,
+                fingerprint,
+                KeyRecordState::Done(Box::new(outcome)),
+                now + ttl,
+            ),
+            Some(KeyChange::Complete { record, outcome }) => {
+                if let Some(existing) = self.keys.get_mut(&record).filter(|k| k.expires_at > now) {
+                    match &existing.state {
+                        KeyRecordState::InFlight { .. } => {
+                            existing.state = KeyRecordState::Done(Box::new(outcome));
+                        }
+                        KeyRecordState::Done(first) => answered = Some(first.clone()),
+                    }
+                }
+            }
+            None => {}
+        }
+        let mut session_version = None;
+        let written = match step.session {
+            Some(Write::Insert(session)) => Some((session, 1)),
+            Some(Write::Update { expected, value }) => Some((value, expected + 1)),
+            Some(Write::Check { .. }) | None => None,
+        };
+        {
+            if let Some((session, version)) = written {
+                let expires_at = now + session_retention;
+                self.expiries
+                    .insert((expires_at, Expiring::Session(session.id)));
+                session_version = Some(version);
+                self.sessions.insert(
+                    session.id,
+                    SessionRecord {
+                        session: Versioned {
+                            value: session,
+                            version,
+                        },
+                        expires_at,
+                    },
+                );
+            }
+        }
+        let mut payment_version = None;
+        if let Some(PaymentWrite { header, operations }) = step.payment {
+            match header {
+                Write::Insert(payment) => {
+                    payment_version = Some(1);
+                    self.payments.insert(
+                        payment.id,
+                        PaymentRecord {
+                            header: Versioned {
+                                value: payment,
+                                version: 1,
+                            },
+                            operations: HashMap::new(),
+                        },
+                    );
+                }
+                Write::Update { expected, value } => {
+                    if let Some(record) = self.payments.get_mut(&value.id) {
+                        record.header = Versioned {
+                            value,
+                            version: expected + 1,
+                        };
+                        payment_version = Some(expected + 1);
+                    }
+                }
+                Write::Check { .. } => {}
+            }
+            for write in operations {
+                let op = match write {
+                    OperationWrite::Insert(op) | OperationWrite::Update(op) => op,
+                };
+                self.operations.insert(op.id, op.payment_id);
+                if let Some(record) = self.payments.get_mut(&op.payment_id) {
+                    record.operations.insert(op.id, op);
+                }
+            }
+        }
+        for change in step.due {
+            match change {
+                DueChange::Schedule(item, at) => self.schedule(item, at),
+                DueChange::Unschedule(item) => self.unschedule(&item),
+            }
+        }
+        for change in step.outbox {
+            match change {
+                super::OutboxChange::Put(delivery) => {
+                    self.outbox.entry(delivery.id).or_insert(delivery);
+                }
+                super::OutboxChange::Update(delivery) => {
+                    self.outbox.insert(delivery.id, delivery);
+                }
+                super::OutboxChange::Delete(id) => {
+                    self.outbox.remove(&id);
+                }
+            }
+        }
+        Committed::Applied {
+            payment: payment_version,
+            session: session_version,
+            answered,
+        }
+    }
+
+    fn put_key(
+        &mut self,
+        record: Uuid,
+        fingerprint: Fingerprint,
+        state: KeyRecordState,
+        expires_at: SystemTime,
+    ) {
+        self.expiries.insert((expires_at, Expiring::Key(record)));
+        self.keys.insert(
+            record,
+            KeyRecord {
+                fingerprint,
+                state,
+                expires_at,
+            },
+        );
+    }
+
+    fn schedule(&mut self, item: DueItem, at: SystemTime) {
+        if let Some(previous) = self.due.insert(item.clone(), at) {
+            self.due_order.remove(&(previous, item.clone()));
+        }
+        self.due_order.insert((at, item));
+    }
+
+    fn unschedule(&mut self, item: &DueItem) {
+        if let Some(previous) = self.due.remove(item) {
+            self.due_order.remove(&(previous, item.clone()));
+        }
+    }
+
+    /// Reclaims records whose time is up.
+    fn sweep(&mut self, now: SystemTime) {
+        for _ in 0..SWEEP_BATCH {
+            let Some(&(at, what)) = self.expiries.first() else {
+                return;
+            };
+            if at > now {
+                return;
+            }
+            self.expiries.pop_first();
+            match what {
+                Expiring::Key(id) => {
+                    if self.keys.get(&id).is_some_and(|k| k.expires_at <= now) {
+                        self.keys.remove(&id);
+                    }
+                }
+                Expiring::Session(id) => {
+                    if self.sessions.get(&id).is_some_and(|s| s.expires_at <= now) {
+                        self.sessions.remove(&id);
+                    }
+                }
+            }
+        }
+    }
+
+    fn stored_payment(&self, id: Uuid) -> Option<StoredPayment> {
+        let record = self.payments.get(&id)?;
+        let mut operations: Vec<Operation> = record.operations.values().cloned().collect();
+        operations.sort_by_key(|op| op.sequence);
+        Some(StoredPayment {
+            header: record.header.clone(),
+            operations,
+        })
     }
 }
 
 #[async_trait]
 impl PaymentStore for MemoryStore {
-    async fn insert_session(&self, session: &Session) -> Result<(), StoreError> {
-        let mut inner = self.inner();
-        if inner.sessions.contains_key(&session.id) {
-            return Err(StoreError::AlreadyExists);
+    async fn commit(&self, step: Step) -> Result<Committed, StoreError> {
+        let mut shard = self.shard(step.shard);
+        if let Some(refused) = shard.check(&step) {
+            return Ok(refused);
         }
-        let value = Versioned {
-            value: session.clone(),
-            version: 1,
-        };
-        inner.sessions.insert(session.id, value);
-        Ok(())
+        Ok(shard.apply(step, self.session_retention))
     }
 
     async fn session(&self, id: Uuid) -> Result<Option<Versioned<Session>>, StoreError> {
-        Ok(self.inner().sessions.get(&id).cloned())
+        let now = self.clock.now();
+        Ok(self.shard(Shard::of(id)).session(id, now).cloned())
     }
 
-    async fn update_session(&self, session: &Session, version: u64) -> Result<u64, StoreError> {
-        let mut inner = self.inner();
-        let stored = inner
-            .sessions
-            .get_mut(&session.id)
-            .ok_or(StoreError::Conflict)?;
-        if stored.version != version {
-            return Err(StoreError::Conflict);
-        }
-        *stored = Versioned {
-            value: session.clone(),
-            version: version + 1,
-        };
-        Ok(version + 1)
+    async fn header(&self, id: Uuid) -> Result<Option<Versioned<Payment>>, StoreError> {
+        Ok(self
+            .shard(Shard::of(id))
+            .payments
+            .get(&id)
+            .map(|record| record.header.clone()))
     }
 
-    async fn insert_payment(&self, payment: &Payment) -> Result<(), StoreError> {
-        let mut inner = self.inner();
-        if inner.payments.contains_key(&payment.id) {
-            return Err(StoreError::AlreadyExists);
+    async fn operation(
+        &self,
+        payment: Uuid,
+        operation: Uuid,
+    ) -> Result<Option<(Versioned<Payment>, Operation)>, StoreError> {
+        let shard = self.shard(Shard::of(payment));
+        Ok(shard.payments.get(&payment).and_then(|record| {
+            let op = record.operations.get(&operation)?;
+            Some((record.header.clone(), op.clone()))
+        }))
+    }
+
+    async fn find_operation(
+        &self,
+        operation: Uuid,
+    ) -> Result<Option<(Versioned<Payment>, Operation)>, StoreError> {
+        let payment = self
+            .shard(Shard::of(operation))
+            .operations
+            .get(&operation)
+            .copied();
+        match payment {
+            Some(payment) => self.operation(payment, operation).await,
+            None => Ok(None),
         }
+    }
+
+    async fn payment(&self, id: Uuid) -> Result<Option<StoredPayment>, StoreError> {
+        Ok(self.shard(Shard::of(id)).stored_payment(id))
+    }
+
+    async fn index_payment(&self, payment: &Payment) -> Result<(), StoreError> {
         let member = listing_member(payment.created_at, payment.id);
+        let mut listing = self.listing(&payment.merchant);
         for order_reference in [None, Some(payment.order_reference.clone())] {
-            inner
-                .listings
+            listing
                 .entry((payment.merchant.clone(), order_reference))
                 .or_default()
                 .insert(member.clone());
         }
-        let value = Versioned {
-            value: payment.clone(),
-            version: 1,
-        };
-        inner.payments.insert(payment.id, value);
         Ok(())
-    }
-
-    async fn payment(&self, id: Uuid) -> Result<Option<Versioned<Payment>>, StoreError> {
-        Ok(self.inner().payments.get(&id).cloned())
-    }
-
-    async fn update_payment(&self, payment: &Payment, version: u64) -> Result<u64, StoreError> {
-        let mut inner = self.inner();
-        let stored = inner
-            .payments
-            .get_mut(&payment.id)
-            .ok_or(StoreError::Conflict)?;
-        if stored.version != version {
-            return Err(StoreError::Conflict);
-        }
-        *stored = Versioned {
-            value: payment.clone(),
-            version: version + 1,
-        };
-        Ok(version + 1)
-    }
-
-    async fn index_operation(&self, operation: Uuid, payment: Uuid) -> Result<(), StoreError> {
-        self.inner().operations.insert(operation, payment);
-        Ok(())
-    }
-
-    async fn payment_of_operation(&self, operation: Uuid) -> Result<Option<Uuid>, StoreError> {
-        Ok(self.inner().operations.get(&operation).copied())
     }
 
     async fn list_payments(&self, query: &ListQuery) -> Result<Vec<ListedPayment>, StoreError> {
-        let inner = self.inner();
-        let key = (query.merchant.clone(), query.order_reference.clone());
-        let Some(members) = inner.listings.get(&key) else {
-            return Ok(Vec::new());
+        let members: Vec<String> = {
+            let listing = self.listing(&query.merchant);
+            let key = (query.merchant.clone(), query.order_reference.clone());
+            let Some(members) = listing.get(&key) else {
+                return Ok(Vec::new());
+            };
+            let range = members.range::<String, _>(query.bounds());
+            if query.newest_first {
+                range.rev().take(query.limit).cloned().collect()
+            } else {
+                range.take(query.limit).cloned().collect()
+            }
         };
-        let admitted = |member: &&String| query.admits(member);
-        let chosen: Vec<&String> = if query.newest_first {
-            members
-                .iter()
-                .rev()
-                .filter(admitted)
-                .take(query.limit)
-                .collect()
-        } else {
-            members.iter().filter(admitted).take(query.limit).collect()
-        };
-        Ok(chosen
+        Ok(members
             .into_iter()
-            .map(|member| ListedPayment {
-                cursor: member.clone(),
-                payment: member
+            .map(|member| {
+                let payment = member
                     .split_once(':')
                     .and_then(|(_, id)| Uuid::try_parse(id).ok())
-                    .and_then(|id| inner.payments.get(&id))
-                    .map(|p| p.value.clone()),
+                    .and_then(|id| self.shard(Shard::of(id)).stored_payment(id));
+                ListedPayment {
+                    cursor: member,
+                    payment,
+                }
             })
             .collect())
     }
 
-    async fn claim(
-        &self,
-        scope: &IdempotencyScope,
-        request: &ClaimRequest,
-        now: SystemTime,
-    ) -> Result<Claim, StoreError> {
-        let mut inner = self.inner();
-        let fresh = || KeyRecord {
-            fingerprint: request.fingerprint.clone(),
-            reserved_id: request.reserved_id,
-            state: KeyState::InFlight {
-                lease_until: now + request.lease,
-            },
-            lease: request.lease,
-            expires_at: now + request.ttl,
-        };
-        let Some(record) = inner.keys.get_mut(scope).filter(|r| r.expires_at > now) else {
-            inner.keys.insert(scope.clone(), fresh());
-            return Ok(Claim::Acquired);
-        };
-        if record.fingerprint != request.fingerprint {
-            return Ok(Claim::Mismatch);
-        }
-        Ok(match &record.state {
-            KeyState::Done(outcome) => Claim::Done(outcome.clone()),
-            KeyState::InFlight { lease_until } if *lease_until > now => Claim::InFlight,
-            KeyState::InFlight { .. } => {
-                record.state = KeyState::InFlight {
-                    lease_until: now + record.lease,
-                };
-                Claim::TakenOver {
-                    reserved_id: record.reserved_id,
-                }
-            }
-        })
-    }
-
-    async fn complete(
-        &self,
-        scope: &IdempotencyScope,
-        outcome: &[u8],
-        _now: SystemTime,
-    ) -> Result<(), StoreError> {
-        if let Some(record) = self.inner().keys.get_mut(scope) {
-            record.state = KeyState::Done(outcome.to_vec());
-        }
+    async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
+}
 
-    async fn complete_if_in_flight(
-        &self,
-        scope: &IdempotencyScope,
-        outcome: &[u8],
-    ) -> Result<(), StoreError> {
-        if let Some(record) = self.inner().keys.get_mut(scope)
-            && matches!(record.state, KeyState::InFlight { .. })
-        {
-            record.state = KeyState::Done(outcome.to_vec());
-        }
-        Ok(())
-    }
-
-    async fn release(&self, scope: &IdempotencyScope) -> Result<(), StoreError> {
-        self.inner().keys.remove(scope);
-        Ok(())
-    }
-
-    async fn schedule(&self, item: &DueItem, due_at: SystemTime) -> Result<(), StoreError> {
-        self.inner().due.insert(item.clone(), due_at);
-        Ok(())
-    }
-
-    async fn unschedule(&self, item: &DueItem) -> Result<(), StoreError> {
-        self.inner().due.remove(item);
-        Ok(())
-    }
-
+#[async_trait]
+impl DueQueue for MemoryStore {
     async fn claim_due(
         &self,
         now: SystemTime,
         lease: Duration,
         limit: usize,
     ) -> Result<Vec<DueItem>, StoreError> {
-        let mut inner = self.inner();
-        let mut due: Vec<(SystemTime, DueItem)> = inner
-            .due
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(item, at)| (*at, item.clone()))
-            .collect();
-        due.sort();
-        due.truncate(limit);
-        for (_, item) in &due {
-            inner.due.insert(item.clone(), now + lease);
+        let start = self.next_shard.fetch_add(1, Ordering::Relaxed);
+        let mut claimed = Vec::new();
+        for offset in 0..SHARDS {
+            let mut shard = lock(&self.shards[(start + offset) % SHARDS]);
+            shard.sweep(now);
+            while claimed.len() < limit {
+                let Some((at, item)) = shard.due_order.first().cloned() else {
+                    break;
+                };
+                if at > now {
+                    break;
+                }
+                shard.schedule(item.clone(), now + lease);
+                claimed.push(item);
+            }
         }
-        Ok(due.into_iter().map(|(_, item)| item).collect())
+        Ok(claimed)
     }
 
-    async fn due_summary(&self) -> Result<(usize, Option<SystemTime>), StoreError> {
-        let inner = self.inner();
-        Ok((inner.due.len(), inner.due.values().min().copied()))
-    }
-
-    async fn put_webhook(&self, delivery: &WebhookDelivery) -> Result<bool, StoreError> {
-        let mut inner = self.inner();
-        if inner.webhooks.contains_key(&delivery.id) {
-            return Ok(false);
+    async fn due_summary(&self) -> Result<DueSummary, StoreError> {
+        let mut summary = DueSummary::default();
+        for shard in &self.shards {
+            let shard = lock(shard);
+            summary.depth += shard.due.len();
+            if let Some(&(at, _)) = shard.due_order.first() {
+                summary.earliest = Some(summary.earliest.map_or(at, |e| e.min(at)));
+            }
         }
-        inner.webhooks.insert(delivery.id, delivery.clone());
-        Ok(true)
+        Ok(summary)
     }
+}
 
-    async fn webhook(&self, id: Uuid) -> Result<Option<WebhookDelivery>, StoreError> {
-        Ok(self.inner().webhooks.get(&id).cloned())
+#[async_trait]
+impl WebhookOutbox for MemoryStore {
+    async fn delivery(&self, id: Uuid) -> Result<Option<WebhookDelivery>, StoreError> {
+        Ok(self.shard(Shard::of(id)).outbox.get(&id).cloned())
     }
+}
 
-    async fn update_webhook(&self, delivery: &WebhookDelivery) -> Result<(), StoreError> {
-        self.inner().webhooks.insert(delivery.id, delivery.clone());
-        Ok(())
-    }
-
-    async fn delete_webhook(&self, id: Uuid) -> Result<(), StoreError> {
-        self.inner().webhooks.remove(&id);
-        Ok(())
-    }
-
+#[async_trait]
+impl EventLog for MemoryStore {
     async fn first_sighting(
         &self,
         partner: &str,
@@ -312,16 +569,13 @@ impl PaymentStore for MemoryStore {
         ttl: Duration,
         now: SystemTime,
     ) -> Result<bool, StoreError> {
-        let mut inner = self.inner();
+        let mut events = lock(&self.events);
         let key = (partner.to_owned(), event_id.to_owned());
-        if inner
-            .events
-            .get(&key)
-            .is_some_and(|forget_at| *forget_at > now)
-        {
+        if events.get(&key).is_some_and(|forget_at| *forget_at > now) {
             return Ok(false);
         }
-        inner.events.insert(key, now + ttl);
+        events.retain(|_, forget_at| *forget_at > now);
+        events.insert(key, now + ttl);
         Ok(true)
     }
 }

@@ -1,35 +1,42 @@
 //! The production store: Redis (a single server or a Redis Cluster).
 //!
-//! Every key of one payment shares the hash tag `{p:<payment id>}` (sessions
-//! `{s:<id>}`, merchant-wide keys `{m:<merchant>}`), so each write is a single
-//! Lua script on one slot: atomic, and unchanged on Redis Cluster. Indexes
-//! live in other slots; they are derived data. `docs/redis.md` lists every key.
+//! Every key of a shard carries the hash tag `{<shard>}`, so a [`Step`] is
+//! one Lua script on one slot: atomic on a single server and unchanged on a
+//! Cluster. The listing indexes (per merchant) and partner event ids live in
+//! other slots; they are written beside the steps, never inside them.
+//! `docs/redis.md` lists every key and its size.
 //!
 //! One multiplexed connection (or cluster connection) is shared and cloned per
-//! call; it reconnects by itself after Redis comes back.
+//! call; it reconnects by itself after Redis comes back. A failed write is
+//! classified: refused before it ran (nothing applied) or unknown (a timeout
+//! or a connection lost after sending: it may have been applied).
+
+mod codec;
+mod scripts;
 
 use std::{
-    sync::LazyLock,
+    ops::Bound,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use async_trait::async_trait;
 use futures_util::future::try_join_all;
 use redis::{
-    AsyncCommands, Cmd, Pipeline, RedisFuture, Script, Value,
+    AsyncCommands, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Value,
     aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
     cluster::ClusterClientBuilder,
     cluster_async::ClusterConnection,
 };
-use serde::{Serialize, de::DeserializeOwned};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use self::scripts::{CLAIM_DUE, DUE_SUMMARY, STEP};
 use super::{
-    Claim, ClaimRequest, DueItem, IdempotencyScope, ListQuery, ListedPayment, PaymentStore,
-    StoreError, Versioned, WebhookDelivery, listing_member,
+    Committed, DueChange, DueItem, DueQueue, DueSummary, EventLog, KeyChange, KeyState, ListQuery,
+    ListedPayment, OperationWrite, OutboxChange, PaymentStore, Shard, Step, StoreError,
+    StoredPayment, Versioned, WebhookDelivery, WebhookOutbox, Write, listing_member, unix_millis,
 };
-use crate::domain::{payment::Payment, session::Session};
+use crate::domain::{operation::Operation, payment::Payment, session::Session};
 
 /// How to reach Redis.
 #[derive(Debug, Clone)]
@@ -94,106 +101,38 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-/// Inserts a versioned record if the key does not exist.
-/// KEYS[1] record; ARGV[1] data, ARGV[2] ttl ms ("" = none). → 1 inserted, 0 exists.
-static INSERT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-        if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-        redis.call('HSET', KEYS[1], 'v', 1, 'data', ARGV[1])
-        if ARGV[2] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-        return 1
-        ",
-    )
-});
+// ---- keys ----
 
-/// Compare-and-set on the record's version.
-/// KEYS[1] record; ARGV[1] expected version, ARGV[2] data, ARGV[3] ttl ms ("" = none).
-/// → new version, 0 on a version mismatch, -1 if the record is gone.
-static UPDATE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-        local v = redis.call('HGET', KEYS[1], 'v')
-        if not v then return -1 end
-        if v ~= ARGV[1] then return 0 end
-        local next = tonumber(v) + 1
-        redis.call('HSET', KEYS[1], 'v', next, 'data', ARGV[2])
-        if ARGV[3] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
-        return next
-        ",
-    )
-});
+fn in_shard(shard: Shard, rest: &str) -> String {
+    format!("po:{{{}}}:{rest}", shard.index())
+}
 
-/// Claims an idempotency key.
-/// KEYS[1] record; ARGV: fingerprint, reserved id, now ms, lease ms, ttl ms.
-static CLAIM: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-        local now = tonumber(ARGV[3])
-        if redis.call('EXISTS', KEYS[1]) == 0 then
-          redis.call('HSET', KEYS[1], 'fp', ARGV[1], 'rid', ARGV[2], 'state', 'inflight',
-                     'lease_until', now + tonumber(ARGV[4]), 'lease', ARGV[4])
-          redis.call('PEXPIRE', KEYS[1], ARGV[5])
-          return {'acquired'}
-        end
-        local r = redis.call('HMGET', KEYS[1], 'fp', 'rid', 'state', 'lease_until', 'lease', 'outcome')
-        if r[1] ~= ARGV[1] then return {'mismatch'} end
-        if r[3] == 'done' then return {'done', r[6]} end
-        if tonumber(r[4]) > now then return {'inflight'} end
-        redis.call('HSET', KEYS[1], 'lease_until', now + tonumber(r[5]))
-        return {'taken_over', r[2]}
-        ",
-    )
-});
+fn session_key(id: Uuid) -> String {
+    in_shard(Shard::of(id), &format!("s:{id}"))
+}
 
-/// Stores the outcome of a claimed key, keeping its TTL.
-/// KEYS[1] record; ARGV[1] outcome; ARGV[2] "1" = only if still in flight.
-static COMPLETE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-        if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-        if ARGV[2] == '1' and redis.call('HGET', KEYS[1], 'state') ~= 'inflight' then return 0 end
-        redis.call('HSET', KEYS[1], 'state', 'done', 'outcome', ARGV[1])
-        return 1
-        ",
-    )
-});
+fn payment_key(id: Uuid) -> String {
+    in_shard(Shard::of(id), &format!("p:{id}"))
+}
 
-/// Takes the due items and moves them to the end of their lease.
-/// KEYS[1] due-queue; ARGV: now ms, lease end ms, limit.
-static CLAIM_DUE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-        local items = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
-        for _, item in ipairs(items) do
-          redis.call('ZADD', KEYS[1], ARGV[2], item)
-        end
-        return items
-        ",
-    )
-});
+fn operation_index_key(shard: Shard) -> String {
+    in_shard(shard, "ops")
+}
 
-/// The due-queue: one sorted set (one slot), score = due time in ms.
-const DUE_KEY: &str = "po:{due}:queue";
+fn record_key(id: Uuid) -> String {
+    in_shard(Shard::of(id), &format!("k:{id}"))
+}
 
-fn webhook_key(id: Uuid) -> String {
-    format!("po:{{w:{id}}}:webhook")
+fn due_key(shard: Shard) -> String {
+    in_shard(shard, "due")
+}
+
+fn delivery_key(id: Uuid) -> String {
+    in_shard(Shard::of(id), &format!("w:{id}"))
 }
 
 fn event_key(partner: &str, event_id: &str) -> String {
     format!("po:{{e:{partner}}}:event:{}", digest(event_id))
-}
-
-fn session_key(id: Uuid) -> String {
-    format!("po:{{s:{id}}}:session")
-}
-
-fn payment_key(id: Uuid) -> String {
-    format!("po:{{p:{id}}}:payment")
-}
-
-fn operation_key(id: Uuid) -> String {
-    format!("po:{{o:{id}}}:payment")
 }
 
 fn listing_key(merchant: &str, order_reference: Option<&str>) -> String {
@@ -203,49 +142,73 @@ fn listing_key(merchant: &str, order_reference: Option<&str>) -> String {
     }
 }
 
-/// The record of an idempotency key lives in the slot of what it is about.
-fn idempotency_key(scope: &IdempotencyScope) -> String {
-    let tag = match scope.resource.split_once(':') {
-        Some(("payment", id)) => format!("p:{id}"),
-        Some(("session", id)) => format!("s:{id}"),
-        _ => format!("m:{}", scope.merchant),
-    };
-    format!(
-        "po:{{{tag}}}:idem:{}:{}:{}",
-        scope.merchant,
-        scope.resource,
-        digest(&scope.key)
-    )
-}
-
 fn digest(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
-fn unavailable(error: redis::RedisError) -> StoreError {
+// ---- errors ----
+
+/// A read that failed changed nothing.
+fn unavailable(error: RedisError) -> StoreError {
     StoreError::Unavailable(Box::new(error))
 }
 
-fn encode<T: Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(Box::new(e)))
+/// A write that failed: refused before it ran (Redis answered with an error,
+/// or the connection was refused), or unknown (no answer, or an unreadable
+/// one: it may have run).
+fn write_failed(error: RedisError) -> StoreError {
+    let refused = match error.kind() {
+        ErrorKind::Io => error.is_connection_refusal(),
+        ErrorKind::Parse => false,
+        _ => true,
+    };
+    if refused {
+        StoreError::Unavailable(Box::new(error))
+    } else {
+        StoreError::Unknown(Box::new(error))
+    }
 }
 
-fn decode<T: DeserializeOwned>(data: &str) -> Result<T, StoreError> {
-    serde_json::from_str(data).map_err(|e| StoreError::Corrupt(Box::new(e)))
-}
-
-fn millis(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+fn corrupt(what: &'static str) -> StoreError {
+    StoreError::Corrupt(what.into())
 }
 
 fn ttl_millis(ttl: Duration) -> String {
     ttl.as_millis().max(1).to_string()
 }
 
+fn bytes(value: &Value) -> Option<&[u8]> {
+    match value {
+        Value::BulkString(bytes) => Some(bytes),
+        Value::SimpleString(text) => Some(text.as_bytes()),
+        _ => None,
+    }
+}
+
+fn number(value: &Value) -> Option<u64> {
+    match value {
+        Value::Int(n) => u64::try_from(*n).ok(),
+        other => std::str::from_utf8(bytes(other)?).ok()?.parse().ok(),
+    }
+}
+
+/// `v` and the record of a versioned hash (HMGET v <field>).
+fn versioned<T: serde::de::DeserializeOwned>(
+    version: Option<u64>,
+    data: Option<Vec<u8>>,
+) -> Result<Option<Versioned<T>>, StoreError> {
+    match (version, data) {
+        (Some(version), Some(data)) => Ok(Some(Versioned {
+            value: codec::decode(&data)?,
+            version,
+        })),
+        _ => Ok(None),
+    }
+}
+
 impl RedisStore {
     /// Connects (failing fast if Redis cannot be reached).
-    pub async fn connect(settings: &RedisSettings) -> Result<RedisStore, redis::RedisError> {
+    pub async fn connect(settings: &RedisSettings) -> Result<RedisStore, RedisError> {
         let connection = if settings.cluster {
             let client = ClusterClientBuilder::new(settings.urls.clone())
                 .connection_timeout(settings.connect_timeout)
@@ -275,99 +238,307 @@ impl RedisStore {
         self.connection.clone()
     }
 
-    async fn read<T: DeserializeOwned>(
-        &self,
-        key: &str,
-    ) -> Result<Option<Versioned<T>>, StoreError> {
+    /// What Redis says about settings that can lose data (for a startup
+    /// warning): `(maxmemory-policy, appendonly)`.
+    pub async fn durability(&self) -> Result<(String, String), StoreError> {
         let mut connection = self.connection();
-        let (version, data): (Option<u64>, Option<String>) = redis::cmd("HMGET")
-            .arg(key)
-            .arg("v")
-            .arg("data")
+        let get = |name: &'static str| redis::cmd("CONFIG").arg("GET").arg(name).clone();
+        let policy: Vec<String> = get("maxmemory-policy")
             .query_async(&mut connection)
             .await
             .map_err(unavailable)?;
-        match (version, data) {
-            (Some(version), Some(data)) => Ok(Some(Versioned {
-                value: decode(&data)?,
-                version,
-            })),
-            _ => Ok(None),
-        }
-    }
-
-    async fn insert<T: Serialize>(
-        &self,
-        key: &str,
-        value: &T,
-        ttl: Option<Duration>,
-    ) -> Result<(), StoreError> {
-        let mut connection = self.connection();
-        let inserted: i64 = INSERT
-            .key(key)
-            .arg(encode(value)?)
-            .arg(ttl.map(ttl_millis).unwrap_or_default())
-            .invoke_async(&mut connection)
+        let aof: Vec<String> = get("appendonly")
+            .query_async(&mut connection)
             .await
             .map_err(unavailable)?;
-        if inserted == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::AlreadyExists)
-        }
+        Ok((
+            policy.get(1).cloned().unwrap_or_default(),
+            aof.get(1).cloned().unwrap_or_default(),
+        ))
     }
 
-    async fn update<T: Serialize>(
+    async fn read_header_and(
         &self,
-        key: &str,
-        value: &T,
-        version: u64,
-        ttl: Option<Duration>,
-    ) -> Result<u64, StoreError> {
+        payment: Uuid,
+        operation: Uuid,
+    ) -> Result<Option<(Versioned<Payment>, Operation)>, StoreError> {
         let mut connection = self.connection();
-        let result: i64 = UPDATE
-            .key(key)
-            .arg(version)
-            .arg(encode(value)?)
-            .arg(ttl.map(ttl_millis).unwrap_or_default())
-            .invoke_async(&mut connection)
+        let (version, header, op): (Option<u64>, Option<Vec<u8>>, Option<Vec<u8>>) =
+            redis::cmd("HMGET")
+                .arg(payment_key(payment))
+                .arg("v")
+                .arg("h")
+                .arg(operation.to_string())
+                .query_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+        let Some(header) = versioned(version, header)? else {
+            return Ok(None);
+        };
+        op.map(|op| Ok((header, codec::decode(&op)?))).transpose()
+    }
+
+    async fn stored_payment(&self, id: Uuid) -> Result<Option<StoredPayment>, StoreError> {
+        let mut connection = self.connection();
+        let fields: Vec<(Vec<u8>, Vec<u8>)> = connection
+            .hgetall(payment_key(id))
             .await
             .map_err(unavailable)?;
-        u64::try_from(result)
-            .ok()
-            .filter(|v| *v > 0)
-            .ok_or(StoreError::Conflict)
+        let (mut version, mut header, mut operations) = (None, None, Vec::new());
+        for (field, value) in fields {
+            match field.as_slice() {
+                b"v" => {
+                    version = std::str::from_utf8(&value)
+                        .ok()
+                        .and_then(|v| v.parse().ok());
+                }
+                b"h" => header = Some(value),
+                _ => operations.push(codec::decode::<Operation>(&value)?),
+            }
+        }
+        let Some(header) = versioned(version, header)? else {
+            return Ok(None);
+        };
+        operations.sort_by_key(|op| op.sequence);
+        Ok(Some(StoredPayment { header, operations }))
+    }
+}
+
+/// The keys and arguments of a step, in the order `STEP` reads them.
+fn step_invocation(
+    step: &Step,
+    session_retention: Duration,
+) -> Result<redis::ScriptInvocation<'static>, StoreError> {
+    let shard = step.shard;
+    let mut invocation = STEP.prepare_invoke();
+    let placeholder = || in_shard(shard, "-");
+    invocation.key(
+        step.key
+            .as_ref()
+            .map_or_else(placeholder, |k| record_key(k.record())),
+    );
+    let session_id = step.session.as_ref().map(|write| match write {
+        Write::Insert(session) | Write::Update { value: session, .. } => session.id,
+        Write::Check { id, .. } => *id,
+    });
+    invocation.key(session_id.map_or_else(placeholder, session_key));
+    let payment_id = step.payment.as_ref().map(|write| match &write.header {
+        Write::Insert(payment) | Write::Update { value: payment, .. } => payment.id,
+        Write::Check { id, .. } => *id,
+    });
+    invocation.key(payment_id.map_or_else(placeholder, payment_key));
+    invocation.key(operation_index_key(shard));
+    invocation.key(due_key(shard));
+    for change in &step.outbox {
+        let id = match change {
+            OutboxChange::Put(delivery) | OutboxChange::Update(delivery) => delivery.id,
+            OutboxChange::Delete(id) => *id,
+        };
+        invocation.key(delivery_key(id));
+    }
+
+    invocation.arg(unix_millis(step.now));
+    match &step.key {
+        None => invocation.arg("").arg("").arg("").arg("").arg(""),
+        Some(KeyChange::Claim {
+            fingerprint,
+            lease_until,
+            ttl,
+            ..
+        }) => invocation
+            .arg("claim")
+            .arg(fingerprint.0.as_slice())
+            .arg(unix_millis(*lease_until))
+            .arg(ttl_millis(*ttl))
+            .arg(""),
+        Some(KeyChange::Answer {
+            fingerprint,
+            outcome,
+            ttl,
+            ..
+        }) => invocation
+            .arg("answer")
+            .arg(fingerprint.0.as_slice())
+            .arg("")
+            .arg(ttl_millis(*ttl))
+            .arg(codec::encode(outcome)?),
+        Some(KeyChange::Complete { outcome, .. }) => invocation
+            .arg("complete")
+            .arg("")
+            .arg("")
+            .arg("")
+            .arg(codec::encode(outcome)?),
+    };
+    match &step.session {
+        None => invocation.arg("").arg("").arg(""),
+        Some(Write::Insert(session)) => invocation
+            .arg("insert")
+            .arg("")
+            .arg(codec::encode(session)?),
+        Some(Write::Update { expected, value }) => invocation
+            .arg("update")
+            .arg(*expected)
+            .arg(codec::encode(value)?),
+        Some(Write::Check { expected, .. }) => invocation.arg("check").arg(*expected).arg(""),
+    };
+    invocation.arg(ttl_millis(session_retention));
+    let (mode, expected, header) = match step.payment.as_ref().map(|p| &p.header) {
+        None => ("", None, None),
+        Some(Write::Insert(payment)) => ("insert", None, Some(codec::encode(payment)?)),
+        Some(Write::Update { expected, value }) => {
+            ("update", Some(*expected), Some(codec::encode(value)?))
+        }
+        Some(Write::Check { expected, .. }) => ("check", Some(*expected), None),
+    };
+    invocation
+        .arg(mode)
+        .arg(expected.map(|v| v.to_string()).unwrap_or_default())
+        .arg(header.unwrap_or_default())
+        .arg(payment_id.map(|id| id.to_string()).unwrap_or_default());
+    let operations = step.payment.as_ref().map_or(&[][..], |p| &p.operations[..]);
+    invocation.arg(operations.len());
+    for write in operations {
+        let (mode, op) = match write {
+            OperationWrite::Insert(op) => ("i", op),
+            OperationWrite::Update(op) => ("u", op),
+        };
+        invocation
+            .arg(op.id.to_string())
+            .arg(mode)
+            .arg(codec::encode(op)?);
+    }
+    invocation.arg(step.due.len());
+    for change in &step.due {
+        match change {
+            DueChange::Schedule(item, at) => {
+                invocation.arg("+").arg(item.encode()).arg(unix_millis(*at))
+            }
+            DueChange::Unschedule(item) => invocation.arg("-").arg(item.encode()).arg(""),
+        };
+    }
+    invocation.arg(step.outbox.len());
+    for change in &step.outbox {
+        match change {
+            OutboxChange::Put(delivery) => invocation.arg("p").arg(codec::encode(delivery)?),
+            OutboxChange::Update(delivery) => invocation.arg("u").arg(codec::encode(delivery)?),
+            OutboxChange::Delete(_) => invocation.arg("d").arg(""),
+        };
+    }
+    Ok(invocation)
+}
+
+/// The script's answer as a [`Committed`].
+fn committed(answer: &[Value]) -> Result<Committed, StoreError> {
+    let tag = answer
+        .first()
+        .and_then(bytes)
+        .ok_or_else(|| corrupt("an empty step answer"))?;
+    let outcome = |value: Option<&Value>| -> Result<_, StoreError> {
+        codec::decode(
+            value
+                .and_then(bytes)
+                .ok_or_else(|| corrupt("a done key without outcome"))?,
+        )
+    };
+    Ok(match tag {
+        b"ok" => Committed::Applied {
+            payment: answer.get(1).and_then(number),
+            session: answer.get(2).and_then(number),
+            answered: match answer.get(3) {
+                Some(value @ Value::BulkString(_)) => Some(Box::new(outcome(Some(value))?)),
+                _ => None,
+            },
+        },
+        b"conflict" => Committed::Conflict,
+        b"exists" => Committed::Exists,
+        b"mismatch" => Committed::Claimed(KeyState::Mismatch),
+        b"done" => Committed::Claimed(KeyState::Done(Box::new(outcome(answer.get(1))?))),
+        b"inflight" => Committed::Claimed(KeyState::InFlight {
+            lease_expired: false,
+        }),
+        b"expired" => Committed::Claimed(KeyState::InFlight {
+            lease_expired: true,
+        }),
+        _ => return Err(corrupt("an unknown step answer")),
+    })
+}
+
+/// A listing bound in `ZRANGE … BYLEX` syntax.
+fn lex(bound: &Bound<String>, unbounded: &str) -> String {
+    match bound {
+        Bound::Included(member) => format!("[{member}"),
+        Bound::Excluded(member) => format!("({member}"),
+        Bound::Unbounded => unbounded.to_owned(),
     }
 }
 
 #[async_trait]
 impl PaymentStore for RedisStore {
-    async fn insert_session(&self, session: &Session) -> Result<(), StoreError> {
-        self.insert(
-            &session_key(session.id),
-            session,
-            Some(self.session_retention),
-        )
-        .await
+    async fn commit(&self, step: Step) -> Result<Committed, StoreError> {
+        let invocation = step_invocation(&step, self.session_retention)?;
+        let mut connection = self.connection();
+        let answer: Vec<Value> = invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(write_failed)?;
+        committed(&answer)
     }
 
     async fn session(&self, id: Uuid) -> Result<Option<Versioned<Session>>, StoreError> {
-        self.read(&session_key(id)).await
+        let mut connection = self.connection();
+        let (version, data): (Option<u64>, Option<Vec<u8>>) = redis::cmd("HMGET")
+            .arg(session_key(id))
+            .arg("v")
+            .arg("d")
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        versioned(version, data)
     }
 
-    async fn update_session(&self, session: &Session, version: u64) -> Result<u64, StoreError> {
-        self.update(
-            &session_key(session.id),
-            session,
-            version,
-            Some(self.session_retention),
-        )
-        .await
+    async fn header(&self, id: Uuid) -> Result<Option<Versioned<Payment>>, StoreError> {
+        let mut connection = self.connection();
+        let (version, data): (Option<u64>, Option<Vec<u8>>) = redis::cmd("HMGET")
+            .arg(payment_key(id))
+            .arg("v")
+            .arg("h")
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        versioned(version, data)
     }
 
-    async fn insert_payment(&self, payment: &Payment) -> Result<(), StoreError> {
-        self.insert(&payment_key(payment.id), payment, None).await?;
-        // Derived indexes, in the merchant's slot (one MULTI there).
+    async fn operation(
+        &self,
+        payment: Uuid,
+        operation: Uuid,
+    ) -> Result<Option<(Versioned<Payment>, Operation)>, StoreError> {
+        self.read_header_and(payment, operation).await
+    }
+
+    async fn find_operation(
+        &self,
+        operation: Uuid,
+    ) -> Result<Option<(Versioned<Payment>, Operation)>, StoreError> {
+        let mut connection = self.connection();
+        let payment: Option<String> = connection
+            .hget(
+                operation_index_key(Shard::of(operation)),
+                operation.to_string(),
+            )
+            .await
+            .map_err(unavailable)?;
+        match payment.and_then(|id| Uuid::try_parse(&id).ok()) {
+            Some(payment) => self.read_header_and(payment, operation).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn payment(&self, id: Uuid) -> Result<Option<StoredPayment>, StoreError> {
+        self.stored_payment(id).await
+    }
+
+    async fn index_payment(&self, payment: &Payment) -> Result<(), StoreError> {
         let member = listing_member(payment.created_at, payment.id);
         let mut pipeline = redis::pipe();
         pipeline
@@ -382,38 +553,13 @@ impl PaymentStore for RedisStore {
         pipeline
             .query_async::<()>(&mut connection)
             .await
-            .map_err(unavailable)
-    }
-
-    async fn payment(&self, id: Uuid) -> Result<Option<Versioned<Payment>>, StoreError> {
-        self.read(&payment_key(id)).await
-    }
-
-    async fn update_payment(&self, payment: &Payment, version: u64) -> Result<u64, StoreError> {
-        self.update(&payment_key(payment.id), payment, version, None)
-            .await
-    }
-
-    async fn index_operation(&self, operation: Uuid, payment: Uuid) -> Result<(), StoreError> {
-        let mut connection = self.connection();
-        connection
-            .set::<_, _, ()>(operation_key(operation), payment.to_string())
-            .await
-            .map_err(unavailable)
-    }
-
-    async fn payment_of_operation(&self, operation: Uuid) -> Result<Option<Uuid>, StoreError> {
-        let mut connection = self.connection();
-        let id: Option<String> = connection
-            .get(operation_key(operation))
-            .await
-            .map_err(unavailable)?;
-        Ok(id.and_then(|id| Uuid::try_parse(&id).ok()))
+            .map_err(write_failed)
     }
 
     async fn list_payments(&self, query: &ListQuery) -> Result<Vec<ListedPayment>, StoreError> {
         let key = listing_key(&query.merchant, query.order_reference.as_deref());
-        let (low, high) = query.lex_bounds();
+        let (low, high) = query.bounds();
+        let (low, high) = (lex(&low, "-"), lex(&high, "+"));
         let mut command = redis::cmd("ZRANGE");
         command.arg(&key);
         if query.newest_first {
@@ -427,115 +573,22 @@ impl PaymentStore for RedisStore {
             .query_async(&mut connection)
             .await
             .map_err(unavailable)?;
-        let ids: Vec<(String, Uuid)> = members
-            .into_iter()
-            .filter_map(|member| {
-                let id = Uuid::try_parse(member.split_once(':')?.1).ok()?;
-                Some((member, id))
-            })
-            .collect();
-        // Every payment has its own slot: one command each, sent concurrently
+        // Every payment has its own key: one read each, sent concurrently
         // (the multiplexed connection pipelines them on the wire).
-        let data: Vec<Option<String>> = try_join_all(ids.iter().map(|(_, id)| {
-            let mut connection = self.connection();
-            async move { connection.hget(payment_key(*id), "data").await }
+        try_join_all(members.into_iter().map(|member| async move {
+            let id = member
+                .split_once(':')
+                .and_then(|(_, id)| Uuid::try_parse(id).ok());
+            let payment = match id {
+                Some(id) => self.stored_payment(id).await?,
+                None => None,
+            };
+            Ok(ListedPayment {
+                cursor: member,
+                payment,
+            })
         }))
         .await
-        .map_err(unavailable)?;
-        ids.into_iter()
-            .zip(data)
-            .map(|((cursor, _), data)| {
-                Ok(ListedPayment {
-                    cursor,
-                    payment: data.map(|d| decode(&d)).transpose()?,
-                })
-            })
-            .collect()
-    }
-
-    async fn claim(
-        &self,
-        scope: &IdempotencyScope,
-        request: &ClaimRequest,
-        now: SystemTime,
-    ) -> Result<Claim, StoreError> {
-        let mut connection = self.connection();
-        let answer: Vec<Value> = CLAIM
-            .key(idempotency_key(scope))
-            .arg(&request.fingerprint)
-            .arg(request.reserved_id.to_string())
-            .arg(millis(now))
-            .arg(request.lease.as_millis().to_string())
-            .arg(ttl_millis(request.ttl))
-            .invoke_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
-        let text = |value: Option<&Value>| -> Option<Vec<u8>> {
-            match value? {
-                Value::BulkString(bytes) => Some(bytes.clone()),
-                Value::SimpleString(text) => Some(text.clone().into_bytes()),
-                _ => None,
-            }
-        };
-        let corrupt = || StoreError::Corrupt("unexpected answer to the claim script".into());
-        let tag = text(answer.first()).ok_or_else(corrupt)?;
-        Ok(match tag.as_slice() {
-            b"acquired" => Claim::Acquired,
-            b"mismatch" => Claim::Mismatch,
-            b"inflight" => Claim::InFlight,
-            b"done" => Claim::Done(text(answer.get(1)).unwrap_or_default()),
-            b"taken_over" => {
-                let id = text(answer.get(1)).ok_or_else(corrupt)?;
-                let id = std::str::from_utf8(&id)
-                    .ok()
-                    .and_then(|s| Uuid::try_parse(s).ok());
-                Claim::TakenOver {
-                    reserved_id: id.ok_or_else(corrupt)?,
-                }
-            }
-            _ => return Err(corrupt()),
-        })
-    }
-
-    async fn complete(
-        &self,
-        scope: &IdempotencyScope,
-        outcome: &[u8],
-        _now: SystemTime,
-    ) -> Result<(), StoreError> {
-        let mut connection = self.connection();
-        COMPLETE
-            .key(idempotency_key(scope))
-            .arg(outcome)
-            .arg("0")
-            .invoke_async::<i64>(&mut connection)
-            .await
-            .map(drop)
-            .map_err(unavailable)
-    }
-
-    async fn complete_if_in_flight(
-        &self,
-        scope: &IdempotencyScope,
-        outcome: &[u8],
-    ) -> Result<(), StoreError> {
-        let mut connection = self.connection();
-        COMPLETE
-            .key(idempotency_key(scope))
-            .arg(outcome)
-            .arg("1")
-            .invoke_async::<i64>(&mut connection)
-            .await
-            .map(drop)
-            .map_err(unavailable)
-    }
-
-    async fn release(&self, scope: &IdempotencyScope) -> Result<(), StoreError> {
-        let mut connection = self.connection();
-        connection
-            .del::<_, ()>(idempotency_key(scope))
-            .await
-            .map_err(unavailable)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -546,91 +599,107 @@ impl PaymentStore for RedisStore {
             .map(drop)
             .map_err(unavailable)
     }
+}
 
-    async fn schedule(&self, item: &DueItem, due_at: SystemTime) -> Result<(), StoreError> {
-        let mut connection = self.connection();
-        connection
-            .zadd::<_, _, _, ()>(DUE_KEY, item.encode(), millis(due_at))
-            .await
-            .map_err(unavailable)
+impl RedisStore {
+    /// `(shard, depth, due now, earliest)` of every shard, read concurrently.
+    async fn shard_summaries(
+        &self,
+        now: SystemTime,
+    ) -> Result<Vec<(Shard, usize, usize, Option<SystemTime>)>, StoreError> {
+        try_join_all(Shard::all().map(|shard| async move {
+            let mut connection = self.connection();
+            let answer: Vec<Value> = DUE_SUMMARY
+                .key(due_key(shard))
+                .arg(unix_millis(now))
+                .invoke_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            let count = |i: usize| answer.get(i).and_then(number).unwrap_or(0);
+            let earliest = answer
+                .get(2)
+                .and_then(number)
+                .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
+            Ok((shard, count(0) as usize, count(1) as usize, earliest))
+        }))
+        .await
     }
+}
 
-    async fn unschedule(&self, item: &DueItem) -> Result<(), StoreError> {
-        let mut connection = self.connection();
-        connection
-            .zrem::<_, _, ()>(DUE_KEY, item.encode())
-            .await
-            .map_err(unavailable)
-    }
-
+#[async_trait]
+impl DueQueue for RedisStore {
     async fn claim_due(
         &self,
         now: SystemTime,
         lease: Duration,
         limit: usize,
     ) -> Result<Vec<DueItem>, StoreError> {
-        let mut connection = self.connection();
-        let items: Vec<String> = CLAIM_DUE
-            .key(DUE_KEY)
-            .arg(millis(now))
-            .arg(millis(now + lease))
-            .arg(limit)
-            .invoke_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
-        Ok(items
+        // Look first (cheap, all shards at once), then claim where items are
+        // due, sharing the limit out so no busy shard starves the others.
+        let mut busy: Vec<(Shard, usize)> = self
+            .shard_summaries(now)
+            .await?
+            .into_iter()
+            .filter(|(_, _, due, _)| *due > 0)
+            .map(|(shard, _, due, _)| (shard, due))
+            .collect();
+        if busy.is_empty() {
+            return Ok(Vec::new());
+        }
+        busy.sort_by_key(|(_, due)| *due);
+        let mut left = limit;
+        let mut plan = Vec::new();
+        for (index, (shard, due)) in busy.iter().enumerate() {
+            let share = (left / (busy.len() - index)).max(1).min(*due);
+            if left == 0 {
+                break;
+            }
+            plan.push((*shard, share));
+            left = left.saturating_sub(share);
+        }
+        let claimed: Vec<Vec<String>> =
+            try_join_all(plan.into_iter().map(|(shard, take)| async move {
+                let mut connection = self.connection();
+                CLAIM_DUE
+                    .key(due_key(shard))
+                    .arg(unix_millis(now))
+                    .arg(unix_millis(now + lease))
+                    .arg(take)
+                    .invoke_async::<Vec<String>>(&mut connection)
+                    .await
+                    .map_err(write_failed)
+            }))
+            .await?;
+        Ok(claimed
             .iter()
-            .filter_map(|item| DueItem::decode(item))
+            .flatten()
+            .filter_map(|member| DueItem::decode(member))
             .collect())
     }
 
-    async fn due_summary(&self) -> Result<(usize, Option<SystemTime>), StoreError> {
+    async fn due_summary(&self) -> Result<DueSummary, StoreError> {
+        let summaries = self.shard_summaries(UNIX_EPOCH).await?;
+        Ok(DueSummary {
+            depth: summaries.iter().map(|s| s.1).sum(),
+            earliest: summaries.iter().filter_map(|s| s.3).min(),
+        })
+    }
+}
+
+#[async_trait]
+impl WebhookOutbox for RedisStore {
+    async fn delivery(&self, id: Uuid) -> Result<Option<WebhookDelivery>, StoreError> {
         let mut connection = self.connection();
-        let count: usize = connection.zcard(DUE_KEY).await.map_err(unavailable)?;
-        let first: Vec<(String, u64)> = connection
-            .zrange_withscores(DUE_KEY, 0, 0)
+        let data: Option<Vec<u8>> = connection
+            .get(delivery_key(id))
             .await
             .map_err(unavailable)?;
-        let earliest = first
-            .first()
-            .map(|(_, ms)| UNIX_EPOCH + Duration::from_millis(*ms));
-        Ok((count, earliest))
+        data.map(|d| codec::decode(&d)).transpose()
     }
+}
 
-    async fn put_webhook(&self, delivery: &WebhookDelivery) -> Result<bool, StoreError> {
-        let mut connection = self.connection();
-        redis::cmd("SET")
-            .arg(webhook_key(delivery.id))
-            .arg(encode(delivery)?)
-            .arg("NX")
-            .query_async::<Option<String>>(&mut connection)
-            .await
-            .map(|set| set.is_some())
-            .map_err(unavailable)
-    }
-
-    async fn webhook(&self, id: Uuid) -> Result<Option<WebhookDelivery>, StoreError> {
-        let mut connection = self.connection();
-        let data: Option<String> = connection.get(webhook_key(id)).await.map_err(unavailable)?;
-        data.map(|d| decode(&d)).transpose()
-    }
-
-    async fn update_webhook(&self, delivery: &WebhookDelivery) -> Result<(), StoreError> {
-        let mut connection = self.connection();
-        connection
-            .set::<_, _, ()>(webhook_key(delivery.id), encode(delivery)?)
-            .await
-            .map_err(unavailable)
-    }
-
-    async fn delete_webhook(&self, id: Uuid) -> Result<(), StoreError> {
-        let mut connection = self.connection();
-        connection
-            .del::<_, ()>(webhook_key(id))
-            .await
-            .map_err(unavailable)
-    }
-
+#[async_trait]
+impl EventLog for RedisStore {
     async fn first_sighting(
         &self,
         partner: &str,
@@ -644,10 +713,10 @@ impl PaymentStore for RedisStore {
             .arg(1)
             .arg("NX")
             .arg("PX")
-            .arg(ttl.as_millis().max(1).to_string())
+            .arg(ttl_millis(ttl))
             .query_async::<Option<String>>(&mut connection)
             .await
             .map(|set| set.is_some())
-            .map_err(unavailable)
+            .map_err(write_failed)
     }
 }

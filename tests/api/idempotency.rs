@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use payment_orchestrator::{api::proto, domain::payment::OperationKind};
+use payment_orchestrator::{api::proto, domain::operation::OperationKind};
 use prost::Message;
 use tonic::Code;
 use tonic_types::StatusExt;

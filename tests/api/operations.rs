@@ -2,7 +2,7 @@
 
 use payment_orchestrator::{
     api::proto::{self, OperationStatus},
-    domain::payment::OperationKind,
+    domain::operation::OperationKind,
 };
 use tonic::Code;
 use tonic_types::StatusExt;

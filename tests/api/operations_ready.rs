@@ -1,9 +1,6 @@
 //! What an SRE relies on: metrics, load shedding, graceful shutdown.
 
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use payment_orchestrator::api::proto;
 use tonic::Code;
@@ -12,7 +9,7 @@ use tonic_types::StatusExt;
 use super::{
     deployment::{Deployment, Redis},
     harness::*,
-    redis_server::RedisServer,
+    redis_server::{RedisServer, due_members},
 };
 
 async fn payment(deployment: &Deployment, split: Vec<proto::SplitLeg>) -> proto::Payment {
@@ -206,22 +203,15 @@ async fn sigterm_drains_in_flight_calls_refuses_new_ones_and_exits_cleanly() {
 
     // Nothing is left behind without a due-queue entry: every operation is
     // final (so off the queue), and each authorization's lifetime is queued.
-    let port = deployment.redis.server().port.to_string();
-    let queue = Command::new("redis-cli")
-        .args(["-p", &port, "ZRANGE", "po:{due}:queue", "0", "-1"])
-        .output()
-        .unwrap();
-    let members = String::from_utf8_lossy(&queue.stdout);
+    let members = due_members(deployment.redis.server().port);
     assert_eq!(
-        members
-            .lines()
-            .filter(|m| m.starts_with("auth-expiry:"))
-            .count(),
-        payments.len()
+        members.iter().filter(|m| m.starts_with("x:")).count(),
+        payments.len(),
+        "{members:?}"
     );
     assert_eq!(
-        members.lines().filter(|m| m.starts_with("op:")).count(),
+        members.iter().filter(|m| m.starts_with("o:")).count(),
         0,
-        "{members}"
+        "{members:?}"
     );
 }

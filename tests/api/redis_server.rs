@@ -36,6 +36,21 @@ pub fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
     }
 }
 
+/// Every member of every shard's due-queue (`po:{<shard>}:due`) of a
+/// single server.
+pub fn due_members(port: u16) -> Vec<String> {
+    let keys = redis_cli(port, &["--scan", "--pattern", "po:*:due"]).unwrap_or_default();
+    keys.lines()
+        .flat_map(|key| {
+            redis_cli(port, &["ZRANGE", key, "0", "-1"])
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// One redis-server.
 pub struct RedisServer {
     pub port: u16,

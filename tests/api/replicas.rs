@@ -352,7 +352,14 @@ async fn redis_outage_fails_fast_with_unavailable_and_recovers() {
     };
     assert_eq!(after.operation.unwrap().status(), OperationStatus::Success);
     // Nothing half-done: the failed calls left no operation and no reservation.
-    let payment = after.payment.unwrap();
+    let payment = deployment
+        .payments(0)
+        .get_payment(proto::GetPaymentRequest {
+            payment_id: payment.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(payment.captures.len(), 2, "{:#?}", payment.captures);
     let a = amounts(&payment);
     assert_eq!(

@@ -9,7 +9,7 @@ use payment_orchestrator::{
         admin_service_client::AdminServiceClient,
         partner_event_service_client::PartnerEventServiceClient,
     },
-    domain::payment::OperationKind,
+    domain::operation::OperationKind,
 };
 use tonic::Code;
 

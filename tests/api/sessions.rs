@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use payment_orchestrator::{
     api::proto::{self, OperationStatus, PaymentState, SessionStatus, TriggeredBy},
-    domain::payment::OperationKind,
+    domain::operation::OperationKind,
 };
 use tonic::Code;
 

@@ -1,0 +1,433 @@
+//! Operations (authorization, capture, refund, void) and their partner
+//! transactions: one record per operation, stored apart from the payment.
+//!
+//! An operation is a pure state machine over its transactions: answers are
+//! recorded, a final transaction never changes, and the operation's status is
+//! aggregated by amounts after every change. What an operation holds of each
+//! leg ([`Operation::contribution`]) is what the payment's ledger books for it.
+
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{
+    amounts::Amounts,
+    money::Amount,
+    status::{self, OperationStatus, TransactionStatus},
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum OperationKind {
+    Authorization,
+    Capture,
+    Refund,
+    Void,
+}
+
+impl OperationKind {
+    /// The one spelling of the kind (metrics, logs, webhooks).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationKind::Authorization => "authorization",
+            OperationKind::Capture => "capture",
+            OperationKind::Refund => "refund",
+            OperationKind::Void => "void",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TriggeredBy {
+    Merchant,
+    System,
+}
+
+impl TriggeredBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TriggeredBy::Merchant => "merchant",
+            TriggeredBy::System => "system",
+        }
+    }
+}
+
+/// A hash of what a request asked (its RPC and validated fields): the same
+/// idempotency key with a different fingerprint is a different request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Fingerprint(pub [u8; 16]);
+
+/// The merchant request that opened an operation: where its idempotency
+/// record is, and what it asked. Whoever finalizes the operation completes
+/// that record; a retry that finds the operation without its record (lost,
+/// expired) still tells a different request apart by the fingerprint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    pub record: Uuid,
+    pub fingerprint: Fingerprint,
+}
+
+/// One leg's part of an operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartnerTransaction {
+    pub id: Uuid,
+    /// Index into the payment's legs.
+    pub leg: usize,
+    pub amount: Amount,
+    pub status: TransactionStatus,
+    /// How many times the request was sent to the partner.
+    pub attempts: u32,
+    pub partner_reference: Option<String>,
+    pub partner_status: String,
+    pub partner_status_description: String,
+    pub created_at: SystemTime,
+    pub updated_at: SystemTime,
+}
+
+impl PartnerTransaction {
+    /// The id of an operation's transaction on a leg: derived, so that every
+    /// replica and every retry names it the same (one transaction per leg).
+    pub fn id_for(operation: Uuid, leg: usize) -> Uuid {
+        Uuid::new_v5(&operation, format!("leg:{leg}").as_bytes())
+    }
+
+    /// A reservation not yet sent: until the partner answers, the outcome is
+    /// unknown (if the process died now, the resolver would have to ask).
+    pub fn unsent(operation: Uuid, leg: usize, amount: Amount, now: SystemTime) -> Self {
+        PartnerTransaction {
+            id: PartnerTransaction::id_for(operation, leg),
+            leg,
+            amount,
+            status: TransactionStatus::Uncertain,
+            attempts: 0,
+            partner_reference: None,
+            partner_status: String::new(),
+            partner_status_description: String::new(),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub at: SystemTime,
+    pub note: String,
+}
+
+/// An authorization, capture, refund or void.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Operation {
+    pub id: Uuid,
+    pub payment_id: Uuid,
+    /// Its place among the payment's operations (the authorization is 0).
+    pub sequence: u32,
+    pub kind: OperationKind,
+    pub amount: Amount,
+    pub status: OperationStatus,
+    pub merchant_reference: String,
+    pub reason: String,
+    pub triggered_by: TriggeredBy,
+    /// The legs in the order this operation walks them.
+    pub route: Vec<usize>,
+    pub fallback: bool,
+    pub transactions: Vec<PartnerTransaction>,
+    pub requires_review: bool,
+    /// The merchant request that opened it; none for SYSTEM operations.
+    pub origin: Option<Origin>,
+    /// What happened beyond partner answers (review flags, outcomes set by an
+    /// operator with their reason).
+    pub history: Vec<HistoryEntry>,
+    pub created_at: SystemTime,
+    pub updated_at: SystemTime,
+}
+
+/// A partner's answer for one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransactionOutcome {
+    pub status: TransactionStatus,
+    pub partner_reference: Option<String>,
+    pub partner_status: String,
+    pub partner_status_description: String,
+}
+
+impl TransactionOutcome {
+    /// A leg that was never sent because an earlier leg was declined.
+    pub fn not_attempted() -> Self {
+        TransactionOutcome {
+            status: TransactionStatus::Failure,
+            partner_reference: None,
+            partner_status: "NOT_ATTEMPTED".into(),
+            partner_status_description: "an earlier leg was declined".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SettleError {
+    #[error("the operation is not waiting for review")]
+    NotUnderReview,
+    #[error("every open partner transaction needs exactly one final outcome")]
+    IncompleteOutcomes,
+}
+
+impl Operation {
+    pub fn transaction(&self, id: Uuid) -> Option<&PartnerTransaction> {
+        self.transactions.iter().find(|tx| tx.id == id)
+    }
+
+    /// The next transaction never sent, in route order.
+    pub fn next_unsent(&self) -> Option<&PartnerTransaction> {
+        self.transactions
+            .iter()
+            .find(|tx| tx.attempts == 0 && !tx.status.is_final())
+    }
+
+    /// What this operation holds of each leg: its successes, and its pending
+    /// or uncertain transactions as reservations. Indexed like the legs.
+    pub fn contribution(&self, legs: usize) -> Vec<Amounts> {
+        let mut held = vec![Amounts::ZERO; legs];
+        for tx in &self.transactions {
+            let Some(leg) = held.get_mut(tx.leg) else {
+                continue;
+            };
+            let (done, pending) = match self.kind {
+                OperationKind::Authorization => (&mut leg.authorized, &mut leg.authorize_pending),
+                OperationKind::Capture => (&mut leg.captured, &mut leg.capture_pending),
+                OperationKind::Refund => (&mut leg.refunded, &mut leg.refund_pending),
+                OperationKind::Void => (&mut leg.voided, &mut leg.void_pending),
+            };
+            let slot = match tx.status {
+                TransactionStatus::Success => done,
+                TransactionStatus::Pending | TransactionStatus::Uncertain => pending,
+                TransactionStatus::Failure => continue,
+            };
+            // One transaction per leg: nothing is added to a non-zero slot.
+            *slot = slot.checked_add(tx.amount).unwrap_or(*slot);
+        }
+        held
+    }
+
+    /// Marks a transaction as sent once more (before the partner call).
+    pub fn mark_sent(&mut self, transaction: Uuid, now: SystemTime) {
+        if let Some(tx) = self.transactions.iter_mut().find(|tx| tx.id == transaction) {
+            tx.attempts += 1;
+            tx.updated_at = now;
+            self.updated_at = now;
+        }
+    }
+
+    /// Applies a partner's answer to a non-final transaction and recomputes
+    /// the status. Final transactions never change; returns whether anything
+    /// changed.
+    pub fn record(
+        &mut self,
+        transaction: Uuid,
+        outcome: TransactionOutcome,
+        now: SystemTime,
+    ) -> bool {
+        let Some(tx) = self.transactions.iter_mut().find(|tx| tx.id == transaction) else {
+            return false;
+        };
+        if tx.status.is_final() {
+            return false;
+        }
+        tx.status = outcome.status;
+        if outcome.partner_reference.is_some() {
+            tx.partner_reference = outcome.partner_reference;
+        }
+        tx.partner_status = outcome.partner_status;
+        tx.partner_status_description = outcome.partner_status_description;
+        tx.updated_at = now;
+        self.updated_at = now;
+        self.recompute_status();
+        true
+    }
+
+    /// Gives up the transactions that were never sent (an authorization
+    /// stops at the first declined leg): they fail with `NOT_ATTEMPTED`.
+    pub fn abandon_unsent(&mut self, now: SystemTime) {
+        let unsent: Vec<Uuid> = self
+            .transactions
+            .iter()
+            .filter(|tx| tx.attempts == 0 && !tx.status.is_final())
+            .map(|tx| tx.id)
+            .collect();
+        for transaction in unsent {
+            self.record(transaction, TransactionOutcome::not_attempted(), now);
+        }
+    }
+
+    /// Flags a non-final operation for an operator (once); returns whether it
+    /// was newly flagged.
+    pub fn flag_for_review(&mut self, note: String, now: SystemTime) -> bool {
+        if self.requires_review || self.status.is_final() {
+            return false;
+        }
+        self.requires_review = true;
+        self.history.push(HistoryEntry { at: now, note });
+        self.updated_at = now;
+        true
+    }
+
+    /// An operator settles a flagged operation: each open transaction gets
+    /// the given final status, and the reason is kept in the history.
+    /// Refused unless the operation requires review and every open
+    /// transaction gets exactly one final status.
+    pub fn settle_by_hand(
+        &mut self,
+        outcomes: &[(Uuid, TransactionStatus)],
+        reason: &str,
+        now: SystemTime,
+    ) -> Result<(), SettleError> {
+        if !self.requires_review || self.status.is_final() {
+            return Err(SettleError::NotUnderReview);
+        }
+        let open: Vec<Uuid> = self
+            .transactions
+            .iter()
+            .filter(|tx| !tx.status.is_final())
+            .map(|tx| tx.id)
+            .collect();
+        let complete = outcomes.len() == open.len()
+            && open
+                .iter()
+                .all(|id| outcomes.iter().any(|(tx, _)| tx == id))
+            && outcomes.iter().all(|(_, status)| status.is_final());
+        if !complete {
+            return Err(SettleError::IncompleteOutcomes);
+        }
+        for (transaction, status) in outcomes {
+            let outcome = TransactionOutcome {
+                status: *status,
+                partner_reference: None,
+                partner_status: "SETTLED_BY_OPERATOR".into(),
+                partner_status_description: reason.to_owned(),
+            };
+            self.record(*transaction, outcome, now);
+        }
+        self.history.push(HistoryEntry {
+            at: now,
+            note: format!("settled by an operator: {reason}"),
+        });
+        Ok(())
+    }
+
+    /// The status as its transactions say (after any change to them).
+    pub(super) fn recompute_status(&mut self) {
+        let statuses = self.transactions.iter().map(|tx| (tx.status, tx.amount));
+        self.status = match self.kind {
+            OperationKind::Authorization => {
+                status::aggregate_authorization(statuses.map(|(status, _)| status))
+            }
+            _ => status::aggregate(self.amount, statuses),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn amount(minor: i64) -> Amount {
+        Amount::from_minor(minor).unwrap()
+    }
+
+    fn capture(legs: &[(usize, i64)]) -> Operation {
+        let id = Uuid::from_u128(7);
+        let now = SystemTime::UNIX_EPOCH;
+        Operation {
+            id,
+            payment_id: Uuid::from_u128(1),
+            sequence: 1,
+            kind: OperationKind::Capture,
+            amount: amount(legs.iter().map(|l| l.1).sum()),
+            status: OperationStatus::Uncertain,
+            merchant_reference: String::new(),
+            reason: String::new(),
+            triggered_by: TriggeredBy::Merchant,
+            route: legs.iter().map(|l| l.0).collect(),
+            fallback: true,
+            transactions: legs
+                .iter()
+                .map(|&(leg, minor)| PartnerTransaction::unsent(id, leg, amount(minor), now))
+                .collect(),
+            requires_review: false,
+            origin: None,
+            history: Vec::new(),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    fn answer(status: TransactionStatus) -> TransactionOutcome {
+        TransactionOutcome {
+            status,
+            partner_reference: Some("ref".into()),
+            partner_status: String::new(),
+            partner_status_description: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_final_transaction_never_changes() {
+        let mut op = capture(&[(0, 500)]);
+        let tx = op.transactions[0].id;
+        assert!(op.record(
+            tx,
+            answer(TransactionStatus::Success),
+            SystemTime::UNIX_EPOCH
+        ));
+        assert!(!op.record(
+            tx,
+            answer(TransactionStatus::Failure),
+            SystemTime::UNIX_EPOCH
+        ));
+        assert_eq!(op.status, OperationStatus::Success);
+    }
+
+    #[test]
+    fn contribution_books_successes_and_reserves_the_rest() {
+        let mut op = capture(&[(1, 200), (0, 300)]);
+        let gift = op.transactions[0].id;
+        op.record(
+            gift,
+            answer(TransactionStatus::Success),
+            SystemTime::UNIX_EPOCH,
+        );
+        let held = op.contribution(2);
+        assert_eq!(
+            (held[1].captured, held[1].capture_pending),
+            (amount(200), Amount::ZERO)
+        );
+        assert_eq!(
+            (held[0].captured, held[0].capture_pending),
+            (Amount::ZERO, amount(300))
+        );
+        let card = op.transactions[1].id;
+        op.record(
+            card,
+            answer(TransactionStatus::Failure),
+            SystemTime::UNIX_EPOCH,
+        );
+        assert_eq!(
+            op.contribution(2)[0],
+            Amounts::ZERO,
+            "a decline holds nothing"
+        );
+        assert_eq!(op.status, OperationStatus::Conflict);
+    }
+
+    #[test]
+    fn transaction_ids_are_derived_from_the_operation_and_leg() {
+        let op = Uuid::from_u128(9);
+        assert_eq!(
+            PartnerTransaction::id_for(op, 1),
+            PartnerTransaction::id_for(op, 1)
+        );
+        assert_ne!(
+            PartnerTransaction::id_for(op, 1),
+            PartnerTransaction::id_for(op, 2)
+        );
+    }
+}

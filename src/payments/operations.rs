@@ -1,0 +1,284 @@
+//! Capture, Refund and Void; GetPayment, GetOperation and WaitOperation.
+//!
+//! An operation request takes three store round trips on its latency path:
+//! the payment header is read, the operation is opened (one step: claim the
+//! key, reserve on the header with compare-and-set, write the operation, put
+//! it on the due-queue at the end of its lease), the partners are called, and
+//! the operation is concluded (one step). Guarantees:
+//!
+//! - the amount is routed across the legs in priority order and reserved
+//!   before any partner is called; nothing can capture more than was
+//!   authorized or refund more than was captured, whatever the outcomes;
+//! - one idempotency key is one operation, forever: its id is derived from
+//!   the key, so a retry, a takeover or a lost key record finds the first
+//!   one; a replay is the stored answer, byte for byte;
+//! - a store answer lost on the way (timeout) is not "nothing happened": the
+//!   caller gets `REQUEST_IN_PROGRESS` and the resolver finishes the work.
+
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use super::{
+    Idempotent, MAX_WRITE_ATTEMPTS, OperationCommand, OperationResult, PaymentError, PaymentView,
+    Payments, Precondition, Work,
+    idempotency::{self, Found, Scope},
+    steps::{Keying, Phase, operation_item},
+};
+use crate::{
+    domain::{
+        operation::{Operation, Origin, TriggeredBy},
+        payment::{OperationRequest, Payment},
+    },
+    store::{
+        Committed, DueChange, KeyChange, OperationWrite, Outcome, PaymentWrite, Shard, Step,
+        Versioned, Write,
+    },
+};
+
+/// The longest a `WaitOperation` waits.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+/// How often a waiting call re-reads the operation (any replica may settle it).
+const WAIT_POLL: Duration = Duration::from_millis(100);
+
+impl Payments {
+    /// Capture, refund or void.
+    pub async fn operate(
+        &self,
+        merchant: &str,
+        request: Idempotent<OperationCommand>,
+    ) -> Result<OperationResult, PaymentError> {
+        let command = request.command;
+        let payment_id = command.payment_id;
+        let id = idempotency::derive(merchant, Scope::Payment(payment_id), &request.key);
+        let origin = Origin {
+            record: id,
+            fingerprint: idempotency::fingerprint("Operation", &command),
+        };
+        let operation_request = OperationRequest {
+            kind: command.kind,
+            amount: command.amount,
+            priority: if command.priority.is_empty() {
+                self.priorities(merchant).for_kind(command.kind).to_vec()
+            } else {
+                command.priority
+            },
+            fallback: !command.disable_fallback,
+            merchant_reference: command.merchant_reference,
+            reason: command.reason,
+            triggered_by: TriggeredBy::Merchant,
+            origin: Some(origin),
+        };
+        for _ in 0..MAX_WRITE_ATTEMPTS {
+            let header = self.owned_header(merchant, payment_id).await?;
+            let now = self.clock.now();
+            let mut reserved = header.value.clone();
+            let mut step = Step::new(Shard::of(payment_id), now);
+            let opened = reserved.open_operation(id, &operation_request, now);
+            match &opened {
+                Ok(operation) => {
+                    step.key = Some(KeyChange::Claim {
+                        record: id,
+                        fingerprint: origin.fingerprint,
+                        lease_until: now + self.settings.idempotency_lease,
+                        ttl: self.settings.idempotency_ttl,
+                    });
+                    step.payment = Some(PaymentWrite {
+                        header: Write::Update {
+                            expected: header.version,
+                            value: reserved.clone(),
+                        },
+                        operations: vec![OperationWrite::Insert(operation.clone())],
+                    });
+                    let lease_end = now + self.settings.operation_lease;
+                    step.due
+                        .push(DueChange::Schedule(operation_item(operation), lease_end));
+                }
+                Err(refusal) => {
+                    // A refusal computed from what was read holds only if the
+                    // header did not move since.
+                    step.key = Some(KeyChange::Answer {
+                        record: id,
+                        fingerprint: origin.fingerprint,
+                        outcome: Outcome::Refused(Precondition::from(*refusal)),
+                        ttl: self.settings.idempotency_ttl,
+                    });
+                    step.payment = Some(PaymentWrite {
+                        header: Write::Check {
+                            expected: header.version,
+                            id: payment_id,
+                        },
+                        operations: Vec::new(),
+                    });
+                }
+            }
+            match self.store.commit(step).await? {
+                Committed::Applied { payment, .. } => match opened {
+                    Err(refusal) => return Err(Precondition::from(refusal).into()),
+                    Ok(operation) => {
+                        metrics::counter!("operations_opened_total").increment(1);
+                        let work = Work {
+                            header: Versioned {
+                                value: reserved,
+                                version: payment.unwrap_or(header.version + 1),
+                            },
+                            operation,
+                            session: None,
+                        };
+                        return self.run_operation(work).await;
+                    }
+                },
+                Committed::Conflict => continue,
+                Committed::Claimed(state) => {
+                    return match idempotency::found(state)? {
+                        Found::Answer(outcome) => {
+                            idempotency::operation_result(header.value, *outcome)
+                        }
+                        Found::Abandoned => {
+                            self.answer_from_operation(payment_id, id, origin).await
+                        }
+                    };
+                }
+                // Its record is gone but the operation is there (ids are
+                // derived from the key): answer from it.
+                Committed::Exists => {
+                    return self.answer_from_operation(payment_id, id, origin).await;
+                }
+            }
+        }
+        Err(PaymentError::Internal(
+            "too many concurrent writes to one payment".into(),
+        ))
+    }
+
+    /// Executes an opened operation and concludes it: the request's answer.
+    async fn run_operation(&self, work: Work) -> Result<OperationResult, PaymentError> {
+        let record = work.operation.id;
+        let (work, answers) = self.execute(work).await?;
+        let keying = Keying::Request {
+            record,
+            before: Vec::new(),
+        };
+        let concluded = self
+            .advance(work, Phase::Conclude, &keying, |header, op, now| {
+                for answer in &answers {
+                    header.take_answer(op, answer, true, now);
+                }
+            })
+            .await
+            .map_err(PaymentError::after_partner_call)?;
+        let outcome = concluded
+            .answer
+            .ok_or_else(|| PaymentError::Internal("a concluded request has no answer".into()))?;
+        idempotency::operation_result(concluded.work.header.value, outcome)
+    }
+
+    /// A request whose operation exists but whose own attempt is gone (it
+    /// died, or its record was lost): the operation's final state is the
+    /// answer, stored for every later replay; a non-final one belongs to
+    /// the resolver.
+    async fn answer_from_operation(
+        &self,
+        payment_id: Uuid,
+        id: Uuid,
+        origin: Origin,
+    ) -> Result<OperationResult, PaymentError> {
+        let (header, operation) = self
+            .store
+            .operation(payment_id, id)
+            .await?
+            .ok_or(PaymentError::RequestInProgress)?;
+        if operation.origin.map(|o| o.fingerprint) != Some(origin.fingerprint) {
+            return Err(PaymentError::IdempotencyKeyReused);
+        }
+        if !operation.status.is_final() {
+            return Err(PaymentError::RequestInProgress);
+        }
+        let outcome = idempotency::outcome_of(&header.value, &[], &operation, &[]);
+        let answer = self.store_answer(payment_id, id, origin, outcome).await?;
+        idempotency::operation_result(header.value, answer)
+    }
+
+    /// Stores `outcome` under a record that is in flight or missing; the
+    /// answer stored first wins.
+    pub(super) async fn store_answer(
+        &self,
+        resource: Uuid,
+        record: Uuid,
+        origin: Origin,
+        outcome: Outcome,
+    ) -> Result<Outcome, PaymentError> {
+        let mut step = Step::new(Shard::of(resource), self.clock.now());
+        step.key = Some(KeyChange::Complete {
+            record,
+            outcome: outcome.clone(),
+        });
+        // A record that is gone is written again (done) by an `Answer`.
+        if let Committed::Applied {
+            answered: Some(first),
+            ..
+        } = self.store.commit(step).await?
+        {
+            return Ok(*first);
+        }
+        let mut step = Step::new(Shard::of(resource), self.clock.now());
+        step.key = Some(KeyChange::Answer {
+            record,
+            fingerprint: origin.fingerprint,
+            outcome: outcome.clone(),
+            ttl: self.settings.idempotency_ttl,
+        });
+        match self.store.commit(step).await? {
+            Committed::Claimed(state) => match idempotency::found(state)? {
+                Found::Answer(first) => Ok(*first),
+                Found::Abandoned => Ok(outcome),
+            },
+            _ => Ok(outcome),
+        }
+    }
+
+    // ---- reads ----
+
+    pub async fn payment(&self, merchant: &str, id: Uuid) -> Result<PaymentView, PaymentError> {
+        let stored = self
+            .store
+            .payment(id)
+            .await?
+            .filter(|p| p.header.value.merchant == merchant)
+            .ok_or(PaymentError::NotFound)?;
+        Ok(PaymentView::now(stored.header.value, stored.operations))
+    }
+
+    pub async fn operation(
+        &self,
+        merchant: &str,
+        id: Uuid,
+    ) -> Result<(Payment, Operation), PaymentError> {
+        self.store
+            .find_operation(id)
+            .await?
+            .filter(|(header, _)| header.value.merchant == merchant)
+            .map(|(header, op)| (header.value, op))
+            .ok_or(PaymentError::NotFound)
+    }
+
+    /// Returns the operation once it is final, or as it is when `timeout`
+    /// (at most a minute) runs out. Any replica may be the one settling it:
+    /// the store is re-read every 100 ms.
+    pub async fn wait_operation(
+        &self,
+        merchant: &str,
+        id: Uuid,
+        timeout: Duration,
+    ) -> Result<(Payment, Operation), PaymentError> {
+        let deadline = Instant::now() + timeout.min(MAX_WAIT);
+        loop {
+            let (header, operation) = self.operation(merchant, id).await?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if operation.status.is_final() || left.is_zero() {
+                return Ok((header, operation));
+            }
+            tokio::time::sleep(left.min(WAIT_POLL)).await;
+        }
+    }
+}

@@ -1,0 +1,408 @@
+//! Checkout sessions: CreateSession, GetSession, CancelSession and
+//! SubmitSession.
+//!
+//! - CreateSession is one store step: the session and the request's answer,
+//!   written together; the session's id is derived from the key.
+//! - SubmitSession authorizes the split. *Open* is one step: the key
+//!   claimed, the session PROCESSING, the payment inserted with its
+//!   authorization reserving every leg, the authorization on the due-queue.
+//!   The legs are authorized in split order; a declined leg stops the walk.
+//!   *Conclude* is one step: the outcome, the session SUBMITTED (or OPEN
+//!   again after a decline), and the follow-up opened in the same step — the
+//!   automatic capture (AUTOMATIC mode) or the compensation void of the legs
+//!   that were authorized — which runs at once and answers the request. A
+//!   submit cut off anywhere is finished by the resolver: no session stays
+//!   PROCESSING, no follow-up is lost or run twice.
+
+use uuid::Uuid;
+
+use super::{
+    CancelSession, CreateSession, Idempotent, MAX_WRITE_ATTEMPTS, PaymentError, PaymentView,
+    Payments, Precondition, SubmitSession, Work,
+    idempotency::{self, Found, Scope},
+    steps::{Keying, Phase, operation_item},
+};
+use crate::{
+    domain::{
+        money::Amount,
+        operation::Origin,
+        payment::{NewPayment, Payment},
+        session::{Session, SessionStatus, SessionView},
+    },
+    store::{
+        Committed, DueChange, KeyChange, OperationWrite, Outcome, PaymentWrite, Shard, Step,
+        Versioned, Write,
+    },
+};
+
+impl Payments {
+    pub async fn create_session(
+        &self,
+        merchant: &str,
+        request: Idempotent<CreateSession>,
+    ) -> Result<SessionView, PaymentError> {
+        let fingerprint = idempotency::fingerprint("CreateSession", &request.command);
+        let id = idempotency::derive(merchant, Scope::CreateSession, &request.key);
+        let now = self.clock.now();
+        let command = request.command;
+        let session = Session {
+            id,
+            merchant: merchant.to_owned(),
+            order_reference: command.order_reference,
+            amount: command.amount,
+            currency: command.currency,
+            capture_mode: command.capture_mode,
+            items: command.items,
+            webhook: command.webhook,
+            metadata: command.metadata,
+            status: SessionStatus::Open,
+            cancellation_reason: String::new(),
+            created_at: now,
+            updated_at: now,
+            expires_at: now + command.expires_in.unwrap_or(self.settings.session_expiry),
+            payment_id: None,
+            fingerprint,
+        };
+        let view = session.clone().view_at(now);
+        let mut step = Step::new(Shard::of(id), now);
+        step.key = Some(KeyChange::Answer {
+            record: id,
+            fingerprint,
+            outcome: Outcome::Session(view.clone()),
+            ttl: self.settings.idempotency_ttl,
+        });
+        step.session = Some(Write::Insert(session));
+        match self.store.commit(step).await? {
+            Committed::Applied { .. } => Ok(view),
+            Committed::Claimed(state) => match idempotency::found(state)? {
+                Found::Answer(outcome) => match *outcome {
+                    Outcome::Session(view) => Ok(view),
+                    _ => Err(PaymentError::IdempotencyKeyReused),
+                },
+                Found::Abandoned => Err(PaymentError::RequestInProgress),
+            },
+            // The session exists but its record is gone: it is the answer.
+            Committed::Exists | Committed::Conflict => {
+                let existing = self.owned_session(merchant, id).await?;
+                if existing.value.fingerprint != fingerprint {
+                    return Err(PaymentError::IdempotencyKeyReused);
+                }
+                Ok(existing.value.view_at(self.clock.now()))
+            }
+        }
+    }
+
+    pub async fn session(&self, merchant: &str, id: Uuid) -> Result<SessionView, PaymentError> {
+        let session = self.owned_session(merchant, id).await?;
+        Ok(session.value.view_at(self.clock.now()))
+    }
+
+    pub async fn cancel_session(
+        &self,
+        merchant: &str,
+        request: Idempotent<CancelSession>,
+    ) -> Result<SessionView, PaymentError> {
+        let session_id = request.command.session_id;
+        let fingerprint = idempotency::fingerprint("CancelSession", &request.command);
+        let record = idempotency::derive(merchant, Scope::Session(session_id), &request.key);
+        for _ in 0..MAX_WRITE_ATTEMPTS {
+            let current = self.owned_session(merchant, session_id).await?;
+            let now = self.clock.now();
+            let mut session = current.value.clone();
+            let mut step = Step::new(Shard::of(session_id), now);
+            let answer = match session.cancel(request.command.reason.clone(), now) {
+                Ok(()) => {
+                    let view = session.clone().view_at(now);
+                    step.session = Some(Write::Update {
+                        expected: current.version,
+                        value: session,
+                    });
+                    Ok(view)
+                }
+                Err(refusal) => {
+                    step.session = Some(Write::Check {
+                        expected: current.version,
+                        id: session_id,
+                    });
+                    Err(Precondition::from(refusal))
+                }
+            };
+            step.key = Some(KeyChange::Answer {
+                record,
+                fingerprint,
+                outcome: match &answer {
+                    Ok(view) => Outcome::Session(view.clone()),
+                    Err(refusal) => Outcome::Refused(refusal.clone()),
+                },
+                ttl: self.settings.idempotency_ttl,
+            });
+            match self.store.commit(step).await? {
+                Committed::Applied { .. } => return answer.map_err(PaymentError::from),
+                Committed::Conflict => continue,
+                Committed::Claimed(state) => {
+                    return match idempotency::found(state)? {
+                        Found::Answer(outcome) => match *outcome {
+                            Outcome::Session(view) => Ok(view),
+                            _ => Err(PaymentError::IdempotencyKeyReused),
+                        },
+                        Found::Abandoned => Err(PaymentError::RequestInProgress),
+                    };
+                }
+                Committed::Exists => break,
+            }
+        }
+        Err(PaymentError::Internal(
+            "too many concurrent writes to one session".into(),
+        ))
+    }
+
+    /// Authorizes every leg in split order. A declined leg stops the walk,
+    /// voids the legs already authorized (compensation) and reopens the
+    /// session; success captures at once in AUTOMATIC mode.
+    pub async fn submit_session(
+        &self,
+        merchant: &str,
+        request: Idempotent<SubmitSession>,
+    ) -> Result<PaymentView, PaymentError> {
+        let session_id = request.command.session_id;
+        let mut current = self.owned_session(merchant, session_id).await?;
+        self.check_split(&current.value, &request.command).await?;
+        let fingerprint = idempotency::fingerprint("SubmitSession", &request.command);
+        let payment_id = idempotency::derive(merchant, Scope::Session(session_id), &request.key);
+        let origin = Origin {
+            record: payment_id,
+            fingerprint,
+        };
+        for attempt in 0..MAX_WRITE_ATTEMPTS {
+            if attempt > 0 {
+                current = self.owned_session(merchant, session_id).await?;
+            }
+            let now = self.clock.now();
+            let mut session = current.value.clone();
+            let mut step = Step::new(Shard::of(session_id), now);
+            if let Err(refusal) = session.begin_payment(payment_id, now) {
+                let refusal = Precondition::from(refusal);
+                step.key = Some(KeyChange::Answer {
+                    record: payment_id,
+                    fingerprint,
+                    outcome: Outcome::Refused(refusal.clone()),
+                    ttl: self.settings.idempotency_ttl,
+                });
+                step.session = Some(Write::Check {
+                    expected: current.version,
+                    id: session_id,
+                });
+                match self.store.commit(step).await? {
+                    Committed::Applied { .. } => return Err(refusal.into()),
+                    Committed::Conflict => continue,
+                    Committed::Claimed(state) => {
+                        return self.replay_submit(payment_id, origin, state).await;
+                    }
+                    Committed::Exists => return self.answer_from_payment(payment_id, origin).await,
+                }
+            }
+            let (header, authorization) = Payment::new(
+                NewPayment {
+                    id: payment_id,
+                    merchant: merchant.to_owned(),
+                    session_id,
+                    order_reference: session.order_reference.clone(),
+                    amount: session.amount,
+                    currency: session.currency,
+                    capture_mode: session.capture_mode,
+                    legs: request.command.legs.clone(),
+                    webhook: session.webhook.clone(),
+                    authorization_id: idempotency::system_id(payment_id, "authorization"),
+                    origin: Some(origin),
+                },
+                now,
+            );
+            step.key = Some(KeyChange::Claim {
+                record: payment_id,
+                fingerprint,
+                lease_until: now + self.settings.idempotency_lease,
+                ttl: self.settings.idempotency_ttl,
+            });
+            step.session = Some(Write::Update {
+                expected: current.version,
+                value: session.clone(),
+            });
+            step.payment = Some(PaymentWrite {
+                header: Write::Insert(header.clone()),
+                operations: vec![OperationWrite::Insert(authorization.clone())],
+            });
+            step.due.push(DueChange::Schedule(
+                operation_item(&authorization),
+                now + self.settings.operation_lease,
+            ));
+            // The listing is derived data in other shards: written beside the
+            // step, on the same round trip.
+            let (committed, indexed) =
+                tokio::join!(self.store.commit(step), self.store.index_payment(&header));
+            if let Err(error) = indexed {
+                tracing::warn!(%error, payment_id = %payment_id, "payment not added to the listing");
+            }
+            match committed? {
+                Committed::Applied {
+                    payment,
+                    session: version,
+                    ..
+                } => {
+                    metrics::counter!("operations_opened_total").increment(1);
+                    let work = Work {
+                        header: Versioned {
+                            value: header,
+                            version: payment.unwrap_or(1),
+                        },
+                        operation: authorization,
+                        session: Some(Versioned {
+                            value: session,
+                            version: version.unwrap_or(current.version + 1),
+                        }),
+                    };
+                    return self.authorize(work).await;
+                }
+                Committed::Conflict => continue,
+                Committed::Claimed(state) => {
+                    return self.replay_submit(payment_id, origin, state).await;
+                }
+                Committed::Exists => return self.answer_from_payment(payment_id, origin).await,
+            }
+        }
+        Err(PaymentError::Internal(
+            "too many concurrent writes to one session".into(),
+        ))
+    }
+
+    /// Leg amounts must sum to the session amount, and every token must be
+    /// one its partner accepts (checked before anything is claimed: a
+    /// corrected retry with the same key works).
+    async fn check_split(
+        &self,
+        session: &Session,
+        command: &SubmitSession,
+    ) -> Result<(), PaymentError> {
+        let total = Amount::sum(command.legs.iter().map(|leg| leg.amount));
+        if total != Ok(session.amount) {
+            return Err(PaymentError::InvalidArgument {
+                field: "split".into(),
+                description: format!(
+                    "leg amounts must sum to the session amount {}",
+                    session.amount
+                ),
+            });
+        }
+        for (index, leg) in command.legs.iter().enumerate() {
+            let Some(partner) = self.partners.get(&leg.partner) else {
+                continue;
+            };
+            if let Err(problem) = partner.adapter.check_token(leg.token.expose()).await {
+                return Err(PaymentError::InvalidArgument {
+                    field: format!("split[{index}].payment_token"),
+                    description: problem,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs an opened authorization, and what follows it, to the request's
+    /// answer.
+    async fn authorize(&self, work: Work) -> Result<PaymentView, PaymentError> {
+        let record = work.header.value.id;
+        let (work, answers) = self.execute(work).await?;
+        let keying = Keying::Request {
+            record,
+            before: Vec::new(),
+        };
+        let concluded = self
+            .advance(work, Phase::Conclude, &keying, |header, op, now| {
+                for answer in &answers {
+                    header.take_answer(op, answer, true, now);
+                }
+            })
+            .await
+            .map_err(PaymentError::after_partner_call)?;
+        let mut answer = concluded.answer;
+        let mut header = concluded.work.header.clone();
+        for follow_up in concluded.opened {
+            let keying = Keying::Request {
+                record,
+                before: vec![concluded.work.operation.clone()],
+            };
+            let work = Work {
+                header,
+                operation: follow_up,
+                session: None,
+            };
+            let (work, answers) = self
+                .execute(work)
+                .await
+                .map_err(PaymentError::after_partner_call)?;
+            let done = self
+                .advance(work, Phase::Conclude, &keying, |header, op, now| {
+                    for answer in &answers {
+                        header.take_answer(op, answer, true, now);
+                    }
+                })
+                .await
+                .map_err(PaymentError::after_partner_call)?;
+            answer = done.answer;
+            header = done.work.header;
+        }
+        let outcome = answer
+            .ok_or_else(|| PaymentError::Internal("a submit concluded without answer".into()))?;
+        idempotency::payment_view(header.value, outcome)
+    }
+
+    async fn replay_submit(
+        &self,
+        payment_id: Uuid,
+        origin: Origin,
+        state: crate::store::KeyState,
+    ) -> Result<PaymentView, PaymentError> {
+        match idempotency::found(state)? {
+            Found::Answer(outcome) => {
+                let outcome = *outcome;
+                let header = self.store.header(payment_id).await?.ok_or_else(|| {
+                    PaymentError::Internal("an answered submit has no payment".into())
+                })?;
+                idempotency::payment_view(header.value, outcome)
+            }
+            Found::Abandoned => self.answer_from_payment(payment_id, origin).await,
+        }
+    }
+
+    /// A submit whose payment exists but whose own attempt is gone: once the
+    /// authorization is final, the payment as it is (the authorization and
+    /// what followed it) is the answer, stored for every later replay.
+    async fn answer_from_payment(
+        &self,
+        payment_id: Uuid,
+        origin: Origin,
+    ) -> Result<PaymentView, PaymentError> {
+        let stored = self
+            .store
+            .payment(payment_id)
+            .await?
+            .ok_or(PaymentError::RequestInProgress)?;
+        let Some(authorization) = stored.operations.first() else {
+            return Err(PaymentError::RequestInProgress);
+        };
+        if authorization.origin.map(|o| o.fingerprint) != Some(origin.fingerprint) {
+            return Err(PaymentError::IdempotencyKeyReused);
+        }
+        if !authorization.status.is_final() {
+            return Err(PaymentError::RequestInProgress);
+        }
+        let header = stored.header.value;
+        let outcome = Outcome::Payment {
+            snapshot: header.snapshot(),
+            operations: stored.operations,
+        };
+        let answer = self
+            .store_answer(payment_id, payment_id, origin, outcome)
+            .await?;
+        idempotency::payment_view(header, answer)
+    }
+}
