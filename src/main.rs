@@ -2,6 +2,11 @@
 
 use payment_orchestrator::{app::App, config::Config, telemetry};
 
+// Requests allocate many small strings and vectors; mimalloc serves them
+// about twice as fast as the system allocator (measured: see the README).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::load()?;

@@ -9,7 +9,14 @@
 //! one line per operation.
 //!
 //! Operations (`--mix`, weights): `capture` (1 minor unit on a pool payment),
-//! `get` (GetPayment), `checkout` (CreateSession + SubmitSession, 2 calls).
+//! `get` (GetPayment), `checkout` (CreateSession + SubmitSession, 2 calls),
+//! `lifecycle` (a checkout of 2 legs, a capture and a refund: 4 calls — what
+//! a payment typically goes through; used to measure storage per payment).
+//!
+//! Like wrk or h2load, the measured calls are not parsed: their answer is
+//! the gRPC status (a response body is read and dropped). On a small machine
+//! the load generator shares the cores with the service, so parsing large
+//! responses here would be measured as the service's slowness.
 
 // The report on stdout is this tool's output.
 #![allow(clippy::print_stdout)]
@@ -26,18 +33,76 @@ use std::{
 use anyhow::{Context, bail};
 use clap::Parser;
 use payment_orchestrator::{
-    api::proto::{
-        self, payment_service_client::PaymentServiceClient,
-        session_service_client::SessionServiceClient,
-    },
+    api::proto::{self, session_service_client::SessionServiceClient},
     config::parse_duration,
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use tonic::{
-    Code, Request,
+    Code, Request, Status,
+    codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
+    codegen::http::uri::PathAndQuery,
     metadata::{Ascii, MetadataValue},
     transport::Channel,
 };
+
+/// Requests encoded with prost; responses read and dropped.
+#[derive(Debug)]
+struct Unparsed<T>(std::marker::PhantomData<T>);
+
+impl<T: prost::Message + Send + 'static> Codec for Unparsed<T> {
+    type Encode = T;
+    type Decode = ();
+    type Encoder = Unparsed<T>;
+    type Decoder = Unparsed<T>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        Unparsed(std::marker::PhantomData)
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        Unparsed(std::marker::PhantomData)
+    }
+}
+
+impl<T: prost::Message> Encoder for Unparsed<T> {
+    type Item = T;
+    type Error = Status;
+
+    fn encode(&mut self, item: T, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.encode(dst)
+            .map_err(|error| Status::internal(error.to_string()))
+    }
+}
+
+impl<T> Decoder for Unparsed<T> {
+    type Item = ();
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<()>, Status> {
+        use bytes::Buf;
+        src.advance(src.remaining());
+        Ok(Some(()))
+    }
+}
+
+/// One unary call whose response is not parsed.
+async fn unparsed<T: prost::Message + Send + 'static>(
+    channel: &Channel,
+    path: &'static str,
+    request: Request<T>,
+) -> Result<(), Status> {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready()
+        .await
+        .map_err(|error| Status::unavailable(error.to_string()))?;
+    grpc.unary(
+        request,
+        PathAndQuery::from_static(path),
+        Unparsed::<T>(std::marker::PhantomData),
+    )
+    .await
+    .map(drop)
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -79,6 +144,7 @@ enum Op {
     Capture,
     Get,
     Checkout,
+    Lifecycle,
 }
 
 impl Op {
@@ -87,6 +153,7 @@ impl Op {
             Op::Capture => "capture",
             Op::Get => "get",
             Op::Checkout => "checkout",
+            Op::Lifecycle => "lifecycle",
         }
     }
 }
@@ -101,7 +168,8 @@ fn parse_mix(text: &str) -> anyhow::Result<Vec<(Op, u32)>> {
             "capture" => Op::Capture,
             "get" => Op::Get,
             "checkout" => Op::Checkout,
-            other => bail!("unknown operation {other:?} (capture, get, checkout)"),
+            "lifecycle" => Op::Lifecycle,
+            other => bail!("unknown operation {other:?} (capture, get, checkout, lifecycle)"),
         };
         mix.push((op, weight.parse().context("weights are whole numbers")?));
     }
@@ -113,8 +181,8 @@ fn parse_mix(text: &str) -> anyhow::Result<Vec<(Op, u32)>> {
 
 #[derive(Clone)]
 struct Client {
+    channel: Channel,
     sessions: SessionServiceClient<Channel>,
-    payments: PaymentServiceClient<Channel>,
     auth: MetadataValue<Ascii>,
 }
 
@@ -170,15 +238,44 @@ impl Client {
                     amount: Some(1),
                     ..Default::default()
                 });
-                self.payments.capture(request).await.map(drop)
+                unparsed(
+                    &self.channel,
+                    "/payment_orchestrator.v1.PaymentService/Capture",
+                    request,
+                )
+                .await
             }
             Op::Get => {
                 let request = self.request(proto::GetPaymentRequest {
                     payment_id: payment.to_owned(),
                 });
-                self.payments.get_payment(request).await.map(drop)
+                unparsed(
+                    &self.channel,
+                    "/payment_orchestrator.v1.PaymentService/GetPayment",
+                    request,
+                )
+                .await
             }
             Op::Checkout => self.checkout(10_000, card_token).await.map(drop),
+            Op::Lifecycle => {
+                let payment = self.checkout(10_000, card_token).await?;
+                let capture = self.request(proto::CaptureRequest {
+                    payment_id: payment.id.clone(),
+                    idempotency_key: uuid::Uuid::now_v7().to_string(),
+                    amount: Some(15_000),
+                    ..Default::default()
+                });
+                let capture_path = "/payment_orchestrator.v1.PaymentService/Capture";
+                unparsed(&self.channel, capture_path, capture).await?;
+                let refund = self.request(proto::RefundRequest {
+                    payment_id: payment.id,
+                    idempotency_key: uuid::Uuid::now_v7().to_string(),
+                    amount: Some(5_000),
+                    ..Default::default()
+                });
+                let refund_path = "/payment_orchestrator.v1.PaymentService/Refund";
+                unparsed(&self.channel, refund_path, refund).await
+            }
         }
     }
 }
@@ -236,7 +333,7 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("cannot connect to {target}"))?;
         clients.push(Client {
             sessions: SessionServiceClient::new(channel.clone()),
-            payments: PaymentServiceClient::new(channel),
+            channel,
             auth: auth.clone(),
         });
     }

@@ -107,6 +107,18 @@ pub struct SessionView {
 }
 
 impl Session {
+    /// The session as CreateSession made it: only its status, payment,
+    /// cancellation reason and `updated_at` change afterwards.
+    pub fn as_created(&self) -> Session {
+        Session {
+            status: SessionStatus::Open,
+            cancellation_reason: String::new(),
+            updated_at: self.created_at,
+            payment_id: None,
+            ..self.clone()
+        }
+    }
+
     pub fn view_at(self, now: SystemTime) -> SessionView {
         let status = self.status_at(now);
         SessionView {

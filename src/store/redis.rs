@@ -30,11 +30,12 @@ use redis::{
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use self::scripts::{CLAIM_DUE, DUE_SUMMARY, STEP};
+use self::scripts::{CLAIM_DUE, CONCLUDE, OPEN, STEP};
 use super::{
     Committed, DueChange, DueItem, DueQueue, DueSummary, EventLog, KeyChange, KeyState, ListQuery,
-    ListedPayment, OperationWrite, OutboxChange, PaymentStore, Shard, Step, StoreError,
-    StoredPayment, Versioned, WebhookDelivery, WebhookOutbox, Write, listing_member, unix_millis,
+    ListedPayment, OperationWrite, OutboxChange, Outcome, PaymentStore, PaymentWrite, Shard, Step,
+    StoreError, StoredPayment, Versioned, WebhookDelivery, WebhookOutbox, Write, listing_member,
+    unix_millis,
 };
 use crate::domain::{operation::Operation, payment::Payment, session::Session};
 
@@ -278,6 +279,34 @@ impl RedisStore {
         op.map(|op| Ok((header, codec::decode(&op)?))).transpose()
     }
 
+    /// A stored answer, with the final operations it refers to read back.
+    async fn outcome(&self, bytes: &[u8]) -> Result<Outcome, StoreError> {
+        let stored: codec::StoredOutcome = codec::decode(bytes)?;
+        if let Some(id) = stored.session() {
+            let session = self.session(id).await?.map(|s| s.value);
+            return stored.resolve(session, &[]);
+        }
+        let Some((payment, ids)) = stored.references() else {
+            return stored.resolve(None, &[]);
+        };
+        let mut command = redis::cmd("HMGET");
+        command.arg(payment_key(payment));
+        for id in &ids {
+            command.arg(id.to_string());
+        }
+        let mut connection = self.connection();
+        let records: Vec<Option<Vec<u8>>> = command
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        let operations = records
+            .into_iter()
+            .flatten()
+            .map(|record| codec::decode(&record))
+            .collect::<Result<Vec<Operation>, _>>()?;
+        stored.resolve(None, &operations)
+    }
+
     async fn stored_payment(&self, id: Uuid) -> Result<Option<StoredPayment>, StoreError> {
         let mut connection = self.connection();
         let fields: Vec<(Vec<u8>, Vec<u8>)> = connection
@@ -361,13 +390,13 @@ fn step_invocation(
             .arg(fingerprint.0.as_slice())
             .arg("")
             .arg(ttl_millis(*ttl))
-            .arg(codec::encode(outcome)?),
+            .arg(codec::encode_outcome(outcome)?),
         Some(KeyChange::Complete { outcome, .. }) => invocation
             .arg("complete")
             .arg("")
             .arg("")
             .arg("")
-            .arg(codec::encode(outcome)?),
+            .arg(codec::encode_outcome(outcome)?),
     };
     match &step.session {
         None => invocation.arg("").arg("").arg(""),
@@ -394,7 +423,7 @@ fn step_invocation(
         .arg(mode)
         .arg(expected.map(|v| v.to_string()).unwrap_or_default())
         .arg(header.unwrap_or_default())
-        .arg(payment_id.map(|id| id.to_string()).unwrap_or_default());
+        .arg(payment_id.map_or_else(Vec::new, |id| id.as_bytes().to_vec()));
     let operations = step.payment.as_ref().map_or(&[][..], |p| &p.operations[..]);
     invocation.arg(operations.len());
     for write in operations {
@@ -405,7 +434,8 @@ fn step_invocation(
         invocation
             .arg(op.id.to_string())
             .arg(mode)
-            .arg(codec::encode(op)?);
+            .arg(codec::encode(op)?)
+            .arg(op.id.as_bytes().as_slice());
     }
     invocation.arg(step.due.len());
     for change in &step.due {
@@ -427,38 +457,130 @@ fn step_invocation(
     Ok(invocation)
 }
 
-/// The script's answer as a [`Committed`].
-fn committed(answer: &[Value]) -> Result<Committed, StoreError> {
-    let tag = answer
+/// The hot shapes of a step get a lean script: opening an operation
+/// (claim, header compare-and-set, one new operation, its due entry) and
+/// writing one (header compare-and-set, the operation, maybe the answer,
+/// due-queue moves). `None`: any other shape, for [`STEP`].
+fn lean_invocation(step: &Step) -> Result<Option<redis::ScriptInvocation<'static>>, StoreError> {
+    if step.session.is_some() || !step.outbox.is_empty() {
+        return Ok(None);
+    }
+    let Some(PaymentWrite {
+        header: Write::Update { expected, value },
+        operations,
+    }) = &step.payment
+    else {
+        return Ok(None);
+    };
+    let shard = step.shard;
+    match (&step.key, operations.as_slice(), step.due.as_slice()) {
+        (
+            Some(KeyChange::Claim {
+                record,
+                fingerprint,
+                lease_until,
+                ttl,
+            }),
+            [OperationWrite::Insert(op)],
+            [DueChange::Schedule(item, at)],
+        ) => {
+            let mut invocation = OPEN.prepare_invoke();
+            invocation
+                .key(record_key(*record))
+                .key(payment_key(value.id))
+                .key(operation_index_key(shard))
+                .key(due_key(shard))
+                .arg(unix_millis(step.now))
+                .arg(fingerprint.0.as_slice())
+                .arg(unix_millis(*lease_until))
+                .arg(ttl_millis(*ttl))
+                .arg(*expected)
+                .arg(codec::encode(value)?)
+                .arg(op.id.to_string())
+                .arg(codec::encode(op)?)
+                .arg(value.id.as_bytes().as_slice())
+                .arg(item.encode())
+                .arg(unix_millis(*at))
+                .arg(op.id.as_bytes().as_slice());
+            Ok(Some(invocation))
+        }
+        (None | Some(KeyChange::Complete { .. }), [OperationWrite::Update(op)], due) => {
+            let mut invocation = CONCLUDE.prepare_invoke();
+            let (record, outcome) = match &step.key {
+                Some(KeyChange::Complete { record, outcome }) => {
+                    (record_key(*record), codec::encode_outcome(outcome)?)
+                }
+                _ => (in_shard(shard, "-"), Vec::new()),
+            };
+            invocation
+                .key(record)
+                .key(payment_key(value.id))
+                .key(due_key(shard))
+                .arg(*expected)
+                .arg(codec::encode(value)?)
+                .arg(op.id.to_string())
+                .arg(codec::encode(op)?)
+                .arg(outcome);
+            for change in due {
+                match change {
+                    DueChange::Schedule(item, at) => {
+                        invocation.arg("+").arg(item.encode()).arg(unix_millis(*at))
+                    }
+                    DueChange::Unschedule(item) => invocation.arg("-").arg(item.encode()).arg(""),
+                };
+            }
+            Ok(Some(invocation))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// A step script's answer, before stored answers are read back.
+enum Answer {
+    Applied {
+        payment: Option<u64>,
+        session: Option<u64>,
+        answered: Option<Vec<u8>>,
+    },
+    Conflict,
+    Exists,
+    Mismatch,
+    Done(Vec<u8>),
+    InFlight {
+        lease_expired: bool,
+    },
+}
+
+fn answer(values: &[Value]) -> Result<Answer, StoreError> {
+    let tag = values
         .first()
         .and_then(bytes)
         .ok_or_else(|| corrupt("an empty step answer"))?;
-    let outcome = |value: Option<&Value>| -> Result<_, StoreError> {
-        codec::decode(
-            value
-                .and_then(bytes)
-                .ok_or_else(|| corrupt("a done key without outcome"))?,
-        )
-    };
     Ok(match tag {
-        b"ok" => Committed::Applied {
-            payment: answer.get(1).and_then(number),
-            session: answer.get(2).and_then(number),
-            answered: match answer.get(3) {
-                Some(value @ Value::BulkString(_)) => Some(Box::new(outcome(Some(value))?)),
+        b"ok" => Answer::Applied {
+            payment: values.get(1).and_then(number),
+            session: values.get(2).and_then(number),
+            answered: match values.get(3) {
+                Some(Value::BulkString(outcome)) => Some(outcome.clone()),
                 _ => None,
             },
         },
-        b"conflict" => Committed::Conflict,
-        b"exists" => Committed::Exists,
-        b"mismatch" => Committed::Claimed(KeyState::Mismatch),
-        b"done" => Committed::Claimed(KeyState::Done(Box::new(outcome(answer.get(1))?))),
-        b"inflight" => Committed::Claimed(KeyState::InFlight {
+        b"conflict" => Answer::Conflict,
+        b"exists" => Answer::Exists,
+        b"mismatch" => Answer::Mismatch,
+        b"done" => Answer::Done(
+            values
+                .get(1)
+                .and_then(bytes)
+                .ok_or_else(|| corrupt("a done key without outcome"))?
+                .to_vec(),
+        ),
+        b"inflight" => Answer::InFlight {
             lease_expired: false,
-        }),
-        b"expired" => Committed::Claimed(KeyState::InFlight {
+        },
+        b"expired" => Answer::InFlight {
             lease_expired: true,
-        }),
+        },
         _ => return Err(corrupt("an unknown step answer")),
     })
 }
@@ -475,13 +597,38 @@ fn lex(bound: &Bound<String>, unbounded: &str) -> String {
 #[async_trait]
 impl PaymentStore for RedisStore {
     async fn commit(&self, step: Step) -> Result<Committed, StoreError> {
-        let invocation = step_invocation(&step, self.session_retention)?;
+        let invocation = match lean_invocation(&step)? {
+            Some(lean) => lean,
+            None => step_invocation(&step, self.session_retention)?,
+        };
         let mut connection = self.connection();
-        let answer: Vec<Value> = invocation
+        let values: Vec<Value> = invocation
             .invoke_async(&mut connection)
             .await
             .map_err(write_failed)?;
-        committed(&answer)
+        Ok(match answer(&values)? {
+            Answer::Applied {
+                payment,
+                session,
+                answered,
+            } => Committed::Applied {
+                payment,
+                session,
+                answered: match answered {
+                    Some(bytes) => Some(Box::new(self.outcome(&bytes).await?)),
+                    None => None,
+                },
+            },
+            Answer::Conflict => Committed::Conflict,
+            Answer::Exists => Committed::Exists,
+            Answer::Mismatch => Committed::Claimed(KeyState::Mismatch),
+            Answer::Done(bytes) => {
+                Committed::Claimed(KeyState::Done(Box::new(self.outcome(&bytes).await?)))
+            }
+            Answer::InFlight { lease_expired } => {
+                Committed::Claimed(KeyState::InFlight { lease_expired })
+            }
+        })
     }
 
     async fn session(&self, id: Uuid) -> Result<Option<Versioned<Session>>, StoreError> {
@@ -521,14 +668,14 @@ impl PaymentStore for RedisStore {
         operation: Uuid,
     ) -> Result<Option<(Versioned<Payment>, Operation)>, StoreError> {
         let mut connection = self.connection();
-        let payment: Option<String> = connection
+        let payment: Option<Vec<u8>> = connection
             .hget(
                 operation_index_key(Shard::of(operation)),
-                operation.to_string(),
+                operation.as_bytes().as_slice(),
             )
             .await
             .map_err(unavailable)?;
-        match payment.and_then(|id| Uuid::try_parse(&id).ok()) {
+        match payment.and_then(|id| Uuid::from_slice(&id).ok()) {
             Some(payment) => self.read_header_and(payment, operation).await,
             None => Ok(None),
         }
@@ -602,25 +749,15 @@ impl PaymentStore for RedisStore {
 }
 
 impl RedisStore {
-    /// `(shard, depth, due now, earliest)` of every shard, read concurrently.
-    async fn shard_summaries(
-        &self,
-        now: SystemTime,
-    ) -> Result<Vec<(Shard, usize, usize, Option<SystemTime>)>, StoreError> {
+    /// How many items each shard has due at `now`, read concurrently.
+    async fn due_counts(&self, now: SystemTime) -> Result<Vec<(Shard, usize)>, StoreError> {
         try_join_all(Shard::all().map(|shard| async move {
             let mut connection = self.connection();
-            let answer: Vec<Value> = DUE_SUMMARY
-                .key(due_key(shard))
-                .arg(unix_millis(now))
-                .invoke_async(&mut connection)
+            let due: usize = connection
+                .zcount(due_key(shard), "-inf", unix_millis(now))
                 .await
                 .map_err(unavailable)?;
-            let count = |i: usize| answer.get(i).and_then(number).unwrap_or(0);
-            let earliest = answer
-                .get(2)
-                .and_then(number)
-                .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
-            Ok((shard, count(0) as usize, count(1) as usize, earliest))
+            Ok((shard, due))
         }))
         .await
     }
@@ -637,11 +774,10 @@ impl DueQueue for RedisStore {
         // Look first (cheap, all shards at once), then claim where items are
         // due, sharing the limit out so no busy shard starves the others.
         let mut busy: Vec<(Shard, usize)> = self
-            .shard_summaries(now)
+            .due_counts(now)
             .await?
             .into_iter()
-            .filter(|(_, _, due, _)| *due > 0)
-            .map(|(shard, _, due, _)| (shard, due))
+            .filter(|(_, due)| *due > 0)
             .collect();
         if busy.is_empty() {
             return Ok(Vec::new());
@@ -678,10 +814,23 @@ impl DueQueue for RedisStore {
     }
 
     async fn due_summary(&self) -> Result<DueSummary, StoreError> {
-        let summaries = self.shard_summaries(UNIX_EPOCH).await?;
+        let shards = try_join_all(Shard::all().map(|shard| async move {
+            let mut connection = self.connection();
+            let (depth, first): (usize, Vec<(String, u64)>) = redis::pipe()
+                .zcard(due_key(shard))
+                .zrange_withscores(due_key(shard), 0, 0)
+                .query_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            let earliest = first
+                .first()
+                .map(|(_, ms)| UNIX_EPOCH + Duration::from_millis(*ms));
+            Ok::<_, StoreError>((depth, earliest))
+        }))
+        .await?;
         Ok(DueSummary {
-            depth: summaries.iter().map(|s| s.1).sum(),
-            earliest: summaries.iter().filter_map(|s| s.3).min(),
+            depth: shards.iter().map(|s| s.0).sum(),
+            earliest: shards.iter().filter_map(|s| s.1).min(),
         })
     }
 }

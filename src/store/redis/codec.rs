@@ -4,8 +4,17 @@
 //! keeps a reader for the old one.
 
 use serde::{Serialize, de::DeserializeOwned};
+use uuid::Uuid;
 
-use crate::store::StoreError;
+use crate::{
+    domain::{
+        operation::Operation,
+        payment::Snapshot,
+        precondition::Precondition,
+        session::{Session, SessionStatus, SessionView},
+    },
+    store::{Outcome, StoreError},
+};
 
 /// The layout of every record written today.
 const FORMAT: u8 = 1;
@@ -22,5 +31,152 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
         _ => Err(StoreError::Corrupt(
             "a record in an unknown format (or not ours)".into(),
         )),
+    }
+}
+
+/// An idempotency record's answer as stored. A final operation never
+/// changes, so it is kept as a reference and read back from its payment on a
+/// replay; a copy is kept only of what may still change (a PENDING or
+/// UNCERTAIN operation, as the answer showed it). This keeps a record small
+/// whatever the operation holds.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub enum StoredOutcome {
+    Session(SessionView),
+    /// A CreateSession answer: the session as it was created, rebuilt from
+    /// the stored session (see `Session::as_created`).
+    SessionAsCreated(Uuid),
+    Payment {
+        snapshot: Snapshot,
+        payment: Uuid,
+        operations: Vec<Kept>,
+    },
+    Operation {
+        snapshot: Snapshot,
+        payment: Uuid,
+        operation: Kept,
+    },
+    Refused(Precondition),
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub enum Kept {
+    Copy(Operation),
+    Final(Uuid),
+}
+
+impl Kept {
+    fn of(operation: &Operation) -> Kept {
+        if operation.status.is_final() {
+            Kept::Final(operation.id)
+        } else {
+            Kept::Copy(operation.clone())
+        }
+    }
+}
+
+pub fn encode_outcome(outcome: &Outcome) -> Result<Vec<u8>, StoreError> {
+    let stored = match outcome {
+        Outcome::Session(view)
+            if view.status == SessionStatus::Open && view.session == view.session.as_created() =>
+        {
+            StoredOutcome::SessionAsCreated(view.session.id)
+        }
+        Outcome::Session(view) => StoredOutcome::Session(view.clone()),
+        Outcome::Payment {
+            snapshot,
+            operations,
+        } => StoredOutcome::Payment {
+            snapshot: *snapshot,
+            payment: operations.first().map_or(Uuid::nil(), |op| op.payment_id),
+            operations: operations.iter().map(Kept::of).collect(),
+        },
+        Outcome::Operation {
+            snapshot,
+            operation,
+        } => StoredOutcome::Operation {
+            snapshot: *snapshot,
+            payment: operation.payment_id,
+            operation: Kept::of(operation),
+        },
+        Outcome::Refused(precondition) => StoredOutcome::Refused(precondition.clone()),
+    };
+    encode(&stored)
+}
+
+impl StoredOutcome {
+    /// The payment and operations this answer refers to (to be read back).
+    pub fn references(&self) -> Option<(Uuid, Vec<Uuid>)> {
+        let (payment, kept): (Uuid, Vec<&Kept>) = match self {
+            StoredOutcome::Payment {
+                payment,
+                operations,
+                ..
+            } => (*payment, operations.iter().collect()),
+            StoredOutcome::Operation {
+                payment, operation, ..
+            } => (*payment, vec![operation]),
+            _ => return None,
+        };
+        let ids: Vec<Uuid> = kept
+            .into_iter()
+            .filter_map(|k| match k {
+                Kept::Final(id) => Some(*id),
+                Kept::Copy(_) => None,
+            })
+            .collect();
+        (!ids.is_empty()).then_some((payment, ids))
+    }
+
+    /// The session this answer refers to (to be read back).
+    pub fn session(&self) -> Option<Uuid> {
+        match self {
+            StoredOutcome::SessionAsCreated(id) => Some(*id),
+            _ => None,
+        }
+    }
+
+    /// The answer, with the referenced session or operations as read back.
+    pub fn resolve(
+        self,
+        session: Option<Session>,
+        read: &[Operation],
+    ) -> Result<Outcome, StoreError> {
+        let find = |kept: Kept| match kept {
+            Kept::Copy(operation) => Ok(operation),
+            Kept::Final(id) => read
+                .iter()
+                .find(|op| op.id == id)
+                .cloned()
+                .ok_or_else(|| StoreError::Corrupt("an answer's operation is gone".into())),
+        };
+        Ok(match self {
+            StoredOutcome::Session(view) => Outcome::Session(view),
+            StoredOutcome::SessionAsCreated(_) => {
+                let session = session
+                    .ok_or_else(|| StoreError::Corrupt("an answer's session is gone".into()))?
+                    .as_created();
+                Outcome::Session(SessionView {
+                    session,
+                    status: SessionStatus::Open,
+                })
+            }
+            StoredOutcome::Payment {
+                snapshot,
+                operations,
+                ..
+            } => Outcome::Payment {
+                snapshot,
+                operations: operations.into_iter().map(find).collect::<Result<_, _>>()?,
+            },
+            StoredOutcome::Operation {
+                snapshot,
+                operation,
+                ..
+            } => Outcome::Operation {
+                snapshot,
+                operation: find(operation)?,
+            },
+            StoredOutcome::Refused(precondition) => Outcome::Refused(precondition),
+        })
     }
 }

@@ -1,12 +1,35 @@
 //! The Lua scripts. Each runs on one slot (all its keys share the shard's
 //! hash tag) and checks everything before it writes anything, so a script
 //! that refuses leaves no trace.
+//!
+//! An idempotency record is one string: `i` + fingerprint (16 bytes) + lease
+//! end (ms) while its request runs, `d` + fingerprint + outcome once it is
+//! answered. Every script below reads and writes it the same way.
+//!
+//! [`STEP`] takes any step. The two steps every operation takes, *open* and
+//! *conclude*, have lean scripts of their own ([`OPEN`], [`CONCLUDE`]): a
+//! script's cost in Redis is mostly its arguments and its `redis.call`s.
 
 use std::sync::LazyLock;
 
 use redis::Script;
 
-/// One atomic step (see `store::Step`).
+/// The shared part: what an existing record says to a claim
+/// (`ARGV[fp]` is the claimant's fingerprint).
+macro_rules! claimed {
+    ($fp:literal, $now:literal) => {
+        concat!(
+            "local function claimed(record)\n",
+            "  if string.sub(record, 2, 17) ~= ARGV[", $fp, "] then return {'mismatch'} end\n",
+            "  if string.sub(record, 1, 1) == 'd' then return {'done', string.sub(record, 18)} end\n",
+            "  if tonumber(string.sub(record, 18)) > tonumber(ARGV[", $now, "]) then return {'inflight'} end\n",
+            "  return {'expired'}\n",
+            "end\n"
+        )
+    };
+}
+
+/// One atomic step (see `store::Step`), any shape.
 ///
 /// KEYS: 1 idempotency record, 2 session, 3 payment, 4 operation index,
 /// 5 due-queue, 6.. webhook deliveries.
@@ -17,8 +40,9 @@ use redis::Script;
 /// 7 session part (`` | `insert` | `update` | `check`), 8 expected version,
 /// 9 session, 10 retention (ms);
 /// 11 payment part (`` | `insert` | `update` | `check`), 12 expected version,
-/// 13 header, 14 payment id;
-/// 15 N, then N × (operation id, `i`nsert | `u`pdate, operation);
+/// 13 header, 14 payment id (16 bytes);
+/// 15 N, then N × (operation id, `i`nsert | `u`pdate, operation, operation
+/// id as 16 bytes);
 /// then D, D × (`+` | `-`, member, due ms);
 /// then W, W × (`p`ut if absent | `u`pdate | `d`elete, delivery).
 ///
@@ -26,19 +50,14 @@ use redis::Script;
 /// or `{'conflict'}`, `{'exists'}`, `{'mismatch'}`, `{'done', outcome}`,
 /// `{'inflight'}`, `{'expired'}` (in flight, lease over) with nothing written.
 pub static STEP: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(concat!(
+        claimed!("3", "1"),
         r"
-        local now = tonumber(ARGV[1])
         local keymode = ARGV[2]
         local record = nil
         if keymode ~= '' then
-          record = redis.call('HMGET', KEYS[1], 'f', 's', 'l', 'o')
-          if keymode ~= 'complete' and record[1] then
-            if record[1] ~= ARGV[3] then return {'mismatch'} end
-            if record[2] == 'd' then return {'done', record[4]} end
-            if tonumber(record[3]) > now then return {'inflight'} end
-            return {'expired'}
-          end
+          record = redis.call('GET', KEYS[1])
+          if keymode ~= 'complete' and record then return claimed(record) end
         end
         local smode = ARGV[7]
         if smode == 'insert' then
@@ -55,24 +74,22 @@ pub static STEP: LazyLock<Script> = LazyLock::new(|| {
         local n = tonumber(ARGV[15])
         local i = 16
         for _ = 1, n do
-          if ARGV[i + 1] == 'i' and redis.call('HEXISTS', KEYS[4], ARGV[i]) == 1 then
+          if ARGV[i + 1] == 'i' and redis.call('HEXISTS', KEYS[4], ARGV[i + 3]) == 1 then
             return {'exists'}
           end
-          i = i + 3
+          i = i + 4
         end
 
         local answered = false
         if keymode == 'claim' then
-          redis.call('HSET', KEYS[1], 'f', ARGV[3], 's', 'i', 'l', ARGV[4])
-          redis.call('PEXPIRE', KEYS[1], ARGV[5])
+          redis.call('SET', KEYS[1], 'i' .. ARGV[3] .. ARGV[4], 'PX', ARGV[5])
         elseif keymode == 'answer' then
-          redis.call('HSET', KEYS[1], 'f', ARGV[3], 's', 'd', 'o', ARGV[6])
-          redis.call('PEXPIRE', KEYS[1], ARGV[5])
-        elseif keymode == 'complete' then
-          if record[2] == 'i' then
-            redis.call('HSET', KEYS[1], 's', 'd', 'o', ARGV[6])
-          elseif record[2] == 'd' then
-            answered = record[4]
+          redis.call('SET', KEYS[1], 'd' .. ARGV[3] .. ARGV[6], 'PX', ARGV[5])
+        elseif keymode == 'complete' and record then
+          if string.sub(record, 1, 1) == 'i' then
+            redis.call('SET', KEYS[1], 'd' .. string.sub(record, 2, 17) .. ARGV[6], 'KEEPTTL')
+          else
+            answered = string.sub(record, 18)
           end
         end
         local sversion = false
@@ -91,8 +108,8 @@ pub static STEP: LazyLock<Script> = LazyLock::new(|| {
         i = 16
         for _ = 1, n do
           redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 2])
-          if ARGV[i + 1] == 'i' then redis.call('HSET', KEYS[4], ARGV[i], ARGV[14]) end
-          i = i + 3
+          if ARGV[i + 1] == 'i' then redis.call('HSET', KEYS[4], ARGV[i + 3], ARGV[14]) end
+          i = i + 4
         end
         local d = tonumber(ARGV[i])
         i = i + 1
@@ -118,6 +135,68 @@ pub static STEP: LazyLock<Script> = LazyLock::new(|| {
           i = i + 2
         end
         return {'ok', pversion, sversion, answered}
+        "
+    ))
+});
+
+/// Opens an operation: claim the key, compare-and-set the header, write the
+/// operation and its index entry, put it on the due-queue.
+///
+/// KEYS: 1 idempotency record, 2 payment, 3 operation index, 4 due-queue.
+/// ARGV: 1 now, 2 fingerprint, 3 lease until, 4 ttl, 5 expected version,
+/// 6 header, 7 operation id, 8 operation, 9 payment id (16 bytes), 10 due
+/// member, 11 due ms, 12 operation id (16 bytes). Returns like [`STEP`].
+pub static OPEN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        claimed!("2", "1"),
+        r"
+        local record = redis.call('GET', KEYS[1])
+        if record then return claimed(record) end
+        if redis.call('HGET', KEYS[2], 'v') ~= ARGV[5] then return {'conflict'} end
+        if redis.call('HSETNX', KEYS[3], ARGV[12], ARGV[9]) == 0 then return {'exists'} end
+        redis.call('SET', KEYS[1], 'i' .. ARGV[2] .. ARGV[3], 'PX', ARGV[4])
+        local version = tonumber(ARGV[5]) + 1
+        redis.call('HSET', KEYS[2], 'v', version, 'h', ARGV[6], ARGV[7], ARGV[8])
+        redis.call('ZADD', KEYS[4], ARGV[11], ARGV[10])
+        return {'ok', version, false, false}
+        "
+    ))
+});
+
+/// Concludes (or records progress on) an operation: compare-and-set the
+/// header, write the operation, store the answer under the key if its
+/// request is still in flight, move the operation on the due-queue.
+///
+/// KEYS: 1 idempotency record (or any key of the shard), 2 payment,
+/// 3 due-queue.
+/// ARGV: 1 expected version, 2 header, 3 operation id, 4 operation,
+/// 5 outcome (`` = no key part), then D × (`+` | `-`, member, due ms).
+/// Returns like [`STEP`].
+pub static CONCLUDE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if redis.call('HGET', KEYS[2], 'v') ~= ARGV[1] then return {'conflict'} end
+        local answered = false
+        if ARGV[5] ~= '' then
+          local record = redis.call('GET', KEYS[1])
+          if record then
+            if string.sub(record, 1, 1) == 'i' then
+              redis.call('SET', KEYS[1], 'd' .. string.sub(record, 2, 17) .. ARGV[5], 'KEEPTTL')
+            else
+              answered = string.sub(record, 18)
+            end
+          end
+        end
+        local version = tonumber(ARGV[1]) + 1
+        redis.call('HSET', KEYS[2], 'v', version, 'h', ARGV[2], ARGV[3], ARGV[4])
+        for i = 6, #ARGV, 3 do
+          if ARGV[i] == '+' then
+            redis.call('ZADD', KEYS[3], ARGV[i + 2], ARGV[i + 1])
+          else
+            redis.call('ZREM', KEYS[3], ARGV[i + 1])
+          end
+        end
+        return {'ok', version, false, answered}
         ",
     )
 });
@@ -132,17 +211,6 @@ pub static CLAIM_DUE: LazyLock<Script> = LazyLock::new(|| {
           redis.call('ZADD', KEYS[1], ARGV[2], item)
         end
         return items
-        ",
-    )
-});
-
-/// One shard's due-queue at a glance: `{depth, items due at ARGV[1], earliest ms}`.
-/// KEYS[1] due-queue.
-pub static DUE_SUMMARY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-        local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-        return {redis.call('ZCARD', KEYS[1]), redis.call('ZCOUNT', KEYS[1], '-inf', ARGV[1]), first[2] or false}
         ",
     )
 });
