@@ -60,7 +60,7 @@ pub enum StoredOutcome {
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub enum Kept {
-    Copy(Operation),
+    Copy(Box<Operation>),
     Final(Uuid),
 }
 
@@ -69,7 +69,7 @@ impl Kept {
         if operation.status.is_final() {
             Kept::Final(operation.id)
         } else {
-            Kept::Copy(operation.clone())
+            Kept::Copy(Box::new(operation.clone()))
         }
     }
 }
@@ -142,7 +142,7 @@ impl StoredOutcome {
         read: &[Operation],
     ) -> Result<Outcome, StoreError> {
         let find = |kept: Kept| match kept {
-            Kept::Copy(operation) => Ok(operation),
+            Kept::Copy(operation) => Ok(*operation),
             Kept::Final(id) => read
                 .iter()
                 .find(|op| op.id == id)
