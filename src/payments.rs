@@ -29,9 +29,15 @@ mod sessions;
 mod steps;
 
 pub use idempotency::IdempotencyKey;
+// What the children share (they import this parent, never each other).
+use idempotency::{
+    Found, Scope, derived_id, fingerprint, found_record, operation_result, outcome_of,
+    payment_view, system_id,
+};
 pub use listing::{DEFAULT_PAGE_SIZE, ListPayments, MAX_PAGE_SIZE, PaymentFilter, PaymentPage};
 pub use operations::MAX_WAIT;
 pub use resolution::{EventResult, Handled, PartnerEvent};
+use steps::{Advanced, Keying, Phase, operation_item};
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 

@@ -17,7 +17,7 @@ mod api {
     mod replicas;
     mod resolution;
     mod sessions;
-    // mod store_contract;
+    mod store_contract;
     mod tls;
     mod traces;
     mod validation;

@@ -11,21 +11,36 @@
 
 use uuid::Uuid;
 
-use super::{
-    PaymentError, Payments, Work,
-    steps::{Keying, Phase},
-};
+use super::{Keying, PaymentError, Payments, Phase, Work};
 use crate::{
     domain::{
         operation::Operation,
         operation::{OperationKind, TransactionOutcome},
-        payment::{Answer, Payment},
+        payment::{Answer, Leg, Payment},
         status::TransactionStatus,
     },
     partners::{Lookup, PartnerAnswer, PartnerError, PartnerRequest},
 };
 
 impl Payments {
+    /// Asks each leg's partner whether it accepts the leg's token (before
+    /// anything is claimed: a corrected retry with the same key works). The
+    /// message names the leg, never the token.
+    pub(super) async fn check_tokens(&self, legs: &[Leg]) -> Result<(), PaymentError> {
+        for (index, leg) in legs.iter().enumerate() {
+            let Some(partner) = self.partners.get(&leg.partner) else {
+                continue;
+            };
+            if let Err(problem) = partner.adapter.check_token(leg.token.expose()).await {
+                return Err(PaymentError::InvalidArgument {
+                    field: format!("split[{index}].payment_token"),
+                    description: problem,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Sends the operation's unsent legs in route order. Returns the work as
     /// last written and the answers not written yet (for the conclusion).
     pub(super) async fn execute(
@@ -50,7 +65,7 @@ impl Payments {
             let answer = Answer {
                 transaction: transaction.id,
                 sent: true,
-                outcome: outcome_of(&result),
+                outcome: transaction_outcome(&result),
             };
             let re_offered = header.take_answer(&mut operation, &answer, true, self.clock.now());
             answers.push(answer);
@@ -104,7 +119,7 @@ impl Payments {
                 .lookup(&partner, &request.idempotency_key)
                 .await;
             let (outcome, sent) = match lookup {
-                Ok(Lookup::Found(result)) => (found(&result), false),
+                Ok(Lookup::Found(result)) => (known_outcome(&result), false),
                 Ok(Lookup::NotFound) if declined_before => {
                     (Some(TransactionOutcome::not_attempted()), false)
                 }
@@ -114,7 +129,10 @@ impl Payments {
                         partner,
                         "the partner never received it: sending again with the same key"
                     );
-                    (found(&self.partners.send(&partner, &request).await), true)
+                    (
+                        known_outcome(&self.partners.send(&partner, &request).await),
+                        true,
+                    )
                 }
                 Ok(Lookup::NotFound) | Err(_) => (None, false),
             };
@@ -151,7 +169,7 @@ fn request_for(
     Some((request, leg.partner.clone()))
 }
 
-fn outcome_of(result: &Result<PartnerAnswer, PartnerError>) -> TransactionOutcome {
+fn transaction_outcome(result: &Result<PartnerAnswer, PartnerError>) -> TransactionOutcome {
     match result {
         Ok(answer) => TransactionOutcome {
             status: if answer.settled {
@@ -186,7 +204,7 @@ fn outcome_of(result: &Result<PartnerAnswer, PartnerError>) -> TransactionOutcom
 }
 
 /// A found answer as an outcome; `None` while it is still unknown.
-fn found(result: &Result<PartnerAnswer, PartnerError>) -> Option<TransactionOutcome> {
-    let outcome = outcome_of(result);
+fn known_outcome(result: &Result<PartnerAnswer, PartnerError>) -> Option<TransactionOutcome> {
+    let outcome = transaction_outcome(result);
     (outcome.status != TransactionStatus::Uncertain).then_some(outcome)
 }

@@ -59,7 +59,7 @@ const NAMESPACE: Uuid = Uuid::from_u128(0x0c1e_94a8_7d2b_4f3e_9a61_5b8d_2e47_c90
 
 /// The id of what a request creates (and of its record): UUIDv5 of the
 /// merchant, the scope and the key, in the shard of the scope's resource.
-pub(super) fn derive(merchant: &str, scope: Scope, key: &IdempotencyKey) -> Uuid {
+pub(super) fn derived_id(merchant: &str, scope: Scope, key: &IdempotencyKey) -> Uuid {
     let (name, parent) = match scope {
         Scope::CreateSession => ("create-session".to_owned(), None),
         Scope::Session(id) => (format!("session:{id}"), Some(id)),
@@ -101,7 +101,7 @@ pub(super) enum Found {
     Abandoned,
 }
 
-pub(super) fn found(state: KeyState) -> Result<Found, PaymentError> {
+pub(super) fn found_record(state: KeyState) -> Result<Found, PaymentError> {
     match state {
         KeyState::Mismatch => Err(PaymentError::IdempotencyKeyReused),
         KeyState::InFlight {
@@ -195,11 +195,11 @@ mod tests {
     fn ids_are_derived_from_merchant_scope_and_key_in_the_scope_shard() {
         let key = IdempotencyKey::parse("k-1").unwrap();
         let payment = Uuid::now_v7();
-        let id = derive("demo", Scope::Payment(payment), &key);
-        assert_eq!(id, derive("demo", Scope::Payment(payment), &key));
+        let id = derived_id("demo", Scope::Payment(payment), &key);
+        assert_eq!(id, derived_id("demo", Scope::Payment(payment), &key));
         assert_eq!(Shard::of(id), Shard::of(payment));
-        assert_ne!(id, derive("other", Scope::Payment(payment), &key));
-        assert_ne!(id, derive("demo", Scope::Payment(Uuid::now_v7()), &key));
+        assert_ne!(id, derived_id("other", Scope::Payment(payment), &key));
+        assert_ne!(id, derived_id("demo", Scope::Payment(Uuid::now_v7()), &key));
         assert_ne!(
             id,
             derive(

@@ -20,10 +20,9 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use super::{
-    Idempotent, MAX_WRITE_ATTEMPTS, OperationCommand, OperationResult, PaymentError, PaymentView,
-    Payments, Precondition, Work,
-    idempotency::{self, Found, Scope},
-    steps::{Keying, Phase, operation_item},
+    Found, Idempotent, Keying, MAX_WRITE_ATTEMPTS, OperationCommand, OperationResult, PaymentError,
+    PaymentView, Payments, Phase, Precondition, Scope, Work, derived_id, fingerprint, found_record,
+    operation_item, operation_result, outcome_of,
 };
 use crate::{
     domain::{
@@ -50,10 +49,10 @@ impl Payments {
     ) -> Result<OperationResult, PaymentError> {
         let command = request.command;
         let payment_id = command.payment_id;
-        let id = idempotency::derive(merchant, Scope::Payment(payment_id), &request.key);
+        let id = derived_id(merchant, Scope::Payment(payment_id), &request.key);
         let origin = Origin {
             record: id,
-            fingerprint: idempotency::fingerprint("Operation", &command),
+            fingerprint: fingerprint("Operation", &command),
         };
         let operation_request = OperationRequest {
             kind: command.kind,
@@ -130,10 +129,8 @@ impl Payments {
                 },
                 Committed::Conflict => continue,
                 Committed::Claimed(state) => {
-                    return match idempotency::found(state)? {
-                        Found::Answer(outcome) => {
-                            idempotency::operation_result(header.value, *outcome)
-                        }
+                    return match found_record(state)? {
+                        Found::Answer(outcome) => operation_result(header.value, *outcome),
                         Found::Abandoned => {
                             self.answer_from_operation(payment_id, id, origin).await
                         }
@@ -170,7 +167,7 @@ impl Payments {
         let outcome = concluded
             .answer
             .ok_or_else(|| PaymentError::Internal("a concluded request has no answer".into()))?;
-        idempotency::operation_result(concluded.work.header.value, outcome)
+        operation_result(concluded.work.header.value, outcome)
     }
 
     /// A request whose operation exists but whose own attempt is gone (it
@@ -194,9 +191,9 @@ impl Payments {
         if !operation.status.is_final() {
             return Err(PaymentError::RequestInProgress);
         }
-        let outcome = idempotency::outcome_of(&header.value, &[], &operation, &[]);
+        let outcome = outcome_of(&header.value, &[], &operation, &[]);
         let answer = self.store_answer(payment_id, id, origin, outcome).await?;
-        idempotency::operation_result(header.value, answer)
+        operation_result(header.value, answer)
     }
 
     /// Stores `outcome` under a record that is in flight or missing; the
@@ -229,7 +226,7 @@ impl Payments {
             ttl: self.settings.idempotency_ttl,
         });
         match self.store.commit(step).await? {
-            Committed::Claimed(state) => match idempotency::found(state)? {
+            Committed::Claimed(state) => match found_record(state)? {
                 Found::Answer(first) => Ok(*first),
                 Found::Abandoned => Ok(outcome),
             },

@@ -12,9 +12,8 @@ use std::time::{Duration, SystemTime};
 use uuid::Uuid;
 
 use super::{
-    MAX_WRITE_ATTEMPTS, PaymentError, Payments, Precondition, Work,
-    idempotency::system_id,
-    steps::{Advanced, Keying, Phase, operation_item},
+    Advanced, Keying, MAX_WRITE_ATTEMPTS, PaymentError, Payments, Phase, Precondition, Work,
+    operation_item, system_id,
 };
 use crate::{
     domain::{

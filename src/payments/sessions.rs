@@ -17,10 +17,9 @@
 use uuid::Uuid;
 
 use super::{
-    CancelSession, CreateSession, Idempotent, MAX_WRITE_ATTEMPTS, PaymentError, PaymentView,
-    Payments, Precondition, SubmitSession, Work,
-    idempotency::{self, Found, Scope},
-    steps::{Keying, Phase, operation_item},
+    CancelSession, CreateSession, Found, Idempotent, Keying, MAX_WRITE_ATTEMPTS, PaymentError,
+    PaymentView, Payments, Phase, Precondition, Scope, SubmitSession, Work, derived_id,
+    fingerprint, found_record, operation_item, payment_view, system_id,
 };
 use crate::{
     domain::{
@@ -41,8 +40,8 @@ impl Payments {
         merchant: &str,
         request: Idempotent<CreateSession>,
     ) -> Result<SessionView, PaymentError> {
-        let fingerprint = idempotency::fingerprint("CreateSession", &request.command);
-        let id = idempotency::derive(merchant, Scope::CreateSession, &request.key);
+        let fingerprint = fingerprint("CreateSession", &request.command);
+        let id = derived_id(merchant, Scope::CreateSession, &request.key);
         let now = self.clock.now();
         let command = request.command;
         let session = Session {
@@ -74,7 +73,7 @@ impl Payments {
         step.session = Some(Write::Insert(session));
         match self.store.commit(step).await? {
             Committed::Applied { .. } => Ok(view),
-            Committed::Claimed(state) => match idempotency::found(state)? {
+            Committed::Claimed(state) => match found_record(state)? {
                 Found::Answer(outcome) => match *outcome {
                     Outcome::Session(view) => Ok(view),
                     _ => Err(PaymentError::IdempotencyKeyReused),
@@ -103,8 +102,8 @@ impl Payments {
         request: Idempotent<CancelSession>,
     ) -> Result<SessionView, PaymentError> {
         let session_id = request.command.session_id;
-        let fingerprint = idempotency::fingerprint("CancelSession", &request.command);
-        let record = idempotency::derive(merchant, Scope::Session(session_id), &request.key);
+        let fingerprint = fingerprint("CancelSession", &request.command);
+        let record = derived_id(merchant, Scope::Session(session_id), &request.key);
         for _ in 0..MAX_WRITE_ATTEMPTS {
             let current = self.owned_session(merchant, session_id).await?;
             let now = self.clock.now();
@@ -140,7 +139,7 @@ impl Payments {
                 Committed::Applied { .. } => return answer.map_err(PaymentError::from),
                 Committed::Conflict => continue,
                 Committed::Claimed(state) => {
-                    return match idempotency::found(state)? {
+                    return match found_record(state)? {
                         Found::Answer(outcome) => match *outcome {
                             Outcome::Session(view) => Ok(view),
                             _ => Err(PaymentError::IdempotencyKeyReused),
@@ -167,8 +166,8 @@ impl Payments {
         let session_id = request.command.session_id;
         let mut current = self.owned_session(merchant, session_id).await?;
         self.check_split(&current.value, &request.command).await?;
-        let fingerprint = idempotency::fingerprint("SubmitSession", &request.command);
-        let payment_id = idempotency::derive(merchant, Scope::Session(session_id), &request.key);
+        let fingerprint = fingerprint("SubmitSession", &request.command);
+        let payment_id = derived_id(merchant, Scope::Session(session_id), &request.key);
         let origin = Origin {
             record: payment_id,
             fingerprint,
@@ -212,7 +211,7 @@ impl Payments {
                     capture_mode: session.capture_mode,
                     legs: request.command.legs.clone(),
                     webhook: session.webhook.clone(),
-                    authorization_id: idempotency::system_id(payment_id, "authorization"),
+                    authorization_id: system_id(payment_id, "authorization"),
                     origin: Some(origin),
                 },
                 now,
@@ -292,18 +291,7 @@ impl Payments {
                 ),
             });
         }
-        for (index, leg) in command.legs.iter().enumerate() {
-            let Some(partner) = self.partners.get(&leg.partner) else {
-                continue;
-            };
-            if let Err(problem) = partner.adapter.check_token(leg.token.expose()).await {
-                return Err(PaymentError::InvalidArgument {
-                    field: format!("split[{index}].payment_token"),
-                    description: problem,
-                });
-            }
-        }
-        Ok(())
+        self.check_tokens(&command.legs).await
     }
 
     /// Runs an opened authorization, and what follows it, to the request's
@@ -352,7 +340,7 @@ impl Payments {
         }
         let outcome = answer
             .ok_or_else(|| PaymentError::Internal("a submit concluded without answer".into()))?;
-        idempotency::payment_view(header.value, outcome)
+        payment_view(header.value, outcome)
     }
 
     async fn replay_submit(
@@ -361,13 +349,13 @@ impl Payments {
         origin: Origin,
         state: crate::store::KeyState,
     ) -> Result<PaymentView, PaymentError> {
-        match idempotency::found(state)? {
+        match found_record(state)? {
             Found::Answer(outcome) => {
                 let outcome = *outcome;
                 let header = self.store.header(payment_id).await?.ok_or_else(|| {
                     PaymentError::Internal("an answered submit has no payment".into())
                 })?;
-                idempotency::payment_view(header.value, outcome)
+                payment_view(header.value, outcome)
             }
             Found::Abandoned => self.answer_from_payment(payment_id, origin).await,
         }
@@ -403,6 +391,6 @@ impl Payments {
         let answer = self
             .store_answer(payment_id, payment_id, origin, outcome)
             .await?;
-        idempotency::payment_view(header, answer)
+        payment_view(header, answer)
     }
 }

@@ -16,10 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use uuid::Uuid;
 
-use super::{
-    MAX_WRITE_ATTEMPTS, PaymentError, Payments, Work,
-    idempotency::{outcome_of, system_id},
-};
+use super::{MAX_WRITE_ATTEMPTS, PaymentError, Payments, Work, outcome_of, system_id};
 use crate::{
     domain::{
         operation::{Operation, OperationKind, TriggeredBy},

@@ -1,5 +1,7 @@
-//! One contract for `PaymentStore`, run against the memory store, a private
-//! redis-server and a private 3-master Redis Cluster.
+//! One contract per storage port — payments (with atomic steps), idempotency
+//! records, the due-queue, the webhook outbox, partner event ids — run
+//! against the memory store, a private redis-server and a private 3-master
+//! Redis Cluster.
 
 use std::{
     sync::Arc,
@@ -7,13 +9,18 @@ use std::{
 };
 
 use payment_orchestrator::{
+    clock::SystemClock,
     domain::{
         money::{Amount, Currency},
-        payment::{CaptureMode, Leg, NewPayment, Payment, PaymentToken},
-        session::{Session, SessionStatus},
+        operation::{Fingerprint, Operation, OperationKind, Origin, TriggeredBy},
+        payment::{Leg, NewPayment, OperationRequest, Payment, PaymentToken},
+        precondition::Precondition,
+        priority::DefaultPriorities,
+        session::{CaptureMode, Session, SessionStatus},
     },
     store::{
-        Claim, ClaimRequest, IdempotencyScope, ListQuery, PaymentStore, StoreError,
+        Committed, DueChange, DueItem, KeyChange, KeyState, ListQuery, OperationWrite,
+        OutboxChange, Outcome, PaymentWrite, Shard, Step, Store, Versioned, WebhookDelivery, Write,
         memory::MemoryStore,
         redis::{RedisSettings, RedisStore},
     },
@@ -24,13 +31,16 @@ use super::redis_server::{RedisCluster, RedisServer};
 
 /// A store under test, with whatever keeps it alive.
 pub struct Subject {
-    pub store: Arc<dyn PaymentStore>,
+    pub store: Arc<dyn Store>,
     _servers: Option<Box<dyn std::any::Any + Send>>,
 }
 
 pub fn memory() -> Subject {
     Subject {
-        store: Arc::new(MemoryStore::new()),
+        store: Arc::new(MemoryStore::new(
+            Duration::from_secs(3600),
+            Arc::new(SystemClock),
+        )),
         _servers: None,
     }
 }
@@ -69,8 +79,12 @@ pub async fn redis_cluster() -> Subject {
     }
 }
 
-fn t0() -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+fn now() -> SystemTime {
+    SystemTime::now()
+}
+
+fn amount(minor: i64) -> Amount {
+    Amount::from_minor(minor).unwrap()
 }
 
 fn session(merchant: &str) -> Session {
@@ -78,7 +92,7 @@ fn session(merchant: &str) -> Session {
         id: Uuid::now_v7(),
         merchant: merchant.into(),
         order_reference: "order-1".into(),
-        amount: Amount::from_minor(12000).unwrap(),
+        amount: amount(12000),
         currency: Currency::parse("EUR").unwrap(),
         capture_mode: CaptureMode::Manual,
         items: vec![],
@@ -86,72 +100,161 @@ fn session(merchant: &str) -> Session {
         metadata: Default::default(),
         status: SessionStatus::Open,
         cancellation_reason: String::new(),
-        created_at: t0(),
-        updated_at: t0(),
-        expires_at: t0() + Duration::from_secs(1800),
+        created_at: now(),
+        updated_at: now(),
+        expires_at: now() + Duration::from_secs(1800),
         payment_id: None,
+        fingerprint: Fingerprint([7; 16]),
     }
 }
 
-fn payment(merchant: &str, order_reference: &str, created_at: SystemTime) -> Payment {
-    let mut ids = Uuid::now_v7;
+/// A payment of one card leg with its authorization, in `shard` (random
+/// when `None`), created at `created_at`.
+fn payment_at(merchant: &str, order: &str, created_at: SystemTime) -> (Payment, Operation) {
+    let id = Uuid::now_v7();
     Payment::new(
         NewPayment {
-            id: Uuid::now_v7(),
+            id,
             merchant: merchant.into(),
             session_id: Uuid::now_v7(),
-            order_reference: order_reference.into(),
-            amount: Amount::from_minor(12000).unwrap(),
+            order_reference: order.into(),
+            amount: amount(12000),
             currency: Currency::parse("EUR").unwrap(),
             capture_mode: CaptureMode::Manual,
             legs: vec![Leg {
                 partner: "ingenico".into(),
                 method: "creditcard".into(),
-                amount: Amount::from_minor(12000).unwrap(),
+                amount: amount(12000),
                 token: PaymentToken::new("tok".into()),
             }],
             webhook: None,
-            authorization_id: Uuid::now_v7(),
-            idempotency_key: None,
+            authorization_id: Shard::of(id).stamp(Uuid::now_v7()),
+            origin: None,
         },
-        &mut ids,
         created_at,
     )
 }
 
-fn scope(key: &str) -> IdempotencyScope {
-    IdempotencyScope {
-        merchant: "demo".into(),
-        resource: format!("payment:{}", Uuid::now_v7()),
-        key: key.into(),
-    }
+fn payment() -> (Payment, Operation) {
+    payment_at("demo", "order-1", now())
 }
 
-fn claim_request(fingerprint: &str, lease: Duration) -> ClaimRequest {
-    ClaimRequest {
-        fingerprint: fingerprint.into(),
-        reserved_id: Uuid::now_v7(),
-        lease,
+/// A payment inserted with its authorization; returns it at version 1.
+async fn inserted(store: &Arc<dyn Store>) -> (Versioned<Payment>, Operation) {
+    let (header, authorization) = payment();
+    let mut step = Step::new(Shard::of(header.id), now());
+    step.payment = Some(PaymentWrite {
+        header: Write::Insert(header.clone()),
+        operations: vec![OperationWrite::Insert(authorization.clone())],
+    });
+    assert!(matches!(
+        store.commit(step).await.unwrap(),
+        Committed::Applied {
+            payment: Some(1),
+            ..
+        }
+    ));
+    (
+        Versioned {
+            value: header,
+            version: 1,
+        },
+        authorization,
+    )
+}
+
+/// The header with the authorization succeeded, and a capture opened on it.
+fn capture_of(header: &Payment, authorization: &Operation, id: Uuid) -> (Payment, Operation) {
+    let mut header = header.clone();
+    let mut authorization = authorization.clone();
+    let tx = authorization.transactions[0].id;
+    header.record(
+        &mut authorization,
+        tx,
+        payment_orchestrator::domain::operation::TransactionOutcome {
+            status: payment_orchestrator::domain::status::TransactionStatus::Success,
+            partner_reference: Some("ref".into()),
+            partner_status: String::new(),
+            partner_status_description: String::new(),
+        },
+        now(),
+    );
+    let request = OperationRequest {
+        kind: OperationKind::Capture,
+        amount: Some(amount(100)),
+        priority: DefaultPriorities::standard().capture,
+        fallback: true,
+        merchant_reference: String::new(),
+        reason: String::new(),
+        triggered_by: TriggeredBy::Merchant,
+        origin: Some(Origin {
+            record: id,
+            fingerprint: Fingerprint([1; 16]),
+        }),
+    };
+    let capture = header.open_operation(id, &request, now()).unwrap();
+    (header, capture)
+}
+
+fn claim(record: Uuid, fingerprint: u8, lease: Duration) -> KeyChange {
+    KeyChange::Claim {
+        record,
+        fingerprint: Fingerprint([fingerprint; 16]),
+        lease_until: now() + lease,
         ttl: Duration::from_secs(3600),
     }
 }
 
+fn refused() -> Outcome {
+    Outcome::Refused(Precondition::NothingAvailable)
+}
+
+fn key_step(record: Uuid, key: KeyChange) -> Step {
+    let mut step = Step::new(Shard::of(record), now());
+    step.key = Some(key);
+    step
+}
+
+// ---- payments ----
+
 pub async fn sessions_are_written_with_compare_and_set(subject: Subject) {
     let store = subject.store;
     let mut s = session("demo");
-    store.insert_session(&s).await.unwrap();
+    let mut insert = Step::new(Shard::of(s.id), now());
+    insert.session = Some(Write::Insert(s.clone()));
     assert!(matches!(
-        store.insert_session(&s).await,
-        Err(StoreError::AlreadyExists)
+        store.commit(insert.clone()).await.unwrap(),
+        Committed::Applied {
+            session: Some(1),
+            ..
+        }
     ));
+    assert_eq!(store.commit(insert).await.unwrap(), Committed::Exists);
     let read = store.session(s.id).await.unwrap().unwrap();
     assert_eq!((read.value.clone(), read.version), (s.clone(), 1));
     s.status = SessionStatus::Cancelled;
-    assert_eq!(store.update_session(&s, 1).await.unwrap(), 2);
+    let update = |expected| {
+        let mut step = Step::new(Shard::of(s.id), now());
+        step.session = Some(Write::Update {
+            expected,
+            value: s.clone(),
+        });
+        step
+    };
     assert!(matches!(
-        store.update_session(&s, 1).await,
-        Err(StoreError::Conflict)
+        store.commit(update(1)).await.unwrap(),
+        Committed::Applied {
+            session: Some(2),
+            ..
+        }
     ));
+    assert_eq!(store.commit(update(1)).await.unwrap(), Committed::Conflict);
+    let mut check = Step::new(Shard::of(s.id), now());
+    check.session = Some(Write::Check {
+        expected: 1,
+        id: s.id,
+    });
+    assert_eq!(store.commit(check).await.unwrap(), Committed::Conflict);
     assert_eq!(
         store.session(s.id).await.unwrap().unwrap().value.status,
         SessionStatus::Cancelled
@@ -159,252 +262,192 @@ pub async fn sessions_are_written_with_compare_and_set(subject: Subject) {
     assert!(store.session(Uuid::now_v7()).await.unwrap().is_none());
 }
 
-pub async fn payments_are_written_with_compare_and_set(subject: Subject) {
+pub async fn a_step_writes_the_header_and_the_operations_it_names(subject: Subject) {
     let store = subject.store;
-    let mut p = payment("demo", "order-1", t0());
-    store.insert_payment(&p).await.unwrap();
-    assert!(matches!(
-        store.insert_payment(&p).await,
-        Err(StoreError::AlreadyExists)
-    ));
-    p.order_reference = "changed".into();
-    assert_eq!(store.update_payment(&p, 1).await.unwrap(), 2);
-    assert!(matches!(
-        store.update_payment(&p, 1).await,
-        Err(StoreError::Conflict)
-    ));
-    let unknown = payment("demo", "x", t0());
-    assert!(matches!(
-        store.update_payment(&unknown, 1).await,
-        Err(StoreError::Conflict)
-    ));
-    let read = store.payment(p.id).await.unwrap().unwrap();
-    assert_eq!((read.value, read.version), (p.clone(), 2));
+    let (header, authorization) = inserted(&store).await;
+    let stored = store.payment(header.value.id).await.unwrap().unwrap();
+    assert_eq!(stored.header, header);
+    assert_eq!(stored.operations, vec![authorization.clone()]);
 
-    store
-        .index_operation(p.authorization().id, p.id)
+    let capture_id = Shard::of(header.value.id).stamp(Uuid::now_v7());
+    let (reserved, capture) = capture_of(&header.value, &authorization, capture_id);
+    let mut step = Step::new(Shard::of(header.value.id), now());
+    step.payment = Some(PaymentWrite {
+        header: Write::Update {
+            expected: 1,
+            value: reserved.clone(),
+        },
+        operations: vec![OperationWrite::Insert(capture.clone())],
+    });
+    assert!(matches!(
+        store.commit(step.clone()).await.unwrap(),
+        Committed::Applied {
+            payment: Some(2),
+            ..
+        }
+    ));
+    // The same version again: someone else wrote first.
+    assert_eq!(store.commit(step).await.unwrap(), Committed::Conflict);
+    // A derived id already taken is never inserted twice.
+    let mut again = Step::new(Shard::of(header.value.id), now());
+    again.payment = Some(PaymentWrite {
+        header: Write::Update {
+            expected: 2,
+            value: reserved.clone(),
+        },
+        operations: vec![OperationWrite::Insert(capture.clone())],
+    });
+    assert_eq!(store.commit(again).await.unwrap(), Committed::Exists);
+
+    let (read_header, read_capture) = store
+        .operation(header.value.id, capture_id)
         .await
+        .unwrap()
         .unwrap();
+    assert_eq!((read_header.version, &read_capture), (2, &capture));
+    assert_eq!(
+        store.header(header.value.id).await.unwrap().unwrap().value,
+        reserved
+    );
+    let (found_header, found) = store.find_operation(capture_id).await.unwrap().unwrap();
+    assert_eq!(
+        (found_header.value.id, found),
+        (header.value.id, capture.clone())
+    );
+    let stored = store.payment(header.value.id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.operations,
+        vec![authorization, capture],
+        "oldest first"
+    );
+    assert!(
+        store
+            .find_operation(Uuid::now_v7())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.payment(Uuid::now_v7()).await.unwrap().is_none());
+}
+
+pub async fn a_step_that_fails_a_check_applies_nothing(subject: Subject) {
+    let store = subject.store;
+    let (header, authorization) = inserted(&store).await;
+    let capture_id = Shard::of(header.value.id).stamp(Uuid::now_v7());
+    let (reserved, capture) = capture_of(&header.value, &authorization, capture_id);
+    let item = DueItem::Operation {
+        payment: header.value.id,
+        operation: capture_id,
+    };
+    let mut step = Step::new(Shard::of(header.value.id), now());
+    step.key = Some(claim(capture_id, 1, Duration::from_secs(60)));
+    step.payment = Some(PaymentWrite {
+        header: Write::Update {
+            expected: 7, // stale
+            value: reserved,
+        },
+        operations: vec![OperationWrite::Insert(capture)],
+    });
+    step.due.push(DueChange::Schedule(item, now()));
+    assert_eq!(store.commit(step).await.unwrap(), Committed::Conflict);
+    assert!(
+        store
+            .operation(header.value.id, capture_id)
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert_eq!(
         store
-            .payment_of_operation(p.authorization().id)
+            .header(header.value.id)
             .await
-            .unwrap(),
-        Some(p.id)
+            .unwrap()
+            .unwrap()
+            .version,
+        1
     );
-    assert_eq!(
-        store.payment_of_operation(Uuid::now_v7()).await.unwrap(),
-        None
+    assert!(
+        store
+            .claim_due(now(), Duration::from_secs(1), 100)
+            .await
+            .unwrap()
+            .is_empty()
     );
+    // The key was not claimed either.
+    let fresh = key_step(capture_id, claim(capture_id, 2, Duration::from_secs(60)));
+    assert!(matches!(
+        store.commit(fresh).await.unwrap(),
+        Committed::Applied { .. }
+    ));
 }
 
 pub async fn only_one_concurrent_writer_wins_each_version(subject: Subject) {
     let store = subject.store;
-    let p = payment("demo", "order-1", t0());
-    store.insert_payment(&p).await.unwrap();
+    let (header, _) = inserted(&store).await;
     let writers: Vec<_> = (0..20)
         .map(|i| {
             let store = store.clone();
-            let mut p = p.clone();
+            let mut value = header.value.clone();
             tokio::spawn(async move {
-                p.order_reference = format!("writer-{i}");
-                store.update_payment(&p, 1).await
+                value.order_reference = format!("writer-{i}");
+                let mut step = Step::new(Shard::of(value.id), now());
+                step.payment = Some(PaymentWrite {
+                    header: Write::Update { expected: 1, value },
+                    operations: vec![],
+                });
+                store.commit(step).await.unwrap()
             })
         })
         .collect();
     let mut won = 0;
     for writer in writers {
         match writer.await.unwrap() {
-            Ok(2) => won += 1,
-            Err(StoreError::Conflict) => {}
+            Committed::Applied {
+                payment: Some(2), ..
+            } => won += 1,
+            Committed::Conflict => {}
             other => panic!("unexpected {other:?}"),
         }
     }
     assert_eq!(won, 1);
 }
 
-pub async fn idempotency_claims_follow_the_contract(subject: Subject) {
-    let store = subject.store;
-    let scope = scope("key-1");
-    let first = claim_request("fp-1", Duration::from_secs(10));
-    assert_eq!(
-        store.claim(&scope, &first, t0()).await.unwrap(),
-        Claim::Acquired
-    );
-    assert_eq!(
-        store
-            .claim(
-                &scope,
-                &claim_request("fp-1", Duration::from_secs(10)),
-                t0()
-            )
-            .await
-            .unwrap(),
-        Claim::InFlight
-    );
-    assert_eq!(
-        store
-            .claim(
-                &scope,
-                &claim_request("fp-2", Duration::from_secs(10)),
-                t0()
-            )
-            .await
-            .unwrap(),
-        Claim::Mismatch
-    );
-    // The lease ran out: a retry takes over with the first reserved id.
-    let later = t0() + Duration::from_secs(11);
-    assert_eq!(
-        store
-            .claim(
-                &scope,
-                &claim_request("fp-1", Duration::from_secs(10)),
-                later
-            )
-            .await
-            .unwrap(),
-        Claim::TakenOver {
-            reserved_id: first.reserved_id
-        }
-    );
-    assert_eq!(
-        store
-            .claim(
-                &scope,
-                &claim_request("fp-1", Duration::from_secs(10)),
-                later
-            )
-            .await
-            .unwrap(),
-        Claim::InFlight
-    );
-    store
-        .complete(&scope, b"outcome \x00\xff bytes", later)
-        .await
-        .unwrap();
-    assert_eq!(
-        store
-            .claim(
-                &scope,
-                &claim_request("fp-1", Duration::from_secs(10)),
-                later
-            )
-            .await
-            .unwrap(),
-        Claim::Done(b"outcome \x00\xff bytes".to_vec())
-    );
-    assert_eq!(
-        store
-            .claim(
-                &scope,
-                &claim_request("fp-2", Duration::from_secs(10)),
-                later
-            )
-            .await
-            .unwrap(),
-        Claim::Mismatch
-    );
-
-    let released = self::scope("key-2");
-    assert_eq!(
-        store
-            .claim(
-                &released,
-                &claim_request("fp-1", Duration::from_secs(10)),
-                t0()
-            )
-            .await
-            .unwrap(),
-        Claim::Acquired
-    );
-    store.release(&released).await.unwrap();
-    assert_eq!(
-        store
-            .claim(
-                &released,
-                &claim_request("fp-2", Duration::from_secs(10)),
-                t0()
-            )
-            .await
-            .unwrap(),
-        Claim::Acquired
-    );
-}
-
-pub async fn idempotency_keys_expire_after_their_ttl(subject: Subject) {
-    let store = subject.store;
-    let scope = scope("short-lived");
-    let mut request = claim_request("fp-1", Duration::from_secs(10));
-    request.ttl = Duration::from_millis(100);
-    assert_eq!(
-        store.claim(&scope, &request, t0()).await.unwrap(),
-        Claim::Acquired
-    );
-    store.complete(&scope, b"done", t0()).await.unwrap();
-    // Redis expires by its own clock, the memory store by the time given.
-    tokio::time::sleep(Duration::from_millis(250)).await;
-    let later = t0() + Duration::from_millis(250);
-    assert_eq!(
-        store
-            .claim(
-                &scope,
-                &claim_request("fp-2", Duration::from_secs(10)),
-                later
-            )
-            .await
-            .unwrap(),
-        Claim::Acquired
-    );
-}
-
-pub async fn exactly_one_concurrent_claim_is_acquired(subject: Subject) {
-    let store = subject.store;
-    let scope = scope("raced");
-    let claims: Vec<_> = (0..50)
-        .map(|_| {
-            let (store, scope) = (store.clone(), scope.clone());
-            tokio::spawn(async move {
-                store
-                    .claim(&scope, &claim_request("fp", Duration::from_secs(10)), t0())
-                    .await
-                    .unwrap()
-            })
-        })
-        .collect();
-    let mut acquired = 0;
-    for claim in claims {
-        match claim.await.unwrap() {
-            Claim::Acquired => acquired += 1,
-            Claim::InFlight => {}
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-    assert_eq!(acquired, 1);
-}
-
 pub async fn listing_is_ordered_bounded_and_paged(subject: Subject) {
     let store = subject.store;
     let merchant = format!("m-{}", Uuid::now_v7());
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
     let created: Vec<Payment> = (0..7)
         .map(|i| {
-            payment(
+            payment_at(
                 &merchant,
                 if i % 2 == 0 { "even" } else { "odd" },
-                t0() + Duration::from_secs(i),
+                t0 + Duration::from_secs(i),
             )
+            .0
         })
         .collect();
-    // Inserted out of order: the index orders by creation time.
+    // Indexed out of order (and each one stored): the index orders by time.
     for p in created.iter().rev() {
-        store.insert_payment(p).await.unwrap();
+        let mut step = Step::new(Shard::of(p.id), now());
+        step.payment = Some(PaymentWrite {
+            header: Write::Insert(p.clone()),
+            operations: vec![],
+        });
+        store.commit(step).await.unwrap();
+        store.index_payment(p).await.unwrap();
     }
     store
-        .insert_payment(&payment("someone-else", "even", t0()))
+        .index_payment(&payment_at("someone-else", "even", t0).0)
         .await
         .unwrap();
+    // A member whose payment was never stored is listed without payment.
+    let ghost = payment_at(&merchant, "ghost", t0 + Duration::from_secs(100)).0;
+    store.index_payment(&ghost).await.unwrap();
     let ids = |listed: Vec<payment_orchestrator::store::ListedPayment>| -> Vec<Uuid> {
-        listed.into_iter().map(|l| l.payment.unwrap().id).collect()
+        listed
+            .into_iter()
+            .filter_map(|l| l.payment.map(|p| p.header.value.id))
+            .collect()
     };
     let query = ListQuery {
         merchant: merchant.clone(),
@@ -416,8 +459,10 @@ pub async fn listing_is_ordered_bounded_and_paged(subject: Subject) {
         limit: 100,
     };
     let all: Vec<Uuid> = created.iter().map(|p| p.id).collect();
-    assert_eq!(ids(store.list_payments(&query).await.unwrap()), all);
-
+    let listed = store.list_payments(&query).await.unwrap();
+    assert_eq!(listed.len(), 8);
+    assert!(listed[7].payment.is_none(), "the ghost");
+    assert_eq!(ids(listed), all);
     let newest = ListQuery {
         newest_first: true,
         ..query.clone()
@@ -426,17 +471,15 @@ pub async fn listing_is_ordered_bounded_and_paged(subject: Subject) {
         ids(store.list_payments(&newest).await.unwrap()),
         all.iter().rev().copied().collect::<Vec<_>>()
     );
-
     let bounded = ListQuery {
-        created_after: Some(t0() + Duration::from_secs(2)),
-        created_before: Some(t0() + Duration::from_secs(5)),
+        created_after: Some(t0 + Duration::from_secs(2)),
+        created_before: Some(t0 + Duration::from_secs(5)),
         ..query.clone()
     };
     assert_eq!(
         ids(store.list_payments(&bounded).await.unwrap()),
         all[2..5].to_vec()
     );
-
     let first_page = store
         .list_payments(&ListQuery {
             limit: 3,
@@ -455,7 +498,6 @@ pub async fn listing_is_ordered_bounded_and_paged(subject: Subject) {
         .unwrap();
     assert_eq!(ids(first_page), all[0..3].to_vec());
     assert_eq!(ids(second_page), all[3..6].to_vec());
-
     let odd = ListQuery {
         order_reference: Some("odd".into()),
         newest_first: true,
@@ -464,6 +506,406 @@ pub async fn listing_is_ordered_bounded_and_paged(subject: Subject) {
     assert_eq!(
         ids(store.list_payments(&odd).await.unwrap()),
         vec![all[5], all[3], all[1]]
+    );
+}
+
+// ---- idempotency records ----
+
+pub async fn a_claimed_key_is_in_flight_until_answered(subject: Subject) {
+    let store = subject.store;
+    let record = Uuid::now_v7();
+    let lease = Duration::from_secs(10);
+    assert!(matches!(
+        store
+            .commit(key_step(record, claim(record, 1, lease)))
+            .await
+            .unwrap(),
+        Committed::Applied { .. }
+    ));
+    assert_eq!(
+        store
+            .commit(key_step(record, claim(record, 1, lease)))
+            .await
+            .unwrap(),
+        Committed::Claimed(KeyState::InFlight {
+            lease_expired: false
+        })
+    );
+    assert_eq!(
+        store
+            .commit(key_step(record, claim(record, 2, lease)))
+            .await
+            .unwrap(),
+        Committed::Claimed(KeyState::Mismatch)
+    );
+    // The lease ran out: the claim says so (and changes nothing).
+    let mut late = key_step(record, claim(record, 1, lease));
+    late.now = now() + Duration::from_secs(11);
+    assert_eq!(
+        store.commit(late).await.unwrap(),
+        Committed::Claimed(KeyState::InFlight {
+            lease_expired: true
+        })
+    );
+    // Completed: every later claim gets the answer.
+    let complete = |outcome| key_step(record, KeyChange::Complete { record, outcome });
+    assert_eq!(
+        store.commit(complete(refused())).await.unwrap(),
+        Committed::Applied {
+            payment: None,
+            session: None,
+            answered: None
+        }
+    );
+    assert_eq!(
+        store
+            .commit(key_step(record, claim(record, 1, lease)))
+            .await
+            .unwrap(),
+        Committed::Claimed(KeyState::Done(Box::new(refused())))
+    );
+    assert_eq!(
+        store
+            .commit(key_step(record, claim(record, 2, lease)))
+            .await
+            .unwrap(),
+        Committed::Claimed(KeyState::Mismatch)
+    );
+    // A second completion keeps the first answer and hands it back.
+    let other = Outcome::Refused(Precondition::PaymentNotAuthorized);
+    assert_eq!(
+        store.commit(complete(other)).await.unwrap(),
+        Committed::Applied {
+            payment: None,
+            session: None,
+            answered: Some(Box::new(refused()))
+        }
+    );
+}
+
+pub async fn completing_a_missing_record_creates_nothing(subject: Subject) {
+    let store = subject.store;
+    let record = Uuid::now_v7();
+    let complete = key_step(
+        record,
+        KeyChange::Complete {
+            record,
+            outcome: refused(),
+        },
+    );
+    assert!(matches!(
+        store.commit(complete).await.unwrap(),
+        Committed::Applied { answered: None, .. }
+    ));
+    assert!(matches!(
+        store
+            .commit(key_step(record, claim(record, 1, Duration::from_secs(5))))
+            .await
+            .unwrap(),
+        Committed::Applied { .. }
+    ));
+}
+
+pub async fn an_answer_is_stored_at_once_and_replayed_in_full(subject: Subject) {
+    let store = subject.store;
+    // An operation answer whose operation is stored (final or not, the
+    // replay is the operation as the answer showed it).
+    let (header, authorization) = inserted(&store).await;
+    let capture_id = Shard::of(header.value.id).stamp(Uuid::now_v7());
+    let (reserved, mut capture) = capture_of(&header.value, &authorization, capture_id);
+    let mut step = Step::new(Shard::of(header.value.id), now());
+    step.payment = Some(PaymentWrite {
+        header: Write::Update {
+            expected: 1,
+            value: reserved.clone(),
+        },
+        operations: vec![OperationWrite::Insert(capture.clone())],
+    });
+    store.commit(step).await.unwrap();
+    let uncertain = Outcome::Operation {
+        snapshot: reserved.snapshot(),
+        operation: capture.clone(),
+    };
+    let answer = KeyChange::Answer {
+        record: capture_id,
+        fingerprint: Fingerprint([1; 16]),
+        outcome: uncertain.clone(),
+        ttl: Duration::from_secs(3600),
+    };
+    assert!(matches!(
+        store.commit(key_step(capture_id, answer)).await.unwrap(),
+        Committed::Applied { .. }
+    ));
+    // The operation moves on; the stored answer does not.
+    let tx = capture.transactions[0].id;
+    let mut header2 = reserved.clone();
+    header2.record(
+        &mut capture,
+        tx,
+        payment_orchestrator::domain::operation::TransactionOutcome {
+            status: payment_orchestrator::domain::status::TransactionStatus::Success,
+            partner_reference: Some("cap".into()),
+            partner_status: String::new(),
+            partner_status_description: String::new(),
+        },
+        now(),
+    );
+    let mut write = Step::new(Shard::of(header.value.id), now());
+    write.payment = Some(PaymentWrite {
+        header: Write::Update {
+            expected: 2,
+            value: header2.clone(),
+        },
+        operations: vec![OperationWrite::Update(capture.clone())],
+    });
+    store.commit(write).await.unwrap();
+    assert_eq!(
+        store
+            .commit(key_step(
+                capture_id,
+                claim(capture_id, 1, Duration::from_secs(5))
+            ))
+            .await
+            .unwrap(),
+        Committed::Claimed(KeyState::Done(Box::new(uncertain)))
+    );
+    // A final operation's answer, then, is replayed exactly too.
+    let record = Shard::of(header.value.id).stamp(Uuid::now_v7());
+    let final_answer = Outcome::Operation {
+        snapshot: header2.snapshot(),
+        operation: capture.clone(),
+    };
+    store
+        .commit(key_step(
+            record,
+            KeyChange::Answer {
+                record,
+                fingerprint: Fingerprint([3; 16]),
+                outcome: final_answer.clone(),
+                ttl: Duration::from_secs(3600),
+            },
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .commit(key_step(record, claim(record, 3, Duration::from_secs(5))))
+            .await
+            .unwrap(),
+        Committed::Claimed(KeyState::Done(Box::new(final_answer)))
+    );
+    // A session's answer.
+    let s = session("demo");
+    let mut insert = Step::new(Shard::of(s.id), now());
+    let view = s.clone().view_at(now());
+    insert.session = Some(Write::Insert(s.clone()));
+    insert.key = Some(KeyChange::Answer {
+        record: s.id,
+        fingerprint: Fingerprint([4; 16]),
+        outcome: Outcome::Session(view.clone()),
+        ttl: Duration::from_secs(3600),
+    });
+    store.commit(insert).await.unwrap();
+    assert_eq!(
+        store
+            .commit(key_step(s.id, claim(s.id, 4, Duration::from_secs(5))))
+            .await
+            .unwrap(),
+        Committed::Claimed(KeyState::Done(Box::new(Outcome::Session(view))))
+    );
+}
+
+pub async fn idempotency_records_expire_after_their_ttl(subject: Subject) {
+    let store = subject.store;
+    let record = Uuid::now_v7();
+    let answer = KeyChange::Answer {
+        record,
+        fingerprint: Fingerprint([1; 16]),
+        outcome: refused(),
+        ttl: Duration::from_millis(100),
+    };
+    store.commit(key_step(record, answer)).await.unwrap();
+    // Redis expires by its own clock, the memory store by the time given.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(matches!(
+        store
+            .commit(key_step(record, claim(record, 2, Duration::from_secs(5))))
+            .await
+            .unwrap(),
+        Committed::Applied { .. }
+    ));
+}
+
+pub async fn exactly_one_concurrent_claim_is_acquired(subject: Subject) {
+    let store = subject.store;
+    let record = Uuid::now_v7();
+    let claims: Vec<_> = (0..50)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .commit(key_step(record, claim(record, 1, Duration::from_secs(10))))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut acquired = 0;
+    for claim in claims {
+        match claim.await.unwrap() {
+            Committed::Applied { .. } => acquired += 1,
+            Committed::Claimed(KeyState::InFlight { .. }) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(acquired, 1);
+}
+
+// ---- the due-queue ----
+
+fn due_step(item: &DueItem, change: DueChange) -> Step {
+    let mut step = Step::new(item.shard(), now());
+    step.due.push(change);
+    step
+}
+
+pub async fn due_items_are_leased_and_come_back_after_the_lease(subject: Subject) {
+    let store = subject.store;
+    let t = now();
+    let payments: Vec<Uuid> = (0..5).map(|_| Uuid::now_v7()).collect();
+    let items: Vec<DueItem> = payments
+        .iter()
+        .map(|p| DueItem::Operation {
+            payment: *p,
+            operation: Shard::of(*p).stamp(Uuid::now_v7()),
+        })
+        .collect();
+    for (i, item) in items.iter().enumerate() {
+        let at = t + Duration::from_secs(i as u64);
+        store
+            .commit(due_step(item, DueChange::Schedule(item.clone(), at)))
+            .await
+            .unwrap();
+    }
+    let summary = store.due_summary().await.unwrap();
+    assert_eq!(summary.depth, 5);
+    assert_eq!(
+        summary
+            .earliest
+            .map(payment_orchestrator::store::unix_millis),
+        Some(payment_orchestrator::store::unix_millis(t))
+    );
+    // Due at t+2: the first three, and only up to the limit.
+    let lease = Duration::from_secs(30);
+    let first = store
+        .claim_due(t + Duration::from_secs(2), lease, 2)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 2);
+    let rest = store
+        .claim_due(t + Duration::from_secs(2), lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 1, "the leased ones are not taken again");
+    let mut taken: Vec<DueItem> = first.into_iter().chain(rest).collect();
+    taken.sort();
+    let mut expected = items[..3].to_vec();
+    expected.sort();
+    assert_eq!(taken, expected);
+    // Off the queue: never due again.
+    store
+        .commit(due_step(&items[0], DueChange::Unschedule(items[0].clone())))
+        .await
+        .unwrap();
+    // After the lease, the others come back (a worker that died).
+    let later = store
+        .claim_due(t + Duration::from_secs(40), lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(later.len(), 4, "{later:?}");
+    assert!(!later.contains(&items[0]));
+    assert_eq!(store.due_summary().await.unwrap().depth, 4);
+}
+
+// ---- the webhook outbox ----
+
+pub async fn webhook_deliveries_are_put_once_updated_and_deleted(subject: Subject) {
+    let store = subject.store;
+    let payment = Uuid::now_v7();
+    let delivery = WebhookDelivery {
+        id: Shard::of(payment).stamp(Uuid::now_v7()),
+        merchant: "demo".into(),
+        url: "https://example.test/hook".into(),
+        headers: Default::default(),
+        body: "{\"a\":1}".into(),
+        attempts: 0,
+        created_at: now(),
+    };
+    let outbox = |change| {
+        let mut step = Step::new(Shard::of(payment), now());
+        step.outbox.push(change);
+        step
+    };
+    store
+        .commit(outbox(OutboxChange::Put(delivery.clone())))
+        .await
+        .unwrap();
+    let mut second = delivery.clone();
+    second.body = "{\"b\":2}".into();
+    store
+        .commit(outbox(OutboxChange::Put(second)))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.delivery(delivery.id).await.unwrap(),
+        Some(delivery.clone()),
+        "a repeated event is one delivery"
+    );
+    let mut retried = delivery.clone();
+    retried.attempts = 2;
+    store
+        .commit(outbox(OutboxChange::Update(retried.clone())))
+        .await
+        .unwrap();
+    assert_eq!(store.delivery(delivery.id).await.unwrap(), Some(retried));
+    store
+        .commit(outbox(OutboxChange::Delete(delivery.id)))
+        .await
+        .unwrap();
+    assert_eq!(store.delivery(delivery.id).await.unwrap(), None);
+}
+
+// ---- partner event ids ----
+
+pub async fn a_partner_event_is_first_seen_once_within_its_memory(subject: Subject) {
+    let store = subject.store;
+    let event = format!("evt-{}", Uuid::now_v7());
+    let ttl = Duration::from_millis(200);
+    assert!(
+        store
+            .first_sighting("ingenico", &event, ttl, now())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .first_sighting("ingenico", &event, ttl, now())
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .first_sighting("illicado", &event, ttl, now())
+            .await
+            .unwrap(),
+        "ids are per partner"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        store
+            .first_sighting("ingenico", &event, ttl, now())
+            .await
+            .unwrap()
     );
 }
 
@@ -485,12 +927,18 @@ macro_rules! contract_suite {
         $(
             contract!($subject:
                 sessions_are_written_with_compare_and_set,
-                payments_are_written_with_compare_and_set,
+                a_step_writes_the_header_and_the_operations_it_names,
+                a_step_that_fails_a_check_applies_nothing,
                 only_one_concurrent_writer_wins_each_version,
-                idempotency_claims_follow_the_contract,
-                idempotency_keys_expire_after_their_ttl,
-                exactly_one_concurrent_claim_is_acquired,
                 listing_is_ordered_bounded_and_paged,
+                a_claimed_key_is_in_flight_until_answered,
+                completing_a_missing_record_creates_nothing,
+                an_answer_is_stored_at_once_and_replayed_in_full,
+                idempotency_records_expire_after_their_ttl,
+                exactly_one_concurrent_claim_is_acquired,
+                due_items_are_leased_and_come_back_after_the_lease,
+                webhook_deliveries_are_put_once_updated_and_deleted,
+                a_partner_event_is_first_seen_once_within_its_memory,
             );
         )*
     };
