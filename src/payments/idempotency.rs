@@ -202,7 +202,7 @@ mod tests {
         assert_ne!(id, derived_id("demo", Scope::Payment(Uuid::now_v7()), &key));
         assert_ne!(
             id,
-            derive(
+            derived_id(
                 "demo",
                 Scope::Payment(payment),
                 &IdempotencyKey::parse("k-2").unwrap()
