@@ -10,6 +10,7 @@ mod api {
     pub mod redis_server;
 
     mod access;
+    mod faults;
     mod idempotency;
     mod operations;
     mod operations_ready;

@@ -11,6 +11,7 @@ use payment_orchestrator::{
     config::Config,
     partners::sandbox::Sandbox,
     resolver::{Report, Resolver},
+    store::Store,
 };
 use proto::{
     payment_service_client::PaymentServiceClient, session_service_client::SessionServiceClient,
@@ -67,6 +68,16 @@ impl TestServer {
 
     /// With extra command-line settings.
     pub async fn start_with(extra: &[&str]) -> TestServer {
+        TestServer::start_on(extra, ManualClock::new(SystemTime::now()), None).await
+    }
+
+    /// On the store given (built on `clock`, the server's clock), or the one
+    /// the settings choose.
+    pub async fn start_on(
+        extra: &[&str],
+        clock: ManualClock,
+        store: Option<Arc<dyn Store>>,
+    ) -> TestServer {
         let keys = format!(
             "demo:{},other:{}",
             ApiKeys::hash(DEMO_KEY),
@@ -88,10 +99,11 @@ impl TestServer {
             .into_iter()
             .chain(extra.iter().copied()),
         );
-        let clock = ManualClock::new(SystemTime::now());
-        let app = App::build_with_clock(config, Arc::new(clock.clone()))
-            .await
-            .expect("app builds");
+        let app = match store {
+            Some(store) => App::build_with_store(config, Arc::new(clock.clone()), store).await,
+            None => App::build_with_clock(config, Arc::new(clock.clone())).await,
+        }
+        .expect("app builds");
         let address = app.local_addr().expect("bound");
         let resolver = app.resolver();
         let sandboxes = ["ingenico", "illicado", "clover"]

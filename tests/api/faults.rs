@@ -1,0 +1,503 @@
+//! Failure windows, injected: a store that, at a chosen call index k, either
+//! fails the call before it applies (the store refused: nothing happened) or
+//! applies it and loses the answer (a timeout after sending). Every lifecycle
+//! is driven once for every k and both kinds of fault; then the request is
+//! retried with the same key and the resolver runs. Whatever happened, the
+//! books must balance: one operation per key, the payment's amounts equal to
+//! the partner's ledger, no reservation left, every operation final, every
+//! automatic capture and compensation exactly once, no session PROCESSING.
+//! Run over the memory store and a private Redis.
+
+use std::{
+    future::Future,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, SystemTime},
+};
+
+use async_trait::async_trait;
+use payment_orchestrator::{
+    api::proto::{self, OperationStatus, PaymentState, SessionStatus, TriggeredBy},
+    clock::ManualClock,
+    domain::{operation::Operation, payment::Payment, session::Session},
+    store::{
+        Committed, DueItem, DueQueue, DueSummary, EventLog, ListQuery, ListedPayment, PaymentStore,
+        Step, Store, StoreError, StoredPayment, Versioned, WebhookDelivery, WebhookOutbox,
+        memory::MemoryStore, redis::RedisStore,
+    },
+};
+use tonic::Status;
+use uuid::Uuid;
+
+use super::{harness::*, redis_server::RedisServer, store_contract::redis_settings};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The store refuses the call: nothing is applied.
+    BeforeApplying,
+    /// The call is applied, then its answer is lost (a timeout).
+    AnswerLost,
+}
+
+/// Wraps a store; counts its calls while armed and faults call `k`.
+#[derive(Debug)]
+pub struct FaultyStore {
+    inner: Arc<dyn Store>,
+    calls: AtomicUsize,
+    plan: Mutex<Option<Plan>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    fault: Option<(usize, Fault)>,
+}
+
+impl FaultyStore {
+    pub fn new(inner: Arc<dyn Store>) -> Arc<FaultyStore> {
+        Arc::new(FaultyStore {
+            inner,
+            calls: AtomicUsize::new(0),
+            plan: Mutex::new(None),
+        })
+    }
+
+    /// Counts calls from now on, and faults call `k` (from 0) if given.
+    pub fn arm(&self, fault: Option<(usize, Fault)>) {
+        self.calls.store(0, Ordering::SeqCst);
+        *self.plan.lock().unwrap() = Some(Plan { fault });
+    }
+
+    /// Stops; how many calls were made while armed.
+    pub fn disarm(&self) -> usize {
+        *self.plan.lock().unwrap() = None;
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    async fn call<T>(
+        &self,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let Some(plan) = *self.plan.lock().unwrap() else {
+            return call.await;
+        };
+        let index = self.calls.fetch_add(1, Ordering::SeqCst);
+        match plan.fault {
+            Some((k, Fault::BeforeApplying)) if k == index => {
+                drop(call);
+                Err(StoreError::Unavailable("injected: refused".into()))
+            }
+            Some((k, Fault::AnswerLost)) if k == index => {
+                let _ = call.await;
+                Err(StoreError::Unknown("injected: the answer was lost".into()))
+            }
+            _ => call.await,
+        }
+    }
+}
+
+#[async_trait]
+impl PaymentStore for FaultyStore {
+    async fn commit(&self, step: Step) -> Result<Committed, StoreError> {
+        self.call(self.inner.commit(step)).await
+    }
+    async fn session(&self, id: Uuid) -> Result<Option<Versioned<Session>>, StoreError> {
+        self.call(self.inner.session(id)).await
+    }
+    async fn header(&self, id: Uuid) -> Result<Option<Versioned<Payment>>, StoreError> {
+        self.call(self.inner.header(id)).await
+    }
+    async fn operation(
+        &self,
+        payment: Uuid,
+        operation: Uuid,
+    ) -> Result<Option<(Versioned<Payment>, Operation)>, StoreError> {
+        self.call(self.inner.operation(payment, operation)).await
+    }
+    async fn find_operation(
+        &self,
+        operation: Uuid,
+    ) -> Result<Option<(Versioned<Payment>, Operation)>, StoreError> {
+        self.call(self.inner.find_operation(operation)).await
+    }
+    async fn payment(&self, id: Uuid) -> Result<Option<StoredPayment>, StoreError> {
+        self.call(self.inner.payment(id)).await
+    }
+    async fn index_payment(&self, payment: &Payment) -> Result<(), StoreError> {
+        self.call(self.inner.index_payment(payment)).await
+    }
+    async fn list_payments(&self, query: &ListQuery) -> Result<Vec<ListedPayment>, StoreError> {
+        self.call(self.inner.list_payments(query)).await
+    }
+    /// Readiness probes run on their own schedule: never counted.
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+}
+
+#[async_trait]
+impl DueQueue for FaultyStore {
+    async fn claim_due(
+        &self,
+        now: SystemTime,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<DueItem>, StoreError> {
+        self.call(self.inner.claim_due(now, lease, limit)).await
+    }
+    async fn due_summary(&self) -> Result<DueSummary, StoreError> {
+        self.call(self.inner.due_summary()).await
+    }
+}
+
+#[async_trait]
+impl WebhookOutbox for FaultyStore {
+    async fn delivery(&self, id: Uuid) -> Result<Option<WebhookDelivery>, StoreError> {
+        self.call(self.inner.delivery(id)).await
+    }
+}
+
+#[async_trait]
+impl EventLog for FaultyStore {
+    async fn first_sighting(
+        &self,
+        partner: &str,
+        event_id: &str,
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<bool, StoreError> {
+        self.call(self.inner.first_sighting(partner, event_id, ttl, now))
+            .await
+    }
+}
+
+// ---- lifecycles ----
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lifecycle {
+    ManualCapture,
+    Refund,
+    Void,
+    AutomaticSubmit,
+    DeclinedSubmit,
+}
+
+/// What a lifecycle's faulted request is, ready to be sent (again).
+#[derive(Debug, Clone)]
+enum Request {
+    Capture(proto::CaptureRequest),
+    Refund(proto::RefundRequest),
+    Void(proto::VoidRequest),
+    Submit(proto::SubmitSessionRequest),
+}
+
+/// A prepared run: the request under test, and what it acts on.
+struct Run {
+    request: Request,
+    payment_id: Option<String>,
+    session_id: String,
+}
+
+impl Lifecycle {
+    const ALL: [Lifecycle; 5] = [
+        Lifecycle::ManualCapture,
+        Lifecycle::Refund,
+        Lifecycle::Void,
+        Lifecycle::AutomaticSubmit,
+        Lifecycle::DeclinedSubmit,
+    ];
+
+    /// Everything before the faulted request, with no fault.
+    async fn prepare(self, server: &TestServer) -> Run {
+        let submit = |session: &proto::Session, split| {
+            Request::Submit(proto::SubmitSessionRequest {
+                session_id: session.id.clone(),
+                idempotency_key: new_key(),
+                split,
+            })
+        };
+        match self {
+            Lifecycle::AutomaticSubmit | Lifecycle::DeclinedSubmit => {
+                let mode = if self == Lifecycle::AutomaticSubmit {
+                    proto::CaptureMode::Automatic
+                } else {
+                    proto::CaptureMode::Manual
+                };
+                let session = open_session(server, 12000, mode).await;
+                let gift_token = if self == Lifecycle::DeclinedSubmit {
+                    "authorize=decline"
+                } else {
+                    "tok"
+                };
+                Run {
+                    request: submit(&session, vec![card(10000, "tok"), gift(2000, gift_token)]),
+                    payment_id: None,
+                    session_id: session.id,
+                }
+            }
+            _ => {
+                let payment = card_and_gift(server, "tok", "tok").await;
+                let request = match self {
+                    Lifecycle::ManualCapture => Request::Capture(capture(&payment, Some(5000))),
+                    Lifecycle::Refund => {
+                        server
+                            .payments()
+                            .capture(capture(&payment, Some(5000)))
+                            .await
+                            .unwrap();
+                        Request::Refund(refund(&payment, Some(1000)))
+                    }
+                    _ => Request::Void(void(&payment, None)),
+                };
+                Run {
+                    request,
+                    payment_id: Some(payment.id),
+                    session_id: payment.session_id,
+                }
+            }
+        }
+    }
+
+    /// What the books must show once everything settled: `(payment state,
+    /// captured, refunded, voided)`, and the SYSTEM operation expected.
+    fn expected(self) -> (PaymentState, i64, i64, i64) {
+        match self {
+            Lifecycle::ManualCapture => (PaymentState::PartiallyCaptured, 5000, 0, 0),
+            Lifecycle::Refund => (PaymentState::PartiallyRefunded, 5000, 1000, 0),
+            Lifecycle::Void => (PaymentState::Voided, 0, 0, 12000),
+            Lifecycle::AutomaticSubmit => (PaymentState::Captured, 12000, 0, 0),
+            Lifecycle::DeclinedSubmit => (PaymentState::Failed, 0, 0, 10000),
+        }
+    }
+}
+
+/// Sends the request; the payment id it answers about, if it answered.
+async fn send(server: &TestServer, request: &Request) -> Result<String, Status> {
+    let payment = |result: proto::OperationResult| result.payment.unwrap().id;
+    match request.clone() {
+        Request::Capture(r) => server
+            .payments()
+            .capture(r)
+            .await
+            .map(|r| payment(r.into_inner())),
+        Request::Refund(r) => server
+            .payments()
+            .refund(r)
+            .await
+            .map(|r| payment(r.into_inner())),
+        Request::Void(r) => server
+            .payments()
+            .void(r)
+            .await
+            .map(|r| payment(r.into_inner())),
+        Request::Submit(r) => server
+            .sessions()
+            .submit_session(r)
+            .await
+            .map(|r| r.into_inner().id),
+    }
+}
+
+/// Lets the resolver take over everything a cut-off request left: past the
+/// operation lease, the idempotency lease and a few backoffs.
+async fn settle_down(server: &TestServer) {
+    for seconds in [61, 121, 600, 3600, 3600] {
+        server.resolve_after(Duration::from_secs(seconds)).await;
+    }
+}
+
+/// Runs one lifecycle with `fault`; checks the books. Returns how many store
+/// calls the faulted request made.
+async fn run(
+    server: &TestServer,
+    store: &FaultyStore,
+    lifecycle: Lifecycle,
+    fault: Option<(usize, Fault)>,
+) -> usize {
+    let Run {
+        request,
+        payment_id,
+        session_id,
+    } = lifecycle.prepare(server).await;
+    store.arm(fault);
+    let first = send(server, &request).await;
+    let calls = store.disarm();
+    // A retry at once, then the resolver, then the retry that must answer.
+    let _ = send(server, &request).await;
+    settle_down(server).await;
+    let answered = send(server, &request).await.unwrap_or_else(|status| {
+        panic!("{lifecycle:?} {fault:?}: the key never answered: {status:?} (first: {first:?})")
+    });
+    let payment_id = payment_id.unwrap_or(answered.clone());
+    assert_eq!(answered, payment_id, "{lifecycle:?} {fault:?}");
+    check_books(server, lifecycle, fault, &payment_id, &session_id).await;
+    calls
+}
+
+async fn check_books(
+    server: &TestServer,
+    lifecycle: Lifecycle,
+    fault: Option<(usize, Fault)>,
+    payment_id: &str,
+    session_id: &str,
+) {
+    let at = format!("{lifecycle:?} {fault:?}");
+    let payment = payment_now(server, payment_id).await;
+    let ops: Vec<&proto::Operation> = payment
+        .authorization
+        .iter()
+        .chain(&payment.captures)
+        .chain(&payment.refunds)
+        .chain(&payment.voids)
+        .collect();
+    for op in &ops {
+        assert!(
+            !matches!(
+                op.status(),
+                OperationStatus::Pending | OperationStatus::Uncertain
+            ),
+            "{at}: an operation is not final: {op:#?}"
+        );
+    }
+    let a = amounts(&payment);
+    assert_eq!(
+        (
+            a.authorize_pending,
+            a.capture_pending,
+            a.refund_pending,
+            a.void_pending
+        ),
+        (0, 0, 0, 0),
+        "{at}: a reservation is left"
+    );
+    let (state, captured, refunded, voided) = lifecycle.expected();
+    assert_eq!(payment.state(), state, "{at}: {payment:#?}");
+    assert_eq!(
+        (a.total_captured, a.total_refunded, a.total_voided),
+        (captured, refunded, voided),
+        "{at}"
+    );
+    // One operation per key, system operations exactly once.
+    let (captures, refunds, voids) = match lifecycle {
+        Lifecycle::ManualCapture | Lifecycle::AutomaticSubmit => (1, 0, 0),
+        Lifecycle::Refund => (1, 1, 0),
+        Lifecycle::Void | Lifecycle::DeclinedSubmit => (0, 0, 1),
+    };
+    assert_eq!(
+        (
+            payment.captures.len(),
+            payment.refunds.len(),
+            payment.voids.len()
+        ),
+        (captures, refunds, voids),
+        "{at}: {payment:#?}"
+    );
+    if matches!(
+        lifecycle,
+        Lifecycle::AutomaticSubmit | Lifecycle::DeclinedSubmit
+    ) {
+        let system = ops
+            .iter()
+            .filter(|op| op.triggered_by() == TriggeredBy::System)
+            .count();
+        assert_eq!(system, 1, "{at}: SYSTEM operations");
+    }
+    // The partners' books say the same, leg by leg.
+    let authorization = payment.authorization.as_ref().unwrap();
+    for tx in &authorization.partner_transactions {
+        let booked = |ops: &[proto::Operation]| -> i64 {
+            ops.iter()
+                .flat_map(|op| &op.partner_transactions)
+                .filter(|t| t.partner == tx.partner && t.status() == OperationStatus::Success)
+                .map(|t| t.amount)
+                .sum()
+        };
+        let ledger = server.sandbox(&tx.partner).authorizations();
+        let totals = ledger
+            .get(&tx.partner_reference)
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(
+            (
+                totals.authorized,
+                totals.captured,
+                totals.refunded,
+                totals.voided
+            ),
+            (
+                if tx.status() == OperationStatus::Success {
+                    tx.amount
+                } else {
+                    0
+                },
+                booked(&payment.captures),
+                booked(&payment.refunds),
+                booked(&payment.voids)
+            ),
+            "{at}: {} disagrees with its ledger",
+            tx.partner
+        );
+    }
+    let status = session_status(server, session_id).await;
+    assert_ne!(
+        status,
+        SessionStatus::Processing,
+        "{at}: session left PROCESSING"
+    );
+}
+
+/// Every lifecycle, every call index, both faults, on the store `make` builds.
+async fn every_failure_window(mut make: impl AsyncFnMut(ManualClock) -> Arc<dyn Store>) {
+    for lifecycle in Lifecycle::ALL {
+        let clock = ManualClock::new(SystemTime::now());
+        let store = FaultyStore::new(make(clock.clone()).await);
+        let server = TestServer::start_on(&[], clock, Some(store.clone())).await;
+        let calls = run(&server, &store, lifecycle, None).await;
+        assert!(calls >= 3, "{lifecycle:?} made {calls} store calls");
+        for k in 0..calls {
+            for fault in [Fault::BeforeApplying, Fault::AnswerLost] {
+                run(&server, &store, lifecycle, Some((k, fault))).await;
+            }
+        }
+        eprintln!("{lifecycle:?}: {calls} store calls, each faulted both ways");
+        server.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_failure_window_balances_on_the_memory_store() {
+    every_failure_window(async |clock: ManualClock| {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(
+            Duration::from_secs(30 * 24 * 3600),
+            Arc::new(clock),
+        ));
+        store
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_failure_window_balances_on_redis() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    every_failure_window(async |_clock: ManualClock| {
+        // Each lifecycle on an empty Redis: no other server's due work.
+        let store = RedisStore::connect(&redis_settings(vec![url.clone()], false))
+            .await
+            .expect("connects");
+        redis::cmd("FLUSHALL")
+            .query_async::<()>(
+                &mut redis::Client::open(url.as_str())
+                    .unwrap()
+                    .get_multiplexed_async_connection()
+                    .await
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let store: Arc<dyn Store> = Arc::new(store);
+        store
+    })
+    .await;
+}
