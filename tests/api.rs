@@ -17,6 +17,7 @@ mod api {
     mod priority;
     mod replicas;
     mod resolution;
+    mod round_trips;
     mod sessions;
     mod store_contract;
     mod tls;

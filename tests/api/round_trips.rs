@@ -1,0 +1,115 @@
+//! What a request costs in Redis round trips, watched with `MONITOR` on a
+//! private Redis: a single-leg capture is 3 commands on its latency path —
+//! read the header (`HMGET`), open (one `EVALSHA`), conclude (one `EVALSHA`).
+//!
+//! Off the latency path, and not in this count: the resolver's polling of
+//! the due-queue shards (`ZCOUNT`, every `--resolver-interval`; off here),
+//! readiness `PING`s (every 2 s), and at SubmitSession the listing index
+//! (`MULTI`/`ZADD`/`EXEC` in the merchant's slot), sent on the same round
+//! trip as the open step.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use payment_orchestrator::api::proto;
+
+use super::{harness::*, redis_server::RedisServer};
+
+/// The commands Redis received from clients (not from inside scripts)
+/// between two markers, while `during` ran.
+async fn commands_during(port: u16, during: impl AsyncFnOnce()) -> Vec<String> {
+    let mut monitor = Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "monitor"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("redis-cli is installed");
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stdout = monitor.stdout.take().unwrap();
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let echo = |marker: &str| {
+        Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "ECHO", marker])
+            .output()
+            .unwrap();
+    };
+    // MONITOR is running once it reports anything.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lines.lock().unwrap().is_empty() {
+        echo("po-ready");
+        assert!(Instant::now() < deadline, "MONITOR never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    echo("po-start");
+    during().await;
+    echo("po-end");
+    while !lines.lock().unwrap().iter().any(|l| l.contains("po-end")) {
+        assert!(Instant::now() < deadline, "MONITOR lost the end marker");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = monitor.kill();
+    let lines = lines.lock().unwrap().clone();
+    lines
+        .iter()
+        .skip_while(|l| !l.contains("po-start"))
+        .skip(1)
+        .take_while(|l| !l.contains("po-end"))
+        // Commands run by a script show as `[0 lua]`; readiness pings are
+        // on their own schedule.
+        .filter(|l| !l.contains(" lua]") && !l.contains("\"PING\""))
+        .map(|l| {
+            l.split("] ")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .unwrap_or_default()
+                .trim_matches('"')
+                .to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_leg_capture_is_three_round_trips_on_redis() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let server = TestServer::start_with(&["--redis-url", &url]).await;
+    let payment = authorized(&server, vec![card(12000, "tok")]).await;
+    // Warm: the scripts are loaded once per server (EVALSHA, else EVAL).
+    server
+        .payments()
+        .capture(capture(&payment, Some(100)))
+        .await
+        .unwrap();
+
+    let commands = commands_during(redis.port, async || {
+        let result = server
+            .payments()
+            .capture(capture(&payment, Some(100)))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            result.operation.unwrap().status(),
+            proto::OperationStatus::Success
+        );
+    })
+    .await;
+    assert_eq!(commands, ["HMGET", "EVALSHA", "EVALSHA"], "{commands:?}");
+
+    // A replay is the read and the open step that finds the answer.
+    let request = capture(&payment, Some(100));
+    server.payments().capture(request.clone()).await.unwrap();
+    let replay = commands_during(redis.port, async || {
+        server.payments().capture(request.clone()).await.unwrap();
+    })
+    .await;
+    assert_eq!(replay, ["HMGET", "EVALSHA", "HMGET"], "{replay:?}");
+}
