@@ -134,6 +134,10 @@ struct Args {
     /// Payments created before the run (captures spread over them).
     #[arg(long, default_value_t = 2000)]
     payments: usize,
+    /// Captures made on every pool payment before the run, so that the run
+    /// works on payments with that much history (the flat-cost check).
+    #[arg(long, default_value_t = 0)]
+    history: usize,
     /// Payment token of the card leg (e.g. `latency=5ms` for a slow partner).
     #[arg(long, default_value = "tok_visa_4242")]
     card_token: String,
@@ -363,6 +367,36 @@ async fn main() -> anyhow::Result<()> {
         pool.len(),
         started.elapsed().as_secs_f64()
     );
+    if args.history > 0 {
+        let started = Instant::now();
+        let next = Arc::new(AtomicUsize::new(0));
+        let pool = Arc::new(pool.clone());
+        let mut fill = tokio::task::JoinSet::new();
+        for worker in 0..args.concurrency.max(1) {
+            let mut client = clients[worker % clients.len()].clone();
+            let (next, pool, token) = (next.clone(), pool.clone(), args.card_token.clone());
+            let total = pool.len() * args.history;
+            fill.spawn(async move {
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    if index >= total {
+                        return Ok::<_, tonic::Status>(());
+                    }
+                    client
+                        .run(Op::Capture, &pool[index % pool.len()], &token)
+                        .await?;
+                }
+            });
+        }
+        while let Some(done) = fill.join_next().await {
+            done??;
+        }
+        eprintln!(
+            "history: {} captures on each payment in {:.1}s",
+            args.history,
+            started.elapsed().as_secs_f64()
+        );
+    }
     let pool = Arc::new(pool);
 
     let total_weight: u32 = mix.iter().map(|(_, w)| w).sum();

@@ -23,14 +23,15 @@ use uuid::Uuid;
 
 use super::{
     Committed, DueChange, DueItem, DueQueue, DueSummary, EventLog, KeyChange, KeyState, ListQuery,
-    ListedPayment, OperationWrite, Outcome, PaymentStore, PaymentWrite, SHARDS, Shard, Step,
-    StoreError, StoredPayment, Versioned, WebhookDelivery, WebhookOutbox, Write, listing_member,
+    ListedPayment, OperationWrite, OutboxChange, Outcome, PaymentStore, PaymentWrite, SHARDS,
+    Shard, Step, StoreError, StoredPayment, Versioned, WebhookDelivery, WebhookOutbox, Write,
+    listing_member,
 };
 use crate::{
     clock::Clock,
     domain::{
         operation::{Fingerprint, Operation},
-        payment::Payment,
+        payment::{Payment, Snapshot},
         session::Session,
     },
 };
@@ -43,7 +44,45 @@ const LISTING_LOCKS: usize = 16;
 #[derive(Debug)]
 enum KeyRecordState {
     InFlight { lease_until: SystemTime },
-    Done(Box<Outcome>),
+    Done(KeptOutcome),
+}
+
+/// An answer as kept here. The operations it shows are shared with the
+/// payment when they are the same value (a final operation never changes),
+/// so an answer costs little more than its snapshot.
+#[derive(Debug)]
+enum KeptOutcome {
+    Other(Box<Outcome>),
+    Payment {
+        snapshot: Snapshot,
+        operations: Vec<Arc<Operation>>,
+    },
+    Operation {
+        snapshot: Snapshot,
+        operation: Arc<Operation>,
+    },
+}
+
+impl KeptOutcome {
+    fn outcome(&self) -> Outcome {
+        match self {
+            KeptOutcome::Other(outcome) => (**outcome).clone(),
+            KeptOutcome::Payment {
+                snapshot,
+                operations,
+            } => Outcome::Payment {
+                snapshot: *snapshot,
+                operations: operations.iter().map(|op| (**op).clone()).collect(),
+            },
+            KeptOutcome::Operation {
+                snapshot,
+                operation,
+            } => Outcome::Operation {
+                snapshot: *snapshot,
+                operation: (**operation).clone(),
+            },
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -56,7 +95,7 @@ struct KeyRecord {
 #[derive(Debug)]
 struct PaymentRecord {
     header: Versioned<Payment>,
-    operations: HashMap<Uuid, Operation>,
+    operations: HashMap<Uuid, Arc<Operation>>,
 }
 
 #[derive(Debug)]
@@ -168,7 +207,7 @@ impl ShardData {
                 KeyState::Mismatch
             } else {
                 match &existing.state {
-                    KeyRecordState::Done(outcome) => KeyState::Done(outcome.clone()),
+                    KeyRecordState::Done(kept) => KeyState::Done(Box::new(kept.outcome())),
                     KeyRecordState::InFlight { lease_until } => KeyState::InFlight {
                         lease_expired: *lease_until <= now,
                     },
@@ -223,42 +262,6 @@ impl ShardData {
 
     fn apply(&mut self, step: Step, session_retention: Duration) -> Committed {
         let now = step.now;
-        let mut answered = None;
-        match step.key {
-            Some(KeyChange::Claim {
-                record,
-                fingerprint,
-                lease_until,
-                ttl,
-            }) => self.put_key(
-                record,
-                fingerprint,
-                KeyRecordState::InFlight { lease_until },
-                now + ttl,
-            ),
-            Some(KeyChange::Answer {
-                record,
-                fingerprint,
-                outcome,
-                ttl,
-            }) => self.put_key(
-                record,
-                fingerprint,
-                KeyRecordState::Done(Box::new(outcome)),
-                now + ttl,
-            ),
-            Some(KeyChange::Complete { record, outcome }) => {
-                if let Some(existing) = self.keys.get_mut(&record).filter(|k| k.expires_at > now) {
-                    match &existing.state {
-                        KeyRecordState::InFlight { .. } => {
-                            existing.state = KeyRecordState::Done(Box::new(outcome));
-                        }
-                        KeyRecordState::Done(first) => answered = Some(first.clone()),
-                    }
-                }
-            }
-            None => {}
-        }
         let mut session_version = None;
         let written = match step.session {
             Some(Write::Insert(session)) => Some((session, 1)),
@@ -316,7 +319,7 @@ impl ShardData {
                 };
                 self.operations.insert(op.id, op.payment_id);
                 if let Some(record) = self.payments.get_mut(&op.payment_id) {
-                    record.operations.insert(op.id, op);
+                    record.operations.insert(op.id, Arc::new(op));
                 }
             }
         }
@@ -328,21 +331,88 @@ impl ShardData {
         }
         for change in step.outbox {
             match change {
-                super::OutboxChange::Put(delivery) => {
+                OutboxChange::Put(delivery) => {
                     self.outbox.entry(delivery.id).or_insert(delivery);
                 }
-                super::OutboxChange::Update(delivery) => {
+                OutboxChange::Update(delivery) => {
                     self.outbox.insert(delivery.id, delivery);
                 }
-                super::OutboxChange::Delete(id) => {
+                OutboxChange::Delete(id) => {
                     self.outbox.remove(&id);
                 }
             }
+        }
+        let mut answered = None;
+        match step.key {
+            Some(KeyChange::Claim {
+                record,
+                fingerprint,
+                lease_until,
+                ttl,
+            }) => self.put_key(
+                record,
+                fingerprint,
+                KeyRecordState::InFlight { lease_until },
+                now + ttl,
+            ),
+            Some(KeyChange::Answer {
+                record,
+                fingerprint,
+                outcome,
+                ttl,
+            }) => self.put_key(
+                record,
+                fingerprint,
+                KeyRecordState::Done(self.keep(outcome)),
+                now + ttl,
+            ),
+            Some(KeyChange::Complete { record, outcome }) => {
+                let kept = self.keep(outcome);
+                if let Some(existing) = self.keys.get_mut(&record).filter(|k| k.expires_at > now) {
+                    match &existing.state {
+                        KeyRecordState::InFlight { .. } => {
+                            existing.state = KeyRecordState::Done(kept);
+                        }
+                        KeyRecordState::Done(first) => answered = Some(Box::new(first.outcome())),
+                    }
+                }
+            }
+            None => {}
         }
         Committed::Applied {
             payment: payment_version,
             session: session_version,
             answered,
+        }
+    }
+
+    /// An answer to keep, sharing the operations it shows with the payment
+    /// when they are the same.
+    fn keep(&self, outcome: Outcome) -> KeptOutcome {
+        let share = |op: Operation| -> Arc<Operation> {
+            self.payments
+                .get(&op.payment_id)
+                .and_then(|record| record.operations.get(&op.id))
+                .filter(|stored| ***stored == op)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(op))
+        };
+        match outcome {
+            Outcome::Operation {
+                snapshot,
+                operation,
+            } => KeptOutcome::Operation {
+                snapshot,
+                operation: share(operation),
+            },
+            Outcome::Payment {
+                snapshot,
+                operations,
+            } => KeptOutcome::Payment {
+                snapshot,
+                operations: operations.into_iter().map(share).collect(),
+            },
+            other => KeptOutcome::Other(Box::new(other)),
         }
     }
 
@@ -404,7 +474,11 @@ impl ShardData {
 
     fn stored_payment(&self, id: Uuid) -> Option<StoredPayment> {
         let record = self.payments.get(&id)?;
-        let mut operations: Vec<Operation> = record.operations.values().cloned().collect();
+        let mut operations: Vec<Operation> = record
+            .operations
+            .values()
+            .map(|op| (**op).clone())
+            .collect();
         operations.sort_by_key(|op| op.sequence);
         Some(StoredPayment {
             header: record.header.clone(),
@@ -444,7 +518,7 @@ impl PaymentStore for MemoryStore {
         let shard = self.shard(Shard::of(payment));
         Ok(shard.payments.get(&payment).and_then(|record| {
             let op = record.operations.get(&operation)?;
-            Some((record.header.clone(), op.clone()))
+            Some((record.header.clone(), (**op).clone()))
         }))
     }
 
