@@ -80,7 +80,7 @@ where
     }
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
-        let method = request.uri().path().to_owned();
+        let method = interned(request.uri().path());
         // One span per call; the request id is the caller's `x-request-id`
         // or a new one, and is sent back.
         let request_id = request
@@ -114,14 +114,14 @@ where
             match self.permits.clone().try_acquire_owned() {
                 Ok(permit) => Some(permit),
                 Err(_) => {
-                    metrics::counter!("grpc_requests_shed_total", "method" => method.clone())
+                    metrics::counter!("grpc_requests_shed_total", "method" => interned(method))
                         .increment(1);
                     let status = Status::with_error_details(
                         Code::ResourceExhausted,
                         "overloaded: too many calls in flight; retry",
                         ErrorDetails::with_retry_info(Some(Duration::from_millis(200))),
                     );
-                    record(&method, Code::ResourceExhausted, Duration::ZERO);
+                    record(method, Code::ResourceExhausted, Duration::ZERO);
                     return Box::pin(async move { Ok(status.into_http()) });
                 }
             }
@@ -132,7 +132,7 @@ where
             drop(permit);
             if let Ok(response) = &mut response {
                 let (code, took) = (code_of(response), started.elapsed());
-                record(&method, code, took);
+                record(method, code, took);
                 tracing::info!(code = ?code, took_ms = took.as_millis() as u64, "rpc");
                 if let Ok(value) = request_id.parse() {
                     response.headers_mut().insert("x-request-id", value);
@@ -160,8 +160,56 @@ impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
 fn record(method: &str, code: Code, took: Duration) {
     metrics::histogram!(
         "grpc_server_handling_seconds",
-        "method" => method.to_owned(),
-        "code" => format!("{code:?}"),
+        "method" => interned(method),
+        "code" => code_name(code),
     )
     .record(took.as_secs_f64());
+}
+
+/// A method path as a `'static` label: the set of paths a server sees is
+/// small (its RPCs), so each is allocated once, not per call.
+fn interned(method: &str) -> &'static str {
+    use std::{collections::HashSet, sync::RwLock};
+    static SEEN: RwLock<Option<HashSet<&'static str>>> = RwLock::new(None);
+    let read = SEEN.read().unwrap_or_else(|p| p.into_inner());
+    if let Some(found) = read.as_ref().and_then(|seen| seen.get(method)) {
+        return found;
+    }
+    drop(read);
+    let mut write = SEEN.write().unwrap_or_else(|p| p.into_inner());
+    let seen = write.get_or_insert_with(HashSet::new);
+    if let Some(found) = seen.get(method) {
+        return found;
+    }
+    // Unknown paths (typos, probes) are answered UNIMPLEMENTED and labelled
+    // as one bucket, so no caller can grow this set without bound.
+    if seen.len() >= 256 {
+        return "unknown";
+    }
+    let leaked: &'static str = Box::leak(method.to_owned().into_boxed_str());
+    seen.insert(leaked);
+    leaked
+}
+
+/// The label of a gRPC code (as `Code`'s `Debug` spells it).
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "Ok",
+        Code::Cancelled => "Cancelled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    }
 }

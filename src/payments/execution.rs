@@ -48,13 +48,9 @@ impl Payments {
         mut work: Work,
     ) -> Result<(Work, Vec<Answer>), PaymentError> {
         let mut answers: Vec<Answer> = Vec::new();
+        // The operation as it is with the answers so far.
+        let (mut header, mut operation) = (work.header.value.clone(), work.operation.clone());
         loop {
-            // The operation as it is with the answers so far.
-            let (mut header, mut operation) = (work.header.value.clone(), work.operation.clone());
-            let now = self.clock.now();
-            for answer in &answers {
-                header.take_answer(&mut operation, answer, true, now);
-            }
             let Some(transaction) = operation.next_unsent() else {
                 return Ok((work, answers));
             };
@@ -81,6 +77,7 @@ impl Payments {
                     .await
                     .map_err(PaymentError::after_partner_call)?
                     .work;
+                (header, operation) = (work.header.value.clone(), work.operation.clone());
             }
         }
     }

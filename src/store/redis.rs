@@ -109,11 +109,11 @@ fn in_shard(shard: Shard, rest: &str) -> String {
 }
 
 fn session_key(id: Uuid) -> String {
-    in_shard(Shard::of(id), &format!("s:{id}"))
+    format!("po:{{{}}}:s:{id}", Shard::of(id).index())
 }
 
 fn payment_key(id: Uuid) -> String {
-    in_shard(Shard::of(id), &format!("p:{id}"))
+    format!("po:{{{}}}:p:{id}", Shard::of(id).index())
 }
 
 fn operation_index_key(shard: Shard) -> String {
@@ -121,7 +121,7 @@ fn operation_index_key(shard: Shard) -> String {
 }
 
 fn record_key(id: Uuid) -> String {
-    in_shard(Shard::of(id), &format!("k:{id}"))
+    format!("po:{{{}}}:k:{id}", Shard::of(id).index())
 }
 
 fn due_key(shard: Shard) -> String {
@@ -129,7 +129,7 @@ fn due_key(shard: Shard) -> String {
 }
 
 fn delivery_key(id: Uuid) -> String {
-    in_shard(Shard::of(id), &format!("w:{id}"))
+    format!("po:{{{}}}:w:{id}", Shard::of(id).index())
 }
 
 fn event_key(partner: &str, event_id: &str) -> String {
@@ -501,7 +501,8 @@ fn lean_invocation(step: &Step) -> Result<Option<redis::ScriptInvocation<'static
                 .arg(value.id.as_bytes().as_slice())
                 .arg(item.encode())
                 .arg(unix_millis(*at))
-                .arg(op.id.as_bytes().as_slice());
+                .arg(op.id.as_bytes().as_slice())
+                .arg(expected + 1);
             Ok(Some(invocation))
         }
         (None | Some(KeyChange::Complete { .. }), [OperationWrite::Update(op)], due) => {
@@ -520,7 +521,8 @@ fn lean_invocation(step: &Step) -> Result<Option<redis::ScriptInvocation<'static
                 .arg(codec::encode(value)?)
                 .arg(op.id.to_string())
                 .arg(codec::encode(op)?)
-                .arg(outcome);
+                .arg(outcome)
+                .arg(expected + 1);
             for change in due {
                 match change {
                     DueChange::Schedule(item, at) => {

@@ -145,7 +145,8 @@ pub static STEP: LazyLock<Script> = LazyLock::new(|| {
 /// KEYS: 1 idempotency record, 2 payment, 3 operation index, 4 due-queue.
 /// ARGV: 1 now, 2 fingerprint, 3 lease until, 4 ttl, 5 expected version,
 /// 6 header, 7 operation id, 8 operation, 9 payment id (16 bytes), 10 due
-/// member, 11 due ms, 12 operation id (16 bytes). Returns like [`STEP`].
+/// member, 11 due ms, 12 operation id (16 bytes), 13 the new version.
+/// Returns like [`STEP`].
 pub static OPEN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         claimed!("2", "1"),
@@ -155,10 +156,9 @@ pub static OPEN: LazyLock<Script> = LazyLock::new(|| {
         if redis.call('HGET', KEYS[2], 'v') ~= ARGV[5] then return {'conflict'} end
         if redis.call('HSETNX', KEYS[3], ARGV[12], ARGV[9]) == 0 then return {'exists'} end
         redis.call('SET', KEYS[1], 'i' .. ARGV[2] .. ARGV[3], 'PX', ARGV[4])
-        local version = tonumber(ARGV[5]) + 1
-        redis.call('HSET', KEYS[2], 'v', version, 'h', ARGV[6], ARGV[7], ARGV[8])
+        redis.call('HSET', KEYS[2], 'v', ARGV[13], 'h', ARGV[6], ARGV[7], ARGV[8])
         redis.call('ZADD', KEYS[4], ARGV[11], ARGV[10])
-        return {'ok', version, false, false}
+        return {'ok', ARGV[13], false, false}
         "
     ))
 });
@@ -170,7 +170,8 @@ pub static OPEN: LazyLock<Script> = LazyLock::new(|| {
 /// KEYS: 1 idempotency record (or any key of the shard), 2 payment,
 /// 3 due-queue.
 /// ARGV: 1 expected version, 2 header, 3 operation id, 4 operation,
-/// 5 outcome (`` = no key part), then D × (`+` | `-`, member, due ms).
+/// 5 outcome (`` = no key part), 6 the new version, then D × (`+` | `-`,
+/// member, due ms).
 /// Returns like [`STEP`].
 pub static CONCLUDE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -187,16 +188,15 @@ pub static CONCLUDE: LazyLock<Script> = LazyLock::new(|| {
             end
           end
         end
-        local version = tonumber(ARGV[1]) + 1
-        redis.call('HSET', KEYS[2], 'v', version, 'h', ARGV[2], ARGV[3], ARGV[4])
-        for i = 6, #ARGV, 3 do
+        redis.call('HSET', KEYS[2], 'v', ARGV[6], 'h', ARGV[2], ARGV[3], ARGV[4])
+        for i = 7, #ARGV, 3 do
           if ARGV[i] == '+' then
             redis.call('ZADD', KEYS[3], ARGV[i + 2], ARGV[i + 1])
           else
             redis.call('ZREM', KEYS[3], ARGV[i + 1])
           end
         end
-        return {'ok', version, false, answered}
+        return {'ok', ARGV[6], false, answered}
         ",
     )
 });
