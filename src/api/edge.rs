@@ -108,7 +108,7 @@ where
         // The clone is the one that is ready; keep it for this call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let permit = if exempt(&method) {
+        let permit = if exempt(method) {
             None
         } else {
             match self.permits.clone().try_acquire_owned() {
