@@ -19,7 +19,7 @@ use crate::{
     domain::{
         operation::{Operation, OperationKind, SettleError, TransactionOutcome, TriggeredBy},
         payment::{Answer, OperationRequest, Payment},
-        status::TransactionStatus,
+        status::{OperationStatus, TransactionStatus},
     },
     store::{
         Committed, DueChange, DueItem, DueSummary, OperationWrite, OutboxChange, PaymentWrite,
@@ -139,6 +139,7 @@ impl Payments {
             return self.drop_item(item).await;
         };
         if work.operation.status.is_final() {
+            self.repair_session(&work).await?;
             return self.drop_item(item).await;
         }
         let answers = self.resolve_legs(&work.header.value, &work.operation).await;
@@ -174,6 +175,34 @@ impl Payments {
         };
         self.run_follow_ups(advanced).await?;
         Ok(handled)
+    }
+
+    /// A final authorization whose session still says PROCESSING (a state no
+    /// step leaves behind, since the session moves in the step that makes the
+    /// authorization final; kept as a safety net for data written otherwise):
+    /// the session is moved on.
+    async fn repair_session(&self, work: &Work) -> Result<(), PaymentError> {
+        let (Some(session), true) = (
+            &work.session,
+            work.operation.kind == OperationKind::Authorization,
+        ) else {
+            return Ok(());
+        };
+        let now = self.clock.now();
+        let mut repaired = session.value.clone();
+        let authorized = work.operation.status == OperationStatus::Success;
+        repaired.finish_payment(work.header.value.id, authorized, now);
+        if repaired == session.value {
+            return Ok(());
+        }
+        tracing::warn!(session_id = %repaired.id, "a session left PROCESSING is moved on");
+        let mut step = Step::new(Shard::of(repaired.id), now);
+        step.session = Some(Write::Update {
+            expected: session.version,
+            value: repaired,
+        });
+        self.store.commit(step).await?;
+        Ok(())
     }
 
     /// Runs what a concluded authorization opened (its automatic capture or

@@ -1,7 +1,7 @@
 //! Asynchronous resolution with controlled time: every sandbox scenario
 //! reaches its true final state; system operations; review; notifications.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use payment_orchestrator::{
     api::proto::{
@@ -504,4 +504,50 @@ async fn wait_operation_returns_as_soon_as_the_operation_is_final() {
         .into_inner();
     assert_eq!(answer.status(), Pending);
     assert!(started.elapsed() >= Duration::from_millis(300));
+}
+
+#[tokio::test]
+async fn the_resolver_moves_on_a_session_left_processing() {
+    use payment_orchestrator::{
+        clock::ManualClock,
+        store::{DueChange, DueItem, PaymentStore, Shard, Step, Store, Write, memory::MemoryStore},
+    };
+    let clock = ManualClock::new(std::time::SystemTime::now());
+    let store = Arc::new(MemoryStore::new(
+        Duration::from_secs(30 * 24 * 3600),
+        Arc::new(clock.clone()),
+    ));
+    let server = TestServer::start_on(&[], clock, Some(store.clone() as Arc<dyn Store>)).await;
+    let session = open_session(&server, 12000, proto::CaptureMode::Manual).await;
+    let payment = submit(&server, &session.id, vec![card(12000, "tok")])
+        .await
+        .unwrap();
+    // Data no step writes: the session back at PROCESSING for this payment,
+    // and the final authorization due again.
+    let session_id = uuid::Uuid::parse_str(&session.id).unwrap();
+    let stored = store.session(session_id).await.unwrap().unwrap();
+    let mut stuck = stored.value.clone();
+    stuck.status = payment_orchestrator::domain::session::SessionStatus::Processing;
+    let mut step = Step::new(Shard::of(session_id), server.clock.now_time());
+    step.session = Some(Write::Update {
+        expected: stored.version,
+        value: stuck,
+    });
+    step.due.push(DueChange::Schedule(
+        DueItem::Operation {
+            payment: uuid::Uuid::parse_str(&payment.id).unwrap(),
+            operation: uuid::Uuid::parse_str(&payment.authorization.unwrap().id).unwrap(),
+        },
+        server.clock.now_time(),
+    ));
+    store.commit(step).await.unwrap();
+    assert_eq!(
+        session_status(&server, &session.id).await,
+        SessionStatus::Processing
+    );
+    server.resolve_after(Duration::ZERO).await;
+    assert_eq!(
+        session_status(&server, &session.id).await,
+        SessionStatus::Submitted
+    );
 }

@@ -56,6 +56,7 @@ async fn commands_during(port: u16, during: impl AsyncFnOnce()) -> Vec<String> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let _ = monitor.kill();
+    let _ = monitor.wait();
     let lines = lines.lock().unwrap().clone();
     lines
         .iter()
