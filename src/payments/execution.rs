@@ -11,7 +11,7 @@
 
 use uuid::Uuid;
 
-use super::{Keying, PaymentError, Payments, Phase, Work};
+use super::{Advanced, Keying, PaymentError, Payments, Phase, Work};
 use crate::{
     domain::{
         operation::Operation,
@@ -39,6 +39,19 @@ impl Payments {
             }
         }
         Ok(())
+    }
+
+    /// Runs an opened operation: executes its legs, then concludes it as one
+    /// step, answering under `keying`.
+    pub(super) async fn run(&self, work: Work, keying: &Keying) -> Result<Advanced, PaymentError> {
+        let (work, answers) = self.execute(work).await?;
+        self.advance(work, Phase::Conclude, keying, |header, op, now| {
+            for answer in &answers {
+                header.take_answer(op, answer, true, now);
+            }
+        })
+        .await
+        .map_err(PaymentError::after_partner_call)
     }
 
     /// Sends the operation's unsent legs in route order. Returns the work as

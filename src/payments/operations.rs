@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use super::{
     Found, Idempotent, Keying, MAX_WRITE_ATTEMPTS, OperationCommand, OperationResult, PaymentError,
-    PaymentView, Payments, Phase, Precondition, Scope, Work, derived_id, fingerprint, found_record,
+    PaymentView, Payments, Precondition, Scope, Work, derived_id, fingerprint, found_record,
     operation_item, operation_result, outcome_of,
 };
 use crate::{
@@ -150,20 +150,11 @@ impl Payments {
 
     /// Executes an opened operation and concludes it: the request's answer.
     async fn run_operation(&self, work: Work) -> Result<OperationResult, PaymentError> {
-        let record = work.operation.id;
-        let (work, answers) = self.execute(work).await?;
         let keying = Keying::Request {
-            record,
+            record: work.operation.id,
             before: Vec::new(),
         };
-        let concluded = self
-            .advance(work, Phase::Conclude, &keying, |header, op, now| {
-                for answer in &answers {
-                    header.take_answer(op, answer, true, now);
-                }
-            })
-            .await
-            .map_err(PaymentError::after_partner_call)?;
+        let concluded = self.run(work, &keying).await?;
         let outcome = concluded
             .answer
             .ok_or_else(|| PaymentError::Internal("a concluded request has no answer".into()))?;

@@ -215,20 +215,9 @@ impl Payments {
                 operation: follow_up,
                 session: None,
             };
-            self.run_system_operation(work).await?;
+            self.run(work, &Keying::Origin).await?;
         }
         Ok(())
-    }
-
-    /// Executes and concludes an operation no request waits for.
-    async fn run_system_operation(&self, work: Work) -> Result<Advanced, PaymentError> {
-        let (work, answers) = self.execute(work).await?;
-        self.advance(work, Phase::Conclude, &Keying::Origin, |header, op, now| {
-            for answer in &answers {
-                header.take_answer(op, answer, true, now);
-            }
-        })
-        .await
     }
 
     /// The authorization lifetime ended: void whatever it still holds (one
@@ -281,7 +270,7 @@ impl Payments {
                         operation: void,
                         session: None,
                     };
-                    self.run_system_operation(work).await?;
+                    self.run(work, &Keying::Origin).await?;
                     return Ok(Handled::Finalized);
                 }
                 Committed::Conflict => continue,

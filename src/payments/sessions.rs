@@ -18,8 +18,8 @@ use uuid::Uuid;
 
 use super::{
     CancelSession, CreateSession, Found, Idempotent, Keying, MAX_WRITE_ATTEMPTS, PaymentError,
-    PaymentView, Payments, Phase, Precondition, Scope, SubmitSession, Work, derived_id,
-    fingerprint, found_record, operation_item, payment_view, system_id,
+    PaymentView, Payments, Precondition, Scope, SubmitSession, Work, derived_id, fingerprint,
+    found_record, operation_item, payment_view, system_id,
 };
 use crate::{
     domain::{
@@ -298,19 +298,11 @@ impl Payments {
     /// answer.
     async fn authorize(&self, work: Work) -> Result<PaymentView, PaymentError> {
         let record = work.header.value.id;
-        let (work, answers) = self.execute(work).await?;
         let keying = Keying::Request {
             record,
             before: Vec::new(),
         };
-        let concluded = self
-            .advance(work, Phase::Conclude, &keying, |header, op, now| {
-                for answer in &answers {
-                    header.take_answer(op, answer, true, now);
-                }
-            })
-            .await
-            .map_err(PaymentError::after_partner_call)?;
+        let concluded = self.run(work, &keying).await?;
         let mut answer = concluded.answer;
         let mut header = concluded.work.header.clone();
         for follow_up in concluded.opened {
@@ -323,18 +315,7 @@ impl Payments {
                 operation: follow_up,
                 session: None,
             };
-            let (work, answers) = self
-                .execute(work)
-                .await
-                .map_err(PaymentError::after_partner_call)?;
-            let done = self
-                .advance(work, Phase::Conclude, &keying, |header, op, now| {
-                    for answer in &answers {
-                        header.take_answer(op, answer, true, now);
-                    }
-                })
-                .await
-                .map_err(PaymentError::after_partner_call)?;
+            let done = self.run(work, &keying).await?;
             answer = done.answer;
             header = done.work.header;
         }

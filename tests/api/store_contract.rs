@@ -12,11 +12,14 @@ use payment_orchestrator::{
     clock::SystemClock,
     domain::{
         money::{Amount, Currency},
-        operation::{Fingerprint, Operation, OperationKind, Origin, TriggeredBy},
+        operation::{
+            Fingerprint, Operation, OperationKind, Origin, TransactionOutcome, TriggeredBy,
+        },
         payment::{Leg, NewPayment, OperationRequest, Payment, PaymentToken},
         precondition::Precondition,
         priority::DefaultPriorities,
         session::{CaptureMode, Session, SessionStatus},
+        status::TransactionStatus,
     },
     store::{
         Committed, DueChange, DueItem, KeyChange, KeyState, ListQuery, OperationWrite,
@@ -139,14 +142,31 @@ fn payment() -> (Payment, Operation) {
     payment_at("demo", "order-1", now())
 }
 
+/// A step writing the payment: inserting it (`expected` None) or
+/// compare-and-set on `expected`, with these operations.
+fn payment_step(expected: Option<u64>, header: &Payment, operations: Vec<OperationWrite>) -> Step {
+    let mut step = Step::new(Shard::of(header.id), now());
+    step.payment = Some(PaymentWrite {
+        header: match expected {
+            None => Write::Insert(header.clone()),
+            Some(expected) => Write::Update {
+                expected,
+                value: header.clone(),
+            },
+        },
+        operations,
+    });
+    step
+}
+
 /// A payment inserted with its authorization; returns it at version 1.
 async fn inserted(store: &Arc<dyn Store>) -> (Versioned<Payment>, Operation) {
     let (header, authorization) = payment();
-    let mut step = Step::new(Shard::of(header.id), now());
-    step.payment = Some(PaymentWrite {
-        header: Write::Insert(header.clone()),
-        operations: vec![OperationWrite::Insert(authorization.clone())],
-    });
+    let step = payment_step(
+        None,
+        &header,
+        vec![OperationWrite::Insert(authorization.clone())],
+    );
     assert!(matches!(
         store.commit(step).await.unwrap(),
         Committed::Applied {
@@ -163,22 +183,22 @@ async fn inserted(store: &Arc<dyn Store>) -> (Versioned<Payment>, Operation) {
     )
 }
 
+/// A partner's success with `reference`.
+fn success(reference: &str) -> TransactionOutcome {
+    TransactionOutcome {
+        status: TransactionStatus::Success,
+        partner_reference: Some(reference.into()),
+        partner_status: String::new(),
+        partner_status_description: String::new(),
+    }
+}
+
 /// The header with the authorization succeeded, and a capture opened on it.
 fn capture_of(header: &Payment, authorization: &Operation, id: Uuid) -> (Payment, Operation) {
     let mut header = header.clone();
     let mut authorization = authorization.clone();
     let tx = authorization.transactions[0].id;
-    header.record(
-        &mut authorization,
-        tx,
-        payment_orchestrator::domain::operation::TransactionOutcome {
-            status: payment_orchestrator::domain::status::TransactionStatus::Success,
-            partner_reference: Some("ref".into()),
-            partner_status: String::new(),
-            partner_status_description: String::new(),
-        },
-        now(),
-    );
+    header.record(&mut authorization, tx, success("ref"), now());
     let request = OperationRequest {
         kind: OperationKind::Capture,
         amount: Some(amount(100)),
@@ -271,14 +291,11 @@ pub async fn a_step_writes_the_header_and_the_operations_it_names(subject: Subje
 
     let capture_id = Shard::of(header.value.id).stamp(Uuid::now_v7());
     let (reserved, capture) = capture_of(&header.value, &authorization, capture_id);
-    let mut step = Step::new(Shard::of(header.value.id), now());
-    step.payment = Some(PaymentWrite {
-        header: Write::Update {
-            expected: 1,
-            value: reserved.clone(),
-        },
-        operations: vec![OperationWrite::Insert(capture.clone())],
-    });
+    let step = payment_step(
+        Some(1),
+        &reserved,
+        vec![OperationWrite::Insert(capture.clone())],
+    );
     assert!(matches!(
         store.commit(step.clone()).await.unwrap(),
         Committed::Applied {
@@ -289,14 +306,11 @@ pub async fn a_step_writes_the_header_and_the_operations_it_names(subject: Subje
     // The same version again: someone else wrote first.
     assert_eq!(store.commit(step).await.unwrap(), Committed::Conflict);
     // A derived id already taken is never inserted twice.
-    let mut again = Step::new(Shard::of(header.value.id), now());
-    again.payment = Some(PaymentWrite {
-        header: Write::Update {
-            expected: 2,
-            value: reserved.clone(),
-        },
-        operations: vec![OperationWrite::Insert(capture.clone())],
-    });
+    let again = payment_step(
+        Some(2),
+        &reserved,
+        vec![OperationWrite::Insert(capture.clone())],
+    );
     assert_eq!(store.commit(again).await.unwrap(), Committed::Exists);
 
     let (read_header, read_capture) = store
@@ -613,14 +627,11 @@ pub async fn an_answer_is_stored_at_once_and_replayed_in_full(subject: Subject) 
     let (header, authorization) = inserted(&store).await;
     let capture_id = Shard::of(header.value.id).stamp(Uuid::now_v7());
     let (reserved, mut capture) = capture_of(&header.value, &authorization, capture_id);
-    let mut step = Step::new(Shard::of(header.value.id), now());
-    step.payment = Some(PaymentWrite {
-        header: Write::Update {
-            expected: 1,
-            value: reserved.clone(),
-        },
-        operations: vec![OperationWrite::Insert(capture.clone())],
-    });
+    let step = payment_step(
+        Some(1),
+        &reserved,
+        vec![OperationWrite::Insert(capture.clone())],
+    );
     store.commit(step).await.unwrap();
     let uncertain = Outcome::Operation {
         snapshot: reserved.snapshot(),
@@ -639,25 +650,12 @@ pub async fn an_answer_is_stored_at_once_and_replayed_in_full(subject: Subject) 
     // The operation moves on; the stored answer does not.
     let tx = capture.transactions[0].id;
     let mut header2 = reserved.clone();
-    header2.record(
-        &mut capture,
-        tx,
-        payment_orchestrator::domain::operation::TransactionOutcome {
-            status: payment_orchestrator::domain::status::TransactionStatus::Success,
-            partner_reference: Some("cap".into()),
-            partner_status: String::new(),
-            partner_status_description: String::new(),
-        },
-        now(),
+    header2.record(&mut capture, tx, success("cap"), now());
+    let write = payment_step(
+        Some(2),
+        &header2,
+        vec![OperationWrite::Update(capture.clone())],
     );
-    let mut write = Step::new(Shard::of(header.value.id), now());
-    write.payment = Some(PaymentWrite {
-        header: Write::Update {
-            expected: 2,
-            value: header2.clone(),
-        },
-        operations: vec![OperationWrite::Update(capture.clone())],
-    });
     store.commit(write).await.unwrap();
     assert_eq!(
         store
