@@ -102,6 +102,7 @@ impl App {
                     adapter,
                     methods: spec.methods.clone(),
                     timeout: config.partner_timeout,
+                    capabilities: Default::default(),
                 },
             );
         }

@@ -4,12 +4,14 @@
 //! Nothing here does I/O, reads a clock or draws random numbers: time and ids
 //! are passed in, which is what lets the rules be property-tested.
 //!
-//! Imports go one way: `money`, `items`, `status`, `amounts` and `routing`
-//! are leaves; `operation` (kinds, records, transactions) builds on them;
+//! Imports go one way: `money`, `items`, `status`, `amounts` are leaves;
+//! `operation` (kinds, records, transactions) builds on them, `capabilities`
+//! and `routing` on `operation`;
 //! `session` and `priority` on `operation`; `payment` (the header and its
 //! ledger) on all of these; `precondition` names the refusals of the rules.
 
 pub mod amounts;
+pub mod capabilities;
 pub mod items;
 pub mod money;
 pub mod operation;

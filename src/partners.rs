@@ -17,6 +17,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use async_trait::async_trait;
 
 use crate::domain::{
+    capabilities::Capabilities,
     money::{Amount, Currency},
     operation::OperationKind,
     payment::PaymentToken,
@@ -87,6 +88,8 @@ pub struct ConfiguredPartner {
     pub adapter: Arc<dyn Partner>,
     pub methods: Vec<String>,
     pub timeout: Duration,
+    /// What it supports; routing offers its legs only what they can take.
+    pub capabilities: Capabilities,
 }
 
 /// Every configured partner by name.

@@ -360,6 +360,7 @@ pub fn submit_session(
             }
             Some(_) => {}
         }
+        let capabilities = partner.map(|p| p.capabilities).unwrap_or_default();
         // The partner checks the token's content later (asynchronously).
         if leg.payment_token.is_empty() || leg.payment_token.len() > MAX_TOKEN {
             v.add(at("payment_token"), "required, at most 2048 characters");
@@ -370,6 +371,7 @@ pub fn submit_session(
                 method: leg.method,
                 amount,
                 token: PaymentToken::new(leg.payment_token),
+                capabilities,
             });
         }
     }

@@ -92,6 +92,10 @@ fn precondition_status(precondition: &Precondition) -> Status {
         ),
         Precondition::PaymentNotAuthorized => ("PAYMENT_NOT_AUTHORIZED", HashMap::new()),
         Precondition::OperationNotUnderReview => ("OPERATION_NOT_UNDER_REVIEW", HashMap::new()),
+        Precondition::NotRoutable { because, partner } => (
+            because.as_str(),
+            HashMap::from([("partner".to_owned(), partner.clone())]),
+        ),
     };
     error_info(
         Code::FailedPrecondition,

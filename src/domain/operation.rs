@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::{
     amounts::Amounts,
+    items::ItemLine,
     money::Amount,
     status::{self, OperationStatus, TransactionStatus},
 };
@@ -135,6 +136,9 @@ pub struct Operation {
     pub requires_review: bool,
     /// The merchant request that opened it; none for SYSTEM operations.
     pub origin: Option<Origin>,
+    /// The order lines of what it covers (the session's for the
+    /// authorization, the request's for a capture, refund or void).
+    pub items: Vec<ItemLine>,
     /// What happened beyond partner answers (review flags, outcomes set by an
     /// operator with their reason).
     pub history: Vec<HistoryEntry>,
@@ -354,6 +358,7 @@ mod tests {
                 .collect(),
             requires_review: false,
             origin: None,
+            items: Vec::new(),
             history: Vec::new(),
             created_at: now,
             updated_at: now,

@@ -17,6 +17,8 @@ use uuid::Uuid;
 
 use super::{
     amounts::{Amounts, Overview},
+    capabilities::{Capabilities, Limit, Unsupported},
+    items::ItemLine,
     money::{Amount, Currency},
     operation::{
         Operation, OperationKind, Origin, PartnerTransaction, TransactionOutcome, TriggeredBy,
@@ -68,14 +70,27 @@ pub struct Leg {
     pub method: String,
     pub amount: Amount,
     pub token: PaymentToken,
+    /// What the partner supports, as it was when the leg was authorized.
+    pub capabilities: Capabilities,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OperationError {
-    #[error(transparent)]
-    Allocation(#[from] AllocationError),
+    #[error("{requested} requested, {available} available")]
+    ExceedsAvailable {
+        requested: Amount,
+        available: Amount,
+    },
+    #[error("nothing is available")]
+    NothingAvailable,
     #[error("the authorization is not successful")]
     NotAuthorized,
+    /// Enough is available, but a leg that would have to take part cannot.
+    #[error("partner {partner} cannot take its part: {because:?}")]
+    NotRoutable {
+        partner: String,
+        because: Unsupported,
+    },
 }
 
 /// The header of a payment.
@@ -121,6 +136,8 @@ pub struct NewPayment {
     pub authorization_id: Uuid,
     /// The SubmitSession request.
     pub origin: Option<Origin>,
+    /// The session's order lines (the authorization covers them).
+    pub items: Vec<ItemLine>,
 }
 
 /// What the merchant (or the system) asks for when opening an operation.
@@ -134,6 +151,8 @@ pub struct OperationRequest {
     pub reason: String,
     pub triggered_by: TriggeredBy,
     pub origin: Option<Origin>,
+    /// The order lines of what the operation covers (informational).
+    pub items: Vec<ItemLine>,
 }
 
 /// A partner's answer to one transaction, as a request or the resolver got
@@ -235,6 +254,7 @@ impl Payment {
                 .collect(),
             requires_review: false,
             origin: new.origin,
+            items: new.items,
             history: Vec::new(),
             created_at: now,
             updated_at: now,
@@ -280,6 +300,16 @@ impl Payment {
         self.snapshot().state()
     }
 
+    /// How each leg may take part in an operation of `kind` now, by its
+    /// partner's capabilities and what it holds.
+    pub fn limits(&self, kind: OperationKind) -> Vec<Limit> {
+        self.legs
+            .iter()
+            .zip(&self.ledger)
+            .map(|(leg, held)| leg.capabilities.limit(kind, held))
+            .collect()
+    }
+
     /// What each leg can take for an operation of `kind` right now.
     pub fn available(&self, kind: OperationKind) -> Vec<Amount> {
         self.ledger
@@ -310,9 +340,29 @@ impl Payment {
                 .iter()
                 .map(|leg| (leg.partner.as_str(), leg.method.as_str())),
         );
-        let allocations = routing::allocate(&route, &self.available(request.kind), request.amount)?;
+        let limits = self.limits(request.kind);
+        let allocations = routing::allocate(
+            &route,
+            &self.available(request.kind),
+            &limits,
+            request.amount,
+        )
+        .map_err(|error| match error {
+            AllocationError::ExceedsAvailable {
+                requested,
+                available,
+            } => OperationError::ExceedsAvailable {
+                requested,
+                available,
+            },
+            AllocationError::NothingAvailable => OperationError::NothingAvailable,
+            AllocationError::NotRoutable { leg, because } => OperationError::NotRoutable {
+                partner: self.legs[leg].partner.clone(),
+                because,
+            },
+        })?;
         let amount = Amount::sum(allocations.iter().map(|a| a.amount))
-            .map_err(|_| AllocationError::NothingAvailable)?;
+            .map_err(|_| OperationError::NothingAvailable)?;
         let operation = self.operation(id, request, amount, route, &allocations, now);
         Ok(operation)
     }
@@ -345,6 +395,7 @@ impl Payment {
             reason: "authorization failed: releasing the legs that were authorized".into(),
             triggered_by: TriggeredBy::System,
             origin: None,
+            items: Vec::new(),
         };
         let amount = Amount::sum(allocations.iter().map(|a| a.amount)).ok()?;
         let route = allocations.iter().map(|a| a.leg).collect();
@@ -379,6 +430,7 @@ impl Payment {
                 .collect(),
             requires_review: false,
             origin: request.origin,
+            items: request.items.clone(),
             history: Vec::new(),
             created_at: now,
             updated_at: now,
@@ -462,9 +514,15 @@ impl Payment {
             })
             .copied()
             .collect();
-        let (allocations, left) = routing::fill(&later, &self.available(operation.kind), unfilled);
+        let filled = routing::fill(
+            &later,
+            &self.available(operation.kind),
+            &self.limits(operation.kind),
+            unfilled,
+        );
+        let left = filled.left;
         self.apply(operation, now, |op| {
-            for Allocation { leg, amount } in allocations {
+            for Allocation { leg, amount } in filled.allocations {
                 match op.transactions.iter_mut().find(|tx| tx.leg == leg) {
                     Some(tx) => {
                         tx.amount = tx.amount.checked_add(amount).unwrap_or(tx.amount);
@@ -549,6 +607,7 @@ mod tests {
             method: method.into(),
             amount: amount(minor),
             token: PaymentToken::new("tok".into()),
+            capabilities: Capabilities::default(),
         };
         let (mut payment, mut authorization) = Payment::new(
             NewPayment {
@@ -566,6 +625,7 @@ mod tests {
                 webhook: None,
                 authorization_id: id(3),
                 origin: None,
+                items: Vec::new(),
             },
             SystemTime::UNIX_EPOCH,
         );
@@ -599,6 +659,7 @@ mod tests {
             reason: String::new(),
             triggered_by: TriggeredBy::Merchant,
             origin: None,
+            items: Vec::new(),
         }
     }
 
@@ -643,7 +704,10 @@ mod tests {
             &request(OperationKind::Capture, Some(12001)),
             SystemTime::UNIX_EPOCH,
         );
-        assert!(matches!(refused, Err(OperationError::Allocation(_))));
+        assert!(matches!(
+            refused,
+            Err(OperationError::ExceedsAvailable { .. })
+        ));
         assert_eq!(payment, before);
     }
 
@@ -684,17 +748,20 @@ mod tests {
                         method: "creditcard".into(),
                         amount: amount(100),
                         token: PaymentToken::new("t".into()),
+                        capabilities: Capabilities::default(),
                     },
                     Leg {
                         partner: "b".into(),
                         method: "giftcard".into(),
                         amount: amount(200),
                         token: PaymentToken::new("t".into()),
+                        capabilities: Capabilities::default(),
                     },
                 ],
                 webhook: None,
                 authorization_id: id(3),
                 origin: None,
+                items: Vec::new(),
             },
             SystemTime::UNIX_EPOCH,
         );

@@ -5,9 +5,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
+    capabilities::Unsupported,
     money::Amount,
     payment::OperationError,
-    routing::AllocationError,
     session::{SessionError, SessionStatus},
 };
 
@@ -28,6 +28,13 @@ pub enum Precondition {
     PaymentNotAuthorized,
     #[error("the operation is not waiting for review")]
     OperationNotUnderReview,
+    /// Enough is available, but a leg that would have to take part cannot
+    /// take its part (e.g. a partial capture on a full-capture-only partner).
+    #[error("partner {partner} cannot take its part: {}", because.as_str())]
+    NotRoutable {
+        because: Unsupported,
+        partner: String,
+    },
 }
 
 impl From<SessionError> for Precondition {
@@ -43,15 +50,16 @@ impl From<OperationError> for Precondition {
     fn from(error: OperationError) -> Self {
         match error {
             OperationError::NotAuthorized => Precondition::PaymentNotAuthorized,
-            OperationError::Allocation(AllocationError::ExceedsAvailable {
+            OperationError::ExceedsAvailable {
                 requested,
                 available,
-            }) => Precondition::AmountExceedsAvailable {
+            } => Precondition::AmountExceedsAvailable {
                 requested,
                 available,
             },
-            OperationError::Allocation(AllocationError::NothingAvailable) => {
-                Precondition::NothingAvailable
+            OperationError::NothingAvailable => Precondition::NothingAvailable,
+            OperationError::NotRoutable { partner, because } => {
+                Precondition::NotRoutable { because, partner }
             }
         }
     }

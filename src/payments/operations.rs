@@ -67,6 +67,7 @@ impl Payments {
             reason: command.reason,
             triggered_by: TriggeredBy::Merchant,
             origin: Some(origin),
+            items: command.items,
         };
         for _ in 0..MAX_WRITE_ATTEMPTS {
             let header = self.owned_header(merchant, payment_id).await?;
@@ -99,7 +100,7 @@ impl Payments {
                     step.key = Some(KeyChange::Answer {
                         record: id,
                         fingerprint: origin.fingerprint,
-                        outcome: Outcome::Refused(Precondition::from(*refusal)),
+                        outcome: Outcome::Refused(Precondition::from(refusal.clone())),
                         ttl: self.settings.idempotency_ttl,
                     });
                     step.payment = Some(PaymentWrite {

@@ -240,6 +240,7 @@ impl Payments {
                 reason: "authorization lifetime ended".into(),
                 triggered_by: TriggeredBy::System,
                 origin: None,
+                items: Vec::new(),
             };
             let Ok(void) = reserved.open_operation(id, &request, now) else {
                 return self.drop_item(item).await;

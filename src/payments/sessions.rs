@@ -213,6 +213,7 @@ impl Payments {
                     webhook: session.webhook.clone(),
                     authorization_id: system_id(payment_id, "authorization"),
                     origin: Some(origin),
+                    items: session.items.clone(),
                 },
                 now,
             );

@@ -312,6 +312,7 @@ impl Payments {
             reason: "automatic capture".into(),
             triggered_by: TriggeredBy::System,
             origin: None,
+            items: Vec::new(),
         };
         header
             .open_operation(system_id(header.id, "automatic-capture"), &request, now)

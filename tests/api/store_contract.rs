@@ -11,6 +11,8 @@ use std::{
 use payment_orchestrator::{
     clock::SystemClock,
     domain::{
+        capabilities::Capabilities,
+        items::{ItemLine, ItemLineInput},
         money::{Amount, Currency},
         operation::{
             Fingerprint, Operation, OperationKind, Origin, TransactionOutcome, TriggeredBy,
@@ -90,6 +92,18 @@ fn amount(minor: i64) -> Amount {
     Amount::from_minor(minor).unwrap()
 }
 
+fn item(sku: &str, minor: i64) -> ItemLine {
+    ItemLine::compute(ItemLineInput {
+        sku_reference: sku.into(),
+        name: "Item".into(),
+        quantity: 1,
+        unit_price: amount(minor),
+        tax_rate: rust_decimal::Decimal::new(25, 0),
+        discount_amount: Amount::ZERO,
+    })
+    .unwrap()
+}
+
 fn session(merchant: &str) -> Session {
     Session {
         id: Uuid::now_v7(),
@@ -129,10 +143,15 @@ fn payment_at(merchant: &str, order: &str, created_at: SystemTime) -> (Payment, 
                 method: "creditcard".into(),
                 amount: amount(12000),
                 token: PaymentToken::new("tok".into()),
+                capabilities: Capabilities {
+                    partial_void: false,
+                    ..Capabilities::default()
+                },
             }],
             webhook: None,
             authorization_id: Shard::of(id).stamp(Uuid::now_v7()),
             origin: None,
+            items: vec![item("sku-1", 12000)],
         },
         created_at,
     )
@@ -211,6 +230,7 @@ fn capture_of(header: &Payment, authorization: &Operation, id: Uuid) -> (Payment
             record: id,
             fingerprint: Fingerprint([1; 16]),
         }),
+        items: vec![item("sku-1", 100)],
     };
     let capture = header.open_operation(id, &request, now()).unwrap();
     (header, capture)
