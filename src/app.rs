@@ -15,7 +15,11 @@ use crate::{
     api::{self, ApiKeys, Required, Role, edge::EdgeLayer, proto},
     clock::{Clock, SystemClock},
     config::Config,
-    partners::{ConfiguredPartner, Partner, Partners, grpc::GrpcPartner, sandbox::Sandbox},
+    config::PartnerKind,
+    partners::{
+        ConfiguredPartner, Partner, Partners, grpc::GrpcPartner, sandbox::Sandbox, walley::Walley,
+        wepay::Wepay,
+    },
     payments::{Payments, Settings},
     resolver::Resolver,
     store::{
@@ -82,30 +86,7 @@ impl App {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {} (setting `listen`)", config.listen))?;
-        let mut sandboxes = BTreeMap::new();
-        let mut partners = BTreeMap::new();
-        for spec in &config.partners {
-            let adapter: Arc<dyn Partner> = match &spec.gateway {
-                Some(url) => Arc::new(
-                    GrpcPartner::new(spec.name.clone(), url, config.partner_timeout)
-                        .with_context(|| format!("partner {}: bad gateway URL", spec.name))?,
-                ),
-                None => {
-                    let sandbox = Sandbox::new(spec.name.clone());
-                    sandboxes.insert(spec.name.clone(), sandbox.clone());
-                    Arc::new(sandbox)
-                }
-            };
-            partners.insert(
-                spec.name.clone(),
-                ConfiguredPartner {
-                    adapter,
-                    methods: spec.methods.clone(),
-                    timeout: config.partner_timeout,
-                    capabilities: Default::default(),
-                },
-            );
-        }
+        let (partners, sandboxes) = partners(&config)?;
         let settings = Settings {
             idempotency_ttl: config.idempotency_ttl,
             idempotency_lease: config.idempotency_lease,
@@ -123,13 +104,7 @@ impl App {
             .map(|s| (s.merchant.clone(), s.secret.clone()))
             .collect();
         let webhooks = Webhooks::new(Secrets::new(secrets), config.webhook_timeout);
-        let payments = Payments::new(
-            store,
-            Partners::new(partners),
-            clock.clone(),
-            settings,
-            webhooks,
-        );
+        let payments = Payments::new(store, partners, clock.clone(), settings, webhooks);
         let merchants = config
             .api_keys
             .iter()
@@ -437,4 +412,48 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = terminate => {},
     }
+}
+
+/// The configured partners, and the in-process sandboxes among them (tests
+/// read their ledgers).
+fn partners(config: &Config) -> anyhow::Result<(Partners, BTreeMap<String, Sandbox>)> {
+    let mut sandboxes = BTreeMap::new();
+    let mut partners = BTreeMap::new();
+    for partner in config.partner_configs()? {
+        let name = &partner.name;
+        let adapter: Arc<dyn Partner> = match &partner.kind {
+            PartnerKind::Sandbox => {
+                let sandbox = Sandbox::with_capabilities(name.clone(), partner.capabilities);
+                sandboxes.insert(name.clone(), sandbox.clone());
+                Arc::new(sandbox)
+            }
+            PartnerKind::Grpc { url, ca_pem } => Arc::new(
+                GrpcPartner::new(name.clone(), url, partner.timeout, ca_pem.as_deref())
+                    .with_context(|| format!("partners.{name}.url"))?,
+            ),
+            PartnerKind::Walley(settings) => Arc::new(
+                Walley::new(settings.clone())
+                    .with_context(|| format!("partners.{name}: HTTP client"))?,
+            ),
+            PartnerKind::Wepay(settings) => Arc::new(
+                Wepay::new(settings.clone())
+                    .with_context(|| format!("partners.{name}: HTTP client"))?,
+            ),
+        };
+        partners.insert(
+            name.clone(),
+            ConfiguredPartner {
+                adapter,
+                kind: partner.kind.as_str(),
+                methods: partner.methods,
+                currencies: partner.currencies,
+                timeout: partner.timeout,
+                retry: partner.retry,
+                capabilities: partner.capabilities,
+                authorization_lifetime: partner.authorization_lifetime,
+                merchants: partner.merchants,
+            },
+        );
+    }
+    Ok((Partners::new(partners), sandboxes))
 }

@@ -3,12 +3,16 @@
 //! `cargo run` a working embedded service: in-memory store, the two sandbox
 //! partners and the demo merchant.
 
+mod partners;
+
 use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
 
 use std::ffi::OsString;
 
 use anyhow::Context;
-use clap::{CommandFactory, FromArgMatches, Parser};
+use clap::{CommandFactory, FromArgMatches, Parser, parser::ValueSource};
+
+pub use partners::{PartnerConfig, PartnerKind, SettingError};
 
 use crate::domain::{
     operation::OperationKind,
@@ -21,10 +25,20 @@ pub const DEMO_KEY_HASH: &str = "5d48f1024f38b44ad9ddc03dc12b2a8287c7ec690065dce
 #[derive(Clone, Parser)]
 #[command(name = "payment-orchestrator", version, about)]
 pub struct Config {
-    /// A file of `name = value` lines (flag names without `--`, `#` comments)
-    /// under the environment and the flags: defaults < file < env < flags.
+    /// A TOML file: any setting by its flag name (`session-expiry = "10m"`),
+    /// and `[partners.<name>]` and `[merchants.<name>]` tables. Precedence:
+    /// defaults < file < env < flags.
     #[arg(long, env = "PAYMENT_ORCHESTRATOR_CONFIG")]
     pub config: Option<std::path::PathBuf>,
+
+    /// The file's `[partners]` and `[merchants]` tables.
+    #[arg(skip)]
+    pub tables: partners::Tables,
+
+    /// Whether `--partners` was given (flag or environment); when the file
+    /// has partners, the flag's default is not used.
+    #[arg(skip)]
+    pub partners_given: bool,
 
     /// Address the gRPC server listens on.
     #[arg(
@@ -108,7 +122,8 @@ pub struct Config {
 
     /// Partners as `name=method|method`, comma separated: an in-process sandbox,
     /// or with `@URL` a partner behind a `PartnerGatewayService`
-    /// (`ingenico=creditcard@http://partners:7000`).
+    /// (`ingenico=creditcard@https://partners:7000`). Beside the file's
+    /// `[partners]`, an entry replaces the partner of the same name.
     #[arg(
         long,
         env = "PAYMENT_ORCHESTRATOR_PARTNERS",
@@ -117,8 +132,9 @@ pub struct Config {
     )]
     pub partners: Vec<PartnerSpec>,
 
-    /// Deadline of one partner call, retries of unavailable answers included
-    /// (e.g. `10s`, `500ms`). A call still unanswered then is UNCERTAIN.
+    /// Deadline of one attempt of a partner call (e.g. `10s`, `500ms`), unless
+    /// the partner's table says otherwise. A call still unanswered then is
+    /// UNCERTAIN.
     #[arg(long, env = "PAYMENT_ORCHESTRATOR_PARTNER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub partner_timeout: Duration,
 
@@ -208,7 +224,8 @@ pub struct Config {
     #[arg(long, env = "PAYMENT_ORCHESTRATOR_MAX_RESOLUTION_AGE", default_value = "24h", value_parser = parse_duration)]
     pub max_resolution_age: Duration,
 
-    /// After this, what an authorization still holds is voided (SYSTEM).
+    /// After this, what an authorization still holds is voided (SYSTEM),
+    /// unless the partner's table (or its kind: WePay 14d) says otherwise.
     #[arg(long, env = "PAYMENT_ORCHESTRATOR_AUTHORIZATION_LIFETIME", default_value = "7d", value_parser = parse_duration)]
     pub authorization_lifetime: Duration,
 
@@ -259,36 +276,75 @@ impl Config {
             .get_matches_from(args.clone())
             .get_one::<std::path::PathBuf>("config")
             .cloned();
-        if let Some(path) = path {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read {} (setting `config`)", path.display()))?;
-            for (index, line) in text.lines().enumerate() {
-                let line = line.trim();
-                if line.is_empty() || line.starts_with('#') {
-                    continue;
-                }
-                let at = || format!("{}:{}", path.display(), index + 1);
-                let (name, value) = line
-                    .split_once('=')
-                    .with_context(|| format!("{}: expected `name = value`", at()))?;
-                let id = name.trim().replace('-', "_");
+        let mut tables = partners::Tables::default();
+        if let Some(path) = &path {
+            let (settings, file_tables) = read_file(path)?;
+            tables = file_tables;
+            for (name, value) in settings {
+                let id = name.replace('-', "_");
                 if id == "config"
                     || !command
                         .get_arguments()
                         .any(|arg| arg.get_id() == id.as_str())
                 {
-                    anyhow::bail!("{}: unknown setting `{}`", at(), name.trim());
+                    anyhow::bail!("{}: unknown setting `{name}`", path.display());
                 }
                 // Startup only: the few bytes of each value live as long as the process.
-                let value: &'static str =
-                    Box::leak(value.trim().trim_matches('"').to_owned().into_boxed_str());
+                let value: &'static str = Box::leak(value.into_boxed_str());
                 command = command.mut_arg(id, |arg| arg.default_value(value));
             }
         }
         let matches = command
             .try_get_matches_from(args)
             .map_err(|error| error.exit())?;
-        Ok(Config::from_arg_matches(&matches)?)
+        let mut config = Config::from_arg_matches(&matches)?;
+        config.partners_given = matches!(
+            matches.value_source("partners"),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        );
+        config.tables = tables;
+        // Invalid partners stop startup here, naming the setting.
+        config.partner_configs()?;
+        config.merchant_priorities_checked()?;
+        Ok(config)
+    }
+
+    /// Every partner: the file's, then those given by flag (which replace
+    /// the file's of the same name). Credentials are read here.
+    pub fn partner_configs(&self) -> Result<Vec<PartnerConfig>, SettingError> {
+        let defaults = partners::Defaults {
+            timeout: self.partner_timeout,
+            authorization_lifetime: self.authorization_lifetime,
+        };
+        let mut by_name = std::collections::BTreeMap::new();
+        for (name, entry) in &self.tables.partners {
+            by_name.insert(name.clone(), entry.resolve(name, defaults)?);
+        }
+        if by_name.is_empty() || self.partners_given {
+            for spec in &self.partners {
+                by_name.insert(spec.name.clone(), spec.resolve(defaults));
+            }
+        }
+        for partner in by_name.values() {
+            // A request waits for every attempt of every leg; the resolver
+            // must not take the operation over while the retries go on.
+            if partner.retry.window >= self.operation_lease {
+                return Err(SettingError {
+                    setting: format!("partners.{}.retry_window", partner.name),
+                    problem: format!(
+                        "must stay below the operation lease ({:?})",
+                        self.operation_lease
+                    ),
+                });
+            }
+            if partner.timeout + partner.retry.window >= self.operation_lease {
+                tracing::warn!(
+                    partner = %partner.name,
+                    "a partner call may outlast the operation lease; the resolver may look it up while it runs"
+                );
+            }
+        }
+        Ok(by_name.into_values().collect())
     }
 
     /// The defaults, as `cargo run` with no flags or environment gets them.
@@ -304,16 +360,37 @@ impl Config {
         }
     }
 
-    /// The defaults with each merchant's overrides applied.
+    /// The defaults with each merchant's overrides applied: the file's
+    /// `[merchants]`, then `--merchant-priorities` (which wins).
     pub fn merchant_priorities(&self) -> std::collections::BTreeMap<String, DefaultPriorities> {
+        // Checked at load; a merchant table that does not parse sets nothing.
+        self.merchant_priorities_checked().unwrap_or_default()
+    }
+
+    fn merchant_priorities_checked(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, DefaultPriorities>, SettingError> {
         let mut by_merchant = std::collections::BTreeMap::new();
+        for (merchant, entry) in &self.tables.merchants {
+            let priorities = by_merchant
+                .entry(merchant.clone())
+                .or_insert_with(|| self.priorities());
+            for (kind, rules) in entry.priorities(merchant)? {
+                let kind = match kind {
+                    "capture" => OperationKind::Capture,
+                    "refund" => OperationKind::Refund,
+                    _ => OperationKind::Void,
+                };
+                priorities.set(kind, rules);
+            }
+        }
         for entry in &self.merchant_priorities {
             by_merchant
                 .entry(entry.merchant.clone())
                 .or_insert_with(|| self.priorities())
                 .set(entry.kind, entry.rules.clone());
         }
-        by_merchant
+        Ok(by_merchant)
     }
 }
 
@@ -390,14 +467,8 @@ impl FromStr for PartnerSpec {
             Some(_) => return Err("the gateway after @ must be an http(s) URL".into()),
             None => (rest, None),
         };
-        let identifier = |s: &str| {
-            !s.is_empty()
-                && s.len() <= 64
-                && s.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b))
-        };
         let methods: Vec<String> = methods.split('|').map(str::to_owned).collect();
-        if !identifier(name) || !methods.iter().all(|m| identifier(m)) {
+        if !partners::is_identifier(name) || !methods.iter().all(|m| partners::is_identifier(m)) {
             return Err("partner and method names are 1-64 of a-z 0-9 _ -".into());
         }
         Ok(PartnerSpec {
@@ -406,6 +477,47 @@ impl FromStr for PartnerSpec {
             gateway,
         })
     }
+}
+
+/// Reads the configuration file: its top-level settings as text (strings
+/// as they are, numbers and booleans printed, arrays joined with commas), and
+/// its tables.
+fn read_file(path: &std::path::Path) -> anyhow::Result<(Vec<(String, String)>, partners::Tables)> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {} (setting `config`)", path.display()))?;
+    let mut document: toml::Table =
+        toml::from_str(&text).with_context(|| format!("{} is not valid TOML", path.display()))?;
+    let mut tables = toml::Table::new();
+    for name in ["partners", "merchants"] {
+        if let Some(table) = document.remove(name) {
+            tables.insert(name.to_owned(), table);
+        }
+    }
+    let tables: partners::Tables = toml::Value::Table(tables)
+        .try_into()
+        .with_context(|| format!("{}: in [partners] or [merchants]", path.display()))?;
+    let mut settings = Vec::new();
+    for (name, value) in document {
+        let text = match value {
+            toml::Value::String(text) => text,
+            toml::Value::Integer(number) => number.to_string(),
+            toml::Value::Boolean(flag) => flag.to_string(),
+            toml::Value::Array(values) => values
+                .into_iter()
+                .map(|v| match v {
+                    toml::Value::String(text) => Ok(text),
+                    _ => anyhow::bail!("{}: `{name}`: a list of strings", path.display()),
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?
+                .join(","),
+            _ => anyhow::bail!(
+                "{}: unknown setting `{name}` (tables are [partners] and [merchants])",
+                path.display()
+            ),
+        };
+        settings.push((name, text));
+    }
+    Ok((settings, tables))
 }
 
 /// A merchant's webhook signing secret. Never printed.
@@ -522,7 +634,7 @@ mod tests {
         let path = std::env::temp_dir().join(format!("po-config-{}.conf", std::process::id()));
         std::fs::write(
             &path,
-            "# comment\nsession-expiry = 10m\npartner_timeout = 3s\nlisten = \"127.0.0.1:6000\"\n",
+            "# comment\nsession-expiry = \"10m\"\npartner_timeout = \"3s\"\nlisten = \"127.0.0.1:6000\"\n",
         )
         .unwrap();
         let args = |extra: &[&str]| -> Vec<OsString> {

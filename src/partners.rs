@@ -6,11 +6,18 @@
 //! - [`PartnerError::Unknown`]: it may have happened (timeout, reset, 5xx
 //!   after send). The transaction becomes UNCERTAIN and keeps its reservation.
 //!
-//! [`Partners`] holds the configured partners and applies each one's timeout
-//! and the short retry of unavailable answers within that deadline.
+//! Each adapter maps its partner's answers (HTTP statuses, gRPC outcomes)
+//! onto these three and documents the mapping. [`Partners`] holds the
+//! configured partners and applies each one's settings: the timeout of one
+//! attempt, and the window within which unavailable answers are retried with
+//! exponential backoff (a REST partner answers `404` for a while after an
+//! order is placed).
 
 pub mod grpc;
+pub mod http;
 pub mod sandbox;
+pub mod walley;
+pub mod wepay;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -18,25 +25,63 @@ use async_trait::async_trait;
 
 use crate::domain::{
     capabilities::Capabilities,
+    items::ItemLine,
     money::{Amount, Currency},
     operation::OperationKind,
     payment::PaymentToken,
 };
 
-/// One call to a partner. `idempotency_key` is derived from the operation and
-/// the leg, so a re-send can never execute twice.
+/// One call to a partner: everything an adapter may need to send it, or to
+/// find out later what became of it. `idempotency_key` is derived from the
+/// operation and the leg, so a re-send can never execute twice.
 #[derive(Debug, Clone)]
 pub struct PartnerRequest {
     pub kind: OperationKind,
     pub idempotency_key: String,
     pub amount: Amount,
+    /// The amount's currency; its exponent converts to major units.
     pub currency: Currency,
     pub method: String,
-    /// The shopper's token (authorizations).
+    /// The shopper's token (what the leg was submitted with).
     pub token: PaymentToken,
     /// The partner's reference of the leg's authorization (captures, refunds
     /// and voids).
     pub authorization_reference: Option<String>,
+    /// The payment's order reference (the session's).
+    pub order_reference: String,
+    /// The merchant's reference of the operation; empty for authorizations
+    /// and SYSTEM operations.
+    pub merchant_reference: String,
+    /// Why (refunds and voids); may be empty.
+    pub reason: String,
+    /// The operation's order lines when this leg carries all of the
+    /// operation's amount; empty when the amount is split over legs (lines
+    /// cannot be divided between partners without inventing prices).
+    pub items: Vec<ItemLine>,
+    /// What our books say the leg had refunded before this request (settled
+    /// refunds). A partner without idempotency for refunds compares its own
+    /// refunded total with it to tell whether a refund was executed.
+    pub refunded_before: Amount,
+}
+
+/// A credential (an API secret, an access token). Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
 }
 
 /// A partner's accepted answer.
@@ -59,7 +104,7 @@ pub enum PartnerError {
     Unknown { description: String },
 }
 
-/// What a partner knows of a request, by its idempotency key.
+/// What a partner knows of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
     /// The partner never received it: safe to re-send with the same key.
@@ -69,9 +114,10 @@ pub enum Lookup {
 
 #[async_trait]
 pub trait Partner: Send + Sync + std::fmt::Debug {
-    /// Checks a token before anything is sent (e.g. the sandbox's scenario
-    /// language). The message is shown to the caller: never echo the token.
-    async fn check_token(&self, _token: &str) -> Result<(), String> {
+    /// Checks a token's form before anything is claimed or sent. Local: it
+    /// runs on every submit, replays included, so it never calls out. The
+    /// message is shown to the caller: never echo the token.
+    fn check_token(&self, _token: &str) -> Result<(), String> {
         Ok(())
     }
 
@@ -79,17 +125,79 @@ pub trait Partner: Send + Sync + std::fmt::Debug {
     async fn capture(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError>;
     async fn refund(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError>;
     async fn void(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError>;
-    async fn lookup(&self, idempotency_key: &str) -> Result<Lookup, PartnerError>;
+
+    /// What the partner knows of `request`, which was (or may have been)
+    /// sent: by `reference`, the partner's own id from an earlier answer
+    /// when there was one, else by what the request carries (its
+    /// idempotency key, its order). `NotFound` only when the partner is sure
+    /// it never executed it.
+    async fn lookup(
+        &self,
+        request: &PartnerRequest,
+        reference: Option<&str>,
+    ) -> Result<Lookup, PartnerError>;
 }
 
-/// A configured partner: the adapter, the methods it takes and its deadline.
+/// How unavailable answers are retried: the first pause, doubling, for as
+/// long as the window lasts (counted from the first attempt).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub first_pause: Duration,
+    pub window: Duration,
+}
+
+impl RetryPolicy {
+    /// Four attempts in about 140 ms: a brief blip, not a propagation delay.
+    pub const SHORT: RetryPolicy = RetryPolicy {
+        first_pause: Duration::from_millis(20),
+        window: Duration::from_millis(150),
+    };
+}
+
+/// A configured partner: the adapter and what the orchestrator must know of
+/// it to route and to wait for it.
 #[derive(Debug, Clone)]
 pub struct ConfiguredPartner {
     pub adapter: Arc<dyn Partner>,
+    /// `sandbox`, `grpc`, `walley` or `wepay`.
+    pub kind: &'static str,
     pub methods: Vec<String>,
+    /// The currencies it takes; empty: any.
+    pub currencies: Vec<Currency>,
+    /// Deadline of one attempt. An attempt still unanswered then is Unknown.
     pub timeout: Duration,
+    pub retry: RetryPolicy,
     /// What it supports; routing offers its legs only what they can take.
     pub capabilities: Capabilities,
+    /// After this, what an authorization still holds on its legs is voided.
+    pub authorization_lifetime: Duration,
+    /// The merchants that may use it; empty: every merchant.
+    pub merchants: Vec<String>,
+}
+
+impl ConfiguredPartner {
+    /// A partner with the defaults of the embedded service.
+    pub fn new(adapter: Arc<dyn Partner>, kind: &'static str, methods: Vec<String>) -> Self {
+        ConfiguredPartner {
+            adapter,
+            kind,
+            methods,
+            currencies: Vec::new(),
+            timeout: Duration::from_secs(10),
+            retry: RetryPolicy::SHORT,
+            capabilities: Capabilities::default(),
+            authorization_lifetime: Duration::from_secs(7 * 86_400),
+            merchants: Vec::new(),
+        }
+    }
+
+    pub fn takes(&self, currency: Currency) -> bool {
+        self.currencies.is_empty() || self.currencies.contains(&currency)
+    }
+
+    pub fn serves(&self, merchant: &str) -> bool {
+        self.merchants.is_empty() || self.merchants.iter().any(|m| m == merchant)
+    }
 }
 
 /// Every configured partner by name.
@@ -97,10 +205,6 @@ pub struct ConfiguredPartner {
 pub struct Partners {
     by_name: BTreeMap<String, ConfiguredPartner>,
 }
-
-/// First pause between retries of an unavailable partner; doubles each time.
-const RETRY_BASE: Duration = Duration::from_millis(20);
-const MAX_ATTEMPTS: u32 = 4;
 
 impl Partners {
     pub fn new(by_name: BTreeMap<String, ConfiguredPartner>) -> Self {
@@ -111,8 +215,8 @@ impl Partners {
         self.by_name.get(name)
     }
 
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.by_name.keys().map(String::as_str)
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &ConfiguredPartner)> {
+        self.by_name.iter().map(|(name, p)| (name.as_str(), p))
     }
 
     pub fn supports(&self, partner: &str, method: &str) -> bool {
@@ -126,20 +230,20 @@ impl Partners {
             .any(|p| p.methods.iter().any(|m| m == method))
     }
 
-    /// Asks a partner what it knows of a request, within its deadline.
+    /// Asks a partner what it knows of a request, within one attempt's
+    /// deadline.
     pub async fn lookup(
         &self,
         partner: &str,
-        idempotency_key: &str,
+        request: &PartnerRequest,
+        reference: Option<&str>,
     ) -> Result<Lookup, PartnerError> {
         let Some(configured) = self.get(partner) else {
-            return Err(PartnerError::Unavailable {
-                description: format!("partner {partner} is not configured"),
-            });
+            return Err(not_configured(partner));
         };
         tokio::time::timeout(
             configured.timeout,
-            configured.adapter.lookup(idempotency_key),
+            configured.adapter.lookup(request, reference),
         )
         .await
         .unwrap_or_else(|_| {
@@ -149,21 +253,20 @@ impl Partners {
         })
     }
 
-    /// Sends one request within the partner's deadline. Unavailable answers
-    /// are retried with exponential backoff while the deadline allows; a
-    /// deadline that passes with a request on the wire is `Unknown`.
+    /// Sends one request. Each attempt has the partner's timeout; an attempt
+    /// that passes it with the request on the wire is `Unknown`. Unavailable
+    /// answers are retried with exponential backoff within the partner's
+    /// retry window, then returned (the leg fails, fallback applies).
     pub async fn send(
         &self,
         partner: &str,
         request: &PartnerRequest,
     ) -> Result<PartnerAnswer, PartnerError> {
         let Some(configured) = self.get(partner) else {
-            return Err(PartnerError::Unavailable {
-                description: format!("partner {partner} is not configured"),
-            });
+            return Err(not_configured(partner));
         };
         let started = std::time::Instant::now();
-        let result = self.send_within_deadline(configured, request).await;
+        let result = send_with_retries(configured, request).await;
         let outcome = match &result {
             Ok(answer) if answer.settled => "succeeded",
             Ok(_) => "pending",
@@ -180,43 +283,145 @@ impl Partners {
         .record(started.elapsed().as_secs_f64());
         result
     }
+}
 
-    async fn send_within_deadline(
-        &self,
-        configured: &ConfiguredPartner,
-        request: &PartnerRequest,
-    ) -> Result<PartnerAnswer, PartnerError> {
-        let deadline = tokio::time::Instant::now() + configured.timeout;
-        let adapter = &configured.adapter;
-        let mut attempt = 0;
-        loop {
-            let call = async {
-                match request.kind {
-                    OperationKind::Authorization => adapter.authorize(request).await,
-                    OperationKind::Capture => adapter.capture(request).await,
-                    OperationKind::Refund => adapter.refund(request).await,
-                    OperationKind::Void => adapter.void(request).await,
-                }
-            };
-            let result = match tokio::time::timeout_at(deadline, call).await {
-                Ok(result) => result,
-                Err(_) => {
-                    return Err(PartnerError::Unknown {
-                        description: "no answer within the partner's timeout".into(),
-                    });
-                }
-            };
-            attempt += 1;
-            match result {
-                Err(PartnerError::Unavailable { .. }) if attempt < MAX_ATTEMPTS => {
-                    let pause = RETRY_BASE * 2u32.pow(attempt - 1);
-                    if tokio::time::Instant::now() + pause >= deadline {
-                        return result;
-                    }
-                    tokio::time::sleep(pause).await;
-                }
-                other => return other,
+fn not_configured(partner: &str) -> PartnerError {
+    PartnerError::Unavailable {
+        description: format!("partner {partner} is not configured"),
+    }
+}
+
+async fn send_with_retries(
+    configured: &ConfiguredPartner,
+    request: &PartnerRequest,
+) -> Result<PartnerAnswer, PartnerError> {
+    let window_end = tokio::time::Instant::now() + configured.retry.window;
+    let adapter = &configured.adapter;
+    let mut pause = configured.retry.first_pause;
+    loop {
+        let call = async {
+            match request.kind {
+                OperationKind::Authorization => adapter.authorize(request).await,
+                OperationKind::Capture => adapter.capture(request).await,
+                OperationKind::Refund => adapter.refund(request).await,
+                OperationKind::Void => adapter.void(request).await,
             }
+        };
+        let result = tokio::time::timeout(configured.timeout, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(PartnerError::Unknown {
+                    description: "no answer within the partner's timeout".into(),
+                })
+            });
+        match result {
+            Err(PartnerError::Unavailable { .. })
+                if tokio::time::Instant::now() + pause < window_end =>
+            {
+                tokio::time::sleep(pause).await;
+                pause = pause.saturating_mul(2);
+            }
+            other => return other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// Unavailable for the first `failures` attempts, then approved.
+    #[derive(Debug)]
+    struct Propagating {
+        failures: u32,
+        attempts: AtomicU32,
+    }
+
+    #[async_trait]
+    impl Partner for Propagating {
+        async fn authorize(&self, _: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
+            let attempt = self.attempts.fetch_add(1, Ordering::SeqCst);
+            if attempt < self.failures {
+                return Err(PartnerError::Unavailable {
+                    description: "404 order not found".into(),
+                });
+            }
+            Ok(PartnerAnswer {
+                settled: true,
+                reference: "r".into(),
+                partner_status: "OK".into(),
+                description: String::new(),
+            })
+        }
+        async fn capture(&self, r: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
+            self.authorize(r).await
+        }
+        async fn refund(&self, r: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
+            self.authorize(r).await
+        }
+        async fn void(&self, r: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
+            self.authorize(r).await
+        }
+        async fn lookup(
+            &self,
+            _: &PartnerRequest,
+            _: Option<&str>,
+        ) -> Result<Lookup, PartnerError> {
+            Ok(Lookup::NotFound)
+        }
+    }
+
+    fn request() -> PartnerRequest {
+        PartnerRequest {
+            kind: OperationKind::Capture,
+            idempotency_key: "k".into(),
+            amount: Amount::from_minor(100).unwrap(),
+            currency: Currency::parse("EUR").unwrap(),
+            method: "invoice".into(),
+            token: PaymentToken::new("t".into()),
+            authorization_reference: None,
+            order_reference: "o".into(),
+            merchant_reference: String::new(),
+            reason: String::new(),
+            items: Vec::new(),
+            refunded_before: Amount::ZERO,
+        }
+    }
+
+    fn partners(failures: u32, window: Duration) -> (Partners, Arc<Propagating>) {
+        let adapter = Arc::new(Propagating {
+            failures,
+            attempts: AtomicU32::new(0),
+        });
+        let mut configured = ConfiguredPartner::new(adapter.clone(), "walley", vec![]);
+        configured.retry = RetryPolicy {
+            first_pause: Duration::from_secs(1),
+            window,
+        };
+        (
+            Partners::new(BTreeMap::from([("p".to_owned(), configured)])),
+            adapter,
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unavailable_answers_are_retried_with_backoff_within_the_window() {
+        // Pauses of 1 s, 2 s and 4 s fit a 10 s window: the fourth attempt
+        // finds the order.
+        let (partners, adapter) = partners(3, Duration::from_secs(10));
+        let started = tokio::time::Instant::now();
+        assert!(partners.send("p", &request()).await.is_ok());
+        assert_eq!(adapter.attempts.load(Ordering::SeqCst), 4);
+        assert_eq!(started.elapsed(), Duration::from_secs(7));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_window_that_runs_out_leaves_the_answer_unavailable() {
+        let (partners, adapter) = partners(10, Duration::from_secs(5));
+        let result = partners.send("p", &request()).await;
+        assert!(matches!(result, Err(PartnerError::Unavailable { .. })));
+        // 1 s and 2 s fit; the 4 s pause would end past the window.
+        assert_eq!(adapter.attempts.load(Ordering::SeqCst), 3);
     }
 }

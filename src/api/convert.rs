@@ -360,7 +360,10 @@ pub fn submit_session(
             }
             Some(_) => {}
         }
-        let capabilities = partner.map(|p| p.capabilities).unwrap_or_default();
+        // What the partner is configured with now stays with the leg.
+        let (capabilities, authorization_lifetime) = partner
+            .map(|p| (p.capabilities, p.authorization_lifetime))
+            .unwrap_or_default();
         // The partner checks the token's content later (asynchronously).
         if leg.payment_token.is_empty() || leg.payment_token.len() > MAX_TOKEN {
             v.add(at("payment_token"), "required, at most 2048 characters");
@@ -372,6 +375,7 @@ pub fn submit_session(
                 amount,
                 token: PaymentToken::new(leg.payment_token),
                 capabilities,
+                authorization_lifetime,
             });
         }
     }

@@ -25,16 +25,21 @@ pub struct Capabilities {
     pub concurrent_refunds: bool,
 }
 
+impl Capabilities {
+    /// Everything supported.
+    pub const ALL: Capabilities = Capabilities {
+        partial_capture: true,
+        multiple_captures: true,
+        partial_refund: true,
+        multiple_refunds: true,
+        partial_void: true,
+        concurrent_refunds: true,
+    };
+}
+
 impl Default for Capabilities {
     fn default() -> Self {
-        Capabilities {
-            partial_capture: true,
-            multiple_captures: true,
-            partial_refund: true,
-            multiple_refunds: true,
-            partial_void: true,
-            concurrent_refunds: true,
-        }
+        Capabilities::ALL
     }
 }
 

@@ -10,7 +10,10 @@
 //! reservation: an operation's transactions reserve their amounts in the
 //! ledger before any partner is called.
 
-use std::{fmt, time::SystemTime};
+use std::{
+    fmt,
+    time::{Duration, SystemTime},
+};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -72,6 +75,8 @@ pub struct Leg {
     pub token: PaymentToken,
     /// What the partner supports, as it was when the leg was authorized.
     pub capabilities: Capabilities,
+    /// How long the partner holds the leg's authorization.
+    pub authorization_lifetime: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -608,6 +613,7 @@ mod tests {
             amount: amount(minor),
             token: PaymentToken::new("tok".into()),
             capabilities: Capabilities::default(),
+            authorization_lifetime: Duration::from_secs(86_400),
         };
         let (mut payment, mut authorization) = Payment::new(
             NewPayment {
@@ -749,6 +755,7 @@ mod tests {
                         amount: amount(100),
                         token: PaymentToken::new("t".into()),
                         capabilities: Capabilities::default(),
+                        authorization_lifetime: Duration::from_secs(86_400),
                     },
                     Leg {
                         partner: "b".into(),
@@ -756,6 +763,7 @@ mod tests {
                         amount: amount(200),
                         token: PaymentToken::new("t".into()),
                         capabilities: Capabilities::default(),
+                        authorization_lifetime: Duration::from_secs(86_400),
                     },
                 ],
                 webhook: None,

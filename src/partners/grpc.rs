@@ -5,15 +5,20 @@
 //! orchestrator replicas share one partner ledger.
 //!
 //! A transport failure is `Unknown`: once a request may have left, only a
-//! lookup can tell whether it was executed.
+//! lookup can tell whether it was executed. A gateway answers with an explicit
+//! outcome (`PartnerOutcome`), mapped one to one onto the port's errors.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use tonic::{Request, Response, Status, transport::Channel};
+use tonic::{
+    Request, Response, Status,
+    transport::{Certificate, Channel, ClientTlsConfig},
+};
 
 use super::{Lookup, Partner, PartnerAnswer, PartnerError, PartnerRequest, sandbox::Sandbox};
 use crate::domain::{
+    items::ItemLine,
     money::{Amount, Currency},
     operation::OperationKind,
     payment::PaymentToken,
@@ -37,20 +42,39 @@ pub struct GrpcPartner {
     client: PartnerGatewayServiceClient<Channel>,
 }
 
+/// Why a gateway cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("not a valid URL")]
+    Url(#[source] tonic::codegen::http::uri::InvalidUri),
+    #[error("TLS settings refused")]
+    Tls(#[source] tonic::transport::Error),
+}
+
 impl GrpcPartner {
-    /// Connects lazily: the gateway may start after the orchestrator.
+    /// Connects lazily: the gateway may start after the orchestrator. An
+    /// `https://` URL speaks TLS, trusting the system's roots and `ca_pem`
+    /// (a private CA) when given.
     pub fn new(
         partner: String,
         url: &str,
         timeout: Duration,
-    ) -> Result<Self, tonic::codegen::http::uri::InvalidUri> {
-        let channel = Channel::from_shared(url.to_owned())?
+        ca_pem: Option<&[u8]>,
+    ) -> Result<Self, GatewayError> {
+        let mut endpoint = Channel::from_shared(url.to_owned())
+            .map_err(GatewayError::Url)?
             .connect_timeout(Duration::from_secs(1))
-            .timeout(timeout)
-            .connect_lazy();
+            .timeout(timeout);
+        if url.starts_with("https://") {
+            let mut tls = ClientTlsConfig::new().with_native_roots();
+            if let Some(pem) = ca_pem {
+                tls = tls.ca_certificate(Certificate::from_pem(pem));
+            }
+            endpoint = endpoint.tls_config(tls).map_err(GatewayError::Tls)?;
+        }
         Ok(GrpcPartner {
             partner,
-            client: PartnerGatewayServiceClient::new(channel),
+            client: PartnerGatewayServiceClient::new(endpoint.connect_lazy()),
         })
     }
 
@@ -63,7 +87,35 @@ impl GrpcPartner {
             method: request.method.clone(),
             payment_token: request.token.expose().to_owned(),
             authorization_reference: request.authorization_reference.clone().unwrap_or_default(),
+            currency_exponent: request.currency.exponent(),
+            order_reference: request.order_reference.clone(),
+            merchant_reference: request.merchant_reference.clone(),
+            reason: request.reason.clone(),
+            items: request.items.iter().map(item_line).collect(),
+            refunded_before: request.refunded_before.minor(),
         }
+    }
+}
+
+fn kind_of(kind: OperationKind) -> proto::PartnerOperationKind {
+    match kind {
+        OperationKind::Authorization => proto::PartnerOperationKind::Authorize,
+        OperationKind::Capture => proto::PartnerOperationKind::Capture,
+        OperationKind::Refund => proto::PartnerOperationKind::Refund,
+        OperationKind::Void => proto::PartnerOperationKind::Void,
+    }
+}
+
+fn item_line(line: &ItemLine) -> proto::ItemLine {
+    proto::ItemLine {
+        sku_reference: line.sku_reference.clone(),
+        name: line.name.clone(),
+        quantity: line.quantity,
+        unit_price: line.unit_price.minor(),
+        tax_rate: line.tax_rate.to_string(),
+        discount_amount: line.discount_amount.minor(),
+        net_amount: line.net_amount.minor(),
+        tax_amount: line.tax_amount.minor(),
     }
 }
 
@@ -147,18 +199,6 @@ fn response_of(result: Result<PartnerAnswer, PartnerError>) -> proto::PartnerOpe
 
 #[async_trait]
 impl Partner for GrpcPartner {
-    async fn check_token(&self, token: &str) -> Result<(), String> {
-        let request = proto::CheckTokenRequest {
-            partner: self.partner.clone(),
-            payment_token: token.to_owned(),
-        };
-        match self.client.clone().check_token(traced(request)).await {
-            Ok(response) if !response.get_ref().valid => Err(response.into_inner().problem),
-            // Not reachable to check: the authorization itself will tell.
-            _ => Ok(()),
-        }
-    }
-
     async fn authorize(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
         let operation = Some(self.operation(request));
         let response = self
@@ -199,10 +239,17 @@ impl Partner for GrpcPartner {
         answer_of(response.map_err(transport)?.into_inner())
     }
 
-    async fn lookup(&self, idempotency_key: &str) -> Result<Lookup, PartnerError> {
+    async fn lookup(
+        &self,
+        request: &PartnerRequest,
+        reference: Option<&str>,
+    ) -> Result<Lookup, PartnerError> {
         let request = proto::LookupOperationRequest {
             partner: self.partner.clone(),
-            idempotency_key: idempotency_key.to_owned(),
+            idempotency_key: request.idempotency_key.clone(),
+            operation: Some(self.operation(request)),
+            reference: reference.unwrap_or_default().to_owned(),
+            kind: kind_of(request.kind).into(),
         };
         let response = self
             .client
@@ -255,21 +302,8 @@ impl Gateway {
     ) -> Result<Response<proto::PartnerOperationResponse>, Status> {
         let operation =
             operation.ok_or_else(|| Status::invalid_argument("operation is required"))?;
-        let amount = Amount::from_minor(operation.amount)
-            .map_err(|_| Status::invalid_argument("amount must not be negative"))?;
-        let currency = Currency::parse(&operation.currency)
-            .map_err(|_| Status::invalid_argument("unknown currency"))?;
-        let request = PartnerRequest {
-            kind,
-            idempotency_key: operation.idempotency_key,
-            amount,
-            currency,
-            method: operation.method,
-            token: PaymentToken::new(operation.payment_token),
-            authorization_reference: Some(operation.authorization_reference)
-                .filter(|r| !r.is_empty()),
-        };
         let sandbox = self.sandbox(&operation.partner);
+        let request = request_of(kind, operation)?;
         let result = match kind {
             OperationKind::Authorization => sandbox.authorize(&request).await,
             OperationKind::Capture => sandbox.capture(&request).await,
@@ -319,10 +353,23 @@ impl PartnerGatewayService for Gateway {
         request: Request<proto::LookupOperationRequest>,
     ) -> Result<Response<proto::LookupOperationResponse>, Status> {
         let request = request.into_inner();
-        let lookup = self
-            .sandbox(&request.partner)
-            .lookup(&request.idempotency_key)
-            .await;
+        let sandbox = self.sandbox(&request.partner);
+        let kind = match request.kind() {
+            proto::PartnerOperationKind::Authorize => OperationKind::Authorization,
+            proto::PartnerOperationKind::Capture => OperationKind::Capture,
+            proto::PartnerOperationKind::Refund => OperationKind::Refund,
+            proto::PartnerOperationKind::Void => OperationKind::Void,
+            proto::PartnerOperationKind::Unspecified => {
+                return Err(Status::invalid_argument("kind is required"));
+            }
+        };
+        let mut operation = request
+            .operation
+            .ok_or_else(|| Status::invalid_argument("operation is required"))?;
+        operation.idempotency_key = request.idempotency_key;
+        let looked_up = request_of(kind, operation)?;
+        let reference = Some(request.reference).filter(|r| !r.is_empty());
+        let lookup = sandbox.lookup(&looked_up, reference.as_deref()).await;
         let response = match lookup {
             Ok(Lookup::Found(result)) => proto::LookupOperationResponse {
                 found: true,
@@ -336,28 +383,51 @@ impl PartnerGatewayService for Gateway {
         };
         Ok(Response::new(response))
     }
+}
 
-    async fn check_token(
-        &self,
-        request: Request<proto::CheckTokenRequest>,
-    ) -> Result<Response<proto::CheckTokenResponse>, Status> {
-        let request = request.into_inner();
-        let response = match self
-            .sandbox(&request.partner)
-            .check_token(&request.payment_token)
-            .await
-        {
-            Ok(()) => proto::CheckTokenResponse {
-                valid: true,
-                problem: String::new(),
-            },
-            Err(problem) => proto::CheckTokenResponse {
-                valid: false,
-                problem,
-            },
-        };
-        Ok(Response::new(response))
-    }
+/// A received operation as the sandbox's request.
+fn request_of(
+    kind: OperationKind,
+    operation: proto::PartnerOperation,
+) -> Result<PartnerRequest, Status> {
+    let amount = |minor: i64| {
+        Amount::from_minor(minor)
+            .map_err(|_| Status::invalid_argument("amounts must not be negative"))
+    };
+    let items = operation
+        .items
+        .into_iter()
+        .map(|line| {
+            Ok(ItemLine {
+                sku_reference: line.sku_reference,
+                name: line.name,
+                quantity: line.quantity,
+                unit_price: amount(line.unit_price)?,
+                tax_rate: line
+                    .tax_rate
+                    .parse()
+                    .map_err(|_| Status::invalid_argument("tax_rate must be a decimal"))?,
+                discount_amount: amount(line.discount_amount)?,
+                net_amount: amount(line.net_amount)?,
+                tax_amount: amount(line.tax_amount)?,
+            })
+        })
+        .collect::<Result<_, Status>>()?;
+    Ok(PartnerRequest {
+        kind,
+        idempotency_key: operation.idempotency_key,
+        amount: amount(operation.amount)?,
+        currency: Currency::parse(&operation.currency)
+            .map_err(|_| Status::invalid_argument("unknown currency"))?,
+        method: operation.method,
+        token: PaymentToken::new(operation.payment_token),
+        authorization_reference: Some(operation.authorization_reference).filter(|r| !r.is_empty()),
+        order_reference: operation.order_reference,
+        merchant_reference: operation.merchant_reference,
+        reason: operation.reason,
+        items,
+        refunded_before: amount(operation.refunded_before)?,
+    })
 }
 
 fn kind_name(kind: OperationKind) -> &'static str {

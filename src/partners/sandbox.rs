@@ -25,7 +25,7 @@ use std::{
 use async_trait::async_trait;
 
 use super::{Lookup, Partner, PartnerAnswer, PartnerError, PartnerRequest};
-use crate::domain::{money::Amount, operation::OperationKind};
+use crate::domain::{capabilities::Capabilities, money::Amount, operation::OperationKind};
 
 /// What the sandbox does with one kind of request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -146,9 +146,13 @@ pub struct Received {
 
 #[derive(Debug, Clone)]
 enum EntryState {
-    Pending { lookups_left: u32, decline: bool },
+    Pending {
+        lookups_left: u32,
+        decline: bool,
+    },
     Succeeded,
-    Declined,
+    /// With the decline code.
+    Declined(&'static str),
 }
 
 #[derive(Debug, Clone)]
@@ -190,13 +194,21 @@ struct Ledger {
 #[derive(Debug, Clone)]
 pub struct Sandbox {
     name: String,
+    /// What it accepts; a request beyond them is declined, as a real
+    /// partner would.
+    capabilities: Capabilities,
     ledger: Arc<Mutex<Ledger>>,
 }
 
 impl Sandbox {
     pub fn new(name: impl Into<String>) -> Self {
+        Sandbox::with_capabilities(name, Capabilities::default())
+    }
+
+    pub fn with_capabilities(name: impl Into<String>, capabilities: Capabilities) -> Self {
         Sandbox {
             name: name.into(),
+            capabilities,
             ledger: Arc::default(),
         }
     }
@@ -304,21 +316,24 @@ impl Sandbox {
             }
             _ => request.authorization_reference.clone().unwrap_or_default(),
         };
-        let declined = match outcome {
-            Outcome::Decline => true,
-            _ => !ledger.fits(request.kind, &authorization, amount),
+        let refusal = match outcome {
+            Outcome::Decline => Some("DECLINED"),
+            _ => ledger
+                .fits(request.kind, &authorization, amount, &self.capabilities)
+                .err(),
         };
-        let state = match (declined, outcome) {
-            (true, _) => EntryState::Declined,
-            (false, Outcome::Pending) => EntryState::Pending {
+        let declined = refusal.is_some();
+        let state = match (refusal, outcome) {
+            (Some(code), _) => EntryState::Declined(code),
+            (None, Outcome::Pending) => EntryState::Pending {
                 lookups_left: scenario.pending_lookups,
                 decline: false,
             },
-            (false, Outcome::PendingDecline) => EntryState::Pending {
+            (None, Outcome::PendingDecline) => EntryState::Pending {
                 lookups_left: scenario.pending_lookups,
                 decline: true,
             },
-            (false, _) => EntryState::Succeeded,
+            (None, _) => EntryState::Succeeded,
         };
         if !declined {
             ledger.book(request.kind, &authorization, amount);
@@ -342,19 +357,58 @@ impl Sandbox {
 }
 
 impl Ledger {
-    /// Whether the authorization can take `amount` more of `kind`.
-    fn fits(&self, kind: OperationKind, authorization: &str, amount: i64) -> bool {
+    /// Whether the authorization can take `amount` more of `kind`, by its
+    /// totals and the partner's capabilities; else the decline code.
+    fn fits(
+        &self,
+        kind: OperationKind,
+        authorization: &str,
+        amount: i64,
+        capabilities: &Capabilities,
+    ) -> Result<(), &'static str> {
         let Some(auth) = self.authorizations.get(authorization) else {
-            return false;
+            return Err("UNKNOWN_AUTHORIZATION");
         };
         let t = &auth.totals;
-        match kind {
-            OperationKind::Authorization => true,
-            OperationKind::Capture | OperationKind::Void => {
-                t.captured + t.voided + amount <= t.authorized
-            }
-            OperationKind::Refund => t.refunded + amount <= t.captured,
+        let open = t.authorized - t.captured - t.voided;
+        let refundable = t.captured - t.refunded;
+        let (left, whole, again) = match kind {
+            OperationKind::Authorization => return Ok(()),
+            OperationKind::Capture => (
+                open,
+                (
+                    capabilities.partial_capture,
+                    "PARTIAL_CAPTURE_NOT_SUPPORTED",
+                ),
+                (
+                    capabilities.multiple_captures || t.captured == 0,
+                    "MULTIPLE_CAPTURES_NOT_SUPPORTED",
+                ),
+            ),
+            OperationKind::Refund => (
+                refundable,
+                (capabilities.partial_refund, "PARTIAL_REFUND_NOT_SUPPORTED"),
+                (
+                    capabilities.multiple_refunds || t.refunded == 0,
+                    "MULTIPLE_REFUNDS_NOT_SUPPORTED",
+                ),
+            ),
+            OperationKind::Void => (
+                open,
+                (capabilities.partial_void, "PARTIAL_VOID_NOT_SUPPORTED"),
+                (true, ""),
+            ),
+        };
+        if amount > left {
+            return Err("AMOUNT_EXCEEDS_AUTHORIZATION");
         }
+        if !again.0 {
+            return Err(again.1);
+        }
+        if !whole.0 && amount != left {
+            return Err(whole.1);
+        }
+        Ok(())
     }
 
     fn book(&mut self, kind: OperationKind, authorization: &str, amount: i64) {
@@ -387,7 +441,7 @@ impl Ledger {
         };
         if let Some(decline) = settle {
             entry.state = if decline {
-                EntryState::Declined
+                EntryState::Declined("DECLINED")
             } else {
                 EntryState::Succeeded
             };
@@ -417,8 +471,8 @@ impl Entry {
                 partner_status: "PENDING".into(),
                 description: "accepted, the outcome follows".into(),
             }),
-            EntryState::Declined => Err(PartnerError::Declined {
-                code: "DECLINED".into(),
+            EntryState::Declined(code) => Err(PartnerError::Declined {
+                code: code.into(),
                 description: "declined by the sandbox".into(),
             }),
         }
@@ -427,7 +481,7 @@ impl Entry {
 
 #[async_trait]
 impl Partner for Sandbox {
-    async fn check_token(&self, token: &str) -> Result<(), String> {
+    fn check_token(&self, token: &str) -> Result<(), String> {
         Scenario::parse(token).map(|_| ())
     }
 
@@ -447,8 +501,14 @@ impl Partner for Sandbox {
         self.handle(request).await
     }
 
-    async fn lookup(&self, idempotency_key: &str) -> Result<Lookup, PartnerError> {
-        Ok(self.ledger().lookup(idempotency_key))
+    /// By the request's idempotency key: the sandbox keeps every key it
+    /// executed.
+    async fn lookup(
+        &self,
+        request: &PartnerRequest,
+        _reference: Option<&str>,
+    ) -> Result<Lookup, PartnerError> {
+        Ok(self.ledger().lookup(&request.idempotency_key))
     }
 }
 
@@ -472,6 +532,11 @@ mod tests {
             method: "creditcard".into(),
             token: PaymentToken::new(token.into()),
             authorization_reference: auth.map(Into::into),
+            order_reference: "order-1".into(),
+            merchant_reference: String::new(),
+            reason: String::new(),
+            items: Vec::new(),
+            refunded_before: Amount::ZERO,
         }
     }
 
@@ -546,12 +611,13 @@ mod tests {
             .await
             .unwrap();
         assert!(!answer.settled);
+        let looked_up = request(OperationKind::Authorization, "a", 1000, token, None);
         assert!(matches!(
-            sandbox.lookup("a").await,
+            sandbox.lookup(&looked_up, None).await,
             Ok(Lookup::Found(Ok(PartnerAnswer { settled: false, .. })))
         ));
         assert!(matches!(
-            sandbox.lookup("a").await,
+            sandbox.lookup(&looked_up, None).await,
             Ok(Lookup::Found(Ok(PartnerAnswer { settled: true, .. })))
         ));
 
@@ -566,7 +632,7 @@ mod tests {
             sandbox.authorize(&lost).await,
             Err(PartnerError::Unknown { .. })
         ));
-        assert_eq!(sandbox.lookup("b").await, Ok(Lookup::NotFound));
+        assert_eq!(sandbox.lookup(&lost, None).await, Ok(Lookup::NotFound));
         assert!(sandbox.authorize(&lost).await.is_ok());
     }
 }

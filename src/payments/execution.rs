@@ -23,15 +23,15 @@ use crate::{
 };
 
 impl Payments {
-    /// Asks each leg's partner whether it accepts the leg's token (before
-    /// anything is claimed: a corrected retry with the same key works). The
-    /// message names the leg, never the token.
-    pub(super) async fn check_tokens(&self, legs: &[Leg]) -> Result<(), PaymentError> {
+    /// Asks each leg's partner whether the leg's token has a form it takes
+    /// (locally, before anything is claimed: a corrected retry with the same
+    /// key works). The message names the leg, never the token.
+    pub(super) fn check_tokens(&self, legs: &[Leg]) -> Result<(), PaymentError> {
         for (index, leg) in legs.iter().enumerate() {
             let Some(partner) = self.partners.get(&leg.partner) else {
                 continue;
             };
-            if let Err(problem) = partner.adapter.check_token(leg.token.expose()).await {
+            if let Err(problem) = partner.adapter.check_token(leg.token.expose()) {
                 return Err(PaymentError::InvalidArgument {
                     field: format!("split[{index}].payment_token"),
                     description: problem,
@@ -124,10 +124,10 @@ impl Payments {
                     || answers
                         .iter()
                         .any(|a: &Answer| a.outcome.status == TransactionStatus::Failure));
-            let lookup = self
-                .partners
-                .lookup(&partner, &request.idempotency_key)
-                .await;
+            let reference = operation
+                .transaction(transaction)
+                .and_then(|tx| tx.partner_reference.as_deref());
+            let lookup = self.partners.lookup(&partner, &request, reference).await;
             let (outcome, sent) = match lookup {
                 Ok(Lookup::Found(result)) => (known_outcome(&result), false),
                 Ok(Lookup::NotFound) if declined_before => {
@@ -175,6 +175,17 @@ fn request_for(
         method: leg.method.clone(),
         token: leg.token.clone(),
         authorization_reference: header.authorization_reference(tx.leg).map(str::to_owned),
+        order_reference: header.order_reference.clone(),
+        merchant_reference: operation.merchant_reference.clone(),
+        reason: operation.reason.clone(),
+        // Lines describe the whole operation: only a leg carrying all of it
+        // can pass them on truthfully.
+        items: if tx.amount == operation.amount {
+            operation.items.clone()
+        } else {
+            Vec::new()
+        },
+        refunded_before: header.ledger.get(tx.leg)?.refunded,
     };
     Some((request, leg.partner.clone()))
 }

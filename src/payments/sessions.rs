@@ -292,7 +292,7 @@ impl Payments {
                 ),
             });
         }
-        self.check_tokens(&command.legs).await
+        self.check_tokens(&command.legs)
     }
 
     /// Runs an opened authorization, and what follows it, to the request's

@@ -147,6 +147,7 @@ fn payment_at(merchant: &str, order: &str, created_at: SystemTime) -> (Payment, 
                     partial_void: false,
                     ..Capabilities::default()
                 },
+                authorization_lifetime: Duration::from_secs(14 * 86_400),
             }],
             webhook: None,
             authorization_id: Shard::of(id).stamp(Uuid::now_v7()),

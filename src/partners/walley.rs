@@ -1,0 +1,440 @@
+//! Walley, through its order management API. The shopper completes the
+//! order in Walley's checkout, so the leg's token is the order's id and the
+//! authorization already happened there: ours verifies the order. Captures,
+//! refunds and the cancel are asynchronous (`202 Accepted`) and resolved by
+//! reading the order.
+//!
+//! | call | request | notes |
+//! |---|---|---|
+//! | authorize | `GET /manage/orders/{token}` | the order must be `NotActivated`, in the payment's currency, for the leg's amount |
+//! | capture | `POST /manage/orders/{id}/captures` | `amount`, `actionReference`, `description`, `items` |
+//! | refund | `POST /manage/orders/{id}/refunds` | as capture; `description` is the reason |
+//! | void | `POST /manage/orders/{id}/cancel` | releases everything not captured: no partial void |
+//! | lookup | `GET /manage/orders/{id}` | the capture or refund with our `actionReference`, or the cancellation |
+//!
+//! Every POST carries `X-Idempotency` and (captures, refunds) an
+//! `actionReference`, both the partner idempotency key: a re-send is
+//! answered, not executed again. Requests are authorized with an OAuth2
+//! client-credentials token (`POST /oauth2/v2.0/token`), renewed before it
+//! expires and once on a `401`.
+//!
+//! HTTP status → port:
+//!
+//! | status | meaning |
+//! |---|---|
+//! | 200, 201 | done |
+//! | 202 | accepted: PENDING until the order shows the action processed |
+//! | 409 | a request with this key is being processed: PENDING |
+//! | 400, 422 | Declined (the request, or the order's state, refuses it) |
+//! | 401 (after renewing the token) | Unavailable: credentials refused, nothing done |
+//! | 403, 404 | Unavailable: an order just placed is not visible yet (retried within the window) |
+//! | 429, 503 | Unavailable: refused before processing |
+//! | 500, 502, 504, any other | Unknown |
+//! | no connection | Unavailable; a timeout or reset after sending: Unknown |
+
+pub mod wire;
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use reqwest::StatusCode;
+use tokio::sync::Mutex;
+
+use super::{
+    Lookup, Partner, PartnerAnswer, PartnerError, PartnerRequest, Secret,
+    http::{self, exchange_error, unreadable},
+};
+use crate::domain::operation::OperationKind;
+use wire::{ActionKind, ActionRequest, Item, Order, OrderEnvelope, Problem, TokenResponse};
+
+/// How to reach one Walley account.
+#[derive(Clone)]
+pub struct Settings {
+    /// E.g. `https://api.walleypay.com`.
+    pub base_url: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    /// The OAuth2 scope of the management API.
+    pub scope: String,
+    /// A private CA the API's certificate chains to (tests, proxies).
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("walley::Settings")
+            .field("base_url", &self.base_url)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A token is renewed this long before Walley says it expires.
+const TOKEN_MARGIN: Duration = Duration::from_secs(60);
+
+#[derive(Debug)]
+pub struct Walley {
+    settings: Settings,
+    client: reqwest::Client,
+    token: Mutex<Option<(Secret, Instant)>>,
+}
+
+/// What a POST was answered.
+enum Posted {
+    Done,
+    Accepted,
+}
+
+impl Walley {
+    pub fn new(settings: Settings) -> Result<Self, reqwest::Error> {
+        let client = http::client(settings.ca_pem.as_deref())?;
+        Ok(Walley {
+            settings,
+            client,
+            token: Mutex::new(None),
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.settings.base_url)
+    }
+
+    /// A valid access token; a new one when `renew` (the last was refused).
+    async fn access_token(&self, renew: bool) -> Result<Secret, PartnerError> {
+        let mut cached = self.token.lock().await;
+        if let Some((token, renew_at)) = cached.as_ref()
+            && !renew
+            && Instant::now() < *renew_at
+        {
+            return Ok(token.clone());
+        }
+        let form = wire::TokenRequest {
+            grant_type: "client_credentials".into(),
+            client_id: self.settings.client_id.clone(),
+            client_secret: self.settings.client_secret.expose().to_owned(),
+            scope: self.settings.scope.clone(),
+        };
+        let response = self
+            .client
+            .post(self.url("/oauth2/v2.0/token"))
+            .form(&form)
+            .send()
+            .await
+            // Only a token was asked for: nothing of the payment was sent.
+            .map_err(|_| unavailable("the token endpoint could not be reached"))?;
+        if !response.status().is_success() {
+            *cached = None;
+            return Err(unavailable(&format!(
+                "the token endpoint refused the credentials ({})",
+                response.status()
+            )));
+        }
+        let token: TokenResponse = response
+            .json()
+            .await
+            .map_err(|_| unavailable("the token endpoint answered an unreadable body"))?;
+        let lifetime = Duration::from_secs(token.expires_in).saturating_sub(TOKEN_MARGIN);
+        let token = Secret::new(token.access_token);
+        *cached = Some((token.clone(), Instant::now() + lifetime));
+        Ok(token)
+    }
+
+    /// Sends a request built by `build`, renewing the token once on a 401.
+    async fn exchange(
+        &self,
+        build: impl Fn(&Secret) -> reqwest::RequestBuilder,
+    ) -> Result<(StatusCode, bytes::Bytes), PartnerError> {
+        let mut renew = false;
+        loop {
+            let token = self.access_token(renew).await?;
+            let response = build(&token).send().await.map_err(|e| exchange_error(&e))?;
+            let status = response.status();
+            if status == StatusCode::UNAUTHORIZED && !renew {
+                renew = true;
+                continue;
+            }
+            let body = response.bytes().await.map_err(|e| exchange_error(&e))?;
+            return Ok((status, body));
+        }
+    }
+
+    async fn order(&self, id: &str) -> Result<Order, PartnerError> {
+        let url = self.url(&format!("/manage/orders/{}", path_segment(id)));
+        let (status, body) = self
+            .exchange(|token| self.client.get(&url).bearer_auth(token.expose()))
+            .await?;
+        match status {
+            StatusCode::OK => serde_json::from_slice::<OrderEnvelope>(&body)
+                .map(|envelope| envelope.data)
+                .map_err(|_| unreadable(status)),
+            // 404 and 403: not visible yet; 400: no such order.
+            status => Err(match classify(status, &body) {
+                Ok(_) => unreadable(status),
+                Err(error) => error,
+            }),
+        }
+    }
+
+    async fn post(
+        &self,
+        request: &PartnerRequest,
+        path: &str,
+        body: Option<&ActionRequest>,
+    ) -> Result<PartnerAnswer, PartnerError> {
+        let order =
+            request
+                .authorization_reference
+                .as_deref()
+                .ok_or_else(|| PartnerError::Declined {
+                    code: "NO_ORDER".into(),
+                    description: "the leg has no authorized order".into(),
+                })?;
+        let url = self.url(&format!("/manage/orders/{}/{path}", path_segment(order)));
+        let (status, answer) = self
+            .exchange(|token| {
+                let builder = self
+                    .client
+                    .post(&url)
+                    .bearer_auth(token.expose())
+                    .header("X-Idempotency", &request.idempotency_key);
+                match body {
+                    Some(body) => builder.json(body),
+                    None => builder,
+                }
+            })
+            .await?;
+        let posted = classify(status, &answer)?;
+        Ok(PartnerAnswer {
+            settled: matches!(posted, Posted::Done),
+            reference: request.idempotency_key.clone(),
+            partner_status: status.as_u16().to_string(),
+            description: match posted {
+                Posted::Done => String::new(),
+                Posted::Accepted => "accepted; processed asynchronously".into(),
+            },
+        })
+    }
+
+    fn action(&self, request: &PartnerRequest, description: &str) -> ActionRequest {
+        ActionRequest {
+            amount: http::major(request.amount, request.currency),
+            action_reference: request.idempotency_key.clone(),
+            description: description.to_owned(),
+            items: request
+                .items
+                .iter()
+                .map(|line| Item::from_line(line, request.currency))
+                .collect(),
+        }
+    }
+}
+
+/// An HTTP answer to a POST (or a failed GET) as the port sees it.
+fn classify(status: StatusCode, body: &[u8]) -> Result<Posted, PartnerError> {
+    let problem = || serde_json::from_slice::<Problem>(body).unwrap_or_default();
+    match status.as_u16() {
+        200 | 201 => Ok(Posted::Done),
+        202 | 409 => Ok(Posted::Accepted),
+        400 | 422 => {
+            let problem = problem();
+            Err(PartnerError::Declined {
+                code: if problem.code.is_empty() {
+                    status.as_u16().to_string()
+                } else {
+                    problem.code
+                },
+                description: problem.title,
+            })
+        }
+        401 => Err(unavailable("the partner refused our credentials")),
+        403 | 404 => Err(unavailable(
+            "the order is not visible yet (eventual consistency)",
+        )),
+        429 | 503 => Err(unavailable(&format!(
+            "the partner refused the request for now ({status})"
+        ))),
+        _ => Err(PartnerError::Unknown {
+            description: format!("the partner answered {status}"),
+        }),
+    }
+}
+
+fn unavailable(description: &str) -> PartnerError {
+    PartnerError::Unavailable {
+        description: description.to_owned(),
+    }
+}
+
+/// An id as one URL path segment: tokens come from shoppers' checkouts.
+fn path_segment(id: &str) -> String {
+    id.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// An action as the order lists it, as an answer.
+fn action_answer(action: &wire::Action, reference: &str) -> Result<PartnerAnswer, PartnerError> {
+    match action.status.as_str() {
+        "Completed" => Ok(PartnerAnswer {
+            settled: true,
+            reference: reference.to_owned(),
+            partner_status: action.status.clone(),
+            description: String::new(),
+        }),
+        "Failed" => Err(PartnerError::Declined {
+            code: "FAILED".into(),
+            description: action.failure_reason.clone().unwrap_or_default(),
+        }),
+        _ => Ok(PartnerAnswer {
+            settled: false,
+            reference: reference.to_owned(),
+            partner_status: action.status.clone(),
+            description: "accepted; processed asynchronously".into(),
+        }),
+    }
+}
+
+#[async_trait]
+impl Partner for Walley {
+    /// An order id: 1-128 characters, no spaces or slashes.
+    fn check_token(&self, token: &str) -> Result<(), String> {
+        let ok = !token.is_empty()
+            && token.len() <= 128
+            && token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if ok {
+            Ok(())
+        } else {
+            Err("a Walley leg's token is the order id from Walley's checkout".into())
+        }
+    }
+
+    async fn authorize(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
+        let order = self.order(request.token.expose()).await?;
+        let declined = |code: &str, description: String| PartnerError::Declined {
+            code: code.into(),
+            description,
+        };
+        if order.status != "NotActivated" {
+            return Err(declined(
+                "ORDER_NOT_OPEN",
+                format!("the order is {}", order.status),
+            ));
+        }
+        if order.currency != request.currency.code() {
+            return Err(declined(
+                "CURRENCY_MISMATCH",
+                format!("the order is in {}", order.currency),
+            ));
+        }
+        if order.amount(request.currency)? != request.amount {
+            return Err(declined(
+                "AMOUNT_MISMATCH",
+                format!("the order is for {} {}", order.total_amount, order.currency),
+            ));
+        }
+        Ok(PartnerAnswer {
+            settled: true,
+            reference: order.id,
+            partner_status: order.status,
+            description: String::new(),
+        })
+    }
+
+    async fn capture(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
+        let body = self.action(request, &request.merchant_reference);
+        self.post(request, "captures", Some(&body)).await
+    }
+
+    async fn refund(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
+        let body = self.action(request, &request.reason);
+        self.post(request, "refunds", Some(&body)).await
+    }
+
+    async fn void(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
+        self.post(request, "cancel", None).await
+    }
+
+    /// Reads the order: the action with our reference tells what happened.
+    async fn lookup(
+        &self,
+        request: &PartnerRequest,
+        _reference: Option<&str>,
+    ) -> Result<Lookup, PartnerError> {
+        let key = &request.idempotency_key;
+        let order_id = match request.kind {
+            // Verifying the order again is a read: its answer is the lookup.
+            OperationKind::Authorization => {
+                return match self.authorize(request).await {
+                    Err(PartnerError::Unavailable { description }) => {
+                        Err(PartnerError::Unavailable { description })
+                    }
+                    Err(PartnerError::Unknown { description }) => {
+                        Err(PartnerError::Unknown { description })
+                    }
+                    result => Ok(Lookup::Found(result)),
+                };
+            }
+            _ => request
+                .authorization_reference
+                .as_deref()
+                .unwrap_or_default(),
+        };
+        let order = self.order(order_id).await?;
+        let action = match request.kind {
+            OperationKind::Capture => order.action(ActionKind::Capture, key),
+            OperationKind::Refund => order.action(ActionKind::Refund, key),
+            _ => order.cancellation.as_ref(),
+        };
+        Ok(match action {
+            Some(action) => Lookup::Found(action_answer(action, key)),
+            None => Lookup::NotFound,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_documented_status_has_its_meaning() {
+        let class = |status: u16| match classify(StatusCode::from_u16(status).unwrap(), b"{}") {
+            Ok(Posted::Done) => "done",
+            Ok(Posted::Accepted) => "pending",
+            Err(PartnerError::Declined { .. }) => "declined",
+            Err(PartnerError::Unavailable { .. }) => "unavailable",
+            Err(PartnerError::Unknown { .. }) => "unknown",
+        };
+        for (status, expected) in [
+            (200, "done"),
+            (201, "done"),
+            (202, "pending"),
+            (409, "pending"),
+            (400, "declined"),
+            (422, "declined"),
+            (401, "unavailable"),
+            (403, "unavailable"),
+            (404, "unavailable"),
+            (429, "unavailable"),
+            (503, "unavailable"),
+            (500, "unknown"),
+            (502, "unknown"),
+            (504, "unknown"),
+        ] {
+            assert_eq!(class(status), expected, "HTTP {status}");
+        }
+    }
+
+    #[test]
+    fn ids_are_escaped_in_paths() {
+        assert_eq!(path_segment("abc-123"), "abc-123");
+        assert_eq!(path_segment("../x"), "..%2Fx");
+    }
+}

@@ -1,0 +1,154 @@
+//! Walley's wire format: the JSON bodies of the order management API, and
+//! conversions from our types. Amounts are decimal major units written as
+//! JSON numbers with exactly the currency's decimals (never floats).
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    domain::{items::ItemLine, money::Currency},
+    partners::http,
+};
+
+/// `POST /manage/orders/{id}/captures` and `/refunds`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionRequest {
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    pub amount: Decimal,
+    /// Our partner idempotency key: the action is found by it later.
+    pub action_reference: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<Item>,
+}
+
+/// An order line: a unit price including VAT, and the VAT rate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Item {
+    pub id: String,
+    pub description: String,
+    pub quantity: i64,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    pub unit_price: Decimal,
+    /// Percent.
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    pub vat: Decimal,
+}
+
+impl Item {
+    /// Our line (net and tax computed per line) as Walley's (a unit price
+    /// with VAT). When the line's total does not divide by its quantity in
+    /// minor units, it travels as one unit of the whole line, so that the
+    /// lines still add up to the amount exactly.
+    pub fn from_line(line: &ItemLine, currency: Currency) -> Item {
+        let total = line
+            .net_amount
+            .minor()
+            .saturating_add(line.tax_amount.minor());
+        let (quantity, unit, description) = if line.quantity > 0 && total % line.quantity == 0 {
+            (line.quantity, total / line.quantity, line.name.clone())
+        } else {
+            (1, total, format!("{} × {}", line.quantity, line.name))
+        };
+        Item {
+            id: line.sku_reference.clone(),
+            description,
+            quantity,
+            unit_price: Decimal::new(unit, currency.exponent()),
+            vat: line.tax_rate,
+        }
+    }
+}
+
+/// `GET /manage/orders/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderEnvelope {
+    pub data: Order,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Order {
+    pub id: String,
+    #[serde(default)]
+    pub reference: String,
+    /// `NotActivated`, `PartActivated`, `Activated`, `Cancelled`,
+    /// `Expired`, `Returned`, `PartReturned`.
+    pub status: String,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    pub total_amount: Decimal,
+    pub currency: String,
+    #[serde(default)]
+    pub captures: Vec<Action>,
+    #[serde(default)]
+    pub refunds: Vec<Action>,
+    #[serde(default)]
+    pub cancellation: Option<Action>,
+}
+
+impl Order {
+    /// The capture or refund sent with `reference`.
+    pub fn action(&self, kind: ActionKind, reference: &str) -> Option<&Action> {
+        let actions = match kind {
+            ActionKind::Capture => &self.captures,
+            ActionKind::Refund => &self.refunds,
+        };
+        actions
+            .iter()
+            .find(|a| a.action_reference.as_deref() == Some(reference))
+    }
+
+    pub fn amount(
+        &self,
+        currency: Currency,
+    ) -> Result<crate::domain::money::Amount, crate::partners::PartnerError> {
+        http::minor(self.total_amount, currency)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionKind {
+    Capture,
+    Refund,
+}
+
+/// A capture, refund or cancel as the order lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Action {
+    #[serde(default)]
+    pub action_reference: Option<String>,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    pub amount: Decimal,
+    /// `Pending` (accepted, not processed yet), `Completed`, `Failed`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+}
+
+/// `POST /oauth2/v2.0/token`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenRequest {
+    pub grant_type: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub scope: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub expires_in: u64,
+}
+
+/// An error body: what the API says went wrong.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Problem {
+    #[serde(default)]
+    pub code: String,
+    #[serde(default)]
+    pub title: String,
+}

@@ -1,0 +1,396 @@
+//! WePay, through its checkout API (v2). The leg's token is a card the
+//! shopper tokenized earlier (a `credit_card_id`); the authorization creates
+//! a checkout that reserves the amount (`auto_capture=false`).
+//!
+//! | call | request | notes |
+//! |---|---|---|
+//! | authorize | `POST /checkout/create` | `unique_id` and `reference_id` are the partner idempotency key |
+//! | capture | `POST /checkout/capture` | the whole checkout: no partial capture, one capture |
+//! | refund | `POST /checkout/refund` | `amount`, `refund_reason`; **no idempotency key** |
+//! | void | `POST /checkout/cancel` | the whole checkout |
+//! | lookup | `POST /checkout/find` (authorization), `POST /checkout` | by the checkout's state and refunded amount |
+//!
+//! WePay has no idempotency for captures, cancels and refunds. A capture or
+//! a cancel can only happen once per checkout, so its state says whether it
+//! happened. A refund is guarded: before every send the checkout's
+//! `amount_refunded` is read and compared with what our books say was
+//! refunded before this refund (`refunded_before`): equal, it is sent;
+//! already including this refund, it is answered as done without sending;
+//! anything else is Unknown (someone else refunded: the operation goes to
+//! review rather than risk paying twice). Refunds of one leg run one at a
+//! time (capability `concurrent_refunds = false`), which keeps the
+//! comparison exact.
+//!
+//! An uncaptured checkout is cancelled by WePay after 14 days: the
+//! authorization lifetime of this kind of partner.
+//!
+//! HTTP status → port:
+//!
+//! | status | meaning |
+//! |---|---|
+//! | 200 | done; the checkout's state decides (`new` → PENDING, `failed` → Declined) |
+//! | 400, 402, 403, 404 | Declined (`error_code` and `error_description` kept); a capture or cancel refused because the checkout is already in that state is done |
+//! | 401 | Unavailable: the access token was refused, nothing done |
+//! | 429, 503 | Unavailable: refused before processing |
+//! | 500, 502, 504, any other | Unknown |
+//! | no connection | Unavailable; a timeout or reset after sending: Unknown |
+
+pub mod wire;
+
+use async_trait::async_trait;
+use reqwest::StatusCode;
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::{
+    Lookup, Partner, PartnerAnswer, PartnerError, PartnerRequest, Secret,
+    http::{self, exchange_error, unreadable},
+};
+use crate::domain::{money::Amount, operation::OperationKind};
+use wire::{
+    CancelCheckout, Checkout, CheckoutId, CreateCheckout, CreditCard, ErrorBody, FindCheckouts,
+    PaymentMethod, RefundCheckout, Stage, StateAnswer,
+};
+
+/// How to reach one WePay account.
+#[derive(Clone)]
+pub struct Settings {
+    /// E.g. `https://wepayapi.com/v2`.
+    pub base_url: String,
+    pub account_id: i64,
+    pub access_token: Secret,
+    /// A private CA the API's certificate chains to (tests, proxies).
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("wepay::Settings")
+            .field("base_url", &self.base_url)
+            .field("account_id", &self.account_id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+pub struct Wepay {
+    settings: Settings,
+    client: reqwest::Client,
+}
+
+impl Wepay {
+    pub fn new(settings: Settings) -> Result<Self, reqwest::Error> {
+        let client = http::client(settings.ca_pem.as_deref())?;
+        Ok(Wepay { settings, client })
+    }
+
+    async fn call<B: Serialize, A: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<A, PartnerError> {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.settings.base_url))
+            .bearer_auth(self.settings.access_token.expose())
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| exchange_error(&e))?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| exchange_error(&e))?;
+        if status == StatusCode::OK {
+            return serde_json::from_slice(&body).map_err(|_| unreadable(status));
+        }
+        Err(classify(status, &body))
+    }
+
+    async fn checkout(&self, id: i64) -> Result<Checkout, PartnerError> {
+        self.call("/checkout", &CheckoutId { checkout_id: id })
+            .await
+    }
+
+    /// The checkout an authorization created, found by our key.
+    async fn find(&self, key: &str) -> Result<Option<Checkout>, PartnerError> {
+        let found: Vec<Checkout> = self
+            .call(
+                "/checkout/find",
+                &FindCheckouts {
+                    account_id: self.settings.account_id,
+                    reference_id: key.to_owned(),
+                },
+            )
+            .await?;
+        Ok(found.into_iter().next())
+    }
+
+    /// A capture or cancel WePay refused: done if the checkout already is
+    /// where the call would have taken it (an earlier attempt did it).
+    async fn settle_refusal(
+        &self,
+        checkout_id: i64,
+        done: Stage,
+        refusal: PartnerError,
+    ) -> Result<PartnerAnswer, PartnerError> {
+        if !matches!(refusal, PartnerError::Declined { .. }) {
+            return Err(refusal);
+        }
+        match self.checkout(checkout_id).await {
+            Ok(checkout) if Stage::of(&checkout.state) == Some(done) => {
+                Ok(settled(checkout.checkout_id, &checkout.state))
+            }
+            _ => Err(refusal),
+        }
+    }
+
+    /// Where a refund stands by the checkout's refunded total: `Some(true)`
+    /// executed, `Some(false)` not executed.
+    fn refund_executed(
+        checkout: &Checkout,
+        request: &PartnerRequest,
+    ) -> Result<bool, PartnerError> {
+        let refunded = http::minor(checkout.amount_refunded, request.currency)?;
+        let with_this = request
+            .refunded_before
+            .checked_add(request.amount)
+            .unwrap_or(Amount::ZERO);
+        if refunded == with_this {
+            Ok(true)
+        } else if refunded == request.refunded_before {
+            Ok(false)
+        } else {
+            Err(PartnerError::Unknown {
+                description: format!(
+                    "the checkout's refunded total ({} {}) matches neither our books before \
+                     this refund nor after it",
+                    checkout.amount_refunded, checkout.currency
+                ),
+            })
+        }
+    }
+}
+
+fn checkout_id(request: &PartnerRequest) -> Result<i64, PartnerError> {
+    request
+        .authorization_reference
+        .as_deref()
+        .and_then(|r| r.parse().ok())
+        .ok_or_else(|| PartnerError::Declined {
+            code: "NO_CHECKOUT".into(),
+            description: "the leg has no authorized checkout".into(),
+        })
+}
+
+fn settled(checkout_id: i64, state: &str) -> PartnerAnswer {
+    PartnerAnswer {
+        settled: true,
+        reference: checkout_id.to_string(),
+        partner_status: state.to_owned(),
+        description: String::new(),
+    }
+}
+
+/// What an authorization's checkout says.
+fn authorization(checkout: &Checkout) -> Result<PartnerAnswer, PartnerError> {
+    match Stage::of(&checkout.state) {
+        Some(Stage::Held | Stage::Captured) => Ok(settled(checkout.checkout_id, &checkout.state)),
+        Some(Stage::Deciding) => Ok(PartnerAnswer {
+            settled: false,
+            reference: checkout.checkout_id.to_string(),
+            partner_status: checkout.state.clone(),
+            description: "the checkout is not decided yet".into(),
+        }),
+        Some(Stage::Cancelled | Stage::Failed) => Err(PartnerError::Declined {
+            code: checkout.state.clone(),
+            description: "the checkout holds nothing".into(),
+        }),
+        None => Err(PartnerError::Unknown {
+            description: format!("unknown checkout state {:?}", checkout.state),
+        }),
+    }
+}
+
+/// An HTTP answer other than 200, as the port sees it.
+fn classify(status: StatusCode, body: &[u8]) -> PartnerError {
+    let error = serde_json::from_slice::<ErrorBody>(body).unwrap_or_default();
+    match status.as_u16() {
+        400 | 402 | 403 | 404 => PartnerError::Declined {
+            code: if error.error_code == 0 {
+                status.as_u16().to_string()
+            } else {
+                error.error_code.to_string()
+            },
+            description: error.error_description,
+        },
+        401 => PartnerError::Unavailable {
+            description: "the partner refused our access token".into(),
+        },
+        429 | 503 => PartnerError::Unavailable {
+            description: format!("the partner refused the request for now ({status})"),
+        },
+        _ => PartnerError::Unknown {
+            description: format!("the partner answered {status}"),
+        },
+    }
+}
+
+#[async_trait]
+impl Partner for Wepay {
+    /// A `credit_card_id`: digits.
+    fn check_token(&self, token: &str) -> Result<(), String> {
+        if !token.is_empty() && token.len() <= 18 && token.bytes().all(|b| b.is_ascii_digit()) {
+            Ok(())
+        } else {
+            Err("a WePay leg's token is a credit_card_id (digits)".into())
+        }
+    }
+
+    async fn authorize(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
+        let card = request
+            .token
+            .expose()
+            .parse()
+            .map_err(|_| PartnerError::Declined {
+                code: "INVALID_TOKEN".into(),
+                description: "not a credit_card_id".into(),
+            })?;
+        let create = CreateCheckout {
+            account_id: self.settings.account_id,
+            amount: http::major(request.amount, request.currency),
+            currency: request.currency.code().to_owned(),
+            short_description: format!("Order {}", request.order_reference),
+            kind: "goods".into(),
+            unique_id: request.idempotency_key.clone(),
+            reference_id: request.idempotency_key.clone(),
+            auto_capture: false,
+            payment_method: PaymentMethod {
+                kind: "credit_card".into(),
+                credit_card: CreditCard { id: card },
+            },
+        };
+        let checkout: Checkout = self.call("/checkout/create", &create).await?;
+        authorization(&checkout)
+    }
+
+    async fn capture(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
+        let id = checkout_id(request)?;
+        match self
+            .call::<_, StateAnswer>("/checkout/capture", &CheckoutId { checkout_id: id })
+            .await
+        {
+            Ok(answer) => Ok(settled(answer.checkout_id, &answer.state)),
+            Err(refusal) => self.settle_refusal(id, Stage::Captured, refusal).await,
+        }
+    }
+
+    async fn refund(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
+        let id = checkout_id(request)?;
+        let checkout = self.checkout(id).await?;
+        if Self::refund_executed(&checkout, request)? {
+            return Ok(settled(id, &checkout.state));
+        }
+        let refund = RefundCheckout {
+            checkout_id: id,
+            refund_reason: if request.reason.is_empty() {
+                "refund".into()
+            } else {
+                request.reason.clone()
+            },
+            amount: Some(http::major(request.amount, request.currency)),
+        };
+        let answer: StateAnswer = self.call("/checkout/refund", &refund).await?;
+        Ok(settled(answer.checkout_id, &answer.state))
+    }
+
+    async fn void(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
+        let id = checkout_id(request)?;
+        let cancel = CancelCheckout {
+            checkout_id: id,
+            cancel_reason: if request.reason.is_empty() {
+                "released".into()
+            } else {
+                request.reason.clone()
+            },
+        };
+        match self
+            .call::<_, StateAnswer>("/checkout/cancel", &cancel)
+            .await
+        {
+            Ok(answer) => Ok(settled(answer.checkout_id, &answer.state)),
+            Err(refusal) => self.settle_refusal(id, Stage::Cancelled, refusal).await,
+        }
+    }
+
+    /// By the checkout's state: found by our key for an authorization, by
+    /// its id otherwise.
+    async fn lookup(
+        &self,
+        request: &PartnerRequest,
+        _reference: Option<&str>,
+    ) -> Result<Lookup, PartnerError> {
+        if request.kind == OperationKind::Authorization {
+            return Ok(match self.find(&request.idempotency_key).await? {
+                Some(checkout) => Lookup::Found(authorization(&checkout)),
+                None => Lookup::NotFound,
+            });
+        }
+        let id = checkout_id(request)?;
+        let checkout = self.checkout(id).await?;
+        let stage = Stage::of(&checkout.state);
+        let done = Lookup::Found(Ok(settled(id, &checkout.state)));
+        let refused = |why: &str| {
+            Lookup::Found(Err(PartnerError::Declined {
+                code: checkout.state.clone(),
+                description: why.to_owned(),
+            }))
+        };
+        Ok(match (request.kind, stage) {
+            (OperationKind::Capture, Some(Stage::Captured)) => done,
+            (OperationKind::Capture, Some(Stage::Held)) => Lookup::NotFound,
+            (OperationKind::Capture, _) => refused("the checkout cannot be captured"),
+            (OperationKind::Void, Some(Stage::Cancelled)) => done,
+            (OperationKind::Void, Some(Stage::Held)) => Lookup::NotFound,
+            (OperationKind::Void, _) => refused("the checkout cannot be cancelled"),
+            (_, _) => match Self::refund_executed(&checkout, request)? {
+                true => done,
+                false => Lookup::NotFound,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_documented_status_has_its_meaning() {
+        let class = |status: u16| match classify(StatusCode::from_u16(status).unwrap(), b"{}") {
+            PartnerError::Declined { .. } => "declined",
+            PartnerError::Unavailable { .. } => "unavailable",
+            PartnerError::Unknown { .. } => "unknown",
+        };
+        for (status, expected) in [
+            (400, "declined"),
+            (402, "declined"),
+            (403, "declined"),
+            (404, "declined"),
+            (401, "unavailable"),
+            (429, "unavailable"),
+            (503, "unavailable"),
+            (500, "unknown"),
+            (502, "unknown"),
+            (504, "unknown"),
+        ] {
+            assert_eq!(class(status), expected, "HTTP {status}");
+        }
+        let body =
+            br#"{"error":"invalid_request","error_description":"card declined","error_code":2004}"#;
+        assert_eq!(
+            classify(StatusCode::BAD_REQUEST, body),
+            PartnerError::Declined {
+                code: "2004".into(),
+                description: "card declined".into()
+            }
+        );
+    }
+}

@@ -1,0 +1,133 @@
+//! WePay's wire format (API v2): JSON bodies of the `/checkout` calls, and
+//! conversions. Amounts are decimal major units written as JSON numbers with
+//! exactly the currency's decimals (never floats).
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// `POST /checkout/create`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateCheckout {
+    pub account_id: i64,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    pub amount: Decimal,
+    pub currency: String,
+    pub short_description: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Our partner idempotency key: a second create with it returns the
+    /// first checkout.
+    pub unique_id: String,
+    /// Also our key: `/checkout/find` finds the checkout by it.
+    pub reference_id: String,
+    pub auto_capture: bool,
+    pub payment_method: PaymentMethod,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentMethod {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub credit_card: CreditCard,
+}
+
+/// A card tokenized earlier (the leg's token).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreditCard {
+    pub id: i64,
+}
+
+/// `POST /checkout/find`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FindCheckouts {
+    pub account_id: i64,
+    pub reference_id: String,
+}
+
+/// `POST /checkout` and `POST /checkout/capture`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckoutId {
+    pub checkout_id: i64,
+}
+
+/// `POST /checkout/refund`. WePay has no idempotency key for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundCheckout {
+    pub checkout_id: i64,
+    pub refund_reason: String,
+    /// A partial refund; absent: all that is left.
+    #[serde(with = "rust_decimal::serde::arbitrary_precision_option")]
+    pub amount: Option<Decimal>,
+}
+
+/// `POST /checkout/cancel`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelCheckout {
+    pub checkout_id: i64,
+    pub cancel_reason: String,
+}
+
+/// A checkout (the answer of `/checkout`, `/checkout/create` and, in a
+/// list, `/checkout/find`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkout {
+    pub checkout_id: i64,
+    pub account_id: i64,
+    /// `new`, `authorized`, `reserved`, `captured`, `released`,
+    /// `cancelled`, `refunded`, `charged back`, `failed`, `expired`.
+    pub state: String,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    pub amount: Decimal,
+    pub currency: String,
+    #[serde(default)]
+    pub reference_id: String,
+    #[serde(default, with = "rust_decimal::serde::arbitrary_precision")]
+    pub amount_refunded: Decimal,
+}
+
+/// The answer of capture, refund and cancel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateAnswer {
+    pub checkout_id: i64,
+    pub state: String,
+}
+
+/// An error body.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    #[serde(default)]
+    pub error: String,
+    #[serde(default)]
+    pub error_description: String,
+    #[serde(default)]
+    pub error_code: i64,
+}
+
+/// What a checkout's state says of each call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// `new`: the authorization is not decided yet.
+    Deciding,
+    /// `authorized`, `reserved`: held, not captured.
+    Held,
+    /// `captured`, `released`, `refunded`, `charged back`: captured (and
+    /// maybe given back since).
+    Captured,
+    /// `cancelled`: released without capture.
+    Cancelled,
+    /// `failed`, `expired`: never held.
+    Failed,
+}
+
+impl Stage {
+    pub fn of(state: &str) -> Option<Stage> {
+        Some(match state {
+            "new" => Stage::Deciding,
+            "authorized" | "reserved" => Stage::Held,
+            "captured" | "released" | "refunded" | "charged back" => Stage::Captured,
+            "cancelled" => Stage::Cancelled,
+            "failed" | "expired" => Stage::Failed,
+            _ => return None,
+        })
+    }
+}
