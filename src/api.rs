@@ -190,6 +190,19 @@ impl proto::session_service_server::SessionService for SessionService {
             .map_err(error::status_of)?;
         Ok(Response::new(convert::session(&view)))
     }
+
+    async fn list_payment_methods(
+        &self,
+        request: Request<proto::ListPaymentMethodsRequest>,
+    ) -> Result<Response<proto::ListPaymentMethodsResponse>, Status> {
+        let merchant = merchant(&request)?;
+        let currency = convert::optional_currency("currency", &request.get_ref().currency)?;
+        Ok(Response::new(convert::payment_methods(
+            self.payments.partners(),
+            &merchant,
+            currency,
+        )))
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -23,7 +23,7 @@ use sha2::Sha256;
 use uuid::Uuid;
 
 use crate::{
-    domain::{operation::Operation, payment::Payment},
+    domain::{items::ItemLine, operation::Operation, payment::Payment},
     store::{Shard, WebhookDelivery},
 };
 
@@ -114,6 +114,8 @@ struct EventOperation<'a> {
     merchant_reference: &'a str,
     requires_review: bool,
     partner_transactions: Vec<EventTransaction<'a>>,
+    /// Amounts in minor units, the tax rate a decimal string.
+    items: &'a [ItemLine],
 }
 
 #[derive(Serialize)]
@@ -195,6 +197,7 @@ impl Webhooks {
                         }
                     })
                     .collect(),
+                items: &operation.items,
             },
         };
         Some(WebhookDelivery {

@@ -14,6 +14,7 @@ mod api {
     mod idempotency;
     mod operations;
     mod operations_ready;
+    mod partner_config;
     mod priority;
     mod replicas;
     mod resolution;

@@ -13,7 +13,7 @@ use super::{error::invalid_argument, proto};
 use crate::{
     domain::{
         amounts::{Amounts, Coverage},
-        items::{ItemLine, ItemLineError, ItemLineInput},
+        items::{self, ItemLine, ItemLineError, ItemLineInput},
         money::{Amount, Currency},
         operation::{Operation, OperationKind, PartnerTransaction, TriggeredBy},
         payment::{Leg, Payment, PaymentState, PaymentToken},
@@ -122,11 +122,40 @@ impl Violations {
         }
     }
 
-    fn items(&mut self, field: &str, items: Vec<proto::ItemLine>) -> Vec<ItemLine> {
+    /// Item lines, which must add up (net plus tax) to `amount` when given.
+    /// `amount` is `None` when it is invalid or absent (`absent` names why
+    /// lines cannot be checked against it).
+    fn items(
+        &mut self,
+        field: &str,
+        items: Vec<proto::ItemLine>,
+        amount: Result<Option<Amount>, &str>,
+    ) -> Vec<ItemLine> {
+        if items.is_empty() {
+            return Vec::new();
+        }
         if items.len() > MAX_ITEMS {
             self.add(field, format!("at most {MAX_ITEMS} items"));
             return Vec::new();
         }
+        let given = items.len();
+        let lines = self.item_lines(field, items);
+        match amount {
+            Err(why) => self.add("amount", why),
+            Ok(Some(amount)) if lines.len() == given => match items::total(&lines) {
+                Ok(total) if total == amount => {}
+                Ok(total) => self.add(
+                    field,
+                    format!("the lines add up to {total} (net plus tax), the amount is {amount}"),
+                ),
+                Err(_) => self.add(field, "the lines add up to more than an amount can hold"),
+            },
+            Ok(_) => {}
+        }
+        lines
+    }
+
+    fn item_lines(&mut self, field: &str, items: Vec<proto::ItemLine>) -> Vec<ItemLine> {
         let mut lines = Vec::with_capacity(items.len());
         for (index, item) in items.into_iter().enumerate() {
             let at = |name: &str| format!("{field}[{index}].{name}");
@@ -308,7 +337,7 @@ pub fn create_session(
     let amount = v.positive_amount("amount", request.amount);
     let currency = v.currency("currency", &request.currency);
     let capture_mode = capture_mode(&mut v, request.capture_mode);
-    let items = v.items("items", request.items);
+    let items = v.items("items", request.items, Ok(amount));
     let webhook = webhook(&mut v, request.webhook);
     let expires_in = expires_in(&mut v, request.expires_in);
     let metadata = metadata(&mut v, request.metadata);
@@ -328,6 +357,16 @@ pub fn create_session(
             metadata,
         },
     })
+}
+
+/// An optional currency filter: empty is none.
+pub fn optional_currency(field: &str, code: &str) -> Result<Option<Currency>, Status> {
+    if code.is_empty() {
+        return Ok(None);
+    }
+    let mut v = Violations::default();
+    let currency = v.currency(field, code);
+    v.finish(|| currency)
 }
 
 pub fn parse_id(field: &str, value: &str) -> Result<Uuid, Status> {
@@ -481,7 +520,11 @@ pub fn operation(
     v.text("merchant_reference", &fields.merchant_reference, false);
     v.text("reason", &fields.reason, false);
     let priority = v.priority(fields.priority, partners);
-    let items = v.items("items", fields.items);
+    let items_against = match amount {
+        None => Err("required when items are given: the lines must add up to it"),
+        Some(amount) => Ok(amount),
+    };
+    let items = v.items("items", fields.items, items_against);
     let (Some(payment_id), Some(key), Some(amount)) =
         (payment_id, key, amount.map_or(Some(None), |a| a.map(Some)))
     else {
@@ -503,6 +546,47 @@ pub fn operation(
 }
 
 // ---- domain → proto ----
+
+/// What the partners offer `merchant` (in `currency`, if given).
+pub fn payment_methods(
+    partners: &Partners,
+    merchant: &str,
+    currency: Option<Currency>,
+) -> proto::ListPaymentMethodsResponse {
+    let mut payment_methods = Vec::new();
+    for (name, partner) in partners.iter() {
+        if !partner.serves(merchant) || currency.is_some_and(|c| !partner.takes(c)) {
+            continue;
+        }
+        let c = partner.capabilities;
+        let mut methods = partner.methods.clone();
+        methods.sort();
+        for method in methods {
+            payment_methods.push(proto::PaymentMethod {
+                partner: name.to_owned(),
+                method,
+                currencies: partner
+                    .currencies
+                    .iter()
+                    .map(|c| c.code().to_owned())
+                    .collect(),
+                capabilities: Some(proto::PartnerCapabilities {
+                    partial_capture: c.partial_capture,
+                    multiple_captures: c.multiple_captures,
+                    partial_refund: c.partial_refund,
+                    multiple_refunds: c.multiple_refunds,
+                    partial_void: c.partial_void,
+                    concurrent_refunds: c.concurrent_refunds,
+                }),
+                authorization_lifetime: prost_types::Duration::try_from(
+                    partner.authorization_lifetime,
+                )
+                .ok(),
+            });
+        }
+    }
+    proto::ListPaymentMethodsResponse { payment_methods }
+}
 
 fn timestamp(time: std::time::SystemTime) -> Option<prost_types::Timestamp> {
     Some(prost_types::Timestamp::from(time))
@@ -628,6 +712,7 @@ pub fn operation_proto(payment: &Payment, op: &Operation) -> proto::Operation {
         created_at: timestamp(op.created_at),
         updated_at: timestamp(op.updated_at),
         reason: op.reason.clone(),
+        items: op.items.iter().map(item_line).collect(),
         history: op
             .history
             .iter()

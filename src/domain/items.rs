@@ -77,6 +77,14 @@ impl ItemLine {
     }
 }
 
+/// What the lines add up to: the sum of their net and tax amounts.
+pub fn total(lines: &[ItemLine]) -> Result<Amount, AmountError> {
+    lines.iter().try_fold(Amount::ZERO, |sum, line| {
+        sum.checked_add(line.net_amount)?
+            .checked_add(line.tax_amount)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

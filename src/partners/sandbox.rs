@@ -25,7 +25,9 @@ use std::{
 use async_trait::async_trait;
 
 use super::{Lookup, Partner, PartnerAnswer, PartnerError, PartnerRequest};
-use crate::domain::{capabilities::Capabilities, money::Amount, operation::OperationKind};
+use crate::domain::{
+    capabilities::Capabilities, items::ItemLine, money::Amount, operation::OperationKind,
+};
 
 /// What the sandbox does with one kind of request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -142,6 +144,7 @@ pub struct Received {
     pub kind: OperationKind,
     pub idempotency_key: String,
     pub amount: Amount,
+    pub items: Vec<ItemLine>,
 }
 
 #[derive(Debug, Clone)]
@@ -290,6 +293,7 @@ impl Sandbox {
             kind: request.kind,
             idempotency_key: key.clone(),
             amount: request.amount,
+            items: request.items.clone(),
         });
         if let Some(entry) = ledger.entries.get(&key) {
             // Deduplicated: the same key never executes twice.

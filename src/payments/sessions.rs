@@ -274,7 +274,8 @@ impl Payments {
         ))
     }
 
-    /// Leg amounts must sum to the session amount, and every token must be
+    /// Leg amounts must sum to the session amount, every leg's partner must
+    /// serve the merchant in the session's currency, and every token must be
     /// one its partner accepts (checked before anything is claimed: a
     /// corrected retry with the same key works).
     async fn check_split(
@@ -291,6 +292,24 @@ impl Payments {
                     session.amount
                 ),
             });
+        }
+        for (index, leg) in command.legs.iter().enumerate() {
+            let Some(partner) = self.partners.get(&leg.partner) else {
+                continue;
+            };
+            let refusal = if !partner.serves(&session.merchant) {
+                Some("does not serve this merchant".to_owned())
+            } else if !partner.takes(session.currency) {
+                Some(format!("does not take {}", session.currency.code()))
+            } else {
+                None
+            };
+            if let Some(description) = refusal {
+                return Err(PaymentError::InvalidArgument {
+                    field: format!("split[{index}].partner"),
+                    description,
+                });
+            }
         }
         self.check_tokens(&command.legs)
     }

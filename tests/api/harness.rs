@@ -3,7 +3,6 @@
 
 use std::{sync::Arc, time::SystemTime};
 
-use clap::Parser;
 use payment_orchestrator::{
     api::{ApiKeys, proto},
     app::App,
@@ -83,7 +82,7 @@ impl TestServer {
             ApiKeys::hash(DEMO_KEY),
             ApiKeys::hash(OTHER_KEY)
         );
-        let config = Config::parse_from(
+        let config = Config::load_from(
             [
                 "payment-orchestrator",
                 "--listen",
@@ -97,8 +96,11 @@ impl TestServer {
                 "0s",
             ]
             .into_iter()
-            .chain(extra.iter().copied()),
-        );
+            .chain(extra.iter().copied())
+            .map(Into::into)
+            .collect(),
+        )
+        .expect("valid settings");
         let app = match store {
             Some(store) => App::build_with_store(config, Arc::new(clock.clone()), store).await,
             None => App::build_with_clock(config, Arc::new(clock.clone())).await,
@@ -365,4 +367,12 @@ pub fn reason(status: &Status) -> Option<String> {
         .get_error_details()
         .error_info()
         .map(|info| info.reason.clone())
+}
+
+/// Writes a configuration file (kept in the temporary directory) and its
+/// `--config` flag.
+pub fn config_file(toml: &str) -> [String; 2] {
+    let path = std::env::temp_dir().join(format!("po-config-{}.toml", uuid::Uuid::now_v7()));
+    std::fs::write(&path, toml).expect("config written");
+    ["--config".into(), path.display().to_string()]
 }

@@ -276,6 +276,28 @@ async fn malformed_requests_name_the_field_and_change_nothing() {
             }),
             "items[0].tax_rate",
         ),
+        (
+            "session lines that do not add up to the amount",
+            create(&|r| r.items = vec![item(1, 9000, "25")]),
+            "items",
+        ),
+        (
+            "capture lines without an amount",
+            capture_with(&|r| {
+                r.amount = None;
+                r.items = vec![item(1, 100, "0")];
+            }),
+            "amount",
+        ),
+        (
+            "refund lines that do not add up to the amount",
+            Call::Refund(proto::RefundRequest {
+                // 90 + 9 tax = 99, not 100
+                items: vec![item(1, 90, "10")],
+                ..refund(&payment, Some(100))
+            }),
+            "items",
+        ),
     ];
     assert!(cases.len() >= 25);
 

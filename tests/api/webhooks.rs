@@ -136,3 +136,89 @@ async fn webhooks_are_signed_retried_after_errors_and_processed_once() {
         0
     );
 }
+
+#[tokio::test]
+async fn item_lines_are_kept_on_the_operation_sent_in_webhooks_and_to_a_leg_taking_the_whole_amount()
+ {
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/hooks"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&receiver)
+        .await;
+    let server = TestServer::start().await;
+    let mut request = create_request(12000, proto::CaptureMode::Manual);
+    request.webhook = Some(proto::Webhook {
+        url: format!("{}/hooks", receiver.uri()),
+        headers: BTreeMap::new(),
+    });
+    let session = server
+        .sessions()
+        .create_session(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let payment = submit(
+        &server,
+        &session.id,
+        vec![card(10000, "tok"), gift(2000, "tok")],
+    )
+    .await
+    .unwrap();
+    let socks = proto::ItemLine {
+        sku_reference: "sku-1".into(),
+        name: "Socks".into(),
+        quantity: 2,
+        unit_price: 2000,
+        tax_rate: "25".into(),
+        ..Default::default()
+    };
+    // Two socks at 20.00 + 25 % tax = 50.00, all on the card.
+    let request = proto::CaptureRequest {
+        items: vec![socks.clone()],
+        priority: vec![rule("*", "creditcard")],
+        ..capture(&payment, Some(5000))
+    };
+    let first = server.payments().capture(request.clone()).await.unwrap();
+    let operation = first.into_inner().operation.unwrap();
+    assert_eq!(legs_of(&operation).len(), 1, "{operation:?}");
+    let expected = proto::ItemLine {
+        net_amount: 4000,
+        tax_amount: 1000,
+        ..socks
+    };
+    assert_eq!(operation.items, vec![expected.clone()]);
+    // A replay and a read answer the same lines.
+    let replay = server.payments().capture(request).await.unwrap();
+    assert_eq!(replay.into_inner().operation.unwrap().items, vec![expected]);
+    assert_eq!(operation_now(&server, &operation.id).await.items.len(), 1);
+
+    // The partner of the leg that took the whole amount got them.
+    let sent = server.sandbox("ingenico").received();
+    let capture_sent = sent
+        .iter()
+        .find(|r| r.kind == payment_orchestrator::domain::operation::OperationKind::Capture)
+        .unwrap();
+    assert_eq!(capture_sent.items.len(), 1);
+    assert_eq!(capture_sent.items[0].tax_amount.minor(), 1000);
+
+    server.resolve_after(Duration::ZERO).await;
+    let events: Vec<serde_json::Value> = receiver
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| verify(r, "whsec_demo"))
+        .collect();
+    let capture_event = events
+        .iter()
+        .find(|e| e["operation"]["kind"] == "CAPTURE")
+        .expect("a capture event");
+    let line = &capture_event["operation"]["items"][0];
+    assert_eq!(line["sku_reference"], "sku-1");
+    assert_eq!(line["tax_rate"], "25");
+    assert_eq!(
+        (line["net_amount"].as_i64(), line["tax_amount"].as_i64()),
+        (Some(4000), Some(1000))
+    );
+}
