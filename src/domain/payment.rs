@@ -26,7 +26,7 @@ use super::{
     operation::{
         Operation, OperationKind, Origin, PartnerTransaction, TransactionOutcome, TriggeredBy,
     },
-    priority::{self, PriorityRule},
+    priority::{self, Pattern, PriorityRule},
     routing::{self, Allocation, AllocationError},
     session::{CaptureMode, Webhook},
     status::{OperationStatus, TransactionStatus},
@@ -119,6 +119,9 @@ pub struct Payment {
     pub references: Vec<Option<String>>,
     pub authorization_id: Uuid,
     pub authorization_status: OperationStatus,
+    /// When the authorization succeeded: each leg's lifetime counts from here.
+    #[serde(default)]
+    pub authorized_at: Option<SystemTime>,
     /// How many operations the payment has (the authorization included):
     /// the next one's sequence number.
     pub operations: u32,
@@ -279,11 +282,73 @@ impl Payment {
             references: vec![None; legs],
             authorization_id: authorization.id,
             authorization_status: authorization.status,
+            authorized_at: None,
             operations: 1,
             created_at: now,
             updated_at: now,
         };
         (payment, authorization)
+    }
+
+    /// When the authorization of each leg that still holds something runs
+    /// out (nothing before the authorization succeeded).
+    fn holding_until(&self) -> impl Iterator<Item = (usize, SystemTime)> + '_ {
+        self.legs
+            .iter()
+            .zip(&self.ledger)
+            .enumerate()
+            // Held: not captured or voided yet, whatever is in flight.
+            .filter(|(_, (_, held))| {
+                !held
+                    .authorized
+                    .saturating_sub(held.captured)
+                    .saturating_sub(held.voided)
+                    .is_zero()
+            })
+            .filter_map(|(index, (leg, _))| {
+                let at = self
+                    .authorized_at?
+                    .checked_add(leg.authorization_lifetime)?;
+                Some((index, at))
+            })
+    }
+
+    /// The legs whose authorization ran out by `now` while they still hold
+    /// something.
+    pub fn expired_legs(&self, now: SystemTime) -> Vec<usize> {
+        self.holding_until()
+            .filter(|&(_, at)| at <= now)
+            .map(|(index, _)| index)
+            .collect()
+    }
+
+    /// When the next leg that still holds something runs out, after `now`.
+    pub fn next_expiry(&self, now: SystemTime) -> Option<SystemTime> {
+        self.holding_until()
+            .map(|(_, at)| at)
+            .filter(|&at| at > now)
+            .min()
+    }
+
+    /// The void that releases what `legs` still hold, their rules first (it
+    /// takes exactly what they hold, so no other leg is touched).
+    pub fn expiry_void(&self, legs: &[usize]) -> (Amount, Vec<PriorityRule>) {
+        let mut amount = Amount::ZERO;
+        let mut rules = Vec::new();
+        for &index in legs {
+            let (Some(leg), Some(held)) = (self.legs.get(index), self.ledger.get(index)) else {
+                continue;
+            };
+            // Within the payment's amount: cannot overflow.
+            amount = amount
+                .checked_add(held.available_to_void())
+                .unwrap_or(amount);
+            rules.push(PriorityRule::new(
+                Pattern::Exactly(leg.partner.clone()),
+                Pattern::Exactly(leg.method.clone()),
+            ));
+        }
+        (amount, rules)
     }
 
     /// The ledger summed over the legs.

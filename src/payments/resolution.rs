@@ -220,22 +220,37 @@ impl Payments {
         Ok(())
     }
 
-    /// The authorization lifetime ended: void whatever it still holds (one
-    /// step opens the void and takes the expiry off the queue).
+    /// A leg's authorization lifetime ended: void what the legs whose time
+    /// is up still hold (one step opens the void and sets the item to come
+    /// back, for what the void leaves and for legs that run out later).
     async fn expire_authorization(&self, payment: Uuid) -> Result<Handled, PaymentError> {
         let item = DueItem::AuthorizationExpiry { payment };
-        let id = system_id(payment, "authorization-expiry");
         for _ in 0..MAX_WRITE_ATTEMPTS {
             let Some(header) = self.store.header(payment).await? else {
                 return self.drop_item(item).await;
             };
             let now = self.clock.now();
+            let expired = header.value.expired_legs(now);
+            let (amount, priority) = header.value.expiry_void(&expired);
+            let later = header.value.next_expiry(now);
+            if amount.is_zero() {
+                // Expired legs whose remainder is still in flight (a capture
+                // or void pending) are looked at again after it had its time.
+                let again = match expired.is_empty() {
+                    true => later,
+                    false => Some(now + self.settings.operation_lease),
+                };
+                return self.reschedule(item, again).await;
+            }
+            let legs: Vec<String> = expired.iter().map(usize::to_string).collect();
+            let id = system_id(payment, &format!("authorization-expiry:{}", legs.join(",")));
             let mut reserved = header.value.clone();
             let request = OperationRequest {
                 kind: OperationKind::Void,
-                amount: None,
-                priority: self.priorities(&reserved.merchant).void.clone(),
-                fallback: true,
+                amount: Some(amount),
+                priority,
+                // Only the legs whose time is up: a decline is not re-offered.
+                fallback: false,
                 merchant_reference: String::new(),
                 reason: "authorization lifetime ended".into(),
                 triggered_by: TriggeredBy::System,
@@ -243,7 +258,7 @@ impl Payments {
                 items: Vec::new(),
             };
             let Ok(void) = reserved.open_operation(id, &request, now) else {
-                return self.drop_item(item).await;
+                return self.reschedule(item, later).await;
             };
             let mut step = Step::new(Shard::of(payment), now);
             step.payment = Some(PaymentWrite {
@@ -253,11 +268,10 @@ impl Payments {
                 },
                 operations: vec![OperationWrite::Insert(void.clone())],
             });
-            step.due.push(DueChange::Unschedule(item.clone()));
-            step.due.push(DueChange::Schedule(
-                operation_item(&void),
-                now + self.settings.operation_lease,
-            ));
+            let lease_end = now + self.settings.operation_lease;
+            step.due.push(DueChange::Schedule(item.clone(), lease_end));
+            step.due
+                .push(DueChange::Schedule(operation_item(&void), lease_end));
             match self.store.commit(step).await? {
                 Committed::Applied {
                     payment: version, ..
@@ -275,10 +289,28 @@ impl Payments {
                     return Ok(Handled::Finalized);
                 }
                 Committed::Conflict => continue,
-                // Opened already (its id is derived): only the item is left.
-                Committed::Exists | Committed::Claimed(_) => return self.drop_item(item).await,
+                // Opened already (its id is derived): what is left is for
+                // the legs that run out later.
+                Committed::Exists | Committed::Claimed(_) => {
+                    return self.reschedule(item, later).await;
+                }
             }
         }
+        Ok(Handled::Nothing)
+    }
+
+    /// Sets a due item to come back at `at`, or takes it off the queue.
+    async fn reschedule(
+        &self,
+        item: DueItem,
+        at: Option<SystemTime>,
+    ) -> Result<Handled, PaymentError> {
+        let Some(at) = at else {
+            return self.drop_item(item).await;
+        };
+        let mut step = Step::new(item.shard(), self.clock.now());
+        step.due.push(DueChange::Schedule(item, at));
+        self.store.commit(step).await?;
         Ok(Handled::Nothing)
     }
 

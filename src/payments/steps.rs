@@ -223,9 +223,13 @@ impl Payments {
             }
             opened.extend(self.follow_up(header, authorized, now));
             if authorized {
-                let expiry = DueItem::AuthorizationExpiry { payment: header.id };
-                let at = operation.updated_at + self.settings.authorization_lifetime;
-                step.due.push(DueChange::Schedule(expiry, at));
+                // Each leg's lifetime counts from here; the earliest to run
+                // out is due first.
+                header.authorized_at = Some(operation.updated_at);
+                if let Some(at) = header.next_expiry(operation.updated_at) {
+                    let expiry = DueItem::AuthorizationExpiry { payment: header.id };
+                    step.due.push(DueChange::Schedule(expiry, at));
+                }
             }
         }
         for follow_up in &opened {

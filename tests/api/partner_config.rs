@@ -235,3 +235,38 @@ async fn list_payment_methods_answers_what_the_partners_offer_the_calling_mercha
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
 }
+
+#[tokio::test]
+async fn each_leg_is_voided_when_its_partners_authorization_lifetime_ends() {
+    use std::time::Duration;
+    const DAY: u64 = 24 * 3600;
+    let server = server().await;
+    // acme holds 14 days, the card partner the default 7.
+    let payment = authorized(&server, vec![card(10000, "tok"), acme(2000)]).await;
+    server
+        .payments()
+        .capture(capture(&payment, Some(4000)))
+        .await
+        .unwrap();
+
+    server.resolve_after(Duration::from_secs(7 * DAY)).await;
+    let after_a_week = payment_now(&server, &payment.id).await;
+    assert_eq!(after_a_week.voids.len(), 1, "{:?}", after_a_week.voids);
+    assert_eq!(
+        legs_of(&after_a_week.voids[0]),
+        vec![("ingenico".into(), 6000, proto::OperationStatus::Success)]
+    );
+    assert_eq!(amounts(&after_a_week).available_to_capture, 2000);
+
+    server.resolve_after(Duration::from_secs(7 * DAY)).await;
+    let after_two = payment_now(&server, &payment.id).await;
+    assert_eq!(after_two.voids.len(), 2);
+    assert_eq!(
+        legs_of(&after_two.voids[1]),
+        vec![("acme".into(), 2000, proto::OperationStatus::Success)]
+    );
+    assert_eq!(amounts(&after_two).available_to_capture, 0);
+    // Nothing more is due.
+    server.resolve_after(Duration::from_secs(30 * DAY)).await;
+    assert_eq!(payment_now(&server, &payment.id).await.voids.len(), 2);
+}
