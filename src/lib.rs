@@ -12,6 +12,7 @@ pub mod domain;
 pub mod partners;
 pub mod payments;
 pub mod resolver;
+pub mod simulators;
 pub mod store;
 pub mod telemetry;
 pub mod webhooks;

@@ -8,8 +8,10 @@ mod api {
     pub mod deployment;
     pub mod harness;
     pub mod redis_server;
+    pub mod simulator;
 
     mod access;
+    mod connectors;
     mod faults;
     mod idempotency;
     mod operations;

@@ -56,8 +56,39 @@ pub struct RefundCheckout {
     pub checkout_id: i64,
     pub refund_reason: String,
     /// A partial refund; absent: all that is left.
-    #[serde(with = "rust_decimal::serde::arbitrary_precision_option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "optional_amount"
+    )]
     pub amount: Option<Decimal>,
+}
+
+/// An optional decimal written as an exact JSON number (the crate's own
+/// `arbitrary_precision_option` does not read back what it writes when
+/// serde_json keeps arbitrary precision).
+mod optional_amount {
+    use rust_decimal::Decimal;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[derive(Deserialize)]
+    struct Exact(#[serde(with = "rust_decimal::serde::arbitrary_precision")] Decimal);
+
+    pub fn serialize<S: Serializer>(
+        value: &Option<Decimal>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(amount) => rust_decimal::serde::arbitrary_precision::serialize(amount, serializer),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Decimal>, D::Error> {
+        Ok(Option::<Exact>::deserialize(deserializer)?.map(|Exact(amount)| amount))
+    }
 }
 
 /// `POST /checkout/cancel`.
@@ -129,5 +160,38 @@ impl Stage {
             "failed" | "expired" => Stage::Failed,
             _ => return None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refund_reads_back_what_it_writes() {
+        for amount in [
+            Some(Decimal::new(2500, 2)),
+            Some(Decimal::new(300, 0)),
+            None,
+        ] {
+            let refund = RefundCheckout {
+                checkout_id: 7,
+                refund_reason: "returned".into(),
+                amount,
+            };
+            let text = serde_json::to_string(&refund).unwrap();
+            assert_eq!(
+                serde_json::from_str::<RefundCheckout>(&text).unwrap(),
+                refund,
+                "{text}"
+            );
+        }
+        let text = serde_json::to_string(&RefundCheckout {
+            checkout_id: 7,
+            refund_reason: String::new(),
+            amount: Some(Decimal::new(12345, 3)),
+        })
+        .unwrap();
+        assert!(text.contains(r#""amount":12.345"#), "{text}");
     }
 }

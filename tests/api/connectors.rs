@@ -1,0 +1,681 @@
+//! The Walley and WePay connectors against their simulations, run as real
+//! processes: every call crosses HTTP, every amount is checked on the wire,
+//! and the simulations' ledgers show what was executed (never twice).
+
+use std::time::Duration;
+
+use payment_orchestrator::api::proto::{self, OperationStatus::*};
+use serde_json::json;
+
+use super::{harness::*, simulator::Partners};
+
+const A_MOMENT: Duration = Duration::from_secs(2);
+
+async fn server(partners: &Partners) -> TestServer {
+    let flags = config_file(&partners.config);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    TestServer::start_with(&flags).await
+}
+
+fn walley(amount: i64, order: &str) -> proto::SplitLeg {
+    leg("walley", "invoice", amount, order)
+}
+
+fn wepay(amount: i64, card: &str) -> proto::SplitLeg {
+    leg("wepay", "creditcard", amount, card)
+}
+
+/// A MANUAL payment in `currency`, authorized.
+async fn authorized_in(
+    server: &TestServer,
+    currency: &str,
+    split: Vec<proto::SplitLeg>,
+) -> proto::Payment {
+    let mut request = create_request(
+        split.iter().map(|l| l.amount).sum(),
+        proto::CaptureMode::Manual,
+    );
+    request.currency = currency.into();
+    let session = server
+        .sessions()
+        .create_session(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let payment = submit(server, &session.id, split).await.expect("submitted");
+    assert_eq!(
+        payment.state(),
+        proto::PaymentState::Authorized,
+        "{payment:#?}"
+    );
+    payment
+}
+
+fn first(priority: &str) -> Vec<proto::PriorityRule> {
+    vec![rule(priority, "*"), rule("*", "*")]
+}
+
+async fn captured(server: &TestServer, request: proto::CaptureRequest) -> proto::Operation {
+    server
+        .payments()
+        .capture(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .operation
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_walley_and_wepay_split_is_authorized_captured_refunded_with_items_and_voided() {
+    let partners = Partners::start().await;
+    let server = server(&partners).await;
+    let order = partners
+        .walley
+        .order(json!({ "amount": 50.00, "currency": "EUR" }))
+        .await;
+    let card = partners.wepay.card(json!({})).await;
+    let payment = authorized_in(
+        &server,
+        "EUR",
+        vec![walley(5000, &order), wepay(3000, &card)],
+    )
+    .await;
+    assert_eq!(partners.wepay.executed("authorize").await.len(), 1);
+
+    // WePay first, but it captures whole checkouts only: 20.00 goes to Walley,
+    // accepted (202) and PENDING until the order shows it processed.
+    let operation = captured(
+        &server,
+        proto::CaptureRequest {
+            priority: first("wepay"),
+            ..capture(&payment, Some(2000))
+        },
+    )
+    .await;
+    assert_eq!(legs_of(&operation), vec![("walley".into(), 2000, Pending)]);
+    server.resolve_after(A_MOMENT).await;
+    assert_eq!(
+        operation_now(&server, &operation.id).await.status(),
+        Success
+    );
+
+    // The whole WePay checkout: captured at once.
+    let operation = captured(
+        &server,
+        proto::CaptureRequest {
+            priority: first("wepay"),
+            ..capture(&payment, Some(3000))
+        },
+    )
+    .await;
+    assert_eq!(legs_of(&operation), vec![("wepay".into(), 3000, Success)]);
+
+    // A refund with its item line reaches Walley with the line (VAT included).
+    let refund = server
+        .payments()
+        .refund(proto::RefundRequest {
+            priority: first("walley"),
+            items: vec![proto::ItemLine {
+                sku_reference: "sku-7".into(),
+                name: "Scarf".into(),
+                quantity: 2,
+                unit_price: 400,
+                tax_rate: "25".into(),
+                ..Default::default()
+            }],
+            reason: "returned".into(),
+            ..refund(&payment, Some(1000))
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .operation
+        .unwrap();
+    assert_eq!(legs_of(&refund), vec![("walley".into(), 1000, Pending)]);
+    assert_eq!(refund.items.len(), 1);
+    server.resolve_after(A_MOMENT).await;
+    assert_eq!(operation_now(&server, &refund.id).await.status(), Success);
+    let body: serde_json::Value =
+        serde_json::from_str(&partners.walley.bodies("/refunds").await[0]).unwrap();
+    assert_eq!(body["amount"].to_string(), "10.00");
+    assert_eq!(body["description"], "returned");
+    assert_eq!(body["items"][0]["id"], "sku-7");
+    assert_eq!(body["items"][0]["quantity"], 2);
+    assert_eq!(body["items"][0]["unitPrice"].to_string(), "5.00");
+    assert_eq!(body["items"][0]["vat"].to_string(), "25");
+
+    // Void: Walley's cancel releases the 30.00 not captured.
+    let void = server
+        .payments()
+        .void(void(&payment, None))
+        .await
+        .unwrap()
+        .into_inner()
+        .operation
+        .unwrap();
+    assert_eq!(legs_of(&void), vec![("walley".into(), 3000, Pending)]);
+    server.resolve_after(A_MOMENT).await;
+    assert_eq!(operation_now(&server, &void.id).await.status(), Success);
+    let payment = payment_now(&server, &payment.id).await;
+    let a = amounts(&payment);
+    assert_eq!(
+        (
+            a.total_captured,
+            a.total_refunded,
+            a.total_voided,
+            a.available_to_capture
+        ),
+        (5000, 1000, 3000, 0)
+    );
+
+    // Each executed exactly once.
+    assert_eq!(
+        partners.walley.executed("capture").await,
+        [(order.clone(), "20.00".into())]
+    );
+    assert_eq!(
+        partners.walley.executed("refund").await,
+        [(order.clone(), "10.00".into())]
+    );
+    assert_eq!(
+        partners.walley.executed("cancel").await,
+        [(order, "30.00".into())]
+    );
+    assert_eq!(partners.wepay.executed("capture").await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accepted_walley_capture_stays_pending_until_processed_then_succeeds() {
+    let partners = Partners::start().await;
+    let server = server(&partners).await;
+    let order = partners
+        .walley
+        .order(json!({ "amount": 100.00, "currency": "EUR", "processing_ms": 1500 }))
+        .await;
+    let payment = authorized_in(&server, "EUR", vec![walley(10000, &order)]).await;
+    let operation = captured(&server, capture(&payment, Some(4000))).await;
+    assert_eq!(operation.status(), Pending);
+    assert_eq!(legs_of(&operation)[0].2, Pending);
+
+    // Looked up while Walley still processes: still PENDING.
+    server.resolve_after(A_MOMENT).await;
+    assert_eq!(
+        operation_now(&server, &operation.id).await.status(),
+        Pending
+    );
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    server.resolve_after(Duration::from_secs(60)).await;
+    assert_eq!(
+        operation_now(&server, &operation.id).await.status(),
+        Success
+    );
+    assert_eq!(partners.walley.executed("capture").await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_not_visible_yet_is_retried_with_backoff_within_the_window() {
+    let partners = Partners::start().await;
+    let server = server(&partners).await;
+    // 404 for 0.7 s after it was placed; the window is 2 s.
+    let order = partners
+        .walley
+        .order(json!({ "amount": 30.00, "currency": "EUR", "invisible_for_ms": 700 }))
+        .await;
+    authorized_in(&server, "EUR", vec![walley(3000, &order)]).await;
+    let reads = partners
+        .walley
+        .requests(&format!("/manage/orders/{order}"))
+        .await;
+    assert!(reads >= 2, "retried: {reads} reads");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_retry_window_runs_out_the_leg_fails_and_fallback_applies() {
+    let partners = Partners::start().await;
+    let server = server(&partners).await;
+    let order = partners
+        .walley
+        .order(json!({
+            "amount": 50.00, "currency": "EUR",
+            "faults": [{ "on": "capture", "effect": "404", "times": 1000 }],
+        }))
+        .await;
+    let card = partners.wepay.card(json!({})).await;
+    let payment = authorized_in(
+        &server,
+        "EUR",
+        vec![walley(5000, &order), wepay(3000, &card)],
+    )
+    .await;
+
+    let operation = captured(
+        &server,
+        proto::CaptureRequest {
+            priority: first("walley"),
+            ..capture(&payment, Some(3000))
+        },
+    )
+    .await;
+    assert_eq!(
+        legs_of(&operation),
+        vec![
+            ("walley".into(), 3000, Failure),
+            ("wepay".into(), 3000, Success)
+        ]
+    );
+    assert_eq!(operation.status(), Success);
+    let attempts = partners.walley.requests("/captures").await;
+    assert!(attempts >= 3, "backed off and retried: {attempts} attempts");
+    assert!(partners.walley.executed("capture").await.is_empty());
+}
+
+/// A capture whose answer is lost (`timeout`: executed, no answer) or whose
+/// request is lost (`lost`: not executed, no answer) ends UNCERTAIN and is
+/// resolved by a lookup; the simulation executed it exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_walley_answer_or_request_is_resolved_by_lookup_and_executed_once() {
+    let partners = Partners::start().await;
+    let server = server(&partners).await;
+    for effect in ["timeout", "lost"] {
+        let order = partners
+            .walley
+            .order(json!({
+                "amount": 20.00, "currency": "EUR",
+                "faults": [{ "on": "capture", "effect": effect }],
+            }))
+            .await;
+        let payment = authorized_in(&server, "EUR", vec![walley(2000, &order)]).await;
+        let operation = captured(&server, capture(&payment, Some(1500))).await;
+        assert_eq!(legs_of(&operation)[0].2, Uncertain, "{effect}");
+
+        server.resolve_after(A_MOMENT).await;
+        server.resolve_after(Duration::from_secs(60)).await;
+        assert_eq!(
+            operation_now(&server, &operation.id).await.status(),
+            Success,
+            "{effect}"
+        );
+        let executed: Vec<_> = partners
+            .walley
+            .executed("capture")
+            .await
+            .into_iter()
+            .filter(|(on, _)| *on == order)
+            .collect();
+        assert_eq!(executed, [(order.clone(), "15.00".into())], "{effect}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_wepay_answer_or_request_is_resolved_by_lookup_and_executed_once() {
+    let partners = Partners::start().await;
+    let server = server(&partners).await;
+    for effect in ["timeout", "lost"] {
+        let card = partners
+            .wepay
+            .card(json!({ "faults": [
+                { "on": "create", "effect": effect },
+                { "on": "capture", "effect": effect },
+            ]}))
+            .await;
+        let mut request = create_request(2500, proto::CaptureMode::Manual);
+        request.currency = "EUR".into();
+        let session = server
+            .sessions()
+            .create_session(request)
+            .await
+            .unwrap()
+            .into_inner();
+        // The authorization's answer is lost: the checkout is found by our
+        // reference (timeout) or created by the resolver's re-send (lost).
+        let payment = submit(&server, &session.id, vec![wepay(2500, &card)])
+            .await
+            .unwrap();
+        assert_eq!(
+            payment.state(),
+            proto::PaymentState::Authorizing,
+            "{effect}"
+        );
+        server.resolve_after(A_MOMENT).await;
+        server.resolve_after(Duration::from_secs(60)).await;
+        let payment = payment_now(&server, &payment.id).await;
+        assert_eq!(payment.state(), proto::PaymentState::Authorized, "{effect}");
+
+        let operation = captured(&server, capture(&payment, None)).await;
+        assert_eq!(legs_of(&operation)[0].2, Uncertain, "{effect}");
+        server.resolve_after(A_MOMENT).await;
+        server.resolve_after(Duration::from_secs(60)).await;
+        assert_eq!(
+            operation_now(&server, &operation.id).await.status(),
+            Success,
+            "{effect}"
+        );
+    }
+    assert_eq!(partners.wepay.executed("authorize").await.len(), 2);
+    assert_eq!(partners.wepay.executed("capture").await.len(), 2);
+}
+
+/// WePay has no idempotency key for refunds: the connector reads the
+/// checkout's refunded total before any send, and the resolver never
+/// re-sends blindly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wepay_refund_is_never_executed_twice() {
+    let partners = Partners::start().await;
+    let server = server(&partners).await;
+    for effect in ["timeout", "lost"] {
+        let card = partners
+            .wepay
+            .card(json!({ "faults": [{ "on": "refund", "effect": effect }] }))
+            .await;
+        let payment = authorized_in(&server, "EUR", vec![wepay(6000, &card)]).await;
+        captured(&server, capture(&payment, None)).await;
+        let first = server
+            .payments()
+            .refund(refund(&payment, Some(2500)))
+            .await
+            .unwrap()
+            .into_inner()
+            .operation
+            .unwrap();
+        assert_eq!(legs_of(&first)[0].2, Uncertain, "{effect}: {first:?}");
+        server.resolve_after(A_MOMENT).await;
+        server.resolve_after(Duration::from_secs(60)).await;
+        assert_eq!(
+            operation_now(&server, &first.id).await.status(),
+            Success,
+            "{effect}"
+        );
+        // A second refund reads the total the first one left.
+        let second = server
+            .payments()
+            .refund(refund(&payment, Some(1000)))
+            .await
+            .unwrap()
+            .into_inner()
+            .operation
+            .unwrap();
+        assert_eq!(second.status(), Success, "{effect}");
+    }
+    let refunds: Vec<String> = partners
+        .wepay
+        .executed("refund")
+        .await
+        .into_iter()
+        .map(|(_, amount)| amount)
+        .collect();
+    assert_eq!(refunds, ["25.00", "10.00", "25.00", "10.00"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wepay_refund_refunded_elsewhere_is_not_sent_and_goes_to_review() {
+    let partners = Partners::start().await;
+    let server = server(&partners).await;
+    let card = partners.wepay.card(json!({})).await;
+    let payment = authorized_in(&server, "EUR", vec![wepay(6000, &card)]).await;
+    let capture = captured(&server, capture(&payment, None)).await;
+    let checkout = capture.partner_transactions[0].partner_reference.clone();
+    // Someone refunds in WePay's dashboard: our books no longer agree.
+    let http = reqwest::Client::new();
+    http.post(format!("{}/checkout/refund", partners.wepay.url))
+        .bearer_auth("demo-token")
+        .json(&json!({ "checkout_id": checkout.parse::<i64>().unwrap(), "refund_reason": "by hand", "amount": 5.00 }))
+        .send()
+        .await
+        .unwrap();
+    let ours = server
+        .payments()
+        .refund(refund(&payment, Some(2500)))
+        .await
+        .unwrap()
+        .into_inner()
+        .operation
+        .unwrap();
+    assert_eq!(legs_of(&ours)[0].2, Uncertain);
+    server.resolve_after(Duration::from_secs(60)).await;
+    assert_eq!(operation_now(&server, &ours.id).await.status(), Uncertain);
+    // Never settled by guessing: an operator looks.
+    server.resolve_after(Duration::from_secs(25 * 3600)).await;
+    assert!(operation_now(&server, &ours.id).await.requires_review);
+    assert_eq!(
+        partners.wepay.executed("refund").await.len(),
+        1,
+        "only the one by hand"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jpy_and_bhd_amounts_are_exact_through_the_api_and_on_the_wire() {
+    let partners = Partners::start().await;
+    let server = server(&partners).await;
+    // BHD has three decimals: 12.345 BHD is 12345 minor units.
+    let order = partners
+        .walley
+        .order(json!({ "amount": 12.345, "currency": "BHD" }))
+        .await;
+    let payment = authorized_in(&server, "BHD", vec![walley(12345, &order)]).await;
+    assert_eq!(payment.amount, 12345);
+    captured(&server, capture(&payment, Some(1001))).await;
+    let body: serde_json::Value =
+        serde_json::from_str(&partners.walley.bodies("/captures").await[0]).unwrap();
+    assert_eq!(body["amount"].to_string(), "1.001");
+    assert_eq!(partners.walley.executed("capture").await[0].1, "1.001");
+
+    // JPY has none: 1000 yen is 1000 minor units and 1000 on the wire.
+    let card = partners.wepay.card(json!({})).await;
+    let payment = authorized_in(&server, "JPY", vec![wepay(1000, &card)]).await;
+    let create: serde_json::Value =
+        serde_json::from_str(&partners.wepay.bodies("/checkout/create").await[0]).unwrap();
+    assert_eq!(
+        (create["amount"].to_string(), create["currency"].as_str()),
+        ("1000".into(), Some("JPY"))
+    );
+    captured(&server, capture(&payment, None)).await;
+    server
+        .payments()
+        .refund(refund(&payment, Some(300)))
+        .await
+        .unwrap();
+    let refund: serde_json::Value =
+        serde_json::from_str(&partners.wepay.bodies("/checkout/refund").await[0]).unwrap();
+    assert_eq!(refund["amount"].to_string(), "300");
+    let after = payment_now(&server, &payment.id).await;
+    assert_eq!(amounts(&after).total_refunded, 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uncaptured_wepay_checkout_is_released_after_fourteen_days() {
+    let partners = Partners::start().await;
+    let server = server(&partners).await;
+    let card = partners.wepay.card(json!({})).await;
+    let payment = authorized_in(&server, "EUR", vec![wepay(4000, &card)]).await;
+    // A week: the default lifetime of other partners; WePay's is 14 days.
+    server.resolve_after(Duration::from_secs(8 * 86_400)).await;
+    assert!(payment_now(&server, &payment.id).await.voids.is_empty());
+    server.resolve_after(Duration::from_secs(6 * 86_400)).await;
+    let payment = payment_now(&server, &payment.id).await;
+    assert_eq!(payment.voids.len(), 1);
+    assert_eq!(
+        legs_of(&payment.voids[0]),
+        vec![("wepay".into(), 4000, Success)]
+    );
+    assert_eq!(partners.wepay.executed("cancel").await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkout_wepay_cancelled_after_fourteen_days_reads_as_voided_without_a_second_cancel() {
+    let partners = Partners::start().await;
+    let server = server(&partners).await;
+    let card = partners.wepay.card(json!({})).await;
+    let payment = authorized_in(&server, "EUR", vec![wepay(4000, &card)]).await;
+    // WePay cancels it on its own first.
+    partners.wepay.advance(15 * 86_400).await;
+    server.resolve_after(Duration::from_secs(14 * 86_400)).await;
+    let payment = payment_now(&server, &payment.id).await;
+    assert_eq!(
+        legs_of(&payment.voids[0]),
+        vec![("wepay".into(), 4000, Success)]
+    );
+    assert!(partners.wepay.executed("cancel").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_walley_order_is_declined() {
+    let partners = Partners::start().await;
+    let server = server(&partners).await;
+    let order = partners
+        .walley
+        .order(json!({ "amount": 10.00, "currency": "EUR", "expires_in_seconds": 1800 }))
+        .await;
+    partners.walley.advance(1801).await;
+    let session = open_session(&server, 1000, proto::CaptureMode::Manual).await;
+    let payment = submit(&server, &session.id, vec![walley(1000, &order)])
+        .await
+        .unwrap();
+    assert_eq!(payment.state(), proto::PaymentState::Failed);
+    let authorization = payment.authorization.unwrap();
+    assert_eq!(
+        authorization.partner_transactions[0].partner_status,
+        "ORDER_NOT_OPEN"
+    );
+}
+
+mod status_mapping {
+    //! Each documented HTTP status, served by the simulation, as the port
+    //! sees it.
+
+    use payment_orchestrator::{
+        domain::{
+            money::{Amount, Currency},
+            operation::OperationKind,
+            payment::PaymentToken,
+        },
+        partners::{Partner, PartnerError, PartnerRequest, Secret, walley, wepay},
+    };
+    use serde_json::json;
+
+    use super::super::simulator::Simulator;
+
+    fn request(kind: OperationKind, token: &str, reference: Option<&str>) -> PartnerRequest {
+        PartnerRequest {
+            kind,
+            idempotency_key: uuid::Uuid::now_v7().to_string(),
+            amount: Amount::from_minor(1000).unwrap(),
+            currency: Currency::parse("EUR").unwrap(),
+            method: "m".into(),
+            token: PaymentToken::new(token.into()),
+            authorization_reference: reference.map(str::to_owned),
+            order_reference: "order-1".into(),
+            merchant_reference: String::new(),
+            reason: String::new(),
+            items: Vec::new(),
+            refunded_before: Amount::ZERO,
+        }
+    }
+
+    fn class(
+        result: Result<payment_orchestrator::partners::PartnerAnswer, PartnerError>,
+    ) -> &'static str {
+        match result {
+            Ok(answer) if answer.settled => "done",
+            Ok(_) => "pending",
+            Err(PartnerError::Declined { .. }) => "declined",
+            Err(PartnerError::Unavailable { .. }) => "unavailable",
+            Err(PartnerError::Unknown { .. }) => "unknown",
+        }
+    }
+
+    #[tokio::test]
+    async fn walley_statuses_map_onto_the_port() {
+        let simulator = Simulator::start("walley").await;
+        let order = simulator
+            .order(json!({ "amount": 10.00, "currency": "EUR" }))
+            .await;
+        let walley = walley::Walley::new(walley::Settings {
+            base_url: simulator.url.clone(),
+            client_id: "demo-client".into(),
+            client_secret: Secret::new("demo-secret".into()),
+            scope: String::new(),
+            ca_pem: None,
+        })
+        .unwrap();
+        let authorized = walley
+            .authorize(&request(OperationKind::Authorization, &order, None))
+            .await
+            .unwrap();
+        let capture = || PartnerRequest {
+            amount: Amount::from_minor(1).unwrap(),
+            ..request(OperationKind::Capture, &order, Some(&authorized.reference))
+        };
+        // Unfailed: accepted, processed later.
+        assert_eq!(class(walley.capture(&capture()).await), "pending");
+        for (status, times, expected) in [
+            (200, 1, "done"),
+            (201, 1, "done"),
+            (202, 1, "pending"),
+            (409, 1, "pending"),
+            (400, 1, "declined"),
+            (422, 1, "declined"),
+            // A 401 renews the token once; refused again, nothing was done.
+            (401, 2, "unavailable"),
+            (403, 1, "unavailable"),
+            (404, 1, "unavailable"),
+            (429, 1, "unavailable"),
+            (503, 1, "unavailable"),
+            (500, 1, "unknown"),
+            (502, 1, "unknown"),
+            (504, 1, "unknown"),
+        ] {
+            simulator.fail_next(status, times).await;
+            assert_eq!(
+                class(walley.capture(&capture()).await),
+                expected,
+                "HTTP {status}"
+            );
+        }
+        // Only the unfailed capture executed.
+        assert_eq!(simulator.executed("capture").await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn wepay_statuses_map_onto_the_port() {
+        let simulator = Simulator::start("wepay").await;
+        let card = simulator.card(json!({})).await;
+        let wepay = wepay::Wepay::new(wepay::Settings {
+            base_url: simulator.url.clone(),
+            account_id: 1001,
+            access_token: Secret::new("demo-token".into()),
+            ca_pem: None,
+        })
+        .unwrap();
+        let authorized = wepay
+            .authorize(&request(OperationKind::Authorization, &card, None))
+            .await
+            .unwrap();
+        let capture = || request(OperationKind::Capture, &card, Some(&authorized.reference));
+        for (status, expected) in [
+            (400, "declined"),
+            (402, "declined"),
+            (403, "declined"),
+            (404, "declined"),
+            (401, "unavailable"),
+            (429, "unavailable"),
+            (503, "unavailable"),
+            (500, "unknown"),
+            (502, "unknown"),
+            (504, "unknown"),
+        ] {
+            simulator.fail_next(status, 1).await;
+            assert_eq!(
+                class(wepay.capture(&capture()).await),
+                expected,
+                "HTTP {status}"
+            );
+        }
+        assert!(simulator.executed("capture").await.is_empty());
+        // Unfailed: captured; captured again, the state says it is done.
+        assert_eq!(class(wepay.capture(&capture()).await), "done");
+        assert_eq!(class(wepay.capture(&capture()).await), "done");
+        assert_eq!(simulator.executed("capture").await.len(), 1);
+    }
+}
