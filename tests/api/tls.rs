@@ -200,3 +200,73 @@ fn tempfile_dir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// A `PartnerGatewayService` served over TLS with a certificate of a private
+/// CA: reached through `https://` when the partner's `ca_file` names the CA;
+/// without it the handshake fails and nothing is authorized (the call's
+/// outcome is left to the resolver, as for any failed gateway call).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_gateway_over_https_is_trusted_through_the_configured_ca() {
+    use tonic::transport::{Server, ServerTlsConfig, server::TcpIncoming};
+
+    let pki = pki();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let gateway = payment_orchestrator::partners::grpc::Gateway::new();
+    let tls = ServerTlsConfig::new().identity(Identity::from_pem(&pki.server.0, &pki.server.1));
+    let serving = Server::builder()
+        .tls_config(tls)
+        .unwrap()
+        .add_service(gateway.gateway_service())
+        .serve_with_incoming(TcpIncoming::from(listener));
+    tokio::spawn(serving);
+
+    let dir = std::env::temp_dir().join(format!("po-gateway-tls-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = write(&dir, "ca.pem", &pki.ca);
+    let flags = config_file(&format!(
+        r#"
+[partners.secure]
+kind = "grpc"
+methods = ["creditcard"]
+url = "https://localhost:{port}"
+ca_file = "{ca}"
+timeout = "2s"
+
+[partners.untrusted]
+kind = "grpc"
+methods = ["creditcard"]
+url = "https://localhost:{port}"
+timeout = "2s"
+"#
+    ));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let server = TestServer::start_with(&flags).await;
+
+    let payment = authorized(&server, vec![leg("secure", "creditcard", 5000, "tok")]).await;
+    let capture = server
+        .payments()
+        .capture(capture(&payment, None))
+        .await
+        .unwrap()
+        .into_inner()
+        .operation
+        .unwrap();
+    assert_eq!(capture.status(), proto::OperationStatus::Success);
+
+    let session = open_session(&server, 5000, proto::CaptureMode::Manual).await;
+    let refused = submit(
+        &server,
+        &session.id,
+        vec![leg("untrusted", "creditcard", 5000, "tok")],
+    )
+    .await
+    .unwrap();
+    let legs = &refused.authorization.as_ref().unwrap().partner_transactions;
+    assert_ne!(
+        legs[0].status(),
+        proto::OperationStatus::Success,
+        "{refused:#?}"
+    );
+    assert_ne!(refused.state(), proto::PaymentState::Authorized);
+}
