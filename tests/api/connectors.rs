@@ -444,43 +444,61 @@ async fn a_wepay_refund_refunded_elsewhere_is_not_sent_and_goes_to_review() {
     );
 }
 
+/// The `amount` field of the last request body sent to a path ending with
+/// `suffix`, as written on the wire.
+async fn wire_amount(simulator: &super::simulator::Simulator, suffix: &str) -> String {
+    let bodies = simulator.bodies(suffix).await;
+    let body: serde_json::Value = serde_json::from_str(bodies.last().expect("sent")).unwrap();
+    body["amount"].to_string()
+}
+
+/// JPY has no decimals, EUR two, BHD three: the same minor units through the
+/// API become exactly these major units on each connector's wire.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jpy_and_bhd_amounts_are_exact_through_the_api_and_on_the_wire() {
+async fn jpy_eur_and_bhd_amounts_are_exact_through_the_api_and_on_each_connectors_wire() {
     let partners = Partners::start().await;
     let server = server(&partners).await;
-    // BHD has three decimals: 12.345 BHD is 12345 minor units.
-    let order = partners
-        .walley
-        .order(json!({ "amount": 12.345, "currency": "BHD" }))
-        .await;
-    let payment = authorized_in(&server, "BHD", vec![walley(12345, &order)]).await;
-    assert_eq!(payment.amount, 12345);
-    captured(&server, capture(&payment, Some(1001))).await;
-    let body: serde_json::Value =
-        serde_json::from_str(&partners.walley.bodies("/captures").await[0]).unwrap();
-    assert_eq!(body["amount"].to_string(), "1.001");
-    assert_eq!(partners.walley.executed("capture").await[0].1, "1.001");
+    for (currency, total, total_major, part, part_major) in [
+        ("JPY", 12345, "12345", 1001, "1001"),
+        ("EUR", 12345, "123.45", 1001, "10.01"),
+        ("BHD", 12345, "12.345", 1001, "1.001"),
+    ] {
+        // Walley: the order's amount is verified, a partial capture sent.
+        let order = partners
+            .walley
+            .order(json!({ "amount": total_major.parse::<serde_json::Number>().unwrap(), "currency": currency }))
+            .await;
+        let payment = authorized_in(&server, currency, vec![walley(total, &order)]).await;
+        assert_eq!(payment.amount, total);
+        captured(&server, capture(&payment, Some(part))).await;
+        assert_eq!(
+            wire_amount(&partners.walley, "/captures").await,
+            part_major,
+            "{currency}"
+        );
 
-    // JPY has none: 1000 yen is 1000 minor units and 1000 on the wire.
-    let card = partners.wepay.card(json!({})).await;
-    let payment = authorized_in(&server, "JPY", vec![wepay(1000, &card)]).await;
-    let create: serde_json::Value =
-        serde_json::from_str(&partners.wepay.bodies("/checkout/create").await[0]).unwrap();
-    assert_eq!(
-        (create["amount"].to_string(), create["currency"].as_str()),
-        ("1000".into(), Some("JPY"))
-    );
-    captured(&server, capture(&payment, None)).await;
-    server
-        .payments()
-        .refund(refund(&payment, Some(300)))
-        .await
-        .unwrap();
-    let refund: serde_json::Value =
-        serde_json::from_str(&partners.wepay.bodies("/checkout/refund").await[0]).unwrap();
-    assert_eq!(refund["amount"].to_string(), "300");
-    let after = payment_now(&server, &payment.id).await;
-    assert_eq!(amounts(&after).total_refunded, 300);
+        // WePay: the checkout is created for the whole amount, a part refunded.
+        let card = partners.wepay.card(json!({})).await;
+        let payment = authorized_in(&server, currency, vec![wepay(total, &card)]).await;
+        assert_eq!(
+            wire_amount(&partners.wepay, "/checkout/create").await,
+            total_major,
+            "{currency}"
+        );
+        captured(&server, capture(&payment, None)).await;
+        server
+            .payments()
+            .refund(refund(&payment, Some(part)))
+            .await
+            .unwrap();
+        assert_eq!(
+            wire_amount(&partners.wepay, "/checkout/refund").await,
+            part_major,
+            "{currency}"
+        );
+        let after = payment_now(&server, &payment.id).await;
+        assert_eq!(amounts(&after).total_refunded, part, "{currency}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

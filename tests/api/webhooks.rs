@@ -222,3 +222,35 @@ async fn item_lines_are_kept_on_the_operation_sent_in_webhooks_and_to_a_leg_taki
         (Some(4000), Some(1000))
     );
 }
+
+#[tokio::test]
+async fn session_item_lines_reach_the_authorization_of_a_leg_taking_the_whole_amount() {
+    let server = TestServer::start().await;
+    let mut request = create_request(5000, proto::CaptureMode::Manual);
+    request.items = vec![proto::ItemLine {
+        sku_reference: "sku-1".into(),
+        name: "Socks".into(),
+        quantity: 2,
+        unit_price: 2000,
+        tax_rate: "25".into(),
+        ..Default::default()
+    }];
+    let session = server
+        .sessions()
+        .create_session(request)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(session.items[0].tax_amount, 1000);
+    let payment = submit(&server, &session.id, vec![card(5000, "tok")])
+        .await
+        .unwrap();
+    assert_eq!(payment.authorization.unwrap().items.len(), 1);
+    let sent = server.sandbox("ingenico").received();
+    assert_eq!(
+        sent[0].kind,
+        payment_orchestrator::domain::operation::OperationKind::Authorization
+    );
+    assert_eq!(sent[0].items.len(), 1);
+    assert_eq!(sent[0].items[0].net_amount.minor(), 4000);
+}
