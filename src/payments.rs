@@ -154,10 +154,45 @@ pub struct CreateSession {
     pub metadata: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct SubmitSession {
     pub session_id: Uuid,
     pub legs: Vec<Leg>,
+}
+
+/// What a SubmitSession's fingerprint covers: what the merchant sent, not
+/// what the configuration adds to each leg (capabilities, lifetime), so that
+/// a retry after a configuration change or an upgrade is still the same
+/// request. Serialized as submits always were.
+impl Serialize for SubmitSession {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Sent<'a> {
+            partner: &'a str,
+            method: &'a str,
+            amount: crate::domain::money::Amount,
+            token: &'a crate::domain::payment::PaymentToken,
+        }
+        #[derive(Serialize)]
+        struct Submit<'a> {
+            session_id: Uuid,
+            legs: Vec<Sent<'a>>,
+        }
+        Submit {
+            session_id: self.session_id,
+            legs: self
+                .legs
+                .iter()
+                .map(|leg| Sent {
+                    partner: &leg.partner,
+                    method: &leg.method,
+                    amount: leg.amount,
+                    token: &leg.token,
+                })
+                .collect(),
+        }
+        .serialize(serializer)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -306,9 +306,16 @@ impl Payment {
                     .is_zero()
             })
             .filter_map(|(index, (leg, _))| {
-                let at = self
-                    .authorized_at?
-                    .checked_add(leg.authorization_lifetime)?;
+                let at = match self.authorized_at {
+                    Some(at) => at.checked_add(leg.authorization_lifetime)?,
+                    // Authorized by a release that kept no time: its expiry
+                    // item comes at the global lifetime and releases every
+                    // leg then.
+                    None if self.authorization_status == OperationStatus::Success => {
+                        SystemTime::UNIX_EPOCH
+                    }
+                    None => return None,
+                };
                 Some((index, at))
             })
     }

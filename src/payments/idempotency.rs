@@ -217,4 +217,39 @@ mod tests {
         assert!(IdempotencyKey::parse("tab\there").is_err());
         assert!(IdempotencyKey::parse("order-1001-capture-1").is_ok());
     }
+
+    #[test]
+    fn a_submit_is_fingerprinted_by_what_the_merchant_sent_as_it_always_was() {
+        use crate::domain::{
+            capabilities::Capabilities,
+            money::Amount,
+            payment::{Leg, PaymentToken},
+        };
+        let session_id = Uuid::from_u128(7);
+        let submit = |capabilities: Capabilities, days: u64| crate::payments::SubmitSession {
+            session_id,
+            legs: vec![Leg {
+                partner: "wepay".into(),
+                method: "creditcard".into(),
+                amount: Amount::from_minor(1200).unwrap(),
+                token: PaymentToken::new("4000".into()),
+                capabilities,
+                authorization_lifetime: std::time::Duration::from_secs(days * 86_400),
+            }],
+        };
+        let today = submit(Capabilities::ALL, 7);
+        // The configuration changed between a request and its retry.
+        let reconfigured = submit(Capabilities::default(), 14);
+        assert_eq!(
+            fingerprint("SubmitSession", &today),
+            fingerprint("SubmitSession", &reconfigured)
+        );
+        // Byte for byte what earlier releases hashed, so keys survive upgrades.
+        assert_eq!(
+            serde_json::to_string(&today).unwrap(),
+            format!(
+                r#"{{"session_id":"{session_id}","legs":[{{"partner":"wepay","method":"creditcard","amount":1200,"token":"4000"}}]}}"#
+            )
+        );
+    }
 }

@@ -194,7 +194,7 @@ fn number(value: &Value) -> Option<u64> {
 }
 
 /// `v` and the record of a versioned hash (HMGET v <field>).
-fn versioned<T: serde::de::DeserializeOwned>(
+fn versioned<T: codec::Record>(
     version: Option<u64>,
     data: Option<Vec<u8>>,
 ) -> Result<Option<Versioned<T>>, StoreError> {

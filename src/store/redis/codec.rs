@@ -16,21 +16,56 @@ use crate::{
     store::{Outcome, StoreError},
 };
 
-/// The layout of every record written today.
-const FORMAT: u8 = 1;
+mod v1;
+
+/// The layout of every record written today: format 1 plus, on legs, their
+/// partner's capabilities and authorization lifetime, on the payment header
+/// when it was authorized, and on operations their item lines.
+const FORMAT: u8 = 2;
 
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     postcard::to_extend(value, vec![FORMAT]).map_err(|e| StoreError::Corrupt(Box::new(e)))
 }
 
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+pub fn decode<T: Record>(bytes: &[u8]) -> Result<T, StoreError> {
+    let corrupt = |e: postcard::Error| StoreError::Corrupt(Box::new(e));
     match bytes.split_first() {
-        Some((&FORMAT, record)) => {
-            postcard::from_bytes(record).map_err(|e| StoreError::Corrupt(Box::new(e)))
-        }
+        Some((&FORMAT, record)) => postcard::from_bytes(record).map_err(corrupt),
+        Some((&v1::FORMAT, record)) => T::from_v1(record).map_err(corrupt),
         _ => Err(StoreError::Corrupt(
             "a record in an unknown format (or not ours)".into(),
         )),
+    }
+}
+
+/// A stored record, readable in every format still kept: what a replica of
+/// an earlier release wrote stays readable after an upgrade.
+pub trait Record: DeserializeOwned {
+    /// Reads the record as format 1 wrote it (the default: its layout did
+    /// not change).
+    fn from_v1(record: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes(record)
+    }
+}
+
+impl Record for crate::domain::session::Session {}
+impl Record for crate::store::WebhookDelivery {}
+
+impl Record for crate::domain::payment::Payment {
+    fn from_v1(record: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes::<v1::Payment>(record).map(Into::into)
+    }
+}
+
+impl Record for Operation {
+    fn from_v1(record: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes::<v1::Operation>(record).map(Into::into)
+    }
+}
+
+impl Record for StoredOutcome {
+    fn from_v1(record: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes::<v1::StoredOutcome>(record).map(Into::into)
     }
 }
 
