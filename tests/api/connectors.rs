@@ -191,7 +191,7 @@ async fn an_accepted_walley_capture_stays_pending_until_processed_then_succeeds(
     let server = server(&partners).await;
     let order = partners
         .walley
-        .order(json!({ "amount": 100.00, "currency": "EUR", "processing_ms": 1500 }))
+        .order(json!({ "amount": 100.00, "currency": "EUR", "processing_ms": 3000 }))
         .await;
     let payment = authorized_in(&server, "EUR", vec![walley(10000, &order)]).await;
     let operation = captured(&server, capture(&payment, Some(4000))).await;
@@ -204,7 +204,7 @@ async fn an_accepted_walley_capture_stays_pending_until_processed_then_succeeds(
         operation_now(&server, &operation.id).await.status(),
         Pending
     );
-    tokio::time::sleep(Duration::from_millis(1600)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     server.resolve_after(Duration::from_secs(60)).await;
     assert_eq!(
         operation_now(&server, &operation.id).await.status(),
