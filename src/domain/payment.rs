@@ -120,7 +120,6 @@ pub struct Payment {
     pub authorization_id: Uuid,
     pub authorization_status: OperationStatus,
     /// When the authorization succeeded: each leg's lifetime counts from here.
-    #[serde(default)]
     pub authorized_at: Option<SystemTime>,
     /// How many operations the payment has (the authorization included):
     /// the next one's sequence number.
@@ -306,16 +305,9 @@ impl Payment {
                     .is_zero()
             })
             .filter_map(|(index, (leg, _))| {
-                let at = match self.authorized_at {
-                    Some(at) => at.checked_add(leg.authorization_lifetime)?,
-                    // Authorized by a release that kept no time: its expiry
-                    // item comes at the global lifetime and releases every
-                    // leg then.
-                    None if self.authorization_status == OperationStatus::Success => {
-                        SystemTime::UNIX_EPOCH
-                    }
-                    None => return None,
-                };
+                let at = self
+                    .authorized_at?
+                    .checked_add(leg.authorization_lifetime)?;
                 Some((index, at))
             })
     }

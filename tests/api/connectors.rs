@@ -25,30 +25,10 @@ fn wepay(amount: i64, card: &str) -> proto::SplitLeg {
     leg("wepay", "creditcard", amount, card)
 }
 
-/// A MANUAL payment in `currency`, authorized.
-async fn authorized_in(
-    server: &TestServer,
-    currency: &str,
-    split: Vec<proto::SplitLeg>,
-) -> proto::Payment {
-    let mut request = create_request(
-        split.iter().map(|l| l.amount).sum(),
-        proto::CaptureMode::Manual,
-    );
-    request.currency = currency.into();
-    let session = server
-        .sessions()
-        .create_session(request)
-        .await
-        .unwrap()
-        .into_inner();
-    let payment = submit(server, &session.id, split).await.expect("submitted");
-    assert_eq!(
-        payment.state(),
-        proto::PaymentState::Authorized,
-        "{payment:#?}"
-    );
-    payment
+/// Steps the resolver twice: the first lookups, and whatever they left due.
+async fn settle(server: &TestServer) {
+    server.resolve_after(A_MOMENT).await;
+    server.resolve_after(Duration::from_secs(60)).await;
 }
 
 fn first(priority: &str) -> Vec<proto::PriorityRule> {
@@ -289,8 +269,7 @@ async fn a_lost_walley_answer_or_request_is_resolved_by_lookup_and_executed_once
         let operation = captured(&server, capture(&payment, Some(1500))).await;
         assert_eq!(legs_of(&operation)[0].2, Uncertain, "{effect}");
 
-        server.resolve_after(A_MOMENT).await;
-        server.resolve_after(Duration::from_secs(60)).await;
+        settle(&server).await;
         assert_eq!(
             operation_now(&server, &operation.id).await.status(),
             Success,
@@ -319,14 +298,7 @@ async fn a_lost_wepay_answer_or_request_is_resolved_by_lookup_and_executed_once(
                 { "on": "capture", "effect": effect },
             ]}))
             .await;
-        let mut request = create_request(2500, proto::CaptureMode::Manual);
-        request.currency = "EUR".into();
-        let session = server
-            .sessions()
-            .create_session(request)
-            .await
-            .unwrap()
-            .into_inner();
+        let session = open_session(&server, 2500, proto::CaptureMode::Manual).await;
         // The authorization's answer is lost: the checkout is found by our
         // reference (timeout) or created by the resolver's re-send (lost).
         let payment = submit(&server, &session.id, vec![wepay(2500, &card)])
@@ -337,15 +309,13 @@ async fn a_lost_wepay_answer_or_request_is_resolved_by_lookup_and_executed_once(
             proto::PaymentState::Authorizing,
             "{effect}"
         );
-        server.resolve_after(A_MOMENT).await;
-        server.resolve_after(Duration::from_secs(60)).await;
+        settle(&server).await;
         let payment = payment_now(&server, &payment.id).await;
         assert_eq!(payment.state(), proto::PaymentState::Authorized, "{effect}");
 
         let operation = captured(&server, capture(&payment, None)).await;
         assert_eq!(legs_of(&operation)[0].2, Uncertain, "{effect}");
-        server.resolve_after(A_MOMENT).await;
-        server.resolve_after(Duration::from_secs(60)).await;
+        settle(&server).await;
         assert_eq!(
             operation_now(&server, &operation.id).await.status(),
             Success,
@@ -379,8 +349,7 @@ async fn a_wepay_refund_is_never_executed_twice() {
             .operation
             .unwrap();
         assert_eq!(legs_of(&first)[0].2, Uncertain, "{effect}: {first:?}");
-        server.resolve_after(A_MOMENT).await;
-        server.resolve_after(Duration::from_secs(60)).await;
+        settle(&server).await;
         assert_eq!(
             operation_now(&server, &first.id).await.status(),
             Success,

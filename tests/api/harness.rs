@@ -241,6 +241,18 @@ pub async fn open_session(
         .into_inner()
 }
 
+/// A MANUAL session in `currency`.
+pub async fn open_session_in(server: &TestServer, amount: i64, currency: &str) -> proto::Session {
+    let mut request = create_request(amount, proto::CaptureMode::Manual);
+    request.currency = currency.into();
+    server
+        .sessions()
+        .create_session(request)
+        .await
+        .expect("session created")
+        .into_inner()
+}
+
 pub async fn submit(
     server: &TestServer,
     session: &str,
@@ -259,8 +271,17 @@ pub async fn submit(
 
 /// A MANUAL payment of the split's total, authorized.
 pub async fn authorized(server: &TestServer, split: Vec<proto::SplitLeg>) -> proto::Payment {
+    authorized_in(server, "EUR", split).await
+}
+
+/// A MANUAL payment of the split's total in `currency`, authorized.
+pub async fn authorized_in(
+    server: &TestServer,
+    currency: &str,
+    split: Vec<proto::SplitLeg>,
+) -> proto::Payment {
     let total = split.iter().map(|l| l.amount).sum();
-    let session = open_session(server, total, proto::CaptureMode::Manual).await;
+    let session = open_session_in(server, total, currency).await;
     let payment = submit(server, &session.id, split).await.expect("submitted");
     assert_eq!(
         payment.state(),

@@ -146,14 +146,7 @@ async fn a_split_names_a_partner_that_does_not_serve_the_merchant_or_the_currenc
         )]
     );
 
-    let mut request = create_request(1000, proto::CaptureMode::Manual);
-    request.currency = "JPY".into();
-    let session = server
-        .sessions()
-        .create_session(request)
-        .await
-        .unwrap()
-        .into_inner();
+    let session = open_session_in(&server, 1000, "JPY").await;
     let status = submit(&server, &session.id, vec![acme(1000)])
         .await
         .unwrap_err();

@@ -84,8 +84,11 @@ impl From<Payment> for payment::Payment {
             references: p.references,
             authorization_id: p.authorization_id,
             authorization_status: p.authorization_status,
-            // Unknown: see `Payment::expired_legs`.
-            authorized_at: None,
+            // Unknown. The release that wrote it scheduled the expiry at its
+            // global lifetime; counting from the epoch, every leg that still
+            // holds something is released when that item comes.
+            authorized_at: (p.authorization_status == OperationStatus::Success)
+                .then_some(SystemTime::UNIX_EPOCH),
             operations: p.operations,
             created_at: p.created_at,
             updated_at: p.updated_at,
@@ -271,7 +274,6 @@ mod tests {
         assert_eq!(read.legs[1].partner, "b");
         assert_eq!(read.legs[0].capabilities, Capabilities::ALL);
         assert_eq!(read.references[1].as_deref(), Some("r-b"));
-        assert_eq!(read.authorized_at, None);
         // Its expiry item (scheduled by the old release) releases both legs.
         assert_eq!(read.expired_legs(SystemTime::now()), vec![0, 1]);
         // Written again, it is format 2 and reads back the same.
