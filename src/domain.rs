@@ -8,7 +8,8 @@
 //! `operation` (kinds, records, transactions) builds on them, `capabilities`
 //! and `routing` on `operation`;
 //! `session` and `priority` on `operation`; `payment` (the header and its
-//! ledger) on all of these; `precondition` names the refusals of the rules.
+//! ledger) on all of these; `precondition` names the refusals of the rules;
+//! `settlement` (partner reports and how they match our books) on `operation`.
 
 pub mod amounts;
 pub mod capabilities;
@@ -20,4 +21,5 @@ pub mod precondition;
 pub mod priority;
 pub mod routing;
 pub mod session;
+pub mod settlement;
 pub mod status;

@@ -29,6 +29,7 @@ use crate::domain::{
     money::{Amount, Currency},
     operation::OperationKind,
     payment::PaymentToken,
+    settlement::{Day, SettlementEntry},
 };
 
 /// One call to a partner: everything an adapter may need to send it, or to
@@ -136,6 +137,47 @@ pub trait Partner: Send + Sync + std::fmt::Debug {
         request: &PartnerRequest,
         reference: Option<&str>,
     ) -> Result<Lookup, PartnerError>;
+
+    /// The settlements the partner closed on or after `since`, oldest
+    /// first. A partner without settlement reports has none.
+    async fn settlements(&self, _since: Day) -> Result<Vec<SettlementReport>, PartnerError> {
+        Ok(Vec::new())
+    }
+
+    /// One page (from 1) of a settlement's lines, at most `per_page` of them.
+    async fn settlement_page(
+        &self,
+        _reference: &str,
+        _page: u32,
+        _per_page: u32,
+    ) -> Result<SettlementPage, PartnerError> {
+        Err(PartnerError::Unavailable {
+            description: "the partner has no settlement reports".into(),
+        })
+    }
+}
+
+/// A settlement as a partner's report lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettlementReport {
+    pub reference: String,
+    pub payout_reference: String,
+    pub date: Day,
+    pub currency: Currency,
+    /// What the partner kept, if it says.
+    pub fees: Amount,
+    /// How many lines the report has.
+    pub transactions: u64,
+}
+
+/// One page of a settlement's lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettlementPage {
+    pub entries: Vec<SettlementEntry>,
+    /// Lines in the whole settlement.
+    pub total: u64,
+    /// Pages at this page size.
+    pub pages: u32,
 }
 
 /// How unavailable answers are retried: the first pause, doubling, for as
@@ -283,6 +325,51 @@ impl Partners {
         .record(started.elapsed().as_secs_f64());
         result
     }
+}
+
+impl Partners {
+    /// The settlements a partner closed on or after `since`, within one
+    /// attempt's deadline.
+    pub async fn settlements(
+        &self,
+        partner: &str,
+        since: Day,
+    ) -> Result<Vec<SettlementReport>, PartnerError> {
+        let configured = self.get(partner).ok_or_else(|| not_configured(partner))?;
+        within(configured.timeout, configured.adapter.settlements(since)).await
+    }
+
+    /// One page of a settlement's lines, within one attempt's deadline.
+    pub async fn settlement_page(
+        &self,
+        partner: &str,
+        reference: &str,
+        page: u32,
+        per_page: u32,
+    ) -> Result<SettlementPage, PartnerError> {
+        let configured = self.get(partner).ok_or_else(|| not_configured(partner))?;
+        within(
+            configured.timeout,
+            configured
+                .adapter
+                .settlement_page(reference, page, per_page),
+        )
+        .await
+    }
+}
+
+/// A read that takes too long is unavailable: reading changes nothing.
+async fn within<T>(
+    timeout: Duration,
+    read: impl Future<Output = Result<T, PartnerError>>,
+) -> Result<T, PartnerError> {
+    tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or_else(|_| {
+            Err(PartnerError::Unavailable {
+                description: "no answer within the partner's timeout".into(),
+            })
+        })
 }
 
 fn not_configured(partner: &str) -> PartnerError {

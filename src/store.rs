@@ -41,6 +41,7 @@ use crate::domain::{
     payment::{Payment, Snapshot},
     precondition::Precondition,
     session::{HeaderValue, Session, SessionView},
+    settlement::{Day, Match, ReconciliationIssue, Settlement, SettlementTransaction},
 };
 
 /// How many shards the data is spread over. Part of the stored layout: ids
@@ -476,10 +477,154 @@ pub trait EventLog: Send + Sync {
     ) -> Result<bool, StoreError>;
 }
 
-/// Every port: what the use cases are given.
-pub trait Store: PaymentStore + DueQueue + WebhookOutbox + EventLog {}
+// ---- settlements ----
 
-impl<T: PaymentStore + DueQueue + WebhookOutbox + EventLog> Store for T {}
+/// A page of settlements, by settlement date then id (a cursor is the last
+/// member seen), oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SettlementQuery {
+    pub partner: Option<String>,
+    /// Only settlements of this merchant; `None`: every settlement.
+    pub merchant: Option<String>,
+    /// Inclusive.
+    pub from: Option<Day>,
+    /// Inclusive.
+    pub to: Option<Day>,
+    pub cursor: Option<String>,
+    pub limit: usize,
+}
+
+/// A page of reconciliation issues, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IssueQuery {
+    pub partner: Option<String>,
+    pub kind: Option<Match>,
+    /// Only issues of this merchant; `None`: every issue.
+    pub merchant: Option<String>,
+    /// Inclusive.
+    pub created_after: Option<SystemTime>,
+    /// Exclusive.
+    pub created_before: Option<SystemTime>,
+    pub cursor: Option<String>,
+    pub limit: usize,
+}
+
+impl SettlementQuery {
+    /// Whether a settlement in the range is one the query asks for.
+    pub fn admits(&self, settlement: &Settlement) -> bool {
+        self.partner
+            .as_ref()
+            .is_none_or(|p| *p == settlement.partner)
+            && self
+                .merchant
+                .as_ref()
+                .is_none_or(|m| settlement.merchant.as_ref() == Some(m))
+            && self.from.is_none_or(|from| settlement.date >= from)
+            && self.to.is_none_or(|to| settlement.date <= to)
+    }
+
+    /// The lowest member to read from (exclusive of the cursor).
+    pub fn low(&self) -> Bound<String> {
+        match (&self.cursor, self.from) {
+            (Some(cursor), _) => Bound::Excluded(cursor.clone()),
+            (None, Some(from)) => Bound::Included(format!("{from}:")),
+            (None, None) => Bound::Unbounded,
+        }
+    }
+}
+
+impl IssueQuery {
+    pub fn admits(&self, issue: &ReconciliationIssue) -> bool {
+        self.partner.as_ref().is_none_or(|p| *p == issue.partner)
+            && self.kind.is_none_or(|k| k == issue.kind)
+            && self
+                .merchant
+                .as_ref()
+                .is_none_or(|m| issue.merchant.as_ref() == Some(m))
+            && self.created_after.is_none_or(|t| issue.created_at >= t)
+            && self.created_before.is_none_or(|t| issue.created_at < t)
+    }
+
+    pub fn low(&self) -> Bound<String> {
+        match (&self.cursor, self.created_after) {
+            (Some(cursor), _) => Bound::Excluded(cursor.clone()),
+            (None, Some(after)) => Bound::Included(format!("{:015}:", unix_millis(after))),
+            (None, None) => Bound::Unbounded,
+        }
+    }
+}
+
+/// The index member of a settlement: its date, then its id.
+pub fn settlement_member(settlement: &Settlement) -> String {
+    format!("{}:{}", settlement.date, settlement.id)
+}
+
+/// The index member of an issue: zero-padded creation millis, then its id.
+pub fn issue_member(issue: &ReconciliationIssue) -> String {
+    listing_member(issue.created_at, issue.id)
+}
+
+/// Imported settlements, their lines and reconciliation issues, kept until
+/// `retain_until`; and leases on background work shared by replicas.
+///
+/// An import writes a settlement's lines first (by index: writing a line
+/// twice is writing it once), then finishes the settlement, which makes it
+/// visible: a settlement is listed only once all its lines are stored.
+#[async_trait]
+pub trait SettlementStore: Send + Sync {
+    async fn settlement(&self, id: Uuid) -> Result<Option<Settlement>, StoreError>;
+    /// Stores lines of a settlement being imported.
+    async fn put_settlement_lines(
+        &self,
+        settlement: Uuid,
+        lines: &[SettlementTransaction],
+        retain_until: SystemTime,
+    ) -> Result<(), StoreError>;
+    /// Stores the settlement unless it exists; `true` if this call stored it.
+    async fn finish_settlement(
+        &self,
+        settlement: &Settlement,
+        retain_until: SystemTime,
+    ) -> Result<bool, StoreError>;
+    /// Lines `offset..offset + limit` of a settlement.
+    async fn settlement_lines(
+        &self,
+        settlement: Uuid,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<SettlementTransaction>, StoreError>;
+    /// Settlements with their index members (the page cursors).
+    async fn list_settlements(
+        &self,
+        query: &SettlementQuery,
+    ) -> Result<Vec<(String, Settlement)>, StoreError>;
+    /// Records an issue unless one with its id exists; `true` if this call
+    /// recorded it (the caller counts and announces only then).
+    async fn record_issue(
+        &self,
+        issue: &ReconciliationIssue,
+        retain_until: SystemTime,
+    ) -> Result<bool, StoreError>;
+    /// Issues with their index members (the page cursors).
+    async fn list_issues(
+        &self,
+        query: &IssueQuery,
+    ) -> Result<Vec<(String, ReconciliationIssue)>, StoreError>;
+    /// Takes (or renews) the lease `name` for `owner` until `now + lease`;
+    /// `false` while another owner holds it.
+    async fn take_lease(
+        &self,
+        name: &str,
+        owner: Uuid,
+        now: SystemTime,
+        lease: Duration,
+    ) -> Result<bool, StoreError>;
+}
+
+/// Every port: what the use cases are given.
+pub trait Store: PaymentStore + DueQueue + WebhookOutbox + EventLog + SettlementStore {}
+
+impl<T: PaymentStore + DueQueue + WebhookOutbox + EventLog + SettlementStore> Store for T {}
 
 #[cfg(test)]
 mod tests {

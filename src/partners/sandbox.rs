@@ -9,11 +9,19 @@
 //! | `authorize`, `capture`, `refund`, `void` | `success` (default), `decline`, `pending`, `pending_decline`, `timeout`, `lost`, `error` |
 //! | `latency` | a delay before every answer: `20ms`, `1s` |
 //! | `pending_lookups` | lookups before a pending request settles (default 1) |
+//! | `lookup` | `error`: every status lookup fails (the partner cannot say) |
 //!
 //! `timeout` applies the request and loses the answer; `lost` never reaches
 //! the ledger the first time (a re-send with the same key then succeeds);
 //! `error` is a 5xx with nothing applied, on every attempt. A token without
 //! `=` (e.g. `tok_visa_4242`) succeeds at everything.
+//!
+//! **Settlements.** Every listing of settlements first closes what the
+//! sandbox executed since the last one (successful captures and refunds)
+//! into a new settlement per currency, dated today, with VAT per rate from
+//! the requests' item lines: each import settles everything done so far.
+//! Tests prepare discrepancies for the next close with
+//! [`Sandbox::prepare`].
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -24,9 +32,15 @@ use std::{
 
 use async_trait::async_trait;
 
-use super::{Lookup, Partner, PartnerAnswer, PartnerError, PartnerRequest};
+use super::{
+    Lookup, Partner, PartnerAnswer, PartnerError, PartnerRequest, SettlementPage, SettlementReport,
+};
 use crate::domain::{
-    capabilities::Capabilities, items::ItemLine, money::Amount, operation::OperationKind,
+    capabilities::Capabilities,
+    items::ItemLine,
+    money::{Amount, Currency},
+    operation::OperationKind,
+    settlement::{Day, EntryKind, SettlementEntry, VatAmount},
 };
 
 /// What the sandbox does with one kind of request.
@@ -64,6 +78,7 @@ pub struct Scenario {
     outcomes: [Outcome; 4],
     latency: Duration,
     pending_lookups: u32,
+    lookups_fail: bool,
 }
 
 impl Default for Scenario {
@@ -72,6 +87,7 @@ impl Default for Scenario {
             outcomes: [Outcome::Success; 4],
             latency: Duration::ZERO,
             pending_lookups: 1,
+            lookups_fail: false,
         }
     }
 }
@@ -103,6 +119,11 @@ impl Scenario {
                 "refund" => scenario.outcomes[2] = value.trim().parse()?,
                 "void" => scenario.outcomes[3] = value.trim().parse()?,
                 "latency" => scenario.latency = parse_duration(value.trim())?,
+                "lookup" => match value.trim() {
+                    "error" => scenario.lookups_fail = true,
+                    "success" => scenario.lookups_fail = false,
+                    _ => return Err("lookup must be error or success".to_owned()),
+                },
                 "pending_lookups" => {
                     scenario.pending_lookups = value
                         .trim()
@@ -165,6 +186,29 @@ struct Entry {
     amount: i64,
     authorization: String,
     state: EntryState,
+    /// What a settlement line of it says (captures and refunds).
+    line: Option<SettlementEntry>,
+    /// Whether a settlement took it already.
+    settled: bool,
+    /// Execution order.
+    sequence: u64,
+}
+
+/// A difference the next settlement should have from the ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Discrepancy {
+    /// Leave the line with this action reference out.
+    Drop(String),
+    /// Settle the line with this action reference for another amount.
+    Alter(String, Amount),
+    /// Add a line no request of ours made.
+    Unknown(SettlementEntry),
+}
+
+#[derive(Debug, Clone)]
+struct ClosedSettlement {
+    report: SettlementReport,
+    entries: Vec<SettlementEntry>,
 }
 
 /// Money on one authorization, as the sandbox sees it. Pending requests
@@ -191,6 +235,8 @@ struct Ledger {
     received: Vec<Received>,
     /// Keys whose first send was `lost`; the re-send goes through.
     lost_once: HashMap<String, ()>,
+    settlements: Vec<ClosedSettlement>,
+    prepared: Vec<Discrepancy>,
 }
 
 /// The sandbox partner. Clones share one ledger.
@@ -245,6 +291,11 @@ impl Sandbox {
             .iter()
             .map(|(reference, auth)| (reference.clone(), auth.totals.clone()))
             .collect()
+    }
+
+    /// Makes the next settlement differ from the ledger.
+    pub fn prepare(&self, discrepancy: Discrepancy) {
+        self.ledger().prepared.push(discrepancy);
     }
 
     async fn handle(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
@@ -342,12 +393,21 @@ impl Sandbox {
         if !declined {
             ledger.book(request.kind, &authorization, amount);
         }
+        let line = match request.kind {
+            OperationKind::Capture => Some(EntryKind::Capture),
+            OperationKind::Refund => Some(EntryKind::Refund),
+            _ => None,
+        }
+        .map(|kind| settlement_line(kind, request, &reference));
         let entry = Entry {
             kind: request.kind,
             reference,
             amount,
             authorization,
             state,
+            line,
+            settled: false,
+            sequence: ledger.next_reference,
         };
         let answer = entry.answer();
         ledger.entries.insert(key, entry);
@@ -360,7 +420,83 @@ impl Sandbox {
     }
 }
 
+/// The line a settlement shows for a capture or refund: VAT per rate from
+/// the request's item lines.
+fn settlement_line(kind: EntryKind, request: &PartnerRequest, reference: &str) -> SettlementEntry {
+    let mut vat: BTreeMap<rust_decimal::Decimal, i64> = BTreeMap::new();
+    for item in &request.items {
+        *vat.entry(item.tax_rate.normalize()).or_insert(0) += item.tax_amount.minor();
+    }
+    SettlementEntry {
+        kind,
+        amount: request.amount,
+        currency: request.currency,
+        order_reference: request.order_reference.clone(),
+        partner_reference: reference.to_owned(),
+        action_reference: request.idempotency_key.clone(),
+        transaction_date: Day::of(std::time::SystemTime::now()),
+        vat: vat
+            .into_iter()
+            .filter_map(|(rate, amount)| {
+                Some(VatAmount {
+                    rate,
+                    amount: Amount::from_minor(amount).ok()?,
+                })
+            })
+            .collect(),
+    }
+}
+
 impl Ledger {
+    /// Closes what succeeded since the last close into one settlement per
+    /// currency, dated `day`, with the prepared discrepancies.
+    fn close(&mut self, partner: &str, day: Day) {
+        let mut open: Vec<&mut Entry> = self
+            .entries
+            .values_mut()
+            .filter(|e| !e.settled && e.line.is_some() && matches!(e.state, EntryState::Succeeded))
+            .collect();
+        open.sort_by_key(|e| e.sequence);
+        let mut lines: Vec<SettlementEntry> = Vec::new();
+        for entry in open {
+            entry.settled = true;
+            lines.extend(entry.line.clone());
+        }
+        for discrepancy in std::mem::take(&mut self.prepared) {
+            match discrepancy {
+                Discrepancy::Drop(reference) => lines.retain(|l| l.action_reference != reference),
+                Discrepancy::Alter(reference, amount) => lines
+                    .iter_mut()
+                    .filter(|l| l.action_reference == reference)
+                    .for_each(|l| l.amount = amount),
+                Discrepancy::Unknown(line) => lines.push(line),
+            }
+        }
+        let mut by_currency: BTreeMap<&'static str, (Currency, Vec<SettlementEntry>)> =
+            BTreeMap::new();
+        for line in lines {
+            by_currency
+                .entry(line.currency.code())
+                .or_insert_with(|| (line.currency, Vec::new()))
+                .1
+                .push(line);
+        }
+        for (_, (currency, entries)) in by_currency {
+            let number = self.settlements.len() + 1;
+            self.settlements.push(ClosedSettlement {
+                report: SettlementReport {
+                    reference: format!("{partner}-S{number:06}"),
+                    payout_reference: format!("PAYOUT-{partner}-{number:06}"),
+                    date: day,
+                    currency,
+                    fees: Amount::ZERO,
+                    transactions: u64::try_from(entries.len()).unwrap_or(u64::MAX),
+                },
+                entries,
+            });
+        }
+    }
+
     /// Whether the authorization can take `amount` more of `kind`, by its
     /// totals and the partner's capabilities; else the decline code.
     fn fits(
@@ -429,9 +565,19 @@ impl Ledger {
         *slot += amount;
     }
 
-    fn lookup(&mut self, key: &str) -> Lookup {
+    fn lookup(&mut self, key: &str) -> Result<Lookup, PartnerError> {
+        let lookups_fail = self.entries.get(key).is_some_and(|entry| {
+            self.authorizations
+                .get(&entry.authorization)
+                .is_some_and(|auth| auth.scenario.lookups_fail)
+        });
+        if lookups_fail {
+            return Err(PartnerError::Unknown {
+                description: "the sandbox's status lookup answered 500".into(),
+            });
+        }
         let Some(entry) = self.entries.get_mut(key) else {
-            return Lookup::NotFound;
+            return Ok(Lookup::NotFound);
         };
         let settle = match &mut entry.state {
             EntryState::Pending {
@@ -456,7 +602,7 @@ impl Ledger {
             }
         }
         let answer = self.entries.get(key).map(Entry::answer);
-        answer.map_or(Lookup::NotFound, Lookup::Found)
+        Ok(answer.map_or(Lookup::NotFound, Lookup::Found))
     }
 }
 
@@ -512,7 +658,53 @@ impl Partner for Sandbox {
         request: &PartnerRequest,
         _reference: Option<&str>,
     ) -> Result<Lookup, PartnerError> {
-        Ok(self.ledger().lookup(&request.idempotency_key))
+        self.ledger().lookup(&request.idempotency_key)
+    }
+
+    /// Closes what was executed since the last listing, then lists.
+    async fn settlements(&self, since: Day) -> Result<Vec<SettlementReport>, PartnerError> {
+        let mut ledger = self.ledger();
+        ledger.close(&self.name, Day::of(std::time::SystemTime::now()));
+        Ok(ledger
+            .settlements
+            .iter()
+            .filter(|s| s.report.date >= since)
+            .map(|s| s.report.clone())
+            .collect())
+    }
+
+    async fn settlement_page(
+        &self,
+        reference: &str,
+        page: u32,
+        per_page: u32,
+    ) -> Result<SettlementPage, PartnerError> {
+        let ledger = self.ledger();
+        let settlement = ledger
+            .settlements
+            .iter()
+            .find(|s| s.report.reference == reference)
+            .ok_or_else(|| PartnerError::Declined {
+                code: "NOT_FOUND".into(),
+                description: format!("no settlement {reference}"),
+            })?;
+        let per_page = per_page.max(1);
+        let total = settlement.entries.len();
+        let skip = usize::try_from(page.saturating_sub(1))
+            .unwrap_or(usize::MAX)
+            .saturating_mul(usize::try_from(per_page).unwrap_or(usize::MAX));
+        Ok(SettlementPage {
+            entries: settlement
+                .entries
+                .iter()
+                .skip(skip)
+                .take(usize::try_from(per_page).unwrap_or(usize::MAX))
+                .cloned()
+                .collect(),
+            total: u64::try_from(total).unwrap_or(u64::MAX),
+            pages: u32::try_from(total.div_ceil(usize::try_from(per_page).unwrap_or(1)))
+                .unwrap_or(u32::MAX),
+        })
     }
 }
 

@@ -9,8 +9,9 @@
 //! due-queue claim (the resolver's tick).
 
 use std::{
-    collections::{BTreeSet, HashMap, hash_map::DefaultHasher},
+    collections::{BTreeMap, BTreeSet, HashMap, hash_map::DefaultHasher},
     hash::{Hash, Hasher},
+    ops::Bound,
     sync::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicUsize, Ordering},
@@ -22,10 +23,10 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::{
-    Committed, DueChange, DueItem, DueQueue, DueSummary, EventLog, KeyChange, KeyState, ListQuery,
-    ListedPayment, OperationWrite, OutboxChange, Outcome, PaymentStore, PaymentWrite, SHARDS,
-    Shard, Step, StoreError, StoredPayment, Versioned, WebhookDelivery, WebhookOutbox, Write,
-    listing_member,
+    Committed, DueChange, DueItem, DueQueue, DueSummary, EventLog, IssueQuery, KeyChange, KeyState,
+    ListQuery, ListedPayment, OperationWrite, OutboxChange, Outcome, PaymentStore, PaymentWrite,
+    SHARDS, SettlementQuery, SettlementStore, Shard, Step, StoreError, StoredPayment, Versioned,
+    WebhookDelivery, WebhookOutbox, Write, issue_member, listing_member, settlement_member,
 };
 use crate::{
     clock::Clock,
@@ -33,6 +34,7 @@ use crate::{
         operation::{Fingerprint, Operation},
         payment::{Payment, Snapshot},
         session::Session,
+        settlement::{ReconciliationIssue, Settlement, SettlementTransaction},
     },
 };
 
@@ -128,11 +130,60 @@ struct ShardData {
 
 type Listing = HashMap<(String, Option<String>), BTreeSet<String>>;
 
+/// Settlements, their lines and issues, each with when it expires.
+#[derive(Debug, Default)]
+struct Settlements {
+    settlements: HashMap<Uuid, (Settlement, SystemTime)>,
+    lines: HashMap<Uuid, (BTreeMap<u64, SettlementTransaction>, SystemTime)>,
+    index: BTreeSet<String>,
+    issues: HashMap<Uuid, (ReconciliationIssue, SystemTime)>,
+    issue_index: BTreeSet<String>,
+    leases: HashMap<String, (Uuid, SystemTime)>,
+}
+
+impl Settlements {
+    /// Drops what expired (with every write: settlements are few).
+    fn sweep(&mut self, now: SystemTime) {
+        let Settlements {
+            settlements,
+            lines,
+            index,
+            issues,
+            issue_index,
+            ..
+        } = self;
+        settlements.retain(|_, (settlement, until)| {
+            let keep = *until > now;
+            if !keep {
+                index.remove(&settlement_member(settlement));
+            }
+            keep
+        });
+        lines.retain(|_, (_, until)| *until > now);
+        issues.retain(|_, (issue, until)| {
+            let keep = *until > now;
+            if !keep {
+                issue_index.remove(&issue_member(issue));
+            }
+            keep
+        });
+    }
+}
+
+/// Members of an index after `low`, in order.
+fn members_from<'a>(
+    index: &'a BTreeSet<String>,
+    low: &Bound<String>,
+) -> impl Iterator<Item = &'a String> {
+    index.range::<String, _>((low.as_ref(), Bound::Unbounded))
+}
+
 #[derive(Debug)]
 pub struct MemoryStore {
     shards: Vec<Mutex<ShardData>>,
     listings: Vec<Mutex<Listing>>,
     events: Mutex<HashMap<(String, String), SystemTime>>,
+    settlements: Mutex<Settlements>,
     session_retention: Duration,
     /// The service's clock: what "expired" means here (Redis uses its own).
     clock: Arc<dyn Clock>,
@@ -156,6 +207,7 @@ impl MemoryStore {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             listings: (0..LISTING_LOCKS).map(|_| Mutex::default()).collect(),
             events: Mutex::default(),
+            settlements: Mutex::default(),
             session_retention,
             clock,
             next_shard: AtomicUsize::new(0),
@@ -651,5 +703,145 @@ impl EventLog for MemoryStore {
         events.retain(|_, forget_at| *forget_at > now);
         events.insert(key, now + ttl);
         Ok(true)
+    }
+}
+
+#[async_trait]
+impl SettlementStore for MemoryStore {
+    async fn settlement(&self, id: Uuid) -> Result<Option<Settlement>, StoreError> {
+        let now = self.clock.now();
+        Ok(lock(&self.settlements)
+            .settlements
+            .get(&id)
+            .filter(|(_, until)| *until > now)
+            .map(|(settlement, _)| settlement.clone()))
+    }
+
+    async fn put_settlement_lines(
+        &self,
+        settlement: Uuid,
+        lines: &[SettlementTransaction],
+        retain_until: SystemTime,
+    ) -> Result<(), StoreError> {
+        let mut data = lock(&self.settlements);
+        let (stored, until) = data
+            .lines
+            .entry(settlement)
+            .or_insert_with(|| (BTreeMap::new(), retain_until));
+        *until = retain_until;
+        for line in lines {
+            stored.insert(line.index, line.clone());
+        }
+        Ok(())
+    }
+
+    async fn finish_settlement(
+        &self,
+        settlement: &Settlement,
+        retain_until: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let mut data = lock(&self.settlements);
+        data.sweep(self.clock.now());
+        if data.settlements.contains_key(&settlement.id) {
+            return Ok(false);
+        }
+        data.index.insert(settlement_member(settlement));
+        data.settlements
+            .insert(settlement.id, (settlement.clone(), retain_until));
+        Ok(true)
+    }
+
+    async fn settlement_lines(
+        &self,
+        settlement: Uuid,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<SettlementTransaction>, StoreError> {
+        let now = self.clock.now();
+        let data = lock(&self.settlements);
+        Ok(data
+            .lines
+            .get(&settlement)
+            .filter(|(_, until)| *until > now)
+            .map(|(lines, _)| {
+                lines
+                    .range(offset..)
+                    .take(limit)
+                    .map(|(_, l)| l.clone())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn list_settlements(
+        &self,
+        query: &SettlementQuery,
+    ) -> Result<Vec<(String, Settlement)>, StoreError> {
+        let now = self.clock.now();
+        let data = lock(&self.settlements);
+        Ok(members_from(&data.index, &query.low())
+            .filter_map(|member| {
+                let id = member
+                    .rsplit_once(':')
+                    .and_then(|(_, id)| Uuid::try_parse(id).ok())?;
+                let (settlement, until) = data.settlements.get(&id)?;
+                (*until > now).then(|| (member.clone(), settlement.clone()))
+            })
+            .take_while(|(_, s)| query.to.is_none_or(|to| s.date <= to))
+            .filter(|(_, s)| query.admits(s))
+            .take(query.limit)
+            .collect())
+    }
+
+    async fn record_issue(
+        &self,
+        issue: &ReconciliationIssue,
+        retain_until: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let mut data = lock(&self.settlements);
+        if data.issues.contains_key(&issue.id) {
+            return Ok(false);
+        }
+        data.issue_index.insert(issue_member(issue));
+        data.issues.insert(issue.id, (issue.clone(), retain_until));
+        Ok(true)
+    }
+
+    async fn list_issues(
+        &self,
+        query: &IssueQuery,
+    ) -> Result<Vec<(String, ReconciliationIssue)>, StoreError> {
+        let now = self.clock.now();
+        let data = lock(&self.settlements);
+        Ok(members_from(&data.issue_index, &query.low())
+            .filter_map(|member| {
+                let id = member
+                    .rsplit_once(':')
+                    .and_then(|(_, id)| Uuid::try_parse(id).ok())?;
+                let (issue, until) = data.issues.get(&id)?;
+                (*until > now).then(|| (member.clone(), issue.clone()))
+            })
+            .take_while(|(_, i)| query.created_before.is_none_or(|t| i.created_at < t))
+            .filter(|(_, i)| query.admits(i))
+            .take(query.limit)
+            .collect())
+    }
+
+    async fn take_lease(
+        &self,
+        name: &str,
+        owner: Uuid,
+        now: SystemTime,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut data = lock(&self.settlements);
+        let free = data
+            .leases
+            .get(name)
+            .is_none_or(|(holder, until)| *holder == owner || *until <= now);
+        if free {
+            data.leases.insert(name.to_owned(), (owner, now + lease));
+        }
+        Ok(free)
     }
 }

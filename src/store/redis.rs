@@ -32,12 +32,18 @@ use uuid::Uuid;
 
 use self::scripts::{CLAIM_DUE, CONCLUDE, OPEN, STEP};
 use super::{
-    Committed, DueChange, DueItem, DueQueue, DueSummary, EventLog, KeyChange, KeyState, ListQuery,
-    ListedPayment, OperationWrite, OutboxChange, Outcome, PaymentStore, PaymentWrite, Shard, Step,
-    StoreError, StoredPayment, Versioned, WebhookDelivery, WebhookOutbox, Write, listing_member,
+    Committed, DueChange, DueItem, DueQueue, DueSummary, EventLog, IssueQuery, KeyChange, KeyState,
+    ListQuery, ListedPayment, OperationWrite, OutboxChange, Outcome, PaymentStore, PaymentWrite,
+    SettlementQuery, SettlementStore, Shard, Step, StoreError, StoredPayment, Versioned,
+    WebhookDelivery, WebhookOutbox, Write, issue_member, listing_member, settlement_member,
     unix_millis,
 };
-use crate::domain::{operation::Operation, payment::Payment, session::Session};
+use crate::domain::{
+    operation::Operation,
+    payment::Payment,
+    session::Session,
+    settlement::{ReconciliationIssue, Settlement, SettlementTransaction},
+};
 
 /// How to reach Redis.
 #[derive(Debug, Clone)]
@@ -142,6 +148,34 @@ fn listing_key(merchant: &str, order_reference: Option<&str>) -> String {
         Some(reference) => format!("po:{{m:{merchant}}}:payments:order:{}", digest(reference)),
     }
 }
+
+fn settlement_key(id: Uuid) -> String {
+    format!("po:{{stl:{id}}}:settlement")
+}
+
+fn settlement_lines_key(id: Uuid) -> String {
+    format!("po:{{stl:{id}}}:lines")
+}
+
+const SETTLEMENT_INDEX: &str = "po:{stl}:index";
+const ISSUE_INDEX: &str = "po:{rec}:index";
+
+fn issue_key(id: Uuid) -> String {
+    format!("po:{{rec}}:issue:{id}")
+}
+
+fn lease_key(name: &str) -> String {
+    format!("po:{{lease:{name}}}")
+}
+
+/// Takes the lease if it is free or ours: `KEYS[1]` the lease,
+/// `ARGV` owner and lease millis.
+const TAKE_LEASE: &str = r"
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+";
 
 fn digest(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
@@ -869,5 +903,276 @@ impl EventLog for RedisStore {
             .await
             .map(|set| set.is_some())
             .map_err(write_failed)
+    }
+}
+
+/// Milliseconds since the epoch, as `PXAT` wants them (at least 1).
+fn at_millis(time: SystemTime) -> u64 {
+    unix_millis(time).max(1)
+}
+
+impl RedisStore {
+    /// Index members from `low`, a batch at a time, with the records they
+    /// name (`None` where the record expired: the member is then removed).
+    async fn indexed<T: codec::Record>(
+        &self,
+        index: &str,
+        low: &Bound<String>,
+        batch: usize,
+        key_of: impl Fn(&str) -> Option<String>,
+    ) -> Result<Vec<(String, Option<T>)>, StoreError> {
+        let mut connection = self.connection();
+        let members: Vec<String> = redis::cmd("ZRANGE")
+            .arg(index)
+            .arg(lex(low, "-"))
+            .arg("+")
+            .arg("BYLEX")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(batch)
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        let keys: Vec<String> = members.iter().filter_map(|m| key_of(m)).collect();
+        if keys.len() != members.len() {
+            return Err(corrupt("an index member"));
+        }
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let records: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        let mut found = Vec::with_capacity(members.len());
+        let mut gone = Vec::new();
+        for (member, record) in members.into_iter().zip(records) {
+            match record {
+                Some(bytes) => found.push((member, Some(codec::decode(&bytes)?))),
+                None => {
+                    gone.push(member.clone());
+                    found.push((member, None));
+                }
+            }
+        }
+        if !gone.is_empty() {
+            // Derived data: a failed clean-up is done by the next read.
+            let _: Result<(), _> = connection.zrem(index, gone).await;
+        }
+        Ok(found)
+    }
+}
+
+fn id_of_member(member: &str) -> Option<Uuid> {
+    member
+        .rsplit_once(':')
+        .and_then(|(_, id)| Uuid::try_parse(id).ok())
+}
+
+/// Index members read per round trip while filtering a listing.
+const LISTING_BATCH: usize = 500;
+
+#[async_trait]
+impl SettlementStore for RedisStore {
+    async fn settlement(&self, id: Uuid) -> Result<Option<Settlement>, StoreError> {
+        let mut connection = self.connection();
+        let data: Option<Vec<u8>> = connection
+            .get(settlement_key(id))
+            .await
+            .map_err(unavailable)?;
+        data.map(|d| codec::decode(&d)).transpose()
+    }
+
+    async fn put_settlement_lines(
+        &self,
+        settlement: Uuid,
+        lines: &[SettlementTransaction],
+        retain_until: SystemTime,
+    ) -> Result<(), StoreError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let key = settlement_lines_key(settlement);
+        let mut fields = Vec::with_capacity(lines.len());
+        for line in lines {
+            fields.push((line.index, codec::encode(line)?));
+        }
+        let mut pipeline = redis::pipe();
+        pipeline
+            .hset_multiple(&key, &fields)
+            .ignore()
+            .cmd("PEXPIREAT")
+            .arg(&key)
+            .arg(at_millis(retain_until))
+            .ignore();
+        let mut connection = self.connection();
+        pipeline
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(write_failed)
+    }
+
+    async fn finish_settlement(
+        &self,
+        settlement: &Settlement,
+        retain_until: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let mut connection = self.connection();
+        let stored: Option<String> = redis::cmd("SET")
+            .arg(settlement_key(settlement.id))
+            .arg(codec::encode(settlement)?)
+            .arg("NX")
+            .arg("PXAT")
+            .arg(at_millis(retain_until))
+            .query_async(&mut connection)
+            .await
+            .map_err(write_failed)?;
+        // Also when it existed: an import that stopped between the two
+        // writes is completed by the next one.
+        connection
+            .zadd::<_, _, _, ()>(SETTLEMENT_INDEX, settlement_member(settlement), 0)
+            .await
+            .map_err(write_failed)?;
+        Ok(stored.is_some())
+    }
+
+    async fn settlement_lines(
+        &self,
+        settlement: Uuid,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<SettlementTransaction>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let end = offset.saturating_add(u64::try_from(limit).unwrap_or(u64::MAX));
+        let fields: Vec<u64> = (offset..end).collect();
+        let mut connection = self.connection();
+        let lines: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+            .arg(settlement_lines_key(settlement))
+            .arg(&fields)
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        lines
+            .into_iter()
+            .map_while(|line| line)
+            .map(|bytes| codec::decode(&bytes))
+            .collect()
+    }
+
+    async fn list_settlements(
+        &self,
+        query: &SettlementQuery,
+    ) -> Result<Vec<(String, Settlement)>, StoreError> {
+        let mut page = Vec::new();
+        let mut low = query.low();
+        loop {
+            let batch: Vec<(String, Option<Settlement>)> = self
+                .indexed(SETTLEMENT_INDEX, &low, LISTING_BATCH, |m| {
+                    id_of_member(m).map(settlement_key)
+                })
+                .await?;
+            let Some((last, _)) = batch.last() else {
+                return Ok(page);
+            };
+            low = Bound::Excluded(last.clone());
+            let last_batch = batch.len() < LISTING_BATCH;
+            for (member, settlement) in batch {
+                let Some(settlement) = settlement else {
+                    continue;
+                };
+                if query.to.is_some_and(|to| settlement.date > to) {
+                    return Ok(page);
+                }
+                if query.admits(&settlement) {
+                    page.push((member, settlement));
+                    if page.len() == query.limit {
+                        return Ok(page);
+                    }
+                }
+            }
+            if last_batch {
+                return Ok(page);
+            }
+        }
+    }
+
+    async fn record_issue(
+        &self,
+        issue: &ReconciliationIssue,
+        retain_until: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let mut connection = self.connection();
+        let stored: Option<String> = redis::cmd("SET")
+            .arg(issue_key(issue.id))
+            .arg(codec::encode(issue)?)
+            .arg("NX")
+            .arg("PXAT")
+            .arg(at_millis(retain_until))
+            .query_async(&mut connection)
+            .await
+            .map_err(write_failed)?;
+        connection
+            .zadd::<_, _, _, ()>(ISSUE_INDEX, issue_member(issue), 0)
+            .await
+            .map_err(write_failed)?;
+        Ok(stored.is_some())
+    }
+
+    async fn list_issues(
+        &self,
+        query: &IssueQuery,
+    ) -> Result<Vec<(String, ReconciliationIssue)>, StoreError> {
+        let mut page = Vec::new();
+        let mut low = query.low();
+        loop {
+            let batch: Vec<(String, Option<ReconciliationIssue>)> = self
+                .indexed(ISSUE_INDEX, &low, LISTING_BATCH, |m| {
+                    id_of_member(m).map(issue_key)
+                })
+                .await?;
+            let Some((last, _)) = batch.last() else {
+                return Ok(page);
+            };
+            low = Bound::Excluded(last.clone());
+            let last_batch = batch.len() < LISTING_BATCH;
+            for (member, issue) in batch {
+                let Some(issue) = issue else {
+                    continue;
+                };
+                if query.created_before.is_some_and(|t| issue.created_at >= t) {
+                    return Ok(page);
+                }
+                if query.admits(&issue) {
+                    page.push((member, issue));
+                    if page.len() == query.limit {
+                        return Ok(page);
+                    }
+                }
+            }
+            if last_batch {
+                return Ok(page);
+            }
+        }
+    }
+
+    async fn take_lease(
+        &self,
+        name: &str,
+        owner: Uuid,
+        _now: SystemTime,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut connection = self.connection();
+        let taken: i64 = redis::Script::new(TAKE_LEASE)
+            .key(lease_key(name))
+            .arg(owner.to_string())
+            .arg(ttl_millis(lease))
+            .invoke_async(&mut connection)
+            .await
+            .map_err(write_failed)?;
+        Ok(taken == 1)
     }
 }

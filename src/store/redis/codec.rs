@@ -50,6 +50,9 @@ pub trait Record: DeserializeOwned {
 
 impl Record for crate::domain::session::Session {}
 impl Record for crate::store::WebhookDelivery {}
+impl Record for crate::domain::settlement::Settlement {}
+impl Record for crate::domain::settlement::SettlementTransaction {}
+impl Record for crate::domain::settlement::ReconciliationIssue {}
 
 impl Record for crate::domain::payment::Payment {
     fn from_v1(record: &[u8]) -> Result<Self, postcard::Error> {
