@@ -9,7 +9,9 @@
 //! - `idempotency`: keys, fingerprints, derived ids, replays;
 //! - `resolution`: the resolver's due work, partner notifications and the
 //!   operator's actions;
-//! - `listing`: ListPayments.
+//! - `listing`: ListPayments;
+//! - `settlements`: importing partners' settlement reports, matching them
+//!   with our books, and serving them.
 //!
 //! Money moves in three phases. *Open* is one store step: claim the
 //! idempotency key, reserve the amount on the payment header
@@ -26,6 +28,7 @@ mod listing;
 mod operations;
 mod resolution;
 mod sessions;
+mod settlements;
 mod steps;
 
 pub use idempotency::IdempotencyKey;
@@ -37,6 +40,7 @@ use idempotency::{
 pub use listing::{DEFAULT_PAGE_SIZE, ListPayments, MAX_PAGE_SIZE, PaymentFilter, PaymentPage};
 pub use operations::MAX_WAIT;
 pub use resolution::{EventResult, Handled, PartnerEvent};
+pub use settlements::{PARTNER_PAGE_SIZE, PartnerImport, SettlementSettings, Viewer};
 use steps::{Advanced, Keying, Phase, operation_item};
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
@@ -240,6 +244,7 @@ pub struct Settings {
     pub max_sends: u32,
     /// After this, what an authorization still holds is voided (SYSTEM).
     pub authorization_lifetime: Duration,
+    pub settlements: SettlementSettings,
 }
 
 impl Default for Settings {
@@ -254,6 +259,7 @@ impl Default for Settings {
             max_resolution_age: Duration::from_secs(24 * 3600),
             max_sends: 3,
             authorization_lifetime: Duration::from_secs(7 * 24 * 3600),
+            settlements: SettlementSettings::default(),
         }
     }
 }

@@ -23,7 +23,9 @@ use sha2::Sha256;
 use uuid::Uuid;
 
 use crate::{
-    domain::{items::ItemLine, operation::Operation, payment::Payment},
+    domain::{
+        items::ItemLine, operation::Operation, payment::Payment, settlement::ReconciliationIssue,
+    },
     store::{Shard, WebhookDelivery},
 };
 
@@ -59,6 +61,30 @@ impl EventType {
             EventType::RequiresReview => "operation.requires_review",
         }
     }
+}
+
+#[derive(Serialize)]
+struct IssueEvent<'a> {
+    id: Uuid,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    created_at: u64,
+    payment_id: Uuid,
+    issue: EventIssue<'a>,
+}
+
+#[derive(Serialize)]
+struct EventIssue<'a> {
+    id: Uuid,
+    kind: String,
+    partner: &'a str,
+    settlement_id: Option<Uuid>,
+    operation_id: Option<Uuid>,
+    partner_transaction_id: Option<Uuid>,
+    currency: &'a str,
+    expected: i64,
+    settled: i64,
+    description: &'a str,
 }
 
 /// Per-merchant signing secrets. Never printed.
@@ -206,6 +232,50 @@ impl Webhooks {
             url: webhook.url.clone(),
             headers: webhook.headers.clone(),
             // Serializing plain data cannot fail.
+            body: serde_json::to_string(&event).unwrap_or_default(),
+            attempts: 0,
+            created_at: now,
+        })
+    }
+
+    /// The `reconciliation.issue` event of an issue on one of the payment's
+    /// transactions, if the payment has a webhook; its id is derived from
+    /// the issue's, in the payment's shard.
+    pub fn issue_event(
+        &self,
+        payment: &Payment,
+        issue: &ReconciliationIssue,
+        now: SystemTime,
+    ) -> Option<WebhookDelivery> {
+        let webhook = payment.webhook.as_ref()?;
+        let kind = "reconciliation.issue";
+        let id = Shard::of(payment.id).stamp(Uuid::new_v5(
+            &EVENT_NAMESPACE,
+            format!("{}:{kind}", issue.id).as_bytes(),
+        ));
+        let event = IssueEvent {
+            id,
+            kind,
+            created_at: unix_seconds(now),
+            payment_id: payment.id,
+            issue: EventIssue {
+                id: issue.id,
+                kind: issue.kind.as_str().to_ascii_uppercase(),
+                partner: &issue.partner,
+                settlement_id: issue.settlement_id,
+                operation_id: issue.operation_id,
+                partner_transaction_id: issue.partner_transaction_id,
+                currency: issue.currency.code(),
+                expected: issue.expected.minor(),
+                settled: issue.settled.minor(),
+                description: &issue.description,
+            },
+        };
+        Some(WebhookDelivery {
+            id,
+            merchant: payment.merchant.clone(),
+            url: webhook.url.clone(),
+            headers: webhook.headers.clone(),
             body: serde_json::to_string(&event).unwrap_or_default(),
             attempts: 0,
             created_at: now,

@@ -274,6 +274,27 @@ impl Operation {
         true
     }
 
+    /// A partner's settlement shows the transaction paid: it succeeded,
+    /// whatever it was waiting for. `note` names the settlement and goes into
+    /// the history. Returns whether it changed anything (a final transaction
+    /// does not change).
+    pub fn settle_from_report(&mut self, transaction: Uuid, note: &str, now: SystemTime) -> bool {
+        let outcome = TransactionOutcome {
+            status: TransactionStatus::Success,
+            partner_reference: None,
+            partner_status: "SETTLED".into(),
+            partner_status_description: note.to_owned(),
+        };
+        if !self.record(transaction, outcome, now) {
+            return false;
+        }
+        self.history.push(HistoryEntry {
+            at: now,
+            note: note.to_owned(),
+        });
+        true
+    }
+
     /// An operator settles a flagged operation: each open transaction gets
     /// the given final status, and the reason is kept in the history.
     /// Refused unless the operation requires review and every open

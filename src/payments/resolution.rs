@@ -492,4 +492,26 @@ impl Payments {
         self.run_follow_ups(advanced).await?;
         Ok(result)
     }
+
+    /// A settlement shows an open transaction paid: it succeeded (and its
+    /// operation follows). `note` names the settlement in the history.
+    pub(super) async fn settle_from_report(
+        &self,
+        header: Versioned<Payment>,
+        operation: Operation,
+        transaction: Uuid,
+        note: &str,
+    ) -> Result<(), PaymentError> {
+        let work = Work {
+            header,
+            operation,
+            session: None,
+        };
+        let advanced = self
+            .advance(work, Phase::Conclude, &Keying::Origin, |header, op, now| {
+                header.apply(op, now, |op| op.settle_from_report(transaction, note, now));
+            })
+            .await?;
+        self.run_follow_ups(advanced).await
+    }
 }
