@@ -5,6 +5,9 @@
 mod convert;
 pub mod edge;
 mod error;
+mod settlements;
+
+pub use settlements::SettlementService;
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -46,11 +49,18 @@ pub enum Role {
     PartnerNotifier,
 }
 
+/// A request authenticated with an admin key (a request extension of
+/// services open to merchants and admins).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Operator;
+
 /// The role a service needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Required {
     Merchant,
     Admin,
+    /// A merchant (its own data) or an admin (everyone's).
+    MerchantOrAdmin,
     PartnerNotifier,
 }
 
@@ -95,10 +105,13 @@ impl ApiKeys {
                 .and_then(|key| self.role(key.trim()))
                 .ok_or_else(|| Status::unauthenticated("missing or invalid API key"))?;
             match (required, role) {
-                (Required::Merchant, Role::Merchant(merchant)) => {
+                (Required::Merchant | Required::MerchantOrAdmin, Role::Merchant(merchant)) => {
                     tracing::Span::current().record("merchant", merchant.as_str());
                     let merchant = Merchant(merchant.clone());
                     request.extensions_mut().insert(merchant);
+                }
+                (Required::MerchantOrAdmin, Role::Admin) => {
+                    request.extensions_mut().insert(Operator);
                 }
                 (Required::Admin, Role::Admin)
                 | (Required::PartnerNotifier, Role::PartnerNotifier) => {}
@@ -340,11 +353,13 @@ fn operation_of(payment: &Payment, operation: &Operation) -> Response<proto::Ope
 #[derive(Debug, Clone)]
 pub struct AdminService {
     payments: Payments,
+    /// This replica's id: it holds the settlement import leases.
+    replica: uuid::Uuid,
 }
 
 impl AdminService {
-    pub fn new(payments: Payments) -> Self {
-        AdminService { payments }
+    pub fn new(payments: Payments, replica: uuid::Uuid) -> Self {
+        AdminService { payments, replica }
     }
 }
 
@@ -375,6 +390,25 @@ impl proto::admin_service_server::AdminService for AdminService {
             .await
             .map_err(error::status_of)?;
         Ok(operation_of(&payment, &operation))
+    }
+
+    async fn import_settlements(
+        &self,
+        request: Request<proto::ImportSettlementsRequest>,
+    ) -> Result<Response<proto::ImportSettlementsResponse>, Status> {
+        let partner = &request.get_ref().partner;
+        let only = (!partner.is_empty()).then_some(partner.as_str());
+        let imports = self
+            .payments
+            .import_settlements(only, self.replica)
+            .await
+            .map_err(error::status_of)?;
+        Ok(Response::new(proto::ImportSettlementsResponse {
+            partners: imports
+                .iter()
+                .map(convert::settlements::partner_import)
+                .collect(),
+        }))
     }
 }
 

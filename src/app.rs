@@ -20,7 +20,7 @@ use crate::{
         ConfiguredPartner, Partner, Partners, grpc::GrpcPartner, sandbox::Sandbox, walley::Walley,
         wepay::Wepay,
     },
-    payments::{Payments, Settings},
+    payments::{Payments, Settings, SettlementSettings},
     resolver::Resolver,
     store::{
         Store,
@@ -30,9 +30,10 @@ use crate::{
     webhooks::{Secrets, Webhooks},
 };
 
-const SERVICES: [&str; 4] = [
+const SERVICES: [&str; 5] = [
     "payment_orchestrator.v1.SessionService",
     "payment_orchestrator.v1.PaymentService",
+    "payment_orchestrator.v1.SettlementService",
     "payment_orchestrator.v1.AdminService",
     "payment_orchestrator.v1.PartnerEventService",
 ];
@@ -46,6 +47,10 @@ pub struct App {
     resolver: Resolver,
     /// Zero: no background loop (tests step the resolver themselves).
     resolver_interval: Duration,
+    /// Zero: settlements are imported on demand only.
+    settlement_import_interval: Duration,
+    /// This replica's id (it holds settlement import leases).
+    replica: uuid::Uuid,
     server: ServerSettings,
 }
 
@@ -96,6 +101,12 @@ impl App {
             operation_lease: config.operation_lease,
             max_resolution_age: config.max_resolution_age,
             authorization_lifetime: config.authorization_lifetime,
+            settlements: SettlementSettings {
+                look_back_days: u32::try_from(config.settlement_look_back.as_secs() / 86_400)
+                    .unwrap_or(u32::MAX),
+                retention: config.settlement_retention,
+                ..SettlementSettings::default()
+            },
             ..Settings::default()
         };
         let secrets = config
@@ -128,6 +139,8 @@ impl App {
             sandboxes,
             resolver,
             resolver_interval: config.resolver_interval,
+            settlement_import_interval: config.settlement_import_interval,
+            replica: uuid::Uuid::now_v7(),
             server: ServerSettings {
                 tls: tls_config(&config)?,
                 health_listener: match config.health_listen {
@@ -213,9 +226,17 @@ impl App {
         let admin = InterceptedService::new(
             proto::admin_service_server::AdminServiceServer::new(api::AdminService::new(
                 self.payments.clone(),
+                self.replica,
             ))
             .max_decoding_message_size(limit),
             auth(Required::Admin),
+        );
+        let settlements = InterceptedService::new(
+            proto::settlement_service_server::SettlementServiceServer::new(
+                api::SettlementService::new(self.payments.clone()),
+            )
+            .max_decoding_message_size(limit),
+            auth(Required::MerchantOrAdmin),
         );
         let partner_events = InterceptedService::new(
             proto::partner_event_service_server::PartnerEventServiceServer::new(
@@ -263,6 +284,23 @@ impl App {
                     let _ = stopped.wait_for(|stop| *stop).await;
                 });
             tokio::spawn(run)
+        });
+
+        let importer = (!self.settlement_import_interval.is_zero()).then(|| {
+            let (payments, replica) = (self.payments.clone(), self.replica);
+            let interval = self.settlement_import_interval;
+            let mut stopped = stopped.clone();
+            tokio::spawn(async move {
+                loop {
+                    if let Err(error) = payments.import_settlements(None, replica).await {
+                        tracing::warn!(%error, "settlement import failed; the next one retries");
+                    }
+                    tokio::select! {
+                        _ = stopped.wait_for(|stop| *stop) => return,
+                        () = tokio::time::sleep(interval) => {}
+                    }
+                }
+            })
         });
 
         let address = self.listener.local_addr()?;
@@ -317,6 +355,7 @@ impl App {
             .add_service(reflection_v1alpha)
             .add_service(sessions)
             .add_service(payments)
+            .add_service(settlements)
             .add_service(admin)
             .add_service(partner_events)
             // Without TCP_NODELAY small gRPC frames wait for delayed ACKs (~40 ms).
@@ -328,6 +367,9 @@ impl App {
             .context("gRPC server")?;
         if let Some(resolver) = resolver {
             let _ = resolver.await;
+        }
+        if let Some(importer) = importer {
+            let _ = importer.await;
         }
         let _ = readiness.await;
         if let Some(health_only) = health_only {

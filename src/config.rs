@@ -211,6 +211,21 @@ pub struct Config {
     #[arg(long, env = "PAYMENT_ORCHESTRATOR_RESOLVER_INTERVAL", default_value = "500ms", value_parser = parse_duration)]
     pub resolver_interval: Duration,
 
+    /// How often every replica imports the partners' new settlements (one
+    /// replica per partner at a time); `0s` turns it off
+    /// (`AdminService.ImportSettlements` still imports on demand).
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_SETTLEMENT_IMPORT_INTERVAL", default_value = "1h", value_parser = parse_duration)]
+    pub settlement_import_interval: Duration,
+
+    /// Settlements are looked for this far back on every import.
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_SETTLEMENT_LOOK_BACK", default_value = "7d", value_parser = parse_duration)]
+    pub settlement_look_back: Duration,
+
+    /// How long imported settlements, their lines and reconciliation issues
+    /// are kept.
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_SETTLEMENT_RETENTION", default_value = "400d", value_parser = parse_duration)]
+    pub settlement_retention: Duration,
+
     /// How long a replica holds due items it took before another may.
     #[arg(long, env = "PAYMENT_ORCHESTRATOR_RESOLVER_LEASE", default_value = "30s", value_parser = parse_duration)]
     pub resolver_lease: Duration,

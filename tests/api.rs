@@ -22,6 +22,7 @@ mod api {
     mod resolution;
     mod round_trips;
     mod sessions;
+    mod settlements;
     mod store_contract;
     mod tls;
     mod traces;

@@ -9,6 +9,8 @@ use tonic::Status;
 use tonic_types::FieldViolation;
 use uuid::Uuid;
 
+pub mod settlements;
+
 use super::{error::invalid_argument, proto};
 use crate::{
     domain::{

@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime};
 use futures_util::{StreamExt, stream};
 use uuid::Uuid;
 
-use super::{Payments, PaymentError};
+use super::{PaymentError, Payments};
 use crate::{
     domain::{
         money::Amount,
@@ -152,9 +152,8 @@ impl Payments {
             return Ok(result);
         }
         let today = Day::of(self.clock.now());
-        let since = Day::from_days(
-            today.days() - i64::from(self.settings.settlements.look_back_days),
-        );
+        let since =
+            Day::from_days(today.days() - i64::from(self.settings.settlements.look_back_days));
         let reports = match self.partners.settlements(partner, since).await {
             Ok(reports) => reports,
             Err(error) => {
@@ -193,7 +192,11 @@ impl Payments {
         Ok(result)
     }
 
-    async fn renew_import_lease(&self, partner: &str, importer: Uuid) -> Result<bool, PaymentError> {
+    async fn renew_import_lease(
+        &self,
+        partner: &str,
+        importer: Uuid,
+    ) -> Result<bool, PaymentError> {
         Ok(self
             .store
             .take_lease(
@@ -224,7 +227,10 @@ impl Payments {
         let mut index = 0u64;
         let mut page_number = 1;
         loop {
-            let page = match self.settlement_page(partner, &report.reference, page_number).await {
+            let page = match self
+                .settlement_page(partner, &report.reference, page_number)
+                .await
+            {
                 Ok(page) => page,
                 Err(error) => return Ok(Err(error)),
             };
@@ -267,7 +273,10 @@ impl Payments {
             self.renew_import_lease(partner, importer).await?;
         }
         let Ok(totals) = totals.with_fees(report.fees) else {
-            return Ok(Err(format!("settlement {}: its totals overflow", report.reference)));
+            return Ok(Err(format!(
+                "settlement {}: its totals overflow",
+                report.reference
+            )));
         };
         let mismatched = self.count_issues(id, index).await?;
         let settlement = Settlement {
@@ -282,7 +291,9 @@ impl Payments {
             merchant: self.settlement_owner(partner),
             imported_at: self.clock.now(),
         };
-        self.store.finish_settlement(&settlement, retain_until).await?;
+        self.store
+            .finish_settlement(&settlement, retain_until)
+            .await?;
         Ok(Ok((index, issues)))
     }
 
@@ -309,7 +320,9 @@ impl Payments {
                 Err(error) => return Err(format!("settlement {reference}: {}", describe(&error))),
             }
         }
-        Err(format!("settlement {reference}: the partner kept asking to try later"))
+        Err(format!(
+            "settlement {reference}: the partner kept asking to try later"
+        ))
     }
 
     /// Issues among a settlement's stored lines (all of them, also those an
@@ -354,7 +367,9 @@ impl Payments {
         note: &str,
         retain_until: SystemTime,
     ) -> Result<(SettlementTransaction, bool), PaymentError> {
-        let found = self.transaction_named(partner, &entry.action_reference).await?;
+        let found = self
+            .transaction_named(partner, &entry.action_reference)
+            .await?;
         let ours = found.as_ref().map(|(header, operation, leg)| {
             let tx = operation.transactions.iter().find(|tx| tx.leg == *leg);
             Ours {
@@ -539,7 +554,12 @@ fn describe(error: &PartnerError) -> String {
 }
 
 fn describe_issue(kind: Match, entry: &SettlementEntry, ours: Option<&Ours>) -> String {
-    let settled = format!("{} {} {}", entry.kind.as_str(), entry.amount, entry.currency);
+    let settled = format!(
+        "{} {} {}",
+        entry.kind.as_str(),
+        entry.amount,
+        entry.currency
+    );
     match (kind, ours) {
         (Match::UnknownToUs, _) | (_, None) => {
             format!("the partner settled a {settled} that no transaction of ours made")

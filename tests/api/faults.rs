@@ -21,11 +21,16 @@ use async_trait::async_trait;
 use payment_orchestrator::{
     api::proto::{self, OperationStatus, PaymentState, SessionStatus, TriggeredBy},
     clock::ManualClock,
-    domain::{operation::Operation, payment::Payment, session::Session},
+    domain::{
+        operation::Operation,
+        payment::Payment,
+        session::Session,
+        settlement::{ReconciliationIssue, Settlement, SettlementTransaction},
+    },
     store::{
-        Committed, DueItem, DueQueue, DueSummary, EventLog, ListQuery, ListedPayment, PaymentStore,
-        Step, Store, StoreError, StoredPayment, Versioned, WebhookDelivery, WebhookOutbox,
-        memory::MemoryStore, redis::RedisStore,
+        Committed, DueItem, DueQueue, DueSummary, EventLog, IssueQuery, ListQuery, ListedPayment,
+        PaymentStore, SettlementQuery, SettlementStore, Step, Store, StoreError, StoredPayment,
+        Versioned, WebhookDelivery, WebhookOutbox, memory::MemoryStore, redis::RedisStore,
     },
 };
 use tonic::Status;
@@ -169,6 +174,67 @@ impl EventLog for FaultyStore {
     ) -> Result<bool, StoreError> {
         self.call(self.inner.first_sighting(partner, event_id, ttl, now))
             .await
+    }
+}
+
+/// Settlements are not on the request path: passed through untouched.
+#[async_trait]
+impl SettlementStore for FaultyStore {
+    async fn settlement(&self, id: Uuid) -> Result<Option<Settlement>, StoreError> {
+        self.inner.settlement(id).await
+    }
+    async fn put_settlement_lines(
+        &self,
+        settlement: Uuid,
+        lines: &[SettlementTransaction],
+        retain_until: SystemTime,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .put_settlement_lines(settlement, lines, retain_until)
+            .await
+    }
+    async fn finish_settlement(
+        &self,
+        settlement: &Settlement,
+        retain_until: SystemTime,
+    ) -> Result<bool, StoreError> {
+        self.inner.finish_settlement(settlement, retain_until).await
+    }
+    async fn settlement_lines(
+        &self,
+        settlement: Uuid,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<SettlementTransaction>, StoreError> {
+        self.inner.settlement_lines(settlement, offset, limit).await
+    }
+    async fn list_settlements(
+        &self,
+        query: &SettlementQuery,
+    ) -> Result<Vec<(String, Settlement)>, StoreError> {
+        self.inner.list_settlements(query).await
+    }
+    async fn record_issue(
+        &self,
+        issue: &ReconciliationIssue,
+        retain_until: SystemTime,
+    ) -> Result<bool, StoreError> {
+        self.inner.record_issue(issue, retain_until).await
+    }
+    async fn list_issues(
+        &self,
+        query: &IssueQuery,
+    ) -> Result<Vec<(String, ReconciliationIssue)>, StoreError> {
+        self.inner.list_issues(query).await
+    }
+    async fn take_lease(
+        &self,
+        name: &str,
+        owner: Uuid,
+        now: SystemTime,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        self.inner.take_lease(name, owner, now, lease).await
     }
 }
 

@@ -1,0 +1,333 @@
+//! Settlements, their lines and reconciliation issues at the edge: list
+//! requests (filters, page sizes lowered to the maximum, page tokens tied to
+//! their filters) and the messages and CSV rows shown.
+
+use std::{fmt::Write as _, time::SystemTime};
+
+use sha2::{Digest, Sha256};
+use tonic::Status;
+use uuid::Uuid;
+
+use super::{Violations, proto, timestamp};
+use crate::{
+    domain::settlement::{
+        Day, EntryKind, Match, ReconciliationIssue, Settlement, SettlementTransaction, VatAmount,
+    },
+    payments::PartnerImport,
+    store::{IssueQuery, SettlementQuery},
+};
+
+pub const DEFAULT_PAGE_SIZE: usize = 50;
+pub const MAX_PAGE_SIZE: usize = 1000;
+pub const DEFAULT_LINES_PAGE_SIZE: usize = 1000;
+pub const MAX_LINES_PAGE_SIZE: usize = 5000;
+
+/// A page size: 0 is the default, more than the maximum is the maximum
+/// (AIP-158), a negative one is refused.
+fn page_size(v: &mut Violations, requested: i32, default: usize, max: usize) -> usize {
+    match usize::try_from(requested) {
+        Ok(0) => default,
+        Ok(size) => size.min(max),
+        Err(_) => {
+            v.add("page_size", "must not be negative");
+            default
+        }
+    }
+}
+
+fn digest(filters: &str) -> String {
+    hex::encode(&Sha256::digest(filters.as_bytes())[..8])
+}
+
+/// A page token: the cursor, tied to the filters it was issued for.
+pub fn page_token(filters: &str, cursor: &str) -> String {
+    hex::encode(format!("{}.{cursor}", digest(filters)))
+}
+
+fn cursor(v: &mut Violations, filters: &str, token: &str) -> Option<String> {
+    if token.is_empty() {
+        return None;
+    }
+    let cursor = hex::decode(token)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| {
+            let (tied, cursor) = text.split_once('.')?;
+            (tied == digest(filters)).then(|| cursor.to_owned())
+        });
+    if cursor.is_none() {
+        v.add(
+            "page_token",
+            "not a page token of this listing (filters must stay the same)",
+        );
+    }
+    cursor
+}
+
+fn day(v: &mut Violations, field: &str, text: &str) -> Option<Day> {
+    if text.is_empty() {
+        return None;
+    }
+    text.parse()
+        .map_err(|_| v.add(field, "must be a date of the form YYYY-MM-DD"))
+        .ok()
+}
+
+fn partner(v: &mut Violations, name: &str) -> Option<String> {
+    if name.is_empty() {
+        return None;
+    }
+    v.text("partner", name, false);
+    Some(name.to_owned())
+}
+
+fn instant(
+    v: &mut Violations,
+    field: &str,
+    value: Option<prost_types::Timestamp>,
+) -> Option<SystemTime> {
+    value.and_then(|t| {
+        SystemTime::try_from(t)
+            .map_err(|_| v.add(field, "not a valid timestamp"))
+            .ok()
+    })
+}
+
+/// The query of a ListSettlements request, and the filters its page tokens
+/// are tied to.
+pub fn list_settlements(
+    request: &proto::ListSettlementsRequest,
+) -> Result<(SettlementQuery, String), Status> {
+    let mut v = Violations::default();
+    let filters = format!(
+        "settlements|{}|{}|{}",
+        request.partner, request.from_date, request.to_date
+    );
+    let query = SettlementQuery {
+        partner: partner(&mut v, &request.partner),
+        merchant: None,
+        from: day(&mut v, "from_date", &request.from_date),
+        to: day(&mut v, "to_date", &request.to_date),
+        cursor: cursor(&mut v, &filters, &request.page_token),
+        limit: page_size(&mut v, request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
+    };
+    v.finish(|| (query, filters))
+}
+
+/// The settlement, the first line and how many lines of a
+/// ListSettlementTransactions request.
+pub fn list_settlement_transactions(
+    request: &proto::ListSettlementTransactionsRequest,
+) -> Result<(Uuid, u64, usize), Status> {
+    let mut v = Violations::default();
+    let id = v.id("settlement_id", &request.settlement_id);
+    let filters = format!("lines|{}", request.settlement_id);
+    let offset = cursor(&mut v, &filters, &request.page_token).and_then(|cursor| {
+        cursor
+            .parse::<u64>()
+            .map_err(|_| v.add("page_token", "not a page token of this listing"))
+            .ok()
+    });
+    let size = page_size(
+        &mut v,
+        request.page_size,
+        DEFAULT_LINES_PAGE_SIZE,
+        MAX_LINES_PAGE_SIZE,
+    );
+    v.finish(|| (id.unwrap_or_default(), offset.unwrap_or(0), size))
+}
+
+/// The token of the page of lines after `next`.
+pub fn lines_token(settlement: Uuid, next: u64) -> String {
+    page_token(&format!("lines|{settlement}"), &next.to_string())
+}
+
+pub fn list_issues(
+    request: &proto::ListReconciliationIssuesRequest,
+) -> Result<(IssueQuery, String), Status> {
+    let mut v = Violations::default();
+    let filters = format!(
+        "issues|{}|{}|{:?}|{:?}",
+        request.partner, request.kind, request.created_after, request.created_before
+    );
+    let kind = match proto::ReconciliationStatus::try_from(request.kind) {
+        Ok(proto::ReconciliationStatus::Unspecified) => None,
+        Ok(proto::ReconciliationStatus::Matched) | Err(_) => {
+            v.add(
+                "kind",
+                "an issue kind: AMOUNT_MISMATCH, UNKNOWN_TO_US or MISSING_FROM_SETTLEMENT",
+            );
+            None
+        }
+        Ok(kind) => Some(match_of(kind)),
+    };
+    let query = IssueQuery {
+        partner: partner(&mut v, &request.partner),
+        kind,
+        merchant: None,
+        created_after: instant(&mut v, "created_after", request.created_after),
+        created_before: instant(&mut v, "created_before", request.created_before),
+        cursor: cursor(&mut v, &filters, &request.page_token),
+        limit: page_size(&mut v, request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
+    };
+    v.finish(|| (query, filters))
+}
+
+fn match_of(status: proto::ReconciliationStatus) -> Match {
+    match status {
+        proto::ReconciliationStatus::AmountMismatch => Match::AmountMismatch,
+        proto::ReconciliationStatus::UnknownToUs => Match::UnknownToUs,
+        proto::ReconciliationStatus::MissingFromSettlement => Match::MissingFromSettlement,
+        _ => Match::Matched,
+    }
+}
+
+fn reconciliation(matched: Match) -> proto::ReconciliationStatus {
+    match matched {
+        Match::Matched => proto::ReconciliationStatus::Matched,
+        Match::AmountMismatch => proto::ReconciliationStatus::AmountMismatch,
+        Match::UnknownToUs => proto::ReconciliationStatus::UnknownToUs,
+        Match::MissingFromSettlement => proto::ReconciliationStatus::MissingFromSettlement,
+    }
+}
+
+fn vat(lines: &[VatAmount]) -> Vec<proto::VatAmount> {
+    lines
+        .iter()
+        .map(|vat| proto::VatAmount {
+            rate: vat.rate.normalize().to_string(),
+            amount: vat.amount.minor(),
+        })
+        .collect()
+}
+
+fn id_text(id: Option<Uuid>) -> String {
+    id.map(|id| id.to_string()).unwrap_or_default()
+}
+
+fn count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+pub fn settlement(settlement: &Settlement) -> proto::Settlement {
+    let totals = &settlement.totals;
+    proto::Settlement {
+        id: settlement.id.to_string(),
+        partner: settlement.partner.clone(),
+        reference: settlement.reference.clone(),
+        payout_reference: settlement.payout_reference.clone(),
+        settlement_date: settlement.date.to_string(),
+        currency: settlement.currency.code().to_owned(),
+        captured: totals.captured,
+        refunded: totals.refunded,
+        fees: totals.fees,
+        net: totals.net,
+        vat_per_rate: totals
+            .vat
+            .iter()
+            .map(|(rate, amount)| proto::VatAmount {
+                rate: rate.normalize().to_string(),
+                amount: *amount,
+            })
+            .collect(),
+        transaction_count: count(totals.count),
+        issue_count: count(settlement.issues),
+        imported_at: timestamp(settlement.imported_at),
+    }
+}
+
+pub fn settlement_transaction(line: &SettlementTransaction) -> proto::SettlementTransaction {
+    let entry = &line.entry;
+    proto::SettlementTransaction {
+        index: count(line.index),
+        kind: match entry.kind {
+            EntryKind::Capture => proto::SettlementEntryKind::Capture,
+            EntryKind::Refund => proto::SettlementEntryKind::Refund,
+        }
+        .into(),
+        amount: entry.amount.minor(),
+        currency: entry.currency.code().to_owned(),
+        order_reference: entry.order_reference.clone(),
+        partner_reference: entry.partner_reference.clone(),
+        action_reference: entry.action_reference.clone(),
+        transaction_date: entry.transaction_date.to_string(),
+        vat: vat(&entry.vat),
+        reconciliation: reconciliation(line.matched).into(),
+        payment_id: id_text(line.payment_id),
+        operation_id: id_text(line.operation_id),
+        partner_transaction_id: id_text(line.partner_transaction_id),
+    }
+}
+
+pub fn issue(issue: &ReconciliationIssue) -> proto::ReconciliationIssue {
+    proto::ReconciliationIssue {
+        id: issue.id.to_string(),
+        kind: reconciliation(issue.kind).into(),
+        partner: issue.partner.clone(),
+        settlement_id: id_text(issue.settlement_id),
+        line: issue.line.map_or(0, count),
+        payment_id: id_text(issue.payment_id),
+        operation_id: id_text(issue.operation_id),
+        partner_transaction_id: id_text(issue.partner_transaction_id),
+        reference: issue.reference.clone(),
+        currency: issue.currency.code().to_owned(),
+        expected: issue.expected.minor(),
+        settled: issue.settled.minor(),
+        description: issue.description.clone(),
+        created_at: timestamp(issue.created_at),
+    }
+}
+
+pub fn partner_import(import: &PartnerImport) -> proto::PartnerImport {
+    proto::PartnerImport {
+        partner: import.partner.clone(),
+        settlements: i32::try_from(import.settlements).unwrap_or(i32::MAX),
+        transactions: count(import.lines),
+        issues: count(import.issues),
+        busy: import.busy,
+        error: import.error.clone().unwrap_or_default(),
+    }
+}
+
+/// The CSV header row of an export.
+pub const CSV_HEADER: &str = "index,kind,amount,currency,order_reference,partner_reference,\
+action_reference,transaction_date,vat,reconciliation,payment_id,operation_id,\
+partner_transaction_id\n";
+
+/// A CSV field: quoted (with doubled quotes) when it holds a comma, a quote
+/// or a line break.
+fn field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_owned()
+    }
+}
+
+/// Appends a line's CSV row: the columns of ListSettlementTransactions, in
+/// the same spellings (enum values without their prefix).
+pub fn csv_row(out: &mut String, line: &SettlementTransaction) {
+    let row = settlement_transaction(line);
+    let vat = row
+        .vat
+        .iter()
+        .map(|v| format!("{}:{}", v.rate, v.amount))
+        .collect::<Vec<_>>()
+        .join("|");
+    let kind = line.entry.kind.as_str().to_ascii_uppercase();
+    let reconciliation = line.matched.as_str().to_ascii_uppercase();
+    let _ = writeln!(
+        out,
+        "{},{kind},{},{},{},{},{},{},{vat},{reconciliation},{},{},{}",
+        row.index,
+        row.amount,
+        row.currency,
+        field(&row.order_reference),
+        field(&row.partner_reference),
+        field(&row.action_reference),
+        row.transaction_date,
+        row.payment_id,
+        row.operation_id,
+        row.partner_transaction_id,
+    );
+}

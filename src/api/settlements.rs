@@ -1,0 +1,180 @@
+//! `SettlementService`: imported settlements, their lines (as messages and
+//! as CSV) and reconciliation issues, for merchants (their own) and admins
+//! (everyone's).
+
+use std::pin::Pin;
+
+use futures_util::Stream;
+use tonic::{Request, Response, Status};
+
+use super::{Merchant, Operator, convert::settlements as convert, error, proto};
+use crate::payments::{Payments, Viewer};
+
+/// Lines per CSV chunk of an export.
+const EXPORT_CHUNK_LINES: usize = 1000;
+
+#[derive(Debug, Clone)]
+pub struct SettlementService {
+    payments: Payments,
+}
+
+impl SettlementService {
+    pub fn new(payments: Payments) -> Self {
+        SettlementService { payments }
+    }
+}
+
+/// Who is asking: the merchant of the key, or an operator.
+fn viewer<T>(request: &Request<T>) -> Result<Viewer<'_>, Status> {
+    let extensions = request.extensions();
+    if let Some(Merchant(merchant)) = extensions.get::<Merchant>() {
+        return Ok(Viewer::Merchant(merchant));
+    }
+    if extensions.get::<Operator>().is_some() {
+        return Ok(Viewer::Operator);
+    }
+    // Only reachable if the service were mounted without the interceptor.
+    Err(Status::unauthenticated("missing or invalid API key"))
+}
+
+fn as_viewer(merchant: &Option<String>) -> Viewer<'_> {
+    match merchant {
+        Some(merchant) => Viewer::Merchant(merchant),
+        None => Viewer::Operator,
+    }
+}
+
+type CsvStream = Pin<Box<dyn Stream<Item = Result<proto::CsvChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl proto::settlement_service_server::SettlementService for SettlementService {
+    async fn list_settlements(
+        &self,
+        request: Request<proto::ListSettlementsRequest>,
+    ) -> Result<Response<proto::ListSettlementsResponse>, Status> {
+        let (query, filters) = convert::list_settlements(request.get_ref())?;
+        let limit = query.limit;
+        let page = self
+            .payments
+            .list_settlements(viewer(&request)?, query)
+            .await
+            .map_err(error::status_of)?;
+        let next_page_token = match page.last() {
+            Some((cursor, _)) if page.len() == limit => convert::page_token(&filters, cursor),
+            _ => String::new(),
+        };
+        Ok(Response::new(proto::ListSettlementsResponse {
+            settlements: page.iter().map(|(_, s)| convert::settlement(s)).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn get_settlement(
+        &self,
+        request: Request<proto::GetSettlementRequest>,
+    ) -> Result<Response<proto::Settlement>, Status> {
+        let id = super::convert::parse_id("settlement_id", &request.get_ref().settlement_id)?;
+        let settlement = self
+            .payments
+            .settlement(viewer(&request)?, id)
+            .await
+            .map_err(error::status_of)?;
+        Ok(Response::new(convert::settlement(&settlement)))
+    }
+
+    async fn list_settlement_transactions(
+        &self,
+        request: Request<proto::ListSettlementTransactionsRequest>,
+    ) -> Result<Response<proto::ListSettlementTransactionsResponse>, Status> {
+        let (id, offset, limit) = convert::list_settlement_transactions(request.get_ref())?;
+        let (settlement, lines) = self
+            .payments
+            .settlement_lines(viewer(&request)?, id, offset, limit)
+            .await
+            .map_err(error::status_of)?;
+        let total = settlement.totals.count;
+        let next = offset + lines.len() as u64;
+        let next_page_token = if next < total && !lines.is_empty() {
+            convert::lines_token(id, next)
+        } else {
+            String::new()
+        };
+        Ok(Response::new(proto::ListSettlementTransactionsResponse {
+            transactions: lines.iter().map(convert::settlement_transaction).collect(),
+            next_page_token,
+            total_size: i64::try_from(total).unwrap_or(i64::MAX),
+        }))
+    }
+
+    type ExportSettlementTransactionsStream = CsvStream;
+
+    async fn export_settlement_transactions(
+        &self,
+        request: Request<proto::ExportSettlementTransactionsRequest>,
+    ) -> Result<Response<CsvStream>, Status> {
+        let id = super::convert::parse_id("settlement_id", &request.get_ref().settlement_id)?;
+        let viewer = match viewer(&request)? {
+            Viewer::Merchant(merchant) => Some(merchant.to_owned()),
+            Viewer::Operator => None,
+        };
+        // Refuses an unknown or foreign settlement before the stream starts.
+        let settlement = self
+            .payments
+            .settlement(as_viewer(&viewer), id)
+            .await
+            .map_err(error::status_of)?;
+        let payments = self.payments.clone();
+        let total = settlement.totals.count;
+        let chunks = futures_util::stream::unfold(Some(0u64), move |next| {
+            let payments = payments.clone();
+            let viewer = viewer.clone();
+            async move {
+                let offset = next?;
+                let mut csv = String::new();
+                if offset == 0 {
+                    csv.push_str(convert::CSV_HEADER);
+                }
+                let lines = payments
+                    .settlement_lines(as_viewer(&viewer), id, offset, EXPORT_CHUNK_LINES)
+                    .await
+                    .map(|(_, lines)| lines);
+                match lines {
+                    Err(failure) => Some((Err(error::status_of(failure)), None)),
+                    Ok(lines) => {
+                        for line in &lines {
+                            convert::csv_row(&mut csv, line);
+                        }
+                        let after = offset + lines.len() as u64;
+                        let more = !lines.is_empty() && after < total;
+                        Some((Ok(proto::CsvChunk { csv }), more.then_some(after)))
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(chunks)))
+    }
+
+    async fn list_reconciliation_issues(
+        &self,
+        request: Request<proto::ListReconciliationIssuesRequest>,
+    ) -> Result<Response<proto::ListReconciliationIssuesResponse>, Status> {
+        let (query, filters) = convert::list_issues(request.get_ref())?;
+        let limit = query.limit;
+        let page = self
+            .payments
+            .reconciliation_issues(viewer(&request)?, query)
+            .await
+            .map_err(error::status_of)?;
+        let next_page_token = match page.last() {
+            Some((cursor, _)) if page.len() == limit => convert::page_token(&filters, cursor),
+            _ => String::new(),
+        };
+        Ok(Response::new(proto::ListReconciliationIssuesResponse {
+            issues: page
+                .iter()
+                .map(|(_, issue)| convert::issue(issue))
+                .collect(),
+            next_page_token,
+        }))
+    }
+}
