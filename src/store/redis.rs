@@ -937,14 +937,13 @@ impl RedisStore {
         if keys.len() != members.len() {
             return Err(corrupt("an index member"));
         }
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let records: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
-            .arg(&keys)
-            .query_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
+        // One GET each, sent concurrently (the records may sit in different
+        // slots of a cluster).
+        let records: Vec<Option<Vec<u8>>> = try_join_all(keys.iter().map(|key| {
+            let mut connection = self.connection();
+            async move { connection.get(key).await.map_err(unavailable) }
+        }))
+        .await?;
         let mut found = Vec::with_capacity(members.len());
         let mut gone = Vec::new();
         for (member, record) in members.into_iter().zip(records) {

@@ -21,11 +21,16 @@ use payment_orchestrator::{
         precondition::Precondition,
         priority::DefaultPriorities,
         session::{CaptureMode, Session, SessionStatus},
+        settlement::{
+            Day, EntryKind, Match, ReconciliationIssue, Settlement, SettlementEntry,
+            SettlementTransaction, Totals,
+        },
         status::TransactionStatus,
     },
     store::{
-        Committed, DueChange, DueItem, KeyChange, KeyState, ListQuery, OperationWrite,
-        OutboxChange, Outcome, PaymentWrite, Shard, Step, Store, Versioned, WebhookDelivery, Write,
+        Committed, DueChange, DueItem, IssueQuery, KeyChange, KeyState, ListQuery, OperationWrite,
+        OutboxChange, Outcome, PaymentWrite, SettlementQuery, Shard, Step, Store, Versioned,
+        WebhookDelivery, Write,
         memory::MemoryStore,
         redis::{RedisSettings, RedisStore},
     },
@@ -928,6 +933,254 @@ pub async fn a_partner_event_is_first_seen_once_within_its_memory(subject: Subje
     );
 }
 
+// ---- settlements ----
+
+fn settlement(partner: &str, reference: &str, date: &str) -> Settlement {
+    Settlement {
+        id: Settlement::id_for(partner, reference),
+        partner: partner.into(),
+        reference: reference.into(),
+        payout_reference: format!("payout-{reference}"),
+        date: date.parse().unwrap(),
+        currency: Currency::parse("EUR").unwrap(),
+        totals: Totals::default(),
+        issues: 0,
+        merchant: (partner == "walley").then(|| "demo".to_owned()),
+        imported_at: now(),
+    }
+}
+
+fn settlement_line(index: u64, amount: i64) -> SettlementTransaction {
+    SettlementTransaction {
+        index,
+        entry: SettlementEntry {
+            kind: EntryKind::Capture,
+            amount: Amount::from_minor(amount).unwrap(),
+            currency: Currency::parse("EUR").unwrap(),
+            order_reference: format!("order-{index}"),
+            partner_reference: format!("p-{index}"),
+            action_reference: format!("a-{index}"),
+            transaction_date: Day::from_days(20_000),
+            vat: Vec::new(),
+        },
+        matched: Match::Matched,
+        operation_id: None,
+        partner_transaction_id: None,
+        payment_id: None,
+    }
+}
+
+pub async fn settlements_are_stored_once_and_listed_by_date_with_filters(subject: Subject) {
+    let store = subject.store;
+    let keep = now() + Duration::from_secs(3600);
+    let first = settlement("ingenico", &format!("S-{}", Uuid::now_v7()), "2026-11-02");
+    let id = first.id;
+    let lines: Vec<SettlementTransaction> =
+        (0..7).map(|i| settlement_line(i, 100 + i as i64)).collect();
+    store
+        .put_settlement_lines(id, &lines[..4], keep)
+        .await
+        .unwrap();
+    // Written again (an import taken over midway): stored once, by index.
+    store
+        .put_settlement_lines(id, &lines[2..], keep)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.settlement(id).await.unwrap(),
+        None,
+        "not before it is finished"
+    );
+    assert!(store.finish_settlement(&first, keep).await.unwrap());
+    assert!(
+        !store.finish_settlement(&first, keep).await.unwrap(),
+        "stored once"
+    );
+    assert_eq!(store.settlement(id).await.unwrap(), Some(first.clone()));
+    assert_eq!(store.settlement_lines(id, 0, 100).await.unwrap(), lines);
+    assert_eq!(
+        store.settlement_lines(id, 5, 100).await.unwrap(),
+        lines[5..]
+    );
+    assert_eq!(store.settlement_lines(id, 2, 2).await.unwrap(), lines[2..4]);
+    assert!(store.settlement_lines(id, 7, 10).await.unwrap().is_empty());
+
+    let second = settlement("walley", &format!("S-{}", Uuid::now_v7()), "2026-11-01");
+    let third = settlement("ingenico", &format!("S-{}", Uuid::now_v7()), "2026-11-03");
+    for s in [&second, &third] {
+        assert!(store.finish_settlement(s, keep).await.unwrap());
+    }
+    let list = |query: SettlementQuery| {
+        let store = store.clone();
+        async move {
+            store
+                .list_settlements(&query)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(cursor, s)| (cursor, s.id))
+                .collect::<Vec<_>>()
+        }
+    };
+    let all = list(SettlementQuery {
+        limit: 10,
+        ..SettlementQuery::default()
+    })
+    .await;
+    let ids: Vec<Uuid> = all.iter().map(|(_, id)| *id).collect();
+    assert_eq!(ids, [second.id, first.id, third.id], "by date");
+    let paged = list(SettlementQuery {
+        limit: 1,
+        cursor: Some(all[0].0.clone()),
+        ..SettlementQuery::default()
+    })
+    .await;
+    assert_eq!(
+        paged.iter().map(|(_, id)| *id).collect::<Vec<_>>(),
+        [first.id]
+    );
+    let filtered = list(SettlementQuery {
+        partner: Some("ingenico".into()),
+        from: Some("2026-11-03".parse().unwrap()),
+        to: Some("2026-11-03".parse().unwrap()),
+        limit: 10,
+        ..SettlementQuery::default()
+    })
+    .await;
+    assert_eq!(
+        filtered.iter().map(|(_, id)| *id).collect::<Vec<_>>(),
+        [third.id]
+    );
+    let owned = list(SettlementQuery {
+        merchant: Some("demo".into()),
+        limit: 10,
+        ..SettlementQuery::default()
+    })
+    .await;
+    assert_eq!(
+        owned.iter().map(|(_, id)| *id).collect::<Vec<_>>(),
+        [second.id]
+    );
+}
+
+fn issue(
+    kind: Match,
+    partner: &str,
+    merchant: Option<&str>,
+    at: SystemTime,
+) -> ReconciliationIssue {
+    ReconciliationIssue {
+        id: ReconciliationIssue::id_for_missing(Uuid::now_v7()),
+        kind,
+        partner: partner.into(),
+        merchant: merchant.map(Into::into),
+        settlement_id: None,
+        line: None,
+        payment_id: None,
+        operation_id: None,
+        partner_transaction_id: None,
+        reference: "ref".into(),
+        currency: Currency::parse("EUR").unwrap(),
+        expected: Amount::from_minor(100).unwrap(),
+        settled: Amount::ZERO,
+        description: "missing".into(),
+        created_at: at,
+    }
+}
+
+pub async fn reconciliation_issues_are_recorded_once_and_listed_with_filters(subject: Subject) {
+    let store = subject.store;
+    let keep = now() + Duration::from_secs(3600);
+    let start = now();
+    let issues = [
+        issue(Match::UnknownToUs, "ingenico", None, start),
+        issue(
+            Match::AmountMismatch,
+            "ingenico",
+            Some("demo"),
+            start + Duration::from_secs(1),
+        ),
+        issue(
+            Match::MissingFromSettlement,
+            "walley",
+            Some("other"),
+            start + Duration::from_secs(2),
+        ),
+    ];
+    for issue in &issues {
+        assert!(store.record_issue(issue, keep).await.unwrap());
+        assert!(
+            !store.record_issue(issue, keep).await.unwrap(),
+            "recorded once"
+        );
+    }
+    let list = |query: IssueQuery| {
+        let store = store.clone();
+        async move {
+            store
+                .list_issues(&query)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(cursor, i)| (cursor, i.id))
+                .collect::<Vec<_>>()
+        }
+    };
+    let ids = |page: &[(String, Uuid)]| page.iter().map(|(_, id)| *id).collect::<Vec<_>>();
+    let after = |t| IssueQuery {
+        created_after: Some(t),
+        limit: 10,
+        ..IssueQuery::default()
+    };
+    let all = list(after(start)).await;
+    assert_eq!(ids(&all), issues.iter().map(|i| i.id).collect::<Vec<_>>());
+    let page = list(IssueQuery {
+        cursor: Some(all[0].0.clone()),
+        limit: 1,
+        ..after(start)
+    })
+    .await;
+    assert_eq!(ids(&page), [issues[1].id]);
+    let by_kind = list(IssueQuery {
+        kind: Some(Match::MissingFromSettlement),
+        ..after(start)
+    })
+    .await;
+    assert_eq!(ids(&by_kind), [issues[2].id]);
+    let by_partner_and_merchant = list(IssueQuery {
+        partner: Some("ingenico".into()),
+        merchant: Some("demo".into()),
+        ..after(start)
+    })
+    .await;
+    assert_eq!(ids(&by_partner_and_merchant), [issues[1].id]);
+    let before = list(IssueQuery {
+        created_before: Some(start + Duration::from_secs(1)),
+        ..after(start)
+    })
+    .await;
+    assert_eq!(ids(&before), [issues[0].id]);
+}
+
+pub async fn a_lease_is_held_by_one_owner_until_it_runs_out(subject: Subject) {
+    let store = subject.store;
+    let name = format!("contract-{}", Uuid::now_v7());
+    let (one, two) = (Uuid::now_v7(), Uuid::now_v7());
+    let lease = Duration::from_millis(300);
+    assert!(store.take_lease(&name, one, now(), lease).await.unwrap());
+    assert!(!store.take_lease(&name, two, now(), lease).await.unwrap());
+    assert!(
+        store.take_lease(&name, one, now(), lease).await.unwrap(),
+        "renewed"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        store.take_lease(&name, two, now(), lease).await.unwrap(),
+        "ran out"
+    );
+    assert!(!store.take_lease(&name, one, now(), lease).await.unwrap());
+}
+
 macro_rules! contract {
     ($subject:ident: $($name:ident),* $(,)?) => {
         mod $subject {
@@ -958,6 +1211,9 @@ macro_rules! contract_suite {
                 due_items_are_leased_and_come_back_after_the_lease,
                 webhook_deliveries_are_put_once_updated_and_deleted,
                 a_partner_event_is_first_seen_once_within_its_memory,
+                settlements_are_stored_once_and_listed_by_date_with_filters,
+                reconciliation_issues_are_recorded_once_and_listed_with_filters,
+                a_lease_is_held_by_one_owner_until_it_runs_out,
             );
         )*
     };
