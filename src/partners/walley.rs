@@ -31,6 +31,15 @@
 //! | 429, 503 | Unavailable: refused before processing |
 //! | 500, 502, 504, any other | Unknown |
 //! | no connection | Unavailable; a timeout or reset after sending: Unknown |
+//!
+//! Settlements come from the report API: `GET /reports/settlements?query=
+//! startDate:>=<day>` (pages of up to 1 000 settlements) and
+//! `GET /reports/settlements/{id}/transactions?page=&perPage=` (up to 5 000
+//! lines a page are asked for). Reading changes nothing, so every failure is
+//! Unavailable (tried again later), except `422` (the query is malformed) and
+//! `404` (no such settlement), which are Declined with Walley's words. A `409`
+//! (a request with the same idempotency key is still in progress) is
+//! Unavailable: try again later.
 
 pub mod wire;
 
@@ -41,11 +50,18 @@ use reqwest::StatusCode;
 use tokio::sync::Mutex;
 
 use super::{
-    Lookup, Partner, PartnerAnswer, PartnerError, PartnerRequest, Secret,
+    Lookup, Partner, PartnerAnswer, PartnerError, PartnerRequest, Secret, SettlementPage,
+    SettlementReport,
     http::{self, exchange_error, unreadable},
 };
-use crate::domain::operation::OperationKind;
-use wire::{ActionKind, ActionRequest, Item, Order, OrderEnvelope, Problem, TokenResponse};
+use crate::domain::{money::Amount, operation::OperationKind, settlement::Day};
+use wire::{
+    ActionKind, ActionRequest, Item, Order, OrderEnvelope, Problem, ReportPage, SettlementLine,
+    SettlementSummary, TokenResponse,
+};
+
+/// Settlements asked for per page of the settlement search (its maximum).
+const SETTLEMENTS_PER_PAGE: u32 = 1000;
 
 /// How to reach one Walley account.
 #[derive(Clone)]
@@ -215,6 +231,60 @@ impl Walley {
         })
     }
 
+    /// A page of the report API, as JSON.
+    async fn report<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<ReportPage<T>, PartnerError> {
+        let url = self.url(path);
+        let (status, body) = self
+            .exchange(|token| {
+                self.client
+                    .get(&url)
+                    .query(query)
+                    .bearer_auth(token.expose())
+                    .header("Accept", "application/json")
+            })
+            .await
+            .map_err(|error| match error {
+                // Reading changes nothing: whatever happened, try later.
+                PartnerError::Unknown { description } => PartnerError::Unavailable { description },
+                other => other,
+            })?;
+        match status.as_u16() {
+            200 => serde_json::from_slice(&body).map_err(|_| PartnerError::Unavailable {
+                description: "the partner's report could not be read".into(),
+            }),
+            404 | 422 => {
+                let problem = serde_json::from_slice::<Problem>(&body).unwrap_or_default();
+                Err(PartnerError::Declined {
+                    code: if problem.code.is_empty() {
+                        status.as_u16().to_string()
+                    } else {
+                        problem.code
+                    },
+                    description: format!(
+                        "the report API answered {}: {}",
+                        status.as_u16(),
+                        if problem.title.is_empty() {
+                            "the query was refused"
+                        } else {
+                            &problem.title
+                        }
+                    ),
+                })
+            }
+            409 => Err(unavailable(
+                "a report request with the same idempotency key is in progress; try later",
+            )),
+            401 => Err(unavailable("the partner refused our credentials")),
+            _ => Err(unavailable(&format!(
+                "the partner's report API answered {status}"
+            ))),
+        }
+    }
+
     fn action(&self, request: &PartnerRequest, description: &str) -> ActionRequest {
         ActionRequest {
             amount: http::major(request.amount, request.currency),
@@ -299,6 +369,23 @@ fn action_answer(action: &wire::Action, reference: &str) -> Result<PartnerAnswer
     }
 }
 
+/// A settlement as the port lists it; its day is the last day it covers.
+fn report_of(summary: &SettlementSummary) -> Result<SettlementReport, PartnerError> {
+    let unreadable = |what: &str| PartnerError::Unavailable {
+        description: format!("settlement {} has an unreadable {what}", summary.id),
+    };
+    let currency = crate::domain::money::Currency::parse(&summary.currency)
+        .map_err(|_| unreadable("currency"))?;
+    Ok(SettlementReport {
+        reference: summary.id.clone(),
+        payout_reference: summary.reference.clone(),
+        date: wire::report_day(&summary.end_date).ok_or_else(|| unreadable("endDate"))?,
+        currency,
+        fees: Amount::ZERO,
+        transactions: 0,
+    })
+}
+
 #[async_trait]
 impl Partner for Walley {
     /// An order id: 1-128 characters, no spaces or slashes.
@@ -362,6 +449,62 @@ impl Partner for Walley {
     }
 
     /// Reads the order: the action with our reference tells what happened.
+    async fn settlements(&self, since: Day) -> Result<Vec<SettlementReport>, PartnerError> {
+        let mut reports = Vec::new();
+        let mut page = 1;
+        loop {
+            let listed: ReportPage<SettlementSummary> = self
+                .report(
+                    "/reports/settlements",
+                    &[
+                        ("query", format!("startDate:>={since}")),
+                        ("page", page.to_string()),
+                        ("perPage", SETTLEMENTS_PER_PAGE.to_string()),
+                    ],
+                )
+                .await?;
+            for summary in &listed.data {
+                reports.push(report_of(summary)?);
+            }
+            if listed.data.is_empty() || page >= listed.meta_data.number_of_pages {
+                break;
+            }
+            page += 1;
+        }
+        reports.sort_by(|a, b| (a.date, &a.reference).cmp(&(b.date, &b.reference)));
+        Ok(reports)
+    }
+
+    async fn settlement_page(
+        &self,
+        reference: &str,
+        page: u32,
+        per_page: u32,
+    ) -> Result<SettlementPage, PartnerError> {
+        let listed: ReportPage<SettlementLine> = self
+            .report(
+                &format!(
+                    "/reports/settlements/{}/transactions",
+                    path_segment(reference)
+                ),
+                &[
+                    ("page", page.to_string()),
+                    ("perPage", per_page.to_string()),
+                ],
+            )
+            .await?;
+        let today = Day::of(std::time::SystemTime::now());
+        Ok(SettlementPage {
+            entries: listed
+                .data
+                .iter()
+                .map(|line| line.entry(today))
+                .collect::<Result<_, _>>()?,
+            total: listed.meta_data.total_number_of_records,
+            pages: listed.meta_data.number_of_pages,
+        })
+    }
+
     async fn lookup(
         &self,
         request: &PartnerRequest,

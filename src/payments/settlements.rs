@@ -154,10 +154,10 @@ impl Payments {
         let today = Day::of(self.clock.now());
         let since =
             Day::from_days(today.days() - i64::from(self.settings.settlements.look_back_days));
-        let reports = match self.partners.settlements(partner, since).await {
+        let reports = match self.list_reports(partner, since).await {
             Ok(reports) => reports,
             Err(error) => {
-                result.error = Some(describe(&error));
+                result.error = Some(error);
                 return Ok(result);
             }
         };
@@ -295,6 +295,27 @@ impl Payments {
             .finish_settlement(&settlement, retain_until)
             .await?;
         Ok(Ok((index, issues)))
+    }
+
+    /// The partner's settlements since `since`; "try later" answers are
+    /// retried with a short backoff.
+    async fn list_reports(
+        &self,
+        partner: &str,
+        since: Day,
+    ) -> Result<Vec<SettlementReport>, String> {
+        let mut pause = Duration::from_millis(200);
+        for attempt in 1..=PAGE_ATTEMPTS {
+            match self.partners.settlements(partner, since).await {
+                Ok(reports) => return Ok(reports),
+                Err(PartnerError::Unavailable { .. }) if attempt < PAGE_ATTEMPTS => {
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                Err(error) => return Err(describe(&error)),
+            }
+        }
+        Err("the partner kept asking to try later".into())
     }
 
     /// A page of a partner's report; "try later" answers are retried with a

@@ -94,6 +94,9 @@ impl TestServer {
                 // The tests step the resolver themselves, at the time they choose.
                 "--resolver-interval",
                 "0s",
+                // And import settlements when they ask.
+                "--settlement-import-interval",
+                "0s",
             ]
             .into_iter()
             .chain(extra.iter().copied())

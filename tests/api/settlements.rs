@@ -354,3 +354,216 @@ async fn a_settlement_is_imported_once_with_exact_totals_and_every_discrepancy_f
     assert_eq!(events[0]["issue"]["kind"], "AMOUNT_MISMATCH");
     assert_eq!(events[0]["issue"]["settled"], 4_000);
 }
+
+/// Walley through its report API, the simulation run as a real process.
+mod walley {
+    use serde_json::json;
+
+    use super::*;
+    use crate::api::simulator::Partners;
+
+    async fn server(partners: &Partners) -> TestServer {
+        let flags = config_file(&partners.config);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        TestServer::start_with(&flags).await
+    }
+
+    async fn all_lines(
+        client: &mut Settlements,
+        id: &str,
+        page_size: i32,
+    ) -> (usize, Vec<proto::SettlementTransaction>) {
+        let mut lines = Vec::new();
+        let mut token = String::new();
+        let mut pages = 0;
+        loop {
+            let page = client
+                .list_settlement_transactions(proto::ListSettlementTransactionsRequest {
+                    settlement_id: id.into(),
+                    page_size,
+                    page_token: token,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            pages += 1;
+            assert_eq!(page.total_size, 12_000);
+            lines.extend(page.transactions);
+            if page.next_page_token.is_empty() {
+                return (pages, lines);
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn twelve_thousand_lines_are_read_and_listed_in_pages_of_five_thousand_and_exported_alike()
+     {
+        let partners = Partners::start().await;
+        let server = server(&partners).await;
+        let order = partners
+            .walley
+            .order(json!({ "amount": 125.00, "currency": "EUR" }))
+            .await;
+        let payment = authorized_in(
+            &server,
+            "EUR",
+            vec![leg("walley", "invoice", 12_500, &order)],
+        )
+        .await;
+        let mut request = capture(&payment, Some(12_500));
+        request.items = vec![line("shoe", 2, 5_000, "25")];
+        server.payments().capture(request).await.unwrap();
+        // Accepted (202): succeeded once the order shows it processed.
+        server.resolve_after(Duration::from_secs(2)).await;
+        let mut request = refund(&payment, Some(2_500));
+        request.items = vec![line("shoe-part", 1, 2_000, "25")];
+        server.payments().refund(request).await.unwrap();
+        server.resolve_after(Duration::from_secs(2)).await;
+        // Walley settles them with 11 998 purchases of 1.00 nobody sent us.
+        partners
+            .walley
+            .post("/_sim/settlements", json!({ "synthetic": 11_998 }))
+            .await;
+        // Twice "a request with this key is in progress", then the answer.
+        partners.walley.fail_next(409, 2).await;
+
+        let imports = import(&server).await;
+        let walley = imports.iter().find(|i| i.partner == "walley").unwrap();
+        assert_eq!(
+            (
+                walley.settlements,
+                walley.transactions,
+                walley.issues,
+                walley.error.as_str()
+            ),
+            (1, 12_000, 11_998, ""),
+            "{imports:?}"
+        );
+        assert_eq!(
+            partners.walley.requests("/reports/settlements").await,
+            3,
+            "409, 409, 200"
+        );
+        assert_eq!(
+            partners.walley.requests("/transactions").await,
+            3,
+            "12 000 lines in pages of 5 000"
+        );
+
+        let mut admin = settlements_as(&server, ADMIN_KEY);
+        let settlement = admin
+            .list_settlements(proto::ListSettlementsRequest {
+                partner: "walley".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .settlements
+            .remove(0);
+        // 125.00 + 11 998 × 1.00 captured, 25.00 refunded; VAT 25.00 − 5.00 +
+        // 11 998 × 0.20 at 25 %.
+        assert_eq!(
+            (settlement.captured, settlement.refunded, settlement.net),
+            (1_212_300, 2_500, 1_209_800)
+        );
+        assert_eq!(
+            settlement
+                .vat_per_rate
+                .iter()
+                .map(|v| (v.rate.as_str(), v.amount))
+                .collect::<Vec<_>>(),
+            [("25", 241_960)]
+        );
+        assert_eq!(
+            (settlement.transaction_count, settlement.issue_count),
+            (12_000, 11_998)
+        );
+
+        // Page sizes above 5 000 are lowered to it: three pages.
+        let (pages, lines) = all_lines(&mut admin, &settlement.id, 100_000).await;
+        assert_eq!((pages, lines.len()), (3, 12_000));
+        let matched: Vec<_> = lines
+            .iter()
+            .filter(|l| l.reconciliation() == proto::ReconciliationStatus::Matched)
+            .map(|l| (l.kind(), l.amount))
+            .collect();
+        assert_eq!(
+            matched,
+            [
+                (proto::SettlementEntryKind::Capture, 12_500),
+                (proto::SettlementEntryKind::Refund, 2_500)
+            ]
+        );
+        let rows = export(&mut admin, &settlement.id).await;
+        assert_eq!(rows.len(), 12_001);
+        for (row, line) in rows[1..].iter().zip(&lines) {
+            let vat = line
+                .vat
+                .iter()
+                .map(|v| format!("{}:{}", v.rate, v.amount))
+                .collect::<Vec<_>>()
+                .join("|");
+            assert_eq!(
+                [
+                    &row[0], &row[2], &row[3], &row[5], &row[6], &row[7], &row[8]
+                ],
+                [
+                    &line.index.to_string(),
+                    &line.amount.to_string(),
+                    &line.currency,
+                    &line.partner_reference,
+                    &line.action_reference,
+                    &line.transaction_date,
+                    &vat
+                ]
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_report_query_is_surfaced_and_the_next_import_succeeds() {
+        let partners = Partners::start().await;
+        let server = server(&partners).await;
+        let order = partners
+            .walley
+            .order(json!({ "amount": 10.00, "currency": "EUR" }))
+            .await;
+        let payment = authorized_in(
+            &server,
+            "EUR",
+            vec![leg("walley", "invoice", 1_000, &order)],
+        )
+        .await;
+        server
+            .payments()
+            .capture(capture(&payment, None))
+            .await
+            .unwrap();
+        server.resolve_after(Duration::from_secs(2)).await;
+        partners.walley.post("/_sim/settlements", json!({})).await;
+
+        partners.walley.fail_next(422, 1).await;
+        let imports = import(&server).await;
+        let walley = imports.iter().find(|i| i.partner == "walley").unwrap();
+        assert_eq!(walley.settlements, 0);
+        assert!(
+            walley.error.contains("422"),
+            "the error says what Walley answered: {:?}",
+            walley.error
+        );
+        assert_eq!(
+            partners.walley.requests("/reports/settlements").await,
+            1,
+            "not retried"
+        );
+
+        let imports = import(&server).await;
+        let walley = imports.iter().find(|i| i.partner == "walley").unwrap();
+        assert_eq!(
+            (walley.settlements, walley.transactions, walley.issues),
+            (1, 1, 0)
+        );
+    }
+}

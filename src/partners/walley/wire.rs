@@ -152,3 +152,161 @@ pub struct Problem {
     #[serde(default)]
     pub title: String,
 }
+
+/// A page of Walley's report API: `data`, `links`, `metaData`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportPage<T> {
+    pub data: Vec<T>,
+    #[serde(default)]
+    pub links: Links,
+    pub meta_data: MetaData,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Links {
+    #[serde(rename = "self", default, skip_serializing_if = "Option::is_none")]
+    pub this: Option<Link>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<Link>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    pub method: String,
+    pub href: String,
+    pub query: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetaData {
+    pub total_number_of_records: u64,
+    pub number_of_pages: u32,
+    pub current_page: u32,
+    pub range: Range,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Range {
+    pub from: u64,
+    pub to: u64,
+}
+
+/// `GET /reports/settlements`: one settlement of a store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SettlementSummary {
+    pub id: String,
+    /// `2022-12-30T00:00:00`: the period settled.
+    pub start_date: String,
+    pub end_date: String,
+    #[serde(default)]
+    pub store_id: i64,
+    pub currency: String,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    pub total_amount: Decimal,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    pub captured: Decimal,
+    /// Negative.
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    pub refunded: Decimal,
+    /// The payout's reference.
+    #[serde(default)]
+    pub reference: String,
+    #[serde(default)]
+    pub paid_out_at: Option<String>,
+}
+
+/// `GET /reports/settlements/{id}/transactions`: one line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SettlementLine {
+    #[serde(default)]
+    pub customer_number: String,
+    /// Negative for returns.
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    pub amount: Decimal,
+    #[serde(default)]
+    pub purchase_date: Option<String>,
+    #[serde(default)]
+    pub transaction_date: Option<String>,
+    #[serde(default)]
+    pub invoice_number: String,
+    #[serde(default)]
+    pub order_number: String,
+    /// `Purchase` or `Return`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub total_vat_amount_per_rate: Vec<VatPerRate>,
+    pub currency: String,
+    #[serde(default)]
+    pub settlement_date: Option<String>,
+    #[serde(default)]
+    pub payout_reference: Option<String>,
+    #[serde(default)]
+    pub action_reference: Option<String>,
+    #[serde(default)]
+    pub order_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VatPerRate {
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    pub vat_rate: Decimal,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    pub amount: Decimal,
+}
+
+/// The day of a report date (`2022-12-30` or `2022-12-30T00:00:00…`).
+pub fn report_day(text: &str) -> Option<crate::domain::settlement::Day> {
+    text.get(..10)?.parse().ok()
+}
+
+impl SettlementLine {
+    /// Our settlement entry: the kind from `type`, amounts in minor units.
+    pub fn entry(
+        &self,
+        settlement_day: crate::domain::settlement::Day,
+    ) -> Result<crate::domain::settlement::SettlementEntry, crate::partners::PartnerError> {
+        use crate::domain::settlement::{EntryKind, SettlementEntry, VatAmount};
+        let unreadable = |what: &str| crate::partners::PartnerError::Unavailable {
+            description: format!("a settlement line has an unreadable {what}"),
+        };
+        let currency = Currency::parse(&self.currency).map_err(|_| unreadable("currency"))?;
+        let kind = match self.kind.as_str() {
+            "Purchase" => EntryKind::Capture,
+            "Return" => EntryKind::Refund,
+            _ => return Err(unreadable("type")),
+        };
+        let vat = self
+            .total_vat_amount_per_rate
+            .iter()
+            .map(|vat| {
+                Ok(VatAmount {
+                    rate: vat.vat_rate.normalize(),
+                    amount: http::minor(vat.amount.abs(), currency)?,
+                })
+            })
+            .collect::<Result<_, crate::partners::PartnerError>>()?;
+        Ok(SettlementEntry {
+            kind,
+            amount: http::minor(self.amount.abs(), currency)?,
+            currency,
+            order_reference: self.order_number.clone(),
+            partner_reference: self
+                .order_id
+                .clone()
+                .unwrap_or_else(|| self.invoice_number.clone()),
+            action_reference: self.action_reference.clone().unwrap_or_default(),
+            transaction_date: self
+                .transaction_date
+                .as_deref()
+                .and_then(report_day)
+                .unwrap_or(settlement_day),
+            vat,
+        })
+    }
+}
