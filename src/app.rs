@@ -105,6 +105,7 @@ impl App {
                 look_back_days: u32::try_from(config.settlement_look_back.as_secs() / 86_400)
                     .unwrap_or(u32::MAX),
                 retention: config.settlement_retention,
+                missing_after: config.settlement_missing_after,
                 ..SettlementSettings::default()
             },
             ..Settings::default()

@@ -221,6 +221,12 @@ pub struct Config {
     #[arg(long, env = "PAYMENT_ORCHESTRATOR_SETTLEMENT_LOOK_BACK", default_value = "7d", value_parser = parse_duration)]
     pub settlement_look_back: Duration,
 
+    /// A successful capture or refund at a partner that reports settlements
+    /// and that no settlement showed this long after it succeeded is flagged
+    /// `MISSING_FROM_SETTLEMENT`.
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_SETTLEMENT_MISSING_AFTER", default_value = "3d", value_parser = parse_duration)]
+    pub settlement_missing_after: Duration,
+
     /// How long imported settlements, their lines and reconciliation issues
     /// are kept.
     #[arg(long, env = "PAYMENT_ORCHESTRATOR_SETTLEMENT_RETENTION", default_value = "400d", value_parser = parse_duration)]

@@ -138,6 +138,12 @@ pub trait Partner: Send + Sync + std::fmt::Debug {
         reference: Option<&str>,
     ) -> Result<Lookup, PartnerError>;
 
+    /// Whether the partner reports settlements: then a successful capture
+    /// or refund that no settlement shows in time is an issue.
+    fn settles(&self) -> bool {
+        false
+    }
+
     /// The settlements the partner closed on or after `since`, oldest
     /// first. A partner without settlement reports has none.
     async fn settlements(&self, _since: Day) -> Result<Vec<SettlementReport>, PartnerError> {

@@ -180,14 +180,17 @@ pub enum DueItem {
     AuthorizationExpiry { payment: Uuid },
     /// A webhook to (re)deliver.
     Webhook { delivery: Uuid },
+    /// A capture or refund that succeeded: by now a settlement should have
+    /// shown it.
+    SettlementCheck { payment: Uuid, operation: Uuid },
 }
 
 impl DueItem {
     pub fn shard(&self) -> Shard {
         match self {
-            DueItem::Operation { payment, .. } | DueItem::AuthorizationExpiry { payment } => {
-                Shard::of(*payment)
-            }
+            DueItem::Operation { payment, .. }
+            | DueItem::AuthorizationExpiry { payment }
+            | DueItem::SettlementCheck { payment, .. } => Shard::of(*payment),
             DueItem::Webhook { delivery } => Shard::of(*delivery),
         }
     }
@@ -198,6 +201,7 @@ impl DueItem {
             DueItem::Operation { payment, operation } => format!("o:{payment}:{operation}"),
             DueItem::AuthorizationExpiry { payment } => format!("x:{payment}"),
             DueItem::Webhook { delivery } => format!("w:{delivery}"),
+            DueItem::SettlementCheck { payment, operation } => format!("c:{payment}:{operation}"),
         }
     }
 
@@ -217,6 +221,13 @@ impl DueItem {
             "w" => DueItem::Webhook {
                 delivery: Uuid::try_parse(rest).ok()?,
             },
+            "c" => {
+                let (payment, operation) = rest.split_once(':')?;
+                DueItem::SettlementCheck {
+                    payment: Uuid::try_parse(payment).ok()?,
+                    operation: Uuid::try_parse(operation).ok()?,
+                }
+            }
             _ => return None,
         })
     }
@@ -610,6 +621,14 @@ pub trait SettlementStore: Send + Sync {
         &self,
         query: &IssueQuery,
     ) -> Result<Vec<(String, ReconciliationIssue)>, StoreError>;
+    /// Notes which settlement showed each of our partner transactions.
+    async fn mark_settled(
+        &self,
+        settled: &[(Uuid, Uuid)],
+        retain_until: SystemTime,
+    ) -> Result<(), StoreError>;
+    /// The settlement that showed a partner transaction, if one did.
+    async fn settled_in(&self, transaction: Uuid) -> Result<Option<Uuid>, StoreError>;
     /// Takes (or renews) the lease `name` for `owner` until `now + lease`;
     /// `false` while another owner holds it.
     async fn take_lease(
@@ -653,6 +672,10 @@ mod tests {
             DueItem::AuthorizationExpiry { payment },
             DueItem::Webhook {
                 delivery: Shard::of(payment).stamp(Uuid::now_v7()),
+            },
+            DueItem::SettlementCheck {
+                payment,
+                operation: Uuid::now_v7(),
             },
         ];
         for item in items {

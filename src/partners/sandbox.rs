@@ -661,6 +661,10 @@ impl Partner for Sandbox {
         self.ledger().lookup(&request.idempotency_key)
     }
 
+    fn settles(&self) -> bool {
+        true
+    }
+
     /// Closes what was executed since the last listing, then lists.
     async fn settlements(&self, since: Day) -> Result<Vec<SettlementReport>, PartnerError> {
         let mut ledger = self.ledger();

@@ -449,6 +449,10 @@ impl Partner for Walley {
     }
 
     /// Reads the order: the action with our reference tells what happened.
+    fn settles(&self) -> bool {
+        true
+    }
+
     async fn settlements(&self, since: Day) -> Result<Vec<SettlementReport>, PartnerError> {
         let mut reports = Vec::new();
         let mut page = 1;

@@ -97,6 +97,10 @@ impl Payments {
             }
             DueItem::AuthorizationExpiry { payment } => self.expire_authorization(payment).await,
             DueItem::Webhook { delivery } => self.deliver_webhook(delivery).await,
+            DueItem::SettlementCheck { payment, operation } => {
+                self.check_settled(payment, operation).await?;
+                self.drop_item(item.clone()).await
+            }
         }
     }
 

@@ -58,6 +58,9 @@ pub struct SettlementSettings {
     /// How long one replica holds a partner's import before another may
     /// take it over (renewed with every page).
     pub import_lease: Duration,
+    /// A successful capture or refund that no settlement showed this long
+    /// after it succeeded is `MISSING_FROM_SETTLEMENT`.
+    pub missing_after: Duration,
 }
 
 impl Default for SettlementSettings {
@@ -66,6 +69,7 @@ impl Default for SettlementSettings {
             look_back_days: 7,
             retention: Duration::from_secs(400 * 86_400),
             import_lease: Duration::from_secs(300),
+            missing_after: Duration::from_secs(3 * 86_400),
         }
     }
 }
@@ -266,6 +270,12 @@ impl Payments {
             self.store
                 .put_settlement_lines(id, &lines, retain_until)
                 .await?;
+            let ours: Vec<(Uuid, Uuid)> = lines
+                .iter()
+                .filter_map(|line| line.partner_transaction_id)
+                .map(|transaction| (transaction, id))
+                .collect();
+            self.store.mark_settled(&ours, retain_until).await?;
             if page_number >= page.pages {
                 break;
             }
@@ -491,6 +501,67 @@ impl Payments {
             self.store.commit(step).await?;
         }
         Ok(true)
+    }
+
+    /// A capture or refund succeeded `missing_after` ago: each of its
+    /// successful transactions at a partner that reports settlements must
+    /// have been in one by now, else it is `MISSING_FROM_SETTLEMENT`.
+    pub(super) async fn check_settled(
+        &self,
+        payment: Uuid,
+        operation: Uuid,
+    ) -> Result<u64, PaymentError> {
+        let Some((header, operation)) = self.store.operation(payment, operation).await? else {
+            return Ok(0);
+        };
+        let retain_until = self.clock.now() + self.settings.settlements.retention;
+        let mut missing = 0;
+        for tx in &operation.transactions {
+            let Some(leg) = header.value.legs.get(tx.leg) else {
+                continue;
+            };
+            let settles = self
+                .partners
+                .get(&leg.partner)
+                .is_some_and(|p| p.adapter.settles());
+            if tx.status != crate::domain::status::TransactionStatus::Success
+                || !settles
+                || self.store.settled_in(tx.id).await?.is_some()
+            {
+                continue;
+            }
+            let issue = ReconciliationIssue {
+                id: ReconciliationIssue::id_for_missing(tx.id),
+                kind: Match::MissingFromSettlement,
+                partner: leg.partner.clone(),
+                merchant: Some(header.value.merchant.clone()),
+                settlement_id: None,
+                line: None,
+                payment_id: Some(header.value.id),
+                operation_id: Some(operation.id),
+                partner_transaction_id: Some(tx.id),
+                reference: format!("{}:{}", operation.id, tx.leg),
+                currency: header.value.currency,
+                expected: tx.amount,
+                settled: Amount::ZERO,
+                description: format!(
+                    "our {} of {} {} succeeded on {} and no settlement of {} showed it",
+                    operation.kind.as_str(),
+                    tx.amount,
+                    header.value.currency,
+                    Day::of(tx.updated_at),
+                    leg.partner
+                ),
+                created_at: self.clock.now(),
+            };
+            if self
+                .raise(&issue, Some(&header.value), retain_until)
+                .await?
+            {
+                missing += 1;
+            }
+        }
+        Ok(missing)
     }
 
     /// The payment, operation and leg an action reference names, if it is

@@ -94,6 +94,23 @@ struct Plan {
 }
 
 impl Payments {
+    /// Whether a settlement should show what the operation moved: a capture
+    /// or refund with a successful transaction at a partner that reports
+    /// settlements.
+    fn settlement_expected(&self, header: &Payment, operation: &Operation) -> bool {
+        matches!(
+            operation.kind,
+            OperationKind::Capture | OperationKind::Refund
+        ) && operation.transactions.iter().any(|tx| {
+            tx.status == crate::domain::status::TransactionStatus::Success
+                && header.legs.get(tx.leg).is_some_and(|leg| {
+                    self.partners
+                        .get(&leg.partner)
+                        .is_some_and(|p| p.adapter.settles())
+                })
+        })
+    }
+
     /// Applies `change` to the operation and writes it, with what its new
     /// state implies, as one step. On a conflict the header and operation
     /// are read again and `change` applied to them (it must be safe to apply
@@ -231,6 +248,14 @@ impl Payments {
                     step.due.push(DueChange::Schedule(expiry, at));
                 }
             }
+        }
+        if newly_final && self.settlement_expected(header, operation) {
+            let check = DueItem::SettlementCheck {
+                payment: header.id,
+                operation: operation.id,
+            };
+            let at = now + self.settings.settlements.missing_after;
+            step.due.push(DueChange::Schedule(check, at));
         }
         for follow_up in &opened {
             let lease_end = now + self.settings.operation_lease;

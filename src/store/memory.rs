@@ -139,6 +139,8 @@ struct Settlements {
     issues: HashMap<Uuid, (ReconciliationIssue, SystemTime)>,
     issue_index: BTreeSet<String>,
     leases: HashMap<String, (Uuid, SystemTime)>,
+    /// Partner transaction → the settlement that showed it.
+    settled: HashMap<Uuid, (Uuid, SystemTime)>,
 }
 
 impl Settlements {
@@ -150,6 +152,7 @@ impl Settlements {
             index,
             issues,
             issue_index,
+            settled,
             ..
         } = self;
         settlements.retain(|_, (settlement, until)| {
@@ -160,6 +163,7 @@ impl Settlements {
             keep
         });
         lines.retain(|_, (_, until)| *until > now);
+        settled.retain(|_, (_, until)| *until > now);
         issues.retain(|_, (issue, until)| {
             let keep = *until > now;
             if !keep {
@@ -825,6 +829,28 @@ impl SettlementStore for MemoryStore {
             .filter(|(_, i)| query.admits(i))
             .take(query.limit)
             .collect())
+    }
+
+    async fn mark_settled(
+        &self,
+        settled: &[(Uuid, Uuid)],
+        retain_until: SystemTime,
+    ) -> Result<(), StoreError> {
+        let mut data = lock(&self.settlements);
+        for (transaction, settlement) in settled {
+            data.settled
+                .insert(*transaction, (*settlement, retain_until));
+        }
+        Ok(())
+    }
+
+    async fn settled_in(&self, transaction: Uuid) -> Result<Option<Uuid>, StoreError> {
+        let now = self.clock.now();
+        Ok(lock(&self.settlements)
+            .settled
+            .get(&transaction)
+            .filter(|(_, until)| *until > now)
+            .map(|(settlement, _)| *settlement))
     }
 
     async fn take_lease(

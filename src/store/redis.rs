@@ -164,6 +164,15 @@ fn issue_key(id: Uuid) -> String {
     format!("po:{{rec}}:issue:{id}")
 }
 
+/// Which settlement showed a partner transaction (in the transaction's
+/// shard: written and read one key at a time).
+fn settled_key(transaction: Uuid) -> String {
+    format!(
+        "po:{{{}}}:settled:{transaction}",
+        Shard::of(transaction).index()
+    )
+}
+
 fn lease_key(name: &str) -> String {
     format!("po:{{lease:{name}}}")
 }
@@ -1155,6 +1164,40 @@ impl SettlementStore for RedisStore {
                 return Ok(page);
             }
         }
+    }
+
+    async fn mark_settled(
+        &self,
+        settled: &[(Uuid, Uuid)],
+        retain_until: SystemTime,
+    ) -> Result<(), StoreError> {
+        let at = at_millis(retain_until);
+        try_join_all(settled.iter().map(|(transaction, settlement)| {
+            let mut connection = self.connection();
+            async move {
+                redis::cmd("SET")
+                    .arg(settled_key(*transaction))
+                    .arg(settlement.as_bytes().as_slice())
+                    .arg("PXAT")
+                    .arg(at)
+                    .query_async::<()>(&mut connection)
+                    .await
+                    .map_err(write_failed)
+            }
+        }))
+        .await
+        .map(drop)
+    }
+
+    async fn settled_in(&self, transaction: Uuid) -> Result<Option<Uuid>, StoreError> {
+        let mut connection = self.connection();
+        let settlement: Option<Vec<u8>> = connection
+            .get(settled_key(transaction))
+            .await
+            .map_err(unavailable)?;
+        settlement
+            .map(|bytes| Uuid::from_slice(&bytes).map_err(|_| corrupt("a settled marker")))
+            .transpose()
     }
 
     async fn take_lease(

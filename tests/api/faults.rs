@@ -227,6 +227,16 @@ impl SettlementStore for FaultyStore {
     ) -> Result<Vec<(String, ReconciliationIssue)>, StoreError> {
         self.inner.list_issues(query).await
     }
+    async fn mark_settled(
+        &self,
+        settled: &[(Uuid, Uuid)],
+        retain_until: SystemTime,
+    ) -> Result<(), StoreError> {
+        self.inner.mark_settled(settled, retain_until).await
+    }
+    async fn settled_in(&self, transaction: Uuid) -> Result<Option<Uuid>, StoreError> {
+        self.inner.settled_in(transaction).await
+    }
     async fn take_lease(
         &self,
         name: &str,

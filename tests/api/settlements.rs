@@ -300,20 +300,40 @@ async fn a_settlement_is_imported_once_with_exact_totals_and_every_discrepancy_f
                 .issues
         }
     };
+    // Three days on, the capture no settlement showed is missing from them;
+    // nothing else is (the others were in the settlement).
+    server.resolve_after(Duration::from_secs(3 * 86_400)).await;
     let all = issues(ADMIN_KEY).await;
-    let mut kinds: Vec<_> = all.iter().map(|i| i.kind()).collect();
+    let mut kinds: Vec<_> = all
+        .iter()
+        .map(|i| (i.kind(), i.operation_id.clone()))
+        .collect();
     kinds.sort();
-    assert_eq!(
-        kinds,
-        [
+    let mut expected = vec![
+        (
             proto::ReconciliationStatus::AmountMismatch,
-            proto::ReconciliationStatus::UnknownToUs
-        ]
-    );
+            altered_capture.id.clone(),
+        ),
+        (proto::ReconciliationStatus::UnknownToUs, String::new()),
+        (
+            proto::ReconciliationStatus::MissingFromSettlement,
+            dropped_capture.id.clone(),
+        ),
+    ];
+    expected.sort();
+    assert_eq!(kinds, expected);
     let own = issues(DEMO_KEY).await;
-    assert_eq!(own.len(), 1);
+    assert_eq!(own.len(), 2, "the merchant's two, not the unknown line");
+    let mismatch = own
+        .iter()
+        .find(|i| i.kind() == proto::ReconciliationStatus::AmountMismatch)
+        .unwrap();
     assert_eq!(
-        (own[0].payment_id.as_str(), own[0].expected, own[0].settled),
+        (
+            mismatch.payment_id.as_str(),
+            mismatch.expected,
+            mismatch.settled
+        ),
         (altered.id.as_str(), 5_000, 4_000)
     );
     assert!(issues(OTHER_KEY).await.is_empty());
@@ -350,7 +370,11 @@ async fn a_settlement_is_imported_once_with_exact_totals_and_every_discrepancy_f
         .map(|r| serde_json::from_slice(&r.body).unwrap())
         .filter(|e: &serde_json::Value| e["type"] == "reconciliation.issue")
         .collect();
-    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        events.len(),
+        1,
+        "only the altered payment has a webhook: {events:?}"
+    );
     assert_eq!(events[0]["issue"]["kind"], "AMOUNT_MISMATCH");
     assert_eq!(events[0]["issue"]["settled"], 4_000);
 }

@@ -1162,6 +1162,19 @@ pub async fn reconciliation_issues_are_recorded_once_and_listed_with_filters(sub
     assert_eq!(ids(&before), [issues[0].id]);
 }
 
+pub async fn a_settled_transaction_names_its_settlement_until_retention_ends(subject: Subject) {
+    let store = subject.store;
+    let (one, two, settlement) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    store
+        .mark_settled(&[(one, settlement)], now() + Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert_eq!(store.settled_in(one).await.unwrap(), Some(settlement));
+    assert_eq!(store.settled_in(two).await.unwrap(), None);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(store.settled_in(one).await.unwrap(), None);
+}
+
 pub async fn a_lease_is_held_by_one_owner_until_it_runs_out(subject: Subject) {
     let store = subject.store;
     let name = format!("contract-{}", Uuid::now_v7());
@@ -1214,6 +1227,7 @@ macro_rules! contract_suite {
                 settlements_are_stored_once_and_listed_by_date_with_filters,
                 reconciliation_issues_are_recorded_once_and_listed_with_filters,
                 a_lease_is_held_by_one_owner_until_it_runs_out,
+                a_settled_transaction_names_its_settlement_until_retention_ends,
             );
         )*
     };
