@@ -353,13 +353,11 @@ fn operation_of(payment: &Payment, operation: &Operation) -> Response<proto::Ope
 #[derive(Debug, Clone)]
 pub struct AdminService {
     payments: Payments,
-    /// This replica's id: it holds the settlement import leases.
-    replica: uuid::Uuid,
 }
 
 impl AdminService {
-    pub fn new(payments: Payments, replica: uuid::Uuid) -> Self {
-        AdminService { payments, replica }
+    pub fn new(payments: Payments) -> Self {
+        AdminService { payments }
     }
 }
 
@@ -400,7 +398,7 @@ impl proto::admin_service_server::AdminService for AdminService {
         let only = (!partner.is_empty()).then_some(partner.as_str());
         let imports = self
             .payments
-            .import_settlements(only, self.replica)
+            .import_settlements(only)
             .await
             .map_err(error::status_of)?;
         Ok(Response::new(proto::ImportSettlementsResponse {

@@ -49,8 +49,6 @@ pub struct App {
     resolver_interval: Duration,
     /// Zero: settlements are imported on demand only.
     settlement_import_interval: Duration,
-    /// This replica's id (it holds settlement import leases).
-    replica: uuid::Uuid,
     server: ServerSettings,
 }
 
@@ -141,7 +139,6 @@ impl App {
             resolver,
             resolver_interval: config.resolver_interval,
             settlement_import_interval: config.settlement_import_interval,
-            replica: uuid::Uuid::now_v7(),
             server: ServerSettings {
                 tls: tls_config(&config)?,
                 health_listener: match config.health_listen {
@@ -227,7 +224,6 @@ impl App {
         let admin = InterceptedService::new(
             proto::admin_service_server::AdminServiceServer::new(api::AdminService::new(
                 self.payments.clone(),
-                self.replica,
             ))
             .max_decoding_message_size(limit),
             auth(Required::Admin),
@@ -288,12 +284,12 @@ impl App {
         });
 
         let importer = (!self.settlement_import_interval.is_zero()).then(|| {
-            let (payments, replica) = (self.payments.clone(), self.replica);
+            let payments = self.payments.clone();
             let interval = self.settlement_import_interval;
             let mut stopped = stopped.clone();
             tokio::spawn(async move {
                 loop {
-                    if let Err(error) = payments.import_settlements(None, replica).await {
+                    if let Err(error) = payments.import_settlements(None).await {
                         tracing::warn!(%error, "settlement import failed; the next one retries");
                     }
                     tokio::select! {

@@ -638,6 +638,8 @@ pub trait SettlementStore: Send + Sync {
         now: SystemTime,
         lease: Duration,
     ) -> Result<bool, StoreError>;
+    /// Gives the lease up if `owner` holds it.
+    async fn release_lease(&self, name: &str, owner: Uuid) -> Result<(), StoreError>;
 }
 
 /// Every port: what the use cases are given.

@@ -114,13 +114,14 @@ impl Viewer<'_> {
 }
 
 impl Payments {
-    /// Imports the new settlements of every partner (or of one), as
-    /// `importer` (the replica's id, which holds the leases).
+    /// Imports the new settlements of every partner (or of one). A partner
+    /// another import is busy with (on any replica) is skipped.
     pub async fn import_settlements(
         &self,
         only: Option<&str>,
-        importer: Uuid,
     ) -> Result<Vec<PartnerImport>, PaymentError> {
+        // This run's id holds the leases it takes.
+        let importer = Uuid::now_v7();
         if let Some(name) = only
             && self.partners.get(name).is_none()
         {
@@ -137,7 +138,12 @@ impl Payments {
             .collect();
         let mut results = Vec::with_capacity(names.len());
         for name in names {
-            results.push(self.import_partner(&name, importer).await?);
+            let result = self.import_partner(&name, importer).await;
+            if !result.as_ref().is_ok_and(|r| r.busy) {
+                // Released for the next run; if this fails the lease runs out.
+                let _ = self.store.release_lease(&lease_name(&name), importer).await;
+            }
+            results.push(result?);
         }
         Ok(results)
     }
@@ -171,8 +177,8 @@ impl Payments {
                 continue;
             }
             match self.import_one(partner, report, importer).await? {
-                Ok((lines, issues)) => {
-                    result.settlements += 1;
+                Ok((lines, issues, stored)) => {
+                    result.settlements += u32::from(stored);
                     result.lines += lines;
                     result.issues += issues;
                 }
@@ -204,7 +210,7 @@ impl Payments {
         Ok(self
             .store
             .take_lease(
-                &format!("settlements:{partner}"),
+                &lease_name(partner),
                 importer,
                 self.clock.now(),
                 self.settings.settlements.import_lease,
@@ -212,14 +218,16 @@ impl Payments {
             .await?)
     }
 
-    /// Imports one settlement: its lines page by page, then itself. The
-    /// inner error says why the partner's pages could not be read.
+    /// Imports one settlement: its lines page by page, then itself: how many
+    /// lines, how many issues found first, and whether this import stored
+    /// it (else another one did, meanwhile). The inner error says why the
+    /// partner's pages could not be read.
     async fn import_one(
         &self,
         partner: &str,
         report: SettlementReport,
         importer: Uuid,
-    ) -> Result<Result<(u64, u64), String>, PaymentError> {
+    ) -> Result<Result<(u64, u64, bool), String>, PaymentError> {
         let id = Settlement::id_for(partner, &report.reference);
         let retain_until = self.clock.now() + self.settings.settlements.retention;
         let note = format!(
@@ -301,10 +309,11 @@ impl Payments {
             merchant: self.settlement_owner(partner),
             imported_at: self.clock.now(),
         };
-        self.store
+        let stored = self
+            .store
             .finish_settlement(&settlement, retain_until)
             .await?;
-        Ok(Ok((index, issues)))
+        Ok(Ok((index, issues, stored)))
     }
 
     /// The partner's settlements since `since`; "try later" answers are
@@ -634,6 +643,10 @@ impl Payments {
         query.merchant = viewer.merchant();
         Ok(self.store.list_issues(&query).await?)
     }
+}
+
+fn lease_name(partner: &str) -> String {
+    format!("settlements:{partner}")
 }
 
 fn describe(error: &PartnerError) -> String {

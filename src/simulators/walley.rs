@@ -23,7 +23,7 @@
 //! - Settlements: `POST /_sim/settlements` closes every completed capture and
 //!   refund not settled yet into one settlement per currency
 //!   (`{"date"?, "drop"?: [actionReference], "alter"?: {actionReference:
-//!   amount}, "unknown"?: [{"amount", "actionReference", "type"?}],
+//!   "amount"}, "unknown"?: [{"amount", "actionReference", "type"?}],
 //!   "synthetic"?: n}`: leave lines out, settle another amount, add lines
 //!   nobody sent, add `n` generated purchases of 1.00). The report API serves
 //!   them: `GET /reports/settlements` (`query=startDate:>=YYYY-MM-DD`, `page`,

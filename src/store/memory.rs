@@ -870,4 +870,16 @@ impl SettlementStore for MemoryStore {
         }
         Ok(free)
     }
+
+    async fn release_lease(&self, name: &str, owner: Uuid) -> Result<(), StoreError> {
+        let mut data = lock(&self.settlements);
+        if data
+            .leases
+            .get(name)
+            .is_some_and(|(holder, _)| *holder == owner)
+        {
+            data.leases.remove(name);
+        }
+        Ok(())
+    }
 }

@@ -186,6 +186,12 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 ";
 
+/// Deletes the lease if `ARGV[1]` holds it.
+const RELEASE_LEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+";
+
 fn digest(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
@@ -1216,5 +1222,16 @@ impl SettlementStore for RedisStore {
             .await
             .map_err(write_failed)?;
         Ok(taken == 1)
+    }
+
+    async fn release_lease(&self, name: &str, owner: Uuid) -> Result<(), StoreError> {
+        let mut connection = self.connection();
+        redis::Script::new(RELEASE_LEASE)
+            .key(lease_key(name))
+            .arg(owner.to_string())
+            .invoke_async::<i64>(&mut connection)
+            .await
+            .map(drop)
+            .map_err(write_failed)
     }
 }

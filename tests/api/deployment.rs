@@ -185,6 +185,10 @@ impl Deployment {
         }
     }
 
+    pub fn channel(&self, replica: usize) -> Channel {
+        self.replicas[replica % self.replicas.len()].channel.clone()
+    }
+
     pub fn sessions(&self, replica: usize) -> Sessions {
         let channel = self.replicas[replica % self.replicas.len()].channel.clone();
         SessionServiceClient::with_interceptor(channel, Bearer::new(DEMO_KEY))

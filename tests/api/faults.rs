@@ -246,6 +246,9 @@ impl SettlementStore for FaultyStore {
     ) -> Result<bool, StoreError> {
         self.inner.take_lease(name, owner, now, lease).await
     }
+    async fn release_lease(&self, name: &str, owner: Uuid) -> Result<(), StoreError> {
+        self.inner.release_lease(name, owner).await
+    }
 }
 
 // ---- lifecycles ----

@@ -591,3 +591,256 @@ mod walley {
         );
     }
 }
+
+/// Three replicas on one Redis, two Walley accounts: every replica imports
+/// on its schedule and on demand, each settlement is read and stored once.
+mod replicas {
+    use serde_json::json;
+
+    use super::*;
+    use crate::api::{deployment::Deployment, redis_server::RedisServer, simulator::Simulator};
+
+    struct Day2 {
+        simulators: [Simulator; 2],
+        deployment: Deployment,
+    }
+
+    async fn start() -> Day2 {
+        let (se, no) = tokio::join!(Simulator::start("walley"), Simulator::start("walley"));
+        let secret =
+            std::env::temp_dir().join(format!("po-walley-secret-{}", uuid::Uuid::now_v7()));
+        std::fs::write(&secret, "demo-secret\n").unwrap();
+        let partner = |name: &str, method: &str, url: &str| {
+            format!(
+                "[partners.{name}]\nkind = \"walley\"\nmethods = [\"{method}\"]\nbase_url = \"{url}\"\n\
+                 client_id = \"demo-client\"\nclient_secret_file = \"{}\"\ntimeout = \"2s\"\n",
+                secret.display()
+            )
+        };
+        let config = format!(
+            "{}\n{}",
+            partner("walley_se", "invoice", &se.url),
+            partner("walley_no", "installments", &no.url)
+        );
+        let path = std::env::temp_dir().join(format!("po-config-{}.toml", uuid::Uuid::now_v7()));
+        std::fs::write(&path, config).unwrap();
+        let path = path.display().to_string();
+        let deployment = Deployment::start_with(
+            crate::api::deployment::Redis::Single(RedisServer::start()),
+            3,
+            &[
+                ("PAYMENT_ORCHESTRATOR_CONFIG", path.as_str()),
+                ("PAYMENT_ORCHESTRATOR_SETTLEMENT_IMPORT_INTERVAL", "300ms"),
+            ],
+        )
+        .await;
+        Day2 {
+            simulators: [se, no],
+            deployment,
+        }
+    }
+
+    /// A captured (and maybe partly refunded) Walley payment through
+    /// `replica`, waited for until final.
+    async fn paid(
+        day: &Day2,
+        replica: usize,
+        (partner, method): (&str, &str),
+        simulator: &Simulator,
+        amount: i64,
+        refunded: Option<i64>,
+        items: Vec<proto::ItemLine>,
+    ) -> proto::Operation {
+        let major = format!("{}.{:02}", amount / 100, amount % 100);
+        let order = simulator
+            .order(json!({ "amount": major.parse::<f64>().unwrap(), "currency": "SEK" }))
+            .await;
+        let mut sessions = day.deployment.sessions(replica);
+        let mut request = create_request(amount, proto::CaptureMode::Manual);
+        request.currency = "SEK".into();
+        let session = sessions.create_session(request).await.unwrap().into_inner();
+        let payment = sessions
+            .submit_session(proto::SubmitSessionRequest {
+                session_id: session.id,
+                idempotency_key: new_key(),
+                split: vec![leg(partner, method, amount, &order)],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut payments = day.deployment.payments(replica + 1);
+        let mut request = capture(&payment, Some(amount));
+        request.items = items;
+        let captured = payments
+            .capture(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .operation
+            .unwrap();
+        let wait = |id: String| {
+            let mut payments = day.deployment.payments(replica + 2);
+            async move {
+                payments
+                    .wait_operation(proto::WaitOperationRequest {
+                        operation_id: id,
+                        timeout: Some(prost_types::Duration {
+                            seconds: 20,
+                            nanos: 0,
+                        }),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+            }
+        };
+        let captured = wait(captured.id).await;
+        assert_eq!(captured.status(), proto::OperationStatus::Success);
+        if let Some(refunded) = refunded {
+            let refund = payments
+                .refund(refund(&payment, Some(refunded)))
+                .await
+                .unwrap()
+                .into_inner()
+                .operation
+                .unwrap();
+            assert_eq!(
+                wait(refund.id).await.status(),
+                proto::OperationStatus::Success
+            );
+        }
+        captured
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_day_on_two_partners_is_imported_once_by_three_replicas_with_exact_totals() {
+        let day = start().await;
+        let se = ("walley_se", "invoice");
+        let no = ("walley_no", "installments");
+        let [sim_se, sim_no] = &day.simulators;
+        let shoes = vec![line("shoe", 2, 5_000, "25")];
+        let books = vec![line("book", 4, 2_500, "6")];
+        paid(&day, 0, se, sim_se, 12_500, Some(2_000), shoes).await;
+        let altered = paid(&day, 1, se, sim_se, 3_000, None, vec![]).await;
+        paid(&day, 2, no, sim_no, 10_600, Some(600), books).await;
+        paid(&day, 0, no, sim_no, 700, None, vec![]).await;
+        sim_se
+            .post(
+                "/_sim/settlements",
+                json!({ "alter": { format!("{}:0", altered.id): "29.00" } }),
+            )
+            .await;
+        sim_no.post("/_sim/settlements", json!({})).await;
+
+        // Every replica imports at once, on top of their schedules.
+        let imports = futures_util::future::join_all((0..3).map(|replica| {
+            let mut admin = AdminServiceClient::with_interceptor(
+                day.deployment.channel(replica),
+                Bearer::new(ADMIN_KEY),
+            );
+            async move {
+                admin
+                    .import_settlements(proto::ImportSettlementsRequest::default())
+                    .await
+                    .unwrap()
+                    .into_inner()
+            }
+        }))
+        .await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(
+            imports
+                .iter()
+                .flat_map(|i| &i.partners)
+                .all(|p| p.error.is_empty()),
+            "{imports:?}"
+        );
+        for simulator in &day.simulators {
+            assert_eq!(
+                simulator.requests("/transactions").await,
+                1,
+                "each settlement's lines are read once: {imports:?}"
+            );
+        }
+
+        let mut admin = SettlementServiceClient::with_interceptor(
+            day.deployment.channel(2),
+            Bearer::new(ADMIN_KEY),
+        );
+        let mut listed = admin
+            .list_settlements(proto::ListSettlementsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .settlements;
+        listed.sort_by(|a, b| a.partner.cmp(&b.partner));
+        let totals: Vec<_> = listed
+            .iter()
+            .map(|s| {
+                (
+                    s.partner.as_str(),
+                    s.currency.as_str(),
+                    s.captured,
+                    s.refunded,
+                    s.net,
+                    s.transaction_count,
+                    s.issue_count,
+                    s.vat_per_rate
+                        .iter()
+                        .map(|v| (v.rate.clone(), v.amount))
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .collect();
+        // SE: 125.00 (VAT 25.00 at 25 %) and 30.00 settled as 29.00, 20.00
+        // refunded (no lines: no VAT). NO: 106.00 (VAT 6.00 at 6 %) and 7.00,
+        // 6.00 refunded.
+        assert_eq!(
+            totals,
+            [
+                (
+                    "walley_no",
+                    "SEK",
+                    11_300,
+                    600,
+                    10_700,
+                    3,
+                    0,
+                    vec![("6".to_owned(), 600)]
+                ),
+                (
+                    "walley_se",
+                    "SEK",
+                    15_400,
+                    2_000,
+                    13_400,
+                    3,
+                    1,
+                    vec![("25".to_owned(), 2_500)]
+                ),
+            ]
+        );
+
+        // The mismatch is counted once, by the replica that found it.
+        let mut counted = 0.0;
+        for replica in &day.deployment.replicas {
+            let metrics =
+                reqwest::get(format!("http://127.0.0.1:{}/metrics", replica.metrics_port))
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+            counted += metrics
+                .lines()
+                .filter(|l| {
+                    l.starts_with("reconciliation_issues_total")
+                        && l.contains("kind=\"amount_mismatch\"")
+                        && l.contains("partner=\"walley_se\"")
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>();
+        }
+        assert_eq!(counted, 1.0);
+    }
+}
