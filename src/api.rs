@@ -19,7 +19,7 @@ use crate::{
         operation::{Operation, OperationKind},
         payment::Payment,
     },
-    payments::Payments,
+    payments::{Payments, Viewer},
 };
 
 pub use error::ERROR_DOMAIN;
@@ -281,6 +281,20 @@ impl proto::payment_service_server::PaymentService for PaymentService {
         Ok(Response::new(convert::payment_page(&page)))
     }
 
+    async fn list_operations(
+        &self,
+        request: Request<proto::ListOperationsRequest>,
+    ) -> Result<Response<proto::ListOperationsResponse>, Status> {
+        let merchant = merchant(&request)?;
+        let query = convert::list_operations(request.into_inner())?;
+        let page = self
+            .payments
+            .list_operations(Viewer::Merchant(&merchant), query)
+            .await
+            .map_err(error::status_of)?;
+        Ok(Response::new(convert::operation_page(&page)))
+    }
+
     async fn capture(
         &self,
         request: Request<proto::CaptureRequest>,
@@ -388,6 +402,19 @@ impl proto::admin_service_server::AdminService for AdminService {
             .await
             .map_err(error::status_of)?;
         Ok(operation_of(&payment, &operation))
+    }
+
+    async fn list_operations(
+        &self,
+        request: Request<proto::ListOperationsRequest>,
+    ) -> Result<Response<proto::ListOperationsResponse>, Status> {
+        let query = convert::list_operations(request.into_inner())?;
+        let page = self
+            .payments
+            .list_operations(Viewer::Operator, query)
+            .await
+            .map_err(error::status_of)?;
+        Ok(Response::new(convert::operation_page(&page)))
     }
 
     async fn import_settlements(

@@ -9,7 +9,7 @@
 //! - `idempotency`: keys, fingerprints, derived ids, replays;
 //! - `resolution`: the resolver's due work, partner notifications and the
 //!   operator's actions;
-//! - `listing`: ListPayments;
+//! - `listing`: ListPayments, ListOperations;
 //! - `settlements`: importing partners' settlement reports, matching them
 //!   with our books, and serving them.
 //!
@@ -37,7 +37,10 @@ use idempotency::{
     Found, Scope, derived_id, fingerprint, found_record, operation_result, outcome_of,
     payment_view, system_id,
 };
-pub use listing::{DEFAULT_PAGE_SIZE, ListPayments, MAX_PAGE_SIZE, PaymentFilter, PaymentPage};
+pub use listing::{
+    DEFAULT_PAGE_SIZE, ListOperations, ListPayments, MAX_PAGE_SIZE, OperationFilter, OperationPage,
+    PaymentFilter, PaymentPage,
+};
 pub use operations::MAX_WAIT;
 pub use resolution::{EventResult, Handled, PartnerEvent};
 pub use settlements::{PARTNER_PAGE_SIZE, PartnerImport, SettlementSettings, Viewer};

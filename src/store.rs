@@ -467,6 +467,9 @@ pub trait DueQueue: Send + Sync {
         limit: usize,
     ) -> Result<Vec<DueItem>, StoreError>;
     async fn due_summary(&self) -> Result<DueSummary, StoreError>;
+    /// Every operation on the queue (the non-final ones), at most `limit`
+    /// of them, as `(payment, operation)`.
+    async fn open_operations(&self, limit: usize) -> Result<Vec<(Uuid, Uuid)>, StoreError>;
 }
 
 #[async_trait]

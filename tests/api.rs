@@ -20,6 +20,7 @@ mod api {
     mod priority;
     mod replicas;
     mod resolution;
+    mod review_queue;
     mod round_trips;
     mod sessions;
     mod settlements;

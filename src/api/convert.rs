@@ -26,8 +26,9 @@ use crate::{
     partners::Partners,
     payments::{
         CancelSession, CreateSession, DEFAULT_PAGE_SIZE, EventResult, IdempotencyKey, Idempotent,
-        ListPayments, MAX_PAGE_SIZE, MAX_WAIT, OperationCommand, OperationResult, PartnerEvent,
-        PaymentFilter, PaymentPage, PaymentView, SubmitSession,
+        ListOperations, ListPayments, MAX_PAGE_SIZE, MAX_WAIT, OperationCommand, OperationFilter,
+        OperationPage, OperationResult, PartnerEvent, PaymentFilter, PaymentPage, PaymentView,
+        SubmitSession,
     },
 };
 
@@ -821,6 +822,97 @@ pub fn operation_result(result: &OperationResult) -> proto::OperationResult {
     proto::OperationResult {
         operation: Some(operation_proto(&result.payment.header, &result.operation)),
         payment: Some(payment(&result.payment)),
+    }
+}
+
+pub fn list_operations(request: proto::ListOperationsRequest) -> Result<ListOperations, Status> {
+    let mut v = Violations::default();
+    let status = match proto::OperationStatus::try_from(request.status) {
+        Ok(proto::OperationStatus::Unspecified) => None,
+        Ok(status) => [
+            OperationStatus::Success,
+            OperationStatus::Pending,
+            OperationStatus::Failure,
+            OperationStatus::Conflict,
+            OperationStatus::Uncertain,
+        ]
+        .into_iter()
+        .find(|s| operation_status(*s) == status),
+        Err(_) => {
+            v.add("status", "unknown operation status");
+            None
+        }
+    };
+    let kind = match proto::OperationKind::try_from(request.kind) {
+        Ok(proto::OperationKind::Unspecified) => None,
+        Ok(kind) => [
+            OperationKind::Authorization,
+            OperationKind::Capture,
+            OperationKind::Refund,
+            OperationKind::Void,
+        ]
+        .into_iter()
+        .find(|k| operation_kind(*k) == kind),
+        Err(_) => {
+            v.add("kind", "unknown operation kind");
+            None
+        }
+    };
+    let mut optional_text = |field: &str, value: String| {
+        (!value.is_empty()).then(|| {
+            v.text(field, &value, false);
+            value
+        })
+    };
+    let merchant_reference = optional_text("merchant_reference", request.merchant_reference);
+    let partner_reference = optional_text("partner_reference", request.partner_reference);
+    let merchant = optional_text("merchant", request.merchant);
+    let mut instant = |field: &str, value: Option<prost_types::Timestamp>| {
+        value.and_then(|t| match std::time::SystemTime::try_from(t) {
+            Ok(time) => Some(time),
+            Err(_) => {
+                v.add(field, "not a valid timestamp");
+                None
+            }
+        })
+    };
+    let created_after = instant("created_after", request.created_after);
+    let created_before = instant("created_before", request.created_before);
+    let page_size = match usize::try_from(request.page_size) {
+        Ok(0) => DEFAULT_PAGE_SIZE,
+        Ok(size) => size.min(MAX_PAGE_SIZE),
+        Err(_) => {
+            v.add("page_size", "must not be negative");
+            DEFAULT_PAGE_SIZE
+        }
+    };
+    if request.page_token.len() > 1024 {
+        v.add("page_token", "not a page token of this listing");
+    }
+    v.finish(|| ListOperations {
+        filter: OperationFilter {
+            status,
+            kind,
+            requires_review: request.requires_review,
+            created_after,
+            created_before,
+            merchant_reference,
+            partner_reference,
+            merchant,
+        },
+        page_size,
+        page_token: (!request.page_token.is_empty()).then_some(request.page_token),
+    })
+}
+
+pub fn operation_page(page: &OperationPage) -> proto::ListOperationsResponse {
+    proto::ListOperationsResponse {
+        operations: page
+            .operations
+            .iter()
+            .map(|(payment, operation)| operation_proto(payment, operation))
+            .collect(),
+        next_page_token: page.next_page_token.clone().unwrap_or_default(),
     }
 }
 

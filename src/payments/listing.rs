@@ -4,13 +4,28 @@
 //! The state of a payment changes over time, so it is filtered on the loaded
 //! payments; one call scans a bounded number of index entries and hands back a
 //! page token where it stopped (a page may be short while more follow).
+//!
+//! `ListOperations`, newest first, from one of two sources: the operations
+//! still open (every one is on the due-queue until it is final) when the
+//! filter asks only for open ones — the review queue (`requires_review`),
+//! PENDING, UNCERTAIN — across merchants for operators; otherwise the
+//! merchant's payments, newest first, a bounded number per call.
 
 use std::time::SystemTime;
 
+use futures_util::{StreamExt, stream};
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
-use super::{PaymentError, PaymentView, Payments};
-use crate::{domain::payment::PaymentState, store::ListQuery};
+use super::{PaymentError, PaymentView, Payments, Viewer};
+use crate::{
+    domain::{
+        operation::{Operation, OperationKind},
+        payment::{Payment, PaymentState},
+        status::OperationStatus,
+    },
+    store::{ListQuery, listing_member},
+};
 
 pub const DEFAULT_PAGE_SIZE: usize = 50;
 pub const MAX_PAGE_SIZE: usize = 1000;
@@ -129,6 +144,282 @@ impl Payments {
                 return Ok(PaymentPage {
                     payments,
                     next_page_token: next_page_token(),
+                });
+            }
+        }
+    }
+}
+
+/// Open operations one call considers at most (the review queue is short;
+/// a longer one is a page of the most recent ones' kind).
+pub const MAX_OPEN_CONSIDERED: usize = 10_000;
+
+#[derive(Debug, Clone, Default)]
+pub struct OperationFilter {
+    pub status: Option<OperationStatus>,
+    pub kind: Option<OperationKind>,
+    pub requires_review: Option<bool>,
+    /// Inclusive.
+    pub created_after: Option<SystemTime>,
+    /// Exclusive.
+    pub created_before: Option<SystemTime>,
+    pub merchant_reference: Option<String>,
+    /// One of its partner transactions has this partner reference.
+    pub partner_reference: Option<String>,
+    /// Only this merchant's (operators; a merchant sees only its own).
+    pub merchant: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListOperations {
+    pub filter: OperationFilter,
+    pub page_size: usize,
+    pub page_token: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct OperationPage {
+    /// Each with its payment's header.
+    pub operations: Vec<(Payment, Operation)>,
+    pub next_page_token: Option<String>,
+}
+
+impl OperationFilter {
+    fn admits(&self, payment: &Payment, operation: &Operation) -> bool {
+        self.merchant
+            .as_ref()
+            .is_none_or(|m| *m == payment.merchant)
+            && self.status.is_none_or(|s| s == operation.status)
+            && self.kind.is_none_or(|k| k == operation.kind)
+            && self
+                .requires_review
+                .is_none_or(|r| r == operation.requires_review)
+            && self.created_after.is_none_or(|t| operation.created_at >= t)
+            && self.created_before.is_none_or(|t| operation.created_at < t)
+            && self
+                .merchant_reference
+                .as_ref()
+                .is_none_or(|r| *r == operation.merchant_reference)
+            && self.partner_reference.as_ref().is_none_or(|r| {
+                operation
+                    .transactions
+                    .iter()
+                    .any(|tx| tx.partner_reference.as_ref() == Some(r))
+            })
+    }
+
+    /// Whether only open operations can match: then the due-queue has them
+    /// all.
+    fn only_open(&self) -> bool {
+        self.requires_review == Some(true) || self.status.is_some_and(|s| !s.is_final())
+    }
+
+    fn digest(&self) -> String {
+        let text = format!(
+            "ops|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+            self.status,
+            self.kind,
+            self.requires_review,
+            self.created_after,
+            self.created_before,
+            self.merchant_reference,
+            self.partner_reference,
+            self.merchant
+        );
+        hex::encode(&Sha256::digest(text.as_bytes())[..8])
+    }
+}
+
+fn operations_token(filter: &OperationFilter, cursor: &str) -> String {
+    hex::encode(format!("{}.{cursor}", filter.digest()))
+}
+
+fn operations_cursor(filter: &OperationFilter, token: &str) -> Result<String, PaymentError> {
+    let invalid = || PaymentError::InvalidArgument {
+        field: "page_token".into(),
+        description: "not a page token of this listing (filters must stay the same)".into(),
+    };
+    let text = hex::decode(token)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(invalid)?;
+    let (digest, cursor) = text.split_once('.').ok_or_else(invalid)?;
+    if digest != filter.digest() {
+        return Err(invalid());
+    }
+    Ok(cursor.to_owned())
+}
+
+impl Payments {
+    /// Operations newest first. A merchant sees only its own (asking for
+    /// another merchant's gets nothing); an operator lists the open ones
+    /// across merchants, or any of one merchant's.
+    pub async fn list_operations(
+        &self,
+        viewer: Viewer<'_>,
+        request: ListOperations,
+    ) -> Result<OperationPage, PaymentError> {
+        let mut filter = request.filter;
+        if let Viewer::Merchant(merchant) = viewer {
+            if filter.merchant.as_deref().is_some_and(|m| m != merchant) {
+                return Ok(OperationPage {
+                    operations: Vec::new(),
+                    next_page_token: None,
+                });
+            }
+            filter.merchant = Some(merchant.to_owned());
+        }
+        let page_size = request.page_size.clamp(1, MAX_PAGE_SIZE);
+        let cursor = request
+            .page_token
+            .as_deref()
+            .map(|token| operations_cursor(&filter, token))
+            .transpose()?;
+        if filter.only_open() {
+            return self.open_operations_page(&filter, page_size, cursor).await;
+        }
+        let Some(merchant) = filter.merchant.clone() else {
+            return Err(PaymentError::InvalidArgument {
+                field: "merchant".into(),
+                description: "operators list the open operations of every merchant \
+                              (requires_review, PENDING, UNCERTAIN) or any operations of one"
+                    .into(),
+            });
+        };
+        self.merchant_operations_page(&merchant, &filter, page_size, cursor)
+            .await
+    }
+
+    /// From the due-queue: every open operation, newest first.
+    async fn open_operations_page(
+        &self,
+        filter: &OperationFilter,
+        page_size: usize,
+        cursor: Option<String>,
+    ) -> Result<OperationPage, PaymentError> {
+        let open = self.store.open_operations(MAX_OPEN_CONSIDERED).await?;
+        let loaded: Vec<_> = stream::iter(open)
+            .map(|(payment, operation)| self.store.operation(payment, operation))
+            .buffer_unordered(64)
+            .collect()
+            .await;
+        let mut matching = Vec::new();
+        for found in loaded {
+            if let Some((header, operation)) = found?
+                && filter.admits(&header.value, &operation)
+            {
+                let member = listing_member(operation.created_at, operation.id);
+                if cursor.as_ref().is_none_or(|c| member < *c) {
+                    matching.push((member, header.value, operation));
+                }
+            }
+        }
+        matching.sort_by(|a, b| b.0.cmp(&a.0));
+        let more = matching.len() > page_size;
+        matching.truncate(page_size);
+        let next_page_token = more
+            .then(|| matching.last().map(|(m, _, _)| operations_token(filter, m)))
+            .flatten();
+        Ok(OperationPage {
+            operations: matching.into_iter().map(|(_, p, o)| (p, o)).collect(),
+            next_page_token,
+        })
+    }
+
+    /// From the merchant's payments, newest first, and each payment's
+    /// operations newest first. The cursor is `<payment member>/<sequence>`:
+    /// the last operation handed out.
+    async fn merchant_operations_page(
+        &self,
+        merchant: &str,
+        filter: &OperationFilter,
+        page_size: usize,
+        cursor: Option<String>,
+    ) -> Result<OperationPage, PaymentError> {
+        let invalid = || PaymentError::InvalidArgument {
+            field: "page_token".into(),
+            description: "not a page token of this listing".into(),
+        };
+        let mut operations = Vec::new();
+        let mut last: Option<String> = None;
+        // Resume inside the payment the last page stopped in.
+        let mut after_payment = None;
+        if let Some(cursor) = &cursor {
+            let (member, sequence) = cursor.rsplit_once('/').ok_or_else(invalid)?;
+            let sequence: u32 = sequence.parse().map_err(|_| invalid())?;
+            let id = member
+                .split_once(':')
+                .and_then(|(_, id)| Uuid::try_parse(id).ok())
+                .ok_or_else(invalid)?;
+            if let Some(payment) = self.store.payment(id).await? {
+                let mut rest: Vec<&Operation> = payment
+                    .operations
+                    .iter()
+                    .filter(|op| op.sequence < sequence)
+                    .collect();
+                rest.sort_by_key(|op| std::cmp::Reverse(op.sequence));
+                for op in rest {
+                    if filter.admits(&payment.header.value, op) {
+                        operations.push((payment.header.value.clone(), op.clone()));
+                        last = Some(format!("{member}/{}", op.sequence));
+                        if operations.len() == page_size {
+                            return Ok(OperationPage {
+                                operations,
+                                next_page_token: last.map(|c| operations_token(filter, &c)),
+                            });
+                        }
+                    }
+                }
+            }
+            after_payment = Some(member.to_owned());
+        }
+        let mut query = ListQuery {
+            merchant: merchant.to_owned(),
+            order_reference: None,
+            created_after: None,
+            created_before: filter.created_before,
+            cursor: after_payment,
+            newest_first: true,
+            limit: 100,
+        };
+        let mut scanned = 0;
+        loop {
+            let batch = self.store.list_payments(&query).await?;
+            let at_end = batch.len() < query.limit;
+            for listed in batch {
+                scanned += 1;
+                let member = listed.cursor.clone();
+                query.cursor = Some(listed.cursor);
+                let Some(payment) = listed.payment else {
+                    continue;
+                };
+                let mut ops: Vec<&Operation> = payment.operations.iter().collect();
+                ops.sort_by_key(|op| std::cmp::Reverse(op.sequence));
+                for op in ops {
+                    if filter.admits(&payment.header.value, op) {
+                        operations.push((payment.header.value.clone(), op.clone()));
+                        last = Some(format!("{member}/{}", op.sequence));
+                        if operations.len() == page_size {
+                            return Ok(OperationPage {
+                                operations,
+                                next_page_token: last.map(|c| operations_token(filter, &c)),
+                            });
+                        }
+                    }
+                }
+                // Nothing more of this payment: a later page starts after it.
+                last = Some(format!("{member}/0"));
+            }
+            if at_end {
+                return Ok(OperationPage {
+                    operations,
+                    next_page_token: None,
+                });
+            }
+            if scanned >= MAX_SCANNED {
+                return Ok(OperationPage {
+                    operations,
+                    next_page_token: last.map(|c| operations_token(filter, &c)),
                 });
             }
         }

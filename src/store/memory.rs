@@ -670,6 +670,21 @@ impl DueQueue for MemoryStore {
         Ok(claimed)
     }
 
+    async fn open_operations(&self, limit: usize) -> Result<Vec<(Uuid, Uuid)>, StoreError> {
+        let mut open = Vec::new();
+        for shard in Shard::all() {
+            open.extend(self.shard(shard).due.keys().filter_map(|item| match item {
+                DueItem::Operation { payment, operation } => Some((*payment, *operation)),
+                _ => None,
+            }));
+            if open.len() >= limit {
+                open.truncate(limit);
+                break;
+            }
+        }
+        Ok(open)
+    }
+
     async fn due_summary(&self) -> Result<DueSummary, StoreError> {
         let mut summary = DueSummary::default();
         for shard in &self.shards {

@@ -864,6 +864,42 @@ impl DueQueue for RedisStore {
             .collect())
     }
 
+    async fn open_operations(&self, limit: usize) -> Result<Vec<(Uuid, Uuid)>, StoreError> {
+        let shards =
+            try_join_all(Shard::all().map(|shard| async move {
+                let mut connection = self.connection();
+                let mut cursor = 0u64;
+                let mut found = Vec::new();
+                loop {
+                    let (next, members): (u64, Vec<String>) = redis::cmd("ZSCAN")
+                        .arg(due_key(shard))
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg("o:*")
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut connection)
+                        .await
+                        .map_err(unavailable)?;
+                    // ZSCAN answers member, score, member, score…
+                    found.extend(members.iter().step_by(2).filter_map(
+                        |m| match DueItem::decode(m)? {
+                            DueItem::Operation { payment, operation } => Some((payment, operation)),
+                            _ => None,
+                        },
+                    ));
+                    cursor = next;
+                    if cursor == 0 || found.len() >= limit {
+                        return Ok::<_, StoreError>(found);
+                    }
+                }
+            }))
+            .await?;
+        let mut open: Vec<(Uuid, Uuid)> = shards.into_iter().flatten().collect();
+        open.truncate(limit);
+        Ok(open)
+    }
+
     async fn due_summary(&self) -> Result<DueSummary, StoreError> {
         let shards = try_join_all(Shard::all().map(|shard| async move {
             let mut connection = self.connection();

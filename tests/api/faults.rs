@@ -151,6 +151,10 @@ impl DueQueue for FaultyStore {
     ) -> Result<Vec<DueItem>, StoreError> {
         self.call(self.inner.claim_due(now, lease, limit)).await
     }
+    async fn open_operations(&self, limit: usize) -> Result<Vec<(Uuid, Uuid)>, StoreError> {
+        self.inner.open_operations(limit).await
+    }
+
     async fn due_summary(&self) -> Result<DueSummary, StoreError> {
         self.call(self.inner.due_summary()).await
     }
