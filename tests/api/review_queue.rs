@@ -46,8 +46,8 @@ fn review_queue() -> proto::ListOperationsRequest {
     }
 }
 
-fn ids(response: &proto::ListOperationsResponse) -> Vec<String> {
-    response.operations.iter().map(|o| o.id.clone()).collect()
+fn ids(response: &proto::ListOperationsResponse) -> Vec<&str> {
+    response.operations.iter().map(|o| o.id.as_str()).collect()
 }
 
 #[tokio::test]
@@ -79,7 +79,7 @@ async fn the_review_queue_spans_merchants_for_operators_and_only_its_own_for_a_m
         .into_inner();
     let mut queued = ids(&queue);
     queued.sort();
-    let mut expected = vec![ours.id.clone(), theirs.id.clone()];
+    let mut expected = vec![ours.id.as_str(), theirs.id.as_str()];
     expected.sort();
     assert_eq!(queued, expected);
     assert!(queue.operations.iter().all(|o| o.requires_review));
@@ -90,7 +90,7 @@ async fn the_review_queue_spans_merchants_for_operators_and_only_its_own_for_a_m
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(ids(&own), [ours.id.clone()]);
+    assert_eq!(ids(&own), [ours.id.as_str()]);
     // Another merchant's queue: nothing, not an error.
     let foreign = demo
         .list_operations(proto::ListOperationsRequest {
@@ -113,7 +113,7 @@ async fn the_review_queue_spans_merchants_for_operators_and_only_its_own_for_a_m
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(ids(&first), [fine.id.clone()]);
+    assert_eq!(ids(&first), [fine.id.as_str()]);
     let second = demo
         .list_operations(proto::ListOperationsRequest {
             page_token: first.next_page_token.clone(),
@@ -122,7 +122,7 @@ async fn the_review_queue_spans_merchants_for_operators_and_only_its_own_for_a_m
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(ids(&second), [ours.id.clone()]);
+    assert_eq!(ids(&second), [ours.id.as_str()]);
     let last = demo
         .list_operations(proto::ListOperationsRequest {
             page_token: second.next_page_token.clone(),
@@ -154,7 +154,7 @@ async fn the_review_queue_spans_merchants_for_operators_and_only_its_own_for_a_m
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(ids(&other), [theirs.id.clone()]);
+    assert_eq!(ids(&other), [theirs.id.as_str()]);
     // An oversized page is lowered to the maximum, not refused.
     let big = demo
         .list_operations(proto::ListOperationsRequest {
