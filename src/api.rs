@@ -148,6 +148,23 @@ impl SessionService {
 
 #[tonic::async_trait]
 impl proto::session_service_server::SessionService for SessionService {
+    async fn list_sessions(
+        &self,
+        request: Request<proto::ListSessionsRequest>,
+    ) -> Result<Response<proto::ListSessionsResponse>, Status> {
+        let merchant = merchant(&request)?;
+        let query = convert::list_sessions(request.into_inner())?;
+        let page = self
+            .payments
+            .list_sessions(&merchant, query)
+            .await
+            .map_err(error::status_of)?;
+        Ok(Response::new(proto::ListSessionsResponse {
+            sessions: page.sessions.iter().map(convert::session).collect(),
+            next_page_token: page.next_page_token.unwrap_or_default(),
+        }))
+    }
+
     async fn create_session(
         &self,
         request: Request<proto::CreateSessionRequest>,

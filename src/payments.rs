@@ -9,7 +9,7 @@
 //! - `idempotency`: keys, fingerprints, derived ids, replays;
 //! - `resolution`: the resolver's due work, partner notifications and the
 //!   operator's actions;
-//! - `listing`: ListPayments, ListOperations;
+//! - `listing`: ListPayments, ListOperations, ListSessions;
 //! - `settlements`: importing partners' settlement reports, matching them
 //!   with our books, and serving them.
 //!
@@ -38,8 +38,8 @@ use idempotency::{
     payment_view, system_id,
 };
 pub use listing::{
-    DEFAULT_PAGE_SIZE, ListOperations, ListPayments, MAX_PAGE_SIZE, OperationFilter, OperationPage,
-    PaymentFilter, PaymentPage,
+    DEFAULT_PAGE_SIZE, ListOperations, ListPayments, ListSessions, MAX_PAGE_SIZE, OperationFilter,
+    OperationPage, PaymentFilter, PaymentPage, SessionFilter, SessionPage,
 };
 pub use operations::MAX_WAIT;
 pub use resolution::{EventResult, Handled, PartnerEvent};

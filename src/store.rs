@@ -383,6 +383,13 @@ pub struct StoredPayment {
 }
 
 #[derive(Debug, Clone)]
+pub struct ListedSession {
+    pub cursor: String,
+    /// `None` if the index outlived its session (retention).
+    pub session: Option<Versioned<Session>>,
+}
+
+#[derive(Debug, Clone)]
 pub struct ListedPayment {
     pub cursor: String,
     /// `None` if the index outlived (or came before) its payment.
@@ -450,6 +457,12 @@ pub trait PaymentStore: Send + Sync + std::fmt::Debug {
     async fn index_payment(&self, payment: &Payment) -> Result<(), StoreError>;
     /// Payments of a merchant in creation order (see [`ListQuery`]).
     async fn list_payments(&self, query: &ListQuery) -> Result<Vec<ListedPayment>, StoreError>;
+
+    /// Adds a session to its merchant's listing (derived data, like
+    /// [`PaymentStore::index_payment`]).
+    async fn index_session(&self, session: &Session) -> Result<(), StoreError>;
+    /// Sessions of a merchant in creation order (see [`ListQuery`]).
+    async fn list_sessions(&self, query: &ListQuery) -> Result<Vec<ListedSession>, StoreError>;
 
     /// Whether the store answers (readiness probes).
     async fn ping(&self) -> Result<(), StoreError>;

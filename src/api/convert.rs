@@ -26,9 +26,9 @@ use crate::{
     partners::Partners,
     payments::{
         CancelSession, CreateSession, DEFAULT_PAGE_SIZE, EventResult, IdempotencyKey, Idempotent,
-        ListOperations, ListPayments, MAX_PAGE_SIZE, MAX_WAIT, OperationCommand, OperationFilter,
-        OperationPage, OperationResult, PartnerEvent, PaymentFilter, PaymentPage, PaymentView,
-        SubmitSession,
+        ListOperations, ListPayments, ListSessions, MAX_PAGE_SIZE, MAX_WAIT, OperationCommand,
+        OperationFilter, OperationPage, OperationResult, PartnerEvent, PaymentFilter, PaymentPage,
+        PaymentView, SessionFilter, SubmitSession,
     },
 };
 
@@ -899,6 +899,58 @@ pub fn list_operations(request: proto::ListOperationsRequest) -> Result<ListOper
             merchant_reference,
             partner_reference,
             merchant,
+        },
+        page_size,
+        page_token: (!request.page_token.is_empty()).then_some(request.page_token),
+    })
+}
+
+pub fn list_sessions(request: proto::ListSessionsRequest) -> Result<ListSessions, Status> {
+    let mut v = Violations::default();
+    let order_reference = (!request.order_reference.is_empty()).then(|| {
+        v.text("order_reference", &request.order_reference, false);
+        request.order_reference.clone()
+    });
+    let status = match proto::SessionStatus::try_from(request.status) {
+        Ok(proto::SessionStatus::Unspecified) => None,
+        Ok(proto::SessionStatus::Open) => Some(SessionStatus::Open),
+        Ok(proto::SessionStatus::Processing) => Some(SessionStatus::Processing),
+        Ok(proto::SessionStatus::Submitted) => Some(SessionStatus::Submitted),
+        Ok(proto::SessionStatus::Expired) => Some(SessionStatus::Expired),
+        Ok(proto::SessionStatus::Cancelled) => Some(SessionStatus::Cancelled),
+        Err(_) => {
+            v.add("status", "unknown session status");
+            None
+        }
+    };
+    let mut instant = |field: &str, value: Option<prost_types::Timestamp>| {
+        value.and_then(|t| match std::time::SystemTime::try_from(t) {
+            Ok(time) => Some(time),
+            Err(_) => {
+                v.add(field, "not a valid timestamp");
+                None
+            }
+        })
+    };
+    let created_after = instant("created_after", request.created_after);
+    let created_before = instant("created_before", request.created_before);
+    let page_size = match usize::try_from(request.page_size) {
+        Ok(0) => DEFAULT_PAGE_SIZE,
+        Ok(size) => size.min(MAX_PAGE_SIZE),
+        Err(_) => {
+            v.add("page_size", "must not be negative");
+            DEFAULT_PAGE_SIZE
+        }
+    };
+    if request.page_token.len() > 1024 {
+        v.add("page_token", "not a page token of this listing");
+    }
+    v.finish(|| ListSessions {
+        filter: SessionFilter {
+            order_reference,
+            status,
+            created_after,
+            created_before,
         },
         page_size,
         page_token: (!request.page_token.is_empty()).then_some(request.page_token),

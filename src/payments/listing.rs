@@ -22,6 +22,7 @@ use crate::{
     domain::{
         operation::{Operation, OperationKind},
         payment::{Payment, PaymentState},
+        session::{SessionStatus, SessionView},
         status::OperationStatus,
     },
     store::{ListQuery, listing_member},
@@ -420,6 +421,119 @@ impl Payments {
                 return Ok(OperationPage {
                     operations,
                     next_page_token: last.map(|c| operations_token(filter, &c)),
+                });
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SessionFilter {
+    pub order_reference: Option<String>,
+    pub status: Option<SessionStatus>,
+    pub created_after: Option<SystemTime>,
+    pub created_before: Option<SystemTime>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListSessions {
+    pub filter: SessionFilter,
+    pub page_size: usize,
+    pub page_token: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionPage {
+    pub sessions: Vec<SessionView>,
+    pub next_page_token: Option<String>,
+}
+
+impl SessionFilter {
+    fn digest(&self) -> String {
+        let text = format!(
+            "sessions|{:?}|{:?}|{:?}|{:?}",
+            self.order_reference, self.status, self.created_after, self.created_before
+        );
+        hex::encode(&Sha256::digest(text.as_bytes())[..8])
+    }
+}
+
+impl Payments {
+    /// A merchant's sessions, newest first, by order reference and status
+    /// (as of now: an OPEN session past its expiry is EXPIRED). One call
+    /// scans a bounded number of index entries, like ListPayments.
+    pub async fn list_sessions(
+        &self,
+        merchant: &str,
+        request: ListSessions,
+    ) -> Result<SessionPage, PaymentError> {
+        let filter = request.filter;
+        let page_size = request.page_size.clamp(1, MAX_PAGE_SIZE);
+        let invalid = || PaymentError::InvalidArgument {
+            field: "page_token".into(),
+            description: "not a page token of this listing (filters must stay the same)".into(),
+        };
+        let cursor = match request.page_token.as_deref() {
+            None => None,
+            Some(token) => {
+                let text = hex::decode(token)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or_else(invalid)?;
+                let (digest, cursor) = text.split_once('.').ok_or_else(invalid)?;
+                if digest != filter.digest() {
+                    return Err(invalid());
+                }
+                Some(cursor.to_owned())
+            }
+        };
+        let mut query = ListQuery {
+            merchant: merchant.to_owned(),
+            order_reference: filter.order_reference.clone(),
+            created_after: filter.created_after,
+            created_before: filter.created_before,
+            cursor,
+            newest_first: true,
+            limit: page_size.max(100),
+        };
+        let now = self.clock.now();
+        let mut sessions = Vec::new();
+        let mut scanned = 0;
+        loop {
+            let batch = self.store.list_sessions(&query).await?;
+            let mut at_end = batch.len() < query.limit;
+            let total = batch.len();
+            for (index, listed) in batch.into_iter().enumerate() {
+                scanned += 1;
+                query.cursor = Some(listed.cursor);
+                let wanted = listed
+                    .session
+                    .map(|s| s.value.view_at(now))
+                    .filter(|view| filter.status.is_none_or(|status| view.status == status));
+                if let Some(view) = wanted {
+                    sessions.push(view);
+                    if sessions.len() == page_size {
+                        at_end &= index + 1 == total;
+                        break;
+                    }
+                }
+            }
+            let token = || {
+                query
+                    .cursor
+                    .as_deref()
+                    .map(|c| hex::encode(format!("{}.{c}", filter.digest())))
+            };
+            if at_end {
+                return Ok(SessionPage {
+                    sessions,
+                    next_page_token: None,
+                });
+            }
+            if sessions.len() == page_size || scanned >= MAX_SCANNED {
+                return Ok(SessionPage {
+                    sessions,
+                    next_page_token: token(),
                 });
             }
         }

@@ -70,8 +70,15 @@ impl Payments {
             outcome: Outcome::Session(view.clone()),
             ttl: self.settings.idempotency_ttl,
         });
-        step.session = Some(Write::Insert(session));
-        match self.store.commit(step).await? {
+        step.session = Some(Write::Insert(session.clone()));
+        // The listing is derived data in other shards: written beside the
+        // step, on the same round trip.
+        let (committed, indexed) =
+            tokio::join!(self.store.commit(step), self.store.index_session(&session));
+        if let Err(error) = indexed {
+            tracing::warn!(%error, session_id = %id, "session not added to the listing");
+        }
+        match committed? {
             Committed::Applied { .. } => Ok(view),
             Committed::Claimed(state) => match found_record(state)? {
                 Found::Answer(outcome) => match *outcome {

@@ -24,9 +24,10 @@ use uuid::Uuid;
 
 use super::{
     Committed, DueChange, DueItem, DueQueue, DueSummary, EventLog, IssueQuery, KeyChange, KeyState,
-    ListQuery, ListedPayment, OperationWrite, OutboxChange, Outcome, PaymentStore, PaymentWrite,
-    SHARDS, SettlementQuery, SettlementStore, Shard, Step, StoreError, StoredPayment, Versioned,
-    WebhookDelivery, WebhookOutbox, Write, issue_member, listing_member, settlement_member,
+    ListQuery, ListedPayment, ListedSession, OperationWrite, OutboxChange, Outcome, PaymentStore,
+    PaymentWrite, SHARDS, SettlementQuery, SettlementStore, Shard, Step, StoreError, StoredPayment,
+    Versioned, WebhookDelivery, WebhookOutbox, Write, issue_member, listing_member,
+    settlement_member,
 };
 use crate::{
     clock::Clock,
@@ -186,6 +187,7 @@ fn members_from<'a>(
 pub struct MemoryStore {
     shards: Vec<Mutex<ShardData>>,
     listings: Vec<Mutex<Listing>>,
+    session_listings: Vec<Mutex<Listing>>,
     events: Mutex<HashMap<(String, String), SystemTime>>,
     settlements: Mutex<Settlements>,
     session_retention: Duration,
@@ -210,6 +212,7 @@ impl MemoryStore {
         MemoryStore {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             listings: (0..LISTING_LOCKS).map(|_| Mutex::default()).collect(),
+            session_listings: (0..LISTING_LOCKS).map(|_| Mutex::default()).collect(),
             events: Mutex::default(),
             settlements: Mutex::default(),
             session_retention,
@@ -223,10 +226,31 @@ impl MemoryStore {
     }
 
     fn listing(&self, merchant: &str) -> MutexGuard<'_, Listing> {
-        let mut hasher = DefaultHasher::new();
-        merchant.hash(&mut hasher);
-        let index = usize::try_from(hasher.finish() % LISTING_LOCKS as u64).unwrap_or(0);
-        lock(&self.listings[index])
+        lock(&self.listings[listing_lock(merchant)])
+    }
+
+    fn session_listing(&self, merchant: &str) -> MutexGuard<'_, Listing> {
+        lock(&self.session_listings[listing_lock(merchant)])
+    }
+}
+
+fn listing_lock(merchant: &str) -> usize {
+    let mut hasher = DefaultHasher::new();
+    merchant.hash(&mut hasher);
+    usize::try_from(hasher.finish() % LISTING_LOCKS as u64).unwrap_or(0)
+}
+
+/// Members of a listing in the query's range and order.
+fn listed(listing: &Listing, query: &ListQuery) -> Vec<String> {
+    let key = (query.merchant.clone(), query.order_reference.clone());
+    let Some(members) = listing.get(&key) else {
+        return Vec::new();
+    };
+    let range = members.range::<String, _>(query.bounds());
+    if query.newest_first {
+        range.rev().take(query.limit).cloned().collect()
+    } else {
+        range.take(query.limit).cloned().collect()
     }
 }
 
@@ -609,20 +633,38 @@ impl PaymentStore for MemoryStore {
         Ok(())
     }
 
+    async fn index_session(&self, session: &Session) -> Result<(), StoreError> {
+        let member = listing_member(session.created_at, session.id);
+        let mut listing = self.session_listing(&session.merchant);
+        for order_reference in [None, Some(session.order_reference.clone())] {
+            listing
+                .entry((session.merchant.clone(), order_reference))
+                .or_default()
+                .insert(member.clone());
+        }
+        Ok(())
+    }
+
+    async fn list_sessions(&self, query: &ListQuery) -> Result<Vec<ListedSession>, StoreError> {
+        let members = listed(&self.session_listing(&query.merchant), query);
+        let now = self.clock.now();
+        Ok(members
+            .into_iter()
+            .map(|member| {
+                let session = member
+                    .split_once(':')
+                    .and_then(|(_, id)| Uuid::try_parse(id).ok())
+                    .and_then(|id| self.shard(Shard::of(id)).session(id, now).cloned());
+                ListedSession {
+                    cursor: member,
+                    session,
+                }
+            })
+            .collect())
+    }
+
     async fn list_payments(&self, query: &ListQuery) -> Result<Vec<ListedPayment>, StoreError> {
-        let members: Vec<String> = {
-            let listing = self.listing(&query.merchant);
-            let key = (query.merchant.clone(), query.order_reference.clone());
-            let Some(members) = listing.get(&key) else {
-                return Ok(Vec::new());
-            };
-            let range = members.range::<String, _>(query.bounds());
-            if query.newest_first {
-                range.rev().take(query.limit).cloned().collect()
-            } else {
-                range.take(query.limit).cloned().collect()
-            }
-        };
+        let members = listed(&self.listing(&query.merchant), query);
         Ok(members
             .into_iter()
             .map(|member| {

@@ -33,10 +33,10 @@ use uuid::Uuid;
 use self::scripts::{CLAIM_DUE, CONCLUDE, OPEN, STEP};
 use super::{
     Committed, DueChange, DueItem, DueQueue, DueSummary, EventLog, IssueQuery, KeyChange, KeyState,
-    ListQuery, ListedPayment, OperationWrite, OutboxChange, Outcome, PaymentStore, PaymentWrite,
-    SettlementQuery, SettlementStore, Shard, Step, StoreError, StoredPayment, Versioned,
-    WebhookDelivery, WebhookOutbox, Write, issue_member, listing_member, settlement_member,
-    unix_millis,
+    ListQuery, ListedPayment, ListedSession, OperationWrite, OutboxChange, Outcome, PaymentStore,
+    PaymentWrite, SettlementQuery, SettlementStore, Shard, Step, StoreError, StoredPayment,
+    Versioned, WebhookDelivery, WebhookOutbox, Write, issue_member, listing_member,
+    settlement_member, unix_millis,
 };
 use crate::domain::{
     operation::Operation,
@@ -191,6 +191,13 @@ const RELEASE_LEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
 ";
+
+fn session_listing_key(merchant: &str, order_reference: Option<&str>) -> String {
+    match order_reference {
+        None => format!("po:{{m:{merchant}}}:sessions"),
+        Some(reference) => format!("po:{{m:{merchant}}}:sessions:order:{}", digest(reference)),
+    }
+}
 
 fn digest(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
@@ -754,6 +761,43 @@ impl PaymentStore for RedisStore {
             .map_err(write_failed)
     }
 
+    async fn index_session(&self, session: &Session) -> Result<(), StoreError> {
+        let member = listing_member(session.created_at, session.id);
+        let mut pipeline = redis::pipe();
+        pipeline
+            .atomic()
+            .zadd(session_listing_key(&session.merchant, None), &member, 0)
+            .zadd(
+                session_listing_key(&session.merchant, Some(&session.order_reference)),
+                &member,
+                0,
+            );
+        let mut connection = self.connection();
+        pipeline
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(write_failed)
+    }
+
+    async fn list_sessions(&self, query: &ListQuery) -> Result<Vec<ListedSession>, StoreError> {
+        let key = session_listing_key(&query.merchant, query.order_reference.as_deref());
+        let members = self.listed(&key, query).await?;
+        try_join_all(members.into_iter().map(|member| async move {
+            let session = match member
+                .split_once(':')
+                .and_then(|(_, id)| Uuid::try_parse(id).ok())
+            {
+                Some(id) => self.session(id).await?,
+                None => None,
+            };
+            Ok(ListedSession {
+                cursor: member,
+                session,
+            })
+        }))
+        .await
+    }
+
     async fn list_payments(&self, query: &ListQuery) -> Result<Vec<ListedPayment>, StoreError> {
         let key = listing_key(&query.merchant, query.order_reference.as_deref());
         let (low, high) = query.bounds();
@@ -800,6 +844,25 @@ impl PaymentStore for RedisStore {
 }
 
 impl RedisStore {
+    /// Members of a listing in the query's range and order.
+    async fn listed(&self, key: &str, query: &ListQuery) -> Result<Vec<String>, StoreError> {
+        let (low, high) = query.bounds();
+        let (low, high) = (lex(&low, "-"), lex(&high, "+"));
+        let mut command = redis::cmd("ZRANGE");
+        command.arg(key);
+        if query.newest_first {
+            command.arg(&high).arg(&low).arg("BYLEX").arg("REV");
+        } else {
+            command.arg(&low).arg(&high).arg("BYLEX");
+        }
+        command.arg("LIMIT").arg(0).arg(query.limit);
+        let mut connection = self.connection();
+        command
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)
+    }
+
     /// How many items each shard has due at `now`, read concurrently.
     async fn due_counts(&self, now: SystemTime) -> Result<Vec<(Shard, usize)>, StoreError> {
         try_join_all(Shard::all().map(|shard| async move {

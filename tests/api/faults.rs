@@ -29,8 +29,9 @@ use payment_orchestrator::{
     },
     store::{
         Committed, DueItem, DueQueue, DueSummary, EventLog, IssueQuery, ListQuery, ListedPayment,
-        PaymentStore, SettlementQuery, SettlementStore, Step, Store, StoreError, StoredPayment,
-        Versioned, WebhookDelivery, WebhookOutbox, memory::MemoryStore, redis::RedisStore,
+        ListedSession, PaymentStore, SettlementQuery, SettlementStore, Step, Store, StoreError,
+        StoredPayment, Versioned, WebhookDelivery, WebhookOutbox, memory::MemoryStore,
+        redis::RedisStore,
     },
 };
 use tonic::Status;
@@ -132,6 +133,14 @@ impl PaymentStore for FaultyStore {
     async fn index_payment(&self, payment: &Payment) -> Result<(), StoreError> {
         self.call(self.inner.index_payment(payment)).await
     }
+    async fn index_session(&self, session: &Session) -> Result<(), StoreError> {
+        self.call(self.inner.index_session(session)).await
+    }
+
+    async fn list_sessions(&self, query: &ListQuery) -> Result<Vec<ListedSession>, StoreError> {
+        self.inner.list_sessions(query).await
+    }
+
     async fn list_payments(&self, query: &ListQuery) -> Result<Vec<ListedPayment>, StoreError> {
         self.call(self.inner.list_payments(query)).await
     }

@@ -262,3 +262,124 @@ async fn pending_authorization_leaves_the_payment_authorizing() {
         SessionStatus::Processing
     );
 }
+
+/// Sessions of an order, newest first, by status now.
+async fn sessions_are_listed_by_order_reference_and_status(server: TestServer) {
+    let create = |order: &str, seconds: u64| {
+        let mut request = create_request(1_000, proto::CaptureMode::Manual);
+        request.order_reference = order.into();
+        request.expires_in = Some(prost_types::Duration {
+            seconds: i64::try_from(seconds).unwrap(),
+            nanos: 0,
+        });
+        let mut sessions = server.sessions();
+        async move { sessions.create_session(request).await.unwrap().into_inner() }
+    };
+    let submitted = create("order-7", 3600).await;
+    submit(&server, submitted.id.as_str(), vec![card(1_000, "tok")])
+        .await
+        .unwrap();
+    server.clock.advance(Duration::from_secs(1));
+    let cancelled = create("order-7", 3600).await;
+    server
+        .sessions()
+        .cancel_session(proto::CancelSessionRequest {
+            session_id: cancelled.id.clone(),
+            idempotency_key: new_key(),
+            reason: "shopper left".into(),
+        })
+        .await
+        .unwrap();
+    server.clock.advance(Duration::from_secs(1));
+    let expiring = create("order-7", 60).await;
+    server.clock.advance(Duration::from_secs(1));
+    let open = create("order-7", 3600).await;
+    server.clock.advance(Duration::from_secs(1));
+    let elsewhere = create("order-8", 3600).await;
+    server.clock.advance(Duration::from_secs(120));
+
+    let list = |request: proto::ListSessionsRequest| {
+        let mut sessions = server.sessions();
+        async move {
+            let page = sessions.list_sessions(request).await.unwrap().into_inner();
+            let ids: Vec<String> = page.sessions.iter().map(|s| s.id.clone()).collect();
+            (ids, page.next_page_token)
+        }
+    };
+    let of_order = |status: SessionStatus| proto::ListSessionsRequest {
+        order_reference: "order-7".into(),
+        status: status.into(),
+        ..Default::default()
+    };
+    let (all, _) = list(of_order(SessionStatus::Unspecified)).await;
+    assert_eq!(
+        all,
+        [
+            open.id.as_str(),
+            expiring.id.as_str(),
+            cancelled.id.as_str(),
+            submitted.id.as_str()
+        ],
+        "newest first, only order-7"
+    );
+    for (status, session) in [
+        (SessionStatus::Open, &open),
+        (SessionStatus::Expired, &expiring),
+        (SessionStatus::Cancelled, &cancelled),
+        (SessionStatus::Submitted, &submitted),
+    ] {
+        assert_eq!(
+            list(of_order(status)).await.0,
+            [session.id.as_str()],
+            "{status:?}"
+        );
+    }
+    // Two per page, then the rest; another merchant sees none of them.
+    let (first, token) = list(proto::ListSessionsRequest {
+        page_size: 2,
+        ..of_order(SessionStatus::Unspecified)
+    })
+    .await;
+    assert_eq!(first, [open.id.as_str(), expiring.id.as_str()]);
+    let (second, last) = list(proto::ListSessionsRequest {
+        page_size: 2,
+        page_token: token,
+        ..of_order(SessionStatus::Unspecified)
+    })
+    .await;
+    assert_eq!(second, [cancelled.id.as_str(), submitted.id.as_str()]);
+    assert!(
+        last.is_empty()
+            || list(proto::ListSessionsRequest {
+                page_size: 2,
+                page_token: last,
+                ..of_order(SessionStatus::Unspecified)
+            })
+            .await
+            .0
+            .is_empty()
+    );
+    let (every, _) = list(proto::ListSessionsRequest::default()).await;
+    assert_eq!(every.len(), 5);
+    assert_eq!(every[0], elsewhere.id);
+    let foreign = server
+        .sessions_as(Some(OTHER_KEY))
+        .list_sessions(proto::ListSessionsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(foreign.sessions.is_empty());
+}
+
+#[tokio::test]
+async fn sessions_are_listed_by_order_reference_and_status_in_memory() {
+    sessions_are_listed_by_order_reference_and_status(TestServer::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_listed_by_order_reference_and_status_on_redis() {
+    let redis = super::redis_server::RedisServer::start();
+    let url = redis.url();
+    let server = TestServer::start_with(&["--redis-url", &url]).await;
+    sessions_are_listed_by_order_reference_and_status(server).await;
+}
