@@ -438,13 +438,17 @@ impl proto::admin_service_server::AdminService for AdminService {
         &self,
         request: Request<proto::ImportSettlementsRequest>,
     ) -> Result<Response<proto::ImportSettlementsResponse>, Status> {
-        let partner = &request.get_ref().partner;
-        let only = (!partner.is_empty()).then_some(partner.as_str());
-        let imports = self
-            .payments
-            .import_settlements(only)
-            .await
-            .map_err(error::status_of)?;
+        let partner = request.into_inner().partner;
+        // Its own task: a caller that gives up (or a deadline) does not stop
+        // an import halfway; it finishes in the background.
+        let payments = self.payments.clone();
+        let imports = tokio::spawn(async move {
+            let only = (!partner.is_empty()).then_some(partner.as_str());
+            payments.import_settlements(only).await
+        })
+        .await
+        .map_err(|_| Status::internal("internal error"))?
+        .map_err(error::status_of)?;
         Ok(Response::new(proto::ImportSettlementsResponse {
             partners: imports
                 .iter()

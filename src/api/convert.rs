@@ -992,16 +992,14 @@ pub fn list_payments(request: proto::ListPaymentsRequest) -> Result<ListPayments
     };
     let created_after = instant("created_after", request.created_after);
     let created_before = instant("created_before", request.created_before);
-    let page_size = match request.page_size {
-        0 => DEFAULT_PAGE_SIZE,
-        size if size < 0 || size as usize > MAX_PAGE_SIZE => {
-            v.add(
-                "page_size",
-                format!("between 1 and {MAX_PAGE_SIZE} (0 = {DEFAULT_PAGE_SIZE})"),
-            );
+    // AIP-158: larger than the maximum is the maximum.
+    let page_size = match usize::try_from(request.page_size) {
+        Ok(0) => DEFAULT_PAGE_SIZE,
+        Ok(size) => size.min(MAX_PAGE_SIZE),
+        Err(_) => {
+            v.add("page_size", "must not be negative");
             DEFAULT_PAGE_SIZE
         }
-        size => size as usize,
     };
     let newest_first = match proto::ListOrder::try_from(request.order) {
         Ok(proto::ListOrder::OldestFirst) => false,
