@@ -479,6 +479,9 @@ fn partners(config: &Config) -> anyhow::Result<(Partners, BTreeMap<String, Sandb
                     .with_context(|| format!("partners.{name}: HTTP client"))?,
             ),
         };
+        let settlement_reports = partner
+            .settlement_reports
+            .unwrap_or_else(|| adapter.settles());
         partners.insert(
             name.clone(),
             ConfiguredPartner {
@@ -491,6 +494,7 @@ fn partners(config: &Config) -> anyhow::Result<(Partners, BTreeMap<String, Sandb
                 capabilities: partner.capabilities,
                 authorization_lifetime: partner.authorization_lifetime,
                 merchants: partner.merchants,
+                settlement_reports,
             },
         );
     }

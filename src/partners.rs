@@ -221,11 +221,15 @@ pub struct ConfiguredPartner {
     pub authorization_lifetime: Duration,
     /// The merchants that may use it; empty: every merchant.
     pub merchants: Vec<String>,
+    /// Its settlements are imported, and our successful captures and refunds
+    /// expected in them.
+    pub settlement_reports: bool,
 }
 
 impl ConfiguredPartner {
     /// A partner with the defaults of the embedded service.
     pub fn new(adapter: Arc<dyn Partner>, kind: &'static str, methods: Vec<String>) -> Self {
+        let adapter_settles = adapter.settles();
         ConfiguredPartner {
             adapter,
             kind,
@@ -236,6 +240,7 @@ impl ConfiguredPartner {
             capabilities: Capabilities::default(),
             authorization_lifetime: Duration::from_secs(7 * 86_400),
             merchants: Vec::new(),
+            settlement_reports: adapter_settles,
         }
     }
 

@@ -12,6 +12,7 @@
 //! retry_window = "10s"
 //! authorization_lifetime = "28d"
 //! capabilities = { partial_void = false }
+//! settlement_reports = true           # default: the kind's (wepay: false)
 //!
 //! [merchants.demo]
 //! priorities = { capture = ["*:giftcard", "*:*"] }
@@ -75,6 +76,9 @@ pub struct PartnerEntry {
     authorization_lifetime: Option<String>,
     #[serde(default)]
     capabilities: CapabilitiesEntry,
+    /// Whether its settlements are imported (and our captures and refunds
+    /// expected in them); default: whether its kind reports settlements.
+    settlement_reports: Option<bool>,
 }
 
 /// Capabilities as written: what is not written keeps the kind's default.
@@ -117,6 +121,8 @@ pub struct PartnerConfig {
     pub retry: RetryPolicy,
     pub capabilities: Capabilities,
     pub authorization_lifetime: Duration,
+    /// `None`: as the kind does.
+    pub settlement_reports: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -305,6 +311,7 @@ impl PartnerEntry {
                     .authorization_lifetime
                     .unwrap_or(defaults.authorization_lifetime),
             )?,
+            settlement_reports: self.settlement_reports,
         })
     }
 }
@@ -426,6 +433,7 @@ impl PartnerSpec {
             retry: RetryPolicy::SHORT,
             capabilities: Capabilities::ALL,
             authorization_lifetime: defaults.authorization_lifetime,
+            settlement_reports: None,
         }
     }
 }

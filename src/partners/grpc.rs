@@ -16,12 +16,16 @@ use tonic::{
     transport::{Certificate, Channel, ClientTlsConfig},
 };
 
-use super::{Lookup, Partner, PartnerAnswer, PartnerError, PartnerRequest, sandbox::Sandbox};
+use super::{
+    Lookup, Partner, PartnerAnswer, PartnerError, PartnerRequest, SettlementPage, SettlementReport,
+    sandbox::{Discrepancy, Sandbox},
+};
 use crate::domain::{
     items::ItemLine,
     money::{Amount, Currency},
     operation::OperationKind,
     payment::PaymentToken,
+    settlement::{Day, EntryKind, SettlementEntry, VatAmount},
 };
 
 /// Generated code of `proto/payment_orchestrator/partner/v1`.
@@ -263,6 +267,136 @@ impl Partner for GrpcPartner {
             _ => Lookup::NotFound,
         })
     }
+
+    fn settles(&self) -> bool {
+        true
+    }
+
+    async fn settlements(&self, since: Day) -> Result<Vec<SettlementReport>, PartnerError> {
+        let request = proto::ListSettlementsRequest {
+            partner: self.partner.clone(),
+            since: since.to_string(),
+        };
+        let response = self
+            .client
+            .clone()
+            .list_settlements(traced(request))
+            .await
+            .map_err(read_failed)?;
+        response
+            .into_inner()
+            .settlements
+            .into_iter()
+            .map(|s| {
+                Some(SettlementReport {
+                    date: s.date.parse().ok()?,
+                    currency: Currency::parse(&s.currency).ok()?,
+                    fees: Amount::from_minor(s.fees).ok()?,
+                    transactions: u64::try_from(s.transactions).ok()?,
+                    reference: s.reference,
+                    payout_reference: s.payout_reference,
+                })
+            })
+            .collect::<Option<_>>()
+            .ok_or_else(unreadable_settlement)
+    }
+
+    async fn settlement_page(
+        &self,
+        reference: &str,
+        page: u32,
+        per_page: u32,
+    ) -> Result<SettlementPage, PartnerError> {
+        let request = proto::ListSettlementLinesRequest {
+            partner: self.partner.clone(),
+            reference: reference.to_owned(),
+            page,
+            per_page,
+        };
+        let response = self
+            .client
+            .clone()
+            .list_settlement_lines(traced(request))
+            .await
+            .map_err(read_failed)?
+            .into_inner();
+        Ok(SettlementPage {
+            entries: response
+                .lines
+                .into_iter()
+                .map(entry_of)
+                .collect::<Option<_>>()
+                .ok_or_else(unreadable_settlement)?,
+            total: u64::try_from(response.total).map_err(|_| unreadable_settlement())?,
+            pages: response.pages,
+        })
+    }
+}
+
+/// A settlement line on the wire.
+fn line_proto(entry: &SettlementEntry) -> proto::SettlementLine {
+    proto::SettlementLine {
+        kind: match entry.kind {
+            EntryKind::Capture => proto::SettlementLineKind::Capture,
+            EntryKind::Refund => proto::SettlementLineKind::Refund,
+        }
+        .into(),
+        amount: entry.amount.minor(),
+        currency: entry.currency.code().to_owned(),
+        order_reference: entry.order_reference.clone(),
+        partner_reference: entry.partner_reference.clone(),
+        action_reference: entry.action_reference.clone(),
+        transaction_date: entry.transaction_date.to_string(),
+        vat: entry
+            .vat
+            .iter()
+            .map(|vat| proto::VatAmount {
+                rate: vat.rate.normalize().to_string(),
+                amount: vat.amount.minor(),
+            })
+            .collect(),
+    }
+}
+
+/// A settlement line from the wire; `None` if it does not read.
+fn entry_of(line: proto::SettlementLine) -> Option<SettlementEntry> {
+    let kind = match line.kind() {
+        proto::SettlementLineKind::Capture => EntryKind::Capture,
+        proto::SettlementLineKind::Refund => EntryKind::Refund,
+        proto::SettlementLineKind::Unspecified => return None,
+    };
+    Some(SettlementEntry {
+        kind,
+        amount: Amount::from_minor(line.amount).ok()?,
+        currency: Currency::parse(&line.currency).ok()?,
+        order_reference: line.order_reference,
+        partner_reference: line.partner_reference,
+        action_reference: line.action_reference,
+        transaction_date: line.transaction_date.parse().ok()?,
+        vat: line
+            .vat
+            .into_iter()
+            .map(|vat| {
+                Some(VatAmount {
+                    rate: vat.rate.parse().ok()?,
+                    amount: Amount::from_minor(vat.amount).ok()?,
+                })
+            })
+            .collect::<Option<_>>()?,
+    })
+}
+
+/// A read that failed changed nothing: try later.
+fn read_failed(status: Status) -> PartnerError {
+    PartnerError::Unavailable {
+        description: format!("partner gateway call failed: {}", status.code()),
+    }
+}
+
+fn unreadable_settlement() -> PartnerError {
+    PartnerError::Unavailable {
+        description: "the partner gateway sent a settlement that does not read".into(),
+    }
 }
 
 /// Serves sandbox partners over `PartnerGatewayService` and their ledgers
@@ -316,6 +450,52 @@ impl Gateway {
 
 #[tonic::async_trait]
 impl PartnerGatewayService for Gateway {
+    async fn list_settlements(
+        &self,
+        request: Request<proto::ListSettlementsRequest>,
+    ) -> Result<Response<proto::ListSettlementsResponse>, Status> {
+        let request = request.into_inner();
+        let since: Day = request
+            .since
+            .parse()
+            .map_err(|_| Status::invalid_argument("since must be YYYY-MM-DD"))?;
+        let reports = self
+            .sandbox(&request.partner)
+            .settlements(since)
+            .await
+            .map_err(|error| Status::unavailable(error.to_string()))?;
+        Ok(Response::new(proto::ListSettlementsResponse {
+            settlements: reports
+                .into_iter()
+                .map(|r| proto::SettlementSummary {
+                    reference: r.reference,
+                    payout_reference: r.payout_reference,
+                    date: r.date.to_string(),
+                    currency: r.currency.code().to_owned(),
+                    fees: r.fees.minor(),
+                    transactions: i64::try_from(r.transactions).unwrap_or(i64::MAX),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn list_settlement_lines(
+        &self,
+        request: Request<proto::ListSettlementLinesRequest>,
+    ) -> Result<Response<proto::ListSettlementLinesResponse>, Status> {
+        let request = request.into_inner();
+        let page = self
+            .sandbox(&request.partner)
+            .settlement_page(&request.reference, request.page, request.per_page)
+            .await
+            .map_err(|_| Status::not_found("no such settlement"))?;
+        Ok(Response::new(proto::ListSettlementLinesResponse {
+            lines: page.entries.iter().map(line_proto).collect(),
+            total: i64::try_from(page.total).unwrap_or(i64::MAX),
+            pages: page.pages,
+        }))
+    }
+
     async fn authorize(
         &self,
         request: Request<proto::AuthorizeRequest>,
@@ -441,6 +621,28 @@ fn kind_name(kind: OperationKind) -> &'static str {
 
 #[tonic::async_trait]
 impl SandboxService for Gateway {
+    async fn prepare_settlement(
+        &self,
+        request: Request<proto::PrepareSettlementRequest>,
+    ) -> Result<Response<proto::PrepareSettlementResponse>, Status> {
+        let request = request.into_inner();
+        let sandbox = self.sandbox(&request.partner);
+        for key in request.drop {
+            sandbox.prepare(Discrepancy::Drop(key));
+        }
+        for (key, minor) in request.alter {
+            let amount = Amount::from_minor(minor)
+                .map_err(|_| Status::invalid_argument("alter: amounts are positive"))?;
+            sandbox.prepare(Discrepancy::Alter(key, amount));
+        }
+        for line in request.unknown {
+            let entry = entry_of(line)
+                .ok_or_else(|| Status::invalid_argument("unknown: a line that does not read"))?;
+            sandbox.prepare(Discrepancy::Unknown(entry));
+        }
+        Ok(Response::new(proto::PrepareSettlementResponse {}))
+    }
+
     async fn get_ledger(
         &self,
         request: Request<proto::GetLedgerRequest>,

@@ -133,8 +133,12 @@ impl Payments {
         let names: Vec<String> = self
             .partners
             .iter()
+            .filter(|(name, partner)| {
+                // Asked by name, a partner without reports says so (an empty
+                // import); otherwise only partners with reports are asked.
+                only.map_or(partner.settlement_reports, |only| only == *name)
+            })
             .map(|(name, _)| name.to_owned())
-            .filter(|name| only.is_none_or(|only| only == name))
             .collect();
         let mut results = Vec::with_capacity(names.len());
         for name in names {
@@ -532,7 +536,7 @@ impl Payments {
             let settles = self
                 .partners
                 .get(&leg.partner)
-                .is_some_and(|p| p.adapter.settles());
+                .is_some_and(|p| p.settlement_reports);
             if tx.status != crate::domain::status::TransactionStatus::Success
                 || !settles
                 || self.store.settled_in(tx.id).await?.is_some()

@@ -106,7 +106,7 @@ impl Payments {
                 && header.legs.get(tx.leg).is_some_and(|leg| {
                     self.partners
                         .get(&leg.partner)
-                        .is_some_and(|p| p.adapter.settles())
+                        .is_some_and(|p| p.settlement_reports)
                 })
         })
     }

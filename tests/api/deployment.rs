@@ -199,6 +199,12 @@ impl Deployment {
         PaymentServiceClient::with_interceptor(channel, Bearer::new(DEMO_KEY))
     }
 
+    /// The sandbox partner server's own service (ledgers, prepared
+    /// settlements).
+    pub fn sandbox(&self) -> SandboxServiceClient<Channel> {
+        SandboxServiceClient::new(self.partner_channel.clone())
+    }
+
     pub async fn ledger(&self, partner: &str) -> GetLedgerResponse {
         SandboxServiceClient::new(self.partner_channel.clone())
             .get_ledger(GetLedgerRequest {

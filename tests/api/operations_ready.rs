@@ -108,8 +108,9 @@ async fn metrics_expose_rpcs_partners_operations_resolver_and_webhooks() {
         ),
         Some(1.0)
     );
-    // The authorization's lifetime is queued; nothing is overdue.
-    assert_eq!(count("resolver_queue_depth", &[]), Some(1.0));
+    // The authorization's lifetime and the capture's settlement check are
+    // queued; nothing is overdue.
+    assert_eq!(count("resolver_queue_depth", &[]), Some(2.0));
     assert_eq!(
         count("resolver_queue_oldest_overdue_seconds", &[]),
         Some(0.0)

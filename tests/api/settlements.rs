@@ -844,3 +844,96 @@ mod replicas {
         assert_eq!(counted, 1.0);
     }
 }
+
+/// The sandbox partner server settles its shared ledger, over the gateway
+/// contract, for every replica.
+mod gateway {
+
+    use payment_orchestrator::partners::grpc::proto::PrepareSettlementRequest;
+
+    use super::*;
+    use crate::api::{
+        deployment::{Deployment, Redis},
+        redis_server::RedisServer,
+    };
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_gateway_partner_settles_what_any_replica_did_and_discrepancies_show() {
+        let deployment = Deployment::start(Redis::Single(RedisServer::start()), 2).await;
+        let session = deployment
+            .sessions(0)
+            .create_session(create_request(12_000, proto::CaptureMode::Manual))
+            .await
+            .unwrap()
+            .into_inner();
+        let payment = deployment
+            .sessions(1)
+            .submit_session(proto::SubmitSessionRequest {
+                session_id: session.id,
+                idempotency_key: new_key(),
+                split: vec![card(10_000, "tok"), gift(2_000, "tok")],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        // 20.00 from the gift card, 30.00 from the card, through the other
+        // replica.
+        let captured = deployment
+            .payments(1)
+            .capture(capture(&payment, Some(5_000)))
+            .await
+            .unwrap()
+            .into_inner()
+            .operation
+            .unwrap();
+        let card_key = format!("{}:0", captured.id);
+        deployment
+            .sandbox()
+            .prepare_settlement(PrepareSettlementRequest {
+                partner: "ingenico".into(),
+                alter: BTreeMap::from([(card_key.clone(), 2_900)]),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+
+        let imports =
+            AdminServiceClient::with_interceptor(deployment.channel(0), Bearer::new(ADMIN_KEY))
+                .import_settlements(proto::ImportSettlementsRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .partners;
+        let summary: Vec<_> = imports
+            .iter()
+            .map(|i| (i.partner.as_str(), i.settlements, i.transactions, i.issues))
+            .collect();
+        assert_eq!(summary, [("illicado", 1, 1, 0), ("ingenico", 1, 1, 1)]);
+
+        let mut admin = SettlementServiceClient::with_interceptor(
+            deployment.channel(1),
+            Bearer::new(ADMIN_KEY),
+        );
+        let issues = admin
+            .list_reconciliation_issues(proto::ListReconciliationIssuesRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .issues;
+        assert_eq!(issues.len(), 1);
+        assert_eq!(
+            (
+                issues[0].kind(),
+                issues[0].reference.as_str(),
+                issues[0].expected,
+                issues[0].settled
+            ),
+            (
+                proto::ReconciliationStatus::AmountMismatch,
+                card_key.as_str(),
+                3_000,
+                2_900
+            )
+        );
+    }
+}
