@@ -85,6 +85,32 @@ impl Violations {
         }
     }
 
+    /// A timestamp filter, if given and valid.
+    fn instant(
+        &mut self,
+        field: &str,
+        value: Option<prost_types::Timestamp>,
+    ) -> Option<std::time::SystemTime> {
+        value.and_then(|t| {
+            std::time::SystemTime::try_from(t)
+                .map_err(|_| self.add(field, "not a valid timestamp"))
+                .ok()
+        })
+    }
+
+    /// A page size: 0 is the default, more than the maximum is the maximum
+    /// (AIP-158), a negative one is refused.
+    fn page_size(&mut self, requested: i32, default: usize, max: usize) -> usize {
+        match usize::try_from(requested) {
+            Ok(0) => default,
+            Ok(size) => size.min(max),
+            Err(_) => {
+                self.add("page_size", "must not be negative");
+                default
+            }
+        }
+    }
+
     fn id(&mut self, field: &str, value: &str) -> Option<Uuid> {
         match Uuid::try_parse(value) {
             Ok(id) => Some(id),
@@ -867,25 +893,9 @@ pub fn list_operations(request: proto::ListOperationsRequest) -> Result<ListOper
     let merchant_reference = optional_text("merchant_reference", request.merchant_reference);
     let partner_reference = optional_text("partner_reference", request.partner_reference);
     let merchant = optional_text("merchant", request.merchant);
-    let mut instant = |field: &str, value: Option<prost_types::Timestamp>| {
-        value.and_then(|t| match std::time::SystemTime::try_from(t) {
-            Ok(time) => Some(time),
-            Err(_) => {
-                v.add(field, "not a valid timestamp");
-                None
-            }
-        })
-    };
-    let created_after = instant("created_after", request.created_after);
-    let created_before = instant("created_before", request.created_before);
-    let page_size = match usize::try_from(request.page_size) {
-        Ok(0) => DEFAULT_PAGE_SIZE,
-        Ok(size) => size.min(MAX_PAGE_SIZE),
-        Err(_) => {
-            v.add("page_size", "must not be negative");
-            DEFAULT_PAGE_SIZE
-        }
-    };
+    let created_after = v.instant("created_after", request.created_after);
+    let created_before = v.instant("created_before", request.created_before);
+    let page_size = v.page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE);
     if request.page_token.len() > 1024 {
         v.add("page_token", "not a page token of this listing");
     }
@@ -923,25 +933,9 @@ pub fn list_sessions(request: proto::ListSessionsRequest) -> Result<ListSessions
             None
         }
     };
-    let mut instant = |field: &str, value: Option<prost_types::Timestamp>| {
-        value.and_then(|t| match std::time::SystemTime::try_from(t) {
-            Ok(time) => Some(time),
-            Err(_) => {
-                v.add(field, "not a valid timestamp");
-                None
-            }
-        })
-    };
-    let created_after = instant("created_after", request.created_after);
-    let created_before = instant("created_before", request.created_before);
-    let page_size = match usize::try_from(request.page_size) {
-        Ok(0) => DEFAULT_PAGE_SIZE,
-        Ok(size) => size.min(MAX_PAGE_SIZE),
-        Err(_) => {
-            v.add("page_size", "must not be negative");
-            DEFAULT_PAGE_SIZE
-        }
-    };
+    let created_after = v.instant("created_after", request.created_after);
+    let created_before = v.instant("created_before", request.created_before);
+    let page_size = v.page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE);
     if request.page_token.len() > 1024 {
         v.add("page_token", "not a page token of this listing");
     }
@@ -981,26 +975,9 @@ pub fn list_payments(request: proto::ListPaymentsRequest) -> Result<ListPayments
             None
         }
     };
-    let mut instant = |field: &str, value: Option<prost_types::Timestamp>| {
-        value.and_then(|t| match std::time::SystemTime::try_from(t) {
-            Ok(time) => Some(time),
-            Err(_) => {
-                v.add(field, "not a valid timestamp");
-                None
-            }
-        })
-    };
-    let created_after = instant("created_after", request.created_after);
-    let created_before = instant("created_before", request.created_before);
-    // AIP-158: larger than the maximum is the maximum.
-    let page_size = match usize::try_from(request.page_size) {
-        Ok(0) => DEFAULT_PAGE_SIZE,
-        Ok(size) => size.min(MAX_PAGE_SIZE),
-        Err(_) => {
-            v.add("page_size", "must not be negative");
-            DEFAULT_PAGE_SIZE
-        }
-    };
+    let created_after = v.instant("created_after", request.created_after);
+    let created_before = v.instant("created_before", request.created_before);
+    let page_size = v.page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE);
     let newest_first = match proto::ListOrder::try_from(request.order) {
         Ok(proto::ListOrder::OldestFirst) => false,
         Ok(_) => true,

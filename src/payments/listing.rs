@@ -13,7 +13,7 @@
 
 use std::time::SystemTime;
 
-use futures_util::{StreamExt, stream};
+use futures_util::{FutureExt, StreamExt, future::BoxFuture, stream};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -25,7 +25,7 @@ use crate::{
         session::{SessionStatus, SessionView},
         status::OperationStatus,
     },
-    store::{ListQuery, listing_member},
+    store::{ListQuery, StoreError, listing_member},
 };
 
 pub const DEFAULT_PAGE_SIZE: usize = 50;
@@ -70,11 +70,51 @@ impl PaymentFilter {
     }
 }
 
-fn page_token(filter: &PaymentFilter, cursor: &str) -> String {
-    hex::encode(format!("{}.{cursor}", filter.digest()))
+/// Walks a creation-ordered listing from `query`, batch by batch, keeping
+/// what `keep` turns into an item, until `page_size` items, the end, or
+/// [`MAX_SCANNED`] entries looked at; with the cursor to continue from when
+/// more may follow. Members whose record is gone are skipped.
+async fn scan<R, T>(
+    mut query: ListQuery,
+    page_size: usize,
+    fetch: impl Fn(ListQuery) -> BoxFuture<'static, Result<Vec<(String, Option<R>)>, StoreError>>,
+    mut keep: impl FnMut(R) -> Option<T>,
+) -> Result<(Vec<T>, Option<String>), PaymentError> {
+    let mut items = Vec::new();
+    let mut scanned = 0;
+    loop {
+        let batch = fetch(query.clone()).await?;
+        // A short batch is the end of the index.
+        let mut at_end = batch.len() < query.limit;
+        let total = batch.len();
+        for (index, (cursor, record)) in batch.into_iter().enumerate() {
+            scanned += 1;
+            query.cursor = Some(cursor);
+            if let Some(item) = record.and_then(&mut keep) {
+                items.push(item);
+                if items.len() == page_size {
+                    at_end &= index + 1 == total;
+                    break;
+                }
+            }
+        }
+        if at_end {
+            return Ok((items, None));
+        }
+        if items.len() == page_size || scanned >= MAX_SCANNED {
+            return Ok((items, query.cursor));
+        }
+    }
 }
 
-fn cursor_of(filter: &PaymentFilter, token: &str) -> Result<String, PaymentError> {
+/// A page token: the cursor, tied (by `digest`) to the filters it was
+/// issued for.
+fn page_token(digest: &str, cursor: &str) -> String {
+    hex::encode(format!("{digest}.{cursor}"))
+}
+
+/// The cursor of a page token issued for the filters of `digest`.
+fn cursor_of(digest: &str, token: &str) -> Result<String, PaymentError> {
     let invalid = || PaymentError::InvalidArgument {
         field: "page_token".into(),
         description: "not a page token of this listing (filters must stay the same)".into(),
@@ -83,8 +123,8 @@ fn cursor_of(filter: &PaymentFilter, token: &str) -> Result<String, PaymentError
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
         .ok_or_else(invalid)?;
-    let (digest, cursor) = text.split_once('.').ok_or_else(invalid)?;
-    if digest != filter.digest() {
+    let (tied, cursor) = text.split_once('.').ok_or_else(invalid)?;
+    if tied != digest {
         return Err(invalid());
     }
     Ok(cursor.to_owned())
@@ -98,7 +138,7 @@ impl Payments {
     ) -> Result<PaymentPage, PaymentError> {
         let filter = request.filter;
         let page_size = request.page_size.clamp(1, MAX_PAGE_SIZE);
-        let mut query = ListQuery {
+        let query = ListQuery {
             merchant: merchant.to_owned(),
             order_reference: filter.order_reference.clone(),
             created_after: filter.created_after,
@@ -106,48 +146,34 @@ impl Payments {
             cursor: request
                 .page_token
                 .as_deref()
-                .map(|token| cursor_of(&filter, token))
+                .map(|token| cursor_of(&filter.digest(), token))
                 .transpose()?,
             newest_first: filter.newest_first,
             limit: page_size.max(100),
         };
-        let mut payments = Vec::new();
-        let mut scanned = 0;
-        loop {
-            let batch = self.store.list_payments(&query).await?;
-            // A short batch is the end of the index.
-            let mut at_end = batch.len() < query.limit;
-            let total = batch.len();
-            for (index, listed) in batch.into_iter().enumerate() {
-                scanned += 1;
-                query.cursor = Some(listed.cursor);
-                let wanted = listed.payment.filter(|p| {
-                    filter
-                        .state
-                        .is_none_or(|state| p.header.value.state() == state)
-                });
-                if let Some(payment) = wanted {
-                    payments.push(PaymentView::now(payment.header.value, payment.operations));
-                    if payments.len() == page_size {
-                        at_end &= index + 1 == total;
-                        break;
-                    }
+        let (payments, cursor) = scan(
+            query,
+            page_size,
+            |query| {
+                let store = self.store.clone();
+                async move {
+                    let batch = store.list_payments(&query).await?;
+                    Ok(batch.into_iter().map(|l| (l.cursor, l.payment)).collect())
                 }
-            }
-            let next_page_token = || query.cursor.as_deref().map(|c| page_token(&filter, c));
-            if at_end {
-                return Ok(PaymentPage {
-                    payments,
-                    next_page_token: None,
-                });
-            }
-            if payments.len() == page_size || scanned >= MAX_SCANNED {
-                return Ok(PaymentPage {
-                    payments,
-                    next_page_token: next_page_token(),
-                });
-            }
-        }
+                .boxed()
+            },
+            |payment| {
+                (filter
+                    .state
+                    .is_none_or(|state| payment.header.value.state() == state))
+                .then(|| PaymentView::now(payment.header.value, payment.operations))
+            },
+        )
+        .await?;
+        Ok(PaymentPage {
+            payments,
+            next_page_token: cursor.map(|c| page_token(&filter.digest(), &c)),
+        })
     }
 }
 
@@ -231,26 +257,6 @@ impl OperationFilter {
     }
 }
 
-fn operations_token(filter: &OperationFilter, cursor: &str) -> String {
-    hex::encode(format!("{}.{cursor}", filter.digest()))
-}
-
-fn operations_cursor(filter: &OperationFilter, token: &str) -> Result<String, PaymentError> {
-    let invalid = || PaymentError::InvalidArgument {
-        field: "page_token".into(),
-        description: "not a page token of this listing (filters must stay the same)".into(),
-    };
-    let text = hex::decode(token)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(invalid)?;
-    let (digest, cursor) = text.split_once('.').ok_or_else(invalid)?;
-    if digest != filter.digest() {
-        return Err(invalid());
-    }
-    Ok(cursor.to_owned())
-}
-
 impl Payments {
     /// Operations newest first. A merchant sees only its own (asking for
     /// another merchant's gets nothing); an operator lists the open ones
@@ -274,7 +280,7 @@ impl Payments {
         let cursor = request
             .page_token
             .as_deref()
-            .map(|token| operations_cursor(&filter, token))
+            .map(|token| cursor_of(&filter.digest(), token))
             .transpose()?;
         if filter.only_open() {
             return self.open_operations_page(&filter, page_size, cursor).await;
@@ -319,7 +325,11 @@ impl Payments {
         let more = matching.len() > page_size;
         matching.truncate(page_size);
         let next_page_token = more
-            .then(|| matching.last().map(|(m, _, _)| operations_token(filter, m)))
+            .then(|| {
+                matching
+                    .last()
+                    .map(|(m, _, _)| page_token(&filter.digest(), m))
+            })
             .flatten();
         Ok(OperationPage {
             operations: matching.into_iter().map(|(_, p, o)| (p, o)).collect(),
@@ -366,7 +376,7 @@ impl Payments {
                         if operations.len() == page_size {
                             return Ok(OperationPage {
                                 operations,
-                                next_page_token: last.map(|c| operations_token(filter, &c)),
+                                next_page_token: last.map(|c| page_token(&filter.digest(), &c)),
                             });
                         }
                     }
@@ -403,7 +413,7 @@ impl Payments {
                         if operations.len() == page_size {
                             return Ok(OperationPage {
                                 operations,
-                                next_page_token: last.map(|c| operations_token(filter, &c)),
+                                next_page_token: last.map(|c| page_token(&filter.digest(), &c)),
                             });
                         }
                     }
@@ -420,7 +430,7 @@ impl Payments {
             if scanned >= MAX_SCANNED {
                 return Ok(OperationPage {
                     operations,
-                    next_page_token: last.map(|c| operations_token(filter, &c)),
+                    next_page_token: last.map(|c| page_token(&filter.digest(), &c)),
                 });
             }
         }
@@ -469,25 +479,12 @@ impl Payments {
     ) -> Result<SessionPage, PaymentError> {
         let filter = request.filter;
         let page_size = request.page_size.clamp(1, MAX_PAGE_SIZE);
-        let invalid = || PaymentError::InvalidArgument {
-            field: "page_token".into(),
-            description: "not a page token of this listing (filters must stay the same)".into(),
-        };
-        let cursor = match request.page_token.as_deref() {
-            None => None,
-            Some(token) => {
-                let text = hex::decode(token)
-                    .ok()
-                    .and_then(|b| String::from_utf8(b).ok())
-                    .ok_or_else(invalid)?;
-                let (digest, cursor) = text.split_once('.').ok_or_else(invalid)?;
-                if digest != filter.digest() {
-                    return Err(invalid());
-                }
-                Some(cursor.to_owned())
-            }
-        };
-        let mut query = ListQuery {
+        let cursor = request
+            .page_token
+            .as_deref()
+            .map(|token| cursor_of(&filter.digest(), token))
+            .transpose()?;
+        let query = ListQuery {
             merchant: merchant.to_owned(),
             order_reference: filter.order_reference.clone(),
             created_after: filter.created_after,
@@ -497,45 +494,29 @@ impl Payments {
             limit: page_size.max(100),
         };
         let now = self.clock.now();
-        let mut sessions = Vec::new();
-        let mut scanned = 0;
-        loop {
-            let batch = self.store.list_sessions(&query).await?;
-            let mut at_end = batch.len() < query.limit;
-            let total = batch.len();
-            for (index, listed) in batch.into_iter().enumerate() {
-                scanned += 1;
-                query.cursor = Some(listed.cursor);
-                let wanted = listed
-                    .session
-                    .map(|s| s.value.view_at(now))
-                    .filter(|view| filter.status.is_none_or(|status| view.status == status));
-                if let Some(view) = wanted {
-                    sessions.push(view);
-                    if sessions.len() == page_size {
-                        at_end &= index + 1 == total;
-                        break;
-                    }
+        let (sessions, cursor) = scan(
+            query,
+            page_size,
+            |query| {
+                let store = self.store.clone();
+                async move {
+                    let batch = store.list_sessions(&query).await?;
+                    Ok(batch.into_iter().map(|l| (l.cursor, l.session)).collect())
                 }
-            }
-            let token = || {
-                query
-                    .cursor
-                    .as_deref()
-                    .map(|c| hex::encode(format!("{}.{c}", filter.digest())))
-            };
-            if at_end {
-                return Ok(SessionPage {
-                    sessions,
-                    next_page_token: None,
-                });
-            }
-            if sessions.len() == page_size || scanned >= MAX_SCANNED {
-                return Ok(SessionPage {
-                    sessions,
-                    next_page_token: token(),
-                });
-            }
-        }
+                .boxed()
+            },
+            |session| {
+                let view = session.value.view_at(now);
+                filter
+                    .status
+                    .is_none_or(|status| view.status == status)
+                    .then_some(view)
+            },
+        )
+        .await?;
+        Ok(SessionPage {
+            sessions,
+            next_page_token: cursor.map(|c| page_token(&filter.digest(), &c)),
+        })
     }
 }

@@ -744,39 +744,25 @@ impl PaymentStore for RedisStore {
     }
 
     async fn index_payment(&self, payment: &Payment) -> Result<(), StoreError> {
-        let member = listing_member(payment.created_at, payment.id);
-        let mut pipeline = redis::pipe();
-        pipeline
-            .atomic()
-            .zadd(listing_key(&payment.merchant, None), &member, 0)
-            .zadd(
+        self.add_to_listings(
+            [
+                listing_key(&payment.merchant, None),
                 listing_key(&payment.merchant, Some(&payment.order_reference)),
-                &member,
-                0,
-            );
-        let mut connection = self.connection();
-        pipeline
-            .query_async::<()>(&mut connection)
-            .await
-            .map_err(write_failed)
+            ],
+            listing_member(payment.created_at, payment.id),
+        )
+        .await
     }
 
     async fn index_session(&self, session: &Session) -> Result<(), StoreError> {
-        let member = listing_member(session.created_at, session.id);
-        let mut pipeline = redis::pipe();
-        pipeline
-            .atomic()
-            .zadd(session_listing_key(&session.merchant, None), &member, 0)
-            .zadd(
+        self.add_to_listings(
+            [
+                session_listing_key(&session.merchant, None),
                 session_listing_key(&session.merchant, Some(&session.order_reference)),
-                &member,
-                0,
-            );
-        let mut connection = self.connection();
-        pipeline
-            .query_async::<()>(&mut connection)
-            .await
-            .map_err(write_failed)
+            ],
+            listing_member(session.created_at, session.id),
+        )
+        .await
     }
 
     async fn list_sessions(&self, query: &ListQuery) -> Result<Vec<ListedSession>, StoreError> {
@@ -800,21 +786,7 @@ impl PaymentStore for RedisStore {
 
     async fn list_payments(&self, query: &ListQuery) -> Result<Vec<ListedPayment>, StoreError> {
         let key = listing_key(&query.merchant, query.order_reference.as_deref());
-        let (low, high) = query.bounds();
-        let (low, high) = (lex(&low, "-"), lex(&high, "+"));
-        let mut command = redis::cmd("ZRANGE");
-        command.arg(&key);
-        if query.newest_first {
-            command.arg(&high).arg(&low).arg("BYLEX").arg("REV");
-        } else {
-            command.arg(&low).arg(&high).arg("BYLEX");
-        }
-        command.arg("LIMIT").arg(0).arg(query.limit);
-        let mut connection = self.connection();
-        let members: Vec<String> = command
-            .query_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
+        let members = self.listed(&key, query).await?;
         // Every payment has its own key: one read each, sent concurrently
         // (the multiplexed connection pipelines them on the wire).
         try_join_all(members.into_iter().map(|member| async move {
@@ -844,6 +816,20 @@ impl PaymentStore for RedisStore {
 }
 
 impl RedisStore {
+    /// Adds a member to a merchant's listings (one slot: one `MULTI`).
+    async fn add_to_listings(&self, keys: [String; 2], member: String) -> Result<(), StoreError> {
+        let mut pipeline = redis::pipe();
+        pipeline.atomic();
+        for key in keys {
+            pipeline.zadd(key, &member, 0);
+        }
+        let mut connection = self.connection();
+        pipeline
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(write_failed)
+    }
+
     /// Members of a listing in the query's range and order.
     async fn listed(&self, key: &str, query: &ListQuery) -> Result<Vec<String>, StoreError> {
         let (low, high) = query.bounds();
@@ -1077,6 +1063,76 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// Stores a record unless it exists (`true` if this call stored it), then
+    /// adds its index member — also when it existed: a writer that stopped
+    /// between the two is completed by the next one.
+    async fn put_indexed<T: serde::Serialize>(
+        &self,
+        key: &str,
+        record: &T,
+        index: &str,
+        member: &str,
+        retain_until: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let mut connection = self.connection();
+        let stored: Option<String> = redis::cmd("SET")
+            .arg(key)
+            .arg(codec::encode(record)?)
+            .arg("NX")
+            .arg("PXAT")
+            .arg(at_millis(retain_until))
+            .query_async(&mut connection)
+            .await
+            .map_err(write_failed)?;
+        connection
+            .zadd::<_, _, _, ()>(index, member, 0)
+            .await
+            .map_err(write_failed)?;
+        Ok(stored.is_some())
+    }
+
+    /// Up to `limit` records an index names from `low` on that `admits`
+    /// takes, stopping at the first that is `past_end`; with their members.
+    async fn page_of_index<T: codec::Record>(
+        &self,
+        index: &str,
+        mut low: Bound<String>,
+        key_of: impl Fn(&str) -> Option<String> + Copy,
+        past_end: impl Fn(&T) -> bool,
+        admits: impl Fn(&T) -> bool,
+        limit: usize,
+    ) -> Result<Vec<(String, T)>, StoreError> {
+        let mut page = Vec::new();
+        loop {
+            let batch: Vec<(String, Option<T>)> =
+                self.indexed(index, &low, LISTING_BATCH, key_of).await?;
+            let Some((last, _)) = batch.last() else {
+                return Ok(page);
+            };
+            low = Bound::Excluded(last.clone());
+            let last_batch = batch.len() < LISTING_BATCH;
+            for (member, record) in batch {
+                let Some(record) = record else {
+                    continue;
+                };
+                if past_end(&record) {
+                    return Ok(page);
+                }
+                if admits(&record) {
+                    page.push((member, record));
+                    if page.len() == limit {
+                        return Ok(page);
+                    }
+                }
+            }
+            if last_batch {
+                return Ok(page);
+            }
+        }
+    }
+}
+
 fn id_of_member(member: &str) -> Option<Uuid> {
     member
         .rsplit_once(':')
@@ -1131,23 +1187,10 @@ impl SettlementStore for RedisStore {
         settlement: &Settlement,
         retain_until: SystemTime,
     ) -> Result<bool, StoreError> {
-        let mut connection = self.connection();
-        let stored: Option<String> = redis::cmd("SET")
-            .arg(settlement_key(settlement.id))
-            .arg(codec::encode(settlement)?)
-            .arg("NX")
-            .arg("PXAT")
-            .arg(at_millis(retain_until))
-            .query_async(&mut connection)
+        let key = settlement_key(settlement.id);
+        let member = settlement_member(settlement);
+        self.put_indexed(&key, settlement, SETTLEMENT_INDEX, &member, retain_until)
             .await
-            .map_err(write_failed)?;
-        // Also when it existed: an import that stopped between the two
-        // writes is completed by the next one.
-        connection
-            .zadd::<_, _, _, ()>(SETTLEMENT_INDEX, settlement_member(settlement), 0)
-            .await
-            .map_err(write_failed)?;
-        Ok(stored.is_some())
     }
 
     async fn settlement_lines(
@@ -1179,37 +1222,15 @@ impl SettlementStore for RedisStore {
         &self,
         query: &SettlementQuery,
     ) -> Result<Vec<(String, Settlement)>, StoreError> {
-        let mut page = Vec::new();
-        let mut low = query.low();
-        loop {
-            let batch: Vec<(String, Option<Settlement>)> = self
-                .indexed(SETTLEMENT_INDEX, &low, LISTING_BATCH, |m| {
-                    id_of_member(m).map(settlement_key)
-                })
-                .await?;
-            let Some((last, _)) = batch.last() else {
-                return Ok(page);
-            };
-            low = Bound::Excluded(last.clone());
-            let last_batch = batch.len() < LISTING_BATCH;
-            for (member, settlement) in batch {
-                let Some(settlement) = settlement else {
-                    continue;
-                };
-                if query.to.is_some_and(|to| settlement.date > to) {
-                    return Ok(page);
-                }
-                if query.admits(&settlement) {
-                    page.push((member, settlement));
-                    if page.len() == query.limit {
-                        return Ok(page);
-                    }
-                }
-            }
-            if last_batch {
-                return Ok(page);
-            }
-        }
+        self.page_of_index(
+            SETTLEMENT_INDEX,
+            query.low(),
+            |member| id_of_member(member).map(settlement_key),
+            |settlement: &Settlement| query.to.is_some_and(|to| settlement.date > to),
+            |settlement| query.admits(settlement),
+            query.limit,
+        )
+        .await
     }
 
     async fn record_issue(
@@ -1217,58 +1238,27 @@ impl SettlementStore for RedisStore {
         issue: &ReconciliationIssue,
         retain_until: SystemTime,
     ) -> Result<bool, StoreError> {
-        let mut connection = self.connection();
-        let stored: Option<String> = redis::cmd("SET")
-            .arg(issue_key(issue.id))
-            .arg(codec::encode(issue)?)
-            .arg("NX")
-            .arg("PXAT")
-            .arg(at_millis(retain_until))
-            .query_async(&mut connection)
+        let key = issue_key(issue.id);
+        let member = issue_member(issue);
+        self.put_indexed(&key, issue, ISSUE_INDEX, &member, retain_until)
             .await
-            .map_err(write_failed)?;
-        connection
-            .zadd::<_, _, _, ()>(ISSUE_INDEX, issue_member(issue), 0)
-            .await
-            .map_err(write_failed)?;
-        Ok(stored.is_some())
     }
 
     async fn list_issues(
         &self,
         query: &IssueQuery,
     ) -> Result<Vec<(String, ReconciliationIssue)>, StoreError> {
-        let mut page = Vec::new();
-        let mut low = query.low();
-        loop {
-            let batch: Vec<(String, Option<ReconciliationIssue>)> = self
-                .indexed(ISSUE_INDEX, &low, LISTING_BATCH, |m| {
-                    id_of_member(m).map(issue_key)
-                })
-                .await?;
-            let Some((last, _)) = batch.last() else {
-                return Ok(page);
-            };
-            low = Bound::Excluded(last.clone());
-            let last_batch = batch.len() < LISTING_BATCH;
-            for (member, issue) in batch {
-                let Some(issue) = issue else {
-                    continue;
-                };
-                if query.created_before.is_some_and(|t| issue.created_at >= t) {
-                    return Ok(page);
-                }
-                if query.admits(&issue) {
-                    page.push((member, issue));
-                    if page.len() == query.limit {
-                        return Ok(page);
-                    }
-                }
-            }
-            if last_batch {
-                return Ok(page);
-            }
-        }
+        self.page_of_index(
+            ISSUE_INDEX,
+            query.low(),
+            |member| id_of_member(member).map(issue_key),
+            |issue: &ReconciliationIssue| {
+                query.created_before.is_some_and(|t| issue.created_at >= t)
+            },
+            |issue| query.admits(issue),
+            query.limit,
+        )
+        .await
     }
 
     async fn mark_settled(

@@ -2,7 +2,7 @@
 //! requests (filters, page sizes lowered to the maximum, page tokens tied to
 //! their filters) and the messages and CSV rows shown.
 
-use std::{fmt::Write as _, time::SystemTime};
+use std::fmt::Write as _;
 
 use sha2::{Digest, Sha256};
 use tonic::Status;
@@ -21,19 +21,6 @@ pub const DEFAULT_PAGE_SIZE: usize = 50;
 pub const MAX_PAGE_SIZE: usize = 1000;
 pub const DEFAULT_LINES_PAGE_SIZE: usize = 1000;
 pub const MAX_LINES_PAGE_SIZE: usize = 5000;
-
-/// A page size: 0 is the default, more than the maximum is the maximum
-/// (AIP-158), a negative one is refused.
-fn page_size(v: &mut Violations, requested: i32, default: usize, max: usize) -> usize {
-    match usize::try_from(requested) {
-        Ok(0) => default,
-        Ok(size) => size.min(max),
-        Err(_) => {
-            v.add("page_size", "must not be negative");
-            default
-        }
-    }
-}
 
 fn digest(filters: &str) -> String {
     hex::encode(&Sha256::digest(filters.as_bytes())[..8])
@@ -81,18 +68,6 @@ fn partner(v: &mut Violations, name: &str) -> Option<String> {
     Some(name.to_owned())
 }
 
-fn instant(
-    v: &mut Violations,
-    field: &str,
-    value: Option<prost_types::Timestamp>,
-) -> Option<SystemTime> {
-    value.and_then(|t| {
-        SystemTime::try_from(t)
-            .map_err(|_| v.add(field, "not a valid timestamp"))
-            .ok()
-    })
-}
-
 /// The query of a ListSettlements request, and the filters its page tokens
 /// are tied to.
 pub fn list_settlements(
@@ -109,7 +84,7 @@ pub fn list_settlements(
         from: day(&mut v, "from_date", &request.from_date),
         to: day(&mut v, "to_date", &request.to_date),
         cursor: cursor(&mut v, &filters, &request.page_token),
-        limit: page_size(&mut v, request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
+        limit: v.page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
     };
     v.finish(|| (query, filters))
 }
@@ -128,8 +103,7 @@ pub fn list_settlement_transactions(
             .map_err(|_| v.add("page_token", "not a page token of this listing"))
             .ok()
     });
-    let size = page_size(
-        &mut v,
+    let size = v.page_size(
         request.page_size,
         DEFAULT_LINES_PAGE_SIZE,
         MAX_LINES_PAGE_SIZE,
@@ -165,10 +139,10 @@ pub fn list_issues(
         partner: partner(&mut v, &request.partner),
         kind,
         merchant: None,
-        created_after: instant(&mut v, "created_after", request.created_after),
-        created_before: instant(&mut v, "created_before", request.created_before),
+        created_after: v.instant("created_after", request.created_after),
+        created_before: v.instant("created_before", request.created_before),
         cursor: cursor(&mut v, &filters, &request.page_token),
-        limit: page_size(&mut v, request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
+        limit: v.page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
     };
     v.finish(|| (query, filters))
 }
