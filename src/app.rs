@@ -398,6 +398,9 @@ fn tls_config(config: &Config) -> anyhow::Result<Option<ServerTlsConfig>> {
 async fn store(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<dyn Store>> {
     if config.redis_url.is_empty() {
         tracing::info!("store: in memory (embedded mode)");
+        if !config.demo_keys.is_empty() {
+            tracing::warn!(settings = ?config.demo_keys, "demo keys are active (embedded mode)");
+        }
         return Ok(Arc::new(MemoryStore::new(config.session_retention, clock)));
     }
     let settings = RedisSettings {
@@ -411,11 +414,20 @@ async fn store(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<dyn
         .await
         .context("cannot connect to Redis (settings `redis_url`, `redis_cluster`)")?;
     tracing::info!(cluster = config.redis_cluster, "store: redis");
+    if !config.demo_keys.is_empty() {
+        tracing::warn!(settings = ?config.demo_keys, "demo keys are active on Redis (demo)");
+    }
     // Settings that lose data silently are worth a loud line at startup.
     match store.durability().await {
         Ok((policy, aof)) => {
             if policy != "noeviction" {
-                tracing::warn!(maxmemory_policy = %policy, "Redis may evict keys: set maxmemory-policy noeviction (see docs/redis.md)");
+                if !config.redis_allow_eviction {
+                    anyhow::bail!(
+                        "Redis has maxmemory-policy {policy}: it may evict keys and lose payments; \
+                         set it to noeviction (or `redis_allow_eviction` = true to accept that)"
+                    );
+                }
+                tracing::warn!(maxmemory_policy = %policy, "Redis may evict keys (allowed by redis_allow_eviction); see docs/redis.md");
             }
             if aof != "yes" {
                 tracing::warn!(

@@ -19,6 +19,14 @@ use crate::domain::{
     priority::{self, DefaultPriorities, PriorityRule},
 };
 
+/// The settings whose defaults are demo keys.
+const DEMO_KEY_SETTINGS: [&str; 4] = [
+    "api_keys",
+    "admin_api_keys",
+    "partner_notifier_api_keys",
+    "webhook_secrets",
+];
+
 /// SHA-256 of `sk_test_demo`, the demo merchant's API key.
 pub const DEMO_KEY_HASH: &str = "5d48f1024f38b44ad9ddc03dc12b2a8287c7ec690065dcef384cb1fd1753626d";
 
@@ -264,6 +272,27 @@ pub struct Config {
     )]
     pub redis_cluster: bool,
 
+    /// Start on a Redis whose `maxmemory-policy` may evict keys. Evicted
+    /// keys lose data silently (see docs/redis.md): refused unless this is
+    /// set.
+    #[arg(
+        long,
+        env = "PAYMENT_ORCHESTRATOR_REDIS_ALLOW_EVICTION",
+        default_value_t = false
+    )]
+    pub redis_allow_eviction: bool,
+
+    /// Let the demo keys (`sk_test_demo`, `sk_test_admin`, `sk_test_partner`,
+    /// `whsec_demo`) stand in for key settings that are not configured, also
+    /// on Redis. The embedded mode uses them without it.
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_DEMO", default_value_t = false)]
+    pub demo: bool,
+
+    /// The key settings left at their demo default (neither given by flag,
+    /// environment nor file).
+    #[arg(skip)]
+    pub demo_keys: Vec<&'static str>,
+
     /// Timeout to establish a Redis connection.
     #[arg(long, env = "PAYMENT_ORCHESTRATOR_REDIS_CONNECT_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
     pub redis_connect_timeout: Duration,
@@ -298,11 +327,13 @@ impl Config {
             .get_one::<std::path::PathBuf>("config")
             .cloned();
         let mut tables = partners::Tables::default();
+        let mut from_file = std::collections::BTreeSet::new();
         if let Some(path) = &path {
             let (settings, file_tables) = read_file(path)?;
             tables = file_tables;
             for (name, value) in settings {
                 let id = name.replace('-', "_");
+                from_file.insert(id.clone());
                 if id == "config"
                     || !command
                         .get_arguments()
@@ -323,6 +354,20 @@ impl Config {
             matches.value_source("partners"),
             Some(ValueSource::CommandLine | ValueSource::EnvVariable)
         );
+        config.demo_keys = DEMO_KEY_SETTINGS
+            .into_iter()
+            .filter(|id| {
+                matches!(matches.value_source(id), Some(ValueSource::DefaultValue))
+                    && !from_file.contains(*id)
+            })
+            .collect();
+        if !config.redis_url.is_empty() && !config.demo && !config.demo_keys.is_empty() {
+            anyhow::bail!(
+                "on Redis every key setting must be configured: {} not set (the demo keys \
+                 apply in the embedded mode, or with `demo` = true)",
+                config.demo_keys.join(", ")
+            );
+        }
         config.tables = tables;
         // Invalid partners stop startup here, naming the setting.
         config.partner_configs()?;

@@ -24,6 +24,7 @@ mod api {
     mod round_trips;
     mod sessions;
     mod settlements;
+    mod startup;
     mod store_contract;
     mod tls;
     mod traces;

@@ -163,6 +163,7 @@ impl Deployment {
                     format!("127.0.0.1:{metrics_port}"),
                 )
                 .env("PAYMENT_ORCHESTRATOR_PARTNERS", &partners)
+                .env("PAYMENT_ORCHESTRATOR_DEMO", "true")
                 .env("RUST_LOG", "warn")
                 .envs(redis.env())
                 .envs(extra.iter().copied())

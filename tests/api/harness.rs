@@ -97,6 +97,8 @@ impl TestServer {
                 // And import settlements when they ask.
                 "--settlement-import-interval",
                 "0s",
+                // The demo keys also on Redis.
+                "--demo",
             ]
             .into_iter()
             .chain(extra.iter().copied())

@@ -1,0 +1,93 @@
+//! What the service refuses at startup: the demo keys on Redis, and a Redis
+//! that may evict keys.
+
+use payment_orchestrator::{api::ApiKeys, app::App, config::Config};
+
+use super::redis_server::RedisServer;
+
+fn load(extra: &[&str]) -> anyhow::Result<Config> {
+    Config::load_from(
+        ["payment-orchestrator", "--listen", "127.0.0.1:0"]
+            .iter()
+            .chain(extra)
+            .map(Into::into)
+            .collect(),
+    )
+}
+
+#[test]
+fn on_redis_every_key_setting_must_be_configured_unless_demo() {
+    let redis = ["--redis-url", "redis://127.0.0.1:1"];
+    let error = load(&redis).unwrap_err().to_string();
+    assert!(
+        error.contains("api_keys, admin_api_keys, partner_notifier_api_keys, webhook_secrets"),
+        "{error}"
+    );
+    let hash = ApiKeys::hash("sk_live_x");
+    let merchant = format!("acme:{hash}");
+    let some = load(&[&redis[..], &["--api-keys", &merchant]].concat())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        some.contains("admin_api_keys, partner_notifier_api_keys, webhook_secrets")
+            && !some.contains(" api_keys,"),
+        "only the missing ones are named: {some}"
+    );
+    let all = [
+        &redis[..],
+        &[
+            "--api-keys",
+            &merchant,
+            "--admin-api-keys",
+            &hash,
+            "--partner-notifier-api-keys",
+            &hash,
+            "--webhook-secrets",
+            "acme:whsec_0123456789",
+        ],
+    ]
+    .concat();
+    assert!(load(&all).unwrap().demo_keys.is_empty());
+    assert_eq!(
+        load(&[&redis[..], &["--demo"]].concat())
+            .unwrap()
+            .demo_keys
+            .len(),
+        4
+    );
+    // Embedded: the demo keys stand in.
+    assert_eq!(load(&[]).unwrap().demo_keys.len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_may_evict_keys_is_refused_unless_allowed() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let mut connection = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("allkeys-lru")
+        .query_async::<()>(&mut connection)
+        .await
+        .unwrap();
+    let config = load(&["--demo", "--redis-url", &url]).unwrap();
+    let error = App::build(config).await.unwrap_err().to_string();
+    assert!(error.contains("maxmemory-policy allkeys-lru"), "{error}");
+    let allowed = load(&["--demo", "--redis-url", &url, "--redis-allow-eviction"]).unwrap();
+    assert!(App::build(allowed).await.is_ok());
+
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("noeviction")
+        .query_async::<()>(&mut connection)
+        .await
+        .unwrap();
+    let config = load(&["--demo", "--redis-url", &url]).unwrap();
+    assert!(App::build(config).await.is_ok());
+}
