@@ -233,6 +233,9 @@ struct Ledger {
     entries: HashMap<String, Entry>,
     authorizations: BTreeMap<String, Authorization>,
     received: Vec<Received>,
+    /// Every call that arrived, before its latency: also those whose caller
+    /// gave up before the sandbox answered (and so never reached the ledger).
+    arrivals: Vec<OperationKind>,
     /// Keys whose first send was `lost`; the re-send goes through.
     lost_once: HashMap<String, ()>,
     settlements: Vec<ClosedSettlement>,
@@ -275,6 +278,15 @@ impl Sandbox {
         self.ledger().received.clone()
     }
 
+    /// How many calls of `kind` arrived, answered or not.
+    pub fn arrivals(&self, kind: OperationKind) -> usize {
+        self.ledger()
+            .arrivals
+            .iter()
+            .filter(|k| **k == kind)
+            .count()
+    }
+
     /// How many requests of `kind` reached the sandbox.
     pub fn received_count(&self, kind: OperationKind) -> usize {
         self.ledger()
@@ -299,6 +311,7 @@ impl Sandbox {
     }
 
     async fn handle(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
+        self.ledger().arrivals.push(request.kind);
         let scenario = self.scenario_of(request)?;
         if !scenario.latency.is_zero() {
             tokio::time::sleep(scenario.latency).await;

@@ -139,10 +139,10 @@ impl Payments {
                         partner,
                         "the partner never received it: sending again with the same key"
                     );
-                    (
-                        known_outcome(&self.partners.send(&partner, &request).await),
-                        true,
-                    )
+                    // Every send counts, whatever its answer (an unanswered
+                    // one too): after `max_sends` the leg is only looked up.
+                    let result = self.partners.send(&partner, &request).await;
+                    (Some(transaction_outcome(&result)), true)
                 }
                 Ok(Lookup::NotFound) | Err(_) => (None, false),
             };

@@ -551,3 +551,27 @@ async fn the_resolver_moves_on_a_session_left_processing() {
         SessionStatus::Submitted
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_that_never_answers_gets_max_sends_and_then_only_lookups() {
+    // Each call takes 3 s at the partner, the timeout is 1 s: no send is ever
+    // answered (nor applied), every lookup says "never received".
+    let server = TestServer::start_with(&["--partner-timeout", "1s"]).await;
+    let session = open_session(&server, 1_000, proto::CaptureMode::Manual).await;
+    let payment = submit(&server, &session.id, vec![card(1_000, "latency=3s")])
+        .await
+        .unwrap();
+    assert_eq!(payment.state(), proto::PaymentState::Authorizing);
+    for _ in 0..6 {
+        server.resolve_after(Duration::from_secs(3600)).await;
+    }
+    let ingenico = server.sandbox("ingenico");
+    assert_eq!(
+        ingenico.arrivals(OperationKind::Authorization),
+        3,
+        "the first send and two re-sends (max 3 sends), then lookups only"
+    );
+    let now = payment_now(&server, &payment.id).await;
+    assert_eq!(now.state(), proto::PaymentState::Authorizing);
+    assert_eq!(amounts(&now).authorize_pending, 1_000, "still reserved");
+}
