@@ -45,9 +45,14 @@ pub enum Role {
     Merchant(String),
     /// `AdminService`, across merchants.
     Admin,
-    /// `PartnerEventService`.
-    PartnerNotifier,
+    /// `PartnerEventService`, for these partners (`None`: every partner).
+    PartnerNotifier(Option<Vec<String>>),
 }
+
+/// The partners a partner-notifier key speaks for, `None`: all (a request
+/// extension of `PartnerEventService`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notifier(pub Option<Vec<String>>);
 
 /// A request authenticated with an admin key (a request extension of
 /// services open to merchants and admins).
@@ -113,8 +118,10 @@ impl ApiKeys {
                 (Required::MerchantOrAdmin, Role::Admin) => {
                     request.extensions_mut().insert(Operator);
                 }
-                (Required::Admin, Role::Admin)
-                | (Required::PartnerNotifier, Role::PartnerNotifier) => {}
+                (Required::Admin, Role::Admin) => {}
+                (Required::PartnerNotifier, Role::PartnerNotifier(partners)) => {
+                    request.extensions_mut().insert(Notifier(partners.clone()));
+                }
                 _ => {
                     return Err(Status::permission_denied(
                         "this API key may not call this service",
@@ -475,7 +482,17 @@ impl proto::partner_event_service_server::PartnerEventService for PartnerEventSe
         &self,
         request: Request<proto::NotifyPartnerEventRequest>,
     ) -> Result<Response<proto::NotifyPartnerEventResponse>, Status> {
+        let may_speak_for = request.extensions().get::<Notifier>().cloned();
         let event = convert::partner_event(request.into_inner(), self.payments.partners())?;
+        let allowed = may_speak_for.is_some_and(|Notifier(partners)| {
+            partners.is_none_or(|partners| partners.contains(&event.partner))
+        });
+        if !allowed {
+            return Err(Status::permission_denied(format!(
+                "this API key may not report events of partner {}",
+                event.partner
+            )));
+        }
         let result = self
             .payments
             .apply_partner_event(event)

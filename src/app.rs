@@ -123,10 +123,12 @@ impl App {
             .admin_api_keys
             .iter()
             .map(|hash| (hash.clone(), Role::Admin));
-        let notifiers = config
-            .partner_notifier_api_keys
-            .iter()
-            .map(|hash| (hash.clone(), Role::PartnerNotifier));
+        let notifiers = config.partner_notifier_api_keys.iter().map(|key| {
+            (
+                key.sha256.clone(),
+                Role::PartnerNotifier(key.partners.clone()),
+            )
+        });
         let api_keys = Arc::new(ApiKeys::from_hashes(
             merchants.chain(admins).chain(notifiers),
         ));

@@ -188,16 +188,17 @@ pub struct Config {
     )]
     pub admin_api_keys: Vec<String>,
 
-    /// API keys of partner adapters (`PartnerEventService`), SHA-256 hex.
-    /// Default: the demo key `sk_test_partner`.
+    /// API keys of partner adapters (`PartnerEventService`), each bound to
+    /// the partners it may speak for: `name|name:sha256hex`, or `*:sha256hex`
+    /// for every partner; comma separated. Default: the demo key
+    /// `sk_test_partner`, for every partner.
     #[arg(
         long,
         env = "PAYMENT_ORCHESTRATOR_PARTNER_NOTIFIER_API_KEYS",
         value_delimiter = ',',
-        default_value = "c3184a2cdb9b1560796be0e0bfe501496cf08c23ee9d739157ba54520a509097",
-        value_parser = parse_key_hash
+        default_value = "*:c3184a2cdb9b1560796be0e0bfe501496cf08c23ee9d739157ba54520a509097"
     )]
-    pub partner_notifier_api_keys: Vec<String>,
+    pub partner_notifier_api_keys: Vec<NotifierKeyHash>,
 
     /// Webhook signing secrets as `merchant:secret`, comma separated.
     /// Default: `demo:whsec_demo`.
@@ -370,7 +371,18 @@ impl Config {
         }
         config.tables = tables;
         // Invalid partners stop startup here, naming the setting.
-        config.partner_configs()?;
+        let partners = config.partner_configs()?;
+        for key in &config.partner_notifier_api_keys {
+            for name in key.partners.iter().flatten() {
+                if !partners.iter().any(|p| p.name == *name) {
+                    return Err(SettingError {
+                        setting: "partner_notifier_api_keys".into(),
+                        problem: format!("names partner {name:?}, which is not configured"),
+                    }
+                    .into());
+                }
+            }
+        }
         config.merchant_priorities_checked()?;
         Ok(config)
     }
@@ -509,6 +521,33 @@ impl FromStr for ApiKeyHash {
             merchant: merchant.to_owned(),
             sha256: sha256.to_ascii_lowercase(),
         })
+    }
+}
+
+/// A partner notifier's key and the partners it speaks for (`None`: all).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifierKeyHash {
+    pub partners: Option<Vec<String>>,
+    pub sha256: String,
+}
+
+impl FromStr for NotifierKeyHash {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let expected = "expected partner|partner:sha256hex (or *:sha256hex for every partner)";
+        let (partners, sha256) = text.split_once(':').ok_or(expected)?;
+        let sha256 = parse_key_hash(sha256).map_err(|_| expected)?;
+        let partners = match partners {
+            "*" => None,
+            names => {
+                let names: Vec<String> = names.split('|').map(str::to_owned).collect();
+                if names.iter().any(String::is_empty) {
+                    return Err(expected.into());
+                }
+                Some(names)
+            }
+        };
+        Ok(NotifierKeyHash { partners, sha256 })
     }
 }
 

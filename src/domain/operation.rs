@@ -295,6 +295,18 @@ impl Operation {
         true
     }
 
+    /// A partner reports an outcome that contradicts a final one: the status
+    /// stays (final statuses never change), the operation goes to an
+    /// operator with both facts in its history. Returns whether it was newly
+    /// flagged.
+    pub fn flag_contradiction(&mut self, note: String, now: SystemTime) -> bool {
+        let newly = !self.requires_review;
+        self.requires_review = true;
+        self.history.push(HistoryEntry { at: now, note });
+        self.updated_at = now;
+        newly
+    }
+
     /// An operator settles a flagged operation: each open transaction gets
     /// the given final status, and the reason is kept in the history.
     /// Refused unless the operation requires review and every open

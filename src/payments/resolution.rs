@@ -379,7 +379,8 @@ impl Payments {
             .find(|tx| tx.leg == leg)
             .and_then(|tx| {
                 let partner = &header.value.legs.get(leg)?.partner;
-                (partner == &event.partner).then_some((tx.id, tx.status))
+                // Never sent to the partner: nothing it can speak of.
+                (partner == &event.partner && tx.attempts > 0).then_some((tx.id, tx.status))
             });
         let Some((transaction, status)) = found else {
             return Ok(EventResult::UnknownTransaction);
@@ -400,7 +401,26 @@ impl Payments {
         };
         if status.is_final() {
             if status != reported {
-                tracing::warn!(%operation_id, leg, "partner event contradicts a final status: ignored");
+                tracing::warn!(%operation_id, leg, "partner event contradicts a final status: flagged for review");
+                let note = format!(
+                    "partner {} reported {} for leg {leg} (event {}), which our books hold {}",
+                    event.partner,
+                    reported.as_str(),
+                    event.event_id,
+                    status.as_str()
+                );
+                let work = Work {
+                    header,
+                    operation,
+                    session: None,
+                };
+                self.advance(work, Phase::Conclude, &Keying::None, |_, op, now| {
+                    // Once per event: a repeat finds the note already there.
+                    if !op.history.iter().any(|h| h.note == note) {
+                        op.flag_contradiction(note.clone(), now);
+                    }
+                })
+                .await?;
                 return Ok(EventResult::IgnoredFinal);
             }
             return Ok(EventResult::Duplicate);

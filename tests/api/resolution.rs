@@ -4,6 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use payment_orchestrator::{
+    api::ApiKeys,
     api::proto::{
         self, OperationStatus::*, PaymentState, SessionStatus, TriggeredBy,
         admin_service_client::AdminServiceClient,
@@ -442,14 +443,63 @@ async fn partner_notifications_apply_once_and_never_change_a_final_status() {
         result(contradiction.into_inner()),
         proto::NotifyResult::IgnoredFinal
     );
-    assert_eq!(
-        operation_now(&server, &operation.id).await.status(),
-        Success
+    // The status stays; an operator is asked to look, with both facts.
+    let flagged = operation_now(&server, &operation.id).await;
+    assert_eq!((flagged.status(), flagged.requires_review), (Success, true));
+    assert!(
+        flagged
+            .history
+            .iter()
+            .any(|h| h.note.contains("reported failure") && h.note.contains("hold success")),
+        "{:?}",
+        flagged.history
     );
     assert_eq!(
         amounts(&payment_now(&server, &payment.id).await).total_captured,
         3000
     );
+}
+
+#[tokio::test]
+async fn a_notifier_key_speaks_only_for_its_partners_and_never_for_an_unsent_leg() {
+    let bound = format!("illicado:{}", ApiKeys::hash("sk_illicado_events"));
+    let server = TestServer::start_with(&["--partner-notifier-api-keys", &bound]).await;
+    // The card leg is declined, so the gift card leg is never sent.
+    let session = open_session(&server, 3_000, proto::CaptureMode::Manual).await;
+    let declined = submit(
+        &server,
+        &session.id,
+        vec![card(2_000, "authorize=decline"), gift(1_000, "tok")],
+    )
+    .await
+    .unwrap();
+    let authorization = declined.authorization.unwrap();
+    let event = |partner: &str, leg: usize| proto::NotifyPartnerEventRequest {
+        partner: partner.into(),
+        event_id: format!("evt-{partner}-{leg}"),
+        idempotency_key: format!("{}:{leg}", authorization.id),
+        outcome: proto::PartnerEventOutcome::Succeeded.into(),
+        partner_reference: "forged".into(),
+        partner_status: "AUTHORIZED".into(),
+        description: String::new(),
+    };
+    let mut illicado = PartnerEventServiceClient::with_interceptor(
+        server.channel(),
+        Bearer::new("sk_illicado_events"),
+    );
+    let other_partner = illicado
+        .notify_partner_event(event("ingenico", 0))
+        .await
+        .unwrap_err();
+    assert_eq!(other_partner.code(), Code::PermissionDenied);
+    let unsent = illicado
+        .notify_partner_event(event("illicado", 1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(unsent.result(), proto::NotifyResult::UnknownTransaction);
+    let after = operation_now(&server, &authorization.id).await;
+    assert_eq!((after.status(), after.requires_review), (Failure, false));
 }
 
 #[tokio::test]

@@ -25,6 +25,7 @@ fn on_redis_every_key_setting_must_be_configured_unless_demo() {
     );
     let hash = ApiKeys::hash("sk_live_x");
     let merchant = format!("acme:{hash}");
+    let notifier = format!("*:{hash}");
     let some = load(&[&redis[..], &["--api-keys", &merchant]].concat())
         .unwrap_err()
         .to_string();
@@ -41,7 +42,7 @@ fn on_redis_every_key_setting_must_be_configured_unless_demo() {
             "--admin-api-keys",
             &hash,
             "--partner-notifier-api-keys",
-            &hash,
+            &notifier,
             "--webhook-secrets",
             "acme:whsec_0123456789",
         ],
