@@ -11,12 +11,6 @@ use super::{harness::*, simulator::Partners};
 
 const A_MOMENT: Duration = Duration::from_secs(2);
 
-async fn server(partners: &Partners) -> TestServer {
-    let flags = config_file(&partners.config);
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    TestServer::start_with(&flags).await
-}
-
 fn walley(amount: i64, order: &str) -> proto::SplitLeg {
     leg("walley", "invoice", amount, order)
 }
@@ -49,7 +43,7 @@ async fn captured(server: &TestServer, request: proto::CaptureRequest) -> proto:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_walley_and_wepay_split_is_authorized_captured_refunded_with_items_and_voided() {
     let partners = Partners::start().await;
-    let server = server(&partners).await;
+    let server = partners.server().await;
     let order = partners
         .walley
         .order(json!({ "amount": 50.00, "currency": "EUR" }))
@@ -168,7 +162,7 @@ async fn a_walley_and_wepay_split_is_authorized_captured_refunded_with_items_and
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_accepted_walley_capture_stays_pending_until_processed_then_succeeds() {
     let partners = Partners::start().await;
-    let server = server(&partners).await;
+    let server = partners.server().await;
     let order = partners
         .walley
         .order(json!({ "amount": 100.00, "currency": "EUR", "processing_ms": 3000 }))
@@ -196,7 +190,7 @@ async fn an_accepted_walley_capture_stays_pending_until_processed_then_succeeds(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_not_visible_yet_is_retried_with_backoff_within_the_window() {
     let partners = Partners::start().await;
-    let server = server(&partners).await;
+    let server = partners.server().await;
     // 404 for 0.7 s after it was placed; the window is 2 s.
     let order = partners
         .walley
@@ -213,7 +207,7 @@ async fn an_order_not_visible_yet_is_retried_with_backoff_within_the_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_retry_window_runs_out_the_leg_fails_and_fallback_applies() {
     let partners = Partners::start().await;
-    let server = server(&partners).await;
+    let server = partners.server().await;
     let order = partners
         .walley
         .order(json!({
@@ -256,7 +250,7 @@ async fn when_the_retry_window_runs_out_the_leg_fails_and_fallback_applies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_walley_answer_or_request_is_resolved_by_lookup_and_executed_once() {
     let partners = Partners::start().await;
-    let server = server(&partners).await;
+    let server = partners.server().await;
     for effect in ["timeout", "lost"] {
         let order = partners
             .walley
@@ -289,7 +283,7 @@ async fn a_lost_walley_answer_or_request_is_resolved_by_lookup_and_executed_once
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_wepay_answer_or_request_is_resolved_by_lookup_and_executed_once() {
     let partners = Partners::start().await;
-    let server = server(&partners).await;
+    let server = partners.server().await;
     for effect in ["timeout", "lost"] {
         let card = partners
             .wepay
@@ -332,7 +326,7 @@ async fn a_lost_wepay_answer_or_request_is_resolved_by_lookup_and_executed_once(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wepay_refund_is_never_executed_twice() {
     let partners = Partners::start().await;
-    let server = server(&partners).await;
+    let server = partners.server().await;
     for effect in ["timeout", "lost"] {
         let card = partners
             .wepay
@@ -379,7 +373,7 @@ async fn a_wepay_refund_is_never_executed_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wepay_refund_refunded_elsewhere_is_not_sent_and_goes_to_review() {
     let partners = Partners::start().await;
-    let server = server(&partners).await;
+    let server = partners.server().await;
     let card = partners.wepay.card(json!({})).await;
     let payment = authorized_in(&server, "EUR", vec![wepay(6000, &card)]).await;
     let capture = captured(&server, capture(&payment, None)).await;
@@ -426,7 +420,7 @@ async fn wire_amount(simulator: &super::simulator::Simulator, suffix: &str) -> S
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jpy_eur_and_bhd_amounts_are_exact_through_the_api_and_on_each_connectors_wire() {
     let partners = Partners::start().await;
-    let server = server(&partners).await;
+    let server = partners.server().await;
     for (currency, total, total_major, part, part_major) in [
         ("JPY", 12345, "12345", 1001, "1001"),
         ("EUR", 12345, "123.45", 1001, "10.01"),
@@ -473,7 +467,7 @@ async fn jpy_eur_and_bhd_amounts_are_exact_through_the_api_and_on_each_connector
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_uncaptured_wepay_checkout_is_released_after_fourteen_days() {
     let partners = Partners::start().await;
-    let server = server(&partners).await;
+    let server = partners.server().await;
     let card = partners.wepay.card(json!({})).await;
     let payment = authorized_in(&server, "EUR", vec![wepay(4000, &card)]).await;
     // A week: the default lifetime of other partners; WePay's is 14 days.
@@ -492,7 +486,7 @@ async fn an_uncaptured_wepay_checkout_is_released_after_fourteen_days() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkout_wepay_cancelled_after_fourteen_days_reads_as_voided_without_a_second_cancel() {
     let partners = Partners::start().await;
-    let server = server(&partners).await;
+    let server = partners.server().await;
     let card = partners.wepay.card(json!({})).await;
     let payment = authorized_in(&server, "EUR", vec![wepay(4000, &card)]).await;
     // WePay cancels it on its own first.
@@ -509,7 +503,7 @@ async fn a_checkout_wepay_cancelled_after_fourteen_days_reads_as_voided_without_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_walley_order_is_declined() {
     let partners = Partners::start().await;
-    let server = server(&partners).await;
+    let server = partners.server().await;
     let order = partners
         .walley
         .order(json!({ "amount": 10.00, "currency": "EUR", "expires_in_seconds": 1800 }))

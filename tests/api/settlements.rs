@@ -386,12 +386,6 @@ mod walley {
     use super::*;
     use crate::api::simulator::Partners;
 
-    async fn server(partners: &Partners) -> TestServer {
-        let flags = config_file(&partners.config);
-        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-        TestServer::start_with(&flags).await
-    }
-
     async fn all_lines(
         client: &mut Settlements,
         id: &str,
@@ -424,7 +418,7 @@ mod walley {
     async fn twelve_thousand_lines_are_read_and_listed_in_pages_of_five_thousand_and_exported_alike()
      {
         let partners = Partners::start().await;
-        let server = server(&partners).await;
+        let server = partners.server().await;
         let order = partners
             .walley
             .order(json!({ "amount": 125.00, "currency": "EUR" }))
@@ -549,7 +543,7 @@ mod walley {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_refused_report_query_is_surfaced_and_the_next_import_succeeds() {
         let partners = Partners::start().await;
-        let server = server(&partners).await;
+        let server = partners.server().await;
         let order = partners
             .walley
             .order(json!({ "amount": 10.00, "currency": "EUR" }))

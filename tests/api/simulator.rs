@@ -5,7 +5,11 @@ use std::{process::Command, process::Stdio, time::Duration};
 
 use serde_json::{Value, json};
 
-use super::{deployment::Process, redis_server::free_port};
+use super::{
+    deployment::Process,
+    harness::{TestServer, config_file},
+    redis_server::free_port,
+};
 
 pub struct Simulator {
     _process: Process,
@@ -131,6 +135,13 @@ pub struct Partners {
 }
 
 impl Partners {
+    /// A test server with both simulations configured.
+    pub async fn server(&self) -> TestServer {
+        let flags = config_file(&self.config);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        TestServer::start_with(&flags).await
+    }
+
     pub async fn start() -> Partners {
         Partners::start_with("").await
     }
