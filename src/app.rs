@@ -27,7 +27,7 @@ use crate::{
         memory::MemoryStore,
         redis::{RedisSettings, RedisStore},
     },
-    webhooks::{Secrets, Webhooks},
+    webhooks::{Secrets, Webhooks, worker::DeliveryWorker},
 };
 
 const SERVICES: [&str; 5] = [
@@ -45,7 +45,9 @@ pub struct App {
     api_keys: Arc<ApiKeys>,
     sandboxes: BTreeMap<String, Sandbox>,
     resolver: Resolver,
-    /// Zero: no background loop (tests step the resolver themselves).
+    deliveries: DeliveryWorker,
+    /// Zero: no background loops (tests step the resolver and the delivery
+    /// worker themselves).
     resolver_interval: Duration,
     /// Zero: settlements are imported on demand only.
     settlement_import_interval: Duration,
@@ -132,13 +134,21 @@ impl App {
         let api_keys = Arc::new(ApiKeys::from_hashes(
             merchants.chain(admins).chain(notifiers),
         ));
-        let resolver = Resolver::new(payments.clone(), clock, config.resolver_lease, 100);
+        let resolver = Resolver::new(payments.clone(), clock.clone(), config.resolver_lease, 100);
+        let deliveries = DeliveryWorker::new(
+            payments.clone(),
+            clock,
+            config.webhook_timeout,
+            config.webhook_endpoint_concurrency.into(),
+            64,
+        );
         Ok(App {
             listener,
             payments,
             api_keys,
             sandboxes,
             resolver,
+            deliveries,
             resolver_interval: config.resolver_interval,
             settlement_import_interval: config.settlement_import_interval,
             server: ServerSettings {
@@ -167,6 +177,12 @@ impl App {
     /// The resolver (tests call `resolve_due` with the time they choose).
     pub fn resolver(&self) -> Resolver {
         self.resolver.clone()
+    }
+
+    /// The delivery worker (tests call `deliver_due` with the time they
+    /// choose).
+    pub fn deliveries(&self) -> DeliveryWorker {
+        self.deliveries.clone()
     }
 
     /// The in-process sandbox partner of that name (tests read its ledger).
@@ -285,6 +301,17 @@ impl App {
             tokio::spawn(run)
         });
 
+        let deliveries = (!self.resolver_interval.is_zero()).then(|| {
+            let mut stopped = stopped.clone();
+            let run = self
+                .deliveries
+                .clone()
+                .run(self.resolver_interval, async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                });
+            tokio::spawn(run)
+        });
+
         let importer = (!self.settlement_import_interval.is_zero()).then(|| {
             let payments = self.payments.clone();
             let interval = self.settlement_import_interval;
@@ -366,6 +393,9 @@ impl App {
             .context("gRPC server")?;
         if let Some(resolver) = resolver {
             let _ = resolver.await;
+        }
+        if let Some(deliveries) = deliveries {
+            let _ = deliveries.await;
         }
         if let Some(importer) = importer {
             let _ = importer.await;

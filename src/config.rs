@@ -215,6 +215,11 @@ pub struct Config {
     #[arg(long, env = "PAYMENT_ORCHESTRATOR_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub webhook_timeout: Duration,
 
+    /// At most this many deliveries at a time to one endpoint (scheme, host
+    /// and port), per replica.
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_WEBHOOK_ENDPOINT_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    pub webhook_endpoint_concurrency: u16,
+
     /// How often the resolver looks at the due-queue; `0s` turns it off (tests
     /// drive it by hand).
     #[arg(long, env = "PAYMENT_ORCHESTRATOR_RESOLVER_INTERVAL", default_value = "500ms", value_parser = parse_duration)]

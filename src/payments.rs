@@ -22,6 +22,7 @@
 //! the due entry hands the operation to the resolver; ids derived from the
 //! idempotency key make sure no retry ever opens a second operation.
 
+mod deliveries;
 mod execution;
 mod idempotency;
 mod listing;
@@ -31,6 +32,7 @@ mod sessions;
 mod settlements;
 mod steps;
 
+pub use deliveries::{Delivered, FailedDelivery, FailedPage};
 pub use idempotency::IdempotencyKey;
 // What the children share (they import this parent, never each other).
 use idempotency::{

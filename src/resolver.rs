@@ -1,6 +1,8 @@
 //! Background resolution: every replica runs a loop that takes the items due
 //! on the shared due-queue — non-final operations, authorizations whose
-//! lifetime ended, webhook deliveries — under a lease, and works them.
+//! lifetime ended, settlement checks — under a lease, and works them.
+//! Webhook deliveries wait in a lane of their own, worked by the delivery
+//! worker (`webhooks::worker`).
 //!
 //! [`Resolver::resolve_due`] is one step (tests call it directly with the
 //! time they choose); [`Resolver::run`] calls it on an interval until
@@ -24,8 +26,6 @@ pub struct Report {
     pub finalized: usize,
     pub still_open: usize,
     pub flagged: usize,
-    pub delivered: usize,
-    pub retrying: usize,
     pub errors: usize,
 }
 
@@ -74,8 +74,6 @@ impl Resolver {
                 Ok(Handled::Finalized) => report.finalized += 1,
                 Ok(Handled::StillOpen) => report.still_open += 1,
                 Ok(Handled::Flagged) => report.flagged += 1,
-                Ok(Handled::Delivered) => report.delivered += 1,
-                Ok(Handled::Retrying) => report.retrying += 1,
                 Ok(Handled::Nothing) => {}
                 Err(error) => {
                     // The item stays leased: it is due again after the lease.

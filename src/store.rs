@@ -180,6 +180,9 @@ pub enum DueItem {
     AuthorizationExpiry { payment: Uuid },
     /// A webhook to (re)deliver.
     Webhook { delivery: Uuid },
+    /// A webhook whose delivery was given up, kept for an operator to see
+    /// and re-send (its time is when it was given up; never claimed).
+    FailedWebhook { delivery: Uuid },
     /// A capture or refund that succeeded: by now a settlement should have
     /// shown it.
     SettlementCheck { payment: Uuid, operation: Uuid },
@@ -191,7 +194,18 @@ impl DueItem {
             DueItem::Operation { payment, .. }
             | DueItem::AuthorizationExpiry { payment }
             | DueItem::SettlementCheck { payment, .. } => Shard::of(*payment),
-            DueItem::Webhook { delivery } => Shard::of(*delivery),
+            DueItem::Webhook { delivery } | DueItem::FailedWebhook { delivery } => {
+                Shard::of(*delivery)
+            }
+        }
+    }
+
+    /// The queue the item waits in.
+    pub fn lane(&self) -> Lane {
+        match self {
+            DueItem::Webhook { .. } => Lane::Delivery,
+            DueItem::FailedWebhook { .. } => Lane::Failed,
+            _ => Lane::Resolution,
         }
     }
 
@@ -201,6 +215,7 @@ impl DueItem {
             DueItem::Operation { payment, operation } => format!("o:{payment}:{operation}"),
             DueItem::AuthorizationExpiry { payment } => format!("x:{payment}"),
             DueItem::Webhook { delivery } => format!("w:{delivery}"),
+            DueItem::FailedWebhook { delivery } => format!("f:{delivery}"),
             DueItem::SettlementCheck { payment, operation } => format!("c:{payment}:{operation}"),
         }
     }
@@ -221,6 +236,9 @@ impl DueItem {
             "w" => DueItem::Webhook {
                 delivery: Uuid::try_parse(rest).ok()?,
             },
+            "f" => DueItem::FailedWebhook {
+                delivery: Uuid::try_parse(rest).ok()?,
+            },
             "c" => {
                 let (payment, operation) = rest.split_once(':')?;
                 DueItem::SettlementCheck {
@@ -230,6 +248,26 @@ impl DueItem {
             }
             _ => return None,
         })
+    }
+}
+
+/// The queues of due work, each claimed by its own worker: the resolver
+/// never waits on a merchant's webhook endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Lane {
+    /// Operations, authorization expiries, settlement checks: the resolver.
+    Resolution,
+    /// Webhook deliveries: the delivery worker.
+    Delivery,
+    /// Deliveries given up: listed and re-sent by an operator, never claimed.
+    Failed,
+}
+
+impl Lane {
+    pub const ALL: [Lane; 3] = [Lane::Resolution, Lane::Delivery, Lane::Failed];
+
+    pub fn index(self) -> usize {
+        self as usize
     }
 }
 
@@ -262,6 +300,9 @@ pub struct WebhookDelivery {
     pub body: String,
     pub attempts: u32,
     pub created_at: SystemTime,
+    /// Why the last attempt failed (no secret material: a status code or
+    /// a connection error's kind).
+    pub last_error: Option<String>,
 }
 
 /// The outbox part of a step. `Put` stores a delivery unless one with its id
@@ -471,15 +512,27 @@ pub trait PaymentStore: Send + Sync + std::fmt::Debug {
 /// Due work under leases.
 #[async_trait]
 pub trait DueQueue: Send + Sync {
-    /// Atomically takes up to `limit` items due at `now` and moves each to
-    /// `now + lease`: a worker that dies leaves them to be taken again.
+    /// Atomically takes up to `limit` items of `lane` due at `now` and moves
+    /// each to `now + lease`: a worker that dies leaves them to be taken
+    /// again.
     async fn claim_due(
         &self,
+        lane: Lane,
         now: SystemTime,
         lease: Duration,
         limit: usize,
     ) -> Result<Vec<DueItem>, StoreError>;
-    async fn due_summary(&self) -> Result<DueSummary, StoreError>;
+    async fn due_summary(&self, lane: Lane) -> Result<DueSummary, StoreError>;
+    /// When an item is due, if it is queued.
+    async fn scheduled(&self, item: &DueItem) -> Result<Option<SystemTime>, StoreError>;
+    /// Items of `lane` by time then member, after `after` (exclusive), at
+    /// most `limit` (the failed-deliveries listing).
+    async fn list_lane(
+        &self,
+        lane: Lane,
+        after: Option<(SystemTime, DueItem)>,
+        limit: usize,
+    ) -> Result<Vec<(SystemTime, DueItem)>, StoreError>;
     /// Every operation on the queue (the non-final ones), at most `limit`
     /// of them, as `(payment, operation)`.
     async fn open_operations(&self, limit: usize) -> Result<Vec<(Uuid, Uuid)>, StoreError>;

@@ -22,6 +22,8 @@ use serde::Serialize;
 use sha2::Sha256;
 use uuid::Uuid;
 
+pub mod worker;
+
 use crate::{
     domain::{
         items::ItemLine, operation::Operation, payment::Payment, settlement::ReconciliationIssue,
@@ -235,6 +237,7 @@ impl Webhooks {
             body: serde_json::to_string(&event).unwrap_or_default(),
             attempts: 0,
             created_at: now,
+            last_error: None,
         })
     }
 
@@ -279,6 +282,7 @@ impl Webhooks {
             body: serde_json::to_string(&event).unwrap_or_default(),
             attempts: 0,
             created_at: now,
+            last_error: None,
         })
     }
 

@@ -22,10 +22,9 @@ use crate::{
         status::{OperationStatus, TransactionStatus},
     },
     store::{
-        Committed, DueChange, DueItem, DueSummary, OperationWrite, OutboxChange, PaymentWrite,
-        Shard, Step, Versioned, Write,
+        Committed, DueChange, DueItem, DueSummary, Lane, OperationWrite, PaymentWrite, Shard, Step,
+        Versioned, Write,
     },
-    webhooks::RETRY_SCHEDULE,
 };
 
 /// How long partner event ids are remembered for deduplication.
@@ -60,15 +59,13 @@ pub enum Handled {
     Finalized,
     StillOpen,
     Flagged,
-    Delivered,
-    Retrying,
     Nothing,
 }
 
 impl Payments {
     /// How many items are queued and how far past due the earliest is.
     pub async fn queue_summary(&self, now: SystemTime) -> Result<(usize, Duration), PaymentError> {
-        let DueSummary { depth, earliest } = self.store.due_summary().await?;
+        let DueSummary { depth, earliest } = self.store.due_summary(Lane::Resolution).await?;
         let overdue = earliest
             .and_then(|at| now.duration_since(at).ok())
             .unwrap_or_default();
@@ -87,7 +84,10 @@ impl Payments {
         lease: Duration,
         limit: usize,
     ) -> Result<Vec<DueItem>, PaymentError> {
-        Ok(self.store.claim_due(now, lease, limit).await?)
+        Ok(self
+            .store
+            .claim_due(Lane::Resolution, now, lease, limit)
+            .await?)
     }
 
     pub async fn handle_due(&self, item: &DueItem) -> Result<Handled, PaymentError> {
@@ -96,7 +96,8 @@ impl Payments {
                 self.resolve_operation(payment, operation).await
             }
             DueItem::AuthorizationExpiry { payment } => self.expire_authorization(payment).await,
-            DueItem::Webhook { delivery } => self.deliver_webhook(delivery).await,
+            // Not in this lane: the delivery worker's, or never claimed.
+            DueItem::Webhook { .. } | DueItem::FailedWebhook { .. } => Ok(Handled::Nothing),
             DueItem::SettlementCheck { payment, operation } => {
                 self.check_settled(payment, operation).await?;
                 self.drop_item(item.clone()).await
@@ -316,44 +317,6 @@ impl Payments {
         step.due.push(DueChange::Schedule(item, at));
         self.store.commit(step).await?;
         Ok(Handled::Nothing)
-    }
-
-    async fn deliver_webhook(&self, id: Uuid) -> Result<Handled, PaymentError> {
-        let item = DueItem::Webhook { delivery: id };
-        let Some(mut delivery) = self.store.delivery(id).await? else {
-            return self.drop_item(item).await;
-        };
-        let now = self.clock.now();
-        let mut step = Step::new(Shard::of(id), now);
-        let handled = match self.webhooks.deliver(&delivery, now).await {
-            Ok(()) => {
-                metrics::counter!("webhooks_delivered_total").increment(1);
-                step.outbox.push(OutboxChange::Delete(id));
-                step.due.push(DueChange::Unschedule(item));
-                Handled::Delivered
-            }
-            Err(error) => {
-                delivery.attempts += 1;
-                metrics::counter!("webhooks_failed_attempts_total").increment(1);
-                match RETRY_SCHEDULE.get(delivery.attempts as usize - 1) {
-                    Some(pause) => {
-                        tracing::warn!(event_id = %id, %error, attempts = delivery.attempts, "webhook delivery failed");
-                        step.outbox.push(OutboxChange::Update(delivery));
-                        step.due.push(DueChange::Schedule(item, now + *pause));
-                        Handled::Retrying
-                    }
-                    None => {
-                        metrics::counter!("webhooks_given_up_total").increment(1);
-                        tracing::error!(event_id = %id, %error, attempts = delivery.attempts, "webhook given up");
-                        step.outbox.push(OutboxChange::Delete(id));
-                        step.due.push(DueChange::Unschedule(item));
-                        Handled::Nothing
-                    }
-                }
-            }
-        };
-        self.store.commit(step).await?;
-        Ok(handled)
     }
 
     /// Applies a partner's notification to the open transaction it names.

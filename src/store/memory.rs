@@ -24,9 +24,9 @@ use uuid::Uuid;
 
 use super::{
     Committed, DueChange, DueItem, DueQueue, DueSummary, EventLog, IssueQuery, KeyChange, KeyState,
-    ListQuery, ListedPayment, ListedSession, OperationWrite, OutboxChange, Outcome, PaymentStore,
-    PaymentWrite, SHARDS, SettlementQuery, SettlementStore, Shard, Step, StoreError, StoredPayment,
-    Versioned, WebhookDelivery, WebhookOutbox, Write, issue_member, listing_member,
+    Lane, ListQuery, ListedPayment, ListedSession, OperationWrite, OutboxChange, Outcome,
+    PaymentStore, PaymentWrite, SHARDS, SettlementQuery, SettlementStore, Shard, Step, StoreError,
+    StoredPayment, Versioned, WebhookDelivery, WebhookOutbox, Write, issue_member, listing_member,
     settlement_member,
 };
 use crate::{
@@ -125,7 +125,8 @@ struct ShardData {
     /// checked again and dropped.
     expiries: BTreeSet<(SystemTime, Expiring)>,
     due: HashMap<DueItem, SystemTime>,
-    due_order: BTreeSet<(SystemTime, DueItem)>,
+    /// Per lane ([`Lane::index`]).
+    due_order: [BTreeSet<(SystemTime, DueItem)>; 3],
     outbox: HashMap<Uuid, WebhookDelivery>,
 }
 
@@ -515,15 +516,16 @@ impl ShardData {
     }
 
     fn schedule(&mut self, item: DueItem, at: SystemTime) {
+        let lane = item.lane().index();
         if let Some(previous) = self.due.insert(item.clone(), at) {
-            self.due_order.remove(&(previous, item.clone()));
+            self.due_order[lane].remove(&(previous, item.clone()));
         }
-        self.due_order.insert((at, item));
+        self.due_order[lane].insert((at, item));
     }
 
     fn unschedule(&mut self, item: &DueItem) {
         if let Some(previous) = self.due.remove(item) {
-            self.due_order.remove(&(previous, item.clone()));
+            self.due_order[item.lane().index()].remove(&(previous, item.clone()));
         }
     }
 
@@ -689,6 +691,7 @@ impl PaymentStore for MemoryStore {
 impl DueQueue for MemoryStore {
     async fn claim_due(
         &self,
+        lane: Lane,
         now: SystemTime,
         lease: Duration,
         limit: usize,
@@ -699,7 +702,7 @@ impl DueQueue for MemoryStore {
             let mut shard = lock(&self.shards[(start + offset) % SHARDS]);
             shard.sweep(now);
             while claimed.len() < limit {
-                let Some((at, item)) = shard.due_order.first().cloned() else {
+                let Some((at, item)) = shard.due_order[lane.index()].first().cloned() else {
                     break;
                 };
                 if at > now {
@@ -727,16 +730,43 @@ impl DueQueue for MemoryStore {
         Ok(open)
     }
 
-    async fn due_summary(&self) -> Result<DueSummary, StoreError> {
+    async fn due_summary(&self, lane: Lane) -> Result<DueSummary, StoreError> {
         let mut summary = DueSummary::default();
         for shard in &self.shards {
             let shard = lock(shard);
-            summary.depth += shard.due.len();
-            if let Some(&(at, _)) = shard.due_order.first() {
+            let queue = &shard.due_order[lane.index()];
+            summary.depth += queue.len();
+            if let Some(&(at, _)) = queue.first() {
                 summary.earliest = Some(summary.earliest.map_or(at, |e| e.min(at)));
             }
         }
         Ok(summary)
+    }
+
+    async fn scheduled(&self, item: &DueItem) -> Result<Option<SystemTime>, StoreError> {
+        Ok(self.shard(item.shard()).due.get(item).copied())
+    }
+
+    async fn list_lane(
+        &self,
+        lane: Lane,
+        after: Option<(SystemTime, DueItem)>,
+        limit: usize,
+    ) -> Result<Vec<(SystemTime, DueItem)>, StoreError> {
+        let mut found = BTreeSet::new();
+        for shard in &self.shards {
+            let shard = lock(shard);
+            let queue = &shard.due_order[lane.index()];
+            let rest: Box<dyn Iterator<Item = _>> = match &after {
+                Some(after) => Box::new(queue.range((
+                    std::ops::Bound::Excluded(after.clone()),
+                    std::ops::Bound::Unbounded,
+                ))),
+                None => Box::new(queue.iter()),
+            };
+            found.extend(rest.take(limit).cloned());
+        }
+        Ok(found.into_iter().take(limit).collect())
     }
 }
 

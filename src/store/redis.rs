@@ -33,9 +33,9 @@ use uuid::Uuid;
 use self::scripts::{CLAIM_DUE, CONCLUDE, OPEN, STEP};
 use super::{
     Committed, DueChange, DueItem, DueQueue, DueSummary, EventLog, IssueQuery, KeyChange, KeyState,
-    ListQuery, ListedPayment, ListedSession, OperationWrite, OutboxChange, Outcome, PaymentStore,
-    PaymentWrite, SettlementQuery, SettlementStore, Shard, Step, StoreError, StoredPayment,
-    Versioned, WebhookDelivery, WebhookOutbox, Write, issue_member, listing_member,
+    Lane, ListQuery, ListedPayment, ListedSession, OperationWrite, OutboxChange, Outcome,
+    PaymentStore, PaymentWrite, SettlementQuery, SettlementStore, Shard, Step, StoreError,
+    StoredPayment, Versioned, WebhookDelivery, WebhookOutbox, Write, issue_member, listing_member,
     settlement_member, unix_millis,
 };
 use crate::domain::{
@@ -131,7 +131,19 @@ fn record_key(id: Uuid) -> String {
 }
 
 fn due_key(shard: Shard) -> String {
-    in_shard(shard, "due")
+    lane_key(shard, Lane::Resolution)
+}
+
+/// The sorted set of a lane's items in a shard, by due time (ms).
+fn lane_key(shard: Shard, lane: Lane) -> String {
+    in_shard(
+        shard,
+        match lane {
+            Lane::Resolution => "due",
+            Lane::Delivery => "hooks",
+            Lane::Failed => "hooks-failed",
+        },
+    )
 }
 
 fn delivery_key(id: Uuid) -> String {
@@ -413,7 +425,9 @@ fn step_invocation(
     });
     invocation.key(payment_id.map_or_else(placeholder, payment_key));
     invocation.key(operation_index_key(shard));
-    invocation.key(due_key(shard));
+    for lane in Lane::ALL {
+        invocation.key(lane_key(shard, lane));
+    }
     for change in &step.outbox {
         let id = match change {
             OutboxChange::Put(delivery) | OutboxChange::Update(delivery) => delivery.id,
@@ -518,7 +532,12 @@ fn step_invocation(
 /// writing one (header compare-and-set, the operation, maybe the answer,
 /// due-queue moves). `None`: any other shape, for [`STEP`].
 fn lean_invocation(step: &Step) -> Result<Option<redis::ScriptInvocation<'static>>, StoreError> {
-    if step.session.is_some() || !step.outbox.is_empty() {
+    let resolution_only = step.due.iter().all(|change| match change {
+        DueChange::Schedule(item, _) | DueChange::Unschedule(item) => {
+            item.lane() == Lane::Resolution
+        }
+    });
+    if step.session.is_some() || !step.outbox.is_empty() || !resolution_only {
         return Ok(None);
     }
     let Some(PaymentWrite {
@@ -850,11 +869,15 @@ impl RedisStore {
     }
 
     /// How many items each shard has due at `now`, read concurrently.
-    async fn due_counts(&self, now: SystemTime) -> Result<Vec<(Shard, usize)>, StoreError> {
+    async fn due_counts(
+        &self,
+        lane: Lane,
+        now: SystemTime,
+    ) -> Result<Vec<(Shard, usize)>, StoreError> {
         try_join_all(Shard::all().map(|shard| async move {
             let mut connection = self.connection();
             let due: usize = connection
-                .zcount(due_key(shard), "-inf", unix_millis(now))
+                .zcount(lane_key(shard, lane), "-inf", unix_millis(now))
                 .await
                 .map_err(unavailable)?;
             Ok((shard, due))
@@ -867,6 +890,7 @@ impl RedisStore {
 impl DueQueue for RedisStore {
     async fn claim_due(
         &self,
+        lane: Lane,
         now: SystemTime,
         lease: Duration,
         limit: usize,
@@ -874,7 +898,7 @@ impl DueQueue for RedisStore {
         // Look first (cheap, all shards at once), then claim where items are
         // due, sharing the limit out so no busy shard starves the others.
         let mut busy: Vec<(Shard, usize)> = self
-            .due_counts(now)
+            .due_counts(lane, now)
             .await?
             .into_iter()
             .filter(|(_, due)| *due > 0)
@@ -897,7 +921,7 @@ impl DueQueue for RedisStore {
             try_join_all(plan.into_iter().map(|(shard, take)| async move {
                 let mut connection = self.connection();
                 CLAIM_DUE
-                    .key(due_key(shard))
+                    .key(lane_key(shard, lane))
                     .arg(unix_millis(now))
                     .arg(unix_millis(now + lease))
                     .arg(take)
@@ -949,12 +973,12 @@ impl DueQueue for RedisStore {
         Ok(open)
     }
 
-    async fn due_summary(&self) -> Result<DueSummary, StoreError> {
+    async fn due_summary(&self, lane: Lane) -> Result<DueSummary, StoreError> {
         let shards = try_join_all(Shard::all().map(|shard| async move {
             let mut connection = self.connection();
             let (depth, first): (usize, Vec<(String, u64)>) = redis::pipe()
-                .zcard(due_key(shard))
-                .zrange_withscores(due_key(shard), 0, 0)
+                .zcard(lane_key(shard, lane))
+                .zrange_withscores(lane_key(shard, lane), 0, 0)
                 .query_async(&mut connection)
                 .await
                 .map_err(unavailable)?;
@@ -968,6 +992,58 @@ impl DueQueue for RedisStore {
             depth: shards.iter().map(|s| s.0).sum(),
             earliest: shards.iter().filter_map(|s| s.1).min(),
         })
+    }
+
+    async fn scheduled(&self, item: &DueItem) -> Result<Option<SystemTime>, StoreError> {
+        let mut connection = self.connection();
+        let ms: Option<u64> = connection
+            .zscore(lane_key(item.shard(), item.lane()), item.encode())
+            .await
+            .map_err(unavailable)?;
+        Ok(ms.map(|ms| UNIX_EPOCH + Duration::from_millis(ms)))
+    }
+
+    async fn list_lane(
+        &self,
+        lane: Lane,
+        after: Option<(SystemTime, DueItem)>,
+        limit: usize,
+    ) -> Result<Vec<(SystemTime, DueItem)>, StoreError> {
+        let after = after.as_ref();
+        let shards = try_join_all(Shard::all().map(|shard| async move {
+            let mut connection = self.connection();
+            // From the cursor's time on (ties are filtered below), one page
+            // more than needed per shard at most.
+            let from = after.map_or(0, |(at, _)| unix_millis(*at));
+            let members: Vec<(String, u64)> = redis::cmd("ZRANGE")
+                .arg(lane_key(shard, lane))
+                .arg(from)
+                .arg("+inf")
+                .arg("BYSCORE")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit + 1)
+                .arg("WITHSCORES")
+                .query_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            Ok::<_, StoreError>(members)
+        }))
+        .await?;
+        let mut found: Vec<(SystemTime, DueItem)> = shards
+            .into_iter()
+            .flatten()
+            .filter_map(|(member, ms)| {
+                Some((
+                    UNIX_EPOCH + Duration::from_millis(ms),
+                    DueItem::decode(&member)?,
+                ))
+            })
+            .filter(|entry| after.is_none_or(|after| entry > after))
+            .collect();
+        found.sort();
+        found.truncate(limit);
+        Ok(found)
     }
 }
 

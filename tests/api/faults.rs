@@ -28,7 +28,7 @@ use payment_orchestrator::{
         settlement::{ReconciliationIssue, Settlement, SettlementTransaction},
     },
     store::{
-        Committed, DueItem, DueQueue, DueSummary, EventLog, IssueQuery, ListQuery, ListedPayment,
+        Committed, DueItem, DueQueue, DueSummary, Lane, EventLog, IssueQuery, ListQuery, ListedPayment,
         ListedSession, PaymentStore, SettlementQuery, SettlementStore, Step, Store, StoreError,
         StoredPayment, Versioned, WebhookDelivery, WebhookOutbox, memory::MemoryStore,
         redis::RedisStore,
@@ -154,18 +154,33 @@ impl PaymentStore for FaultyStore {
 impl DueQueue for FaultyStore {
     async fn claim_due(
         &self,
+        lane: Lane,
         now: SystemTime,
         lease: Duration,
         limit: usize,
     ) -> Result<Vec<DueItem>, StoreError> {
-        self.call(self.inner.claim_due(now, lease, limit)).await
+        self.call(self.inner.claim_due(lane, now, lease, limit))
+            .await
     }
     async fn open_operations(&self, limit: usize) -> Result<Vec<(Uuid, Uuid)>, StoreError> {
         self.inner.open_operations(limit).await
     }
 
-    async fn due_summary(&self) -> Result<DueSummary, StoreError> {
-        self.call(self.inner.due_summary()).await
+    async fn due_summary(&self, lane: Lane) -> Result<DueSummary, StoreError> {
+        self.call(self.inner.due_summary(lane)).await
+    }
+
+    async fn scheduled(&self, item: &DueItem) -> Result<Option<SystemTime>, StoreError> {
+        self.call(self.inner.scheduled(item)).await
+    }
+
+    async fn list_lane(
+        &self,
+        lane: Lane,
+        after: Option<(SystemTime, DueItem)>,
+        limit: usize,
+    ) -> Result<Vec<(SystemTime, DueItem)>, StoreError> {
+        self.call(self.inner.list_lane(lane, after, limit)).await
     }
 }
 

@@ -9,7 +9,8 @@ use payment_orchestrator::{
     clock::ManualClock,
     config::Config,
     partners::sandbox::Sandbox,
-    resolver::{Report, Resolver},
+    resolver::Resolver,
+    webhooks::worker::DeliveryWorker,
     store::Store,
 };
 use proto::{
@@ -52,6 +53,7 @@ pub type Payments = PaymentServiceClient<InterceptedService<Channel, Bearer>>;
 pub struct TestServer {
     pub clock: ManualClock,
     pub resolver: Resolver,
+    pub deliveries: DeliveryWorker,
     channel: Channel,
     sandboxes: Vec<(String, Sandbox)>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -113,6 +115,7 @@ impl TestServer {
         .expect("app builds");
         let address = app.local_addr().expect("bound");
         let resolver = app.resolver();
+        let deliveries = app.deliveries();
         let sandboxes = ["ingenico", "illicado", "clover"]
             .into_iter()
             .map(|name| (name.to_owned(), app.sandbox(name).expect("configured")))
@@ -129,6 +132,7 @@ impl TestServer {
         TestServer {
             clock,
             resolver,
+            deliveries,
             channel,
             sandboxes,
             shutdown: Some(shutdown),
@@ -152,10 +156,23 @@ impl TestServer {
         PaymentServiceClient::with_interceptor(self.channel.clone(), Bearer(key.map(Into::into)))
     }
 
-    /// Moves the clock by `by`, then runs one resolver step at that time.
+    /// Moves the clock by `by`, then runs one resolver step and one
+    /// delivery step at that time.
     pub async fn resolve_after(&self, by: std::time::Duration) -> Report {
         self.clock.advance(by);
-        self.resolver.resolve_due(self.clock.now_time()).await
+        let now = self.clock.now_time();
+        let resolved = self.resolver.resolve_due(now).await;
+        let delivered = self.deliveries.deliver_due(now).await;
+        Report {
+            claimed: resolved.claimed + delivered.claimed,
+            finalized: resolved.finalized,
+            still_open: resolved.still_open,
+            flagged: resolved.flagged,
+            delivered: delivered.delivered,
+            retrying: delivered.retrying,
+            given_up: delivered.given_up,
+            errors: resolved.errors + delivered.errors,
+        }
     }
 
     pub fn channel(&self) -> Channel {
@@ -190,6 +207,19 @@ impl Drop for TestServer {
             let _ = shutdown.send(());
         }
     }
+}
+
+/// What one resolver step and one delivery step did together.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Report {
+    pub claimed: usize,
+    pub finalized: usize,
+    pub still_open: usize,
+    pub flagged: usize,
+    pub delivered: usize,
+    pub retrying: usize,
+    pub given_up: usize,
+    pub errors: usize,
 }
 
 // ---- request builders ----

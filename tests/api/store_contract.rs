@@ -28,7 +28,7 @@ use payment_orchestrator::{
         status::TransactionStatus,
     },
     store::{
-        Committed, DueChange, DueItem, IssueQuery, KeyChange, KeyState, ListQuery, OperationWrite,
+        Committed, DueChange, DueItem, IssueQuery, Lane, KeyChange, KeyState, ListQuery, OperationWrite,
         OutboxChange, Outcome, PaymentWrite, SettlementQuery, Shard, Step, Store, Versioned,
         WebhookDelivery, Write,
         memory::MemoryStore,
@@ -408,7 +408,7 @@ pub async fn a_step_that_fails_a_check_applies_nothing(subject: Subject) {
     );
     assert!(
         store
-            .claim_due(now(), Duration::from_secs(1), 100)
+            .claim_due(Lane::Resolution, now(), Duration::from_secs(1), 100)
             .await
             .unwrap()
             .is_empty()
@@ -811,7 +811,7 @@ pub async fn due_items_are_leased_and_come_back_after_the_lease(subject: Subject
             .await
             .unwrap();
     }
-    let summary = store.due_summary().await.unwrap();
+    let summary = store.due_summary(Lane::Resolution).await.unwrap();
     assert_eq!(summary.depth, 5);
     assert_eq!(
         summary
@@ -822,12 +822,12 @@ pub async fn due_items_are_leased_and_come_back_after_the_lease(subject: Subject
     // Due at t+2: the first three, and only up to the limit.
     let lease = Duration::from_secs(30);
     let first = store
-        .claim_due(t + Duration::from_secs(2), lease, 2)
+        .claim_due(Lane::Resolution, t + Duration::from_secs(2), lease, 2)
         .await
         .unwrap();
     assert_eq!(first.len(), 2);
     let rest = store
-        .claim_due(t + Duration::from_secs(2), lease, 10)
+        .claim_due(Lane::Resolution, t + Duration::from_secs(2), lease, 10)
         .await
         .unwrap();
     assert_eq!(rest.len(), 1, "the leased ones are not taken again");
@@ -843,12 +843,12 @@ pub async fn due_items_are_leased_and_come_back_after_the_lease(subject: Subject
         .unwrap();
     // After the lease, the others come back (a worker that died).
     let later = store
-        .claim_due(t + Duration::from_secs(40), lease, 10)
+        .claim_due(Lane::Resolution, t + Duration::from_secs(40), lease, 10)
         .await
         .unwrap();
     assert_eq!(later.len(), 4, "{later:?}");
     assert!(!later.contains(&items[0]));
-    assert_eq!(store.due_summary().await.unwrap().depth, 4);
+    assert_eq!(store.due_summary(Lane::Resolution).await.unwrap().depth, 4);
 }
 
 // ---- the webhook outbox ----
@@ -864,6 +864,7 @@ pub async fn webhook_deliveries_are_put_once_updated_and_deleted(subject: Subjec
         body: "{\"a\":1}".into(),
         attempts: 0,
         created_at: now(),
+        last_error: None,
     };
     let outbox = |change| {
         let mut step = Step::new(Shard::of(payment), now());
@@ -887,6 +888,7 @@ pub async fn webhook_deliveries_are_put_once_updated_and_deleted(subject: Subjec
     );
     let mut retried = delivery.clone();
     retried.attempts = 2;
+    retried.last_error = Some("the receiver answered HTTP 503".into());
     store
         .commit(outbox(OutboxChange::Update(retried.clone())))
         .await
@@ -897,6 +899,88 @@ pub async fn webhook_deliveries_are_put_once_updated_and_deleted(subject: Subjec
         .await
         .unwrap();
     assert_eq!(store.delivery(delivery.id).await.unwrap(), None);
+}
+
+/// Each lane is claimed on its own: a delivery never comes out of the
+/// resolver's claim nor an operation out of the delivery worker's; failed
+/// deliveries are listed by time and paged.
+pub async fn lanes_are_claimed_and_listed_apart(subject: Subject) {
+    let store = subject.store;
+    let t = now();
+    let payment = Uuid::now_v7();
+    let shard = Shard::of(payment);
+    let operation = DueItem::Operation {
+        payment,
+        operation: shard.stamp(Uuid::now_v7()),
+    };
+    let delivery = DueItem::Webhook {
+        delivery: shard.stamp(Uuid::now_v7()),
+    };
+    let failed: Vec<DueItem> = (0..3)
+        .map(|_| DueItem::FailedWebhook {
+            delivery: Shard::of(Uuid::now_v7()).stamp(Uuid::now_v7()),
+        })
+        .collect();
+    let mut step = Step::new(shard, t);
+    step.due.push(DueChange::Schedule(operation.clone(), t));
+    step.due.push(DueChange::Schedule(delivery.clone(), t));
+    store.commit(step).await.unwrap();
+    for (i, item) in failed.iter().enumerate() {
+        let at = t + Duration::from_secs(i as u64);
+        store
+            .commit(due_step(item, DueChange::Schedule(item.clone(), at)))
+            .await
+            .unwrap();
+    }
+    let lease = Duration::from_secs(30);
+    let later = t + Duration::from_secs(10);
+    assert_eq!(
+        store
+            .claim_due(Lane::Resolution, later, lease, 100)
+            .await
+            .unwrap(),
+        vec![operation.clone()]
+    );
+    assert_eq!(
+        store
+            .claim_due(Lane::Delivery, later, lease, 100)
+            .await
+            .unwrap(),
+        vec![delivery.clone()]
+    );
+    assert_eq!(store.due_summary(Lane::Delivery).await.unwrap().depth, 1);
+    assert_eq!(store.due_summary(Lane::Failed).await.unwrap().depth, 3);
+    assert!(store.scheduled(&delivery).await.unwrap().is_some());
+    assert_eq!(
+        store
+            .scheduled(&failed[1])
+            .await
+            .unwrap()
+            .map(payment_orchestrator::store::unix_millis),
+        Some(payment_orchestrator::store::unix_millis(
+            t + Duration::from_secs(1)
+        ))
+    );
+    // Paged by time: two, then the one after the cursor.
+    let first = store.list_lane(Lane::Failed, None, 2).await.unwrap();
+    let items: Vec<&DueItem> = first.iter().map(|(_, item)| item).collect();
+    assert_eq!(items, vec![&failed[0], &failed[1]]);
+    let rest = store
+        .list_lane(Lane::Failed, first.last().cloned(), 2)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].1, failed[2]);
+    // Off a lane by the same step kinds.
+    store
+        .commit(due_step(
+            &failed[0],
+            DueChange::Unschedule(failed[0].clone()),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(store.scheduled(&failed[0]).await.unwrap(), None);
+    assert_eq!(store.due_summary(Lane::Failed).await.unwrap().depth, 2);
 }
 
 // ---- partner event ids ----
@@ -1223,6 +1307,7 @@ macro_rules! contract_suite {
                 exactly_one_concurrent_claim_is_acquired,
                 due_items_are_leased_and_come_back_after_the_lease,
                 webhook_deliveries_are_put_once_updated_and_deleted,
+                lanes_are_claimed_and_listed_apart,
                 a_partner_event_is_first_seen_once_within_its_memory,
                 settlements_are_stored_once_and_listed_by_date_with_filters,
                 reconciliation_issues_are_recorded_once_and_listed_with_filters,

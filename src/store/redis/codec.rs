@@ -20,8 +20,12 @@ mod v1;
 
 /// The layout of every record written today: format 1 plus, on legs, their
 /// partner's capabilities and authorization lifetime, on the payment header
-/// when it was authorized, and on operations their item lines.
-const FORMAT: u8 = 2;
+/// when it was authorized, and on operations their item lines (format 2);
+/// plus, on webhook deliveries, their last error (format 3).
+const FORMAT: u8 = 3;
+
+/// Format 2: as today but for webhook deliveries.
+const FORMAT_2: u8 = 2;
 
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     postcard::to_extend(value, vec![FORMAT]).map_err(|e| StoreError::Corrupt(Box::new(e)))
@@ -31,6 +35,7 @@ pub fn decode<T: Record>(bytes: &[u8]) -> Result<T, StoreError> {
     let corrupt = |e: postcard::Error| StoreError::Corrupt(Box::new(e));
     match bytes.split_first() {
         Some((&FORMAT, record)) => postcard::from_bytes(record).map_err(corrupt),
+        Some((&FORMAT_2, record)) => T::from_v2(record).map_err(corrupt),
         Some((&v1::FORMAT, record)) => T::from_v1(record).map_err(corrupt),
         _ => Err(StoreError::Corrupt(
             "a record in an unknown format (or not ours)".into(),
@@ -46,10 +51,25 @@ pub trait Record: DeserializeOwned {
     fn from_v1(record: &[u8]) -> Result<Self, postcard::Error> {
         postcard::from_bytes(record)
     }
+
+    /// Reads the record as format 2 wrote it (the default: its layout did
+    /// not change).
+    fn from_v2(record: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes(record)
+    }
 }
 
 impl Record for crate::domain::session::Session {}
-impl Record for crate::store::WebhookDelivery {}
+
+impl Record for crate::store::WebhookDelivery {
+    fn from_v1(record: &[u8]) -> Result<Self, postcard::Error> {
+        Self::from_v2(record)
+    }
+
+    fn from_v2(record: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes::<v1::WebhookDelivery>(record).map(Into::into)
+    }
+}
 impl Record for crate::domain::settlement::Settlement {}
 impl Record for crate::domain::settlement::SettlementTransaction {}
 impl Record for crate::domain::settlement::ReconciliationIssue {}

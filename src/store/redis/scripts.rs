@@ -32,7 +32,10 @@ macro_rules! claimed {
 /// One atomic step (see `store::Step`), any shape.
 ///
 /// KEYS: 1 idempotency record, 2 session, 3 payment, 4 operation index,
-/// 5 due-queue, 6.. webhook deliveries.
+/// 5 due-queue, 6 delivery queue, 7 failed deliveries, 8.. webhook
+/// deliveries. A due member goes to the queue of its lane: `w:` members to
+/// the delivery queue, `f:` members to the failed ones, the rest to the
+/// due-queue.
 ///
 /// ARGV: 1 now (ms);
 /// 2 key part (`` | `claim` | `answer` | `complete`), 3 fingerprint,
@@ -114,17 +117,20 @@ pub static STEP: LazyLock<Script> = LazyLock::new(|| {
         local d = tonumber(ARGV[i])
         i = i + 1
         for _ = 1, d do
+          local lane = KEYS[5]
+          local kind = string.sub(ARGV[i + 1], 1, 2)
+          if kind == 'w:' then lane = KEYS[6] elseif kind == 'f:' then lane = KEYS[7] end
           if ARGV[i] == '+' then
-            redis.call('ZADD', KEYS[5], ARGV[i + 2], ARGV[i + 1])
+            redis.call('ZADD', lane, ARGV[i + 2], ARGV[i + 1])
           else
-            redis.call('ZREM', KEYS[5], ARGV[i + 1])
+            redis.call('ZREM', lane, ARGV[i + 1])
           end
           i = i + 3
         end
         local w = tonumber(ARGV[i])
         i = i + 1
         for j = 1, w do
-          local key = KEYS[5 + j]
+          local key = KEYS[7 + j]
           if ARGV[i] == 'p' then
             redis.call('SET', key, ARGV[i + 1], 'NX')
           elseif ARGV[i] == 'u' then

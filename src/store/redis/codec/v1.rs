@@ -314,3 +314,30 @@ mod tests {
         ));
     }
 }
+
+/// A webhook delivery as formats 1 and 2 wrote it: without its last error.
+#[derive(Debug, Deserialize)]
+pub struct WebhookDelivery {
+    id: Uuid,
+    merchant: String,
+    url: String,
+    headers: std::collections::BTreeMap<String, crate::domain::session::HeaderValue>,
+    body: String,
+    attempts: u32,
+    created_at: SystemTime,
+}
+
+impl From<WebhookDelivery> for crate::store::WebhookDelivery {
+    fn from(old: WebhookDelivery) -> Self {
+        crate::store::WebhookDelivery {
+            id: old.id,
+            merchant: old.merchant,
+            url: old.url,
+            headers: old.headers,
+            body: old.body,
+            attempts: old.attempts,
+            created_at: old.created_at,
+            last_error: None,
+        }
+    }
+}

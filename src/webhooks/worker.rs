@@ -1,0 +1,141 @@
+//! The delivery worker: every replica runs one beside the resolver. It takes
+//! the due deliveries from their own lane of the shared queue under a lease
+//! and sends them concurrently, at most [`DeliveryWorker::per_endpoint`] at
+//! a time to one endpoint, each bounded by the webhook timeout. A slow or
+//! dead endpoint costs its own deliveries time, never the resolution of
+//! anyone's money.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use futures_util::future::join_all;
+
+use crate::{
+    clock::Clock,
+    payments::{Delivered, Payments},
+    store::WebhookDelivery,
+};
+
+/// What one step of the worker did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeliveryReport {
+    pub claimed: usize,
+    pub delivered: usize,
+    pub retrying: usize,
+    pub given_up: usize,
+    /// Over their endpoint's limit in this step: left leased, due again
+    /// when the lease ends.
+    pub deferred: usize,
+    pub errors: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliveryWorker {
+    payments: Payments,
+    clock: Arc<dyn Clock>,
+    /// A delivery attempt's bound (the HTTP client's timeout).
+    timeout: Duration,
+    per_endpoint: usize,
+    batch: usize,
+}
+
+impl DeliveryWorker {
+    pub fn new(
+        payments: Payments,
+        clock: Arc<dyn Clock>,
+        timeout: Duration,
+        per_endpoint: usize,
+        batch: usize,
+    ) -> Self {
+        DeliveryWorker {
+            payments,
+            clock,
+            timeout,
+            per_endpoint: per_endpoint.max(1),
+            batch,
+        }
+    }
+
+    /// Sends every delivery due at `now` (up to one batch), concurrently.
+    pub async fn deliver_due(&self, now: SystemTime) -> DeliveryReport {
+        let mut report = DeliveryReport::default();
+        // Long enough for an attempt and its write; a replica that dies
+        // leaves its deliveries to be taken again after it.
+        let lease = self.timeout + Duration::from_secs(5);
+        let deliveries = match self.payments.claim_deliveries(now, lease, self.batch).await {
+            Ok(deliveries) => deliveries,
+            Err(error) => {
+                tracing::warn!(%error, "delivery worker: cannot read the delivery queue");
+                report.errors += 1;
+                return report;
+            }
+        };
+        report.claimed = deliveries.len();
+        if let Ok((depth, overdue)) = self.payments.delivery_summary(now).await {
+            metrics::gauge!("webhooks_queue_depth").set(depth as f64);
+            metrics::gauge!("webhooks_queue_oldest_overdue_seconds").set(overdue.as_secs_f64());
+        }
+        let mut per_endpoint: HashMap<String, usize> = HashMap::new();
+        let mut sending = Vec::new();
+        for delivery in deliveries {
+            let taken = per_endpoint.entry(endpoint(&delivery)).or_default();
+            if *taken == self.per_endpoint {
+                report.deferred += 1;
+                continue;
+            }
+            *taken += 1;
+            sending.push(self.payments.deliver_webhook(delivery));
+        }
+        for result in join_all(sending).await {
+            match result {
+                Ok(Delivered::Accepted) => report.delivered += 1,
+                Ok(Delivered::Retrying) => report.retrying += 1,
+                Ok(Delivered::GivenUp) => report.given_up += 1,
+                Ok(Delivered::Nothing) => {}
+                Err(error) => {
+                    // The delivery stays leased: due again after the lease.
+                    tracing::warn!(%error, "delivery worker: a delivery could not be recorded");
+                    report.errors += 1;
+                }
+            }
+        }
+        report
+    }
+
+    /// Steps every `interval` until `shutdown` completes; a full batch is
+    /// followed at once by the next step.
+    pub async fn run(self, interval: Duration, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let report = self.deliver_due(self.clock.now()).await;
+            if report.claimed > 0 {
+                tracing::debug!(?report, "delivery step");
+            }
+            if report.claimed == self.batch && report.deferred < report.claimed {
+                continue;
+            }
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+}
+
+/// Where a delivery goes, as the per-endpoint limit counts it: scheme, host
+/// and port.
+fn endpoint(delivery: &WebhookDelivery) -> String {
+    match reqwest::Url::parse(&delivery.url) {
+        Ok(url) => format!(
+            "{}://{}:{}",
+            url.scheme(),
+            url.host_str().unwrap_or_default(),
+            url.port_or_known_default().unwrap_or_default()
+        ),
+        Err(_) => delivery.url.clone(),
+    }
+}
