@@ -441,6 +441,38 @@ impl proto::admin_service_server::AdminService for AdminService {
         Ok(Response::new(convert::operation_page(&page)))
     }
 
+    async fn list_failed_webhooks(
+        &self,
+        request: Request<proto::ListFailedWebhooksRequest>,
+    ) -> Result<Response<proto::ListFailedWebhooksResponse>, Status> {
+        let merchant = request.get_ref().merchant.clone();
+        let query = convert::webhooks::list_failed_webhooks(request.into_inner())?;
+        let page = self
+            .payments
+            .failed_deliveries(query.merchant.as_deref(), query.after, query.limit)
+            .await
+            .map_err(error::status_of)?;
+        Ok(Response::new(convert::webhooks::failed_page(
+            &merchant, &page,
+        )))
+    }
+
+    async fn redeliver_webhook(
+        &self,
+        request: Request<proto::RedeliverWebhookRequest>,
+    ) -> Result<Response<proto::FailedWebhook>, Status> {
+        let id = convert::parse_id("id", &request.get_ref().id)?;
+        let delivery = self
+            .payments
+            .redeliver_webhook(id)
+            .await
+            .map_err(error::status_of)?
+            .ok_or_else(|| Status::not_found("no failed webhook delivery has this id"))?;
+        Ok(Response::new(convert::webhooks::failed_webhook(
+            &delivery, None,
+        )))
+    }
+
     async fn import_settlements(
         &self,
         request: Request<proto::ImportSettlementsRequest>,

@@ -10,6 +10,7 @@ use tonic_types::FieldViolation;
 use uuid::Uuid;
 
 pub mod settlements;
+pub mod webhooks;
 
 use super::{error::invalid_argument, proto};
 use crate::{
@@ -617,7 +618,7 @@ pub fn payment_methods(
     proto::ListPaymentMethodsResponse { payment_methods }
 }
 
-fn timestamp(time: std::time::SystemTime) -> Option<prost_types::Timestamp> {
+pub(crate) fn timestamp(time: std::time::SystemTime) -> Option<prost_types::Timestamp> {
     Some(prost_types::Timestamp::from(time))
 }
 

@@ -28,9 +28,9 @@ use payment_orchestrator::{
         settlement::{ReconciliationIssue, Settlement, SettlementTransaction},
     },
     store::{
-        Committed, DueItem, DueQueue, DueSummary, Lane, EventLog, IssueQuery, ListQuery, ListedPayment,
-        ListedSession, PaymentStore, SettlementQuery, SettlementStore, Step, Store, StoreError,
-        StoredPayment, Versioned, WebhookDelivery, WebhookOutbox, memory::MemoryStore,
+        Committed, DueItem, DueQueue, DueSummary, EventLog, IssueQuery, Lane, ListQuery,
+        ListedPayment, ListedSession, PaymentStore, SettlementQuery, SettlementStore, Step, Store,
+        StoreError, StoredPayment, Versioned, WebhookDelivery, WebhookOutbox, memory::MemoryStore,
         redis::RedisStore,
     },
 };

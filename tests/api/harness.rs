@@ -10,8 +10,8 @@ use payment_orchestrator::{
     config::Config,
     partners::sandbox::Sandbox,
     resolver::Resolver,
-    webhooks::worker::DeliveryWorker,
     store::Store,
+    webhooks::worker::DeliveryWorker,
 };
 use proto::{
     payment_service_client::PaymentServiceClient, session_service_client::SessionServiceClient,

@@ -28,9 +28,9 @@ use payment_orchestrator::{
         status::TransactionStatus,
     },
     store::{
-        Committed, DueChange, DueItem, IssueQuery, Lane, KeyChange, KeyState, ListQuery, OperationWrite,
-        OutboxChange, Outcome, PaymentWrite, SettlementQuery, Shard, Step, Store, Versioned,
-        WebhookDelivery, Write,
+        Committed, DueChange, DueItem, IssueQuery, KeyChange, KeyState, Lane, ListQuery,
+        OperationWrite, OutboxChange, Outcome, PaymentWrite, SettlementQuery, Shard, Step, Store,
+        Versioned, WebhookDelivery, Write,
         memory::MemoryStore,
         redis::{RedisSettings, RedisStore},
     },

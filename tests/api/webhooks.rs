@@ -254,3 +254,212 @@ async fn session_item_lines_reach_the_authorization_of_a_leg_taking_the_whole_am
     assert_eq!(sent[0].items.len(), 1);
     assert_eq!(sent[0].items[0].net_amount.minor(), 4000);
 }
+
+/// A merchant's endpoint that takes 10 s to answer ties up its own delivery
+/// only: the delivery worker waits on it while the resolver settles another
+/// merchant's pending capture at once.
+#[tokio::test]
+async fn a_slow_webhook_endpoint_does_not_delay_another_merchants_resolution() {
+    let slow = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(10)))
+        .mount(&slow)
+        .await;
+    let server = TestServer::start().await;
+    let mut request = create_request(12000, proto::CaptureMode::Manual);
+    request.webhook = Some(proto::Webhook {
+        url: format!("{}/hooks", slow.uri()),
+        headers: BTreeMap::new(),
+    });
+    let session = server
+        .sessions()
+        .create_session(request)
+        .await
+        .unwrap()
+        .into_inner();
+    submit(&server, &session.id, vec![card(12000, "tok")])
+        .await
+        .unwrap();
+
+    // The other merchant's capture is pending at its partner.
+    let mut other = create_request(5000, proto::CaptureMode::Manual);
+    other.idempotency_key = new_key();
+    let other_session = server
+        .sessions_as(Some(OTHER_KEY))
+        .create_session(other)
+        .await
+        .unwrap()
+        .into_inner();
+    let other_payment = server
+        .sessions_as(Some(OTHER_KEY))
+        .submit_session(proto::SubmitSessionRequest {
+            session_id: other_session.id,
+            idempotency_key: new_key(),
+            split: vec![card(5000, "capture=pending")],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let pending = server
+        .payments_as(Some(OTHER_KEY))
+        .capture(capture(&other_payment, Some(5000)))
+        .await
+        .unwrap()
+        .into_inner()
+        .operation
+        .unwrap();
+    assert_eq!(pending.status(), proto::OperationStatus::Pending);
+
+    server.clock.advance(Duration::from_secs(60));
+    let now = server.clock.now_time();
+    let deliveries = server.deliveries.clone();
+    let delivering = tokio::spawn(async move { deliveries.deliver_due(now).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    let report = server.resolver.resolve_due(now).await;
+    let took = started.elapsed();
+    assert_eq!(report.finalized, 1, "{report:?}");
+    assert!(took < Duration::from_secs(3), "resolution took {took:?}");
+    assert!(
+        !delivering.is_finished(),
+        "the slow delivery is still waiting on its endpoint"
+    );
+    let resolved = server
+        .payments_as(Some(OTHER_KEY))
+        .get_operation(proto::GetOperationRequest {
+            operation_id: pending.id,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resolved.status(), proto::OperationStatus::Success);
+    // The slow endpoint got its delivery; with a 10 s timeout the attempt
+    // counts as failed and is retried later.
+    let delivered = delivering.await.unwrap();
+    assert_eq!(delivered.claimed, 1, "{delivered:?}");
+    assert_eq!(slow.received_requests().await.unwrap().len(), 1);
+}
+
+/// A delivery that fails every attempt is given up after the last one and
+/// kept, with its last error; an operator lists it and sends it again.
+#[tokio::test]
+async fn a_given_up_delivery_is_kept_listed_and_redelivered_by_an_operator() {
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500))
+        .up_to_n_times(8)
+        .with_priority(1)
+        .mount(&receiver)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .with_priority(2)
+        .mount(&receiver)
+        .await;
+    let server = TestServer::start().await;
+    let mut request = create_request(12000, proto::CaptureMode::Manual);
+    request.webhook = Some(proto::Webhook {
+        url: format!("{}/hooks?token=secret-in-query", receiver.uri()),
+        headers: BTreeMap::new(),
+    });
+    let session = server
+        .sessions()
+        .create_session(request)
+        .await
+        .unwrap()
+        .into_inner();
+    submit(&server, &session.id, vec![card(12000, "tok")])
+        .await
+        .unwrap();
+
+    let mut admin = payment_orchestrator::api::proto::admin_service_client::AdminServiceClient::with_interceptor(
+        server.channel(),
+        Bearer::new("sk_test_admin"),
+    );
+    let mut given_up = 0;
+    assert_eq!(server.resolve_after(Duration::ZERO).await.retrying, 1);
+    for pause in payment_orchestrator::webhooks::RETRY_SCHEDULE {
+        let report = server.resolve_after(pause).await;
+        given_up += report.given_up;
+        assert_eq!(report.delivered, 0, "{report:?}");
+    }
+    assert_eq!(given_up, 1, "given up after the last attempt");
+    assert_eq!(receiver.received_requests().await.unwrap().len(), 8);
+    // Nothing more is attempted on its own.
+    server.resolve_after(Duration::from_secs(2 * 86_400)).await;
+    assert_eq!(receiver.received_requests().await.unwrap().len(), 8);
+
+    let listed = admin
+        .list_failed_webhooks(proto::ListFailedWebhooksRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.webhooks.len(), 1, "{listed:?}");
+    let failed = &listed.webhooks[0];
+    assert_eq!(
+        (
+            failed.merchant.as_str(),
+            failed.attempts,
+            failed.last_error.as_str()
+        ),
+        ("demo", 8, "the receiver answered HTTP 500")
+    );
+    assert_eq!(failed.event_type, "operation.final");
+    assert!(
+        !failed.endpoint.contains("secret-in-query"),
+        "{}",
+        failed.endpoint
+    );
+    assert!(failed.given_up_at.is_some());
+    // Another merchant's filter shows none of it.
+    let other = admin
+        .list_failed_webhooks(proto::ListFailedWebhooksRequest {
+            merchant: "other".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(other.webhooks.is_empty());
+    // Merchants cannot list them.
+    let mut as_merchant =
+        payment_orchestrator::api::proto::admin_service_client::AdminServiceClient::with_interceptor(
+            server.channel(),
+            Bearer::new(DEMO_KEY),
+        );
+    assert_eq!(
+        as_merchant
+            .list_failed_webhooks(proto::ListFailedWebhooksRequest::default())
+            .await
+            .unwrap_err()
+            .code(),
+        tonic::Code::PermissionDenied
+    );
+
+    let unknown = admin
+        .redeliver_webhook(proto::RedeliverWebhookRequest {
+            id: uuid::Uuid::now_v7().to_string(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+    let again = admin
+        .redeliver_webhook(proto::RedeliverWebhookRequest {
+            id: failed.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.attempts, 0);
+    let report = server.resolve_after(Duration::ZERO).await;
+    assert_eq!(report.delivered, 1, "{report:?}");
+    assert!(
+        admin
+            .list_failed_webhooks(proto::ListFailedWebhooksRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .webhooks
+            .is_empty()
+    );
+}

@@ -31,7 +31,7 @@ pub fn page_token(filters: &str, cursor: &str) -> String {
     hex::encode(format!("{}.{cursor}", digest(filters)))
 }
 
-fn cursor(v: &mut Violations, filters: &str, token: &str) -> Option<String> {
+pub(super) fn cursor(v: &mut Violations, filters: &str, token: &str) -> Option<String> {
     if token.is_empty() {
         return None;
     }

@@ -1,0 +1,93 @@
+//! The failed-webhook listing: requests in, pages out.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use uuid::Uuid;
+
+use super::{
+    Violations, proto,
+    settlements::{cursor, page_token},
+    timestamp,
+};
+use crate::{
+    payments::{FailedDelivery, FailedPage},
+    store::{WebhookDelivery, unix_millis},
+};
+
+const DEFAULT_PAGE_SIZE: usize = 100;
+const MAX_PAGE_SIZE: usize = 1000;
+
+/// A checked `ListFailedWebhooksRequest`.
+#[derive(Debug)]
+pub struct FailedQuery {
+    pub merchant: Option<String>,
+    pub after: Option<(SystemTime, Uuid)>,
+    pub limit: usize,
+}
+
+pub fn list_failed_webhooks(
+    request: proto::ListFailedWebhooksRequest,
+) -> Result<FailedQuery, tonic::Status> {
+    let mut v = Violations::default();
+    let limit = v.page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE);
+    let after = cursor(&mut v, &request.merchant, &request.page_token).and_then(|text| {
+        let (ms, id) = text.split_once(':')?;
+        Some((
+            UNIX_EPOCH + Duration::from_millis(ms.parse().ok()?),
+            Uuid::try_parse(id).ok()?,
+        ))
+    });
+    let merchant = (!request.merchant.is_empty()).then_some(request.merchant.clone());
+    v.finish(|| FailedQuery {
+        merchant,
+        after,
+        limit,
+    })
+}
+
+pub fn failed_page(merchant: &str, page: &FailedPage) -> proto::ListFailedWebhooksResponse {
+    proto::ListFailedWebhooksResponse {
+        webhooks: page
+            .deliveries
+            .iter()
+            .map(|failed| failed_webhook(&failed.delivery, Some(failed)))
+            .collect(),
+        next_page_token: page.next.map_or_else(String::new, |(at, id)| {
+            page_token(merchant, &format!("{}:{id}", unix_millis(at)))
+        }),
+    }
+}
+
+pub fn failed_webhook(
+    delivery: &WebhookDelivery,
+    failed: Option<&FailedDelivery>,
+) -> proto::FailedWebhook {
+    let event_type = serde_json::from_str::<serde_json::Value>(&delivery.body)
+        .ok()
+        .and_then(|body| body.get("type")?.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    proto::FailedWebhook {
+        id: delivery.id.to_string(),
+        merchant: delivery.merchant.clone(),
+        endpoint: endpoint(&delivery.url),
+        event_type,
+        attempts: i32::try_from(delivery.attempts).unwrap_or(i32::MAX),
+        last_error: delivery.last_error.clone().unwrap_or_default(),
+        created_at: timestamp(delivery.created_at),
+        given_up_at: failed.and_then(|f| timestamp(f.given_up_at)),
+    }
+}
+
+/// The URL without what may be secret in it: credentials and query.
+fn endpoint(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut url) => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.set_query(None);
+            url.set_fragment(None);
+            url.to_string()
+        }
+        Err(_) => String::new(),
+    }
+}
