@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/payment_orchestrator/v1/payment.proto",
         "proto/payment_orchestrator/v1/session.proto",
         "proto/payment_orchestrator/v1/settlement.proto",
+        "proto/payment_orchestrator/v1/webhook.proto",
         "proto/payment_orchestrator/partner/v1/gateway.proto",
         "proto/payment_orchestrator/partner/v1/sandbox.proto",
     ];

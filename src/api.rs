@@ -1,10 +1,12 @@
 //! The gRPC edge: tonic services, request validation, proto ⇄ domain
-//! conversion, authentication and the one error → `Status` map. Nothing
-//! outside this module knows proto types or `tonic::Status`.
+//! conversion, authentication and the one error → `Status` map, and the
+//! webhook bodies (proto messages too). Nothing outside this module knows
+//! proto types or `tonic::Status`.
 
 mod convert;
 pub mod edge;
 mod error;
+pub mod events;
 mod settlements;
 
 pub use settlements::SettlementService;
@@ -177,7 +179,8 @@ impl proto::session_service_server::SessionService for SessionService {
         request: Request<proto::CreateSessionRequest>,
     ) -> Result<Response<proto::Session>, Status> {
         let merchant = merchant(&request)?;
-        let command = convert::create_session(request.into_inner())?;
+        let command =
+            convert::create_session(request.into_inner(), self.payments.webhook_destinations())?;
         let view = self
             .payments
             .create_session(&merchant, command)

@@ -113,9 +113,19 @@ impl App {
         let secrets = config
             .webhook_secrets
             .iter()
-            .map(|s| (s.merchant.clone(), s.secret.clone()))
-            .collect();
-        let webhooks = Webhooks::new(Secrets::new(secrets), config.webhook_timeout);
+            .map(|s| (s.merchant.clone(), s.key.clone()));
+        let destinations = config.webhook_destinations();
+        tracing::info!(
+            schemes = %destinations.schemes().join(","),
+            networks = %destinations.networks().iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+            "webhook destinations: public addresses{}",
+            if destinations.networks().is_empty() {
+                " only"
+            } else {
+                ", and loopback or private addresses in these networks"
+            }
+        );
+        let webhooks = Webhooks::new(Secrets::new(secrets), config.webhook_timeout, destinations);
         let payments = Payments::new(store, partners, clock.clone(), settings, webhooks);
         let merchants = config
             .api_keys

@@ -14,9 +14,15 @@ use clap::{CommandFactory, FromArgMatches, Parser, parser::ValueSource};
 
 pub use partners::{PartnerConfig, PartnerKind, SettingError};
 
-use crate::domain::{
-    operation::OperationKind,
-    priority::{self, DefaultPriorities, PriorityRule},
+use crate::{
+    domain::{
+        operation::OperationKind,
+        priority::{self, DefaultPriorities, PriorityRule},
+    },
+    webhooks::{
+        SigningKey,
+        destinations::{Destinations, HostPattern, Network},
+    },
 };
 
 /// The settings whose defaults are demo keys.
@@ -200,16 +206,47 @@ pub struct Config {
     )]
     pub partner_notifier_api_keys: Vec<NotifierKeyHash>,
 
-    /// Webhook signing secrets as `merchant:secret`, comma separated.
-    /// Default: `demo:whsec_demo`.
+    /// Webhook signing secrets as `merchant:whsec_<base64 key of 24-64
+    /// bytes>`, comma separated; a merchant may have several (each signs
+    /// every delivery, so a secret is rotated without downtime). Default: the
+    /// demo merchant's `DEMO_WEBHOOK_SECRET`.
     #[arg(
         long,
         env = "PAYMENT_ORCHESTRATOR_WEBHOOK_SECRETS",
         value_delimiter = ',',
-        default_value = "demo:whsec_demo",
+        default_value = "demo:whsec_ZGVtby13ZWJob29rLXNpZ25pbmctc2VjcmV0LW5vdC1mb3ItcHJvZHVjdGlvbg==",
         hide_default_value = true
     )]
     pub webhook_secrets: Vec<WebhookSecret>,
+
+    /// URL schemes webhooks may use, comma separated. Default: `https`
+    /// (`http,https` in the embedded mode and with `--demo`).
+    #[arg(
+        long,
+        env = "PAYMENT_ORCHESTRATOR_WEBHOOK_ALLOWED_SCHEMES",
+        value_delimiter = ','
+    )]
+    pub webhook_allowed_schemes: Option<Vec<String>>,
+
+    /// Host patterns webhooks may go to (`hooks.example.com`,
+    /// `*.example.com`), comma separated. Default: any host.
+    #[arg(
+        long,
+        env = "PAYMENT_ORCHESTRATOR_WEBHOOK_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    pub webhook_allowed_hosts: Vec<HostPattern>,
+
+    /// Networks (CIDRs) in which loopback and private addresses may receive
+    /// webhooks, comma separated. Public addresses are always allowed;
+    /// link-local and cloud metadata addresses never are. Default: none
+    /// (`127.0.0.0/8,::1` in the embedded mode and with `--demo`).
+    #[arg(
+        long,
+        env = "PAYMENT_ORCHESTRATOR_WEBHOOK_ALLOWED_NETWORKS",
+        value_delimiter = ','
+    )]
+    pub webhook_allowed_networks: Option<Vec<Network>>,
 
     /// Timeout of one webhook POST.
     #[arg(long, env = "PAYMENT_ORCHESTRATOR_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
@@ -289,7 +326,7 @@ pub struct Config {
     pub redis_allow_eviction: bool,
 
     /// Let the demo keys (`sk_test_demo`, `sk_test_admin`, `sk_test_partner`,
-    /// `whsec_demo`) stand in for key settings that are not configured, also
+    /// the demo webhook secret) stand in for key settings that are not configured, also
     /// on Redis. The embedded mode uses them without it.
     #[arg(long, env = "PAYMENT_ORCHESTRATOR_DEMO", default_value_t = false)]
     pub demo: bool,
@@ -317,6 +354,40 @@ pub struct Config {
 }
 
 impl Config {
+    /// The embedded mode, or `--demo`: demo keys, and webhooks to this
+    /// machine over HTTP, are allowed.
+    pub fn demo_mode(&self) -> bool {
+        self.redis_url.is_empty() || self.demo
+    }
+
+    /// Where webhooks may go: what is configured, or in the demo mode HTTP(S)
+    /// to loopback besides public hosts.
+    pub fn webhook_destinations(&self) -> Destinations {
+        let demo = self.demo_mode();
+        let schemes = self
+            .webhook_allowed_schemes
+            .clone()
+            .filter(|s| !s.iter().all(String::is_empty))
+            .unwrap_or_else(|| {
+                let mut schemes = vec!["https".to_owned()];
+                if demo {
+                    schemes.push("http".to_owned());
+                }
+                schemes
+            });
+        let networks = self.webhook_allowed_networks.clone().unwrap_or_else(|| {
+            if demo {
+                ["127.0.0.0/8", "::1/128"]
+                    .iter()
+                    .filter_map(|n| n.parse().ok())
+                    .collect()
+            } else {
+                Vec::new()
+            }
+        });
+        Destinations::new(schemes, self.webhook_allowed_hosts.clone(), networks)
+    }
+
     /// From the process's arguments, environment and `--config` file.
     pub fn load() -> anyhow::Result<Config> {
         Config::load_from(std::env::args_os().collect())
@@ -630,11 +701,12 @@ fn read_file(path: &std::path::Path) -> anyhow::Result<(Vec<(String, String)>, p
     Ok((settings, tables))
 }
 
-/// A merchant's webhook signing secret. Never printed.
+/// A merchant's webhook signing secret, `merchant:whsec_<base64>`. Never
+/// printed. A merchant may have several (every one signs).
 #[derive(Clone, PartialEq, Eq)]
 pub struct WebhookSecret {
     pub merchant: String,
-    pub secret: String,
+    pub key: SigningKey,
 }
 
 impl fmt::Debug for WebhookSecret {
@@ -647,13 +719,11 @@ impl FromStr for WebhookSecret {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         match text.split_once(':') {
-            Some((merchant, secret)) if !merchant.is_empty() && secret.len() >= 8 => {
-                Ok(WebhookSecret {
-                    merchant: merchant.to_owned(),
-                    secret: secret.to_owned(),
-                })
-            }
-            _ => Err("expected merchant:secret with a secret of at least 8 characters".into()),
+            Some((merchant, secret)) if !merchant.is_empty() => Ok(WebhookSecret {
+                merchant: merchant.to_owned(),
+                key: SigningKey::parse(secret)?,
+            }),
+            _ => Err("expected merchant:whsec_<base64>".into()),
         }
     }
 }

@@ -292,6 +292,12 @@ pub struct Payments {
 }
 
 impl Payments {
+    /// Where the operator lets webhooks go (sessions are checked against
+    /// it).
+    pub fn webhook_destinations(&self) -> &crate::webhooks::Destinations {
+        self.webhooks.destinations()
+    }
+
     pub fn new(
         store: Arc<dyn Store>,
         partners: Partners,

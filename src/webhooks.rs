@@ -1,40 +1,54 @@
-//! Outbound merchant notifications.
+//! Outbound merchant notifications, as [Standard Webhooks] define them.
 //!
-//! An event is a JSON document `{id, type, created_at, payment_id, operation}`
-//! POSTed to the session's webhook URL with its configured headers and
+//! An event is a `payment_orchestrator.v1.WebhookEvent` in the proto3 JSON
+//! mapping (the spelling grpcurl shows), POSTed to the session's webhook URL
+//! with its configured headers and
 //!
 //! ```text
-//! Payment-Orchestrator-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>
+//! webhook-id: <event id>
+//! webhook-timestamp: <unix seconds>
+//! webhook-signature: v1,<base64 HMAC-SHA256(key, "<id>.<timestamp>.<body>")> …
 //! ```
+//!
+//! one `v1,` signature per active secret of the merchant (secrets are
+//! `whsec_<base64 key>`), so a secret is rotated by adding the new one,
+//! moving receivers over, then removing the old one.
 //!
 //! Event ids are derived from the operation and the event type, so emitting
 //! the same event twice (a retry, a second replica) stores one delivery.
-//! Delivery is at least once: receivers deduplicate by `id`. A delivery that
-//! is not answered 2xx is retried after 1m, 5m, 30m, 2h, 6h, 12h and 24h.
+//! Delivery is at least once: receivers deduplicate by `webhook-id`. A
+//! delivery that is not answered 2xx is retried after 1m, 5m, 30m, 2h, 6h,
+//! 12h and 24h, then kept among the failed deliveries for an operator.
+//!
+//! [Standard Webhooks]: https://www.standardwebhooks.com/
 
 use std::{
     collections::BTreeMap,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
 use hmac::{Hmac, Mac};
-use serde::Serialize;
 use sha2::Sha256;
 use uuid::Uuid;
 
+pub mod destinations;
 pub mod worker;
 
 use crate::{
-    domain::{
-        items::ItemLine, operation::Operation, payment::Payment, settlement::ReconciliationIssue,
-    },
+    api::events,
+    domain::{operation::Operation, payment::Payment, settlement::ReconciliationIssue},
     store::{Shard, WebhookDelivery},
 };
 
-pub const SIGNATURE_HEADER: &str = "Payment-Orchestrator-Signature";
+pub use destinations::{Destinations, Refusal};
+
+pub const ID_HEADER: &str = "webhook-id";
+pub const TIMESTAMP_HEADER: &str = "webhook-timestamp";
+pub const SIGNATURE_HEADER: &str = "webhook-signature";
 
 /// Pauses before the 2nd, 3rd, … attempt; after the last one the delivery is
-/// given up (logged and counted).
+/// given up (logged, counted and kept for an operator).
 pub const RETRY_SCHEDULE: [Duration; 7] = [
     Duration::from_secs(60),
     Duration::from_secs(5 * 60),
@@ -65,37 +79,42 @@ impl EventType {
     }
 }
 
-#[derive(Serialize)]
-struct IssueEvent<'a> {
-    id: Uuid,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    created_at: u64,
-    payment_id: Uuid,
-    issue: EventIssue<'a>,
+/// A signing key: the bytes of a `whsec_<base64>` secret. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningKey(Vec<u8>);
+
+impl SigningKey {
+    /// Reads `whsec_<base64>` with a key of 24 to 64 bytes (what Standard
+    /// Webhooks asks of secrets).
+    pub fn parse(secret: &str) -> Result<SigningKey, String> {
+        let key = secret
+            .strip_prefix("whsec_")
+            .and_then(|b64| BASE64.decode(b64).ok())
+            .ok_or("a webhook secret is whsec_ followed by base64")?;
+        if !(24..=64).contains(&key.len()) {
+            return Err("a webhook secret's key is 24 to 64 bytes".into());
+        }
+        Ok(SigningKey(key))
+    }
 }
 
-#[derive(Serialize)]
-struct EventIssue<'a> {
-    id: Uuid,
-    kind: String,
-    partner: &'a str,
-    settlement_id: Option<Uuid>,
-    operation_id: Option<Uuid>,
-    partner_transaction_id: Option<Uuid>,
-    currency: &'a str,
-    expected: i64,
-    settled: i64,
-    description: &'a str,
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigningKey(<redacted>)")
+    }
 }
 
-/// Per-merchant signing secrets. Never printed.
+/// Per-merchant signing keys, every one active (each signs every delivery).
 #[derive(Clone, Default)]
-pub struct Secrets(BTreeMap<String, String>);
+pub struct Secrets(BTreeMap<String, Vec<SigningKey>>);
 
 impl Secrets {
-    pub fn new(secrets: BTreeMap<String, String>) -> Self {
-        Secrets(secrets)
+    pub fn new(secrets: impl IntoIterator<Item = (String, SigningKey)>) -> Self {
+        let mut by_merchant: BTreeMap<String, Vec<SigningKey>> = BTreeMap::new();
+        for (merchant, key) in secrets {
+            by_merchant.entry(merchant).or_default().push(key);
+        }
+        Secrets(by_merchant)
     }
 }
 
@@ -105,79 +124,95 @@ impl std::fmt::Debug for Secrets {
     }
 }
 
+/// Why an attempt failed; what an operator sees as its last error (no URL,
+/// no header value, no secret).
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
     #[error("no webhook secret is configured for the merchant")]
     NoSecret,
     #[error("the receiver answered HTTP {0}")]
     Rejected(u16),
-    #[error("the receiver could not be reached")]
-    Unreachable(#[source] reqwest::Error),
+    #[error("the destination is refused: {0}")]
+    Refused(Refusal),
+    #[error("the receiver did not answer within the webhook timeout")]
+    TimedOut,
+    #[error("the receiver could not be reached ({0})")]
+    Unreachable(&'static str),
+}
+
+impl DeliveryError {
+    fn of(error: &reqwest::Error) -> DeliveryError {
+        if error.is_timeout() {
+            return DeliveryError::TimedOut;
+        }
+        // A refusal by the vetting resolver, wherever reqwest wrapped it.
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        while let Some(cause) = source {
+            if let Some(refusal) = cause.downcast_ref::<Refusal>() {
+                return DeliveryError::Refused(refusal.clone());
+            }
+            source = cause.source();
+        }
+        DeliveryError::Unreachable(if error.is_connect() {
+            "cannot connect"
+        } else if error.is_request() {
+            "request failed"
+        } else {
+            "no answer"
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct Webhooks {
     client: reqwest::Client,
     secrets: Secrets,
-}
-
-#[derive(Serialize)]
-struct Event<'a> {
-    id: Uuid,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    created_at: u64,
-    payment_id: Uuid,
-    operation: EventOperation<'a>,
-}
-
-#[derive(Serialize)]
-struct EventOperation<'a> {
-    id: Uuid,
-    kind: String,
-    status: String,
-    amount: i64,
-    currency: &'a str,
-    triggered_by: String,
-    merchant_reference: &'a str,
-    requires_review: bool,
-    partner_transactions: Vec<EventTransaction<'a>>,
-    /// Amounts in minor units, the tax rate a decimal string.
-    items: &'a [ItemLine],
-}
-
-#[derive(Serialize)]
-struct EventTransaction<'a> {
-    id: Uuid,
-    partner: &'a str,
-    method: &'a str,
-    amount: i64,
-    status: String,
-    partner_reference: &'a str,
+    destinations: Destinations,
 }
 
 fn unix_seconds(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// `hex(HMAC-SHA256(secret, "<timestamp>.<body>"))`.
-pub fn signature(secret: &str, timestamp: u64, body: &str) -> String {
-    // HMAC takes keys of any length.
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
-        .unwrap_or_else(|_| unreachable!("HMAC accepts every key length"));
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
+/// `v1,<base64(HMAC-SHA256(key, "<id>.<timestamp>.<body>"))>`, one per key,
+/// space separated.
+pub fn signature(keys: &[SigningKey], id: &str, timestamp: u64, body: &str) -> String {
+    keys.iter()
+        .map(|key| {
+            // HMAC takes keys of any length.
+            let mut mac = Hmac::<Sha256>::new_from_slice(&key.0)
+                .unwrap_or_else(|_| unreachable!("HMAC accepts every key length"));
+            mac.update(format!("{id}.{timestamp}.").as_bytes());
+            mac.update(body.as_bytes());
+            format!("v1,{}", BASE64.encode(mac.finalize().into_bytes()))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 impl Webhooks {
-    pub fn new(secrets: Secrets, timeout: Duration) -> Self {
+    /// A client that connects only to vetted addresses (no proxy, no
+    /// redirects: a 3xx is a failed attempt), each attempt bounded by
+    /// `timeout`.
+    pub fn new(secrets: Secrets, timeout: Duration, destinations: Destinations) -> Self {
         let client = reqwest::Client::builder()
             .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(std::sync::Arc::new(destinations::VettingResolver {
+                destinations: destinations.clone(),
+            }))
             .build()
             .unwrap_or_default();
-        Webhooks { client, secrets }
+        Webhooks {
+            client,
+            secrets,
+            destinations,
+        }
+    }
+
+    pub fn destinations(&self) -> &Destinations {
+        &self.destinations
     }
 
     /// The delivery of `kind` for an operation, if the payment has a webhook.
@@ -190,54 +225,8 @@ impl Webhooks {
         kind: EventType,
         now: SystemTime,
     ) -> Option<WebhookDelivery> {
-        let webhook = payment.webhook.as_ref()?;
-        let id = Shard::of(payment.id).stamp(Uuid::new_v5(
-            &EVENT_NAMESPACE,
-            format!("{}:{}", operation.id, kind.name()).as_bytes(),
-        ));
-        let upper = |name: &str| name.to_ascii_uppercase();
-        let event = Event {
-            id,
-            kind: kind.name(),
-            created_at: unix_seconds(now),
-            payment_id: payment.id,
-            operation: EventOperation {
-                id: operation.id,
-                kind: upper(operation.kind.as_str()),
-                status: upper(operation.status.as_str()),
-                amount: operation.amount.minor(),
-                currency: payment.currency.code(),
-                triggered_by: upper(operation.triggered_by.as_str()),
-                merchant_reference: &operation.merchant_reference,
-                requires_review: operation.requires_review,
-                partner_transactions: operation
-                    .transactions
-                    .iter()
-                    .map(|tx| {
-                        let leg = payment.legs.get(tx.leg);
-                        EventTransaction {
-                            id: tx.id,
-                            partner: leg.map_or("", |l| l.partner.as_str()),
-                            method: leg.map_or("", |l| l.method.as_str()),
-                            amount: tx.amount.minor(),
-                            status: upper(tx.status.as_str()),
-                            partner_reference: tx.partner_reference.as_deref().unwrap_or(""),
-                        }
-                    })
-                    .collect(),
-                items: &operation.items,
-            },
-        };
-        Some(WebhookDelivery {
-            id,
-            merchant: payment.merchant.clone(),
-            url: webhook.url.clone(),
-            headers: webhook.headers.clone(),
-            // Serializing plain data cannot fail.
-            body: serde_json::to_string(&event).unwrap_or_default(),
-            attempts: 0,
-            created_at: now,
-            last_error: None,
+        self.delivery(payment, &operation.id.to_string(), kind.name(), now, |id| {
+            events::operation_event(id, kind.name(), payment, operation, now)
         })
     }
 
@@ -250,74 +239,75 @@ impl Webhooks {
         issue: &ReconciliationIssue,
         now: SystemTime,
     ) -> Option<WebhookDelivery> {
-        let webhook = payment.webhook.as_ref()?;
         let kind = "reconciliation.issue";
+        self.delivery(payment, &issue.id.to_string(), kind, now, |id| {
+            events::issue_event(id, kind, payment.id, issue, now)
+        })
+    }
+
+    fn delivery(
+        &self,
+        payment: &Payment,
+        about: &str,
+        kind: &str,
+        now: SystemTime,
+        body: impl FnOnce(Uuid) -> String,
+    ) -> Option<WebhookDelivery> {
+        let webhook = payment.webhook.as_ref()?;
         let id = Shard::of(payment.id).stamp(Uuid::new_v5(
             &EVENT_NAMESPACE,
-            format!("{}:{kind}", issue.id).as_bytes(),
+            format!("{about}:{kind}").as_bytes(),
         ));
-        let event = IssueEvent {
-            id,
-            kind,
-            created_at: unix_seconds(now),
-            payment_id: payment.id,
-            issue: EventIssue {
-                id: issue.id,
-                kind: issue.kind.as_str().to_ascii_uppercase(),
-                partner: &issue.partner,
-                settlement_id: issue.settlement_id,
-                operation_id: issue.operation_id,
-                partner_transaction_id: issue.partner_transaction_id,
-                currency: issue.currency.code(),
-                expected: issue.expected.minor(),
-                settled: issue.settled.minor(),
-                description: &issue.description,
-            },
-        };
         Some(WebhookDelivery {
             id,
             merchant: payment.merchant.clone(),
             url: webhook.url.clone(),
             headers: webhook.headers.clone(),
-            body: serde_json::to_string(&event).unwrap_or_default(),
+            body: body(id),
             attempts: 0,
             created_at: now,
             last_error: None,
         })
     }
 
-    /// One POST of the delivery, signed with the merchant's secret.
+    /// One POST of the delivery, signed with every active secret of the
+    /// merchant, to a destination checked again now (the rules may have
+    /// changed since the session was created).
     pub async fn deliver(
         &self,
         delivery: &WebhookDelivery,
         now: SystemTime,
     ) -> Result<(), DeliveryError> {
-        let secret = self
+        let keys = self
             .secrets
             .0
             .get(&delivery.merchant)
+            .filter(|keys| !keys.is_empty())
             .ok_or(DeliveryError::NoSecret)?;
+        let url = self
+            .destinations
+            .check_url(&delivery.url)
+            .map_err(DeliveryError::Refused)?;
+        let id = delivery.id.to_string();
         let timestamp = unix_seconds(now);
-        let mut request = self
-            .client
-            .post(&delivery.url)
-            .header("content-type", "application/json")
-            .header("Payment-Orchestrator-Event-Id", delivery.id.to_string())
-            .header(
-                SIGNATURE_HEADER,
-                format!(
-                    "t={timestamp},v1={}",
-                    signature(secret, timestamp, &delivery.body)
-                ),
-            );
+        let mut request = self.client.post(url);
         for (name, value) in &delivery.headers {
-            request = request.header(name.as_str(), value.expose());
+            if destinations::header_refusal(name).is_none() {
+                request = request.header(name.as_str(), value.expose());
+            }
         }
         let response = request
+            .header("content-type", "application/json")
+            .header(ID_HEADER, &id)
+            .header(TIMESTAMP_HEADER, timestamp.to_string())
+            .header(
+                SIGNATURE_HEADER,
+                signature(keys, &id, timestamp, &delivery.body),
+            )
             .body(delivery.body.clone())
             .send()
             .await
-            .map_err(DeliveryError::Unreachable)?;
+            .map_err(|error| DeliveryError::of(&error))?;
         if response.status().is_success() {
             Ok(())
         } else {
@@ -331,11 +321,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn signature_is_hmac_sha256_of_timestamp_and_body() {
-        // printf '%s' '1700000000.{"a":1}' | openssl dgst -sha256 -hmac whsec_test
+    fn signature_is_standard_webhooks_v1_over_id_timestamp_and_body() {
+        // The example of the Standard Webhooks specification.
+        let key = SigningKey::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
         assert_eq!(
-            signature("whsec_test", 1_700_000_000, r#"{"a":1}"#),
-            "38877139021993b830af32feea6e18a8da83eb2f6e49ee50bd9e4cf4ca4d3789"
+            signature(
+                &[key],
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                1_614_265_330,
+                r#"{"test": 2432232314}"#
+            ),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
         );
+    }
+
+    #[test]
+    fn secrets_are_whsec_base64_of_24_to_64_bytes() {
+        assert!(SigningKey::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_ok());
+        assert!(SigningKey::parse("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_err());
+        assert!(SigningKey::parse("whsec_demo").is_err(), "3 bytes");
+        assert!(SigningKey::parse("whsec_not base64!").is_err());
     }
 }

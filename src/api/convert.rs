@@ -31,6 +31,7 @@ use crate::{
         OperationFilter, OperationPage, OperationResult, PartnerEvent, PaymentFilter, PaymentPage,
         PaymentView, SessionFilter, SubmitSession,
     },
+    webhooks::{Destinations, destinations},
 };
 
 const MAX_TEXT: usize = 255;
@@ -40,7 +41,8 @@ const MAX_RULES: usize = 20;
 const MAX_METADATA: usize = 50;
 const MAX_TOKEN: usize = 2048;
 const MAX_URL: usize = 2048;
-const MAX_HEADERS: usize = 20;
+const MAX_HEADERS: usize = 10;
+const MAX_HEADER_BYTES: usize = 4096;
 const MAX_EXPIRY: Duration = Duration::from_secs(24 * 3600);
 
 /// Collects field violations while parsing a request.
@@ -282,17 +284,36 @@ fn capture_mode(violations: &mut Violations, value: i32) -> CaptureMode {
     }
 }
 
-fn webhook(violations: &mut Violations, webhook: Option<proto::Webhook>) -> Option<Webhook> {
+/// A merchant's webhook: a URL the operator's rules allow (see
+/// `webhooks::destinations`) and at most [`MAX_HEADERS`] headers of bounded
+/// size, none that frames, routes or signs the request.
+fn webhook(
+    violations: &mut Violations,
+    webhook: Option<proto::Webhook>,
+    destinations: &Destinations,
+) -> Option<Webhook> {
     let webhook = webhook?;
-    let scheme_ok = webhook.url.starts_with("https://") || webhook.url.starts_with("http://");
-    if !scheme_ok || webhook.url.len() > MAX_URL || webhook.url.chars().any(char::is_whitespace) {
+    if webhook.url.len() > MAX_URL || webhook.url.chars().any(char::is_whitespace) {
         violations.add(
             "webhook.url",
-            "must be an absolute http(s) URL of at most 2048 characters",
+            "must be an absolute URL of at most 2048 characters",
         );
+    } else if let Err(refusal) = destinations.check_url(&webhook.url) {
+        violations.add("webhook.url", format!("refused: {refusal}"));
     }
     if webhook.headers.len() > MAX_HEADERS {
         violations.add("webhook.headers", format!("at most {MAX_HEADERS} headers"));
+    }
+    let size: usize = webhook
+        .headers
+        .iter()
+        .map(|(name, value)| name.len() + value.len())
+        .sum();
+    if size > MAX_HEADER_BYTES {
+        violations.add(
+            "webhook.headers",
+            format!("at most {MAX_HEADER_BYTES} bytes of names and values in all"),
+        );
     }
     for (name, value) in &webhook.headers {
         let token = !name.is_empty()
@@ -300,17 +321,13 @@ fn webhook(violations: &mut Violations, webhook: Option<proto::Webhook>) -> Opti
             && name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+        let field = format!("webhook.headers[{name:?}]");
         if !token {
-            violations.add(
-                "webhook.headers",
-                "header names are 1-64 of A-Z a-z 0-9 - _",
-            );
-        }
-        if value.len() > 1024 || value.bytes().any(|b| b.is_ascii_control()) {
-            violations.add(
-                "webhook.headers",
-                "header values are at most 1024 visible characters",
-            );
+            violations.add(field, "header names are 1-64 of A-Z a-z 0-9 - _");
+        } else if let Some(reason) = destinations::header_refusal(name) {
+            violations.add(field, format!("may not be set: it {reason}"));
+        } else if value.len() > 1024 || value.bytes().any(|b| b.is_ascii_control()) {
+            violations.add(field, "header values are at most 1024 visible characters");
         }
     }
     Some(Webhook {
@@ -360,6 +377,7 @@ fn metadata(
 
 pub fn create_session(
     request: proto::CreateSessionRequest,
+    destinations: &Destinations,
 ) -> Result<Idempotent<CreateSession>, Status> {
     let mut v = Violations::default();
     let key = v.idempotency_key(&request.idempotency_key);
@@ -368,7 +386,7 @@ pub fn create_session(
     let currency = v.currency("currency", &request.currency);
     let capture_mode = capture_mode(&mut v, request.capture_mode);
     let items = v.items("items", request.items, Ok(amount));
-    let webhook = webhook(&mut v, request.webhook);
+    let webhook = webhook(&mut v, request.webhook, destinations);
     let expires_in = expires_in(&mut v, request.expires_in);
     let metadata = metadata(&mut v, request.metadata);
     let (Some(key), Some(amount), Some(currency)) = (key, amount, currency) else {

@@ -327,7 +327,7 @@ async fn unresolvable_operation_is_flagged_for_review_and_settled_by_an_operator
     let announced = receiver.received_requests().await.unwrap().iter().any(|r| {
         let event: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         event["type"] == "operation.requires_review"
-            && event["operation"]["id"] == operation.id.as_str()
+            && event["data"]["operation"]["id"] == operation.id.as_str()
     });
     assert!(announced, "no requires_review webhook");
 

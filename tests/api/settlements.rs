@@ -375,8 +375,9 @@ async fn a_settlement_is_imported_once_with_exact_totals_and_every_discrepancy_f
         1,
         "only the altered payment has a webhook: {events:?}"
     );
-    assert_eq!(events[0]["issue"]["kind"], "AMOUNT_MISMATCH");
-    assert_eq!(events[0]["issue"]["settled"], 4_000);
+    let issue = &events[0]["data"]["issue"];
+    assert_eq!(issue["kind"], "RECONCILIATION_STATUS_AMOUNT_MISMATCH");
+    assert_eq!(issue["settled"], "4000", "int64 in the proto3 JSON mapping");
 }
 
 /// Walley through its report API, the simulation run as a real process.

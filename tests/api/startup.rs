@@ -44,7 +44,7 @@ fn on_redis_every_key_setting_must_be_configured_unless_demo() {
             "--partner-notifier-api-keys",
             &notifier,
             "--webhook-secrets",
-            "acme:whsec_0123456789",
+            "acme:whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
         ],
     ]
     .concat();

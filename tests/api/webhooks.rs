@@ -1,13 +1,13 @@
-//! Merchant webhooks: signed, retried until accepted, deduplicated by id.
+//! Merchant webhooks: Standard Webhooks signatures (checked with the
+//! maintained `standardwebhooks` verifier), retried until accepted,
+//! deduplicated by id, bodies in the proto3 JSON mapping.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     time::Duration,
 };
 
-use hmac::{Hmac, Mac};
 use payment_orchestrator::api::proto;
-use sha2::Sha256;
 use wiremock::{
     Mock, MockServer, ResponseTemplate,
     matchers::{method, path},
@@ -15,27 +15,22 @@ use wiremock::{
 
 use super::harness::*;
 
-/// What a receiver does: check the signature with the shared secret, then
-/// process each event id once.
-fn verify(request: &wiremock::Request, secret: &str) -> serde_json::Value {
-    let header = request
-        .headers
-        .get("Payment-Orchestrator-Signature")
-        .and_then(|v| v.to_str().ok())
-        .expect("signed");
-    let parts: BTreeMap<&str, &str> = header
-        .split(',')
-        .filter_map(|p| p.split_once('='))
-        .collect();
-    let body = std::str::from_utf8(&request.body).unwrap();
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(format!("{}.{body}", parts["t"]).as_bytes());
-    assert_eq!(
-        hex::encode(mac.finalize().into_bytes()),
-        parts["v1"],
-        "bad signature"
-    );
-    serde_json::from_str(body).unwrap()
+/// The demo merchant's webhook secret (the embedded default).
+pub const DEMO_WEBHOOK_SECRET: &str =
+    "whsec_ZGVtby13ZWJob29rLXNpZ25pbmctc2VjcmV0LW5vdC1mb3ItcHJvZHVjdGlvbg==";
+
+/// What a receiver does: check the signature with an off-the-shelf
+/// Standard Webhooks verifier and the shared secret, then read the event.
+pub fn verify(request: &wiremock::Request, secret: &str) -> serde_json::Value {
+    let mut headers = http::HeaderMap::new();
+    for (name, value) in &request.headers {
+        headers.insert(name.clone(), value.clone());
+    }
+    standardwebhooks::Webhook::new(secret)
+        .expect("a whsec_ secret")
+        .verify(&request.body, &headers)
+        .expect("a valid Standard Webhooks signature");
+    serde_json::from_slice(&request.body).unwrap()
 }
 
 #[tokio::test]
@@ -103,8 +98,10 @@ async fn webhooks_are_signed_retried_after_errors_and_processed_once() {
     let mut events = Vec::new();
     for request in &received {
         assert_eq!(request.headers.get("X-Merchant-Token").unwrap(), "t0k3n");
-        let event = verify(request, "whsec_demo");
-        if processed.insert(event["id"].as_str().unwrap().to_owned()) {
+        let event = verify(request, DEMO_WEBHOOK_SECRET);
+        let id = request.headers.get("webhook-id").unwrap().to_str().unwrap();
+        assert_eq!(event["id"], id);
+        if processed.insert(id.to_owned()) {
             events.push(event);
         }
     }
@@ -113,20 +110,34 @@ async fn webhooks_are_signed_retried_after_errors_and_processed_once() {
         .iter()
         .map(|e| {
             (
-                e["operation"]["kind"].as_str().unwrap().into(),
-                e["operation"]["status"].as_str().unwrap().into(),
+                e["data"]["operation"]["kind"].as_str().unwrap().into(),
+                e["data"]["operation"]["status"].as_str().unwrap().into(),
             )
         })
         .collect();
-    assert!(kinds.contains(&("AUTHORIZATION".into(), "SUCCESS".into())));
-    assert!(kinds.contains(&("CAPTURE".into(), "SUCCESS".into())));
+    // The spelling grpcurl shows.
+    assert!(kinds.contains(&(
+        "OPERATION_KIND_AUTHORIZATION".into(),
+        "OPERATION_STATUS_SUCCESS".into()
+    )));
+    assert!(kinds.contains(&(
+        "OPERATION_KIND_CAPTURE".into(),
+        "OPERATION_STATUS_SUCCESS".into()
+    )));
     let capture_event = events
         .iter()
-        .find(|e| e["operation"]["kind"] == "CAPTURE")
+        .find(|e| e["data"]["operation"]["kind"] == "OPERATION_KIND_CAPTURE")
         .unwrap();
     assert_eq!(capture_event["type"], "operation.final");
-    assert_eq!(capture_event["operation"]["id"], capture_id.as_str());
-    assert_eq!(capture_event["payment_id"], payment.id.as_str());
+    assert_eq!(
+        capture_event["data"]["operation"]["id"],
+        capture_id.as_str()
+    );
+    assert_eq!(capture_event["data"]["paymentId"], payment.id.as_str());
+    assert!(
+        capture_event["data"]["operation"]["partnerTransactions"].is_array(),
+        "{capture_event}"
+    );
     // Delivered: nothing left to do.
     assert_eq!(
         server
@@ -208,18 +219,18 @@ async fn item_lines_are_kept_on_the_operation_sent_in_webhooks_and_to_a_leg_taki
         .await
         .unwrap()
         .iter()
-        .map(|r| verify(r, "whsec_demo"))
+        .map(|r| verify(r, DEMO_WEBHOOK_SECRET))
         .collect();
     let capture_event = events
         .iter()
-        .find(|e| e["operation"]["kind"] == "CAPTURE")
+        .find(|e| e["data"]["operation"]["kind"] == "OPERATION_KIND_CAPTURE")
         .expect("a capture event");
-    let line = &capture_event["operation"]["items"][0];
-    assert_eq!(line["sku_reference"], "sku-1");
-    assert_eq!(line["tax_rate"], "25");
+    let line = &capture_event["data"]["operation"]["items"][0];
+    assert_eq!(line["skuReference"], "sku-1");
+    assert_eq!(line["taxRate"], "25");
     assert_eq!(
-        (line["net_amount"].as_i64(), line["tax_amount"].as_i64()),
-        (Some(4000), Some(1000))
+        (line["netAmount"].as_str(), line["taxAmount"].as_str()),
+        (Some("4000"), Some("1000"))
     );
 }
 
@@ -461,5 +472,57 @@ async fn a_given_up_delivery_is_kept_listed_and_redelivered_by_an_operator() {
             .into_inner()
             .webhooks
             .is_empty()
+    );
+}
+
+/// Rotation: with two active secrets every delivery carries two signatures,
+/// so a receiver verifies with the old secret or the new one; a secret that
+/// is not configured verifies nothing.
+#[tokio::test]
+async fn with_two_secrets_a_receiver_verifies_with_either() {
+    const OLD: &str = "whsec_b2xkLXNlY3JldC1vZi10aGUtZGVtby1tZXJjaGFudC0wMDAx";
+    const NEW: &str = "whsec_bmV3LXNlY3JldC1vZi10aGUtZGVtby1tZXJjaGFudC0wMDAy";
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&receiver)
+        .await;
+    let secrets = format!("demo:{OLD},demo:{NEW}");
+    let server = TestServer::start_with(&["--webhook-secrets", &secrets]).await;
+    let mut request = create_request(5000, proto::CaptureMode::Manual);
+    request.webhook = Some(proto::Webhook {
+        url: format!("{}/hooks", receiver.uri()),
+        headers: BTreeMap::new(),
+    });
+    let session = server
+        .sessions()
+        .create_session(request)
+        .await
+        .unwrap()
+        .into_inner();
+    submit(&server, &session.id, vec![card(5000, "tok")])
+        .await
+        .unwrap();
+    assert_eq!(server.resolve_after(Duration::ZERO).await.delivered, 1);
+    let received = receiver.received_requests().await.unwrap();
+    let delivery = &received[0];
+    let signatures = delivery.headers.get("webhook-signature").unwrap();
+    assert_eq!(
+        signatures.to_str().unwrap().split(' ').count(),
+        2,
+        "{signatures:?}"
+    );
+    assert_eq!(verify(delivery, OLD)["type"], "operation.final");
+    assert_eq!(verify(delivery, NEW)["type"], "operation.final");
+    let mut headers = http::HeaderMap::new();
+    for (name, value) in &delivery.headers {
+        headers.insert(name.clone(), value.clone());
+    }
+    assert!(
+        standardwebhooks::Webhook::new(DEMO_WEBHOOK_SECRET)
+            .unwrap()
+            .verify(&delivery.body, &headers)
+            .is_err(),
+        "a secret that is not configured does not verify"
     );
 }
