@@ -30,5 +30,6 @@ mod api {
     mod traces;
     mod validation;
     mod walkthrough;
+    mod webhook_destinations;
     mod webhooks;
 }

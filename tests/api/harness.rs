@@ -417,6 +417,21 @@ pub fn amounts(payment: &proto::Payment) -> proto::Amounts {
 }
 
 /// The ErrorInfo reason of a status, if any.
+/// The field violations of an INVALID_ARGUMENT, as (field, description).
+pub fn violations(status: &Status) -> Vec<(String, String)> {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| {
+            b.field_violations
+                .iter()
+                .map(|v| (v.field.clone(), v.description.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub fn reason(status: &Status) -> Option<String> {
     use tonic_types::StatusExt;
     status

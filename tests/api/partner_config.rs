@@ -24,20 +24,6 @@ async fn server() -> TestServer {
     TestServer::start_with(&flags).await
 }
 
-fn violations(status: &tonic::Status) -> Vec<(String, String)> {
-    use tonic_types::StatusExt;
-    status
-        .get_error_details()
-        .bad_request()
-        .map(|b| {
-            b.field_violations
-                .iter()
-                .map(|v| (v.field.clone(), v.description.clone()))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn acme(amount: i64) -> proto::SplitLeg {
     leg("acme", "creditcard", amount, "tok")
 }
