@@ -23,6 +23,9 @@ async fn on(address: &str) -> MockServer {
     MockServer::builder().listener(listener).start().await
 }
 
+/// A destination, its merchant headers and the field its refusal names.
+type Case<'a> = (String, Vec<(&'a str, &'a str)>, &'a str);
+
 fn hook(url: &str, headers: &[(&str, &str)]) -> proto::CreateSessionRequest {
     let mut request = create_request(5000, proto::CaptureMode::Manual);
     request.webhook = Some(proto::Webhook {
@@ -77,7 +80,7 @@ async fn hostile_webhook_destinations_are_refused_and_nothing_reaches_the_target
     let server = TestServer::start_with(&["--webhook-allowed-networks", "127.0.0.2/32"]).await;
     let allowed = format!("http://127.0.0.2:{r}/ok");
 
-    let refused_at_creation: Vec<(String, Vec<(&str, &str)>, &str)> = vec![
+    let refused_at_creation: Vec<Case> = vec![
         (format!("http://localhost:{t}/hook"), vec![], "webhook.url"),
         (format!("http://LocalHost.:{t}/hook"), vec![], "webhook.url"),
         (format!("http://127.0.0.1:{t}/hook"), vec![], "webhook.url"),
