@@ -96,6 +96,23 @@ impl ApiKeys {
         self.roles_by_hash.get(&Self::hash(key))
     }
 
+    /// The merchant an `authorization` header's key belongs to, if any.
+    pub fn merchant_of(&self, authorization: &str) -> Option<&str> {
+        let key = authorization.strip_prefix("Bearer ")?;
+        match self.role(key.trim())? {
+            Role::Merchant(merchant) => Some(merchant),
+            _ => None,
+        }
+    }
+
+    /// Every merchant some key belongs to.
+    pub fn merchants(&self) -> impl Iterator<Item = &str> {
+        self.roles_by_hash.values().filter_map(|role| match role {
+            Role::Merchant(merchant) => Some(merchant.as_str()),
+            _ => None,
+        })
+    }
+
     /// A tonic interceptor for a service that needs `required`:
     /// `authorization: Bearer <key>`; an unknown key is UNAUTHENTICATED, a
     /// known key of another role PERMISSION_DENIED.

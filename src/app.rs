@@ -61,6 +61,7 @@ struct ServerSettings {
     health_listener: Option<Arc<TcpListener>>,
     request_timeout: Duration,
     max_in_flight: usize,
+    max_in_flight_per_merchant: usize,
     max_message_bytes: usize,
     keepalive_interval: Duration,
     max_connection_age: Duration,
@@ -101,6 +102,8 @@ impl App {
             operation_lease: config.operation_lease,
             max_resolution_age: config.max_resolution_age,
             authorization_lifetime: config.authorization_lifetime,
+            max_operations_per_payment: config.max_operations_per_payment,
+            max_waiters_per_merchant: config.max_waiters_per_merchant,
             settlements: SettlementSettings {
                 look_back_days: u32::try_from(config.settlement_look_back.as_secs() / 86_400)
                     .unwrap_or(u32::MAX),
@@ -127,6 +130,7 @@ impl App {
         );
         let webhooks = Webhooks::new(Secrets::new(secrets), config.webhook_timeout, destinations);
         let payments = Payments::new(store, partners, clock.clone(), settings, webhooks);
+        tokio::spawn(payments.listen_for_finals());
         let merchants = config
             .api_keys
             .iter()
@@ -173,6 +177,7 @@ impl App {
                 },
                 request_timeout: config.request_timeout,
                 max_in_flight: config.max_in_flight,
+                max_in_flight_per_merchant: config.max_in_flight_per_merchant,
                 max_message_bytes: config.max_message_bytes,
                 keepalive_interval: config.keepalive_interval,
                 max_connection_age: config.max_connection_age,
@@ -385,7 +390,11 @@ impl App {
             .tcp_keepalive(Some(Duration::from_secs(60)))
             .max_connection_age(settings.max_connection_age)
             .max_connection_age_grace(Duration::from_secs(30))
-            .layer(EdgeLayer::new(settings.max_in_flight))
+            .layer(EdgeLayer::new(
+                settings.max_in_flight,
+                settings.max_in_flight_per_merchant,
+                self.api_keys.clone(),
+            ))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

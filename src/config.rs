@@ -110,6 +110,27 @@ pub struct Config {
     )]
     pub max_in_flight: usize,
 
+    /// Calls in flight at once for one merchant (within `max_in_flight`);
+    /// beyond it the merchant's calls get RESOURCE_EXHAUSTED
+    /// (`MERCHANT_IN_FLIGHT_LIMIT`) while other merchants' go on.
+    #[arg(
+        long,
+        env = "PAYMENT_ORCHESTRATOR_MAX_IN_FLIGHT_PER_MERCHANT",
+        default_value_t = 256
+    )]
+    pub max_in_flight_per_merchant: usize,
+
+    /// `WaitOperation` calls open at once for one merchant; beyond it they
+    /// get RESOURCE_EXHAUSTED (`TOO_MANY_WAITERS`). Waiting calls do not
+    /// count towards the in-flight limits: they hold no work, only a
+    /// subscription to the operation's final status.
+    #[arg(
+        long,
+        env = "PAYMENT_ORCHESTRATOR_MAX_WAITERS_PER_MERCHANT",
+        default_value_t = 1000
+    )]
+    pub max_waiters_per_merchant: usize,
+
     /// Largest accepted request message, in bytes.
     #[arg(long, env = "PAYMENT_ORCHESTRATOR_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024)]
     pub max_message_bytes: usize,
@@ -300,6 +321,12 @@ pub struct Config {
     /// unless the partner's table (or its kind: WePay 14d) says otherwise.
     #[arg(long, env = "PAYMENT_ORCHESTRATOR_AUTHORIZATION_LIFETIME", default_value = "7d", value_parser = parse_duration)]
     pub authorization_lifetime: Duration,
+
+    /// A merchant's capture, refund or void on a payment that already has
+    /// this many operations is refused (FAILED_PRECONDITION,
+    /// `TOO_MANY_OPERATIONS`).
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_MAX_OPERATIONS_PER_PAYMENT", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(2..))]
+    pub max_operations_per_payment: u32,
 
     /// Redis URL(s), e.g. `redis://:password@redis:6379/0`; comma-separated seed
     /// nodes with `--redis-cluster`. Unset: the embedded in-memory store (one

@@ -31,6 +31,7 @@ mod resolution;
 mod sessions;
 mod settlements;
 mod steps;
+mod waiters;
 
 pub use deliveries::{Delivered, FailedDelivery, FailedPage};
 pub use idempotency::IdempotencyKey;
@@ -90,6 +91,9 @@ pub enum PaymentError {
     /// Nothing was changed: the store could not be reached.
     #[error("storage unavailable")]
     Unavailable(#[source] StoreError),
+    /// The merchant has as many `WaitOperation` calls open as it may.
+    #[error("too many WaitOperation calls open for this merchant (at most {max})")]
+    TooManyWaiters { max: usize },
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -249,6 +253,11 @@ pub struct Settings {
     pub max_sends: u32,
     /// After this, what an authorization still holds is voided (SYSTEM).
     pub authorization_lifetime: Duration,
+    /// A merchant's operation on a payment that has this many is refused
+    /// (each operation is kept with the payment).
+    pub max_operations_per_payment: u32,
+    /// `WaitOperation` calls one merchant may have open at once.
+    pub max_waiters_per_merchant: usize,
     pub settlements: SettlementSettings,
 }
 
@@ -264,6 +273,8 @@ impl Default for Settings {
             max_resolution_age: Duration::from_secs(24 * 3600),
             max_sends: 3,
             authorization_lifetime: Duration::from_secs(7 * 24 * 3600),
+            max_operations_per_payment: 1000,
+            max_waiters_per_merchant: 1000,
             settlements: SettlementSettings::default(),
         }
     }
@@ -289,6 +300,7 @@ pub struct Payments {
     clock: Arc<dyn Clock>,
     settings: Settings,
     webhooks: Webhooks,
+    waiters: Arc<waiters::Waiters>,
 }
 
 impl Payments {
@@ -305,13 +317,21 @@ impl Payments {
         settings: Settings,
         webhooks: Webhooks,
     ) -> Self {
+        let waiters = waiters::Waiters::new(settings.max_waiters_per_merchant);
         Payments {
             store,
             partners,
             clock,
             settings,
             webhooks,
+            waiters,
         }
+    }
+
+    /// Wakes `WaitOperation` calls as the store announces finals; runs until
+    /// the store stops (spawned once per replica).
+    pub fn listen_for_finals(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.waiters.clone().listen(self.store.finals())
     }
 
     pub fn partners(&self) -> &Partners {

@@ -363,6 +363,9 @@ pub struct Step {
     pub payment: Option<PaymentWrite>,
     pub due: Vec<DueChange>,
     pub outbox: Vec<OutboxChange>,
+    /// An operation that becomes final with this step: announced to every
+    /// replica (see [`Notices`]) by the store as it applies the step.
+    pub announce: Option<Uuid>,
 }
 
 impl Step {
@@ -375,6 +378,7 @@ impl Step {
             payment: None,
             due: Vec::new(),
             outbox: Vec::new(),
+            announce: None,
         }
     }
 }
@@ -712,9 +716,25 @@ pub trait SettlementStore: Send + Sync {
 }
 
 /// Every port: what the use cases are given.
-pub trait Store: PaymentStore + DueQueue + WebhookOutbox + EventLog + SettlementStore {}
+/// Operations that became final, told to every replica (what wakes
+/// `WaitOperation` calls without polling). A step's
+/// [`announce`](Step::announce) is published as the step applies; a notice
+/// lost on the way (a dropped subscription) is made up by the waiters' slow
+/// re-read.
+pub trait Notices: Send + Sync {
+    /// The operations announced final from now on, by any replica.
+    fn finals(&self) -> tokio::sync::broadcast::Receiver<Uuid>;
+}
 
-impl<T: PaymentStore + DueQueue + WebhookOutbox + EventLog + SettlementStore> Store for T {}
+pub trait Store:
+    PaymentStore + DueQueue + WebhookOutbox + EventLog + SettlementStore + Notices
+{
+}
+
+impl<T: PaymentStore + DueQueue + WebhookOutbox + EventLog + SettlementStore + Notices> Store
+    for T
+{
+}
 
 #[cfg(test)]
 mod tests {

@@ -1,9 +1,12 @@
 //! The tower layer in front of every gRPC service: a global limit on calls
-//! in flight (beyond it: RESOURCE_EXHAUSTED with RetryInfo, at once — never a
-//! queue that hangs), and the RPC latency histogram by method and code.
-//! Health and reflection are never shed: probes must get through.
+//! in flight and one per merchant beside it (beyond either:
+//! RESOURCE_EXHAUSTED with RetryInfo, at once — never a queue that hangs),
+//! and the RPC latency histogram by method and code. Health and reflection
+//! are never shed: probes must get through. `WaitOperation` holds no work
+//! while it waits; it is bounded by the waiters cap per merchant instead.
 
 use std::{
+    collections::HashMap,
     future::Future,
     pin::Pin,
     sync::Arc,
@@ -11,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{
     Code, Status,
     body::Body,
@@ -20,16 +23,36 @@ use tonic::{
 use tonic_types::{ErrorDetails, StatusExt};
 use tower::{Layer, Service};
 
+use super::ApiKeys;
+
+/// The limits, shared by every connection.
+#[derive(Debug)]
+struct Limits {
+    global: Arc<Semaphore>,
+    /// One per merchant that has a key (the set is fixed at startup).
+    per_merchant: HashMap<String, Arc<Semaphore>>,
+    keys: Arc<ApiKeys>,
+}
+
 #[derive(Debug, Clone)]
 pub struct EdgeLayer {
-    permits: Arc<Semaphore>,
+    limits: Arc<Limits>,
 }
 
 impl EdgeLayer {
-    /// At most `max_in_flight` calls at once (health and reflection aside).
-    pub fn new(max_in_flight: usize) -> Self {
+    /// At most `max_in_flight` calls at once (health, reflection and waits
+    /// aside), and at most `per_merchant` of one merchant's.
+    pub fn new(max_in_flight: usize, per_merchant: usize, keys: Arc<ApiKeys>) -> Self {
+        let per_merchant = keys
+            .merchants()
+            .map(|merchant| (merchant.to_owned(), Arc::new(Semaphore::new(per_merchant))))
+            .collect();
         EdgeLayer {
-            permits: Arc::new(Semaphore::new(max_in_flight)),
+            limits: Arc::new(Limits {
+                global: Arc::new(Semaphore::new(max_in_flight)),
+                per_merchant,
+                keys,
+            }),
         }
     }
 }
@@ -40,7 +63,7 @@ impl<S> Layer<S> for EdgeLayer {
     fn layer(&self, inner: S) -> Edge<S> {
         Edge {
             inner,
-            permits: self.permits.clone(),
+            limits: self.limits.clone(),
         }
     }
 }
@@ -48,11 +71,50 @@ impl<S> Layer<S> for EdgeLayer {
 #[derive(Debug, Clone)]
 pub struct Edge<S> {
     inner: S,
-    permits: Arc<Semaphore>,
+    limits: Arc<Limits>,
 }
 
 fn exempt(path: &str) -> bool {
-    path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection.")
+    path.starts_with("/grpc.health.")
+        || path.starts_with("/grpc.reflection.")
+        || path == "/payment_orchestrator.v1.PaymentService/WaitOperation"
+}
+
+/// The permits a call holds while it runs.
+#[derive(Debug)]
+struct Permits {
+    _global: OwnedSemaphorePermit,
+    _merchant: Option<OwnedSemaphorePermit>,
+}
+
+impl Limits {
+    /// Takes a global permit and, for a merchant's key, one of the
+    /// merchant's; the refusal's reason otherwise.
+    fn admit(&self, headers: &tonic::codegen::http::HeaderMap) -> Result<Permits, &'static str> {
+        let global = self
+            .global
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| "too many calls in flight")?;
+        let merchant = headers
+            .get("authorization")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| self.keys.merchant_of(value))
+            .and_then(|merchant| self.per_merchant.get(merchant));
+        let merchant = match merchant {
+            Some(permits) => Some(
+                permits
+                    .clone()
+                    .try_acquire_owned()
+                    .map_err(|_| "too many calls in flight for this merchant")?,
+            ),
+            None => None,
+        };
+        Ok(Permits {
+            _global: global,
+            _merchant: merchant,
+        })
+    }
 }
 
 /// The gRPC code of a unary response: errors come trailers-only (in the
@@ -111,15 +173,25 @@ where
         let permit = if exempt(method) {
             None
         } else {
-            match self.permits.clone().try_acquire_owned() {
-                Ok(permit) => Some(permit),
-                Err(_) => {
+            match self.limits.admit(request.headers()) {
+                Ok(permits) => Some(permits),
+                Err(why) => {
                     metrics::counter!("grpc_requests_shed_total", "method" => interned(method))
                         .increment(1);
+                    let mut details = ErrorDetails::with_retry_info(Some(Duration::from_millis(200)));
+                    details.set_error_info(
+                        if why.ends_with("merchant") {
+                            "MERCHANT_IN_FLIGHT_LIMIT"
+                        } else {
+                            "IN_FLIGHT_LIMIT"
+                        },
+                        super::error::ERROR_DOMAIN,
+                        HashMap::new(),
+                    );
                     let status = Status::with_error_details(
                         Code::ResourceExhausted,
-                        "overloaded: too many calls in flight; retry",
-                        ErrorDetails::with_retry_info(Some(Duration::from_millis(200))),
+                        format!("overloaded: {why}; retry"),
+                        details,
                     );
                     record(method, Code::ResourceExhausted, Duration::ZERO);
                     return Box::pin(async move { Ok(status.into_http()) });

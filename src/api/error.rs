@@ -58,6 +58,22 @@ pub fn status_of(error: PaymentError) -> Status {
                 details,
             )
         }
+        PaymentError::TooManyWaiters { max } => {
+            let mut details = ErrorDetails::with_error_info(
+                "TOO_MANY_WAITERS",
+                ERROR_DOMAIN,
+                HashMap::from([("max_waiters".to_owned(), max.to_string())]),
+            );
+            details.set_retry_info(Some(Duration::from_secs(1)));
+            Status::with_error_details(
+                Code::ResourceExhausted,
+                format!(
+                    "too many WaitOperation calls open for this merchant (at most {max}); \
+                     retry later or use GetOperation"
+                ),
+                details,
+            )
+        }
         PaymentError::Unavailable(source) => {
             tracing::warn!(error = %source, "storage unavailable");
             Status::with_error_details(
@@ -95,6 +111,10 @@ fn precondition_status(precondition: &Precondition) -> Status {
         Precondition::NotRoutable { because, partner } => (
             because.as_str(),
             HashMap::from([("partner".to_owned(), partner.clone())]),
+        ),
+        Precondition::TooManyOperations { max } => (
+            "TOO_MANY_OPERATIONS",
+            HashMap::from([("max_operations".to_owned(), max.to_string())]),
         ),
     };
     error_info(

@@ -96,6 +96,9 @@ pub enum OperationError {
         partner: String,
         because: Unsupported,
     },
+    /// The payment has as many operations as one may have.
+    #[error("the payment has {max} operations, the most one may have")]
+    TooManyOperations { max: u32 },
 }
 
 /// The header of a payment.
@@ -160,6 +163,10 @@ pub struct OperationRequest {
     pub origin: Option<Origin>,
     /// The order lines of what the operation covers (informational).
     pub items: Vec<ItemLine>,
+    /// Refused (`TooManyOperations`) when the payment already has this many
+    /// operations; `None` for the service's own operations (expiry voids,
+    /// compensations), which are never refused for it.
+    pub max_operations: Option<u32>,
 }
 
 /// A partner's answer to one transaction, as a request or the resolver got
@@ -403,6 +410,11 @@ impl Payment {
         if self.authorization_status != OperationStatus::Success {
             return Err(OperationError::NotAuthorized);
         }
+        if let Some(max) = request.max_operations
+            && self.operations >= max
+        {
+            return Err(OperationError::TooManyOperations { max });
+        }
         let route = priority::order(
             &request.priority,
             self.legs
@@ -465,6 +477,7 @@ impl Payment {
             triggered_by: TriggeredBy::System,
             origin: None,
             items: Vec::new(),
+            max_operations: None,
         };
         let amount = Amount::sum(allocations.iter().map(|a| a.amount)).ok()?;
         let route = allocations.iter().map(|a| a.leg).collect();
@@ -730,7 +743,26 @@ mod tests {
             triggered_by: TriggeredBy::Merchant,
             origin: None,
             items: Vec::new(),
+            max_operations: None,
         }
+    }
+
+    #[test]
+    fn an_operation_beyond_the_maximum_is_refused_and_changes_nothing() {
+        let (mut payment, _) = authorized_payment();
+        let mut capture = request(OperationKind::Capture, Some(100));
+        capture.max_operations = Some(payment.operations + 1);
+        let first = payment.open_operation(Uuid::now_v7(), &capture, SystemTime::now());
+        assert!(first.is_ok());
+        let before = payment.clone();
+        let second = payment.open_operation(Uuid::now_v7(), &capture, SystemTime::now());
+        assert_eq!(
+            second.unwrap_err(),
+            OperationError::TooManyOperations {
+                max: before.operations
+            }
+        );
+        assert_eq!(payment, before);
     }
 
     #[test]

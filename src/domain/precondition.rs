@@ -35,6 +35,8 @@ pub enum Precondition {
         because: Unsupported,
         partner: String,
     },
+    #[error("the payment has {max} operations, the most one may have")]
+    TooManyOperations { max: u32 },
 }
 
 impl From<SessionError> for Precondition {
@@ -61,6 +63,7 @@ impl From<OperationError> for Precondition {
             OperationError::NotRoutable { partner, because } => {
                 Precondition::NotRoutable { because, partner }
             }
+            OperationError::TooManyOperations { max } => Precondition::TooManyOperations { max },
         }
     }
 }

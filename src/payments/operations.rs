@@ -37,8 +37,9 @@ use crate::{
 
 /// The longest a `WaitOperation` waits.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
-/// How often a waiting call re-reads the operation (any replica may settle it).
-const WAIT_POLL: Duration = Duration::from_millis(100);
+/// A waiter re-reads its operation this often even without a notice (one
+/// may be lost with a Redis connection).
+const SAFETY_REREAD: Duration = Duration::from_secs(5);
 
 impl Payments {
     /// Capture, refund or void.
@@ -68,6 +69,7 @@ impl Payments {
             triggered_by: TriggeredBy::Merchant,
             origin: Some(origin),
             items: command.items,
+            max_operations: Some(self.settings.max_operations_per_payment),
         };
         for _ in 0..MAX_WRITE_ATTEMPTS {
             let header = self.owned_header(merchant, payment_id).await?;
@@ -261,13 +263,22 @@ impl Payments {
         timeout: Duration,
     ) -> Result<(Payment, Operation), PaymentError> {
         let deadline = Instant::now() + timeout.min(MAX_WAIT);
+        let waiting = self.waiters.wait(merchant, id)?;
         loop {
+            // Registered before the read: a notice that comes between the
+            // read and the sleep still wakes it.
+            let notified = waiting.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
             let (header, operation) = self.operation(merchant, id).await?;
             let left = deadline.saturating_duration_since(Instant::now());
             if operation.status.is_final() || left.is_zero() {
                 return Ok((header, operation));
             }
-            tokio::time::sleep(left.min(WAIT_POLL)).await;
+            tokio::select! {
+                () = notified => {}
+                () = tokio::time::sleep(left.min(SAFETY_REREAD)) => {}
+            }
         }
     }
 }

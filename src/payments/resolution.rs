@@ -261,6 +261,7 @@ impl Payments {
                 triggered_by: TriggeredBy::System,
                 origin: None,
                 items: Vec::new(),
+                max_operations: None,
             };
             let Ok(void) = reserved.open_operation(id, &request, now) else {
                 return self.reschedule(item, later).await;

@@ -274,6 +274,8 @@ impl Payments {
         }
         let mut events = Vec::new();
         if newly_final {
+            // Wakes its WaitOperation calls, on every replica.
+            step.announce = Some(operation.id);
             events.push(EventType::OperationFinal);
         }
         if !before.requires_review && operation.requires_review {
@@ -342,6 +344,7 @@ impl Payments {
             triggered_by: TriggeredBy::System,
             origin: None,
             items: Vec::new(),
+            max_operations: None,
         };
         header
             .open_operation(system_id(header.id, "automatic-capture"), &request, now)

@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use super::{
     Committed, DueChange, DueItem, DueQueue, DueSummary, EventLog, IssueQuery, KeyChange, KeyState,
-    Lane, ListQuery, ListedPayment, ListedSession, OperationWrite, OutboxChange, Outcome,
+    Lane, ListQuery, Notices, ListedPayment, ListedSession, OperationWrite, OutboxChange, Outcome,
     PaymentStore, PaymentWrite, SHARDS, SettlementQuery, SettlementStore, Shard, Step, StoreError,
     StoredPayment, Versioned, WebhookDelivery, WebhookOutbox, Write, issue_member, listing_member,
     settlement_member,
@@ -196,6 +196,7 @@ pub struct MemoryStore {
     clock: Arc<dyn Clock>,
     /// Where the next due-queue claim starts, so no shard is always last.
     next_shard: AtomicUsize,
+    finals: tokio::sync::broadcast::Sender<Uuid>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -219,6 +220,7 @@ impl MemoryStore {
             session_retention,
             clock,
             next_shard: AtomicUsize::new(0),
+            finals: tokio::sync::broadcast::channel(4096).0,
         }
     }
 
@@ -576,7 +578,14 @@ impl PaymentStore for MemoryStore {
         if let Some(refused) = shard.check(&step) {
             return Ok(refused);
         }
-        Ok(shard.apply(step, self.session_retention))
+        let announce = step.announce;
+        let applied = shard.apply(step, self.session_retention);
+        drop(shard);
+        if let Some(operation) = announce {
+            // No receiver: nobody waits.
+            let _ = self.finals.send(operation);
+        }
+        Ok(applied)
     }
 
     async fn session(&self, id: Uuid) -> Result<Option<Versioned<Session>>, StoreError> {
@@ -767,6 +776,12 @@ impl DueQueue for MemoryStore {
             found.extend(rest.take(limit).cloned());
         }
         Ok(found.into_iter().take(limit).collect())
+    }
+}
+
+impl Notices for MemoryStore {
+    fn finals(&self) -> tokio::sync::broadcast::Receiver<Uuid> {
+        self.finals.subscribe()
     }
 }
 

@@ -30,10 +30,12 @@ use redis::{
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use std::sync::Arc;
+
 use self::scripts::{CLAIM_DUE, CONCLUDE, OPEN, STEP};
 use super::{
     Committed, DueChange, DueItem, DueQueue, DueSummary, EventLog, IssueQuery, KeyChange, KeyState,
-    Lane, ListQuery, ListedPayment, ListedSession, OperationWrite, OutboxChange, Outcome,
+    Lane, ListQuery, Notices, ListedPayment, ListedSession, OperationWrite, OutboxChange, Outcome,
     PaymentStore, PaymentWrite, SettlementQuery, SettlementStore, Shard, Step, StoreError,
     StoredPayment, Versioned, WebhookDelivery, WebhookOutbox, Write, issue_member, listing_member,
     settlement_member, unix_millis,
@@ -94,7 +96,14 @@ impl ConnectionLike for Connection {
 pub struct RedisStore {
     connection: Connection,
     session_retention: Duration,
+    finals: tokio::sync::broadcast::Sender<Uuid>,
+    /// While it lives, the subscription to announced finals runs.
+    _alive: Arc<()>,
 }
+
+/// The pub/sub channel of operations that became final (payload: the
+/// operation id). Classic pub/sub: in a cluster every node relays it.
+const FINALS_CHANNEL: &str = "po:finals";
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -297,9 +306,19 @@ impl RedisStore {
                 .set_max_delay(Duration::from_secs(2));
             Connection::Single(ConnectionManager::new_with_config(client, config).await?)
         };
+        let finals = tokio::sync::broadcast::channel(4096).0;
+        let alive = Arc::new(());
+        let url = settings.urls.first().cloned().unwrap_or_default();
+        tokio::spawn(listen_for_finals(
+            url,
+            finals.clone(),
+            Arc::downgrade(&alive),
+        ));
         Ok(RedisStore {
             connection,
             session_retention: settings.session_retention,
+            finals,
+            _alive: alive,
         })
     }
 
@@ -524,7 +543,13 @@ fn step_invocation(
             OutboxChange::Delete(_) => invocation.arg("d").arg(""),
         };
     }
+    invocation.arg(announced(step));
     Ok(invocation)
+}
+
+/// The `announce` argument of a step script: the operation id, or empty.
+fn announced(step: &Step) -> String {
+    step.announce.map(|id| id.to_string()).unwrap_or_default()
 }
 
 /// The hot shapes of a step get a lean script: opening an operation
@@ -538,6 +563,10 @@ fn lean_invocation(step: &Step) -> Result<Option<redis::ScriptInvocation<'static
         }
     });
     if step.session.is_some() || !step.outbox.is_empty() || !resolution_only {
+        return Ok(None);
+    }
+    let opens = matches!(step.key, Some(KeyChange::Claim { .. }));
+    if opens && step.announce.is_some() {
         return Ok(None);
     }
     let Some(PaymentWrite {
@@ -597,7 +626,8 @@ fn lean_invocation(step: &Step) -> Result<Option<redis::ScriptInvocation<'static
                 .arg(op.id.to_string())
                 .arg(codec::encode(op)?)
                 .arg(outcome)
-                .arg(expected + 1);
+                .arg(expected + 1)
+                .arg(announced(step));
             for change in due {
                 match change {
                     DueChange::Schedule(item, at) => {
@@ -1044,6 +1074,58 @@ impl DueQueue for RedisStore {
         found.sort();
         found.truncate(limit);
         Ok(found)
+    }
+}
+
+/// Relays the announced finals from Redis to `sink` until the store is
+/// dropped, subscribing again after a lost connection (waiters re-read
+/// slowly in the meantime).
+async fn listen_for_finals(
+    url: String,
+    sink: tokio::sync::broadcast::Sender<Uuid>,
+    alive: std::sync::Weak<()>,
+) {
+    use futures_util::StreamExt;
+    while alive.strong_count() > 0 {
+        let subscribed = async {
+            let mut pubsub = redis::Client::open(url.as_str())?.get_async_pubsub().await?;
+            pubsub.subscribe(FINALS_CHANNEL).await?;
+            Ok::<_, RedisError>(pubsub)
+        };
+        match tokio::time::timeout(Duration::from_secs(5), subscribed).await {
+            Ok(Ok(mut pubsub)) => {
+                let mut messages = pubsub.on_message();
+                loop {
+                    match tokio::time::timeout(Duration::from_secs(5), messages.next()).await {
+                        Ok(Some(message)) => {
+                            let id = message
+                                .get_payload::<String>()
+                                .ok()
+                                .and_then(|text| Uuid::try_parse(&text).ok());
+                            if let Some(id) = id {
+                                let _ = sink.send(id);
+                            }
+                        }
+                        // The connection ended: subscribe again.
+                        Ok(None) => break,
+                        // Quiet: is the store still there?
+                        Err(_) if alive.strong_count() == 0 => return,
+                        Err(_) => {}
+                    }
+                }
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "cannot subscribe to announced finals; retrying");
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+impl Notices for RedisStore {
+    fn finals(&self) -> tokio::sync::broadcast::Receiver<Uuid> {
+        self.finals.subscribe()
     }
 }
 

@@ -28,7 +28,7 @@ use payment_orchestrator::{
         settlement::{ReconciliationIssue, Settlement, SettlementTransaction},
     },
     store::{
-        Committed, DueItem, DueQueue, DueSummary, EventLog, IssueQuery, Lane, ListQuery,
+        Committed, DueItem, DueQueue, DueSummary, EventLog, IssueQuery, Lane, ListQuery, Notices,
         ListedPayment, ListedSession, PaymentStore, SettlementQuery, SettlementStore, Step, Store,
         StoreError, StoredPayment, Versioned, WebhookDelivery, WebhookOutbox, memory::MemoryStore,
         redis::RedisStore,
@@ -147,6 +147,12 @@ impl PaymentStore for FaultyStore {
     /// Readiness probes run on their own schedule: never counted.
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
+    }
+}
+
+impl Notices for FaultyStore {
+    fn finals(&self) -> tokio::sync::broadcast::Receiver<Uuid> {
+        self.inner.finals()
     }
 }
 

@@ -237,6 +237,7 @@ fn capture_of(header: &Payment, authorization: &Operation, id: Uuid) -> (Payment
             fingerprint: Fingerprint([1; 16]),
         }),
         items: vec![item("sku-1", 100)],
+        max_operations: None,
     };
     let capture = header.open_operation(id, &request, now()).unwrap();
     (header, capture)

@@ -47,7 +47,9 @@ macro_rules! claimed {
 /// 15 N, then N × (operation id, `i`nsert | `u`pdate, operation, operation
 /// id as 16 bytes);
 /// then D, D × (`+` | `-`, member, due ms);
-/// then W, W × (`p`ut if absent | `u`pdate | `d`elete, delivery).
+/// then W, W × (`p`ut if absent | `u`pdate | `d`elete, delivery);
+/// then the id of an operation to announce final (`` = none), published on
+/// `po:finals`.
 ///
 /// Returns `{'ok', payment version|nil, session version|nil, first answer|nil}`,
 /// or `{'conflict'}`, `{'exists'}`, `{'mismatch'}`, `{'done', outcome}`,
@@ -140,6 +142,7 @@ pub static STEP: LazyLock<Script> = LazyLock::new(|| {
           end
           i = i + 2
         end
+        if ARGV[i] ~= '' then redis.call('PUBLISH', 'po:finals', ARGV[i]) end
         return {'ok', pversion, sversion, answered}
         "
     ))
@@ -176,8 +179,9 @@ pub static OPEN: LazyLock<Script> = LazyLock::new(|| {
 /// KEYS: 1 idempotency record (or any key of the shard), 2 payment,
 /// 3 due-queue.
 /// ARGV: 1 expected version, 2 header, 3 operation id, 4 operation,
-/// 5 outcome (`` = no key part), 6 the new version, then D × (`+` | `-`,
-/// member, due ms).
+/// 5 outcome (`` = no key part), 6 the new version, 7 the operation id to
+/// announce final on `po:finals` (`` = none), then D × (`+` | `-`, member,
+/// due ms).
 /// Returns like [`STEP`].
 pub static CONCLUDE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -195,7 +199,8 @@ pub static CONCLUDE: LazyLock<Script> = LazyLock::new(|| {
           end
         end
         redis.call('HSET', KEYS[2], 'v', ARGV[6], 'h', ARGV[2], ARGV[3], ARGV[4])
-        for i = 7, #ARGV, 3 do
+        if ARGV[7] ~= '' then redis.call('PUBLISH', 'po:finals', ARGV[7]) end
+        for i = 8, #ARGV, 3 do
           if ARGV[i] == '+' then
             redis.call('ZADD', KEYS[3], ARGV[i + 2], ARGV[i + 1])
           else
