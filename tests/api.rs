@@ -12,6 +12,7 @@ mod api {
 
     mod access;
     mod connectors;
+    mod fairness;
     mod faults;
     mod idempotency;
     mod operations;

@@ -178,7 +178,8 @@ where
                 Err(why) => {
                     metrics::counter!("grpc_requests_shed_total", "method" => interned(method))
                         .increment(1);
-                    let mut details = ErrorDetails::with_retry_info(Some(Duration::from_millis(200)));
+                    let mut details =
+                        ErrorDetails::with_retry_info(Some(Duration::from_millis(200)));
                     details.set_error_info(
                         if why.ends_with("merchant") {
                             "MERCHANT_IN_FLIGHT_LIMIT"

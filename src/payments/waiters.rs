@@ -52,9 +52,16 @@ impl Waiters {
 
     /// Registers a waiter of `merchant` for `operation`; refused beyond the
     /// merchant's cap.
-    pub fn wait(self: &Arc<Self>, merchant: &str, operation: Uuid) -> Result<Waiting, PaymentError> {
+    pub fn wait(
+        self: &Arc<Self>,
+        merchant: &str,
+        operation: Uuid,
+    ) -> Result<Waiting, PaymentError> {
         let mut registry = self.registry();
-        let count = registry.per_merchant.entry(merchant.to_owned()).or_default();
+        let count = registry
+            .per_merchant
+            .entry(merchant.to_owned())
+            .or_default();
         if *count >= self.max_per_merchant {
             return Err(PaymentError::TooManyWaiters {
                 max: self.max_per_merchant,

@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use super::{
     Committed, DueChange, DueItem, DueQueue, DueSummary, EventLog, IssueQuery, KeyChange, KeyState,
-    Lane, ListQuery, Notices, ListedPayment, ListedSession, OperationWrite, OutboxChange, Outcome,
+    Lane, ListQuery, ListedPayment, ListedSession, Notices, OperationWrite, OutboxChange, Outcome,
     PaymentStore, PaymentWrite, SHARDS, SettlementQuery, SettlementStore, Shard, Step, StoreError,
     StoredPayment, Versioned, WebhookDelivery, WebhookOutbox, Write, issue_member, listing_member,
     settlement_member,

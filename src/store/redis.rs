@@ -35,7 +35,7 @@ use std::sync::Arc;
 use self::scripts::{CLAIM_DUE, CONCLUDE, OPEN, STEP};
 use super::{
     Committed, DueChange, DueItem, DueQueue, DueSummary, EventLog, IssueQuery, KeyChange, KeyState,
-    Lane, ListQuery, Notices, ListedPayment, ListedSession, OperationWrite, OutboxChange, Outcome,
+    Lane, ListQuery, ListedPayment, ListedSession, Notices, OperationWrite, OutboxChange, Outcome,
     PaymentStore, PaymentWrite, SettlementQuery, SettlementStore, Shard, Step, StoreError,
     StoredPayment, Versioned, WebhookDelivery, WebhookOutbox, Write, issue_member, listing_member,
     settlement_member, unix_millis,
@@ -1088,7 +1088,9 @@ async fn listen_for_finals(
     use futures_util::StreamExt;
     while alive.strong_count() > 0 {
         let subscribed = async {
-            let mut pubsub = redis::Client::open(url.as_str())?.get_async_pubsub().await?;
+            let mut pubsub = redis::Client::open(url.as_str())?
+                .get_async_pubsub()
+                .await?;
             pubsub.subscribe(FINALS_CHANNEL).await?;
             Ok::<_, RedisError>(pubsub)
         };

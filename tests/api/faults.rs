@@ -28,10 +28,10 @@ use payment_orchestrator::{
         settlement::{ReconciliationIssue, Settlement, SettlementTransaction},
     },
     store::{
-        Committed, DueItem, DueQueue, DueSummary, EventLog, IssueQuery, Lane, ListQuery, Notices,
-        ListedPayment, ListedSession, PaymentStore, SettlementQuery, SettlementStore, Step, Store,
-        StoreError, StoredPayment, Versioned, WebhookDelivery, WebhookOutbox, memory::MemoryStore,
-        redis::RedisStore,
+        Committed, DueItem, DueQueue, DueSummary, EventLog, IssueQuery, Lane, ListQuery,
+        ListedPayment, ListedSession, Notices, PaymentStore, SettlementQuery, SettlementStore,
+        Step, Store, StoreError, StoredPayment, Versioned, WebhookDelivery, WebhookOutbox,
+        memory::MemoryStore, redis::RedisStore,
     },
 };
 use tonic::Status;

@@ -1,0 +1,211 @@
+//! One merchant cannot starve another: its WaitOperation calls are capped
+//! and hold no in-flight slots, its calls in flight are capped beside the
+//! global limit, and a payment takes a bounded number of operations.
+
+use std::time::{Duration, Instant};
+
+use payment_orchestrator::api::proto::{self, payment_service_client::PaymentServiceClient};
+use tonic::transport::Channel;
+
+use super::{harness::*, redis_server::RedisServer};
+
+async fn other_authorized(server: &TestServer, amount: i64) -> proto::Payment {
+    let mut request = create_request(amount, proto::CaptureMode::Manual);
+    request.idempotency_key = new_key();
+    let session = server
+        .sessions_as(Some(OTHER_KEY))
+        .create_session(request)
+        .await
+        .unwrap()
+        .into_inner();
+    server
+        .sessions_as(Some(OTHER_KEY))
+        .submit_session(proto::SubmitSessionRequest {
+            session_id: session.id,
+            idempotency_key: new_key(),
+            split: vec![card(amount, "tok")],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+fn wait_for(id: &str, seconds: i64) -> proto::WaitOperationRequest {
+    proto::WaitOperationRequest {
+        operation_id: id.to_owned(),
+        timeout: Some(prost_types::Duration { seconds, nanos: 0 }),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merchants_1100_waiters_do_not_stop_another_merchants_captures() {
+    let server = TestServer::start().await;
+    let payment = card_and_gift(&server, "capture=pending", "tok").await;
+    let pending = server
+        .payments()
+        .capture(proto::CaptureRequest {
+            priority: vec![rule("*", "creditcard")],
+            ..capture(&payment, Some(3000))
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .operation
+        .unwrap();
+    assert_eq!(pending.status(), proto::OperationStatus::Pending);
+
+    // 1 100 calls on 11 connections (HTTP/2 caps streams per connection).
+    let mut channels = Vec::new();
+    for _ in 0..11 {
+        channels.push(
+            Channel::from_shared(format!("http://{}", server.address))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap(),
+        );
+    }
+    let mut waits = Vec::new();
+    for i in 0..1100 {
+        let mut client = PaymentServiceClient::with_interceptor(
+            channels[i % channels.len()].clone(),
+            Bearer::new(DEMO_KEY),
+        );
+        let request = wait_for(&pending.id, 50);
+        waits.push(tokio::spawn(
+            async move { client.wait_operation(request).await },
+        ));
+    }
+    // Let them all arrive.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Meanwhile the other merchant captures, again and again.
+    for _ in 0..20 {
+        let theirs = other_authorized(&server, 1000).await;
+        let captured = server
+            .payments_as(Some(OTHER_KEY))
+            .capture(capture(&theirs, None))
+            .await
+            .expect("another merchant's capture goes through")
+            .into_inner();
+        assert_eq!(
+            captured.operation.unwrap().status(),
+            proto::OperationStatus::Success
+        );
+    }
+
+    // The pending capture settles: its waiters are woken by the notice, not
+    // by a timeout.
+    let settled = Instant::now();
+    server.resolve_after(Duration::from_secs(2)).await;
+    let (mut succeeded, mut refused) = (0, 0);
+    for wait in waits {
+        match wait.await.unwrap() {
+            Ok(operation) => {
+                assert_eq!(
+                    operation.into_inner().status(),
+                    proto::OperationStatus::Success
+                );
+                succeeded += 1;
+            }
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+                assert_eq!(reason(&status).as_deref(), Some("TOO_MANY_WAITERS"));
+                refused += 1;
+            }
+        }
+    }
+    let took = settled.elapsed();
+    assert_eq!((succeeded, refused), (1000, 100));
+    assert!(took < Duration::from_secs(4), "woken after {took:?}");
+}
+
+#[tokio::test]
+async fn the_operation_beyond_the_maximum_on_a_payment_is_refused() {
+    let server = TestServer::start_with(&["--max-operations-per-payment", "1000"]).await;
+    let payment = authorized(&server, vec![card(100_000, "tok")]).await;
+    // The authorization is the first; 999 captures of 1 make 1 000.
+    let mut client = server.payments();
+    for _ in 0..999 {
+        client.capture(capture(&payment, Some(1))).await.unwrap();
+    }
+    let refused = client
+        .capture(capture(&payment, Some(1)))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(reason(&refused).as_deref(), Some("TOO_MANY_OPERATIONS"));
+    let now = payment_now(&server, &payment.id).await;
+    assert_eq!(amounts(&now).total_captured, 999, "nothing more taken");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_merchant_over_its_in_flight_limit_is_shed_and_another_is_not() {
+    let server = TestServer::start_with(&["--max-in-flight-per-merchant", "1"]).await;
+    // A call that holds its slot: an authorization whose partner takes 2 s.
+    let session = open_session(&server, 5000, proto::CaptureMode::Manual).await;
+    let slow = tokio::spawn({
+        let mut sessions = server.sessions();
+        async move {
+            sessions
+                .submit_session(proto::SubmitSessionRequest {
+                    session_id: session.id,
+                    idempotency_key: new_key(),
+                    split: vec![card(5000, "latency=2s")],
+                })
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let shed = server
+        .sessions()
+        .create_session(create_request(100, proto::CaptureMode::Manual))
+        .await
+        .unwrap_err();
+    assert_eq!(shed.code(), tonic::Code::ResourceExhausted);
+    assert_eq!(reason(&shed).as_deref(), Some("MERCHANT_IN_FLIGHT_LIMIT"));
+    server
+        .sessions_as(Some(OTHER_KEY))
+        .create_session(create_request(100, proto::CaptureMode::Manual))
+        .await
+        .expect("another merchant is not shed");
+    slow.await.unwrap().expect("the slow call finishes");
+}
+
+/// On Redis, a waiter on one replica is woken by the notice of a capture
+/// settled by another replica's resolver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_is_woken_by_a_final_status_written_on_another_replica() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let a = TestServer::start_with(&["--redis-url", &url]).await;
+    let b = TestServer::start_on(&["--redis-url", &url], a.clock.clone(), None).await;
+    let payment = card_and_gift(&a, "capture=pending", "tok").await;
+    let pending = a
+        .payments()
+        .capture(proto::CaptureRequest {
+            priority: vec![rule("*", "creditcard")],
+            ..capture(&payment, Some(3000))
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .operation
+        .unwrap();
+    let mut waiter = a.payments();
+    let id = pending.id.clone();
+    let wait = tokio::spawn(async move { waiter.wait_operation(wait_for(&id, 30)).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let settled = Instant::now();
+    a.clock.advance(Duration::from_secs(2));
+    let report = b.resolver.resolve_due(b.clock.now_time()).await;
+    assert_eq!(report.finalized, 1, "{report:?}");
+    let operation = wait.await.unwrap().unwrap().into_inner();
+    // Final, whichever way: each in-process replica has its own sandbox
+    // ledger, so b's lookup does not find a's capture (what is shown here
+    // is the wake-up, not the outcome).
+    assert_ne!(operation.status(), proto::OperationStatus::Pending);
+    let took = settled.elapsed();
+    // The waiters' safety re-read is 5 s away: this was the notice.
+    assert!(took < Duration::from_secs(2), "woken after {took:?}");
+}
