@@ -415,13 +415,29 @@ impl Config {
         Destinations::new(schemes, self.webhook_allowed_hosts.clone(), networks)
     }
 
-    /// From the process's arguments, environment and `--config` file.
+    /// Every flag's long name (for tests that try them all).
+    pub fn command_flags() -> Vec<String> {
+        Config::command()
+            .get_arguments()
+            .filter_map(|arg| arg.get_long().map(str::to_owned))
+            .collect()
+    }
+
+    /// From the process's arguments, environment and `--config` file; a
+    /// command-line error (or `--help`, `--version`) prints clap's message
+    /// and exits.
     pub fn load() -> anyhow::Result<Config> {
-        Config::load_from(std::env::args_os().collect())
+        Config::load_from(std::env::args_os().collect()).map_err(|error| {
+            match error.downcast::<clap::Error>() {
+                Ok(clap) => clap.exit(),
+                Err(error) => error,
+            }
+        })
     }
 
     /// As [`Config::load`], from the given arguments (the first is the
-    /// program name). The file's values become the defaults, so the
+    /// program name), returning every error (a command-line one as a
+    /// `clap::Error`). The file's values become the defaults, so the
     /// environment and the flags override them.
     pub fn load_from(args: Vec<OsString>) -> anyhow::Result<Config> {
         let mut command = Config::command();
@@ -450,9 +466,7 @@ impl Config {
                 command = command.mut_arg(id, |arg| arg.default_value(value));
             }
         }
-        let matches = command
-            .try_get_matches_from(args)
-            .map_err(|error| error.exit())?;
+        let matches = command.try_get_matches_from(args)?;
         let mut config = Config::from_arg_matches(&matches)?;
         config.partners_given = matches!(
             matches.value_source("partners"),

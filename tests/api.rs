@@ -14,6 +14,7 @@ mod api {
     mod connectors;
     mod fairness;
     mod faults;
+    mod fuzz;
     mod idempotency;
     mod operations;
     mod operations_ready;
