@@ -834,6 +834,26 @@ mod tests {
     }
 
     #[test]
+    fn a_leg_that_may_have_been_sent_is_never_re_amounted_by_fallback() {
+        let (mut payment, _) = authorized_payment();
+        let now = SystemTime::UNIX_EPOCH;
+        let mut op = payment
+            .open_operation(id(10), &request(OperationKind::Capture, Some(6000)), now)
+            .unwrap();
+        let gift = op.transactions.iter().find(|t| t.leg == 1).unwrap().id;
+        let card = op.transactions.iter().find(|t| t.leg == 0).unwrap().id;
+        // The card's request went out and its answer was lost.
+        op.mark_sent(card, now);
+        payment.record(&mut op, card, outcome(TransactionStatus::Uncertain), now);
+        let before = op.transaction(card).unwrap().amount;
+        op.mark_sent(gift, now);
+        payment.record(&mut op, gift, outcome(TransactionStatus::Failure), now);
+        let left = payment.reoffer(&mut op, 1, amount(2000), now);
+        assert_eq!(left, amount(2000), "nothing placed on a maybe-sent leg");
+        assert_eq!(op.transaction(card).unwrap().amount, before);
+    }
+
+    #[test]
     fn failed_authorization_is_compensated_by_voiding_the_authorized_legs() {
         let (mut payment, mut auth) = Payment::new(
             NewPayment {
