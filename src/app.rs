@@ -93,13 +93,18 @@ impl App {
             .await
             .with_context(|| format!("cannot listen on {} (setting `listen`)", config.listen))?;
         let (partners, sandboxes) = partners(&config)?;
+        // Every lease is measured on the clock of the replica that takes it
+        // and read on another's: each is lengthened by the clock skew the
+        // replicas tolerate, so a replica whose clock runs ahead by up to
+        // that much never takes over work another still holds.
+        let skew = config.max_clock_skew;
         let settings = Settings {
             idempotency_ttl: config.idempotency_ttl,
-            idempotency_lease: config.idempotency_lease,
+            idempotency_lease: config.idempotency_lease + skew,
             session_expiry: config.session_expiry,
             priorities: config.priorities(),
             merchant_priorities: config.merchant_priorities(),
-            operation_lease: config.operation_lease,
+            operation_lease: config.operation_lease + skew,
             max_resolution_age: config.max_resolution_age,
             authorization_lifetime: config.authorization_lifetime,
             max_operations_per_payment: config.max_operations_per_payment,
@@ -148,11 +153,18 @@ impl App {
         let api_keys = Arc::new(ApiKeys::from_hashes(
             merchants.chain(admins).chain(notifiers),
         ));
-        let resolver = Resolver::new(payments.clone(), clock.clone(), config.resolver_lease, 100);
+        let resolver = Resolver::new(
+            payments.clone(),
+            clock.clone(),
+            config.resolver_lease,
+            skew,
+            100,
+        );
         let deliveries = DeliveryWorker::new(
             payments.clone(),
             clock,
             config.webhook_timeout,
+            skew,
             config.webhook_endpoint_concurrency.into(),
             64,
         );

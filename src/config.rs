@@ -304,9 +304,18 @@ pub struct Config {
     #[arg(long, env = "PAYMENT_ORCHESTRATOR_SETTLEMENT_RETENTION", default_value = "400d", value_parser = parse_duration)]
     pub settlement_retention: Duration,
 
-    /// How long a replica holds due items it took before another may.
+    /// How long a replica holds due items it took before another may. A
+    /// resolver step starts no item after it (the rest come back when the
+    /// lease ends).
     #[arg(long, env = "PAYMENT_ORCHESTRATOR_RESOLVER_LEASE", default_value = "30s", value_parser = parse_duration)]
     pub resolver_lease: Duration,
+
+    /// How far apart the replicas' clocks may be. Every lease (idempotency
+    /// keys, operations, resolver and delivery claims) is lengthened by it,
+    /// so a replica whose clock runs ahead never takes over work another
+    /// still holds; crash recovery waits that much longer.
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_MAX_CLOCK_SKEW", default_value = "2m", value_parser = parse_duration)]
+    pub max_clock_skew: Duration,
 
     /// How long a request may work on an operation before the resolver takes
     /// it over; must outlast the partner calls of all its legs.

@@ -26,6 +26,8 @@ pub struct Report {
     pub finalized: usize,
     pub still_open: usize,
     pub flagged: usize,
+    /// Claimed but not started before the lease ended.
+    pub deferred: usize,
     pub errors: usize,
 }
 
@@ -33,8 +35,10 @@ pub struct Report {
 pub struct Resolver {
     payments: Payments,
     clock: std::sync::Arc<dyn Clock>,
-    /// How long a claimed item stays with this replica.
+    /// How long a step may start items: the lease.
     lease: Duration,
+    /// Added to the lease of what it claims (clock skew between replicas).
+    skew: Duration,
     batch: usize,
 }
 
@@ -43,12 +47,14 @@ impl Resolver {
         payments: Payments,
         clock: std::sync::Arc<dyn Clock>,
         lease: Duration,
+        skew: Duration,
         batch: usize,
     ) -> Self {
         Resolver {
             payments,
             clock,
             lease,
+            skew,
             batch,
         }
     }
@@ -56,7 +62,12 @@ impl Resolver {
     /// Works every item due at `now` (up to one batch).
     pub async fn resolve_due(&self, now: SystemTime) -> Report {
         let mut report = Report::default();
-        let items = match self.payments.claim_due(now, self.lease, self.batch).await {
+        let started = std::time::Instant::now();
+        let claimed = self
+            .payments
+            .claim_due(now, self.lease + self.skew, self.batch)
+            .await;
+        let items = match claimed {
             Ok(items) => items,
             Err(error) => {
                 tracing::warn!(%error, "resolver: cannot read the due-queue");
@@ -70,6 +81,12 @@ impl Resolver {
             metrics::gauge!("resolver_queue_oldest_overdue_seconds").set(overdue.as_secs_f64());
         }
         for item in items {
+            // Never outlive the lease: what is not started by its end is
+            // left leased and comes back after it, to whichever replica.
+            if started.elapsed() >= self.lease {
+                report.deferred += 1;
+                continue;
+            }
             match self.payments.handle_due(&item).await {
                 Ok(Handled::Finalized) => report.finalized += 1,
                 Ok(Handled::StillOpen) => report.still_open += 1,

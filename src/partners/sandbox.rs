@@ -7,7 +7,8 @@
 //! | key | values |
 //! |---|---|
 //! | `authorize`, `capture`, `refund`, `void` | `success` (default), `decline`, `pending`, `pending_decline`, `timeout`, `lost`, `error` |
-//! | `latency` | a delay before every answer: `20ms`, `1s` |
+//! | `latency` | a delay before every answer to a request: `20ms`, `1s` |
+//! | `lookup_latency` | a delay before every answer to a status lookup |
 //! | `pending_lookups` | lookups before a pending request settles (default 1) |
 //! | `lookup` | `error`: every status lookup fails (the partner cannot say) |
 //!
@@ -77,6 +78,7 @@ impl FromStr for Outcome {
 pub struct Scenario {
     outcomes: [Outcome; 4],
     latency: Duration,
+    lookup_latency: Duration,
     pending_lookups: u32,
     lookups_fail: bool,
 }
@@ -86,6 +88,7 @@ impl Default for Scenario {
         Scenario {
             outcomes: [Outcome::Success; 4],
             latency: Duration::ZERO,
+            lookup_latency: Duration::ZERO,
             pending_lookups: 1,
             lookups_fail: false,
         }
@@ -119,6 +122,7 @@ impl Scenario {
                 "refund" => scenario.outcomes[2] = value.trim().parse()?,
                 "void" => scenario.outcomes[3] = value.trim().parse()?,
                 "latency" => scenario.latency = parse_duration(value.trim())?,
+                "lookup_latency" => scenario.lookup_latency = parse_duration(value.trim())?,
                 "lookup" => match value.trim() {
                     "error" => scenario.lookups_fail = true,
                     "success" => scenario.lookups_fail = false,
@@ -671,6 +675,11 @@ impl Partner for Sandbox {
         request: &PartnerRequest,
         _reference: Option<&str>,
     ) -> Result<Lookup, PartnerError> {
+        if let Ok(scenario) = self.scenario_of(request)
+            && !scenario.lookup_latency.is_zero()
+        {
+            tokio::time::sleep(scenario.lookup_latency).await;
+        }
         self.ledger().lookup(&request.idempotency_key)
     }
 

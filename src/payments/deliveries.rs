@@ -132,6 +132,16 @@ impl Payments {
         Ok(delivered)
     }
 
+    /// Puts a claimed delivery back to be due at `at` (its endpoint was
+    /// busy).
+    pub async fn defer_delivery(&self, id: Uuid, at: SystemTime) -> Result<(), PaymentError> {
+        let mut step = Step::new(Shard::of(id), self.clock.now());
+        step.due
+            .push(DueChange::Schedule(DueItem::Webhook { delivery: id }, at));
+        self.store.commit(step).await?;
+        Ok(())
+    }
+
     /// Failed deliveries after `after`, oldest given up first, optionally of
     /// one merchant only.
     pub async fn failed_deliveries(

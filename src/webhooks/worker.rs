@@ -1,7 +1,7 @@
 //! The delivery worker: every replica runs one beside the resolver. It takes
 //! the due deliveries from their own lane of the shared queue under a lease
-//! and sends them concurrently, at most [`DeliveryWorker::per_endpoint`] at
-//! a time to one endpoint, each bounded by the webhook timeout. A slow or
+//! and sends them concurrently, at most `per_endpoint` at a time to one
+//! endpoint (the others are put back a second later), each bounded by the webhook timeout. A slow or
 //! dead endpoint costs its own deliveries time, never the resolution of
 //! anyone's money.
 
@@ -27,8 +27,7 @@ pub struct DeliveryReport {
     pub delivered: usize,
     pub retrying: usize,
     pub given_up: usize,
-    /// Over their endpoint's limit in this step: left leased, due again
-    /// when the lease ends.
+    /// Over their endpoint's limit in this step: due again a second later.
     pub deferred: usize,
     pub errors: usize,
 }
@@ -39,6 +38,8 @@ pub struct DeliveryWorker {
     clock: Arc<dyn Clock>,
     /// A delivery attempt's bound (the HTTP client's timeout).
     timeout: Duration,
+    /// Added to the lease of what it claims (clock skew between replicas).
+    skew: Duration,
     per_endpoint: usize,
     batch: usize,
 }
@@ -48,6 +49,7 @@ impl DeliveryWorker {
         payments: Payments,
         clock: Arc<dyn Clock>,
         timeout: Duration,
+        skew: Duration,
         per_endpoint: usize,
         batch: usize,
     ) -> Self {
@@ -55,6 +57,7 @@ impl DeliveryWorker {
             payments,
             clock,
             timeout,
+            skew,
             per_endpoint: per_endpoint.max(1),
             batch,
         }
@@ -65,7 +68,7 @@ impl DeliveryWorker {
         let mut report = DeliveryReport::default();
         // Long enough for an attempt and its write; a replica that dies
         // leaves its deliveries to be taken again after it.
-        let lease = self.timeout + Duration::from_secs(5);
+        let lease = self.timeout + Duration::from_secs(5) + self.skew;
         let deliveries = match self.payments.claim_deliveries(now, lease, self.batch).await {
             Ok(deliveries) => deliveries,
             Err(error) => {
@@ -84,7 +87,15 @@ impl DeliveryWorker {
         for delivery in deliveries {
             let taken = per_endpoint.entry(endpoint(&delivery)).or_default();
             if *taken == self.per_endpoint {
-                report.deferred += 1;
+                // Its endpoint is busy: again in a second, on any replica.
+                match self
+                    .payments
+                    .defer_delivery(delivery.id, now + Duration::from_secs(1))
+                    .await
+                {
+                    Ok(()) => report.deferred += 1,
+                    Err(_) => report.errors += 1,
+                }
                 continue;
             }
             *taken += 1;

@@ -209,3 +209,70 @@ async fn a_waiter_is_woken_by_a_final_status_written_on_another_replica() {
     // The waiters' safety re-read is 5 s away: this was the notice.
     assert!(took < Duration::from_secs(2), "woken after {took:?}");
 }
+
+/// Two replicas on one Redis, the second's clock 90 s ahead. While the
+/// first works a capture (its partner takes 2 s) and while its resolver
+/// works a pending one, the second finds nothing due: it executes nothing
+/// that the first holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_clock_is_90s_ahead_executes_nothing_twice() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let a = TestServer::start_with(&["--redis-url", &url]).await;
+    let b = TestServer::start_on(
+        &["--redis-url", &url],
+        payment_orchestrator::clock::ManualClock::new(a.clock.now_time() + Duration::from_secs(90)),
+        None,
+    )
+    .await;
+    let ahead = || b.clock.now_time();
+
+    // A request in flight on A.
+    let payment = card_and_gift(&a, "latency=2s", "tok").await;
+    let mut client = a.payments();
+    let request = proto::CaptureRequest {
+        priority: vec![rule("*", "creditcard")],
+        ..capture(&payment, Some(3000))
+    };
+    let in_flight = tokio::spawn(async move { client.capture(request).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let report = b.resolver.resolve_due(ahead()).await;
+    assert_eq!(report.claimed, 0, "B took A's running capture: {report:?}");
+    let captured = in_flight.await.unwrap().unwrap().into_inner();
+    assert_eq!(
+        captured.operation.unwrap().status(),
+        proto::OperationStatus::Success
+    );
+
+    // A's resolver at work on a pending capture (its lookup takes 2 s).
+    let pending_payment = card_and_gift(&a, "capture=pending,lookup_latency=2s", "tok").await;
+    let pending = a
+        .payments()
+        .capture(proto::CaptureRequest {
+            priority: vec![rule("*", "creditcard")],
+            ..capture(&pending_payment, Some(3000))
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .operation
+        .unwrap();
+    assert_eq!(pending.status(), proto::OperationStatus::Pending);
+    a.clock.advance(Duration::from_secs(5));
+    let resolver = a.resolver.clone();
+    let now = a.clock.now_time();
+    let resolving = tokio::spawn(async move { resolver.resolve_due(now).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    b.clock.advance(Duration::from_secs(5));
+    let report = b.resolver.resolve_due(ahead()).await;
+    assert_eq!(
+        report.claimed, 0,
+        "B took what A's resolver holds: {report:?}"
+    );
+    let report = resolving.await.unwrap();
+    assert_eq!(report.finalized, 1, "{report:?}");
+
+    // B's partners never saw a thing.
+    assert!(b.sandbox("ingenico").received().is_empty());
+    assert!(b.sandbox("illicado").received().is_empty());
+}

@@ -170,6 +170,7 @@ impl TestServer {
             finalized: resolved.finalized,
             still_open: resolved.still_open,
             flagged: resolved.flagged,
+            deferred: resolved.deferred,
             delivered: delivered.delivered,
             retrying: delivered.retrying,
             given_up: delivered.given_up,
@@ -218,6 +219,8 @@ pub struct Report {
     pub finalized: usize,
     pub still_open: usize,
     pub flagged: usize,
+    /// Claimed by the resolver but not started before its lease ended.
+    pub deferred: usize,
     pub delivered: usize,
     pub retrying: usize,
     pub given_up: usize,

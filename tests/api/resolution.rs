@@ -625,3 +625,49 @@ async fn a_partner_that_never_answers_gets_max_sends_and_then_only_lookups() {
     assert_eq!(now.state(), proto::PaymentState::Authorizing);
     assert_eq!(amounts(&now).authorize_pending, 1_000, "still reserved");
 }
+
+/// A resolver step starts nothing after its lease: with a 1 s lease and
+/// lookups of 700 ms (the sandbox's `lookup_latency`), the third of three due captures is left for the next
+/// step (its lease runs out and it comes back), never worked by a step
+/// that may already have lost it.
+#[tokio::test]
+async fn a_resolver_step_starts_no_item_after_its_lease() {
+    let server =
+        TestServer::start_with(&["--resolver-lease", "1s", "--max-clock-skew", "0s"]).await;
+    for _ in 0..3 {
+        let payment = card_and_gift(&server, "capture=pending,lookup_latency=700ms", "tok").await;
+        card_capture(&server, &payment, 3000).await;
+    }
+    let report = server.resolve_after(A_MOMENT).await;
+    assert_eq!(report.claimed, 3, "{report:?}");
+    assert_eq!(report.finalized, 2, "{report:?}");
+    // Leased until its lease ends; then the next step takes it.
+    assert_eq!(server.resolve_after(Duration::ZERO).await.claimed, 0);
+    let report = server.resolve_after(Duration::from_secs(2)).await;
+    assert_eq!(report.finalized, 1, "{report:?}");
+}
+
+/// A lookup outage never frees a reservation: a capture whose answer was
+/// lost, at a partner whose lookups all fail, keeps its money reserved
+/// through every resolver step until the partner can say.
+#[tokio::test]
+async fn a_lookup_outage_never_frees_a_reservation() {
+    let server = TestServer::start().await;
+    let payment = card_and_gift(&server, "capture=timeout,lookup=error", "tok").await;
+    let result = card_capture(&server, &payment, 3000).await;
+    assert_eq!(result.operation.unwrap().status(), Uncertain);
+    for _ in 0..8 {
+        server.resolve_after(Duration::from_secs(600)).await;
+        let a = amounts(&payment_now(&server, &payment.id).await);
+        assert_eq!(
+            (a.capture_pending, a.available_to_capture),
+            (3000, 9000),
+            "still reserved"
+        );
+    }
+    assert_eq!(
+        server.sandbox("ingenico").arrivals(OperationKind::Capture),
+        1,
+        "no re-send without knowing it was never received"
+    );
+}
