@@ -450,11 +450,13 @@ impl Config {
     /// environment and the flags override them.
     pub fn load_from(args: Vec<OsString>) -> anyhow::Result<Config> {
         let mut command = Config::command();
+        // Only `--config` matters here; `--help` and the like are answered
+        // by the full parse below (as an error: this never exits).
         let path = Config::command()
             .ignore_errors(true)
-            .get_matches_from(args.clone())
-            .get_one::<std::path::PathBuf>("config")
-            .cloned();
+            .try_get_matches_from(args.clone())
+            .ok()
+            .and_then(|matches| matches.get_one::<std::path::PathBuf>("config").cloned());
         let mut tables = partners::Tables::default();
         let mut from_file = std::collections::BTreeSet::new();
         if let Some(path) = &path {

@@ -9,27 +9,6 @@ use tonic::transport::Channel;
 
 use super::{harness::*, redis_server::RedisServer};
 
-async fn other_authorized(server: &TestServer, amount: i64) -> proto::Payment {
-    let mut request = create_request(amount, proto::CaptureMode::Manual);
-    request.idempotency_key = new_key();
-    let session = server
-        .sessions_as(Some(OTHER_KEY))
-        .create_session(request)
-        .await
-        .unwrap()
-        .into_inner();
-    server
-        .sessions_as(Some(OTHER_KEY))
-        .submit_session(proto::SubmitSessionRequest {
-            session_id: session.id,
-            idempotency_key: new_key(),
-            split: vec![card(amount, "tok")],
-        })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
 fn wait_for(id: &str, seconds: i64) -> proto::WaitOperationRequest {
     proto::WaitOperationRequest {
         operation_id: id.to_owned(),
@@ -81,7 +60,7 @@ async fn a_merchants_1100_waiters_do_not_stop_another_merchants_captures() {
 
     // Meanwhile the other merchant captures, again and again.
     for _ in 0..20 {
-        let theirs = other_authorized(&server, 1000).await;
+        let theirs = authorized_as_other(&server, 1000, "tok").await;
         let captured = server
             .payments_as(Some(OTHER_KEY))
             .capture(capture(&theirs, None))

@@ -331,6 +331,27 @@ pub async fn authorized_in(
     payment
 }
 
+/// A MANUAL payment of the merchant `other`, `amount` on a card with
+/// `token`, as submitted.
+pub async fn authorized_as_other(server: &TestServer, amount: i64, token: &str) -> proto::Payment {
+    let session = server
+        .sessions_as(Some(OTHER_KEY))
+        .create_session(create_request(amount, proto::CaptureMode::Manual))
+        .await
+        .expect("session created")
+        .into_inner();
+    server
+        .sessions_as(Some(OTHER_KEY))
+        .submit_session(proto::SubmitSessionRequest {
+            session_id: session.id,
+            idempotency_key: new_key(),
+            split: vec![card(amount, token)],
+        })
+        .await
+        .expect("submitted")
+        .into_inner()
+}
+
 /// The walkthrough's split: 100.00 on a card, 20.00 on a gift card.
 pub async fn card_and_gift(
     server: &TestServer,

@@ -92,3 +92,14 @@ async fn a_redis_that_may_evict_keys_is_refused_unless_allowed() {
     let config = load(&["--demo", "--redis-url", &url]).unwrap();
     assert!(App::build(config).await.is_ok());
 }
+
+/// `--help` and `--version` are answered as errors to the caller (the
+/// binary prints them and exits); loading never exits the process.
+#[test]
+fn help_and_version_are_errors_not_exits() {
+    for flag in ["--help", "--version", "-h"] {
+        let error =
+            Config::load_from(vec!["payment-orchestrator".into(), flag.into()]).expect_err(flag);
+        assert!(error.downcast_ref::<clap::Error>().is_some(), "{flag}");
+    }
+}

@@ -33,6 +33,25 @@ pub fn verify(request: &wiremock::Request, secret: &str) -> serde_json::Value {
     serde_json::from_slice(&request.body).unwrap()
 }
 
+/// A MANUAL payment of `amount` on a card, its session's webhook at `url`,
+/// authorized.
+async fn paid_with_webhook(server: &TestServer, url: String, amount: i64) -> proto::Payment {
+    let mut request = create_request(amount, proto::CaptureMode::Manual);
+    request.webhook = Some(proto::Webhook {
+        url,
+        headers: BTreeMap::new(),
+    });
+    let session = server
+        .sessions()
+        .create_session(request)
+        .await
+        .unwrap()
+        .into_inner();
+    submit(server, &session.id, vec![card(amount, "tok")])
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn webhooks_are_signed_retried_after_errors_and_processed_once() {
     let receiver = MockServer::start().await;
@@ -277,40 +296,10 @@ async fn a_slow_webhook_endpoint_does_not_delay_another_merchants_resolution() {
         .mount(&slow)
         .await;
     let server = TestServer::start().await;
-    let mut request = create_request(12000, proto::CaptureMode::Manual);
-    request.webhook = Some(proto::Webhook {
-        url: format!("{}/hooks", slow.uri()),
-        headers: BTreeMap::new(),
-    });
-    let session = server
-        .sessions()
-        .create_session(request)
-        .await
-        .unwrap()
-        .into_inner();
-    submit(&server, &session.id, vec![card(12000, "tok")])
-        .await
-        .unwrap();
+    paid_with_webhook(&server, format!("{}/hooks", slow.uri()), 12000).await;
 
     // The other merchant's capture is pending at its partner.
-    let mut other = create_request(5000, proto::CaptureMode::Manual);
-    other.idempotency_key = new_key();
-    let other_session = server
-        .sessions_as(Some(OTHER_KEY))
-        .create_session(other)
-        .await
-        .unwrap()
-        .into_inner();
-    let other_payment = server
-        .sessions_as(Some(OTHER_KEY))
-        .submit_session(proto::SubmitSessionRequest {
-            session_id: other_session.id,
-            idempotency_key: new_key(),
-            split: vec![card(5000, "capture=pending")],
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let other_payment = authorized_as_other(&server, 5000, "capture=pending").await;
     let pending = server
         .payments_as(Some(OTHER_KEY))
         .capture(capture(&other_payment, Some(5000)))
@@ -368,22 +357,10 @@ async fn a_given_up_delivery_is_kept_listed_and_redelivered_by_an_operator() {
         .mount(&receiver)
         .await;
     let server = TestServer::start().await;
-    let mut request = create_request(12000, proto::CaptureMode::Manual);
-    request.webhook = Some(proto::Webhook {
-        url: format!("{}/hooks?token=secret-in-query", receiver.uri()),
-        headers: BTreeMap::new(),
-    });
-    let session = server
-        .sessions()
-        .create_session(request)
-        .await
-        .unwrap()
-        .into_inner();
-    submit(&server, &session.id, vec![card(12000, "tok")])
-        .await
-        .unwrap();
+    let url = format!("{}/hooks?token=secret-in-query", receiver.uri());
+    paid_with_webhook(&server, url, 12000).await;
 
-    let mut admin = payment_orchestrator::api::proto::admin_service_client::AdminServiceClient::with_interceptor(
+    let mut admin = proto::admin_service_client::AdminServiceClient::with_interceptor(
         server.channel(),
         Bearer::new("sk_test_admin"),
     );
@@ -433,11 +410,10 @@ async fn a_given_up_delivery_is_kept_listed_and_redelivered_by_an_operator() {
         .into_inner();
     assert!(other.webhooks.is_empty());
     // Merchants cannot list them.
-    let mut as_merchant =
-        payment_orchestrator::api::proto::admin_service_client::AdminServiceClient::with_interceptor(
-            server.channel(),
-            Bearer::new(DEMO_KEY),
-        );
+    let mut as_merchant = proto::admin_service_client::AdminServiceClient::with_interceptor(
+        server.channel(),
+        Bearer::new(DEMO_KEY),
+    );
     assert_eq!(
         as_merchant
             .list_failed_webhooks(proto::ListFailedWebhooksRequest::default())
@@ -489,20 +465,7 @@ async fn with_two_secrets_a_receiver_verifies_with_either() {
         .await;
     let secrets = format!("demo:{OLD},demo:{NEW}");
     let server = TestServer::start_with(&["--webhook-secrets", &secrets]).await;
-    let mut request = create_request(5000, proto::CaptureMode::Manual);
-    request.webhook = Some(proto::Webhook {
-        url: format!("{}/hooks", receiver.uri()),
-        headers: BTreeMap::new(),
-    });
-    let session = server
-        .sessions()
-        .create_session(request)
-        .await
-        .unwrap()
-        .into_inner();
-    submit(&server, &session.id, vec![card(5000, "tok")])
-        .await
-        .unwrap();
+    paid_with_webhook(&server, format!("{}/hooks", receiver.uri()), 5000).await;
     assert_eq!(server.resolve_after(Duration::ZERO).await.delivered, 1);
     let received = receiver.received_requests().await.unwrap();
     let delivery = &received[0];
