@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/payment_orchestrator/v1/admin.proto",
         "proto/payment_orchestrator/v1/common.proto",
+        "proto/payment_orchestrator/v1/errors.proto",
         "proto/payment_orchestrator/v1/partner_event.proto",
         "proto/payment_orchestrator/v1/payment.proto",
         "proto/payment_orchestrator/v1/session.proto",

@@ -84,7 +84,9 @@ pub struct Config {
     pub health_listen: Option<SocketAddr>,
 
     /// OTLP/gRPC collector for traces, e.g. `http://otel-collector:4317`;
-    /// unset: no traces are exported.
+    /// unset: the standard `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`, and without those no traces are
+    /// exported. `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` apply.
     #[arg(long, env = "PAYMENT_ORCHESTRATOR_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
 

@@ -328,7 +328,7 @@ impl Partners {
             Err(PartnerError::Unknown { .. }) => "unknown",
         };
         metrics::histogram!(
-            "partner_request_seconds",
+            crate::telemetry::series::PARTNER_REQUEST_SECONDS,
             "partner" => partner.to_owned(),
             "kind" => request.kind.as_str(),
             "outcome" => outcome,

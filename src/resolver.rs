@@ -77,8 +77,9 @@ impl Resolver {
         };
         report.claimed = items.len();
         if let Ok((depth, overdue)) = self.payments.queue_summary(now).await {
-            metrics::gauge!("resolver_queue_depth").set(depth as f64);
-            metrics::gauge!("resolver_queue_oldest_overdue_seconds").set(overdue.as_secs_f64());
+            metrics::gauge!(crate::telemetry::series::RESOLVER_QUEUE_DEPTH).set(depth as f64);
+            metrics::gauge!(crate::telemetry::series::RESOLVER_QUEUE_OVERDUE)
+                .set(overdue.as_secs_f64());
         }
         for item in items {
             // Never outlive the lease: what is not started by its end is

@@ -1,7 +1,10 @@
 //! The tower layer in front of every gRPC service: a global limit on calls
 //! in flight and one per merchant beside it (beyond either:
 //! RESOURCE_EXHAUSTED with RetryInfo, at once — never a queue that hangs),
-//! and the RPC latency histogram by method and code. Health and reflection
+//! and the RPC series dashboards are written for (go-grpc-prometheus's:
+//! `grpc_server_started_total`, `grpc_server_handled_total`,
+//! `grpc_server_handling_seconds`, labelled `grpc_type`, `grpc_service`,
+//! `grpc_method` and `grpc_code` spelled as Go spells codes). Health and reflection
 //! are never shed: probes must get through. `WaitOperation` holds no work
 //! while it waits; it is bounded by the waiters cap per merchant instead.
 
@@ -143,6 +146,8 @@ where
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
         let method = interned(request.uri().path());
+        let rpc = Rpc::of(method);
+        rpc.started();
         // One span per call; the request id is the caller's `x-request-id`
         // or a new one, and is sent back.
         let request_id = request
@@ -161,12 +166,25 @@ where
             merchant = tracing::field::Empty,
             payment_id = tracing::field::Empty,
             operation_id = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
         );
         // The caller's W3C trace context (a no-op without OTLP configured).
         let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
             propagator.extract(&HeaderExtractor(request.headers()))
         });
         let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, parent);
+        // The call's trace and span ids on every log line of it (JSON logs
+        // carry the current span's fields).
+        {
+            use opentelemetry::trace::TraceContextExt as _;
+            let context = tracing_opentelemetry::OpenTelemetrySpanExt::context(&span);
+            let ids = context.span().span_context().clone();
+            if ids.is_valid() {
+                span.record("trace_id", tracing::field::display(ids.trace_id()));
+                span.record("span_id", tracing::field::display(ids.span_id()));
+            }
+        }
         // The clone is the one that is ready; keep it for this call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -176,8 +194,12 @@ where
             match self.limits.admit(request.headers()) {
                 Ok(permits) => Some(permits),
                 Err(why) => {
-                    metrics::counter!("grpc_requests_shed_total", "method" => interned(method))
-                        .increment(1);
+                    metrics::counter!(
+                        crate::telemetry::series::REQUESTS_SHED,
+                        "grpc_service" => rpc.service,
+                        "grpc_method" => rpc.method,
+                    )
+                    .increment(1);
                     let mut details =
                         ErrorDetails::with_retry_info(Some(Duration::from_millis(200)));
                     details.set_error_info(
@@ -194,7 +216,7 @@ where
                         format!("overloaded: {why}; retry"),
                         details,
                     );
-                    record(method, Code::ResourceExhausted, Duration::ZERO);
+                    rpc.handled(Code::ResourceExhausted, Duration::ZERO);
                     return Box::pin(async move { Ok(status.into_http()) });
                 }
             }
@@ -205,7 +227,7 @@ where
             drop(permit);
             if let Ok(response) = &mut response {
                 let (code, took) = (code_of(response), started.elapsed());
-                record(method, code, took);
+                rpc.handled(code, took);
                 tracing::info!(code = ?code, took_ms = took.as_millis() as u64, "rpc");
                 if let Ok(value) = request_id.parse() {
                     response.headers_mut().insert("x-request-id", value);
@@ -230,13 +252,60 @@ impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
     }
 }
 
-fn record(method: &str, code: Code, took: Duration) {
-    metrics::histogram!(
-        "grpc_server_handling_seconds",
-        "method" => interned(method),
-        "code" => code_name(code),
-    )
-    .record(took.as_secs_f64());
+/// One call as go-grpc-prometheus labels it.
+#[derive(Debug, Clone, Copy)]
+struct Rpc {
+    kind: &'static str,
+    service: &'static str,
+    method: &'static str,
+}
+
+impl Rpc {
+    /// From the request path `/package.Service/Method`.
+    fn of(path: &'static str) -> Rpc {
+        let (service, method) = path
+            .trim_start_matches('/')
+            .split_once('/')
+            .unwrap_or(("unknown", "unknown"));
+        let kind = match method {
+            "ExportSettlementTransactions" | "Watch" => "server_stream",
+            "ServerReflectionInfo" => "bidi_stream",
+            _ => "unary",
+        };
+        Rpc {
+            kind,
+            service,
+            method,
+        }
+    }
+
+    fn started(self) {
+        metrics::counter!(
+            "grpc_server_started_total",
+            "grpc_type" => self.kind,
+            "grpc_service" => self.service,
+            "grpc_method" => self.method,
+        )
+        .increment(1);
+    }
+
+    fn handled(self, code: Code, took: Duration) {
+        metrics::counter!(
+            "grpc_server_handled_total",
+            "grpc_type" => self.kind,
+            "grpc_service" => self.service,
+            "grpc_method" => self.method,
+            "grpc_code" => code_name(code),
+        )
+        .increment(1);
+        metrics::histogram!(
+            "grpc_server_handling_seconds",
+            "grpc_type" => self.kind,
+            "grpc_service" => self.service,
+            "grpc_method" => self.method,
+        )
+        .record(took.as_secs_f64());
+    }
 }
 
 /// A method path as a `'static` label: the set of paths a server sees is
@@ -264,11 +333,12 @@ fn interned(method: &str) -> &'static str {
     leaked
 }
 
-/// The label of a gRPC code (as `Code`'s `Debug` spells it).
+/// The label of a gRPC code, as Go spells it (what go-grpc-prometheus
+/// dashboards and alerts match).
 fn code_name(code: Code) -> &'static str {
     match code {
-        Code::Ok => "Ok",
-        Code::Cancelled => "Cancelled",
+        Code::Ok => "OK",
+        Code::Cancelled => "Canceled",
         Code::Unknown => "Unknown",
         Code::InvalidArgument => "InvalidArgument",
         Code::DeadlineExceeded => "DeadlineExceeded",

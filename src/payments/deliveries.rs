@@ -95,7 +95,7 @@ impl Payments {
         let mut step = Step::new(Shard::of(id), now);
         let delivered = match result {
             Ok(()) => {
-                metrics::counter!("webhooks_delivered_total").increment(1);
+                metrics::counter!(crate::telemetry::series::WEBHOOKS_DELIVERED).increment(1);
                 step.outbox.push(OutboxChange::Delete(id));
                 step.due.push(DueChange::Unschedule(item));
                 Delivered::Accepted
@@ -103,7 +103,7 @@ impl Payments {
             Err(error) => {
                 delivery.attempts += 1;
                 delivery.last_error = Some(error.to_string());
-                metrics::counter!("webhooks_failed_attempts_total").increment(1);
+                metrics::counter!(crate::telemetry::series::WEBHOOKS_FAILED_ATTEMPTS).increment(1);
                 step.due.push(DueChange::Unschedule(item));
                 match RETRY_SCHEDULE.get(delivery.attempts as usize - 1) {
                     Some(pause) => {
@@ -116,7 +116,7 @@ impl Payments {
                         Delivered::Retrying
                     }
                     None => {
-                        metrics::counter!("webhooks_given_up_total").increment(1);
+                        metrics::counter!(crate::telemetry::series::WEBHOOKS_GIVEN_UP).increment(1);
                         tracing::error!(event_id = %id, %error, attempts = delivery.attempts, "webhook given up; kept among the failed deliveries");
                         step.due.push(DueChange::Schedule(
                             DueItem::FailedWebhook { delivery: id },

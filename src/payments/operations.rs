@@ -118,7 +118,7 @@ impl Payments {
                 Committed::Applied { payment, .. } => match opened {
                     Err(refusal) => return Err(Precondition::from(refusal).into()),
                     Ok(operation) => {
-                        metrics::counter!("operations_opened_total").increment(1);
+                        metrics::counter!(crate::telemetry::series::OPERATIONS_OPENED).increment(1);
                         let work = Work {
                             header: Versioned {
                                 value: reserved,

@@ -282,7 +282,7 @@ impl Payments {
                 Committed::Applied {
                     payment: version, ..
                 } => {
-                    metrics::counter!("operations_opened_total").increment(1);
+                    metrics::counter!(crate::telemetry::series::OPERATIONS_OPENED).increment(1);
                     let work = Work {
                         header: Versioned {
                             value: reserved,

@@ -255,7 +255,7 @@ impl Payments {
                     session: version,
                     ..
                 } => {
-                    metrics::counter!("operations_opened_total").increment(1);
+                    metrics::counter!(crate::telemetry::series::OPERATIONS_OPENED).increment(1);
                     let work = Work {
                         header: Versioned {
                             value: header,

@@ -487,7 +487,7 @@ impl Payments {
             return Ok(false);
         }
         metrics::counter!(
-            "reconciliation_issues_total",
+            crate::telemetry::series::RECONCILIATION_ISSUES,
             "partner" => issue.partner.clone(),
             "kind" => issue.kind.as_str(),
         )
@@ -512,6 +512,7 @@ impl Payments {
             ));
             step.outbox.push(OutboxChange::Put(delivery));
             self.store.commit(step).await?;
+            metrics::counter!(crate::telemetry::series::WEBHOOKS_ENQUEUED).increment(1);
         }
         Ok(true)
     }

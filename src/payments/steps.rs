@@ -148,6 +148,11 @@ impl Payments {
                     operations,
                 });
             }
+            let queued = step
+                .outbox
+                .iter()
+                .filter(|change| matches!(change, OutboxChange::Put(_)))
+                .count();
             match self.store.commit(step).await? {
                 Committed::Applied {
                     payment,
@@ -155,6 +160,8 @@ impl Payments {
                     answered,
                 } => {
                     self.count(&work.operation, &operation, &plan.opened);
+                    metrics::counter!(crate::telemetry::series::WEBHOOKS_ENQUEUED)
+                        .increment(queued as u64);
                     let session = match (plan.session, session) {
                         (Some(written), Some(version)) => Some(Versioned {
                             value: written.value,
@@ -355,16 +362,17 @@ impl Payments {
     fn count(&self, before: &Operation, after: &Operation, opened: &[Operation]) {
         if !before.status.is_final() && after.status.is_final() {
             metrics::counter!(
-                "operations_final_total",
+                crate::telemetry::series::OPERATIONS_FINAL,
                 "kind" => after.kind.as_str(),
                 "status" => after.status.as_str(),
             )
             .increment(1);
         }
         if !before.requires_review && after.requires_review {
-            metrics::counter!("operations_requires_review_total").increment(1);
+            metrics::counter!(crate::telemetry::series::OPERATIONS_REQUIRES_REVIEW).increment(1);
             tracing::warn!(operation_id = %after.id, "operation flagged for review");
         }
-        metrics::counter!("operations_opened_total").increment(opened.len() as u64);
+        metrics::counter!(crate::telemetry::series::OPERATIONS_OPENED)
+            .increment(opened.len() as u64);
     }
 }

@@ -74,7 +74,7 @@ impl Waiters {
             .or_insert_with(|| (Arc::new(Notify::new()), 0));
         entry.1 += 1;
         let notify = entry.0.clone();
-        metrics::gauge!("wait_operation_waiters").increment(1.0);
+        metrics::gauge!(crate::telemetry::series::WAITERS).increment(1.0);
         Ok(Waiting {
             waiters: self.clone(),
             merchant: merchant.to_owned(),
@@ -124,6 +124,6 @@ impl Drop for Waiting {
                 registry.operations.remove(&self.operation);
             }
         }
-        metrics::gauge!("wait_operation_waiters").decrement(1.0);
+        metrics::gauge!(crate::telemetry::series::WAITERS).decrement(1.0);
     }
 }

@@ -79,8 +79,9 @@ impl DeliveryWorker {
         };
         report.claimed = deliveries.len();
         if let Ok((depth, overdue)) = self.payments.delivery_summary(now).await {
-            metrics::gauge!("webhooks_queue_depth").set(depth as f64);
-            metrics::gauge!("webhooks_queue_oldest_overdue_seconds").set(overdue.as_secs_f64());
+            metrics::gauge!(crate::telemetry::series::WEBHOOKS_QUEUE_DEPTH).set(depth as f64);
+            metrics::gauge!(crate::telemetry::series::WEBHOOKS_QUEUE_OVERDUE)
+                .set(overdue.as_secs_f64());
         }
         let mut per_endpoint: HashMap<String, usize> = HashMap::new();
         let mut sending = Vec::new();

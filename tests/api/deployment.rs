@@ -29,6 +29,11 @@ impl Process {
         Process(Some(command.spawn().expect("process starts")))
     }
 
+    /// A child already started (e.g. with its output piped).
+    pub fn adopt(child: Child) -> Process {
+        Process(Some(child))
+    }
+
     /// SIGTERM: a graceful shutdown.
     pub fn terminate(&self) {
         if let Some(child) = &self.0 {

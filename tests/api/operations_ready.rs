@@ -61,24 +61,63 @@ async fn metrics_expose_rpcs_partners_operations_resolver_and_webhooks() {
     let metrics = reqwest::get(url).await.unwrap().text().await.unwrap();
 
     let count = |series: &str, labels: &[&str]| sample(&metrics, series, labels);
+    // go-grpc-prometheus's series and labels.
+    let capture = [
+        "grpc_type=\"unary\"",
+        "grpc_service=\"payment_orchestrator.v1.PaymentService\"",
+        "grpc_method=\"Capture\"",
+    ];
     assert_eq!(
-        count(
-            "grpc_server_handling_seconds_count",
-            &["PaymentService/Capture", "code=\"Ok\""]
-        ),
-        Some(1.0),
+        count("grpc_server_started_total", &capture),
+        Some(2.0),
         "{metrics}"
     );
+    let with_code = |code: &'static str| {
+        let mut labels = capture.to_vec();
+        labels.push(code);
+        labels
+    };
     assert_eq!(
-        count(
-            "grpc_server_handling_seconds_count",
-            &["PaymentService/Capture", "code=\"FailedPrecondition\""]
-        ),
+        count("grpc_server_handled_total", &with_code("grpc_code=\"OK\"")),
         Some(1.0)
     );
     assert_eq!(
         count(
-            "partner_request_seconds_count",
+            "grpc_server_handled_total",
+            &with_code("grpc_code=\"FailedPrecondition\"")
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        count("grpc_server_handling_seconds_count", &capture),
+        Some(2.0)
+    );
+    assert!(metrics.contains("# HELP grpc_server_handled_total "));
+    // Application series: prefixed, described; the build and the process.
+    assert_eq!(
+        count("payment_orchestrator_build_info", &["version=\""]),
+        Some(1.0)
+    );
+    assert!(
+        count("process_resident_memory_bytes", &[]).is_some_and(|bytes| bytes > 0.0),
+        "process metrics: {metrics}"
+    );
+    assert!(count("process_cpu_seconds_total", &[]).is_some());
+    assert!(metrics.contains("# HELP payment_orchestrator_operations_final_total "));
+    for line in metrics
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        assert!(
+            ["payment_orchestrator_", "grpc_server_", "process_"]
+                .iter()
+                .any(|prefix| line.starts_with(prefix)),
+            "a series without the prefix: {line}"
+        );
+    }
+    assert_eq!(
+        count(
+            "payment_orchestrator_partner_request_seconds_count",
             &[
                 "partner=\"illicado\"",
                 "kind=\"capture\"",
@@ -89,34 +128,46 @@ async fn metrics_expose_rpcs_partners_operations_resolver_and_webhooks() {
     );
     assert_eq!(
         count(
-            "partner_request_seconds_count",
+            "payment_orchestrator_partner_request_seconds_count",
             &["partner=\"ingenico\"", "kind=\"authorization\""]
         ),
         Some(1.0)
     );
     assert_eq!(
         count(
-            "operations_final_total",
+            "payment_orchestrator_operations_final_total",
             &["kind=\"capture\"", "status=\"success\""]
         ),
         Some(1.0)
     );
     assert_eq!(
         count(
-            "operations_final_total",
+            "payment_orchestrator_operations_final_total",
             &["kind=\"authorization\"", "status=\"success\""]
         ),
         Some(1.0)
     );
     // The authorization's lifetime and the capture's settlement check are
     // queued; nothing is overdue.
-    assert_eq!(count("resolver_queue_depth", &[]), Some(2.0));
     assert_eq!(
-        count("resolver_queue_oldest_overdue_seconds", &[]),
+        count("payment_orchestrator_resolver_queue_depth", &[]),
+        Some(2.0)
+    );
+    assert_eq!(
+        count(
+            "payment_orchestrator_resolver_queue_oldest_overdue_seconds",
+            &[]
+        ),
         Some(0.0)
     );
-    assert_eq!(count("operations_requires_review_total", &[]), Some(0.0));
-    assert_eq!(count("webhooks_enqueued_total", &[]), Some(0.0));
+    assert_eq!(
+        count("payment_orchestrator_operations_requires_review_total", &[]),
+        Some(0.0)
+    );
+    assert_eq!(
+        count("payment_orchestrator_webhooks_enqueued_total", &[]),
+        Some(0.0)
+    );
     assert!(
         !metrics.contains("sk_test"),
         "a key leaked into the metrics"

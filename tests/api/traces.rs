@@ -94,3 +94,127 @@ async fn a_callers_traceparent_is_the_trace_of_the_exported_spans() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[derive(Clone, Default)]
+struct Resources {
+    /// (service.name, service.version) of each export.
+    services: Arc<Mutex<Vec<(String, String)>>>,
+    trace_ids: Arc<Mutex<Vec<String>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Resources {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        for resource in request.into_inner().resource_spans {
+            let attribute = |key: &str| {
+                resource
+                    .resource
+                    .iter()
+                    .flat_map(|r| &r.attributes)
+                    .find(|a| a.key == key)
+                    .and_then(|a| a.value.as_ref())
+                    .map(|v| format!("{:?}", v.value))
+                    .unwrap_or_default()
+            };
+            self.services
+                .lock()
+                .unwrap()
+                .push((attribute("service.name"), attribute("service.version")));
+            let mut ids = self.trace_ids.lock().unwrap();
+            for scope in resource.scope_spans {
+                ids.extend(
+                    scope
+                        .spans
+                        .into_iter()
+                        .map(|span| hex::encode(span.trace_id)),
+                );
+            }
+        }
+        Ok(Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+/// As the OpenTelemetry Operator runs it: only the standard variables. The
+/// spans arrive under the given service name with our version, and the
+/// call's JSON log line carries the trace id of its span.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standard_otel_environment_is_honoured_and_logs_carry_the_trace_id() {
+    use std::io::BufRead;
+    let receiver = Resources::default();
+    let collector_port = free_port();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(receiver.clone()))
+            .serve(format!("127.0.0.1:{collector_port}").parse().unwrap()),
+    );
+    let port = free_port();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_payment-orchestrator"));
+    command
+        .env("PAYMENT_ORCHESTRATOR_LISTEN", format!("127.0.0.1:{port}"))
+        .env("PAYMENT_ORCHESTRATOR_METRICS_LISTEN", "off")
+        .env("PAYMENT_ORCHESTRATOR_LOG_FORMAT", "json")
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{collector_port}"),
+        )
+        .env("OTEL_SERVICE_NAME", "checkout-payments")
+        .env("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test")
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped());
+    let mut child = command.spawn().expect("starts");
+    let stdout = child.stdout.take().unwrap();
+    let _server = super::deployment::Process::adopt(child);
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    std::thread::spawn({
+        let lines = lines.clone();
+        move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                lines.lock().unwrap().push(line);
+            }
+        }
+    });
+    let endpoint = Channel::from_shared(format!("http://127.0.0.1:{port}")).unwrap();
+    let channel = loop {
+        if let Ok(channel) = endpoint.connect().await {
+            break channel;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    SessionServiceClient::with_interceptor(channel, Bearer::new(DEMO_KEY))
+        .create_session(create_request(1000, proto::CaptureMode::Manual))
+        .await
+        .unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let trace_id = loop {
+        let logged: Option<String> = lines.lock().unwrap().iter().find_map(|line| {
+            let json: serde_json::Value = serde_json::from_str(line).ok()?;
+            let span = json.get("span")?;
+            (span.get("method")?.as_str()?
+                == "/payment_orchestrator.v1.SessionService/CreateSession")
+                .then(|| span.get("trace_id")?.as_str().map(str::to_owned))?
+        });
+        let exported = receiver.trace_ids.lock().unwrap().clone();
+        if let Some(id) = logged.filter(|id| exported.contains(id)) {
+            break id;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no JSON log line with an exported trace id: {:?} / {exported:?}",
+            lines.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(trace_id.len(), 32);
+    let services = receiver.services.lock().unwrap().clone();
+    let (name, version) = &services[0];
+    assert!(name.contains("checkout-payments"), "{services:?}");
+    assert!(version.contains(env!("CARGO_PKG_VERSION")), "{services:?}");
+}
