@@ -211,6 +211,7 @@ where
                         super::error::ERROR_DOMAIN,
                         HashMap::new(),
                     );
+                    details.set_request_info(request_id.clone(), "");
                     let status = Status::with_error_details(
                         Code::ResourceExhausted,
                         format!("overloaded: {why}; retry"),
@@ -228,6 +229,9 @@ where
             if let Ok(response) = &mut response {
                 let (code, took) = (code_of(response), started.elapsed());
                 rpc.handled(code, took);
+                if code != Code::Ok {
+                    with_error_details(response.headers_mut(), &request_id);
+                }
                 tracing::info!(code = ?code, took_ms = took.as_millis() as u64, "rpc");
                 if let Ok(value) = request_id.parse() {
                     response.headers_mut().insert("x-request-id", value);
@@ -236,6 +240,49 @@ where
             response
         };
         Box::pin(tracing::Instrument::instrument(call, span))
+    }
+}
+
+/// Every error carries an ErrorInfo (the reason its code implies when the
+/// service set none: see `ErrorReason` in the proto) and a RequestInfo with
+/// the call's request id.
+fn with_error_details(headers: &mut tonic::codegen::http::HeaderMap, request_id: &str) {
+    let Some(status) = Status::from_header_map(headers) else {
+        return;
+    };
+    let mut details = status.get_error_details();
+    if details.error_info().is_none() {
+        details.set_error_info(
+            default_reason(status.code()).as_str_name(),
+            super::error::ERROR_DOMAIN,
+            HashMap::new(),
+        );
+    }
+    details.set_request_info(request_id, "");
+    let enriched = Status::with_error_details(status.code(), status.message(), details);
+    if enriched.add_header(headers).is_err() {
+        tracing::warn!("could not add the error details to a response");
+    }
+}
+
+/// The reason of an error whose code says it all.
+fn default_reason(code: Code) -> super::proto::ErrorReason {
+    use super::proto::ErrorReason as Reason;
+    match code {
+        Code::Unauthenticated => Reason::ApiKeyInvalid,
+        Code::PermissionDenied => Reason::PermissionDenied,
+        Code::NotFound => Reason::NotFound,
+        Code::ResourceExhausted => Reason::InFlightLimit,
+        Code::Aborted => Reason::RequestInProgress,
+        Code::Unavailable => Reason::StoreUnavailable,
+        Code::DeadlineExceeded | Code::Cancelled => Reason::DeadlineExceeded,
+        Code::Unimplemented => Reason::MethodUnimplemented,
+        Code::Internal | Code::Unknown | Code::DataLoss => Reason::Internal,
+        Code::Ok
+        | Code::InvalidArgument
+        | Code::AlreadyExists
+        | Code::OutOfRange
+        | Code::FailedPrecondition => Reason::RequestInvalid,
     }
 }
 

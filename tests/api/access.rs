@@ -149,3 +149,75 @@ async fn health_answers_without_credentials() {
         assert_eq!(response.status(), ServingStatus::Serving, "{service:?}");
     }
 }
+
+fn with_id<T>(id: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("x-request-id", id.parse().unwrap());
+    request
+}
+
+/// Every error carries an ErrorInfo with a stable reason (the proto's
+/// `ErrorReason`) and a RequestInfo naming the call's request id.
+#[tokio::test]
+async fn every_error_carries_error_info_and_the_request_id() {
+    use payment_orchestrator::api::proto::ErrorReason;
+    use tonic_types::StatusExt;
+    let server = TestServer::start().await;
+    let unknown = proto::GetPaymentRequest {
+        payment_id: uuid::Uuid::now_v7().to_string(),
+    };
+    let cases: Vec<(tonic::Status, ErrorReason)> = vec![
+        (
+            server
+                .payments()
+                .get_payment(with_id("req-not-found", unknown.clone()))
+                .await
+                .unwrap_err(),
+            ErrorReason::NotFound,
+        ),
+        (
+            server
+                .payments_as(None)
+                .get_payment(with_id("req-unauthenticated", unknown.clone()))
+                .await
+                .unwrap_err(),
+            ErrorReason::ApiKeyInvalid,
+        ),
+        (
+            proto::admin_service_client::AdminServiceClient::with_interceptor(
+                server.channel(),
+                Bearer::new(DEMO_KEY),
+            )
+            .list_failed_webhooks(with_id(
+                "req-permission-denied",
+                proto::ListFailedWebhooksRequest::default(),
+            ))
+            .await
+            .unwrap_err(),
+            ErrorReason::PermissionDenied,
+        ),
+        (
+            server
+                .payments()
+                .get_payment(with_id(
+                    "req-invalid-argument",
+                    proto::GetPaymentRequest {
+                        payment_id: "nope".into(),
+                    },
+                ))
+                .await
+                .unwrap_err(),
+            ErrorReason::RequestInvalid,
+        ),
+    ];
+    for (status, reason) in cases {
+        let details = status.get_error_details();
+        let info = details.error_info().unwrap_or_else(|| panic!("{status:?}"));
+        assert_eq!(info.reason, reason.as_str_name(), "{status:?}");
+        assert_eq!(info.domain, "payment-orchestrator");
+        let request = details.request_info().expect("a RequestInfo");
+        assert!(request.request_id.starts_with("req-"), "{request:?}");
+    }
+}

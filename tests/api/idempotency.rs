@@ -46,8 +46,21 @@ async fn replayed_business_error_is_the_stored_one() {
         (first.code(), first.message()),
         (replay.code(), replay.message())
     );
-    assert_eq!(first.details(), replay.details());
-    assert_eq!(reason(&replay).as_deref(), Some("AMOUNT_EXCEEDS_AVAILABLE"));
+    // The stored error, detail for detail; each answer names its own call.
+    use tonic_types::StatusExt;
+    let (first, replay) = (first.get_error_details(), replay.get_error_details());
+    assert_eq!(
+        format!("{:?}", first.error_info()),
+        format!("{:?}", replay.error_info())
+    );
+    assert_eq!(
+        replay.error_info().map(|info| info.reason.as_str()),
+        Some("AMOUNT_EXCEEDS_AVAILABLE")
+    );
+    let request_id = |details: &tonic_types::ErrorDetails| {
+        details.request_info().map(|info| info.request_id.clone())
+    };
+    assert!(request_id(&first).is_some() && request_id(&first) != request_id(&replay));
 }
 
 #[tokio::test]

@@ -829,7 +829,7 @@ mod replicas {
             counted += metrics
                 .lines()
                 .filter(|l| {
-                    l.starts_with("reconciliation_issues_total")
+                    l.starts_with("payment_orchestrator_reconciliation_issues_total")
                         && l.contains("kind=\"amount_mismatch\"")
                         && l.contains("partner=\"walley_se\"")
                 })
