@@ -3,7 +3,7 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bins \
+RUN cargo build --release --locked -p payment-orchestrator --bins \
     && cp target/release/payment-orchestrator target/release/sandbox-partner /usr/local/bin/
 
 # Run: a slim image with a numeric non-root user. `sleep` is kept for the
