@@ -93,6 +93,15 @@ impl App {
             .await
             .with_context(|| format!("cannot listen on {} (setting `listen`)", config.listen))?;
         let (partners, sandboxes) = partners(&config)?;
+        if !config.redis_url.is_empty() && !sandboxes.is_empty() {
+            let names: Vec<&str> = sandboxes.keys().map(String::as_str).collect();
+            tracing::warn!(
+                partners = %names.join(","),
+                "in-process sandbox partners on a shared Redis: each replica has its own \
+                 partner ledger, so an operation that another replica continues fails; \
+                 point the partners at one sandbox-partner server (name=method@url)"
+            );
+        }
         // Every lease is measured on the clock of the replica that takes it
         // and read on another's: each is lengthened by the clock skew the
         // replicas tolerate, so a replica whose clock runs ahead by up to
@@ -297,6 +306,11 @@ impl App {
                 let mut ready = true;
                 loop {
                     let now_ready = payments.store_ready().await;
+                    metrics::gauge!(crate::telemetry::series::STORE_READY).set(if now_ready {
+                        1.0
+                    } else {
+                        0.0
+                    });
                     if now_ready != ready {
                         ready = now_ready;
                         let status = if ready {

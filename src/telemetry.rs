@@ -27,6 +27,7 @@ use crate::config::Config;
 /// names (see `api::edge`).
 pub mod series {
     pub const BUILD_INFO: &str = "payment_orchestrator_build_info";
+    pub const STORE_READY: &str = "payment_orchestrator_store_ready";
     pub const OPERATIONS_OPENED: &str = "payment_orchestrator_operations_opened_total";
     pub const OPERATIONS_FINAL: &str = "payment_orchestrator_operations_final_total";
     pub const OPERATIONS_REQUIRES_REVIEW: &str =
@@ -51,6 +52,10 @@ pub mod series {
     pub fn describe() {
         use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
         describe_gauge!(BUILD_INFO, "Always 1; the labels say which build runs.");
+        describe_gauge!(
+            STORE_READY,
+            "1 while the store (Redis) answers, else 0: readiness."
+        );
         describe_counter!(OPERATIONS_OPENED, "Operations opened, by kind.");
         describe_counter!(
             OPERATIONS_FINAL,

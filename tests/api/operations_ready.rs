@@ -103,6 +103,7 @@ async fn metrics_expose_rpcs_partners_operations_resolver_and_webhooks() {
         "process metrics: {metrics}"
     );
     assert!(count("process_cpu_seconds_total", &[]).is_some());
+    assert_eq!(count("payment_orchestrator_store_ready", &[]), Some(1.0));
     assert!(metrics.contains("# HELP payment_orchestrator_operations_final_total "));
     for line in metrics
         .lines()

@@ -45,3 +45,25 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default "default" .Values.serviceAccount.name -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The partners: as configured, or the two sandbox partners served by the
+     deployed sandbox partner server. */}}
+{{- define "po.partners" -}}
+{{- if .Values.config.partners -}}
+{{ .Values.config.partners }}
+{{- else if .Values.sandboxPartner.enabled -}}
+{{- $url := printf "http://%s-sandbox-partner:7000" (include "po.fullname" .) -}}
+ingenico=creditcard@{{ $url }},illicado=giftcard@{{ $url }}
+{{- else -}}
+{{- fail "config.partners is empty and sandboxPartner.enabled is false: name the partners" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The port the probes ask: the plaintext health port under TLS. */}}
+{{- define "po.probePort" -}}
+{{- if .Values.tls.existingSecret -}}
+{{ .Values.tls.healthPort }}
+{{- else -}}
+50051
+{{- end -}}
+{{- end -}}
