@@ -234,9 +234,12 @@ pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
             series::WEBHOOKS_DELIVERED,
             series::WEBHOOKS_FAILED_ATTEMPTS,
             series::WEBHOOKS_GIVEN_UP,
+            series::REQUESTS_SHED,
+            series::RECONCILIATION_ISSUES,
         ] {
             metrics::counter!(name).absolute(0);
         }
+        metrics::gauge!(series::WAITERS).set(0.0);
         metrics::gauge!(series::RESOLVER_QUEUE_DEPTH).set(0.0);
         metrics::gauge!(series::WEBHOOKS_QUEUE_DEPTH).set(0.0);
         // Process metrics (CPU, memory, file descriptors, threads), read

@@ -173,6 +173,32 @@ async fn metrics_expose_rpcs_partners_operations_resolver_and_webhooks() {
         !metrics.contains("sk_test"),
         "a key leaked into the metrics"
     );
+    // What the chart's alerts and dashboard query is what this live
+    // process exports.
+    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/helm/payment-orchestrator");
+    for file in [
+        "templates/prometheusrule.yaml",
+        "dashboards/payment-orchestrator.json",
+    ] {
+        let text = std::fs::read_to_string(format!("{chart}/{file}")).unwrap();
+        let mut names: Vec<&str> = text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| {
+                ["payment_orchestrator_", "grpc_server_", "process_"]
+                    .iter()
+                    .any(|prefix| word.starts_with(prefix))
+            })
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        assert!(names.len() > 5, "{file}: {names:?}");
+        for name in names {
+            assert!(
+                metrics.lines().any(|line| line.starts_with(name)),
+                "{file} queries {name}, which /metrics does not export"
+            );
+        }
+    }
 }
 
 #[tokio::test]
