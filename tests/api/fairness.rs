@@ -20,15 +20,8 @@ fn wait_for(id: &str, seconds: i64) -> proto::WaitOperationRequest {
 async fn a_merchants_1100_waiters_do_not_stop_another_merchants_captures() {
     let server = TestServer::start().await;
     let payment = card_and_gift(&server, "capture=pending", "tok").await;
-    let pending = server
-        .payments()
-        .capture(proto::CaptureRequest {
-            priority: vec![rule("*", "creditcard")],
-            ..capture(&payment, Some(3000))
-        })
+    let pending = card_capture(&server, &payment, 3000)
         .await
-        .unwrap()
-        .into_inner()
         .operation
         .unwrap();
     assert_eq!(pending.status(), proto::OperationStatus::Pending);
@@ -160,17 +153,7 @@ async fn a_waiter_is_woken_by_a_final_status_written_on_another_replica() {
     let a = TestServer::start_with(&["--redis-url", &url]).await;
     let b = TestServer::start_on(&["--redis-url", &url], a.clock.clone(), None).await;
     let payment = card_and_gift(&a, "capture=pending", "tok").await;
-    let pending = a
-        .payments()
-        .capture(proto::CaptureRequest {
-            priority: vec![rule("*", "creditcard")],
-            ..capture(&payment, Some(3000))
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .operation
-        .unwrap();
+    let pending = card_capture(&a, &payment, 3000).await.operation.unwrap();
     let mut waiter = a.payments();
     let id = pending.id.clone();
     let wait = tokio::spawn(async move { waiter.wait_operation(wait_for(&id, 30)).await });
@@ -225,15 +208,8 @@ async fn a_replica_whose_clock_is_90s_ahead_executes_nothing_twice() {
 
     // A's resolver at work on a pending capture (its lookup takes 2 s).
     let pending_payment = card_and_gift(&a, "capture=pending,lookup_latency=2s", "tok").await;
-    let pending = a
-        .payments()
-        .capture(proto::CaptureRequest {
-            priority: vec![rule("*", "creditcard")],
-            ..capture(&pending_payment, Some(3000))
-        })
+    let pending = card_capture(&a, &pending_payment, 3000)
         .await
-        .unwrap()
-        .into_inner()
         .operation
         .unwrap();
     assert_eq!(pending.status(), proto::OperationStatus::Pending);

@@ -365,6 +365,22 @@ pub async fn card_and_gift(
     .await
 }
 
+/// A capture of `amount` from the card first, as the demo merchant.
+pub async fn card_capture(
+    server: &TestServer,
+    payment: &proto::Payment,
+    amount: i64,
+) -> proto::OperationResult {
+    let mut request = capture(payment, Some(amount));
+    request.priority = vec![rule("*", "creditcard")];
+    server
+        .payments()
+        .capture(request)
+        .await
+        .expect("capture answered")
+        .into_inner()
+}
+
 pub fn capture(payment: &proto::Payment, amount: Option<i64>) -> proto::CaptureRequest {
     proto::CaptureRequest {
         payment_id: payment.id.clone(),

@@ -19,22 +19,6 @@ use super::harness::*;
 /// Beyond the first backoff (1 s ± 20 %).
 const A_MOMENT: Duration = Duration::from_secs(2);
 
-/// Captures `amount` on the card leg only.
-async fn card_capture(
-    server: &TestServer,
-    payment: &proto::Payment,
-    amount: i64,
-) -> proto::OperationResult {
-    let mut request = capture(payment, Some(amount));
-    request.priority = vec![rule("*", "creditcard")];
-    server
-        .payments()
-        .capture(request)
-        .await
-        .unwrap()
-        .into_inner()
-}
-
 #[tokio::test]
 async fn pending_capture_becomes_success_and_releases_its_reservation() {
     let server = TestServer::start().await;
