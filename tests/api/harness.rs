@@ -281,6 +281,26 @@ pub async fn open_session(
         .into_inner()
 }
 
+/// A MANUAL session of `amount` EUR whose payment's events go to the
+/// webhook at `url` (none when `None`).
+pub async fn open_session_with_webhook(
+    server: &TestServer,
+    amount: i64,
+    url: Option<String>,
+) -> proto::Session {
+    let mut request = create_request(amount, proto::CaptureMode::Manual);
+    request.webhook = url.map(|url| proto::Webhook {
+        url,
+        headers: Default::default(),
+    });
+    server
+        .sessions()
+        .create_session(request)
+        .await
+        .expect("session created")
+        .into_inner()
+}
+
 /// A MANUAL session in `currency`.
 pub async fn open_session_in(server: &TestServer, amount: i64, currency: &str) -> proto::Session {
     let mut request = create_request(amount, proto::CaptureMode::Manual);

@@ -268,17 +268,7 @@ async fn unresolvable_operation_is_flagged_for_review_and_settled_by_an_operator
         .mount(&receiver)
         .await;
     let server = TestServer::start().await;
-    let mut request = create_request(12000, proto::CaptureMode::Manual);
-    request.webhook = Some(proto::Webhook {
-        url: receiver.uri(),
-        headers: Default::default(),
-    });
-    let session = server
-        .sessions()
-        .create_session(request)
-        .await
-        .unwrap()
-        .into_inner();
+    let session = open_session_with_webhook(&server, 12000, Some(receiver.uri())).await;
     let payment = submit(
         &server,
         &session.id,

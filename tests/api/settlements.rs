@@ -60,17 +60,7 @@ async fn captured(
     items: Vec<proto::ItemLine>,
     webhook: Option<String>,
 ) -> (proto::Payment, proto::Operation) {
-    let mut request = create_request(amount, proto::CaptureMode::Manual);
-    request.webhook = webhook.map(|url| proto::Webhook {
-        url,
-        headers: BTreeMap::new(),
-    });
-    let session = server
-        .sessions()
-        .create_session(request)
-        .await
-        .unwrap()
-        .into_inner();
+    let session = open_session_with_webhook(server, amount, webhook).await;
     let payment = submit(server, &session.id, vec![card(amount, token)])
         .await
         .unwrap();

@@ -36,17 +36,7 @@ pub fn verify(request: &wiremock::Request, secret: &str) -> serde_json::Value {
 /// A MANUAL payment of `amount` on a card, its session's webhook at `url`,
 /// authorized.
 async fn paid_with_webhook(server: &TestServer, url: String, amount: i64) -> proto::Payment {
-    let mut request = create_request(amount, proto::CaptureMode::Manual);
-    request.webhook = Some(proto::Webhook {
-        url,
-        headers: BTreeMap::new(),
-    });
-    let session = server
-        .sessions()
-        .create_session(request)
-        .await
-        .unwrap()
-        .into_inner();
+    let session = open_session_with_webhook(server, amount, Some(url)).await;
     submit(server, &session.id, vec![card(amount, "tok")])
         .await
         .unwrap()
@@ -177,17 +167,8 @@ async fn item_lines_are_kept_on_the_operation_sent_in_webhooks_and_to_a_leg_taki
         .mount(&receiver)
         .await;
     let server = TestServer::start().await;
-    let mut request = create_request(12000, proto::CaptureMode::Manual);
-    request.webhook = Some(proto::Webhook {
-        url: format!("{}/hooks", receiver.uri()),
-        headers: BTreeMap::new(),
-    });
-    let session = server
-        .sessions()
-        .create_session(request)
-        .await
-        .unwrap()
-        .into_inner();
+    let url = format!("{}/hooks", receiver.uri());
+    let session = open_session_with_webhook(&server, 12000, Some(url)).await;
     let payment = submit(
         &server,
         &session.id,
