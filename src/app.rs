@@ -118,6 +118,7 @@ impl App {
             authorization_lifetime: config.authorization_lifetime,
             max_operations_per_payment: config.max_operations_per_payment,
             max_waiters_per_merchant: config.max_waiters_per_merchant,
+            request_timeout: config.request_timeout,
             settlements: SettlementSettings {
                 look_back_days: u32::try_from(config.settlement_look_back.as_secs() / 86_400)
                     .unwrap_or(u32::MAX),

@@ -258,6 +258,8 @@ pub struct Settings {
     pub max_operations_per_payment: u32,
     /// `WaitOperation` calls one merchant may have open at once.
     pub max_waiters_per_merchant: usize,
+    /// Every call's deadline on the server (a wait ends before it).
+    pub request_timeout: Duration,
     pub settlements: SettlementSettings,
 }
 
@@ -275,6 +277,7 @@ impl Default for Settings {
             authorization_lifetime: Duration::from_secs(7 * 24 * 3600),
             max_operations_per_payment: 1000,
             max_waiters_per_merchant: 1000,
+            request_timeout: Duration::from_secs(30),
             settlements: SettlementSettings::default(),
         }
     }

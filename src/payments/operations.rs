@@ -262,7 +262,14 @@ impl Payments {
         id: Uuid,
         timeout: Duration,
     ) -> Result<(Payment, Operation), PaymentError> {
-        let deadline = Instant::now() + timeout.min(MAX_WAIT);
+        // Within the server's own deadline for every call, less a margin
+        // to answer in.
+        let longest = MAX_WAIT.min(
+            self.settings
+                .request_timeout
+                .saturating_sub(Duration::from_secs(1)),
+        );
+        let deadline = Instant::now() + timeout.min(longest);
         let waiting = self.waiters.wait(merchant, id)?;
         loop {
             // Registered before the read: a notice that comes between the
