@@ -1,4 +1,5 @@
-//! Outbound merchant notifications, as [Standard Webhooks] define them.
+//! Outbound merchant notifications, as the Standard Webhooks specification
+//! defines them.
 //!
 //! An event is a `payment_orchestrator.v1.WebhookEvent` in the proto3 JSON
 //! mapping (the spelling grpcurl shows), POSTed to the session's webhook URL
@@ -19,8 +20,6 @@
 //! Delivery is at least once: receivers deduplicate by `webhook-id`. A
 //! delivery that is not answered 2xx is retried after 1m, 5m, 30m, 2h, 6h,
 //! 12h and 24h, then kept among the failed deliveries for an operator.
-//!
-//! [Standard Webhooks]: https://www.standardwebhooks.com/
 
 use std::{
     collections::BTreeMap,
