@@ -27,6 +27,7 @@ mod execution;
 mod idempotency;
 mod listing;
 mod operations;
+pub mod page_token;
 mod resolution;
 mod sessions;
 mod settlements;

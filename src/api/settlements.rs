@@ -8,7 +8,7 @@ use futures_util::Stream;
 use tonic::{Request, Response, Status};
 
 use super::{Merchant, Operator, convert::settlements as convert, error, proto};
-use crate::payments::{Payments, Viewer};
+use crate::payments::{Payments, Viewer, page_token};
 
 /// Lines per CSV chunk of an export.
 const EXPORT_CHUNK_LINES: usize = 1000;
@@ -60,7 +60,7 @@ impl proto::settlement_service_server::SettlementService for SettlementService {
             .await
             .map_err(error::status_of)?;
         let next_page_token = match page.last() {
-            Some((cursor, _)) if page.len() == limit => convert::page_token(&filters, cursor),
+            Some((cursor, _)) if page.len() == limit => page_token::issue(&filters, cursor),
             _ => String::new(),
         };
         Ok(Response::new(proto::ListSettlementsResponse {
@@ -166,7 +166,7 @@ impl proto::settlement_service_server::SettlementService for SettlementService {
             .await
             .map_err(error::status_of)?;
         let next_page_token = match page.last() {
-            Some((cursor, _)) if page.len() == limit => convert::page_token(&filters, cursor),
+            Some((cursor, _)) if page.len() == limit => page_token::issue(&filters, cursor),
             _ => String::new(),
         };
         Ok(Response::new(proto::ListReconciliationIssuesResponse {

@@ -14,10 +14,9 @@
 use std::time::SystemTime;
 
 use futures_util::{FutureExt, StreamExt, future::BoxFuture, stream};
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::{PaymentError, PaymentView, Payments, Viewer};
+use super::{PaymentError, PaymentView, Payments, Viewer, page_token};
 use crate::{
     domain::{
         operation::{Operation, OperationKind},
@@ -56,17 +55,16 @@ pub struct PaymentPage {
 }
 
 impl PaymentFilter {
-    /// Ties a page token to the filters it was issued for.
-    fn digest(&self) -> String {
-        let text = format!(
+    /// What a page token is tied to.
+    fn filters(&self) -> String {
+        format!(
             "{:?}|{:?}|{:?}|{:?}|{}",
             self.order_reference,
             self.state,
             self.created_after,
             self.created_before,
             self.newest_first
-        );
-        hex::encode(&Sha256::digest(text.as_bytes())[..8])
+        )
     }
 }
 
@@ -107,27 +105,12 @@ async fn scan<R, T>(
     }
 }
 
-/// A page token: the cursor, tied (by `digest`) to the filters it was
-/// issued for.
-fn page_token(digest: &str, cursor: &str) -> String {
-    hex::encode(format!("{digest}.{cursor}"))
-}
-
-/// The cursor of a page token issued for the filters of `digest`.
-fn cursor_of(digest: &str, token: &str) -> Result<String, PaymentError> {
-    let invalid = || PaymentError::InvalidArgument {
+/// The cursor of a page token issued for `filters`.
+fn cursor_of(filters: &str, token: &str) -> Result<String, PaymentError> {
+    page_token::cursor(filters, token).ok_or_else(|| PaymentError::InvalidArgument {
         field: "page_token".into(),
         description: "not a page token of this listing (filters must stay the same)".into(),
-    };
-    let text = hex::decode(token)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(invalid)?;
-    let (tied, cursor) = text.split_once('.').ok_or_else(invalid)?;
-    if tied != digest {
-        return Err(invalid());
-    }
-    Ok(cursor.to_owned())
+    })
 }
 
 impl Payments {
@@ -146,7 +129,7 @@ impl Payments {
             cursor: request
                 .page_token
                 .as_deref()
-                .map(|token| cursor_of(&filter.digest(), token))
+                .map(|token| cursor_of(&filter.filters(), token))
                 .transpose()?,
             newest_first: filter.newest_first,
             limit: page_size.max(100),
@@ -172,7 +155,7 @@ impl Payments {
         .await?;
         Ok(PaymentPage {
             payments,
-            next_page_token: cursor.map(|c| page_token(&filter.digest(), &c)),
+            next_page_token: cursor.map(|c| page_token::issue(&filter.filters(), &c)),
         })
     }
 }
@@ -241,8 +224,8 @@ impl OperationFilter {
         self.requires_review == Some(true) || self.status.is_some_and(|s| !s.is_final())
     }
 
-    fn digest(&self) -> String {
-        let text = format!(
+    fn filters(&self) -> String {
+        format!(
             "ops|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
             self.status,
             self.kind,
@@ -252,8 +235,7 @@ impl OperationFilter {
             self.merchant_reference,
             self.partner_reference,
             self.merchant
-        );
-        hex::encode(&Sha256::digest(text.as_bytes())[..8])
+        )
     }
 }
 
@@ -280,7 +262,7 @@ impl Payments {
         let cursor = request
             .page_token
             .as_deref()
-            .map(|token| cursor_of(&filter.digest(), token))
+            .map(|token| cursor_of(&filter.filters(), token))
             .transpose()?;
         if filter.only_open() {
             return self.open_operations_page(&filter, page_size, cursor).await;
@@ -328,7 +310,7 @@ impl Payments {
             .then(|| {
                 matching
                     .last()
-                    .map(|(m, _, _)| page_token(&filter.digest(), m))
+                    .map(|(m, _, _)| page_token::issue(&filter.filters(), m))
             })
             .flatten();
         Ok(OperationPage {
@@ -376,7 +358,8 @@ impl Payments {
                         if operations.len() == page_size {
                             return Ok(OperationPage {
                                 operations,
-                                next_page_token: last.map(|c| page_token(&filter.digest(), &c)),
+                                next_page_token: last
+                                    .map(|c| page_token::issue(&filter.filters(), &c)),
                             });
                         }
                     }
@@ -413,7 +396,8 @@ impl Payments {
                         if operations.len() == page_size {
                             return Ok(OperationPage {
                                 operations,
-                                next_page_token: last.map(|c| page_token(&filter.digest(), &c)),
+                                next_page_token: last
+                                    .map(|c| page_token::issue(&filter.filters(), &c)),
                             });
                         }
                     }
@@ -430,7 +414,7 @@ impl Payments {
             if scanned >= MAX_SCANNED {
                 return Ok(OperationPage {
                     operations,
-                    next_page_token: last.map(|c| page_token(&filter.digest(), &c)),
+                    next_page_token: last.map(|c| page_token::issue(&filter.filters(), &c)),
                 });
             }
         }
@@ -459,12 +443,11 @@ pub struct SessionPage {
 }
 
 impl SessionFilter {
-    fn digest(&self) -> String {
-        let text = format!(
+    fn filters(&self) -> String {
+        format!(
             "sessions|{:?}|{:?}|{:?}|{:?}",
             self.order_reference, self.status, self.created_after, self.created_before
-        );
-        hex::encode(&Sha256::digest(text.as_bytes())[..8])
+        )
     }
 }
 
@@ -482,7 +465,7 @@ impl Payments {
         let cursor = request
             .page_token
             .as_deref()
-            .map(|token| cursor_of(&filter.digest(), token))
+            .map(|token| cursor_of(&filter.filters(), token))
             .transpose()?;
         let query = ListQuery {
             merchant: merchant.to_owned(),
@@ -516,7 +499,7 @@ impl Payments {
         .await?;
         Ok(SessionPage {
             sessions,
-            next_page_token: cursor.map(|c| page_token(&filter.digest(), &c)),
+            next_page_token: cursor.map(|c| page_token::issue(&filter.filters(), &c)),
         })
     }
 }

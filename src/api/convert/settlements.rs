@@ -4,7 +4,6 @@
 
 use std::fmt::Write as _;
 
-use sha2::{Digest, Sha256};
 use tonic::Status;
 use uuid::Uuid;
 
@@ -13,7 +12,7 @@ use crate::{
     domain::settlement::{
         Day, EntryKind, Match, ReconciliationIssue, Settlement, SettlementTransaction, VatAmount,
     },
-    payments::PartnerImport,
+    payments::{PartnerImport, page_token},
     store::{IssueQuery, SettlementQuery},
 };
 
@@ -22,26 +21,13 @@ pub const MAX_PAGE_SIZE: usize = 1000;
 pub const DEFAULT_LINES_PAGE_SIZE: usize = 1000;
 pub const MAX_LINES_PAGE_SIZE: usize = 5000;
 
-fn digest(filters: &str) -> String {
-    hex::encode(&Sha256::digest(filters.as_bytes())[..8])
-}
-
-/// A page token: the cursor, tied to the filters it was issued for.
-pub fn page_token(filters: &str, cursor: &str) -> String {
-    hex::encode(format!("{}.{cursor}", digest(filters)))
-}
-
+/// The cursor of `token` for `filters`; a violation when it was issued for
+/// other filters (or is no token).
 pub(super) fn cursor(v: &mut Violations, filters: &str, token: &str) -> Option<String> {
     if token.is_empty() {
         return None;
     }
-    let cursor = hex::decode(token)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|text| {
-            let (tied, cursor) = text.split_once('.')?;
-            (tied == digest(filters)).then(|| cursor.to_owned())
-        });
+    let cursor = page_token::cursor(filters, token);
     if cursor.is_none() {
         v.add(
             "page_token",
@@ -113,7 +99,7 @@ pub fn list_settlement_transactions(
 
 /// The token of the page of lines after `next`.
 pub fn lines_token(settlement: Uuid, next: u64) -> String {
-    page_token(&format!("lines|{settlement}"), &next.to_string())
+    page_token::issue(&format!("lines|{settlement}"), &next.to_string())
 }
 
 pub fn list_issues(

@@ -4,13 +4,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use uuid::Uuid;
 
-use super::{
-    Violations, proto,
-    settlements::{cursor, page_token},
-    timestamp,
-};
+use super::{Violations, proto, settlements::cursor, timestamp};
 use crate::{
-    payments::{FailedDelivery, FailedPage},
+    payments::{FailedDelivery, FailedPage, page_token},
     store::{WebhookDelivery, unix_millis},
 };
 
@@ -53,7 +49,7 @@ pub fn failed_page(merchant: &str, page: &FailedPage) -> proto::ListFailedWebhoo
             .map(|failed| failed_webhook(&failed.delivery, Some(failed)))
             .collect(),
         next_page_token: page.next.map_or_else(String::new, |(at, id)| {
-            page_token(merchant, &format!("{}:{id}", unix_millis(at)))
+            page_token::issue(merchant, &format!("{}:{id}", unix_millis(at)))
         }),
     }
 }
