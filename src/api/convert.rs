@@ -103,6 +103,15 @@ impl Violations {
 
     /// A page size: 0 is the default, more than the maximum is the maximum
     /// (AIP-158), a negative one is refused.
+    /// A page token as sent (read by the listing), bounded; `None` when
+    /// empty.
+    fn page_token(&mut self, token: String) -> Option<String> {
+        if token.len() > 1024 {
+            self.add("page_token", "not a page token of this listing");
+        }
+        (!token.is_empty()).then_some(token)
+    }
+
     fn page_size(&mut self, requested: i32, default: usize, max: usize) -> usize {
         match usize::try_from(requested) {
             Ok(0) => default,
@@ -915,9 +924,7 @@ pub fn list_operations(request: proto::ListOperationsRequest) -> Result<ListOper
     let created_after = v.instant("created_after", request.created_after);
     let created_before = v.instant("created_before", request.created_before);
     let page_size = v.page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE);
-    if request.page_token.len() > 1024 {
-        v.add("page_token", "not a page token of this listing");
-    }
+    let page_token = v.page_token(request.page_token);
     v.finish(|| ListOperations {
         filter: OperationFilter {
             status,
@@ -930,7 +937,7 @@ pub fn list_operations(request: proto::ListOperationsRequest) -> Result<ListOper
             merchant,
         },
         page_size,
-        page_token: (!request.page_token.is_empty()).then_some(request.page_token),
+        page_token,
     })
 }
 
@@ -955,9 +962,7 @@ pub fn list_sessions(request: proto::ListSessionsRequest) -> Result<ListSessions
     let created_after = v.instant("created_after", request.created_after);
     let created_before = v.instant("created_before", request.created_before);
     let page_size = v.page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE);
-    if request.page_token.len() > 1024 {
-        v.add("page_token", "not a page token of this listing");
-    }
+    let page_token = v.page_token(request.page_token);
     v.finish(|| ListSessions {
         filter: SessionFilter {
             order_reference,
@@ -966,7 +971,7 @@ pub fn list_sessions(request: proto::ListSessionsRequest) -> Result<ListSessions
             created_before,
         },
         page_size,
-        page_token: (!request.page_token.is_empty()).then_some(request.page_token),
+        page_token,
     })
 }
 
@@ -1005,9 +1010,7 @@ pub fn list_payments(request: proto::ListPaymentsRequest) -> Result<ListPayments
             true
         }
     };
-    if request.page_token.len() > 1024 {
-        v.add("page_token", "not a page token of this listing");
-    }
+    let page_token = v.page_token(request.page_token);
     v.finish(|| ListPayments {
         filter: PaymentFilter {
             order_reference: Some(request.order_reference).filter(|r| !r.is_empty()),
@@ -1017,7 +1020,7 @@ pub fn list_payments(request: proto::ListPaymentsRequest) -> Result<ListPayments
             newest_first,
         },
         page_size,
-        page_token: Some(request.page_token).filter(|t| !t.is_empty()),
+        page_token,
     })
 }
 
