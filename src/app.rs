@@ -102,23 +102,22 @@ impl App {
                  point the partners at one sandbox-partner server (name=method@url)"
             );
         }
-        // Every lease is measured on the clock of the replica that takes it
-        // and read on another's: each is lengthened by the clock skew the
-        // replicas tolerate, so a replica whose clock runs ahead by up to
-        // that much never takes over work another still holds.
-        let skew = config.max_clock_skew;
+        // Leases and send claims are judged by the store's clock; a replica
+        // whose clock runs ahead may look at work early, but never sends
+        // what another replica holds (see `payments::execution`).
         let settings = Settings {
             idempotency_ttl: config.idempotency_ttl,
-            idempotency_lease: config.idempotency_lease + skew,
+            idempotency_lease: config.idempotency_lease,
             session_expiry: config.session_expiry,
             priorities: config.priorities(),
             merchant_priorities: config.merchant_priorities(),
-            operation_lease: config.operation_lease + skew,
+            operation_lease: config.operation_lease,
             max_resolution_age: config.max_resolution_age,
             authorization_lifetime: config.authorization_lifetime,
             max_operations_per_payment: config.max_operations_per_payment,
             max_waiters_per_merchant: config.max_waiters_per_merchant,
             request_timeout: config.request_timeout,
+            instrument_key: crate::partners::Secret::new(config.instrument_secret.clone()),
             settlements: SettlementSettings {
                 look_back_days: u32::try_from(config.settlement_look_back.as_secs() / 86_400)
                     .unwrap_or(u32::MAX),
@@ -163,18 +162,11 @@ impl App {
         let api_keys = Arc::new(ApiKeys::from_hashes(
             merchants.chain(admins).chain(notifiers),
         ));
-        let resolver = Resolver::new(
-            payments.clone(),
-            clock.clone(),
-            config.resolver_lease,
-            skew,
-            100,
-        );
+        let resolver = Resolver::new(payments.clone(), clock.clone(), config.resolver_lease, 100);
         let deliveries = DeliveryWorker::new(
             payments.clone(),
             clock,
             config.webhook_timeout,
-            skew,
             config.webhook_endpoint_concurrency.into(),
             64,
         );

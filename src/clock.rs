@@ -1,5 +1,7 @@
-//! Where the time comes from. The domain never reads a clock: the use cases
-//! ask a [`Clock`] and pass the instant in. Tests drive a [`ManualClock`].
+//! Where the time and chance come from. The domain never reads a clock or
+//! draws a number: the use cases ask a [`Clock`] and a [`Chance`] and pass
+//! what they got in. Tests drive a [`ManualClock`]; a simulation injects a
+//! seeded [`Chance`] so that one seed replays exactly.
 
 use std::{
     sync::{Arc, Mutex},
@@ -8,6 +10,29 @@ use std::{
 
 pub trait Clock: Send + Sync + std::fmt::Debug {
     fn now(&self) -> SystemTime;
+}
+
+/// Random draws: jitter of retry times, and ids that only need to be
+/// unique (lease holders).
+pub trait Chance: Send + Sync + std::fmt::Debug {
+    /// A number in `[0, 1)`.
+    fn fraction(&self) -> f64;
+    /// A 128-bit number for an id.
+    fn bits(&self) -> u128;
+}
+
+/// The process's own random source.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ThreadChance;
+
+impl Chance for ThreadChance {
+    fn fraction(&self) -> f64 {
+        rand::random_range(0.0..1.0)
+    }
+
+    fn bits(&self) -> u128 {
+        rand::random()
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default)]

@@ -26,11 +26,12 @@ use crate::{
 };
 
 /// The settings whose defaults are demo keys.
-const DEMO_KEY_SETTINGS: [&str; 4] = [
+const DEMO_KEY_SETTINGS: [&str; 5] = [
     "api_keys",
     "admin_api_keys",
     "partner_notifier_api_keys",
     "webhook_secrets",
+    "instrument_secret",
 ];
 
 /// SHA-256 of `sk_test_demo`, the demo merchant's API key.
@@ -229,6 +230,20 @@ pub struct Config {
     )]
     pub partner_notifier_api_keys: Vec<NotifierKeyHash>,
 
+    /// The key of the keyed hash (HMAC-SHA256) that names every payment
+    /// token in the store, so that which payer an instrument belongs to is
+    /// kept without keeping the token (a WePay card id is a small number a
+    /// plain hash would give away). The same on every replica; changing it
+    /// forgets which payer each instrument belongs to. Default: a demo key.
+    #[arg(
+        long,
+        env = "PAYMENT_ORCHESTRATOR_INSTRUMENT_SECRET",
+        default_value = crate::payments::DEMO_INSTRUMENT_KEY,
+        hide_default_value = true,
+        hide_env_values = true
+    )]
+    pub instrument_secret: String,
+
     /// Webhook signing secrets as `merchant:whsec_<base64 key of 24-64
     /// bytes>`, comma separated; a merchant may have several (each signs
     /// every delivery, so a secret is rotated without downtime). Default: the
@@ -312,15 +327,10 @@ pub struct Config {
     #[arg(long, env = "PAYMENT_ORCHESTRATOR_RESOLVER_LEASE", default_value = "30s", value_parser = parse_duration)]
     pub resolver_lease: Duration,
 
-    /// How far apart the replicas' clocks may be. Every lease (idempotency
-    /// keys, operations, resolver and delivery claims) is lengthened by it,
-    /// so a replica whose clock runs ahead never takes over work another
-    /// still holds; crash recovery waits that much longer.
-    #[arg(long, env = "PAYMENT_ORCHESTRATOR_MAX_CLOCK_SKEW", default_value = "2m", value_parser = parse_duration)]
-    pub max_clock_skew: Duration,
-
-    /// How long a request may work on an operation before the resolver takes
-    /// it over; must outlast the partner calls of all its legs.
+    /// How long a leg's send claim lives (by the store's clock): a partner
+    /// call is sent only under it, so it must fit one whole call of every
+    /// partner (twice its timeout plus its retry window). A request whose
+    /// replica died is taken over by the resolver after it.
     #[arg(long, env = "PAYMENT_ORCHESTRATOR_OPERATION_LEASE", default_value = "60s", value_parser = parse_duration)]
     pub operation_lease: Duration,
 
@@ -502,6 +512,7 @@ impl Config {
         config.tables = tables;
         // Invalid partners stop startup here, naming the setting.
         let partners = config.partner_configs()?;
+        config.partners_name_their_merchants(&partners)?;
         for key in &config.partner_notifier_api_keys {
             for name in key.partners.iter().flatten() {
                 if !partners.iter().any(|p| p.name == *name) {
@@ -515,6 +526,33 @@ impl Config {
         }
         config.merchant_priorities_checked()?;
         Ok(config)
+    }
+
+    /// On Redis (outside the demo mode) with several merchants, every
+    /// partner names the merchants that may use it: a partner that serves
+    /// "everyone" by default would let one merchant authorize against
+    /// another merchant's contract.
+    fn partners_name_their_merchants(
+        &self,
+        partners: &[PartnerConfig],
+    ) -> Result<(), SettingError> {
+        let mut merchants: Vec<&str> = self.api_keys.iter().map(|k| k.merchant.as_str()).collect();
+        merchants.sort_unstable();
+        merchants.dedup();
+        if self.demo_mode() || merchants.len() < 2 {
+            return Ok(());
+        }
+        match partners.iter().find(|p| p.merchants.is_empty()) {
+            Some(partner) => Err(SettingError {
+                setting: format!("partners.{}.merchants", partner.name),
+                problem: format!(
+                    "several merchants are configured ({}): list those that may use partner {}",
+                    merchants.join(", "),
+                    partner.name
+                ),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Every partner: the file's, then those given by flag (which replace
@@ -534,22 +572,24 @@ impl Config {
             }
         }
         for partner in by_name.values() {
-            // A request waits for every attempt of every leg; the resolver
-            // must not take the operation over while the retries go on.
-            if partner.retry.window >= self.operation_lease {
+            // A leg is sent only under a send claim that lives the operation
+            // lease: one whole call (every attempt in the retry window, a
+            // read before a guarded send) must fit in it.
+            let call = partner.timeout * 2 + partner.retry.window;
+            if call > self.operation_lease {
+                let setting = if partner.retry.window * 2 > self.operation_lease {
+                    "retry_window"
+                } else {
+                    "timeout"
+                };
                 return Err(SettingError {
-                    setting: format!("partners.{}.retry_window", partner.name),
+                    setting: format!("partners.{}.{setting}", partner.name),
                     problem: format!(
-                        "must stay below the operation lease ({:?})",
-                        self.operation_lease
+                        "2 × timeout ({:?}) + retry window ({:?}) = {:?} does not fit in the \
+                         operation lease ({:?}) that each send claim lives",
+                        partner.timeout, partner.retry.window, call, self.operation_lease
                     ),
                 });
-            }
-            if partner.timeout + partner.retry.window >= self.operation_lease {
-                tracing::warn!(
-                    partner = %partner.name,
-                    "a partner call may outlast the operation lease; the resolver may look it up while it runs"
-                );
             }
         }
         Ok(by_name.into_values().collect())

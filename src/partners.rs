@@ -5,6 +5,15 @@
 //! - [`PartnerError::Unavailable`]: nothing happened; safe to retry.
 //! - [`PartnerError::Unknown`]: it may have happened (timeout, reset, 5xx
 //!   after send). The transaction becomes UNCERTAIN and keeps its reservation.
+//! - [`PartnerError::Contradiction`]: the partner answered about something
+//!   other than what was asked (another amount, currency or account). The
+//!   transaction stays UNCERTAIN with its reservation and the operation goes
+//!   to review with both figures: never booked at our amount.
+//!
+//! A partner either deduplicates an operation by the partner idempotency
+//! key ([`Partner::resends_safely`]), or it does not: then a leg is sent at
+//! most once (no re-send, no retry after a 429 either) and only looked up
+//! after that.
 //!
 //! Each adapter maps its partner's answers (HTTP statuses, gRPC outcomes)
 //! onto these three and documents the mapping. [`Partners`] holds the
@@ -65,6 +74,17 @@ pub struct PartnerRequest {
     pub refunded_before: Amount,
 }
 
+/// How a partner's payment token (the shopper's instrument) may be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstrumentUse {
+    /// It backs one payment (a Walley order); the same session may retry
+    /// with it after a declined leg.
+    SingleUse,
+    /// It belongs to the first merchant that used it (a tokenized card),
+    /// which may reuse it for any number of payments.
+    Reusable,
+}
+
 /// A credential (an API secret, an access token). Never printed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -103,6 +123,9 @@ pub enum PartnerError {
     Unavailable { description: String },
     #[error("partner outcome unknown")]
     Unknown { description: String },
+    /// The answer is about another amount, currency or account than asked.
+    #[error("the partner's answer contradicts the request")]
+    Contradiction { description: String },
 }
 
 /// What a partner knows of a request.
@@ -120,6 +143,19 @@ pub trait Partner: Send + Sync + std::fmt::Debug {
     /// message is shown to the caller: never echo the token.
     fn check_token(&self, _token: &str) -> Result<(), String> {
         Ok(())
+    }
+
+    /// Whether a request of `kind` sent again with the same partner
+    /// idempotency key is answered rather than executed again (the partner
+    /// deduplicates it, or its state makes a second execution impossible).
+    /// Otherwise a leg is sent at most once.
+    fn resends_safely(&self, _kind: OperationKind) -> bool {
+        true
+    }
+
+    /// How the leg's token may be used across payments and merchants.
+    fn instrument_use(&self) -> InstrumentUse {
+        InstrumentUse::Reusable
     }
 
     async fn authorize(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError>;
@@ -277,6 +313,13 @@ impl Partners {
             .is_some_and(|p| p.methods.iter().any(|m| m == method))
     }
 
+    /// Whether `partner` deduplicates requests of `kind` (see
+    /// [`Partner::resends_safely`]); an unknown partner does not.
+    pub fn resends_safely(&self, partner: &str, kind: OperationKind) -> bool {
+        self.get(partner)
+            .is_some_and(|p| p.adapter.resends_safely(kind))
+    }
+
     pub fn knows_method(&self, method: &str) -> bool {
         self.by_name
             .values()
@@ -326,6 +369,7 @@ impl Partners {
             Err(PartnerError::Declined { .. }) => "declined",
             Err(PartnerError::Unavailable { .. }) => "unavailable",
             Err(PartnerError::Unknown { .. }) => "unknown",
+            Err(PartnerError::Contradiction { .. }) => "contradiction",
         };
         metrics::histogram!(
             crate::telemetry::series::PARTNER_REQUEST_SECONDS,
@@ -395,6 +439,9 @@ async fn send_with_retries(
 ) -> Result<PartnerAnswer, PartnerError> {
     let window_end = tokio::time::Instant::now() + configured.retry.window;
     let adapter = &configured.adapter;
+    // A partner that does not deduplicate gets one send: a retry after a
+    // 429 would be a second one.
+    let retries = adapter.resends_safely(request.kind);
     let mut pause = configured.retry.first_pause;
     loop {
         let call = async {
@@ -414,7 +461,7 @@ async fn send_with_retries(
             });
         match result {
             Err(PartnerError::Unavailable { .. })
-                if tokio::time::Instant::now() + pause < window_end =>
+                if retries && tokio::time::Instant::now() + pause < window_end =>
             {
                 tokio::time::sleep(pause).await;
                 pause = pause.saturating_mul(2);

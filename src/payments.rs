@@ -25,6 +25,7 @@
 mod deliveries;
 mod execution;
 mod idempotency;
+mod instruments;
 mod listing;
 mod operations;
 pub mod page_token;
@@ -37,6 +38,7 @@ mod waiters;
 pub use deliveries::{Delivered, FailedDelivery, FailedPage};
 pub use idempotency::IdempotencyKey;
 // What the children share (they import this parent, never each other).
+use execution::{Held, settle};
 use idempotency::{
     Found, Scope, derived_id, fingerprint, found_record, operation_result, outcome_of,
     payment_view, system_id,
@@ -46,9 +48,10 @@ pub use listing::{
     OperationPage, PaymentFilter, PaymentPage, SessionFilter, SessionPage,
 };
 pub use operations::MAX_WAIT;
+use resolution::WorkLease;
 pub use resolution::{EventResult, Handled, PartnerEvent};
 pub use settlements::{PARTNER_PAGE_SIZE, PartnerImport, SettlementSettings, Viewer};
-use steps::{Advanced, Keying, Phase, operation_item};
+use steps::{Advanced, Edit, Keying, Phase, operation_item};
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -57,7 +60,7 @@ use uuid::Uuid;
 
 pub use crate::domain::precondition::Precondition;
 use crate::{
-    clock::Clock,
+    clock::{Chance, Clock, ThreadChance},
     domain::{
         items::ItemLine,
         money::{Amount, Currency},
@@ -262,6 +265,8 @@ pub struct Settings {
     /// Every call's deadline on the server (a wait ends before it).
     pub request_timeout: Duration,
     pub settlements: SettlementSettings,
+    /// The key of the keyed hash that names instruments in the store.
+    pub instrument_key: crate::partners::Secret,
 }
 
 impl Default for Settings {
@@ -280,9 +285,13 @@ impl Default for Settings {
             max_waiters_per_merchant: 1000,
             request_timeout: Duration::from_secs(30),
             settlements: SettlementSettings::default(),
+            instrument_key: crate::partners::Secret::new(DEMO_INSTRUMENT_KEY.into()),
         }
     }
 }
+
+/// The instrument key of the embedded mode and `--demo`.
+pub const DEMO_INSTRUMENT_KEY: &str = "demo-instrument-key-not-for-production";
 
 /// How many times a step is tried against concurrent writers of the same
 /// payment before giving up.
@@ -302,6 +311,7 @@ pub struct Payments {
     store: Arc<dyn Store>,
     partners: Partners,
     clock: Arc<dyn Clock>,
+    chance: Arc<dyn Chance>,
     settings: Settings,
     webhooks: Webhooks,
     waiters: Arc<waiters::Waiters>,
@@ -326,10 +336,18 @@ impl Payments {
             store,
             partners,
             clock,
+            chance: Arc::new(ThreadChance),
             settings,
             webhooks,
             waiters,
         }
+    }
+
+    /// The same use cases drawing their chance from `chance` (a simulation
+    /// replays a seed exactly).
+    pub fn with_chance(mut self, chance: Arc<dyn Chance>) -> Self {
+        self.chance = chance;
+        self
     }
 
     /// Wakes `WaitOperation` calls as the store announces finals; runs until

@@ -37,8 +37,6 @@ pub struct Resolver {
     clock: std::sync::Arc<dyn Clock>,
     /// How long a step may start items: the lease.
     lease: Duration,
-    /// Added to the lease of what it claims (clock skew between replicas).
-    skew: Duration,
     batch: usize,
 }
 
@@ -47,14 +45,12 @@ impl Resolver {
         payments: Payments,
         clock: std::sync::Arc<dyn Clock>,
         lease: Duration,
-        skew: Duration,
         batch: usize,
     ) -> Self {
         Resolver {
             payments,
             clock,
             lease,
-            skew,
             batch,
         }
     }
@@ -63,10 +59,7 @@ impl Resolver {
     pub async fn resolve_due(&self, now: SystemTime) -> Report {
         let mut report = Report::default();
         let started = std::time::Instant::now();
-        let claimed = self
-            .payments
-            .claim_due(now, self.lease + self.skew, self.batch)
-            .await;
+        let claimed = self.payments.claim_due(now, self.lease, self.batch).await;
         let items = match claimed {
             Ok(items) => items,
             Err(error) => {

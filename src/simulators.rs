@@ -17,6 +17,8 @@
 //! | `decline` | refuses it (`422` Walley, `402` WePay) |
 //! | `timeout` | executes it, then does not answer (the answer is lost) |
 //! | `lost` | does not execute it and does not answer (the request is lost) |
+//! | `alter` | executes it for one minor unit less than asked |
+//! | `slow:<ms>` | executes and answers it that many milliseconds later (WePay) |
 //! | `"503"`, any status | answers that status and executes nothing |
 
 pub mod walley;
@@ -51,6 +53,12 @@ pub enum Effect {
     Lost,
     /// This status, nothing executed.
     Status(u16),
+    /// Executed for one minor unit less than asked (a partner that books
+    /// another amount).
+    Alter,
+    /// Executed and answered this many milliseconds after it arrived (a
+    /// slow partner, not a lost one).
+    Slow(u64),
 }
 
 impl<'de> Deserialize<'de> for Effect {
@@ -60,8 +68,14 @@ impl<'de> Deserialize<'de> for Effect {
             "decline" => Effect::Decline,
             "timeout" => Effect::Timeout,
             "lost" => Effect::Lost,
+            "alter" => Effect::Alter,
+            slow if slow.starts_with("slow:") => Effect::Slow(
+                slow["slow:".len()..]
+                    .parse()
+                    .map_err(|_| serde::de::Error::custom("slow:<milliseconds>"))?,
+            ),
             status => Effect::Status(status.parse().map_err(|_| {
-                serde::de::Error::custom("decline, timeout, lost or an HTTP status")
+                serde::de::Error::custom("decline, timeout, lost, alter or an HTTP status")
             })?),
         })
     }

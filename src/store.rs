@@ -130,7 +130,8 @@ pub enum KeyChange {
     Claim {
         record: Uuid,
         fingerprint: Fingerprint,
-        lease_until: SystemTime,
+        /// How long the request holds the key, by the store's clock.
+        lease: Duration,
         ttl: Duration,
     },
     Answer {
@@ -352,11 +353,45 @@ impl OperationWrite {
     }
 }
 
+/// The send-claim part of a step. A partner call for one (operation, leg)
+/// is sent only under its send claim, taken in the step that counts the
+/// attempt: the attempt number is the claim's fence, and every later write
+/// of the sender checks that the attempt count has not moved. A claim lives
+/// for `ttl` by the store's own clock (never a replica's), so a sender that
+/// died frees the leg after `ttl` and no clock can make two live claims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimChange {
+    /// Takes the claim as `fence`. If another claim of the leg is live,
+    /// **nothing** of the step is applied: [`Committed::Busy`].
+    Take {
+        operation: Uuid,
+        leg: usize,
+        fence: u32,
+        ttl: Duration,
+    },
+    /// Gives the claim up if it is still `fence`'s (the send is answered).
+    Release {
+        operation: Uuid,
+        leg: usize,
+        fence: u32,
+    },
+}
+
+impl ClaimChange {
+    pub fn leg(&self) -> (Uuid, usize) {
+        match self {
+            ClaimChange::Take { operation, leg, .. }
+            | ClaimChange::Release { operation, leg, .. } => (*operation, *leg),
+        }
+    }
+}
+
 /// One atomic write to one shard: every part is applied, or none.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {
     pub shard: Shard,
-    /// The caller's time: leases are measured with it.
+    /// The caller's time: due times are reckoned from it. Leases and claims
+    /// are judged by the store's own clock.
     pub now: SystemTime,
     pub key: Option<KeyChange>,
     pub session: Option<Write<Session>>,
@@ -366,6 +401,8 @@ pub struct Step {
     /// An operation that becomes final with this step: announced to every
     /// replica (see [`Notices`]) by the store as it applies the step.
     pub announce: Option<Uuid>,
+    /// Send claims taken or given up (legs of the step's payment).
+    pub claims: Vec<ClaimChange>,
 }
 
 impl Step {
@@ -379,6 +416,7 @@ impl Step {
             due: Vec::new(),
             outbox: Vec::new(),
             announce: None,
+            claims: Vec::new(),
         }
     }
 }
@@ -399,6 +437,9 @@ pub enum Committed {
     Exists,
     /// Nothing applied: the idempotency record exists.
     Claimed(KeyState),
+    /// Nothing applied: another sender's claim of a leg the step would
+    /// claim is live.
+    Busy,
 }
 
 // ---- listing ----
@@ -715,6 +756,48 @@ pub trait SettlementStore: Send + Sync {
     async fn release_lease(&self, name: &str, owner: Uuid) -> Result<(), StoreError>;
 }
 
+// ---- instruments ----
+
+/// Who uses an instrument (a partner's payment token): the payment that
+/// claimed it, its session and merchant. Named by a keyed hash of the
+/// partner and the token, never the token itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstrumentClaim {
+    pub payment: Uuid,
+    pub session: Uuid,
+    pub merchant: String,
+}
+
+/// A claim as found, with how long ago it was made by the store's clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldInstrument {
+    pub claim: InstrumentClaim,
+    pub age: Duration,
+}
+
+/// Which payer each instrument belongs to. Each instrument's claim is a key
+/// of its own (its own slot on a cluster): written apart from any step.
+#[async_trait]
+pub trait Instruments: Send + Sync {
+    /// Claims `instrument` for `claim` unless it is claimed: the claim that
+    /// holds it afterwards (`claim` itself if this call took it).
+    async fn claim_instrument(
+        &self,
+        instrument: &str,
+        claim: &InstrumentClaim,
+    ) -> Result<HeldInstrument, StoreError>;
+    /// Replaces the claim of payment `held` by `claim`; `false` if the
+    /// instrument is no longer `held`'s.
+    async fn replace_instrument(
+        &self,
+        instrument: &str,
+        held: Uuid,
+        claim: &InstrumentClaim,
+    ) -> Result<bool, StoreError>;
+    /// Gives the instrument up if payment `held` still claims it.
+    async fn release_instrument(&self, instrument: &str, held: Uuid) -> Result<(), StoreError>;
+}
+
 /// Every port: what the use cases are given.
 /// Operations that became final, told to every replica (what wakes
 /// `WaitOperation` calls without polling). A step's
@@ -727,12 +810,13 @@ pub trait Notices: Send + Sync {
 }
 
 pub trait Store:
-    PaymentStore + DueQueue + WebhookOutbox + EventLog + SettlementStore + Notices
+    PaymentStore + DueQueue + WebhookOutbox + EventLog + SettlementStore + Instruments + Notices
 {
 }
 
-impl<T: PaymentStore + DueQueue + WebhookOutbox + EventLog + SettlementStore + Notices> Store
-    for T
+impl<
+    T: PaymentStore + DueQueue + WebhookOutbox + EventLog + SettlementStore + Instruments + Notices,
+> Store for T
 {
 }
 

@@ -116,6 +116,10 @@ fn precondition_status(precondition: &Precondition) -> Status {
             "TOO_MANY_OPERATIONS",
             HashMap::from([("max_operations".to_owned(), max.to_string())]),
         ),
+        Precondition::PaymentTokenInUse { leg } => (
+            "PAYMENT_TOKEN_IN_USE",
+            HashMap::from([("leg".to_owned(), leg.to_string())]),
+        ),
     };
     error_info(
         Code::FailedPrecondition,

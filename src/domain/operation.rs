@@ -212,13 +212,36 @@ impl Operation {
         held
     }
 
-    /// Marks a transaction as sent once more (before the partner call).
-    pub fn mark_sent(&mut self, transaction: Uuid, now: SystemTime) {
-        if let Some(tx) = self.transactions.iter_mut().find(|tx| tx.id == transaction) {
-            tx.attempts += 1;
-            tx.updated_at = now;
-            self.updated_at = now;
-        }
+    /// Counts one more attempt of a transaction, before its partner call:
+    /// from here on it may have been sent. The new count is the send's
+    /// fence: an answer to that send is taken only while the count is still
+    /// the same (nobody sent it again since). `None` for a final or unknown
+    /// transaction.
+    pub fn claim_send(&mut self, transaction: Uuid, now: SystemTime) -> Option<u32> {
+        let tx = self
+            .transactions
+            .iter_mut()
+            .find(|tx| tx.id == transaction && !tx.status.is_final())?;
+        tx.attempts += 1;
+        tx.updated_at = now;
+        self.updated_at = now;
+        Some(tx.attempts)
+    }
+
+    /// Takes back an attempt counted under `fence` that was certainly never
+    /// sent (the sender gave up before the call). Returns whether it did.
+    pub fn unclaim_send(&mut self, transaction: Uuid, fence: u32, now: SystemTime) -> bool {
+        let Some(tx) = self
+            .transactions
+            .iter_mut()
+            .find(|tx| tx.id == transaction && tx.attempts == fence && !tx.status.is_final())
+        else {
+            return false;
+        };
+        tx.attempts -= 1;
+        tx.updated_at = now;
+        self.updated_at = now;
+        true
     }
 
     /// Applies a partner's answer to a non-final transaction and recomputes

@@ -175,9 +175,26 @@ pub struct OperationRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
     pub transaction: Uuid,
-    /// The request was sent for it (counts an attempt).
-    pub sent: bool,
+    /// The fence of the send it answers (the attempt count its claim took);
+    /// `None` for what a lookup or a notification found.
+    pub sent: Option<u32>,
     pub outcome: TransactionOutcome,
+    /// The answer contradicts what was asked (another amount, currency or
+    /// account): the operation goes to review with this note, both figures
+    /// in it.
+    pub review: Option<String>,
+}
+
+impl Answer {
+    /// Whether it may still be taken: a send's answer only while nobody has
+    /// sent the transaction again since (its fence is the attempt count).
+    pub fn is_current(&self, operation: &Operation) -> bool {
+        self.sent.is_none_or(|fence| {
+            operation
+                .transaction(self.transaction)
+                .is_some_and(|tx| tx.attempts == fence)
+        })
+    }
 }
 
 /// The part of a payment that changes, as it was at one instant: what a
@@ -626,7 +643,8 @@ impl Payment {
         left
     }
 
-    /// Takes a partner's answer. While the operation's legs are being walked
+    /// Takes a partner's answer (nothing, if a later send superseded it).
+    /// While the operation's legs are being walked
     /// (`walking`: the request executing them, not the resolver looking up
     /// later), a declined leg's amount is re-offered to the later legs
     /// (fallback), and a declined authorization leg stops the walk: the legs
@@ -640,8 +658,13 @@ impl Payment {
         walking: bool,
         now: SystemTime,
     ) -> bool {
-        if answer.sent {
-            operation.mark_sent(answer.transaction, now);
+        if !answer.is_current(operation) {
+            return false;
+        }
+        if let Some(note) = &answer.review
+            && !operation.history.iter().any(|entry| entry.note == *note)
+        {
+            operation.flag_contradiction(note.clone(), now);
         }
         let changed = self.record(operation, answer.transaction, answer.outcome.clone(), now);
         if !changed || !walking || answer.outcome.status != TransactionStatus::Failure {
@@ -821,7 +844,7 @@ mod tests {
             .open_operation(id(10), &request(OperationKind::Capture, Some(2000)), now)
             .unwrap();
         let gift = op.transactions[0].id;
-        op.mark_sent(gift, now);
+        op.claim_send(gift, now);
         payment.record(&mut op, gift, outcome(TransactionStatus::Failure), now);
         let left = payment.reoffer(&mut op, 1, amount(2000), now);
         assert_eq!(left, Amount::ZERO);
@@ -843,10 +866,10 @@ mod tests {
         let gift = op.transactions.iter().find(|t| t.leg == 1).unwrap().id;
         let card = op.transactions.iter().find(|t| t.leg == 0).unwrap().id;
         // The card's request went out and its answer was lost.
-        op.mark_sent(card, now);
+        op.claim_send(card, now);
         payment.record(&mut op, card, outcome(TransactionStatus::Uncertain), now);
         let before = op.transaction(card).unwrap().amount;
-        op.mark_sent(gift, now);
+        op.claim_send(gift, now);
         payment.record(&mut op, gift, outcome(TransactionStatus::Failure), now);
         let left = payment.reoffer(&mut op, 1, amount(2000), now);
         assert_eq!(left, amount(2000), "nothing placed on a maybe-sent leg");
@@ -961,7 +984,7 @@ mod tests {
                             .collect();
                         if let Some(&(i, tx, leg)) = open.get(index % open.len().max(1)) {
                             let op = &mut operations[i];
-                            op.mark_sent(tx, now);
+                            op.claim_send(tx, now);
                             payment.record(op, tx, outcome(status), now);
                             if status == TransactionStatus::Failure {
                                 let amount = op.transaction(tx).unwrap().amount;

@@ -37,6 +37,10 @@ pub enum Precondition {
     },
     #[error("the payment has {max} operations, the most one may have")]
     TooManyOperations { max: u32 },
+    /// A leg's payment token (an instrument) already backs another payer:
+    /// a single-use one another payment, a reusable one another merchant.
+    #[error("the payment token of split[{leg}] is already used by another payer")]
+    PaymentTokenInUse { leg: usize },
 }
 
 impl From<SessionError> for Precondition {

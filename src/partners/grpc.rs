@@ -189,9 +189,9 @@ fn response_of(result: Result<PartnerAnswer, PartnerError>) -> proto::PartnerOpe
         Err(PartnerError::Unavailable { description }) => {
             (O::Unavailable, String::new(), String::new(), description)
         }
-        Err(PartnerError::Unknown { description }) => {
-            (O::Unknown, String::new(), String::new(), description)
-        }
+        Err(
+            PartnerError::Unknown { description } | PartnerError::Contradiction { description },
+        ) => (O::Unknown, String::new(), String::new(), description),
     };
     proto::PartnerOperationResponse {
         outcome: outcome.into(),

@@ -128,6 +128,9 @@ impl Scenario {
                     "success" => scenario.lookups_fail = false,
                     _ => return Err("lookup must be error or success".to_owned()),
                 },
+                // Names the instrument (a card): the same scenario on two
+                // cards is two instruments, which two payers may hold.
+                "card" => {}
                 "pending_lookups" => {
                     scenario.pending_lookups = value
                         .trim()

@@ -347,8 +347,30 @@ fn path_segment(id: &str) -> String {
         .collect()
 }
 
-/// An action as the order lists it, as an answer.
-fn action_answer(action: &wire::Action, reference: &str) -> Result<PartnerAnswer, PartnerError> {
+/// An action as the order lists it, as an answer to `request`: an action
+/// for another amount than asked is a contradiction, never booked at ours.
+fn action_answer(
+    action: &wire::Action,
+    request: &PartnerRequest,
+) -> Result<PartnerAnswer, PartnerError> {
+    let reference = request.idempotency_key.as_str();
+    let amount = http::minor(action.amount, request.currency)?;
+    if amount != request.amount {
+        return Err(PartnerError::Contradiction {
+            description: format!(
+                "Walley's action {reference} is for {} {}, we asked for {} {}",
+                action.amount,
+                request.currency.code(),
+                http::major(request.amount, request.currency),
+                request.currency.code()
+            ),
+        });
+    }
+    action_status(action, reference)
+}
+
+/// What an action's status says.
+fn action_status(action: &wire::Action, reference: &str) -> Result<PartnerAnswer, PartnerError> {
     match action.status.as_str() {
         "Completed" => Ok(PartnerAnswer {
             settled: true,
@@ -388,6 +410,11 @@ fn report_of(summary: &SettlementSummary) -> Result<SettlementReport, PartnerErr
 
 #[async_trait]
 impl Partner for Walley {
+    /// An order backs one payment.
+    fn instrument_use(&self) -> super::InstrumentUse {
+        super::InstrumentUse::SingleUse
+    }
+
     /// An order id: 1-128 characters, no spaces or slashes.
     fn check_token(&self, token: &str) -> Result<(), String> {
         let ok = !token.is_empty()
@@ -412,6 +439,14 @@ impl Partner for Walley {
             return Err(declined(
                 "ORDER_NOT_OPEN",
                 format!("the order is {}", order.status),
+            ));
+        }
+        // The order must be the one this session placed: another order of
+        // the merchant's (or of another merchant's) is not this payment's.
+        if order.reference != request.order_reference {
+            return Err(declined(
+                "ORDER_REFERENCE_MISMATCH",
+                "the order's reference is not the session's order reference".into(),
             ));
         }
         if order.currency != request.currency.code() {
@@ -534,13 +569,26 @@ impl Partner for Walley {
                 .unwrap_or_default(),
         };
         let order = self.order(order_id).await?;
+        if order.currency != request.currency.code() {
+            return Ok(Lookup::Found(Err(PartnerError::Contradiction {
+                description: format!(
+                    "Walley's order is in {}, the payment in {}",
+                    order.currency,
+                    request.currency.code()
+                ),
+            })));
+        }
         let action = match request.kind {
             OperationKind::Capture => order.action(ActionKind::Capture, key),
             OperationKind::Refund => order.action(ActionKind::Refund, key),
             _ => order.cancellation.as_ref(),
         };
         Ok(match action {
-            Some(action) => Lookup::Found(action_answer(action, key)),
+            // A cancellation releases what is left, whatever its amount.
+            Some(action) if request.kind == OperationKind::Void => {
+                Lookup::Found(action_status(action, key))
+            }
+            Some(action) => Lookup::Found(action_answer(action, request)),
             None => Lookup::NotFound,
         })
     }
@@ -558,6 +606,7 @@ mod tests {
             Err(PartnerError::Declined { .. }) => "declined",
             Err(PartnerError::Unavailable { .. }) => "unavailable",
             Err(PartnerError::Unknown { .. }) => "unknown",
+            Err(PartnerError::Contradiction { .. }) => "contradiction",
         };
         for (status, expected) in [
             (200, "done"),

@@ -189,6 +189,44 @@ fn settled(checkout_id: i64, state: &str) -> PartnerAnswer {
     }
 }
 
+/// A checkout that is not the one asked for (another account, currency or
+/// amount) is a contradiction: never booked at our figures.
+fn check_checkout(
+    checkout: &Checkout,
+    request: &PartnerRequest,
+    account_id: i64,
+) -> Result<(), PartnerError> {
+    let amount = http::minor(checkout.amount, request.currency).ok();
+    let problem = if checkout.account_id != account_id {
+        Some(format!(
+            "account {} where ours is {account_id}",
+            checkout.account_id
+        ))
+    } else if checkout.currency != request.currency.code() {
+        Some(format!(
+            "{} where the payment is in {}",
+            checkout.currency,
+            request.currency.code()
+        ))
+    } else if amount != Some(request.amount) {
+        Some(format!(
+            "{} {} where we asked for {} {}",
+            checkout.amount,
+            checkout.currency,
+            http::major(request.amount, request.currency),
+            request.currency.code()
+        ))
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(PartnerError::Contradiction {
+            description: format!("WePay's checkout {} is for {problem}", checkout.checkout_id),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// What an authorization's checkout says.
 fn authorization(checkout: &Checkout) -> Result<PartnerAnswer, PartnerError> {
     match Stage::of(&checkout.state) {
@@ -235,6 +273,13 @@ fn classify(status: StatusCode, body: &[u8]) -> PartnerError {
 
 #[async_trait]
 impl Partner for Wepay {
+    /// Captures and cancels happen once per checkout (its state tells), and
+    /// checkouts are created with `unique_id`; refunds have no idempotency
+    /// key: a refund is sent at most once.
+    fn resends_safely(&self, kind: OperationKind) -> bool {
+        kind != OperationKind::Refund
+    }
+
     /// A `credit_card_id`: digits.
     fn check_token(&self, token: &str) -> Result<(), String> {
         if !token.is_empty() && token.len() <= 18 && token.bytes().all(|b| b.is_ascii_digit()) {
@@ -268,6 +313,7 @@ impl Partner for Wepay {
             },
         };
         let checkout: Checkout = self.call("/checkout/create", &create).await?;
+        check_checkout(&checkout, request, self.settings.account_id)?;
         authorization(&checkout)
     }
 
@@ -327,14 +373,25 @@ impl Partner for Wepay {
         request: &PartnerRequest,
         _reference: Option<&str>,
     ) -> Result<Lookup, PartnerError> {
+        let account = self.settings.account_id;
         if request.kind == OperationKind::Authorization {
             return Ok(match self.find(&request.idempotency_key).await? {
-                Some(checkout) => Lookup::Found(authorization(&checkout)),
+                Some(checkout) => Lookup::Found(
+                    check_checkout(&checkout, request, account)
+                        .and_then(|()| authorization(&checkout)),
+                ),
                 None => Lookup::NotFound,
             });
         }
         let id = checkout_id(request)?;
         let checkout = self.checkout(id).await?;
+        if checkout.account_id != account || checkout.currency != request.currency.code() {
+            let mut whole = request.clone();
+            whole.amount = http::minor(checkout.amount, request.currency).unwrap_or(request.amount);
+            if let Err(contradiction) = check_checkout(&checkout, &whole, account) {
+                return Ok(Lookup::Found(Err(contradiction)));
+            }
+        }
         let stage = Stage::of(&checkout.state);
         let done = Lookup::Found(Ok(settled(id, &checkout.state)));
         let refused = |why: &str| {
@@ -368,6 +425,7 @@ mod tests {
             PartnerError::Declined { .. } => "declined",
             PartnerError::Unavailable { .. } => "unavailable",
             PartnerError::Unknown { .. } => "unknown",
+            PartnerError::Contradiction { .. } => "contradiction",
         };
         for (status, expected) in [
             (400, "declined"),

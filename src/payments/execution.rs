@@ -1,26 +1,54 @@
 //! The only code that calls partners, and so the only code that moves money.
 //!
+//! **One sender per (operation, leg).** A partner call is sent only under the
+//! leg's send claim, taken in the store step that counts the attempt (the
+//! attempt is counted *before* the send, so a crash after it leaves "maybe
+//! sent", never "never sent"). The attempt number is the claim's fence: an
+//! answer is written only while the count has not moved. A claim lives for
+//! the operation lease by the store's own clock, so no replica's clock can
+//! make two live claims; a sender checks with its own monotonic clock that
+//! the claim will outlive its call before it sends.
+//!
 //! - [`Payments::execute`] sends an opened operation's legs one by one in
-//!   route order (a request, or the resolver running a follow-up). Answers
-//!   are kept in memory and written by the conclusion; the one exception is a
-//!   declined leg whose amount is re-offered to a later leg: that is written
-//!   first, so a leg is never sent an amount the store does not hold.
+//!   route order (a request, or the resolver running a follow-up). Before
+//!   each leg after the first, one step writes the answers so far and claims
+//!   the next leg; the conclusion writes the rest.
 //! - [`Payments::resolve_legs`] asks the partners what became of an
-//!   operation's open legs (the resolver), and sends again — with the same
-//!   partner idempotency key — what a partner never received.
+//!   operation's open legs (the resolver, Sync), and sends again — under a
+//!   new claim, with the same partner idempotency key — what a partner that
+//!   deduplicates never received. A partner that does not deduplicate an
+//!   operation is never sent it twice: its legs are only looked up.
+//!
+//! **Unknown stays unknown.** Only a first send may fail on an
+//! `Unavailable` answer (nothing can have happened before it). After an
+//! attempt without an answer, a re-send answered `Unavailable` (a 429, a "not
+//! visible yet") leaves the leg UNCERTAIN with its reservation; a found
+//! answer or a definite decline ends it.
 
+use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::{Advanced, Keying, PaymentError, Payments, Phase, Work};
+use super::{Advanced, Edit, Keying, PaymentError, Payments, Phase, Work, WorkLease};
 use crate::{
     domain::{
-        operation::Operation,
-        operation::{OperationKind, TransactionOutcome},
+        operation::{Operation, OperationKind, TransactionOutcome},
         payment::{Answer, Leg, Payment},
         status::TransactionStatus,
     },
     partners::{Lookup, PartnerAnswer, PartnerError, PartnerRequest},
+    store::ClaimChange,
 };
+
+/// A send claim this executor holds: the transaction it may send, the
+/// attempt it counted (the claim's fence), and when the claim was asked for
+/// (the claim lives at least the operation lease from then).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Held {
+    pub transaction: Uuid,
+    pub leg: usize,
+    pub fence: u32,
+    pub since: Instant,
+}
 
 impl Payments {
     /// Asks each leg's partner whether the leg's token has a form it takes
@@ -41,13 +69,45 @@ impl Payments {
         Ok(())
     }
 
+    /// Counts the first attempt of a new operation's first leg and gives the
+    /// claim to take with the step that opens it.
+    pub(super) fn claim_first(
+        &self,
+        operation: &mut Operation,
+        since: Instant,
+    ) -> Option<(Held, ClaimChange)> {
+        let now = operation.created_at;
+        let (transaction, leg) = operation.next_unsent().map(|tx| (tx.id, tx.leg))?;
+        let fence = operation.claim_send(transaction, now)?;
+        let claim = ClaimChange::Take {
+            operation: operation.id,
+            leg,
+            fence,
+            ttl: self.settings.operation_lease,
+        };
+        Some((
+            Held {
+                transaction,
+                leg,
+                fence,
+                since,
+            },
+            claim,
+        ))
+    }
+
     /// Runs an opened operation: executes its legs, then concludes it as one
-    /// step, answering under `keying`.
-    pub(super) async fn run(&self, work: Work, keying: &Keying) -> Result<Advanced, PaymentError> {
-        let (work, answers) = self.execute(work).await?;
-        self.advance(work, Phase::Conclude, keying, |header, op, now| {
+    /// step, answering under `keying`. `held`: the claim its opening step took.
+    pub(super) async fn run(
+        &self,
+        work: Work,
+        held: Option<Held>,
+        keying: &Keying,
+    ) -> Result<Advanced, PaymentError> {
+        let (work, answers) = self.execute(work, held).await?;
+        self.advance(work, Phase::Conclude, keying, |header, op, now, edit| {
             for answer in &answers {
-                header.take_answer(op, answer, true, now);
+                settle(header, op, answer, true, now, edit);
             }
         })
         .await
@@ -59,63 +119,205 @@ impl Payments {
     pub(super) async fn execute(
         &self,
         mut work: Work,
+        mut held: Option<Held>,
     ) -> Result<(Work, Vec<Answer>), PaymentError> {
         let mut answers: Vec<Answer> = Vec::new();
         // The operation as it is with the answers so far.
         let (mut header, mut operation) = (work.header.value.clone(), work.operation.clone());
         loop {
-            let Some(transaction) = operation.next_unsent() else {
-                return Ok((work, answers));
+            let claim = match held.take() {
+                Some(claim) => claim,
+                None => {
+                    let Some(next) = operation.next_unsent().map(|tx| tx.id) else {
+                        return Ok((work, answers));
+                    };
+                    // The answers so far and the next attempt, in one step.
+                    let written = std::mem::take(&mut answers);
+                    let (claimed, claim) = self.claim_next(work, written, next).await?;
+                    work = claimed;
+                    (header, operation) = (work.header.value.clone(), work.operation.clone());
+                    claim
+                }
             };
-            let Some((request, partner)) = request_for(&header, &operation, transaction.id) else {
+            let Some((request, partner)) = request_for(&header, &operation, claim.transaction)
+            else {
                 return Err(PaymentError::Internal("a transaction names no leg".into()));
             };
-            let result = self.partners.send(&partner, &request).await;
-            let answer = Answer {
-                transaction: transaction.id,
-                sent: true,
-                outcome: transaction_outcome(&result),
-            };
-            let re_offered = header.take_answer(&mut operation, &answer, true, self.clock.now());
-            answers.push(answer);
-            if re_offered {
-                // A later leg now carries an amount the store does not hold.
-                let written = std::mem::take(&mut answers);
-                work = self
-                    .advance(work, Phase::Progress, &Keying::None, |header, op, now| {
-                        for answer in &written {
-                            header.take_answer(op, answer, true, now);
-                        }
-                    })
-                    .await
-                    .map_err(PaymentError::after_partner_call)?
-                    .work;
-                (header, operation) = (work.header.value.clone(), work.operation.clone());
+            if !self.claim_outlives_call(&partner, claim.since) {
+                self.release_unsent(work, claim).await?;
+                return Err(PaymentError::RequestInProgress);
             }
+            let result = self.partners.send(&partner, &request).await;
+            let answer = sent_answer(claim, &result);
+            let now = self.clock.now();
+            header.take_answer(&mut operation, &answer, true, now);
+            answers.push(answer);
         }
     }
 
-    /// What the partners say of the operation's open legs, as answers: found
-    /// outcomes, and re-sends (same partner idempotency key, at most
-    /// `max_sends` in all) of what a partner never received. A leg still
-    /// unknown gives no answer.
+    /// One step: the answers so far, and the attempt of `next` counted under
+    /// a new claim. Superseded (someone sent since), or the leg claimed by
+    /// another sender: the request stops and the other one answers.
+    async fn claim_next(
+        &self,
+        work: Work,
+        written: Vec<Answer>,
+        next: Uuid,
+    ) -> Result<(Work, Held), PaymentError> {
+        let since = Instant::now();
+        let ttl = self.settings.operation_lease;
+        let mut claimed = None;
+        let advanced = self
+            .advance(
+                work,
+                Phase::Progress,
+                &Keying::None,
+                |header, op, now, edit| {
+                    claimed = None;
+                    for answer in &written {
+                        settle(header, op, answer, true, now, edit);
+                    }
+                    if edit.stale || op.next_unsent().map(|tx| tx.id) != Some(next) {
+                        edit.stale = true;
+                        return;
+                    }
+                    let leg = op.transaction(next).map(|tx| tx.leg);
+                    if let (Some(leg), Some(fence)) = (leg, op.claim_send(next, now)) {
+                        edit.claims.push(ClaimChange::Take {
+                            operation: op.id,
+                            leg,
+                            fence,
+                            ttl,
+                        });
+                        claimed = Some(Held {
+                            transaction: next,
+                            leg,
+                            fence,
+                            since,
+                        });
+                    }
+                },
+            )
+            .await
+            .map_err(PaymentError::after_partner_call)?;
+        match (advanced.stale, claimed) {
+            (false, Some(claim)) => Ok((advanced.work, claim)),
+            _ => Err(PaymentError::RequestInProgress),
+        }
+    }
+
+    /// The resolver's claim of one leg, whose attempt count it read as
+    /// `attempts`: `None` when someone else sent it since, or holds it now.
+    async fn claim_leg(
+        &self,
+        work: Work,
+        transaction: Uuid,
+        attempts: u32,
+    ) -> Result<Option<(Work, Held)>, PaymentError> {
+        let since = Instant::now();
+        let ttl = self.settings.operation_lease;
+        let mut claimed = None;
+        let advanced = self
+            .advance(work, Phase::Progress, &Keying::None, |_, op, now, edit| {
+                claimed = None;
+                let current = op.transaction(transaction).map(|tx| (tx.leg, tx.attempts));
+                let Some((leg, seen)) = current else {
+                    edit.stale = true;
+                    return;
+                };
+                if seen != attempts {
+                    edit.stale = true;
+                    return;
+                }
+                if let Some(fence) = op.claim_send(transaction, now) {
+                    edit.claims.push(ClaimChange::Take {
+                        operation: op.id,
+                        leg,
+                        fence,
+                        ttl,
+                    });
+                    claimed = Some(Held {
+                        transaction,
+                        leg,
+                        fence,
+                        since,
+                    });
+                }
+            })
+            .await;
+        match advanced {
+            Ok(advanced) if !advanced.stale => Ok(claimed.map(|claim| (advanced.work, claim))),
+            Ok(_) | Err(PaymentError::RequestInProgress) => Ok(None),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Whether a claim asked for at `since` still has time for one whole
+    /// partner call (every attempt within the retry window): measured on
+    /// this process's monotonic clock, so a stalled store step or a paused
+    /// process never sends on a claim that may have run out.
+    fn claim_outlives_call(&self, partner: &str, since: Instant) -> bool {
+        let Some(configured) = self.partners.get(partner) else {
+            return false;
+        };
+        let call = configured.timeout + configured.retry.window;
+        since.elapsed() + call < self.settings.operation_lease
+    }
+
+    /// Takes back an attempt that was counted but certainly never sent, and
+    /// gives its claim up, so that the next sender's call is a first send.
+    pub(super) async fn release_unsent(&self, work: Work, claim: Held) -> Result<(), PaymentError> {
+        self.advance(work, Phase::Progress, &Keying::None, |_, op, now, edit| {
+            if op.unclaim_send(claim.transaction, claim.fence, now) {
+                edit.claims.push(ClaimChange::Release {
+                    operation: op.id,
+                    leg: claim.leg,
+                    fence: claim.fence,
+                });
+            }
+        })
+        .await
+        .map(drop)
+    }
+
+    /// What the partners say of the operation's open legs, written as one
+    /// step: found outcomes, first sends of legs never sent, and re-sends
+    /// (same partner idempotency key, at most `max_sends` in all, each under
+    /// a claim of its own) of what a deduplicating partner never received.
+    /// Stops at a leg another sender holds. Returns the work as last written
+    /// and the answers to conclude with.
     pub(super) async fn resolve_legs(
         &self,
-        header: &Payment,
-        operation: &Operation,
-    ) -> Vec<Answer> {
+        mut work: Work,
+        lease: &WorkLease,
+    ) -> Result<(Work, Vec<Answer>), PaymentError> {
         let mut answers = Vec::new();
-        let open: Vec<(Uuid, u32)> = operation
+        let open: Vec<Uuid> = work
+            .operation
             .transactions
             .iter()
             .filter(|tx| !tx.status.is_final())
-            .map(|tx| (tx.id, tx.attempts))
+            .map(|tx| tx.id)
             .collect();
-        for (transaction, attempts) in open {
+        for (index, transaction) in open.into_iter().enumerate() {
+            // Renewed before each leg after the first (taken just before
+            // it); lost (it ran out and someone took it): stop, and write
+            // only what was found so far.
+            if index > 0 && !lease.renew(self).await? {
+                break;
+            }
+            let (header, operation) = (&work.header.value, &work.operation);
+            let Some(tx) = operation.transaction(transaction) else {
+                continue;
+            };
+            if tx.status.is_final() {
+                continue;
+            }
+            let attempts = tx.attempts;
             let Some((request, partner)) = request_for(header, operation, transaction) else {
                 continue;
             };
-            // An authorization already declined does not place more holds.
+            // An authorization already declined places no more holds.
             let declined_before = operation.kind == OperationKind::Authorization
                 && (operation
                     .transactions
@@ -124,38 +326,120 @@ impl Payments {
                     || answers
                         .iter()
                         .any(|a: &Answer| a.outcome.status == TransactionStatus::Failure));
-            let reference = operation
-                .transaction(transaction)
-                .and_then(|tx| tx.partner_reference.as_deref());
-            let lookup = self.partners.lookup(&partner, &request, reference).await;
-            let (outcome, sent) = match lookup {
-                Ok(Lookup::Found(result)) => (known_outcome(&result), false),
-                Ok(Lookup::NotFound) if declined_before => {
-                    (Some(TransactionOutcome::not_attempted()), false)
-                }
-                Ok(Lookup::NotFound) if attempts < self.settings.max_sends => {
-                    tracing::info!(
-                        operation_id = %operation.id,
-                        partner,
-                        "the partner never received it: sending again with the same key"
-                    );
-                    // Every send counts, whatever its answer (an unanswered
-                    // one too): after `max_sends` the leg is only looked up.
-                    let result = self.partners.send(&partner, &request).await;
-                    (Some(transaction_outcome(&result)), true)
-                }
-                Ok(Lookup::NotFound) | Err(_) => (None, false),
-            };
-            if let Some(outcome) = outcome {
-                answers.push(Answer {
-                    transaction,
-                    sent,
-                    outcome,
-                });
+            if attempts == 0 && declined_before {
+                answers.push(found(transaction, TransactionOutcome::not_attempted()));
+                continue;
             }
+            if attempts > 0 {
+                let reference = tx.partner_reference.as_deref();
+                match self.partners.lookup(&partner, &request, reference).await {
+                    Ok(Lookup::Found(result)) => {
+                        if let Some(answer) = looked_up(transaction, &result) {
+                            answers.push(answer);
+                        }
+                        continue;
+                    }
+                    Ok(Lookup::NotFound) => {}
+                    // Not known now: asked again later.
+                    Err(_) => continue,
+                }
+                if !self.partners.resends_safely(&partner, request.kind) {
+                    // Sent once and never again: only an operator can tell
+                    // a call that is still on its way from one that was lost.
+                    if let Some(answer) = self.ambiguous(operation, transaction) {
+                        answers.push(answer);
+                    }
+                    continue;
+                }
+                if attempts >= self.settings.max_sends {
+                    continue;
+                }
+                tracing::info!(
+                    operation_id = %operation.id,
+                    partner,
+                    "the partner has no trace of it: sending again with the same key"
+                );
+            }
+            let Some((claimed, claim)) =
+                self.claim_leg(work.clone(), transaction, attempts).await?
+            else {
+                // Someone else sent it since, or is sending it now.
+                break;
+            };
+            work = claimed;
+            let Some((request, partner)) =
+                request_for(&work.header.value, &work.operation, transaction)
+            else {
+                continue;
+            };
+            if !self.claim_outlives_call(&partner, claim.since) {
+                self.release_unsent(work.clone(), claim).await?;
+                break;
+            }
+            let result = self.partners.send(&partner, &request).await;
+            answers.push(sent_answer(claim, &result));
         }
-        answers
+        Ok((work, answers))
     }
+
+    /// A leg sent once to a partner that does not deduplicate it, which the
+    /// partner shows no trace of: once its claim has run out (the sender is
+    /// done or gone), it goes to review; it stays UNCERTAIN with its
+    /// reservation.
+    fn ambiguous(&self, operation: &Operation, transaction: Uuid) -> Option<Answer> {
+        let tx = operation.transaction(transaction)?;
+        let since = self
+            .clock
+            .now()
+            .duration_since(tx.updated_at)
+            .unwrap_or_default();
+        if since < self.settings.operation_lease {
+            return None;
+        }
+        let note = format!(
+            "leg {} was sent to a partner that cannot deduplicate it and the partner shows no \
+             trace of it: it is not sent again; an operator must check the partner",
+            tx.leg
+        );
+        Some(Answer {
+            transaction,
+            sent: None,
+            outcome: TransactionOutcome {
+                status: TransactionStatus::Uncertain,
+                partner_reference: None,
+                partner_status: "NOT_FOUND".into(),
+                partner_status_description: "the partner shows no trace of it".into(),
+            },
+            review: Some(note),
+        })
+    }
+}
+
+/// Takes an answer into the operation, and gives up the claim it was sent
+/// under. A superseded answer changes nothing and marks the change stale.
+pub(super) fn settle(
+    header: &mut Payment,
+    operation: &mut Operation,
+    answer: &Answer,
+    walking: bool,
+    now: std::time::SystemTime,
+    edit: &mut Edit,
+) {
+    if !answer.is_current(operation) {
+        edit.stale = true;
+        return;
+    }
+    if let (Some(fence), Some(leg)) = (
+        answer.sent,
+        operation.transaction(answer.transaction).map(|tx| tx.leg),
+    ) {
+        edit.claims.push(ClaimChange::Release {
+            operation: operation.id,
+            leg,
+            fence,
+        });
+    }
+    header.take_answer(operation, answer, walking, now);
 }
 
 /// One transaction as a partner request, with the partner to send it to.
@@ -190,42 +474,104 @@ fn request_for(
     Some((request, leg.partner.clone()))
 }
 
-fn transaction_outcome(result: &Result<PartnerAnswer, PartnerError>) -> TransactionOutcome {
-    match result {
-        Ok(answer) => TransactionOutcome {
-            status: if answer.settled {
-                TransactionStatus::Success
-            } else {
-                TransactionStatus::Pending
-            },
-            partner_reference: Some(answer.reference.clone()),
-            partner_status: answer.partner_status.clone(),
-            partner_status_description: answer.description.clone(),
-        },
-        Err(PartnerError::Declined { code, description }) => TransactionOutcome {
-            status: TransactionStatus::Failure,
-            partner_reference: None,
-            partner_status: code.clone(),
-            partner_status_description: description.clone(),
-        },
-        // Nothing happened at the partner: the leg fails and fallback applies.
-        Err(PartnerError::Unavailable { description }) => TransactionOutcome {
-            status: TransactionStatus::Failure,
-            partner_reference: None,
-            partner_status: "UNAVAILABLE".into(),
-            partner_status_description: description.clone(),
-        },
-        Err(PartnerError::Unknown { description }) => TransactionOutcome {
-            status: TransactionStatus::Uncertain,
-            partner_reference: None,
-            partner_status: "UNKNOWN".into(),
-            partner_status_description: description.clone(),
-        },
+fn found(transaction: Uuid, outcome: TransactionOutcome) -> Answer {
+    Answer {
+        transaction,
+        sent: None,
+        outcome,
+        review: None,
     }
 }
 
-/// A found answer as an outcome; `None` while it is still unknown.
-fn known_outcome(result: &Result<PartnerAnswer, PartnerError>) -> Option<TransactionOutcome> {
-    let outcome = transaction_outcome(result);
-    (outcome.status != TransactionStatus::Uncertain).then_some(outcome)
+/// The answer to a send made under `claim`. Only a first send may fail on
+/// `Unavailable`; after an unanswered attempt it leaves the leg UNCERTAIN.
+fn sent_answer(claim: Held, result: &Result<PartnerAnswer, PartnerError>) -> Answer {
+    let first_send = claim.fence == 1;
+    let (outcome, review) = outcome_of(result, first_send);
+    Answer {
+        transaction: claim.transaction,
+        sent: Some(claim.fence),
+        outcome,
+        review,
+    }
+}
+
+/// What a lookup found, as an answer; `None` while it says nothing final
+/// or certain (a lookup that failed is asked again later).
+fn looked_up(transaction: Uuid, result: &Result<PartnerAnswer, PartnerError>) -> Option<Answer> {
+    if matches!(
+        result,
+        Err(PartnerError::Unavailable { .. } | PartnerError::Unknown { .. })
+    ) {
+        return None;
+    }
+    let (outcome, review) = outcome_of(result, false);
+    Some(Answer {
+        transaction,
+        sent: None,
+        outcome,
+        review,
+    })
+}
+
+fn outcome_of(
+    result: &Result<PartnerAnswer, PartnerError>,
+    first_send: bool,
+) -> (TransactionOutcome, Option<String>) {
+    let outcome =
+        |status, reference: Option<&str>, code: &str, description: &str| TransactionOutcome {
+            status,
+            partner_reference: reference.map(str::to_owned),
+            partner_status: code.to_owned(),
+            partner_status_description: description.to_owned(),
+        };
+    match result {
+        Ok(answer) => (
+            outcome(
+                if answer.settled {
+                    TransactionStatus::Success
+                } else {
+                    TransactionStatus::Pending
+                },
+                Some(&answer.reference),
+                &answer.partner_status,
+                &answer.description,
+            ),
+            None,
+        ),
+        Err(PartnerError::Declined { code, description }) => (
+            outcome(TransactionStatus::Failure, None, code, description),
+            None,
+        ),
+        // Nothing happened at the partner: the leg fails and fallback
+        // applies — but only if nothing can have happened before either.
+        Err(PartnerError::Unavailable { description }) => (
+            outcome(
+                if first_send {
+                    TransactionStatus::Failure
+                } else {
+                    TransactionStatus::Uncertain
+                },
+                None,
+                "UNAVAILABLE",
+                description,
+            ),
+            None,
+        ),
+        Err(PartnerError::Unknown { description }) => (
+            outcome(TransactionStatus::Uncertain, None, "UNKNOWN", description),
+            None,
+        ),
+        Err(PartnerError::Contradiction { description }) => (
+            outcome(
+                TransactionStatus::Uncertain,
+                None,
+                "CONTRADICTION",
+                description,
+            ),
+            Some(format!(
+                "the partner's answer contradicts the request: {description}"
+            )),
+        ),
+    }
 }

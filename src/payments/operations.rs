@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use super::{
-    Found, Idempotent, Keying, MAX_WRITE_ATTEMPTS, OperationCommand, OperationResult, PaymentError,
-    PaymentView, Payments, Precondition, Scope, Work, derived_id, fingerprint, found_record,
-    operation_item, operation_result, outcome_of,
+    Found, Held, Idempotent, Keying, MAX_WRITE_ATTEMPTS, OperationCommand, OperationResult,
+    PaymentError, PaymentView, Payments, Precondition, Scope, Work, derived_id, fingerprint,
+    found_record, operation_item, operation_result, outcome_of,
 };
 use crate::{
     domain::{
@@ -76,13 +76,21 @@ impl Payments {
             let now = self.clock.now();
             let mut reserved = header.value.clone();
             let mut step = Step::new(Shard::of(payment_id), now);
-            let opened = reserved.open_operation(id, &operation_request, now);
-            match &opened {
+            let since = tokio::time::Instant::now();
+            let mut opened = reserved.open_operation(id, &operation_request, now);
+            let mut held = None;
+            match &mut opened {
                 Ok(operation) => {
+                    // The first leg's attempt is counted, and its claim taken,
+                    // in the step that opens the operation.
+                    if let Some((first, claim)) = self.claim_first(operation, since) {
+                        step.claims.push(claim);
+                        held = Some(first);
+                    }
                     step.key = Some(KeyChange::Claim {
                         record: id,
                         fingerprint: origin.fingerprint,
-                        lease_until: now + self.settings.idempotency_lease,
+                        lease: self.settings.idempotency_lease,
                         ttl: self.settings.idempotency_ttl,
                     });
                     step.payment = Some(PaymentWrite {
@@ -127,7 +135,7 @@ impl Payments {
                             operation,
                             session: None,
                         };
-                        return self.run_operation(work).await;
+                        return self.run_operation(work, held).await;
                     }
                 },
                 Committed::Conflict => continue,
@@ -141,7 +149,7 @@ impl Payments {
                 }
                 // Its record is gone but the operation is there (ids are
                 // derived from the key): answer from it.
-                Committed::Exists => {
+                Committed::Exists | Committed::Busy => {
                     return self.answer_from_operation(payment_id, id, origin).await;
                 }
             }
@@ -152,15 +160,18 @@ impl Payments {
     }
 
     /// Executes an opened operation and concludes it: the request's answer.
-    async fn run_operation(&self, work: Work) -> Result<OperationResult, PaymentError> {
+    async fn run_operation(
+        &self,
+        work: Work,
+        held: Option<Held>,
+    ) -> Result<OperationResult, PaymentError> {
         let keying = Keying::Request {
             record: work.operation.id,
             before: Vec::new(),
         };
-        let concluded = self.run(work, &keying).await?;
-        let outcome = concluded
-            .answer
-            .ok_or_else(|| PaymentError::Internal("a concluded request has no answer".into()))?;
+        let concluded = self.run(work, held, &keying).await?;
+        // Superseded: whoever sent since answers under the record.
+        let outcome = concluded.answer.ok_or(PaymentError::RequestInProgress)?;
         operation_result(concluded.work.header.value, outcome)
     }
 

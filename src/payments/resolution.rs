@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::{
     Advanced, Keying, MAX_WRITE_ATTEMPTS, PaymentError, Payments, Phase, Precondition, Work,
-    operation_item, system_id,
+    operation_item, settle, system_id,
 };
 use crate::{
     domain::{
@@ -26,6 +26,37 @@ use crate::{
         Versioned, Write,
     },
 };
+
+/// The lease of one resolver on one operation: whoever holds it looks the
+/// operation's legs up and sends again what needs it; anyone else leaves it.
+#[derive(Debug, Clone)]
+pub(super) struct WorkLease {
+    name: String,
+    owner: Uuid,
+}
+
+impl WorkLease {
+    fn of(operation: Uuid, owner: Uuid) -> WorkLease {
+        WorkLease {
+            name: format!("resolve:{operation}"),
+            owner,
+        }
+    }
+
+    /// Takes or renews it for one more leg; `false` once someone else holds
+    /// it (ours ran out).
+    pub(super) async fn renew(&self, payments: &Payments) -> Result<bool, PaymentError> {
+        Ok(payments
+            .store
+            .take_lease(
+                &self.name,
+                self.owner,
+                payments.clock.now(),
+                payments.settings.operation_lease,
+            )
+            .await?)
+    }
+}
 
 /// How long partner event ids are remembered for deduplication.
 const EVENT_MEMORY: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -131,13 +162,33 @@ impl Payments {
     }
 
     /// Asks the partners about every open leg of the operation and records
-    /// what they say; a request a partner never received is sent again with
-    /// the same partner idempotency key. Past the maximum age the operation
-    /// is flagged for review — it is never failed by guessing.
+    /// what they say; a request a partner that deduplicates never received
+    /// is sent again with the same partner idempotency key. Past the maximum
+    /// age the operation is flagged for review — it is never failed by
+    /// guessing. One resolver works an operation at a time: it holds the
+    /// operation's work lease (by the store's clock), renewed before each
+    /// leg; an operation someone else works is left to them.
     async fn resolve_operation(
         &self,
         payment: Uuid,
         operation: Uuid,
+    ) -> Result<Handled, PaymentError> {
+        let lease = WorkLease::of(operation, Uuid::from_u128(self.chance.bits()));
+        if !lease.renew(self).await? {
+            return Ok(Handled::StillOpen);
+        }
+        let handled = self.resolve_held(payment, operation, &lease).await;
+        if let Err(error) = self.store.release_lease(&lease.name, lease.owner).await {
+            tracing::warn!(%error, %operation, "resolver lease not released: it runs out");
+        }
+        handled
+    }
+
+    async fn resolve_held(
+        &self,
+        payment: Uuid,
+        operation: Uuid,
+        lease: &WorkLease,
     ) -> Result<Handled, PaymentError> {
         let item = DueItem::Operation { payment, operation };
         let Some(work) = self.work(payment, operation).await? else {
@@ -147,7 +198,7 @@ impl Payments {
             self.repair_session(&work).await?;
             return self.drop_item(item).await;
         }
-        let answers = self.resolve_legs(&work.header.value, &work.operation).await;
+        let (work, answers) = self.resolve_legs(work, lease).await?;
         let age = self
             .clock
             .now()
@@ -160,14 +211,19 @@ impl Payments {
         );
         let flagged_before = work.operation.requires_review;
         let advanced = self
-            .advance(work, Phase::Conclude, &Keying::Origin, |header, op, now| {
-                for answer in &answers {
-                    header.take_answer(op, answer, false, now);
-                }
-                if overdue && !op.status.is_final() {
-                    op.flag_for_review(note.clone(), now);
-                }
-            })
+            .advance(
+                work,
+                Phase::Conclude,
+                &Keying::Origin,
+                |header, op, now, edit| {
+                    for answer in &answers {
+                        settle(header, op, answer, false, now, edit);
+                    }
+                    if overdue && !op.status.is_final() {
+                        op.flag_for_review(note.clone(), now);
+                    }
+                },
+            )
             .await?;
         let operation = &advanced.work.operation;
         let handled = match (
@@ -220,7 +276,7 @@ impl Payments {
                 operation: follow_up,
                 session: None,
             };
-            self.run(work, &Keying::Origin).await?;
+            self.run(work, None, &Keying::Origin).await?;
         }
         Ok(())
     }
@@ -263,9 +319,10 @@ impl Payments {
                 items: Vec::new(),
                 max_operations: None,
             };
-            let Ok(void) = reserved.open_operation(id, &request, now) else {
+            let Ok(mut void) = reserved.open_operation(id, &request, now) else {
                 return self.reschedule(item, later).await;
             };
+            let first = self.claim_first(&mut void, tokio::time::Instant::now());
             let mut step = Step::new(Shard::of(payment), now);
             step.payment = Some(PaymentWrite {
                 header: Write::Update {
@@ -278,6 +335,10 @@ impl Payments {
             step.due.push(DueChange::Schedule(item.clone(), lease_end));
             step.due
                 .push(DueChange::Schedule(operation_item(&void), lease_end));
+            let held = first.map(|(held, claim)| {
+                step.claims.push(claim);
+                held
+            });
             match self.store.commit(step).await? {
                 Committed::Applied {
                     payment: version, ..
@@ -291,13 +352,13 @@ impl Payments {
                         operation: void,
                         session: None,
                     };
-                    self.run(work, &Keying::Origin).await?;
+                    self.run(work, held, &Keying::Origin).await?;
                     return Ok(Handled::Finalized);
                 }
                 Committed::Conflict => continue,
                 // Opened already (its id is derived): what is left is for
                 // the legs that run out later.
-                Committed::Exists | Committed::Claimed(_) => {
+                Committed::Exists | Committed::Claimed(_) | Committed::Busy => {
                     return self.reschedule(item, later).await;
                 }
             }
@@ -378,7 +439,7 @@ impl Payments {
                     operation,
                     session: None,
                 };
-                self.advance(work, Phase::Conclude, &Keying::None, |_, op, now| {
+                self.advance(work, Phase::Conclude, &Keying::None, |_, op, now, _| {
                     // Once per event: a repeat finds the note already there.
                     if !op.history.iter().any(|h| h.note == note) {
                         op.flag_contradiction(note.clone(), now);
@@ -391,7 +452,8 @@ impl Payments {
         }
         let answer = Answer {
             transaction,
-            sent: false,
+            sent: None,
+            review: None,
             outcome: TransactionOutcome {
                 status: reported,
                 partner_reference: Some(event.reference).filter(|r| !r.is_empty()),
@@ -410,9 +472,14 @@ impl Payments {
             session,
         };
         let advanced = self
-            .advance(work, Phase::Conclude, &Keying::Origin, |header, op, now| {
-                header.take_answer(op, &answer, false, now);
-            })
+            .advance(
+                work,
+                Phase::Conclude,
+                &Keying::Origin,
+                |header, op, now, _| {
+                    header.take_answer(op, &answer, false, now);
+                },
+            )
             .await?;
         self.run_follow_ups(advanced).await?;
         Ok(if first {
@@ -468,10 +535,15 @@ impl Payments {
                 },
             })?;
         let advanced = self
-            .advance(work, Phase::Conclude, &Keying::Origin, |header, op, now| {
-                // A fresher read may be settled already: then nothing changes.
-                let _ = header.apply(op, now, |op| op.settle_by_hand(&outcomes, &reason, now));
-            })
+            .advance(
+                work,
+                Phase::Conclude,
+                &Keying::Origin,
+                |header, op, now, _| {
+                    // A fresher read may be settled already: then nothing changes.
+                    let _ = header.apply(op, now, |op| op.settle_by_hand(&outcomes, &reason, now));
+                },
+            )
             .await?;
         let result = (
             advanced.work.header.value.clone(),
@@ -496,9 +568,14 @@ impl Payments {
             session: None,
         };
         let advanced = self
-            .advance(work, Phase::Conclude, &Keying::Origin, |header, op, now| {
-                header.apply(op, now, |op| op.settle_from_report(transaction, note, now));
-            })
+            .advance(
+                work,
+                Phase::Conclude,
+                &Keying::Origin,
+                |header, op, now, _| {
+                    header.apply(op, now, |op| op.settle_from_report(transaction, note, now));
+                },
+            )
             .await?;
         self.run_follow_ups(advanced).await
     }

@@ -17,9 +17,9 @@
 use uuid::Uuid;
 
 use super::{
-    CancelSession, CreateSession, Found, Idempotent, Keying, MAX_WRITE_ATTEMPTS, PaymentError,
-    PaymentView, Payments, Precondition, Scope, SubmitSession, Work, derived_id, fingerprint,
-    found_record, operation_item, payment_view, system_id,
+    CancelSession, CreateSession, Found, Held, Idempotent, Keying, MAX_WRITE_ATTEMPTS,
+    PaymentError, PaymentView, Payments, Precondition, Scope, SubmitSession, Work, derived_id,
+    fingerprint, found_record, operation_item, payment_view, system_id,
 };
 use crate::{
     domain::{
@@ -27,6 +27,7 @@ use crate::{
         operation::Origin,
         payment::{NewPayment, Payment},
         session::{Session, SessionStatus, SessionView},
+        status::OperationStatus,
     },
     store::{
         Committed, DueChange, KeyChange, OperationWrite, Outcome, PaymentWrite, Shard, Step,
@@ -88,7 +89,7 @@ impl Payments {
                 Found::Abandoned => Err(PaymentError::RequestInProgress),
             },
             // The session exists but its record is gone: it is the answer.
-            Committed::Exists | Committed::Conflict => {
+            Committed::Exists | Committed::Conflict | Committed::Busy => {
                 let existing = self.owned_session(merchant, id).await?;
                 if existing.value.fingerprint != fingerprint {
                     return Err(PaymentError::IdempotencyKeyReused);
@@ -154,7 +155,7 @@ impl Payments {
                         Found::Abandoned => Err(PaymentError::RequestInProgress),
                     };
                 }
-                Committed::Exists => break,
+                Committed::Exists | Committed::Busy => break,
             }
         }
         Err(PaymentError::Internal(
@@ -179,6 +180,12 @@ impl Payments {
             record: payment_id,
             fingerprint,
         };
+        let legs = &request.command.legs;
+        self.claim_instruments(
+            &Self::instrument_claim(merchant, session_id, payment_id),
+            legs,
+        )
+        .await?;
         for attempt in 0..MAX_WRITE_ATTEMPTS {
             if attempt > 0 {
                 current = self.owned_session(merchant, session_id).await?;
@@ -199,15 +206,20 @@ impl Payments {
                     id: session_id,
                 });
                 match self.store.commit(step).await? {
-                    Committed::Applied { .. } => return Err(refusal.into()),
+                    Committed::Applied { .. } => {
+                        self.release_unopened(payment_id, legs).await?;
+                        return Err(refusal.into());
+                    }
                     Committed::Conflict => continue,
                     Committed::Claimed(state) => {
                         return self.replay_submit(payment_id, origin, state).await;
                     }
-                    Committed::Exists => return self.answer_from_payment(payment_id, origin).await,
+                    Committed::Exists | Committed::Busy => {
+                        return self.answer_from_payment(payment_id, origin).await;
+                    }
                 }
             }
-            let (header, authorization) = Payment::new(
+            let (header, mut authorization) = Payment::new(
                 NewPayment {
                     id: payment_id,
                     merchant: merchant.to_owned(),
@@ -224,10 +236,18 @@ impl Payments {
                 },
                 now,
             );
+            // The first leg's attempt is counted, and its claim taken, in the
+            // step that opens the authorization.
+            let held = self
+                .claim_first(&mut authorization, tokio::time::Instant::now())
+                .map(|(held, claim)| {
+                    step.claims.push(claim);
+                    held
+                });
             step.key = Some(KeyChange::Claim {
                 record: payment_id,
                 fingerprint,
-                lease_until: now + self.settings.idempotency_lease,
+                lease: self.settings.idempotency_lease,
                 ttl: self.settings.idempotency_ttl,
             });
             step.session = Some(Write::Update {
@@ -267,13 +287,15 @@ impl Payments {
                             version: version.unwrap_or(current.version + 1),
                         }),
                     };
-                    return self.authorize(work).await;
+                    return self.authorize(work, held).await;
                 }
                 Committed::Conflict => continue,
                 Committed::Claimed(state) => {
                     return self.replay_submit(payment_id, origin, state).await;
                 }
-                Committed::Exists => return self.answer_from_payment(payment_id, origin).await,
+                Committed::Exists | Committed::Busy => {
+                    return self.answer_from_payment(payment_id, origin).await;
+                }
             }
         }
         Err(PaymentError::Internal(
@@ -323,13 +345,17 @@ impl Payments {
 
     /// Runs an opened authorization, and what follows it, to the request's
     /// answer.
-    async fn authorize(&self, work: Work) -> Result<PaymentView, PaymentError> {
+    async fn authorize(&self, work: Work, held: Option<Held>) -> Result<PaymentView, PaymentError> {
         let record = work.header.value.id;
         let keying = Keying::Request {
             record,
             before: Vec::new(),
         };
-        let concluded = self.run(work, &keying).await?;
+        let concluded = self.run(work, held, &keying).await?;
+        if concluded.work.operation.status == OperationStatus::Failure {
+            self.release_unauthorized(&concluded.work.header.value)
+                .await;
+        }
         let mut answer = concluded.answer;
         let mut header = concluded.work.header.clone();
         for follow_up in concluded.opened {
@@ -342,7 +368,7 @@ impl Payments {
                 operation: follow_up,
                 session: None,
             };
-            let done = self.run(work, &keying).await?;
+            let done = self.run(work, None, &keying).await?;
             answer = done.answer;
             header = done.work.header;
         }

@@ -657,9 +657,9 @@ fn lease_name(partner: &str) -> String {
 fn describe(error: &PartnerError) -> String {
     match error {
         PartnerError::Declined { code, description } => format!("refused ({code}): {description}"),
-        PartnerError::Unavailable { description } | PartnerError::Unknown { description } => {
-            description.clone()
-        }
+        PartnerError::Unavailable { description }
+        | PartnerError::Unknown { description }
+        | PartnerError::Contradiction { description } => description.clone(),
     }
 }
 

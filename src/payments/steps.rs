@@ -25,8 +25,8 @@ use crate::{
         status::OperationStatus,
     },
     store::{
-        Committed, DueChange, DueItem, KeyChange, OperationWrite, OutboxChange, Outcome,
-        PaymentWrite, Shard, Step, Versioned, Write,
+        ClaimChange, Committed, DueChange, DueItem, KeyChange, OperationWrite, OutboxChange,
+        Outcome, PaymentWrite, Shard, Step, Versioned, Write,
     },
     webhooks::EventType,
 };
@@ -68,14 +68,26 @@ pub(super) struct Advanced {
     pub answer: Option<Outcome>,
     /// Operations this step opened (follow-ups of an authorization).
     pub opened: Vec<Operation>,
+    /// The change found itself superseded (a send it answers was sent
+    /// again since): it answers nobody.
+    pub stale: bool,
+}
+
+/// What a change adds to its step beyond the operation: send claims taken
+/// or given up, and whether it found itself superseded.
+#[derive(Debug, Default)]
+pub(super) struct Edit {
+    pub claims: Vec<ClaimChange>,
+    pub stale: bool,
 }
 
 /// When to look at a non-final operation again: about a quarter of its age,
 /// between 1 s and 1 h, ±20 % jitter. Fast at first (seconds), slow later
 /// (minutes, then hourly), with no per-operation state to keep.
-fn resolution_backoff(age: Duration) -> Duration {
+/// `fraction` is a random draw in `[0, 1)`.
+fn resolution_backoff(age: Duration, fraction: f64) -> Duration {
     let base = (age / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600));
-    base.mul_f64(rand::random_range(0.8..1.2))
+    base.mul_f64(0.8 + 0.4 * fraction)
 }
 
 pub(super) fn operation_item(operation: &Operation) -> DueItem {
@@ -120,7 +132,7 @@ impl Payments {
         mut work: Work,
         phase: Phase,
         keying: &Keying,
-        mut change: impl FnMut(&mut Payment, &mut Operation, SystemTime),
+        mut change: impl FnMut(&mut Payment, &mut Operation, SystemTime, &mut Edit),
     ) -> Result<Advanced, PaymentError> {
         for attempt in 0..MAX_WRITE_ATTEMPTS {
             if attempt > 0 {
@@ -129,14 +141,18 @@ impl Payments {
             let now = self.clock.now();
             let mut header = work.header.value.clone();
             let mut operation = work.operation.clone();
-            change(&mut header, &mut operation, now);
+            let mut edit = Edit::default();
+            change(&mut header, &mut operation, now, &mut edit);
             let changed = operation != work.operation;
             if !changed {
                 header = work.header.value.clone();
             }
+            // A superseded change answers nobody: whoever sent since will.
+            let keying = if edit.stale { &Keying::None } else { keying };
             let plan = self.plan(&work, &mut header, &operation, phase, keying, now);
             let writes_payment = changed || !plan.opened.is_empty();
             let mut step = plan.step;
+            step.claims = edit.claims;
             if writes_payment {
                 let mut operations = vec![OperationWrite::Update(operation.clone())];
                 operations.extend(plan.opened.iter().cloned().map(OperationWrite::Insert));
@@ -180,9 +196,12 @@ impl Payments {
                         },
                         answer: answered.map(|first| *first).or(plan.outcome),
                         opened: plan.opened,
+                        stale: edit.stale,
                     });
                 }
                 Committed::Conflict => continue,
+                // Another sender holds a claim this step would take.
+                Committed::Busy => return Err(PaymentError::RequestInProgress),
                 Committed::Exists | Committed::Claimed(_) => {
                     return Err(PaymentError::Internal(
                         "a conclusion step found a record it does not create".into(),
@@ -275,8 +294,10 @@ impl Payments {
                 step.due.push(DueChange::Unschedule(item));
             } else {
                 let age = now.duration_since(operation.created_at).unwrap_or_default();
-                step.due
-                    .push(DueChange::Schedule(item, now + resolution_backoff(age)));
+                step.due.push(DueChange::Schedule(
+                    item,
+                    now + resolution_backoff(age, self.chance.fraction()),
+                ));
             }
         }
         let mut events = Vec::new();

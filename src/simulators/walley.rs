@@ -4,7 +4,7 @@
 //! - `POST /oauth2/v2.0/token` (form, client credentials) issues bearer tokens;
 //!   every other call needs one (`401` otherwise).
 //! - Orders are placed with `POST /_sim/orders` (as the shopper's checkout
-//!   would): `{"id"?, "amount", "currency", "invisible_for_ms"?,
+//!   would): `{"id"?, "reference"?, "amount", "currency", "invisible_for_ms"?,
 //!   "processing_ms"?, "expires_in_seconds"?, "faults"?}`. An order is not
 //!   visible (`404`) for `invisible_for_ms` after it was placed: eventual
 //!   consistency.
@@ -100,6 +100,7 @@ impl Simulation for Walley {
 #[derive(Debug)]
 struct Order {
     id: String,
+    reference: String,
     currency: Currency,
     total: Amount,
     visible_at: Instant,
@@ -190,7 +191,7 @@ impl Order {
         };
         wire::Order {
             id: self.id.clone(),
-            reference: String::new(),
+            reference: self.reference.clone(),
             status: self.status(now, sim_now).into(),
             total_amount: self.total.to_major(self.currency),
             currency: self.currency.code().into(),
@@ -205,6 +206,9 @@ impl Order {
 #[derive(Debug, Deserialize)]
 pub struct PlaceOrder {
     pub id: Option<String>,
+    /// The merchant's reference of the order (the checkout's `reference`).
+    #[serde(default)]
+    pub reference: String,
     #[serde(with = "rust_decimal::serde::arbitrary_precision")]
     pub amount: Decimal,
     pub currency: String,
@@ -294,6 +298,7 @@ async fn place_order(
     let now = sim.common.now();
     let order = Order {
         id: id.clone(),
+        reference: place.reference,
         currency,
         total,
         visible_at: Instant::now() + Duration::from_millis(place.invisible_for_ms),
@@ -436,9 +441,11 @@ fn decide(sim: &mut Walley, id: &str, action: &str, headers: &HeaderMap, body: &
             sim.answered.insert(key, declined.clone());
             return Outcome::Now(answer(declined.0, &declined.1));
         }
-        Some(Effect::Timeout) | None => {}
+        // A slow Walley answers 202 at once and processes later.
+        Some(Effect::Timeout | Effect::Alter | Effect::Slow(_)) | None => {}
     }
-    let (status, answer_body, executed) = execute(order, kind, body, sim_now);
+    let alter = effect == Some(Effect::Alter);
+    let (status, answer_body, executed) = execute(order, kind, body, sim_now, alter);
     if let Some(executed) = executed {
         sim.common.ledger.executed.push(executed);
     }
@@ -459,6 +466,7 @@ fn execute(
     kind: &str,
     body: &[u8],
     sim_now: SystemTime,
+    alter: bool,
 ) -> (u16, serde_json::Value, Option<Executed>) {
     let refuse = |status: u16, code: &str, title: &str| {
         (status, json!({ "code": code, "title": title }), None)
@@ -493,9 +501,16 @@ fn execute(
     let Ok(request) = serde_json::from_slice::<ActionRequest>(body) else {
         return refuse(400, "INVALID_REQUEST", "the body is not an action");
     };
-    let Some(amount) = super::minor_units(request.amount, order.currency) else {
+    let Some(mut amount) = super::minor_units(request.amount, order.currency) else {
         return refuse(400, "INVALID_AMOUNT", "more decimals than the currency has");
     };
+    if alter {
+        // A partner that books another amount than it was asked.
+        amount = Amount::from_minor(amount.minor() - 1)
+            .ok()
+            .filter(|a| !a.is_zero())
+            .unwrap_or(amount);
+    }
     if amount.is_zero() {
         return refuse(400, "INVALID_AMOUNT", "the amount must be positive");
     }
@@ -543,7 +558,7 @@ fn execute(
     let executed = Executed {
         on: order.id.clone(),
         kind: kind.into(),
-        amount: request.amount.to_string(),
+        amount: amount.to_major(order.currency).to_string(),
         reference: request.action_reference,
     };
     (202, json!({ "status": "Pending" }), Some(executed))

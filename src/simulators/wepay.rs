@@ -183,6 +183,15 @@ async fn tokenize(State(state): State<Shared<Wepay>>, Json(card): Json<TokenizeC
 enum Outcome {
     Now(Response),
     Hang(Response),
+    /// Executed (then answered) after a while: a slow partner.
+    Later(Duration, Change),
+}
+
+/// A capture, cancel or refund of one checkout, checked and ready to apply.
+struct Change {
+    id: i64,
+    call: String,
+    refund: Option<Option<Decimal>>,
 }
 
 async fn call(
@@ -201,6 +210,14 @@ async fn call(
         Outcome::Hang(response) => {
             tokio::time::sleep(HANG).await;
             response
+        }
+        Outcome::Later(after, change) => {
+            tokio::time::sleep(after).await;
+            let mut sim = state.lock();
+            match apply_change(&mut sim, change, None) {
+                Outcome::Now(response) | Outcome::Hang(response) => response,
+                Outcome::Later(..) => error(500, 0, "a slow change stays slow"),
+            }
         }
     }
 }
@@ -279,7 +296,7 @@ fn refusal(effect: Option<Effect>) -> Option<Outcome> {
         Effect::Lost => Some(Outcome::Hang(error(504, 0, "never processed"))),
         Effect::Status(status) => Some(Outcome::Now(error(status, 0, "injected failure"))),
         Effect::Decline => Some(Outcome::Now(error(402, 2004, "declined by the simulation"))),
-        Effect::Timeout => None,
+        Effect::Timeout | Effect::Alter | Effect::Slow(_) => None,
     }
 }
 
@@ -318,6 +335,14 @@ fn create_checkout(sim: &mut Wepay, create: CreateCheckout, sim_now: SystemTime)
         .map_or(Duration::ZERO, |c| c.processing);
     sim.next_checkout += 1;
     let id = sim.next_checkout;
+    // A partner that books another amount than it was asked.
+    let amount = match effect {
+        Some(Effect::Alter) => Amount::from_minor(amount.minor() - 1)
+            .ok()
+            .filter(|a| !a.is_zero())
+            .unwrap_or(amount),
+        _ => amount,
+    };
     let checkout = Checkout {
         id,
         card,
@@ -337,7 +362,7 @@ fn create_checkout(sim: &mut Wepay, create: CreateCheckout, sim_now: SystemTime)
     sim.common.ledger.executed.push(Executed {
         on: id.to_string(),
         kind: "authorize".into(),
-        amount: create.amount.to_string(),
+        amount: major_string(amount, currency),
         reference: create.unique_id.clone(),
     });
     sim.by_unique_id.insert(create.unique_id, id);
@@ -368,6 +393,21 @@ fn change(sim: &mut Wepay, call: &str, body: &[u8]) -> Outcome {
     if let Some(outcome) = refusal(effect) {
         return outcome;
     }
+    let change = Change {
+        id,
+        call: call.to_owned(),
+        refund,
+    };
+    if let Some(Effect::Slow(ms)) = effect {
+        return Outcome::Later(Duration::from_millis(ms), change);
+    }
+    apply_change(sim, change, effect)
+}
+
+/// Executes a checked capture, cancel or refund.
+fn apply_change(sim: &mut Wepay, change: Change, effect: Option<Effect>) -> Outcome {
+    let Change { id, call, refund } = change;
+    let call = call.as_str();
     let Some(checkout) = sim.checkouts.get_mut(&id) else {
         return Outcome::Now(error(404, 1008, "no such checkout"));
     };

@@ -23,11 +23,11 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::{
-    Committed, DueChange, DueItem, DueQueue, DueSummary, EventLog, IssueQuery, KeyChange, KeyState,
-    Lane, ListQuery, ListedPayment, ListedSession, Notices, OperationWrite, OutboxChange, Outcome,
-    PaymentStore, PaymentWrite, SHARDS, SettlementQuery, SettlementStore, Shard, Step, StoreError,
-    StoredPayment, Versioned, WebhookDelivery, WebhookOutbox, Write, issue_member, listing_member,
-    settlement_member,
+    ClaimChange, Committed, DueChange, DueItem, DueQueue, DueSummary, EventLog, HeldInstrument,
+    InstrumentClaim, Instruments, IssueQuery, KeyChange, KeyState, Lane, ListQuery, ListedPayment,
+    ListedSession, Notices, OperationWrite, OutboxChange, Outcome, PaymentStore, PaymentWrite,
+    SHARDS, SettlementQuery, SettlementStore, Shard, Step, StoreError, StoredPayment, Versioned,
+    WebhookDelivery, WebhookOutbox, Write, issue_member, listing_member, settlement_member,
 };
 use crate::{
     clock::Clock,
@@ -125,6 +125,8 @@ struct ShardData {
     /// checked again and dropped.
     expiries: BTreeSet<(SystemTime, Expiring)>,
     due: HashMap<DueItem, SystemTime>,
+    /// Live send claims: (operation, leg) → (fence, until).
+    claims: HashMap<(Uuid, usize), (u32, SystemTime)>,
     /// Per lane ([`Lane::index`]).
     due_order: [BTreeSet<(SystemTime, DueItem)>; 3],
     outbox: HashMap<Uuid, WebhookDelivery>,
@@ -191,6 +193,8 @@ pub struct MemoryStore {
     session_listings: Vec<Mutex<Listing>>,
     events: Mutex<HashMap<(String, String), SystemTime>>,
     settlements: Mutex<Settlements>,
+    /// Instrument → its claim and when it was made.
+    instruments: Mutex<HashMap<String, (InstrumentClaim, SystemTime)>>,
     session_retention: Duration,
     /// The service's clock: what "expired" means here (Redis uses its own).
     clock: Arc<dyn Clock>,
@@ -217,6 +221,7 @@ impl MemoryStore {
             session_listings: (0..LISTING_LOCKS).map(|_| Mutex::default()).collect(),
             events: Mutex::default(),
             settlements: Mutex::default(),
+            instruments: Mutex::default(),
             session_retention,
             clock,
             next_shard: AtomicUsize::new(0),
@@ -269,9 +274,9 @@ impl ShardData {
             .map(|record| &record.session)
     }
 
-    /// Every check of a step, before anything is written.
-    fn check(&self, step: &Step) -> Option<Committed> {
-        let now = step.now;
+    /// Every check of a step, before anything is written. `now` is the
+    /// store's time (leases, claims and expiries are judged by it).
+    fn check(&self, step: &Step, now: SystemTime) -> Option<Committed> {
         if let Some(
             KeyChange::Claim {
                 record,
@@ -340,11 +345,20 @@ impl ShardData {
                 return Some(Committed::Exists);
             }
         }
+        let busy = step.claims.iter().any(|change| match change {
+            ClaimChange::Take { operation, leg, .. } => self
+                .claims
+                .get(&(*operation, *leg))
+                .is_some_and(|(_, until)| *until > now),
+            ClaimChange::Release { .. } => false,
+        });
+        if busy {
+            return Some(Committed::Busy);
+        }
         None
     }
 
-    fn apply(&mut self, step: Step, session_retention: Duration) -> Committed {
-        let now = step.now;
+    fn apply(&mut self, step: Step, session_retention: Duration, now: SystemTime) -> Committed {
         let mut session_version = None;
         let written = match step.session {
             Some(Write::Insert(session)) => Some((session, 1)),
@@ -425,17 +439,40 @@ impl ShardData {
                 }
             }
         }
+        for change in step.claims {
+            match change {
+                ClaimChange::Take {
+                    operation,
+                    leg,
+                    fence,
+                    ttl,
+                } => {
+                    self.claims.insert((operation, leg), (fence, now + ttl));
+                }
+                ClaimChange::Release {
+                    operation,
+                    leg,
+                    fence,
+                } => {
+                    if self.claims.get(&(operation, leg)).map(|c| c.0) == Some(fence) {
+                        self.claims.remove(&(operation, leg));
+                    }
+                }
+            }
+        }
         let mut answered = None;
         match step.key {
             Some(KeyChange::Claim {
                 record,
                 fingerprint,
-                lease_until,
+                lease,
                 ttl,
             }) => self.put_key(
                 record,
                 fingerprint,
-                KeyRecordState::InFlight { lease_until },
+                KeyRecordState::InFlight {
+                    lease_until: now + lease,
+                },
                 now + ttl,
             ),
             Some(KeyChange::Answer {
@@ -533,6 +570,8 @@ impl ShardData {
 
     /// Reclaims records whose time is up.
     fn sweep(&mut self, now: SystemTime) {
+        // Claims live only while a partner call is on its way: few.
+        self.claims.retain(|_, (_, until)| *until > now);
         for _ in 0..SWEEP_BATCH {
             let Some(&(at, what)) = self.expiries.first() else {
                 return;
@@ -574,12 +613,13 @@ impl ShardData {
 #[async_trait]
 impl PaymentStore for MemoryStore {
     async fn commit(&self, step: Step) -> Result<Committed, StoreError> {
+        let now = self.clock.now();
         let mut shard = self.shard(step.shard);
-        if let Some(refused) = shard.check(&step) {
+        if let Some(refused) = shard.check(&step, now) {
             return Ok(refused);
         }
         let announce = step.announce;
-        let applied = shard.apply(step, self.session_retention);
+        let applied = shard.apply(step, self.session_retention, now);
         drop(shard);
         if let Some(operation) = announce {
             // No receiver: nobody waits.
@@ -709,7 +749,7 @@ impl DueQueue for MemoryStore {
         let mut claimed = Vec::new();
         for offset in 0..SHARDS {
             let mut shard = lock(&self.shards[(start + offset) % SHARDS]);
-            shard.sweep(now);
+            shard.sweep(self.clock.now());
             while claimed.len() < limit {
                 let Some((at, item)) = shard.due_order[lane.index()].first().cloned() else {
                     break;
@@ -959,9 +999,11 @@ impl SettlementStore for MemoryStore {
         &self,
         name: &str,
         owner: Uuid,
-        now: SystemTime,
+        _now: SystemTime,
         lease: Duration,
     ) -> Result<bool, StoreError> {
+        // Judged by the store's clock, like Redis's PX.
+        let now = self.clock.now();
         let mut data = lock(&self.settlements);
         let free = data
             .leases
@@ -981,6 +1023,53 @@ impl SettlementStore for MemoryStore {
             .is_some_and(|(holder, _)| *holder == owner)
         {
             data.leases.remove(name);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Instruments for MemoryStore {
+    async fn claim_instrument(
+        &self,
+        instrument: &str,
+        claim: &InstrumentClaim,
+    ) -> Result<HeldInstrument, StoreError> {
+        let now = self.clock.now();
+        let mut instruments = lock(&self.instruments);
+        let (held, at) = instruments
+            .entry(instrument.to_owned())
+            .or_insert_with(|| (claim.clone(), now));
+        Ok(HeldInstrument {
+            claim: held.clone(),
+            age: now.duration_since(*at).unwrap_or_default(),
+        })
+    }
+
+    async fn replace_instrument(
+        &self,
+        instrument: &str,
+        held: Uuid,
+        claim: &InstrumentClaim,
+    ) -> Result<bool, StoreError> {
+        let now = self.clock.now();
+        let mut instruments = lock(&self.instruments);
+        match instruments.get_mut(instrument) {
+            Some(entry) if entry.0.payment == held => {
+                *entry = (claim.clone(), now);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn release_instrument(&self, instrument: &str, held: Uuid) -> Result<(), StoreError> {
+        let mut instruments = lock(&self.instruments);
+        if instruments
+            .get(instrument)
+            .is_some_and(|(claim, _)| claim.payment == held)
+        {
+            instruments.remove(instrument);
         }
         Ok(())
     }

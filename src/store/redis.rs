@@ -34,11 +34,12 @@ use std::sync::Arc;
 
 use self::scripts::{CLAIM_DUE, CONCLUDE, OPEN, STEP};
 use super::{
-    Committed, DueChange, DueItem, DueQueue, DueSummary, EventLog, IssueQuery, KeyChange, KeyState,
-    Lane, ListQuery, ListedPayment, ListedSession, Notices, OperationWrite, OutboxChange, Outcome,
-    PaymentStore, PaymentWrite, SettlementQuery, SettlementStore, Shard, Step, StoreError,
-    StoredPayment, Versioned, WebhookDelivery, WebhookOutbox, Write, issue_member, listing_member,
-    settlement_member, unix_millis,
+    ClaimChange, Committed, DueChange, DueItem, DueQueue, DueSummary, EventLog, HeldInstrument,
+    InstrumentClaim, Instruments, IssueQuery, KeyChange, KeyState, Lane, ListQuery, ListedPayment,
+    ListedSession, Notices, OperationWrite, OutboxChange, Outcome, PaymentStore, PaymentWrite,
+    SettlementQuery, SettlementStore, Shard, Step, StoreError, StoredPayment, Versioned,
+    WebhookDelivery, WebhookOutbox, Write, issue_member, listing_member, settlement_member,
+    unix_millis,
 };
 use crate::domain::{
     operation::Operation,
@@ -139,6 +140,14 @@ fn record_key(id: Uuid) -> String {
     format!("po:{{{}}}:k:{id}", Shard::of(id).index())
 }
 
+/// The send claim of one leg of an operation (in the operation's shard).
+fn claim_key(operation: Uuid, leg: usize) -> String {
+    format!(
+        "po:{{{}}}:c:{operation}:{leg}",
+        Shard::of(operation).index()
+    )
+}
+
 fn due_key(shard: Shard) -> String {
     lane_key(shard, Lane::Resolution)
 }
@@ -193,6 +202,37 @@ fn settled_key(transaction: Uuid) -> String {
         Shard::of(transaction).index()
     )
 }
+
+/// An instrument's claim: a key in a slot of its own.
+fn instrument_key(instrument: &str) -> String {
+    format!("po:{{tok:{instrument}}}")
+}
+
+/// `payment|session|ms|merchant`, `ms` by Redis's clock.
+const CLAIM_INSTRUMENT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local held = redis.call('GET', KEYS[1])
+if not held then
+  held = ARGV[1] .. '|' .. ARGV[2] .. '|' .. string.format('%.0f', now) .. '|' .. ARGV[3]
+  redis.call('SET', KEYS[1], held)
+end
+return {held, string.format('%.0f', now)}
+";
+
+/// Replaces (ARGV[4] = `r`) or deletes (`d`) the claim of payment ARGV[5].
+const CHANGE_INSTRUMENT: &str = r"
+local held = redis.call('GET', KEYS[1])
+if not held or string.sub(held, 1, 36) ~= ARGV[5] then return 0 end
+if ARGV[4] == 'd' then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[2] .. '|' .. string.format('%.0f', now) .. '|' .. ARGV[3])
+return 1
+";
 
 fn lease_key(name: &str) -> String {
     format!("po:{{lease:{name}}}")
@@ -288,10 +328,16 @@ impl RedisStore {
     /// Connects (failing fast if Redis cannot be reached).
     pub async fn connect(settings: &RedisSettings) -> Result<RedisStore, RedisError> {
         let connection = if settings.cluster {
+            // No command is ever re-sent by the client: a step script re-run
+            // after a response timeout would answer as if someone else had
+            // written (a claim "already there", a due item "gone"), and an
+            // error on the re-run would hide that the first run applied. A
+            // redirect (resharding, failover) fails the call as refused:
+            // nothing ran, and the caller may try again.
             let client = ClusterClientBuilder::new(settings.urls.clone())
                 .connection_timeout(settings.connect_timeout)
                 .response_timeout(settings.response_timeout)
-                .retries(2)
+                .retries(0)
                 .build()?;
             Connection::Cluster(client.get_async_connection().await?)
         } else {
@@ -454,19 +500,23 @@ fn step_invocation(
         };
         invocation.key(delivery_key(id));
     }
+    for change in &step.claims {
+        let (operation, leg) = change.leg();
+        invocation.key(claim_key(operation, leg));
+    }
 
     invocation.arg(unix_millis(step.now));
     match &step.key {
         None => invocation.arg("").arg("").arg("").arg("").arg(""),
         Some(KeyChange::Claim {
             fingerprint,
-            lease_until,
+            lease,
             ttl,
             ..
         }) => invocation
             .arg("claim")
             .arg(fingerprint.0.as_slice())
-            .arg(unix_millis(*lease_until))
+            .arg(ttl_millis(*lease))
             .arg(ttl_millis(*ttl))
             .arg(""),
         Some(KeyChange::Answer {
@@ -544,7 +594,21 @@ fn step_invocation(
         };
     }
     invocation.arg(announced(step));
+    invocation.arg(step.claims.len());
+    claim_args(&mut invocation, &step.claims);
     Ok(invocation)
+}
+
+/// `(t|r, fence, ttl ms)` per claim change, in the order of their keys.
+fn claim_args(invocation: &mut redis::ScriptInvocation<'static>, claims: &[ClaimChange]) {
+    for change in claims {
+        match change {
+            ClaimChange::Take { fence, ttl, .. } => {
+                invocation.arg("t").arg(*fence).arg(ttl_millis(*ttl))
+            }
+            ClaimChange::Release { fence, .. } => invocation.arg("r").arg(*fence).arg(""),
+        };
+    }
 }
 
 /// The `announce` argument of a step script: the operation id, or empty.
@@ -582,21 +646,33 @@ fn lean_invocation(step: &Step) -> Result<Option<redis::ScriptInvocation<'static
             Some(KeyChange::Claim {
                 record,
                 fingerprint,
-                lease_until,
+                lease,
                 ttl,
             }),
             [OperationWrite::Insert(op)],
             [DueChange::Schedule(item, at)],
         ) => {
+            let first = match step.claims.as_slice() {
+                [] => None,
+                [
+                    ClaimChange::Take {
+                        operation,
+                        leg,
+                        fence,
+                        ttl,
+                    },
+                ] if *operation == op.id => Some((*leg, *fence, *ttl)),
+                _ => return Ok(None),
+            };
             let mut invocation = OPEN.prepare_invoke();
             invocation
                 .key(record_key(*record))
                 .key(payment_key(value.id))
                 .key(operation_index_key(shard))
                 .key(due_key(shard))
-                .arg(unix_millis(step.now))
+                .key(first.map_or_else(|| in_shard(shard, "-"), |(leg, ..)| claim_key(op.id, leg)))
                 .arg(fingerprint.0.as_slice())
-                .arg(unix_millis(*lease_until))
+                .arg(ttl_millis(*lease))
                 .arg(ttl_millis(*ttl))
                 .arg(*expected)
                 .arg(codec::encode(value)?)
@@ -606,7 +682,13 @@ fn lean_invocation(step: &Step) -> Result<Option<redis::ScriptInvocation<'static
                 .arg(item.encode())
                 .arg(unix_millis(*at))
                 .arg(op.id.as_bytes().as_slice())
-                .arg(expected + 1);
+                .arg(expected + 1)
+                .arg(
+                    first
+                        .map(|(_, fence, _)| fence.to_string())
+                        .unwrap_or_default(),
+                )
+                .arg(first.map(|(.., ttl)| ttl_millis(ttl)).unwrap_or_default());
             Ok(Some(invocation))
         }
         (None | Some(KeyChange::Complete { .. }), [OperationWrite::Update(op)], due) => {
@@ -620,14 +702,20 @@ fn lean_invocation(step: &Step) -> Result<Option<redis::ScriptInvocation<'static
             invocation
                 .key(record)
                 .key(payment_key(value.id))
-                .key(due_key(shard))
+                .key(due_key(shard));
+            for change in &step.claims {
+                let (operation, leg) = change.leg();
+                invocation.key(claim_key(operation, leg));
+            }
+            invocation
                 .arg(*expected)
                 .arg(codec::encode(value)?)
                 .arg(op.id.to_string())
                 .arg(codec::encode(op)?)
                 .arg(outcome)
                 .arg(expected + 1)
-                .arg(announced(step));
+                .arg(announced(step))
+                .arg(due.len());
             for change in due {
                 match change {
                     DueChange::Schedule(item, at) => {
@@ -636,6 +724,7 @@ fn lean_invocation(step: &Step) -> Result<Option<redis::ScriptInvocation<'static
                     DueChange::Unschedule(item) => invocation.arg("-").arg(item.encode()).arg(""),
                 };
             }
+            claim_args(&mut invocation, &step.claims);
             Ok(Some(invocation))
         }
         _ => Ok(None),
@@ -651,6 +740,7 @@ enum Answer {
     },
     Conflict,
     Exists,
+    Busy,
     Mismatch,
     Done(Vec<u8>),
     InFlight {
@@ -674,6 +764,7 @@ fn answer(values: &[Value]) -> Result<Answer, StoreError> {
         },
         b"conflict" => Answer::Conflict,
         b"exists" => Answer::Exists,
+        b"busy" => Answer::Busy,
         b"mismatch" => Answer::Mismatch,
         b"done" => Answer::Done(
             values
@@ -728,6 +819,7 @@ impl PaymentStore for RedisStore {
             },
             Answer::Conflict => Committed::Conflict,
             Answer::Exists => Committed::Exists,
+            Answer::Busy => Committed::Busy,
             Answer::Mismatch => Committed::Claimed(KeyState::Mismatch),
             Answer::Done(bytes) => {
                 Committed::Claimed(KeyState::Done(Box::new(self.outcome(&bytes).await?)))
@@ -1478,6 +1570,87 @@ impl SettlementStore for RedisStore {
         redis::Script::new(RELEASE_LEASE)
             .key(lease_key(name))
             .arg(owner.to_string())
+            .invoke_async::<i64>(&mut connection)
+            .await
+            .map(drop)
+            .map_err(write_failed)
+    }
+}
+
+static CLAIM_INSTRUMENT_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(CLAIM_INSTRUMENT));
+static CHANGE_INSTRUMENT_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(CHANGE_INSTRUMENT));
+
+/// A claim as stored: `payment|session|ms|merchant`.
+fn held_instrument(held: &str, now: &str) -> Result<HeldInstrument, StoreError> {
+    let mut parts = held.splitn(4, '|');
+    let (Some(payment), Some(session), Some(at), Some(merchant)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(corrupt("an instrument claim"));
+    };
+    let parse = |id: &str| Uuid::try_parse(id).map_err(|_| corrupt("an instrument claim"));
+    let at: u64 = at.parse().map_err(|_| corrupt("an instrument claim"))?;
+    let now: u64 = now.parse().map_err(|_| corrupt("the store's time"))?;
+    Ok(HeldInstrument {
+        claim: InstrumentClaim {
+            payment: parse(payment)?,
+            session: parse(session)?,
+            merchant: merchant.to_owned(),
+        },
+        age: Duration::from_millis(now.saturating_sub(at)),
+    })
+}
+
+#[async_trait]
+impl Instruments for RedisStore {
+    async fn claim_instrument(
+        &self,
+        instrument: &str,
+        claim: &InstrumentClaim,
+    ) -> Result<HeldInstrument, StoreError> {
+        let mut connection = self.connection();
+        let (held, now): (String, String) = CLAIM_INSTRUMENT_SCRIPT
+            .key(instrument_key(instrument))
+            .arg(claim.payment.to_string())
+            .arg(claim.session.to_string())
+            .arg(&claim.merchant)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(write_failed)?;
+        held_instrument(&held, &now)
+    }
+
+    async fn replace_instrument(
+        &self,
+        instrument: &str,
+        held: Uuid,
+        claim: &InstrumentClaim,
+    ) -> Result<bool, StoreError> {
+        let mut connection = self.connection();
+        let changed: i64 = CHANGE_INSTRUMENT_SCRIPT
+            .key(instrument_key(instrument))
+            .arg(claim.payment.to_string())
+            .arg(claim.session.to_string())
+            .arg(&claim.merchant)
+            .arg("r")
+            .arg(held.to_string())
+            .invoke_async(&mut connection)
+            .await
+            .map_err(write_failed)?;
+        Ok(changed == 1)
+    }
+
+    async fn release_instrument(&self, instrument: &str, held: Uuid) -> Result<(), StoreError> {
+        let mut connection = self.connection();
+        CHANGE_INSTRUMENT_SCRIPT
+            .key(instrument_key(instrument))
+            .arg("")
+            .arg("")
+            .arg("")
+            .arg("d")
+            .arg(held.to_string())
             .invoke_async::<i64>(&mut connection)
             .await
             .map(drop)

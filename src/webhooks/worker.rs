@@ -38,8 +38,6 @@ pub struct DeliveryWorker {
     clock: Arc<dyn Clock>,
     /// A delivery attempt's bound (the HTTP client's timeout).
     timeout: Duration,
-    /// Added to the lease of what it claims (clock skew between replicas).
-    skew: Duration,
     per_endpoint: usize,
     batch: usize,
 }
@@ -49,7 +47,6 @@ impl DeliveryWorker {
         payments: Payments,
         clock: Arc<dyn Clock>,
         timeout: Duration,
-        skew: Duration,
         per_endpoint: usize,
         batch: usize,
     ) -> Self {
@@ -57,7 +54,6 @@ impl DeliveryWorker {
             payments,
             clock,
             timeout,
-            skew,
             per_endpoint: per_endpoint.max(1),
             batch,
         }
@@ -68,7 +64,7 @@ impl DeliveryWorker {
         let mut report = DeliveryReport::default();
         // Long enough for an attempt and its write; a replica that dies
         // leaves its deliveries to be taken again after it.
-        let lease = self.timeout + Duration::from_secs(5) + self.skew;
+        let lease = self.timeout + Duration::from_secs(5);
         let deliveries = match self.payments.claim_deliveries(now, lease, self.batch).await {
             Ok(deliveries) => deliveries,
             Err(error) => {

@@ -320,13 +320,19 @@ async fn a_lost_wepay_answer_or_request_is_resolved_by_lookup_and_executed_once(
     assert_eq!(partners.wepay.executed("capture").await.len(), 2);
 }
 
-/// WePay has no idempotency key for refunds: the connector reads the
-/// checkout's refunded total before any send, and the resolver never
-/// re-sends blindly.
+/// WePay has no idempotency key for refunds: a refund is sent at most
+/// once. An executed refund whose answer was lost is found by the
+/// checkout's refunded total; one that never arrived is never sent again —
+/// it stays UNCERTAIN with its reservation and goes to review, where an
+/// operator settles it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wepay_refund_is_never_executed_twice() {
     let partners = Partners::start().await;
     let server = partners.server().await;
+    let mut admin = proto::admin_service_client::AdminServiceClient::with_interceptor(
+        server.channel(),
+        Bearer::new("sk_test_admin"),
+    );
     for effect in ["timeout", "lost"] {
         let card = partners
             .wepay
@@ -344,11 +350,29 @@ async fn a_wepay_refund_is_never_executed_twice() {
             .unwrap();
         assert_eq!(legs_of(&first)[0].2, Uncertain, "{effect}: {first:?}");
         settle(&server).await;
-        assert_eq!(
-            operation_now(&server, &first.id).await.status(),
-            Success,
-            "{effect}"
-        );
+        let resolved = operation_now(&server, &first.id).await;
+        if effect == "timeout" {
+            assert_eq!(resolved.status(), Success, "{effect}");
+        } else {
+            // Never sent again: held, and handed to an operator.
+            assert_eq!(resolved.status(), Uncertain, "{effect}");
+            assert!(resolved.requires_review, "{effect}: {resolved:?}");
+            let held = amounts(&payment_now(&server, &payment.id).await);
+            assert_eq!(held.refund_pending, 2500);
+            let settled = admin
+                .resolve_operation(proto::ResolveOperationRequest {
+                    operation_id: first.id.clone(),
+                    reason: "WePay shows no refund for this checkout".into(),
+                    outcomes: vec![proto::TransactionResolution {
+                        partner_transaction_id: first.partner_transactions[0].id.clone(),
+                        status: proto::OperationStatus::Failure.into(),
+                    }],
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(settled.status(), proto::OperationStatus::Failure);
+        }
         // A second refund reads the total the first one left.
         let second = server
             .payments()
@@ -367,7 +391,9 @@ async fn a_wepay_refund_is_never_executed_twice() {
         .into_iter()
         .map(|(_, amount)| amount)
         .collect();
-    assert_eq!(refunds, ["25.00", "10.00", "25.00", "10.00"]);
+    assert_eq!(refunds, ["25.00", "10.00", "10.00"]);
+    let posts = partners.wepay.bodies("/checkout/refund").await.len();
+    assert_eq!(posts, 4, "one POST per refund operation, never a re-send");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -546,7 +572,7 @@ mod status_mapping {
             method: "m".into(),
             token: PaymentToken::new(token.into()),
             authorization_reference: reference.map(str::to_owned),
-            order_reference: "order-1".into(),
+            order_reference: super::super::harness::ORDER_REFERENCE.into(),
             merchant_reference: String::new(),
             reason: String::new(),
             items: Vec::new(),
@@ -563,6 +589,7 @@ mod status_mapping {
             Err(PartnerError::Declined { .. }) => "declined",
             Err(PartnerError::Unavailable { .. }) => "unavailable",
             Err(PartnerError::Unknown { .. }) => "unknown",
+            Err(PartnerError::Contradiction { .. }) => "contradiction",
         }
     }
 

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use payment_orchestrator::api::proto::{self, payment_service_client::PaymentServiceClient};
 use tonic::transport::Channel;
 
+use payment_orchestrator::domain::operation::OperationKind;
+
 use super::{harness::*, redis_server::RedisServer};
 
 fn wait_for(id: &str, seconds: i64) -> proto::WaitOperationRequest {
@@ -174,8 +176,9 @@ async fn a_waiter_is_woken_by_a_final_status_written_on_another_replica() {
 
 /// Two replicas on one Redis, the second's clock 90 s ahead. While the
 /// first works a capture (its partner takes 2 s) and while its resolver
-/// works a pending one, the second finds nothing due: it executes nothing
-/// that the first holds.
+/// works a pending one, the second may find them due by its clock — but it
+/// sends nothing the first holds: send claims live by Redis's clock, not by
+/// either replica's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_whose_clock_is_90s_ahead_executes_nothing_twice() {
     let redis = RedisServer::start();
@@ -199,14 +202,23 @@ async fn a_replica_whose_clock_is_90s_ahead_executes_nothing_twice() {
     let in_flight = tokio::spawn(async move { client.capture(request).await });
     tokio::time::sleep(Duration::from_millis(500)).await;
     let report = b.resolver.resolve_due(ahead()).await;
-    assert_eq!(report.claimed, 0, "B took A's running capture: {report:?}");
+    assert_eq!(
+        report.finalized, 0,
+        "B settled A's running capture: {report:?}"
+    );
     let captured = in_flight.await.unwrap().unwrap().into_inner();
     assert_eq!(
         captured.operation.unwrap().status(),
         proto::OperationStatus::Success
     );
+    // B found A's capture due by its clock, and could only look it up.
+    assert_eq!(
+        b.sandbox("ingenico").received_count(OperationKind::Capture),
+        0
+    );
 
-    // A's resolver at work on a pending capture (its lookup takes 2 s).
+    // A's resolver at work on a pending capture (its lookup takes 2 s):
+    // B, 90 s ahead, finds it due but A holds its work lease.
     let pending_payment = card_and_gift(&a, "capture=pending,lookup_latency=2s", "tok").await;
     let pending = card_capture(&a, &pending_payment, 3000)
         .await
@@ -219,15 +231,17 @@ async fn a_replica_whose_clock_is_90s_ahead_executes_nothing_twice() {
     let resolving = tokio::spawn(async move { resolver.resolve_due(now).await });
     tokio::time::sleep(Duration::from_millis(500)).await;
     b.clock.advance(Duration::from_secs(5));
-    let report = b.resolver.resolve_due(ahead()).await;
-    assert_eq!(
-        report.claimed, 0,
-        "B took what A's resolver holds: {report:?}"
-    );
+    b.resolver.resolve_due(ahead()).await;
     let report = resolving.await.unwrap();
     assert_eq!(report.finalized, 1, "{report:?}");
 
-    // B's partners never saw a thing.
+    assert_eq!(
+        a.sandbox("ingenico").received_count(OperationKind::Capture),
+        2
+    );
+    let settled = operation_now(&a, &pending.id).await;
+    assert_eq!(settled.status(), proto::OperationStatus::Success);
+    // B sent nothing at all: what it found due, someone else held.
     assert!(b.sandbox("ingenico").received().is_empty());
     assert!(b.sandbox("illicado").received().is_empty());
 }

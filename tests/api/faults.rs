@@ -28,10 +28,10 @@ use payment_orchestrator::{
         settlement::{ReconciliationIssue, Settlement, SettlementTransaction},
     },
     store::{
-        Committed, DueItem, DueQueue, DueSummary, EventLog, IssueQuery, Lane, ListQuery,
-        ListedPayment, ListedSession, Notices, PaymentStore, SettlementQuery, SettlementStore,
-        Step, Store, StoreError, StoredPayment, Versioned, WebhookDelivery, WebhookOutbox,
-        memory::MemoryStore, redis::RedisStore,
+        Committed, DueItem, DueQueue, DueSummary, EventLog, HeldInstrument, InstrumentClaim,
+        Instruments, IssueQuery, Lane, ListQuery, ListedPayment, ListedSession, Notices,
+        PaymentStore, SettlementQuery, SettlementStore, Step, Store, StoreError, StoredPayment,
+        Versioned, WebhookDelivery, WebhookOutbox, memory::MemoryStore, redis::RedisStore,
     },
 };
 use tonic::Status;
@@ -194,6 +194,31 @@ impl DueQueue for FaultyStore {
 impl WebhookOutbox for FaultyStore {
     async fn delivery(&self, id: Uuid) -> Result<Option<WebhookDelivery>, StoreError> {
         self.call(self.inner.delivery(id)).await
+    }
+}
+
+#[async_trait]
+impl Instruments for FaultyStore {
+    async fn claim_instrument(
+        &self,
+        instrument: &str,
+        claim: &InstrumentClaim,
+    ) -> Result<HeldInstrument, StoreError> {
+        self.call(self.inner.claim_instrument(instrument, claim))
+            .await
+    }
+    async fn replace_instrument(
+        &self,
+        instrument: &str,
+        held: Uuid,
+        claim: &InstrumentClaim,
+    ) -> Result<bool, StoreError> {
+        self.call(self.inner.replace_instrument(instrument, held, claim))
+            .await
+    }
+    async fn release_instrument(&self, instrument: &str, held: Uuid) -> Result<(), StoreError> {
+        self.call(self.inner.release_instrument(instrument, held))
+            .await
     }
 }
 
@@ -413,8 +438,11 @@ async fn send(server: &TestServer, request: &Request) -> Result<String, Status> 
 }
 
 /// Lets the resolver take over everything a cut-off request left: past the
-/// operation lease, the idempotency lease and a few backoffs.
-async fn settle_down(server: &TestServer) {
+/// operation lease, the idempotency lease and a few backoffs. `real` is how
+/// long the store's own clock must run for its leases and send claims to
+/// end (Redis judges them by its clock, not the test's).
+async fn settle_down(server: &TestServer, real: Duration) {
+    tokio::time::sleep(real).await;
     for seconds in [61, 121, 600, 3600, 3600] {
         server.resolve_after(Duration::from_secs(seconds)).await;
     }
@@ -427,6 +455,7 @@ async fn run(
     store: &FaultyStore,
     lifecycle: Lifecycle,
     fault: Option<(usize, Fault)>,
+    real: Duration,
 ) -> usize {
     let Run {
         request,
@@ -438,7 +467,15 @@ async fn run(
     let calls = store.disarm();
     // A retry at once, then the resolver, then the retry that must answer.
     let _ = send(server, &request).await;
-    settle_down(server).await;
+    settle_down(
+        server,
+        if fault.is_some() {
+            real
+        } else {
+            Duration::ZERO
+        },
+    )
+    .await;
     let answered = send(server, &request).await.unwrap_or_else(|status| {
         panic!("{lifecycle:?} {fault:?}: the key never answered: {status:?} (first: {first:?})")
     });
@@ -560,17 +597,22 @@ async fn check_books(
     );
 }
 
-/// Every lifecycle, every call index, both faults, on the store `make` builds.
-async fn every_failure_window(mut make: impl AsyncFnMut(ManualClock) -> Arc<dyn Store>) {
+/// Every lifecycle, every call index, both faults, on the store `make`
+/// builds, with the server `settings`; `real` as in [`settle_down`].
+async fn every_failure_window(
+    settings: &[&str],
+    real: Duration,
+    mut make: impl AsyncFnMut(ManualClock) -> Arc<dyn Store>,
+) {
     for lifecycle in Lifecycle::ALL {
         let clock = ManualClock::new(SystemTime::now());
         let store = FaultyStore::new(make(clock.clone()).await);
-        let server = TestServer::start_on(&[], clock, Some(store.clone())).await;
-        let calls = run(&server, &store, lifecycle, None).await;
+        let server = TestServer::start_on(settings, clock, Some(store.clone())).await;
+        let calls = run(&server, &store, lifecycle, None, real).await;
         assert!(calls >= 3, "{lifecycle:?} made {calls} store calls");
         for k in 0..calls {
             for fault in [Fault::BeforeApplying, Fault::AnswerLost] {
-                run(&server, &store, lifecycle, Some((k, fault))).await;
+                run(&server, &store, lifecycle, Some((k, fault)), real).await;
             }
         }
         eprintln!("{lifecycle:?}: {calls} store calls, each faulted both ways");
@@ -580,7 +622,8 @@ async fn every_failure_window(mut make: impl AsyncFnMut(ManualClock) -> Arc<dyn 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_failure_window_balances_on_the_memory_store() {
-    every_failure_window(async |clock: ManualClock| {
+    // The memory store judges leases by the server's (manual) clock.
+    every_failure_window(&[], Duration::ZERO, async |clock: ManualClock| {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new(
             Duration::from_secs(30 * 24 * 3600),
             Arc::new(clock),
@@ -594,7 +637,18 @@ async fn every_failure_window_balances_on_the_memory_store() {
 async fn every_failure_window_balances_on_redis() {
     let redis = RedisServer::start();
     let url = redis.url();
-    every_failure_window(async |_clock: ManualClock| {
+    // Redis judges leases and send claims by its own clock: short ones,
+    // waited out for real after a fault.
+    let settings = [
+        "--operation-lease",
+        "1s",
+        "--idempotency-lease",
+        "1s",
+        "--partner-timeout",
+        "300ms",
+    ];
+    let real = Duration::from_millis(1100);
+    every_failure_window(&settings, real, async |_clock: ManualClock| {
         // Each lifecycle on an empty Redis: no other server's due work.
         let store = RedisStore::connect(&redis_settings(vec![url.clone()], false))
             .await

@@ -25,6 +25,8 @@ use tonic::{
 };
 
 pub const DEMO_KEY: &str = "sk_test_demo";
+/// The order reference of the harness's sessions.
+pub const ORDER_REFERENCE: &str = "order-1001";
 pub const OTHER_KEY: &str = "sk_test_other";
 
 /// Adds `authorization: Bearer <key>` to every call (or nothing for `None`).
@@ -260,7 +262,7 @@ pub fn new_key() -> String {
 pub fn create_request(amount: i64, mode: proto::CaptureMode) -> proto::CreateSessionRequest {
     proto::CreateSessionRequest {
         idempotency_key: new_key(),
-        order_reference: "order-1001".into(),
+        order_reference: ORDER_REFERENCE.into(),
         amount,
         currency: "EUR".into(),
         capture_mode: mode.into(),

@@ -379,8 +379,8 @@ async fn redis_outage_fails_fast_with_unavailable_and_recovers() {
 /// Settings that make crash recovery fast enough for a test.
 const FAST_RECOVERY: [(&str, &str); 5] = [
     ("PAYMENT_ORCHESTRATOR_RESOLVER_INTERVAL", "200ms"),
-    // One machine, one clock: no lease needs lengthening for skew.
-    ("PAYMENT_ORCHESTRATOR_MAX_CLOCK_SKEW", "0s"),
+    // A send claim must fit a whole partner call (2 × timeout + window).
+    ("PAYMENT_ORCHESTRATOR_PARTNER_TIMEOUT", "800ms"),
     ("PAYMENT_ORCHESTRATOR_OPERATION_LEASE", "2s"),
     ("PAYMENT_ORCHESTRATOR_IDEMPOTENCY_LEASE", "2s"),
     ("PAYMENT_ORCHESTRATOR_RESOLVER_LEASE", "5s"),

@@ -24,7 +24,11 @@ async fn uncertain_capture(server: &TestServer, key: &str) -> proto::Operation {
         .submit_session(proto::SubmitSessionRequest {
             session_id: session.id,
             idempotency_key: new_key(),
-            split: vec![card(5_000, "capture=timeout,lookup=error")],
+            // Each merchant's own card with the same scenario.
+            split: vec![card(
+                5_000,
+                &format!("card={key},capture=timeout,lookup=error"),
+            )],
         })
         .await
         .unwrap()

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::{
     deployment::Process,
-    harness::{TestServer, config_file},
+    harness::{ORDER_REFERENCE, TestServer, config_file},
     redis_server::free_port,
 };
 
@@ -58,8 +58,12 @@ impl Simulator {
         response.json().await.unwrap_or(Value::Null)
     }
 
-    /// Walley: places an order (as the shopper's checkout would).
-    pub async fn order(&self, body: Value) -> String {
+    /// Walley: places an order (as the shopper's checkout would), with the
+    /// harness sessions' order reference unless the body names one.
+    pub async fn order(&self, mut body: Value) -> String {
+        if body.get("reference").is_none() {
+            body["reference"] = json!(ORDER_REFERENCE);
+        }
         self.post("/_sim/orders", body).await["id"]
             .as_str()
             .expect("order placed")

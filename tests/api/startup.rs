@@ -30,8 +30,9 @@ fn on_redis_every_key_setting_must_be_configured_unless_demo() {
         .unwrap_err()
         .to_string();
     assert!(
-        some.contains("admin_api_keys, partner_notifier_api_keys, webhook_secrets")
-            && !some.contains(" api_keys,"),
+        some.contains(
+            "admin_api_keys, partner_notifier_api_keys, webhook_secrets, instrument_secret"
+        ) && !some.contains(" api_keys,"),
         "only the missing ones are named: {some}"
     );
     let all = [
@@ -45,6 +46,8 @@ fn on_redis_every_key_setting_must_be_configured_unless_demo() {
             &notifier,
             "--webhook-secrets",
             "acme:whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "--instrument-secret",
+            "a-long-random-secret-of-the-deployment",
         ],
     ]
     .concat();
@@ -54,10 +57,10 @@ fn on_redis_every_key_setting_must_be_configured_unless_demo() {
             .unwrap()
             .demo_keys
             .len(),
-        4
+        5
     );
     // Embedded: the demo keys stand in.
-    assert_eq!(load(&[]).unwrap().demo_keys.len(), 4);
+    assert_eq!(load(&[]).unwrap().demo_keys.len(), 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

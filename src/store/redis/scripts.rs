@@ -14,16 +14,24 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// The shared part: what an existing record says to a claim
-/// (`ARGV[fp]` is the claimant's fingerprint).
+/// The shared part: the store's own time (ms), which judges every lease
+/// and claim (never a replica's clock); and what an existing record says to
+/// a claim (`ARGV[fp]` is the claimant's fingerprint).
 macro_rules! claimed {
-    ($fp:literal, $now:literal) => {
+    ($fp:literal) => {
         concat!(
+            "local function clock()\n",
+            "  local t = redis.call('TIME')\n",
+            "  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n",
+            "end\n",
             "local function claimed(record)\n",
             "  if string.sub(record, 2, 17) ~= ARGV[", $fp, "] then return {'mismatch'} end\n",
             "  if string.sub(record, 1, 1) == 'd' then return {'done', string.sub(record, 18)} end\n",
-            "  if tonumber(string.sub(record, 18)) > tonumber(ARGV[", $now, "]) then return {'inflight'} end\n",
+            "  if tonumber(string.sub(record, 18)) > clock() then return {'inflight'} end\n",
             "  return {'expired'}\n",
+            "end\n",
+            "local function until_ms(lease)\n",
+            "  return string.format('%.0f', clock() + tonumber(lease))\n",
             "end\n"
         )
     };
@@ -33,13 +41,13 @@ macro_rules! claimed {
 ///
 /// KEYS: 1 idempotency record, 2 session, 3 payment, 4 operation index,
 /// 5 due-queue, 6 delivery queue, 7 failed deliveries, 8.. webhook
-/// deliveries. A due member goes to the queue of its lane: `w:` members to
-/// the delivery queue, `f:` members to the failed ones, the rest to the
-/// due-queue.
+/// deliveries, then send claims. A due member goes to the queue of its
+/// lane: `w:` members to the delivery queue, `f:` members to the failed
+/// ones, the rest to the due-queue.
 ///
-/// ARGV: 1 now (ms);
+/// ARGV: 1 now (ms, the caller's);
 /// 2 key part (`` | `claim` | `answer` | `complete`), 3 fingerprint,
-/// 4 lease until (ms), 5 ttl (ms), 6 outcome;
+/// 4 lease (ms), 5 ttl (ms), 6 outcome;
 /// 7 session part (`` | `insert` | `update` | `check`), 8 expected version,
 /// 9 session, 10 retention (ms);
 /// 11 payment part (`` | `insert` | `update` | `check`), 12 expected version,
@@ -49,14 +57,16 @@ macro_rules! claimed {
 /// then D, D × (`+` | `-`, member, due ms);
 /// then W, W × (`p`ut if absent | `u`pdate | `d`elete, delivery);
 /// then the id of an operation to announce final (`` = none), published on
-/// `po:finals`.
+/// `po:finals`;
+/// then C, C × (`t`ake | `r`elease, fence, ttl ms) of the claim keys.
 ///
 /// Returns `{'ok', payment version|nil, session version|nil, first answer|nil}`,
-/// or `{'conflict'}`, `{'exists'}`, `{'mismatch'}`, `{'done', outcome}`,
-/// `{'inflight'}`, `{'expired'}` (in flight, lease over) with nothing written.
+/// or `{'conflict'}`, `{'exists'}`, `{'busy'}`, `{'mismatch'}`,
+/// `{'done', outcome}`, `{'inflight'}`, `{'expired'}` (in flight, lease
+/// over) with nothing written.
 pub static STEP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
-        claimed!("3", "1"),
+        claimed!("3"),
         r"
         local keymode = ARGV[2]
         local record = nil
@@ -84,10 +94,19 @@ pub static STEP: LazyLock<Script> = LazyLock::new(|| {
           end
           i = i + 4
         end
+        local d = tonumber(ARGV[i])
+        local w = tonumber(ARGV[i + 1 + 3 * d])
+        local c_at = i + 3 + 3 * d + 2 * w
+        local c = tonumber(ARGV[c_at])
+        for j = 1, c do
+          if ARGV[c_at + 3 * j - 2] == 't' and redis.call('EXISTS', KEYS[7 + w + j]) == 1 then
+            return {'busy'}
+          end
+        end
 
         local answered = false
         if keymode == 'claim' then
-          redis.call('SET', KEYS[1], 'i' .. ARGV[3] .. ARGV[4], 'PX', ARGV[5])
+          redis.call('SET', KEYS[1], 'i' .. ARGV[3] .. until_ms(ARGV[4]), 'PX', ARGV[5])
         elseif keymode == 'answer' then
           redis.call('SET', KEYS[1], 'd' .. ARGV[3] .. ARGV[6], 'PX', ARGV[5])
         elseif keymode == 'complete' and record then
@@ -116,7 +135,6 @@ pub static STEP: LazyLock<Script> = LazyLock::new(|| {
           if ARGV[i + 1] == 'i' then redis.call('HSET', KEYS[4], ARGV[i + 3], ARGV[14]) end
           i = i + 4
         end
-        local d = tonumber(ARGV[i])
         i = i + 1
         for _ = 1, d do
           local lane = KEYS[5]
@@ -129,7 +147,6 @@ pub static STEP: LazyLock<Script> = LazyLock::new(|| {
           end
           i = i + 3
         end
-        local w = tonumber(ARGV[i])
         i = i + 1
         for j = 1, w do
           local key = KEYS[7 + j]
@@ -143,50 +160,70 @@ pub static STEP: LazyLock<Script> = LazyLock::new(|| {
           i = i + 2
         end
         if ARGV[i] ~= '' then redis.call('PUBLISH', 'po:finals', ARGV[i]) end
+        for j = 1, c do
+          local key = KEYS[7 + w + j]
+          local at = c_at + 3 * j - 2
+          if ARGV[at] == 't' then
+            redis.call('SET', key, ARGV[at + 1], 'PX', ARGV[at + 2])
+          elseif redis.call('GET', key) == ARGV[at + 1] then
+            redis.call('DEL', key)
+          end
+        end
         return {'ok', pversion, sversion, answered}
         "
     ))
 });
 
 /// Opens an operation: claim the key, compare-and-set the header, write the
-/// operation and its index entry, put it on the due-queue.
+/// operation and its index entry, put it on the due-queue, and take the send
+/// claim of its first leg (a new operation: no claim can exist).
 ///
-/// KEYS: 1 idempotency record, 2 payment, 3 operation index, 4 due-queue.
-/// ARGV: 1 now, 2 fingerprint, 3 lease until, 4 ttl, 5 expected version,
-/// 6 header, 7 operation id, 8 operation, 9 payment id (16 bytes), 10 due
-/// member, 11 due ms, 12 operation id (16 bytes), 13 the new version.
+/// KEYS: 1 idempotency record, 2 payment, 3 operation index, 4 due-queue,
+/// 5 the first leg's send claim.
+/// ARGV: 1 fingerprint, 2 lease (ms), 3 ttl, 4 expected version,
+/// 5 header, 6 operation id, 7 operation, 8 payment id (16 bytes), 9 due
+/// member, 10 due ms, 11 operation id (16 bytes), 12 the new version,
+/// 13 the claim's fence (`` = none), 14 the claim's ttl (ms).
 /// Returns like [`STEP`].
 pub static OPEN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
-        claimed!("2", "1"),
+        claimed!("1"),
         r"
         local record = redis.call('GET', KEYS[1])
         if record then return claimed(record) end
-        if redis.call('HGET', KEYS[2], 'v') ~= ARGV[5] then return {'conflict'} end
-        if redis.call('HSETNX', KEYS[3], ARGV[12], ARGV[9]) == 0 then return {'exists'} end
-        redis.call('SET', KEYS[1], 'i' .. ARGV[2] .. ARGV[3], 'PX', ARGV[4])
-        redis.call('HSET', KEYS[2], 'v', ARGV[13], 'h', ARGV[6], ARGV[7], ARGV[8])
-        redis.call('ZADD', KEYS[4], ARGV[11], ARGV[10])
-        return {'ok', ARGV[13], false, false}
+        if redis.call('HGET', KEYS[2], 'v') ~= ARGV[4] then return {'conflict'} end
+        if redis.call('HSETNX', KEYS[3], ARGV[11], ARGV[8]) == 0 then return {'exists'} end
+        redis.call('SET', KEYS[1], 'i' .. ARGV[1] .. until_ms(ARGV[2]), 'PX', ARGV[3])
+        redis.call('HSET', KEYS[2], 'v', ARGV[12], 'h', ARGV[5], ARGV[6], ARGV[7])
+        redis.call('ZADD', KEYS[4], ARGV[10], ARGV[9])
+        if ARGV[13] ~= '' then redis.call('SET', KEYS[5], ARGV[13], 'PX', ARGV[14]) end
+        return {'ok', ARGV[12], false, false}
         "
     ))
 });
 
 /// Concludes (or records progress on) an operation: compare-and-set the
 /// header, write the operation, store the answer under the key if its
-/// request is still in flight, move the operation on the due-queue.
+/// request is still in flight, move the operation on the due-queue, give up
+/// or take send claims.
 ///
 /// KEYS: 1 idempotency record (or any key of the shard), 2 payment,
-/// 3 due-queue.
+/// 3 due-queue, 4.. send claims.
 /// ARGV: 1 expected version, 2 header, 3 operation id, 4 operation,
 /// 5 outcome (`` = no key part), 6 the new version, 7 the operation id to
-/// announce final on `po:finals` (`` = none), then D × (`+` | `-`, member,
-/// due ms).
+/// announce final on `po:finals` (`` = none), 8 D, then D × (`+` | `-`,
+/// member, due ms), then C × (`t`ake | `r`elease, fence, ttl ms).
 /// Returns like [`STEP`].
 pub static CONCLUDE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         if redis.call('HGET', KEYS[2], 'v') ~= ARGV[1] then return {'conflict'} end
+        local c_at = 9 + 3 * tonumber(ARGV[8])
+        for j = 4, #KEYS do
+          if ARGV[c_at + 3 * (j - 4)] == 't' and redis.call('EXISTS', KEYS[j]) == 1 then
+            return {'busy'}
+          end
+        end
         local answered = false
         if ARGV[5] ~= '' then
           local record = redis.call('GET', KEYS[1])
@@ -200,11 +237,19 @@ pub static CONCLUDE: LazyLock<Script> = LazyLock::new(|| {
         end
         redis.call('HSET', KEYS[2], 'v', ARGV[6], 'h', ARGV[2], ARGV[3], ARGV[4])
         if ARGV[7] ~= '' then redis.call('PUBLISH', 'po:finals', ARGV[7]) end
-        for i = 8, #ARGV, 3 do
+        for i = 9, c_at - 1, 3 do
           if ARGV[i] == '+' then
             redis.call('ZADD', KEYS[3], ARGV[i + 2], ARGV[i + 1])
           else
             redis.call('ZREM', KEYS[3], ARGV[i + 1])
+          end
+        end
+        for j = 4, #KEYS do
+          local at = c_at + 3 * (j - 4)
+          if ARGV[at] == 't' then
+            redis.call('SET', KEYS[j], ARGV[at + 1], 'PX', ARGV[at + 2])
+          elseif redis.call('GET', KEYS[j]) == ARGV[at + 1] then
+            redis.call('DEL', KEYS[j])
           end
         end
         return {'ok', ARGV[6], false, answered}
