@@ -36,9 +36,10 @@ mod steps;
 mod waiters;
 
 pub use deliveries::{Delivered, FailedDelivery, FailedPage};
-pub use idempotency::IdempotencyKey;
+pub use idempotency::{IdempotencyKey, requested_operation_id, submitted_payment_id};
 // What the children share (they import this parent, never each other).
 use execution::{Held, settle};
+use instruments::Payer;
 use idempotency::{
     Found, Scope, derived_id, fingerprint, found_record, operation_result, outcome_of,
     payment_view, system_id,

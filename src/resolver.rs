@@ -58,7 +58,8 @@ impl Resolver {
     /// Works every item due at `now` (up to one batch).
     pub async fn resolve_due(&self, now: SystemTime) -> Report {
         let mut report = Report::default();
-        let started = std::time::Instant::now();
+        // The runtime's clock: a simulation's paused time moves it too.
+        let started = tokio::time::Instant::now();
         let claimed = self.payments.claim_due(now, self.lease, self.batch).await;
         let items = match claimed {
             Ok(items) => items,

@@ -758,44 +758,103 @@ pub trait SettlementStore: Send + Sync {
 
 // ---- instruments ----
 
-/// Who uses an instrument (a partner's payment token): the payment that
-/// claimed it, its session and merchant. Named by a keyed hash of the
-/// partner and the token, never the token itself.
+/// One payment's claim on an instrument, with when it was made by the
+/// store's clock (ms); `None` in a write: the store's now.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InstrumentClaim {
+pub struct InstrumentAttempt {
     pub payment: Uuid,
-    pub session: Uuid,
-    pub merchant: String,
+    pub at: Option<u64>,
 }
 
-/// A claim as found, with how long ago it was made by the store's clock.
+/// Which payer an instrument (a partner's payment token) belongs to: a
+/// merchant, and the session that claimed it (a single-use instrument is
+/// that session's). `confirmed` once a payment of the payer authorized it;
+/// until then, the payer's payments that claimed it. Named in the store by
+/// a keyed hash of the partner and the token, never the token itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstrumentClaim {
+    pub merchant: String,
+    pub session: Uuid,
+    pub confirmed: bool,
+    pub attempts: Vec<InstrumentAttempt>,
+}
+
+impl InstrumentClaim {
+    /// `1|<session>|<payment>@<ms>;…|<merchant>` (`@now` for the store to
+    /// fill in): one string, compared as a whole to replace it.
+    pub fn encode(&self) -> String {
+        let attempts: Vec<String> = self
+            .attempts
+            .iter()
+            .map(|a| match a.at {
+                Some(at) => format!("{}@{at}", a.payment),
+                None => format!("{}@now", a.payment),
+            })
+            .collect();
+        format!(
+            "{}|{}|{}|{}",
+            u8::from(self.confirmed),
+            self.session,
+            attempts.join(";"),
+            self.merchant
+        )
+    }
+
+    pub fn decode(text: &str) -> Option<InstrumentClaim> {
+        let mut parts = text.splitn(4, '|');
+        let confirmed = parts.next()? == "1";
+        let session = Uuid::try_parse(parts.next()?).ok()?;
+        let attempts = parts
+            .next()?
+            .split(';')
+            .filter(|a| !a.is_empty())
+            .map(|a| {
+                let (payment, at) = a.split_once('@')?;
+                Some(InstrumentAttempt {
+                    payment: Uuid::try_parse(payment).ok()?,
+                    at: Some(at.parse().ok()?),
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(InstrumentClaim {
+            merchant: parts.next()?.to_owned(),
+            session,
+            confirmed,
+            attempts,
+        })
+    }
+}
+
+/// A claim as found: what it says, the store's time when it was read (ms),
+/// and its stored form (what a replacement compares with).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeldInstrument {
     pub claim: InstrumentClaim,
-    pub age: Duration,
+    pub now: u64,
+    pub stored: String,
 }
 
 /// Which payer each instrument belongs to. Each instrument's claim is a key
 /// of its own (its own slot on a cluster): written apart from any step.
 #[async_trait]
 pub trait Instruments: Send + Sync {
-    /// Claims `instrument` for `claim` unless it is claimed: the claim that
-    /// holds it afterwards (`claim` itself if this call took it).
+    /// Claims `instrument` for `claim` unless it is claimed; the claim that
+    /// holds it afterwards (`claim` itself if this call wrote it).
     async fn claim_instrument(
         &self,
         instrument: &str,
         claim: &InstrumentClaim,
     ) -> Result<HeldInstrument, StoreError>;
-    /// Replaces the claim of payment `held` by `claim`; `false` if the
-    /// instrument is no longer `held`'s.
+    /// The claim on `instrument`, if any.
+    async fn instrument(&self, instrument: &str) -> Result<Option<HeldInstrument>, StoreError>;
+    /// Replaces `held` by `claim` (`None`: removes it); `false` if the
+    /// claim changed since it was read.
     async fn replace_instrument(
         &self,
         instrument: &str,
-        held: Uuid,
-        claim: &InstrumentClaim,
+        held: &HeldInstrument,
+        claim: Option<&InstrumentClaim>,
     ) -> Result<bool, StoreError>;
-    /// Gives the instrument up if payment `held` still claims it.
-    async fn release_instrument(&self, instrument: &str, held: Uuid) -> Result<(), StoreError>;
 }
 
 /// Every port: what the use cases are given.

@@ -26,6 +26,7 @@ mod api {
     mod round_trips;
     mod sessions;
     mod settlements;
+    mod simulation;
     mod startup;
     mod store_contract;
     mod tls;

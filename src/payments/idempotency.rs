@@ -72,6 +72,17 @@ pub(super) fn derived_id(merchant: &str, scope: Scope, key: &IdempotencyKey) -> 
     parent.map_or(id, |parent| Shard::of(parent).stamp(id))
 }
 
+/// The id of the payment a `SubmitSession` with `key` creates: derived, so
+/// a caller (or a test) can name it before any answer arrives.
+pub fn submitted_payment_id(merchant: &str, session: Uuid, key: &IdempotencyKey) -> Uuid {
+    derived_id(merchant, Scope::Session(session), key)
+}
+
+/// The id of the operation a capture, refund or void with `key` opens.
+pub fn requested_operation_id(merchant: &str, payment: Uuid, key: &IdempotencyKey) -> Uuid {
+    derived_id(merchant, Scope::Payment(payment), key)
+}
+
 /// The id of a payment's one operation of a purpose (its authorization, its
 /// automatic capture, its compensation, its expiry void): derived, so it is
 /// opened at most once whoever tries.

@@ -1,20 +1,23 @@
 //! An instrument belongs to one payer. Before a submit opens its
 //! authorization, each leg's `(partner, payment_token)` is claimed for the
-//! payment: a single-use instrument (a Walley order) backs one payment — the
-//! same session may retry with it after a declined leg — and a reusable one
-//! (a tokenized card) belongs to the first merchant that used it, which may
-//! use it again. Another payer's instrument is refused with
-//! `PAYMENT_TOKEN_IN_USE` before anything is written or sent.
+//! payer: a single-use instrument (a Walley order) for the session — it
+//! backs one payment, and the same session may retry with it after a
+//! declined leg — and a reusable one (a tokenized card) for the merchant
+//! that first used it, which may use it again. Another payer's instrument
+//! is refused with `PAYMENT_TOKEN_IN_USE` before anything is written or
+//! sent.
 //!
 //! A claim is named by a keyed hash (HMAC-SHA256 with a server secret) of
 //! the partner and the token, never the token: a WePay card id is a small
 //! number that a plain hash would give away. Each claim is a key of its own
 //! (its own slot), so it is taken before the open step, not inside it.
 //!
-//! A claim whose payment never authorized its leg does not hold: a declined
-//! authorization releases it, and a claim found naming a payment that
-//! declined the leg — or a payment that was never opened, once the
-//! idempotency lease has passed — is taken over.
+//! A claim is *confirmed* once one of the payer's payments authorized the
+//! instrument; until then it lists the payer's payments that claimed it.
+//! An unconfirmed claim whose payments all let go — each declined the leg,
+//! or was never opened within the idempotency lease — does not hold: a
+//! declined authorization withdraws its payment, and another payer may take
+//! over a claim nobody backs.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -24,44 +27,181 @@ use super::{PaymentError, Payments, Precondition};
 use crate::{
     domain::payment::{Leg, Payment},
     partners::InstrumentUse,
-    store::{HeldInstrument, InstrumentClaim},
+    store::{HeldInstrument, InstrumentAttempt, InstrumentClaim},
 };
 
 /// How many times a claim is tried against concurrent claimants.
 const CLAIM_ATTEMPTS: usize = 8;
 
+/// The payer a submit claims for.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Payer<'a> {
+    pub merchant: &'a str,
+    pub session: Uuid,
+    pub payment: Uuid,
+}
+
+/// What one of a claim's payments does with the instrument now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Use {
+    /// It authorized the leg: the instrument is the payer's for good.
+    Authorized,
+    /// It may still authorize it (authorizing, or not opened yet).
+    Pending,
+    /// It let go (declined the leg, or was never opened).
+    None,
+}
+
 impl Payments {
     /// The name of a leg's instrument in the store.
     fn instrument(&self, leg: &Leg) -> String {
-        // HMAC takes a key of any length.
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(self.settings.instrument_key.expose().as_bytes())
-                .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+        let key = self.settings.instrument_key.expose().as_bytes();
+        // HMAC takes a key of any length: this cannot fail.
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
+            unreachable!("HMAC accepts any key length")
+        };
         mac.update(leg.partner.as_bytes());
         mac.update(&[0]);
         mac.update(leg.token.expose().as_bytes());
         hex::encode(mac.finalize().into_bytes())
     }
 
-    /// Claims every leg's instrument for the payment, or refuses with
-    /// `PAYMENT_TOKEN_IN_USE` (giving back what this payment claimed).
+    fn single_use(&self, leg: &Leg) -> bool {
+        self.partners
+            .get(&leg.partner)
+            .is_some_and(|p| p.adapter.instrument_use() == InstrumentUse::SingleUse)
+    }
+
+    /// Claims every leg's instrument for the payer, or refuses with
+    /// `PAYMENT_TOKEN_IN_USE` (withdrawing what this payment claimed).
     pub(super) async fn claim_instruments(
         &self,
-        claim: &InstrumentClaim,
+        payer: Payer<'_>,
         legs: &[Leg],
     ) -> Result<(), PaymentError> {
         for (index, leg) in legs.iter().enumerate() {
-            if !self.claim_instrument(claim, leg).await? {
-                self.release_unopened(claim.payment, legs).await?;
+            if !self.claim_instrument(payer, leg).await? {
+                self.release_unopened(payer.payment, legs).await?;
                 return Err(Precondition::PaymentTokenInUse { leg: index }.into());
             }
         }
         Ok(())
     }
 
-    /// Gives back the instruments a payment claimed if it was never opened
-    /// (a submit refused after its claims); a retry of a submit that was
-    /// opened keeps them.
+    /// Whether the leg's instrument is (now) this payer's.
+    async fn claim_instrument(&self, payer: Payer<'_>, leg: &Leg) -> Result<bool, PaymentError> {
+        let instrument = self.instrument(leg);
+        let ours = InstrumentAttempt {
+            payment: payer.payment,
+            at: None,
+        };
+        let fresh = InstrumentClaim {
+            merchant: payer.merchant.to_owned(),
+            session: payer.session,
+            confirmed: false,
+            attempts: vec![ours.clone()],
+        };
+        for _ in 0..CLAIM_ATTEMPTS {
+            let held = self.store.claim_instrument(&instrument, &fresh).await?;
+            let claim = &held.claim;
+            if claim.attempts.iter().any(|a| a.payment == payer.payment) {
+                return Ok(true);
+            }
+            let same_payer = if self.single_use(leg) {
+                claim.session == payer.session
+            } else {
+                claim.merchant == payer.merchant
+            };
+            if claim.confirmed && same_payer {
+                return Ok(true);
+            }
+            if claim.confirmed {
+                return Ok(false);
+            }
+            let (confirmed, kept) = self.still_backing(&held, leg).await?;
+            let replacement = if same_payer {
+                // The payer's own attempt joins the others.
+                InstrumentClaim {
+                    confirmed,
+                    attempts: if confirmed {
+                        Vec::new()
+                    } else {
+                        kept.into_iter().chain([ours.clone()]).collect()
+                    },
+                    ..claim.clone()
+                }
+            } else if confirmed || !kept.is_empty() {
+                return Ok(false);
+            } else {
+                // Nobody backs it: another payer may take it.
+                fresh.clone()
+            };
+            if self
+                .store
+                .replace_instrument(&instrument, &held, Some(&replacement))
+                .await?
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Whether any of a claim's payments authorized the instrument, and the
+    /// ones that may still.
+    async fn still_backing(
+        &self,
+        held: &HeldInstrument,
+        leg: &Leg,
+    ) -> Result<(bool, Vec<InstrumentAttempt>), PaymentError> {
+        let mut kept = Vec::new();
+        for attempt in &held.claim.attempts {
+            match self.use_of(attempt, held.now, leg).await? {
+                Use::Authorized => return Ok((true, Vec::new())),
+                Use::Pending => kept.push(attempt.clone()),
+                Use::None => {}
+            }
+        }
+        Ok((false, kept))
+    }
+
+    /// What a claim's payment does with the leg's instrument.
+    async fn use_of(
+        &self,
+        attempt: &InstrumentAttempt,
+        now: u64,
+        leg: &Leg,
+    ) -> Result<Use, PaymentError> {
+        let Some(header) = self.store.header(attempt.payment).await? else {
+            // A submit between its claim and its open step, within the lease.
+            let age = now.saturating_sub(attempt.at.unwrap_or(now));
+            let lease = u64::try_from(self.settings.idempotency_lease.as_millis()).unwrap_or(u64::MAX);
+            return Ok(if age < lease { Use::Pending } else { Use::None });
+        };
+        let payment = &header.value;
+        // Every leg on this instrument (a split may use one twice).
+        let mut on_it = payment
+            .legs
+            .iter()
+            .zip(&payment.ledger)
+            .filter(|(l, _)| l.partner == leg.partner && l.token == leg.token)
+            .peekable();
+        if on_it.peek().is_none() {
+            return Ok(Use::None);
+        }
+        let authorized = on_it.any(|(_, held)| !held.authorized.is_zero());
+        Ok(if authorized {
+            Use::Authorized
+        } else if !payment.authorization_status.is_final() {
+            Use::Pending
+        } else {
+            Use::None
+        })
+    }
+
+    /// Takes a payment's attempt off its legs' claims (a submit refused
+    /// after its claims, whose payment was never opened; a retry of a
+    /// submit that was opened keeps them).
     pub(super) async fn release_unopened(
         &self,
         payment: Uuid,
@@ -71,107 +211,65 @@ impl Payments {
             return Ok(());
         }
         for leg in legs {
-            self.store
-                .release_instrument(&self.instrument(leg), payment)
-                .await?;
+            self.withdraw(leg, payment).await?;
         }
         Ok(())
     }
 
-    /// Whether the leg's instrument is (now) this payer's.
-    async fn claim_instrument(
-        &self,
-        ours: &InstrumentClaim,
-        leg: &Leg,
-    ) -> Result<bool, PaymentError> {
-        let instrument = self.instrument(leg);
-        let single_use = self
-            .partners
-            .get(&leg.partner)
-            .is_some_and(|p| p.adapter.instrument_use() == InstrumentUse::SingleUse);
-        for _ in 0..CLAIM_ATTEMPTS {
-            let held = self.store.claim_instrument(&instrument, ours).await?;
-            if held.claim.payment == ours.payment {
-                return Ok(true);
-            }
-            let same_payer = if single_use {
-                held.claim.session == ours.session
-            } else {
-                held.claim.merchant == ours.merchant
-            };
-            let backs = self.backs(&held, leg).await?;
-            if same_payer && backs {
-                // The payer's earlier payment still uses it: so may this one.
-                return Ok(true);
-            }
-            if backs {
-                return Ok(false);
-            }
-            // The claim's payment never authorized the leg: it does not hold.
-            if self
-                .store
-                .replace_instrument(&instrument, held.claim.payment, ours)
-                .await?
-            {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
-    /// Whether a claim's payment uses the instrument: it authorized (or is
-    /// authorizing) the leg, or it may still be opened (a submit between its
-    /// claim and its open step, within the idempotency lease).
-    async fn backs(&self, held: &HeldInstrument, leg: &Leg) -> Result<bool, PaymentError> {
-        let Some(header) = self.store.header(held.claim.payment).await? else {
-            return Ok(held.age < self.settings.idempotency_lease);
-        };
-        let payment = &header.value;
-        let Some(index) = payment
-            .legs
-            .iter()
-            .position(|l| l.partner == leg.partner && l.token == leg.token)
-        else {
-            return Ok(false);
-        };
-        let authorized = payment
-            .ledger
-            .get(index)
-            .is_some_and(|held| !held.authorized.is_zero());
-        Ok(!payment.authorization_status.is_final() || authorized)
-    }
-
-    /// After a declined authorization: the instruments of the legs it never
-    /// authorized are free again (best effort: a claim left behind does not
-    /// hold anyway).
+    /// After a declined authorization: its attempt leaves the claims of the
+    /// legs it never authorized (best effort: an attempt left behind does
+    /// not hold anyway).
     pub(super) async fn release_unauthorized(&self, payment: &Payment) {
         if !payment.authorization_status.is_final() {
             return;
         }
-        for (leg, held) in payment.legs.iter().zip(&payment.ledger) {
-            if !held.authorized.is_zero() {
+        for leg in &payment.legs {
+            let authorized = payment
+                .legs
+                .iter()
+                .zip(&payment.ledger)
+                .any(|(l, held)| {
+                    l.partner == leg.partner && l.token == leg.token && !held.authorized.is_zero()
+                });
+            if authorized {
                 continue;
             }
-            if let Err(error) = self
-                .store
-                .release_instrument(&self.instrument(leg), payment.id)
-                .await
-            {
+            if let Err(error) = self.withdraw(leg, payment.id).await {
                 tracing::warn!(%error, payment_id = %payment.id, "instrument claim not released");
             }
         }
     }
 
-    /// The claim a submit makes for its payment.
-    pub(super) fn instrument_claim(
-        merchant: &str,
-        session: Uuid,
-        payment: Uuid,
-    ) -> InstrumentClaim {
-        InstrumentClaim {
-            payment,
-            session,
-            merchant: merchant.to_owned(),
+    /// Takes `payment`'s attempt off the leg's claim; a claim left with no
+    /// attempt and not confirmed is removed.
+    async fn withdraw(&self, leg: &Leg, payment: Uuid) -> Result<(), PaymentError> {
+        let instrument = self.instrument(leg);
+        for _ in 0..CLAIM_ATTEMPTS {
+            let Some(held) = self.store.instrument(&instrument).await? else {
+                return Ok(());
+            };
+            let claim = &held.claim;
+            if claim.confirmed || !claim.attempts.iter().any(|a| a.payment == payment) {
+                return Ok(());
+            }
+            let attempts: Vec<InstrumentAttempt> = claim
+                .attempts
+                .iter()
+                .filter(|a| a.payment != payment)
+                .cloned()
+                .collect();
+            let replacement = (!attempts.is_empty()).then(|| InstrumentClaim {
+                attempts,
+                ..claim.clone()
+            });
+            if self
+                .store
+                .replace_instrument(&instrument, &held, replacement.as_ref())
+                .await?
+            {
+                return Ok(());
+            }
         }
+        Ok(())
     }
 }

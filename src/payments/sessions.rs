@@ -17,7 +17,7 @@
 use uuid::Uuid;
 
 use super::{
-    CancelSession, CreateSession, Found, Held, Idempotent, Keying, MAX_WRITE_ATTEMPTS,
+    CancelSession, CreateSession, Found, Held, Idempotent, Payer, Keying, MAX_WRITE_ATTEMPTS,
     PaymentError, PaymentView, Payments, Precondition, Scope, SubmitSession, Work, derived_id,
     fingerprint, found_record, operation_item, payment_view, system_id,
 };
@@ -181,8 +181,16 @@ impl Payments {
             fingerprint,
         };
         let legs = &request.command.legs;
+        // Claimed before the open step (each claim is a key of its own); a
+        // claim held past half the idempotency lease without the payment
+        // opened could be taken over, so the submit stops then.
+        let claimed_at = tokio::time::Instant::now();
         self.claim_instruments(
-            &Self::instrument_claim(merchant, session_id, payment_id),
+            Payer {
+                merchant,
+                session: session_id,
+                payment: payment_id,
+            },
             legs,
         )
         .await?;
@@ -262,6 +270,9 @@ impl Payments {
                 operation_item(&authorization),
                 now + self.settings.operation_lease,
             ));
+            if claimed_at.elapsed() >= self.settings.idempotency_lease / 2 {
+                return Err(PaymentError::RequestInProgress);
+            }
             // The listing is derived data in other shards: written beside the
             // step, on the same round trip.
             let (committed, indexed) =

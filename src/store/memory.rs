@@ -28,6 +28,7 @@ use super::{
     ListedSession, Notices, OperationWrite, OutboxChange, Outcome, PaymentStore, PaymentWrite,
     SHARDS, SettlementQuery, SettlementStore, Shard, Step, StoreError, StoredPayment, Versioned,
     WebhookDelivery, WebhookOutbox, Write, issue_member, listing_member, settlement_member,
+    unix_millis,
 };
 use crate::{
     clock::Clock,
@@ -193,8 +194,8 @@ pub struct MemoryStore {
     session_listings: Vec<Mutex<Listing>>,
     events: Mutex<HashMap<(String, String), SystemTime>>,
     settlements: Mutex<Settlements>,
-    /// Instrument → its claim and when it was made.
-    instruments: Mutex<HashMap<String, (InstrumentClaim, SystemTime)>>,
+    /// Instrument → its claim, stored as Redis stores it.
+    instruments: Mutex<HashMap<String, String>>,
     session_retention: Duration,
     /// The service's clock: what "expired" means here (Redis uses its own).
     clock: Arc<dyn Clock>,
@@ -1035,42 +1036,47 @@ impl Instruments for MemoryStore {
         instrument: &str,
         claim: &InstrumentClaim,
     ) -> Result<HeldInstrument, StoreError> {
-        let now = self.clock.now();
+        let now = unix_millis(self.clock.now());
         let mut instruments = lock(&self.instruments);
-        let (held, at) = instruments
+        let stored = instruments
             .entry(instrument.to_owned())
-            .or_insert_with(|| (claim.clone(), now));
-        Ok(HeldInstrument {
-            claim: held.clone(),
-            age: now.duration_since(*at).unwrap_or_default(),
-        })
+            .or_insert_with(|| claim.encode().replace("@now", &format!("@{now}")))
+            .clone();
+        held_instrument(stored, now)
+    }
+
+    async fn instrument(&self, instrument: &str) -> Result<Option<HeldInstrument>, StoreError> {
+        let now = unix_millis(self.clock.now());
+        let stored = lock(&self.instruments).get(instrument).cloned();
+        stored.map(|stored| held_instrument(stored, now)).transpose()
     }
 
     async fn replace_instrument(
         &self,
         instrument: &str,
-        held: Uuid,
-        claim: &InstrumentClaim,
+        held: &HeldInstrument,
+        claim: Option<&InstrumentClaim>,
     ) -> Result<bool, StoreError> {
-        let now = self.clock.now();
+        let now = unix_millis(self.clock.now());
         let mut instruments = lock(&self.instruments);
-        match instruments.get_mut(instrument) {
-            Some(entry) if entry.0.payment == held => {
-                *entry = (claim.clone(), now);
-                Ok(true)
+        if instruments.get(instrument) != Some(&held.stored) {
+            return Ok(false);
+        }
+        match claim {
+            Some(claim) => {
+                let stored = claim.encode().replace("@now", &format!("@{now}"));
+                instruments.insert(instrument.to_owned(), stored);
             }
-            _ => Ok(false),
+            None => {
+                instruments.remove(instrument);
+            }
         }
+        Ok(true)
     }
+}
 
-    async fn release_instrument(&self, instrument: &str, held: Uuid) -> Result<(), StoreError> {
-        let mut instruments = lock(&self.instruments);
-        if instruments
-            .get(instrument)
-            .is_some_and(|(claim, _)| claim.payment == held)
-        {
-            instruments.remove(instrument);
-        }
-        Ok(())
-    }
+fn held_instrument(stored: String, now: u64) -> Result<HeldInstrument, StoreError> {
+    let claim = InstrumentClaim::decode(&stored)
+        .ok_or_else(|| StoreError::Corrupt("an instrument claim".into()))?;
+    Ok(HeldInstrument { claim, now, stored })
 }

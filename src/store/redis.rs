@@ -208,30 +208,38 @@ fn instrument_key(instrument: &str) -> String {
     format!("po:{{tok:{instrument}}}")
 }
 
-/// `payment|session|ms|merchant`, `ms` by Redis's clock.
+/// Claims an instrument unless claimed (`@now` becomes Redis's time in
+/// ms); answers the claim that holds it and Redis's time.
 const CLAIM_INSTRUMENT: &str = r"
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
 local held = redis.call('GET', KEYS[1])
 if not held then
-  held = ARGV[1] .. '|' .. ARGV[2] .. '|' .. string.format('%.0f', now) .. '|' .. ARGV[3]
+  held = string.gsub(ARGV[1], '@now', '@' .. now)
   redis.call('SET', KEYS[1], held)
 end
-return {held, string.format('%.0f', now)}
+return {held, now}
 ";
 
-/// Replaces (ARGV[4] = `r`) or deletes (`d`) the claim of payment ARGV[5].
-const CHANGE_INSTRUMENT: &str = r"
-local held = redis.call('GET', KEYS[1])
-if not held or string.sub(held, 1, 36) ~= ARGV[5] then return 0 end
-if ARGV[4] == 'd' then
+/// Replaces the claim ARGV[1] (as read) by ARGV[2] (`` removes it);
+/// 0 if it changed since.
+const REPLACE_INSTRUMENT: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then
   redis.call('DEL', KEYS[1])
   return 1
 end
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[2] .. '|' .. string.format('%.0f', now) .. '|' .. ARGV[3])
+local now = string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+redis.call('SET', KEYS[1], (string.gsub(ARGV[2], '@now', '@' .. now)))
 return 1
+";
+
+/// What GET of a claim answers, with Redis's time.
+const READ_INSTRUMENT: &str = r"
+local t = redis.call('TIME')
+local now = string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+return {redis.call('GET', KEYS[1]) or '', now}
 ";
 
 fn lease_key(name: &str) -> String {
@@ -1579,28 +1587,16 @@ impl SettlementStore for RedisStore {
 
 static CLAIM_INSTRUMENT_SCRIPT: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(CLAIM_INSTRUMENT));
-static CHANGE_INSTRUMENT_SCRIPT: std::sync::LazyLock<redis::Script> =
-    std::sync::LazyLock::new(|| redis::Script::new(CHANGE_INSTRUMENT));
+static REPLACE_INSTRUMENT_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(REPLACE_INSTRUMENT));
+static READ_INSTRUMENT_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(READ_INSTRUMENT));
 
-/// A claim as stored: `payment|session|ms|merchant`.
-fn held_instrument(held: &str, now: &str) -> Result<HeldInstrument, StoreError> {
-    let mut parts = held.splitn(4, '|');
-    let (Some(payment), Some(session), Some(at), Some(merchant)) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(corrupt("an instrument claim"));
-    };
-    let parse = |id: &str| Uuid::try_parse(id).map_err(|_| corrupt("an instrument claim"));
-    let at: u64 = at.parse().map_err(|_| corrupt("an instrument claim"))?;
-    let now: u64 = now.parse().map_err(|_| corrupt("the store's time"))?;
-    Ok(HeldInstrument {
-        claim: InstrumentClaim {
-            payment: parse(payment)?,
-            session: parse(session)?,
-            merchant: merchant.to_owned(),
-        },
-        age: Duration::from_millis(now.saturating_sub(at)),
-    })
+fn held_instrument(stored: String, now: &str) -> Result<HeldInstrument, StoreError> {
+    let claim =
+        InstrumentClaim::decode(&stored).ok_or_else(|| corrupt("an instrument claim"))?;
+    let now = now.parse().map_err(|_| corrupt("the store's time"))?;
+    Ok(HeldInstrument { claim, now, stored })
 }
 
 #[async_trait]
@@ -1613,47 +1609,40 @@ impl Instruments for RedisStore {
         let mut connection = self.connection();
         let (held, now): (String, String) = CLAIM_INSTRUMENT_SCRIPT
             .key(instrument_key(instrument))
-            .arg(claim.payment.to_string())
-            .arg(claim.session.to_string())
-            .arg(&claim.merchant)
+            .arg(claim.encode())
             .invoke_async(&mut connection)
             .await
             .map_err(write_failed)?;
-        held_instrument(&held, &now)
+        held_instrument(held, &now)
+    }
+
+    async fn instrument(&self, instrument: &str) -> Result<Option<HeldInstrument>, StoreError> {
+        let mut connection = self.connection();
+        let (held, now): (String, String) = READ_INSTRUMENT_SCRIPT
+            .key(instrument_key(instrument))
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        if held.is_empty() {
+            return Ok(None);
+        }
+        held_instrument(held, &now).map(Some)
     }
 
     async fn replace_instrument(
         &self,
         instrument: &str,
-        held: Uuid,
-        claim: &InstrumentClaim,
+        held: &HeldInstrument,
+        claim: Option<&InstrumentClaim>,
     ) -> Result<bool, StoreError> {
         let mut connection = self.connection();
-        let changed: i64 = CHANGE_INSTRUMENT_SCRIPT
+        let replaced: i64 = REPLACE_INSTRUMENT_SCRIPT
             .key(instrument_key(instrument))
-            .arg(claim.payment.to_string())
-            .arg(claim.session.to_string())
-            .arg(&claim.merchant)
-            .arg("r")
-            .arg(held.to_string())
+            .arg(&held.stored)
+            .arg(claim.map(InstrumentClaim::encode).unwrap_or_default())
             .invoke_async(&mut connection)
             .await
             .map_err(write_failed)?;
-        Ok(changed == 1)
-    }
-
-    async fn release_instrument(&self, instrument: &str, held: Uuid) -> Result<(), StoreError> {
-        let mut connection = self.connection();
-        CHANGE_INSTRUMENT_SCRIPT
-            .key(instrument_key(instrument))
-            .arg("")
-            .arg("")
-            .arg("")
-            .arg("d")
-            .arg(held.to_string())
-            .invoke_async::<i64>(&mut connection)
-            .await
-            .map(drop)
-            .map_err(write_failed)
+        Ok(replaced == 1)
     }
 }

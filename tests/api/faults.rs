@@ -47,12 +47,22 @@ pub enum Fault {
     AnswerLost,
 }
 
-/// Wraps a store; counts its calls while armed and faults call `k`.
+/// Decides, call by call, what happens to each store call (a simulation's
+/// seeded faults and stalls).
+pub trait Chaos: Send + Sync + std::fmt::Debug {
+    /// The fault of the next call, if any, and how long it stalls before it
+    /// applies and before its answer arrives.
+    fn next_call(&self) -> (Option<Fault>, Duration, Duration);
+}
+
+/// Wraps a store; counts its calls while armed and faults call `k`, or
+/// faults what its [`Chaos`] says.
 #[derive(Debug)]
 pub struct FaultyStore {
     inner: Arc<dyn Store>,
     calls: AtomicUsize,
     plan: Mutex<Option<Plan>>,
+    chaos: Option<Arc<dyn Chaos>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -66,6 +76,17 @@ impl FaultyStore {
             inner,
             calls: AtomicUsize::new(0),
             plan: Mutex::new(None),
+            chaos: None,
+        })
+    }
+
+    /// Every call as `chaos` decides.
+    pub fn with_chaos(inner: Arc<dyn Store>, chaos: Arc<dyn Chaos>) -> Arc<FaultyStore> {
+        Arc::new(FaultyStore {
+            inner,
+            calls: AtomicUsize::new(0),
+            plan: Mutex::new(None),
+            chaos: Some(chaos),
         })
     }
 
@@ -85,6 +106,25 @@ impl FaultyStore {
         &self,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
+        if let Some(chaos) = &self.chaos {
+            let (fault, before, after) = chaos.next_call();
+            if !before.is_zero() {
+                tokio::time::sleep(before).await;
+            }
+            if fault == Some(Fault::BeforeApplying) {
+                return Err(StoreError::Unavailable("injected: refused".into()));
+            }
+            let result = call.await;
+            if !after.is_zero() {
+                tokio::time::sleep(after).await;
+            }
+            return match fault {
+                Some(Fault::AnswerLost) => {
+                    Err(StoreError::Unknown("injected: the answer was lost".into()))
+                }
+                _ => result,
+            };
+        }
         let Some(plan) = *self.plan.lock().unwrap() else {
             return call.await;
         };
@@ -207,17 +247,16 @@ impl Instruments for FaultyStore {
         self.call(self.inner.claim_instrument(instrument, claim))
             .await
     }
+    async fn instrument(&self, instrument: &str) -> Result<Option<HeldInstrument>, StoreError> {
+        self.call(self.inner.instrument(instrument)).await
+    }
     async fn replace_instrument(
         &self,
         instrument: &str,
-        held: Uuid,
-        claim: &InstrumentClaim,
+        held: &HeldInstrument,
+        claim: Option<&InstrumentClaim>,
     ) -> Result<bool, StoreError> {
         self.call(self.inner.replace_instrument(instrument, held, claim))
-            .await
-    }
-    async fn release_instrument(&self, instrument: &str, held: Uuid) -> Result<(), StoreError> {
-        self.call(self.inner.release_instrument(instrument, held))
             .await
     }
 }
