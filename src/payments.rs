@@ -39,11 +39,11 @@ pub use deliveries::{Delivered, FailedDelivery, FailedPage};
 pub use idempotency::{IdempotencyKey, requested_operation_id, submitted_payment_id};
 // What the children share (they import this parent, never each other).
 use execution::{Held, settle};
-use instruments::Payer;
 use idempotency::{
     Found, Scope, derived_id, fingerprint, found_record, operation_result, outcome_of,
     payment_view, system_id,
 };
+use instruments::Payer;
 pub use listing::{
     DEFAULT_PAGE_SIZE, ListOperations, ListPayments, ListSessions, MAX_PAGE_SIZE, OperationFilter,
     OperationPage, PaymentFilter, PaymentPage, SessionFilter, SessionPage,

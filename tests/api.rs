@@ -16,6 +16,7 @@ mod api {
     mod faults;
     mod fuzz;
     mod idempotency;
+    mod money_safety;
     mod operations;
     mod operations_ready;
     mod partner_config;

@@ -175,7 +175,8 @@ impl Payments {
         let Some(header) = self.store.header(attempt.payment).await? else {
             // A submit between its claim and its open step, within the lease.
             let age = now.saturating_sub(attempt.at.unwrap_or(now));
-            let lease = u64::try_from(self.settings.idempotency_lease.as_millis()).unwrap_or(u64::MAX);
+            let lease =
+                u64::try_from(self.settings.idempotency_lease.as_millis()).unwrap_or(u64::MAX);
             return Ok(if age < lease { Use::Pending } else { Use::None });
         };
         let payment = &header.value;
@@ -224,13 +225,9 @@ impl Payments {
             return;
         }
         for leg in &payment.legs {
-            let authorized = payment
-                .legs
-                .iter()
-                .zip(&payment.ledger)
-                .any(|(l, held)| {
-                    l.partner == leg.partner && l.token == leg.token && !held.authorized.is_zero()
-                });
+            let authorized = payment.legs.iter().zip(&payment.ledger).any(|(l, held)| {
+                l.partner == leg.partner && l.token == leg.token && !held.authorized.is_zero()
+            });
             if authorized {
                 continue;
             }

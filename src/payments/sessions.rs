@@ -17,7 +17,7 @@
 use uuid::Uuid;
 
 use super::{
-    CancelSession, CreateSession, Found, Held, Idempotent, Payer, Keying, MAX_WRITE_ATTEMPTS,
+    CancelSession, CreateSession, Found, Held, Idempotent, Keying, MAX_WRITE_ATTEMPTS, Payer,
     PaymentError, PaymentView, Payments, Precondition, Scope, SubmitSession, Work, derived_id,
     fingerprint, found_record, operation_item, payment_view, system_id,
 };

@@ -1048,7 +1048,9 @@ impl Instruments for MemoryStore {
     async fn instrument(&self, instrument: &str) -> Result<Option<HeldInstrument>, StoreError> {
         let now = unix_millis(self.clock.now());
         let stored = lock(&self.instruments).get(instrument).cloned();
-        stored.map(|stored| held_instrument(stored, now)).transpose()
+        stored
+            .map(|stored| held_instrument(stored, now))
+            .transpose()
     }
 
     async fn replace_instrument(

@@ -1593,8 +1593,7 @@ static READ_INSTRUMENT_SCRIPT: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(READ_INSTRUMENT));
 
 fn held_instrument(stored: String, now: &str) -> Result<HeldInstrument, StoreError> {
-    let claim =
-        InstrumentClaim::decode(&stored).ok_or_else(|| corrupt("an instrument claim"))?;
+    let claim = InstrumentClaim::decode(&stored).ok_or_else(|| corrupt("an instrument claim"))?;
     let now = now.parse().map_err(|_| corrupt("the store's time"))?;
     Ok(HeldInstrument { claim, now, stored })
 }

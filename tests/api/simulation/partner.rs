@@ -154,21 +154,30 @@ impl SimPartner {
         let refusing = {
             let mut ledger = self.ledger.lock().unwrap();
             let now = Instant::now();
-            if self.dice.faults() && ledger.refusing_until.is_none_or(|until| until <= now) && self.dice.below(25) == 0 {
+            if self.dice.faults()
+                && ledger.refusing_until.is_none_or(|until| until <= now)
+                && self.dice.below(25) == 0
+            {
                 ledger.refusing_until = Some(now + Duration::from_millis(self.dice.below(6000)));
             }
             ledger.refusing_until.is_some_and(|until| until > now)
         };
-        let fate = if refusing { Fate::Unavailable } else { self.fate() };
+        let fate = if refusing {
+            Fate::Unavailable
+        } else {
+            self.fate()
+        };
         match fate {
             Fate::Unavailable => {
-                self.trace.note(format!("{} {key}: refused for now", self.name));
+                self.trace
+                    .note(format!("{} {key}: refused for now", self.name));
                 return Err(PartnerError::Unavailable {
                     description: "429".into(),
                 });
             }
             Fate::LostRequest => {
-                self.trace.note(format!("{} {key}: request lost", self.name));
+                self.trace
+                    .note(format!("{} {key}: request lost", self.name));
                 tokio::time::sleep(HANG).await;
                 return Err(PartnerError::Unknown {
                     description: "never answered".into(),
@@ -212,7 +221,8 @@ impl SimPartner {
         if self.dedupes(request.kind)
             && let Some(done) = ledger.done.get(&key)
         {
-            self.trace.note(format!("{} {key}: deduplicated", self.name));
+            self.trace
+                .note(format!("{} {key}: deduplicated", self.name));
             return done.answer(now);
         }
         let result = match fate {

@@ -305,16 +305,21 @@ impl World {
                 trace.clone(),
             ),
         ];
-        let methods = [("card", "creditcard"), ("gift", "giftcard"), ("plain", "invoice")];
+        let methods = [
+            ("card", "creditcard"),
+            ("gift", "giftcard"),
+            ("plain", "invoice"),
+        ];
         let registry = Partners::new(
             partners
                 .iter()
                 .zip(methods)
                 .map(|(partner, (name, method))| {
-                    let mut configured =
-                        ConfiguredPartner::new(Arc::new(partner.clone()), "sandbox", vec![
-                            method.into(),
-                        ]);
+                    let mut configured = ConfiguredPartner::new(
+                        Arc::new(partner.clone()),
+                        "sandbox",
+                        vec![method.into()],
+                    );
                     configured.timeout = PARTNER_TIMEOUT;
                     configured.retry = RetryPolicy {
                         first_pause: Duration::from_millis(100),
@@ -413,10 +418,15 @@ impl World {
                 )
                 .await
                 .expect("a session opens without faults");
-            self.trace
-                .note(format!("session {} of {merchant}: {amount} {mode:?}", session.session.id));
-            self.sessions
-                .push((merchant, session.session.id, Amount::from_minor(amount).expect("amount")));
+            self.trace.note(format!(
+                "session {} of {merchant}: {amount} {mode:?}",
+                session.session.id
+            ));
+            self.sessions.push((
+                merchant,
+                session.session.id,
+                Amount::from_minor(amount).expect("amount"),
+            ));
         }
         self.dice.set_faults(true);
     }
@@ -448,7 +458,8 @@ impl World {
                     1 => -600_000,
                     _ => 0,
                 };
-                self.trace.note(format!("e{executor} clock jumps to {by} ms"));
+                self.trace
+                    .note(format!("e{executor} clock jumps to {by} ms"));
                 self.executors[executor].clock.jump(by);
             }
         }
@@ -575,7 +586,11 @@ impl World {
 
     /// Runs a request on an executor, concurrently with everything else.
     fn send(&mut self, executor: usize, request: Request) {
-        if !self.requests.iter().any(|r| r.creates() == request.creates()) {
+        if !self
+            .requests
+            .iter()
+            .any(|r| r.creates() == request.creates())
+        {
             self.requests.push(request.clone());
         }
         let payments = self.executors[executor].payments.clone();
@@ -593,7 +608,13 @@ impl World {
                         .submit_session(merchant, Idempotent { key, command })
                         .await;
                     let named = result.as_ref().ok().map(|view| view.header.id);
-                    (format!("submit: {:?}", result.map(|v| v.header.authorization_status)), named)
+                    (
+                        format!(
+                            "submit: {:?}",
+                            result.map(|v| v.header.authorization_status)
+                        ),
+                        named,
+                    )
                 }
                 Request::Operate {
                     merchant,
@@ -635,7 +656,9 @@ impl World {
             executor.clock.jump(0);
             while executor.calls.join_next().await.is_some() {}
         }
-        for pause in [1, 3, 10, 30, 60, 120, 300, 600, 1800, 3600, 3600, 7200, 7200] {
+        for pause in [
+            1, 3, 10, 30, 60, 120, 300, 600, 1800, 3600, 3600, 7200, 7200,
+        ] {
             tokio::time::sleep(Duration::from_secs(pause)).await;
             for (index, executor) in self.executors.iter().enumerate() {
                 let report = executor.resolver.resolve_due(executor.clock.now()).await;
@@ -677,10 +700,14 @@ impl World {
             if summed != header.ledger {
                 violations.push(format!("{id}: the ledger is not the sum of the operations"));
             }
-            let authorization = stored.operations.iter().find(|op| op.id == header.authorization_id);
+            let authorization = stored
+                .operations
+                .iter()
+                .find(|op| op.id == header.authorization_id);
             for (index, (leg, ours)) in header.legs.iter().zip(&header.ledger).enumerate() {
                 let at = format!("{id} leg {index} ({})", leg.partner);
-                let within = ours.captured.minor() + ours.capture_pending.minor()
+                let within = ours.captured.minor()
+                    + ours.capture_pending.minor()
                     + ours.voided.minor()
                     + ours.void_pending.minor();
                 if within > ours.authorized.minor() + ours.authorize_pending.minor()
@@ -737,8 +764,18 @@ impl World {
                     _ => {}
                 }
                 for (what, partner_side, done, pending) in [
-                    ("captured", hold.captured, ours.captured, ours.capture_pending),
-                    ("refunded", hold.refunded, ours.refunded, ours.refund_pending),
+                    (
+                        "captured",
+                        hold.captured,
+                        ours.captured,
+                        ours.capture_pending,
+                    ),
+                    (
+                        "refunded",
+                        hold.refunded,
+                        ours.refunded,
+                        ours.refund_pending,
+                    ),
                     ("voided", hold.voided, ours.voided, ours.void_pending),
                 ] {
                     let (low, high) = (done.minor(), done.minor() + pending.minor());
@@ -813,7 +850,11 @@ impl World {
             let Ok(Some(stored)) = self.store.payment(id).await else {
                 continue;
             };
-            for op in stored.operations.iter().filter_map(|op: &Operation| op.origin) {
+            for op in stored
+                .operations
+                .iter()
+                .filter_map(|op: &Operation| op.origin)
+            {
                 if !seen.insert(op.record) {
                     violations.push(format!("two operations for the request {}", op.record));
                 }

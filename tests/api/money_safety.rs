@@ -1,0 +1,401 @@
+//! Money safety against the Walley and WePay simulations, run as real
+//! processes: an instrument belongs to one payer; a partner call without an
+//! idempotency key is sent once, whatever Syncs, resolvers and clocks do;
+//! an unknown outcome stays unknown until an authoritative answer; a
+//! partner's answer for another amount goes to review.
+
+use std::time::Duration;
+
+use payment_orchestrator::api::proto::{self, OperationStatus::*};
+use serde_json::json;
+use tonic::Code;
+
+use super::{harness::*, redis_server::RedisServer, simulator::Partners};
+
+fn walley(amount: i64, order: &str) -> proto::SplitLeg {
+    leg("walley", "invoice", amount, order)
+}
+
+fn wepay(amount: i64, card: &str) -> proto::SplitLeg {
+    leg("wepay", "creditcard", amount, card)
+}
+
+/// A session of the merchant with API key `key` (the harness's order
+/// reference).
+async fn session_of(server: &TestServer, key: &str, amount: i64) -> proto::Session {
+    server
+        .sessions_as(Some(key))
+        .create_session(create_request(amount, proto::CaptureMode::Manual))
+        .await
+        .expect("session created")
+        .into_inner()
+}
+
+async fn submit_as(
+    server: &TestServer,
+    key: &str,
+    session: &str,
+    split: Vec<proto::SplitLeg>,
+) -> Result<proto::Payment, tonic::Status> {
+    server
+        .sessions_as(Some(key))
+        .submit_session(proto::SubmitSessionRequest {
+            session_id: session.into(),
+            idempotency_key: new_key(),
+            split,
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Refused with `PAYMENT_TOKEN_IN_USE`, naming the leg, the session still
+/// OPEN.
+async fn assert_in_use(
+    server: &TestServer,
+    key: &str,
+    session: &proto::Session,
+    result: Result<proto::Payment, tonic::Status>,
+) {
+    let status = result.expect_err("another payer's instrument is refused");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert_eq!(reason(&status).as_deref(), Some("PAYMENT_TOKEN_IN_USE"));
+    let now = server
+        .sessions_as(Some(key))
+        .get_session(proto::GetSessionRequest {
+            session_id: session.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(now.status(), proto::SessionStatus::Open);
+    assert!(now.payment_id.is_empty(), "no payment was opened");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_walley_order_backs_one_payment_of_one_merchant() {
+    let partners = Partners::start().await;
+    let server = partners.server().await;
+    let order = partners
+        .walley
+        .order(json!({ "amount": 50.00, "currency": "EUR" }))
+        .await;
+    let ours = session_of(&server, DEMO_KEY, 5000).await;
+    let payment = submit_as(&server, DEMO_KEY, &ours.id, vec![walley(5000, &order)])
+        .await
+        .unwrap();
+    assert_eq!(payment.state(), proto::PaymentState::Authorized);
+    let reads = partners
+        .walley
+        .requests(&format!("/manage/orders/{order}"))
+        .await;
+
+    // Another merchant with the same order.
+    let theirs = session_of(&server, OTHER_KEY, 5000).await;
+    let refused = submit_as(&server, OTHER_KEY, &theirs.id, vec![walley(5000, &order)]).await;
+    assert_in_use(&server, OTHER_KEY, &theirs, refused).await;
+    // The same merchant, a second payment on the same order.
+    let second = session_of(&server, DEMO_KEY, 5000).await;
+    let refused = submit_as(&server, DEMO_KEY, &second.id, vec![walley(5000, &order)]).await;
+    assert_in_use(&server, DEMO_KEY, &second, refused).await;
+    assert_eq!(
+        partners
+            .walley
+            .requests(&format!("/manage/orders/{order}"))
+            .await,
+        reads,
+        "no partner was called for a refused instrument"
+    );
+
+    // The owner's payment is untouched: its capture takes the whole order.
+    let captured = server
+        .payments()
+        .capture(capture(&payment, None))
+        .await
+        .unwrap()
+        .into_inner()
+        .operation
+        .unwrap();
+    assert_ne!(captured.status(), Failure, "{captured:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wepay_card_belongs_to_the_first_merchant_which_may_reuse_it() {
+    let partners = Partners::start().await;
+    let server = partners.server().await;
+    let card = partners.wepay.card(json!({})).await;
+    let first = session_of(&server, DEMO_KEY, 4000).await;
+    let payment = submit_as(&server, DEMO_KEY, &first.id, vec![wepay(4000, &card)])
+        .await
+        .unwrap();
+    assert_eq!(payment.state(), proto::PaymentState::Authorized);
+    let checkouts = partners.wepay.requests("/checkout/create").await;
+
+    let theirs = session_of(&server, OTHER_KEY, 9900).await;
+    let refused = submit_as(&server, OTHER_KEY, &theirs.id, vec![wepay(9900, &card)]).await;
+    assert_in_use(&server, OTHER_KEY, &theirs, refused).await;
+    assert_eq!(
+        partners.wepay.requests("/checkout/create").await,
+        checkouts,
+        "no checkout was created for another merchant"
+    );
+
+    // The owner reuses its shopper's card for another payment.
+    let again = session_of(&server, DEMO_KEY, 2500).await;
+    let reused = submit_as(&server, DEMO_KEY, &again.id, vec![wepay(2500, &card)])
+        .await
+        .unwrap();
+    assert_eq!(reused.state(), proto::PaymentState::Authorized);
+}
+
+/// A partner configuration beside the simulations': WePay with a timeout
+/// long enough to wait for a slow refund.
+fn patient_wepay(partners: &Partners) -> String {
+    let at = partners
+        .config
+        .find("[partners.wepay]")
+        .expect("wepay table");
+    let (before, after) = partners.config.split_at(at);
+    format!(
+        "{before}{}",
+        after.replacen("timeout = \"1s\"", "timeout = \"10s\"", 1)
+    )
+}
+
+/// A captured WePay payment whose refund of 10.00 WePay answers after 6 s.
+async fn slow_refund(
+    partners: &Partners,
+    server: &TestServer,
+) -> (proto::Payment, proto::RefundRequest) {
+    let card = partners
+        .wepay
+        .card(json!({ "faults": [{ "on": "refund", "effect": "slow:6000" }] }))
+        .await;
+    let payment = authorized(server, vec![wepay(5000, &card)]).await;
+    server
+        .payments()
+        .capture(capture(&payment, None))
+        .await
+        .unwrap();
+    let request = refund(&payment, Some(1000));
+    (payment, request)
+}
+
+fn admin(
+    server: &TestServer,
+) -> proto::admin_service_client::AdminServiceClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>,
+> {
+    proto::admin_service_client::AdminServiceClient::with_interceptor(
+        server.channel(),
+        Bearer::new("sk_test_admin"),
+    )
+}
+
+/// One refund POST and one refund on WePay's ledger, the operation SUCCESS.
+async fn refunded_once(partners: &Partners, server: &TestServer, operation: &str) {
+    assert_eq!(partners.wepay.requests("/checkout/refund").await, 1);
+    assert_eq!(partners.wepay.executed("refund").await.len(), 1);
+    assert_eq!(operation_now(server, operation).await.status(), Success);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_syncs_during_a_slow_wepay_refund_send_it_once() {
+    let partners = Partners::start().await;
+    let flags = config_file(&patient_wepay(&partners));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let server = TestServer::start_with(&flags).await;
+    let (payment, request) = slow_refund(&partners, &server).await;
+    let mut payments = server.payments();
+    let refunding = tokio::spawn(async move { payments.refund(request).await });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let stored = server
+        .payments()
+        .get_payment(proto::GetPaymentRequest {
+            payment_id: payment.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let operation = stored.refunds[0].id.clone();
+    let syncs = (0..3).map(|_| {
+        let mut admin = admin(&server);
+        let id = operation.clone();
+        tokio::spawn(async move {
+            admin
+                .sync_operation(proto::SyncOperationRequest { operation_id: id })
+                .await
+        })
+    });
+    for sync in futures_util::future::join_all(syncs).await {
+        let synced = sync.unwrap().unwrap().into_inner();
+        // Answered as it stands: the refund is still on its way.
+        assert!(!synced.status().eq(&Failure), "{synced:?}");
+    }
+    let refunded = refunding.await.unwrap().unwrap().into_inner();
+    assert_eq!(refunded.operation.unwrap().status(), Success);
+    refunded_once(&partners, &server, &operation).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolver_whose_claim_runs_out_mid_item_never_sends_a_refund_again() {
+    let partners = Partners::start().await;
+    let mut flags = config_file(&patient_wepay(&partners)).to_vec();
+    flags.extend(["--resolver-lease".into(), "1s".into()]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let server = TestServer::start_with(&flags).await;
+    let (payment, request) = slow_refund(&partners, &server).await;
+    let mut payments = server.payments();
+    let refunding = tokio::spawn(async move { payments.refund(request).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Past the operation lease (every claim ran out by the server's clock):
+    // resolver steps, each lease of 1 s outlived by its item, one after the
+    // other while the refund is still on its way.
+    server.clock.advance(Duration::from_secs(61));
+    for _ in 0..4 {
+        let resolver = server.resolver.clone();
+        let now = server.clock.now_time();
+        tokio::spawn(async move { resolver.resolve_due(now).await });
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        server.clock.advance(Duration::from_secs(2));
+    }
+    let refunded = refunding.await.unwrap().unwrap().into_inner();
+    let operation = refunded.operation.unwrap();
+    // The refund either answered in time or is found by the next lookup.
+    server.resolve_after(Duration::from_secs(60)).await;
+    refunded_once(&partners, &server, &operation.id).await;
+    let amounts = amounts(&payment_now(&server, &payment.id).await);
+    assert_eq!((amounts.total_refunded, amounts.refund_pending), (1000, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_clock_jumps_ten_minutes_never_sends_a_refund_again() {
+    let partners = Partners::start().await;
+    let redis = RedisServer::start();
+    let mut flags = config_file(&patient_wepay(&partners)).to_vec();
+    flags.extend(["--redis-url".into(), redis.url()]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let a = TestServer::start_with(&flags).await;
+    let b = TestServer::start_on(
+        &flags,
+        payment_orchestrator::clock::ManualClock::new(a.clock.now_time()),
+        None,
+    )
+    .await;
+    let (_, request) = slow_refund(&partners, &a).await;
+    let mut payments = a.payments();
+    let refunding = tokio::spawn(async move { payments.refund(request).await });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // B's clock jumps ten minutes: everything A holds looks due to it.
+    b.clock.advance(Duration::from_secs(600));
+    let report = b.resolver.resolve_due(b.clock.now_time()).await;
+    assert_eq!(report.finalized, 0, "{report:?}");
+    let refunded = refunding.await.unwrap().unwrap().into_inner();
+    let operation = refunded.operation.unwrap();
+    assert_eq!(operation.status(), Success);
+    b.clock.advance(Duration::from_secs(600));
+    b.resolver.resolve_due(b.clock.now_time()).await;
+    refunded_once(&partners, &a, &operation.id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_walley_resend_refused_after_a_lost_first_attempt_stays_uncertain() {
+    let partners = Partners::start().await;
+    let server = partners.server().await;
+    let order = partners
+        .walley
+        .order(json!({ "amount": 40.00, "currency": "EUR", "faults": [
+            { "on": "capture", "effect": "lost" },
+            { "on": "capture", "effect": "429", "times": 50 },
+        ]}))
+        .await;
+    let payment = authorized(&server, vec![walley(4000, &order)]).await;
+    let operation = server
+        .payments()
+        .capture(capture(&payment, Some(3000)))
+        .await
+        .unwrap()
+        .into_inner()
+        .operation
+        .unwrap();
+    assert_eq!(
+        operation.status(),
+        Uncertain,
+        "the first attempt's answer is lost"
+    );
+    // The partner has no trace of it; every re-send is refused for now.
+    for _ in 0..3 {
+        server.resolve_after(Duration::from_secs(61)).await;
+        let now = operation_now(&server, &operation.id).await;
+        assert_eq!(now.status(), Uncertain, "{now:?}");
+        let held = amounts(&payment_now(&server, &payment.id).await);
+        assert_eq!(
+            (held.capture_pending, held.available_to_capture),
+            (3000, 1000),
+            "the reservation is kept"
+        );
+    }
+    assert!(partners.walley.requests("/captures").await >= 2, "re-sent");
+    assert!(partners.walley.executed("capture").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_walley_action_booked_for_another_amount_goes_to_review() {
+    let partners = Partners::start().await;
+    let server = partners.server().await;
+    let order = partners
+        .walley
+        .order(json!({ "amount": 40.00, "currency": "EUR", "faults": [
+            { "on": "capture", "effect": "alter" },
+        ]}))
+        .await;
+    let payment = authorized(&server, vec![walley(4000, &order)]).await;
+    let operation = server
+        .payments()
+        .capture(capture(&payment, Some(3000)))
+        .await
+        .unwrap()
+        .into_inner()
+        .operation
+        .unwrap();
+    assert_eq!(operation.status(), Pending, "accepted, processed later");
+    server.resolve_after(Duration::from_secs(5)).await;
+    let now = operation_now(&server, &operation.id).await;
+    assert_eq!(
+        now.status(),
+        Uncertain,
+        "never booked at our amount: {now:?}"
+    );
+    assert!(now.requires_review);
+    let note = &now.history.last().unwrap().note;
+    assert!(
+        note.contains("29.99") && note.contains("30.00"),
+        "both figures: {note}"
+    );
+    let held = amounts(&payment_now(&server, &payment.id).await);
+    assert_eq!((held.total_captured, held.capture_pending), (0, 3000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wepay_checkout_for_another_amount_goes_to_review() {
+    let partners = Partners::start().await;
+    let server = partners.server().await;
+    let card = partners
+        .wepay
+        .card(json!({ "faults": [{ "on": "create", "effect": "alter" }] }))
+        .await;
+    let session = open_session(&server, 2500, proto::CaptureMode::Manual).await;
+    let payment = submit(&server, &session.id, vec![wepay(2500, &card)])
+        .await
+        .unwrap();
+    let authorization = payment.authorization.unwrap();
+    assert_eq!(authorization.status(), Uncertain, "{authorization:?}");
+    assert!(authorization.requires_review);
+    assert!(
+        authorization
+            .history
+            .iter()
+            .any(|h| h.note.contains("24.99") && h.note.contains("25.00")),
+        "{:?}",
+        authorization.history
+    );
+}
