@@ -4,11 +4,13 @@
 //! proto types or `tonic::Status`.
 
 mod convert;
+pub mod detached;
 pub mod edge;
 mod error;
 pub mod events;
 mod settlements;
 
+pub use detached::Detached;
 pub use settlements::SettlementService;
 
 use std::{collections::HashMap, sync::Arc};
@@ -163,12 +165,14 @@ fn merchant<T>(request: &Request<T>) -> Result<String, Status> {
 
 #[derive(Debug, Clone)]
 pub struct SessionService {
-    payments: Payments,
+    payments: Arc<Payments>,
+    detached: Detached,
 }
 
 impl SessionService {
-    pub fn new(payments: Payments) -> Self {
-        SessionService { payments }
+    /// Its mutating calls run as `detached` work.
+    pub fn new(payments: Arc<Payments>, detached: Detached) -> Self {
+        SessionService { payments, detached }
     }
 }
 
@@ -198,11 +202,16 @@ impl proto::session_service_server::SessionService for SessionService {
         let merchant = merchant(&request)?;
         let command =
             convert::create_session(request.into_inner(), self.payments.webhook_destinations())?;
+        let payments = self.payments.clone();
         let view = self
-            .payments
-            .create_session(&merchant, command)
-            .await
-            .map_err(error::status_of)?;
+            .detached
+            .run(async move {
+                payments
+                    .create_session(&merchant, command)
+                    .await
+                    .map_err(error::status_of)
+            })
+            .await?;
         Ok(Response::new(convert::session(&view)))
     }
 
@@ -226,11 +235,16 @@ impl proto::session_service_server::SessionService for SessionService {
     ) -> Result<Response<proto::Payment>, Status> {
         let merchant = merchant(&request)?;
         let command = convert::submit_session(request.into_inner(), self.payments.partners())?;
+        let payments = self.payments.clone();
         let payment = self
-            .payments
-            .submit_session(&merchant, command)
-            .await
-            .map_err(error::status_of)?;
+            .detached
+            .run(async move {
+                payments
+                    .submit_session(&merchant, command)
+                    .await
+                    .map_err(error::status_of)
+            })
+            .await?;
         Ok(Response::new(convert::payment(&payment)))
     }
 
@@ -240,11 +254,16 @@ impl proto::session_service_server::SessionService for SessionService {
     ) -> Result<Response<proto::Session>, Status> {
         let merchant = merchant(&request)?;
         let command = convert::cancel_session(request.into_inner())?;
+        let payments = self.payments.clone();
         let view = self
-            .payments
-            .cancel_session(&merchant, command)
-            .await
-            .map_err(error::status_of)?;
+            .detached
+            .run(async move {
+                payments
+                    .cancel_session(&merchant, command)
+                    .await
+                    .map_err(error::status_of)
+            })
+            .await?;
         Ok(Response::new(convert::session(&view)))
     }
 
@@ -264,12 +283,14 @@ impl proto::session_service_server::SessionService for SessionService {
 
 #[derive(Debug, Clone)]
 pub struct PaymentService {
-    payments: Payments,
+    payments: Arc<Payments>,
+    detached: Detached,
 }
 
 impl PaymentService {
-    pub fn new(payments: Payments) -> Self {
-        PaymentService { payments }
+    /// Its mutating calls run as `detached` work.
+    pub fn new(payments: Arc<Payments>, detached: Detached) -> Self {
+        PaymentService { payments, detached }
     }
 
     async fn operate(
@@ -283,11 +304,16 @@ impl PaymentService {
             "payment_id",
             tracing::field::display(command.command.payment_id),
         );
+        let (payments, merchant) = (self.payments.clone(), merchant.to_owned());
         let result = self
-            .payments
-            .operate(merchant, command)
-            .await
-            .map_err(error::status_of)?;
+            .detached
+            .run(async move {
+                payments
+                    .operate(&merchant, command)
+                    .await
+                    .map_err(error::status_of)
+            })
+            .await?;
         tracing::Span::current()
             .record("operation_id", tracing::field::display(result.operation.id));
         Ok(Response::new(convert::operation_result(&result)))
@@ -410,12 +436,14 @@ fn operation_of(payment: &Payment, operation: &Operation) -> Response<proto::Ope
 
 #[derive(Debug, Clone)]
 pub struct AdminService {
-    payments: Payments,
+    payments: Arc<Payments>,
+    detached: Detached,
 }
 
 impl AdminService {
-    pub fn new(payments: Payments) -> Self {
-        AdminService { payments }
+    /// Its mutating calls run as `detached` work.
+    pub fn new(payments: Arc<Payments>, detached: Detached) -> Self {
+        AdminService { payments, detached }
     }
 }
 
@@ -427,11 +455,11 @@ impl proto::admin_service_server::AdminService for AdminService {
     ) -> Result<Response<proto::Operation>, Status> {
         let id = convert::parse_id("operation_id", &request.get_ref().operation_id)?;
         tracing::Span::current().record("operation_id", tracing::field::display(id));
+        let payments = self.payments.clone();
         let (payment, operation) = self
-            .payments
-            .sync_operation(id)
-            .await
-            .map_err(error::status_of)?;
+            .detached
+            .run(async move { payments.sync_operation(id).await.map_err(error::status_of) })
+            .await?;
         Ok(operation_of(&payment, &operation))
     }
 
@@ -440,11 +468,16 @@ impl proto::admin_service_server::AdminService for AdminService {
         request: Request<proto::ResolveOperationRequest>,
     ) -> Result<Response<proto::Operation>, Status> {
         let (id, outcomes, reason) = convert::resolve_operation(request.into_inner())?;
+        let payments = self.payments.clone();
         let (payment, operation) = self
-            .payments
-            .settle_operation(id, outcomes, reason)
-            .await
-            .map_err(error::status_of)?;
+            .detached
+            .run(async move {
+                payments
+                    .settle_operation(id, outcomes, reason)
+                    .await
+                    .map_err(error::status_of)
+            })
+            .await?;
         Ok(operation_of(&payment, &operation))
     }
 

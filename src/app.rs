@@ -162,7 +162,13 @@ impl App {
         let api_keys = Arc::new(ApiKeys::from_hashes(
             merchants.chain(admins).chain(notifiers),
         ));
-        let resolver = Resolver::new(payments.clone(), clock.clone(), config.resolver_lease, 100);
+        let resolver = Resolver::new(
+            payments.clone(),
+            clock.clone(),
+            config.resolver_lease,
+            100,
+            config.resolver_concurrency.into(),
+        );
         let deliveries = DeliveryWorker::new(
             payments.clone(),
             clock,
@@ -254,23 +260,28 @@ impl App {
 
         let auth = |required| self.api_keys.clone().interceptor(required);
         let limit = self.server.max_message_bytes;
+        let shared = Arc::new(self.payments.clone());
+        let detached = api::Detached::new(self.server.max_in_flight, self.server.request_timeout);
         let sessions = InterceptedService::new(
             proto::session_service_server::SessionServiceServer::new(api::SessionService::new(
-                self.payments.clone(),
+                shared.clone(),
+                detached.clone(),
             ))
             .max_decoding_message_size(limit),
             auth(Required::Merchant),
         );
         let payments = InterceptedService::new(
             proto::payment_service_server::PaymentServiceServer::new(api::PaymentService::new(
-                self.payments.clone(),
+                shared.clone(),
+                detached.clone(),
             ))
             .max_decoding_message_size(limit),
             auth(Required::Merchant),
         );
         let admin = InterceptedService::new(
             proto::admin_service_server::AdminServiceServer::new(api::AdminService::new(
-                self.payments.clone(),
+                shared.clone(),
+                detached.clone(),
             ))
             .max_decoding_message_size(limit),
             auth(Required::Admin),
@@ -429,6 +440,10 @@ impl App {
             )
             .await
             .context("gRPC server")?;
+        // Work whose callers went away finishes before the process ends.
+        if !detached.drained(self.server.request_timeout).await {
+            tracing::warn!("stopping with detached work unfinished: the resolver finishes it");
+        }
         if let Some(resolver) = resolver {
             let _ = resolver.await;
         }

@@ -327,6 +327,10 @@ pub struct Config {
     #[arg(long, env = "PAYMENT_ORCHESTRATOR_RESOLVER_LEASE", default_value = "30s", value_parser = parse_duration)]
     pub resolver_lease: Duration,
 
+    /// How many due items a replica's resolver works at once.
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_RESOLVER_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    pub resolver_concurrency: u16,
+
     /// How long a leg's send claim lives (by the store's clock): a partner
     /// call is sent only under it, so it must fit one whole call of every
     /// partner (twice its timeout plus its retry window). A request whose

@@ -14,9 +14,12 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use futures_util::StreamExt;
+
 use crate::{
     clock::Clock,
-    payments::{Handled, Payments},
+    payments::{Handled, PaymentError, Payments},
+    store::DueItem,
 };
 
 /// What one step did.
@@ -37,6 +40,8 @@ pub struct Resolver {
     clock: std::sync::Arc<dyn Clock>,
     /// How long a step may start items: the lease.
     lease: Duration,
+    /// How many items a step works at once.
+    concurrency: usize,
     batch: usize,
 }
 
@@ -46,12 +51,14 @@ impl Resolver {
         clock: std::sync::Arc<dyn Clock>,
         lease: Duration,
         batch: usize,
+        concurrency: usize,
     ) -> Self {
         Resolver {
             payments,
             clock,
             lease,
             batch,
+            concurrency: concurrency.max(1),
         }
     }
 
@@ -75,19 +82,32 @@ impl Resolver {
             metrics::gauge!(crate::telemetry::series::RESOLVER_QUEUE_OVERDUE)
                 .set(overdue.as_secs_f64());
         }
-        for item in items {
-            // Never outlive the lease: what is not started by its end is
-            // left leased and comes back after it, to whichever replica.
-            if started.elapsed() >= self.lease {
-                report.deferred += 1;
-                continue;
-            }
-            match self.payments.handle_due(&item).await {
-                Ok(Handled::Finalized) => report.finalized += 1,
-                Ok(Handled::StillOpen) => report.still_open += 1,
-                Ok(Handled::Flagged) => report.flagged += 1,
-                Ok(Handled::Nothing) => {}
-                Err(error) => {
+        // Items are worked `concurrency` at a time: a replica taking over a
+        // dead one's operations is not held up by their partners' latency.
+        let lease = self.lease;
+        let handled: Vec<Option<(DueItem, Result<Handled, PaymentError>)>> =
+            futures_util::stream::iter(items)
+                .map(|item| async move {
+                    // Never outlive the lease: what is not started by its end
+                    // is left leased and comes back after it, to whichever
+                    // replica.
+                    if started.elapsed() >= lease {
+                        return None;
+                    }
+                    let result = self.payments.handle_due(&item).await;
+                    Some((item, result))
+                })
+                .buffer_unordered(self.concurrency)
+                .collect()
+                .await;
+        for outcome in handled {
+            match outcome {
+                None => report.deferred += 1,
+                Some((_, Ok(Handled::Finalized))) => report.finalized += 1,
+                Some((_, Ok(Handled::StillOpen))) => report.still_open += 1,
+                Some((_, Ok(Handled::Flagged))) => report.flagged += 1,
+                Some((_, Ok(Handled::Nothing))) => {}
+                Some((item, Err(error))) => {
                     // The item stays leased: it is due again after the lease.
                     tracing::warn!(%error, item = item.encode(), "resolver: item failed");
                     report.errors += 1;

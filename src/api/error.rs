@@ -35,6 +35,17 @@ fn error_info(
     )
 }
 
+/// Too much work detached from its calls: refused before anything happened.
+pub fn overloaded() -> Status {
+    let mut details = ErrorDetails::with_retry_info(Some(Duration::from_millis(200)));
+    details.set_error_info("IN_FLIGHT_LIMIT", ERROR_DOMAIN, HashMap::new());
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        "overloaded: too much work in flight; retry",
+        details,
+    )
+}
+
 pub fn status_of(error: PaymentError) -> Status {
     match error {
         PaymentError::NotFound => Status::not_found("not found"),

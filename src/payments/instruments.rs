@@ -30,8 +30,10 @@ use crate::{
     store::{HeldInstrument, InstrumentAttempt, InstrumentClaim},
 };
 
-/// How many times a claim is tried against concurrent claimants.
-const CLAIM_ATTEMPTS: usize = 8;
+/// How many times a claim is tried against concurrent claimants (a
+/// merchant's many payments on one card at once), with a short jittered
+/// pause between tries.
+const CLAIM_ATTEMPTS: usize = 64;
 
 /// The payer a submit claims for.
 #[derive(Debug, Clone, Copy)]
@@ -143,6 +145,8 @@ impl Payments {
             {
                 return Ok(true);
             }
+            let pause = 1.0 + 4.0 * self.chance.fraction();
+            tokio::time::sleep(std::time::Duration::from_secs_f64(pause / 1000.0)).await;
         }
         Ok(false)
     }

@@ -407,6 +407,7 @@ async fn operations_of_a_killed_replica_are_finished_by_the_survivors() {
         .collect();
     tokio::time::sleep(Duration::from_millis(150)).await;
     deployment.replicas[0].kill();
+    let killed = Instant::now();
     let mut lost = 0;
     for call in calls {
         if call.await.unwrap().is_err() {
@@ -446,6 +447,11 @@ async fn operations_of_a_killed_replica_are_finished_by_the_survivors() {
             "{operation:#?}"
         );
     }
+    // The operation lease (2 s) plus one resolver interval (200 ms), and
+    // the time the retries themselves take.
+    let recovered = killed.elapsed();
+    eprintln!("every capture of the killed replica final {recovered:?} after the kill");
+    assert!(recovered < Duration::from_secs(5), "{recovered:?}");
 
     // Nothing was executed twice: each payment and its partner agree.
     let ledger = deployment.ledger("ingenico").await;
@@ -509,4 +515,123 @@ async fn wait_operation_on_one_replica_sees_a_resolution_on_another() {
         lag < Duration::from_secs(1),
         "returned {lag:?} after the resolution"
     );
+}
+
+/// Retries a request with its key until it answers; how long that took.
+async fn retried<T>(mut call: impl AsyncFnMut() -> Result<T, tonic::Status>) -> (T, Duration) {
+    let started = Instant::now();
+    loop {
+        match call().await {
+            Ok(answer) => return (answer, started.elapsed()),
+            Err(status) => {
+                assert!(
+                    matches!(status.code(), Code::Aborted | Code::Unavailable),
+                    "{status:?}"
+                );
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "never answered: {status:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Three replicas with the default leases (a minute and more): captures and
+/// AUTOMATIC submits cut by their clients' deadlines of 10–120 ms still
+/// finish on the server, so each retry with its key gets the final answer
+/// within the partner's latency — not after a lease — and the partner
+/// executed each exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_cut_by_their_deadline_are_answered_to_their_retries_within_seconds() {
+    let deployment = Deployment::start_with(
+        single().await,
+        3,
+        &[("PAYMENT_ORCHESTRATOR_RESOLVER_INTERVAL", "200ms")],
+    )
+    .await;
+    let mut rng = StdRng::seed_from_u64(20);
+    let payments: Vec<proto::Payment> = futures_util::future::join_all(
+        (0..10).map(|i| payment(&deployment, i, vec![card(10000, "latency=300ms")])),
+    )
+    .await;
+    let mut cut = Vec::new();
+    for i in 0..30 {
+        let request = capture(&payments[i % payments.len()], Some(1000));
+        let mut call = tonic::Request::new(request.clone());
+        call.set_timeout(Duration::from_millis(rng.random_range(10..=120)));
+        let result = deployment.payments(i).capture(call).await;
+        assert!(
+            result.is_err(),
+            "a deadline shorter than the partner cut it"
+        );
+        cut.push((i, request));
+    }
+    let mut submits = Vec::new();
+    for i in 0..6 {
+        let session = deployment
+            .sessions(i)
+            .create_session(create_request(5000, proto::CaptureMode::Automatic))
+            .await
+            .unwrap()
+            .into_inner();
+        let request = proto::SubmitSessionRequest {
+            session_id: session.id,
+            idempotency_key: new_key(),
+            split: vec![card(5000, "latency=300ms")],
+        };
+        let mut call = tonic::Request::new(request.clone());
+        call.set_timeout(Duration::from_millis(rng.random_range(10..=120)));
+        assert!(deployment.sessions(i).submit_session(call).await.is_err());
+        submits.push((i, request));
+    }
+
+    let mut slowest = Duration::ZERO;
+    for (i, request) in &cut {
+        let (result, took) = retried(async || {
+            deployment
+                .payments(i + 1)
+                .capture(request.clone())
+                .await
+                .map(tonic::Response::into_inner)
+        })
+        .await;
+        assert_eq!(result.operation.unwrap().status(), OperationStatus::Success);
+        slowest = slowest.max(took);
+    }
+    for (i, request) in &submits {
+        let (payment, took) = retried(async || {
+            deployment
+                .sessions(i + 2)
+                .submit_session(request.clone())
+                .await
+                .map(tonic::Response::into_inner)
+        })
+        .await;
+        assert_eq!(
+            payment.state(),
+            proto::PaymentState::Captured,
+            "{payment:#?}"
+        );
+        slowest = slowest.max(took);
+    }
+    eprintln!("cut requests: the slowest retry answered after {slowest:?}");
+    assert!(slowest < Duration::from_secs(5), "{slowest:?}");
+
+    // Each executed once: three captures of 10.00 per payment, one capture
+    // of 50.00 per automatic submit.
+    let ledger = deployment.ledger("ingenico").await;
+    let captured: Vec<i64> = ledger.authorizations.iter().map(|t| t.captured).collect();
+    assert_eq!(
+        captured.iter().filter(|c| **c == 3000).count(),
+        10,
+        "{captured:?}"
+    );
+    assert_eq!(
+        captured.iter().filter(|c| **c == 5000).count(),
+        6,
+        "{captured:?}"
+    );
+    assert_eq!(captured.len(), 16);
 }

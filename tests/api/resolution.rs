@@ -606,7 +606,8 @@ async fn a_partner_that_never_answers_gets_max_sends_and_then_only_lookups() {
 /// that may already have lost it.
 #[tokio::test]
 async fn a_resolver_step_starts_no_item_after_its_lease() {
-    let server = TestServer::start_with(&["--resolver-lease", "1s"]).await;
+    let server =
+        TestServer::start_with(&["--resolver-lease", "1s", "--resolver-concurrency", "1"]).await;
     for _ in 0..3 {
         let payment = card_and_gift(&server, "capture=pending,lookup_latency=700ms", "tok").await;
         card_capture(&server, &payment, 3000).await;

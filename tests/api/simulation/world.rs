@@ -374,6 +374,7 @@ impl World {
             Arc::new(clock.clone()),
             Duration::from_secs(5),
             20,
+            4,
         );
         Executor {
             clock,
