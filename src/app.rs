@@ -494,6 +494,8 @@ async fn store(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<dyn
         connect_timeout: config.redis_connect_timeout,
         response_timeout: config.redis_response_timeout,
         session_retention: config.session_retention,
+        wait_replicas: config.redis_wait_replicas,
+        wait_timeout: config.redis_wait_timeout,
     };
     let store = RedisStore::connect(&settings)
         .await

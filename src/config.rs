@@ -396,6 +396,22 @@ pub struct Config {
     #[arg(long, env = "PAYMENT_ORCHESTRATOR_REDIS_RESPONSE_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
     pub redis_response_timeout: Duration,
 
+    /// Replicas that must hold every store step before a partner is called
+    /// on it or its answer is given (Redis `WAIT`): a master that dies right
+    /// after answering then loses nothing a partner saw. 0: replication is
+    /// not waited for (see docs/redis.md for what each setting can lose).
+    #[arg(
+        long,
+        env = "PAYMENT_ORCHESTRATOR_REDIS_WAIT_REPLICAS",
+        default_value_t = 0
+    )]
+    pub redis_wait_replicas: u32,
+
+    /// How long a step waits for its replicas; fewer in time and nothing is
+    /// sent: the client gets ABORTED to retry. Below the response timeout.
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_REDIS_WAIT_TIMEOUT", default_value = "500ms", value_parser = parse_duration)]
+    pub redis_wait_timeout: Duration,
+
     /// How long a session is kept in Redis after its last change.
     #[arg(long, env = "PAYMENT_ORCHESTRATOR_SESSION_RETENTION", default_value = "30d", value_parser = parse_duration)]
     pub session_retention: Duration,
@@ -517,6 +533,18 @@ impl Config {
         // Invalid partners stop startup here, naming the setting.
         let partners = config.partner_configs()?;
         config.partners_name_their_merchants(&partners)?;
+        if config.redis_wait_replicas > 0
+            && config.redis_wait_timeout >= config.redis_response_timeout
+        {
+            return Err(SettingError {
+                setting: "redis_wait_timeout".into(),
+                problem: format!(
+                    "{:?} must stay below the response timeout ({:?})",
+                    config.redis_wait_timeout, config.redis_response_timeout
+                ),
+            }
+            .into());
+        }
         for key in &config.partner_notifier_api_keys {
             for name in key.partners.iter().flatten() {
                 if !partners.iter().any(|p| p.name == *name) {

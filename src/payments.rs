@@ -111,6 +111,10 @@ impl From<StoreError> for PaymentError {
                 tracing::warn!(error = %source, "the store's answer was lost: outcome unknown");
                 PaymentError::RequestInProgress
             }
+            StoreError::NotReplicated(_) => {
+                tracing::warn!("a step was not acknowledged by enough replicas: answering later");
+                PaymentError::RequestInProgress
+            }
             StoreError::Corrupt(_) => PaymentError::Internal(Box::new(error)),
         }
     }

@@ -22,6 +22,9 @@
 //! never sent), retrying is safe. [`StoreError::Unknown`]: it may have been
 //! applied (timeout, connection lost after sending): never undo anything on
 //! it, and never tell a caller that nothing changed.
+//! [`StoreError::NotReplicated`]: it applied, but not on enough replicas to
+//! survive a failover (when the deployment asks for that): nothing may be
+//! sent to a partner on it.
 
 pub mod memory;
 pub mod redis;
@@ -93,6 +96,10 @@ pub enum StoreError {
     Unknown(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("a stored record could not be read")]
     Corrupt(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The step applied, but fewer replicas than required acknowledged it
+    /// in time: a failover could still lose it. What it came to is kept.
+    #[error("the step was not acknowledged by enough replicas")]
+    NotReplicated(Box<Committed>),
 }
 
 // ---- idempotency records ----
@@ -144,6 +151,12 @@ pub enum KeyChange {
         record: Uuid,
         outcome: Outcome,
     },
+    /// The request gives its work up unfinished (it sent nothing that is
+    /// not recorded): a record still in flight has its lease ended now, so
+    /// a retry with the key takes the work over at once.
+    Abandon {
+        record: Uuid,
+    },
 }
 
 impl KeyChange {
@@ -151,7 +164,8 @@ impl KeyChange {
         match self {
             KeyChange::Claim { record, .. }
             | KeyChange::Answer { record, .. }
-            | KeyChange::Complete { record, .. } => *record,
+            | KeyChange::Complete { record, .. }
+            | KeyChange::Abandon { record } => *record,
         }
     }
 }

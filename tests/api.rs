@@ -22,6 +22,7 @@ mod api {
     mod partner_config;
     mod priority;
     mod replicas;
+    mod replication;
     mod resolution;
     mod review_queue;
     mod round_trips;

@@ -104,22 +104,34 @@ impl Payments {
         held: Option<Held>,
         keying: &Keying,
     ) -> Result<Advanced, PaymentError> {
-        let (work, answers) = self.execute(work, held).await?;
-        self.advance(work, Phase::Conclude, keying, |header, op, now, edit| {
-            for answer in &answers {
-                settle(header, op, answer, true, now, edit);
-            }
-        })
-        .await
-        .map_err(PaymentError::after_partner_call)
+        let record = match keying {
+            Keying::Request { record, .. } => Some(*record),
+            Keying::None | Keying::Origin => None,
+        };
+        let (work, answers) = self.execute(work, held, record).await?;
+        let concluded = self
+            .advance(work, Phase::Conclude, keying, |header, op, now, edit| {
+                for answer in &answers {
+                    settle(header, op, answer, true, now, edit);
+                }
+            })
+            .await
+            .map_err(PaymentError::after_partner_call)?;
+        if !concluded.replicated && record.is_some() {
+            // Stored, but a failover could lose it: the retry reads it.
+            return Err(PaymentError::RequestInProgress);
+        }
+        Ok(concluded)
     }
 
     /// Sends the operation's unsent legs in route order. Returns the work as
     /// last written and the answers not written yet (for the conclusion).
+    /// `record`: the request's, which a hand-off gives up.
     pub(super) async fn execute(
         &self,
         mut work: Work,
         mut held: Option<Held>,
+        record: Option<Uuid>,
     ) -> Result<(Work, Vec<Answer>), PaymentError> {
         let mut answers: Vec<Answer> = Vec::new();
         // The operation as it is with the answers so far.
@@ -133,7 +145,7 @@ impl Payments {
                     };
                     // The answers so far and the next attempt, in one step.
                     let written = std::mem::take(&mut answers);
-                    let (claimed, claim) = self.claim_next(work, written, next).await?;
+                    let (claimed, claim) = self.claim_next(work, written, next, record).await?;
                     work = claimed;
                     (header, operation) = (work.header.value.clone(), work.operation.clone());
                     claim
@@ -144,7 +156,7 @@ impl Payments {
                 return Err(PaymentError::Internal("a transaction names no leg".into()));
             };
             if !self.claim_outlives_call(&partner, claim.since) {
-                self.release_unsent(work, claim).await?;
+                self.release_unsent(work, claim, record).await?;
                 return Err(PaymentError::RequestInProgress);
             }
             let result = self.partners.send(&partner, &request).await;
@@ -163,6 +175,7 @@ impl Payments {
         work: Work,
         written: Vec<Answer>,
         next: Uuid,
+        record: Option<Uuid>,
     ) -> Result<(Work, Held), PaymentError> {
         let since = Instant::now();
         let ttl = self.settings.operation_lease;
@@ -201,7 +214,12 @@ impl Payments {
             .await
             .map_err(PaymentError::after_partner_call)?;
         match (advanced.stale, claimed) {
-            (false, Some(claim)) => Ok((advanced.work, claim)),
+            (false, Some(claim)) if advanced.replicated => Ok((advanced.work, claim)),
+            (false, Some(claim)) => {
+                // A failover could lose the attempt: it is not sent.
+                self.release_unsent(advanced.work, claim, record).await?;
+                Err(PaymentError::RequestInProgress)
+            }
             _ => Err(PaymentError::RequestInProgress),
         }
     }
@@ -266,8 +284,17 @@ impl Payments {
 
     /// Takes back an attempt that was counted but certainly never sent, and
     /// gives its claim up, so that the next sender's call is a first send.
-    pub(super) async fn release_unsent(&self, work: Work, claim: Held) -> Result<(), PaymentError> {
+    /// With the request's `record`, the request hands its work over: the
+    /// record's lease ends and the operation is due now, so a retry with the
+    /// key (or the resolver) takes it over at once.
+    pub(super) async fn release_unsent(
+        &self,
+        work: Work,
+        claim: Held,
+        record: Option<Uuid>,
+    ) -> Result<(), PaymentError> {
         self.advance(work, Phase::Progress, &Keying::None, |_, op, now, edit| {
+            edit.abandon = record;
             if op.unclaim_send(claim.transaction, claim.fence, now) {
                 edit.claims.push(ClaimChange::Release {
                     operation: op.id,
@@ -373,7 +400,7 @@ impl Payments {
                 continue;
             };
             if !self.claim_outlives_call(&partner, claim.since) {
-                self.release_unsent(work.clone(), claim).await?;
+                self.release_unsent(work.clone(), claim, None).await?;
                 break;
             }
             let result = self.partners.send(&partner, &request).await;

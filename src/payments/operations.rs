@@ -31,7 +31,7 @@ use crate::{
     },
     store::{
         Committed, DueChange, KeyChange, OperationWrite, Outcome, PaymentWrite, Shard, Step,
-        Versioned, Write,
+        StoreError, Versioned, Write,
     },
 };
 
@@ -122,9 +122,14 @@ impl Payments {
                     });
                 }
             }
-            match self.store.commit(step).await? {
+            let (committed, replicated) = match self.store.commit(step).await {
+                Err(StoreError::NotReplicated(committed)) => (*committed, false),
+                other => (other?, true),
+            };
+            match committed {
                 Committed::Applied { payment, .. } => match opened {
-                    Err(refusal) => return Err(Precondition::from(refusal).into()),
+                    Err(refusal) if replicated => return Err(Precondition::from(refusal).into()),
+                    Err(_) => return Err(PaymentError::RequestInProgress),
                     Ok(operation) => {
                         metrics::counter!(crate::telemetry::series::OPERATIONS_OPENED).increment(1);
                         let work = Work {
@@ -135,6 +140,15 @@ impl Payments {
                             operation,
                             session: None,
                         };
+                        if !replicated {
+                            // Nothing is sent on a step a failover could
+                            // lose: the operation is handed to a retry with
+                            // the key, or to the resolver.
+                            if let Some(held) = held {
+                                self.release_unsent(work, held, Some(id)).await?;
+                            }
+                            return Err(PaymentError::RequestInProgress);
+                        }
                         return self.run_operation(work, held).await;
                     }
                 },
@@ -194,6 +208,17 @@ impl Payments {
             return Err(PaymentError::IdempotencyKeyReused);
         }
         if !operation.status.is_final() {
+            if operation.next_unsent().is_some() {
+                // Handed over before a leg was sent (a step the replicas
+                // did not acknowledge, a request that stopped): this retry
+                // runs what is left to send.
+                let work = Work {
+                    header,
+                    operation,
+                    session: None,
+                };
+                return self.run_operation(work, None).await;
+            }
             return Err(PaymentError::RequestInProgress);
         }
         let outcome = outcome_of(&header.value, &[], &operation, &[]);

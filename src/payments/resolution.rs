@@ -23,7 +23,7 @@ use crate::{
     },
     store::{
         Committed, DueChange, DueItem, DueSummary, Lane, OperationWrite, PaymentWrite, Shard, Step,
-        Versioned, Write,
+        StoreError, Versioned, Write,
     },
 };
 
@@ -339,7 +339,11 @@ impl Payments {
                 step.claims.push(claim);
                 held
             });
-            match self.store.commit(step).await? {
+            let (committed, replicated) = match self.store.commit(step).await {
+                Err(StoreError::NotReplicated(committed)) => (*committed, false),
+                other => (other?, true),
+            };
+            match committed {
                 Committed::Applied {
                     payment: version, ..
                 } => {
@@ -352,6 +356,13 @@ impl Payments {
                         operation: void,
                         session: None,
                     };
+                    if !replicated {
+                        // Sent later, by the resolver, once replicated.
+                        if let Some(held) = held {
+                            self.release_unsent(work, held, None).await?;
+                        }
+                        return Ok(Handled::StillOpen);
+                    }
                     self.run(work, held, &Keying::Origin).await?;
                     return Ok(Handled::Finalized);
                 }

@@ -31,7 +31,7 @@ use crate::{
     },
     store::{
         Committed, DueChange, KeyChange, OperationWrite, Outcome, PaymentWrite, Shard, Step,
-        Versioned, Write,
+        StoreError, Versioned, Write,
     },
 };
 
@@ -280,7 +280,11 @@ impl Payments {
             if let Err(error) = indexed {
                 tracing::warn!(%error, payment_id = %payment_id, "payment not added to the listing");
             }
-            match committed? {
+            let (committed, replicated) = match committed {
+                Err(StoreError::NotReplicated(committed)) => (*committed, false),
+                other => (other?, true),
+            };
+            match committed {
                 Committed::Applied {
                     payment,
                     session: version,
@@ -298,6 +302,14 @@ impl Payments {
                             version: version.unwrap_or(current.version + 1),
                         }),
                     };
+                    if !replicated {
+                        // Nothing is sent on a step a failover could lose:
+                        // handed to a retry with the key, or the resolver.
+                        if let Some(held) = held {
+                            self.release_unsent(work, held, Some(payment_id)).await?;
+                        }
+                        return Err(PaymentError::RequestInProgress);
+                    }
                     return self.authorize(work, held).await;
                 }
                 Committed::Conflict => continue,
@@ -426,6 +438,17 @@ impl Payments {
             return Err(PaymentError::IdempotencyKeyReused);
         }
         if !authorization.status.is_final() {
+            if authorization.next_unsent().is_some() {
+                // Handed over before a leg was sent: this retry runs what
+                // is left to send (and what follows).
+                let session = self.store.session(stored.header.value.session_id).await?;
+                let work = Work {
+                    header: stored.header,
+                    operation: authorization.clone(),
+                    session,
+                };
+                return self.authorize(work, None).await;
+            }
             return Err(PaymentError::RequestInProgress);
         }
         let header = stored.header.value;

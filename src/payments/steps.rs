@@ -26,7 +26,7 @@ use crate::{
     },
     store::{
         ClaimChange, Committed, DueChange, DueItem, KeyChange, OperationWrite, OutboxChange,
-        Outcome, PaymentWrite, Shard, Step, Versioned, Write,
+        Outcome, PaymentWrite, Shard, Step, StoreError, Versioned, Write,
     },
     webhooks::EventType,
 };
@@ -71,14 +71,21 @@ pub(super) struct Advanced {
     /// The change found itself superseded (a send it answers was sent
     /// again since): it answers nobody.
     pub stale: bool,
+    /// Enough replicas acknowledged the step (always, unless the store is
+    /// asked to wait for replicas): nothing is sent to a partner on a step
+    /// a failover could lose.
+    pub replicated: bool,
 }
 
 /// What a change adds to its step beyond the operation: send claims taken
-/// or given up, and whether it found itself superseded.
+/// or given up, whether it found itself superseded, and whether its
+/// request gives the work up (the record's lease ends, the operation is due
+/// now: a retry or the resolver takes it over at once).
 #[derive(Debug, Default)]
 pub(super) struct Edit {
     pub claims: Vec<ClaimChange>,
     pub stale: bool,
+    pub abandon: Option<Uuid>,
 }
 
 /// When to look at a non-final operation again: about a quarter of its age,
@@ -153,6 +160,11 @@ impl Payments {
             let writes_payment = changed || !plan.opened.is_empty();
             let mut step = plan.step;
             step.claims = edit.claims;
+            if let Some(record) = edit.abandon {
+                step.key = Some(KeyChange::Abandon { record });
+                step.due
+                    .push(DueChange::Schedule(operation_item(&operation), now));
+            }
             if writes_payment {
                 let mut operations = vec![OperationWrite::Update(operation.clone())];
                 operations.extend(plan.opened.iter().cloned().map(OperationWrite::Insert));
@@ -169,7 +181,11 @@ impl Payments {
                 .iter()
                 .filter(|change| matches!(change, OutboxChange::Put(_)))
                 .count();
-            match self.store.commit(step).await? {
+            let (committed, replicated) = match self.store.commit(step).await {
+                Err(StoreError::NotReplicated(committed)) => (*committed, false),
+                other => (other?, true),
+            };
+            match committed {
                 Committed::Applied {
                     payment,
                     session,
@@ -197,6 +213,7 @@ impl Payments {
                         answer: answered.map(|first| *first).or(plan.outcome),
                         opened: plan.opened,
                         stale: edit.stale,
+                        replicated,
                     });
                 }
                 Committed::Conflict => continue,

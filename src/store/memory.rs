@@ -487,6 +487,13 @@ impl ShardData {
                 KeyRecordState::Done(self.keep(outcome)),
                 now + ttl,
             ),
+            Some(KeyChange::Abandon { record }) => {
+                if let Some(existing) = self.keys.get_mut(&record).filter(|k| k.expires_at > now)
+                    && let KeyRecordState::InFlight { lease_until } = &mut existing.state
+                {
+                    *lease_until = now;
+                }
+            }
             Some(KeyChange::Complete { record, outcome }) => {
                 let kept = self.keep(outcome);
                 if let Some(existing) = self.keys.get_mut(&record).filter(|k| k.expires_at > now) {

@@ -12,6 +12,7 @@
 //! or a connection lost after sending: it may have been applied).
 
 mod codec;
+mod replicated;
 mod scripts;
 
 use std::{
@@ -32,7 +33,10 @@ use uuid::Uuid;
 
 use std::sync::Arc;
 
-use self::scripts::{CLAIM_DUE, CONCLUDE, OPEN, STEP};
+use self::{
+    replicated::Replicated,
+    scripts::{CLAIM_DUE, CONCLUDE, OPEN, STEP},
+};
 use super::{
     ClaimChange, Committed, DueChange, DueItem, DueQueue, DueSummary, EventLog, HeldInstrument,
     InstrumentClaim, Instruments, IssueQuery, KeyChange, KeyState, Lane, ListQuery, ListedPayment,
@@ -58,6 +62,11 @@ pub struct RedisSettings {
     pub response_timeout: Duration,
     /// How long sessions are kept after their last change.
     pub session_retention: Duration,
+    /// Replicas that must acknowledge every step before its answer is
+    /// trusted (`WAIT`); 0: none.
+    pub wait_replicas: u32,
+    /// How long a step waits for them.
+    pub wait_timeout: Duration,
 }
 
 #[derive(Clone)]
@@ -96,6 +105,8 @@ impl ConnectionLike for Connection {
 
 pub struct RedisStore {
     connection: Connection,
+    /// With `wait_replicas`: the connections steps and their `WAIT` run on.
+    replicated: Option<Replicated>,
     session_retention: Duration,
     finals: tokio::sync::broadcast::Sender<Uuid>,
     /// While it lives, the subscription to announced finals runs.
@@ -368,8 +379,13 @@ impl RedisStore {
             finals.clone(),
             Arc::downgrade(&alive),
         ));
+        let replicated = match settings.wait_replicas {
+            0 => None,
+            _ => Some(Replicated::new(settings)?),
+        };
         Ok(RedisStore {
             connection,
+            replicated,
             session_retention: settings.session_retention,
             finals,
             _alive: alive,
@@ -538,6 +554,9 @@ fn step_invocation(
             .arg("")
             .arg(ttl_millis(*ttl))
             .arg(codec::encode_outcome(outcome)?),
+        Some(KeyChange::Abandon { .. }) => {
+            invocation.arg("abandon").arg("").arg("").arg("").arg("")
+        }
         Some(KeyChange::Complete { outcome, .. }) => invocation
             .arg("complete")
             .arg("")
@@ -800,19 +819,10 @@ fn lex(bound: &Bound<String>, unbounded: &str) -> String {
     }
 }
 
-#[async_trait]
-impl PaymentStore for RedisStore {
-    async fn commit(&self, step: Step) -> Result<Committed, StoreError> {
-        let invocation = match lean_invocation(&step)? {
-            Some(lean) => lean,
-            None => step_invocation(&step, self.session_retention)?,
-        };
-        let mut connection = self.connection();
-        let values: Vec<Value> = invocation
-            .invoke_async(&mut connection)
-            .await
-            .map_err(write_failed)?;
-        Ok(match answer(&values)? {
+impl RedisStore {
+    /// What a step script answered, with stored answers read back.
+    async fn committed(&self, values: &[Value]) -> Result<Committed, StoreError> {
+        Ok(match answer(values)? {
             Answer::Applied {
                 payment,
                 session,
@@ -836,6 +846,36 @@ impl PaymentStore for RedisStore {
                 Committed::Claimed(KeyState::InFlight { lease_expired })
             }
         })
+    }
+}
+
+#[async_trait]
+impl PaymentStore for RedisStore {
+    async fn commit(&self, step: Step) -> Result<Committed, StoreError> {
+        let invocation = match lean_invocation(&step)? {
+            Some(lean) => lean,
+            None => step_invocation(&step, self.session_retention)?,
+        };
+        let (values, acknowledged) = match &self.replicated {
+            None => {
+                let mut connection = self.connection();
+                let values: Vec<Value> = invocation
+                    .invoke_async(&mut connection)
+                    .await
+                    .map_err(write_failed)?;
+                (values, true)
+            }
+            Some(replicated) => replicated.commit(&invocation, step.shard).await?,
+        };
+        let committed = self.committed(&values).await?;
+        match (acknowledged, &committed) {
+            // Only what the step wrote needs its replicas: a refusal wrote
+            // nothing.
+            (false, Committed::Applied { .. }) => {
+                Err(StoreError::NotReplicated(Box::new(committed)))
+            }
+            _ => Ok(committed),
+        }
     }
 
     async fn session(&self, id: Uuid) -> Result<Option<Versioned<Session>>, StoreError> {

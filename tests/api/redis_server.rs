@@ -59,6 +59,8 @@ pub struct RedisServer {
     cluster: bool,
     /// Append-only file with fsync on every write: data survives a restart.
     persistent: bool,
+    /// The master it replicates, if it is a replica.
+    master: Option<u16>,
 }
 
 impl RedisServer {
@@ -80,9 +82,60 @@ impl RedisServer {
             dir,
             cluster,
             persistent,
+            master: None,
         };
         server.launch();
         server
+    }
+
+    /// A replica of `master` (`REPLICAOF`), in sync when this returns.
+    pub fn replica_of(master: &RedisServer) -> RedisServer {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("po-redis-{port}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut server = RedisServer {
+            port,
+            process: None,
+            dir,
+            cluster: false,
+            persistent: false,
+            master: Some(master.port),
+        };
+        server.launch();
+        server.wait_for_link();
+        server
+    }
+
+    /// Waits until a replica's link to its master is up.
+    pub fn wait_for_link(&self) {
+        wait_until("the replica's link", || {
+            redis_cli(self.port, &["INFO", "replication"])
+                .is_some_and(|info| info.contains("master_link_status:up"))
+        });
+    }
+
+    /// Stops the process (SIGSTOP): it neither answers nor acknowledges.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Continues a paused process (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.process.as_ref().expect("running").id().to_string();
+        let status = Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
+    /// Makes a replica a master (`REPLICAOF NO ONE`): a failover.
+    pub fn promote(&self) {
+        redis_cli(self.port, &["REPLICAOF", "NO", "ONE"]).expect("promoted");
     }
 
     fn launch(&mut self) {
@@ -96,8 +149,14 @@ impl RedisServer {
             .arg(&self.dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        if let Some(master) = self.master {
+            command.args(["--replicaof", "127.0.0.1", &master.to_string()]);
+        }
         if self.cluster {
             command.args([
+                // Tests hold a node up with DEBUG SLEEP (from this machine).
+                "--enable-debug-command",
+                "local",
                 "--cluster-enabled",
                 "yes",
                 "--cluster-config-file",

@@ -28,9 +28,9 @@ use payment_orchestrator::{
         status::TransactionStatus,
     },
     store::{
-        Committed, DueChange, DueItem, IssueQuery, KeyChange, KeyState, Lane, ListQuery,
-        OperationWrite, OutboxChange, Outcome, PaymentWrite, SettlementQuery, Shard, Step, Store,
-        Versioned, WebhookDelivery, Write,
+        ClaimChange, Committed, DueChange, DueItem, InstrumentAttempt, InstrumentClaim, IssueQuery,
+        KeyChange, KeyState, Lane, ListQuery, OperationWrite, OutboxChange, Outcome, PaymentWrite,
+        SettlementQuery, Shard, Step, Store, StoreError, Versioned, WebhookDelivery, Write,
         memory::MemoryStore,
         redis::{RedisSettings, RedisStore},
     },
@@ -62,6 +62,8 @@ pub fn redis_settings(urls: Vec<String>, cluster: bool) -> RedisSettings {
         connect_timeout: Duration::from_secs(1),
         response_timeout: Duration::from_secs(1),
         session_retention: Duration::from_secs(3600),
+        wait_replicas: 0,
+        wait_timeout: Duration::from_millis(500),
     }
 }
 
@@ -1282,6 +1284,145 @@ pub async fn a_lease_is_held_by_one_owner_until_it_runs_out(subject: Subject) {
     assert!(!store.take_lease(&name, one, now(), lease).await.unwrap());
 }
 
+// ---- send claims ----
+
+pub async fn a_send_claim_is_held_until_released_or_run_out(subject: Subject) {
+    let store = subject.store;
+    let operation = Uuid::now_v7();
+    let ttl = Duration::from_millis(400);
+    let step = |claim: ClaimChange| {
+        let mut step = Step::new(Shard::of(operation), now());
+        step.claims.push(claim);
+        step
+    };
+    let take = |fence| ClaimChange::Take {
+        operation,
+        leg: 0,
+        fence,
+        ttl,
+    };
+    let release = |fence| ClaimChange::Release {
+        operation,
+        leg: 0,
+        fence,
+    };
+    let applied = |c: Committed| matches!(c, Committed::Applied { .. });
+    assert!(applied(store.commit(step(take(1))).await.unwrap()));
+    assert_eq!(store.commit(step(take(2))).await.unwrap(), Committed::Busy);
+    // Another leg is another claim.
+    let mut other = step(take(1));
+    other.claims = vec![ClaimChange::Take {
+        operation,
+        leg: 1,
+        fence: 1,
+        ttl,
+    }];
+    assert!(applied(store.commit(other).await.unwrap()));
+    // Only its own fence gives a claim up.
+    assert!(applied(store.commit(step(release(2))).await.unwrap()));
+    assert_eq!(store.commit(step(take(2))).await.unwrap(), Committed::Busy);
+    assert!(applied(store.commit(step(release(1))).await.unwrap()));
+    assert!(applied(store.commit(step(take(2))).await.unwrap()));
+    // It runs out by the store's clock, whatever the caller's says.
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    let mut late = step(take(3));
+    late.now = now() - Duration::from_secs(3600);
+    assert!(applied(store.commit(late).await.unwrap()));
+}
+
+pub async fn an_abandoned_record_is_in_flight_with_its_lease_over(subject: Subject) {
+    let store = subject.store;
+    let record = Uuid::now_v7();
+    let lease = Duration::from_secs(60);
+    store
+        .commit(key_step(record, claim(record, 1, lease)))
+        .await
+        .unwrap();
+    store
+        .commit(key_step(record, KeyChange::Abandon { record }))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .commit(key_step(record, claim(record, 1, lease)))
+            .await
+            .unwrap(),
+        Committed::Claimed(KeyState::InFlight {
+            lease_expired: true
+        })
+    );
+    // A record answered stays answered.
+    let done = Uuid::now_v7();
+    store
+        .commit(key_step(
+            done,
+            KeyChange::Answer {
+                record: done,
+                fingerprint: Fingerprint([1; 16]),
+                outcome: refused(),
+                ttl: Duration::from_secs(3600),
+            },
+        ))
+        .await
+        .unwrap();
+    store
+        .commit(key_step(done, KeyChange::Abandon { record: done }))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .commit(key_step(done, claim(done, 1, lease)))
+            .await
+            .unwrap(),
+        Committed::Claimed(KeyState::Done(_))
+    ));
+}
+
+// ---- instruments ----
+
+pub async fn an_instrument_is_claimed_once_and_replaced_only_as_read(subject: Subject) {
+    let store = subject.store;
+    let instrument = format!("i-{}", Uuid::now_v7().simple());
+    let claim = |merchant: &str| InstrumentClaim {
+        merchant: merchant.into(),
+        session: Uuid::now_v7(),
+        confirmed: false,
+        attempts: vec![InstrumentAttempt {
+            payment: Uuid::now_v7(),
+            at: None,
+        }],
+    };
+    let (a, b, c) = (claim("a"), claim("b"), claim("c"));
+    let held = store.claim_instrument(&instrument, &a).await.unwrap();
+    assert_eq!(held.claim.merchant, "a");
+    let stamped = held.claim.attempts[0].at.expect("the store's time");
+    assert!(stamped <= held.now);
+    let again = store.claim_instrument(&instrument, &b).await.unwrap();
+    assert_eq!(again.claim, held.claim, "claimed once");
+    assert!(
+        store
+            .replace_instrument(&instrument, &held, Some(&b))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .replace_instrument(&instrument, &held, Some(&c))
+            .await
+            .unwrap(),
+        "replaced only as read"
+    );
+    let now_b = store.instrument(&instrument).await.unwrap().expect("held");
+    assert_eq!(now_b.claim.merchant, "b");
+    assert!(
+        store
+            .replace_instrument(&instrument, &now_b, None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.instrument(&instrument).await.unwrap(), None);
+}
+
 macro_rules! contract {
     ($subject:ident: $($name:ident),* $(,)?) => {
         mod $subject {
@@ -1317,6 +1458,9 @@ macro_rules! contract_suite {
                 reconciliation_issues_are_recorded_once_and_listed_with_filters,
                 a_lease_is_held_by_one_owner_until_it_runs_out,
                 a_settled_transaction_names_its_settlement_until_retention_ends,
+                a_send_claim_is_held_until_released_or_run_out,
+                an_abandoned_record_is_in_flight_with_its_lease_over,
+                an_instrument_is_claimed_once_and_replaced_only_as_read,
             );
         )*
     };
@@ -1335,3 +1479,62 @@ async fn clustered_redis() -> Subject {
 }
 
 contract_suite!(in_memory, single_redis, clustered_redis);
+
+/// The cluster client never re-sends a step (no client retries: a re-run
+/// after a connection error would answer "already there"): one whose
+/// answer is cut by the response timeout is *unknown* — it may have run,
+/// so nothing is undone and nobody is told nothing changed — and it ran
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_step_cut_by_its_response_timeout_is_unknown_and_runs_once() {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .expect("cluster");
+    let mut settings = redis_settings(cluster.urls(), true);
+    settings.response_timeout = Duration::from_millis(200);
+    let store: Arc<dyn Store> = Arc::new(RedisStore::connect(&settings).await.expect("connects"));
+    let record = Uuid::now_v7();
+    let lease = Duration::from_secs(60);
+    // The connection to the record's node is open and its script loaded.
+    let neighbour = Shard::of(record).stamp(Uuid::now_v7());
+    store
+        .commit(key_step(neighbour, claim(neighbour, 1, lease)))
+        .await
+        .unwrap();
+    // Every master is busy for 600 ms: the step waits in its socket, its
+    // answer does not come in time, then it runs.
+    let sleepers: Vec<_> = cluster
+        .nodes
+        .iter()
+        .map(|node| {
+            let port = node.port.to_string();
+            std::thread::spawn(move || {
+                std::process::Command::new("redis-cli")
+                    .args(["-p", &port, "DEBUG", "SLEEP", "0.6"])
+                    .output()
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let cut = store
+        .commit(key_step(record, claim(record, 1, lease)))
+        .await;
+    assert!(
+        matches!(cut, Err(StoreError::Unknown(_))),
+        "a cut step is unknown: {cut:?}"
+    );
+    for sleeper in sleepers {
+        let _ = sleeper.join();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        store
+            .commit(key_step(record, claim(record, 1, lease)))
+            .await
+            .unwrap(),
+        Committed::Claimed(KeyState::InFlight {
+            lease_expired: false
+        }),
+        "it ran, once"
+    );
+}

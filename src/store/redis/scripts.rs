@@ -46,7 +46,7 @@ macro_rules! claimed {
 /// ones, the rest to the due-queue.
 ///
 /// ARGV: 1 now (ms, the caller's);
-/// 2 key part (`` | `claim` | `answer` | `complete`), 3 fingerprint,
+/// 2 key part (`` | `claim` | `answer` | `complete` | `abandon`), 3 fingerprint,
 /// 4 lease (ms), 5 ttl (ms), 6 outcome;
 /// 7 session part (`` | `insert` | `update` | `check`), 8 expected version,
 /// 9 session, 10 retention (ms);
@@ -72,7 +72,7 @@ pub static STEP: LazyLock<Script> = LazyLock::new(|| {
         local record = nil
         if keymode ~= '' then
           record = redis.call('GET', KEYS[1])
-          if keymode ~= 'complete' and record then return claimed(record) end
+          if (keymode == 'claim' or keymode == 'answer') and record then return claimed(record) end
         end
         local smode = ARGV[7]
         if smode == 'insert' then
@@ -109,6 +109,10 @@ pub static STEP: LazyLock<Script> = LazyLock::new(|| {
           redis.call('SET', KEYS[1], 'i' .. ARGV[3] .. until_ms(ARGV[4]), 'PX', ARGV[5])
         elseif keymode == 'answer' then
           redis.call('SET', KEYS[1], 'd' .. ARGV[3] .. ARGV[6], 'PX', ARGV[5])
+        elseif keymode == 'abandon' and record then
+          if string.sub(record, 1, 1) == 'i' then
+            redis.call('SET', KEYS[1], string.sub(record, 1, 17) .. '0', 'KEEPTTL')
+          end
         elseif keymode == 'complete' and record then
           if string.sub(record, 1, 1) == 'i' then
             redis.call('SET', KEYS[1], 'd' .. string.sub(record, 2, 17) .. ARGV[6], 'KEEPTTL')

@@ -1,0 +1,131 @@
+//! `--redis-wait-replicas`: a private master with a real replica. A step
+//! its replica does not acknowledge sends nothing to a partner and hands
+//! the operation to a retry; a step it acknowledged survives the master's
+//! death.
+
+use std::time::Duration;
+
+use payment_orchestrator::{
+    api::proto::OperationStatus,
+    domain::{operation::OperationKind, status::TransactionStatus},
+    store::{PaymentStore, redis::RedisStore},
+};
+use tonic::Code;
+use tonic_types::StatusExt;
+
+use super::{harness::*, redis_server::RedisServer, store_contract::redis_settings};
+
+fn waiting_on(master: &RedisServer) -> Vec<String> {
+    [
+        "--redis-url",
+        &master.url(),
+        "--redis-wait-replicas",
+        "1",
+        "--redis-wait-timeout",
+        "300ms",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_its_replica_does_not_acknowledge_reaches_no_partner_and_its_retry_executes_once()
+{
+    let master = RedisServer::start();
+    let replica = RedisServer::replica_of(&master);
+    let settings = waiting_on(&master);
+    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let server = TestServer::start_with(&settings).await;
+    let payment = authorized(&server, vec![card(5000, "tok")]).await;
+    let request = capture(&payment, Some(2000));
+
+    replica.pause();
+    let refused = server
+        .payments()
+        .capture(request.clone())
+        .await
+        .expect_err("not acknowledged: no answer");
+    assert_eq!(refused.code(), Code::Aborted, "{refused:?}");
+    assert!(
+        refused.get_details_retry_info().is_some(),
+        "the client is told to retry"
+    );
+    assert_eq!(
+        server
+            .sandbox("ingenico")
+            .received_count(OperationKind::Capture),
+        0,
+        "no partner call on a step a failover could lose"
+    );
+
+    replica.resume();
+    replica.wait_for_link();
+    let captured = server
+        .payments()
+        .capture(request.clone())
+        .await
+        .expect("the retry runs it")
+        .into_inner();
+    assert_eq!(
+        captured.operation.as_ref().unwrap().status(),
+        OperationStatus::Success
+    );
+    let again = server
+        .payments()
+        .capture(request)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.operation, captured.operation, "replayed");
+    assert_eq!(
+        server
+            .sandbox("ingenico")
+            .received_count(OperationKind::Capture),
+        1,
+        "executed once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_capture_survives_its_master_killed_and_the_replica_promoted() {
+    let mut master = RedisServer::start();
+    let replica = RedisServer::replica_of(&master);
+    let settings = waiting_on(&master);
+    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let server = TestServer::start_with(&settings).await;
+    // The partner takes its time: the capture is opened (acknowledged by
+    // the replica), its partner call on its way, when the master dies.
+    let payment = authorized(&server, vec![card(5000, "latency=3s")]).await;
+    let mut payments = server.payments();
+    let request = capture(&payment, Some(2000));
+    let capturing = tokio::spawn(async move { payments.capture(request).await });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    master.stop();
+    replica.promote();
+    let _ = capturing.await;
+
+    // The promoted replica holds the capture with its reservation.
+    let store = RedisStore::connect(&redis_settings(vec![replica.url()], false))
+        .await
+        .expect("connects to the new master");
+    let id = payment.id.parse().unwrap();
+    let stored = store.payment(id).await.unwrap().expect("the payment");
+    let captures: Vec<_> = stored
+        .operations
+        .iter()
+        .filter(|op| op.kind == OperationKind::Capture)
+        .collect();
+    assert_eq!(captures.len(), 1, "the capture is there");
+    let transaction = &captures[0].transactions[0];
+    assert_eq!(transaction.attempts, 1, "its send counted before the call");
+    assert_eq!(transaction.status, TransactionStatus::Uncertain);
+    let totals = stored.header.value.totals();
+    assert_eq!(
+        (
+            totals.capture_pending.minor(),
+            totals.available_to_capture().minor()
+        ),
+        (2000, 3000),
+        "its reservation is there"
+    );
+}
