@@ -533,6 +533,13 @@ impl Config {
         // Invalid partners stop startup here, naming the setting.
         let partners = config.partner_configs()?;
         config.partners_name_their_merchants(&partners)?;
+        if config.instrument_secret.len() < 16 {
+            return Err(SettingError {
+                setting: "instrument_secret".into(),
+                problem: "must be at least 16 characters (a long random secret)".into(),
+            }
+            .into());
+        }
         if config.redis_wait_replicas > 0
             && config.redis_wait_timeout >= config.redis_response_timeout
         {

@@ -6,11 +6,11 @@
 //!
 //! | call | request | notes |
 //! |---|---|---|
-//! | authorize | `GET /manage/orders/{token}` | the order must be `NotActivated`, in the payment's currency, for the leg's amount |
+//! | authorize | `GET /manage/orders/{token}` | the order must be `NotActivated`, placed for the session's order reference, in the payment's currency, for the leg's amount |
 //! | capture | `POST /manage/orders/{id}/captures` | `amount`, `actionReference`, `description`, `items` |
 //! | refund | `POST /manage/orders/{id}/refunds` | as capture; `description` is the reason |
 //! | void | `POST /manage/orders/{id}/cancel` | releases everything not captured: no partial void |
-//! | lookup | `GET /manage/orders/{id}` | the capture or refund with our `actionReference`, or the cancellation |
+//! | lookup | `GET /manage/orders/{id}` | the capture or refund with our `actionReference` (for another amount: a contradiction, sent to review), or the cancellation |
 //!
 //! Every POST carries `X-Idempotency` and (captures, refunds) an
 //! `actionReference`, both the partner idempotency key: a re-send is

@@ -12,14 +12,17 @@
 //!
 //! WePay has no idempotency for captures, cancels and refunds. A capture or
 //! a cancel can only happen once per checkout, so its state says whether it
-//! happened. A refund is guarded: before every send the checkout's
-//! `amount_refunded` is read and compared with what our books say was
-//! refunded before this refund (`refunded_before`): equal, it is sent;
-//! already including this refund, it is answered as done without sending;
-//! anything else is Unknown (someone else refunded: the operation goes to
-//! review rather than risk paying twice). Refunds of one leg run one at a
-//! time (capability `concurrent_refunds = false`), which keeps the
-//! comparison exact.
+//! happened (re-sending one is safe). A refund is not: it is sent at most
+//! once ([`Partner::resends_safely`] is false for refunds), and guarded —
+//! before the send the checkout's `amount_refunded` is read and compared
+//! with what our books say was refunded before this refund
+//! (`refunded_before`): equal, it is sent; already including this refund,
+//! it is answered as done without sending; anything else is Unknown
+//! (someone else refunded: the operation goes to review rather than risk
+//! paying twice). Refunds of one leg run one at a time (capability
+//! `concurrent_refunds = false`), which keeps the comparison exact. A
+//! checkout whose amount, currency or account is not the one asked for is
+//! a contradiction (review), never booked at our figures.
 //!
 //! An uncaptured checkout is cancelled by WePay after 14 days: the
 //! authorization lifetime of this kind of partner.
