@@ -540,13 +540,15 @@ impl Config {
             }
             .into());
         }
+        let wait = config.redis_wait_timeout;
         if config.redis_wait_replicas > 0
-            && config.redis_wait_timeout >= config.redis_response_timeout
+            && (wait >= config.redis_response_timeout || wait < Duration::from_millis(1))
         {
             return Err(SettingError {
                 setting: "redis_wait_timeout".into(),
                 problem: format!(
-                    "{:?} must stay below the response timeout ({:?})",
+                    "{:?} must be at least 1ms (WAIT 0 waits for ever) and below the response \
+                     timeout ({:?})",
                     config.redis_wait_timeout, config.redis_response_timeout
                 ),
             }

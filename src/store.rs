@@ -814,6 +814,19 @@ impl InstrumentClaim {
         )
     }
 
+    /// An encoded claim with its `@now` attempts stamped `@<now>` (only in
+    /// the attempts: a merchant's name is never touched).
+    pub fn stamp(encoded: &str, now: u64) -> String {
+        let fields: Vec<&str> = encoded.splitn(4, '|').collect();
+        match fields.as_slice() {
+            [confirmed, session, attempts, merchant] => format!(
+                "{confirmed}|{session}|{}|{merchant}",
+                attempts.replace("@now", &format!("@{now}"))
+            ),
+            _ => encoded.to_owned(),
+        }
+    }
+
     pub fn decode(text: &str) -> Option<InstrumentClaim> {
         let mut parts = text.splitn(4, '|');
         let confirmed = parts.next()? == "1";

@@ -180,8 +180,17 @@ impl Operation {
         self.transactions.iter().find(|tx| tx.id == id)
     }
 
-    /// The next transaction never sent, in route order.
+    /// The next transaction never sent, in route order. An authorization
+    /// with a declined leg has none: it places no more holds.
     pub fn next_unsent(&self) -> Option<&PartnerTransaction> {
+        if self.kind == OperationKind::Authorization
+            && self
+                .transactions
+                .iter()
+                .any(|tx| tx.status == TransactionStatus::Failure)
+        {
+            return None;
+        }
         self.transactions
             .iter()
             .find(|tx| tx.attempts == 0 && !tx.status.is_final())

@@ -175,7 +175,8 @@ pub struct OperationRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
     pub transaction: Uuid,
-    /// The fence of the send it answers (the attempt count its claim took);
+    /// The attempt count it holds for: the fence of the send it answers
+    /// (the count its claim took), or 0 for a leg given up while never sent;
     /// `None` for what a lookup or a notification found.
     pub sent: Option<u32>,
     pub outcome: TransactionOutcome,

@@ -404,8 +404,14 @@ impl Partner for Wepay {
             }))
         };
         Ok(match (request.kind, stage) {
+            // A state we do not know says nothing: asked again later.
+            (_, None) => {
+                return Err(PartnerError::Unknown {
+                    description: format!("unknown checkout state {:?}", checkout.state),
+                });
+            }
             (OperationKind::Capture, Some(Stage::Captured)) => done,
-            (OperationKind::Capture, Some(Stage::Held)) => Lookup::NotFound,
+            (OperationKind::Capture, Some(Stage::Held | Stage::Deciding)) => Lookup::NotFound,
             (OperationKind::Capture, _) => refused("the checkout cannot be captured"),
             (OperationKind::Void, Some(Stage::Cancelled)) => done,
             (OperationKind::Void, Some(Stage::Held)) => Lookup::NotFound,

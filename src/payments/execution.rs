@@ -263,10 +263,17 @@ impl Payments {
                 }
             })
             .await;
-        match advanced {
-            Ok(advanced) if !advanced.stale => Ok(claimed.map(|claim| (advanced.work, claim))),
-            Ok(_) | Err(PaymentError::RequestInProgress) => Ok(None),
-            Err(other) => Err(other),
+        match (advanced, claimed) {
+            (Ok(advanced), Some(claim)) if !advanced.stale && !advanced.replicated => {
+                // A failover could lose the attempt: it is not sent.
+                self.release_unsent(advanced.work, claim, None).await?;
+                Ok(None)
+            }
+            (Ok(advanced), claimed) if !advanced.stale => {
+                Ok(claimed.map(|claim| (advanced.work, claim)))
+            }
+            (Ok(_) | Err(PaymentError::RequestInProgress), _) => Ok(None),
+            (Err(other), _) => Err(other),
         }
     }
 
@@ -354,7 +361,13 @@ impl Payments {
                         .iter()
                         .any(|a: &Answer| a.outcome.status == TransactionStatus::Failure));
             if attempts == 0 && declined_before {
-                answers.push(found(transaction, TransactionOutcome::not_attempted()));
+                // Only while it is still unsent: a sender may claim it yet.
+                answers.push(Answer {
+                    transaction,
+                    sent: Some(0),
+                    outcome: TransactionOutcome::not_attempted(),
+                    review: None,
+                });
                 continue;
             }
             if attempts > 0 {
@@ -456,7 +469,7 @@ pub(super) fn settle(
         edit.stale = true;
         return;
     }
-    if let (Some(fence), Some(leg)) = (
+    if let (Some(fence @ 1..), Some(leg)) = (
         answer.sent,
         operation.transaction(answer.transaction).map(|tx| tx.leg),
     ) {
@@ -499,15 +512,6 @@ fn request_for(
         refunded_before: header.ledger.get(tx.leg)?.refunded,
     };
     Some((request, leg.partner.clone()))
-}
-
-fn found(transaction: Uuid, outcome: TransactionOutcome) -> Answer {
-    Answer {
-        transaction,
-        sent: None,
-        outcome,
-        review: None,
-    }
 }
 
 /// The answer to a send made under `claim`. Only a first send may fail on

@@ -17,7 +17,9 @@
 //! An unconfirmed claim whose payments all let go — each declined the leg,
 //! or was never opened within the idempotency lease — does not hold: a
 //! declined authorization withdraws its payment, and another payer may take
-//! over a claim nobody backs.
+//! over a claim nobody backs. A submit refused after some of its claims
+//! leaves them to lapse (a concurrent request with its key may open on
+//! them).
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -83,7 +85,14 @@ impl Payments {
     ) -> Result<(), PaymentError> {
         for (index, leg) in legs.iter().enumerate() {
             if !self.claim_instrument(payer, leg).await? {
-                self.release_unopened(payer.payment, legs).await?;
+                // A replay of a submit that was opened gets its stored answer
+                // (its legs were claimed before it opened). Otherwise what
+                // this payment claimed lapses with the idempotency lease: it
+                // is never withdrawn here, since a concurrent request with
+                // the same key may be about to open on it.
+                if self.store.header(payer.payment).await?.is_some() {
+                    return Ok(());
+                }
                 return Err(Precondition::PaymentTokenInUse { leg: index }.into());
             }
         }
@@ -103,11 +112,38 @@ impl Payments {
             confirmed: false,
             attempts: vec![ours.clone()],
         };
+        let refresh_after =
+            u64::try_from((self.settings.idempotency_lease / 4).as_millis()).unwrap_or(u64::MAX);
         for _ in 0..CLAIM_ATTEMPTS {
             let held = self.store.claim_instrument(&instrument, &fresh).await?;
             let claim = &held.claim;
-            if claim.attempts.iter().any(|a| a.payment == payer.payment) {
-                return Ok(true);
+            if let Some(listed) = claim.attempts.iter().find(|a| a.payment == payer.payment) {
+                // Listed already (a retry): its time is renewed when it ages,
+                // so that the lapse of an attempt never opened is counted
+                // from this request.
+                let age = held.now.saturating_sub(listed.at.unwrap_or(held.now));
+                if age < refresh_after || claim.confirmed {
+                    return Ok(true);
+                }
+                let renewed = InstrumentClaim {
+                    attempts: claim
+                        .attempts
+                        .iter()
+                        .map(|a| match a.payment == payer.payment {
+                            true => ours.clone(),
+                            false => a.clone(),
+                        })
+                        .collect(),
+                    ..claim.clone()
+                };
+                if self
+                    .store
+                    .replace_instrument(&instrument, &held, Some(&renewed))
+                    .await?
+                {
+                    return Ok(true);
+                }
+                continue;
             }
             let same_payer = if self.single_use(leg) {
                 claim.session == payer.session
@@ -202,23 +238,6 @@ impl Payments {
         } else {
             Use::None
         })
-    }
-
-    /// Takes a payment's attempt off its legs' claims (a submit refused
-    /// after its claims, whose payment was never opened; a retry of a
-    /// submit that was opened keeps them).
-    pub(super) async fn release_unopened(
-        &self,
-        payment: Uuid,
-        legs: &[Leg],
-    ) -> Result<(), PaymentError> {
-        if self.store.header(payment).await?.is_some() {
-            return Ok(());
-        }
-        for leg in legs {
-            self.withdraw(leg, payment).await?;
-        }
-        Ok(())
     }
 
     /// After a declined authorization: its attempt leaves the claims of the

@@ -214,10 +214,7 @@ impl Payments {
                     id: session_id,
                 });
                 match self.store.commit(step).await? {
-                    Committed::Applied { .. } => {
-                        self.release_unopened(payment_id, legs).await?;
-                        return Err(refusal.into());
-                    }
+                    Committed::Applied { .. } => return Err(refusal.into()),
                     Committed::Conflict => continue,
                     Committed::Claimed(state) => {
                         return self.replay_submit(payment_id, origin, state).await;

@@ -1047,7 +1047,7 @@ impl Instruments for MemoryStore {
         let mut instruments = lock(&self.instruments);
         let stored = instruments
             .entry(instrument.to_owned())
-            .or_insert_with(|| claim.encode().replace("@now", &format!("@{now}")))
+            .or_insert_with(|| InstrumentClaim::stamp(&claim.encode(), now))
             .clone();
         held_instrument(stored, now)
     }
@@ -1073,7 +1073,7 @@ impl Instruments for MemoryStore {
         }
         match claim {
             Some(claim) => {
-                let stored = claim.encode().replace("@now", &format!("@{now}"));
+                let stored = InstrumentClaim::stamp(&claim.encode(), now);
                 instruments.insert(instrument.to_owned(), stored);
             }
             None => {

@@ -219,32 +219,50 @@ fn instrument_key(instrument: &str) -> String {
     format!("po:{{tok:{instrument}}}")
 }
 
-/// Claims an instrument unless claimed (`@now` becomes Redis's time in
-/// ms); answers the claim that holds it and Redis's time.
-const CLAIM_INSTRUMENT: &str = r"
+/// `@now` in a claim's attempts (its third field) becomes Redis's time in
+/// ms; the merchant's name (the last field) is never touched.
+macro_rules! stamp {
+    () => {
+        r"
 local t = redis.call('TIME')
 local now = string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+local function stamp(v)
+  local _, last = string.find(v, '^[^|]*|[^|]*|[^|]*|')
+  if not last then return v end
+  return (string.gsub(string.sub(v, 1, last), '@now', '@' .. now)) .. string.sub(v, last + 1)
+end
+"
+    };
+}
+
+/// Claims an instrument unless claimed; answers the claim that holds it and
+/// Redis's time.
+const CLAIM_INSTRUMENT: &str = concat!(
+    stamp!(),
+    r"
 local held = redis.call('GET', KEYS[1])
 if not held then
-  held = string.gsub(ARGV[1], '@now', '@' .. now)
+  held = stamp(ARGV[1])
   redis.call('SET', KEYS[1], held)
 end
 return {held, now}
-";
+"
+);
 
 /// Replaces the claim ARGV[1] (as read) by ARGV[2] (`` removes it);
 /// 0 if it changed since.
-const REPLACE_INSTRUMENT: &str = r"
+const REPLACE_INSTRUMENT: &str = concat!(
+    stamp!(),
+    r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if ARGV[2] == '' then
   redis.call('DEL', KEYS[1])
   return 1
 end
-local t = redis.call('TIME')
-local now = string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
-redis.call('SET', KEYS[1], (string.gsub(ARGV[2], '@now', '@' .. now)))
+redis.call('SET', KEYS[1], stamp(ARGV[2]))
 return 1
-";
+"
+);
 
 /// What GET of a claim answers, with Redis's time.
 const READ_INSTRUMENT: &str = r"
@@ -865,7 +883,15 @@ impl PaymentStore for RedisStore {
                     .map_err(write_failed)?;
                 (values, true)
             }
-            Some(replicated) => replicated.commit(&invocation, step.shard).await?,
+            Some(replicated) => {
+                match replicated
+                    .run(&invocation, &in_shard(step.shard, "-"))
+                    .await?
+                {
+                    (Value::Array(values), acknowledged) => (values, acknowledged),
+                    _ => return Err(corrupt("a step answered an unexpected shape")),
+                }
+            }
         };
         let committed = self.committed(&values).await?;
         match (acknowledged, &committed) {
@@ -1638,6 +1664,38 @@ fn held_instrument(stored: String, now: &str) -> Result<HeldInstrument, StoreErr
     Ok(HeldInstrument { claim, now, stored })
 }
 
+impl RedisStore {
+    /// Runs a write outside a step (an instrument claim): on the shared
+    /// connection, or, when replicas must acknowledge writes, with its `WAIT`
+    /// (not acknowledged: `NotReplicated`, nothing to rely on).
+    async fn written<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+        key: &str,
+    ) -> Result<T, StoreError> {
+        let value = match &self.replicated {
+            None => {
+                let mut connection = self.connection();
+                return invocation
+                    .invoke_async(&mut connection)
+                    .await
+                    .map_err(write_failed);
+            }
+            Some(replicated) => match replicated.run(invocation, key).await? {
+                (value, true) => value,
+                (_, false) => {
+                    return Err(StoreError::NotReplicated(Box::new(Committed::Applied {
+                        payment: None,
+                        session: None,
+                        answered: None,
+                    })));
+                }
+            },
+        };
+        redis::from_redis_value(value).map_err(|_| corrupt("an unexpected answer"))
+    }
+}
+
 #[async_trait]
 impl Instruments for RedisStore {
     async fn claim_instrument(
@@ -1645,13 +1703,10 @@ impl Instruments for RedisStore {
         instrument: &str,
         claim: &InstrumentClaim,
     ) -> Result<HeldInstrument, StoreError> {
-        let mut connection = self.connection();
-        let (held, now): (String, String) = CLAIM_INSTRUMENT_SCRIPT
-            .key(instrument_key(instrument))
-            .arg(claim.encode())
-            .invoke_async(&mut connection)
-            .await
-            .map_err(write_failed)?;
+        let key = instrument_key(instrument);
+        let mut invocation = CLAIM_INSTRUMENT_SCRIPT.prepare_invoke();
+        invocation.key(&key).arg(claim.encode());
+        let (held, now): (String, String) = self.written(&invocation, &key).await?;
         held_instrument(held, &now)
     }
 
@@ -1674,14 +1729,13 @@ impl Instruments for RedisStore {
         held: &HeldInstrument,
         claim: Option<&InstrumentClaim>,
     ) -> Result<bool, StoreError> {
-        let mut connection = self.connection();
-        let replaced: i64 = REPLACE_INSTRUMENT_SCRIPT
-            .key(instrument_key(instrument))
+        let key = instrument_key(instrument);
+        let mut invocation = REPLACE_INSTRUMENT_SCRIPT.prepare_invoke();
+        invocation
+            .key(&key)
             .arg(&held.stored)
-            .arg(claim.map(InstrumentClaim::encode).unwrap_or_default())
-            .invoke_async(&mut connection)
-            .await
-            .map_err(write_failed)?;
+            .arg(claim.map(InstrumentClaim::encode).unwrap_or_default());
+        let replaced: i64 = self.written(&invocation, &key).await?;
         Ok(replaced == 1)
     }
 }

@@ -1,4 +1,5 @@
-//! Steps whose replication is waited for (`--redis-wait-replicas`).
+//! Steps (and instrument claims) whose replication is waited for
+//! (`--redis-wait-replicas`).
 //!
 //! `WAIT n timeout` counts the writes of the connection it runs on, and
 //! blocks that connection until they are acknowledged: it cannot share the
@@ -21,8 +22,8 @@ use redis::{
 };
 use tokio::sync::Mutex;
 
-use super::{RedisSettings, in_shard, write_failed};
-use crate::store::{Shard, StoreError};
+use super::{RedisSettings, write_failed};
+use crate::store::StoreError;
 
 /// How many idle connections are kept.
 const IDLE: usize = 64;
@@ -98,13 +99,14 @@ impl Replicated {
         }
     }
 
-    /// Runs a step and waits for its replicas: the script's answer, and
-    /// whether enough replicas acknowledged it.
-    pub(super) async fn commit(
+    /// Runs a script and waits for its replicas: the script's answer, and
+    /// whether enough replicas acknowledged it. `key`: one of its keys (the
+    /// slot it runs on).
+    pub(super) async fn run(
         &self,
-        invocation: &redis::ScriptInvocation<'static>,
-        shard: Shard,
-    ) -> Result<(Vec<Value>, bool), StoreError> {
+        invocation: &redis::ScriptInvocation<'_>,
+        key: &str,
+    ) -> Result<(Value, bool), StoreError> {
         let mut connection = self.take().await?;
         let millis = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX);
         // A first use of the connection's server may need the script loaded.
@@ -115,7 +117,7 @@ impl Replicated {
                 .cmd("WAIT")
                 .arg(self.replicas)
                 .arg(millis);
-            let values = match connection.query(&pipe, shard).await {
+            let values = match connection.query(&pipe, key).await {
                 Ok(values) => values,
                 // The connection is not returned: it may be broken.
                 Err(error) => return Err(write_failed(error)),
@@ -129,28 +131,20 @@ impl Replicated {
                 }
             };
             match step {
-                Value::Array(values) => {
-                    let values = values.clone();
-                    self.give_back(connection).await;
-                    let enough = u32::try_from(acknowledged).unwrap_or(0) >= self.replicas;
-                    return Ok((values, enough));
-                }
                 Value::ServerError(error) if error.code() == "NOSCRIPT" => {
                     // Not run (the script is unknown there): load it, again.
-                    connection
-                        .load(invocation, shard)
-                        .await
-                        .map_err(write_failed)?;
+                    connection.load(invocation).await.map_err(write_failed)?;
                 }
+                // Refused: the connection is dropped (a demoted master keeps
+                // refusing writes on it).
                 Value::ServerError(error) => {
-                    let error = RedisError::from(error.clone());
-                    self.give_back(connection).await;
-                    return Err(write_failed(error));
+                    return Err(write_failed(RedisError::from(error.clone())));
                 }
-                _ => {
-                    return Err(StoreError::Unknown(
-                        "a waited step answered an unexpected shape".into(),
-                    ));
+                answer => {
+                    let answer = answer.clone();
+                    self.give_back(connection).await;
+                    let enough = u32::try_from(acknowledged).unwrap_or(0) >= self.replicas;
+                    return Ok((answer, enough));
                 }
             }
         }
@@ -161,11 +155,11 @@ impl Replicated {
 }
 
 impl Dedicated {
-    async fn query(&mut self, pipe: &Pipeline, shard: Shard) -> Result<Vec<Value>, RedisError> {
+    async fn query(&mut self, pipe: &Pipeline, key: &str) -> Result<Vec<Value>, RedisError> {
         match self {
             Dedicated::Single(connection) => pipe.query_async(connection).await,
             Dedicated::Cluster(connection) => {
-                let route = Route::with_key(in_shard(shard, "-"), SlotAddr::Master);
+                let route = Route::with_key(key, SlotAddr::Master);
                 connection
                     .route_pipeline(
                         pipe.clone(),
@@ -178,11 +172,7 @@ impl Dedicated {
         }
     }
 
-    async fn load(
-        &mut self,
-        invocation: &redis::ScriptInvocation<'static>,
-        _shard: Shard,
-    ) -> Result<(), RedisError> {
+    async fn load(&mut self, invocation: &redis::ScriptInvocation<'_>) -> Result<(), RedisError> {
         match self {
             Dedicated::Single(connection) => invocation.load_async(connection).await.map(drop),
             Dedicated::Cluster(connection) => invocation.load_async(connection).await.map(drop),
