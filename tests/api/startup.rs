@@ -106,3 +106,68 @@ fn help_and_version_are_errors_not_exits() {
         assert!(error.downcast_ref::<clap::Error>().is_some(), "{flag}");
     }
 }
+
+#[test]
+fn a_partner_whose_call_cannot_fit_a_send_claim_is_refused_with_the_numbers() {
+    let error = load(&["--partner-timeout", "40s"]).unwrap_err().to_string();
+    assert!(
+        error.contains(".timeout:")
+            && error.contains("40s")
+            && error.contains("80.15s")
+            && error.contains("60s"),
+        "{error}"
+    );
+    // The same timeout fits a longer lease.
+    assert!(load(&["--partner-timeout", "40s", "--operation-lease", "90s"]).is_ok());
+}
+
+#[test]
+fn on_redis_a_partner_several_merchants_may_use_must_name_them() {
+    let hash = ApiKeys::hash("sk_live_x");
+    let merchants = format!("acme:{hash},globex:{hash}");
+    let notifier = format!("*:{hash}");
+    let keys = [
+        "--redis-url",
+        "redis://127.0.0.1:1",
+        "--api-keys",
+        &merchants,
+        "--admin-api-keys",
+        &hash,
+        "--partner-notifier-api-keys",
+        &notifier,
+        "--webhook-secrets",
+        "acme:whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "--instrument-secret",
+        "a-long-random-secret-of-the-deployment",
+    ];
+    let error = load(&keys).unwrap_err().to_string();
+    assert!(
+        error.starts_with("partners.illicado.merchants:") && error.contains("acme, globex"),
+        "{error}"
+    );
+    // Named in the partner tables, it starts.
+    let file = super::harness::config_file(
+        "[partners.cards]\nkind = \"sandbox\"\nmethods = [\"creditcard\"]\nmerchants = [\"acme\"]\n",
+    );
+    let named = [&keys[..], &[file[0].as_str(), file[1].as_str()]].concat();
+    assert!(load(&named).is_ok(), "{:?}", load(&named).err());
+    // One merchant, or the demo: no list needed.
+    assert!(load(&[&keys[..], &["--demo"]].concat()).is_ok());
+}
+
+#[test]
+fn a_replica_wait_must_fit_the_response_timeout_and_be_at_least_a_millisecond() {
+    for wait in ["0s", "1s", "2s"] {
+        let error = load(&["--redis-wait-replicas", "1", "--redis-wait-timeout", wait])
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("redis_wait_timeout:"), "{wait}: {error}");
+    }
+    assert!(load(&["--redis-wait-replicas", "1", "--redis-wait-timeout", "300ms"]).is_ok());
+}
+
+#[test]
+fn a_short_instrument_secret_is_refused() {
+    let error = load(&["--instrument-secret", "short"]).unwrap_err().to_string();
+    assert!(error.starts_with("instrument_secret:"), "{error}");
+}
