@@ -159,8 +159,10 @@ impl Payments {
                 self.release_unsent(work, claim, record).await?;
                 return Err(PaymentError::RequestInProgress);
             }
-            let result = self.partners.send(&partner, &request).await;
-            let answer = sent_answer(claim, &result);
+            let answer = match self.instrument_lost(&header, &operation, claim).await? {
+                Some(refusal) => refusal,
+                None => sent_answer(claim, &self.partners.send(&partner, &request).await),
+            };
             let now = self.clock.now();
             header.take_answer(&mut operation, &answer, true, now);
             answers.push(answer);
@@ -275,6 +277,35 @@ impl Payments {
             (Ok(_) | Err(PaymentError::RequestInProgress), _) => Ok(None),
             (Err(other), _) => Err(other),
         }
+    }
+
+    /// An authorization leg whose instrument another payer holds is never
+    /// sent: it is declined here (`PAYMENT_TOKEN_IN_USE`), nothing placed.
+    async fn instrument_lost(
+        &self,
+        header: &Payment,
+        operation: &Operation,
+        claim: Held,
+    ) -> Result<Option<Answer>, PaymentError> {
+        // Only a first send: a leg sent before was sent while its payment
+        // existed, which no other payer can take an instrument from.
+        if operation.kind != OperationKind::Authorization
+            || claim.fence != 1
+            || self.instrument_held(header, claim.leg).await?
+        {
+            return Ok(None);
+        }
+        Ok(Some(Answer {
+            transaction: claim.transaction,
+            sent: Some(claim.fence),
+            outcome: TransactionOutcome {
+                status: TransactionStatus::Failure,
+                partner_reference: None,
+                partner_status: "PAYMENT_TOKEN_IN_USE".into(),
+                partner_status_description: "the payment token is used by another payer".into(),
+            },
+            review: None,
+        }))
     }
 
     /// Whether a claim asked for at `since` still has time for one whole
@@ -416,8 +447,12 @@ impl Payments {
                 self.release_unsent(work.clone(), claim, None).await?;
                 break;
             }
-            let result = self.partners.send(&partner, &request).await;
-            answers.push(sent_answer(claim, &result));
+            let (header, operation) = (&work.header.value, &work.operation);
+            let answer = match self.instrument_lost(header, operation, claim).await? {
+                Some(refusal) => refusal,
+                None => sent_answer(claim, &self.partners.send(&partner, &request).await),
+            };
+            answers.push(answer);
         }
         Ok((work, answers))
     }

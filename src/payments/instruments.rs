@@ -99,6 +99,28 @@ impl Payments {
         Ok(())
     }
 
+    /// Whether an authorization leg's instrument is still its payment's,
+    /// asked before the leg is sent: a submit whose open step reached the
+    /// store only after its claim lapsed may find the instrument taken by
+    /// another payer in between. Once the payment exists its claim cannot
+    /// lapse, so this one look is enough (a claim that lapsed and was not
+    /// taken is claimed again).
+    pub(super) async fn instrument_held(
+        &self,
+        payment: &Payment,
+        leg: usize,
+    ) -> Result<bool, PaymentError> {
+        let Some(leg) = payment.legs.get(leg) else {
+            return Ok(false);
+        };
+        let payer = Payer {
+            merchant: &payment.merchant,
+            session: payment.session_id,
+            payment: payment.id,
+        };
+        self.claim_instrument(payer, leg).await
+    }
+
     /// Whether the leg's instrument is (now) this payer's.
     async fn claim_instrument(&self, payer: Payer<'_>, leg: &Leg) -> Result<bool, PaymentError> {
         let instrument = self.instrument(leg);

@@ -163,11 +163,21 @@ fn a_replica_wait_must_fit_the_response_timeout_and_be_at_least_a_millisecond() 
             .to_string();
         assert!(error.starts_with("redis_wait_timeout:"), "{wait}: {error}");
     }
-    assert!(load(&["--redis-wait-replicas", "1", "--redis-wait-timeout", "300ms"]).is_ok());
+    assert!(
+        load(&[
+            "--redis-wait-replicas",
+            "1",
+            "--redis-wait-timeout",
+            "300ms"
+        ])
+        .is_ok()
+    );
 }
 
 #[test]
 fn a_short_instrument_secret_is_refused() {
-    let error = load(&["--instrument-secret", "short"]).unwrap_err().to_string();
+    let error = load(&["--instrument-secret", "short"])
+        .unwrap_err()
+        .to_string();
     assert!(error.starts_with("instrument_secret:"), "{error}");
 }
