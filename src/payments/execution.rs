@@ -287,10 +287,11 @@ impl Payments {
         operation: &Operation,
         claim: Held,
     ) -> Result<Option<Answer>, PaymentError> {
-        // Only a first send: a leg sent before was sent while its payment
-        // existed, which no other payer can take an instrument from.
+        // Every send, not only the first attempt: an attempt counted by a
+        // sender that stopped before its call was never checked. (A leg that
+        // was sent passed this check, and keeps its instrument: its payment
+        // exists, so no other payer can take it.)
         if operation.kind != OperationKind::Authorization
-            || claim.fence != 1
             || self.instrument_held(header, claim.leg).await?
         {
             return Ok(None);
