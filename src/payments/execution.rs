@@ -76,24 +76,11 @@ impl Payments {
         operation: &mut Operation,
         since: Instant,
     ) -> Option<(Held, ClaimChange)> {
-        let now = operation.created_at;
-        let (transaction, leg) = operation.next_unsent().map(|tx| (tx.id, tx.leg))?;
-        let fence = operation.claim_send(transaction, now)?;
-        let claim = ClaimChange::Take {
-            operation: operation.id,
-            leg,
-            fence,
-            ttl: self.settings.operation_lease,
-        };
-        Some((
-            Held {
-                transaction,
-                leg,
-                fence,
-                since,
-            },
-            claim,
-        ))
+        let transaction = operation.next_unsent()?.id;
+        let (now, ttl) = (operation.created_at, self.settings.operation_lease);
+        let mut edit = Edit::default();
+        let held = take_claim(operation, transaction, now, since, ttl, &mut edit)?;
+        Some((held, edit.claims.pop()?))
     }
 
     /// Runs an opened operation: executes its legs, then concludes it as one
@@ -196,21 +183,7 @@ impl Payments {
                         edit.stale = true;
                         return;
                     }
-                    let leg = op.transaction(next).map(|tx| tx.leg);
-                    if let (Some(leg), Some(fence)) = (leg, op.claim_send(next, now)) {
-                        edit.claims.push(ClaimChange::Take {
-                            operation: op.id,
-                            leg,
-                            fence,
-                            ttl,
-                        });
-                        claimed = Some(Held {
-                            transaction: next,
-                            leg,
-                            fence,
-                            since,
-                        });
-                    }
+                    claimed = take_claim(op, next, now, since, ttl, edit);
                 },
             )
             .await
@@ -240,29 +213,11 @@ impl Payments {
         let advanced = self
             .advance(work, Phase::Progress, &Keying::None, |_, op, now, edit| {
                 claimed = None;
-                let current = op.transaction(transaction).map(|tx| (tx.leg, tx.attempts));
-                let Some((leg, seen)) = current else {
-                    edit.stale = true;
-                    return;
-                };
-                if seen != attempts {
+                if op.transaction(transaction).map(|tx| tx.attempts) != Some(attempts) {
                     edit.stale = true;
                     return;
                 }
-                if let Some(fence) = op.claim_send(transaction, now) {
-                    edit.claims.push(ClaimChange::Take {
-                        operation: op.id,
-                        leg,
-                        fence,
-                        ttl,
-                    });
-                    claimed = Some(Held {
-                        transaction,
-                        leg,
-                        fence,
-                        since,
-                    });
-                }
+                claimed = take_claim(op, transaction, now, since, ttl, edit);
             })
             .await;
         match (advanced, claimed) {
@@ -489,6 +444,32 @@ impl Payments {
             review: Some(note),
         })
     }
+}
+
+/// Counts one more attempt of `transaction` and takes its send claim in the
+/// same step: the claim the sender then holds.
+fn take_claim(
+    operation: &mut Operation,
+    transaction: Uuid,
+    now: std::time::SystemTime,
+    since: Instant,
+    ttl: std::time::Duration,
+    edit: &mut Edit,
+) -> Option<Held> {
+    let leg = operation.transaction(transaction)?.leg;
+    let fence = operation.claim_send(transaction, now)?;
+    edit.claims.push(ClaimChange::Take {
+        operation: operation.id,
+        leg,
+        fence,
+        ttl,
+    });
+    Some(Held {
+        transaction,
+        leg,
+        fence,
+        since,
+    })
 }
 
 /// Takes an answer into the operation, and gives up the claim it was sent
