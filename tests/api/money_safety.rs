@@ -297,26 +297,38 @@ async fn a_replica_whose_clock_jumps_ten_minutes_never_sends_a_refund_again() {
     refunded_once(&partners, &a, &operation.id).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_walley_resend_refused_after_a_lost_first_attempt_stays_uncertain() {
-    let partners = Partners::start().await;
-    let server = partners.server().await;
+/// A 40.00 Walley payment whose order carries `faults`, and its capture of
+/// 30.00 as answered.
+async fn walley_capture(
+    partners: &Partners,
+    server: &TestServer,
+    faults: serde_json::Value,
+) -> (proto::Payment, proto::Operation) {
     let order = partners
         .walley
-        .order(json!({ "amount": 40.00, "currency": "EUR", "faults": [
-            { "on": "capture", "effect": "lost" },
-            { "on": "capture", "effect": "429", "times": 50 },
-        ]}))
+        .order(json!({ "amount": 40.00, "currency": "EUR", "faults": faults }))
         .await;
-    let payment = authorized(&server, vec![walley(4000, &order)]).await;
+    let payment = authorized(server, vec![walley(4000, &order)]).await;
     let operation = server
         .payments()
         .capture(capture(&payment, Some(3000)))
         .await
-        .unwrap()
+        .expect("a capture answers")
         .into_inner()
         .operation
-        .unwrap();
+        .expect("an operation");
+    (payment, operation)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_walley_resend_refused_after_a_lost_first_attempt_stays_uncertain() {
+    let partners = Partners::start().await;
+    let server = partners.server().await;
+    let faults = json!([
+        { "on": "capture", "effect": "lost" },
+        { "on": "capture", "effect": "429", "times": 50 },
+    ]);
+    let (payment, operation) = walley_capture(&partners, &server, faults).await;
     assert_eq!(
         operation.status(),
         Uncertain,
@@ -342,21 +354,8 @@ async fn a_walley_resend_refused_after_a_lost_first_attempt_stays_uncertain() {
 async fn a_walley_action_booked_for_another_amount_goes_to_review() {
     let partners = Partners::start().await;
     let server = partners.server().await;
-    let order = partners
-        .walley
-        .order(json!({ "amount": 40.00, "currency": "EUR", "faults": [
-            { "on": "capture", "effect": "alter" },
-        ]}))
-        .await;
-    let payment = authorized(&server, vec![walley(4000, &order)]).await;
-    let operation = server
-        .payments()
-        .capture(capture(&payment, Some(3000)))
-        .await
-        .unwrap()
-        .into_inner()
-        .operation
-        .unwrap();
+    let faults = json!([{ "on": "capture", "effect": "alter" }]);
+    let (payment, operation) = walley_capture(&partners, &server, faults).await;
     assert_eq!(operation.status(), Pending, "accepted, processed later");
     server.resolve_after(Duration::from_secs(5)).await;
     let now = operation_now(&server, &operation.id).await;

@@ -74,6 +74,10 @@ impl RedisServer {
     }
 
     fn start_on(port: u16, cluster: bool, persistent: bool) -> RedisServer {
+        RedisServer::launched(port, cluster, persistent, None)
+    }
+
+    fn launched(port: u16, cluster: bool, persistent: bool, master: Option<u16>) -> RedisServer {
         let dir = std::env::temp_dir().join(format!("po-redis-{port}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let mut server = RedisServer {
@@ -82,7 +86,7 @@ impl RedisServer {
             dir,
             cluster,
             persistent,
-            master: None,
+            master,
         };
         server.launch();
         server
@@ -90,18 +94,7 @@ impl RedisServer {
 
     /// A replica of `master` (`REPLICAOF`), in sync when this returns.
     pub fn replica_of(master: &RedisServer) -> RedisServer {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("po-redis-{port}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let mut server = RedisServer {
-            port,
-            process: None,
-            dir,
-            cluster: false,
-            persistent: false,
-            master: Some(master.port),
-        };
-        server.launch();
+        let server = RedisServer::launched(free_port(), false, false, Some(master.port));
         server.wait_for_link();
         server
     }
