@@ -21,13 +21,14 @@ use crate::{
         wepay::Wepay,
     },
     payments::{Payments, Settings, SettlementSettings},
-    resolver::Resolver,
     store::{
         Store,
         memory::MemoryStore,
         redis::{RedisSettings, RedisStore},
     },
-    webhooks::{Secrets, Webhooks, worker::DeliveryWorker},
+    webhooks::{Secrets, Webhooks},
+    workers::deliveries::DeliveryWorker,
+    workers::{readiness::Readiness, resolver::Resolver, settlement_import::SettlementImporter},
 };
 
 const SERVICES: [&str; 5] = [
@@ -142,7 +143,12 @@ impl App {
                 ", and loopback or private addresses in these networks"
             }
         );
-        let webhooks = Webhooks::new(Secrets::new(secrets), config.webhook_timeout, destinations);
+        let webhooks = Webhooks::new(
+            Secrets::new(secrets),
+            config.webhook_timeout,
+            destinations,
+            Arc::new(api::events::EventBodies),
+        );
         let payments = Payments::new(store, partners, clock.clone(), settings, webhooks);
         tokio::spawn(payments.listen_for_finals());
         let merchants = config
@@ -301,77 +307,36 @@ impl App {
             auth(Required::PartnerNotifier),
         );
 
-        // Readiness follows the store: the named services turn NOT_SERVING
-        // while it does not answer; "" (liveness) stays SERVING.
-        let readiness = {
-            let (health, payments) = (health.clone(), self.payments.clone());
-            let mut stopped = stopped_signal.clone();
-            tokio::spawn(async move {
-                let mut ready = true;
-                loop {
-                    let now_ready = payments.store_ready().await;
-                    metrics::gauge!(crate::telemetry::series::STORE_READY).set(if now_ready {
-                        1.0
-                    } else {
-                        0.0
-                    });
-                    if now_ready != ready {
-                        ready = now_ready;
-                        let status = if ready {
-                            ServingStatus::Serving
-                        } else {
-                            ServingStatus::NotServing
-                        };
-                        tracing::warn!(ready, "store readiness changed");
-                        for service in SERVICES {
-                            health.set_service_status(service, status).await;
-                        }
-                    }
-                    tokio::select! {
-                        _ = stopped.wait_for(|stop| *stop) => return,
-                        () = tokio::time::sleep(READINESS_INTERVAL) => {}
-                    }
-                }
-            })
+        let stopped_on = |stopped: &tokio::sync::watch::Receiver<bool>| {
+            let mut stopped = stopped.clone();
+            async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            }
         };
+        let readiness = tokio::spawn(
+            Readiness::new(self.payments.clone(), health.clone(), &SERVICES)
+                .run(READINESS_INTERVAL, stopped_on(&stopped_signal)),
+        );
 
         let resolver = (!self.resolver_interval.is_zero()).then(|| {
-            let mut stopped = stopped.clone();
-            let run = self
-                .resolver
-                .clone()
-                .run(self.resolver_interval, async move {
-                    let _ = stopped.wait_for(|stop| *stop).await;
-                });
-            tokio::spawn(run)
+            tokio::spawn(
+                self.resolver
+                    .clone()
+                    .run(self.resolver_interval, stopped_on(&stopped)),
+            )
         });
-
         let deliveries = (!self.resolver_interval.is_zero()).then(|| {
-            let mut stopped = stopped.clone();
-            let run = self
-                .deliveries
-                .clone()
-                .run(self.resolver_interval, async move {
-                    let _ = stopped.wait_for(|stop| *stop).await;
-                });
-            tokio::spawn(run)
+            tokio::spawn(
+                self.deliveries
+                    .clone()
+                    .run(self.resolver_interval, stopped_on(&stopped)),
+            )
         });
-
         let importer = (!self.settlement_import_interval.is_zero()).then(|| {
-            let payments = self.payments.clone();
-            let interval = self.settlement_import_interval;
-            let mut stopped = stopped.clone();
-            tokio::spawn(async move {
-                loop {
-                    if let Err(error) = payments.import_settlements(None).await {
-                        tracing::warn!(%error, "settlement import failed; the next one retries");
-                    }
-                    tokio::select! {
-                        _ = stopped.wait_for(|stop| *stop) => return,
-                        () = tokio::time::sleep(interval) => {}
-                    }
-                }
-            })
+            tokio::spawn(
+                SettlementImporter::new(self.payments.clone())
+                    .run(self.settlement_import_interval, stopped_on(&stopped)),
+            )
         });
 
         let address = self.listener.local_addr()?;

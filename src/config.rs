@@ -34,6 +34,9 @@ const DEMO_KEY_SETTINGS: [&str; 5] = [
     "instrument_secret",
 ];
 
+/// The instrument secret of the embedded mode and `--demo`.
+pub const DEMO_INSTRUMENT_KEY: &str = "demo-instrument-key-not-for-production";
+
 /// SHA-256 of `sk_test_demo`, the demo merchant's API key.
 pub const DEMO_KEY_HASH: &str = "5d48f1024f38b44ad9ddc03dc12b2a8287c7ec690065dcef384cb1fd1753626d";
 
@@ -238,7 +241,7 @@ pub struct Config {
     #[arg(
         long,
         env = "PAYMENT_ORCHESTRATOR_INSTRUMENT_SECRET",
-        default_value = crate::payments::DEMO_INSTRUMENT_KEY,
+        default_value = DEMO_INSTRUMENT_KEY,
         hide_default_value = true,
         hide_env_values = true
     )]

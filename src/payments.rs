@@ -290,13 +290,11 @@ impl Default for Settings {
             max_waiters_per_merchant: 1000,
             request_timeout: Duration::from_secs(30),
             settlements: SettlementSettings::default(),
-            instrument_key: crate::partners::Secret::new(DEMO_INSTRUMENT_KEY.into()),
+            // The service is given the configured key (`--instrument-secret`).
+            instrument_key: crate::partners::Secret::new("payments-default-instrument-key".into()),
         }
     }
 }
-
-/// The instrument key of the embedded mode and `--demo`.
-pub const DEMO_INSTRUMENT_KEY: &str = "demo-instrument-key-not-for-production";
 
 /// How many times a step is tried against concurrent writers of the same
 /// payment before giving up.

@@ -32,10 +32,8 @@ use sha2::Sha256;
 use uuid::Uuid;
 
 pub mod destinations;
-pub mod worker;
 
 use crate::{
-    api::events,
     domain::{operation::Operation, payment::Payment, settlement::ReconciliationIssue},
     store::{Shard, WebhookDelivery},
 };
@@ -162,11 +160,37 @@ impl DeliveryError {
     }
 }
 
+/// Writes the body of an event: the gRPC layer renders its proto messages
+/// (`api::events`), handed in by `app.rs`, so this adapter never imports the
+/// layer above it.
+pub trait EventBody: Send + Sync + std::fmt::Debug {
+    /// The body of an event about an operation.
+    fn operation(
+        &self,
+        id: Uuid,
+        kind: &str,
+        payment: &Payment,
+        operation: &Operation,
+        now: SystemTime,
+    ) -> String;
+
+    /// The body of an event about a reconciliation issue.
+    fn issue(
+        &self,
+        id: Uuid,
+        kind: &str,
+        payment: Uuid,
+        issue: &ReconciliationIssue,
+        now: SystemTime,
+    ) -> String;
+}
+
 #[derive(Debug, Clone)]
 pub struct Webhooks {
     client: reqwest::Client,
     secrets: Secrets,
     destinations: Destinations,
+    bodies: std::sync::Arc<dyn EventBody>,
 }
 
 fn unix_seconds(time: SystemTime) -> u64 {
@@ -193,7 +217,12 @@ impl Webhooks {
     /// A client that connects only to vetted addresses (no proxy, no
     /// redirects: a 3xx is a failed attempt), each attempt bounded by
     /// `timeout`.
-    pub fn new(secrets: Secrets, timeout: Duration, destinations: Destinations) -> Self {
+    pub fn new(
+        secrets: Secrets,
+        timeout: Duration,
+        destinations: Destinations,
+        bodies: std::sync::Arc<dyn EventBody>,
+    ) -> Self {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
@@ -207,6 +236,7 @@ impl Webhooks {
             client,
             secrets,
             destinations,
+            bodies,
         }
     }
 
@@ -225,7 +255,8 @@ impl Webhooks {
         now: SystemTime,
     ) -> Option<WebhookDelivery> {
         self.delivery(payment, &operation.id.to_string(), kind.name(), now, |id| {
-            events::operation_event(id, kind.name(), payment, operation, now)
+            self.bodies
+                .operation(id, kind.name(), payment, operation, now)
         })
     }
 
@@ -240,7 +271,7 @@ impl Webhooks {
     ) -> Option<WebhookDelivery> {
         let kind = "reconciliation.issue";
         self.delivery(payment, &issue.id.to_string(), kind, now, |id| {
-            events::issue_event(id, kind, payment.id, issue, now)
+            self.bodies.issue(id, kind, payment.id, issue, now)
         })
     }
 

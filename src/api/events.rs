@@ -9,35 +9,45 @@ use prost_reflect::{DescriptorPool, DynamicMessage};
 use uuid::Uuid;
 
 use super::{convert, proto};
-use crate::domain::{operation::Operation, payment::Payment, settlement::ReconciliationIssue};
+use crate::{
+    domain::{operation::Operation, payment::Payment, settlement::ReconciliationIssue},
+    webhooks::EventBody,
+};
 
 /// The API's descriptors, for the JSON mapping.
 static DESCRIPTORS: LazyLock<Option<DescriptorPool>> =
     LazyLock::new(|| DescriptorPool::decode(proto::FILE_DESCRIPTOR_SET).ok());
 
-/// The body of an event about an operation.
-pub fn operation_event(
-    id: Uuid,
-    kind: &str,
-    payment: &Payment,
-    operation: &Operation,
-    now: SystemTime,
-) -> String {
-    let subject =
-        proto::webhook_data::Subject::Operation(convert::operation_proto(payment, operation));
-    body(id, kind, payment.id, subject, now)
-}
+/// Webhook bodies as the API spells them (the webhook adapter is handed
+/// this by `app.rs`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EventBodies;
 
-/// The body of an event about a reconciliation issue.
-pub fn issue_event(
-    id: Uuid,
-    kind: &str,
-    payment: Uuid,
-    issue: &ReconciliationIssue,
-    now: SystemTime,
-) -> String {
-    let subject = proto::webhook_data::Subject::Issue(convert::settlements::issue(issue));
-    body(id, kind, payment, subject, now)
+impl EventBody for EventBodies {
+    fn operation(
+        &self,
+        id: Uuid,
+        kind: &str,
+        payment: &Payment,
+        operation: &Operation,
+        now: SystemTime,
+    ) -> String {
+        let subject =
+            proto::webhook_data::Subject::Operation(convert::operation_proto(payment, operation));
+        body(id, kind, payment.id, subject, now)
+    }
+
+    fn issue(
+        &self,
+        id: Uuid,
+        kind: &str,
+        payment: Uuid,
+        issue: &ReconciliationIssue,
+        now: SystemTime,
+    ) -> String {
+        let subject = proto::webhook_data::Subject::Issue(convert::settlements::issue(issue));
+        body(id, kind, payment, subject, now)
+    }
 }
 
 fn body(

@@ -9,9 +9,9 @@ use payment_orchestrator::{
     clock::ManualClock,
     config::Config,
     partners::sandbox::Sandbox,
-    resolver::Resolver,
     store::Store,
-    webhooks::worker::DeliveryWorker,
+    workers::deliveries::DeliveryWorker,
+    workers::resolver::Resolver,
 };
 use proto::{
     payment_service_client::PaymentServiceClient, session_service_client::SessionServiceClient,

@@ -29,9 +29,9 @@ use payment_orchestrator::{
         CreateSession, IdempotencyKey, Idempotent, OperationCommand, Payments, Settings,
         SubmitSession, requested_operation_id, submitted_payment_id,
     },
-    resolver::Resolver,
     store::{PaymentStore, Store, memory::MemoryStore},
     webhooks::{Secrets, Webhooks, destinations::Destinations},
+    workers::resolver::Resolver,
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use tokio::{task::JoinSet, time::Instant};
@@ -360,6 +360,7 @@ impl World {
             Secrets::new([]),
             Duration::from_secs(1),
             Destinations::new(vec!["https".into()], Vec::new(), Vec::new()),
+            Arc::new(payment_orchestrator::api::events::EventBodies),
         );
         let payments = Payments::new(
             self.faulty.clone(),
