@@ -9,33 +9,14 @@
 //! [`STEP`] takes any step. The two steps every operation takes, *open* and
 //! *conclude*, have lean scripts of their own ([`OPEN`], [`CONCLUDE`]): a
 //! script's cost in Redis is mostly its arguments and its `redis.call`s.
+//!
+//! Each script is a file in `scripts/`, named after what it does, read in at
+//! build time and hashed once; `record.lua` and `stamp.lua` are the parts
+//! several share.
 
 use std::sync::LazyLock;
 
 use redis::Script;
-
-/// The shared part: the store's own time (ms), which judges every lease
-/// and claim (never a replica's clock); and what an existing record says to
-/// a claim (`ARGV[fp]` is the claimant's fingerprint).
-macro_rules! claimed {
-    ($fp:literal) => {
-        concat!(
-            "local function clock()\n",
-            "  local t = redis.call('TIME')\n",
-            "  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n",
-            "end\n",
-            "local function claimed(record)\n",
-            "  if string.sub(record, 2, 17) ~= ARGV[", $fp, "] then return {'mismatch'} end\n",
-            "  if string.sub(record, 1, 1) == 'd' then return {'done', string.sub(record, 18)} end\n",
-            "  if tonumber(string.sub(record, 18)) > clock() then return {'inflight'} end\n",
-            "  return {'expired'}\n",
-            "end\n",
-            "local function until_ms(lease)\n",
-            "  return string.format('%.0f', clock() + tonumber(lease))\n",
-            "end\n"
-        )
-    };
-}
 
 /// One atomic step (see `store::Step`), any shape.
 ///
@@ -66,115 +47,8 @@ macro_rules! claimed {
 /// over) with nothing written.
 pub static STEP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
-        claimed!("3"),
-        r"
-        local keymode = ARGV[2]
-        local record = nil
-        if keymode ~= '' then
-          record = redis.call('GET', KEYS[1])
-          if (keymode == 'claim' or keymode == 'answer') and record then return claimed(record) end
-        end
-        local smode = ARGV[7]
-        if smode == 'insert' then
-          if redis.call('EXISTS', KEYS[2]) == 1 then return {'exists'} end
-        elseif smode ~= '' then
-          if redis.call('HGET', KEYS[2], 'v') ~= ARGV[8] then return {'conflict'} end
-        end
-        local pmode = ARGV[11]
-        if pmode == 'insert' then
-          if redis.call('EXISTS', KEYS[3]) == 1 then return {'exists'} end
-        elseif pmode ~= '' then
-          if redis.call('HGET', KEYS[3], 'v') ~= ARGV[12] then return {'conflict'} end
-        end
-        local n = tonumber(ARGV[15])
-        local i = 16
-        for _ = 1, n do
-          if ARGV[i + 1] == 'i' and redis.call('HEXISTS', KEYS[4], ARGV[i + 3]) == 1 then
-            return {'exists'}
-          end
-          i = i + 4
-        end
-        local d = tonumber(ARGV[i])
-        local w = tonumber(ARGV[i + 1 + 3 * d])
-        local c_at = i + 3 + 3 * d + 2 * w
-        local c = tonumber(ARGV[c_at])
-        for j = 1, c do
-          if ARGV[c_at + 3 * j - 2] == 't' and redis.call('EXISTS', KEYS[7 + w + j]) == 1 then
-            return {'busy'}
-          end
-        end
-
-        local answered = false
-        if keymode == 'claim' then
-          redis.call('SET', KEYS[1], 'i' .. ARGV[3] .. until_ms(ARGV[4]), 'PX', ARGV[5])
-        elseif keymode == 'answer' then
-          redis.call('SET', KEYS[1], 'd' .. ARGV[3] .. ARGV[6], 'PX', ARGV[5])
-        elseif keymode == 'abandon' and record then
-          if string.sub(record, 1, 1) == 'i' then
-            redis.call('SET', KEYS[1], string.sub(record, 1, 17) .. '0', 'KEEPTTL')
-          end
-        elseif keymode == 'complete' and record then
-          if string.sub(record, 1, 1) == 'i' then
-            redis.call('SET', KEYS[1], 'd' .. string.sub(record, 2, 17) .. ARGV[6], 'KEEPTTL')
-          else
-            answered = string.sub(record, 18)
-          end
-        end
-        local sversion = false
-        if smode == 'insert' or smode == 'update' then
-          sversion = 1
-          if smode == 'update' then sversion = tonumber(ARGV[8]) + 1 end
-          redis.call('HSET', KEYS[2], 'v', sversion, 'd', ARGV[9])
-          redis.call('PEXPIRE', KEYS[2], ARGV[10])
-        end
-        local pversion = false
-        if pmode == 'insert' or pmode == 'update' then
-          pversion = 1
-          if pmode == 'update' then pversion = tonumber(ARGV[12]) + 1 end
-          redis.call('HSET', KEYS[3], 'v', pversion, 'h', ARGV[13])
-        end
-        i = 16
-        for _ = 1, n do
-          redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 2])
-          if ARGV[i + 1] == 'i' then redis.call('HSET', KEYS[4], ARGV[i + 3], ARGV[14]) end
-          i = i + 4
-        end
-        i = i + 1
-        for _ = 1, d do
-          local lane = KEYS[5]
-          local kind = string.sub(ARGV[i + 1], 1, 2)
-          if kind == 'w:' then lane = KEYS[6] elseif kind == 'f:' then lane = KEYS[7] end
-          if ARGV[i] == '+' then
-            redis.call('ZADD', lane, ARGV[i + 2], ARGV[i + 1])
-          else
-            redis.call('ZREM', lane, ARGV[i + 1])
-          end
-          i = i + 3
-        end
-        i = i + 1
-        for j = 1, w do
-          local key = KEYS[7 + j]
-          if ARGV[i] == 'p' then
-            redis.call('SET', key, ARGV[i + 1], 'NX')
-          elseif ARGV[i] == 'u' then
-            redis.call('SET', key, ARGV[i + 1])
-          else
-            redis.call('DEL', key)
-          end
-          i = i + 2
-        end
-        if ARGV[i] ~= '' then redis.call('PUBLISH', 'po:finals', ARGV[i]) end
-        for j = 1, c do
-          local key = KEYS[7 + w + j]
-          local at = c_at + 3 * j - 2
-          if ARGV[at] == 't' then
-            redis.call('SET', key, ARGV[at + 1], 'PX', ARGV[at + 2])
-          elseif redis.call('GET', key) == ARGV[at + 1] then
-            redis.call('DEL', key)
-          end
-        end
-        return {'ok', pversion, sversion, answered}
-        "
+        include_str!("scripts/record.lua"),
+        include_str!("scripts/step.lua")
     ))
 });
 
@@ -191,18 +65,8 @@ pub static STEP: LazyLock<Script> = LazyLock::new(|| {
 /// Returns like [`STEP`].
 pub static OPEN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
-        claimed!("1"),
-        r"
-        local record = redis.call('GET', KEYS[1])
-        if record then return claimed(record) end
-        if redis.call('HGET', KEYS[2], 'v') ~= ARGV[4] then return {'conflict'} end
-        if redis.call('HSETNX', KEYS[3], ARGV[11], ARGV[8]) == 0 then return {'exists'} end
-        redis.call('SET', KEYS[1], 'i' .. ARGV[1] .. until_ms(ARGV[2]), 'PX', ARGV[3])
-        redis.call('HSET', KEYS[2], 'v', ARGV[12], 'h', ARGV[5], ARGV[6], ARGV[7])
-        redis.call('ZADD', KEYS[4], ARGV[10], ARGV[9])
-        if ARGV[13] ~= '' then redis.call('SET', KEYS[5], ARGV[13], 'PX', ARGV[14]) end
-        return {'ok', ARGV[12], false, false}
-        "
+        include_str!("scripts/record.lua"),
+        include_str!("scripts/open.lua")
     ))
 });
 
@@ -218,59 +82,42 @@ pub static OPEN: LazyLock<Script> = LazyLock::new(|| {
 /// announce final on `po:finals` (`` = none), 8 D, then D × (`+` | `-`,
 /// member, due ms), then C × (`t`ake | `r`elease, fence, ttl ms).
 /// Returns like [`STEP`].
-pub static CONCLUDE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-        if redis.call('HGET', KEYS[2], 'v') ~= ARGV[1] then return {'conflict'} end
-        local c_at = 9 + 3 * tonumber(ARGV[8])
-        for j = 4, #KEYS do
-          if ARGV[c_at + 3 * (j - 4)] == 't' and redis.call('EXISTS', KEYS[j]) == 1 then
-            return {'busy'}
-          end
-        end
-        local answered = false
-        if ARGV[5] ~= '' then
-          local record = redis.call('GET', KEYS[1])
-          if record then
-            if string.sub(record, 1, 1) == 'i' then
-              redis.call('SET', KEYS[1], 'd' .. string.sub(record, 2, 17) .. ARGV[5], 'KEEPTTL')
-            else
-              answered = string.sub(record, 18)
-            end
-          end
-        end
-        redis.call('HSET', KEYS[2], 'v', ARGV[6], 'h', ARGV[2], ARGV[3], ARGV[4])
-        if ARGV[7] ~= '' then redis.call('PUBLISH', 'po:finals', ARGV[7]) end
-        for i = 9, c_at - 1, 3 do
-          if ARGV[i] == '+' then
-            redis.call('ZADD', KEYS[3], ARGV[i + 2], ARGV[i + 1])
-          else
-            redis.call('ZREM', KEYS[3], ARGV[i + 1])
-          end
-        end
-        for j = 4, #KEYS do
-          local at = c_at + 3 * (j - 4)
-          if ARGV[at] == 't' then
-            redis.call('SET', KEYS[j], ARGV[at + 1], 'PX', ARGV[at + 2])
-          elseif redis.call('GET', KEYS[j]) == ARGV[at + 1] then
-            redis.call('DEL', KEYS[j])
-          end
-        end
-        return {'ok', ARGV[6], false, answered}
-        ",
-    )
-});
+pub static CONCLUDE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/conclude.lua")));
 
 /// Takes the due items of one shard and moves them to the end of their lease.
 /// KEYS[1] due-queue; ARGV: now ms, lease end ms, limit.
-pub static CLAIM_DUE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-        local items = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
-        for _, item in ipairs(items) do
-          redis.call('ZADD', KEYS[1], ARGV[2], item)
-        end
-        return items
-        ",
-    )
+pub static CLAIM_DUE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/claim_due.lua")));
+
+/// Takes (or renews) a lease for its holder. KEYS[1] the lease; ARGV: holder,
+/// lease (ms). Answers 1 if the holder has it now.
+pub static TAKE_LEASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/take_lease.lua")));
+
+/// Gives a lease up if its holder (ARGV[1]) has it.
+pub static RELEASE_LEASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/release_lease.lua")));
+
+/// Claims an instrument unless claimed (KEYS[1] its claim, ARGV[1] the
+/// claim with `@now` for Redis's time); answers the claim that holds it and
+/// Redis's time.
+pub static CLAIM_INSTRUMENT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("scripts/stamp.lua"),
+        include_str!("scripts/claim_instrument.lua")
+    ))
 });
+
+/// Replaces the claim ARGV[1] (as read) by ARGV[2] (`` removes it); 0 if it
+/// changed since.
+pub static REPLACE_INSTRUMENT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("scripts/stamp.lua"),
+        include_str!("scripts/replace_instrument.lua")
+    ))
+});
+
+/// A claim (or ``) with Redis's time.
+pub static READ_INSTRUMENT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/read_instrument.lua")));

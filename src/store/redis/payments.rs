@@ -1,0 +1,315 @@
+//! Sessions, payments and their operations: reads, listings, and the
+//! [`PaymentStore`] port (its one write is in `steps`).
+
+use super::*;
+
+impl RedisStore {
+    pub(super) async fn read_header_and(
+        &self,
+        payment: Uuid,
+        operation: Uuid,
+    ) -> Result<Option<(Versioned<Payment>, Operation)>, StoreError> {
+        let mut connection = self.connection();
+        let (version, header, op): (Option<u64>, Option<Vec<u8>>, Option<Vec<u8>>) =
+            redis::cmd("HMGET")
+                .arg(payment_key(payment))
+                .arg("v")
+                .arg("h")
+                .arg(operation.to_string())
+                .query_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+        let Some(header) = versioned(version, header)? else {
+            return Ok(None);
+        };
+        op.map(|op| Ok((header, codec::decode(&op)?))).transpose()
+    }
+
+    /// A stored answer, with the final operations it refers to read back.
+    pub(super) async fn outcome(&self, bytes: &[u8]) -> Result<Outcome, StoreError> {
+        let stored: codec::StoredOutcome = codec::decode(bytes)?;
+        if let Some(id) = stored.session() {
+            let session = self.session(id).await?.map(|s| s.value);
+            return stored.resolve(session, &[]);
+        }
+        let Some((payment, ids)) = stored.references() else {
+            return stored.resolve(None, &[]);
+        };
+        let mut command = redis::cmd("HMGET");
+        command.arg(payment_key(payment));
+        for id in &ids {
+            command.arg(id.to_string());
+        }
+        let mut connection = self.connection();
+        let records: Vec<Option<Vec<u8>>> = command
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        let operations = records
+            .into_iter()
+            .flatten()
+            .map(|record| codec::decode(&record))
+            .collect::<Result<Vec<Operation>, _>>()?;
+        stored.resolve(None, &operations)
+    }
+
+    pub(super) async fn stored_payment(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<StoredPayment>, StoreError> {
+        let mut connection = self.connection();
+        let fields: Vec<(Vec<u8>, Vec<u8>)> = connection
+            .hgetall(payment_key(id))
+            .await
+            .map_err(unavailable)?;
+        let (mut version, mut header, mut operations) = (None, None, Vec::new());
+        for (field, value) in fields {
+            match field.as_slice() {
+                b"v" => {
+                    version = std::str::from_utf8(&value)
+                        .ok()
+                        .and_then(|v| v.parse().ok());
+                }
+                b"h" => header = Some(value),
+                _ => operations.push(codec::decode::<Operation>(&value)?),
+            }
+        }
+        let Some(header) = versioned(version, header)? else {
+            return Ok(None);
+        };
+        operations.sort_by_key(|op| op.sequence);
+        Ok(Some(StoredPayment { header, operations }))
+    }
+}
+
+/// A listing bound in `ZRANGE … BYLEX` syntax.
+pub(super) fn lex(bound: &Bound<String>, unbounded: &str) -> String {
+    match bound {
+        Bound::Included(member) => format!("[{member}"),
+        Bound::Excluded(member) => format!("({member}"),
+        Bound::Unbounded => unbounded.to_owned(),
+    }
+}
+
+#[async_trait]
+impl PaymentStore for RedisStore {
+    async fn commit(&self, step: Step) -> Result<Committed, StoreError> {
+        let invocation = match lean_invocation(&step)? {
+            Some(lean) => lean,
+            None => step_invocation(&step, self.session_retention)?,
+        };
+        let (values, acknowledged) = match &self.replicated {
+            None => {
+                let mut connection = self.connection();
+                let values: Vec<Value> = invocation
+                    .invoke_async(&mut connection)
+                    .await
+                    .map_err(write_failed)?;
+                (values, true)
+            }
+            Some(replicated) => {
+                match replicated
+                    .run(&invocation, &in_shard(step.shard, "-"))
+                    .await?
+                {
+                    (Value::Array(values), acknowledged) => (values, acknowledged),
+                    _ => return Err(corrupt("a step answered an unexpected shape")),
+                }
+            }
+        };
+        let committed = self.committed(&values).await?;
+        match (acknowledged, &committed) {
+            // Only what the step wrote needs its replicas: a refusal wrote
+            // nothing.
+            (false, Committed::Applied { .. }) => {
+                Err(StoreError::NotReplicated(Box::new(committed)))
+            }
+            _ => Ok(committed),
+        }
+    }
+
+    async fn session(&self, id: Uuid) -> Result<Option<Versioned<Session>>, StoreError> {
+        let mut connection = self.connection();
+        let (version, data): (Option<u64>, Option<Vec<u8>>) = redis::cmd("HMGET")
+            .arg(session_key(id))
+            .arg("v")
+            .arg("d")
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        versioned(version, data)
+    }
+
+    async fn header(&self, id: Uuid) -> Result<Option<Versioned<Payment>>, StoreError> {
+        let mut connection = self.connection();
+        let (version, data): (Option<u64>, Option<Vec<u8>>) = redis::cmd("HMGET")
+            .arg(payment_key(id))
+            .arg("v")
+            .arg("h")
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        versioned(version, data)
+    }
+
+    async fn operation(
+        &self,
+        payment: Uuid,
+        operation: Uuid,
+    ) -> Result<Option<(Versioned<Payment>, Operation)>, StoreError> {
+        self.read_header_and(payment, operation).await
+    }
+
+    async fn find_operation(
+        &self,
+        operation: Uuid,
+    ) -> Result<Option<(Versioned<Payment>, Operation)>, StoreError> {
+        let mut connection = self.connection();
+        let payment: Option<Vec<u8>> = connection
+            .hget(
+                operation_index_key(Shard::of(operation)),
+                operation.as_bytes().as_slice(),
+            )
+            .await
+            .map_err(unavailable)?;
+        match payment.and_then(|id| Uuid::from_slice(&id).ok()) {
+            Some(payment) => self.read_header_and(payment, operation).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn payment(&self, id: Uuid) -> Result<Option<StoredPayment>, StoreError> {
+        self.stored_payment(id).await
+    }
+
+    async fn index_payment(&self, payment: &Payment) -> Result<(), StoreError> {
+        self.add_to_listings(
+            [
+                listing_key(&payment.merchant, None),
+                listing_key(&payment.merchant, Some(&payment.order_reference)),
+            ],
+            listing_member(payment.created_at, payment.id),
+        )
+        .await
+    }
+
+    async fn index_session(&self, session: &Session) -> Result<(), StoreError> {
+        self.add_to_listings(
+            [
+                session_listing_key(&session.merchant, None),
+                session_listing_key(&session.merchant, Some(&session.order_reference)),
+            ],
+            listing_member(session.created_at, session.id),
+        )
+        .await
+    }
+
+    async fn list_sessions(&self, query: &ListQuery) -> Result<Vec<ListedSession>, StoreError> {
+        let key = session_listing_key(&query.merchant, query.order_reference.as_deref());
+        let members = self.listed(&key, query).await?;
+        try_join_all(members.into_iter().map(|member| async move {
+            let session = match member
+                .split_once(':')
+                .and_then(|(_, id)| Uuid::try_parse(id).ok())
+            {
+                Some(id) => self.session(id).await?,
+                None => None,
+            };
+            Ok(ListedSession {
+                cursor: member,
+                session,
+            })
+        }))
+        .await
+    }
+
+    async fn list_payments(&self, query: &ListQuery) -> Result<Vec<ListedPayment>, StoreError> {
+        let key = listing_key(&query.merchant, query.order_reference.as_deref());
+        let members = self.listed(&key, query).await?;
+        // Every payment has its own key: one read each, sent concurrently
+        // (the multiplexed connection pipelines them on the wire).
+        try_join_all(members.into_iter().map(|member| async move {
+            let id = member
+                .split_once(':')
+                .and_then(|(_, id)| Uuid::try_parse(id).ok());
+            let payment = match id {
+                Some(id) => self.stored_payment(id).await?,
+                None => None,
+            };
+            Ok(ListedPayment {
+                cursor: member,
+                payment,
+            })
+        }))
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut connection = self.connection();
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+}
+
+impl RedisStore {
+    /// Adds a member to a merchant's listings (one slot: one `MULTI`).
+    pub(super) async fn add_to_listings(
+        &self,
+        keys: [String; 2],
+        member: String,
+    ) -> Result<(), StoreError> {
+        let mut pipeline = redis::pipe();
+        pipeline.atomic();
+        for key in keys {
+            pipeline.zadd(key, &member, 0);
+        }
+        let mut connection = self.connection();
+        pipeline
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(write_failed)
+    }
+
+    /// Members of a listing in the query's range and order.
+    pub(super) async fn listed(
+        &self,
+        key: &str,
+        query: &ListQuery,
+    ) -> Result<Vec<String>, StoreError> {
+        let (low, high) = query.bounds();
+        let (low, high) = (lex(&low, "-"), lex(&high, "+"));
+        let mut command = redis::cmd("ZRANGE");
+        command.arg(key);
+        if query.newest_first {
+            command.arg(&high).arg(&low).arg("BYLEX").arg("REV");
+        } else {
+            command.arg(&low).arg(&high).arg("BYLEX");
+        }
+        command.arg("LIMIT").arg(0).arg(query.limit);
+        let mut connection = self.connection();
+        command
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// How many items each shard has due at `now`, read concurrently.
+    pub(super) async fn due_counts(
+        &self,
+        lane: Lane,
+        now: SystemTime,
+    ) -> Result<Vec<(Shard, usize)>, StoreError> {
+        try_join_all(Shard::all().map(|shard| async move {
+            let mut connection = self.connection();
+            let due: usize = connection
+                .zcount(lane_key(shard, lane), "-inf", unix_millis(now))
+                .await
+                .map_err(unavailable)?;
+            Ok((shard, due))
+        }))
+        .await
+    }
+}

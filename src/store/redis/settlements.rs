@@ -1,0 +1,323 @@
+//! Imported settlements, their lines, reconciliation issues, settled
+//! markers and leases.
+
+use super::*;
+
+/// Milliseconds since the epoch, as `PXAT` wants them (at least 1).
+pub(super) fn at_millis(time: SystemTime) -> u64 {
+    unix_millis(time).max(1)
+}
+
+impl RedisStore {
+    /// Index members from `low`, a batch at a time, with the records they
+    /// name (`None` where the record expired: the member is then removed).
+    pub(super) async fn indexed<T: codec::Record>(
+        &self,
+        index: &str,
+        low: &Bound<String>,
+        batch: usize,
+        key_of: impl Fn(&str) -> Option<String>,
+    ) -> Result<Vec<(String, Option<T>)>, StoreError> {
+        let mut connection = self.connection();
+        let members: Vec<String> = redis::cmd("ZRANGE")
+            .arg(index)
+            .arg(lex(low, "-"))
+            .arg("+")
+            .arg("BYLEX")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(batch)
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        let keys: Vec<String> = members.iter().filter_map(|m| key_of(m)).collect();
+        if keys.len() != members.len() {
+            return Err(corrupt("an index member"));
+        }
+        // One GET each, sent concurrently (the records may sit in different
+        // slots of a cluster).
+        let records: Vec<Option<Vec<u8>>> = try_join_all(keys.iter().map(|key| {
+            let mut connection = self.connection();
+            async move { connection.get(key).await.map_err(unavailable) }
+        }))
+        .await?;
+        let mut found = Vec::with_capacity(members.len());
+        let mut gone = Vec::new();
+        for (member, record) in members.into_iter().zip(records) {
+            match record {
+                Some(bytes) => found.push((member, Some(codec::decode(&bytes)?))),
+                None => {
+                    gone.push(member.clone());
+                    found.push((member, None));
+                }
+            }
+        }
+        if !gone.is_empty() {
+            // Derived data: a failed clean-up is done by the next read.
+            let _: Result<(), _> = connection.zrem(index, gone).await;
+        }
+        Ok(found)
+    }
+}
+
+impl RedisStore {
+    /// Stores a record unless it exists (`true` if this call stored it), then
+    /// adds its index member — also when it existed: a writer that stopped
+    /// between the two is completed by the next one.
+    pub(super) async fn put_indexed<T: serde::Serialize>(
+        &self,
+        key: &str,
+        record: &T,
+        index: &str,
+        member: &str,
+        retain_until: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let mut connection = self.connection();
+        let stored: Option<String> = redis::cmd("SET")
+            .arg(key)
+            .arg(codec::encode(record)?)
+            .arg("NX")
+            .arg("PXAT")
+            .arg(at_millis(retain_until))
+            .query_async(&mut connection)
+            .await
+            .map_err(write_failed)?;
+        connection
+            .zadd::<_, _, _, ()>(index, member, 0)
+            .await
+            .map_err(write_failed)?;
+        Ok(stored.is_some())
+    }
+
+    /// Up to `limit` records an index names from `low` on that `admits`
+    /// takes, stopping at the first that is `past_end`; with their members.
+    pub(super) async fn page_of_index<T: codec::Record>(
+        &self,
+        index: &str,
+        mut low: Bound<String>,
+        key_of: impl Fn(&str) -> Option<String> + Copy,
+        past_end: impl Fn(&T) -> bool,
+        admits: impl Fn(&T) -> bool,
+        limit: usize,
+    ) -> Result<Vec<(String, T)>, StoreError> {
+        let mut page = Vec::new();
+        loop {
+            let batch: Vec<(String, Option<T>)> =
+                self.indexed(index, &low, LISTING_BATCH, key_of).await?;
+            let Some((last, _)) = batch.last() else {
+                return Ok(page);
+            };
+            low = Bound::Excluded(last.clone());
+            let last_batch = batch.len() < LISTING_BATCH;
+            for (member, record) in batch {
+                let Some(record) = record else {
+                    continue;
+                };
+                if past_end(&record) {
+                    return Ok(page);
+                }
+                if admits(&record) {
+                    page.push((member, record));
+                    if page.len() == limit {
+                        return Ok(page);
+                    }
+                }
+            }
+            if last_batch {
+                return Ok(page);
+            }
+        }
+    }
+}
+
+pub(super) fn id_of_member(member: &str) -> Option<Uuid> {
+    member
+        .rsplit_once(':')
+        .and_then(|(_, id)| Uuid::try_parse(id).ok())
+}
+
+/// Index members read per round trip while filtering a listing.
+pub(super) const LISTING_BATCH: usize = 500;
+
+#[async_trait]
+impl SettlementStore for RedisStore {
+    async fn settlement(&self, id: Uuid) -> Result<Option<Settlement>, StoreError> {
+        let mut connection = self.connection();
+        let data: Option<Vec<u8>> = connection
+            .get(settlement_key(id))
+            .await
+            .map_err(unavailable)?;
+        data.map(|d| codec::decode(&d)).transpose()
+    }
+
+    async fn put_settlement_lines(
+        &self,
+        settlement: Uuid,
+        lines: &[SettlementTransaction],
+        retain_until: SystemTime,
+    ) -> Result<(), StoreError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let key = settlement_lines_key(settlement);
+        let mut fields = Vec::with_capacity(lines.len());
+        for line in lines {
+            fields.push((line.index, codec::encode(line)?));
+        }
+        let mut pipeline = redis::pipe();
+        pipeline
+            .hset_multiple(&key, &fields)
+            .ignore()
+            .cmd("PEXPIREAT")
+            .arg(&key)
+            .arg(at_millis(retain_until))
+            .ignore();
+        let mut connection = self.connection();
+        pipeline
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(write_failed)
+    }
+
+    async fn finish_settlement(
+        &self,
+        settlement: &Settlement,
+        retain_until: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let key = settlement_key(settlement.id);
+        let member = settlement_member(settlement);
+        self.put_indexed(&key, settlement, SETTLEMENT_INDEX, &member, retain_until)
+            .await
+    }
+
+    async fn settlement_lines(
+        &self,
+        settlement: Uuid,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<SettlementTransaction>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let end = offset.saturating_add(u64::try_from(limit).unwrap_or(u64::MAX));
+        let fields: Vec<u64> = (offset..end).collect();
+        let mut connection = self.connection();
+        let lines: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+            .arg(settlement_lines_key(settlement))
+            .arg(&fields)
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        lines
+            .into_iter()
+            .map_while(|line| line)
+            .map(|bytes| codec::decode(&bytes))
+            .collect()
+    }
+
+    async fn list_settlements(
+        &self,
+        query: &SettlementQuery,
+    ) -> Result<Vec<(String, Settlement)>, StoreError> {
+        self.page_of_index(
+            SETTLEMENT_INDEX,
+            query.low(),
+            |member| id_of_member(member).map(settlement_key),
+            |settlement: &Settlement| query.to.is_some_and(|to| settlement.date > to),
+            |settlement| query.admits(settlement),
+            query.limit,
+        )
+        .await
+    }
+
+    async fn record_issue(
+        &self,
+        issue: &ReconciliationIssue,
+        retain_until: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let key = issue_key(issue.id);
+        let member = issue_member(issue);
+        self.put_indexed(&key, issue, ISSUE_INDEX, &member, retain_until)
+            .await
+    }
+
+    async fn list_issues(
+        &self,
+        query: &IssueQuery,
+    ) -> Result<Vec<(String, ReconciliationIssue)>, StoreError> {
+        self.page_of_index(
+            ISSUE_INDEX,
+            query.low(),
+            |member| id_of_member(member).map(issue_key),
+            |issue: &ReconciliationIssue| {
+                query.created_before.is_some_and(|t| issue.created_at >= t)
+            },
+            |issue| query.admits(issue),
+            query.limit,
+        )
+        .await
+    }
+
+    async fn mark_settled(
+        &self,
+        settled: &[(Uuid, Uuid)],
+        retain_until: SystemTime,
+    ) -> Result<(), StoreError> {
+        let at = at_millis(retain_until);
+        try_join_all(settled.iter().map(|(transaction, settlement)| {
+            let mut connection = self.connection();
+            async move {
+                redis::cmd("SET")
+                    .arg(settled_key(*transaction))
+                    .arg(settlement.as_bytes().as_slice())
+                    .arg("PXAT")
+                    .arg(at)
+                    .query_async::<()>(&mut connection)
+                    .await
+                    .map_err(write_failed)
+            }
+        }))
+        .await
+        .map(drop)
+    }
+
+    async fn settled_in(&self, transaction: Uuid) -> Result<Option<Uuid>, StoreError> {
+        let mut connection = self.connection();
+        let settlement: Option<Vec<u8>> = connection
+            .get(settled_key(transaction))
+            .await
+            .map_err(unavailable)?;
+        settlement
+            .map(|bytes| Uuid::from_slice(&bytes).map_err(|_| corrupt("a settled marker")))
+            .transpose()
+    }
+
+    async fn take_lease(
+        &self,
+        name: &str,
+        owner: Uuid,
+        _now: SystemTime,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut connection = self.connection();
+        let taken: i64 = TAKE_LEASE
+            .key(lease_key(name))
+            .arg(owner.to_string())
+            .arg(ttl_millis(lease))
+            .invoke_async(&mut connection)
+            .await
+            .map_err(write_failed)?;
+        Ok(taken == 1)
+    }
+
+    async fn release_lease(&self, name: &str, owner: Uuid) -> Result<(), StoreError> {
+        let mut connection = self.connection();
+        RELEASE_LEASE
+            .key(lease_key(name))
+            .arg(owner.to_string())
+            .invoke_async::<i64>(&mut connection)
+            .await
+            .map(drop)
+            .map_err(write_failed)
+    }
+}
