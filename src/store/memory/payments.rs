@@ -1,0 +1,155 @@
+//! Sessions, payments and their operations: reads, the listings, and the
+//! [`PaymentStore`] port.
+
+use super::*;
+
+/// Locks over the listing indexes (by merchant).
+pub(super) const LISTING_LOCKS: usize = 16;
+
+pub(super) type Listing = HashMap<(String, Option<String>), BTreeSet<String>>;
+
+pub(super) fn listing_lock(merchant: &str) -> usize {
+    let mut hasher = DefaultHasher::new();
+    merchant.hash(&mut hasher);
+    usize::try_from(hasher.finish() % LISTING_LOCKS as u64).unwrap_or(0)
+}
+
+/// Members of a listing in the query's range and order.
+pub(super) fn listed(listing: &Listing, query: &ListQuery) -> Vec<String> {
+    let key = (query.merchant.clone(), query.order_reference.clone());
+    let Some(members) = listing.get(&key) else {
+        return Vec::new();
+    };
+    let range = members.range::<String, _>(query.bounds());
+    if query.newest_first {
+        range.rev().take(query.limit).cloned().collect()
+    } else {
+        range.take(query.limit).cloned().collect()
+    }
+}
+
+#[async_trait]
+impl PaymentStore for MemoryStore {
+    async fn commit(&self, step: Step) -> Result<Committed, StoreError> {
+        let now = self.clock.now();
+        let mut shard = self.shard(step.shard);
+        if let Some(refused) = shard.check(&step, now) {
+            return Ok(refused);
+        }
+        let announce = step.announce;
+        let applied = shard.apply(step, self.session_retention, now);
+        drop(shard);
+        if let Some(operation) = announce {
+            // No receiver: nobody waits.
+            let _ = self.finals.send(operation);
+        }
+        Ok(applied)
+    }
+
+    async fn session(&self, id: Uuid) -> Result<Option<Versioned<Session>>, StoreError> {
+        let now = self.clock.now();
+        Ok(self.shard(Shard::of(id)).session(id, now).cloned())
+    }
+
+    async fn header(&self, id: Uuid) -> Result<Option<Versioned<Payment>>, StoreError> {
+        Ok(self
+            .shard(Shard::of(id))
+            .payments
+            .get(&id)
+            .map(|record| record.header.clone()))
+    }
+
+    async fn operation(
+        &self,
+        payment: Uuid,
+        operation: Uuid,
+    ) -> Result<Option<(Versioned<Payment>, Operation)>, StoreError> {
+        let shard = self.shard(Shard::of(payment));
+        Ok(shard.payments.get(&payment).and_then(|record| {
+            let op = record.operations.get(&operation)?;
+            Some((record.header.clone(), (**op).clone()))
+        }))
+    }
+
+    async fn find_operation(
+        &self,
+        operation: Uuid,
+    ) -> Result<Option<(Versioned<Payment>, Operation)>, StoreError> {
+        let payment = self
+            .shard(Shard::of(operation))
+            .operations
+            .get(&operation)
+            .copied();
+        match payment {
+            Some(payment) => self.operation(payment, operation).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn payment(&self, id: Uuid) -> Result<Option<StoredPayment>, StoreError> {
+        Ok(self.shard(Shard::of(id)).stored_payment(id))
+    }
+
+    async fn index_payment(&self, payment: &Payment) -> Result<(), StoreError> {
+        let member = listing_member(payment.created_at, payment.id);
+        let mut listing = self.listing(&payment.merchant);
+        for order_reference in [None, Some(payment.order_reference.clone())] {
+            listing
+                .entry((payment.merchant.clone(), order_reference))
+                .or_default()
+                .insert(member.clone());
+        }
+        Ok(())
+    }
+
+    async fn index_session(&self, session: &Session) -> Result<(), StoreError> {
+        let member = listing_member(session.created_at, session.id);
+        let mut listing = self.session_listing(&session.merchant);
+        for order_reference in [None, Some(session.order_reference.clone())] {
+            listing
+                .entry((session.merchant.clone(), order_reference))
+                .or_default()
+                .insert(member.clone());
+        }
+        Ok(())
+    }
+
+    async fn list_sessions(&self, query: &ListQuery) -> Result<Vec<ListedSession>, StoreError> {
+        let members = listed(&self.session_listing(&query.merchant), query);
+        let now = self.clock.now();
+        Ok(members
+            .into_iter()
+            .map(|member| {
+                let session = member
+                    .split_once(':')
+                    .and_then(|(_, id)| Uuid::try_parse(id).ok())
+                    .and_then(|id| self.shard(Shard::of(id)).session(id, now).cloned());
+                ListedSession {
+                    cursor: member,
+                    session,
+                }
+            })
+            .collect())
+    }
+
+    async fn list_payments(&self, query: &ListQuery) -> Result<Vec<ListedPayment>, StoreError> {
+        let members = listed(&self.listing(&query.merchant), query);
+        Ok(members
+            .into_iter()
+            .map(|member| {
+                let payment = member
+                    .split_once(':')
+                    .and_then(|(_, id)| Uuid::try_parse(id).ok())
+                    .and_then(|id| self.shard(Shard::of(id)).stored_payment(id));
+                ListedPayment {
+                    cursor: member,
+                    payment,
+                }
+            })
+            .collect())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

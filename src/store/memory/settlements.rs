@@ -1,0 +1,232 @@
+//! Imported settlements, their lines, reconciliation issues, settled
+//! markers and leases.
+
+use super::*;
+
+/// Settlements, their lines and issues, each with when it expires.
+#[derive(Debug, Default)]
+pub(super) struct Settlements {
+    pub(super) settlements: HashMap<Uuid, (Settlement, SystemTime)>,
+    pub(super) lines: HashMap<Uuid, (BTreeMap<u64, SettlementTransaction>, SystemTime)>,
+    pub(super) index: BTreeSet<String>,
+    pub(super) issues: HashMap<Uuid, (ReconciliationIssue, SystemTime)>,
+    pub(super) issue_index: BTreeSet<String>,
+    pub(super) leases: HashMap<String, (Uuid, SystemTime)>,
+    /// Partner transaction → the settlement that showed it.
+    pub(super) settled: HashMap<Uuid, (Uuid, SystemTime)>,
+}
+
+impl Settlements {
+    /// Drops what expired (with every write: settlements are few).
+    pub(super) fn sweep(&mut self, now: SystemTime) {
+        let Settlements {
+            settlements,
+            lines,
+            index,
+            issues,
+            issue_index,
+            settled,
+            ..
+        } = self;
+        settlements.retain(|_, (settlement, until)| {
+            let keep = *until > now;
+            if !keep {
+                index.remove(&settlement_member(settlement));
+            }
+            keep
+        });
+        lines.retain(|_, (_, until)| *until > now);
+        settled.retain(|_, (_, until)| *until > now);
+        issues.retain(|_, (issue, until)| {
+            let keep = *until > now;
+            if !keep {
+                issue_index.remove(&issue_member(issue));
+            }
+            keep
+        });
+    }
+}
+
+/// Members of an index after `low`, in order.
+pub(super) fn members_from<'a>(
+    index: &'a BTreeSet<String>,
+    low: &Bound<String>,
+) -> impl Iterator<Item = &'a String> {
+    index.range::<String, _>((low.as_ref(), Bound::Unbounded))
+}
+
+#[async_trait]
+impl SettlementStore for MemoryStore {
+    async fn settlement(&self, id: Uuid) -> Result<Option<Settlement>, StoreError> {
+        let now = self.clock.now();
+        Ok(lock(&self.settlements)
+            .settlements
+            .get(&id)
+            .filter(|(_, until)| *until > now)
+            .map(|(settlement, _)| settlement.clone()))
+    }
+
+    async fn put_settlement_lines(
+        &self,
+        settlement: Uuid,
+        lines: &[SettlementTransaction],
+        retain_until: SystemTime,
+    ) -> Result<(), StoreError> {
+        let mut data = lock(&self.settlements);
+        let (stored, until) = data
+            .lines
+            .entry(settlement)
+            .or_insert_with(|| (BTreeMap::new(), retain_until));
+        *until = retain_until;
+        for line in lines {
+            stored.insert(line.index, line.clone());
+        }
+        Ok(())
+    }
+
+    async fn finish_settlement(
+        &self,
+        settlement: &Settlement,
+        retain_until: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let mut data = lock(&self.settlements);
+        data.sweep(self.clock.now());
+        if data.settlements.contains_key(&settlement.id) {
+            return Ok(false);
+        }
+        data.index.insert(settlement_member(settlement));
+        data.settlements
+            .insert(settlement.id, (settlement.clone(), retain_until));
+        Ok(true)
+    }
+
+    async fn settlement_lines(
+        &self,
+        settlement: Uuid,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<SettlementTransaction>, StoreError> {
+        let now = self.clock.now();
+        let data = lock(&self.settlements);
+        Ok(data
+            .lines
+            .get(&settlement)
+            .filter(|(_, until)| *until > now)
+            .map(|(lines, _)| {
+                lines
+                    .range(offset..)
+                    .take(limit)
+                    .map(|(_, l)| l.clone())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn list_settlements(
+        &self,
+        query: &SettlementQuery,
+    ) -> Result<Vec<(String, Settlement)>, StoreError> {
+        let now = self.clock.now();
+        let data = lock(&self.settlements);
+        Ok(members_from(&data.index, &query.low())
+            .filter_map(|member| {
+                let id = member
+                    .rsplit_once(':')
+                    .and_then(|(_, id)| Uuid::try_parse(id).ok())?;
+                let (settlement, until) = data.settlements.get(&id)?;
+                (*until > now).then(|| (member.clone(), settlement.clone()))
+            })
+            .take_while(|(_, s)| query.to.is_none_or(|to| s.date <= to))
+            .filter(|(_, s)| query.admits(s))
+            .take(query.limit)
+            .collect())
+    }
+
+    async fn record_issue(
+        &self,
+        issue: &ReconciliationIssue,
+        retain_until: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let mut data = lock(&self.settlements);
+        if data.issues.contains_key(&issue.id) {
+            return Ok(false);
+        }
+        data.issue_index.insert(issue_member(issue));
+        data.issues.insert(issue.id, (issue.clone(), retain_until));
+        Ok(true)
+    }
+
+    async fn list_issues(
+        &self,
+        query: &IssueQuery,
+    ) -> Result<Vec<(String, ReconciliationIssue)>, StoreError> {
+        let now = self.clock.now();
+        let data = lock(&self.settlements);
+        Ok(members_from(&data.issue_index, &query.low())
+            .filter_map(|member| {
+                let id = member
+                    .rsplit_once(':')
+                    .and_then(|(_, id)| Uuid::try_parse(id).ok())?;
+                let (issue, until) = data.issues.get(&id)?;
+                (*until > now).then(|| (member.clone(), issue.clone()))
+            })
+            .take_while(|(_, i)| query.created_before.is_none_or(|t| i.created_at < t))
+            .filter(|(_, i)| query.admits(i))
+            .take(query.limit)
+            .collect())
+    }
+
+    async fn mark_settled(
+        &self,
+        settled: &[(Uuid, Uuid)],
+        retain_until: SystemTime,
+    ) -> Result<(), StoreError> {
+        let mut data = lock(&self.settlements);
+        for (transaction, settlement) in settled {
+            data.settled
+                .insert(*transaction, (*settlement, retain_until));
+        }
+        Ok(())
+    }
+
+    async fn settled_in(&self, transaction: Uuid) -> Result<Option<Uuid>, StoreError> {
+        let now = self.clock.now();
+        Ok(lock(&self.settlements)
+            .settled
+            .get(&transaction)
+            .filter(|(_, until)| *until > now)
+            .map(|(settlement, _)| *settlement))
+    }
+
+    async fn take_lease(
+        &self,
+        name: &str,
+        owner: Uuid,
+        _now: SystemTime,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        // Judged by the store's clock, like Redis's PX.
+        let now = self.clock.now();
+        let mut data = lock(&self.settlements);
+        let free = data
+            .leases
+            .get(name)
+            .is_none_or(|(holder, until)| *holder == owner || *until <= now);
+        if free {
+            data.leases.insert(name.to_owned(), (owner, now + lease));
+        }
+        Ok(free)
+    }
+
+    async fn release_lease(&self, name: &str, owner: Uuid) -> Result<(), StoreError> {
+        let mut data = lock(&self.settlements);
+        if data
+            .leases
+            .get(name)
+            .is_some_and(|(holder, _)| *holder == owner)
+        {
+            data.leases.remove(name);
+        }
+        Ok(())
+    }
+}
