@@ -8,7 +8,7 @@ use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage};
 use uuid::Uuid;
 
-use super::{convert, proto};
+use super::{proto, settlements, views};
 use crate::{
     domain::{operation::Operation, payment::Payment, settlement::ReconciliationIssue},
     webhooks::EventBody,
@@ -33,7 +33,7 @@ impl EventBody for EventBodies {
         now: SystemTime,
     ) -> String {
         let subject =
-            proto::webhook_data::Subject::Operation(convert::operation_proto(payment, operation));
+            proto::webhook_data::Subject::Operation(views::operation_proto(payment, operation));
         body(id, kind, payment.id, subject, now)
     }
 
@@ -45,7 +45,7 @@ impl EventBody for EventBodies {
         issue: &ReconciliationIssue,
         now: SystemTime,
     ) -> String {
-        let subject = proto::webhook_data::Subject::Issue(convert::settlements::issue(issue));
+        let subject = proto::webhook_data::Subject::Issue(settlements::convert::issue(issue));
         body(id, kind, payment, subject, now)
     }
 }
@@ -60,7 +60,7 @@ fn body(
     let event = proto::WebhookEvent {
         id: id.to_string(),
         r#type: kind.to_owned(),
-        timestamp: convert::timestamp(now),
+        timestamp: views::timestamp(now),
         data: Some(proto::WebhookData {
             payment_id: payment.to_string(),
             subject: Some(subject),

@@ -2,12 +2,17 @@
 //! as CSV) and reconciliation issues, for merchants (their own) and admins
 //! (everyone's).
 
+pub(super) mod convert;
+
 use std::pin::Pin;
 
 use futures_util::Stream;
 use tonic::{Request, Response, Status};
 
-use super::{Merchant, Operator, convert::settlements as convert, error, proto};
+use super::{
+    auth::{Merchant, Operator},
+    error, proto, violations,
+};
 use crate::payments::{Payments, Viewer, page_token};
 
 /// Lines per CSV chunk of an export.
@@ -73,7 +78,7 @@ impl proto::settlement_service_server::SettlementService for SettlementService {
         &self,
         request: Request<proto::GetSettlementRequest>,
     ) -> Result<Response<proto::Settlement>, Status> {
-        let id = super::convert::parse_id("settlement_id", &request.get_ref().settlement_id)?;
+        let id = violations::parse_id("settlement_id", &request.get_ref().settlement_id)?;
         let settlement = self
             .payments
             .settlement(viewer(&request)?, id)
@@ -112,7 +117,7 @@ impl proto::settlement_service_server::SettlementService for SettlementService {
         &self,
         request: Request<proto::ExportSettlementTransactionsRequest>,
     ) -> Result<Response<CsvStream>, Status> {
-        let id = super::convert::parse_id("settlement_id", &request.get_ref().settlement_id)?;
+        let id = violations::parse_id("settlement_id", &request.get_ref().settlement_id)?;
         let viewer = match viewer(&request)? {
             Viewer::Merchant(merchant) => Some(merchant.to_owned()),
             Viewer::Operator => None,

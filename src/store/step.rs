@@ -199,7 +199,7 @@ pub struct Step {
     pub due: Vec<DueChange>,
     pub outbox: Vec<OutboxChange>,
     /// An operation that becomes final with this step: announced to every
-    /// replica (see [`Notices`]) by the store as it applies the step.
+    /// replica (see [`Notices`](super::Notices)) by the store as it applies the step.
     pub announce: Option<Uuid>,
     /// Send claims taken or given up (legs of the step's payment).
     pub claims: Vec<ClaimChange>,

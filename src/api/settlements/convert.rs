@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use tonic::Status;
 use uuid::Uuid;
 
-use super::{Violations, proto, timestamp};
+use super::super::{proto, views::timestamp, violations::Violations};
 use crate::{
     domain::settlement::{
         Day, EntryKind, Match, ReconciliationIssue, Settlement, SettlementTransaction, VatAmount,
@@ -20,22 +20,6 @@ pub const DEFAULT_PAGE_SIZE: usize = 50;
 pub const MAX_PAGE_SIZE: usize = 1000;
 pub const DEFAULT_LINES_PAGE_SIZE: usize = 1000;
 pub const MAX_LINES_PAGE_SIZE: usize = 5000;
-
-/// The cursor of `token` for `filters`; a violation when it was issued for
-/// other filters (or is no token).
-pub(super) fn cursor(v: &mut Violations, filters: &str, token: &str) -> Option<String> {
-    if token.is_empty() {
-        return None;
-    }
-    let cursor = page_token::cursor(filters, token);
-    if cursor.is_none() {
-        v.add(
-            "page_token",
-            "not a page token of this listing (filters must stay the same)",
-        );
-    }
-    cursor
-}
 
 fn day(v: &mut Violations, field: &str, text: &str) -> Option<Day> {
     if text.is_empty() {
@@ -69,7 +53,7 @@ pub fn list_settlements(
         merchant: None,
         from: day(&mut v, "from_date", &request.from_date),
         to: day(&mut v, "to_date", &request.to_date),
-        cursor: cursor(&mut v, &filters, &request.page_token),
+        cursor: v.cursor(&filters, &request.page_token),
         limit: v.page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
     };
     v.finish(|| (query, filters))
@@ -83,7 +67,7 @@ pub fn list_settlement_transactions(
     let mut v = Violations::default();
     let id = v.id("settlement_id", &request.settlement_id);
     let filters = format!("lines|{}", request.settlement_id);
-    let offset = cursor(&mut v, &filters, &request.page_token).and_then(|cursor| {
+    let offset = v.cursor(&filters, &request.page_token).and_then(|cursor| {
         cursor
             .parse::<u64>()
             .map_err(|_| v.add("page_token", "not a page token of this listing"))
@@ -127,7 +111,7 @@ pub fn list_issues(
         merchant: None,
         created_after: v.instant("created_after", request.created_after),
         created_before: v.instant("created_before", request.created_before),
-        cursor: cursor(&mut v, &filters, &request.page_token),
+        cursor: v.cursor(&filters, &request.page_token),
         limit: v.page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
     };
     v.finish(|| (query, filters))

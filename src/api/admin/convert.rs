@@ -1,14 +1,50 @@
-//! The failed-webhook listing: requests in, pages out.
+//! Operator outcomes in; the failed-webhook listing in and out.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tonic::Status;
 use uuid::Uuid;
 
-use super::{Violations, proto, settlements::cursor, timestamp};
+use super::super::{proto, views::timestamp, violations::Violations};
 use crate::{
+    domain::status::TransactionStatus,
     payments::{FailedDelivery, FailedPage, page_token},
     store::{WebhookDelivery, unix_millis},
 };
+
+/// Operator outcomes: one final status per open partner transaction.
+pub type Outcomes = Vec<(Uuid, TransactionStatus)>;
+
+pub fn resolve_operation(
+    request: proto::ResolveOperationRequest,
+) -> Result<(Uuid, Outcomes, String), Status> {
+    let mut v = Violations::default();
+    let id = v.id("operation_id", &request.operation_id);
+    v.text("reason", &request.reason, true);
+    if request.outcomes.is_empty() {
+        v.add("outcomes", "one outcome per open partner transaction");
+    }
+    let mut outcomes = Vec::new();
+    for (index, outcome) in request.outcomes.iter().enumerate() {
+        let field = format!("outcomes[{index}].partner_transaction_id");
+        let tx = v.id(&field, &outcome.partner_transaction_id);
+        let status = match proto::OperationStatus::try_from(outcome.status) {
+            Ok(proto::OperationStatus::Success) => Some(TransactionStatus::Success),
+            Ok(proto::OperationStatus::Failure) => Some(TransactionStatus::Failure),
+            _ => {
+                v.add(format!("outcomes[{index}].status"), "SUCCESS or FAILURE");
+                None
+            }
+        };
+        if let (Some(tx), Some(status)) = (tx, status) {
+            outcomes.push((tx, status));
+        }
+    }
+    match id {
+        Some(id) => v.finish(|| (id, outcomes, request.reason)),
+        None => Err(v.into_status()),
+    }
+}
 
 const DEFAULT_PAGE_SIZE: usize = 100;
 const MAX_PAGE_SIZE: usize = 1000;
@@ -26,13 +62,15 @@ pub fn list_failed_webhooks(
 ) -> Result<FailedQuery, tonic::Status> {
     let mut v = Violations::default();
     let limit = v.page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE);
-    let after = cursor(&mut v, &request.merchant, &request.page_token).and_then(|text| {
-        let (ms, id) = text.split_once(':')?;
-        Some((
-            UNIX_EPOCH + Duration::from_millis(ms.parse().ok()?),
-            Uuid::try_parse(id).ok()?,
-        ))
-    });
+    let after = v
+        .cursor(&request.merchant, &request.page_token)
+        .and_then(|text| {
+            let (ms, id) = text.split_once(':')?;
+            Some((
+                UNIX_EPOCH + Duration::from_millis(ms.parse().ok()?),
+                Uuid::try_parse(id).ok()?,
+            ))
+        });
     let merchant = (!request.merchant.is_empty()).then_some(request.merchant.clone());
     v.finish(|| FailedQuery {
         merchant,

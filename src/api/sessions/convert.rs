@@ -1,0 +1,311 @@
+//! Session requests in (checked field by field), payment methods out.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use tonic::Status;
+
+use super::super::{proto, violations::Violations};
+use crate::{
+    domain::{
+        money::{Amount, Currency},
+        payment::{Leg, PaymentToken},
+        session::{CaptureMode, HeaderValue, SessionStatus, Webhook},
+    },
+    partners::Partners,
+    payments::{
+        CancelSession, CreateSession, DEFAULT_PAGE_SIZE, Idempotent, ListSessions, MAX_PAGE_SIZE,
+        SessionFilter, SubmitSession,
+    },
+    webhooks::{Destinations, destinations},
+};
+
+const MAX_LEGS: usize = 10;
+const MAX_METADATA: usize = 50;
+const MAX_TOKEN: usize = 2048;
+const MAX_URL: usize = 2048;
+const MAX_HEADERS: usize = 10;
+const MAX_HEADER_BYTES: usize = 4096;
+const MAX_EXPIRY: Duration = Duration::from_secs(24 * 3600);
+
+pub fn create_session(
+    request: proto::CreateSessionRequest,
+    destinations: &Destinations,
+) -> Result<Idempotent<CreateSession>, Status> {
+    let mut v = Violations::default();
+    let key = v.idempotency_key(&request.idempotency_key);
+    v.text("order_reference", &request.order_reference, true);
+    let amount = v.positive_amount("amount", request.amount);
+    let currency = v.currency("currency", &request.currency);
+    let capture_mode = capture_mode(&mut v, request.capture_mode);
+    let items = v.items("items", request.items, Ok(amount));
+    let webhook = webhook(&mut v, request.webhook, destinations);
+    let expires_in = expires_in(&mut v, request.expires_in);
+    let metadata = metadata(&mut v, request.metadata);
+    let (Some(key), Some(amount), Some(currency)) = (key, amount, currency) else {
+        return Err(v.into_status());
+    };
+    v.finish(|| Idempotent {
+        key,
+        command: CreateSession {
+            order_reference: request.order_reference,
+            amount,
+            currency,
+            capture_mode,
+            items,
+            webhook,
+            expires_in,
+            metadata,
+        },
+    })
+}
+
+fn capture_mode(violations: &mut Violations, value: i32) -> CaptureMode {
+    match proto::CaptureMode::try_from(value) {
+        Ok(proto::CaptureMode::Manual) => CaptureMode::Manual,
+        Ok(proto::CaptureMode::Automatic | proto::CaptureMode::Unspecified) => {
+            CaptureMode::Automatic
+        }
+        Err(_) => {
+            violations.add("capture_mode", "unknown capture mode");
+            CaptureMode::Automatic
+        }
+    }
+}
+
+/// A merchant's webhook: a URL the operator's rules allow (see
+/// `webhooks::destinations`) and at most [`MAX_HEADERS`] headers of bounded
+/// size, none that frames, routes or signs the request.
+fn webhook(
+    violations: &mut Violations,
+    webhook: Option<proto::Webhook>,
+    destinations: &Destinations,
+) -> Option<Webhook> {
+    let webhook = webhook?;
+    if webhook.url.len() > MAX_URL || webhook.url.chars().any(char::is_whitespace) {
+        violations.add(
+            "webhook.url",
+            "must be an absolute URL of at most 2048 characters",
+        );
+    } else if let Err(refusal) = destinations.check_url(&webhook.url) {
+        violations.add("webhook.url", format!("refused: {refusal}"));
+    }
+    if webhook.headers.len() > MAX_HEADERS {
+        violations.add("webhook.headers", format!("at most {MAX_HEADERS} headers"));
+    }
+    let size: usize = webhook
+        .headers
+        .iter()
+        .map(|(name, value)| name.len() + value.len())
+        .sum();
+    if size > MAX_HEADER_BYTES {
+        violations.add(
+            "webhook.headers",
+            format!("at most {MAX_HEADER_BYTES} bytes of names and values in all"),
+        );
+    }
+    for (name, value) in &webhook.headers {
+        let token = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+        let field = format!("webhook.headers[{name:?}]");
+        if !token {
+            violations.add(field, "header names are 1-64 of A-Z a-z 0-9 - _");
+        } else if let Some(reason) = destinations::header_refusal(name) {
+            violations.add(field, format!("may not be set: it {reason}"));
+        } else if value.len() > 1024 || value.bytes().any(|b| b.is_ascii_control()) {
+            violations.add(field, "header values are at most 1024 visible characters");
+        }
+    }
+    Some(Webhook {
+        url: webhook.url,
+        headers: webhook
+            .headers
+            .into_iter()
+            .map(|(name, value)| (name, HeaderValue::new(value)))
+            .collect(),
+    })
+}
+
+fn expires_in(
+    violations: &mut Violations,
+    value: Option<prost_types::Duration>,
+) -> Option<Duration> {
+    let value = value?;
+    match Duration::try_from(value) {
+        Ok(duration) if !duration.is_zero() && duration <= MAX_EXPIRY => Some(duration),
+        _ => {
+            violations.add("expires_in", "must be positive and at most 24 hours");
+            None
+        }
+    }
+}
+
+fn metadata(
+    violations: &mut Violations,
+    metadata: BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    if metadata.len() > MAX_METADATA {
+        violations.add("metadata", format!("at most {MAX_METADATA} pairs"));
+    }
+    for (key, value) in &metadata {
+        if key.is_empty() || key.chars().count() > 64 {
+            violations.add("metadata", "keys are 1-64 characters");
+        }
+        if value.chars().count() > 512 {
+            violations.add(
+                format!("metadata[{key}]"),
+                "values are at most 512 characters",
+            );
+        }
+    }
+    metadata
+}
+
+pub fn submit_session(
+    request: proto::SubmitSessionRequest,
+    partners: &Partners,
+) -> Result<Idempotent<SubmitSession>, Status> {
+    let mut v = Violations::default();
+    let session_id = v.id("session_id", &request.session_id);
+    let key = v.idempotency_key(&request.idempotency_key);
+    if request.split.is_empty() || request.split.len() > MAX_LEGS {
+        v.add("split", format!("between 1 and {MAX_LEGS} legs"));
+    }
+    let mut legs = Vec::with_capacity(request.split.len());
+    for (index, leg) in request.split.into_iter().enumerate() {
+        let at = |name: &str| format!("split[{index}].{name}");
+        let amount = v.positive_amount(&at("amount"), leg.amount);
+        let partner = partners.get(&leg.partner);
+        match partner {
+            None => v.add(at("partner"), "not a configured partner"),
+            Some(_) if !partners.supports(&leg.partner, &leg.method) => {
+                v.add(at("method"), "not a payment method of this partner");
+            }
+            Some(_) => {}
+        }
+        // What the partner is configured with now stays with the leg.
+        let (capabilities, authorization_lifetime) = partner
+            .map(|p| (p.capabilities, p.authorization_lifetime))
+            .unwrap_or_default();
+        // The partner checks the token's content later (asynchronously).
+        if leg.payment_token.is_empty() || leg.payment_token.len() > MAX_TOKEN {
+            v.add(at("payment_token"), "required, at most 2048 characters");
+        }
+        if let Some(amount) = amount {
+            legs.push(Leg {
+                partner: leg.partner,
+                method: leg.method,
+                amount,
+                token: PaymentToken::new(leg.payment_token),
+                capabilities,
+                authorization_lifetime,
+            });
+        }
+    }
+    if Amount::sum(legs.iter().map(|leg| leg.amount)).is_err() {
+        v.add("split", "leg amounts overflow");
+    }
+    let (Some(session_id), Some(key)) = (session_id, key) else {
+        return Err(v.into_status());
+    };
+    v.finish(|| Idempotent {
+        key,
+        command: SubmitSession { session_id, legs },
+    })
+}
+
+pub fn cancel_session(
+    request: proto::CancelSessionRequest,
+) -> Result<Idempotent<CancelSession>, Status> {
+    let mut v = Violations::default();
+    let session_id = v.id("session_id", &request.session_id);
+    let key = v.idempotency_key(&request.idempotency_key);
+    v.text("reason", &request.reason, false);
+    let (Some(session_id), Some(key)) = (session_id, key) else {
+        return Err(v.into_status());
+    };
+    v.finish(|| Idempotent {
+        key,
+        command: CancelSession {
+            session_id,
+            reason: request.reason,
+        },
+    })
+}
+
+pub fn list_sessions(request: proto::ListSessionsRequest) -> Result<ListSessions, Status> {
+    let mut v = Violations::default();
+    let order_reference = (!request.order_reference.is_empty()).then(|| {
+        v.text("order_reference", &request.order_reference, false);
+        request.order_reference.clone()
+    });
+    let status = match proto::SessionStatus::try_from(request.status) {
+        Ok(proto::SessionStatus::Unspecified) => None,
+        Ok(proto::SessionStatus::Open) => Some(SessionStatus::Open),
+        Ok(proto::SessionStatus::Processing) => Some(SessionStatus::Processing),
+        Ok(proto::SessionStatus::Submitted) => Some(SessionStatus::Submitted),
+        Ok(proto::SessionStatus::Expired) => Some(SessionStatus::Expired),
+        Ok(proto::SessionStatus::Cancelled) => Some(SessionStatus::Cancelled),
+        Err(_) => {
+            v.add("status", "unknown session status");
+            None
+        }
+    };
+    let created_after = v.instant("created_after", request.created_after);
+    let created_before = v.instant("created_before", request.created_before);
+    let page_size = v.page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE);
+    let page_token = v.page_token(request.page_token);
+    v.finish(|| ListSessions {
+        filter: SessionFilter {
+            order_reference,
+            status,
+            created_after,
+            created_before,
+        },
+        page_size,
+        page_token,
+    })
+}
+
+/// What the partners offer `merchant` (in `currency`, if given).
+pub fn payment_methods(
+    partners: &Partners,
+    merchant: &str,
+    currency: Option<Currency>,
+) -> proto::ListPaymentMethodsResponse {
+    let mut payment_methods = Vec::new();
+    for (name, partner) in partners.iter() {
+        if !partner.serves(merchant) || currency.is_some_and(|c| !partner.takes(c)) {
+            continue;
+        }
+        let c = partner.capabilities;
+        let mut methods = partner.methods.clone();
+        methods.sort();
+        for method in methods {
+            payment_methods.push(proto::PaymentMethod {
+                partner: name.to_owned(),
+                method,
+                currencies: partner
+                    .currencies
+                    .iter()
+                    .map(|c| c.code().to_owned())
+                    .collect(),
+                capabilities: Some(proto::PartnerCapabilities {
+                    partial_capture: c.partial_capture,
+                    multiple_captures: c.multiple_captures,
+                    partial_refund: c.partial_refund,
+                    multiple_refunds: c.multiple_refunds,
+                    partial_void: c.partial_void,
+                    concurrent_refunds: c.concurrent_refunds,
+                }),
+                authorization_lifetime: prost_types::Duration::try_from(
+                    partner.authorization_lifetime,
+                )
+                .ok(),
+            });
+        }
+    }
+    proto::ListPaymentMethodsResponse { payment_methods }
+}

@@ -1,0 +1,250 @@
+//! The proto form of what the services answer with and webhook bodies
+//! carry: sessions, payments and their operations. One spelling, shared by
+//! every service.
+
+use super::proto;
+use crate::{
+    domain::{
+        amounts::{Amounts, Coverage},
+        items::ItemLine,
+        operation::{Operation, OperationKind, PartnerTransaction, TriggeredBy},
+        payment::{Payment, PaymentState},
+        session::{CaptureMode, SessionStatus, SessionView},
+        status::{OperationStatus, TransactionStatus},
+    },
+    payments::{OperationResult, PaymentView},
+};
+
+pub(crate) fn timestamp(time: std::time::SystemTime) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp::from(time))
+}
+
+fn item_line(line: &ItemLine) -> proto::ItemLine {
+    proto::ItemLine {
+        sku_reference: line.sku_reference.clone(),
+        name: line.name.clone(),
+        quantity: line.quantity,
+        unit_price: line.unit_price.minor(),
+        tax_rate: line.tax_rate.to_string(),
+        discount_amount: line.discount_amount.minor(),
+        net_amount: line.net_amount.minor(),
+        tax_amount: line.tax_amount.minor(),
+    }
+}
+
+fn capture_mode_proto(mode: CaptureMode) -> proto::CaptureMode {
+    match mode {
+        CaptureMode::Automatic => proto::CaptureMode::Automatic,
+        CaptureMode::Manual => proto::CaptureMode::Manual,
+    }
+}
+
+pub fn session(view: &SessionView) -> proto::Session {
+    let s = &view.session;
+    let status = match view.status {
+        SessionStatus::Open => proto::SessionStatus::Open,
+        SessionStatus::Processing => proto::SessionStatus::Processing,
+        SessionStatus::Submitted => proto::SessionStatus::Submitted,
+        SessionStatus::Expired => proto::SessionStatus::Expired,
+        SessionStatus::Cancelled => proto::SessionStatus::Cancelled,
+    };
+    proto::Session {
+        id: s.id.to_string(),
+        order_reference: s.order_reference.clone(),
+        amount: s.amount.minor(),
+        currency: s.currency.code().to_owned(),
+        capture_mode: capture_mode_proto(s.capture_mode).into(),
+        status: status.into(),
+        items: s.items.iter().map(item_line).collect(),
+        webhook: s.webhook.as_ref().map(|w| proto::Webhook {
+            url: w.url.clone(),
+            headers: w
+                .headers
+                .keys()
+                .map(|name| (name.clone(), "<redacted>".to_owned()))
+                .collect(),
+        }),
+        metadata: s.metadata.clone(),
+        created_at: timestamp(s.created_at),
+        updated_at: timestamp(s.updated_at),
+        expires_at: timestamp(s.expires_at),
+        payment_id: s.payment_id.map(|id| id.to_string()).unwrap_or_default(),
+        cancellation_reason: s.cancellation_reason.clone(),
+    }
+}
+
+pub fn operation_kind(kind: OperationKind) -> proto::OperationKind {
+    match kind {
+        OperationKind::Authorization => proto::OperationKind::Authorization,
+        OperationKind::Capture => proto::OperationKind::Capture,
+        OperationKind::Refund => proto::OperationKind::Refund,
+        OperationKind::Void => proto::OperationKind::Void,
+    }
+}
+
+pub fn operation_status(status: OperationStatus) -> proto::OperationStatus {
+    match status {
+        OperationStatus::Success => proto::OperationStatus::Success,
+        OperationStatus::Pending => proto::OperationStatus::Pending,
+        OperationStatus::Failure => proto::OperationStatus::Failure,
+        OperationStatus::Conflict => proto::OperationStatus::Conflict,
+        OperationStatus::Uncertain => proto::OperationStatus::Uncertain,
+    }
+}
+
+fn transaction_status(status: TransactionStatus) -> proto::OperationStatus {
+    match status {
+        TransactionStatus::Success => proto::OperationStatus::Success,
+        TransactionStatus::Pending => proto::OperationStatus::Pending,
+        TransactionStatus::Failure => proto::OperationStatus::Failure,
+        TransactionStatus::Uncertain => proto::OperationStatus::Uncertain,
+    }
+}
+
+fn partner_transaction(payment: &Payment, tx: &PartnerTransaction) -> proto::PartnerTransaction {
+    let leg = payment.legs.get(tx.leg);
+    proto::PartnerTransaction {
+        id: tx.id.to_string(),
+        partner: leg.map(|l| l.partner.clone()).unwrap_or_default(),
+        method: leg.map(|l| l.method.clone()).unwrap_or_default(),
+        amount: tx.amount.minor(),
+        status: transaction_status(tx.status).into(),
+        partner_reference: tx.partner_reference.clone().unwrap_or_default(),
+        partner_status: tx.partner_status.clone(),
+        partner_status_description: tx.partner_status_description.clone(),
+        created_at: timestamp(tx.created_at),
+        updated_at: timestamp(tx.updated_at),
+    }
+}
+
+pub fn operation_proto(payment: &Payment, op: &Operation) -> proto::Operation {
+    proto::Operation {
+        id: op.id.to_string(),
+        payment_id: payment.id.to_string(),
+        kind: operation_kind(op.kind).into(),
+        amount: op.amount.minor(),
+        status: operation_status(op.status).into(),
+        merchant_reference: op.merchant_reference.clone(),
+        triggered_by: match op.triggered_by {
+            TriggeredBy::Merchant => proto::TriggeredBy::Merchant,
+            TriggeredBy::System => proto::TriggeredBy::System,
+        }
+        .into(),
+        partner_transactions: op
+            .transactions
+            .iter()
+            .map(|tx| partner_transaction(payment, tx))
+            .collect(),
+        requires_review: op.requires_review,
+        created_at: timestamp(op.created_at),
+        updated_at: timestamp(op.updated_at),
+        reason: op.reason.clone(),
+        items: op.items.iter().map(item_line).collect(),
+        history: op
+            .history
+            .iter()
+            .map(|entry| proto::OperationHistoryEntry {
+                at: timestamp(entry.at),
+                note: entry.note.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn amounts(a: &Amounts) -> proto::Amounts {
+    proto::Amounts {
+        total_authorized: a.authorized.minor(),
+        total_captured: a.captured.minor(),
+        total_refunded: a.refunded.minor(),
+        total_voided: a.voided.minor(),
+        available_to_capture: a.available_to_capture().minor(),
+        available_to_refund: a.available_to_refund().minor(),
+        available_to_void: a.available_to_void().minor(),
+        authorize_pending: a.authorize_pending.minor(),
+        capture_pending: a.capture_pending.minor(),
+        refund_pending: a.refund_pending.minor(),
+        void_pending: a.void_pending.minor(),
+    }
+}
+
+fn coverage(c: Coverage) -> i32 {
+    match c {
+        Coverage::Not => proto::Coverage::Not,
+        Coverage::Partially => proto::Coverage::Partially,
+        Coverage::Totally => proto::Coverage::Totally,
+    }
+    .into()
+}
+
+/// A payment as the view shows it: the header's fixed part, the snapshot's
+/// amounts and state, and the operations the view carries.
+pub fn payment(view: &PaymentView) -> proto::Payment {
+    let payment = &view.header;
+    let totals = view.snapshot.totals;
+    let overview = view.snapshot.overview();
+    let state = match view.snapshot.state() {
+        PaymentState::Authorizing => proto::PaymentState::Authorizing,
+        PaymentState::Failed => proto::PaymentState::Failed,
+        PaymentState::PartiallyRefunded => proto::PaymentState::PartiallyRefunded,
+        PaymentState::Refunded => proto::PaymentState::Refunded,
+        PaymentState::PartiallyCaptured => proto::PaymentState::PartiallyCaptured,
+        PaymentState::Captured => proto::PaymentState::Captured,
+        PaymentState::Voided => proto::PaymentState::Voided,
+        PaymentState::Authorized => proto::PaymentState::Authorized,
+    };
+    let of_kind = |kind| {
+        view.operations
+            .iter()
+            .filter(|op| op.kind == kind)
+            .map(|op| operation_proto(payment, op))
+            .collect()
+    };
+    proto::Payment {
+        id: payment.id.to_string(),
+        session_id: payment.session_id.to_string(),
+        order_reference: payment.order_reference.clone(),
+        amount: payment.amount.minor(),
+        currency: payment.currency.code().to_owned(),
+        capture_mode: capture_mode_proto(payment.capture_mode).into(),
+        state: state.into(),
+        split: payment
+            .legs
+            .iter()
+            .map(|leg| proto::PaymentLeg {
+                partner: leg.partner.clone(),
+                method: leg.method.clone(),
+                amount: leg.amount.minor(),
+            })
+            .collect(),
+        authorization: view
+            .operations
+            .iter()
+            .find(|op| op.kind == OperationKind::Authorization)
+            .map(|op| operation_proto(payment, op)),
+        captures: of_kind(OperationKind::Capture),
+        refunds: of_kind(OperationKind::Refund),
+        voids: of_kind(OperationKind::Void),
+        amounts: Some(amounts(&totals)),
+        overview: Some(proto::Overview {
+            consumed: coverage(overview.consumed),
+            captured: coverage(overview.captured),
+            voided: coverage(overview.voided),
+            refunded: coverage(overview.refunded),
+        }),
+        allowed_operations: view
+            .snapshot
+            .allowed_operations()
+            .into_iter()
+            .map(|kind| operation_kind(kind).into())
+            .collect(),
+        created_at: timestamp(payment.created_at),
+        updated_at: timestamp(view.snapshot.updated_at),
+    }
+}
+
+pub fn operation_result(result: &OperationResult) -> proto::OperationResult {
+    proto::OperationResult {
+        operation: Some(operation_proto(&result.payment.header, &result.operation)),
+        payment: Some(payment(&result.payment)),
+    }
+}
