@@ -90,11 +90,16 @@ impl App {
         clock: Arc<dyn Clock>,
         store: Arc<dyn Store>,
     ) -> anyhow::Result<App> {
-        let listener = TcpListener::bind(config.listen)
+        let listener = TcpListener::bind(config.server.listen)
             .await
-            .with_context(|| format!("cannot listen on {} (setting `listen`)", config.listen))?;
+            .with_context(|| {
+                format!(
+                    "cannot listen on {} (setting `listen`)",
+                    config.server.listen
+                )
+            })?;
         let (partners, sandboxes) = partners(&config)?;
-        if !config.redis_url.is_empty() && !sandboxes.is_empty() {
+        if !config.redis.redis_url.is_empty() && !sandboxes.is_empty() {
             let names: Vec<&str> = sandboxes.keys().map(String::as_str).collect();
             tracing::warn!(
                 partners = %names.join(","),
@@ -107,28 +112,31 @@ impl App {
         // whose clock runs ahead may look at work early, but never sends
         // what another replica holds (see `payments::execution`).
         let settings = Settings {
-            idempotency_ttl: config.idempotency_ttl,
-            idempotency_lease: config.idempotency_lease,
-            session_expiry: config.session_expiry,
+            idempotency_ttl: config.payments.idempotency_ttl,
+            idempotency_lease: config.payments.idempotency_lease,
+            session_expiry: config.payments.session_expiry,
             priorities: config.priorities(),
             merchant_priorities: config.merchant_priorities(),
-            operation_lease: config.operation_lease,
-            max_resolution_age: config.max_resolution_age,
-            authorization_lifetime: config.authorization_lifetime,
-            max_operations_per_payment: config.max_operations_per_payment,
-            max_waiters_per_merchant: config.max_waiters_per_merchant,
-            request_timeout: config.request_timeout,
-            instrument_key: crate::partners::Secret::new(config.instrument_secret.clone()),
+            operation_lease: config.payments.operation_lease,
+            max_resolution_age: config.payments.max_resolution_age,
+            authorization_lifetime: config.partners.authorization_lifetime,
+            max_operations_per_payment: config.payments.max_operations_per_payment,
+            max_waiters_per_merchant: config.server.max_waiters_per_merchant,
+            request_timeout: config.server.request_timeout,
+            instrument_key: crate::partners::Secret::new(config.keys.instrument_secret.clone()),
             settlements: SettlementSettings {
-                look_back_days: u32::try_from(config.settlement_look_back.as_secs() / 86_400)
-                    .unwrap_or(u32::MAX),
-                retention: config.settlement_retention,
-                missing_after: config.settlement_missing_after,
+                look_back_days: u32::try_from(
+                    config.workers.settlement_look_back.as_secs() / 86_400,
+                )
+                .unwrap_or(u32::MAX),
+                retention: config.workers.settlement_retention,
+                missing_after: config.workers.settlement_missing_after,
                 ..SettlementSettings::default()
             },
             ..Settings::default()
         };
         let secrets = config
+            .webhooks
             .webhook_secrets
             .iter()
             .map(|s| (s.merchant.clone(), s.key.clone()));
@@ -145,21 +153,23 @@ impl App {
         );
         let webhooks = Webhooks::new(
             Secrets::new(secrets),
-            config.webhook_timeout,
+            config.webhooks.webhook_timeout,
             destinations,
             Arc::new(api::events::EventBodies),
         );
         let payments = Payments::new(store, partners, clock.clone(), settings, webhooks);
         tokio::spawn(payments.listen_for_finals());
         let merchants = config
+            .keys
             .api_keys
             .iter()
             .map(|key| (key.sha256.clone(), Role::Merchant(key.merchant.clone())));
         let admins = config
+            .keys
             .admin_api_keys
             .iter()
             .map(|hash| (hash.clone(), Role::Admin));
-        let notifiers = config.partner_notifier_api_keys.iter().map(|key| {
+        let notifiers = config.keys.partner_notifier_api_keys.iter().map(|key| {
             (
                 key.sha256.clone(),
                 Role::PartnerNotifier(key.partners.clone()),
@@ -171,15 +181,15 @@ impl App {
         let resolver = Resolver::new(
             payments.clone(),
             clock.clone(),
-            config.resolver_lease,
+            config.workers.resolver_lease,
             100,
-            config.resolver_concurrency.into(),
+            config.workers.resolver_concurrency.into(),
         );
         let deliveries = DeliveryWorker::new(
             payments.clone(),
             clock,
-            config.webhook_timeout,
-            config.webhook_endpoint_concurrency.into(),
+            config.webhooks.webhook_timeout,
+            config.webhooks.webhook_endpoint_concurrency.into(),
             64,
         );
         Ok(App {
@@ -189,11 +199,11 @@ impl App {
             sandboxes,
             resolver,
             deliveries,
-            resolver_interval: config.resolver_interval,
-            settlement_import_interval: config.settlement_import_interval,
+            resolver_interval: config.workers.resolver_interval,
+            settlement_import_interval: config.workers.settlement_import_interval,
             server: ServerSettings {
                 tls: tls_config(&config)?,
-                health_listener: match config.health_listen {
+                health_listener: match config.server.health_listen {
                     Some(address) => {
                         Some(Arc::new(TcpListener::bind(address).await.with_context(
                             || format!("cannot listen on {address} (setting `health_listen`)"),
@@ -201,12 +211,12 @@ impl App {
                     }
                     None => None,
                 },
-                request_timeout: config.request_timeout,
-                max_in_flight: config.max_in_flight,
-                max_in_flight_per_merchant: config.max_in_flight_per_merchant,
-                max_message_bytes: config.max_message_bytes,
-                keepalive_interval: config.keepalive_interval,
-                max_connection_age: config.max_connection_age,
+                request_timeout: config.server.request_timeout,
+                max_in_flight: config.server.max_in_flight,
+                max_in_flight_per_merchant: config.server.max_in_flight_per_merchant,
+                max_message_bytes: config.server.max_message_bytes,
+                keepalive_interval: config.server.keepalive_interval,
+                max_connection_age: config.server.max_connection_age,
             },
         })
     }
@@ -428,7 +438,7 @@ impl App {
 }
 
 fn tls_config(config: &Config) -> anyhow::Result<Option<ServerTlsConfig>> {
-    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+    let (Some(cert), Some(key)) = (&config.server.tls_cert, &config.server.tls_key) else {
         return Ok(None);
     };
     let read = |path: &std::path::Path, setting: &str| {
@@ -439,33 +449,36 @@ fn tls_config(config: &Config) -> anyhow::Result<Option<ServerTlsConfig>> {
         read(cert, "tls_cert")?,
         read(key, "tls_key")?,
     ));
-    if let Some(ca) = &config.tls_client_ca {
+    if let Some(ca) = &config.server.tls_client_ca {
         tls = tls.client_ca_root(Certificate::from_pem(read(ca, "tls_client_ca")?));
     }
     Ok(Some(tls))
 }
 
 async fn store(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<dyn Store>> {
-    if config.redis_url.is_empty() {
+    if config.redis.redis_url.is_empty() {
         tracing::info!("store: in memory (embedded mode)");
         if !config.demo_keys.is_empty() {
             tracing::warn!(settings = ?config.demo_keys, "demo keys are active (embedded mode)");
         }
-        return Ok(Arc::new(MemoryStore::new(config.session_retention, clock)));
+        return Ok(Arc::new(MemoryStore::new(
+            config.redis.session_retention,
+            clock,
+        )));
     }
     let settings = RedisSettings {
-        urls: config.redis_url.clone(),
-        cluster: config.redis_cluster,
-        connect_timeout: config.redis_connect_timeout,
-        response_timeout: config.redis_response_timeout,
-        session_retention: config.session_retention,
-        wait_replicas: config.redis_wait_replicas,
-        wait_timeout: config.redis_wait_timeout,
+        urls: config.redis.redis_url.clone(),
+        cluster: config.redis.redis_cluster,
+        connect_timeout: config.redis.redis_connect_timeout,
+        response_timeout: config.redis.redis_response_timeout,
+        session_retention: config.redis.session_retention,
+        wait_replicas: config.redis.redis_wait_replicas,
+        wait_timeout: config.redis.redis_wait_timeout,
     };
     let store = RedisStore::connect(&settings)
         .await
         .context("cannot connect to Redis (settings `redis_url`, `redis_cluster`)")?;
-    tracing::info!(cluster = config.redis_cluster, "store: redis");
+    tracing::info!(cluster = config.redis.redis_cluster, "store: redis");
     if !config.demo_keys.is_empty() {
         tracing::warn!(settings = ?config.demo_keys, "demo keys are active on Redis (demo)");
     }
@@ -473,7 +486,7 @@ async fn store(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<dyn
     match store.durability().await {
         Ok((policy, aof)) => {
             if policy != "noeviction" {
-                if !config.redis_allow_eviction {
+                if !config.redis.redis_allow_eviction {
                     anyhow::bail!(
                         "Redis has maxmemory-policy {policy}: it may evict keys and lose payments; \
                          set it to noeviction (or `redis_allow_eviction` = true to accept that)"

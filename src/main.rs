@@ -15,9 +15,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> anyhow::Result<()> {
     let config = Config::load()?;
     let telemetry = telemetry::init(&TelemetrySettings {
-        otlp_endpoint: config.otlp_endpoint.clone(),
-        log_format: config.log_format.clone(),
-        metrics_listen: config.metrics_listen.clone(),
+        otlp_endpoint: config.telemetry.otlp_endpoint.clone(),
+        log_format: config.telemetry.log_format.clone(),
+        metrics_listen: config.telemetry.metrics_listen.clone(),
     })?;
     tracing::info!(?config, "starting");
     let result = App::build(config).await?.run_until_stopped().await;

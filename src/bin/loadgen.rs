@@ -34,7 +34,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use payment_orchestrator::{
     api::proto::{self, session_service_client::SessionServiceClient},
-    config::parse_duration,
+    clock::parse_duration,
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use tonic::{

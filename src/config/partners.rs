@@ -25,8 +25,9 @@ use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
-use super::{PartnerSpec, parse_duration};
+use super::PartnerSpec;
 use crate::{
+    clock::parse_duration,
     domain::{capabilities::Capabilities, money::Currency, priority::PriorityRule},
     partners::{RetryPolicy, Secret, walley, wepay},
 };

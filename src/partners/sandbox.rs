@@ -36,12 +36,15 @@ use async_trait::async_trait;
 use super::{
     Lookup, Partner, PartnerAnswer, PartnerError, PartnerRequest, SettlementPage, SettlementReport,
 };
-use crate::domain::{
-    capabilities::Capabilities,
-    items::ItemLine,
-    money::{Amount, Currency},
-    operation::OperationKind,
-    settlement::{Day, EntryKind, SettlementEntry, VatAmount},
+use crate::{
+    clock::parse_duration,
+    domain::{
+        capabilities::Capabilities,
+        items::ItemLine,
+        money::{Amount, Currency},
+        operation::OperationKind,
+        settlement::{Day, EntryKind, SettlementEntry, VatAmount},
+    },
 };
 
 /// What the sandbox does with one kind of request.
@@ -121,8 +124,8 @@ impl Scenario {
                 "capture" => scenario.outcomes[1] = value.trim().parse()?,
                 "refund" => scenario.outcomes[2] = value.trim().parse()?,
                 "void" => scenario.outcomes[3] = value.trim().parse()?,
-                "latency" => scenario.latency = parse_duration(value.trim())?,
-                "lookup_latency" => scenario.lookup_latency = parse_duration(value.trim())?,
+                "latency" => scenario.latency = latency(value.trim())?,
+                "lookup_latency" => scenario.lookup_latency = latency(value.trim())?,
                 "lookup" => match value.trim() {
                     "error" => scenario.lookups_fail = true,
                     "success" => scenario.lookups_fail = false,
@@ -148,18 +151,10 @@ impl Scenario {
     }
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let invalid = || format!("latency {text:?} must look like 20ms or 2s");
-    let (number, unit) = text
-        .find(|c: char| !c.is_ascii_digit())
-        .map(|at| text.split_at(at))
-        .ok_or_else(invalid)?;
-    let number: u64 = number.parse().map_err(|_| invalid())?;
-    let latency = match unit {
-        "ms" => Duration::from_millis(number),
-        "s" => Duration::from_secs(number),
-        _ => return Err(invalid()),
-    };
+/// A latency: the settings' duration grammar, at most 60s.
+fn latency(text: &str) -> Result<Duration, String> {
+    let latency =
+        parse_duration(text).map_err(|_| format!("latency {text:?} must look like 20ms or 2s"))?;
     if latency > Duration::from_secs(60) {
         return Err("latency must be at most 60s".into());
     }
