@@ -24,11 +24,13 @@
 //! Tests prepare discrepancies for the next close with
 //! [`Sandbox::prepare`].
 
+mod scenario;
+
+pub use scenario::{Outcome, Scenario};
+
 use std::{
     collections::{BTreeMap, HashMap},
-    str::FromStr,
     sync::{Arc, Mutex, MutexGuard},
-    time::Duration,
 };
 
 use async_trait::async_trait;
@@ -36,130 +38,13 @@ use async_trait::async_trait;
 use super::{
     Lookup, Partner, PartnerAnswer, PartnerError, PartnerRequest, SettlementPage, SettlementReport,
 };
-use crate::{
-    clock::parse_duration,
-    domain::{
-        capabilities::Capabilities,
-        items::ItemLine,
-        money::{Amount, Currency},
-        operation::OperationKind,
-        settlement::{Day, EntryKind, SettlementEntry, VatAmount},
-    },
+use crate::domain::{
+    capabilities::Capabilities,
+    items::ItemLine,
+    money::{Amount, Currency},
+    operation::OperationKind,
+    settlement::{Day, EntryKind, SettlementEntry, VatAmount},
 };
-
-/// What the sandbox does with one kind of request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Outcome {
-    #[default]
-    Success,
-    Decline,
-    Pending,
-    PendingDecline,
-    Timeout,
-    Lost,
-    Error,
-}
-
-impl FromStr for Outcome {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Ok(match text {
-            "success" => Outcome::Success,
-            "decline" => Outcome::Decline,
-            "pending" => Outcome::Pending,
-            "pending_decline" => Outcome::PendingDecline,
-            "timeout" => Outcome::Timeout,
-            "lost" => Outcome::Lost,
-            "error" => Outcome::Error,
-            other => return Err(format!("unknown sandbox outcome {other:?}")),
-        })
-    }
-}
-
-/// A parsed payment token.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Scenario {
-    outcomes: [Outcome; 4],
-    latency: Duration,
-    lookup_latency: Duration,
-    pending_lookups: u32,
-    lookups_fail: bool,
-}
-
-impl Default for Scenario {
-    fn default() -> Self {
-        Scenario {
-            outcomes: [Outcome::Success; 4],
-            latency: Duration::ZERO,
-            lookup_latency: Duration::ZERO,
-            pending_lookups: 1,
-            lookups_fail: false,
-        }
-    }
-}
-
-fn slot(kind: OperationKind) -> usize {
-    match kind {
-        OperationKind::Authorization => 0,
-        OperationKind::Capture => 1,
-        OperationKind::Refund => 2,
-        OperationKind::Void => 3,
-    }
-}
-
-impl Scenario {
-    /// Parses a token. Without `=` it is an ordinary token; with `=` every
-    /// pair must parse. Errors name the pair's key, never the whole token.
-    pub fn parse(token: &str) -> Result<Scenario, String> {
-        let mut scenario = Scenario::default();
-        if !token.contains('=') {
-            return Ok(scenario);
-        }
-        for pair in token.split(',') {
-            let (key, value) = pair
-                .split_once('=')
-                .ok_or_else(|| "sandbox scenario pairs must look like key=value".to_owned())?;
-            match key.trim() {
-                "authorize" => scenario.outcomes[0] = value.trim().parse()?,
-                "capture" => scenario.outcomes[1] = value.trim().parse()?,
-                "refund" => scenario.outcomes[2] = value.trim().parse()?,
-                "void" => scenario.outcomes[3] = value.trim().parse()?,
-                "latency" => scenario.latency = latency(value.trim())?,
-                "lookup_latency" => scenario.lookup_latency = latency(value.trim())?,
-                "lookup" => match value.trim() {
-                    "error" => scenario.lookups_fail = true,
-                    "success" => scenario.lookups_fail = false,
-                    _ => return Err("lookup must be error or success".to_owned()),
-                },
-                // Names the instrument (a card): the same scenario on two
-                // cards is two instruments, which two payers may hold.
-                "card" => {}
-                "pending_lookups" => {
-                    scenario.pending_lookups = value
-                        .trim()
-                        .parse()
-                        .map_err(|_| "pending_lookups must be a whole number".to_owned())?;
-                }
-                other => return Err(format!("unknown sandbox scenario key {other:?}")),
-            }
-        }
-        Ok(scenario)
-    }
-
-    fn outcome(&self, kind: OperationKind) -> Outcome {
-        self.outcomes[slot(kind)]
-    }
-}
-
-/// A latency: the settings' duration grammar, at most 60s.
-fn latency(text: &str) -> Result<Duration, String> {
-    let latency =
-        parse_duration(text).map_err(|_| format!("latency {text:?} must look like 20ms or 2s"))?;
-    if latency > Duration::from_secs(60) {
-        return Err("latency must be at most 60s".into());
-    }
-    Ok(latency)
-}
 
 /// A request the sandbox received, as its ledger recorded it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -733,126 +618,4 @@ impl Partner for Sandbox {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::{money::Currency, payment::PaymentToken};
-
-    fn request(
-        kind: OperationKind,
-        key: &str,
-        amount: i64,
-        token: &str,
-        auth: Option<&str>,
-    ) -> PartnerRequest {
-        PartnerRequest {
-            kind,
-            idempotency_key: key.into(),
-            amount: Amount::from_minor(amount).unwrap(),
-            currency: Currency::parse("EUR").unwrap(),
-            method: "creditcard".into(),
-            token: PaymentToken::new(token.into()),
-            authorization_reference: auth.map(Into::into),
-            order_reference: "order-1".into(),
-            merchant_reference: String::new(),
-            reason: String::new(),
-            items: Vec::new(),
-            refunded_before: Amount::ZERO,
-        }
-    }
-
-    #[test]
-    fn scenarios_parse_or_say_which_pair_is_wrong() {
-        assert_eq!(Scenario::parse("tok_visa_4242"), Ok(Scenario::default()));
-        let s = Scenario::parse("capture=pending,refund=timeout,latency=20ms").unwrap();
-        assert_eq!(s.outcome(OperationKind::Capture), Outcome::Pending);
-        assert_eq!(s.outcome(OperationKind::Refund), Outcome::Timeout);
-        assert_eq!(s.latency, Duration::from_millis(20));
-        assert!(
-            Scenario::parse("capture=maybe")
-                .unwrap_err()
-                .contains("maybe")
-        );
-        assert!(Scenario::parse("colour=red").is_err());
-        assert!(Scenario::parse("latency=fast").is_err());
-        assert!(Scenario::parse("capture=pending,").is_err());
-    }
-
-    #[tokio::test]
-    async fn refuses_to_capture_more_than_authorized_and_deduplicates() {
-        let sandbox = Sandbox::new("ingenico");
-        let auth = sandbox
-            .authorize(&request(
-                OperationKind::Authorization,
-                "a",
-                1000,
-                "tok",
-                None,
-            ))
-            .await
-            .unwrap();
-        let capture = |key: &'static str, amount| {
-            let sandbox = sandbox.clone();
-            let reference = auth.reference.clone();
-            async move {
-                sandbox
-                    .capture(&request(
-                        OperationKind::Capture,
-                        key,
-                        amount,
-                        "",
-                        Some(&reference),
-                    ))
-                    .await
-            }
-        };
-        assert!(capture("c1", 600).await.is_ok());
-        assert!(matches!(
-            capture("c2", 600).await,
-            Err(PartnerError::Declined { .. })
-        ));
-        // The same key again is answered from the ledger, not applied twice.
-        assert!(capture("c1", 600).await.is_ok());
-        let totals = sandbox.authorizations()[&auth.reference].clone();
-        assert_eq!(totals.captured, 600);
-    }
-
-    #[tokio::test]
-    async fn pending_settles_after_lookups_and_lost_reaches_the_ledger_on_resend() {
-        let sandbox = Sandbox::new("ingenico");
-        let token = "authorize=pending,pending_lookups=2";
-        let answer = sandbox
-            .authorize(&request(
-                OperationKind::Authorization,
-                "a",
-                1000,
-                token,
-                None,
-            ))
-            .await
-            .unwrap();
-        assert!(!answer.settled);
-        let looked_up = request(OperationKind::Authorization, "a", 1000, token, None);
-        assert!(matches!(
-            sandbox.lookup(&looked_up, None).await,
-            Ok(Lookup::Found(Ok(PartnerAnswer { settled: false, .. })))
-        ));
-        assert!(matches!(
-            sandbox.lookup(&looked_up, None).await,
-            Ok(Lookup::Found(Ok(PartnerAnswer { settled: true, .. })))
-        ));
-
-        let lost = request(
-            OperationKind::Authorization,
-            "b",
-            1000,
-            "authorize=lost",
-            None,
-        );
-        assert!(matches!(
-            sandbox.authorize(&lost).await,
-            Err(PartnerError::Unknown { .. })
-        ));
-        assert_eq!(sandbox.lookup(&lost, None).await, Ok(Lookup::NotFound));
-        assert!(sandbox.authorize(&lost).await.is_ok());
-    }
-}
+mod tests;

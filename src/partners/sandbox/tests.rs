@@ -1,0 +1,123 @@
+use std::time::Duration;
+
+use super::*;
+use crate::domain::{money::Currency, payment::PaymentToken};
+
+fn request(
+    kind: OperationKind,
+    key: &str,
+    amount: i64,
+    token: &str,
+    auth: Option<&str>,
+) -> PartnerRequest {
+    PartnerRequest {
+        kind,
+        idempotency_key: key.into(),
+        amount: Amount::from_minor(amount).unwrap(),
+        currency: Currency::parse("EUR").unwrap(),
+        method: "creditcard".into(),
+        token: PaymentToken::new(token.into()),
+        authorization_reference: auth.map(Into::into),
+        order_reference: "order-1".into(),
+        merchant_reference: String::new(),
+        reason: String::new(),
+        items: Vec::new(),
+        refunded_before: Amount::ZERO,
+    }
+}
+
+#[test]
+fn scenarios_parse_or_say_which_pair_is_wrong() {
+    assert_eq!(Scenario::parse("tok_visa_4242"), Ok(Scenario::default()));
+    let s = Scenario::parse("capture=pending,refund=timeout,latency=20ms").unwrap();
+    assert_eq!(s.outcome(OperationKind::Capture), Outcome::Pending);
+    assert_eq!(s.outcome(OperationKind::Refund), Outcome::Timeout);
+    assert_eq!(s.latency, Duration::from_millis(20));
+    assert!(
+        Scenario::parse("capture=maybe")
+            .unwrap_err()
+            .contains("maybe")
+    );
+    assert!(Scenario::parse("colour=red").is_err());
+    assert!(Scenario::parse("latency=fast").is_err());
+    assert!(Scenario::parse("capture=pending,").is_err());
+}
+
+#[tokio::test]
+async fn refuses_to_capture_more_than_authorized_and_deduplicates() {
+    let sandbox = Sandbox::new("ingenico");
+    let auth = sandbox
+        .authorize(&request(
+            OperationKind::Authorization,
+            "a",
+            1000,
+            "tok",
+            None,
+        ))
+        .await
+        .unwrap();
+    let capture = |key: &'static str, amount| {
+        let sandbox = sandbox.clone();
+        let reference = auth.reference.clone();
+        async move {
+            sandbox
+                .capture(&request(
+                    OperationKind::Capture,
+                    key,
+                    amount,
+                    "",
+                    Some(&reference),
+                ))
+                .await
+        }
+    };
+    assert!(capture("c1", 600).await.is_ok());
+    assert!(matches!(
+        capture("c2", 600).await,
+        Err(PartnerError::Declined { .. })
+    ));
+    // The same key again is answered from the ledger, not applied twice.
+    assert!(capture("c1", 600).await.is_ok());
+    let totals = sandbox.authorizations()[&auth.reference].clone();
+    assert_eq!(totals.captured, 600);
+}
+
+#[tokio::test]
+async fn pending_settles_after_lookups_and_lost_reaches_the_ledger_on_resend() {
+    let sandbox = Sandbox::new("ingenico");
+    let token = "authorize=pending,pending_lookups=2";
+    let answer = sandbox
+        .authorize(&request(
+            OperationKind::Authorization,
+            "a",
+            1000,
+            token,
+            None,
+        ))
+        .await
+        .unwrap();
+    assert!(!answer.settled);
+    let looked_up = request(OperationKind::Authorization, "a", 1000, token, None);
+    assert!(matches!(
+        sandbox.lookup(&looked_up, None).await,
+        Ok(Lookup::Found(Ok(PartnerAnswer { settled: false, .. })))
+    ));
+    assert!(matches!(
+        sandbox.lookup(&looked_up, None).await,
+        Ok(Lookup::Found(Ok(PartnerAnswer { settled: true, .. })))
+    ));
+
+    let lost = request(
+        OperationKind::Authorization,
+        "b",
+        1000,
+        "authorize=lost",
+        None,
+    );
+    assert!(matches!(
+        sandbox.authorize(&lost).await,
+        Err(PartnerError::Unknown { .. })
+    ));
+    assert_eq!(sandbox.lookup(&lost, None).await, Ok(Lookup::NotFound));
+    assert!(sandbox.authorize(&lost).await.is_ok());
+}
