@@ -15,8 +15,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/payment_orchestrator/v1/session.proto",
         "proto/payment_orchestrator/v1/settlement.proto",
         "proto/payment_orchestrator/v1/webhook.proto",
-        "proto/payment_orchestrator/partner/v1/gateway.proto",
-        "proto/payment_orchestrator/partner/v1/sandbox.proto",
     ];
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
@@ -26,6 +24,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("payment_orchestrator_descriptor.bin"))
         .compile_with_config(config, &protos, &["proto"])?;
+    // Partners behind a gateway: only the client (the server is the
+    // sandbox-partner crate's).
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    config.btree_map(["."]);
+    tonic_prost_build::configure()
+        .build_server(false)
+        .compile_with_config(
+            config,
+            &["proto/payment_orchestrator/partner/v1/gateway.proto"],
+            &["proto"],
+        )?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

@@ -13,8 +13,9 @@
 //!   [`partners`] ports, and [`webhooks`] (which the gRPC layer hands the
 //!   bodies it renders).
 //! - [`webhooks`] signs and sends merchant notifications; [`store`] and
-//!   [`partners`] are ports with their adapters; [`simulators`] are the
-//!   partner simulations `sandbox-partner` serves.
+//!   [`partners`] are ports with their adapters (the in-process sandbox
+//!   partner of `cargo run` among them; the test doubles of partners live in
+//!   the `sandbox-partner` crate).
 //! - [`domain`] is pure (money, routing, statuses, the payment's state
 //!   machine); [`clock`] and [`telemetry`] are leaves.
 //!
@@ -28,7 +29,6 @@ pub mod config;
 pub mod domain;
 pub mod partners;
 pub mod payments;
-pub mod simulators;
 pub mod store;
 pub mod telemetry;
 pub mod webhooks;

@@ -5,10 +5,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod api {
-    pub mod deployment;
-    pub mod harness;
-    pub mod redis_server;
-    pub mod simulator;
+    pub mod support;
 
     mod access;
     mod connectors;

@@ -291,7 +291,8 @@ impl Payments {
 
     /// Returns the operation once it is final, or as it is when `timeout`
     /// (at most a minute) runs out. Any replica may be the one settling it:
-    /// the store is re-read every 100 ms.
+    /// the store is re-read when that replica's notice arrives, and at least
+    /// every `SAFETY_REREAD` should a notice be lost.
     pub async fn wait_operation(
         &self,
         merchant: &str,

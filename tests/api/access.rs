@@ -3,7 +3,7 @@
 use payment_orchestrator::api::proto;
 use tonic::Code;
 
-use super::harness::*;
+use super::support::harness::*;
 
 #[tokio::test]
 async fn missing_or_wrong_api_key_is_unauthenticated() {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use payment_orchestrator::api::proto::{self, OperationStatus::*};
 use serde_json::json;
 
-use super::{harness::*, simulator::Partners};
+use super::{support::harness::*, support::simulator::Partners};
 
 const A_MOMENT: Duration = Duration::from_secs(2);
 
@@ -435,7 +435,7 @@ async fn a_wepay_refund_refunded_elsewhere_is_not_sent_and_goes_to_review() {
 
 /// The `amount` field of the last request body sent to a path ending with
 /// `suffix`, as written on the wire.
-async fn wire_amount(simulator: &super::simulator::Simulator, suffix: &str) -> String {
+async fn wire_amount(simulator: &super::support::simulator::Simulator, suffix: &str) -> String {
     let bodies = simulator.bodies(suffix).await;
     let body: serde_json::Value = serde_json::from_str(bodies.last().expect("sent")).unwrap();
     body["amount"].to_string()
@@ -561,7 +561,7 @@ mod status_mapping {
     };
     use serde_json::json;
 
-    use super::super::simulator::Simulator;
+    use super::super::support::simulator::Simulator;
 
     fn request(kind: OperationKind, token: &str, reference: Option<&str>) -> PartnerRequest {
         PartnerRequest {
@@ -572,7 +572,7 @@ mod status_mapping {
             method: "m".into(),
             token: PaymentToken::new(token.into()),
             authorization_reference: reference.map(str::to_owned),
-            order_reference: super::super::harness::ORDER_REFERENCE.into(),
+            order_reference: super::super::support::harness::ORDER_REFERENCE.into(),
             merchant_reference: String::new(),
             reason: String::new(),
             items: Vec::new(),

@@ -9,7 +9,7 @@ use tonic::transport::Channel;
 
 use payment_orchestrator::domain::operation::OperationKind;
 
-use super::{harness::*, redis_server::RedisServer};
+use super::{support::harness::*, support::redis_server::RedisServer};
 
 fn wait_for(id: &str, seconds: i64) -> proto::WaitOperationRequest {
     proto::WaitOperationRequest {

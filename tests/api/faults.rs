@@ -37,7 +37,9 @@ use payment_orchestrator::{
 use tonic::Status;
 use uuid::Uuid;
 
-use super::{harness::*, redis_server::RedisServer, store_contract::redis_settings};
+use super::{
+    store_contract::redis_settings, support::harness::*, support::redis_server::RedisServer,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {

@@ -20,7 +20,7 @@ use proptest::{
 };
 use prost::Message;
 
-use super::harness::*;
+use super::support::harness::*;
 
 const CASES: u32 = 512;
 
@@ -109,9 +109,9 @@ fn every_request_type_decodes_arbitrary_bytes_without_panicking() {
         partner_proto::LookupOperationRequest,
         partner_proto::ListSettlementsRequest,
         partner_proto::ListSettlementLinesRequest,
-        partner_proto::PrepareSettlementRequest,
-        partner_proto::GetLedgerRequest,
-        partner_proto::ReceivedRequest,
+        sandbox_partner::proto::PrepareSettlementRequest,
+        sandbox_partner::proto::GetLedgerRequest,
+        sandbox_partner::proto::ReceivedRequest,
     );
     report("proto decoding, 35 request types", cases);
 }

@@ -7,7 +7,7 @@ use prost::Message;
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use super::harness::*;
+use super::support::harness::*;
 
 #[tokio::test]
 async fn replay_returns_the_identical_response_without_a_second_partner_call() {

@@ -10,7 +10,9 @@ use payment_orchestrator::api::proto::{self, OperationStatus::*};
 use serde_json::json;
 use tonic::Code;
 
-use super::{harness::*, redis_server::RedisServer, simulator::Partners};
+use super::{
+    support::harness::*, support::redis_server::RedisServer, support::simulator::Partners,
+};
 
 fn walley(amount: i64, order: &str) -> proto::SplitLeg {
     leg("walley", "invoice", amount, order)

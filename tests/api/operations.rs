@@ -7,7 +7,7 @@ use payment_orchestrator::{
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use super::harness::*;
+use super::support::harness::*;
 
 #[tokio::test]
 async fn every_leg_declined_is_a_failure_that_reserves_nothing() {

@@ -7,9 +7,9 @@ use tonic::Code;
 use tonic_types::StatusExt;
 
 use super::{
-    deployment::{Deployment, Redis},
-    harness::*,
-    redis_server::{RedisServer, due_members},
+    support::deployment::{Deployment, Redis},
+    support::harness::*,
+    support::redis_server::{RedisServer, due_members},
 };
 
 async fn payment(deployment: &Deployment, split: Vec<proto::SplitLeg>) -> proto::Payment {

@@ -5,7 +5,7 @@
 use payment_orchestrator::api::proto;
 use tonic::Code;
 
-use super::harness::*;
+use super::support::harness::*;
 
 /// `acme` takes only whole captures, once, and only EUR and SEK of `demo`.
 const ACME: &str = r#"

@@ -3,7 +3,7 @@
 
 use payment_orchestrator::api::proto::{self, OperationStatus::Success};
 
-use super::harness::*;
+use super::support::harness::*;
 
 #[tokio::test]
 async fn capture_takes_gift_cards_first_by_default() {

@@ -11,9 +11,9 @@ use tonic::Code;
 use tonic_types::StatusExt;
 
 use super::{
-    deployment::{Deployment, Redis},
-    harness::*,
-    redis_server::{RedisCluster, RedisServer},
+    support::deployment::{Deployment, Redis},
+    support::harness::*,
+    support::redis_server::{RedisCluster, RedisServer},
 };
 
 async fn single() -> Redis {

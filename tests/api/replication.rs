@@ -13,7 +13,9 @@ use payment_orchestrator::{
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use super::{harness::*, redis_server::RedisServer, store_contract::redis_settings};
+use super::{
+    store_contract::redis_settings, support::harness::*, support::redis_server::RedisServer,
+};
 
 fn waiting_on(master: &RedisServer) -> Vec<String> {
     [

@@ -14,7 +14,7 @@ use payment_orchestrator::{
 };
 use tonic::Code;
 
-use super::harness::*;
+use super::support::harness::*;
 
 /// Beyond the first backoff (1 s ± 20 %).
 const A_MOMENT: Duration = Duration::from_secs(2);

@@ -8,7 +8,7 @@ use payment_orchestrator::api::proto::{
 };
 use tonic::Code;
 
-use super::harness::*;
+use super::support::harness::*;
 
 /// A card capture of `merchant` (by API key) whose answer is lost and whose
 /// partner cannot be asked: it stays UNCERTAIN.

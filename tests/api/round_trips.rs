@@ -17,7 +17,7 @@ use std::{
 
 use payment_orchestrator::api::proto;
 
-use super::{harness::*, redis_server::RedisServer};
+use super::{support::harness::*, support::redis_server::RedisServer};
 
 /// The commands Redis received from clients (not from inside scripts)
 /// between two markers, while `during` ran.

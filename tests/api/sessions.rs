@@ -9,7 +9,7 @@ use payment_orchestrator::{
 };
 use tonic::Code;
 
-use super::harness::*;
+use super::support::harness::*;
 
 #[tokio::test]
 async fn declined_leg_voids_the_authorized_legs_and_reopens_the_session() {
@@ -378,7 +378,7 @@ async fn sessions_are_listed_by_order_reference_and_status_in_memory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_are_listed_by_order_reference_and_status_on_redis() {
-    let redis = super::redis_server::RedisServer::start();
+    let redis = super::support::redis_server::RedisServer::start();
     let url = redis.url();
     let server = TestServer::start_with(&["--redis-url", &url]).await;
     sessions_are_listed_by_order_reference_and_status(server).await;

@@ -21,7 +21,7 @@ use wiremock::{
     matchers::{method, path},
 };
 
-use super::harness::*;
+use super::support::harness::*;
 
 const ADMIN_KEY: &str = "sk_test_admin";
 
@@ -375,7 +375,7 @@ mod walley {
     use serde_json::json;
 
     use super::*;
-    use crate::api::simulator::Partners;
+    use crate::api::support::simulator::Partners;
 
     async fn all_lines(
         client: &mut Settlements,
@@ -583,7 +583,9 @@ mod replicas {
     use serde_json::json;
 
     use super::*;
-    use crate::api::{deployment::Deployment, redis_server::RedisServer, simulator::Simulator};
+    use crate::api::support::{
+        deployment::Deployment, redis_server::RedisServer, simulator::Simulator,
+    };
 
     struct Day2 {
         simulators: [Simulator; 2],
@@ -611,7 +613,7 @@ mod replicas {
         std::fs::write(&path, config).unwrap();
         let path = path.display().to_string();
         let deployment = Deployment::start_with(
-            crate::api::deployment::Redis::Single(RedisServer::start()),
+            crate::api::support::deployment::Redis::Single(RedisServer::start()),
             3,
             &[
                 ("PAYMENT_ORCHESTRATOR_CONFIG", path.as_str()),
@@ -834,10 +836,10 @@ mod replicas {
 /// contract, for every replica.
 mod gateway {
 
-    use payment_orchestrator::partners::grpc::proto::PrepareSettlementRequest;
+    use sandbox_partner::proto::PrepareSettlementRequest;
 
     use super::*;
-    use crate::api::{
+    use crate::api::support::{
         deployment::{Deployment, Redis},
         redis_server::RedisServer,
     };

@@ -3,7 +3,7 @@
 
 use payment_orchestrator::{api::ApiKeys, app::App, config::Config};
 
-use super::redis_server::RedisServer;
+use super::support::redis_server::RedisServer;
 
 fn load(extra: &[&str]) -> anyhow::Result<Config> {
     Config::load_from(
@@ -146,7 +146,7 @@ fn on_redis_a_partner_several_merchants_may_use_must_name_them() {
         "{error}"
     );
     // Named in the partner tables, it starts.
-    let file = super::harness::config_file(
+    let file = super::support::harness::config_file(
         "[partners.cards]\nkind = \"sandbox\"\nmethods = [\"creditcard\"]\nmerchants = [\"acme\"]\n",
     );
     let named = [&keys[..], &[file[0].as_str(), file[1].as_str()]].concat();

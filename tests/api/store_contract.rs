@@ -37,7 +37,7 @@ use payment_orchestrator::{
 };
 use uuid::Uuid;
 
-use super::redis_server::{RedisCluster, RedisServer};
+use super::support::redis_server::{RedisCluster, RedisServer};
 
 /// A store under test, with whatever keeps it alive.
 pub struct Subject {

@@ -12,7 +12,7 @@ use tonic::{
     transport::{Certificate, Channel, ClientTlsConfig, Identity},
 };
 
-use super::{deployment::Process, harness::*, redis_server::free_port};
+use super::{support::deployment::Process, support::harness::*, support::redis_server::free_port};
 
 struct Pki {
     ca: String,
@@ -212,7 +212,7 @@ async fn a_partner_gateway_over_https_is_trusted_through_the_configured_ca() {
     let pki = pki();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let gateway = payment_orchestrator::partners::grpc::Gateway::new();
+    let gateway = sandbox_partner::Gateway::new();
     let tls = ServerTlsConfig::new().identity(Identity::from_pem(&pki.server.0, &pki.server.1));
     let serving = Server::builder()
         .tls_config(tls)

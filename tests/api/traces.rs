@@ -14,7 +14,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use payment_orchestrator::api::proto::{self, session_service_client::SessionServiceClient};
 use tonic::{Request, Response, Status, transport::Channel};
 
-use super::{deployment::Process, harness::*, redis_server::free_port};
+use super::{support::deployment::Process, support::harness::*, support::redis_server::free_port};
 
 #[derive(Clone, Default)]
 struct Receiver {
@@ -167,7 +167,7 @@ async fn the_standard_otel_environment_is_honoured_and_logs_carry_the_trace_id()
         .stdout(std::process::Stdio::piped());
     let mut child = command.spawn().expect("starts");
     let stdout = child.stdout.take().unwrap();
-    let _server = super::deployment::Process::adopt(child);
+    let _server = super::support::deployment::Process::adopt(child);
     let lines = Arc::new(Mutex::new(Vec::<String>::new()));
     std::thread::spawn({
         let lines = lines.clone();

@@ -7,7 +7,7 @@ use payment_orchestrator::api::proto;
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use super::harness::*;
+use super::support::harness::*;
 
 enum Call {
     Create(proto::CreateSessionRequest),

@@ -2,7 +2,7 @@
 
 use payment_orchestrator::api::proto::{self, Coverage, OperationKind, PaymentState};
 
-use super::harness::*;
+use super::support::harness::*;
 
 #[tokio::test]
 async fn readme_walkthrough_routes_and_totals_exactly() {

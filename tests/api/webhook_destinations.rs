@@ -16,7 +16,7 @@ use wiremock::{
     matchers::{method, path},
 };
 
-use super::harness::*;
+use super::support::harness::*;
 
 async fn on(address: &str) -> MockServer {
     let listener = std::net::TcpListener::bind(address).expect("binds");

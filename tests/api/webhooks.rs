@@ -13,7 +13,7 @@ use wiremock::{
     matchers::{method, path},
 };
 
-use super::harness::*;
+use super::support::harness::*;
 
 /// The demo merchant's webhook secret (the embedded default).
 pub const DEMO_WEBHOOK_SECRET: &str =

@@ -29,6 +29,17 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 {{- end -}}
 
+{{/* The sandbox partner's image: the Dockerfile's sandbox-partner stage. */}}
+{{- define "po.sandboxPartnerImage" -}}
+{{- with .Values.sandboxPartner.image -}}
+{{- if .digest -}}
+{{ .repository }}@{{ .digest }}
+{{- else -}}
+{{ .repository }}:{{ .tag | default $.Chart.AppVersion }}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "po.selector" -}}
 app.kubernetes.io/name: {{ include "po.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}

@@ -52,8 +52,10 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Common, Effect, Executed, Fault, HANG, Received, Shared, Simulation, answer};
-use crate::{
+use crate::simulation::{
+    self, Common, Effect, Executed, Fault, HANG, Received, Shared, Simulation, answer,
+};
+use payment_orchestrator::{
     domain::{
         money::{Amount, Currency},
         settlement::Day,
@@ -244,9 +246,9 @@ pub fn router(credentials: Credentials) -> Router {
             "/reports/settlements/{id}/transactions",
             get(settlement_lines),
         )
-        .route("/_sim/clock", post(super::advance_clock::<Walley>))
-        .route("/_sim/fail", post(super::fail_next::<Walley>))
-        .route("/_sim/ledger", get(super::ledger::<Walley>))
+        .route("/_sim/clock", post(simulation::advance_clock::<Walley>))
+        .route("/_sim/fail", post(simulation::fail_next::<Walley>))
+        .route("/_sim/ledger", get(simulation::ledger::<Walley>))
         .with_state(state)
 }
 
@@ -281,7 +283,7 @@ async fn place_order(
     let Ok(currency) = Currency::parse(&place.currency) else {
         return problem(400, "INVALID_CURRENCY", "unknown currency");
     };
-    let Some(total) = super::minor_units(place.amount, currency) else {
+    let Some(total) = simulation::minor_units(place.amount, currency) else {
         return problem(
             400,
             "INVALID_AMOUNT",
@@ -425,7 +427,7 @@ fn decide(sim: &mut Walley, id: &str, action: &str, headers: &HeaderMap, body: &
     let Some(order) = visible(sim, id) else {
         return Outcome::Now(problem(404, "ORDER_NOT_FOUND", "no such order"));
     };
-    let effect = super::take_fault(&mut order.faults, kind);
+    let effect = simulation::take_fault(&mut order.faults, kind);
     match effect {
         Some(Effect::Lost) => {
             return Outcome::Hang(problem(504, "LOST", "never processed"));
@@ -501,7 +503,7 @@ fn execute(
     let Ok(request) = serde_json::from_slice::<ActionRequest>(body) else {
         return refuse(400, "INVALID_REQUEST", "the body is not an action");
     };
-    let Some(mut amount) = super::minor_units(request.amount, order.currency) else {
+    let Some(mut amount) = simulation::minor_units(request.amount, order.currency) else {
         return refuse(400, "INVALID_AMOUNT", "more decimals than the currency has");
     };
     if alter {

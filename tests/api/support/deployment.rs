@@ -1,24 +1,23 @@
 //! Real processes: a private Redis (single or cluster), one `sandbox-partner`
-//! server and N `payment-orchestrator` replicas, all on free loopback ports.
+//! server (see `simulator`) and N `payment-orchestrator` replicas, all on free loopback ports.
 
 use std::{
     process::{Child, Command, Stdio},
     time::Duration,
 };
 
-use payment_orchestrator::{
-    api::proto::{
-        payment_service_client::PaymentServiceClient, session_service_client::SessionServiceClient,
-    },
-    partners::grpc::proto::{
-        GetLedgerRequest, GetLedgerResponse, sandbox_service_client::SandboxServiceClient,
-    },
+use payment_orchestrator::api::proto::{
+    payment_service_client::PaymentServiceClient, session_service_client::SessionServiceClient,
+};
+use sandbox_partner::proto::{
+    GetLedgerRequest, GetLedgerResponse, sandbox_service_client::SandboxServiceClient,
 };
 use tonic::transport::Channel;
 
 use super::{
     harness::{Bearer, DEMO_KEY, Payments, Sessions},
     redis_server::{RedisCluster, RedisServer, free_port},
+    simulator::SandboxPartner,
 };
 
 /// A child process killed on drop.
@@ -147,15 +146,9 @@ impl Deployment {
 
     /// `extra` environment variables go to every replica.
     pub async fn start_with(redis: Redis, replicas: usize, extra: &[(&str, &str)]) -> Deployment {
-        let partner_port = free_port();
-        let partner = Command::new(env!("CARGO_BIN_EXE_sandbox-partner"))
-            .args(["--listen", &format!("127.0.0.1:{partner_port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sandbox-partner starts");
-        let partner_channel = channel(partner_port).await;
-        let gateway = format!("http://127.0.0.1:{partner_port}");
+        let partner = SandboxPartner::spawn(&[]);
+        let partner_channel = channel(partner.address.port()).await;
+        let gateway = format!("http://{}", partner.address);
         let partners = format!("ingenico=creditcard@{gateway},illicado=giftcard@{gateway}");
         let mut started = Vec::new();
         for _ in 0..replicas {
@@ -185,7 +178,7 @@ impl Deployment {
         }
         Deployment {
             redis,
-            _partner: Process(Some(partner)),
+            _partner: partner.process,
             partner_channel,
             replicas: started,
         }

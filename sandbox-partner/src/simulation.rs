@@ -1,5 +1,6 @@
 //! Stateful simulations of the partner APIs the HTTP connectors speak,
-//! served by `sandbox-partner --api walley|wepay`. Each keeps its own ledger
+//! served by `sandbox-partner --api walley|wepay` (see [`crate::walley`] and
+//! [`crate::wepay`]). Each keeps its own ledger
 //! of what it executed, so that tests can check that nothing ran twice, and
 //! takes instructions on a `/_sim` path:
 //!
@@ -21,9 +22,6 @@
 //! | `slow:<ms>` | executes and answers it that many milliseconds later (WePay) |
 //! | `"503"`, any status | answers that status and executes nothing |
 
-pub mod walley;
-pub mod wepay;
-
 use std::{
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, SystemTime},
@@ -37,7 +35,7 @@ use axum::{
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::money::{Amount, Currency};
+use payment_orchestrator::domain::money::{Amount, Currency};
 
 /// How long an answer that is "lost" is held back: longer than any
 /// connector waits.
@@ -239,11 +237,13 @@ pub fn major_units(amount: Amount, currency: Currency) -> Decimal {
     amount.to_major(currency)
 }
 
-/// Serves `router` on `listener` until Ctrl-C.
-pub async fn serve(listener: tokio::net::TcpListener, router: axum::Router) -> std::io::Result<()> {
+/// Serves `router` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     axum::serve(listener, router)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .with_graceful_shutdown(shutdown)
         .await
 }

@@ -1,15 +1,94 @@
-//! The partner API simulations as real processes: `sandbox-partner --api
-//! walley|wepay` on a free port, driven over HTTP.
+//! The partners' test doubles as real processes: the Walley and WePay API
+//! simulations (`sandbox-partner --api walley|wepay`), driven over HTTP,
+//! and the sandbox partner behind `PartnerGatewayService`.
+//!
+//! The simulator binary belongs to another package (`sandbox-partner`), so
+//! this test binary re-runs itself as the server: [`SandboxPartner::spawn`]
+//! starts it with the one ignored entry point below and the server's
+//! arguments, and the child binds port 0 and says where it listens.
 
-use std::{process::Command, process::Stdio, time::Duration};
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    process::{Command, Stdio},
+};
 
+use clap::Parser;
 use serde_json::{Value, json};
 
 use super::{
     deployment::Process,
     harness::{ORDER_REFERENCE, TestServer, config_file},
-    redis_server::free_port,
 };
+
+/// The child's arguments (after the program name), separated by newlines.
+const CHILD_ARGS: &str = "SANDBOX_PARTNER_CHILD_ARGS";
+/// What the child prints before its address.
+const LISTENING: &str = "sandbox-partner listening on ";
+
+/// A `sandbox-partner` server in a child process, killed on drop.
+pub struct SandboxPartner {
+    pub process: Process,
+    pub address: SocketAddr,
+}
+
+impl SandboxPartner {
+    /// Starts the server with `args` (e.g. `["--api", "walley"]`); returns
+    /// once it listens.
+    pub fn spawn(args: &[&str]) -> SandboxPartner {
+        let mut child = Command::new(std::env::current_exe().expect("the test binary"))
+            .args([
+                "--exact",
+                "api::support::simulator::sandbox_partner_process",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_ARGS, args.join("\n"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sandbox-partner starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let process = Process::adopt(child);
+        let mut lines = BufReader::new(stdout).lines();
+        let address = lines
+            .by_ref()
+            .map_while(Result::ok)
+            // libtest prints the test's name first, on the same line.
+            .find_map(|line| line.split_once(LISTENING)?.1.trim().parse().ok())
+            .expect("sandbox-partner says where it listens");
+        // Drains the rest, so that the child never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        SandboxPartner { process, address }
+    }
+}
+
+/// Not a test: the entry point of the `sandbox-partner` processes that
+/// [`SandboxPartner::spawn`] starts (it does nothing without their
+/// arguments).
+#[test]
+#[allow(clippy::print_stdout, reason = "the address on stdout is how the parent learns it")]
+#[ignore = "the entry point of sandbox-partner child processes, not a test"]
+fn sandbox_partner_process() {
+    let Ok(args) = std::env::var(CHILD_ARGS) else {
+        return;
+    };
+    let args = sandbox_partner::Args::parse_from(
+        std::iter::once("sandbox-partner").chain(args.split('\n').filter(|a| !a.is_empty())),
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime
+        .block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            println!("{LISTENING}{}", listener.local_addr()?);
+            sandbox_partner::serve(args, listener, std::future::pending()).await
+        })
+        .expect("sandbox-partner serves");
+}
 
 pub struct Simulator {
     _process: Process,
@@ -20,31 +99,12 @@ pub struct Simulator {
 impl Simulator {
     /// `api` is `walley` or `wepay`; credentials are the binary's defaults.
     pub async fn start(api: &str) -> Simulator {
-        let port = free_port();
-        let process = Process::spawn(
-            Command::new(env!("CARGO_BIN_EXE_sandbox-partner"))
-                .args(["--api", api, "--listen", &format!("127.0.0.1:{port}")])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-        );
-        let simulator = Simulator {
-            _process: process,
-            url: format!("http://127.0.0.1:{port}"),
+        let server = SandboxPartner::spawn(&["--api", api]);
+        Simulator {
+            url: format!("http://{}", server.address),
+            _process: server.process,
             http: reqwest::Client::new(),
-        };
-        for _ in 0..200 {
-            if simulator
-                .http
-                .get(format!("{}/_sim/ledger", simulator.url))
-                .send()
-                .await
-                .is_ok()
-            {
-                return simulator;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        panic!("the {api} simulator never answered");
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Value {

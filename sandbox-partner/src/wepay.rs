@@ -35,8 +35,10 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Common, Effect, Executed, Fault, HANG, Received, Shared, Simulation, answer};
-use crate::{
+use crate::simulation::{
+    self, Common, Effect, Executed, Fault, HANG, Received, Shared, Simulation, answer,
+};
+use payment_orchestrator::{
     domain::money::{Amount, Currency},
     partners::wepay::wire::{
         self, CancelCheckout, CheckoutId, CreateCheckout, FindCheckouts, RefundCheckout,
@@ -148,9 +150,9 @@ pub fn router(account: Account) -> Router {
         .route("/checkout", post(call))
         .route("/checkout/{call}", post(call))
         .route("/_sim/credit_cards", post(tokenize))
-        .route("/_sim/clock", post(super::advance_clock::<Wepay>))
-        .route("/_sim/fail", post(super::fail_next::<Wepay>))
-        .route("/_sim/ledger", get(super::ledger::<Wepay>))
+        .route("/_sim/clock", post(simulation::advance_clock::<Wepay>))
+        .route("/_sim/fail", post(simulation::fail_next::<Wepay>))
+        .route("/_sim/ledger", get(simulation::ledger::<Wepay>))
         .with_state(state)
 }
 
@@ -288,7 +290,7 @@ fn read_checkout(sim: &Wepay, id: i64) -> Response {
 /// (or, for `timeout`, the caller executes and then hangs).
 fn fault(sim: &mut Wepay, card: i64, call: &str) -> Option<Effect> {
     let card = sim.cards.get_mut(&card)?;
-    super::take_fault(&mut card.faults, call)
+    simulation::take_fault(&mut card.faults, call)
 }
 
 fn refusal(effect: Option<Effect>) -> Option<Outcome> {
@@ -317,7 +319,7 @@ fn create_checkout(sim: &mut Wepay, create: CreateCheckout, sim_now: SystemTime)
     let Ok(currency) = Currency::parse(&create.currency) else {
         return Outcome::Now(error(400, 1003, "unknown currency"));
     };
-    let amount = super::minor_units(create.amount, currency).filter(|a| !a.is_zero());
+    let amount = simulation::minor_units(create.amount, currency).filter(|a| !a.is_zero());
     let Some(amount) = amount else {
         return Outcome::Now(error(400, 1003, "the amount does not fit the currency"));
     };
@@ -424,7 +426,7 @@ fn apply_change(sim: &mut Wepay, change: Change, effect: Option<Effect>) -> Outc
             let left = checkout.amount.saturating_sub(checkout.refunded);
             let amount = match amount {
                 None => Some(left),
-                Some(major) => super::minor_units(major, checkout.currency),
+                Some(major) => simulation::minor_units(major, checkout.currency),
             };
             let Some(amount) = amount.filter(|a| !a.is_zero() && *a <= left) else {
                 return Outcome::Now(error(400, 4005, "the refund amount is not refundable"));
