@@ -8,6 +8,9 @@
 //!
 //! Exits non-zero if any step does not come out as the README shows.
 
+// The steps' report on stdout is this example's output.
+#![allow(clippy::print_stdout)]
+
 use payment_orchestrator_client::{Client, Error, idempotency_key, proto};
 
 fn legs(operation: &proto::Operation) -> Vec<(String, i64)> {

@@ -68,7 +68,10 @@ impl SandboxPartner {
 /// [`SandboxPartner::spawn`] starts (it does nothing without their
 /// arguments).
 #[test]
-#[allow(clippy::print_stdout, reason = "the address on stdout is how the parent learns it")]
+#[allow(
+    clippy::print_stdout,
+    reason = "the address on stdout is how the parent learns it"
+)]
 #[ignore = "the entry point of sandbox-partner child processes, not a test"]
 fn sandbox_partner_process() {
     let Ok(args) = std::env::var(CHILD_ARGS) else {

@@ -32,9 +32,9 @@ use std::{
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use payment_orchestrator::{
-    api::proto::{self, session_service_client::SessionServiceClient},
-    clock::parse_duration,
+use payment_orchestrator_client::{
+    idempotency_key,
+    proto::{self, session_service_client::SessionServiceClient},
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use tonic::{
@@ -44,6 +44,25 @@ use tonic::{
     metadata::{Ascii, MetadataValue},
     transport::Channel,
 };
+
+/// `3s`, `500ms`, `2m`: the service's duration grammar, as far as a run needs.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let invalid = || format!("{text:?}: expected a number with ms, s or m");
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(invalid)?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| invalid())?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(number)),
+        "s" => Ok(Duration::from_secs(number)),
+        "m" => number
+            .checked_mul(60)
+            .map(Duration::from_secs)
+            .ok_or_else(invalid),
+        _ => Err(invalid()),
+    }
+}
 
 /// Requests encoded with prost; responses read and dropped.
 #[derive(Debug)]
@@ -207,8 +226,8 @@ impl Client {
         let session = self
             .sessions
             .create_session(self.request(proto::CreateSessionRequest {
-                idempotency_key: uuid::Uuid::now_v7().to_string(),
-                order_reference: format!("load-{}", uuid::Uuid::now_v7()),
+                idempotency_key: idempotency_key(),
+                order_reference: format!("load-{}", idempotency_key()),
                 amount: amount * 2,
                 currency: "EUR".into(),
                 capture_mode: proto::CaptureMode::Manual.into(),
@@ -224,7 +243,7 @@ impl Client {
         };
         let request = self.request(proto::SubmitSessionRequest {
             session_id: session.id,
-            idempotency_key: uuid::Uuid::now_v7().to_string(),
+            idempotency_key: idempotency_key(),
             split: vec![
                 leg("ingenico", "creditcard", card_token),
                 leg("illicado", "giftcard", "tok_gift"),
@@ -238,7 +257,7 @@ impl Client {
             Op::Capture => {
                 let request = self.request(proto::CaptureRequest {
                     payment_id: payment.to_owned(),
-                    idempotency_key: uuid::Uuid::now_v7().to_string(),
+                    idempotency_key: idempotency_key(),
                     amount: Some(1),
                     ..Default::default()
                 });
@@ -265,7 +284,7 @@ impl Client {
                 let payment = self.checkout(10_000, card_token).await?;
                 let capture = self.request(proto::CaptureRequest {
                     payment_id: payment.id.clone(),
-                    idempotency_key: uuid::Uuid::now_v7().to_string(),
+                    idempotency_key: idempotency_key(),
                     amount: Some(15_000),
                     ..Default::default()
                 });
@@ -273,7 +292,7 @@ impl Client {
                 unparsed(&self.channel, capture_path, capture).await?;
                 let refund = self.request(proto::RefundRequest {
                     payment_id: payment.id,
-                    idempotency_key: uuid::Uuid::now_v7().to_string(),
+                    idempotency_key: idempotency_key(),
                     amount: Some(5_000),
                     ..Default::default()
                 });
