@@ -394,8 +394,54 @@ impl Operation {
     }
 }
 
+/// What one leg of one operation is called at its partner: the idempotency
+/// key of every send, Walley's `actionReference`, WePay's `unique_id`, the
+/// reference a partner's notification and settlement line carry back.
+/// Written `<operation id>:<leg index>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PartnerKey {
+    pub operation: Uuid,
+    pub leg: usize,
+}
+
+impl PartnerKey {
+    pub fn new(operation: Uuid, leg: usize) -> PartnerKey {
+        PartnerKey { operation, leg }
+    }
+
+    /// The key a partner echoed back, if it is one of ours.
+    pub fn parse(text: &str) -> Option<PartnerKey> {
+        let (operation, leg) = text.split_once(':')?;
+        Some(PartnerKey {
+            operation: Uuid::try_parse(operation).ok()?,
+            leg: leg.parse().ok()?,
+        })
+    }
+}
+
+impl std::fmt::Display for PartnerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.operation, self.leg)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_partner_key_reads_back_what_it_writes_and_nothing_else() {
+        let key = super::PartnerKey::new(uuid::Uuid::from_u128(7), 1);
+        assert_eq!(super::PartnerKey::parse(&key.to_string()), Some(key));
+        for text in [
+            "",
+            "x:1",
+            "00000000-0000-0000-0000-000000000007",
+            "00000000-0000-0000-0000-000000000007:-1",
+            "00000000-0000-0000-0000-000000000007:1:2",
+        ] {
+            assert_eq!(super::PartnerKey::parse(text), None, "{text:?}");
+        }
+    }
+
     use super::*;
 
     fn amount(minor: i64) -> Amount {

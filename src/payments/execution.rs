@@ -31,7 +31,7 @@ use uuid::Uuid;
 use super::{Advanced, Edit, Keying, PaymentError, Payments, Phase, Work, WorkLease};
 use crate::{
     domain::{
-        operation::{Operation, OperationKind, TransactionOutcome},
+        operation::{Operation, OperationKind, PartnerKey, TransactionOutcome},
         payment::{Answer, Leg, Payment},
         status::TransactionStatus,
     },
@@ -510,7 +510,7 @@ fn request_for(
     let request = PartnerRequest {
         kind: operation.kind,
         // Deterministic per operation and leg, so a re-send is deduplicated.
-        idempotency_key: format!("{}:{}", operation.id, tx.leg),
+        idempotency_key: PartnerKey::new(operation.id, tx.leg).to_string(),
         amount: tx.amount,
         currency: header.currency,
         method: leg.method.clone(),

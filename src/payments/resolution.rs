@@ -17,7 +17,9 @@ use super::{
 };
 use crate::{
     domain::{
-        operation::{Operation, OperationKind, SettleError, TransactionOutcome, TriggeredBy},
+        operation::{
+            Operation, OperationKind, PartnerKey, SettleError, TransactionOutcome, TriggeredBy,
+        },
         payment::{Answer, OperationRequest, Payment},
         status::{OperationStatus, TransactionStatus},
     },
@@ -399,10 +401,10 @@ impl Payments {
         &self,
         event: PartnerEvent,
     ) -> Result<EventResult, PaymentError> {
-        let Some((operation_id, leg)) = event
-            .idempotency_key
-            .split_once(':')
-            .and_then(|(op, leg)| Some((Uuid::try_parse(op).ok()?, leg.parse::<usize>().ok()?)))
+        let Some(PartnerKey {
+            operation: operation_id,
+            leg,
+        }) = PartnerKey::parse(&event.idempotency_key)
         else {
             return Ok(EventResult::UnknownTransaction);
         };

@@ -28,7 +28,7 @@ use super::{PaymentError, Payments};
 use crate::{
     domain::{
         money::Amount,
-        operation::Operation,
+        operation::{Operation, PartnerKey},
         payment::Payment,
         settlement::{
             Day, Match, Ours, ReconciliationIssue, Settlement, SettlementEntry,
@@ -181,12 +181,16 @@ impl Payments {
                 continue;
             }
             match self.import_one(partner, report, importer).await? {
-                Ok((lines, issues, stored)) => {
+                SettlementImport::Read {
+                    lines,
+                    issues,
+                    stored,
+                } => {
                     result.settlements += u32::from(stored);
                     result.lines += lines;
                     result.issues += issues;
                 }
-                Err(error) => {
+                SettlementImport::Stopped(error) => {
                     // Later settlements wait: reports are imported in order.
                     result.error = Some(error);
                     break;
@@ -222,16 +226,13 @@ impl Payments {
             .await?)
     }
 
-    /// Imports one settlement: its lines page by page, then itself: how many
-    /// lines, how many issues found first, and whether this import stored
-    /// it (else another one did, meanwhile). The inner error says why the
-    /// partner's pages could not be read.
+    /// Imports one settlement: its lines page by page, then itself.
     async fn import_one(
         &self,
         partner: &str,
         report: SettlementReport,
         importer: Uuid,
-    ) -> Result<Result<(u64, u64, bool), String>, PaymentError> {
+    ) -> Result<SettlementImport, PaymentError> {
         let id = Settlement::id_for(partner, &report.reference);
         let retain_until = self.clock.now() + self.settings.settlements.retention;
         let note = format!(
@@ -248,7 +249,7 @@ impl Payments {
                 .await
             {
                 Ok(page) => page,
-                Err(error) => return Ok(Err(error)),
+                Err(error) => return Ok(SettlementImport::Stopped(error)),
             };
             let entries = page.entries;
             if entries.is_empty() {
@@ -256,7 +257,7 @@ impl Payments {
             }
             for entry in &entries {
                 if totals.add(entry).is_err() {
-                    return Ok(Err(format!(
+                    return Ok(SettlementImport::Stopped(format!(
                         "settlement {}: its totals overflow",
                         report.reference
                     )));
@@ -295,7 +296,7 @@ impl Payments {
             self.renew_import_lease(partner, importer).await?;
         }
         let Ok(totals) = totals.with_fees(report.fees) else {
-            return Ok(Err(format!(
+            return Ok(SettlementImport::Stopped(format!(
                 "settlement {}: its totals overflow",
                 report.reference
             )));
@@ -317,7 +318,11 @@ impl Payments {
             .store
             .finish_settlement(&settlement, retain_until)
             .await?;
-        Ok(Ok((index, issues, stored)))
+        Ok(SettlementImport::Read {
+            lines: index,
+            issues,
+            stored,
+        })
     }
 
     /// The partner's settlements since `since`; "try later" answers are
@@ -554,7 +559,7 @@ impl Payments {
                 payment_id: Some(header.value.id),
                 operation_id: Some(operation.id),
                 partner_transaction_id: Some(tx.id),
-                reference: format!("{}:{}", operation.id, tx.leg),
+                reference: PartnerKey::new(operation.id, tx.leg).to_string(),
                 currency: header.value.currency,
                 expected: tx.amount,
                 settled: Amount::ZERO,
@@ -585,10 +590,7 @@ impl Payments {
         partner: &str,
         reference: &str,
     ) -> Result<Option<(Versioned<Payment>, Operation, usize)>, PaymentError> {
-        let Some((operation, leg)) = reference
-            .split_once(':')
-            .and_then(|(op, leg)| Some((Uuid::try_parse(op).ok()?, leg.parse::<usize>().ok()?)))
-        else {
+        let Some(PartnerKey { operation, leg }) = PartnerKey::parse(reference) else {
             return Ok(None);
         };
         let Some((header, operation)) = self.store.find_operation(operation).await? else {
@@ -682,4 +684,19 @@ fn describe_issue(kind: Match, entry: &SettlementEntry, ours: Option<&Ours>) -> 
             ours.status.as_str()
         ),
     }
+}
+
+/// What importing one settlement came to.
+#[derive(Debug)]
+enum SettlementImport {
+    /// Read to its end: its lines, the issues they raised first, and
+    /// whether this import stored it (else another one did, meanwhile).
+    Read {
+        lines: u64,
+        issues: u64,
+        stored: bool,
+    },
+    /// Stopped: the partner's pages could not be read, or its totals
+    /// overflow. Later settlements of the partner wait behind it.
+    Stopped(String),
 }
