@@ -36,7 +36,7 @@ impl proto::session_service_server::SessionService for SessionService {
             .await
             .map_err(error::status_of)?;
         Ok(Response::new(proto::ListSessionsResponse {
-            sessions: page.sessions.iter().map(views::session).collect(),
+            sessions: page.items.iter().map(views::session).collect(),
             next_page_token: page.next_page_token.unwrap_or_default(),
         }))
     }

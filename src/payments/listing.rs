@@ -41,21 +41,68 @@ pub struct PaymentFilter {
     pub newest_first: bool,
 }
 
+/// A request for one page of a listing.
 #[derive(Debug, Clone)]
-pub struct ListPayments {
-    pub filter: PaymentFilter,
+pub struct Listing<F> {
+    pub filter: F,
     pub page_size: usize,
     pub page_token: Option<String>,
 }
 
+/// One page of a listing, and the token of the next one when more may follow.
 #[derive(Debug, Clone)]
-pub struct PaymentPage {
-    pub payments: Vec<PaymentView>,
+pub struct Page<T> {
+    pub items: Vec<T>,
     pub next_page_token: Option<String>,
 }
 
-impl PaymentFilter {
-    /// What a page token is tied to.
+pub type ListPayments = Listing<PaymentFilter>;
+pub type PaymentPage = Page<PaymentView>;
+pub type ListOperations = Listing<OperationFilter>;
+/// Each operation with its payment's header.
+pub type OperationPage = Page<(Payment, Operation)>;
+pub type ListSessions = Listing<SessionFilter>;
+pub type SessionPage = Page<SessionView>;
+
+/// A listing's filter.
+pub trait Filter {
+    /// What a page token is tied to: a token is only good for the filter
+    /// it was issued under.
+    fn filters(&self) -> String;
+}
+
+impl<F: Filter> Listing<F> {
+    /// The page size, within bounds, and the cursor the page token names.
+    fn start(&self) -> Result<(usize, Option<String>), PaymentError> {
+        let cursor = self
+            .page_token
+            .as_deref()
+            .map(|token| {
+                page_token::cursor(&self.filter.filters(), token).ok_or_else(|| {
+                    PaymentError::InvalidArgument {
+                        field: "page_token".into(),
+                        description: "not a page token of this listing \
+                                      (filters must stay the same)"
+                            .into(),
+                    }
+                })
+            })
+            .transpose()?;
+        Ok((self.page_size.clamp(1, MAX_PAGE_SIZE), cursor))
+    }
+}
+
+impl<T> Page<T> {
+    /// `items`, continued after `cursor` if there is one.
+    fn new(items: Vec<T>, cursor: Option<String>, filter: &impl Filter) -> Page<T> {
+        Page {
+            items,
+            next_page_token: cursor.map(|c| page_token::issue(&filter.filters(), &c)),
+        }
+    }
+}
+
+impl Filter for PaymentFilter {
     fn filters(&self) -> String {
         format!(
             "{:?}|{:?}|{:?}|{:?}|{}",
@@ -105,32 +152,20 @@ async fn scan<R, T>(
     }
 }
 
-/// The cursor of a page token issued for `filters`.
-fn cursor_of(filters: &str, token: &str) -> Result<String, PaymentError> {
-    page_token::cursor(filters, token).ok_or_else(|| PaymentError::InvalidArgument {
-        field: "page_token".into(),
-        description: "not a page token of this listing (filters must stay the same)".into(),
-    })
-}
-
 impl Payments {
     pub async fn list_payments(
         &self,
         merchant: &str,
         request: ListPayments,
     ) -> Result<PaymentPage, PaymentError> {
+        let (page_size, cursor) = request.start()?;
         let filter = request.filter;
-        let page_size = request.page_size.clamp(1, MAX_PAGE_SIZE);
         let query = ListQuery {
             merchant: merchant.to_owned(),
             order_reference: filter.order_reference.clone(),
             created_after: filter.created_after,
             created_before: filter.created_before,
-            cursor: request
-                .page_token
-                .as_deref()
-                .map(|token| cursor_of(&filter.filters(), token))
-                .transpose()?,
+            cursor,
             newest_first: filter.newest_first,
             limit: page_size.max(100),
         };
@@ -153,10 +188,7 @@ impl Payments {
             },
         )
         .await?;
-        Ok(PaymentPage {
-            payments,
-            next_page_token: cursor.map(|c| page_token::issue(&filter.filters(), &c)),
-        })
+        Ok(Page::new(payments, cursor, &filter))
     }
 }
 
@@ -178,20 +210,6 @@ pub struct OperationFilter {
     pub partner_reference: Option<String>,
     /// Only this merchant's (operators; a merchant sees only its own).
     pub merchant: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct ListOperations {
-    pub filter: OperationFilter,
-    pub page_size: usize,
-    pub page_token: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct OperationPage {
-    /// Each with its payment's header.
-    pub operations: Vec<(Payment, Operation)>,
-    pub next_page_token: Option<String>,
 }
 
 impl OperationFilter {
@@ -223,7 +241,9 @@ impl OperationFilter {
     fn only_open(&self) -> bool {
         self.requires_review == Some(true) || self.status.is_some_and(|s| !s.is_final())
     }
+}
 
+impl Filter for OperationFilter {
     fn filters(&self) -> String {
         format!(
             "ops|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
@@ -248,22 +268,18 @@ impl Payments {
         viewer: Viewer<'_>,
         request: ListOperations,
     ) -> Result<OperationPage, PaymentError> {
-        let mut filter = request.filter;
+        let mut request = request;
         if let Viewer::Merchant(merchant) = viewer {
-            if filter.merchant.as_deref().is_some_and(|m| m != merchant) {
-                return Ok(OperationPage {
-                    operations: Vec::new(),
+            if request.filter.merchant.as_deref().is_some_and(|m| m != merchant) {
+                return Ok(Page {
+                    items: Vec::new(),
                     next_page_token: None,
                 });
             }
-            filter.merchant = Some(merchant.to_owned());
+            request.filter.merchant = Some(merchant.to_owned());
         }
-        let page_size = request.page_size.clamp(1, MAX_PAGE_SIZE);
-        let cursor = request
-            .page_token
-            .as_deref()
-            .map(|token| cursor_of(&filter.filters(), token))
-            .transpose()?;
+        let (page_size, cursor) = request.start()?;
+        let filter = request.filter;
         if filter.only_open() {
             return self.open_operations_page(&filter, page_size, cursor).await;
         }
@@ -306,17 +322,11 @@ impl Payments {
         matching.sort_by(|a, b| b.0.cmp(&a.0));
         let more = matching.len() > page_size;
         matching.truncate(page_size);
-        let next_page_token = more
-            .then(|| {
-                matching
-                    .last()
-                    .map(|(m, _, _)| page_token::issue(&filter.filters(), m))
-            })
+        let next = more
+            .then(|| matching.last().map(|(member, _, _)| member.clone()))
             .flatten();
-        Ok(OperationPage {
-            operations: matching.into_iter().map(|(_, p, o)| (p, o)).collect(),
-            next_page_token,
-        })
+        let operations = matching.into_iter().map(|(_, p, o)| (p, o)).collect();
+        Ok(Page::new(operations, next, filter))
     }
 
     /// From the merchant's payments, newest first, and each payment's
@@ -356,11 +366,7 @@ impl Payments {
                         operations.push((payment.header.value.clone(), op.clone()));
                         last = Some(format!("{member}/{}", op.sequence));
                         if operations.len() == page_size {
-                            return Ok(OperationPage {
-                                operations,
-                                next_page_token: last
-                                    .map(|c| page_token::issue(&filter.filters(), &c)),
-                            });
+                            return Ok(Page::new(operations, last, filter));
                         }
                     }
                 }
@@ -394,11 +400,7 @@ impl Payments {
                         operations.push((payment.header.value.clone(), op.clone()));
                         last = Some(format!("{member}/{}", op.sequence));
                         if operations.len() == page_size {
-                            return Ok(OperationPage {
-                                operations,
-                                next_page_token: last
-                                    .map(|c| page_token::issue(&filter.filters(), &c)),
-                            });
+                            return Ok(Page::new(operations, last, filter));
                         }
                     }
                 }
@@ -406,16 +408,10 @@ impl Payments {
                 last = Some(format!("{member}/0"));
             }
             if at_end {
-                return Ok(OperationPage {
-                    operations,
-                    next_page_token: None,
-                });
+                return Ok(Page::new(operations, None, filter));
             }
             if scanned >= MAX_SCANNED {
-                return Ok(OperationPage {
-                    operations,
-                    next_page_token: last.map(|c| page_token::issue(&filter.filters(), &c)),
-                });
+                return Ok(Page::new(operations, last, filter));
             }
         }
     }
@@ -429,20 +425,7 @@ pub struct SessionFilter {
     pub created_before: Option<SystemTime>,
 }
 
-#[derive(Debug, Clone)]
-pub struct ListSessions {
-    pub filter: SessionFilter,
-    pub page_size: usize,
-    pub page_token: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct SessionPage {
-    pub sessions: Vec<SessionView>,
-    pub next_page_token: Option<String>,
-}
-
-impl SessionFilter {
+impl Filter for SessionFilter {
     fn filters(&self) -> String {
         format!(
             "sessions|{:?}|{:?}|{:?}|{:?}",
@@ -460,13 +443,8 @@ impl Payments {
         merchant: &str,
         request: ListSessions,
     ) -> Result<SessionPage, PaymentError> {
+        let (page_size, cursor) = request.start()?;
         let filter = request.filter;
-        let page_size = request.page_size.clamp(1, MAX_PAGE_SIZE);
-        let cursor = request
-            .page_token
-            .as_deref()
-            .map(|token| cursor_of(&filter.filters(), token))
-            .transpose()?;
         let query = ListQuery {
             merchant: merchant.to_owned(),
             order_reference: filter.order_reference.clone(),
@@ -497,9 +475,6 @@ impl Payments {
             },
         )
         .await?;
-        Ok(SessionPage {
-            sessions,
-            next_page_token: cursor.map(|c| page_token::issue(&filter.filters(), &c)),
-        })
+        Ok(Page::new(sessions, cursor, &filter))
     }
 }

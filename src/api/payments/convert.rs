@@ -189,7 +189,7 @@ fn payment_state(state: proto::PaymentState) -> PaymentState {
 
 pub fn payment_page(page: &PaymentPage) -> proto::ListPaymentsResponse {
     proto::ListPaymentsResponse {
-        payments: page.payments.iter().map(views::payment).collect(),
+        payments: page.items.iter().map(views::payment).collect(),
         next_page_token: page.next_page_token.clone().unwrap_or_default(),
     }
 }
@@ -259,7 +259,7 @@ pub fn list_operations(request: proto::ListOperationsRequest) -> Result<ListOper
 pub fn operation_page(page: &OperationPage) -> proto::ListOperationsResponse {
     proto::ListOperationsResponse {
         operations: page
-            .operations
+            .items
             .iter()
             .map(|(payment, operation)| views::operation_proto(payment, operation))
             .collect(),
