@@ -270,7 +270,12 @@ impl Payments {
     ) -> Result<OperationPage, PaymentError> {
         let mut request = request;
         if let Viewer::Merchant(merchant) = viewer {
-            if request.filter.merchant.as_deref().is_some_and(|m| m != merchant) {
+            if request
+                .filter
+                .merchant
+                .as_deref()
+                .is_some_and(|m| m != merchant)
+            {
                 return Ok(Page {
                     items: Vec::new(),
                     next_page_token: None,

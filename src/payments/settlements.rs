@@ -18,6 +18,11 @@
 //! Every line that does not match is recorded as a reconciliation issue,
 //! counted (`reconciliation_issues_total`) and announced to the merchant
 //! (`reconciliation.issue`), once.
+//!
+//! **Reading** what was imported, as each viewer may see it, is in
+//! `settlements/reading.rs`.
+
+mod reading;
 
 use std::time::{Duration, SystemTime};
 
@@ -36,9 +41,7 @@ use crate::{
         },
     },
     partners::{PartnerError, SettlementReport},
-    store::{
-        DueChange, DueItem, IssueQuery, OutboxChange, SettlementQuery, Shard, Step, Versioned,
-    },
+    store::{DueChange, DueItem, OutboxChange, Shard, Step, Versioned},
 };
 
 /// Lines read per request to a partner (the most Walley's report API gives).
@@ -95,22 +98,6 @@ pub struct PartnerImport {
 pub enum Viewer<'a> {
     Merchant(&'a str),
     Operator,
-}
-
-impl Viewer<'_> {
-    fn merchant(self) -> Option<String> {
-        match self {
-            Viewer::Merchant(merchant) => Some(merchant.to_owned()),
-            Viewer::Operator => None,
-        }
-    }
-
-    fn sees(self, owner: Option<&String>) -> bool {
-        match self {
-            Viewer::Merchant(merchant) => owner.is_some_and(|m| m == merchant),
-            Viewer::Operator => true,
-        }
-    }
 }
 
 impl Payments {
@@ -603,52 +590,6 @@ impl Payments {
             .is_some_and(|l| l.partner == partner)
             && operation.transactions.iter().any(|tx| tx.leg == leg);
         Ok(ours.then_some((header, operation, leg)))
-    }
-
-    /// Settlements the viewer may see.
-    pub async fn list_settlements(
-        &self,
-        viewer: Viewer<'_>,
-        mut query: SettlementQuery,
-    ) -> Result<Vec<(String, Settlement)>, PaymentError> {
-        query.merchant = viewer.merchant();
-        Ok(self.store.list_settlements(&query).await?)
-    }
-
-    /// A settlement, if the viewer may see it.
-    pub async fn settlement(
-        &self,
-        viewer: Viewer<'_>,
-        id: Uuid,
-    ) -> Result<Settlement, PaymentError> {
-        self.store
-            .settlement(id)
-            .await?
-            .filter(|s| viewer.sees(s.merchant.as_ref()))
-            .ok_or(PaymentError::NotFound)
-    }
-
-    /// Lines `offset..offset + limit` of a settlement the viewer may see.
-    pub async fn settlement_lines(
-        &self,
-        viewer: Viewer<'_>,
-        id: Uuid,
-        offset: u64,
-        limit: usize,
-    ) -> Result<(Settlement, Vec<SettlementTransaction>), PaymentError> {
-        let settlement = self.settlement(viewer, id).await?;
-        let lines = self.store.settlement_lines(id, offset, limit).await?;
-        Ok((settlement, lines))
-    }
-
-    /// Reconciliation issues the viewer may see.
-    pub async fn reconciliation_issues(
-        &self,
-        viewer: Viewer<'_>,
-        mut query: IssueQuery,
-    ) -> Result<Vec<(String, ReconciliationIssue)>, PaymentError> {
-        query.merchant = viewer.merchant();
-        Ok(self.store.list_issues(&query).await?)
     }
 }
 

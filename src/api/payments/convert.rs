@@ -32,49 +32,30 @@ pub struct OperationFields {
     pub reason: String,
 }
 
-impl From<proto::CaptureRequest> for OperationFields {
-    fn from(r: proto::CaptureRequest) -> Self {
-        OperationFields {
-            payment_id: r.payment_id,
-            idempotency_key: r.idempotency_key,
-            amount: r.amount,
-            merchant_reference: r.merchant_reference,
-            priority: r.priority,
-            items: r.items,
-            disable_fallback: r.disable_fallback,
-            reason: String::new(),
+/// `From<request>` for each of the three requests; a capture has no reason.
+macro_rules! operation_fields {
+    ($($request:ty => |$r:ident| $reason:expr;)+) => {$(
+        impl From<$request> for OperationFields {
+            fn from($r: $request) -> Self {
+                OperationFields {
+                    reason: $reason,
+                    payment_id: $r.payment_id,
+                    idempotency_key: $r.idempotency_key,
+                    amount: $r.amount,
+                    merchant_reference: $r.merchant_reference,
+                    priority: $r.priority,
+                    items: $r.items,
+                    disable_fallback: $r.disable_fallback,
+                }
+            }
         }
-    }
+    )+};
 }
 
-impl From<proto::RefundRequest> for OperationFields {
-    fn from(r: proto::RefundRequest) -> Self {
-        OperationFields {
-            payment_id: r.payment_id,
-            idempotency_key: r.idempotency_key,
-            amount: r.amount,
-            merchant_reference: r.merchant_reference,
-            priority: r.priority,
-            items: r.items,
-            disable_fallback: r.disable_fallback,
-            reason: r.reason,
-        }
-    }
-}
-
-impl From<proto::VoidRequest> for OperationFields {
-    fn from(r: proto::VoidRequest) -> Self {
-        OperationFields {
-            payment_id: r.payment_id,
-            idempotency_key: r.idempotency_key,
-            amount: r.amount,
-            merchant_reference: r.merchant_reference,
-            priority: r.priority,
-            items: r.items,
-            disable_fallback: r.disable_fallback,
-            reason: r.reason,
-        }
-    }
+operation_fields! {
+    proto::CaptureRequest => |r| String::new();
+    proto::RefundRequest => |r| r.reason;
+    proto::VoidRequest => |r| r.reason;
 }
 
 pub fn operation(
