@@ -10,6 +10,9 @@ use crate::{
     partners::http,
 };
 
+#[cfg(test)]
+mod tests;
+
 /// `POST /manage/orders/{id}/captures` and `/refunds`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

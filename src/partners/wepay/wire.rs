@@ -5,6 +5,9 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+#[cfg(test)]
+mod tests;
+
 /// `POST /checkout/create`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateCheckout {
@@ -160,38 +163,5 @@ impl Stage {
             "failed" | "expired" => Stage::Failed,
             _ => return None,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_refund_reads_back_what_it_writes() {
-        for amount in [
-            Some(Decimal::new(2500, 2)),
-            Some(Decimal::new(300, 0)),
-            None,
-        ] {
-            let refund = RefundCheckout {
-                checkout_id: 7,
-                refund_reason: "returned".into(),
-                amount,
-            };
-            let text = serde_json::to_string(&refund).unwrap();
-            assert_eq!(
-                serde_json::from_str::<RefundCheckout>(&text).unwrap(),
-                refund,
-                "{text}"
-            );
-        }
-        let text = serde_json::to_string(&RefundCheckout {
-            checkout_id: 7,
-            refund_reason: String::new(),
-            amount: Some(Decimal::new(12345, 3)),
-        })
-        .unwrap();
-        assert!(text.contains(r#""amount":12.345"#), "{text}");
     }
 }
