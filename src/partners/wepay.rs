@@ -14,7 +14,8 @@
 //! a cancel can only happen once per checkout, so its state says whether it
 //! happened (re-sending one is safe). A refund is not: it is sent at most
 //! once ([`Partner::resends_safely`] is false for refunds), and guarded —
-//! before the send the checkout's `amount_refunded` is read and compared
+//! before the send the checkout's refunded total (`refund.amount_refunded`, or the
+//! older top-level `amount_refunded`) is read and compared
 //! with what our books say was refunded before this refund
 //! (`refunded_before`): equal, it is sent; already including this refund,
 //! it is answered as done without sending; anything else is Unknown
@@ -151,7 +152,7 @@ impl Wepay {
         checkout: &Checkout,
         request: &PartnerRequest,
     ) -> Result<bool, PartnerError> {
-        let refunded = http::minor(checkout.amount_refunded, request.currency)?;
+        let refunded = http::minor(checkout.refunded(), request.currency)?;
         let with_this = request
             .refunded_before
             .checked_add(request.amount)
@@ -165,7 +166,8 @@ impl Wepay {
                 description: format!(
                     "the checkout's refunded total ({} {}) matches neither our books before \
                      this refund nor after it",
-                    checkout.amount_refunded, checkout.currency
+                    checkout.refunded(),
+                    checkout.currency
                 ),
             })
         }

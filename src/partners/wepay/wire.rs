@@ -113,10 +113,34 @@ pub struct Checkout {
     #[serde(with = "rust_decimal::serde::arbitrary_precision")]
     pub amount: Decimal,
     pub currency: String,
+    /// `null` for a checkout created without one.
     #[serde(default)]
-    pub reference_id: String,
+    pub reference_id: Option<String>,
+    /// What was refunded, as API versions before 2015-08-15 answer it.
     #[serde(default, with = "rust_decimal::serde::arbitrary_precision")]
     pub amount_refunded: Decimal,
+    /// What was refunded, as 2015-08-15 and later answer it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund: Option<CheckoutRefund>,
+}
+
+impl Checkout {
+    /// What was refunded of the checkout, in whichever shape the API
+    /// version answers it.
+    pub fn refunded(&self) -> Decimal {
+        self.refund
+            .as_ref()
+            .map_or(self.amount_refunded, |refund| refund.amount_refunded)
+    }
+}
+
+/// A checkout's `refund` structure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckoutRefund {
+    #[serde(default, with = "rust_decimal::serde::arbitrary_precision")]
+    pub amount_refunded: Decimal,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_reason: Option<String>,
 }
 
 /// The answer of capture, refund and cancel.
