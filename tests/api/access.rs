@@ -80,24 +80,11 @@ async fn another_merchants_resources_are_not_found_and_untouched() {
     not_found(payments.refund(refund(&payment, None)).await);
     not_found(payments.void(void(&payment, None)).await);
 
-    let mine = server
-        .payments()
-        .get_payment(proto::GetPaymentRequest {
-            payment_id: payment.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(mine, payment);
-    let session = server
-        .sessions()
-        .get_session(proto::GetSessionRequest {
-            session_id: session.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(session.status(), proto::SessionStatus::Open);
+    assert_eq!(payment_now(&server, &payment.id).await, payment);
+    assert_eq!(
+        session_status(&server, &session.id).await,
+        proto::SessionStatus::Open
+    );
 }
 
 #[tokio::test]
@@ -186,16 +173,14 @@ async fn every_error_carries_error_info_and_the_request_id() {
             ErrorReason::ApiKeyInvalid,
         ),
         (
-            proto::admin_service_client::AdminServiceClient::with_interceptor(
-                server.channel(),
-                Bearer::new(DEMO_KEY),
-            )
-            .list_failed_webhooks(with_id(
-                "req-permission-denied",
-                proto::ListFailedWebhooksRequest::default(),
-            ))
-            .await
-            .unwrap_err(),
+            server
+                .admin_as(DEMO_KEY)
+                .list_failed_webhooks(with_id(
+                    "req-permission-denied",
+                    proto::ListFailedWebhooksRequest::default(),
+                ))
+                .await
+                .unwrap_err(),
             ErrorReason::PermissionDenied,
         ),
         (

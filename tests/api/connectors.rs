@@ -7,17 +7,12 @@ use std::time::Duration;
 use payment_orchestrator::api::proto::{self, OperationStatus::*};
 use serde_json::json;
 
-use super::{support::harness::*, support::simulator::Partners};
+use super::support::{
+    harness::*,
+    simulator::{Partners, Simulator, walley, wepay},
+};
 
 const A_MOMENT: Duration = Duration::from_secs(2);
-
-fn walley(amount: i64, order: &str) -> proto::SplitLeg {
-    leg("walley", "invoice", amount, order)
-}
-
-fn wepay(amount: i64, card: &str) -> proto::SplitLeg {
-    leg("wepay", "creditcard", amount, card)
-}
 
 /// Steps the resolver twice: the first lookups, and whatever they left due.
 async fn settle(server: &TestServer) {
@@ -29,66 +24,49 @@ fn first(priority: &str) -> Vec<proto::PriorityRule> {
     vec![rule(priority, "*"), rule("*", "*")]
 }
 
-async fn captured(server: &TestServer, request: proto::CaptureRequest) -> proto::Operation {
-    server
-        .payments()
-        .capture(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .operation
-        .unwrap()
+/// `operation`'s status after a resolver step `A_MOMENT` on.
+async fn status_after_a_moment(
+    server: &TestServer,
+    operation: &proto::Operation,
+) -> proto::OperationStatus {
+    server.resolve_after(A_MOMENT).await;
+    operation_now(server, &operation.id).await.status()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_walley_and_wepay_split_is_authorized_captured_refunded_with_items_and_voided() {
-    let partners = Partners::start().await;
-    let server = partners.server().await;
+    let (partners, server) = Partners::serving().await;
     let order = partners
         .walley
         .order(json!({ "amount": 50.00, "currency": "EUR" }))
         .await;
     let card = partners.wepay.card(json!({})).await;
-    let payment = authorized_in(
-        &server,
-        "EUR",
-        vec![walley(5000, &order), wepay(3000, &card)],
-    )
-    .await;
+    let split = vec![walley(5000, &order), wepay(3000, &card)];
+    let payment = authorized(&server, split).await;
     assert_eq!(partners.wepay.executed("authorize").await.len(), 1);
 
     // WePay first, but it captures whole checkouts only: 20.00 goes to Walley,
     // accepted (202) and PENDING until the order shows it processed.
-    let operation = captured(
-        &server,
-        proto::CaptureRequest {
-            priority: first("wepay"),
-            ..capture(&payment, Some(2000))
-        },
-    )
-    .await;
+    let request = proto::CaptureRequest {
+        priority: first("wepay"),
+        ..capture(&payment, Some(2000))
+    };
+    let operation = captured(&server, request).await.operation;
     assert_eq!(legs_of(&operation), vec![("walley".into(), 2000, Pending)]);
-    server.resolve_after(A_MOMENT).await;
-    assert_eq!(
-        operation_now(&server, &operation.id).await.status(),
-        Success
-    );
+    assert_eq!(status_after_a_moment(&server, &operation).await, Success);
 
     // The whole WePay checkout: captured at once.
-    let operation = captured(
-        &server,
-        proto::CaptureRequest {
-            priority: first("wepay"),
-            ..capture(&payment, Some(3000))
-        },
-    )
-    .await;
-    assert_eq!(legs_of(&operation), vec![("wepay".into(), 3000, Success)]);
+    let request = proto::CaptureRequest {
+        priority: first("wepay"),
+        ..capture(&payment, Some(3000))
+    };
+    let operation = captured(&server, request).await.operation;
+    assert_eq!(legs_of(&operation), succeeded(&[("wepay", 3000)]));
 
     // A refund with its item line reaches Walley with the line (VAT included).
-    let refund = server
-        .payments()
-        .refund(proto::RefundRequest {
+    let refund = refunded(
+        &server,
+        proto::RefundRequest {
             priority: first("walley"),
             items: vec![proto::ItemLine {
                 sku_reference: "sku-7".into(),
@@ -100,16 +78,13 @@ async fn a_walley_and_wepay_split_is_authorized_captured_refunded_with_items_and
             }],
             reason: "returned".into(),
             ..refund(&payment, Some(1000))
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .operation
-        .unwrap();
+        },
+    )
+    .await
+    .operation;
     assert_eq!(legs_of(&refund), vec![("walley".into(), 1000, Pending)]);
     assert_eq!(refund.items.len(), 1);
-    server.resolve_after(A_MOMENT).await;
-    assert_eq!(operation_now(&server, &refund.id).await.status(), Success);
+    assert_eq!(status_after_a_moment(&server, &refund).await, Success);
     let body: serde_json::Value =
         serde_json::from_str(&partners.walley.bodies("/refunds").await[0]).unwrap();
     assert_eq!(body["amount"].to_string(), "10.00");
@@ -120,17 +95,9 @@ async fn a_walley_and_wepay_split_is_authorized_captured_refunded_with_items_and
     assert_eq!(body["items"][0]["vat"].to_string(), "25");
 
     // Void: Walley's cancel releases the 30.00 not captured.
-    let void = server
-        .payments()
-        .void(void(&payment, None))
-        .await
-        .unwrap()
-        .into_inner()
-        .operation
-        .unwrap();
+    let void = voided(&server, void(&payment, None)).await.operation;
     assert_eq!(legs_of(&void), vec![("walley".into(), 3000, Pending)]);
-    server.resolve_after(A_MOMENT).await;
-    assert_eq!(operation_now(&server, &void.id).await.status(), Success);
+    assert_eq!(status_after_a_moment(&server, &void).await, Success);
     let payment = payment_now(&server, &payment.id).await;
     let a = amounts(&payment);
     assert_eq!(
@@ -161,23 +128,18 @@ async fn a_walley_and_wepay_split_is_authorized_captured_refunded_with_items_and
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_accepted_walley_capture_stays_pending_until_processed_then_succeeds() {
-    let partners = Partners::start().await;
-    let server = partners.server().await;
-    let order = partners
-        .walley
-        .order(json!({ "amount": 100.00, "currency": "EUR", "processing_ms": 3000 }))
-        .await;
-    let payment = authorized_in(&server, "EUR", vec![walley(10000, &order)]).await;
-    let operation = captured(&server, capture(&payment, Some(4000))).await;
+    let (partners, server) = Partners::serving().await;
+    let extra = json!({ "processing_ms": 3000 });
+    let (_, payment) = partners.walley_payment(&server, 10000, extra).await;
+    let operation = captured(&server, capture(&payment, Some(4000)))
+        .await
+        .operation;
     assert_eq!(operation.status(), Pending);
     assert_eq!(legs_of(&operation)[0].2, Pending);
 
     // Looked up while Walley still processes: still PENDING.
-    server.resolve_after(A_MOMENT).await;
-    assert_eq!(
-        operation_now(&server, &operation.id).await.status(),
-        Pending
-    );
+    assert_eq!(status_after_a_moment(&server, &operation).await, Pending);
+    // Time passing is the point: Walley processes by its own (real) clock.
     tokio::time::sleep(Duration::from_millis(3100)).await;
     server.resolve_after(Duration::from_secs(60)).await;
     assert_eq!(
@@ -189,14 +151,10 @@ async fn an_accepted_walley_capture_stays_pending_until_processed_then_succeeds(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_not_visible_yet_is_retried_with_backoff_within_the_window() {
-    let partners = Partners::start().await;
-    let server = partners.server().await;
+    let (partners, server) = Partners::serving().await;
     // 404 for 0.7 s after it was placed; the window is 2 s.
-    let order = partners
-        .walley
-        .order(json!({ "amount": 30.00, "currency": "EUR", "invisible_for_ms": 700 }))
-        .await;
-    authorized_in(&server, "EUR", vec![walley(3000, &order)]).await;
+    let extra = json!({ "invisible_for_ms": 700 });
+    let (order, _) = partners.walley_payment(&server, 3000, extra).await;
     let reads = partners
         .walley
         .requests(&format!("/manage/orders/{order}"))
@@ -206,8 +164,7 @@ async fn an_order_not_visible_yet_is_retried_with_backoff_within_the_window() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_retry_window_runs_out_the_leg_fails_and_fallback_applies() {
-    let partners = Partners::start().await;
-    let server = partners.server().await;
+    let (partners, server) = Partners::serving().await;
     let order = partners
         .walley
         .order(json!({
@@ -216,21 +173,13 @@ async fn when_the_retry_window_runs_out_the_leg_fails_and_fallback_applies() {
         }))
         .await;
     let card = partners.wepay.card(json!({})).await;
-    let payment = authorized_in(
-        &server,
-        "EUR",
-        vec![walley(5000, &order), wepay(3000, &card)],
-    )
-    .await;
+    let payment = authorized(&server, vec![walley(5000, &order), wepay(3000, &card)]).await;
 
-    let operation = captured(
-        &server,
-        proto::CaptureRequest {
-            priority: first("walley"),
-            ..capture(&payment, Some(3000))
-        },
-    )
-    .await;
+    let request = proto::CaptureRequest {
+        priority: first("walley"),
+        ..capture(&payment, Some(3000))
+    };
+    let operation = captured(&server, request).await.operation;
     assert_eq!(
         legs_of(&operation),
         vec![
@@ -249,18 +198,13 @@ async fn when_the_retry_window_runs_out_the_leg_fails_and_fallback_applies() {
 /// resolved by a lookup; the simulation executed it exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_walley_answer_or_request_is_resolved_by_lookup_and_executed_once() {
-    let partners = Partners::start().await;
-    let server = partners.server().await;
+    let (partners, server) = Partners::serving().await;
     for effect in ["timeout", "lost"] {
-        let order = partners
-            .walley
-            .order(json!({
-                "amount": 20.00, "currency": "EUR",
-                "faults": [{ "on": "capture", "effect": effect }],
-            }))
-            .await;
-        let payment = authorized_in(&server, "EUR", vec![walley(2000, &order)]).await;
-        let operation = captured(&server, capture(&payment, Some(1500))).await;
+        let faults = json!({ "faults": [{ "on": "capture", "effect": effect }] });
+        let (order, payment) = partners.walley_payment(&server, 2000, faults).await;
+        let operation = captured(&server, capture(&payment, Some(1500)))
+            .await
+            .operation;
         assert_eq!(legs_of(&operation)[0].2, Uncertain, "{effect}");
 
         settle(&server).await;
@@ -282,8 +226,7 @@ async fn a_lost_walley_answer_or_request_is_resolved_by_lookup_and_executed_once
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_wepay_answer_or_request_is_resolved_by_lookup_and_executed_once() {
-    let partners = Partners::start().await;
-    let server = partners.server().await;
+    let (partners, server) = Partners::serving().await;
     for effect in ["timeout", "lost"] {
         let card = partners
             .wepay
@@ -307,7 +250,7 @@ async fn a_lost_wepay_answer_or_request_is_resolved_by_lookup_and_executed_once(
         let payment = payment_now(&server, &payment.id).await;
         assert_eq!(payment.state(), proto::PaymentState::Authorized, "{effect}");
 
-        let operation = captured(&server, capture(&payment, None)).await;
+        let operation = captured(&server, capture(&payment, None)).await.operation;
         assert_eq!(legs_of(&operation)[0].2, Uncertain, "{effect}");
         settle(&server).await;
         assert_eq!(
@@ -327,27 +270,15 @@ async fn a_lost_wepay_answer_or_request_is_resolved_by_lookup_and_executed_once(
 /// operator settles it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wepay_refund_is_never_executed_twice() {
-    let partners = Partners::start().await;
-    let server = partners.server().await;
-    let mut admin = proto::admin_service_client::AdminServiceClient::with_interceptor(
-        server.channel(),
-        Bearer::new("sk_test_admin"),
-    );
+    let (partners, server) = Partners::serving().await;
+    let mut admin = server.admin();
     for effect in ["timeout", "lost"] {
-        let card = partners
-            .wepay
-            .card(json!({ "faults": [{ "on": "refund", "effect": effect }] }))
-            .await;
-        let payment = authorized_in(&server, "EUR", vec![wepay(6000, &card)]).await;
+        let faults = json!({ "faults": [{ "on": "refund", "effect": effect }] });
+        let (_, payment) = partners.wepay_payment(&server, 6000, faults).await;
         captured(&server, capture(&payment, None)).await;
-        let first = server
-            .payments()
-            .refund(refund(&payment, Some(2500)))
+        let first = refunded(&server, refund(&payment, Some(2500)))
             .await
-            .unwrap()
-            .into_inner()
-            .operation
-            .unwrap();
+            .operation;
         assert_eq!(legs_of(&first)[0].2, Uncertain, "{effect}: {first:?}");
         settle(&server).await;
         let resolved = operation_now(&server, &first.id).await;
@@ -374,14 +305,9 @@ async fn a_wepay_refund_is_never_executed_twice() {
             assert_eq!(settled.status(), proto::OperationStatus::Failure);
         }
         // A second refund reads the total the first one left.
-        let second = server
-            .payments()
-            .refund(refund(&payment, Some(1000)))
+        let second = refunded(&server, refund(&payment, Some(1000)))
             .await
-            .unwrap()
-            .into_inner()
-            .operation
-            .unwrap();
+            .operation;
         assert_eq!(second.status(), Success, "{effect}");
     }
     let refunds: Vec<String> = partners
@@ -398,11 +324,9 @@ async fn a_wepay_refund_is_never_executed_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wepay_refund_refunded_elsewhere_is_not_sent_and_goes_to_review() {
-    let partners = Partners::start().await;
-    let server = partners.server().await;
-    let card = partners.wepay.card(json!({})).await;
-    let payment = authorized_in(&server, "EUR", vec![wepay(6000, &card)]).await;
-    let capture = captured(&server, capture(&payment, None)).await;
+    let (partners, server) = Partners::serving().await;
+    let (_, payment) = partners.wepay_payment(&server, 6000, json!({})).await;
+    let capture = captured(&server, capture(&payment, None)).await.operation;
     let checkout = capture.partner_transactions[0].partner_reference.clone();
     // Someone refunds in WePay's dashboard: our books no longer agree.
     let http = reqwest::Client::new();
@@ -412,14 +336,9 @@ async fn a_wepay_refund_refunded_elsewhere_is_not_sent_and_goes_to_review() {
         .send()
         .await
         .unwrap();
-    let ours = server
-        .payments()
-        .refund(refund(&payment, Some(2500)))
+    let ours = refunded(&server, refund(&payment, Some(2500)))
         .await
-        .unwrap()
-        .into_inner()
-        .operation
-        .unwrap();
+        .operation;
     assert_eq!(legs_of(&ours)[0].2, Uncertain);
     server.resolve_after(Duration::from_secs(60)).await;
     assert_eq!(operation_now(&server, &ours.id).await.status(), Uncertain);
@@ -435,7 +354,7 @@ async fn a_wepay_refund_refunded_elsewhere_is_not_sent_and_goes_to_review() {
 
 /// The `amount` field of the last request body sent to a path ending with
 /// `suffix`, as written on the wire.
-async fn wire_amount(simulator: &super::support::simulator::Simulator, suffix: &str) -> String {
+async fn wire_amount(simulator: &Simulator, suffix: &str) -> String {
     let bodies = simulator.bodies(suffix).await;
     let body: serde_json::Value = serde_json::from_str(bodies.last().expect("sent")).unwrap();
     body["amount"].to_string()
@@ -445,8 +364,7 @@ async fn wire_amount(simulator: &super::support::simulator::Simulator, suffix: &
 /// API become exactly these major units on each connector's wire.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jpy_eur_and_bhd_amounts_are_exact_through_the_api_and_on_each_connectors_wire() {
-    let partners = Partners::start().await;
-    let server = partners.server().await;
+    let (partners, server) = Partners::serving().await;
     for (currency, total, total_major, part, part_major) in [
         ("JPY", 12345, "12345", 1001, "1001"),
         ("EUR", 12345, "123.45", 1001, "10.01"),
@@ -475,11 +393,7 @@ async fn jpy_eur_and_bhd_amounts_are_exact_through_the_api_and_on_each_connector
             "{currency}"
         );
         captured(&server, capture(&payment, None)).await;
-        server
-            .payments()
-            .refund(refund(&payment, Some(part)))
-            .await
-            .unwrap();
+        refunded(&server, refund(&payment, Some(part))).await;
         assert_eq!(
             wire_amount(&partners.wepay, "/checkout/refund").await,
             part_major,
@@ -492,44 +406,33 @@ async fn jpy_eur_and_bhd_amounts_are_exact_through_the_api_and_on_each_connector
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_uncaptured_wepay_checkout_is_released_after_fourteen_days() {
-    let partners = Partners::start().await;
-    let server = partners.server().await;
-    let card = partners.wepay.card(json!({})).await;
-    let payment = authorized_in(&server, "EUR", vec![wepay(4000, &card)]).await;
+    let (partners, server) = Partners::serving().await;
+    let (_, payment) = partners.wepay_payment(&server, 4000, json!({})).await;
     // A week: the default lifetime of other partners; WePay's is 14 days.
     server.resolve_after(Duration::from_secs(8 * 86_400)).await;
     assert!(payment_now(&server, &payment.id).await.voids.is_empty());
     server.resolve_after(Duration::from_secs(6 * 86_400)).await;
     let payment = payment_now(&server, &payment.id).await;
     assert_eq!(payment.voids.len(), 1);
-    assert_eq!(
-        legs_of(&payment.voids[0]),
-        vec![("wepay".into(), 4000, Success)]
-    );
+    assert_eq!(legs_of(&payment.voids[0]), succeeded(&[("wepay", 4000)]));
     assert_eq!(partners.wepay.executed("cancel").await.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkout_wepay_cancelled_after_fourteen_days_reads_as_voided_without_a_second_cancel() {
-    let partners = Partners::start().await;
-    let server = partners.server().await;
-    let card = partners.wepay.card(json!({})).await;
-    let payment = authorized_in(&server, "EUR", vec![wepay(4000, &card)]).await;
+    let (partners, server) = Partners::serving().await;
+    let (_, payment) = partners.wepay_payment(&server, 4000, json!({})).await;
     // WePay cancels it on its own first.
     partners.wepay.advance(15 * 86_400).await;
     server.resolve_after(Duration::from_secs(14 * 86_400)).await;
     let payment = payment_now(&server, &payment.id).await;
-    assert_eq!(
-        legs_of(&payment.voids[0]),
-        vec![("wepay".into(), 4000, Success)]
-    );
+    assert_eq!(legs_of(&payment.voids[0]), succeeded(&[("wepay", 4000)]));
     assert!(partners.wepay.executed("cancel").await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_walley_order_is_declined() {
-    let partners = Partners::start().await;
-    let server = partners.server().await;
+    let (partners, server) = Partners::serving().await;
     let order = partners
         .walley
         .order(json!({ "amount": 10.00, "currency": "EUR", "expires_in_seconds": 1800 }))

@@ -22,10 +22,7 @@ fn wait_for(id: &str, seconds: i64) -> proto::WaitOperationRequest {
 async fn a_merchants_1100_waiters_do_not_stop_another_merchants_captures() {
     let server = TestServer::start().await;
     let payment = card_and_gift(&server, "capture=pending", "tok").await;
-    let pending = card_capture(&server, &payment, 3000)
-        .await
-        .operation
-        .unwrap();
+    let pending = card_capture(&server, &payment, 3000).await.operation;
     assert_eq!(pending.status(), proto::OperationStatus::Pending);
 
     // 1 100 calls on 11 connections (HTTP/2 caps streams per connection).
@@ -50,22 +47,20 @@ async fn a_merchants_1100_waiters_do_not_stop_another_merchants_captures() {
             async move { client.wait_operation(request).await },
         ));
     }
-    // Let them all arrive.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // They have all arrived once the 100 beyond the cap are refused.
+    eventually("the waiters beyond the cap to be refused", async || {
+        waits.iter().filter(|wait| wait.is_finished()).count() >= 100
+    })
+    .await;
 
     // Meanwhile the other merchant captures, again and again.
     for _ in 0..20 {
         let theirs = authorized_as_other(&server, 1000, "tok").await;
         let captured = server
             .payments_as(Some(OTHER_KEY))
-            .capture(capture(&theirs, None))
-            .await
-            .expect("another merchant's capture goes through")
-            .into_inner();
-        assert_eq!(
-            captured.operation.unwrap().status(),
-            proto::OperationStatus::Success
-        );
+            .captured(capture(&theirs, None))
+            .await;
+        assert_eq!(captured.operation.status(), proto::OperationStatus::Success);
     }
 
     // The pending capture settles: its waiters are woken by the notice, not
@@ -130,7 +125,11 @@ async fn one_merchant_over_its_in_flight_limit_is_shed_and_another_is_not() {
                 .await
         }
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually("the slow authorization to reach its partner", async || {
+        let ingenico = server.sandbox("ingenico");
+        ingenico.arrivals(OperationKind::Authorization) == 1
+    })
+    .await;
     let shed = server
         .sessions()
         .create_session(create_request(100, proto::CaptureMode::Manual))
@@ -155,10 +154,12 @@ async fn a_waiter_is_woken_by_a_final_status_written_on_another_replica() {
     let a = TestServer::start_with(&["--redis-url", &url]).await;
     let b = TestServer::start_on(&["--redis-url", &url], a.clock.clone(), None).await;
     let payment = card_and_gift(&a, "capture=pending", "tok").await;
-    let pending = card_capture(&a, &payment, 3000).await.operation.unwrap();
+    let pending = card_capture(&a, &payment, 3000).await.operation;
     let mut waiter = a.payments();
     let id = pending.id.clone();
     let wait = tokio::spawn(async move { waiter.wait_operation(wait_for(&id, 30)).await });
+    // Nothing outside the server shows the waiter registered: half a second
+    // for the call to arrive before the capture is settled.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let settled = Instant::now();
     a.clock.advance(Duration::from_secs(2));
@@ -199,18 +200,18 @@ async fn a_replica_whose_clock_is_90s_ahead_executes_nothing_twice() {
         priority: vec![rule("*", "creditcard")],
         ..capture(&payment, Some(3000))
     };
-    let in_flight = tokio::spawn(async move { client.capture(request).await });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let in_flight = tokio::spawn(async move { client.captured(request).await });
+    eventually("A's capture to reach its partner", async || {
+        a.sandbox("ingenico").arrivals(OperationKind::Capture) == 1
+    })
+    .await;
     let report = b.resolver.resolve_due(ahead()).await;
     assert_eq!(
         report.finalized, 0,
         "B settled A's running capture: {report:?}"
     );
-    let captured = in_flight.await.unwrap().unwrap().into_inner();
-    assert_eq!(
-        captured.operation.unwrap().status(),
-        proto::OperationStatus::Success
-    );
+    let captured = in_flight.await.unwrap();
+    assert_eq!(captured.operation.status(), proto::OperationStatus::Success);
     // B found A's capture due by its clock, and could only look it up.
     assert_eq!(
         b.sandbox("ingenico").received_count(OperationKind::Capture),
@@ -220,15 +221,14 @@ async fn a_replica_whose_clock_is_90s_ahead_executes_nothing_twice() {
     // A's resolver at work on a pending capture (its lookup takes 2 s):
     // B, 90 s ahead, finds it due but A holds its work lease.
     let pending_payment = card_and_gift(&a, "capture=pending,lookup_latency=2s", "tok").await;
-    let pending = card_capture(&a, &pending_payment, 3000)
-        .await
-        .operation
-        .unwrap();
+    let pending = card_capture(&a, &pending_payment, 3000).await.operation;
     assert_eq!(pending.status(), proto::OperationStatus::Pending);
     a.clock.advance(Duration::from_secs(5));
     let resolver = a.resolver.clone();
     let now = a.clock.now_time();
     let resolving = tokio::spawn(async move { resolver.resolve_due(now).await });
+    // Nothing outside A shows its resolver at work on the item: half a
+    // second for it to claim the item and start its 2 s lookup.
     tokio::time::sleep(Duration::from_millis(500)).await;
     b.clock.advance(Duration::from_secs(5));
     b.resolver.resolve_due(ahead()).await;

@@ -24,7 +24,7 @@ async fn replay_returns_the_identical_response_without_a_second_partner_call() {
         server.sandbox("ingenico").received().len() + server.sandbox("illicado").received().len();
 
     // Something else happens to the payment in between.
-    payments.refund(refund(&payment, Some(100))).await.unwrap();
+    payments.refunded(refund(&payment, Some(100))).await;
     let calls_after_refund = calls + 1;
 
     let replay = payments.capture(request).await.unwrap().into_inner();
@@ -67,19 +67,9 @@ async fn replayed_business_error_is_the_stored_one() {
 async fn create_session_replay_returns_the_same_session() {
     let server = TestServer::start().await;
     let request = create_request(12000, proto::CaptureMode::Manual);
-    let first = server
-        .sessions()
-        .create_session(request.clone())
-        .await
-        .unwrap()
-        .into_inner();
+    let first = server.sessions().opened(request.clone()).await;
     server.clock.advance(Duration::from_secs(5));
-    let replay = server
-        .sessions()
-        .create_session(request)
-        .await
-        .unwrap()
-        .into_inner();
+    let replay = server.sessions().opened(request).await;
     assert_eq!(replay.encode_to_vec(), first.encode_to_vec());
 }
 
@@ -89,7 +79,7 @@ async fn key_reused_for_a_different_request_is_refused() {
     let mut payments = server.payments();
     let payment = card_and_gift(&server, "tok", "tok").await;
     let request = capture(&payment, Some(5000));
-    payments.capture(request.clone()).await.unwrap();
+    payments.captured(request.clone()).await;
     let mut different = request.clone();
     different.amount = Some(4000);
     let error = payments.capture(different).await.unwrap_err();
@@ -103,11 +93,7 @@ async fn key_reused_for_a_different_request_is_refused() {
     assert_eq!(reason(&error).as_deref(), Some("IDEMPOTENCY_KEY_REUSED"));
 
     let mut session_request = create_request(100, proto::CaptureMode::Manual);
-    server
-        .sessions()
-        .create_session(session_request.clone())
-        .await
-        .unwrap();
+    server.sessions().opened(session_request.clone()).await;
     session_request.amount = 200;
     let error = server
         .sessions()
@@ -127,8 +113,8 @@ async fn the_same_key_on_another_payment_is_another_request() {
     for payment in [&first, &second] {
         let mut request = capture(payment, Some(100));
         request.idempotency_key = key.clone();
-        let result = payments.capture(request).await.unwrap().into_inner();
-        assert_eq!(result.payment.unwrap().id, payment.id);
+        let done = payments.captured(request).await;
+        assert_eq!(done.payment.id, payment.id);
     }
 }
 
@@ -170,14 +156,6 @@ async fn concurrent_duplicates_get_request_in_progress_and_one_partner_call() {
         1
     );
     // Once it finished, the key replays the stored response.
-    let replay = server
-        .payments()
-        .capture(request)
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        replay.operation.unwrap().status(),
-        proto::OperationStatus::Success
-    );
+    let replay = captured(&server, request).await.operation;
+    assert_eq!(replay.status(), proto::OperationStatus::Success);
 }

@@ -10,27 +10,17 @@ use payment_orchestrator::api::proto::{self, OperationStatus::*};
 use serde_json::json;
 use tonic::Code;
 
-use super::{
-    support::harness::*, support::redis_server::RedisServer, support::simulator::Partners,
+use super::support::{
+    harness::*,
+    redis_server::RedisServer,
+    simulator::{Partners, walley, wepay},
 };
-
-fn walley(amount: i64, order: &str) -> proto::SplitLeg {
-    leg("walley", "invoice", amount, order)
-}
-
-fn wepay(amount: i64, card: &str) -> proto::SplitLeg {
-    leg("wepay", "creditcard", amount, card)
-}
 
 /// A session of the merchant with API key `key` (the harness's order
 /// reference).
 async fn session_of(server: &TestServer, key: &str, amount: i64) -> proto::Session {
-    server
-        .sessions_as(Some(key))
-        .create_session(create_request(amount, proto::CaptureMode::Manual))
-        .await
-        .expect("session created")
-        .into_inner()
+    let request = create_request(amount, proto::CaptureMode::Manual);
+    server.sessions_as(Some(key)).opened(request).await
 }
 
 async fn submit_as(
@@ -41,13 +31,8 @@ async fn submit_as(
 ) -> Result<proto::Payment, tonic::Status> {
     server
         .sessions_as(Some(key))
-        .submit_session(proto::SubmitSessionRequest {
-            session_id: session.into(),
-            idempotency_key: new_key(),
-            split,
-        })
+        .try_submit(session, split)
         .await
-        .map(tonic::Response::into_inner)
 }
 
 /// Refused with `PAYMENT_TOKEN_IN_USE`, naming the leg, the session still
@@ -61,22 +46,14 @@ async fn assert_in_use(
     let status = result.expect_err("another payer's instrument is refused");
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
     assert_eq!(reason(&status).as_deref(), Some("PAYMENT_TOKEN_IN_USE"));
-    let now = server
-        .sessions_as(Some(key))
-        .get_session(proto::GetSessionRequest {
-            session_id: session.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let now = server.sessions_as(Some(key)).session(&session.id).await;
     assert_eq!(now.status(), proto::SessionStatus::Open);
     assert!(now.payment_id.is_empty(), "no payment was opened");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_walley_order_backs_one_payment_of_one_merchant() {
-    let partners = Partners::start().await;
-    let server = partners.server().await;
+    let (partners, server) = Partners::serving().await;
     let order = partners
         .walley
         .order(json!({ "amount": 50.00, "currency": "EUR" }))
@@ -109,21 +86,13 @@ async fn a_walley_order_backs_one_payment_of_one_merchant() {
     );
 
     // The owner's payment is untouched: its capture takes the whole order.
-    let captured = server
-        .payments()
-        .capture(capture(&payment, None))
-        .await
-        .unwrap()
-        .into_inner()
-        .operation
-        .unwrap();
+    let captured = captured(&server, capture(&payment, None)).await.operation;
     assert_ne!(captured.status(), Failure, "{captured:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wepay_card_belongs_to_the_first_merchant_which_may_reuse_it() {
-    let partners = Partners::start().await;
-    let server = partners.server().await;
+    let (partners, server) = Partners::serving().await;
     let card = partners.wepay.card(json!({})).await;
     let first = session_of(&server, DEMO_KEY, 4000).await;
     let payment = submit_as(&server, DEMO_KEY, &first.id, vec![wepay(4000, &card)])
@@ -173,24 +142,23 @@ async fn slow_refund(
         .card(json!({ "faults": [{ "on": "refund", "effect": "slow:6000" }] }))
         .await;
     let payment = authorized(server, vec![wepay(5000, &card)]).await;
-    server
-        .payments()
-        .capture(capture(&payment, None))
-        .await
-        .unwrap();
+    captured(server, capture(&payment, None)).await;
     let request = refund(&payment, Some(1000));
     (payment, request)
 }
 
-fn admin(
-    server: &TestServer,
-) -> proto::admin_service_client::AdminServiceClient<
-    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>,
-> {
-    proto::admin_service_client::AdminServiceClient::with_interceptor(
-        server.channel(),
-        Bearer::new("sk_test_admin"),
-    )
+/// Until WePay has the refund POST: the refund is on its way, and WePay
+/// answers it only seconds later.
+async fn refund_at_wepay(partners: &Partners) {
+    eventually("the refund to reach WePay", async || {
+        partners.wepay.requests("/checkout/refund").await == 1
+    })
+    .await;
+}
+
+/// A server with [`patient_wepay`] and the `extra` settings.
+async fn patient_server(partners: &Partners, extra: &[&str]) -> TestServer {
+    TestServer::start_configured(&patient_wepay(partners), extra).await
 }
 
 /// One refund POST and one refund on WePay's ledger, the operation SUCCESS.
@@ -203,24 +171,15 @@ async fn refunded_once(partners: &Partners, server: &TestServer, operation: &str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_syncs_during_a_slow_wepay_refund_send_it_once() {
     let partners = Partners::start().await;
-    let flags = config_file(&patient_wepay(&partners));
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let server = TestServer::start_with(&flags).await;
+    let server = patient_server(&partners, &[]).await;
     let (payment, request) = slow_refund(&partners, &server).await;
     let mut payments = server.payments();
-    let refunding = tokio::spawn(async move { payments.refund(request).await });
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let stored = server
-        .payments()
-        .get_payment(proto::GetPaymentRequest {
-            payment_id: payment.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let refunding = tokio::spawn(async move { payments.refunded(request).await });
+    refund_at_wepay(&partners).await;
+    let stored = payment_now(&server, &payment.id).await;
     let operation = stored.refunds[0].id.clone();
     let syncs = (0..3).map(|_| {
-        let mut admin = admin(&server);
+        let mut admin = server.admin();
         let id = operation.clone();
         tokio::spawn(async move {
             admin
@@ -233,22 +192,19 @@ async fn three_syncs_during_a_slow_wepay_refund_send_it_once() {
         // Answered as it stands: the refund is still on its way.
         assert!(!synced.status().eq(&Failure), "{synced:?}");
     }
-    let refunded = refunding.await.unwrap().unwrap().into_inner();
-    assert_eq!(refunded.operation.unwrap().status(), Success);
+    let refunded = refunding.await.unwrap().operation;
+    assert_eq!(refunded.status(), Success);
     refunded_once(&partners, &server, &operation).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resolver_whose_claim_runs_out_mid_item_never_sends_a_refund_again() {
     let partners = Partners::start().await;
-    let mut flags = config_file(&patient_wepay(&partners)).to_vec();
-    flags.extend(["--resolver-lease".into(), "1s".into()]);
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let server = TestServer::start_with(&flags).await;
+    let server = patient_server(&partners, &["--resolver-lease", "1s"]).await;
     let (payment, request) = slow_refund(&partners, &server).await;
     let mut payments = server.payments();
-    let refunding = tokio::spawn(async move { payments.refund(request).await });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let refunding = tokio::spawn(async move { payments.refunded(request).await });
+    refund_at_wepay(&partners).await;
     // Past the operation lease (every claim ran out by the server's clock):
     // resolver steps, each lease of 1 s outlived by its item, one after the
     // other while the refund is still on its way.
@@ -257,11 +213,12 @@ async fn a_resolver_whose_claim_runs_out_mid_item_never_sends_a_refund_again() {
         let resolver = server.resolver.clone();
         let now = server.clock.now_time();
         tokio::spawn(async move { resolver.resolve_due(now).await });
+        // Time passing is the point: the step's lease of 1 s runs out (by the
+        // wall clock) while its item still waits on WePay.
         tokio::time::sleep(Duration::from_millis(1100)).await;
         server.clock.advance(Duration::from_secs(2));
     }
-    let refunded = refunding.await.unwrap().unwrap().into_inner();
-    let operation = refunded.operation.unwrap();
+    let operation = refunding.await.unwrap().operation;
     // The refund either answered in time or is found by the next lookup.
     server.resolve_after(Duration::from_secs(60)).await;
     refunded_once(&partners, &server, &operation.id).await;
@@ -273,9 +230,9 @@ async fn a_resolver_whose_claim_runs_out_mid_item_never_sends_a_refund_again() {
 async fn a_replica_whose_clock_jumps_ten_minutes_never_sends_a_refund_again() {
     let partners = Partners::start().await;
     let redis = RedisServer::start();
-    let mut flags = config_file(&patient_wepay(&partners)).to_vec();
-    flags.extend(["--redis-url".into(), redis.url()]);
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let url = redis.url();
+    let config = config_file(&patient_wepay(&partners));
+    let flags = [config[0].as_str(), &config[1], "--redis-url", &url];
     let a = TestServer::start_with(&flags).await;
     let b = TestServer::start_on(
         &flags,
@@ -285,14 +242,13 @@ async fn a_replica_whose_clock_jumps_ten_minutes_never_sends_a_refund_again() {
     .await;
     let (_, request) = slow_refund(&partners, &a).await;
     let mut payments = a.payments();
-    let refunding = tokio::spawn(async move { payments.refund(request).await });
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    let refunding = tokio::spawn(async move { payments.refunded(request).await });
+    refund_at_wepay(&partners).await;
     // B's clock jumps ten minutes: everything A holds looks due to it.
     b.clock.advance(Duration::from_secs(600));
     let report = b.resolver.resolve_due(b.clock.now_time()).await;
     assert_eq!(report.finalized, 0, "{report:?}");
-    let refunded = refunding.await.unwrap().unwrap().into_inner();
-    let operation = refunded.operation.unwrap();
+    let operation = refunding.await.unwrap().operation;
     assert_eq!(operation.status(), Success);
     b.clock.advance(Duration::from_secs(600));
     b.resolver.resolve_due(b.clock.now_time()).await;
@@ -306,26 +262,17 @@ async fn walley_capture(
     server: &TestServer,
     faults: serde_json::Value,
 ) -> (proto::Payment, proto::Operation) {
-    let order = partners
-        .walley
-        .order(json!({ "amount": 40.00, "currency": "EUR", "faults": faults }))
-        .await;
-    let payment = authorized(server, vec![walley(4000, &order)]).await;
-    let operation = server
-        .payments()
-        .capture(capture(&payment, Some(3000)))
+    let faults = json!({ "faults": faults });
+    let (_, payment) = partners.walley_payment(server, 4000, faults).await;
+    let operation = captured(server, capture(&payment, Some(3000)))
         .await
-        .expect("a capture answers")
-        .into_inner()
-        .operation
-        .expect("an operation");
+        .operation;
     (payment, operation)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_walley_resend_refused_after_a_lost_first_attempt_stays_uncertain() {
-    let partners = Partners::start().await;
-    let server = partners.server().await;
+    let (partners, server) = Partners::serving().await;
     let faults = json!([
         { "on": "capture", "effect": "lost" },
         { "on": "capture", "effect": "429", "times": 50 },
@@ -354,8 +301,7 @@ async fn a_walley_resend_refused_after_a_lost_first_attempt_stays_uncertain() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_walley_action_booked_for_another_amount_goes_to_review() {
-    let partners = Partners::start().await;
-    let server = partners.server().await;
+    let (partners, server) = Partners::serving().await;
     let faults = json!([{ "on": "capture", "effect": "alter" }]);
     let (payment, operation) = walley_capture(&partners, &server, faults).await;
     assert_eq!(operation.status(), Pending, "accepted, processed later");
@@ -378,8 +324,7 @@ async fn a_walley_action_booked_for_another_amount_goes_to_review() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wepay_checkout_for_another_amount_goes_to_review() {
-    let partners = Partners::start().await;
-    let server = partners.server().await;
+    let (partners, server) = Partners::serving().await;
     let card = partners
         .wepay
         .card(json!({ "faults": [{ "on": "create", "effect": "alter" }] }))

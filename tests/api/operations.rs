@@ -9,26 +9,27 @@ use tonic_types::StatusExt;
 
 use super::support::harness::*;
 
+/// Refused with FAILED_PRECONDITION `AMOUNT_EXCEEDS_AVAILABLE`, saying
+/// `available`.
+fn assert_exceeds(error: &tonic::Status, available: &str) {
+    assert_eq!(error.code(), Code::FailedPrecondition);
+    let info = error.get_error_details().error_info().cloned().unwrap();
+    assert_eq!(
+        (
+            info.reason.as_str(),
+            info.metadata.get("available").map(String::as_str)
+        ),
+        ("AMOUNT_EXCEEDS_AVAILABLE", Some(available))
+    );
+}
+
 #[tokio::test]
 async fn every_leg_declined_is_a_failure_that_reserves_nothing() {
     let server = TestServer::start().await;
     let payment = card_and_gift(&server, "capture=decline", "capture=decline").await;
-    let result = server
-        .payments()
-        .capture(capture(&payment, Some(5000)))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(result.operation.unwrap().status(), OperationStatus::Failure);
-    let amounts = amounts(&result.payment.unwrap());
-    assert_eq!(
-        (
-            amounts.total_captured,
-            amounts.capture_pending,
-            amounts.available_to_capture
-        ),
-        (0, 0, 12000)
-    );
+    let done = captured(&server, capture(&payment, Some(5000))).await;
+    assert_eq!(done.operation.status(), OperationStatus::Failure);
+    assert_eq!(capture_totals(&done.payment), (0, 0, 12000));
 }
 
 #[tokio::test]
@@ -36,29 +37,16 @@ async fn uncertain_capture_keeps_its_reservation_so_nothing_can_over_capture() {
     let server = TestServer::start().await;
     let mut payments = server.payments();
     let payment = card_and_gift(&server, "capture=timeout", "tok").await;
-    let result = payments
-        .capture(capture(&payment, None))
-        .await
-        .unwrap()
-        .into_inner();
-    let operation = result.operation.unwrap();
-    assert_eq!(operation.status(), OperationStatus::Uncertain);
+    let done = captured(&server, capture(&payment, None)).await;
+    assert_eq!(done.operation.status(), OperationStatus::Uncertain);
     assert_eq!(
-        legs_of(&operation),
+        legs_of(&done.operation),
         vec![
             ("illicado".into(), 2000, OperationStatus::Success),
             ("ingenico".into(), 10000, OperationStatus::Uncertain),
         ]
     );
-    let amounts = amounts(&result.payment.unwrap());
-    assert_eq!(
-        (
-            amounts.total_captured,
-            amounts.capture_pending,
-            amounts.available_to_capture
-        ),
-        (2000, 10000, 0)
-    );
+    assert_eq!(capture_totals(&done.payment), (2000, 10000, 0));
 
     // The timeout was applied at the partner: a second capture must not be
     // able to take that money again.
@@ -66,40 +54,22 @@ async fn uncertain_capture_keeps_its_reservation_so_nothing_can_over_capture() {
         .capture(capture(&payment, Some(1)))
         .await
         .unwrap_err();
-    assert_eq!(error.code(), Code::FailedPrecondition);
-    let info = error.get_error_details().error_info().cloned().unwrap();
-    assert_eq!(info.reason, "AMOUNT_EXCEEDS_AVAILABLE");
-    assert_eq!(
-        info.metadata.get("available").map(String::as_str),
-        Some("0")
-    );
+    assert_exceeds(&error, "0");
     let void_error = payments.void(void(&payment, None)).await.unwrap_err();
     assert_eq!(reason(&void_error).as_deref(), Some("NOTHING_AVAILABLE"));
-    let ledger: Vec<_> = server
-        .sandbox("ingenico")
-        .authorizations()
-        .into_values()
-        .collect();
+    let ledger = ledger(&server, "ingenico");
     assert_eq!(ledger[0].captured, 10000);
 }
 
 #[tokio::test]
 async fn pending_refund_is_reserved_and_not_final() {
     let server = TestServer::start().await;
-    let mut payments = server.payments();
     let payment = card_and_gift(&server, "refund=pending", "tok").await;
-    payments.capture(capture(&payment, None)).await.unwrap();
-    let result = payments
-        .refund(refund(&payment, Some(4000)))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(result.operation.unwrap().status(), OperationStatus::Pending);
-    let amounts = amounts(&result.payment.unwrap());
-    assert_eq!(
-        (amounts.refund_pending, amounts.available_to_refund),
-        (4000, 8000)
-    );
+    captured(&server, capture(&payment, None)).await;
+    let done = refunded(&server, refund(&payment, Some(4000))).await;
+    assert_eq!(done.operation.status(), OperationStatus::Pending);
+    let a = amounts(&done.payment);
+    assert_eq!((a.refund_pending, a.available_to_refund), (4000, 8000));
 }
 
 #[tokio::test]
@@ -111,26 +81,10 @@ async fn amount_above_available_changes_nothing_and_says_what_is_available() {
         .capture(capture(&payment, Some(12001)))
         .await
         .unwrap_err();
-    assert_eq!(error.code(), Code::FailedPrecondition);
-    let info = error.get_error_details().error_info().cloned().unwrap();
-    assert_eq!(
-        (info.reason.as_str(), info.metadata["available"].as_str()),
-        ("AMOUNT_EXCEEDS_AVAILABLE", "12000")
-    );
-    let after = payments
-        .get_payment(proto::GetPaymentRequest {
-            payment_id: payment.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(after.captures.len(), 0);
-    assert_eq!(
-        server
-            .sandbox("ingenico")
-            .received_count(OperationKind::Capture),
-        0
-    );
+    assert_exceeds(&error, "12000");
+    assert_eq!(payment_now(&server, &payment.id).await.captures.len(), 0);
+    let ingenico = server.sandbox("ingenico");
+    assert_eq!(ingenico.received_count(OperationKind::Capture), 0);
     let refund_error = payments.refund(refund(&payment, None)).await.unwrap_err();
     assert_eq!(reason(&refund_error).as_deref(), Some("NOTHING_AVAILABLE"));
 }
@@ -152,7 +106,7 @@ async fn concurrent_captures_never_exceed_authorized() {
     for call in calls {
         match call.await.unwrap() {
             Ok(result) => {
-                let operation = result.into_inner().operation.unwrap();
+                let operation = Done::from(result.into_inner()).operation;
                 assert_eq!(
                     operation.status(),
                     OperationStatus::Success,
@@ -168,14 +122,7 @@ async fn concurrent_captures_never_exceed_authorized() {
         }
     }
     assert_eq!(succeeded, 40);
-    let payment = server
-        .payments()
-        .get_payment(proto::GetPaymentRequest {
-            payment_id: payment.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let payment = payment_now(&server, &payment.id).await;
     assert_eq!(amounts(&payment).total_captured, 12000);
     assert_eq!(payment.state(), proto::PaymentState::Captured);
     for ledger in [server.sandbox("ingenico"), server.sandbox("illicado")] {
@@ -189,31 +136,12 @@ async fn concurrent_captures_never_exceed_authorized() {
 async fn get_operation_returns_the_operation_to_its_merchant_only() {
     let server = TestServer::start().await;
     let payment = card_and_gift(&server, "tok", "tok").await;
-    let result = server
-        .payments()
-        .capture(capture(&payment, Some(100)))
+    let operation = captured(&server, capture(&payment, Some(100)))
         .await
-        .unwrap()
-        .into_inner();
-    let operation = result.operation.unwrap();
-    let read = server
-        .payments()
-        .get_operation(proto::GetOperationRequest {
-            operation_id: operation.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(read, operation);
+        .operation;
+    assert_eq!(operation_now(&server, &operation.id).await, operation);
     let authorization = payment.authorization.unwrap();
-    let read = server
-        .payments()
-        .get_operation(proto::GetOperationRequest {
-            operation_id: authorization.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let read = operation_now(&server, &authorization.id).await;
     assert_eq!(read.kind(), proto::OperationKind::Authorization);
     let error = server
         .payments_as(Some(OTHER_KEY))

@@ -12,26 +12,6 @@ use super::{
     support::redis_server::{RedisServer, due_members},
 };
 
-async fn payment(deployment: &Deployment, split: Vec<proto::SplitLeg>) -> proto::Payment {
-    let total = split.iter().map(|l| l.amount).sum();
-    let session = deployment
-        .sessions(0)
-        .create_session(create_request(total, proto::CaptureMode::Manual))
-        .await
-        .unwrap()
-        .into_inner();
-    deployment
-        .sessions(0)
-        .submit_session(proto::SubmitSessionRequest {
-            session_id: session.id,
-            idempotency_key: new_key(),
-            split,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
 /// The value of the first sample of `series` whose labels contain all of `labels`.
 fn sample(metrics: &str, series: &str, labels: &[&str]) -> Option<f64> {
     metrics
@@ -43,22 +23,29 @@ fn sample(metrics: &str, series: &str, labels: &[&str]) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_expose_rpcs_partners_operations_resolver_and_webhooks() {
     let deployment = Deployment::start(Redis::Single(RedisServer::start()), 1).await;
-    let payment = payment(&deployment, vec![card(10000, "tok"), gift(2000, "tok")]).await;
+    let split = vec![card(10000, "tok"), gift(2000, "tok")];
+    let payment = deployment.authorized(0, split).await;
     deployment
         .payments(0)
-        .capture(capture(&payment, Some(5000)))
-        .await
-        .unwrap();
+        .captured(capture(&payment, Some(5000)))
+        .await;
     let _ = deployment
         .payments(0)
         .capture(capture(&payment, Some(999_999)))
         .await;
-    tokio::time::sleep(Duration::from_millis(800)).await; // one resolver step
     let url = format!(
         "http://127.0.0.1:{}/metrics",
         deployment.replicas[0].metrics_port
     );
-    let metrics = reqwest::get(url).await.unwrap().text().await.unwrap();
+    let scrape = async || reqwest::get(&url).await.unwrap().text().await.unwrap();
+    // Until a resolver step has measured the queue: the authorization's
+    // lifetime and the capture's settlement check.
+    eventually("a resolver step", async || {
+        let metrics = scrape().await;
+        sample(&metrics, "payment_orchestrator_resolver_queue_depth", &[]) == Some(2.0)
+    })
+    .await;
+    let metrics = scrape().await;
 
     let count = |series: &str, labels: &[&str]| sample(&metrics, series, labels);
     // go-grpc-prometheus's series and labels.
@@ -251,7 +238,7 @@ async fn beyond_the_in_flight_limit_calls_are_shed_with_retry_info_never_hung() 
 async fn sigterm_drains_in_flight_calls_refuses_new_ones_and_exits_cleanly() {
     let mut deployment = Deployment::start(Redis::Single(RedisServer::start()), 1).await;
     let payments: Vec<proto::Payment> = futures_util::future::join_all(
-        (0..10).map(|_| payment(&deployment, vec![card(10000, "latency=500ms")])),
+        (0..10).map(|i| deployment.authorized(i, vec![card(10000, "latency=500ms")])),
     )
     .await;
     let calls: Vec<_> = payments
@@ -262,8 +249,11 @@ async fn sigterm_drains_in_flight_calls_refuses_new_ones_and_exits_cleanly() {
             tokio::spawn(async move { client.capture(request).await })
         })
         .collect();
+    // Nothing outside the replica shows a call in flight (the partner books
+    // a call after its latency): 200 ms for the calls to arrive.
     tokio::time::sleep(Duration::from_millis(200)).await;
     deployment.replicas[0].process().terminate();
+    // Nor when the signal has been handled: 100 ms for it.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let late = deployment
         .payments(0)
@@ -271,11 +261,9 @@ async fn sigterm_drains_in_flight_calls_refuses_new_ones_and_exits_cleanly() {
         .await;
     assert!(late.is_err(), "a call after SIGTERM was accepted");
     for call in calls {
-        let result = call.await.unwrap().expect("an in-flight call was cut off");
-        assert_eq!(
-            result.into_inner().operation.unwrap().status(),
-            proto::OperationStatus::Success
-        );
+        let result = call.await.unwrap();
+        let done = Done::from(answered(result, "an in-flight capture"));
+        assert_eq!(done.operation.status(), proto::OperationStatus::Success);
     }
     let status = deployment.replicas[0].process().wait().expect("exited");
     assert!(status.success(), "exit status {status:?}");

@@ -19,9 +19,7 @@ capabilities = { partial_capture = false, multiple_captures = false }
 "#;
 
 async fn server() -> TestServer {
-    let flags = config_file(ACME);
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    TestServer::start_with(&flags).await
+    TestServer::start_configured(ACME, &[]).await
 }
 
 fn acme(amount: i64) -> proto::SplitLeg {
@@ -33,34 +31,17 @@ async fn a_partial_capture_is_routed_around_a_whole_capture_only_leg() {
     let server = server().await;
     let payment = authorized(&server, vec![acme(10000), gift(2000, "tok")]).await;
     // The card is first, but cannot take 20.00 of its 100.00: the gift card does.
-    let operation = server
-        .payments()
-        .capture(proto::CaptureRequest {
-            priority: vec![rule("acme", "*"), rule("*", "*")],
-            ..capture(&payment, Some(2000))
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .operation
-        .unwrap();
-    assert_eq!(
-        legs_of(&operation),
-        vec![("illicado".into(), 2000, proto::OperationStatus::Success)]
-    );
+    let request = proto::CaptureRequest {
+        priority: vec![rule("acme", "*"), rule("*", "*")],
+        ..capture(&payment, Some(2000))
+    };
+    let operation = captured(&server, request).await.operation;
+    assert_eq!(legs_of(&operation), succeeded(&[("illicado", 2000)]));
     // What is left of the card can be captured whole.
-    let operation = server
-        .payments()
-        .capture(capture(&payment, Some(10000)))
+    let operation = captured(&server, capture(&payment, Some(10000)))
         .await
-        .unwrap()
-        .into_inner()
-        .operation
-        .unwrap();
-    assert_eq!(
-        legs_of(&operation),
-        vec![("acme".into(), 10000, proto::OperationStatus::Success)]
-    );
+        .operation;
+    assert_eq!(legs_of(&operation), succeeded(&[("acme", 10000)]));
 }
 
 #[tokio::test]
@@ -91,11 +72,7 @@ async fn an_amount_no_leg_can_take_is_refused_naming_the_reason_and_changes_noth
 
     // Whole, once: after a whole capture the card takes nothing more.
     let payment = authorized(&server, vec![acme(3000)]).await;
-    server
-        .payments()
-        .capture(capture(&payment, None))
-        .await
-        .unwrap();
+    captured(&server, capture(&payment, None)).await;
     let status = server
         .payments()
         .capture(capture(&payment, Some(1)))
@@ -108,19 +85,11 @@ async fn an_amount_no_leg_can_take_is_refused_naming_the_reason_and_changes_noth
 async fn a_split_names_a_partner_that_does_not_serve_the_merchant_or_the_currency() {
     let server = server().await;
     // `other` is not among acme's merchants.
-    let session = server
-        .sessions_as(Some(OTHER_KEY))
-        .create_session(create_request(1000, proto::CaptureMode::Manual))
-        .await
-        .unwrap()
-        .into_inner();
-    let status = server
-        .sessions_as(Some(OTHER_KEY))
-        .submit_session(proto::SubmitSessionRequest {
-            session_id: session.id.clone(),
-            idempotency_key: new_key(),
-            split: vec![acme(1000)],
-        })
+    let mut other = server.sessions_as(Some(OTHER_KEY));
+    let request = create_request(1000, proto::CaptureMode::Manual);
+    let session = other.opened(request).await;
+    let status = other
+        .try_submit(&session.id, vec![acme(1000)])
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
@@ -222,28 +191,21 @@ async fn each_leg_is_voided_when_its_partners_authorization_lifetime_ends() {
     let server = server().await;
     // acme holds 14 days, the card partner the default 7.
     let payment = authorized(&server, vec![card(10000, "tok"), acme(2000)]).await;
-    server
-        .payments()
-        .capture(capture(&payment, Some(4000)))
-        .await
-        .unwrap();
+    captured(&server, capture(&payment, Some(4000))).await;
 
     server.resolve_after(Duration::from_secs(7 * DAY)).await;
     let after_a_week = payment_now(&server, &payment.id).await;
     assert_eq!(after_a_week.voids.len(), 1, "{:?}", after_a_week.voids);
     assert_eq!(
         legs_of(&after_a_week.voids[0]),
-        vec![("ingenico".into(), 6000, proto::OperationStatus::Success)]
+        succeeded(&[("ingenico", 6000)])
     );
     assert_eq!(amounts(&after_a_week).available_to_capture, 2000);
 
     server.resolve_after(Duration::from_secs(7 * DAY)).await;
     let after_two = payment_now(&server, &payment.id).await;
     assert_eq!(after_two.voids.len(), 2);
-    assert_eq!(
-        legs_of(&after_two.voids[1]),
-        vec![("acme".into(), 2000, proto::OperationStatus::Success)]
-    );
+    assert_eq!(legs_of(&after_two.voids[1]), succeeded(&[("acme", 2000)]));
     assert_eq!(amounts(&after_two).available_to_capture, 0);
     // Nothing more is due.
     server.resolve_after(Duration::from_secs(30 * DAY)).await;

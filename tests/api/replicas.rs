@@ -10,10 +10,11 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use super::{
-    support::deployment::{Deployment, Redis},
-    support::harness::*,
-    support::redis_server::{RedisCluster, RedisServer},
+use super::support::{
+    deployment::{Deployment, Redis},
+    harness::*,
+    redis_server::{RedisCluster, RedisServer},
+    waits::{retried, retried_on},
 };
 
 async fn single() -> Redis {
@@ -28,41 +29,12 @@ async fn cluster() -> Redis {
     )
 }
 
-/// A MANUAL payment created on replica `on` (session) and `on + 1` (submit).
-async fn payment(
-    deployment: &Deployment,
-    on: usize,
-    split: Vec<proto::SplitLeg>,
-) -> proto::Payment {
-    let total = split.iter().map(|l| l.amount).sum();
-    let session = deployment
-        .sessions(on)
-        .create_session(create_request(total, proto::CaptureMode::Manual))
-        .await
-        .unwrap()
-        .into_inner();
-    let payment = deployment
-        .sessions(on + 1)
-        .submit_session(proto::SubmitSessionRequest {
-            session_id: session.id,
-            idempotency_key: new_key(),
-            split,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        payment.state(),
-        proto::PaymentState::Authorized,
-        "{payment:#?}"
-    );
-    payment
-}
-
 async fn one_key_is_one_partner_capture(redis: Redis) {
     let deployment = Deployment::start(redis, 3).await;
     // Partner latency keeps the first capture in flight while duplicates arrive.
-    let payment = payment(&deployment, 0, vec![card(12000, "latency=50ms")]).await;
+    let payment = deployment
+        .authorized(0, vec![card(12000, "latency=50ms")])
+        .await;
     let request = capture(&payment, Some(5000));
     let calls: Vec<_> = (0..200)
         .map(|i| {
@@ -125,18 +97,13 @@ async fn racing_operations_keep_the_invariants(redis: Redis, rounds: u64) {
     let deployment = Deployment::start(redis, 3).await;
     for seed in 0..rounds {
         let mut rng = StdRng::seed_from_u64(seed);
-        let payment = payment(
-            &deployment,
-            seed as usize,
-            vec![card(10000, "latency=3ms"), gift(2000, "latency=3ms")],
-        )
-        .await;
+        let split = vec![card(10000, "latency=3ms"), gift(2000, "latency=3ms")];
+        let payment = deployment.authorized(seed as usize, split).await;
         // Some money is captured first so that refunds have something to race for.
         deployment
             .payments(0)
-            .capture(capture(&payment, Some(4000)))
-            .await
-            .unwrap();
+            .captured(capture(&payment, Some(4000)))
+            .await;
         let calls: Vec<_> = (0..30)
             .map(|i| {
                 let amount = Some(rng.random_range(100..3000));
@@ -157,7 +124,7 @@ async fn racing_operations_keep_the_invariants(redis: Redis, rounds: u64) {
                 // No leg is ever declined by the partner: the orchestrator
                 // never asks a partner for more than the leg has.
                 Ok(result) => {
-                    let operation = result.into_inner().operation.unwrap();
+                    let operation = Done::from(result.into_inner()).operation;
                     assert_eq!(
                         operation.status(),
                         OperationStatus::Success,
@@ -178,12 +145,8 @@ async fn racing_operations_keep_the_invariants(redis: Redis, rounds: u64) {
         }
         let payment = deployment
             .payments(seed as usize + 2)
-            .get_payment(proto::GetPaymentRequest {
-                payment_id: payment.id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+            .payment(&payment.id)
+            .await;
         let a = amounts(&payment);
         assert_eq!(
             (a.capture_pending, a.refund_pending, a.void_pending),
@@ -236,29 +199,16 @@ async fn racing_operations_keep_the_invariants(redis: Redis, rounds: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_created_on_one_replica_is_operable_on_the_others() {
     let deployment = Deployment::start(single().await, 3).await;
-    let payment = payment(&deployment, 0, vec![card(10000, "tok"), gift(2000, "tok")]).await;
+    let split = vec![card(10000, "tok"), gift(2000, "tok")];
+    let payment = deployment.authorized(0, split).await;
     let captured = deployment
         .payments(2)
-        .capture(capture(&payment, Some(5000)))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        legs_of(&captured.operation.unwrap()),
-        vec![
-            ("illicado".into(), 2000, OperationStatus::Success),
-            ("ingenico".into(), 3000, OperationStatus::Success)
-        ]
-    );
+        .captured(capture(&payment, Some(5000)))
+        .await;
+    let expected = succeeded(&[("illicado", 2000), ("ingenico", 3000)]);
+    assert_eq!(legs_of(&captured.operation), expected);
     for replica in 0..3 {
-        let read = deployment
-            .payments(replica)
-            .get_payment(proto::GetPaymentRequest {
-                payment_id: payment.id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let read = deployment.payments(replica).payment(&payment.id).await;
         assert_eq!(amounts(&read).total_captured, 5000);
     }
     let listed = deployment
@@ -297,12 +247,12 @@ async fn on_redis_cluster_racing_operations_never_break_the_invariants() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_fails_fast_with_unavailable_and_recovers() {
     let mut deployment = Deployment::start(Redis::Single(RedisServer::start_persistent()), 1).await;
-    let payment = payment(&deployment, 0, vec![card(10000, "tok"), gift(2000, "tok")]).await;
+    let split = vec![card(10000, "tok"), gift(2000, "tok")];
+    let payment = deployment.authorized(0, split).await;
     deployment
         .payments(0)
-        .capture(capture(&payment, Some(100)))
-        .await
-        .unwrap();
+        .captured(capture(&payment, Some(100)))
+        .await;
 
     deployment.redis.server().stop();
     for attempt in 0..5 {
@@ -335,37 +285,18 @@ async fn redis_outage_fails_fast_with_unavailable_and_recovers() {
 
     // Redis comes back (with its data): the same process serves again.
     deployment.redis.server().restart();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let after = loop {
-        match deployment
-            .payments(0)
-            .capture(capture(&payment, Some(100)))
-            .await
-        {
-            Ok(result) => break result.into_inner(),
-            Err(status) => {
-                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-                assert!(Instant::now() < deadline, "did not recover: {status:?}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    };
-    assert_eq!(after.operation.unwrap().status(), OperationStatus::Success);
+    let within = Duration::from_secs(15);
+    let (after, _) = retried_on(&[Code::Unavailable], within, async || {
+        let request = capture(&payment, Some(100));
+        deployment.payments(0).capture(request).await
+    })
+    .await;
+    let after = Done::from(after.into_inner());
+    assert_eq!(after.operation.status(), OperationStatus::Success);
     // Nothing half-done: the failed calls left no operation and no reservation.
-    let payment = deployment
-        .payments(0)
-        .get_payment(proto::GetPaymentRequest {
-            payment_id: payment.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let payment = deployment.payments(0).payment(&payment.id).await;
     assert_eq!(payment.captures.len(), 2, "{:#?}", payment.captures);
-    let a = amounts(&payment);
-    assert_eq!(
-        (a.total_captured, a.capture_pending, a.available_to_capture),
-        (200, 0, 11800)
-    );
+    assert_eq!(capture_totals(&payment), (200, 0, 11800));
     let ledger_captured: i64 = deployment
         .ledger("illicado")
         .await
@@ -390,7 +321,7 @@ const FAST_RECOVERY: [(&str, &str); 5] = [
 async fn operations_of_a_killed_replica_are_finished_by_the_survivors() {
     let mut deployment = Deployment::start_with(single().await, 3, &FAST_RECOVERY).await;
     let payments: Vec<proto::Payment> = futures_util::future::join_all(
-        (0..40).map(|i| payment(&deployment, i, vec![card(10000, "latency=300ms")])),
+        (0..40).map(|i| deployment.authorized(i, vec![card(10000, "latency=300ms")])),
     )
     .await;
     // 120 captures in flight over the three replicas.
@@ -405,6 +336,8 @@ async fn operations_of_a_killed_replica_are_finished_by_the_survivors() {
             tokio::spawn(async move { client.capture(request).await })
         })
         .collect();
+    // Nothing outside the replicas shows a call in flight (the partner
+    // books a call after its latency): 150 ms for the calls to arrive.
     tokio::time::sleep(Duration::from_millis(150)).await;
     deployment.replicas[0].kill();
     let killed = Instant::now();
@@ -418,29 +351,13 @@ async fn operations_of_a_killed_replica_are_finished_by_the_survivors() {
     assert!(lost > 0, "the kill cut nothing off");
 
     // Every original key, replayed on a survivor, answers the final state.
-    let deadline = Instant::now() + Duration::from_secs(40);
     for (index, (_, request)) in requests.iter().enumerate() {
-        let result = loop {
-            match deployment
-                .payments(1 + index % 2)
-                .capture(request.clone())
-                .await
-            {
-                Ok(result) => break result.into_inner(),
-                Err(status) => {
-                    assert!(
-                        matches!(status.code(), Code::Aborted | Code::Unavailable),
-                        "{status:?}"
-                    );
-                    assert!(
-                        Instant::now() < deadline,
-                        "key {index} never settled: {status:?}"
-                    );
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
-        };
-        let operation = result.operation.unwrap();
+        let (result, _) = retried(async || {
+            let mut survivor = deployment.payments(1 + index % 2);
+            survivor.capture(request.clone()).await
+        })
+        .await;
+        let operation = Done::from(result.into_inner()).operation;
         assert_eq!(
             operation.status(),
             OperationStatus::Success,
@@ -456,14 +373,7 @@ async fn operations_of_a_killed_replica_are_finished_by_the_survivors() {
     // Nothing was executed twice: each payment and its partner agree.
     let ledger = deployment.ledger("ingenico").await;
     for payment in &payments {
-        let payment = deployment
-            .payments(1)
-            .get_payment(proto::GetPaymentRequest {
-                payment_id: payment.id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let payment = deployment.payments(1).payment(&payment.id).await;
         let a = amounts(&payment);
         assert_eq!(
             (a.total_captured, a.capture_pending),
@@ -485,28 +395,19 @@ async fn operations_of_a_killed_replica_are_finished_by_the_survivors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_operation_on_one_replica_sees_a_resolution_on_another() {
     let deployment = Deployment::start_with(single().await, 2, &FAST_RECOVERY).await;
-    let payment = payment(&deployment, 0, vec![card(10000, "capture=pending")]).await;
+    let payment = deployment
+        .authorized(0, vec![card(10000, "capture=pending")])
+        .await;
     let operation = deployment
         .payments(0)
-        .capture(capture(&payment, Some(1000)))
+        .captured(capture(&payment, Some(1000)))
         .await
-        .unwrap()
-        .into_inner()
-        .operation
-        .unwrap();
+        .operation;
     assert_eq!(operation.status(), OperationStatus::Pending);
     let waited = deployment
         .payments(1)
-        .wait_operation(proto::WaitOperationRequest {
-            operation_id: operation.id.clone(),
-            timeout: Some(prost_types::Duration {
-                seconds: 30,
-                nanos: 0,
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+        .waited(&operation.id, Duration::from_secs(30))
+        .await;
     let returned_at = std::time::SystemTime::now();
     assert_eq!(waited.status(), OperationStatus::Success);
     let resolved_at = std::time::SystemTime::try_from(waited.updated_at.unwrap()).unwrap();
@@ -515,27 +416,6 @@ async fn wait_operation_on_one_replica_sees_a_resolution_on_another() {
         lag < Duration::from_secs(1),
         "returned {lag:?} after the resolution"
     );
-}
-
-/// Retries a request with its key until it answers; how long that took.
-async fn retried<T>(mut call: impl AsyncFnMut() -> Result<T, tonic::Status>) -> (T, Duration) {
-    let started = Instant::now();
-    loop {
-        match call().await {
-            Ok(answer) => return (answer, started.elapsed()),
-            Err(status) => {
-                assert!(
-                    matches!(status.code(), Code::Aborted | Code::Unavailable),
-                    "{status:?}"
-                );
-                assert!(
-                    started.elapsed() < Duration::from_secs(60),
-                    "never answered: {status:?}"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
 }
 
 /// Three replicas with the default leases (a minute and more): captures and
@@ -553,7 +433,7 @@ async fn requests_cut_by_their_deadline_are_answered_to_their_retries_within_sec
     .await;
     let mut rng = StdRng::seed_from_u64(20);
     let payments: Vec<proto::Payment> = futures_util::future::join_all(
-        (0..10).map(|i| payment(&deployment, i, vec![card(10000, "latency=300ms")])),
+        (0..10).map(|i| deployment.authorized(i, vec![card(10000, "latency=300ms")])),
     )
     .await;
     let mut cut = Vec::new();
@@ -572,10 +452,8 @@ async fn requests_cut_by_their_deadline_are_answered_to_their_retries_within_sec
     for i in 0..6 {
         let session = deployment
             .sessions(i)
-            .create_session(create_request(5000, proto::CaptureMode::Automatic))
-            .await
-            .unwrap()
-            .into_inner();
+            .opened(create_request(5000, proto::CaptureMode::Automatic))
+            .await;
         let request = proto::SubmitSessionRequest {
             session_id: session.id,
             idempotency_key: new_key(),
@@ -597,7 +475,8 @@ async fn requests_cut_by_their_deadline_are_answered_to_their_retries_within_sec
                 .map(tonic::Response::into_inner)
         })
         .await;
-        assert_eq!(result.operation.unwrap().status(), OperationStatus::Success);
+        let operation = Done::from(result).operation;
+        assert_eq!(operation.status(), OperationStatus::Success);
         slowest = slowest.max(took);
     }
     for (i, request) in &submits {

@@ -3,8 +3,6 @@
 //! the operation to a retry; a step it acknowledged survives the master's
 //! death.
 
-use std::time::Duration;
-
 use payment_orchestrator::{
     api::proto::OperationStatus,
     domain::{operation::OperationKind, status::TransactionStatus},
@@ -101,7 +99,11 @@ async fn an_acknowledged_capture_survives_its_master_killed_and_the_replica_prom
     let mut payments = server.payments();
     let request = capture(&payment, Some(2000));
     let capturing = tokio::spawn(async move { payments.capture(request).await });
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    eventually("the capture to reach its partner", async || {
+        let ingenico = server.sandbox("ingenico");
+        ingenico.arrivals(OperationKind::Capture) == 1
+    })
+    .await;
     master.stop();
     replica.promote();
     let _ = capturing.await;

@@ -7,7 +7,6 @@ use payment_orchestrator::{
     api::ApiKeys,
     api::proto::{
         self, OperationStatus::*, PaymentState, SessionStatus, TriggeredBy,
-        admin_service_client::AdminServiceClient,
         partner_event_service_client::PartnerEventServiceClient,
     },
     domain::operation::OperationKind,
@@ -23,10 +22,9 @@ const A_MOMENT: Duration = Duration::from_secs(2);
 async fn pending_capture_becomes_success_and_releases_its_reservation() {
     let server = TestServer::start().await;
     let payment = card_and_gift(&server, "capture=pending", "tok").await;
-    let result = card_capture(&server, &payment, 3000).await;
-    let operation = result.operation.unwrap();
+    let Done { operation, payment } = card_capture(&server, &payment, 3000).await;
     assert_eq!(operation.status(), Pending);
-    assert_eq!(amounts(&result.payment.unwrap()).capture_pending, 3000);
+    assert_eq!(amounts(&payment).capture_pending, 3000);
 
     // Not due yet: nothing happens.
     assert_eq!(server.resolve_after(Duration::ZERO).await.claimed, 0);
@@ -37,11 +35,7 @@ async fn pending_capture_becomes_success_and_releases_its_reservation() {
         Success
     );
     let payment = payment_now(&server, &payment.id).await;
-    let a = amounts(&payment);
-    assert_eq!(
-        (a.total_captured, a.capture_pending, a.available_to_capture),
-        (3000, 0, 9000)
-    );
+    assert_eq!(capture_totals(&payment), (3000, 0, 9000));
     assert_eq!(
         payment.overview.unwrap().captured(),
         proto::Coverage::Partially
@@ -60,30 +54,21 @@ async fn pending_capture_becomes_success_and_releases_its_reservation() {
 async fn pending_decline_becomes_failure_and_frees_the_money() {
     let server = TestServer::start().await;
     let payment = card_and_gift(&server, "capture=pending_decline", "tok").await;
-    let operation = card_capture(&server, &payment, 3000)
-        .await
-        .operation
-        .unwrap();
+    let operation = card_capture(&server, &payment, 3000).await.operation;
     server.resolve_after(A_MOMENT).await;
     assert_eq!(
         operation_now(&server, &operation.id).await.status(),
         Failure
     );
-    let a = amounts(&payment_now(&server, &payment.id).await);
-    assert_eq!(
-        (a.total_captured, a.capture_pending, a.available_to_capture),
-        (0, 0, 12000)
-    );
+    let payment = payment_now(&server, &payment.id).await;
+    assert_eq!(capture_totals(&payment), (0, 0, 12000));
 }
 
 #[tokio::test]
 async fn timed_out_capture_is_found_by_lookup_without_a_second_call() {
     let server = TestServer::start().await;
     let payment = card_and_gift(&server, "capture=timeout", "tok").await;
-    let operation = card_capture(&server, &payment, 3000)
-        .await
-        .operation
-        .unwrap();
+    let operation = card_capture(&server, &payment, 3000).await.operation;
     assert_eq!(operation.status(), Uncertain);
     server.resolve_after(A_MOMENT).await;
     let operation = operation_now(&server, &operation.id).await;
@@ -104,10 +89,7 @@ async fn timed_out_capture_is_found_by_lookup_without_a_second_call() {
 async fn lost_capture_is_sent_again_once_with_the_same_key() {
     let server = TestServer::start().await;
     let payment = card_and_gift(&server, "capture=lost", "tok").await;
-    let operation = card_capture(&server, &payment, 3000)
-        .await
-        .operation
-        .unwrap();
+    let operation = card_capture(&server, &payment, 3000).await.operation;
     assert_eq!(operation.status(), Uncertain);
     assert_eq!(
         server
@@ -128,11 +110,7 @@ async fn lost_capture_is_sent_again_once_with_the_same_key() {
         .collect();
     assert_eq!(captures.len(), 1);
     assert_eq!(captures[0].idempotency_key, format!("{}:0", operation.id));
-    let ledger: Vec<_> = server
-        .sandbox("ingenico")
-        .authorizations()
-        .into_values()
-        .collect();
+    let ledger = ledger(&server, "ingenico");
     assert_eq!(ledger[0].captured, 3000);
 }
 
@@ -140,13 +118,9 @@ async fn lost_capture_is_sent_again_once_with_the_same_key() {
 async fn mixed_legs_resolve_to_a_conflict() {
     let server = TestServer::start().await;
     let payment = card_and_gift(&server, "capture=pending", "capture=pending_decline").await;
-    let result = server
-        .payments()
-        .capture(capture(&payment, Some(5000)))
+    let operation = captured(&server, capture(&payment, Some(5000)))
         .await
-        .unwrap()
-        .into_inner();
-    let operation = result.operation.unwrap();
+        .operation;
     assert_eq!(operation.status(), Pending);
     server.resolve_after(A_MOMENT).await;
     let operation = operation_now(&server, &operation.id).await;
@@ -158,24 +132,15 @@ async fn mixed_legs_resolve_to_a_conflict() {
             ("ingenico".into(), 3000, Success)
         ]
     );
-    let a = amounts(&payment_now(&server, &payment.id).await);
-    assert_eq!(
-        (a.total_captured, a.capture_pending, a.available_to_capture),
-        (3000, 0, 9000)
-    );
+    let payment = payment_now(&server, &payment.id).await;
+    assert_eq!(capture_totals(&payment), (3000, 0, 9000));
 }
 
 #[tokio::test]
 async fn pending_authorization_in_automatic_mode_captures_once_it_succeeds() {
     let server = TestServer::start().await;
-    let session = open_session(&server, 12000, proto::CaptureMode::Automatic).await;
-    let payment = submit(
-        &server,
-        &session.id,
-        vec![card(10000, "authorize=pending"), gift(2000, "tok")],
-    )
-    .await
-    .unwrap();
+    let split = vec![card(10000, "authorize=pending"), gift(2000, "tok")];
+    let (session, payment) = submitted(&server, proto::CaptureMode::Automatic, split).await;
     assert_eq!(payment.state(), PaymentState::Authorizing);
     server.resolve_after(A_MOMENT).await;
     let resolved = payment_now(&server, &payment.id).await;
@@ -201,14 +166,8 @@ async fn pending_authorization_in_automatic_mode_captures_once_it_succeeds() {
 #[tokio::test]
 async fn authorization_declined_later_voids_the_other_legs() {
     let server = TestServer::start().await;
-    let session = open_session(&server, 12000, proto::CaptureMode::Manual).await;
-    let payment = submit(
-        &server,
-        &session.id,
-        vec![card(10000, "tok"), gift(2000, "authorize=pending_decline")],
-    )
-    .await
-    .unwrap();
+    let split = vec![card(10000, "tok"), gift(2000, "authorize=pending_decline")];
+    let (session, payment) = submitted(&server, proto::CaptureMode::Manual, split).await;
     assert_eq!(payment.state(), PaymentState::Authorizing);
     server.resolve_after(A_MOMENT).await;
     let resolved = payment_now(&server, &payment.id).await;
@@ -216,11 +175,7 @@ async fn authorization_declined_later_voids_the_other_legs() {
     assert_eq!(resolved.voids.len(), 1);
     assert_eq!(resolved.voids[0].triggered_by(), TriggeredBy::System);
     assert_eq!(resolved.voids[0].status(), Success);
-    let ledger: Vec<_> = server
-        .sandbox("ingenico")
-        .authorizations()
-        .into_values()
-        .collect();
+    let ledger = ledger(&server, "ingenico");
     assert_eq!(ledger[0].voided, 10000);
     assert_eq!(
         session_status(&server, &session.id).await,
@@ -232,11 +187,7 @@ async fn authorization_declined_later_voids_the_other_legs() {
 async fn uncaptured_authorization_is_voided_when_its_lifetime_ends() {
     let server = TestServer::start().await;
     let payment = card_and_gift(&server, "tok", "tok").await;
-    server
-        .payments()
-        .capture(capture(&payment, Some(5000)))
-        .await
-        .unwrap();
+    captured(&server, capture(&payment, Some(5000))).await;
     assert_eq!(
         server
             .resolve_after(Duration::from_secs(7 * 24 * 3600 - 60))
@@ -269,20 +220,12 @@ async fn unresolvable_operation_is_flagged_for_review_and_settled_by_an_operator
         .await;
     let server = TestServer::start().await;
     let session = open_session_with_webhook(&server, 12000, Some(receiver.uri())).await;
-    let payment = submit(
-        &server,
-        &session.id,
-        vec![
-            card(10000, "capture=pending,pending_lookups=1000000"),
-            gift(2000, "tok"),
-        ],
-    )
-    .await
-    .unwrap();
-    let operation = card_capture(&server, &payment, 3000)
-        .await
-        .operation
-        .unwrap();
+    let split = vec![
+        card(10000, "capture=pending,pending_lookups=1000000"),
+        gift(2000, "tok"),
+    ];
+    let payment = submit(&server, &session.id, split).await.unwrap();
+    let operation = card_capture(&server, &payment, 3000).await.operation;
     for _ in 0..5 {
         server.resolve_after(Duration::from_secs(1800)).await;
     }
@@ -314,15 +257,13 @@ async fn unresolvable_operation_is_flagged_for_review_and_settled_by_an_operator
             status: Success.into(),
         }],
     };
-    let mut as_merchant =
-        AdminServiceClient::with_interceptor(server.channel(), Bearer::new(DEMO_KEY));
-    let denied = as_merchant
+    let denied = server
+        .admin_as(DEMO_KEY)
         .resolve_operation(settle.clone())
         .await
         .unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied);
-    let mut admin =
-        AdminServiceClient::with_interceptor(server.channel(), Bearer::new("sk_test_admin"));
+    let mut admin = server.admin();
     let settled = admin.resolve_operation(settle).await.unwrap().into_inner();
     assert_eq!(settled.status(), Success);
     assert!(
@@ -331,8 +272,8 @@ async fn unresolvable_operation_is_flagged_for_review_and_settled_by_an_operator
             .iter()
             .any(|h| h.note.contains("settlement report"))
     );
-    let a = amounts(&payment_now(&server, &payment.id).await);
-    assert_eq!((a.total_captured, a.capture_pending), (3000, 0));
+    let a = capture_totals(&payment_now(&server, &payment.id).await);
+    assert_eq!((a.0, a.1), (3000, 0));
     // Settled once: a second attempt is refused.
     let again = proto::ResolveOperationRequest {
         operation_id: operation.id.clone(),
@@ -349,13 +290,9 @@ async fn unresolvable_operation_is_flagged_for_review_and_settled_by_an_operator
 async fn sync_operation_resolves_now() {
     let server = TestServer::start().await;
     let payment = card_and_gift(&server, "capture=pending", "tok").await;
-    let operation = card_capture(&server, &payment, 3000)
-        .await
-        .operation
-        .unwrap();
-    let mut admin =
-        AdminServiceClient::with_interceptor(server.channel(), Bearer::new("sk_test_admin"));
-    let synced = admin
+    let operation = card_capture(&server, &payment, 3000).await.operation;
+    let synced = server
+        .admin()
         .sync_operation(proto::SyncOperationRequest {
             operation_id: operation.id,
         })
@@ -369,10 +306,7 @@ async fn sync_operation_resolves_now() {
 async fn partner_notifications_apply_once_and_never_change_a_final_status() {
     let server = TestServer::start().await;
     let payment = card_and_gift(&server, "capture=pending,pending_lookups=1000000", "tok").await;
-    let operation = card_capture(&server, &payment, 3000)
-        .await
-        .operation
-        .unwrap();
+    let operation = card_capture(&server, &payment, 3000).await.operation;
     let event =
         |event_id: &str, outcome: proto::PartnerEventOutcome| proto::NotifyPartnerEventRequest {
             partner: "ingenico".into(),
@@ -439,14 +373,8 @@ async fn a_notifier_key_speaks_only_for_its_partners_and_never_for_an_unsent_leg
     let bound = format!("illicado:{}", ApiKeys::hash("sk_illicado_events"));
     let server = TestServer::start_with(&["--partner-notifier-api-keys", &bound]).await;
     // The card leg is declined, so the gift card leg is never sent.
-    let session = open_session(&server, 3_000, proto::CaptureMode::Manual).await;
-    let declined = submit(
-        &server,
-        &session.id,
-        vec![card(2_000, "authorize=decline"), gift(1_000, "tok")],
-    )
-    .await
-    .unwrap();
+    let split = vec![card(2_000, "authorize=decline"), gift(1_000, "tok")];
+    let (_, declined) = submitted(&server, proto::CaptureMode::Manual, split).await;
     let authorization = declined.authorization.unwrap();
     let event = |partner: &str, leg: usize| proto::NotifyPartnerEventRequest {
         partner: partner.into(),
@@ -480,24 +408,16 @@ async fn a_notifier_key_speaks_only_for_its_partners_and_never_for_an_unsent_leg
 async fn wait_operation_returns_as_soon_as_the_operation_is_final() {
     let server = TestServer::start().await;
     let payment = card_and_gift(&server, "capture=pending", "tok").await;
-    let operation = card_capture(&server, &payment, 3000)
-        .await
-        .operation
-        .unwrap();
+    let operation = card_capture(&server, &payment, 3000).await.operation;
     let mut payments = server.payments();
     let id = operation.id.clone();
     let waiting = tokio::spawn(async move {
         let started = std::time::Instant::now();
-        let request = proto::WaitOperationRequest {
-            operation_id: id,
-            timeout: Some(prost_types::Duration {
-                seconds: 20,
-                nanos: 0,
-            }),
-        };
-        let operation = payments.wait_operation(request).await.unwrap().into_inner();
+        let operation = payments.waited(&id, Duration::from_secs(20)).await;
         (operation, started.elapsed())
     });
+    // Time passing is the point: the waiter has waited 300 ms, with nothing
+    // to wake it, when the operation is resolved.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let resolved_at = std::time::Instant::now();
     server.resolve_after(A_MOMENT).await;
@@ -512,20 +432,12 @@ async fn wait_operation_returns_as_soon_as_the_operation_is_final() {
 
     // A short timeout on a non-final operation returns it as it is.
     let stuck = card_and_gift(&server, "capture=pending,pending_lookups=1000000", "tok").await;
-    let open = card_capture(&server, &stuck, 100).await.operation.unwrap();
+    let open = card_capture(&server, &stuck, 100).await.operation;
     let started = std::time::Instant::now();
     let answer = server
         .payments()
-        .wait_operation(proto::WaitOperationRequest {
-            operation_id: open.id,
-            timeout: Some(prost_types::Duration {
-                seconds: 0,
-                nanos: 300_000_000,
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+        .waited(&open.id, Duration::from_millis(300))
+        .await;
     assert_eq!(answer.status(), Pending);
     assert!(started.elapsed() >= Duration::from_millis(300));
 }
@@ -542,10 +454,12 @@ async fn the_resolver_moves_on_a_session_left_processing() {
         Arc::new(clock.clone()),
     ));
     let server = TestServer::start_on(&[], clock, Some(store.clone() as Arc<dyn Store>)).await;
-    let session = open_session(&server, 12000, proto::CaptureMode::Manual).await;
-    let payment = submit(&server, &session.id, vec![card(12000, "tok")])
-        .await
-        .unwrap();
+    let (session, payment) = submitted(
+        &server,
+        proto::CaptureMode::Manual,
+        vec![card(12000, "tok")],
+    )
+    .await;
     // Data no step writes: the session back at PROCESSING for this payment,
     // and the final authorization due again.
     let session_id = uuid::Uuid::parse_str(&session.id).unwrap();
@@ -581,10 +495,8 @@ async fn a_partner_that_never_answers_gets_max_sends_and_then_only_lookups() {
     // Each call takes 3 s at the partner, the timeout is 1 s: no send is ever
     // answered (nor applied), every lookup says "never received".
     let server = TestServer::start_with(&["--partner-timeout", "1s"]).await;
-    let session = open_session(&server, 1_000, proto::CaptureMode::Manual).await;
-    let payment = submit(&server, &session.id, vec![card(1_000, "latency=3s")])
-        .await
-        .unwrap();
+    let split = vec![card(1_000, "latency=3s")];
+    let (_, payment) = submitted(&server, proto::CaptureMode::Manual, split).await;
     assert_eq!(payment.state(), proto::PaymentState::Authorizing);
     for _ in 0..6 {
         server.resolve_after(Duration::from_secs(3600)).await;
@@ -628,8 +540,8 @@ async fn a_resolver_step_starts_no_item_after_its_lease() {
 async fn a_lookup_outage_never_frees_a_reservation() {
     let server = TestServer::start().await;
     let payment = card_and_gift(&server, "capture=timeout,lookup=error", "tok").await;
-    let result = card_capture(&server, &payment, 3000).await;
-    assert_eq!(result.operation.unwrap().status(), Uncertain);
+    let operation = card_capture(&server, &payment, 3000).await.operation;
+    assert_eq!(operation.status(), Uncertain);
     for _ in 0..8 {
         server.resolve_after(Duration::from_secs(600)).await;
         let a = amounts(&payment_now(&server, &payment.id).await);

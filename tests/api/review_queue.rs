@@ -3,9 +3,7 @@
 
 use std::time::Duration;
 
-use payment_orchestrator::api::proto::{
-    self, admin_service_client::AdminServiceClient, payment_service_client::PaymentServiceClient,
-};
+use payment_orchestrator::api::proto;
 use tonic::Code;
 
 use super::support::harness::*;
@@ -13,34 +11,14 @@ use super::support::harness::*;
 /// A card capture of `merchant` (by API key) whose answer is lost and whose
 /// partner cannot be asked: it stays UNCERTAIN.
 async fn uncertain_capture(server: &TestServer, key: &str) -> proto::Operation {
-    let session = server
-        .sessions_as(Some(key))
-        .create_session(create_request(5_000, proto::CaptureMode::Manual))
-        .await
-        .unwrap()
-        .into_inner();
-    let payment = server
-        .sessions_as(Some(key))
-        .submit_session(proto::SubmitSessionRequest {
-            session_id: session.id,
-            idempotency_key: new_key(),
-            // Each merchant's own card with the same scenario.
-            split: vec![card(
-                5_000,
-                &format!("card={key},capture=timeout,lookup=error"),
-            )],
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    // Each merchant's own card with the same scenario.
+    let token = format!("card={key},capture=timeout,lookup=error");
+    let payment = submitted_as(server, key, 5_000, &token).await;
     server
         .payments_as(Some(key))
-        .capture(capture(&payment, Some(3_000)))
+        .captured(capture(&payment, Some(3_000)))
         .await
-        .unwrap()
-        .into_inner()
         .operation
-        .unwrap()
 }
 
 fn review_queue() -> proto::ListOperationsRequest {
@@ -62,20 +40,12 @@ async fn the_review_queue_spans_merchants_for_operators_and_only_its_own_for_a_m
     // A capture that succeeds, a second later.
     server.clock.advance(Duration::from_secs(1));
     let fine = authorized(&server, vec![card(2_000, "tok")]).await;
-    let fine = server
-        .payments()
-        .capture(capture(&fine, None))
-        .await
-        .unwrap()
-        .into_inner()
-        .operation
-        .unwrap();
+    let fine = captured(&server, capture(&fine, None)).await.operation;
     // A day on, the resolver gives up on the two and flags them.
     server.resolve_after(Duration::from_secs(60)).await;
     server.resolve_after(Duration::from_secs(25 * 3600)).await;
 
-    let mut admin =
-        AdminServiceClient::with_interceptor(server.channel(), Bearer::new("sk_test_admin"));
+    let mut admin = server.admin();
     let queue = admin
         .list_operations(review_queue())
         .await
@@ -88,7 +58,7 @@ async fn the_review_queue_spans_merchants_for_operators_and_only_its_own_for_a_m
     assert_eq!(queued, expected);
     assert!(queue.operations.iter().all(|o| o.requires_review));
 
-    let mut demo = PaymentServiceClient::with_interceptor(server.channel(), Bearer::new(DEMO_KEY));
+    let mut demo = server.payments();
     let own = demo
         .list_operations(review_queue())
         .await

@@ -12,7 +12,6 @@ use std::{
     io::{BufRead, BufReader},
     process::{Command, Stdio},
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
 };
 
 use payment_orchestrator::api::proto;
@@ -42,19 +41,18 @@ async fn commands_during(port: u16, during: impl AsyncFnOnce()) -> Vec<String> {
             .unwrap();
     };
     // MONITOR is running once it reports anything.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while lines.lock().unwrap().is_empty() {
+    eventually("MONITOR to start", async || {
         echo("po-ready");
-        assert!(Instant::now() < deadline, "MONITOR never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        !lines.lock().unwrap().is_empty()
+    })
+    .await;
     echo("po-start");
     during().await;
     echo("po-end");
-    while !lines.lock().unwrap().iter().any(|l| l.contains("po-end")) {
-        assert!(Instant::now() < deadline, "MONITOR lost the end marker");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("MONITOR to report the end marker", async || {
+        lines.lock().unwrap().iter().any(|l| l.contains("po-end"))
+    })
+    .await;
     let _ = monitor.kill();
     let _ = monitor.wait();
     let lines = lines.lock().unwrap().clone();

@@ -14,14 +14,8 @@ use super::support::harness::*;
 #[tokio::test]
 async fn declined_leg_voids_the_authorized_legs_and_reopens_the_session() {
     let server = TestServer::start().await;
-    let session = open_session(&server, 12000, proto::CaptureMode::Manual).await;
-    let payment = submit(
-        &server,
-        &session.id,
-        vec![card(10000, "tok"), gift(2000, "authorize=decline")],
-    )
-    .await
-    .unwrap();
+    let split = vec![card(10000, "tok"), gift(2000, "authorize=decline")];
+    let (session, payment) = submitted(&server, proto::CaptureMode::Manual, split).await;
     assert_eq!(payment.state(), PaymentState::Failed);
     let authorization = payment.authorization.clone().unwrap();
     assert_eq!(authorization.status(), OperationStatus::Failure);
@@ -41,11 +35,7 @@ async fn declined_leg_voids_the_authorized_legs_and_reopens_the_session() {
         legs_of(compensation),
         vec![("ingenico".into(), 10000, OperationStatus::Success)]
     );
-    let card_ledger: Vec<_> = server
-        .sandbox("ingenico")
-        .authorizations()
-        .into_values()
-        .collect();
+    let card_ledger = ledger(&server, "ingenico");
     assert_eq!(
         (card_ledger[0].authorized, card_ledger[0].voided),
         (10000, 10000)
@@ -70,14 +60,8 @@ async fn declined_leg_voids_the_authorized_legs_and_reopens_the_session() {
 #[tokio::test]
 async fn a_leg_after_the_declined_one_is_never_sent() {
     let server = TestServer::start().await;
-    let session = open_session(&server, 12000, proto::CaptureMode::Manual).await;
-    let payment = submit(
-        &server,
-        &session.id,
-        vec![gift(2000, "authorize=decline"), card(10000, "tok")],
-    )
-    .await
-    .unwrap();
+    let split = vec![gift(2000, "authorize=decline"), card(10000, "tok")];
+    let (_, payment) = submitted(&server, proto::CaptureMode::Manual, split).await;
     let authorization = payment.authorization.unwrap();
     assert_eq!(
         authorization.partner_transactions[1].partner_status,
@@ -101,12 +85,11 @@ async fn automatic_mode_captures_the_full_amount_exactly_once() {
         idempotency_key: new_key(),
         split: vec![card(10000, "tok"), gift(2000, "tok")],
     };
-    let payment = server
-        .sessions()
-        .submit_session(request.clone())
-        .await
-        .unwrap()
-        .into_inner();
+    let submit = async || {
+        let answer = server.sessions().submit_session(request.clone()).await;
+        answer.expect("submitted").into_inner()
+    };
+    let payment = submit().await;
     assert_eq!(payment.state(), PaymentState::Captured);
     assert_eq!(payment.captures.len(), 1);
     let capture = &payment.captures[0];
@@ -115,13 +98,7 @@ async fn automatic_mode_captures_the_full_amount_exactly_once() {
         (TriggeredBy::System, 12000, OperationStatus::Success)
     );
     // A replay is the stored response, with no second capture anywhere.
-    let replay = server
-        .sessions()
-        .submit_session(request)
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(replay, payment);
+    assert_eq!(submit().await, payment);
     assert_eq!(
         server
             .sandbox("ingenico")
@@ -151,12 +128,7 @@ async fn session_expires_at_its_deadline_and_cannot_be_submitted() {
         seconds: 60,
         nanos: 0,
     });
-    let session = server
-        .sessions()
-        .create_session(request)
-        .await
-        .unwrap()
-        .into_inner();
+    let session = server.sessions().opened(request).await;
     server.clock.advance(Duration::from_secs(59));
     assert_eq!(
         session_status(&server, &session.id).await,
@@ -200,14 +172,9 @@ async fn cancelled_session_cannot_be_submitted() {
     let session = open_session(&server, 12000, proto::CaptureMode::Manual).await;
     let cancelled = server
         .sessions()
-        .cancel_session(proto::CancelSessionRequest {
-            session_id: session.id.clone(),
-            idempotency_key: new_key(),
-            reason: "shopper left".into(),
-        })
+        .try_cancel(&session.id, "shopper left")
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(cancelled.status(), SessionStatus::Cancelled);
     assert_eq!(cancelled.cancellation_reason, "shopper left");
     let error = submit(&server, &session.id, vec![card(12000, "tok")])
@@ -219,17 +186,15 @@ async fn cancelled_session_cannot_be_submitted() {
 #[tokio::test]
 async fn submitted_session_cannot_be_cancelled() {
     let server = TestServer::start().await;
-    let session = open_session(&server, 12000, proto::CaptureMode::Manual).await;
-    submit(&server, &session.id, vec![card(12000, "tok")])
-        .await
-        .unwrap();
+    let (session, _) = submitted(
+        &server,
+        proto::CaptureMode::Manual,
+        vec![card(12000, "tok")],
+    )
+    .await;
     let error = server
         .sessions()
-        .cancel_session(proto::CancelSessionRequest {
-            session_id: session.id.clone(),
-            idempotency_key: new_key(),
-            reason: String::new(),
-        })
+        .try_cancel(&session.id, "")
         .await
         .unwrap_err();
     assert_eq!(error.code(), Code::FailedPrecondition);
@@ -239,14 +204,8 @@ async fn submitted_session_cannot_be_cancelled() {
 #[tokio::test]
 async fn pending_authorization_leaves_the_payment_authorizing() {
     let server = TestServer::start().await;
-    let session = open_session(&server, 12000, proto::CaptureMode::Automatic).await;
-    let payment = submit(
-        &server,
-        &session.id,
-        vec![card(10000, "authorize=pending"), gift(2000, "tok")],
-    )
-    .await
-    .unwrap();
+    let split = vec![card(10000, "authorize=pending"), gift(2000, "tok")];
+    let (session, payment) = submitted(&server, proto::CaptureMode::Automatic, split).await;
     assert_eq!(payment.state(), PaymentState::Authorizing);
     assert_eq!(
         payment.authorization.as_ref().unwrap().status(),
@@ -273,7 +232,7 @@ async fn sessions_are_listed_by_order_reference_and_status(server: TestServer) {
             nanos: 0,
         });
         let mut sessions = server.sessions();
-        async move { sessions.create_session(request).await.unwrap().into_inner() }
+        async move { sessions.opened(request).await }
     };
     let submitted = create("order-7", 3600).await;
     submit(&server, submitted.id.as_str(), vec![card(1_000, "tok")])
@@ -283,11 +242,7 @@ async fn sessions_are_listed_by_order_reference_and_status(server: TestServer) {
     let cancelled = create("order-7", 3600).await;
     server
         .sessions()
-        .cancel_session(proto::CancelSessionRequest {
-            session_id: cancelled.id.clone(),
-            idempotency_key: new_key(),
-            reason: "shopper left".into(),
-        })
+        .try_cancel(&cancelled.id, "shopper left")
         .await
         .unwrap();
     server.clock.advance(Duration::from_secs(1));

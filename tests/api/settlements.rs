@@ -23,8 +23,6 @@ use wiremock::{
 
 use super::support::harness::*;
 
-const ADMIN_KEY: &str = "sk_test_admin";
-
 type Settlements = SettlementServiceClient<InterceptedService<Channel, Bearer>>;
 
 fn settlements_as(server: &TestServer, key: &str) -> Settlements {
@@ -32,12 +30,45 @@ fn settlements_as(server: &TestServer, key: &str) -> Settlements {
 }
 
 async fn import(server: &TestServer) -> Vec<proto::PartnerImport> {
-    AdminServiceClient::with_interceptor(server.channel(), Bearer::new(ADMIN_KEY))
-        .import_settlements(proto::ImportSettlementsRequest::default())
+    imported(&mut server.admin()).await
+}
+
+/// What an import on demand through `admin` read, partner by partner.
+async fn imported(admin: &mut Admin) -> Vec<proto::PartnerImport> {
+    let request = proto::ImportSettlementsRequest::default();
+    answered(admin.import_settlements(request).await, "import").partners
+}
+
+/// The settlements `client` lists for `request`.
+async fn listed(
+    client: &mut Settlements,
+    request: proto::ListSettlementsRequest,
+) -> Vec<proto::Settlement> {
+    answered(client.list_settlements(request).await, "list").settlements
+}
+
+/// The reconciliation issues `client` is shown.
+async fn issues_of(client: &mut Settlements) -> Vec<proto::ReconciliationIssue> {
+    let request = proto::ListReconciliationIssuesRequest::default();
+    answered(client.list_reconciliation_issues(request).await, "list").issues
+}
+
+/// One page of a settlement's lines.
+async fn lines_page(
+    client: &mut Settlements,
+    id: &str,
+    page_size: i32,
+    page_token: String,
+) -> proto::ListSettlementTransactionsResponse {
+    client
+        .list_settlement_transactions(proto::ListSettlementTransactionsRequest {
+            settlement_id: id.into(),
+            page_size,
+            page_token,
+        })
         .await
-        .unwrap()
+        .expect("lines listed")
         .into_inner()
-        .partners
 }
 
 fn line(sku: &str, quantity: i64, unit_price: i64, rate: &str) -> proto::ItemLine {
@@ -53,7 +84,7 @@ fn line(sku: &str, quantity: i64, unit_price: i64, rate: &str) -> proto::ItemLin
 
 /// A card-only payment of `amount`, captured in full; its capture's partner
 /// idempotency key (what the settlement line carries).
-async fn captured(
+async fn card_paid(
     server: &TestServer,
     amount: i64,
     token: &str,
@@ -64,17 +95,20 @@ async fn captured(
     let payment = submit(server, &session.id, vec![card(amount, token)])
         .await
         .unwrap();
-    let mut request = capture(&payment, Some(amount));
-    request.items = items;
-    let capture = server
-        .payments()
-        .capture(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .operation
-        .unwrap();
-    (payment, capture)
+    let request = proto::CaptureRequest {
+        items,
+        ..capture(&payment, Some(amount))
+    };
+    (payment, captured(server, request).await.operation)
+}
+
+/// A settlement's VAT, `(rate, amount)` per rate.
+fn vat(settlement: &proto::Settlement) -> Vec<(&str, i64)> {
+    settlement
+        .vat_per_rate
+        .iter()
+        .map(|v| (v.rate.as_str(), v.amount))
+        .collect()
 }
 
 fn key_of(operation: &proto::Operation) -> String {
@@ -110,7 +144,7 @@ async fn a_settlement_is_imported_once_with_exact_totals_and_every_discrepancy_f
     let server = TestServer::start().await;
 
     // Captured with VAT lines (2 × 50.00 at 25 %), then partly refunded.
-    let (paid, _) = captured(
+    let (paid, _) = card_paid(
         &server,
         12_500,
         "tok",
@@ -120,9 +154,9 @@ async fn a_settlement_is_imported_once_with_exact_totals_and_every_discrepancy_f
     .await;
     let mut refund = refund(&paid, Some(2_500));
     refund.items = vec![line("shoe-part", 1, 2_000, "25")];
-    server.payments().refund(refund).await.unwrap();
+    refunded(&server, refund).await;
     // The partner will settle this one for 40.00 instead of 50.00 …
-    let (altered, altered_capture) = captured(
+    let (altered, altered_capture) = card_paid(
         &server,
         5_000,
         "tok",
@@ -131,11 +165,11 @@ async fn a_settlement_is_imported_once_with_exact_totals_and_every_discrepancy_f
     )
     .await;
     // … leave this one out …
-    let (_, dropped_capture) = captured(&server, 3_000, "tok", vec![], None).await;
+    let (_, dropped_capture) = card_paid(&server, 3_000, "tok", vec![], None).await;
     // … and settle this one, whose answer was lost and whose status cannot
     // be looked up.
     let (_, uncertain) =
-        captured(&server, 1_000, "capture=timeout,lookup=error", vec![], None).await;
+        card_paid(&server, 1_000, "capture=timeout,lookup=error", vec![], None).await;
     assert_eq!(uncertain.status(), proto::OperationStatus::Uncertain);
     let report = server.resolve_after(Duration::from_secs(5)).await;
     assert_eq!(
@@ -176,15 +210,11 @@ async fn a_settlement_is_imported_once_with_exact_totals_and_every_discrepancy_f
     assert!(import(&server).await.iter().all(|i| i.settlements == 0));
 
     let mut admin = settlements_as(&server, ADMIN_KEY);
-    let listed = admin
-        .list_settlements(proto::ListSettlementsRequest {
-            partner: "ingenico".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .settlements;
+    let ingenico = proto::ListSettlementsRequest {
+        partner: "ingenico".into(),
+        ..Default::default()
+    };
+    let listed = listed(&mut admin, ingenico).await;
     assert_eq!(listed.len(), 1);
     let settlement = admin
         .get_settlement(proto::GetSettlementRequest {
@@ -204,39 +234,17 @@ async fn a_settlement_is_imported_once_with_exact_totals_and_every_discrepancy_f
         ),
         (18_277, 2_500, 0, 15_777)
     );
-    assert_eq!(
-        settlement
-            .vat_per_rate
-            .iter()
-            .map(|v| (v.rate.as_str(), v.amount))
-            .collect::<Vec<_>>(),
-        [("25", 2_000)]
-    );
+    assert_eq!(vat(&settlement), [("25", 2_000)]);
     assert_eq!(
         (settlement.transaction_count, settlement.issue_count),
         (5, 2)
     );
 
     // Lines in two pages of three; the CSV has the same rows.
-    let first = admin
-        .list_settlement_transactions(proto::ListSettlementTransactionsRequest {
-            settlement_id: settlement.id.clone(),
-            page_size: 3,
-            page_token: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let first = lines_page(&mut admin, &settlement.id, 3, String::new()).await;
     assert_eq!((first.transactions.len(), first.total_size), (3, 5));
-    let second = admin
-        .list_settlement_transactions(proto::ListSettlementTransactionsRequest {
-            settlement_id: settlement.id.clone(),
-            page_size: 3,
-            page_token: first.next_page_token.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let token = first.next_page_token.clone();
+    let second = lines_page(&mut admin, &settlement.id, 3, token).await;
     assert_eq!(second.transactions.len(), 2);
     assert!(second.next_page_token.is_empty());
     let lines: Vec<proto::SettlementTransaction> = first
@@ -281,14 +289,7 @@ async fn a_settlement_is_imported_once_with_exact_totals_and_every_discrepancy_f
     // merchant nothing.
     let issues = |key: &'static str| {
         let mut client = settlements_as(&server, key);
-        async move {
-            client
-                .list_reconciliation_issues(proto::ListReconciliationIssuesRequest::default())
-                .await
-                .unwrap()
-                .into_inner()
-                .issues
-        }
+        async move { issues_of(&mut client).await }
     };
     // Three days on, the capture no settlement showed is missing from them;
     // nothing else is (the others were in the settlement).
@@ -386,15 +387,7 @@ mod walley {
         let mut token = String::new();
         let mut pages = 0;
         loop {
-            let page = client
-                .list_settlement_transactions(proto::ListSettlementTransactionsRequest {
-                    settlement_id: id.into(),
-                    page_size,
-                    page_token: token,
-                })
-                .await
-                .unwrap()
-                .into_inner();
+            let page = lines_page(client, id, page_size, token).await;
             pages += 1;
             assert_eq!(page.total_size, 12_000);
             lines.extend(page.transactions);
@@ -408,26 +401,16 @@ mod walley {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn twelve_thousand_lines_are_read_and_listed_in_pages_of_five_thousand_and_exported_alike()
      {
-        let partners = Partners::start().await;
-        let server = partners.server().await;
-        let order = partners
-            .walley
-            .order(json!({ "amount": 125.00, "currency": "EUR" }))
-            .await;
-        let payment = authorized_in(
-            &server,
-            "EUR",
-            vec![leg("walley", "invoice", 12_500, &order)],
-        )
-        .await;
+        let (partners, server) = Partners::serving().await;
+        let (_, payment) = partners.walley_payment(&server, 12_500, json!({})).await;
         let mut request = capture(&payment, Some(12_500));
         request.items = vec![line("shoe", 2, 5_000, "25")];
-        server.payments().capture(request).await.unwrap();
+        captured(&server, request).await;
         // Accepted (202): succeeded once the order shows it processed.
         server.resolve_after(Duration::from_secs(2)).await;
         let mut request = refund(&payment, Some(2_500));
         request.items = vec![line("shoe-part", 1, 2_000, "25")];
-        server.payments().refund(request).await.unwrap();
+        refunded(&server, request).await;
         server.resolve_after(Duration::from_secs(2)).await;
         // Walley settles them with 11 998 purchases of 1.00 nobody sent us.
         partners
@@ -461,30 +444,18 @@ mod walley {
         );
 
         let mut admin = settlements_as(&server, ADMIN_KEY);
-        let settlement = admin
-            .list_settlements(proto::ListSettlementsRequest {
-                partner: "walley".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .settlements
-            .remove(0);
+        let walley = proto::ListSettlementsRequest {
+            partner: "walley".into(),
+            ..Default::default()
+        };
+        let settlement = listed(&mut admin, walley).await.remove(0);
         // 125.00 + 11 998 × 1.00 captured, 25.00 refunded; VAT 25.00 − 5.00 +
         // 11 998 × 0.20 at 25 %.
         assert_eq!(
             (settlement.captured, settlement.refunded, settlement.net),
             (1_212_300, 2_500, 1_209_800)
         );
-        assert_eq!(
-            settlement
-                .vat_per_rate
-                .iter()
-                .map(|v| (v.rate.as_str(), v.amount))
-                .collect::<Vec<_>>(),
-            [("25", 241_960)]
-        );
+        assert_eq!(vat(&settlement), [("25", 241_960)]);
         assert_eq!(
             (settlement.transaction_count, settlement.issue_count),
             (12_000, 11_998)
@@ -533,23 +504,9 @@ mod walley {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_refused_report_query_is_surfaced_and_the_next_import_succeeds() {
-        let partners = Partners::start().await;
-        let server = partners.server().await;
-        let order = partners
-            .walley
-            .order(json!({ "amount": 10.00, "currency": "EUR" }))
-            .await;
-        let payment = authorized_in(
-            &server,
-            "EUR",
-            vec![leg("walley", "invoice", 1_000, &order)],
-        )
-        .await;
-        server
-            .payments()
-            .capture(capture(&payment, None))
-            .await
-            .unwrap();
+        let (partners, server) = Partners::serving().await;
+        let (_, payment) = partners.walley_payment(&server, 1_000, json!({})).await;
+        captured(&server, capture(&payment, None)).await;
         server.resolve_after(Duration::from_secs(2)).await;
         partners.walley.post("/_sim/settlements", json!({})).await;
 
@@ -645,52 +602,24 @@ mod replicas {
         let mut sessions = day.deployment.sessions(replica);
         let mut request = create_request(amount, proto::CaptureMode::Manual);
         request.currency = "SEK".into();
-        let session = sessions.create_session(request).await.unwrap().into_inner();
-        let payment = sessions
-            .submit_session(proto::SubmitSessionRequest {
-                session_id: session.id,
-                idempotency_key: new_key(),
-                split: vec![leg(partner, method, amount, &order)],
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let session = sessions.opened(request).await;
+        let split = vec![leg(partner, method, amount, &order)];
+        let payment = sessions.submitted(&session.id, split).await;
         let mut payments = day.deployment.payments(replica + 1);
-        let mut request = capture(&payment, Some(amount));
-        request.items = items;
-        let captured = payments
-            .capture(request)
-            .await
-            .unwrap()
-            .into_inner()
-            .operation
-            .unwrap();
+        let request = proto::CaptureRequest {
+            items,
+            ..capture(&payment, Some(amount))
+        };
+        let captured = payments.captured(request).await.operation;
         let wait = |id: String| {
             let mut payments = day.deployment.payments(replica + 2);
-            async move {
-                payments
-                    .wait_operation(proto::WaitOperationRequest {
-                        operation_id: id,
-                        timeout: Some(prost_types::Duration {
-                            seconds: 20,
-                            nanos: 0,
-                        }),
-                    })
-                    .await
-                    .unwrap()
-                    .into_inner()
-            }
+            async move { payments.waited(&id, Duration::from_secs(20)).await }
         };
         let captured = wait(captured.id).await;
         assert_eq!(captured.status(), proto::OperationStatus::Success);
         if let Some(refunded) = refunded {
-            let refund = payments
-                .refund(refund(&payment, Some(refunded)))
-                .await
-                .unwrap()
-                .into_inner()
-                .operation
-                .unwrap();
+            let request = refund(&payment, Some(refunded));
+            let refund = payments.refunded(request).await.operation;
             assert_eq!(
                 wait(refund.id).await.status(),
                 proto::OperationStatus::Success
@@ -725,21 +654,14 @@ mod replicas {
                 day.deployment.channel(replica),
                 Bearer::new(ADMIN_KEY),
             );
-            async move {
-                admin
-                    .import_settlements(proto::ImportSettlementsRequest::default())
-                    .await
-                    .unwrap()
-                    .into_inner()
-            }
+            async move { imported(&mut admin).await }
         }))
         .await;
+        // Time passing is the point: a second of the replicas' 300 ms
+        // schedules, which must read nothing again.
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(
-            imports
-                .iter()
-                .flat_map(|i| &i.partners)
-                .all(|p| p.error.is_empty()),
+            imports.iter().flatten().all(|p| p.error.is_empty()),
             "{imports:?}"
         );
         for simulator in &day.simulators {
@@ -754,12 +676,7 @@ mod replicas {
             day.deployment.channel(2),
             Bearer::new(ADMIN_KEY),
         );
-        let mut listed = admin
-            .list_settlements(proto::ListSettlementsRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .settlements;
+        let mut listed = listed(&mut admin, proto::ListSettlementsRequest::default()).await;
         listed.sort_by(|a, b| a.partner.cmp(&b.partner));
         let totals: Vec<_> = listed
             .iter()
@@ -847,32 +764,15 @@ mod gateway {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_gateway_partner_settles_what_any_replica_did_and_discrepancies_show() {
         let deployment = Deployment::start(Redis::Single(RedisServer::start()), 2).await;
-        let session = deployment
-            .sessions(0)
-            .create_session(create_request(12_000, proto::CaptureMode::Manual))
-            .await
-            .unwrap()
-            .into_inner();
-        let payment = deployment
-            .sessions(1)
-            .submit_session(proto::SubmitSessionRequest {
-                session_id: session.id,
-                idempotency_key: new_key(),
-                split: vec![card(10_000, "tok"), gift(2_000, "tok")],
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let split = vec![card(10_000, "tok"), gift(2_000, "tok")];
+        let payment = deployment.authorized(0, split).await;
         // 20.00 from the gift card, 30.00 from the card, through the other
         // replica.
         let captured = deployment
             .payments(1)
-            .capture(capture(&payment, Some(5_000)))
+            .captured(capture(&payment, Some(5_000)))
             .await
-            .unwrap()
-            .into_inner()
-            .operation
-            .unwrap();
+            .operation;
         let card_key = format!("{}:0", captured.id);
         deployment
             .sandbox()
@@ -884,13 +784,9 @@ mod gateway {
             .await
             .unwrap();
 
-        let imports =
-            AdminServiceClient::with_interceptor(deployment.channel(0), Bearer::new(ADMIN_KEY))
-                .import_settlements(proto::ImportSettlementsRequest::default())
-                .await
-                .unwrap()
-                .into_inner()
-                .partners;
+        let mut admin =
+            AdminServiceClient::with_interceptor(deployment.channel(0), Bearer::new(ADMIN_KEY));
+        let imports = imported(&mut admin).await;
         let summary: Vec<_> = imports
             .iter()
             .map(|i| (i.partner.as_str(), i.settlements, i.transactions, i.issues))
@@ -901,12 +797,7 @@ mod gateway {
             deployment.channel(1),
             Bearer::new(ADMIN_KEY),
         );
-        let issues = admin
-            .list_reconciliation_issues(proto::ListReconciliationIssuesRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .issues;
+        let issues = issues_of(&mut admin).await;
         assert_eq!(issues.len(), 1);
         assert_eq!(
             (

@@ -254,6 +254,19 @@ fn claim(record: Uuid, fingerprint: u8, lease: Duration) -> KeyChange {
     }
 }
 
+/// What claiming `record` with `fingerprint` for `lease` commits to.
+async fn claimed(
+    store: &Arc<dyn Store>,
+    record: Uuid,
+    fingerprint: u8,
+    lease: Duration,
+) -> Committed {
+    store
+        .commit(key_step(record, claim(record, fingerprint, lease)))
+        .await
+        .unwrap()
+}
+
 fn refused() -> Outcome {
     Outcome::Refused(Precondition::NothingAvailable)
 }
@@ -560,26 +573,17 @@ pub async fn a_claimed_key_is_in_flight_until_answered(subject: Subject) {
     // Judged by the store's own clock: a short lease, really waited out.
     let lease = Duration::from_millis(400);
     assert!(matches!(
-        store
-            .commit(key_step(record, claim(record, 1, lease)))
-            .await
-            .unwrap(),
+        claimed(&store, record, 1, lease).await,
         Committed::Applied { .. }
     ));
     assert_eq!(
-        store
-            .commit(key_step(record, claim(record, 1, lease)))
-            .await
-            .unwrap(),
+        claimed(&store, record, 1, lease).await,
         Committed::Claimed(KeyState::InFlight {
             lease_expired: false
         })
     );
     assert_eq!(
-        store
-            .commit(key_step(record, claim(record, 2, lease)))
-            .await
-            .unwrap(),
+        claimed(&store, record, 2, lease).await,
         Committed::Claimed(KeyState::Mismatch)
     );
     // The lease ran out: the claim says so (and changes nothing), whatever
@@ -604,17 +608,11 @@ pub async fn a_claimed_key_is_in_flight_until_answered(subject: Subject) {
         }
     );
     assert_eq!(
-        store
-            .commit(key_step(record, claim(record, 1, lease)))
-            .await
-            .unwrap(),
+        claimed(&store, record, 1, lease).await,
         Committed::Claimed(KeyState::Done(Box::new(refused())))
     );
     assert_eq!(
-        store
-            .commit(key_step(record, claim(record, 2, lease)))
-            .await
-            .unwrap(),
+        claimed(&store, record, 2, lease).await,
         Committed::Claimed(KeyState::Mismatch)
     );
     // A second completion keeps the first answer and hands it back.
@@ -644,10 +642,7 @@ pub async fn completing_a_missing_record_creates_nothing(subject: Subject) {
         Committed::Applied { answered: None, .. }
     ));
     assert!(matches!(
-        store
-            .commit(key_step(record, claim(record, 1, Duration::from_secs(5))))
-            .await
-            .unwrap(),
+        claimed(&store, record, 1, Duration::from_secs(5)).await,
         Committed::Applied { .. }
     ));
 }
@@ -690,13 +685,7 @@ pub async fn an_answer_is_stored_at_once_and_replayed_in_full(subject: Subject) 
     );
     store.commit(write).await.unwrap();
     assert_eq!(
-        store
-            .commit(key_step(
-                capture_id,
-                claim(capture_id, 1, Duration::from_secs(5))
-            ))
-            .await
-            .unwrap(),
+        claimed(&store, capture_id, 1, Duration::from_secs(5)).await,
         Committed::Claimed(KeyState::Done(Box::new(uncertain)))
     );
     // A final operation's answer, then, is replayed exactly too.
@@ -718,10 +707,7 @@ pub async fn an_answer_is_stored_at_once_and_replayed_in_full(subject: Subject) 
         .await
         .unwrap();
     assert_eq!(
-        store
-            .commit(key_step(record, claim(record, 3, Duration::from_secs(5))))
-            .await
-            .unwrap(),
+        claimed(&store, record, 3, Duration::from_secs(5)).await,
         Committed::Claimed(KeyState::Done(Box::new(final_answer)))
     );
     // A session's answer.
@@ -758,10 +744,7 @@ pub async fn idempotency_records_expire_after_their_ttl(subject: Subject) {
     // Redis expires by its own clock, the memory store by the time given.
     tokio::time::sleep(Duration::from_millis(250)).await;
     assert!(matches!(
-        store
-            .commit(key_step(record, claim(record, 2, Duration::from_secs(5))))
-            .await
-            .unwrap(),
+        claimed(&store, record, 2, Duration::from_secs(5)).await,
         Committed::Applied { .. }
     ));
 }
@@ -772,12 +755,7 @@ pub async fn exactly_one_concurrent_claim_is_acquired(subject: Subject) {
     let claims: Vec<_> = (0..50)
         .map(|_| {
             let store = store.clone();
-            tokio::spawn(async move {
-                store
-                    .commit(key_step(record, claim(record, 1, Duration::from_secs(10))))
-                    .await
-                    .unwrap()
-            })
+            tokio::spawn(async move { claimed(&store, record, 1, Duration::from_secs(10)).await })
         })
         .collect();
     let mut acquired = 0;
@@ -1014,6 +992,7 @@ pub async fn a_partner_event_is_first_seen_once_within_its_memory(subject: Subje
             .unwrap(),
         "ids are per partner"
     );
+    // Time passing is the point: the id is forgotten once its memory ends.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         store
@@ -1261,6 +1240,7 @@ pub async fn a_settled_transaction_names_its_settlement_until_retention_ends(sub
         .unwrap();
     assert_eq!(store.settled_in(one).await.unwrap(), Some(settlement));
     assert_eq!(store.settled_in(two).await.unwrap(), None);
+    // Time passing is the point: retention ends by the store's clock.
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(store.settled_in(one).await.unwrap(), None);
 }
@@ -1276,6 +1256,7 @@ pub async fn a_lease_is_held_by_one_owner_until_it_runs_out(subject: Subject) {
         store.take_lease(&name, one, now(), lease).await.unwrap(),
         "renewed"
     );
+    // Time passing is the point: the lease runs out by the store's clock.
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(
         store.take_lease(&name, two, now(), lease).await.unwrap(),
@@ -1334,19 +1315,13 @@ pub async fn an_abandoned_record_is_in_flight_with_its_lease_over(subject: Subje
     let store = subject.store;
     let record = Uuid::now_v7();
     let lease = Duration::from_secs(60);
-    store
-        .commit(key_step(record, claim(record, 1, lease)))
-        .await
-        .unwrap();
+    claimed(&store, record, 1, lease).await;
     store
         .commit(key_step(record, KeyChange::Abandon { record }))
         .await
         .unwrap();
     assert_eq!(
-        store
-            .commit(key_step(record, claim(record, 1, lease)))
-            .await
-            .unwrap(),
+        claimed(&store, record, 1, lease).await,
         Committed::Claimed(KeyState::InFlight {
             lease_expired: true
         })
@@ -1370,10 +1345,7 @@ pub async fn an_abandoned_record_is_in_flight_with_its_lease_over(subject: Subje
         .await
         .unwrap();
     assert!(matches!(
-        store
-            .commit(key_step(done, claim(done, 1, lease)))
-            .await
-            .unwrap(),
+        claimed(&store, done, 1, lease).await,
         Committed::Claimed(KeyState::Done(_))
     ));
 }
@@ -1497,10 +1469,7 @@ async fn a_cluster_step_cut_by_its_response_timeout_is_unknown_and_runs_once() {
     let lease = Duration::from_secs(60);
     // The connection to the record's node is open and its script loaded.
     let neighbour = Shard::of(record).stamp(Uuid::now_v7());
-    store
-        .commit(key_step(neighbour, claim(neighbour, 1, lease)))
-        .await
-        .unwrap();
+    claimed(&store, neighbour, 1, lease).await;
     // Every master is busy for 600 ms: the step waits in its socket, its
     // answer does not come in time, then it runs.
     let sleepers: Vec<_> = cluster
@@ -1515,6 +1484,8 @@ async fn a_cluster_step_cut_by_its_response_timeout_is_unknown_and_runs_once() {
             })
         })
         .collect();
+    // Nothing shows a DEBUG SLEEP begun but the node's silence: 100 ms for
+    // the sleepers to reach their nodes before the step is sent.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let cut = store
         .commit(key_step(record, claim(record, 1, lease)))
@@ -1526,12 +1497,11 @@ async fn a_cluster_step_cut_by_its_response_timeout_is_unknown_and_runs_once() {
     for sleeper in sleepers {
         let _ = sleeper.join();
     }
+    // No read shows the queued step run without running a claim itself:
+    // 200 ms for the woken nodes to run it.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
-        store
-            .commit(key_step(record, claim(record, 1, lease)))
-            .await
-            .unwrap(),
+        claimed(&store, record, 1, lease).await,
         Committed::Claimed(KeyState::InFlight {
             lease_expired: false
         }),

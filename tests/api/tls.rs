@@ -1,7 +1,7 @@
 //! The real binary with mutual TLS: certificates made here, a client without
 //! one refused, grpcurl with one accepted, health on the plaintext port, roles.
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{path::Path, process::Command};
 
 use payment_orchestrator::api::proto::{
     self, admin_service_client::AdminServiceClient, payment_service_client::PaymentServiceClient,
@@ -12,7 +12,7 @@ use tonic::{
     transport::{Certificate, Channel, ClientTlsConfig, Identity},
 };
 
-use super::{support::deployment::Process, support::harness::*, support::redis_server::free_port};
+use super::support::{deployment::Process, harness::*, redis_server::free_port, waits::connected};
 
 struct Pki {
     ca: String,
@@ -95,7 +95,7 @@ async fn mutual_tls_refuses_clients_without_a_certificate_and_serves_those_with_
     use tonic_health::pb::{
         HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
     };
-    let health_channel = loop_connect(&format!("http://127.0.0.1:{health_port}")).await;
+    let health_channel = connected(&format!("http://127.0.0.1:{health_port}")).await;
     let health = HealthClient::new(health_channel)
         .check(HealthCheckRequest {
             service: "payment_orchestrator.v1.PaymentService".into(),
@@ -182,17 +182,6 @@ async fn mutual_tls_refuses_clients_without_a_certificate_and_serves_those_with_
         .unwrap();
     assert!(!without_cert.status.success());
     let _ = std::fs::remove_dir_all(dir);
-}
-
-async fn loop_connect(url: &str) -> Channel {
-    let endpoint = Channel::from_shared(url.to_owned()).unwrap();
-    for _ in 0..200 {
-        if let Ok(channel) = endpoint.connect().await {
-            return channel;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("nothing listens on {url}");
 }
 
 fn tempfile_dir() -> std::path::PathBuf {

@@ -4,7 +4,6 @@
 use std::{
     process::Command,
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
 };
 
 use opentelemetry_proto::tonic::collector::trace::v1::{
@@ -12,9 +11,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     trace_service_server::{TraceService, TraceServiceServer},
 };
 use payment_orchestrator::api::proto::{self, session_service_client::SessionServiceClient};
-use tonic::{Request, Response, Status, transport::Channel};
+use tonic::{Request, Response, Status};
 
-use super::{support::deployment::Process, support::harness::*, support::redis_server::free_port};
+use super::support::{deployment::Process, harness::*, redis_server::free_port, waits::connected};
 
 #[derive(Clone, Default)]
 struct Receiver {
@@ -37,36 +36,41 @@ impl TraceService for Receiver {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_callers_traceparent_is_the_trace_of_the_exported_spans() {
-    let receiver = Receiver::default();
-    let collector_port = free_port();
-    let service = TraceServiceServer::new(receiver.clone());
+/// An OTLP trace collector serving `service` on a free port; the port.
+fn collector<T: TraceService>(service: TraceServiceServer<T>) -> u16 {
+    let port = free_port();
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(service)
-            .serve(format!("127.0.0.1:{collector_port}").parse().unwrap()),
+            .serve(format!("127.0.0.1:{port}").parse().unwrap()),
     );
+    port
+}
 
+/// The real binary on a free port (no metrics, spans batched every 100 ms,
+/// info logs), to be given its exporter's settings; the port.
+fn orchestrator() -> (u16, Command) {
     let port = free_port();
     let mut command = Command::new(env!("CARGO_BIN_EXE_payment-orchestrator"));
     command
         .env("PAYMENT_ORCHESTRATOR_LISTEN", format!("127.0.0.1:{port}"))
         .env("PAYMENT_ORCHESTRATOR_METRICS_LISTEN", "off")
-        .env(
-            "PAYMENT_ORCHESTRATOR_OTLP_ENDPOINT",
-            format!("http://127.0.0.1:{collector_port}"),
-        )
         .env("OTEL_BSP_SCHEDULE_DELAY", "100")
         .env("RUST_LOG", "info");
+    (port, command)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callers_traceparent_is_the_trace_of_the_exported_spans() {
+    let receiver = Receiver::default();
+    let collector_port = collector(TraceServiceServer::new(receiver.clone()));
+    let (port, mut command) = orchestrator();
+    command.env(
+        "PAYMENT_ORCHESTRATOR_OTLP_ENDPOINT",
+        format!("http://127.0.0.1:{collector_port}"),
+    );
     let _server = Process::spawn(&mut command);
-    let endpoint = Channel::from_shared(format!("http://127.0.0.1:{port}")).unwrap();
-    let channel = loop {
-        if let Ok(channel) = endpoint.connect().await {
-            break channel;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let channel = connected(&format!("http://127.0.0.1:{port}")).await;
 
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let mut request = tonic::Request::new(create_request(1000, proto::CaptureMode::Manual));
@@ -82,17 +86,10 @@ async fn a_callers_traceparent_is_the_trace_of_the_exported_spans() {
         .unwrap();
 
     let wanted = hex::decode(trace_id).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if receiver.trace_ids.lock().unwrap().contains(&wanted) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no exported span has the caller's trace id"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("an exported span with the caller's trace id", async || {
+        receiver.trace_ids.lock().unwrap().contains(&wanted)
+    })
+    .await;
 }
 
 #[derive(Clone, Default)]
@@ -144,17 +141,9 @@ impl TraceService for Resources {
 async fn the_standard_otel_environment_is_honoured_and_logs_carry_the_trace_id() {
     use std::io::BufRead;
     let receiver = Resources::default();
-    let collector_port = free_port();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(receiver.clone()))
-            .serve(format!("127.0.0.1:{collector_port}").parse().unwrap()),
-    );
-    let port = free_port();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_payment-orchestrator"));
+    let collector_port = collector(TraceServiceServer::new(receiver.clone()));
+    let (port, mut command) = orchestrator();
     command
-        .env("PAYMENT_ORCHESTRATOR_LISTEN", format!("127.0.0.1:{port}"))
-        .env("PAYMENT_ORCHESTRATOR_METRICS_LISTEN", "off")
         .env("PAYMENT_ORCHESTRATOR_LOG_FORMAT", "json")
         .env(
             "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -162,8 +151,6 @@ async fn the_standard_otel_environment_is_honoured_and_logs_carry_the_trace_id()
         )
         .env("OTEL_SERVICE_NAME", "checkout-payments")
         .env("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test")
-        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-        .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::piped());
     let mut child = command.spawn().expect("starts");
     let stdout = child.stdout.take().unwrap();
@@ -180,20 +167,14 @@ async fn the_standard_otel_environment_is_honoured_and_logs_carry_the_trace_id()
             }
         }
     });
-    let endpoint = Channel::from_shared(format!("http://127.0.0.1:{port}")).unwrap();
-    let channel = loop {
-        if let Ok(channel) = endpoint.connect().await {
-            break channel;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let channel = connected(&format!("http://127.0.0.1:{port}")).await;
     SessionServiceClient::with_interceptor(channel, Bearer::new(DEMO_KEY))
         .create_session(create_request(1000, proto::CaptureMode::Manual))
         .await
         .unwrap();
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let trace_id = loop {
+    let mut trace_id = None;
+    eventually("a JSON log line with an exported trace id", async || {
         let logged: Option<String> = lines.lock().unwrap().iter().find_map(|line| {
             let json: serde_json::Value = serde_json::from_str(line).ok()?;
             let span = json.get("span")?;
@@ -202,16 +183,11 @@ async fn the_standard_otel_environment_is_honoured_and_logs_carry_the_trace_id()
                 .then(|| span.get("trace_id")?.as_str().map(str::to_owned))?
         });
         let exported = receiver.trace_ids.lock().unwrap().clone();
-        if let Some(id) = logged.filter(|id| exported.contains(id)) {
-            break id;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no JSON log line with an exported trace id: {:?} / {exported:?}",
-            lines.lock().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+        trace_id = logged.filter(|id| exported.contains(id));
+        trace_id.is_some()
+    })
+    .await;
+    let trace_id = trace_id.expect("found");
     assert_eq!(trace_id.len(), 32);
     let services = receiver.services.lock().unwrap().clone();
     let (name, version) = &services[0];

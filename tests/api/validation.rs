@@ -63,252 +63,92 @@ async fn malformed_requests_name_the_field_and_change_nothing() {
         Call::Capture(request)
     };
 
-    let cases: Vec<(&str, Call, &str)> = vec![
-        ("zero amount", create(&|r| r.amount = 0), "amount"),
-        ("negative amount", create(&|r| r.amount = -100), "amount"),
-        (
-            "unknown currency",
-            create(&|r| r.currency = "EURO".into()),
-            "currency",
-        ),
-        (
-            "lower-case currency",
-            create(&|r| r.currency = "eur".into()),
-            "currency",
-        ),
-        (
-            "currency without minor unit",
-            create(&|r| r.currency = "XAU".into()),
-            "currency",
-        ),
-        (
-            "missing idempotency key",
-            create(&|r| r.idempotency_key.clear()),
-            "idempotency_key",
-        ),
-        (
-            "oversized idempotency key",
-            create(&|r| r.idempotency_key = "k".repeat(256)),
-            "idempotency_key",
-        ),
-        (
-            "unprintable idempotency key",
-            create(&|r| r.idempotency_key = "a\nb".into()),
-            "idempotency_key",
-        ),
-        (
-            "missing order reference",
-            create(&|r| r.order_reference.clear()),
-            "order_reference",
-        ),
-        (
-            "oversized order reference",
-            create(&|r| r.order_reference = "o".repeat(300)),
-            "order_reference",
-        ),
-        (
-            "tax rate not a number",
-            create(&|r| r.items = vec![item(1, 100, "abc")]),
-            "items[0].tax_rate",
-        ),
-        (
-            "tax rate above 100",
-            create(&|r| r.items = vec![item(1, 100, "150")]),
-            "items[0].tax_rate",
-        ),
-        (
-            "zero quantity",
-            create(&|r| r.items = vec![item(0, 100, "25")]),
-            "items[0].quantity",
-        ),
-        (
-            "overflowing line",
-            create(&|r| r.items = vec![item(2, i64::MAX, "0")]),
-            "items[0].unit_price",
-        ),
-        (
-            "negative unit price",
-            create(&|r| r.items = vec![item(1, -1, "0")]),
-            "items[0].unit_price",
-        ),
-        (
-            "expiry beyond 24 h",
-            create(&|r| {
-                r.expires_in = Some(prost_types::Duration {
-                    seconds: 25 * 3600,
-                    nanos: 0,
-                })
-            }),
-            "expires_in",
-        ),
-        (
-            "non-http webhook",
-            create(&|r| {
-                r.webhook = Some(proto::Webhook {
-                    url: "ftp://example".into(),
-                    headers: BTreeMap::new(),
-                })
-            }),
-            "webhook.url",
-        ),
-        (
-            "unknown capture mode",
-            create(&|r| r.capture_mode = 7),
-            "capture_mode",
-        ),
-        (
-            "too much metadata",
-            create(&|r| r.metadata = (0..51).map(|i| (format!("k{i}"), "v".into())).collect()),
-            "metadata",
-        ),
-        (
-            "malformed session id",
-            Call::Submit(proto::SubmitSessionRequest {
-                session_id: "not-a-uuid".into(),
-                idempotency_key: new_key(),
-                split: vec![card(12000, "tok")],
-            }),
-            "session_id",
-        ),
-        (
-            "legs not summing to the amount",
-            submit(vec![card(10000, "tok"), gift(1000, "tok")]),
-            "split",
-        ),
-        ("no legs", submit(vec![]), "split"),
-        (
-            "eleven legs",
-            submit((0..11).map(|_| card(1, "tok")).collect()),
-            "split",
-        ),
-        (
-            "unknown partner",
-            submit(vec![leg("nobody", "creditcard", 12000, "tok")]),
-            "split[0].partner",
-        ),
-        (
-            "method the partner lacks",
-            submit(vec![leg("ingenico", "giftcard", 12000, "tok")]),
-            "split[0].method",
-        ),
-        (
-            "zero leg amount",
-            submit(vec![card(0, "tok"), gift(12000, "tok")]),
-            "split[0].amount",
-        ),
-        (
-            "overflowing legs",
-            submit(vec![card(i64::MAX, "tok"), gift(i64::MAX, "tok")]),
-            "split",
-        ),
-        (
-            "unparseable sandbox scenario",
-            submit(vec![card(12000, "capture=maybe")]),
-            "split[0].payment_token",
-        ),
-        (
-            "missing payment token",
-            submit(vec![card(12000, "")]),
-            "split[0].payment_token",
-        ),
-        (
-            "cancel with malformed id",
-            Call::Cancel(proto::CancelSessionRequest {
-                session_id: "42".into(),
-                idempotency_key: new_key(),
-                reason: String::new(),
-            }),
-            "session_id",
-        ),
-        (
-            "zero capture",
-            capture_with(&|r| r.amount = Some(0)),
-            "amount",
-        ),
-        (
-            "negative capture",
-            capture_with(&|r| r.amount = Some(-1)),
-            "amount",
-        ),
-        (
-            "unknown partner in priority",
-            capture_with(&|r| r.priority = vec![rule("nobody", "*")]),
-            "priority[0].partner",
-        ),
-        (
-            "empty method in priority",
-            capture_with(&|r| r.priority = vec![rule("*", "")]),
-            "priority[0].method",
-        ),
-        (
-            "too many priority rules",
-            capture_with(&|r| r.priority = (0..21).map(|_| rule("*", "*")).collect()),
-            "priority",
-        ),
-        (
-            "oversized merchant reference",
-            capture_with(&|r| r.merchant_reference = long.clone()),
-            "merchant_reference",
-        ),
-        (
-            "malformed payment id",
-            capture_with(&|r| r.payment_id = "pay_1".into()),
-            "payment_id",
-        ),
-        (
-            "capture without key",
-            capture_with(&|r| r.idempotency_key.clear()),
-            "idempotency_key",
-        ),
-        (
-            "oversized refund reason",
-            Call::Refund(proto::RefundRequest {
-                reason: long.clone(),
-                ..refund(&payment, Some(100))
-            }),
-            "reason",
-        ),
-        (
-            "void with a bad item line",
-            Call::Void(proto::VoidRequest {
-                items: vec![item(1, 100, "-3")],
-                ..void(&payment, Some(100))
-            }),
-            "items[0].tax_rate",
-        ),
-        (
-            "session lines that do not add up to the amount",
-            create(&|r| r.items = vec![item(1, 9000, "25")]),
-            "items",
-        ),
-        (
-            "capture lines without an amount",
-            capture_with(&|r| {
-                r.amount = None;
-                r.items = vec![item(1, 100, "0")];
-            }),
-            "amount",
-        ),
-        (
-            "refund lines that do not add up to the amount",
-            Call::Refund(proto::RefundRequest {
-                // 90 + 9 tax = 99, not 100
-                items: vec![item(1, 90, "10")],
-                ..refund(&payment, Some(100))
-            }),
-            "items",
-        ),
+    // One case a line: (what is wrong, the call, the field it names).
+    macro_rules! cases {
+        ($($name:literal: $call:expr => $field:literal;)*) => {
+            vec![$(($name, $call, $field)),*]
+        };
+    }
+    #[rustfmt::skip]
+    let cases: Vec<(&str, Call, &str)> = cases![
+        "zero amount": create(&|r| r.amount = 0) => "amount";
+        "negative amount": create(&|r| r.amount = -100) => "amount";
+        "unknown currency": create(&|r| r.currency = "EURO".into()) => "currency";
+        "lower-case currency": create(&|r| r.currency = "eur".into()) => "currency";
+        "currency without minor unit": create(&|r| r.currency = "XAU".into()) => "currency";
+        "missing idempotency key": create(&|r| r.idempotency_key.clear()) => "idempotency_key";
+        "oversized idempotency key": create(&|r| r.idempotency_key = "k".repeat(256)) => "idempotency_key";
+        "unprintable idempotency key": create(&|r| r.idempotency_key = "a\nb".into()) => "idempotency_key";
+        "missing order reference": create(&|r| r.order_reference.clear()) => "order_reference";
+        "oversized order reference": create(&|r| r.order_reference = "o".repeat(300)) => "order_reference";
+        "tax rate not a number": create(&|r| r.items = vec![item(1, 100, "abc")]) => "items[0].tax_rate";
+        "tax rate above 100": create(&|r| r.items = vec![item(1, 100, "150")]) => "items[0].tax_rate";
+        "zero quantity": create(&|r| r.items = vec![item(0, 100, "25")]) => "items[0].quantity";
+        "overflowing line": create(&|r| r.items = vec![item(2, i64::MAX, "0")]) => "items[0].unit_price";
+        "negative unit price": create(&|r| r.items = vec![item(1, -1, "0")]) => "items[0].unit_price";
+        "expiry beyond 24 h": create(&|r| {
+            r.expires_in = Some(prost_types::Duration { seconds: 25 * 3600, nanos: 0 })
+        }) => "expires_in";
+        "non-http webhook": create(&|r| {
+            let url = "ftp://example".into();
+            r.webhook = Some(proto::Webhook { url, headers: BTreeMap::new() })
+        }) => "webhook.url";
+        "unknown capture mode": create(&|r| r.capture_mode = 7) => "capture_mode";
+        "too much metadata": create(&|r| {
+            r.metadata = (0..51).map(|i| (format!("k{i}"), "v".into())).collect()
+        }) => "metadata";
+        "malformed session id": Call::Submit(proto::SubmitSessionRequest {
+            session_id: "not-a-uuid".into(),
+            idempotency_key: new_key(),
+            split: vec![card(12000, "tok")],
+        }) => "session_id";
+        "legs not summing to the amount": submit(vec![card(10000, "tok"), gift(1000, "tok")]) => "split";
+        "no legs": submit(vec![]) => "split";
+        "eleven legs": submit((0..11).map(|_| card(1, "tok")).collect()) => "split";
+        "unknown partner": submit(vec![leg("nobody", "creditcard", 12000, "tok")]) => "split[0].partner";
+        "method the partner lacks": submit(vec![leg("ingenico", "giftcard", 12000, "tok")]) => "split[0].method";
+        "zero leg amount": submit(vec![card(0, "tok"), gift(12000, "tok")]) => "split[0].amount";
+        "overflowing legs": submit(vec![card(i64::MAX, "tok"), gift(i64::MAX, "tok")]) => "split";
+        "unparseable sandbox scenario": submit(vec![card(12000, "capture=maybe")]) => "split[0].payment_token";
+        "missing payment token": submit(vec![card(12000, "")]) => "split[0].payment_token";
+        "cancel with malformed id": Call::Cancel(proto::CancelSessionRequest {
+            session_id: "42".into(),
+            idempotency_key: new_key(),
+            reason: String::new(),
+        }) => "session_id";
+        "zero capture": capture_with(&|r| r.amount = Some(0)) => "amount";
+        "negative capture": capture_with(&|r| r.amount = Some(-1)) => "amount";
+        "unknown partner in priority": capture_with(&|r| r.priority = vec![rule("nobody", "*")]) => "priority[0].partner";
+        "empty method in priority": capture_with(&|r| r.priority = vec![rule("*", "")]) => "priority[0].method";
+        "too many priority rules": capture_with(&|r| {
+            r.priority = (0..21).map(|_| rule("*", "*")).collect()
+        }) => "priority";
+        "oversized merchant reference": capture_with(&|r| r.merchant_reference = long.clone()) => "merchant_reference";
+        "malformed payment id": capture_with(&|r| r.payment_id = "pay_1".into()) => "payment_id";
+        "capture without key": capture_with(&|r| r.idempotency_key.clear()) => "idempotency_key";
+        "oversized refund reason": Call::Refund(proto::RefundRequest {
+            reason: long.clone(),
+            ..refund(&payment, Some(100))
+        }) => "reason";
+        "void with a bad item line": Call::Void(proto::VoidRequest {
+            items: vec![item(1, 100, "-3")],
+            ..void(&payment, Some(100))
+        }) => "items[0].tax_rate";
+        "session lines that do not add up to the amount":
+            create(&|r| r.items = vec![item(1, 9000, "25")]) => "items";
+        "capture lines without an amount": capture_with(&|r| {
+            r.amount = None;
+            r.items = vec![item(1, 100, "0")];
+        }) => "amount";
+        "refund lines that do not add up to the amount": Call::Refund(proto::RefundRequest {
+            // 90 + 9 tax = 99, not 100
+            items: vec![item(1, 90, "10")],
+            ..refund(&payment, Some(100))
+        }) => "items";
     ];
     assert!(cases.len() >= 25);
 
-    let payment_before = server
-        .payments()
-        .get_payment(proto::GetPaymentRequest {
-            payment_id: payment.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let payment_before = payment_now(&server, &payment.id).await;
     let calls_before: usize = ["ingenico", "illicado", "clover"]
         .iter()
         .map(|p| server.sandbox(p).received().len())
@@ -328,28 +168,14 @@ async fn malformed_requests_name_the_field_and_change_nothing() {
         );
     }
 
-    let payment_after = server
-        .payments()
-        .get_payment(proto::GetPaymentRequest {
-            payment_id: payment.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let payment_after = payment_now(&server, &payment.id).await;
     assert_eq!(payment_after, payment_before);
     let calls_after: usize = ["ingenico", "illicado", "clover"]
         .iter()
         .map(|p| server.sandbox(p).received().len())
         .sum();
     assert_eq!(calls_after, calls_before);
-    let session_after = server
-        .sessions()
-        .get_session(proto::GetSessionRequest {
-            session_id: session.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let session_after = server.sessions().session(&session.id).await;
     assert_eq!(session_after, session);
 }
 

@@ -27,53 +27,28 @@ async fn readme_walkthrough_routes_and_totals_exactly() {
     assert!(payment.split.iter().all(|leg| leg.amount > 0));
 
     // Capture 50.00: 20.00 from the gift card, 30.00 from the card.
-    let captured = payments
-        .capture(capture(&payment, Some(5000)))
+    let operation = payments
+        .captured(capture(&payment, Some(5000)))
         .await
-        .unwrap()
-        .into_inner();
-    let operation = captured.operation.unwrap();
+        .operation;
     assert_eq!(operation.status(), proto::OperationStatus::Success);
-    assert_eq!(
-        legs_of(&operation),
-        vec![
-            ("illicado".into(), 2000, proto::OperationStatus::Success),
-            ("ingenico".into(), 3000, proto::OperationStatus::Success),
-        ]
-    );
+    let expected = succeeded(&[("illicado", 2000), ("ingenico", 3000)]);
+    assert_eq!(legs_of(&operation), expected);
 
     // Refund 10.00: taken from the card.
-    let refunded = payments
-        .refund(refund(&payment, Some(1000)))
+    let operation = payments
+        .refunded(refund(&payment, Some(1000)))
         .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        legs_of(&refunded.operation.unwrap()),
-        vec![("ingenico".into(), 1000, proto::OperationStatus::Success)]
-    );
+        .operation;
+    assert_eq!(legs_of(&operation), succeeded(&[("ingenico", 1000)]));
 
     // Void the rest: 70.00, all on the card.
-    let voided = payments
-        .void(void(&payment, None))
-        .await
-        .unwrap()
-        .into_inner();
-    let operation = voided.operation.unwrap();
+    let operation = payments.voided(void(&payment, None)).await.operation;
     assert_eq!(operation.amount, 7000);
-    assert_eq!(
-        legs_of(&operation),
-        vec![("ingenico".into(), 7000, proto::OperationStatus::Success)]
-    );
+    assert_eq!(legs_of(&operation), succeeded(&[("ingenico", 7000)]));
 
     // The payment with its amounts and overview.
-    let payment = payments
-        .get_payment(proto::GetPaymentRequest {
-            payment_id: payment.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let payment = payments.payment(&payment.id).await;
     assert_eq!(
         amounts(&payment),
         proto::Amounts {
@@ -110,11 +85,7 @@ async fn readme_walkthrough_routes_and_totals_exactly() {
     );
 
     // The partners' own ledgers agree.
-    let card_ledger: Vec<_> = server
-        .sandbox("ingenico")
-        .authorizations()
-        .into_values()
-        .collect();
+    let card_ledger = ledger(&server, "ingenico");
     assert_eq!(
         (
             card_ledger[0].authorized,
@@ -124,11 +95,7 @@ async fn readme_walkthrough_routes_and_totals_exactly() {
         ),
         (10000, 3000, 1000, 7000)
     );
-    let gift_ledger: Vec<_> = server
-        .sandbox("illicado")
-        .authorizations()
-        .into_values()
-        .collect();
+    let gift_ledger = ledger(&server, "illicado");
     assert_eq!(
         (gift_ledger[0].authorized, gift_ledger[0].captured),
         (2000, 2000)

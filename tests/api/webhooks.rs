@@ -33,13 +33,38 @@ pub fn verify(request: &wiremock::Request, secret: &str) -> serde_json::Value {
     serde_json::from_slice(&request.body).unwrap()
 }
 
-/// A MANUAL payment of `amount` on a card, its session's webhook at `url`,
-/// authorized.
-async fn paid_with_webhook(server: &TestServer, url: String, amount: i64) -> proto::Payment {
-    let session = open_session_with_webhook(server, amount, Some(url)).await;
-    submit(server, &session.id, vec![card(amount, "tok")])
-        .await
-        .unwrap()
+/// A MANUAL payment of `split`, its session's webhook at `url`, as
+/// submitted.
+async fn paid_with_webhook(
+    server: &TestServer,
+    url: String,
+    split: Vec<proto::SplitLeg>,
+) -> proto::Payment {
+    let total = split.iter().map(|l| l.amount).sum();
+    let session = open_session_with_webhook(server, total, Some(url)).await;
+    submit(server, &session.id, split).await.unwrap()
+}
+
+/// A receiver at which every POST answers `status`.
+async fn answering(status: u16) -> MockServer {
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(status))
+        .mount(&receiver)
+        .await;
+    receiver
+}
+
+/// Two socks at 20.00 + 25 % tax: 50.00.
+fn socks() -> proto::ItemLine {
+    proto::ItemLine {
+        sku_reference: "sku-1".into(),
+        name: "Socks".into(),
+        quantity: 2,
+        unit_price: 2000,
+        tax_rate: "25".into(),
+        ..Default::default()
+    }
 }
 
 #[tokio::test]
@@ -65,30 +90,17 @@ async fn webhooks_are_signed_retried_after_errors_and_processed_once() {
         url: format!("{}/hooks", receiver.uri()),
         headers: BTreeMap::from([("X-Merchant-Token".into(), "t0k3n".into())]),
     });
-    let session = server
-        .sessions()
-        .create_session(request)
-        .await
-        .unwrap()
-        .into_inner();
+    let session = server.sessions().opened(request).await;
     assert_eq!(
         session.webhook.unwrap().headers["X-Merchant-Token"],
         "<redacted>"
     );
-    let payment = submit(
-        &server,
-        &session.id,
-        vec![card(10000, "tok"), gift(2000, "tok")],
-    )
-    .await
-    .unwrap();
-    let capture = server
-        .payments()
-        .capture(capture(&payment, Some(5000)))
+    let split = vec![card(10000, "tok"), gift(2000, "tok")];
+    let payment = submit(&server, &session.id, split).await.unwrap();
+    let capture_id = captured(&server, capture(&payment, Some(5000)))
         .await
-        .unwrap()
-        .into_inner();
-    let capture_id = capture.operation.unwrap().id;
+        .operation
+        .id;
 
     // Deliveries are due at once; the first POST gets a 503.
     let report = server.resolve_after(Duration::ZERO).await;
@@ -160,48 +172,28 @@ async fn webhooks_are_signed_retried_after_errors_and_processed_once() {
 #[tokio::test]
 async fn item_lines_are_kept_on_the_operation_sent_in_webhooks_and_to_a_leg_taking_the_whole_amount()
  {
-    let receiver = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/hooks"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&receiver)
-        .await;
+    let receiver = answering(200).await;
     let server = TestServer::start().await;
     let url = format!("{}/hooks", receiver.uri());
-    let session = open_session_with_webhook(&server, 12000, Some(url)).await;
-    let payment = submit(
-        &server,
-        &session.id,
-        vec![card(10000, "tok"), gift(2000, "tok")],
-    )
-    .await
-    .unwrap();
-    let socks = proto::ItemLine {
-        sku_reference: "sku-1".into(),
-        name: "Socks".into(),
-        quantity: 2,
-        unit_price: 2000,
-        tax_rate: "25".into(),
-        ..Default::default()
-    };
-    // Two socks at 20.00 + 25 % tax = 50.00, all on the card.
+    let split = vec![card(10000, "tok"), gift(2000, "tok")];
+    let payment = paid_with_webhook(&server, url, split).await;
+    // Two socks, 50.00, all on the card.
     let request = proto::CaptureRequest {
-        items: vec![socks.clone()],
+        items: vec![socks()],
         priority: vec![rule("*", "creditcard")],
         ..capture(&payment, Some(5000))
     };
-    let first = server.payments().capture(request.clone()).await.unwrap();
-    let operation = first.into_inner().operation.unwrap();
+    let operation = captured(&server, request.clone()).await.operation;
     assert_eq!(legs_of(&operation).len(), 1, "{operation:?}");
     let expected = proto::ItemLine {
         net_amount: 4000,
         tax_amount: 1000,
-        ..socks
+        ..socks()
     };
     assert_eq!(operation.items, vec![expected.clone()]);
     // A replay and a read answer the same lines.
-    let replay = server.payments().capture(request).await.unwrap();
-    assert_eq!(replay.into_inner().operation.unwrap().items, vec![expected]);
+    let replay = captured(&server, request).await.operation;
+    assert_eq!(replay.items, vec![expected]);
     assert_eq!(operation_now(&server, &operation.id).await.items.len(), 1);
 
     // The partner of the leg that took the whole amount got them.
@@ -238,20 +230,8 @@ async fn item_lines_are_kept_on_the_operation_sent_in_webhooks_and_to_a_leg_taki
 async fn session_item_lines_reach_the_authorization_of_a_leg_taking_the_whole_amount() {
     let server = TestServer::start().await;
     let mut request = create_request(5000, proto::CaptureMode::Manual);
-    request.items = vec![proto::ItemLine {
-        sku_reference: "sku-1".into(),
-        name: "Socks".into(),
-        quantity: 2,
-        unit_price: 2000,
-        tax_rate: "25".into(),
-        ..Default::default()
-    }];
-    let session = server
-        .sessions()
-        .create_session(request)
-        .await
-        .unwrap()
-        .into_inner();
+    request.items = vec![socks()];
+    let session = server.sessions().opened(request).await;
     assert_eq!(session.items[0].tax_amount, 1000);
     let payment = submit(&server, &session.id, vec![card(5000, "tok")])
         .await
@@ -277,25 +257,24 @@ async fn a_slow_webhook_endpoint_does_not_delay_another_merchants_resolution() {
         .mount(&slow)
         .await;
     let server = TestServer::start().await;
-    paid_with_webhook(&server, format!("{}/hooks", slow.uri()), 12000).await;
+    let url = format!("{}/hooks", slow.uri());
+    paid_with_webhook(&server, url, vec![card(12000, "tok")]).await;
 
     // The other merchant's capture is pending at its partner.
     let other_payment = authorized_as_other(&server, 5000, "capture=pending").await;
-    let pending = server
-        .payments_as(Some(OTHER_KEY))
-        .capture(capture(&other_payment, Some(5000)))
-        .await
-        .unwrap()
-        .into_inner()
-        .operation
-        .unwrap();
+    let mut other = server.payments_as(Some(OTHER_KEY));
+    let request = capture(&other_payment, Some(5000));
+    let pending = other.captured(request).await.operation;
     assert_eq!(pending.status(), proto::OperationStatus::Pending);
 
     server.clock.advance(Duration::from_secs(60));
     let now = server.clock.now_time();
     let deliveries = server.deliveries.clone();
     let delivering = tokio::spawn(async move { deliveries.deliver_due(now).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    eventually("the delivery to reach the slow endpoint", async || {
+        slow.received_requests().await.unwrap().len() == 1
+    })
+    .await;
     let started = std::time::Instant::now();
     let report = server.resolver.resolve_due(now).await;
     let took = started.elapsed();
@@ -305,14 +284,7 @@ async fn a_slow_webhook_endpoint_does_not_delay_another_merchants_resolution() {
         !delivering.is_finished(),
         "the slow delivery is still waiting on its endpoint"
     );
-    let resolved = server
-        .payments_as(Some(OTHER_KEY))
-        .get_operation(proto::GetOperationRequest {
-            operation_id: pending.id,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let resolved = other.operation(&pending.id).await;
     assert_eq!(resolved.status(), proto::OperationStatus::Success);
     // The slow endpoint got its delivery; with a 10 s timeout the attempt
     // counts as failed and is retried later.
@@ -339,12 +311,9 @@ async fn a_given_up_delivery_is_kept_listed_and_redelivered_by_an_operator() {
         .await;
     let server = TestServer::start().await;
     let url = format!("{}/hooks?token=secret-in-query", receiver.uri());
-    paid_with_webhook(&server, url, 12000).await;
+    paid_with_webhook(&server, url, vec![card(12000, "tok")]).await;
 
-    let mut admin = proto::admin_service_client::AdminServiceClient::with_interceptor(
-        server.channel(),
-        Bearer::new("sk_test_admin"),
-    );
+    let mut admin = server.admin();
     let mut given_up = 0;
     assert_eq!(server.resolve_after(Duration::ZERO).await.retrying, 1);
     for pause in payment_orchestrator::webhooks::RETRY_SCHEDULE {
@@ -391,12 +360,9 @@ async fn a_given_up_delivery_is_kept_listed_and_redelivered_by_an_operator() {
         .into_inner();
     assert!(other.webhooks.is_empty());
     // Merchants cannot list them.
-    let mut as_merchant = proto::admin_service_client::AdminServiceClient::with_interceptor(
-        server.channel(),
-        Bearer::new(DEMO_KEY),
-    );
     assert_eq!(
-        as_merchant
+        server
+            .admin_as(DEMO_KEY)
             .list_failed_webhooks(proto::ListFailedWebhooksRequest::default())
             .await
             .unwrap_err()
@@ -439,14 +405,11 @@ async fn a_given_up_delivery_is_kept_listed_and_redelivered_by_an_operator() {
 async fn with_two_secrets_a_receiver_verifies_with_either() {
     const OLD: &str = "whsec_b2xkLXNlY3JldC1vZi10aGUtZGVtby1tZXJjaGFudC0wMDAx";
     const NEW: &str = "whsec_bmV3LXNlY3JldC1vZi10aGUtZGVtby1tZXJjaGFudC0wMDAy";
-    let receiver = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(204))
-        .mount(&receiver)
-        .await;
+    let receiver = answering(204).await;
     let secrets = format!("demo:{OLD},demo:{NEW}");
     let server = TestServer::start_with(&["--webhook-secrets", &secrets]).await;
-    paid_with_webhook(&server, format!("{}/hooks", receiver.uri()), 5000).await;
+    let url = format!("{}/hooks", receiver.uri());
+    paid_with_webhook(&server, url, vec![card(5000, "tok")]).await;
     assert_eq!(server.resolve_after(Duration::ZERO).await.delivered, 1);
     let received = receiver.received_requests().await.unwrap();
     let delivery = &received[0];

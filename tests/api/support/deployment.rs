@@ -1,13 +1,11 @@
 //! Real processes: a private Redis (single or cluster), one `sandbox-partner`
 //! server (see `simulator`) and N `payment-orchestrator` replicas, all on free loopback ports.
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::process::{Child, Command, Stdio};
 
 use payment_orchestrator::api::proto::{
-    payment_service_client::PaymentServiceClient, session_service_client::SessionServiceClient,
+    self, payment_service_client::PaymentServiceClient,
+    session_service_client::SessionServiceClient,
 };
 use sandbox_partner::proto::{
     GetLedgerRequest, GetLedgerResponse, sandbox_service_client::SandboxServiceClient,
@@ -15,9 +13,10 @@ use sandbox_partner::proto::{
 use tonic::transport::Channel;
 
 use super::{
-    harness::{Bearer, DEMO_KEY, Payments, Sessions},
+    harness::{Bearer, DEMO_KEY, Payments, SessionCalls, Sessions, create_request},
     redis_server::{RedisCluster, RedisServer, free_port},
     simulator::SandboxPartner,
+    waits::{connected, eventually},
 };
 
 /// A child process killed on drop.
@@ -111,32 +110,19 @@ pub struct Deployment {
 }
 
 async fn channel(port: u16) -> Channel {
-    let endpoint = Channel::from_shared(format!("http://127.0.0.1:{port}")).expect("uri");
-    for _ in 0..200 {
-        if let Ok(channel) = endpoint.connect().await {
-            return channel;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("nothing listens on port {port}");
+    connected(&format!("http://127.0.0.1:{port}")).await
 }
 
 async fn serving(channel: Channel) {
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
     let mut health = HealthClient::new(channel);
-    for _ in 0..200 {
-        if health
-            .check(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("replica never became healthy");
+    eventually("the replica to be healthy", async || {
+        let request = HealthCheckRequest {
+            service: String::new(),
+        };
+        health.check(request).await.is_ok()
+    })
+    .await;
 }
 
 impl Deployment {
@@ -182,6 +168,21 @@ impl Deployment {
             partner_channel,
             replicas: started,
         }
+    }
+
+    /// A MANUAL payment of the split's total, its session created on
+    /// replica `on` and submitted on `on + 1`, authorized.
+    pub async fn authorized(&self, on: usize, split: Vec<proto::SplitLeg>) -> proto::Payment {
+        let total = split.iter().map(|l| l.amount).sum();
+        let request = create_request(total, proto::CaptureMode::Manual);
+        let session = self.sessions(on).opened(request).await;
+        let payment = self.sessions(on + 1).submitted(&session.id, split).await;
+        assert_eq!(
+            payment.state(),
+            proto::PaymentState::Authorized,
+            "{payment:#?}"
+        );
+        payment
     }
 
     pub fn channel(&self, replica: usize) -> Channel {

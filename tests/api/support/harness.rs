@@ -8,13 +8,14 @@ use payment_orchestrator::{
     app::App,
     clock::ManualClock,
     config::Config,
-    partners::sandbox::Sandbox,
+    partners::sandbox::{AuthorizationTotals, Sandbox},
     store::Store,
     workers::deliveries::DeliveryWorker,
     workers::resolver::Resolver,
 };
 use proto::{
-    payment_service_client::PaymentServiceClient, session_service_client::SessionServiceClient,
+    admin_service_client::AdminServiceClient, payment_service_client::PaymentServiceClient,
+    session_service_client::SessionServiceClient,
 };
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{
@@ -24,7 +25,14 @@ use tonic::{
     transport::Channel,
 };
 
+pub use super::{
+    verbs::{Done, PaymentCalls, SessionCalls, answered},
+    waits::eventually,
+};
+
 pub const DEMO_KEY: &str = "sk_test_demo";
+/// The operators' key (the embedded default).
+pub const ADMIN_KEY: &str = "sk_test_admin";
 /// The order reference of the harness's sessions.
 pub const ORDER_REFERENCE: &str = "order-1001";
 pub const OTHER_KEY: &str = "sk_test_other";
@@ -51,6 +59,7 @@ impl Interceptor for Bearer {
 
 pub type Sessions = SessionServiceClient<InterceptedService<Channel, Bearer>>;
 pub type Payments = PaymentServiceClient<InterceptedService<Channel, Bearer>>;
+pub type Admin = AdminServiceClient<InterceptedService<Channel, Bearer>>;
 
 pub struct TestServer {
     pub clock: ManualClock,
@@ -73,6 +82,18 @@ impl TestServer {
     /// With extra command-line settings.
     pub async fn start_with(extra: &[&str]) -> TestServer {
         TestServer::start_on(extra, ManualClock::new(SystemTime::now()), None).await
+    }
+
+    /// With the configuration file `toml` (see [`config_file`]) and extra
+    /// command-line settings.
+    pub async fn start_configured(toml: &str, extra: &[&str]) -> TestServer {
+        let flags = config_file(toml);
+        let flags: Vec<&str> = flags
+            .iter()
+            .map(String::as_str)
+            .chain(extra.iter().copied())
+            .collect();
+        TestServer::start_with(&flags).await
     }
 
     /// On the store given (built on `clock`, the server's clock), or the one
@@ -158,6 +179,15 @@ impl TestServer {
 
     pub fn payments_as(&self, key: Option<&str>) -> Payments {
         PaymentServiceClient::with_interceptor(self.channel.clone(), Bearer(key.map(Into::into)))
+    }
+
+    /// The admin service as an operator.
+    pub fn admin(&self) -> Admin {
+        self.admin_as(ADMIN_KEY)
+    }
+
+    pub fn admin_as(&self, key: &str) -> Admin {
+        AdminServiceClient::with_interceptor(self.channel.clone(), Bearer::new(key))
     }
 
     /// Moves the clock by `by`, then runs one resolver step and one
@@ -275,12 +305,7 @@ pub async fn open_session(
     amount: i64,
     mode: proto::CaptureMode,
 ) -> proto::Session {
-    server
-        .sessions()
-        .create_session(create_request(amount, mode))
-        .await
-        .expect("session created")
-        .into_inner()
+    server.sessions().opened(create_request(amount, mode)).await
 }
 
 /// A MANUAL session of `amount` EUR whose payment's events go to the
@@ -295,24 +320,14 @@ pub async fn open_session_with_webhook(
         url,
         headers: Default::default(),
     });
-    server
-        .sessions()
-        .create_session(request)
-        .await
-        .expect("session created")
-        .into_inner()
+    server.sessions().opened(request).await
 }
 
 /// A MANUAL session in `currency`.
 pub async fn open_session_in(server: &TestServer, amount: i64, currency: &str) -> proto::Session {
     let mut request = create_request(amount, proto::CaptureMode::Manual);
     request.currency = currency.into();
-    server
-        .sessions()
-        .create_session(request)
-        .await
-        .expect("session created")
-        .into_inner()
+    server.sessions().opened(request).await
 }
 
 pub async fn submit(
@@ -320,15 +335,20 @@ pub async fn submit(
     session: &str,
     split: Vec<proto::SplitLeg>,
 ) -> Result<proto::Payment, Status> {
-    server
-        .sessions()
-        .submit_session(proto::SubmitSessionRequest {
-            session_id: session.into(),
-            idempotency_key: new_key(),
-            split,
-        })
-        .await
-        .map(tonic::Response::into_inner)
+    server.sessions().try_submit(session, split).await
+}
+
+/// A session of `amount` in `mode` and its payment of `split`, as
+/// submitted.
+pub async fn submitted(
+    server: &TestServer,
+    mode: proto::CaptureMode,
+    split: Vec<proto::SplitLeg>,
+) -> (proto::Session, proto::Payment) {
+    let total = split.iter().map(|l| l.amount).sum();
+    let session = open_session(server, total, mode).await;
+    let payment = submit(server, &session.id, split).await.expect("submitted");
+    (session, payment)
 }
 
 /// A MANUAL payment of the split's total, authorized.
@@ -353,25 +373,27 @@ pub async fn authorized_in(
     payment
 }
 
+/// A MANUAL payment of the merchant with API key `key`, `amount` on a card
+/// with `token`, as submitted.
+pub async fn submitted_as(
+    server: &TestServer,
+    key: &str,
+    amount: i64,
+    token: &str,
+) -> proto::Payment {
+    let mut sessions = server.sessions_as(Some(key));
+    let session = sessions
+        .opened(create_request(amount, proto::CaptureMode::Manual))
+        .await;
+    sessions
+        .submitted(&session.id, vec![card(amount, token)])
+        .await
+}
+
 /// A MANUAL payment of the merchant `other`, `amount` on a card with
 /// `token`, as submitted.
 pub async fn authorized_as_other(server: &TestServer, amount: i64, token: &str) -> proto::Payment {
-    let session = server
-        .sessions_as(Some(OTHER_KEY))
-        .create_session(create_request(amount, proto::CaptureMode::Manual))
-        .await
-        .expect("session created")
-        .into_inner();
-    server
-        .sessions_as(Some(OTHER_KEY))
-        .submit_session(proto::SubmitSessionRequest {
-            session_id: session.id,
-            idempotency_key: new_key(),
-            split: vec![card(amount, token)],
-        })
-        .await
-        .expect("submitted")
-        .into_inner()
+    submitted_as(server, OTHER_KEY, amount, token).await
 }
 
 /// The walkthrough's split: 100.00 on a card, 20.00 on a gift card.
@@ -388,19 +410,25 @@ pub async fn card_and_gift(
 }
 
 /// A capture of `amount` from the card first, as the demo merchant.
-pub async fn card_capture(
-    server: &TestServer,
-    payment: &proto::Payment,
-    amount: i64,
-) -> proto::OperationResult {
+pub async fn card_capture(server: &TestServer, payment: &proto::Payment, amount: i64) -> Done {
     let mut request = capture(payment, Some(amount));
     request.priority = vec![rule("*", "creditcard")];
-    server
-        .payments()
-        .capture(request)
-        .await
-        .expect("capture answered")
-        .into_inner()
+    captured(server, request).await
+}
+
+/// Captures as the demo merchant; what it came to.
+pub async fn captured(server: &TestServer, request: proto::CaptureRequest) -> Done {
+    server.payments().captured(request).await
+}
+
+/// Refunds as the demo merchant; what it came to.
+pub async fn refunded(server: &TestServer, request: proto::RefundRequest) -> Done {
+    server.payments().refunded(request).await
+}
+
+/// Voids as the demo merchant; what it came to.
+pub async fn voided(server: &TestServer, request: proto::VoidRequest) -> Done {
+    server.payments().voided(request).await
 }
 
 pub fn capture(payment: &proto::Payment, amount: Option<i64>) -> proto::CaptureRequest {
@@ -439,48 +467,54 @@ pub fn legs_of(operation: &proto::Operation) -> Vec<(String, i64, proto::Operati
         .collect()
 }
 
+/// The `(partner, amount)` legs given, each a SUCCESS: what [`legs_of`]
+/// answers for an operation that went through.
+pub fn succeeded(legs: &[(&str, i64)]) -> Vec<(String, i64, proto::OperationStatus)> {
+    legs.iter()
+        .map(|(partner, amount)| {
+            (
+                (*partner).to_owned(),
+                *amount,
+                proto::OperationStatus::Success,
+            )
+        })
+        .collect()
+}
+
+/// The totals of every authorization at the sandbox partner `partner`.
+pub fn ledger(server: &TestServer, partner: &str) -> Vec<AuthorizationTotals> {
+    server
+        .sandbox(partner)
+        .authorizations()
+        .into_values()
+        .collect()
+}
+
 /// The payment as the service has it now.
 pub async fn payment_now(server: &TestServer, id: &str) -> proto::Payment {
-    server
-        .payments()
-        .get_payment(proto::GetPaymentRequest {
-            payment_id: id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
+    server.payments().payment(id).await
 }
 
 /// The operation as the service has it now.
 pub async fn operation_now(server: &TestServer, id: &str) -> proto::Operation {
-    server
-        .payments()
-        .get_operation(proto::GetOperationRequest {
-            operation_id: id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
+    server.payments().operation(id).await
 }
 
 /// The session's status as the service reports it now.
 pub async fn session_status(server: &TestServer, id: &str) -> proto::SessionStatus {
-    server
-        .sessions()
-        .get_session(proto::GetSessionRequest {
-            session_id: id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status()
+    server.sessions().session(id).await.status()
 }
 
 pub fn amounts(payment: &proto::Payment) -> proto::Amounts {
     payment.amounts.expect("amounts")
 }
 
-/// The ErrorInfo reason of a status, if any.
+/// `(total_captured, capture_pending, available_to_capture)`.
+pub fn capture_totals(payment: &proto::Payment) -> (i64, i64, i64) {
+    let a = amounts(payment);
+    (a.total_captured, a.capture_pending, a.available_to_capture)
+}
+
 /// The field violations of an INVALID_ARGUMENT, as (field, description).
 pub fn violations(status: &Status) -> Vec<(String, String)> {
     use tonic_types::StatusExt;
@@ -496,6 +530,7 @@ pub fn violations(status: &Status) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
+/// The ErrorInfo reason of a status, if any.
 pub fn reason(status: &Status) -> Option<String> {
     use tonic_types::StatusExt;
     status

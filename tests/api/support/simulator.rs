@@ -14,11 +14,12 @@ use std::{
 };
 
 use clap::Parser;
+use payment_orchestrator::api::proto;
 use serde_json::{Value, json};
 
 use super::{
     deployment::Process,
-    harness::{ORDER_REFERENCE, TestServer, config_file},
+    harness::{ORDER_REFERENCE, TestServer, authorized_in, leg},
 };
 
 /// The child's arguments (after the program name), separated by newlines.
@@ -201,12 +202,65 @@ pub struct Partners {
     pub config: String,
 }
 
+/// A leg of `amount` on the Walley order `order` (method `invoice`).
+pub fn walley(amount: i64, order: &str) -> proto::SplitLeg {
+    leg("walley", "invoice", amount, order)
+}
+
+/// A leg of `amount` on the WePay card `card` (method `creditcard`).
+pub fn wepay(amount: i64, card: &str) -> proto::SplitLeg {
+    leg("wepay", "creditcard", amount, card)
+}
+
+/// `minor` units of a two-decimal currency as a JSON number (`5000` is
+/// `50.00`), as the simulations take amounts.
+pub fn major(minor: i64) -> serde_json::Number {
+    format!("{}.{:02}", minor / 100, minor % 100)
+        .parse()
+        .expect("a number")
+}
+
 impl Partners {
+    /// Both simulations and a test server with them configured.
+    pub async fn serving() -> (Partners, TestServer) {
+        let partners = Partners::start().await;
+        let server = partners.server().await;
+        (partners, server)
+    }
+
     /// A test server with both simulations configured.
     pub async fn server(&self) -> TestServer {
-        let flags = config_file(&self.config);
-        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-        TestServer::start_with(&flags).await
+        TestServer::start_configured(&self.config, &[]).await
+    }
+
+    /// A Walley order of `amount` EUR with the `extra` fields of its body
+    /// (faults, timings), and a MANUAL payment of it, authorized.
+    pub async fn walley_payment(
+        &self,
+        server: &TestServer,
+        amount: i64,
+        extra: Value,
+    ) -> (String, proto::Payment) {
+        let mut body = json!({ "amount": major(amount), "currency": "EUR" });
+        if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), extra) {
+            body.extend(extra);
+        }
+        let order = self.walley.order(body).await;
+        let payment = authorized_in(server, "EUR", vec![walley(amount, &order)]).await;
+        (order, payment)
+    }
+
+    /// A WePay card tokenized with `body` (faults), and a MANUAL payment of
+    /// `amount` EUR on it, authorized.
+    pub async fn wepay_payment(
+        &self,
+        server: &TestServer,
+        amount: i64,
+        body: Value,
+    ) -> (String, proto::Payment) {
+        let card = self.wepay.card(body).await;
+        let payment = authorized_in(server, "EUR", vec![wepay(amount, &card)]).await;
+        (card, payment)
     }
 
     pub async fn start() -> Partners {
