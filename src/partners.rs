@@ -22,6 +22,8 @@
 //! exponential backoff (a REST partner answers `404` for a while after an
 //! order is placed).
 
+#[cfg(test)]
+mod documented;
 pub mod grpc;
 pub mod http;
 pub mod sandbox;

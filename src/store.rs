@@ -38,7 +38,7 @@ pub use due::{DueItem, DueSummary, Lane, WebhookDelivery};
 pub use instruments::{HeldInstrument, InstrumentAttempt, InstrumentClaim};
 pub use listing::{
     IssueQuery, ListQuery, ListedPayment, ListedSession, SettlementQuery, StoredPayment,
-    issue_member, listing_member, settlement_member, unix_millis,
+    issue_member, listing_member, member_id, settlement_member, unix_millis,
 };
 pub use step::{
     ClaimChange, Committed, DueChange, KeyChange, KeyState, OperationWrite, OutboxChange, Outcome,

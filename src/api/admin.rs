@@ -38,7 +38,7 @@ impl proto::admin_service_server::AdminService for AdminService {
         let payments = self.payments.clone();
         let (payment, operation) = self
             .detached
-            .run(async move { payments.sync_operation(id).await.map_err(error::status_of) })
+            .run(async move { payments.sync_operation(id).await })
             .await?;
         Ok(operation_of(&payment, &operation))
     }
@@ -51,12 +51,7 @@ impl proto::admin_service_server::AdminService for AdminService {
         let payments = self.payments.clone();
         let (payment, operation) = self
             .detached
-            .run(async move {
-                payments
-                    .settle_operation(id, outcomes, reason)
-                    .await
-                    .map_err(error::status_of)
-            })
+            .run(async move { payments.settle_operation(id, outcomes, reason).await })
             .await?;
         Ok(operation_of(&payment, &operation))
     }
@@ -66,11 +61,7 @@ impl proto::admin_service_server::AdminService for AdminService {
         request: Request<proto::ListOperationsRequest>,
     ) -> Result<Response<proto::ListOperationsResponse>, Status> {
         let query = payments_convert::list_operations(request.into_inner())?;
-        let page = self
-            .payments
-            .list_operations(Viewer::Operator, query)
-            .await
-            .map_err(error::status_of)?;
+        let page = error::answer(self.payments.list_operations(Viewer::Operator, query)).await?;
         Ok(Response::new(payments_convert::operation_page(&page)))
     }
 
@@ -80,11 +71,12 @@ impl proto::admin_service_server::AdminService for AdminService {
     ) -> Result<Response<proto::ListFailedWebhooksResponse>, Status> {
         let merchant = request.get_ref().merchant.clone();
         let query = convert::list_failed_webhooks(request.into_inner())?;
-        let page = self
-            .payments
-            .failed_deliveries(query.merchant.as_deref(), query.after, query.limit)
-            .await
-            .map_err(error::status_of)?;
+        let page = error::answer(self.payments.failed_deliveries(
+            query.merchant.as_deref(),
+            query.after,
+            query.limit,
+        ))
+        .await?;
         Ok(Response::new(convert::failed_page(&merchant, &page)))
     }
 
@@ -93,11 +85,8 @@ impl proto::admin_service_server::AdminService for AdminService {
         request: Request<proto::RedeliverWebhookRequest>,
     ) -> Result<Response<proto::FailedWebhook>, Status> {
         let id = violations::parse_id("id", &request.get_ref().id)?;
-        let delivery = self
-            .payments
-            .redeliver_webhook(id)
-            .await
-            .map_err(error::status_of)?
+        let delivery = error::answer(self.payments.redeliver_webhook(id))
+            .await?
             .ok_or_else(|| Status::not_found("no failed webhook delivery has this id"))?;
         Ok(Response::new(convert::failed_webhook(&delivery, None)))
     }

@@ -14,6 +14,8 @@ use tokio::sync::Semaphore;
 use tonic::Status;
 use tracing::Instrument;
 
+use crate::payments::PaymentError;
+
 #[derive(Debug, Clone)]
 pub struct Detached {
     permits: Arc<Semaphore>,
@@ -33,12 +35,13 @@ impl Detached {
         }
     }
 
-    /// Runs `work` to its end whatever becomes of the caller, and answers
-    /// what it came to while the caller still waits.
+    /// Runs the use case `work` to its end whatever becomes of the caller,
+    /// and answers what it came to (an error as its `Status`) while the
+    /// caller still waits.
     pub async fn run<T, F>(&self, work: F) -> Result<T, Status>
     where
         T: Send + 'static,
-        F: Future<Output = Result<T, Status>> + Send + 'static,
+        F: Future<Output = Result<T, PaymentError>> + Send + 'static,
     {
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
             return Err(super::error::overloaded());
@@ -52,12 +55,10 @@ impl Detached {
             .in_current_span(),
         );
         match task.await {
-            Ok(Ok(answer)) => answer,
+            Ok(Ok(answer)) => answer.map_err(super::error::status_of),
             // Cut off mid-way, like a replica that stopped: the resolver
             // finishes it, a retry gets the outcome.
-            Ok(Err(_)) => Err(super::error::status_of(
-                crate::payments::PaymentError::RequestInProgress,
-            )),
+            Ok(Err(_)) => Err(super::error::status_of(PaymentError::RequestInProgress)),
             Err(error) => {
                 tracing::error!(%error, "detached work panicked");
                 Err(Status::internal("internal error"))

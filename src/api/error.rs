@@ -46,6 +46,11 @@ pub fn overloaded() -> Status {
     )
 }
 
+/// What the use case `work` answers, an error as its `Status`.
+pub async fn answer<T>(work: impl Future<Output = Result<T, PaymentError>>) -> Result<T, Status> {
+    work.await.map_err(status_of)
+}
+
 pub fn status_of(error: PaymentError) -> Status {
     match error {
         PaymentError::NotFound => Status::not_found("not found"),

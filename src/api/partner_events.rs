@@ -35,11 +35,7 @@ impl proto::partner_event_service_server::PartnerEventService for PartnerEventSe
                 event.partner
             )));
         }
-        let result = self
-            .payments
-            .apply_partner_event(event)
-            .await
-            .map_err(error::status_of)?;
+        let result = error::answer(self.payments.apply_partner_event(event)).await?;
         Ok(Response::new(convert::notify_response(result)))
     }
 }

@@ -42,12 +42,7 @@ impl PaymentService {
         let (payments, merchant) = (self.payments.clone(), merchant.to_owned());
         let result = self
             .detached
-            .run(async move {
-                payments
-                    .operate(&merchant, command)
-                    .await
-                    .map_err(error::status_of)
-            })
+            .run(async move { payments.operate(&merchant, command).await })
             .await?;
         tracing::Span::current()
             .record("operation_id", tracing::field::display(result.operation.id));
@@ -64,11 +59,7 @@ impl proto::payment_service_server::PaymentService for PaymentService {
         let merchant = merchant(&request)?;
         let id = violations::parse_id("payment_id", &request.get_ref().payment_id)?;
         tracing::Span::current().record("payment_id", tracing::field::display(id));
-        let payment = self
-            .payments
-            .payment(&merchant, id)
-            .await
-            .map_err(error::status_of)?;
+        let payment = error::answer(self.payments.payment(&merchant, id)).await?;
         Ok(Response::new(views::payment(&payment)))
     }
 
@@ -78,11 +69,7 @@ impl proto::payment_service_server::PaymentService for PaymentService {
     ) -> Result<Response<proto::ListPaymentsResponse>, Status> {
         let merchant = merchant(&request)?;
         let query = convert::list_payments(request.into_inner())?;
-        let page = self
-            .payments
-            .list_payments(&merchant, query)
-            .await
-            .map_err(error::status_of)?;
+        let page = error::answer(self.payments.list_payments(&merchant, query)).await?;
         Ok(Response::new(convert::payment_page(&page)))
     }
 
@@ -92,11 +79,8 @@ impl proto::payment_service_server::PaymentService for PaymentService {
     ) -> Result<Response<proto::ListOperationsResponse>, Status> {
         let merchant = merchant(&request)?;
         let query = convert::list_operations(request.into_inner())?;
-        let page = self
-            .payments
-            .list_operations(Viewer::Merchant(&merchant), query)
-            .await
-            .map_err(error::status_of)?;
+        let viewer = Viewer::Merchant(&merchant);
+        let page = error::answer(self.payments.list_operations(viewer, query)).await?;
         Ok(Response::new(convert::operation_page(&page)))
     }
 
@@ -142,11 +126,7 @@ impl proto::payment_service_server::PaymentService for PaymentService {
         let merchant = merchant(&request)?;
         let id = violations::parse_id("operation_id", &request.get_ref().operation_id)?;
         tracing::Span::current().record("operation_id", tracing::field::display(id));
-        let (payment, operation) = self
-            .payments
-            .operation(&merchant, id)
-            .await
-            .map_err(error::status_of)?;
+        let (payment, operation) = error::answer(self.payments.operation(&merchant, id)).await?;
         Ok(operation_of(&payment, &operation))
     }
 
@@ -156,11 +136,8 @@ impl proto::payment_service_server::PaymentService for PaymentService {
     ) -> Result<Response<proto::Operation>, Status> {
         let merchant = merchant(&request)?;
         let (id, timeout) = convert::wait(request.get_ref())?;
-        let (payment, operation) = self
-            .payments
-            .wait_operation(&merchant, id, timeout)
-            .await
-            .map_err(error::status_of)?;
+        let (payment, operation) =
+            error::answer(self.payments.wait_operation(&merchant, id, timeout)).await?;
         Ok(operation_of(&payment, &operation))
     }
 }

@@ -30,11 +30,7 @@ impl proto::session_service_server::SessionService for SessionService {
     ) -> Result<Response<proto::ListSessionsResponse>, Status> {
         let merchant = merchant(&request)?;
         let query = convert::list_sessions(request.into_inner())?;
-        let page = self
-            .payments
-            .list_sessions(&merchant, query)
-            .await
-            .map_err(error::status_of)?;
+        let page = error::answer(self.payments.list_sessions(&merchant, query)).await?;
         Ok(Response::new(proto::ListSessionsResponse {
             sessions: page.items.iter().map(views::session).collect(),
             next_page_token: page.next_page_token.unwrap_or_default(),
@@ -51,12 +47,7 @@ impl proto::session_service_server::SessionService for SessionService {
         let payments = self.payments.clone();
         let view = self
             .detached
-            .run(async move {
-                payments
-                    .create_session(&merchant, command)
-                    .await
-                    .map_err(error::status_of)
-            })
+            .run(async move { payments.create_session(&merchant, command).await })
             .await?;
         Ok(Response::new(views::session(&view)))
     }
@@ -67,11 +58,7 @@ impl proto::session_service_server::SessionService for SessionService {
     ) -> Result<Response<proto::Session>, Status> {
         let merchant = merchant(&request)?;
         let id = violations::parse_id("session_id", &request.get_ref().session_id)?;
-        let view = self
-            .payments
-            .session(&merchant, id)
-            .await
-            .map_err(error::status_of)?;
+        let view = error::answer(self.payments.session(&merchant, id)).await?;
         Ok(Response::new(views::session(&view)))
     }
 
@@ -84,12 +71,7 @@ impl proto::session_service_server::SessionService for SessionService {
         let payments = self.payments.clone();
         let payment = self
             .detached
-            .run(async move {
-                payments
-                    .submit_session(&merchant, command)
-                    .await
-                    .map_err(error::status_of)
-            })
+            .run(async move { payments.submit_session(&merchant, command).await })
             .await?;
         Ok(Response::new(views::payment(&payment)))
     }
@@ -103,12 +85,7 @@ impl proto::session_service_server::SessionService for SessionService {
         let payments = self.payments.clone();
         let view = self
             .detached
-            .run(async move {
-                payments
-                    .cancel_session(&merchant, command)
-                    .await
-                    .map_err(error::status_of)
-            })
+            .run(async move { payments.cancel_session(&merchant, command).await })
             .await?;
         Ok(Response::new(views::session(&view)))
     }

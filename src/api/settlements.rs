@@ -49,6 +49,15 @@ fn as_viewer(merchant: &Option<String>) -> Viewer<'_> {
     }
 }
 
+/// The token of the page after `page` (of a listing under `filters`), when
+/// it is full: more may follow.
+fn next_page_token<T>(page: &[(String, T)], limit: usize, filters: &str) -> String {
+    match page.last() {
+        Some((cursor, _)) if page.len() == limit => page_token::issue(filters, cursor),
+        _ => String::new(),
+    }
+}
+
 type CsvStream = Pin<Box<dyn Stream<Item = Result<proto::CsvChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -59,18 +68,10 @@ impl proto::settlement_service_server::SettlementService for SettlementService {
     ) -> Result<Response<proto::ListSettlementsResponse>, Status> {
         let (query, filters) = convert::list_settlements(request.get_ref())?;
         let limit = query.limit;
-        let page = self
-            .payments
-            .list_settlements(viewer(&request)?, query)
-            .await
-            .map_err(error::status_of)?;
-        let next_page_token = match page.last() {
-            Some((cursor, _)) if page.len() == limit => page_token::issue(&filters, cursor),
-            _ => String::new(),
-        };
+        let page = error::answer(self.payments.list_settlements(viewer(&request)?, query)).await?;
         Ok(Response::new(proto::ListSettlementsResponse {
             settlements: page.iter().map(|(_, s)| convert::settlement(s)).collect(),
-            next_page_token,
+            next_page_token: next_page_token(&page, limit, &filters),
         }))
     }
 
@@ -79,11 +80,7 @@ impl proto::settlement_service_server::SettlementService for SettlementService {
         request: Request<proto::GetSettlementRequest>,
     ) -> Result<Response<proto::Settlement>, Status> {
         let id = violations::parse_id("settlement_id", &request.get_ref().settlement_id)?;
-        let settlement = self
-            .payments
-            .settlement(viewer(&request)?, id)
-            .await
-            .map_err(error::status_of)?;
+        let settlement = error::answer(self.payments.settlement(viewer(&request)?, id)).await?;
         Ok(Response::new(convert::settlement(&settlement)))
     }
 
@@ -92,11 +89,9 @@ impl proto::settlement_service_server::SettlementService for SettlementService {
         request: Request<proto::ListSettlementTransactionsRequest>,
     ) -> Result<Response<proto::ListSettlementTransactionsResponse>, Status> {
         let (id, offset, limit) = convert::list_settlement_transactions(request.get_ref())?;
-        let (settlement, lines) = self
-            .payments
-            .settlement_lines(viewer(&request)?, id, offset, limit)
-            .await
-            .map_err(error::status_of)?;
+        let viewer = viewer(&request)?;
+        let (settlement, lines) =
+            error::answer(self.payments.settlement_lines(viewer, id, offset, limit)).await?;
         let total = settlement.totals.count;
         let next = offset + lines.len() as u64;
         let next_page_token = if next < total && !lines.is_empty() {
@@ -123,11 +118,7 @@ impl proto::settlement_service_server::SettlementService for SettlementService {
             Viewer::Operator => None,
         };
         // Refuses an unknown or foreign settlement before the stream starts.
-        let settlement = self
-            .payments
-            .settlement(as_viewer(&viewer), id)
-            .await
-            .map_err(error::status_of)?;
+        let settlement = error::answer(self.payments.settlement(as_viewer(&viewer), id)).await?;
         let payments = self.payments.clone();
         let total = settlement.totals.count;
         let chunks = futures_util::stream::unfold(Some(0u64), move |next| {
@@ -165,21 +156,14 @@ impl proto::settlement_service_server::SettlementService for SettlementService {
     ) -> Result<Response<proto::ListReconciliationIssuesResponse>, Status> {
         let (query, filters) = convert::list_issues(request.get_ref())?;
         let limit = query.limit;
-        let page = self
-            .payments
-            .reconciliation_issues(viewer(&request)?, query)
-            .await
-            .map_err(error::status_of)?;
-        let next_page_token = match page.last() {
-            Some((cursor, _)) if page.len() == limit => page_token::issue(&filters, cursor),
-            _ => String::new(),
-        };
+        let viewer = viewer(&request)?;
+        let page = error::answer(self.payments.reconciliation_issues(viewer, query)).await?;
         Ok(Response::new(proto::ListReconciliationIssuesResponse {
             issues: page
                 .iter()
                 .map(|(_, issue)| convert::issue(issue))
                 .collect(),
-            next_page_token,
+            next_page_token: next_page_token(&page, limit, &filters),
         }))
     }
 }

@@ -119,14 +119,18 @@ impl Violations {
         cursor
     }
 
+    /// What `parsed` holds, or a violation of `field` saying `description`.
+    pub fn parsed<T, E>(
+        &mut self,
+        field: &str,
+        parsed: Result<T, E>,
+        description: &str,
+    ) -> Option<T> {
+        parsed.map_err(|_| self.add(field, description)).ok()
+    }
+
     pub fn id(&mut self, field: &str, value: &str) -> Option<Uuid> {
-        match Uuid::try_parse(value) {
-            Ok(id) => Some(id),
-            Err(_) => {
-                self.add(field, "must be a UUID");
-                None
-            }
-        }
+        self.parsed(field, Uuid::try_parse(value), "must be a UUID")
     }
 
     pub fn positive_amount(&mut self, field: &str, minor: i64) -> Option<Amount> {
@@ -140,23 +144,12 @@ impl Violations {
     }
 
     pub fn amount(&mut self, field: &str, minor: i64) -> Option<Amount> {
-        match Amount::from_minor(minor) {
-            Ok(amount) => Some(amount),
-            Err(_) => {
-                self.add(field, "must not be negative");
-                None
-            }
-        }
+        self.parsed(field, Amount::from_minor(minor), "must not be negative")
     }
 
     pub fn currency(&mut self, field: &str, code: &str) -> Option<Currency> {
-        match Currency::parse(code) {
-            Ok(currency) => Some(currency),
-            Err(_) => {
-                self.add(field, "must be an ISO 4217 alphabetic code such as EUR");
-                None
-            }
-        }
+        let description = "must be an ISO 4217 alphabetic code such as EUR";
+        self.parsed(field, Currency::parse(code), description)
     }
 }
 

@@ -145,10 +145,7 @@ pub struct Overview {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn amount(minor: i64) -> Amount {
-        Amount::from_minor(minor).unwrap()
-    }
+    use crate::domain::money::amount;
 
     #[test]
     fn availability_subtracts_pending_reservations() {

@@ -127,11 +127,7 @@ impl Capabilities {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::money::Amount;
-
-    fn amount(minor: i64) -> Amount {
-        Amount::from_minor(minor).unwrap()
-    }
+    use crate::domain::money::amount;
 
     #[test]
     fn a_full_only_partner_takes_all_or_nothing_once() {

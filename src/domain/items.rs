@@ -113,25 +113,24 @@ mod tests {
 
     #[test]
     fn out_of_range_rates_and_quantities_are_refused() {
-        assert_eq!(
-            ItemLine::compute(input(1, 10, "100.1", 0)),
-            Err(ItemLineError::TaxRate)
-        );
-        assert_eq!(
-            ItemLine::compute(input(1, 10, "-1", 0)),
-            Err(ItemLineError::TaxRate)
-        );
-        assert_eq!(
-            ItemLine::compute(input(0, 10, "0", 0)),
-            Err(ItemLineError::Quantity)
-        );
-        assert_eq!(
-            ItemLine::compute(input(1, 10, "0", 11)),
-            Err(ItemLineError::DiscountTooLarge)
-        );
-        assert_eq!(
-            ItemLine::compute(input(2, i64::MAX, "0", 0)),
-            Err(ItemLineError::Amount(AmountError::Overflow))
-        );
+        for (quantity, unit_price, rate, discount, refused) in [
+            (1, 10, "100.1", 0, ItemLineError::TaxRate),
+            (1, 10, "-1", 0, ItemLineError::TaxRate),
+            (0, 10, "0", 0, ItemLineError::Quantity),
+            (1, 10, "0", 11, ItemLineError::DiscountTooLarge),
+            (
+                2,
+                i64::MAX,
+                "0",
+                0,
+                ItemLineError::Amount(AmountError::Overflow),
+            ),
+        ] {
+            assert_eq!(
+                ItemLine::compute(input(quantity, unit_price, rate, discount)),
+                Err(refused),
+                "{quantity} at {unit_price}, rate {rate}, discount {discount}"
+            );
+        }
     }
 }

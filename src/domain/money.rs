@@ -163,6 +163,12 @@ impl TryFrom<String> for Currency {
     }
 }
 
+/// An amount of `minor` units, for tests.
+#[cfg(test)]
+pub(crate) fn amount(minor: i64) -> Amount {
+    Amount::from_minor(minor).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -425,6 +425,17 @@ impl std::fmt::Display for PartnerKey {
     }
 }
 
+/// A partner's answer with `status` (and reference `ref`), for tests.
+#[cfg(test)]
+pub(crate) fn answer(status: TransactionStatus) -> TransactionOutcome {
+    TransactionOutcome {
+        status,
+        partner_reference: Some("ref".into()),
+        partner_status: String::new(),
+        partner_status_description: String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -443,10 +454,7 @@ mod tests {
     }
 
     use super::*;
-
-    fn amount(minor: i64) -> Amount {
-        Amount::from_minor(minor).unwrap()
-    }
+    use crate::domain::money::amount;
 
     fn capture(legs: &[(usize, i64)]) -> Operation {
         let id = Uuid::from_u128(7);
@@ -473,15 +481,6 @@ mod tests {
             history: Vec::new(),
             created_at: now,
             updated_at: now,
-        }
-    }
-
-    fn answer(status: TransactionStatus) -> TransactionOutcome {
-        TransactionOutcome {
-            status,
-            partner_reference: Some("ref".into()),
-            partner_status: String::new(),
-            partner_status_description: String::new(),
         }
     }
 

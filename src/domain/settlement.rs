@@ -485,25 +485,18 @@ mod tests {
         use OperationKind::{Capture, Refund};
         use TransactionStatus::{Failure, Success, Uncertain};
         assert_eq!(compare(&line, None), Match::UnknownToUs);
-        assert_eq!(
-            compare(&line, Some(&ours(Capture, 1_000, Success))),
-            Match::Matched
-        );
-        assert_eq!(
-            compare(&line, Some(&ours(Capture, 1_000, Uncertain))),
-            Match::Matched
-        );
-        assert_eq!(
-            compare(&line, Some(&ours(Capture, 999, Success))),
-            Match::AmountMismatch
-        );
-        assert_eq!(
-            compare(&line, Some(&ours(Refund, 1_000, Success))),
-            Match::AmountMismatch
-        );
-        assert_eq!(
-            compare(&line, Some(&ours(Capture, 1_000, Failure))),
-            Match::AmountMismatch
-        );
+        for (kind, amount, status, matched) in [
+            (Capture, 1_000, Success, Match::Matched),
+            (Capture, 1_000, Uncertain, Match::Matched),
+            (Capture, 999, Success, Match::AmountMismatch),
+            (Refund, 1_000, Success, Match::AmountMismatch),
+            (Capture, 1_000, Failure, Match::AmountMismatch),
+        ] {
+            assert_eq!(
+                compare(&line, Some(&ours(kind, amount, status))),
+                matched,
+                "{kind:?} of {amount}, {status:?}"
+            );
+        }
     }
 }

@@ -113,12 +113,9 @@ pub fn aggregate_authorization(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::money::amount;
     use TransactionStatus::*;
     use proptest::prelude::*;
-
-    fn amount(minor: i64) -> Amount {
-        Amount::from_minor(minor).unwrap()
-    }
 
     #[test]
     fn aggregation_follows_the_status_table() {

@@ -185,6 +185,15 @@ fn checkout_id(request: &PartnerRequest) -> Result<i64, PartnerError> {
         })
 }
 
+/// The reason the request gives, or `otherwise` (WePay wants one).
+fn reason_or(request: &PartnerRequest, otherwise: &str) -> String {
+    if request.reason.is_empty() {
+        otherwise.into()
+    } else {
+        request.reason.clone()
+    }
+}
+
 fn settled(checkout_id: i64, state: &str) -> PartnerAnswer {
     PartnerAnswer {
         settled: true,
@@ -341,11 +350,7 @@ impl Partner for Wepay {
         }
         let refund = RefundCheckout {
             checkout_id: id,
-            refund_reason: if request.reason.is_empty() {
-                "refund".into()
-            } else {
-                request.reason.clone()
-            },
+            refund_reason: reason_or(request, "refund"),
             amount: Some(http::major(request.amount, request.currency)),
         };
         let answer: StateAnswer = self.call("/checkout/refund", &refund).await?;
@@ -356,11 +361,7 @@ impl Partner for Wepay {
         let id = checkout_id(request)?;
         let cancel = CancelCheckout {
             checkout_id: id,
-            cancel_reason: if request.reason.is_empty() {
-                "released".into()
-            } else {
-                request.reason.clone()
-            },
+            cancel_reason: reason_or(request, "released"),
         };
         match self
             .call::<_, StateAnswer>("/checkout/cancel", &cancel)

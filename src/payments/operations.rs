@@ -30,8 +30,8 @@ use crate::{
         payment::{OperationRequest, Payment},
     },
     store::{
-        Committed, DueChange, KeyChange, OperationWrite, Outcome, PaymentWrite, Shard, Step,
-        StoreError, Versioned, Write,
+        Committed, DueChange, KeyChange, Outcome, PaymentWrite, Shard, Step, StoreError, Versioned,
+        Write,
     },
 };
 
@@ -93,13 +93,11 @@ impl Payments {
                         lease: self.settings.idempotency_lease,
                         ttl: self.settings.idempotency_ttl,
                     });
-                    step.payment = Some(PaymentWrite {
-                        header: Write::Update {
-                            expected: header.version,
-                            value: reserved.clone(),
-                        },
-                        operations: vec![OperationWrite::Insert(operation.clone())],
-                    });
+                    step.payment = Some(PaymentWrite::opening(
+                        header.version,
+                        reserved.clone(),
+                        operation.clone(),
+                    ));
                     let lease_end = now + self.settings.operation_lease;
                     step.due
                         .push(DueChange::Schedule(operation_item(operation), lease_end));

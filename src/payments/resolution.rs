@@ -24,8 +24,8 @@ use crate::{
         status::{OperationStatus, TransactionStatus},
     },
     store::{
-        Committed, DueChange, DueItem, DueSummary, Lane, OperationWrite, PaymentWrite, Shard, Step,
-        StoreError, Versioned, Write,
+        Committed, DueChange, DueItem, DueSummary, Lane, PaymentWrite, Shard, Step, StoreError,
+        Versioned, Write,
     },
 };
 
@@ -213,19 +213,14 @@ impl Payments {
         );
         let flagged_before = work.operation.requires_review;
         let advanced = self
-            .advance(
-                work,
-                Phase::Conclude,
-                &Keying::Origin,
-                |header, op, now, edit| {
-                    for answer in &answers {
-                        settle(header, op, answer, false, now, edit);
-                    }
-                    if overdue && !op.status.is_final() {
-                        op.flag_for_review(note.clone(), now);
-                    }
-                },
-            )
+            .conclude(work, |header, op, now, edit| {
+                for answer in &answers {
+                    settle(header, op, answer, false, now, edit);
+                }
+                if overdue && !op.status.is_final() {
+                    op.flag_for_review(note.clone(), now);
+                }
+            })
             .await?;
         let operation = &advanced.work.operation;
         let handled = match (
@@ -326,13 +321,11 @@ impl Payments {
             };
             let first = self.claim_first(&mut void, tokio::time::Instant::now());
             let mut step = Step::new(Shard::of(payment), now);
-            step.payment = Some(PaymentWrite {
-                header: Write::Update {
-                    expected: header.version,
-                    value: reserved.clone(),
-                },
-                operations: vec![OperationWrite::Insert(void.clone())],
-            });
+            step.payment = Some(PaymentWrite::opening(
+                header.version,
+                reserved.clone(),
+                void.clone(),
+            ));
             let lease_end = now + self.settings.operation_lease;
             step.due.push(DueChange::Schedule(item.clone(), lease_end));
             step.due
@@ -485,14 +478,9 @@ impl Payments {
             session,
         };
         let advanced = self
-            .advance(
-                work,
-                Phase::Conclude,
-                &Keying::Origin,
-                |header, op, now, _| {
-                    header.take_answer(op, &answer, false, now);
-                },
-            )
+            .conclude(work, |header, op, now, _| {
+                header.take_answer(op, &answer, false, now);
+            })
             .await?;
         self.run_follow_ups(advanced).await?;
         Ok(if first {
@@ -548,15 +536,10 @@ impl Payments {
                 },
             })?;
         let advanced = self
-            .advance(
-                work,
-                Phase::Conclude,
-                &Keying::Origin,
-                |header, op, now, _| {
-                    // A fresher read may be settled already: then nothing changes.
-                    let _ = header.apply(op, now, |op| op.settle_by_hand(&outcomes, &reason, now));
-                },
-            )
+            .conclude(work, |header, op, now, _| {
+                // A fresher read may be settled already: then nothing changes.
+                let _ = header.apply(op, now, |op| op.settle_by_hand(&outcomes, &reason, now));
+            })
             .await?;
         let result = (
             advanced.work.header.value.clone(),
@@ -581,14 +564,9 @@ impl Payments {
             session: None,
         };
         let advanced = self
-            .advance(
-                work,
-                Phase::Conclude,
-                &Keying::Origin,
-                |header, op, now, _| {
-                    header.apply(op, now, |op| op.settle_from_report(transaction, note, now));
-                },
-            )
+            .conclude(work, |header, op, now, _| {
+                header.apply(op, now, |op| op.settle_from_report(transaction, note, now));
+            })
             .await?;
         self.run_follow_ups(advanced).await
     }

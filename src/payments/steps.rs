@@ -231,6 +231,17 @@ impl Payments {
         ))
     }
 
+    /// [`advance`](Self::advance)s the operation to its conclusion, the
+    /// answer stored under the key of the request that opened it.
+    pub(super) async fn conclude(
+        &self,
+        work: Work,
+        change: impl FnMut(&mut Payment, &mut Operation, SystemTime, &mut Edit),
+    ) -> Result<Advanced, PaymentError> {
+        self.advance(work, Phase::Conclude, &Keying::Origin, change)
+            .await
+    }
+
     /// The header and operation (and an authorization's session) as stored.
     async fn reread(&self, work: &Work) -> Result<Work, PaymentError> {
         let (header, operation) = self

@@ -63,6 +63,13 @@ pub fn listing_member(created_at: SystemTime, id: Uuid) -> String {
     format!("{:015}:{id}", unix_millis(created_at))
 }
 
+/// The id a member of a listing or an index names: its last part.
+pub fn member_id(member: &str) -> Option<Uuid> {
+    member
+        .rsplit_once(':')
+        .and_then(|(_, id)| Uuid::try_parse(id).ok())
+}
+
 pub fn unix_millis(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

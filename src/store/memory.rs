@@ -36,8 +36,8 @@ use super::{
     InstrumentClaim, Instruments, IssueQuery, KeyChange, KeyState, Lane, ListQuery, ListedPayment,
     ListedSession, Notices, OperationWrite, OutboxChange, Outcome, PaymentStore, PaymentWrite,
     SHARDS, SettlementQuery, SettlementStore, Shard, Step, StoreError, StoredPayment, Versioned,
-    WebhookDelivery, WebhookOutbox, Write, issue_member, listing_member, settlement_member,
-    unix_millis,
+    WebhookDelivery, WebhookOutbox, Write, issue_member, listing_member, member_id,
+    settlement_member, unix_millis,
 };
 use crate::{
     clock::Clock,

@@ -46,8 +46,8 @@ use super::{
     InstrumentClaim, Instruments, IssueQuery, KeyChange, KeyState, Lane, ListQuery, ListedPayment,
     ListedSession, Notices, OperationWrite, OutboxChange, Outcome, PaymentStore, PaymentWrite,
     SettlementQuery, SettlementStore, Shard, Step, StoreError, StoredPayment, Versioned,
-    WebhookDelivery, WebhookOutbox, Write, issue_member, listing_member, settlement_member,
-    unix_millis,
+    WebhookDelivery, WebhookOutbox, Write, issue_member, listing_member, member_id,
+    settlement_member, unix_millis,
 };
 use crate::domain::{
     operation::Operation,
@@ -244,6 +244,30 @@ impl RedisStore {
 
     fn connection(&self) -> Connection {
         self.connection.clone()
+    }
+
+    /// The record at `key` (GET), if there is one.
+    async fn record<T: codec::Record>(&self, key: String) -> Result<Option<T>, StoreError> {
+        let mut connection = self.connection();
+        let data: Option<Vec<u8>> = connection.get(key).await.map_err(unavailable)?;
+        data.map(|d| codec::decode(&d)).transpose()
+    }
+
+    /// The record in `field` of the versioned hash at `key`, if there is one.
+    async fn versioned_record<T: codec::Record>(
+        &self,
+        key: String,
+        field: &str,
+    ) -> Result<Option<Versioned<T>>, StoreError> {
+        let mut connection = self.connection();
+        let (version, data): (Option<u64>, Option<Vec<u8>>) = redis::cmd("HMGET")
+            .arg(key)
+            .arg("v")
+            .arg(field)
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        versioned(version, data)
     }
 
     /// What Redis says about settings that can lose data (for a startup

@@ -145,6 +145,20 @@ pub enum OperationWrite {
     Update(Operation),
 }
 
+impl PaymentWrite {
+    /// Opens `operation` on a payment read at version `expected`, whose
+    /// header becomes `header` (with what the operation reserves).
+    pub fn opening(expected: u64, header: Payment, operation: Operation) -> PaymentWrite {
+        PaymentWrite {
+            header: Write::Update {
+                expected,
+                value: header,
+            },
+            operations: vec![OperationWrite::Insert(operation)],
+        }
+    }
+}
+
 impl OperationWrite {
     pub fn operation(&self) -> &Operation {
         match self {

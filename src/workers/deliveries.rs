@@ -14,6 +14,7 @@ use std::{
 
 use futures_util::future::join_all;
 
+use super::Steps;
 use crate::{
     clock::Clock,
     payments::{Delivered, Payments},
@@ -117,18 +118,14 @@ impl DeliveryWorker {
     /// Steps every `interval` until `shutdown` completes; a full batch is
     /// followed at once by the next step.
     pub async fn run(self, interval: Duration, shutdown: impl Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        loop {
+        let mut steps = Steps::new(interval, shutdown);
+        while steps.next().await {
             let report = self.deliver_due(self.clock.now()).await;
             if report.claimed > 0 {
                 tracing::debug!(?report, "delivery step");
             }
             if report.claimed == self.batch && report.deferred < report.claimed {
-                continue;
-            }
-            tokio::select! {
-                () = &mut shutdown => return,
-                () = tokio::time::sleep(interval) => {}
+                steps.more();
             }
         }
     }

@@ -7,6 +7,7 @@ use std::{future::Future, time::Duration};
 
 use tonic_health::{ServingStatus, server::HealthReporter};
 
+use super::Steps;
 use crate::payments::Payments;
 
 #[derive(Debug, Clone)]
@@ -55,13 +56,9 @@ impl Readiness {
 
     /// Steps every `interval` until `shutdown` completes.
     pub async fn run(mut self, interval: Duration, shutdown: impl Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        loop {
+        let mut steps = Steps::new(interval, shutdown);
+        while steps.next().await {
             self.check().await;
-            tokio::select! {
-                () = &mut shutdown => return,
-                () = tokio::time::sleep(interval) => {}
-            }
         }
     }
 }

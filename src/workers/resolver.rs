@@ -16,6 +16,7 @@ use std::{
 
 use futures_util::StreamExt;
 
+use super::Steps;
 use crate::{
     clock::Clock,
     payments::{Handled, PaymentError, Payments},
@@ -120,18 +121,14 @@ impl Resolver {
     /// Steps every `interval` until `shutdown` completes. A full batch is
     /// followed at once by the next step.
     pub async fn run(self, interval: Duration, shutdown: impl Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        loop {
+        let mut steps = Steps::new(interval, shutdown);
+        while steps.next().await {
             let report = self.resolve_due(self.clock.now()).await;
             if report.claimed > 0 {
                 tracing::debug!(?report, "resolver step");
             }
             if report.claimed == self.batch {
-                continue;
-            }
-            tokio::select! {
-                () = &mut shutdown => return,
-                () = tokio::time::sleep(interval) => {}
+                steps.more();
             }
         }
     }

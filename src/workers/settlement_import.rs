@@ -5,6 +5,7 @@
 
 use std::{future::Future, time::Duration};
 
+use super::Steps;
 use crate::payments::Payments;
 
 #[derive(Debug, Clone)]
@@ -27,13 +28,9 @@ impl SettlementImporter {
 
     /// Steps every `interval` until `shutdown` completes.
     pub async fn run(self, interval: Duration, shutdown: impl Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        loop {
+        let mut steps = Steps::new(interval, shutdown);
+        while steps.next().await {
             self.import_new().await;
-            tokio::select! {
-                () = &mut shutdown => return,
-                () = tokio::time::sleep(interval) => {}
-            }
         }
     }
 }

@@ -120,14 +120,14 @@ pub fn list_payments(request: proto::ListPaymentsRequest) -> Result<ListPayments
     if !request.order_reference.is_empty() {
         v.text("order_reference", &request.order_reference, false);
     }
-    let state = match proto::PaymentState::try_from(request.state) {
-        Ok(proto::PaymentState::Unspecified) => None,
-        Ok(state) => Some(payment_state(state)),
-        Err(_) => {
-            v.add("state", "unknown payment state");
-            None
-        }
-    };
+    let state = v
+        .parsed(
+            "state",
+            proto::PaymentState::try_from(request.state),
+            "unknown payment state",
+        )
+        .filter(|state| *state != proto::PaymentState::Unspecified)
+        .map(payment_state);
     let created_after = v.instant("created_after", request.created_after);
     let created_before = v.instant("created_before", request.created_before);
     let page_size = v.page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE);
@@ -177,37 +177,41 @@ pub fn payment_page(page: &PaymentPage) -> proto::ListPaymentsResponse {
 
 pub fn list_operations(request: proto::ListOperationsRequest) -> Result<ListOperations, Status> {
     let mut v = Violations::default();
-    let status = match proto::OperationStatus::try_from(request.status) {
-        Ok(proto::OperationStatus::Unspecified) => None,
-        Ok(status) => [
-            OperationStatus::Success,
-            OperationStatus::Pending,
-            OperationStatus::Failure,
-            OperationStatus::Conflict,
-            OperationStatus::Uncertain,
-        ]
-        .into_iter()
-        .find(|s| operation_status(*s) == status),
-        Err(_) => {
-            v.add("status", "unknown operation status");
-            None
-        }
-    };
-    let kind = match proto::OperationKind::try_from(request.kind) {
-        Ok(proto::OperationKind::Unspecified) => None,
-        Ok(kind) => [
-            OperationKind::Authorization,
-            OperationKind::Capture,
-            OperationKind::Refund,
-            OperationKind::Void,
-        ]
-        .into_iter()
-        .find(|k| operation_kind(*k) == kind),
-        Err(_) => {
-            v.add("kind", "unknown operation kind");
-            None
-        }
-    };
+    let status = v
+        .parsed(
+            "status",
+            proto::OperationStatus::try_from(request.status),
+            "unknown operation status",
+        )
+        .filter(|status| *status != proto::OperationStatus::Unspecified)
+        .and_then(|status| {
+            [
+                OperationStatus::Success,
+                OperationStatus::Pending,
+                OperationStatus::Failure,
+                OperationStatus::Conflict,
+                OperationStatus::Uncertain,
+            ]
+            .into_iter()
+            .find(|s| operation_status(*s) == status)
+        });
+    let kind = v
+        .parsed(
+            "kind",
+            proto::OperationKind::try_from(request.kind),
+            "unknown operation kind",
+        )
+        .filter(|kind| *kind != proto::OperationKind::Unspecified)
+        .and_then(|kind| {
+            [
+                OperationKind::Authorization,
+                OperationKind::Capture,
+                OperationKind::Refund,
+                OperationKind::Void,
+            ]
+            .into_iter()
+            .find(|k| operation_kind(*k) == kind)
+        });
     let mut optional_text = |field: &str, value: String| {
         (!value.is_empty()).then(|| {
             v.text(field, &value, false);

@@ -241,18 +241,20 @@ pub fn list_sessions(request: proto::ListSessionsRequest) -> Result<ListSessions
         v.text("order_reference", &request.order_reference, false);
         request.order_reference.clone()
     });
-    let status = match proto::SessionStatus::try_from(request.status) {
-        Ok(proto::SessionStatus::Unspecified) => None,
-        Ok(proto::SessionStatus::Open) => Some(SessionStatus::Open),
-        Ok(proto::SessionStatus::Processing) => Some(SessionStatus::Processing),
-        Ok(proto::SessionStatus::Submitted) => Some(SessionStatus::Submitted),
-        Ok(proto::SessionStatus::Expired) => Some(SessionStatus::Expired),
-        Ok(proto::SessionStatus::Cancelled) => Some(SessionStatus::Cancelled),
-        Err(_) => {
-            v.add("status", "unknown session status");
-            None
-        }
-    };
+    let status = v
+        .parsed(
+            "status",
+            proto::SessionStatus::try_from(request.status),
+            "unknown session status",
+        )
+        .and_then(|status| match status {
+            proto::SessionStatus::Unspecified => None,
+            proto::SessionStatus::Open => Some(SessionStatus::Open),
+            proto::SessionStatus::Processing => Some(SessionStatus::Processing),
+            proto::SessionStatus::Submitted => Some(SessionStatus::Submitted),
+            proto::SessionStatus::Expired => Some(SessionStatus::Expired),
+            proto::SessionStatus::Cancelled => Some(SessionStatus::Cancelled),
+        });
     let created_after = v.instant("created_after", request.created_after);
     let created_before = v.instant("created_before", request.created_before);
     let page_size = v.page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE);

@@ -1,10 +1,7 @@
 use super::*;
 use crate::domain::priority::DefaultPriorities;
+use crate::domain::{money::amount, operation::answer};
 use proptest::prelude::*;
-
-fn amount(minor: i64) -> Amount {
-    Amount::from_minor(minor).unwrap()
-}
 
 fn id(n: u128) -> Uuid {
     Uuid::from_u128(n)
@@ -48,17 +45,19 @@ fn authorized_payment() -> (Payment, Operation) {
     (payment, authorization)
 }
 
-fn success() -> TransactionOutcome {
-    outcome(TransactionStatus::Success)
+/// An authorized payment with a capture of `minor` opened on it (at the
+/// epoch).
+fn capture_opened(minor: i64) -> (Payment, Operation) {
+    let (mut payment, _) = authorized_payment();
+    let capture = request(OperationKind::Capture, Some(minor));
+    let op = payment
+        .open_operation(id(10), &capture, SystemTime::UNIX_EPOCH)
+        .unwrap();
+    (payment, op)
 }
 
-fn outcome(status: TransactionStatus) -> TransactionOutcome {
-    TransactionOutcome {
-        status,
-        partner_reference: Some("ref".into()),
-        partner_status: String::new(),
-        partner_status_description: String::new(),
-    }
+fn success() -> TransactionOutcome {
+    answer(TransactionStatus::Success)
 }
 
 fn request(kind: OperationKind, minor: Option<i64>) -> OperationRequest {
@@ -105,14 +104,7 @@ fn an_authorized_payment_books_the_legs_and_their_references() {
 
 #[test]
 fn capture_takes_the_gift_card_first_and_reserves_before_any_answer() {
-    let (mut payment, _) = authorized_payment();
-    let op = payment
-        .open_operation(
-            id(10),
-            &request(OperationKind::Capture, Some(5000)),
-            SystemTime::UNIX_EPOCH,
-        )
-        .unwrap();
+    let (payment, op) = capture_opened(5000);
     let legs: Vec<(usize, i64)> = op
         .transactions
         .iter()
@@ -144,14 +136,11 @@ fn a_refused_operation_changes_nothing() {
 
 #[test]
 fn declined_leg_is_reoffered_to_later_legs() {
-    let (mut payment, _) = authorized_payment();
+    let (mut payment, mut op) = capture_opened(2000);
     let now = SystemTime::UNIX_EPOCH;
-    let mut op = payment
-        .open_operation(id(10), &request(OperationKind::Capture, Some(2000)), now)
-        .unwrap();
     let gift = op.transactions[0].id;
     op.claim_send(gift, now);
-    payment.record(&mut op, gift, outcome(TransactionStatus::Failure), now);
+    payment.record(&mut op, gift, answer(TransactionStatus::Failure), now);
     let left = payment.reoffer(&mut op, 1, amount(2000), now);
     assert_eq!(left, Amount::ZERO);
     let card = op.transactions.iter().find(|t| t.leg == 0).unwrap().id;
@@ -164,19 +153,16 @@ fn declined_leg_is_reoffered_to_later_legs() {
 
 #[test]
 fn a_leg_that_may_have_been_sent_is_never_re_amounted_by_fallback() {
-    let (mut payment, _) = authorized_payment();
+    let (mut payment, mut op) = capture_opened(6000);
     let now = SystemTime::UNIX_EPOCH;
-    let mut op = payment
-        .open_operation(id(10), &request(OperationKind::Capture, Some(6000)), now)
-        .unwrap();
     let gift = op.transactions.iter().find(|t| t.leg == 1).unwrap().id;
     let card = op.transactions.iter().find(|t| t.leg == 0).unwrap().id;
     // The card's request went out and its answer was lost.
     op.claim_send(card, now);
-    payment.record(&mut op, card, outcome(TransactionStatus::Uncertain), now);
+    payment.record(&mut op, card, answer(TransactionStatus::Uncertain), now);
     let before = op.transaction(card).unwrap().amount;
     op.claim_send(gift, now);
-    payment.record(&mut op, gift, outcome(TransactionStatus::Failure), now);
+    payment.record(&mut op, gift, answer(TransactionStatus::Failure), now);
     let left = payment.reoffer(&mut op, 1, amount(2000), now);
     assert_eq!(left, amount(2000), "nothing placed on a maybe-sent leg");
     assert_eq!(op.transaction(card).unwrap().amount, before);
@@ -221,7 +207,7 @@ fn failed_authorization_is_compensated_by_voiding_the_authorized_legs() {
     let now = SystemTime::UNIX_EPOCH;
     let (card, gift) = (auth.transactions[0].id, auth.transactions[1].id);
     payment.record(&mut auth, card, success(), now);
-    payment.record(&mut auth, gift, outcome(TransactionStatus::Failure), now);
+    payment.record(&mut auth, gift, answer(TransactionStatus::Failure), now);
     assert_eq!(payment.state(), PaymentState::Failed);
     let void = payment.open_compensation(id(4), now).unwrap();
     assert_eq!(void.triggered_by, TriggeredBy::System);
@@ -291,7 +277,7 @@ proptest! {
                     if let Some(&(i, tx, leg)) = open.get(index % open.len().max(1)) {
                         let op = &mut operations[i];
                         op.claim_send(tx, now);
-                        payment.record(op, tx, outcome(status), now);
+                        payment.record(op, tx, answer(status), now);
                         if status == TransactionStatus::Failure {
                             let amount = op.transaction(tx).unwrap().amount;
                             payment.reoffer(op, leg, amount, now);

@@ -14,6 +14,17 @@ pub(super) fn listing_lock(merchant: &str) -> usize {
     usize::try_from(hasher.finish() % LISTING_LOCKS as u64).unwrap_or(0)
 }
 
+/// Lists `member` in the (locked) `listing` under `merchant`, and under
+/// `merchant` and its order `reference`.
+fn index(mut listing: MutexGuard<'_, Listing>, merchant: &str, reference: &str, member: String) {
+    for order_reference in [None, Some(reference.to_owned())] {
+        listing
+            .entry((merchant.to_owned(), order_reference))
+            .or_default()
+            .insert(member.clone());
+    }
+}
+
 /// Members of a listing in the query's range and order.
 pub(super) fn listed(listing: &Listing, query: &ListQuery) -> Vec<String> {
     let key = (query.merchant.clone(), query.order_reference.clone());
@@ -92,25 +103,15 @@ impl PaymentStore for MemoryStore {
 
     async fn index_payment(&self, payment: &Payment) -> Result<(), StoreError> {
         let member = listing_member(payment.created_at, payment.id);
-        let mut listing = self.listing(&payment.merchant);
-        for order_reference in [None, Some(payment.order_reference.clone())] {
-            listing
-                .entry((payment.merchant.clone(), order_reference))
-                .or_default()
-                .insert(member.clone());
-        }
+        let (merchant, reference) = (&payment.merchant, &payment.order_reference);
+        index(self.listing(merchant), merchant, reference, member);
         Ok(())
     }
 
     async fn index_session(&self, session: &Session) -> Result<(), StoreError> {
         let member = listing_member(session.created_at, session.id);
-        let mut listing = self.session_listing(&session.merchant);
-        for order_reference in [None, Some(session.order_reference.clone())] {
-            listing
-                .entry((session.merchant.clone(), order_reference))
-                .or_default()
-                .insert(member.clone());
-        }
+        let (merchant, reference) = (&session.merchant, &session.order_reference);
+        index(self.session_listing(merchant), merchant, reference, member);
         Ok(())
     }
 
@@ -120,9 +121,7 @@ impl PaymentStore for MemoryStore {
         Ok(members
             .into_iter()
             .map(|member| {
-                let session = member
-                    .split_once(':')
-                    .and_then(|(_, id)| Uuid::try_parse(id).ok())
+                let session = member_id(&member)
                     .and_then(|id| self.shard(Shard::of(id)).session(id, now).cloned());
                 ListedSession {
                     cursor: member,
@@ -137,10 +136,8 @@ impl PaymentStore for MemoryStore {
         Ok(members
             .into_iter()
             .map(|member| {
-                let payment = member
-                    .split_once(':')
-                    .and_then(|(_, id)| Uuid::try_parse(id).ok())
-                    .and_then(|id| self.shard(Shard::of(id)).stored_payment(id));
+                let payment =
+                    member_id(&member).and_then(|id| self.shard(Shard::of(id)).stored_payment(id));
                 ListedPayment {
                     cursor: member,
                     payment,

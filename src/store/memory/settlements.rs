@@ -130,9 +130,7 @@ impl SettlementStore for MemoryStore {
         let data = lock(&self.settlements);
         Ok(members_from(&data.index, &query.low())
             .filter_map(|member| {
-                let id = member
-                    .rsplit_once(':')
-                    .and_then(|(_, id)| Uuid::try_parse(id).ok())?;
+                let id = member_id(member)?;
                 let (settlement, until) = data.settlements.get(&id)?;
                 (*until > now).then(|| (member.clone(), settlement.clone()))
             })
@@ -164,9 +162,7 @@ impl SettlementStore for MemoryStore {
         let data = lock(&self.settlements);
         Ok(members_from(&data.issue_index, &query.low())
             .filter_map(|member| {
-                let id = member
-                    .rsplit_once(':')
-                    .and_then(|(_, id)| Uuid::try_parse(id).ok())?;
+                let id = member_id(member)?;
                 let (issue, until) = data.issues.get(&id)?;
                 (*until > now).then(|| (member.clone(), issue.clone()))
             })

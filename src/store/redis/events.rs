@@ -60,12 +60,7 @@ impl Notices for RedisStore {
 #[async_trait]
 impl WebhookOutbox for RedisStore {
     async fn delivery(&self, id: Uuid) -> Result<Option<WebhookDelivery>, StoreError> {
-        let mut connection = self.connection();
-        let data: Option<Vec<u8>> = connection
-            .get(delivery_key(id))
-            .await
-            .map_err(unavailable)?;
-        data.map(|d| codec::decode(&d)).transpose()
+        self.record(delivery_key(id)).await
     }
 }
 

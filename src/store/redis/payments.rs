@@ -129,27 +129,11 @@ impl PaymentStore for RedisStore {
     }
 
     async fn session(&self, id: Uuid) -> Result<Option<Versioned<Session>>, StoreError> {
-        let mut connection = self.connection();
-        let (version, data): (Option<u64>, Option<Vec<u8>>) = redis::cmd("HMGET")
-            .arg(session_key(id))
-            .arg("v")
-            .arg("d")
-            .query_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
-        versioned(version, data)
+        self.versioned_record(session_key(id), "d").await
     }
 
     async fn header(&self, id: Uuid) -> Result<Option<Versioned<Payment>>, StoreError> {
-        let mut connection = self.connection();
-        let (version, data): (Option<u64>, Option<Vec<u8>>) = redis::cmd("HMGET")
-            .arg(payment_key(id))
-            .arg("v")
-            .arg("h")
-            .query_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
-        versioned(version, data)
+        self.versioned_record(payment_key(id), "h").await
     }
 
     async fn operation(
@@ -208,10 +192,7 @@ impl PaymentStore for RedisStore {
         let key = session_listing_key(&query.merchant, query.order_reference.as_deref());
         let members = self.listed(&key, query).await?;
         try_join_all(members.into_iter().map(|member| async move {
-            let session = match member
-                .split_once(':')
-                .and_then(|(_, id)| Uuid::try_parse(id).ok())
-            {
+            let session = match member_id(&member) {
                 Some(id) => self.session(id).await?,
                 None => None,
             };
@@ -229,10 +210,7 @@ impl PaymentStore for RedisStore {
         // Every payment has its own key: one read each, sent concurrently
         // (the multiplexed connection pipelines them on the wire).
         try_join_all(members.into_iter().map(|member| async move {
-            let id = member
-                .split_once(':')
-                .and_then(|(_, id)| Uuid::try_parse(id).ok());
-            let payment = match id {
+            let payment = match member_id(&member) {
                 Some(id) => self.stored_payment(id).await?,
                 None => None,
             };

@@ -18,6 +18,14 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+/// A script made of the files `parts` of `scripts/` (`.lua`), in order,
+/// hashed once.
+macro_rules! script {
+    ($($part:literal),+) => {
+        LazyLock::new(|| Script::new(concat!($(include_str!(concat!("scripts/", $part, ".lua"))),+)))
+    };
+}
+
 /// One atomic step (see `store::Step`), any shape.
 ///
 /// KEYS: 1 idempotency record, 2 session, 3 payment, 4 operation index,
@@ -45,12 +53,7 @@ use redis::Script;
 /// or `{'conflict'}`, `{'exists'}`, `{'busy'}`, `{'mismatch'}`,
 /// `{'done', outcome}`, `{'inflight'}`, `{'expired'}` (in flight, lease
 /// over) with nothing written.
-pub static STEP: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        include_str!("scripts/record.lua"),
-        include_str!("scripts/step.lua")
-    ))
-});
+pub static STEP: LazyLock<Script> = script!("record", "step");
 
 /// Opens an operation: claim the key, compare-and-set the header, write the
 /// operation and its index entry, put it on the due-queue, and take the send
@@ -63,12 +66,7 @@ pub static STEP: LazyLock<Script> = LazyLock::new(|| {
 /// member, 10 due ms, 11 operation id (16 bytes), 12 the new version,
 /// 13 the claim's fence (`` = none), 14 the claim's ttl (ms).
 /// Returns like [`STEP`].
-pub static OPEN: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        include_str!("scripts/record.lua"),
-        include_str!("scripts/open.lua")
-    ))
-});
+pub static OPEN: LazyLock<Script> = script!("record", "open");
 
 /// Concludes (or records progress on) an operation: compare-and-set the
 /// header, write the operation, store the answer under the key if its
@@ -82,42 +80,27 @@ pub static OPEN: LazyLock<Script> = LazyLock::new(|| {
 /// announce final on `po:finals` (`` = none), 8 D, then D × (`+` | `-`,
 /// member, due ms), then C × (`t`ake | `r`elease, fence, ttl ms).
 /// Returns like [`STEP`].
-pub static CONCLUDE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/conclude.lua")));
+pub static CONCLUDE: LazyLock<Script> = script!("conclude");
 
 /// Takes the due items of one shard and moves them to the end of their lease.
 /// KEYS[1] due-queue; ARGV: now ms, lease end ms, limit.
-pub static CLAIM_DUE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/claim_due.lua")));
+pub static CLAIM_DUE: LazyLock<Script> = script!("claim_due");
 
 /// Takes (or renews) a lease for its holder. KEYS[1] the lease; ARGV: holder,
 /// lease (ms). Answers 1 if the holder has it now.
-pub static TAKE_LEASE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/take_lease.lua")));
+pub static TAKE_LEASE: LazyLock<Script> = script!("take_lease");
 
 /// Gives a lease up if its holder (ARGV[1]) has it.
-pub static RELEASE_LEASE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/release_lease.lua")));
+pub static RELEASE_LEASE: LazyLock<Script> = script!("release_lease");
 
 /// Claims an instrument unless claimed (KEYS[1] its claim, ARGV[1] the
 /// claim with `@now` for Redis's time); answers the claim that holds it and
 /// Redis's time.
-pub static CLAIM_INSTRUMENT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        include_str!("scripts/stamp.lua"),
-        include_str!("scripts/claim_instrument.lua")
-    ))
-});
+pub static CLAIM_INSTRUMENT: LazyLock<Script> = script!("stamp", "claim_instrument");
 
 /// Replaces the claim ARGV[1] (as read) by ARGV[2] (`` removes it); 0 if it
 /// changed since.
-pub static REPLACE_INSTRUMENT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        include_str!("scripts/stamp.lua"),
-        include_str!("scripts/replace_instrument.lua")
-    ))
-});
+pub static REPLACE_INSTRUMENT: LazyLock<Script> = script!("stamp", "replace_instrument");
 
 /// A claim (or ``) with Redis's time.
-pub static READ_INSTRUMENT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/read_instrument.lua")));
+pub static READ_INSTRUMENT: LazyLock<Script> = script!("read_instrument");

@@ -130,24 +130,13 @@ impl RedisStore {
     }
 }
 
-pub(super) fn id_of_member(member: &str) -> Option<Uuid> {
-    member
-        .rsplit_once(':')
-        .and_then(|(_, id)| Uuid::try_parse(id).ok())
-}
-
 /// Index members read per round trip while filtering a listing.
 pub(super) const LISTING_BATCH: usize = 500;
 
 #[async_trait]
 impl SettlementStore for RedisStore {
     async fn settlement(&self, id: Uuid) -> Result<Option<Settlement>, StoreError> {
-        let mut connection = self.connection();
-        let data: Option<Vec<u8>> = connection
-            .get(settlement_key(id))
-            .await
-            .map_err(unavailable)?;
-        data.map(|d| codec::decode(&d)).transpose()
+        self.record(settlement_key(id)).await
     }
 
     async fn put_settlement_lines(
@@ -222,7 +211,7 @@ impl SettlementStore for RedisStore {
         self.page_of_index(
             SETTLEMENT_INDEX,
             query.low(),
-            |member| id_of_member(member).map(settlement_key),
+            |member| member_id(member).map(settlement_key),
             |settlement: &Settlement| query.to.is_some_and(|to| settlement.date > to),
             |settlement| query.admits(settlement),
             query.limit,
@@ -248,7 +237,7 @@ impl SettlementStore for RedisStore {
         self.page_of_index(
             ISSUE_INDEX,
             query.low(),
-            |member| id_of_member(member).map(issue_key),
+            |member| member_id(member).map(issue_key),
             |issue: &ReconciliationIssue| {
                 query.created_before.is_some_and(|t| issue.created_at >= t)
             },

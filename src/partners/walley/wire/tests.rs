@@ -26,10 +26,7 @@ use crate::domain::{
     money::{Amount, Currency},
     settlement::{Day, EntryKind},
 };
-
-fn json(text: &str) -> Value {
-    serde_json::from_str(text).unwrap()
-}
+use crate::partners::documented::{json, keys};
 
 fn sek() -> Currency {
     Currency::parse("SEK").unwrap()
@@ -55,18 +52,6 @@ fn assert_written_back(ours: &Value, documented: &Value, at: &str) {
         }
         (ours, documented) => assert_eq!(ours, documented, "{at}"),
     }
-}
-
-/// An object's keys, sorted.
-fn keys(value: &Value) -> Vec<&str> {
-    let mut keys: Vec<&str> = value
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    keys.sort_unstable();
-    keys
 }
 
 /// The capture and refund properties Walley documents.

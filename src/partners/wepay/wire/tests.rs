@@ -11,22 +11,7 @@ use rust_decimal::Decimal;
 use serde_json::Value;
 
 use super::*;
-
-fn json(text: &str) -> Value {
-    serde_json::from_str(text).unwrap()
-}
-
-/// An object's keys, sorted.
-fn keys(value: &Value) -> Vec<&str> {
-    let mut keys: Vec<&str> = value
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    keys.sort_unstable();
-    keys
-}
+use crate::partners::documented::{json, keys};
 
 fn assert_documented(value: &Value, documented: &[&str], what: &str) {
     for key in keys(value) {
