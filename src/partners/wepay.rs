@@ -152,7 +152,22 @@ impl Wepay {
         checkout: &Checkout,
         request: &PartnerRequest,
     ) -> Result<bool, PartnerError> {
-        let refunded = http::minor(checkout.refunded(), request.currency)?;
+        let Some(refunded) = checkout.refunded() else {
+            return Err(PartnerError::Unknown {
+                description: format!(
+                    "checkout {} gives no single refunded total (refund.amount_refunded: {:?}, \
+                     amount_refunded: {:?})",
+                    checkout.checkout_id,
+                    checkout
+                        .refund
+                        .as_ref()
+                        .and_then(|r| r.amount_refunded)
+                        .map(|f| f.0),
+                    checkout.amount_refunded.map(|f| f.0)
+                ),
+            });
+        };
+        let refunded = http::minor(refunded, request.currency)?;
         let with_this = request
             .refunded_before
             .checked_add(request.amount)
@@ -166,8 +181,7 @@ impl Wepay {
                 description: format!(
                     "the checkout's refunded total ({} {}) matches neither our books before \
                      this refund nor after it",
-                    checkout.refunded(),
-                    checkout.currency
+                    refunded, checkout.currency
                 ),
             })
         }

@@ -117,8 +117,8 @@ pub struct Checkout {
     #[serde(default)]
     pub reference_id: Option<String>,
     /// What was refunded, as API versions before 2015-08-15 answer it.
-    #[serde(default, with = "rust_decimal::serde::arbitrary_precision")]
-    pub amount_refunded: Decimal,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount_refunded: Option<Figure>,
     /// What was refunded, as 2015-08-15 and later answer it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refund: Option<CheckoutRefund>,
@@ -126,19 +126,29 @@ pub struct Checkout {
 
 impl Checkout {
     /// What was refunded of the checkout, in whichever shape the API
-    /// version answers it.
-    pub fn refunded(&self) -> Decimal {
-        self.refund
-            .as_ref()
-            .map_or(self.amount_refunded, |refund| refund.amount_refunded)
+    /// version answers it; `None` when the answer says nothing of it, or
+    /// gives two figures that differ (a refund must then not be guessed at).
+    pub fn refunded(&self) -> Option<Decimal> {
+        let nested = self.refund.as_ref().and_then(|r| r.amount_refunded);
+        match (nested.map(|f| f.0), self.amount_refunded.map(|f| f.0)) {
+            (Some(nested), Some(top)) if nested != top => None,
+            (Some(figure), _) | (None, Some(figure)) => Some(figure),
+            (None, None) => None,
+        }
     }
 }
+
+/// An amount that may be absent: `Option<Figure>` (the decimal read from
+/// the JSON number exactly, as every amount here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Figure(#[serde(with = "rust_decimal::serde::arbitrary_precision")] pub Decimal);
 
 /// A checkout's `refund` structure.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckoutRefund {
-    #[serde(default, with = "rust_decimal::serde::arbitrary_precision")]
-    pub amount_refunded: Decimal,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount_refunded: Option<Figure>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refund_reason: Option<String>,
 }

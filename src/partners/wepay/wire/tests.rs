@@ -187,17 +187,38 @@ fn the_documented_checkout_reads() {
 
 /// WePay's reference (2015-08-15 and later) keeps what was refunded in the
 /// checkout's `refund` structure; the 2014-01-08 shape has a top-level
-/// `amount_refunded`. Both read.
+/// `amount_refunded`. Either reads; a `refund` structure without a figure
+/// leaves the top-level one; no figure, or two that differ, is no answer
+/// (the refund guard then sends nothing).
 #[test]
-fn the_documented_refunded_total_reads_in_either_shape() {
-    let checkout: Checkout =
-        serde_json::from_str(include_str!("../testdata/checkout.json")).unwrap();
-    assert_eq!(checkout.refunded(), Decimal::new(500, 2));
-    let mut old = json(include_str!("../testdata/checkout.json"));
+fn the_refunded_total_reads_in_either_shape_and_only_when_it_is_one_figure() {
+    let documented = || json(include_str!("../testdata/checkout.json"));
+    let refunded = |body: Value| serde_json::from_value::<Checkout>(body).unwrap().refunded();
+    let five = Some(Decimal::new(500, 2));
+    assert_eq!(refunded(documented()), five, "the documented body");
+
+    let mut old = documented();
     let refund = old.as_object_mut().unwrap().remove("refund").unwrap();
     old["amount_refunded"] = refund["amount_refunded"].clone();
-    let checkout: Checkout = serde_json::from_value(old).unwrap();
-    assert_eq!(checkout.refunded(), Decimal::new(500, 2));
+    assert_eq!(refunded(old.clone()), five, "the 2014 shape");
+
+    let mut empty_refund = old.clone();
+    empty_refund["refund"] = serde_json::json!({});
+    assert_eq!(
+        refunded(empty_refund),
+        five,
+        "a refund structure without a figure"
+    );
+
+    let mut both = documented();
+    both["amount_refunded"] = serde_json::json!(5.00);
+    assert_eq!(refunded(both.clone()), five, "two figures that agree");
+    both["amount_refunded"] = serde_json::json!(0);
+    assert_eq!(refunded(both), None, "two figures that differ");
+
+    let mut neither = documented();
+    neither.as_object_mut().unwrap().remove("refund");
+    assert_eq!(refunded(neither), None, "no figure");
 }
 
 /// WePay answers `"reference_id": null` for a checkout created without one.
