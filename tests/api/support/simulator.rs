@@ -241,10 +241,13 @@ impl Partners {
         amount: i64,
         extra: Value,
     ) -> (String, proto::Payment) {
+        let Value::Object(extra) = extra else {
+            panic!("the extra fields of a Walley order are an object, not {extra}");
+        };
         let mut body = json!({ "amount": major(amount), "currency": "EUR" });
-        if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), extra) {
-            body.extend(extra);
-        }
+        body.as_object_mut()
+            .expect("an order body is an object")
+            .extend(extra);
         let order = self.walley.order(body).await;
         let payment = authorized_in(server, "EUR", vec![walley(amount, &order)]).await;
         (order, payment)
