@@ -40,7 +40,7 @@ use crate::domain::{
     money::{Amount, Currency},
     operation::OperationKind,
     payment::PaymentToken,
-    settlement::{Day, SettlementEntry},
+    settlement::{Day, Line},
 };
 
 /// One call to a partner: everything an adapter may need to send it, or to
@@ -188,10 +188,12 @@ pub trait Partner: Send + Sync + std::fmt::Debug {
         Ok(Vec::new())
     }
 
-    /// One page (from 1) of a settlement's lines, at most `per_page` of them.
+    /// One page (from 1) of a settlement's lines, at most `per_page` of
+    /// them. A line that cannot be read is kept raw; only a page that
+    /// cannot be read at all is an error.
     async fn settlement_page(
         &self,
-        _reference: &str,
+        _report: &SettlementReport,
         _page: u32,
         _per_page: u32,
     ) -> Result<SettlementPage, PartnerError> {
@@ -201,27 +203,18 @@ pub trait Partner: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// A settlement as a partner's report lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SettlementReport {
-    pub reference: String,
-    pub payout_reference: String,
-    pub date: Day,
-    pub currency: Currency,
-    /// What the partner kept, if it says.
-    pub fees: Amount,
-    /// How many lines the report has.
-    pub transactions: u64,
-}
+pub use crate::domain::settlement::SettlementReport;
 
 /// One page of a settlement's lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SettlementPage {
-    pub entries: Vec<SettlementEntry>,
-    /// Lines in the whole settlement.
-    pub total: u64,
-    /// Pages at this page size.
-    pub pages: u32,
+    /// Each line read, or kept as it came where it could not be.
+    pub lines: Vec<Line>,
+    /// Lines in the whole settlement, if the partner says.
+    pub total: Option<u64>,
+    /// Pages at this page size, if the partner says; else pages are read
+    /// until one comes back short.
+    pub pages: Option<u32>,
 }
 
 /// How unavailable answers are retried: the first pause, doubling, for as
@@ -400,16 +393,14 @@ impl Partners {
     pub async fn settlement_page(
         &self,
         partner: &str,
-        reference: &str,
+        report: &SettlementReport,
         page: u32,
         per_page: u32,
     ) -> Result<SettlementPage, PartnerError> {
         let configured = self.get(partner).ok_or_else(|| not_configured(partner))?;
         within(
             configured.timeout,
-            configured
-                .adapter
-                .settlement_page(reference, page, per_page),
+            configured.adapter.settlement_page(report, page, per_page),
         )
         .await
     }

@@ -51,7 +51,9 @@ pub use listing::{
 pub use operations::MAX_WAIT;
 use resolution::WorkLease;
 pub use resolution::{EventResult, Handled, PartnerEvent};
-pub use settlements::{PARTNER_PAGE_SIZE, PartnerImport, SettlementSettings, Viewer};
+pub use settlements::{
+    MAX_NOTE_CHARS, PARTNER_PAGE_SIZE, PartnerImport, SettlementSettings, Viewer,
+};
 use steps::{Advanced, Edit, Keying, Phase, operation_item};
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};

@@ -54,7 +54,9 @@ use crate::domain::{
     operation::Operation,
     payment::Payment,
     session::Session,
-    settlement::{ReconciliationIssue, Settlement, SettlementTransaction},
+    settlement::{
+        FailedSettlement, ReconciliationIssue, SettledBy, Settlement, SettlementTransaction,
+    },
 };
 
 /// How many shards the data is spread over. Part of the stored layout: ids
@@ -248,14 +250,41 @@ pub trait SettlementStore: Send + Sync {
         &self,
         query: &IssueQuery,
     ) -> Result<Vec<(String, ReconciliationIssue)>, StoreError>;
-    /// Notes which settlement showed each of our partner transactions.
-    async fn mark_settled(
+    /// An issue by its id.
+    async fn issue(&self, id: Uuid) -> Result<Option<ReconciliationIssue>, StoreError>;
+    /// Resolves an open issue (`resolved_at`, `resolution`); an issue
+    /// already resolved is left as it is. The issue as it is afterwards.
+    async fn resolve_issue(
         &self,
-        settled: &[(Uuid, Uuid)],
+        id: Uuid,
+        resolution: &str,
+        at: SystemTime,
+    ) -> Result<Option<ReconciliationIssue>, StoreError>;
+    /// Claims each of our partner transactions for the line that settles
+    /// it, unless a line claimed it before; for each, the claim that holds
+    /// afterwards (the caller compares it with its own: another line's is a
+    /// duplicate).
+    async fn claim_settled(
+        &self,
+        claims: &[(Uuid, SettledBy)],
         retain_until: SystemTime,
+    ) -> Result<Vec<SettledBy>, StoreError>;
+    /// The line that settled a partner transaction, if one did.
+    async fn settled_in(&self, transaction: Uuid) -> Result<Option<SettledBy>, StoreError>;
+    /// A partner's settlements whose import failed, oldest first.
+    async fn failed_settlements(&self, partner: &str) -> Result<Vec<FailedSettlement>, StoreError>;
+    /// Keeps (or replaces) a failed settlement of a partner, by reference.
+    async fn put_failed_settlement(
+        &self,
+        partner: &str,
+        failed: &FailedSettlement,
     ) -> Result<(), StoreError>;
-    /// The settlement that showed a partner transaction, if one did.
-    async fn settled_in(&self, transaction: Uuid) -> Result<Option<Uuid>, StoreError>;
+    /// Forgets a partner's failed settlement (it was read).
+    async fn clear_failed_settlement(
+        &self,
+        partner: &str,
+        reference: &str,
+    ) -> Result<(), StoreError>;
     /// Takes (or renews) the lease `name` for `owner` until `now + lease`;
     /// `false` while another owner holds it.
     async fn take_lease(

@@ -12,7 +12,7 @@ use payment_orchestrator::{
         money::{Amount, Currency},
         operation::OperationKind,
         payment::PaymentToken,
-        settlement::{Day, EntryKind, SettlementEntry, VatAmount},
+        settlement::{Control, Day, EntryKind, Line, SettlementEntry, SettlementReport, VatAmount},
     },
     partners::{
         Lookup, Partner, PartnerAnswer, PartnerError, PartnerRequest,
@@ -100,7 +100,11 @@ impl PartnerGatewayService for Gateway {
                     date: r.date.to_string(),
                     currency: r.currency.code().to_owned(),
                     fees: r.fees.minor(),
-                    transactions: i64::try_from(r.transactions).unwrap_or(i64::MAX),
+                    transactions: r
+                        .control
+                        .count
+                        .and_then(|count| i64::try_from(count).ok())
+                        .unwrap_or(i64::MAX),
                 })
                 .collect(),
         }))
@@ -111,15 +115,32 @@ impl PartnerGatewayService for Gateway {
         request: Request<proto::ListSettlementLinesRequest>,
     ) -> Result<Response<proto::ListSettlementLinesResponse>, Status> {
         let request = request.into_inner();
+        // The sandbox finds a settlement by its reference alone.
+        let report = SettlementReport {
+            reference: request.reference,
+            payout_reference: String::new(),
+            date: Day::from_days(0),
+            currency: Currency::parse("EUR").map_err(|_| Status::internal("no EUR"))?,
+            fees: Amount::ZERO,
+            control: Control::default(),
+        };
         let page = self
             .sandbox(&request.partner)
-            .settlement_page(&request.reference, request.page, request.per_page)
+            .settlement_page(&report, request.page, request.per_page)
             .await
             .map_err(|_| Status::not_found("no such settlement"))?;
         Ok(Response::new(proto::ListSettlementLinesResponse {
-            lines: page.entries.iter().map(line_proto).collect(),
-            total: i64::try_from(page.total).unwrap_or(i64::MAX),
-            pages: page.pages,
+            lines: page
+                .lines
+                .iter()
+                .filter_map(Line::entry)
+                .map(line_proto)
+                .collect(),
+            total: page
+                .total
+                .and_then(|total| i64::try_from(total).ok())
+                .unwrap_or(i64::MAX),
+            pages: page.pages.unwrap_or(1),
         }))
     }
 
@@ -326,12 +347,14 @@ fn kind_name(kind: OperationKind) -> &'static str {
 /// A settlement line on the wire.
 fn line_proto(entry: &SettlementEntry) -> proto::SettlementLine {
     proto::SettlementLine {
+        // The gateway carries captures and refunds, amounts positive.
         kind: match entry.kind {
             EntryKind::Capture => proto::SettlementLineKind::Capture,
             EntryKind::Refund => proto::SettlementLineKind::Refund,
+            _ => proto::SettlementLineKind::Unspecified,
         }
         .into(),
-        amount: entry.amount.minor(),
+        amount: entry.magnitude().minor(),
         currency: entry.currency.code().to_owned(),
         order_reference: entry.order_reference.clone(),
         partner_reference: entry.partner_reference.clone(),
@@ -350,14 +373,14 @@ fn line_proto(entry: &SettlementEntry) -> proto::SettlementLine {
 
 /// A settlement line from the wire; `None` if it does not read.
 fn entry_of(line: proto::SettlementLine) -> Option<SettlementEntry> {
-    let kind = match line.kind() {
-        proto::SettlementLineKind::Capture => EntryKind::Capture,
-        proto::SettlementLineKind::Refund => EntryKind::Refund,
+    let (kind, sign) = match line.kind() {
+        proto::SettlementLineKind::Capture => (EntryKind::Capture, 1),
+        proto::SettlementLineKind::Refund => (EntryKind::Refund, -1),
         proto::SettlementLineKind::Unspecified => return None,
     };
     Some(SettlementEntry {
         kind,
-        amount: Amount::from_minor(line.amount).ok()?,
+        amount: Amount::from_minor(line.amount).ok()?.minor() * sign,
         currency: Currency::parse(&line.currency).ok()?,
         order_reference: line.order_reference,
         partner_reference: line.partner_reference,

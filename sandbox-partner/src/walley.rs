@@ -10,9 +10,11 @@
 //!   consistency.
 //! - `GET /manage/orders/{id}` reads an order with its captures, refunds and
 //!   cancellation.
-//! - `POST /manage/orders/{id}/capture` and `/refund` (`amount`,
-//!   `actionReference`, `description`, `items`; also under the connector's
-//!   `captures` and `refunds`, which Walley does not document) and `/cancel`
+//! - `POST /orders/{id}/captures` and `/refunds` (the form this project's
+//!   partner documentation shows; Walley's public order-management pages
+//!   show `POST /manage/orders/{id}/capture` and `/refund`, also served)
+//!   with `amount`, `actionReference`, `description`, `items`, and
+//!   `POST /manage/orders/{id}/cancel`
 //!   (optionally `{"actionReference"}`) are accepted with `202`, no body and
 //!   a `Location`, and processed `processing_ms` later (`Pending`, then
 //!   `Completed`). A body with a field Walley does not document is `400`. A
@@ -71,7 +73,8 @@ pub fn router(credentials: Credentials) -> Router {
     Router::new()
         .route("/oauth2/v2.0/token", post(routes::token))
         .route("/manage/orders/{id}", get(routes::read_order))
-        .route("/manage/orders/{id}/{action}", post(routes::act))
+        .route("/manage/orders/{id}/{action}", post(routes::act_managed))
+        .route("/orders/{id}/{action}", post(routes::act_on_order))
         .route("/_sim/orders", post(routes::place_order))
         .route("/_sim/settlements", post(reports::close_settlements))
         .route("/reports/settlements", get(reports::list_settlements))

@@ -92,7 +92,7 @@ impl proto::settlement_service_server::SettlementService for SettlementService {
         let viewer = viewer(&request)?;
         let (settlement, lines) =
             error::answer(self.payments.settlement_lines(viewer, id, offset, limit)).await?;
-        let total = settlement.totals.count;
+        let total = settlement.lines;
         let next = offset + lines.len() as u64;
         let next_page_token = if next < total && !lines.is_empty() {
             convert::lines_token(id, next)
@@ -120,7 +120,7 @@ impl proto::settlement_service_server::SettlementService for SettlementService {
         // Refuses an unknown or foreign settlement before the stream starts.
         let settlement = error::answer(self.payments.settlement(as_viewer(&viewer), id)).await?;
         let payments = self.payments.clone();
-        let total = settlement.totals.count;
+        let total = settlement.lines;
         let chunks = futures_util::stream::unfold(Some(0u64), move |next| {
             let payments = payments.clone();
             let viewer = viewer.clone();
@@ -165,5 +165,15 @@ impl proto::settlement_service_server::SettlementService for SettlementService {
                 .collect(),
             next_page_token: next_page_token(&page, limit, &filters),
         }))
+    }
+
+    async fn resolve_reconciliation_issue(
+        &self,
+        request: Request<proto::ResolveReconciliationIssueRequest>,
+    ) -> Result<Response<proto::ReconciliationIssue>, Status> {
+        let (id, note) = convert::resolve_issue(request.get_ref())?;
+        let viewer = viewer(&request)?;
+        let issue = error::answer(self.payments.resolve_issue(viewer, id, &note)).await?;
+        Ok(Response::new(convert::issue(&issue)))
     }
 }

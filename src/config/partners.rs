@@ -13,6 +13,7 @@
 //! authorization_lifetime = "28d"
 //! capabilities = { partial_void = false }
 //! settlement_reports = true           # default: the kind's (wepay: false)
+//! paths = { capture = "/manage/orders/{id}/capture" }  # walley; defaults below
 //!
 //! [merchants.demo]
 //! priorities = { capture = ["*:giftcard", "*:*"] }
@@ -80,6 +81,40 @@ pub struct PartnerEntry {
     /// Whether its settlements are imported (and our captures and refunds
     /// expected in them); default: whether its kind reports settlements.
     settlement_reports: Option<bool>,
+    /// Walley: each call's path template.
+    #[serde(default)]
+    paths: PathsEntry,
+}
+
+/// Walley's paths as written: what is not written keeps its default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PathsEntry {
+    order: Option<String>,
+    capture: Option<String>,
+    refund: Option<String>,
+    cancel: Option<String>,
+}
+
+impl PathsEntry {
+    fn paths(
+        &self,
+        fail: impl Fn(&str, String) -> SettingError,
+    ) -> Result<walley::Paths, SettingError> {
+        let defaults = walley::Paths::default();
+        let pick = |key: &str, written: &Option<String>, default: String| match written {
+            None => Ok(default),
+            Some(template) => walley::Paths::check(template)
+                .map(|()| template.clone())
+                .map_err(|why| fail(&format!("paths.{key}"), why)),
+        };
+        Ok(walley::Paths {
+            order: pick("order", &self.order, defaults.order)?,
+            capture: pick("capture", &self.capture, defaults.capture)?,
+            refund: pick("refund", &self.refund, defaults.refund)?,
+            cancel: pick("cancel", &self.cancel, defaults.cancel)?,
+        })
+    }
 }
 
 /// Capabilities as written: what is not written keeps the kind's default.
@@ -248,6 +283,7 @@ impl PartnerEntry {
                     )?,
                     scope: self.scope.clone().unwrap_or_default(),
                     ca_pem,
+                    paths: self.paths.paths(&fail)?,
                 }),
                 KindDefaults::WALLEY,
             ),

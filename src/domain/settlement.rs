@@ -133,6 +133,12 @@ pub enum EntryKind {
     Capture,
     /// Taken back from the merchant.
     Refund,
+    /// What the partner kept.
+    Fee,
+    /// A change of an earlier purchase's amount, either sign.
+    Adjustment,
+    /// Taken back by the shopper's bank.
+    Chargeback,
 }
 
 impl EntryKind {
@@ -140,14 +146,28 @@ impl EntryKind {
         match self {
             EntryKind::Capture => "capture",
             EntryKind::Refund => "refund",
+            EntryKind::Fee => "fee",
+            EntryKind::Adjustment => "adjustment",
+            EntryKind::Chargeback => "chargeback",
         }
     }
 
-    /// The kind of our operation a line of this kind settles.
-    pub fn operation_kind(self) -> OperationKind {
+    /// The kind of our operation a line of this kind settles, if any.
+    pub fn operation_kind(self) -> Option<OperationKind> {
         match self {
-            EntryKind::Capture => OperationKind::Capture,
-            EntryKind::Refund => OperationKind::Refund,
+            EntryKind::Capture => Some(OperationKind::Capture),
+            EntryKind::Refund => Some(OperationKind::Refund),
+            EntryKind::Fee | EntryKind::Adjustment | EntryKind::Chargeback => None,
+        }
+    }
+
+    /// The sign of a line of this kind that agrees with its kind: money to
+    /// the merchant is positive. `None`: either sign (adjustments).
+    pub fn sign(self) -> Option<i64> {
+        match self {
+            EntryKind::Capture => Some(1),
+            EntryKind::Refund | EntryKind::Fee | EntryKind::Chargeback => Some(-1),
+            EntryKind::Adjustment => None,
         }
     }
 }
@@ -163,17 +183,62 @@ pub struct VatAmount {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SettlementEntry {
     pub kind: EntryKind,
-    pub amount: Amount,
+    /// Minor units as money moves: positive paid to the merchant, negative
+    /// taken back (the sign the partner's report gave it).
+    pub amount: i64,
     pub currency: Currency,
     /// The order the line belongs to, as the partner knows it.
     pub order_reference: String,
     /// The partner's own id of the line (its order or transaction id).
     pub partner_reference: String,
-    /// The reference the request was sent with: our partner idempotency key.
+    /// The reference the request was sent with: our partner idempotency
+    /// key (empty when the partner's report leaves it out).
     pub action_reference: String,
     /// The day the partner booked it.
     pub transaction_date: Day,
+    /// VAT per rate, magnitudes (a line's VAT moves with its sign).
     pub vat: Vec<VatAmount>,
+}
+
+impl SettlementEntry {
+    /// The amount without its sign.
+    pub fn magnitude(&self) -> Amount {
+        let minor = i64::try_from(self.amount.unsigned_abs()).unwrap_or(i64::MAX);
+        Amount::from_minor(minor).unwrap_or(Amount::ZERO)
+    }
+
+    /// Whether its sign is the one its kind carries (a negative purchase
+    /// or a positive return is not).
+    pub fn sign_agrees(&self) -> bool {
+        self.kind
+            .sign()
+            .is_none_or(|sign| self.amount.signum() == sign)
+    }
+}
+
+/// A line the partner sent that could not be read: kept as it came.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnreadableLine {
+    /// The line as the partner sent it (its JSON, or its proto in text).
+    pub raw: String,
+    /// What could not be read.
+    pub why: String,
+}
+
+/// A settlement line as read: an entry, or what could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Line {
+    Entry(SettlementEntry),
+    Unreadable(UnreadableLine),
+}
+
+impl Line {
+    pub fn entry(&self) -> Option<&SettlementEntry> {
+        match self {
+            Line::Entry(entry) => Some(entry),
+            Line::Unreadable(_) => None,
+        }
+    }
 }
 
 /// How a settlement line compares with our books.
@@ -181,14 +246,21 @@ pub struct SettlementEntry {
 pub enum Match {
     /// Ours, same kind, amount and currency.
     Matched,
-    /// Ours, but the amount, the currency or the kind differs (or we hold it
-    /// failed).
+    /// Ours, but the amount or the currency differs (or we hold it failed).
     AmountMismatch,
     /// No partner transaction of ours carries its reference.
     UnknownToUs,
     /// A successful capture or refund of ours in no settlement in time
     /// (reconciliation issues only; never a settlement line).
     MissingFromSettlement,
+    /// Ours, but its kind or sign contradicts our transaction.
+    KindMismatch,
+    /// A second line for a transaction already settled: not counted again.
+    Duplicate,
+    /// A settlement's lines do not add up to its header (issues only).
+    TotalsMismatch,
+    /// A line that could not be read: kept raw, not counted.
+    UnreadableLine,
 }
 
 impl Match {
@@ -198,7 +270,18 @@ impl Match {
             Match::AmountMismatch => "amount_mismatch",
             Match::UnknownToUs => "unknown_to_us",
             Match::MissingFromSettlement => "missing_from_settlement",
+            Match::KindMismatch => "kind_mismatch",
+            Match::Duplicate => "duplicate",
+            Match::TotalsMismatch => "totals_mismatch",
+            Match::UnreadableLine => "unreadable_line",
         }
+    }
+
+    /// Whether a line of this match counts in the settlement's totals: a
+    /// duplicate or unreadable line is never counted (nor a line in another
+    /// currency, which the importer leaves out itself).
+    pub fn counts(self) -> bool {
+        !matches!(self, Match::Duplicate | Match::UnreadableLine)
     }
 }
 
@@ -211,15 +294,19 @@ pub struct Ours {
     pub status: TransactionStatus,
 }
 
-/// Compares a line with the transaction of ours it names. A transaction not
-/// yet final (PENDING, UNCERTAIN) matches: the report is the partner's word
-/// that it succeeded, and the caller settles it from there.
+/// Compares a capture or refund line with the transaction of ours it names.
+/// A transaction not yet final (PENDING, UNCERTAIN) matches: the report is
+/// the partner's word that it succeeded, and the caller settles it from
+/// there. A line whose kind or sign contradicts ours is a kind mismatch,
+/// before amounts are looked at.
 pub fn compare(entry: &SettlementEntry, ours: Option<&Ours>) -> Match {
     let Some(ours) = ours else {
         return Match::UnknownToUs;
     };
-    let agrees = ours.kind == entry.kind.operation_kind()
-        && ours.amount == entry.amount
+    if entry.kind.operation_kind() != Some(ours.kind) || !entry.sign_agrees() {
+        return Match::KindMismatch;
+    }
+    let agrees = ours.amount == entry.magnitude()
         && ours.currency == entry.currency
         && ours.status != TransactionStatus::Failure;
     if agrees {
@@ -229,82 +316,215 @@ pub fn compare(entry: &SettlementEntry, ours: Option<&Ours>) -> Match {
     }
 }
 
-/// A line as imported: the partner's entry, where it sits in its settlement,
-/// and what it matched.
+/// A line as imported: what the partner sent, where it sits in its
+/// settlement, and what it matched.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SettlementTransaction {
     /// Its position in the settlement, from 0.
     pub index: u64,
-    pub entry: SettlementEntry,
+    pub line: Line,
     pub matched: Match,
-    /// Our operation and partner transaction, when the reference names one.
+    /// Our operation and partner transaction, when the line names one.
     pub operation_id: Option<Uuid>,
     pub partner_transaction_id: Option<Uuid>,
     pub payment_id: Option<Uuid>,
 }
 
-/// Settlement totals, computed from its lines. `net` and VAT are signed:
-/// refunds take back money and VAT.
+/// Settlement totals, computed from the lines that count (see
+/// [`Match::counts`]). `refunded`, `fees` and `chargebacks` are positive
+/// (what was taken back); `adjustments`, `net` and VAT are signed.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Totals {
     pub captured: i64,
     pub refunded: i64,
-    /// What the partner kept (from its report header; zero when it says
-    /// nothing).
+    /// What the partner kept: its header's fees and its fee lines.
     pub fees: i64,
-    /// `captured - refunded - fees`.
+    pub adjustments: i64,
+    pub chargebacks: i64,
+    /// `captured - refunded - fees + adjustments - chargebacks`.
     pub net: i64,
-    /// Capture VAT minus refund VAT, per rate.
+    /// VAT per rate, signed as each line's amount.
     pub vat: BTreeMap<Decimal, i64>,
+    /// Lines counted.
     pub count: u64,
 }
 
 impl Totals {
     /// Adds one line. Fails on overflow (a report that cannot be right).
     pub fn add(&mut self, entry: &SettlementEntry) -> Result<(), AmountError> {
-        let amount = entry.amount.minor();
-        let sign = match entry.kind {
-            EntryKind::Capture => {
-                self.captured = self
-                    .captured
-                    .checked_add(amount)
-                    .ok_or(AmountError::Overflow)?;
-                1
-            }
-            EntryKind::Refund => {
-                self.refunded = self
-                    .refunded
-                    .checked_add(amount)
-                    .ok_or(AmountError::Overflow)?;
-                -1
-            }
+        let add = |slot: &mut i64, amount: i64| -> Result<(), AmountError> {
+            *slot = slot.checked_add(amount).ok_or(AmountError::Overflow)?;
+            Ok(())
         };
+        let taken = entry.amount.checked_neg().ok_or(AmountError::Overflow)?;
+        match entry.kind {
+            EntryKind::Capture => add(&mut self.captured, entry.amount)?,
+            EntryKind::Refund => add(&mut self.refunded, taken)?,
+            EntryKind::Fee => add(&mut self.fees, taken)?,
+            EntryKind::Adjustment => add(&mut self.adjustments, entry.amount)?,
+            EntryKind::Chargeback => add(&mut self.chargebacks, taken)?,
+        }
+        let sign = if entry.amount < 0 { -1 } else { 1 };
         for vat in &entry.vat {
             let slot = self.vat.entry(vat.rate.normalize()).or_insert(0);
-            *slot = vat
-                .amount
-                .minor()
-                .checked_mul(sign)
-                .and_then(|signed| slot.checked_add(signed))
-                .ok_or(AmountError::Overflow)?;
+            let signed = vat.amount.minor().checked_mul(sign);
+            add(slot, signed.ok_or(AmountError::Overflow)?)?;
         }
         self.count += 1;
-        self.net = self
-            .captured
-            .checked_sub(self.refunded)
-            .and_then(|net| net.checked_sub(self.fees))
-            .ok_or(AmountError::Overflow)?;
+        self.net = self.net_of()?;
         Ok(())
     }
 
+    /// Adds what the partner's header says it kept beside its lines.
     pub fn with_fees(mut self, fees: Amount) -> Result<Totals, AmountError> {
-        self.fees = fees.minor();
-        self.net = self
-            .captured
+        self.fees = self
+            .fees
+            .checked_add(fees.minor())
+            .ok_or(AmountError::Overflow)?;
+        self.net = self.net_of()?;
+        Ok(self)
+    }
+
+    fn net_of(&self) -> Result<i64, AmountError> {
+        self.captured
             .checked_sub(self.refunded)
             .and_then(|net| net.checked_sub(self.fees))
-            .ok_or(AmountError::Overflow)?;
-        Ok(self)
+            .and_then(|net| net.checked_add(self.adjustments))
+            .and_then(|net| net.checked_sub(self.chargebacks))
+            .ok_or(AmountError::Overflow)
+    }
+}
+
+/// What a partner's report header says its lines add up to; `None` where
+/// it says nothing. Compared with every readable line in the settlement's
+/// currency, duplicates included: the header describes the partner's lines,
+/// not our reading of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Control {
+    /// Sum of its purchase lines, minor units, signed.
+    pub captured: Option<i64>,
+    /// Sum of its return lines, minor units, positive.
+    pub refunded: Option<i64>,
+    /// How many lines it has.
+    pub count: Option<u64>,
+}
+
+/// The partner's lines as read, for comparing with its [`Control`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LineSums {
+    pub captured: i64,
+    pub refunded: i64,
+    /// Every line read, unreadable ones included.
+    pub count: u64,
+}
+
+impl LineSums {
+    /// Adds a readable line in the settlement's currency (count it with
+    /// [`LineSums::count_line`] too).
+    pub fn add(&mut self, entry: &SettlementEntry) {
+        match entry.kind {
+            EntryKind::Capture => self.captured = self.captured.saturating_add(entry.amount),
+            EntryKind::Refund => self.refunded = self.refunded.saturating_sub(entry.amount),
+            _ => {}
+        }
+    }
+
+    pub fn count_line(&mut self) {
+        self.count += 1;
+    }
+}
+
+impl Control {
+    /// The header figures the lines contradict, in words (none: they agree).
+    pub fn differences(&self, read: &LineSums) -> Vec<String> {
+        let mut differences = Vec::new();
+        if let Some(captured) = self.captured
+            && captured != read.captured
+        {
+            differences.push(format!(
+                "captured: the header says {captured}, the lines add up to {}",
+                read.captured
+            ));
+        }
+        if let Some(refunded) = self.refunded
+            && refunded != read.refunded
+        {
+            differences.push(format!(
+                "refunded: the header says {refunded}, the lines add up to {}",
+                read.refunded
+            ));
+        }
+        if let Some(count) = self.count
+            && count != read.count
+        {
+            differences.push(format!(
+                "lines: the header says {count}, {} were read",
+                read.count
+            ));
+        }
+        differences
+    }
+}
+
+/// A settlement as a partner's report lists it (its header).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettlementReport {
+    pub reference: String,
+    pub payout_reference: String,
+    pub date: Day,
+    pub currency: Currency,
+    /// What the partner kept beside its lines, if its header says.
+    pub fees: Amount,
+    /// What its header says the lines add up to.
+    pub control: Control,
+}
+
+/// A settlement whose import failed: kept (outside the look-back) with its
+/// error and retried by every import until it is read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedSettlement {
+    pub report: SettlementReport,
+    pub error: String,
+    pub attempts: u64,
+    pub first_failed_at: SystemTime,
+    pub last_failed_at: SystemTime,
+}
+
+/// Which line settled one of our partner transactions: the first line that
+/// claimed it. Claiming again with the same pair (an import that starts
+/// over) is the same claim; another line is a duplicate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SettledBy {
+    pub settlement: Uuid,
+    pub line: u64,
+}
+
+impl SettledBy {
+    /// 16 bytes of settlement id, then the line as 8 big-endian bytes.
+    pub fn to_bytes(self) -> [u8; 24] {
+        let mut bytes = [0; 24];
+        bytes[..16].copy_from_slice(self.settlement.as_bytes());
+        bytes[16..].copy_from_slice(&self.line.to_be_bytes());
+        bytes
+    }
+
+    /// Reads [`SettledBy::to_bytes`]; a 16-byte marker of an earlier
+    /// release names the settlement alone (its line reads as `u64::MAX`,
+    /// and any line of that settlement is taken to be the one).
+    pub fn from_bytes(bytes: &[u8]) -> Option<SettledBy> {
+        let settlement = Uuid::from_slice(bytes.get(..16)?).ok()?;
+        let line = match bytes.get(16..) {
+            Some([]) => u64::MAX,
+            Some(rest) => u64::from_be_bytes(rest.try_into().ok()?),
+            None => return None,
+        };
+        Some(SettledBy { settlement, line })
+    }
+
+    /// Whether `other` is this same claim.
+    pub fn is(self, other: SettledBy) -> bool {
+        self.settlement == other.settlement
+            && (self.line == other.line || self.line == u64::MAX || other.line == u64::MAX)
     }
 }
 
@@ -322,10 +542,12 @@ pub struct Settlement {
     pub date: Day,
     pub currency: Currency,
     pub totals: Totals,
+    /// Every line it has, counted or not (its lines are `0..lines`).
+    pub lines: u64,
     /// How many of its lines are not [`Match::Matched`].
     pub issues: u64,
-    /// Whose it is: the merchant of a partner account that serves one
-    /// merchant; `None` (operators only) when the account serves several.
+    /// Whose it is: the one merchant its matched lines belong to; `None`
+    /// (operators only) when they belong to several, or to none.
     pub merchant: Option<String>,
     pub imported_at: SystemTime,
 }
@@ -370,12 +592,25 @@ pub struct ReconciliationIssue {
     pub settled: Amount,
     pub description: String,
     pub created_at: SystemTime,
+    /// When it was resolved; `None` while open.
+    pub resolved_at: Option<SystemTime>,
+    /// How it was resolved (a person's note, or what the service saw).
+    pub resolution: String,
 }
 
 impl ReconciliationIssue {
     /// The id of an issue on a settlement line.
     pub fn id_for_line(settlement: Uuid, line: u64) -> Uuid {
         Uuid::new_v5(&NAMESPACE, format!("issue:{settlement}:{line}").as_bytes())
+    }
+
+    /// The id of a settlement's totals disagreeing with its header.
+    pub fn id_for_totals(settlement: Uuid) -> Uuid {
+        Uuid::new_v5(&NAMESPACE, format!("totals:{settlement}").as_bytes())
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.resolved_at.is_none()
     }
 
     /// The id of a transaction of ours missing from every settlement.
@@ -399,7 +634,7 @@ mod tests {
     fn entry(kind: EntryKind, amount: i64, vat: &[(&str, i64)]) -> SettlementEntry {
         SettlementEntry {
             kind,
-            amount: Amount::from_minor(amount).unwrap(),
+            amount,
             currency: eur(),
             order_reference: "order-1".into(),
             partner_reference: "p-1".into(),
@@ -456,15 +691,28 @@ mod tests {
             ))
             .unwrap();
         totals
-            .add(&entry(EntryKind::Refund, 2_500, &[("25.00", 500)]))
+            .add(&entry(EntryKind::Refund, -2_500, &[("25.00", 500)]))
+            .unwrap();
+        totals.add(&entry(EntryKind::Fee, -50, &[])).unwrap();
+        totals
+            .add(&entry(EntryKind::Adjustment, -300, &[]))
+            .unwrap();
+        totals
+            .add(&entry(EntryKind::Chargeback, -1_000, &[]))
             .unwrap();
         let totals = totals.with_fees(Amount::from_minor(100).unwrap()).unwrap();
         assert_eq!(
-            (totals.captured, totals.refunded, totals.fees),
-            (12_500, 2_500, 100)
+            (
+                totals.captured,
+                totals.refunded,
+                totals.fees,
+                totals.adjustments,
+                totals.chargebacks
+            ),
+            (12_500, 2_500, 150, -300, 1_000)
         );
-        assert_eq!(totals.net, 9_900);
-        assert_eq!(totals.count, 2);
+        assert_eq!(totals.net, 12_500 - 2_500 - 150 - 300 - 1_000);
+        assert_eq!(totals.count, 5);
         let vat: Vec<(String, i64)> = totals
             .vat
             .iter()
@@ -489,7 +737,7 @@ mod tests {
             (Capture, 1_000, Success, Match::Matched),
             (Capture, 1_000, Uncertain, Match::Matched),
             (Capture, 999, Success, Match::AmountMismatch),
-            (Refund, 1_000, Success, Match::AmountMismatch),
+            (Refund, 1_000, Success, Match::KindMismatch),
             (Capture, 1_000, Failure, Match::AmountMismatch),
         ] {
             assert_eq!(
@@ -498,5 +746,44 @@ mod tests {
                 "{kind:?} of {amount}, {status:?}"
             );
         }
+        // A negative purchase contradicts our capture whatever its amount;
+        // a return is negative.
+        let negative = entry(EntryKind::Capture, -1_000, &[]);
+        assert_eq!(
+            compare(&negative, Some(&ours(Capture, 1_000, Success))),
+            Match::KindMismatch
+        );
+        let refund = entry(EntryKind::Refund, -1_000, &[]);
+        assert_eq!(
+            compare(&refund, Some(&ours(Refund, 1_000, Success))),
+            Match::Matched
+        );
+        let positive_return = entry(EntryKind::Refund, 1_000, &[]);
+        assert_eq!(
+            compare(&positive_return, Some(&ours(Refund, 1_000, Success))),
+            Match::KindMismatch
+        );
+    }
+
+    #[test]
+    fn header_differences_name_each_figure_that_disagrees() {
+        let mut read = LineSums::default();
+        for (kind, amount) in [(EntryKind::Capture, 10_000), (EntryKind::Refund, -2_000)] {
+            read.add(&entry(kind, amount, &[]));
+            read.count_line();
+        }
+        read.count_line();
+        let agrees = Control {
+            captured: Some(10_000),
+            refunded: Some(2_000),
+            count: Some(3),
+        };
+        assert!(agrees.differences(&read).is_empty());
+        assert!(Control::default().differences(&read).is_empty());
+        let differs = Control {
+            captured: Some(20_000),
+            ..agrees
+        };
+        assert_eq!(differs.differences(&read).len(), 1);
     }
 }

@@ -22,7 +22,7 @@ use crate::domain::{
     items::ItemLine,
     money::{Amount, Currency},
     operation::OperationKind,
-    settlement::{Day, EntryKind, SettlementEntry, VatAmount},
+    settlement::{Control, Day, EntryKind, Line, SettlementEntry, UnreadableLine, VatAmount},
 };
 
 /// Generated client of `proto/payment_orchestrator/partner/v1/gateway.proto`.
@@ -263,7 +263,10 @@ impl Partner for GrpcPartner {
                     date: s.date.parse().ok()?,
                     currency: Currency::parse(&s.currency).ok()?,
                     fees: Amount::from_minor(s.fees).ok()?,
-                    transactions: u64::try_from(s.transactions).ok()?,
+                    control: Control {
+                        count: Some(u64::try_from(s.transactions).ok()?),
+                        ..Control::default()
+                    },
                     reference: s.reference,
                     payout_reference: s.payout_reference,
                 })
@@ -274,13 +277,13 @@ impl Partner for GrpcPartner {
 
     async fn settlement_page(
         &self,
-        reference: &str,
+        report: &SettlementReport,
         page: u32,
         per_page: u32,
     ) -> Result<SettlementPage, PartnerError> {
         let request = proto::ListSettlementLinesRequest {
             partner: self.partner.clone(),
-            reference: reference.to_owned(),
+            reference: report.reference.clone(),
             page,
             per_page,
         };
@@ -292,28 +295,37 @@ impl Partner for GrpcPartner {
             .map_err(read_failed)?
             .into_inner();
         Ok(SettlementPage {
-            entries: response
-                .lines
-                .into_iter()
-                .map(entry_of)
-                .collect::<Option<_>>()
-                .ok_or_else(unreadable_settlement)?,
-            total: u64::try_from(response.total).map_err(|_| unreadable_settlement())?,
-            pages: response.pages,
+            lines: response.lines.into_iter().map(line_of).collect(),
+            total: Some(u64::try_from(response.total).map_err(|_| unreadable_settlement())?),
+            pages: Some(response.pages),
         })
     }
 }
 
-/// A settlement line from the wire; `None` if it does not read.
+/// A settlement line from the wire, or kept as it came if it does not
+/// read.
+fn line_of(line: proto::SettlementLine) -> Line {
+    let raw = format!("{line:?}");
+    match entry_of(line) {
+        Some(entry) => Line::Entry(entry),
+        None => Line::Unreadable(UnreadableLine {
+            raw,
+            why: "a field of the gateway's line does not read".into(),
+        }),
+    }
+}
+
+/// A settlement line from the wire (amounts positive, a refund's taken
+/// back); `None` if it does not read.
 fn entry_of(line: proto::SettlementLine) -> Option<SettlementEntry> {
-    let kind = match line.kind() {
-        proto::SettlementLineKind::Capture => EntryKind::Capture,
-        proto::SettlementLineKind::Refund => EntryKind::Refund,
+    let (kind, sign) = match line.kind() {
+        proto::SettlementLineKind::Capture => (EntryKind::Capture, 1),
+        proto::SettlementLineKind::Refund => (EntryKind::Refund, -1),
         proto::SettlementLineKind::Unspecified => return None,
     };
     Some(SettlementEntry {
         kind,
-        amount: Amount::from_minor(line.amount).ok()?,
+        amount: Amount::from_minor(line.amount).ok()?.minor() * sign,
         currency: Currency::parse(&line.currency).ok()?,
         order_reference: line.order_reference,
         partner_reference: line.partner_reference,

@@ -43,7 +43,7 @@ use crate::domain::{
     items::ItemLine,
     money::{Amount, Currency},
     operation::OperationKind,
-    settlement::{Day, EntryKind, SettlementEntry, VatAmount},
+    settlement::{Control, Day, EntryKind, Line, SettlementEntry, VatAmount},
 };
 
 /// A request the sandbox received, as its ledger recorded it.
@@ -327,9 +327,10 @@ fn settlement_line(kind: EntryKind, request: &PartnerRequest, reference: &str) -
     for item in &request.items {
         *vat.entry(item.tax_rate.normalize()).or_insert(0) += item.tax_amount.minor();
     }
+    let sign = kind.sign().unwrap_or(1);
     SettlementEntry {
         kind,
-        amount: request.amount,
+        amount: request.amount.minor() * sign,
         currency: request.currency,
         order_reference: request.order_reference.clone(),
         partner_reference: reference.to_owned(),
@@ -368,7 +369,7 @@ impl Ledger {
                 Discrepancy::Alter(reference, amount) => lines
                     .iter_mut()
                     .filter(|l| l.action_reference == reference)
-                    .for_each(|l| l.amount = amount),
+                    .for_each(|l| l.amount = amount.minor() * l.amount.signum()),
                 Discrepancy::Unknown(line) => lines.push(line),
             }
         }
@@ -390,7 +391,10 @@ impl Ledger {
                     date: day,
                     currency,
                     fees: Amount::ZERO,
-                    transactions: u64::try_from(entries.len()).unwrap_or(u64::MAX),
+                    control: Control {
+                        count: Some(u64::try_from(entries.len()).unwrap_or(u64::MAX)),
+                        ..Control::default()
+                    },
                 },
                 entries,
             });
@@ -584,15 +588,16 @@ impl Partner for Sandbox {
 
     async fn settlement_page(
         &self,
-        reference: &str,
+        report: &SettlementReport,
         page: u32,
         per_page: u32,
     ) -> Result<SettlementPage, PartnerError> {
+        let reference = &report.reference;
         let ledger = self.ledger();
         let settlement = ledger
             .settlements
             .iter()
-            .find(|s| s.report.reference == reference)
+            .find(|s| &s.report.reference == reference)
             .ok_or_else(|| PartnerError::Declined {
                 code: "NOT_FOUND".into(),
                 description: format!("no settlement {reference}"),
@@ -603,16 +608,19 @@ impl Partner for Sandbox {
             .unwrap_or(usize::MAX)
             .saturating_mul(usize::try_from(per_page).unwrap_or(usize::MAX));
         Ok(SettlementPage {
-            entries: settlement
+            lines: settlement
                 .entries
                 .iter()
                 .skip(skip)
                 .take(usize::try_from(per_page).unwrap_or(usize::MAX))
                 .cloned()
+                .map(Line::Entry)
                 .collect(),
-            total: u64::try_from(total).unwrap_or(u64::MAX),
-            pages: u32::try_from(total.div_ceil(usize::try_from(per_page).unwrap_or(1)))
-                .unwrap_or(u32::MAX),
+            total: Some(u64::try_from(total).unwrap_or(u64::MAX)),
+            pages: Some(
+                u32::try_from(total.div_ceil(usize::try_from(per_page).unwrap_or(1)))
+                    .unwrap_or(u32::MAX),
+            ),
         })
     }
 }

@@ -7,9 +7,11 @@
 //! | call | request | notes |
 //! |---|---|---|
 //! | authorize | `GET /manage/orders/{token}` | the order must be `NotActivated`, placed for the session's order reference, in the payment's currency, for the leg's amount |
-//! | capture | `POST /manage/orders/{id}/captures` | `amount`, `actionReference`, `description`, `items` |
-//! | refund | `POST /manage/orders/{id}/refunds` | as capture; `description` is the reason |
+//! | capture | `POST /orders/{id}/captures` | `amount`, `actionReference`, `description`, `items` |
+//! | refund | `POST /orders/{id}/refunds` | as capture; `description` is the reason |
 //! | void | `POST /manage/orders/{id}/cancel` | releases everything not captured: no partial void |
+//!
+//! Each path is a partner setting (`paths`); the table shows the defaults.
 //! | lookup | `GET /manage/orders/{id}` | the capture or refund with our `actionReference` (for another amount: a contradiction, sent to review), or the cancellation |
 //!
 //! Every POST carries `X-Idempotency` and (captures, refunds) an
@@ -54,10 +56,14 @@ use super::{
     SettlementReport,
     http::{self, exchange_error, unreadable},
 };
-use crate::domain::{money::Amount, operation::OperationKind, settlement::Day};
+use crate::domain::{
+    money::Amount,
+    operation::OperationKind,
+    settlement::{Control, Day},
+};
 use wire::{
-    ActionKind, ActionRequest, Item, Order, OrderEnvelope, Problem, ReportPage, SettlementLine,
-    SettlementSummary, TokenResponse,
+    ActionKind, ActionRequest, Item, Order, OrderEnvelope, Problem, ReportPage, SettlementSummary,
+    TokenResponse,
 };
 
 /// Settlements asked for per page of the settlement search (its maximum).
@@ -74,6 +80,45 @@ pub struct Settings {
     pub scope: String,
     /// A private CA the API's certificate chains to (tests, proxies).
     pub ca_pem: Option<Vec<u8>>,
+    /// Where each call goes.
+    pub paths: Paths,
+}
+
+/// The path of each call, `{id}` standing for the order id. Walley's
+/// documents do not agree on them (see `docs/decisions.md`): the defaults
+/// are the form the partner documentation this project follows shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    pub order: String,
+    pub capture: String,
+    pub refund: String,
+    pub cancel: String,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Paths {
+            order: "/manage/orders/{id}".into(),
+            capture: "/orders/{id}/captures".into(),
+            refund: "/orders/{id}/refunds".into(),
+            cancel: "/manage/orders/{id}/cancel".into(),
+        }
+    }
+}
+
+impl Paths {
+    /// Whether a template is a path with one `{id}` in it.
+    pub fn check(template: &str) -> Result<(), String> {
+        if template.starts_with('/') && template.matches("{id}").count() == 1 {
+            Ok(())
+        } else {
+            Err("must be a path starting with / that holds {id} once".into())
+        }
+    }
+
+    fn fill(template: &str, order: &str) -> String {
+        template.replace("{id}", &path_segment(order))
+    }
 }
 
 impl std::fmt::Debug for Settings {
@@ -175,7 +220,7 @@ impl Walley {
     }
 
     async fn order(&self, id: &str) -> Result<Order, PartnerError> {
-        let url = self.url(&format!("/manage/orders/{}", path_segment(id)));
+        let url = self.url(&Paths::fill(&self.settings.paths.order, id));
         let (status, body) = self
             .exchange(|token| self.client.get(&url).bearer_auth(token.expose()))
             .await?;
@@ -194,7 +239,7 @@ impl Walley {
     async fn post(
         &self,
         request: &PartnerRequest,
-        path: &str,
+        template: &str,
         body: Option<&ActionRequest>,
     ) -> Result<PartnerAnswer, PartnerError> {
         let order =
@@ -205,7 +250,7 @@ impl Walley {
                     code: "NO_ORDER".into(),
                     description: "the leg has no authorized order".into(),
                 })?;
-        let url = self.url(&format!("/manage/orders/{}/{path}", path_segment(order)));
+        let url = self.url(&Paths::fill(template, order));
         let (status, answer) = self
             .exchange(|token| {
                 let builder = self
@@ -392,19 +437,30 @@ fn action_status(action: &wire::Action, reference: &str) -> Result<PartnerAnswer
 }
 
 /// A settlement as the port lists it; its day is the last day it covers.
+/// Its header's `captured` and `refunded` (negative) are what its lines
+/// must add up to.
 fn report_of(summary: &SettlementSummary) -> Result<SettlementReport, PartnerError> {
     let unreadable = |what: &str| PartnerError::Unavailable {
         description: format!("settlement {} has an unreadable {what}", summary.id),
     };
     let currency = crate::domain::money::Currency::parse(&summary.currency)
         .map_err(|_| unreadable("currency"))?;
+    let captured =
+        http::minor_signed(summary.captured, currency).ok_or_else(|| unreadable("captured"))?;
+    let refunded =
+        http::minor_signed(summary.refunded, currency).ok_or_else(|| unreadable("refunded"))?;
     Ok(SettlementReport {
         reference: summary.id.clone(),
         payout_reference: summary.reference.clone(),
         date: wire::report_day(&summary.end_date).ok_or_else(|| unreadable("endDate"))?,
         currency,
         fees: Amount::ZERO,
-        transactions: 0,
+        control: Control {
+            captured: Some(captured),
+            refunded: Some(-refunded),
+            // The lines' own page says how many there are.
+            count: None,
+        },
     })
 }
 
@@ -471,16 +527,18 @@ impl Partner for Walley {
 
     async fn capture(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
         let body = self.action(request, &request.merchant_reference);
-        self.post(request, "captures", Some(&body)).await
+        self.post(request, &self.settings.paths.capture, Some(&body))
+            .await
     }
 
     async fn refund(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
         let body = self.action(request, &request.reason);
-        self.post(request, "refunds", Some(&body)).await
+        self.post(request, &self.settings.paths.refund, Some(&body))
+            .await
     }
 
     async fn void(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
-        self.post(request, "cancel", None).await
+        self.post(request, &self.settings.paths.cancel, None).await
     }
 
     /// Reads the order: the action with our reference tells what happened.
@@ -505,7 +563,11 @@ impl Partner for Walley {
             for summary in &listed.data {
                 reports.push(report_of(summary)?);
             }
-            if listed.data.is_empty() || page >= listed.meta_data.number_of_pages {
+            let last = match &listed.meta_data {
+                Some(meta) => page >= meta.number_of_pages,
+                None => listed.data.len() < SETTLEMENTS_PER_PAGE as usize,
+            };
+            if listed.data.is_empty() || last {
                 break;
             }
             page += 1;
@@ -516,15 +578,16 @@ impl Partner for Walley {
 
     async fn settlement_page(
         &self,
-        reference: &str,
+        report: &SettlementReport,
         page: u32,
         per_page: u32,
     ) -> Result<SettlementPage, PartnerError> {
-        let listed: ReportPage<SettlementLine> = self
+        // Each line is read on its own: one that does not read is kept raw.
+        let listed: ReportPage<serde_json::Value> = self
             .report(
                 &format!(
                     "/reports/settlements/{}/transactions",
-                    path_segment(reference)
+                    path_segment(&report.reference)
                 ),
                 &[
                     ("page", page.to_string()),
@@ -532,15 +595,17 @@ impl Partner for Walley {
                 ],
             )
             .await?;
-        let today = Day::of(std::time::SystemTime::now());
         Ok(SettlementPage {
-            entries: listed
+            lines: listed
                 .data
                 .iter()
-                .map(|line| line.entry(today))
-                .collect::<Result<_, _>>()?,
-            total: listed.meta_data.total_number_of_records,
-            pages: listed.meta_data.number_of_pages,
+                .map(|line| wire::read_line(line, report.date))
+                .collect(),
+            total: listed
+                .meta_data
+                .as_ref()
+                .map(|meta| meta.total_number_of_records),
+            pages: listed.meta_data.as_ref().map(|meta| meta.number_of_pages),
         })
     }
 

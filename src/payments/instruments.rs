@@ -59,14 +59,19 @@ enum Use {
 impl Payments {
     /// The name of a leg's instrument in the store.
     fn instrument(&self, leg: &Leg) -> String {
+        self.instrument_named(&leg.partner, leg.token.expose())
+    }
+
+    /// The name in the store of a partner's token.
+    pub(super) fn instrument_named(&self, partner: &str, token: &str) -> String {
         let key = self.settings.instrument_key.expose().as_bytes();
         // HMAC takes a key of any length: this cannot fail.
         let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
             unreachable!("HMAC accepts any key length")
         };
-        mac.update(leg.partner.as_bytes());
+        mac.update(partner.as_bytes());
         mac.update(&[0]);
-        mac.update(leg.token.expose().as_bytes());
+        mac.update(token.as_bytes());
         hex::encode(mac.finalize().into_bytes())
     }
 

@@ -22,26 +22,31 @@
 //! **Reading** what was imported, as each viewer may see it, is in
 //! `settlements/reading.rs`.
 
+mod issues;
+mod matching;
 mod reading;
 
-use std::time::{Duration, SystemTime};
+pub use issues::MAX_NOTE_CHARS;
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    time::{Duration, SystemTime},
+};
 
 use futures_util::{StreamExt, stream};
 use uuid::Uuid;
 
+use self::matching::Named;
 use super::{PaymentError, Payments};
 use crate::{
     domain::{
-        money::Amount,
-        operation::{Operation, PartnerKey},
-        payment::Payment,
+        money::Currency,
         settlement::{
-            Day, Match, Ours, ReconciliationIssue, Settlement, SettlementEntry,
-            SettlementTransaction, Totals, compare,
+            Day, EntryKind, FailedSettlement, Line, LineSums, Match, ReconciliationIssue,
+            SettledBy, Settlement, SettlementReport, SettlementTransaction, Totals, compare,
         },
     },
-    partners::{PartnerError, SettlementReport},
-    store::{DueChange, DueItem, OutboxChange, Shard, Step, Versioned},
+    partners::PartnerError,
 };
 
 /// Lines read per request to a partner (the most Walley's report API gives).
@@ -88,9 +93,11 @@ pub struct PartnerImport {
     pub issues: u64,
     /// Another replica is importing this partner now.
     pub busy: bool,
-    /// Why the partner's reports could not be read (the next import tries
-    /// again).
+    /// Why the partner's reports (or one settlement) could not be read
+    /// (the next import tries again).
     pub error: Option<String>,
+    /// The partner's settlements whose import failed, kept and retried.
+    pub failed: Vec<FailedSettlement>,
 }
 
 /// A settlement as a merchant or an operator may see it.
@@ -139,6 +146,10 @@ impl Payments {
         Ok(results)
     }
 
+    /// Imports a partner's settlements not stored yet: those listed within
+    /// the look-back and those that failed before (wherever they are). Each
+    /// is imported on its own: one that fails is kept with its error and the
+    /// others go on.
     async fn import_partner(
         &self,
         partner: &str,
@@ -155,46 +166,99 @@ impl Payments {
         let today = Day::of(self.clock.now());
         let since =
             Day::from_days(today.days() - i64::from(self.settings.settlements.look_back_days));
-        let reports = match self.list_reports(partner, since).await {
-            Ok(reports) => reports,
-            Err(error) => {
+        let listed = self
+            .list_reports(partner, since)
+            .await
+            .unwrap_or_else(|error| {
                 result.error = Some(error);
-                return Ok(result);
-            }
-        };
-        for report in reports {
+                Vec::new()
+            });
+        let failed = self.store.failed_settlements(partner).await?;
+        let mut reports: BTreeMap<(Day, String), (SettlementReport, Option<FailedSettlement>)> =
+            BTreeMap::new();
+        for earlier in failed {
+            let key = (earlier.report.date, earlier.report.reference.clone());
+            reports.insert(key, (earlier.report.clone(), Some(earlier)));
+        }
+        for report in listed {
+            let key = (report.date, report.reference.clone());
+            let earlier = reports.remove(&key).and_then(|(_, earlier)| earlier);
+            reports.insert(key, (report, earlier));
+        }
+        for (report, earlier) in reports.into_values() {
             let id = Settlement::id_for(partner, &report.reference);
-            if self.store.settlement(id).await?.is_some() {
-                continue;
-            }
-            match self.import_one(partner, report, importer).await? {
-                SettlementImport::Read {
-                    lines,
-                    issues,
-                    stored,
-                } => {
-                    result.settlements += u32::from(stored);
-                    result.lines += lines;
-                    result.issues += issues;
-                }
-                SettlementImport::Stopped(error) => {
-                    // Later settlements wait: reports are imported in order.
-                    result.error = Some(error);
+            if self.store.settlement(id).await?.is_none() {
+                if !self.renew_import_lease(partner, importer).await? {
+                    result.error = Some(LEASE_LOST.into());
                     break;
                 }
+                match self.import_one(partner, &report, importer).await? {
+                    SettlementImport::Read {
+                        lines,
+                        issues,
+                        stored,
+                    } => {
+                        result.settlements += u32::from(stored);
+                        result.lines += lines;
+                        result.issues += issues;
+                    }
+                    SettlementImport::Stopped(error) => {
+                        self.keep_failed(partner, report, earlier, &error).await?;
+                        result.error = Some(error);
+                        continue;
+                    }
+                    SettlementImport::LeaseLost => {
+                        result.error = Some(LEASE_LOST.into());
+                        break;
+                    }
+                }
+            }
+            if earlier.is_some() {
+                self.store
+                    .clear_failed_settlement(partner, &report.reference)
+                    .await?;
             }
         }
+        result.failed = self.store.failed_settlements(partner).await?;
         if result.settlements > 0 || result.error.is_some() {
             tracing::info!(
                 partner,
                 settlements = result.settlements,
                 lines = result.lines,
                 issues = result.issues,
+                failed = result.failed.len(),
                 error = result.error.as_deref().unwrap_or(""),
                 "settlements imported"
             );
         }
         Ok(result)
+    }
+
+    /// Records a settlement whose import failed, for the next imports to
+    /// try again and operators to see.
+    async fn keep_failed(
+        &self,
+        partner: &str,
+        report: SettlementReport,
+        earlier: Option<FailedSettlement>,
+        error: &str,
+    ) -> Result<(), PaymentError> {
+        let now = self.clock.now();
+        let failed = FailedSettlement {
+            attempts: earlier.as_ref().map_or(0, |e| e.attempts) + 1,
+            first_failed_at: earlier.as_ref().map_or(now, |e| e.first_failed_at),
+            last_failed_at: now,
+            error: error.to_owned(),
+            report,
+        };
+        tracing::warn!(
+            partner,
+            reference = %failed.report.reference,
+            attempts = failed.attempts,
+            error,
+            "a settlement could not be imported; later ones go on, and it is tried again"
+        );
+        Ok(self.store.put_failed_settlement(partner, &failed).await?)
     }
 
     async fn renew_import_lease(
@@ -213,103 +277,212 @@ impl Payments {
             .await?)
     }
 
-    /// Imports one settlement: its lines page by page, then itself.
+    /// Imports one settlement: its lines page by page (the lease renewed
+    /// before each page's writes), then itself.
     async fn import_one(
         &self,
         partner: &str,
-        report: SettlementReport,
+        report: &SettlementReport,
         importer: Uuid,
     ) -> Result<SettlementImport, PaymentError> {
         let id = Settlement::id_for(partner, &report.reference);
-        let retain_until = self.clock.now() + self.settings.settlements.retention;
-        let note = format!(
-            "settled from settlement {} of {partner} ({})",
-            report.reference, report.date
-        );
-        let mut totals = Totals::default();
-        let mut issues = 0;
-        let mut index = 0u64;
+        let mut reading = Reading {
+            partner,
+            settlement: id,
+            report,
+            retain_until: self.clock.now() + self.settings.settlements.retention,
+            note: format!(
+                "settled from settlement {} of {partner} ({})",
+                report.reference, report.date
+            ),
+            totals: Totals::default(),
+            sums: LineSums::default(),
+            merchants: BTreeSet::new(),
+            unattributed: false,
+            mismatched: 0,
+            issues: 0,
+            index: 0,
+        };
         let mut page_number = 1;
         loop {
-            let page = match self
-                .settlement_page(partner, &report.reference, page_number)
-                .await
-            {
+            let page = match self.settlement_page(partner, report, page_number).await {
                 Ok(page) => page,
                 Err(error) => return Ok(SettlementImport::Stopped(error)),
             };
-            let entries = page.entries;
-            if entries.is_empty() {
+            let read = page.lines.len();
+            if read == 0 {
                 break;
             }
-            for entry in &entries {
-                if totals.add(entry).is_err() {
-                    return Ok(SettlementImport::Stopped(format!(
-                        "settlement {}: its totals overflow",
-                        report.reference
-                    )));
-                }
+            if !self.renew_import_lease(partner, importer).await? {
+                return Ok(SettlementImport::LeaseLost);
             }
-            let first = index;
-            index += u64::try_from(entries.len()).unwrap_or(u64::MAX);
-            let matched: Vec<Result<(SettlementTransaction, bool), PaymentError>> =
-                stream::iter(entries.into_iter().enumerate())
-                    .map(|(offset, entry)| {
-                        let line = first + u64::try_from(offset).unwrap_or(u64::MAX);
-                        self.reconcile_line(partner, id, line, entry, &note, retain_until)
-                    })
-                    .buffered(MATCHING_CONCURRENCY)
-                    .collect()
-                    .await;
-            let mut lines = Vec::with_capacity(matched.len());
-            for result in matched {
-                let (line, new_issue) = result?;
-                issues += u64::from(new_issue);
-                lines.push(line);
+            if let Err(error) = self.read_page(&mut reading, page.lines).await? {
+                return Ok(SettlementImport::Stopped(error));
             }
-            self.store
-                .put_settlement_lines(id, &lines, retain_until)
-                .await?;
-            let ours: Vec<(Uuid, Uuid)> = lines
-                .iter()
-                .filter_map(|line| line.partner_transaction_id)
-                .map(|transaction| (transaction, id))
-                .collect();
-            self.store.mark_settled(&ours, retain_until).await?;
-            if page_number >= page.pages {
+            let last = match page.pages {
+                Some(pages) => page_number >= pages,
+                None => read < PARTNER_PAGE_SIZE as usize,
+            };
+            if last {
                 break;
             }
             page_number += 1;
-            self.renew_import_lease(partner, importer).await?;
         }
-        let Ok(totals) = totals.with_fees(report.fees) else {
+        let Ok(totals) = reading.totals.clone().with_fees(report.fees) else {
             return Ok(SettlementImport::Stopped(format!(
                 "settlement {}: its totals overflow",
                 report.reference
             )));
         };
-        let mismatched = self.count_issues(id, index).await?;
+        let merchant = self.settlement_owner(&mut reading);
+        let differences = report.control.differences(&reading.sums);
+        if !differences.is_empty() {
+            let raised = self
+                .raise_totals_mismatch(&reading, merchant.as_deref(), &differences)
+                .await?;
+            reading.issues += u64::from(raised);
+        }
         let settlement = Settlement {
             id,
             partner: partner.to_owned(),
-            reference: report.reference,
-            payout_reference: report.payout_reference,
+            reference: report.reference.clone(),
+            payout_reference: report.payout_reference.clone(),
             date: report.date,
             currency: report.currency,
             totals,
-            issues: mismatched,
-            merchant: self.settlement_owner(partner),
+            lines: reading.index,
+            issues: reading.mismatched,
+            merchant,
             imported_at: self.clock.now(),
         };
         let stored = self
             .store
-            .finish_settlement(&settlement, retain_until)
+            .finish_settlement(&settlement, reading.retain_until)
             .await?;
         Ok(SettlementImport::Read {
-            lines: index,
-            issues,
+            lines: reading.index,
+            issues: reading.issues,
             stored,
         })
+    }
+
+    /// Matches, claims, stores and counts one page of lines. The inner
+    /// error: the settlement cannot be right (its totals overflow).
+    async fn read_page(
+        &self,
+        reading: &mut Reading<'_>,
+        lines: Vec<Line>,
+    ) -> Result<Result<(), String>, PaymentError> {
+        let first = reading.index;
+        reading.index += u64::try_from(lines.len()).unwrap_or(u64::MAX);
+        let partner = reading.partner;
+        let settlement = reading.settlement;
+        let currency = reading.report.currency;
+        // What each line names, looked up concurrently.
+        let named: Vec<Result<Judged, PaymentError>> = stream::iter(lines.into_iter().enumerate())
+            .map(|(offset, line)| {
+                let index = first + u64::try_from(offset).unwrap_or(u64::MAX);
+                self.judge(partner, settlement, currency, index, line)
+            })
+            .buffered(MATCHING_CONCURRENCY)
+            .collect()
+            .await;
+        let mut judged = named.into_iter().collect::<Result<Vec<_>, _>>()?;
+        // Claims, in line order: the first line for a transaction settles it;
+        // a later one (here, or in an earlier settlement) is a duplicate.
+        let mut claims = Vec::new();
+        let mut first_claims = HashMap::new();
+        for (at, line) in judged.iter_mut().enumerate() {
+            let Some(transaction) = line.claims() else {
+                continue;
+            };
+            if first_claims.insert(transaction, line.index).is_some() {
+                line.duplicate();
+            } else {
+                claims.push((at, transaction));
+            }
+        }
+        let requested: Vec<(Uuid, SettledBy)> = claims
+            .iter()
+            .map(|(at, transaction)| {
+                let index = judged[*at].index;
+                (
+                    *transaction,
+                    SettledBy {
+                        settlement,
+                        line: index,
+                    },
+                )
+            })
+            .collect();
+        let held = self
+            .store
+            .claim_settled(&requested, reading.retain_until)
+            .await?;
+        for (((at, _), (_, wanted)), holder) in claims.iter().zip(&requested).zip(held) {
+            if !holder.is(*wanted) {
+                judged[*at].duplicate();
+            }
+        }
+        // Counted, then acted on: settled from the report, resolved, or
+        // raised as an issue.
+        for line in &judged {
+            reading.sums.count_line();
+            let Some(entry) = line.line.entry() else {
+                continue;
+            };
+            if entry.currency != currency {
+                continue;
+            }
+            reading.sums.add(entry);
+            if line.matched.counts() && reading.totals.add(entry).is_err() {
+                return Ok(Err(format!(
+                    "settlement {}: its totals overflow",
+                    reading.report.reference
+                )));
+            }
+        }
+        let acted: Vec<Result<(SettlementTransaction, bool, Option<String>), PaymentError>> =
+            stream::iter(judged)
+                .map(|line| self.act_on(reading, line))
+                .buffered(MATCHING_CONCURRENCY)
+                .collect()
+                .await;
+        let mut stored = Vec::with_capacity(acted.len());
+        for result in acted {
+            let (line, new_issue, merchant) = result?;
+            reading.issues += u64::from(new_issue);
+            reading.mismatched += u64::from(line.matched != Match::Matched);
+            match merchant {
+                Some(merchant) => {
+                    reading.merchants.insert(merchant);
+                }
+                None => reading.unattributed = true,
+            }
+            stored.push(line);
+        }
+        self.store
+            .put_settlement_lines(settlement, &stored, reading.retain_until)
+            .await?;
+        Ok(Ok(()))
+    }
+
+    /// Whose a settlement is: the one merchant its lines' payments belong to,
+    /// provided every line belongs to it — or the partner account serves
+    /// that merchant alone, which makes its lines of nobody's the
+    /// merchant's too. Else nobody's: operators only (an account that
+    /// served several merchants, then was narrowed to one, never shows one
+    /// merchant the other's lines).
+    fn settlement_owner(&self, reading: &mut Reading<'_>) -> Option<String> {
+        if reading.merchants.len() != 1 {
+            return None;
+        }
+        let merchant = reading.merchants.pop_first()?;
+        let account_is_its = self
+            .partners
+            .get(reading.partner)
+            .is_some_and(|p| p.merchants == [merchant.as_str()]);
+        (!reading.unattributed || account_is_its).then_some(merchant)
     }
 
     /// The partner's settlements since `since`; "try later" answers are
@@ -338,14 +511,15 @@ impl Payments {
     async fn settlement_page(
         &self,
         partner: &str,
-        reference: &str,
+        report: &SettlementReport,
         page: u32,
     ) -> Result<crate::partners::SettlementPage, String> {
+        let reference = &report.reference;
         let mut pause = Duration::from_millis(200);
         for attempt in 1..=PAGE_ATTEMPTS {
             match self
                 .partners
-                .settlement_page(partner, reference, page, PARTNER_PAGE_SIZE)
+                .settlement_page(partner, report, page, PARTNER_PAGE_SIZE)
                 .await
             {
                 Ok(page) => return Ok(page),
@@ -361,235 +535,148 @@ impl Payments {
         ))
     }
 
-    /// Issues among a settlement's stored lines (all of them, also those an
-    /// earlier, interrupted import stored).
-    async fn count_issues(&self, settlement: Uuid, lines: u64) -> Result<u64, PaymentError> {
-        let mut count = 0;
-        let mut offset = 0;
-        while offset < lines {
-            let page = self
-                .store
-                .settlement_lines(settlement, offset, PARTNER_PAGE_SIZE as usize)
-                .await?;
-            if page.is_empty() {
-                break;
-            }
-            offset += u64::try_from(page.len()).unwrap_or(u64::MAX);
-            count += page
-                .iter()
-                .filter(|line| line.matched != Match::Matched)
-                .count() as u64;
-        }
-        Ok(count)
-    }
-
-    /// Whose a partner's settlements are: the one merchant its account
-    /// serves, else nobody's (operators only).
-    fn settlement_owner(&self, partner: &str) -> Option<String> {
-        match self.partners.get(partner).map(|p| p.merchants.as_slice()) {
-            Some([merchant]) => Some(merchant.clone()),
-            _ => None,
-        }
-    }
-
-    /// Matches one line; records its issue (and announces it) or settles the
-    /// open transaction it names. The flag: an issue was first found now.
-    async fn reconcile_line(
+    /// What one line is: what it names of ours and how it compares.
+    async fn judge(
         &self,
         partner: &str,
         settlement: Uuid,
+        currency: Currency,
         index: u64,
-        entry: SettlementEntry,
-        note: &str,
-        retain_until: SystemTime,
-    ) -> Result<(SettlementTransaction, bool), PaymentError> {
-        let found = self
-            .transaction_named(partner, &entry.action_reference)
-            .await?;
-        let ours = found.as_ref().map(|(header, operation, leg)| {
-            let tx = operation.transactions.iter().find(|tx| tx.leg == *leg);
-            Ours {
-                kind: operation.kind,
-                amount: tx.map_or(Amount::ZERO, |tx| tx.amount),
-                currency: header.value.currency,
-                status: tx.map_or(crate::domain::status::TransactionStatus::Failure, |tx| {
-                    tx.status
-                }),
+        line: Line,
+    ) -> Result<Judged, PaymentError> {
+        let entry = match &line {
+            Line::Entry(entry) => entry,
+            Line::Unreadable(unreadable) => {
+                let note = format!(
+                    "a line could not be read ({}); it is kept as the partner sent it and not counted",
+                    unreadable.why
+                );
+                return Ok(Judged {
+                    index,
+                    line,
+                    matched: Match::UnreadableLine,
+                    named: Named::Nothing(None),
+                    note: Some(note),
+                });
             }
-        });
-        let matched = compare(&entry, ours.as_ref());
-        let transaction = found.as_ref().and_then(|(_, operation, leg)| {
-            operation
-                .transactions
-                .iter()
-                .find(|tx| tx.leg == *leg)
-                .map(|tx| tx.id)
-        });
-        let line = SettlementTransaction {
+        };
+        let claim = SettledBy {
+            settlement,
+            line: index,
+        };
+        let named = self.transaction_named(partner, entry, claim).await?;
+        let mut note = None;
+        let mut matched = match (&named, entry.kind.operation_kind()) {
+            (Named::Found(found), Some(_)) => compare(entry, Some(&found.ours())),
+            (Named::Ambiguous(many), _) => {
+                note = Some(format!(
+                    "the line names no action reference and {many} transactions of ours fit its order, kind and amount: none is guessed"
+                ));
+                Match::UnknownToUs
+            }
+            (Named::Nothing(_), Some(_)) => Match::UnknownToUs,
+            // A fee, an adjustment or a chargeback names no operation: it is
+            // ours when its order is, and a fee of the settlement is.
+            (Named::Found(_) | Named::Nothing(Some(_)), None) => Match::Matched,
+            (Named::Nothing(None), None) if entry.kind == EntryKind::Fee => Match::Matched,
+            (Named::Nothing(None), None) => Match::UnknownToUs,
+        };
+        if entry.currency != currency {
+            note = Some(format!(
+                "the line is in {}, its settlement in {currency}: it is not counted",
+                entry.currency
+            ));
+            if matched == Match::Matched {
+                matched = Match::AmountMismatch;
+            }
+        }
+        Ok(Judged {
+            index,
+            line,
+            matched,
+            named,
+            note,
+        })
+    }
+
+    /// Stores what a judged line came to: an open transaction it settles is
+    /// settled from the report, a MISSING issue on it resolved; a line that
+    /// does not match raises its issue. With whether an issue was first
+    /// found now, and the merchant whose line it is.
+    async fn act_on(
+        &self,
+        reading: &Reading<'_>,
+        judged: Judged,
+    ) -> Result<(SettlementTransaction, bool, Option<String>), PaymentError> {
+        let Judged {
+            index,
+            line,
+            matched,
+            named,
+            note,
+        } = judged;
+        let (payment, found) = match named {
+            Named::Found(found) => (Some(found.header.value.clone()), Some(*found)),
+            Named::Nothing(payment) => (payment.map(|p| *p), None),
+            Named::Ambiguous(_) => (None, None),
+        };
+        let transaction = SettlementTransaction {
             index,
             matched,
-            operation_id: found.as_ref().map(|(_, op, _)| op.id),
-            partner_transaction_id: transaction,
-            payment_id: found.as_ref().map(|(header, _, _)| header.value.id),
-            entry,
+            operation_id: found.as_ref().map(|f| f.operation.id),
+            partner_transaction_id: found.as_ref().map(|f| f.transaction),
+            payment_id: payment.as_ref().map(|p| p.id),
+            line,
         };
-        let mut new_issue = false;
-        match (matched, found, transaction) {
-            (Match::Matched, Some((header, operation, _)), Some(tx)) => {
-                let open = ours.is_some_and(|o| !o.status.is_final());
-                if open {
-                    self.settle_from_report(header, operation, tx, note).await?;
-                }
-            }
-            (Match::Matched, _, _) => {}
-            (kind, found, _) => {
-                let payment = found.as_ref().map(|(header, _, _)| &header.value);
-                let issue = ReconciliationIssue {
-                    id: ReconciliationIssue::id_for_line(settlement, index),
-                    kind,
-                    partner: partner.to_owned(),
-                    merchant: payment.map(|p| p.merchant.clone()),
-                    settlement_id: Some(settlement),
-                    line: Some(index),
-                    payment_id: line.payment_id,
-                    operation_id: line.operation_id,
-                    partner_transaction_id: line.partner_transaction_id,
-                    reference: line.entry.action_reference.clone(),
-                    currency: line.entry.currency,
-                    expected: ours.as_ref().map_or(Amount::ZERO, |o| o.amount),
-                    settled: line.entry.amount,
-                    description: describe_issue(kind, &line.entry, ours.as_ref()),
-                    created_at: self.clock.now(),
-                };
-                new_issue = self.raise(&issue, payment, retain_until).await?;
-            }
+        let merchant = payment.as_ref().map(|p| p.merchant.clone());
+        if matched != Match::Matched {
+            let issue = self.line_issue(
+                reading,
+                &transaction,
+                found.as_ref(),
+                payment.as_ref(),
+                note,
+            );
+            let new_issue = self
+                .raise(&issue, payment.as_ref(), reading.retain_until)
+                .await?;
+            return Ok((transaction, new_issue, merchant));
         }
-        Ok((line, new_issue))
-    }
-
-    /// Records an issue; the first time, counts it and announces it to the
-    /// payment's webhook.
-    async fn raise(
-        &self,
-        issue: &ReconciliationIssue,
-        payment: Option<&Payment>,
-        retain_until: SystemTime,
-    ) -> Result<bool, PaymentError> {
-        if !self.store.record_issue(issue, retain_until).await? {
-            return Ok(false);
-        }
-        metrics::counter!(
-            crate::telemetry::series::RECONCILIATION_ISSUES,
-            "partner" => issue.partner.clone(),
-            "kind" => issue.kind.as_str(),
-        )
-        .increment(1);
-        tracing::warn!(
-            issue_id = %issue.id,
-            partner = %issue.partner,
-            kind = issue.kind.as_str(),
-            reference = %issue.reference,
-            "reconciliation issue"
-        );
-        let now = self.clock.now();
-        if let Some(payment) = payment
-            && let Some(delivery) = self.webhooks.issue_event(payment, issue, now)
+        if let Some(found) = found
+            && transaction
+                .line
+                .entry()
+                .and_then(|e| e.kind.operation_kind())
+                .is_some()
         {
-            let mut step = Step::new(Shard::of(payment.id), now);
-            step.due.push(DueChange::Schedule(
-                DueItem::Webhook {
-                    delivery: delivery.id,
-                },
-                now,
-            ));
-            step.outbox.push(OutboxChange::Put(delivery));
-            self.store.commit(step).await?;
-            metrics::counter!(crate::telemetry::series::WEBHOOKS_ENQUEUED).increment(1);
-        }
-        Ok(true)
-    }
-
-    /// A capture or refund succeeded `missing_after` ago: each of its
-    /// successful transactions at a partner that reports settlements must
-    /// have been in one by now, else it is `MISSING_FROM_SETTLEMENT`.
-    pub(super) async fn check_settled(
-        &self,
-        payment: Uuid,
-        operation: Uuid,
-    ) -> Result<u64, PaymentError> {
-        let Some((header, operation)) = self.store.operation(payment, operation).await? else {
-            return Ok(0);
-        };
-        let retain_until = self.clock.now() + self.settings.settlements.retention;
-        let mut missing = 0;
-        for tx in &operation.transactions {
-            let Some(leg) = header.value.legs.get(tx.leg) else {
-                continue;
-            };
-            let settles = self
-                .partners
-                .get(&leg.partner)
-                .is_some_and(|p| p.settlement_reports);
-            if tx.status != crate::domain::status::TransactionStatus::Success
-                || !settles
-                || self.store.settled_in(tx.id).await?.is_some()
-            {
-                continue;
-            }
-            let issue = ReconciliationIssue {
-                id: ReconciliationIssue::id_for_missing(tx.id),
-                kind: Match::MissingFromSettlement,
-                partner: leg.partner.clone(),
-                merchant: Some(header.value.merchant.clone()),
-                settlement_id: None,
-                line: None,
-                payment_id: Some(header.value.id),
-                operation_id: Some(operation.id),
-                partner_transaction_id: Some(tx.id),
-                reference: PartnerKey::new(operation.id, tx.leg).to_string(),
-                currency: header.value.currency,
-                expected: tx.amount,
-                settled: Amount::ZERO,
-                description: format!(
-                    "our {} of {} {} succeeded on {} and no settlement of {} showed it",
-                    operation.kind.as_str(),
-                    tx.amount,
-                    header.value.currency,
-                    Day::of(tx.updated_at),
-                    leg.partner
-                ),
-                created_at: self.clock.now(),
-            };
-            if self
-                .raise(&issue, Some(&header.value), retain_until)
-                .await?
-            {
-                missing += 1;
+            let ours = found.ours();
+            let tx = found.transaction;
+            let succeeded_long_ago = found
+                .operation
+                .transactions
+                .iter()
+                .find(|t| t.id == tx)
+                .is_some_and(|t| {
+                    t.updated_at + self.settings.settlements.missing_after <= self.clock.now()
+                });
+            if !ours.status.is_final() {
+                self.settle_from_report(found.header, found.operation, tx, &reading.note)
+                    .await?;
+            } else if succeeded_long_ago {
+                let resolution = format!(
+                    "settled in settlement {} of {} (line {index})",
+                    reading.report.reference, reading.partner
+                );
+                self.store
+                    .resolve_issue(
+                        ReconciliationIssue::id_for_missing(tx),
+                        &resolution,
+                        self.clock.now(),
+                    )
+                    .await?;
             }
         }
-        Ok(missing)
-    }
-
-    /// The payment, operation and leg an action reference names, if it is
-    /// one of ours at this partner.
-    async fn transaction_named(
-        &self,
-        partner: &str,
-        reference: &str,
-    ) -> Result<Option<(Versioned<Payment>, Operation, usize)>, PaymentError> {
-        let Some(PartnerKey { operation, leg }) = PartnerKey::parse(reference) else {
-            return Ok(None);
-        };
-        let Some((header, operation)) = self.store.find_operation(operation).await? else {
-            return Ok(None);
-        };
-        let ours = header
-            .value
-            .legs
-            .get(leg)
-            .is_some_and(|l| l.partner == partner)
-            && operation.transactions.iter().any(|tx| tx.leg == leg);
-        Ok(ours.then_some((header, operation, leg)))
+        Ok((transaction, false, merchant))
     }
 }
 
@@ -606,24 +693,64 @@ fn describe(error: &PartnerError) -> String {
     }
 }
 
-fn describe_issue(kind: Match, entry: &SettlementEntry, ours: Option<&Ours>) -> String {
-    let settled = format!(
-        "{} {} {}",
-        entry.kind.as_str(),
-        entry.amount,
-        entry.currency
-    );
-    match (kind, ours) {
-        (Match::UnknownToUs, _) | (_, None) => {
-            format!("the partner settled a {settled} that no transaction of ours made")
+/// What the lease on an import being lost stops.
+const LEASE_LOST: &str =
+    "the import lease was lost (another replica may be importing): stopped before writing more";
+
+/// One settlement being read: where it stands and what its lines came to.
+struct Reading<'a> {
+    partner: &'a str,
+    settlement: Uuid,
+    report: &'a SettlementReport,
+    retain_until: SystemTime,
+    /// What a transaction settled from the report says in its history.
+    note: String,
+    totals: Totals,
+    sums: LineSums,
+    /// The merchants of the payments its lines name.
+    merchants: BTreeSet<String>,
+    /// Some line belongs to no merchant we know (unknown to us,
+    /// unreadable, a fee of the settlement).
+    unattributed: bool,
+    /// Its lines not MATCHED.
+    mismatched: u64,
+    /// Issues first found by this import.
+    issues: u64,
+    /// Lines read so far.
+    index: u64,
+}
+
+/// A line judged: what it names of ours, and how it compares.
+struct Judged {
+    index: u64,
+    line: Line,
+    matched: Match,
+    named: Named,
+    /// Why it does not match, where the importer knows better than the
+    /// comparison (another currency, an ambiguous order, unreadable).
+    note: Option<String>,
+}
+
+impl Judged {
+    /// The transaction of ours this line settles: a capture or refund line
+    /// that names one and agrees with it in kind and sign (matched, or for
+    /// another amount: it still shows the transaction, which is then not
+    /// missing from the settlements).
+    fn claims(&self) -> Option<Uuid> {
+        let settles = self
+            .line
+            .entry()
+            .is_some_and(|e| e.kind.operation_kind().is_some());
+        let shows = matches!(self.matched, Match::Matched | Match::AmountMismatch);
+        match &self.named {
+            Named::Found(found) if settles && shows => Some(found.transaction),
+            _ => None,
         }
-        (_, Some(ours)) => format!(
-            "the partner settled a {settled}; ours is a {} of {} {} ({})",
-            ours.kind.as_str(),
-            ours.amount,
-            ours.currency,
-            ours.status.as_str()
-        ),
+    }
+
+    fn duplicate(&mut self) {
+        self.matched = Match::Duplicate;
+        self.note = None;
     }
 }
 
@@ -638,6 +765,8 @@ enum SettlementImport {
         stored: bool,
     },
     /// Stopped: the partner's pages could not be read, or its totals
-    /// overflow. Later settlements of the partner wait behind it.
+    /// overflow. It is kept and tried again; later settlements go on.
     Stopped(String),
+    /// The lease was lost: another replica may be importing the partner.
+    LeaseLost,
 }

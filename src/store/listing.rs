@@ -123,6 +123,8 @@ pub struct IssueQuery {
     pub created_after: Option<SystemTime>,
     /// Exclusive.
     pub created_before: Option<SystemTime>,
+    /// Only issues not resolved yet.
+    pub open_only: bool,
     pub cursor: Option<String>,
     pub limit: usize,
 }
@@ -161,6 +163,7 @@ impl IssueQuery {
                 .is_none_or(|m| issue.merchant.as_ref() == Some(m))
             && self.created_after.is_none_or(|t| issue.created_at >= t)
             && self.created_before.is_none_or(|t| issue.created_at < t)
+            && (!self.open_only || issue.is_open())
     }
 
     pub fn low(&self) -> Bound<String> {

@@ -45,7 +45,9 @@ use crate::{
         operation::{Fingerprint, Operation},
         payment::{Payment, Snapshot},
         session::Session,
-        settlement::{ReconciliationIssue, Settlement, SettlementTransaction},
+        settlement::{
+            FailedSettlement, ReconciliationIssue, SettledBy, Settlement, SettlementTransaction,
+        },
     },
 };
 

@@ -53,7 +53,9 @@ use crate::domain::{
     operation::Operation,
     payment::Payment,
     session::Session,
-    settlement::{ReconciliationIssue, Settlement, SettlementTransaction},
+    settlement::{
+        FailedSettlement, ReconciliationIssue, SettledBy, Settlement, SettlementTransaction,
+    },
 };
 
 /// How to reach Redis.
@@ -113,6 +115,8 @@ pub struct RedisStore {
     replicated: Option<Replicated>,
     session_retention: Duration,
     finals: tokio::sync::broadcast::Sender<Uuid>,
+    /// Every issue is known to be in its merchant's index.
+    issues_indexed: std::sync::atomic::AtomicBool,
     /// While it lives, the subscription to announced finals runs.
     _alive: Arc<()>,
 }
@@ -238,6 +242,7 @@ impl RedisStore {
             replicated,
             session_retention: settings.session_retention,
             finals,
+            issues_indexed: std::sync::atomic::AtomicBool::new(false),
             _alive: alive,
         })
     }

@@ -508,6 +508,7 @@ mod status_mapping {
             client_secret: Secret::new("demo-secret".into()),
             scope: String::new(),
             ca_pem: None,
+            paths: walley::Paths::default(),
         })
         .unwrap();
         let authorized = walley

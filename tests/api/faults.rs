@@ -25,7 +25,9 @@ use payment_orchestrator::{
         operation::Operation,
         payment::Payment,
         session::Session,
-        settlement::{ReconciliationIssue, Settlement, SettlementTransaction},
+        settlement::{
+            FailedSettlement, ReconciliationIssue, SettledBy, Settlement, SettlementTransaction,
+        },
     },
     store::{
         Committed, DueItem, DueQueue, DueSummary, EventLog, HeldInstrument, InstrumentClaim,
@@ -327,15 +329,43 @@ impl SettlementStore for FaultyStore {
     ) -> Result<Vec<(String, ReconciliationIssue)>, StoreError> {
         self.inner.list_issues(query).await
     }
-    async fn mark_settled(
-        &self,
-        settled: &[(Uuid, Uuid)],
-        retain_until: SystemTime,
-    ) -> Result<(), StoreError> {
-        self.inner.mark_settled(settled, retain_until).await
+    async fn issue(&self, id: Uuid) -> Result<Option<ReconciliationIssue>, StoreError> {
+        self.inner.issue(id).await
     }
-    async fn settled_in(&self, transaction: Uuid) -> Result<Option<Uuid>, StoreError> {
+    async fn resolve_issue(
+        &self,
+        id: Uuid,
+        resolution: &str,
+        at: SystemTime,
+    ) -> Result<Option<ReconciliationIssue>, StoreError> {
+        self.inner.resolve_issue(id, resolution, at).await
+    }
+    async fn claim_settled(
+        &self,
+        claims: &[(Uuid, SettledBy)],
+        retain_until: SystemTime,
+    ) -> Result<Vec<SettledBy>, StoreError> {
+        self.inner.claim_settled(claims, retain_until).await
+    }
+    async fn settled_in(&self, transaction: Uuid) -> Result<Option<SettledBy>, StoreError> {
         self.inner.settled_in(transaction).await
+    }
+    async fn failed_settlements(&self, partner: &str) -> Result<Vec<FailedSettlement>, StoreError> {
+        self.inner.failed_settlements(partner).await
+    }
+    async fn put_failed_settlement(
+        &self,
+        partner: &str,
+        failed: &FailedSettlement,
+    ) -> Result<(), StoreError> {
+        self.inner.put_failed_settlement(partner, failed).await
+    }
+    async fn clear_failed_settlement(
+        &self,
+        partner: &str,
+        reference: &str,
+    ) -> Result<(), StoreError> {
+        self.inner.clear_failed_settlement(partner, reference).await
     }
     async fn take_lease(
         &self,

@@ -186,7 +186,7 @@ async fn a_settlement_is_imported_once_with_exact_totals_and_every_discrepancy_f
     ingenico.prepare(Discrepancy::Drop(key_of(&dropped_capture)));
     ingenico.prepare(Discrepancy::Unknown(SettlementEntry {
         kind: EntryKind::Capture,
-        amount: Amount::from_minor(777).unwrap(),
+        amount: 777,
         currency: Currency::parse("EUR").unwrap(),
         order_reference: "somebody-else".into(),
         partner_reference: "ingenico-999999".into(),

@@ -22,8 +22,8 @@ use payment_orchestrator::{
         priority::DefaultPriorities,
         session::{CaptureMode, Session, SessionStatus},
         settlement::{
-            Day, EntryKind, Match, ReconciliationIssue, Settlement, SettlementEntry,
-            SettlementTransaction, Totals,
+            Control, Day, EntryKind, FailedSettlement, Line, Match, ReconciliationIssue, SettledBy,
+            Settlement, SettlementEntry, SettlementReport, SettlementTransaction, Totals,
         },
         status::TransactionStatus,
     },
@@ -1013,6 +1013,7 @@ fn settlement(partner: &str, reference: &str, date: &str) -> Settlement {
         date: date.parse().unwrap(),
         currency: Currency::parse("EUR").unwrap(),
         totals: Totals::default(),
+        lines: 0,
         issues: 0,
         merchant: (partner == "walley").then(|| "demo".to_owned()),
         imported_at: now(),
@@ -1022,16 +1023,16 @@ fn settlement(partner: &str, reference: &str, date: &str) -> Settlement {
 fn settlement_line(index: u64, amount: i64) -> SettlementTransaction {
     SettlementTransaction {
         index,
-        entry: SettlementEntry {
+        line: Line::Entry(SettlementEntry {
             kind: EntryKind::Capture,
-            amount: Amount::from_minor(amount).unwrap(),
+            amount,
             currency: Currency::parse("EUR").unwrap(),
             order_reference: format!("order-{index}"),
             partner_reference: format!("p-{index}"),
             action_reference: format!("a-{index}"),
             transaction_date: Day::from_days(20_000),
             vat: Vec::new(),
-        },
+        }),
         matched: Match::Matched,
         operation_id: None,
         partner_transaction_id: None,
@@ -1154,6 +1155,8 @@ fn issue(
         settled: Amount::ZERO,
         description: "missing".into(),
         created_at: at,
+        resolved_at: None,
+        resolution: String::new(),
     }
 }
 
@@ -1223,6 +1226,37 @@ pub async fn reconciliation_issues_are_recorded_once_and_listed_with_filters(sub
     })
     .await;
     assert_eq!(ids(&by_partner_and_merchant), [issues[1].id]);
+    // Resolved once, with its note; open_only leaves it out.
+    let resolved_at = start + Duration::from_secs(10);
+    let resolved = store
+        .resolve_issue(issues[1].id, "refunded by hand", resolved_at)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (resolved.resolved_at, resolved.resolution.as_str()),
+        (Some(resolved_at), "refunded by hand")
+    );
+    let again = store
+        .resolve_issue(issues[1].id, "another note", now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again, resolved, "a resolved issue stays as it was resolved");
+    assert_eq!(store.issue(issues[1].id).await.unwrap(), Some(resolved));
+    assert_eq!(
+        store
+            .resolve_issue(Uuid::now_v7(), "no such issue", now())
+            .await
+            .unwrap(),
+        None
+    );
+    let open = list(IssueQuery {
+        open_only: true,
+        ..after(start)
+    })
+    .await;
+    assert_eq!(ids(&open), [issues[0].id, issues[2].id]);
     let before = list(IssueQuery {
         created_before: Some(start + Duration::from_secs(1)),
         ..after(start)
@@ -1234,15 +1268,83 @@ pub async fn reconciliation_issues_are_recorded_once_and_listed_with_filters(sub
 pub async fn a_settled_transaction_names_its_settlement_until_retention_ends(subject: Subject) {
     let store = subject.store;
     let (one, two, settlement) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
-    store
-        .mark_settled(&[(one, settlement)], now() + Duration::from_millis(300))
-        .await
-        .unwrap();
-    assert_eq!(store.settled_in(one).await.unwrap(), Some(settlement));
-    assert_eq!(store.settled_in(two).await.unwrap(), None);
+    let first = SettledBy {
+        settlement,
+        line: 3,
+    };
+    let keep = now() + Duration::from_millis(300);
+    assert_eq!(
+        store.claim_settled(&[(one, first)], keep).await.unwrap(),
+        [first]
+    );
+    // The same claim again holds; another line finds the first one.
+    let later = SettledBy {
+        settlement: Uuid::now_v7(),
+        line: 0,
+    };
+    assert_eq!(
+        store
+            .claim_settled(&[(one, first), (one, later), (two, later)], keep)
+            .await
+            .unwrap(),
+        [first, first, later]
+    );
+    assert_eq!(store.settled_in(one).await.unwrap(), Some(first));
+    assert_eq!(store.settled_in(two).await.unwrap(), Some(later));
+    assert_eq!(store.settled_in(Uuid::now_v7()).await.unwrap(), None);
     // Time passing is the point: retention ends by the store's clock.
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(store.settled_in(one).await.unwrap(), None);
+}
+
+pub async fn a_failed_settlement_is_kept_until_cleared(subject: Subject) {
+    let store = subject.store;
+    let partner = format!("contract-{}", Uuid::now_v7());
+    let failed = |reference: &str, date: &str, attempts| FailedSettlement {
+        report: SettlementReport {
+            reference: reference.into(),
+            payout_reference: String::new(),
+            date: date.parse().unwrap(),
+            currency: Currency::parse("EUR").unwrap(),
+            fees: Amount::ZERO,
+            control: Control::default(),
+        },
+        error: format!("attempt {attempts}"),
+        attempts,
+        first_failed_at: now(),
+        last_failed_at: now(),
+    };
+    assert!(store.failed_settlements(&partner).await.unwrap().is_empty());
+    store
+        .put_failed_settlement(&partner, &failed("B", "2026-11-03", 1))
+        .await
+        .unwrap();
+    store
+        .put_failed_settlement(&partner, &failed("A", "2026-11-02", 1))
+        .await
+        .unwrap();
+    store
+        .put_failed_settlement(&partner, &failed("B", "2026-11-03", 2))
+        .await
+        .unwrap();
+    let kept = store.failed_settlements(&partner).await.unwrap();
+    let seen: Vec<(&str, u64, &str)> = kept
+        .iter()
+        .map(|f| (f.report.reference.as_str(), f.attempts, f.error.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [("A", 1, "attempt 1"), ("B", 2, "attempt 2")],
+        "oldest first, replaced by reference"
+    );
+    store.clear_failed_settlement(&partner, "A").await.unwrap();
+    let kept = store.failed_settlements(&partner).await.unwrap();
+    assert_eq!(
+        kept.iter()
+            .map(|f| f.report.reference.as_str())
+            .collect::<Vec<_>>(),
+        ["B"]
+    );
 }
 
 pub async fn a_lease_is_held_by_one_owner_until_it_runs_out(subject: Subject) {
@@ -1430,6 +1532,7 @@ macro_rules! contract_suite {
                 reconciliation_issues_are_recorded_once_and_listed_with_filters,
                 a_lease_is_held_by_one_owner_until_it_runs_out,
                 a_settled_transaction_names_its_settlement_until_retention_ends,
+                a_failed_settlement_is_kept_until_cleared,
                 a_send_claim_is_held_until_released_or_run_out,
                 an_abandoned_record_is_in_flight_with_its_lease_over,
                 an_instrument_is_claimed_once_and_replaced_only_as_read,

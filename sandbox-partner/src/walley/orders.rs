@@ -230,7 +230,25 @@ impl PlaceOrder {
     }
 }
 
-/// Which action a `POST /manage/orders/{id}/{path}` asks for.
+/// The two forms of an action's path Walley's documents show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathForm {
+    /// `/manage/orders/{id}/capture`, `/refund`, `/cancel`.
+    Managed,
+    /// `/orders/{id}/captures`, `/refunds`.
+    Orders,
+}
+
+impl PathForm {
+    pub(super) fn path(self, id: &str, action: &str) -> String {
+        match self {
+            PathForm::Managed => format!("/manage/orders/{id}/{action}"),
+            PathForm::Orders => format!("/orders/{id}/{action}"),
+        }
+    }
+}
+
+/// Which action a POST on an order asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Capture,
@@ -239,15 +257,13 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// Walley documents `capture`, `refund` and `cancel`. The connector
-    /// sends `captures` and `refunds`, which the documentation does not
-    /// have: accepted explicitly so that the service's tests run, and
-    /// reported.
-    pub(super) fn of_path(path: &str) -> Option<Kind> {
-        Some(match path {
-            "capture" | "captures" => Kind::Capture,
-            "refund" | "refunds" => Kind::Refund,
-            "cancel" => Kind::Cancel,
+    /// Each form with its own spellings only: `/manage/orders/{id}/captures`
+    /// is in neither document, and is `404`.
+    pub(super) fn of_path(form: PathForm, path: &str) -> Option<Kind> {
+        Some(match (form, path) {
+            (PathForm::Managed, "capture") | (PathForm::Orders, "captures") => Kind::Capture,
+            (PathForm::Managed, "refund") | (PathForm::Orders, "refunds") => Kind::Refund,
+            (PathForm::Managed, "cancel") => Kind::Cancel,
             _ => return None,
         })
     }

@@ -13,7 +13,7 @@ use axum::{
 use serde_json::json;
 
 use super::{
-    orders::{self, Answer, Kind, Order, PlaceOrder, Walley},
+    orders::{self, Answer, Kind, Order, PathForm, PlaceOrder, Walley},
     wire::{Empty, OrderEnvelope, Problem, TokenRequest, TokenResponse},
 };
 use crate::simulation::{self, Effect, HANG, Received, Shared, answer};
@@ -148,15 +148,39 @@ enum Outcome {
     Hang(Response),
 }
 
-pub(super) async fn act(
-    State(state): State<Shared<Walley>>,
+/// `POST /manage/orders/{id}/{capture|refund|cancel}`, as Walley's public
+/// order-management pages show it.
+pub(super) async fn act_managed(
+    state: State<Shared<Walley>>,
     Path((id, action)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+) -> Response {
+    act(state, PathForm::Managed, id, action, headers, body).await
+}
+
+/// `POST /orders/{id}/{captures|refunds}`, as the partner documentation
+/// this project follows shows it.
+pub(super) async fn act_on_order(
+    state: State<Shared<Walley>>,
+    Path((id, action)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+) -> Response {
+    act(state, PathForm::Orders, id, action, headers, body).await
+}
+
+async fn act(
+    State(state): State<Shared<Walley>>,
+    form: PathForm,
+    id: String,
+    action: String,
     headers: HeaderMap,
     body: bytes::Bytes,
 ) -> Response {
     let outcome = {
         let mut sim = state.lock();
-        decide(&mut sim, &id, &action, &headers, &body)
+        decide(&mut sim, form, &id, &action, &headers, &body)
     };
     match outcome {
         Outcome::Now(response) => response,
@@ -167,14 +191,21 @@ pub(super) async fn act(
     }
 }
 
-fn decide(sim: &mut Walley, id: &str, action: &str, headers: &HeaderMap, body: &[u8]) -> Outcome {
+fn decide(
+    sim: &mut Walley,
+    form: PathForm,
+    id: &str,
+    action: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Outcome {
     let key = headers
         .get("x-idempotency")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let received = Received {
         method: "POST".into(),
-        path: format!("/manage/orders/{id}/{action}"),
+        path: form.path(id, action),
         idempotency: key.clone(),
         body: String::from_utf8_lossy(body).into_owned(),
     };
@@ -191,7 +222,7 @@ fn decide(sim: &mut Walley, id: &str, action: &str, headers: &HeaderMap, body: &
     if let Some(reply) = sim.answered.get(&key) {
         return Outcome::Now(respond(reply));
     }
-    let Some(kind) = Kind::of_path(action) else {
+    let Some(kind) = Kind::of_path(form, action) else {
         return Outcome::Now(problem(404, "NOT_FOUND", "no such action"));
     };
     let sim_now = sim.common.now();

@@ -10,9 +10,10 @@ use uuid::Uuid;
 use super::super::{proto, views::timestamp, violations::Violations};
 use crate::{
     domain::settlement::{
-        Day, EntryKind, Match, ReconciliationIssue, Settlement, SettlementTransaction, VatAmount,
+        Day, EntryKind, Line, Match, ReconciliationIssue, Settlement, SettlementTransaction,
+        VatAmount,
     },
-    payments::{PartnerImport, page_token},
+    payments::{MAX_NOTE_CHARS, PartnerImport, page_token},
     store::{IssueQuery, SettlementQuery},
 };
 
@@ -91,15 +92,19 @@ pub fn list_issues(
 ) -> Result<(IssueQuery, String), Status> {
     let mut v = Violations::default();
     let filters = format!(
-        "issues|{}|{}|{:?}|{:?}",
-        request.partner, request.kind, request.created_after, request.created_before
+        "issues|{}|{}|{:?}|{:?}|{}",
+        request.partner,
+        request.kind,
+        request.created_after,
+        request.created_before,
+        request.open_only
     );
     let kind = match proto::ReconciliationStatus::try_from(request.kind) {
         Ok(proto::ReconciliationStatus::Unspecified) => None,
         Ok(proto::ReconciliationStatus::Matched) | Err(_) => {
             v.add(
                 "kind",
-                "an issue kind: AMOUNT_MISMATCH, UNKNOWN_TO_US or MISSING_FROM_SETTLEMENT",
+                "an issue kind: any reconciliation status but MATCHED",
             );
             None
         }
@@ -111,28 +116,65 @@ pub fn list_issues(
         merchant: None,
         created_after: v.instant("created_after", request.created_after),
         created_before: v.instant("created_before", request.created_before),
+        open_only: request.open_only,
         cursor: v.cursor(&filters, &request.page_token),
         limit: v.page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
     };
     v.finish(|| (query, filters))
 }
 
-fn match_of(status: proto::ReconciliationStatus) -> Match {
-    match status {
-        proto::ReconciliationStatus::AmountMismatch => Match::AmountMismatch,
-        proto::ReconciliationStatus::UnknownToUs => Match::UnknownToUs,
-        proto::ReconciliationStatus::MissingFromSettlement => Match::MissingFromSettlement,
-        _ => Match::Matched,
+/// The issue and the note of a ResolveReconciliationIssue request.
+pub fn resolve_issue(
+    request: &proto::ResolveReconciliationIssueRequest,
+) -> Result<(Uuid, String), Status> {
+    let mut v = Violations::default();
+    let id = v.id("issue_id", &request.issue_id);
+    let note = request.note.trim();
+    if note.is_empty() || note.chars().count() > MAX_NOTE_CHARS {
+        v.add("note", &format!("1 to {MAX_NOTE_CHARS} characters"));
     }
+    v.finish(|| (id.unwrap_or_default(), note.to_owned()))
+}
+
+/// The statuses as the proto names them.
+const STATUSES: [(Match, proto::ReconciliationStatus); 8] = [
+    (Match::Matched, proto::ReconciliationStatus::Matched),
+    (
+        Match::AmountMismatch,
+        proto::ReconciliationStatus::AmountMismatch,
+    ),
+    (Match::UnknownToUs, proto::ReconciliationStatus::UnknownToUs),
+    (
+        Match::MissingFromSettlement,
+        proto::ReconciliationStatus::MissingFromSettlement,
+    ),
+    (
+        Match::KindMismatch,
+        proto::ReconciliationStatus::KindMismatch,
+    ),
+    (Match::Duplicate, proto::ReconciliationStatus::Duplicate),
+    (
+        Match::TotalsMismatch,
+        proto::ReconciliationStatus::TotalsMismatch,
+    ),
+    (
+        Match::UnreadableLine,
+        proto::ReconciliationStatus::UnreadableLine,
+    ),
+];
+
+fn match_of(status: proto::ReconciliationStatus) -> Match {
+    STATUSES
+        .iter()
+        .find(|(_, s)| *s == status)
+        .map_or(Match::Matched, |(m, _)| *m)
 }
 
 fn reconciliation(matched: Match) -> proto::ReconciliationStatus {
-    match matched {
-        Match::Matched => proto::ReconciliationStatus::Matched,
-        Match::AmountMismatch => proto::ReconciliationStatus::AmountMismatch,
-        Match::UnknownToUs => proto::ReconciliationStatus::UnknownToUs,
-        Match::MissingFromSettlement => proto::ReconciliationStatus::MissingFromSettlement,
-    }
+    STATUSES
+        .iter()
+        .find(|(m, _)| *m == matched)
+        .map_or(proto::ReconciliationStatus::Unspecified, |(_, s)| *s)
 }
 
 fn vat(lines: &[VatAmount]) -> Vec<proto::VatAmount> {
@@ -166,6 +208,8 @@ pub fn settlement(settlement: &Settlement) -> proto::Settlement {
         refunded: totals.refunded,
         fees: totals.fees,
         net: totals.net,
+        adjustments: totals.adjustments,
+        chargebacks: totals.chargebacks,
         vat_per_rate: totals
             .vat
             .iter()
@@ -174,32 +218,45 @@ pub fn settlement(settlement: &Settlement) -> proto::Settlement {
                 amount: *amount,
             })
             .collect(),
-        transaction_count: count(totals.count),
+        transaction_count: count(settlement.lines),
         issue_count: count(settlement.issues),
         imported_at: timestamp(settlement.imported_at),
     }
 }
 
 pub fn settlement_transaction(line: &SettlementTransaction) -> proto::SettlementTransaction {
-    let entry = &line.entry;
-    proto::SettlementTransaction {
+    let mut view = proto::SettlementTransaction {
         index: count(line.index),
-        kind: match entry.kind {
-            EntryKind::Capture => proto::SettlementEntryKind::Capture,
-            EntryKind::Refund => proto::SettlementEntryKind::Refund,
-        }
-        .into(),
-        amount: entry.amount.minor(),
-        currency: entry.currency.code().to_owned(),
-        order_reference: entry.order_reference.clone(),
-        partner_reference: entry.partner_reference.clone(),
-        action_reference: entry.action_reference.clone(),
-        transaction_date: entry.transaction_date.to_string(),
-        vat: vat(&entry.vat),
         reconciliation: reconciliation(line.matched).into(),
         payment_id: id_text(line.payment_id),
         operation_id: id_text(line.operation_id),
         partner_transaction_id: id_text(line.partner_transaction_id),
+        ..Default::default()
+    };
+    match &line.line {
+        Line::Entry(entry) => {
+            view.kind = entry_kind(entry.kind).into();
+            view.amount = entry.magnitude().minor();
+            view.signed_amount = entry.amount;
+            view.currency = entry.currency.code().to_owned();
+            view.order_reference.clone_from(&entry.order_reference);
+            view.partner_reference.clone_from(&entry.partner_reference);
+            view.action_reference.clone_from(&entry.action_reference);
+            view.transaction_date = entry.transaction_date.to_string();
+            view.vat = vat(&entry.vat);
+        }
+        Line::Unreadable(unreadable) => view.raw.clone_from(&unreadable.raw),
+    }
+    view
+}
+
+fn entry_kind(kind: EntryKind) -> proto::SettlementEntryKind {
+    match kind {
+        EntryKind::Capture => proto::SettlementEntryKind::Capture,
+        EntryKind::Refund => proto::SettlementEntryKind::Refund,
+        EntryKind::Fee => proto::SettlementEntryKind::Fee,
+        EntryKind::Adjustment => proto::SettlementEntryKind::Adjustment,
+        EntryKind::Chargeback => proto::SettlementEntryKind::Chargeback,
     }
 }
 
@@ -219,6 +276,8 @@ pub fn issue(issue: &ReconciliationIssue) -> proto::ReconciliationIssue {
         settled: issue.settled.minor(),
         description: issue.description.clone(),
         created_at: timestamp(issue.created_at),
+        resolved_at: issue.resolved_at.map(timestamp).unwrap_or_default(),
+        resolution: issue.resolution.clone(),
     }
 }
 
@@ -230,21 +289,40 @@ pub fn partner_import(import: &PartnerImport) -> proto::PartnerImport {
         issues: count(import.issues),
         busy: import.busy,
         error: import.error.clone().unwrap_or_default(),
+        failed: import
+            .failed
+            .iter()
+            .map(|failed| proto::FailedSettlement {
+                reference: failed.report.reference.clone(),
+                settlement_date: failed.report.date.to_string(),
+                error: failed.error.clone(),
+                attempts: count(failed.attempts),
+                first_failed_at: timestamp(failed.first_failed_at),
+                last_failed_at: timestamp(failed.last_failed_at),
+            })
+            .collect(),
     }
 }
 
 /// The CSV header row of an export.
 pub const CSV_HEADER: &str = "index,kind,amount,currency,order_reference,partner_reference,\
 action_reference,transaction_date,vat,reconciliation,payment_id,operation_id,\
-partner_transaction_id\n";
+partner_transaction_id,signed_amount,raw\n";
 
-/// A CSV field: quoted (with doubled quotes) when it holds a comma, a quote
-/// or a line break.
+/// A CSV field of text a partner supplied: one that a spreadsheet would
+/// read as a formula (`=`, `+`, `-`, `@`, a tab or a carriage return
+/// first) is prefixed with `'`; quoted (with doubled quotes) when it holds
+/// a comma, a quote or a line break.
 fn field(text: &str) -> String {
+    let text = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}")
+    } else {
+        text.to_owned()
+    };
     if text.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", text.replace('"', "\"\""))
     } else {
-        text.to_owned()
+        text
     }
 }
 
@@ -258,11 +336,15 @@ pub fn csv_row(out: &mut String, line: &SettlementTransaction) {
         .map(|v| format!("{}:{}", v.rate, v.amount))
         .collect::<Vec<_>>()
         .join("|");
-    let kind = line.entry.kind.as_str().to_ascii_uppercase();
+    let kind = line
+        .line
+        .entry()
+        .map_or("UNREADABLE", |e| e.kind.as_str())
+        .to_ascii_uppercase();
     let reconciliation = line.matched.as_str().to_ascii_uppercase();
     let _ = writeln!(
         out,
-        "{},{kind},{},{},{},{},{},{},{vat},{reconciliation},{},{},{}",
+        "{},{kind},{},{},{},{},{},{},{vat},{reconciliation},{},{},{},{},{}",
         row.index,
         row.amount,
         row.currency,
@@ -273,5 +355,7 @@ pub fn csv_row(out: &mut String, line: &SettlementTransaction) {
         row.payment_id,
         row.operation_id,
         row.partner_transaction_id,
+        row.signed_amount,
+        field(&row.raw),
     );
 }

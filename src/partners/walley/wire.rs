@@ -156,14 +156,17 @@ pub struct Problem {
     pub title: String,
 }
 
-/// A page of Walley's report API: `data`, `links`, `metaData`.
+/// A page of Walley's report API: `data`, and `links` and `metaData` when
+/// it gives them (a documented example carries `data` alone: then pages are
+/// read until one comes back short).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReportPage<T> {
     pub data: Vec<T>,
     #[serde(default)]
     pub links: Links,
-    pub meta_data: MetaData,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta_data: Option<MetaData>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -269,34 +272,41 @@ pub fn report_day(text: &str) -> Option<crate::domain::settlement::Day> {
 }
 
 impl SettlementLine {
-    /// Our settlement entry: the kind from `type`, amounts in minor units.
+    /// Our settlement entry: the kind from `type`, the amount in minor units
+    /// with the report's sign (deductions are negative, as the header's
+    /// `refunded` is), dated by `purchaseDate` ("the date when the purchase
+    /// was captured"), else by the settlement's day. `transactionDate` is a
+    /// custom date the merchant gave and is not used.
     pub fn entry(
         &self,
         settlement_day: crate::domain::settlement::Day,
-    ) -> Result<crate::domain::settlement::SettlementEntry, crate::partners::PartnerError> {
-        use crate::domain::settlement::{EntryKind, SettlementEntry, VatAmount};
-        let unreadable = |what: &str| crate::partners::PartnerError::Unavailable {
-            description: format!("a settlement line has an unreadable {what}"),
-        };
-        let currency = Currency::parse(&self.currency).map_err(|_| unreadable("currency"))?;
-        let kind = match self.kind.as_str() {
-            "Purchase" => EntryKind::Capture,
-            "Return" => EntryKind::Refund,
-            _ => return Err(unreadable("type")),
+    ) -> Result<crate::domain::settlement::SettlementEntry, String> {
+        use crate::domain::settlement::{SettlementEntry, VatAmount};
+        let currency = Currency::parse(&self.currency)
+            .map_err(|_| format!("its currency {:?} is not one we know", self.currency))?;
+        let kind = entry_kind(&self.kind)
+            .ok_or_else(|| format!("its type {:?} is not one we know", self.kind))?;
+        let minor = |amount: Decimal| {
+            http::minor_signed(amount, currency)
+                .ok_or_else(|| format!("its amount {amount} does not fit {currency}"))
         };
         let vat = self
             .total_vat_amount_per_rate
             .iter()
             .map(|vat| {
+                let amount = minor(vat.amount)?;
                 Ok(VatAmount {
                     rate: vat.vat_rate.normalize(),
-                    amount: http::minor(vat.amount.abs(), currency)?,
+                    amount: crate::domain::money::Amount::from_minor(
+                        i64::try_from(amount.unsigned_abs()).unwrap_or(i64::MAX),
+                    )
+                    .map_err(|_| "its VAT does not fit".to_owned())?,
                 })
             })
-            .collect::<Result<_, crate::partners::PartnerError>>()?;
+            .collect::<Result<_, String>>()?;
         Ok(SettlementEntry {
             kind,
-            amount: http::minor(self.amount.abs(), currency)?,
+            amount: minor(self.amount)?,
             currency,
             order_reference: self.order_number.clone(),
             partner_reference: self
@@ -305,11 +315,43 @@ impl SettlementLine {
                 .unwrap_or_else(|| self.invoice_number.clone()),
             action_reference: self.action_reference.clone().unwrap_or_default(),
             transaction_date: self
-                .transaction_date
+                .purchase_date
                 .as_deref()
                 .and_then(report_day)
                 .unwrap_or(settlement_day),
             vat,
         })
+    }
+}
+
+/// The kind of a line's `type`. Walley documents `Purchase`, `Return` and
+/// `PurchaseAmountAdjustment`; fees and chargebacks are read by name.
+pub fn entry_kind(kind: &str) -> Option<crate::domain::settlement::EntryKind> {
+    use crate::domain::settlement::EntryKind;
+    Some(match kind {
+        "Purchase" => EntryKind::Capture,
+        "Return" => EntryKind::Refund,
+        "PurchaseAmountAdjustment" => EntryKind::Adjustment,
+        "Chargeback" => EntryKind::Chargeback,
+        fee if fee.ends_with("Fee") => EntryKind::Fee,
+        _ => return None,
+    })
+}
+
+/// A line of the report as read: an entry, or the line as it came.
+pub fn read_line(
+    raw: &serde_json::Value,
+    settlement_day: crate::domain::settlement::Day,
+) -> crate::domain::settlement::Line {
+    use crate::domain::settlement::{Line, UnreadableLine};
+    let read = serde_json::from_value::<SettlementLine>(raw.clone())
+        .map_err(|error| format!("it does not read: {error}"))
+        .and_then(|line| line.entry(settlement_day));
+    match read {
+        Ok(entry) => Line::Entry(entry),
+        Err(why) => Line::Unreadable(UnreadableLine {
+            raw: raw.to_string(),
+            why,
+        }),
     }
 }

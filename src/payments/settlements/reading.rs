@@ -18,7 +18,7 @@ impl Viewer<'_> {
         }
     }
 
-    fn sees(self, owner: Option<&String>) -> bool {
+    pub(super) fn sees(self, owner: Option<&String>) -> bool {
         match self {
             Viewer::Merchant(merchant) => owner.is_some_and(|m| m == merchant),
             Viewer::Operator => true,

@@ -12,8 +12,10 @@ pub(super) struct Settlements {
     pub(super) issues: HashMap<Uuid, (ReconciliationIssue, SystemTime)>,
     pub(super) issue_index: BTreeSet<String>,
     pub(super) leases: HashMap<String, (Uuid, SystemTime)>,
-    /// Partner transaction → the settlement that showed it.
-    pub(super) settled: HashMap<Uuid, (Uuid, SystemTime)>,
+    /// Partner transaction → the line that settled it.
+    pub(super) settled: HashMap<Uuid, (SettledBy, SystemTime)>,
+    /// Partner → its failed settlements by reference (kept until read).
+    pub(super) failed: HashMap<String, BTreeMap<String, FailedSettlement>>,
 }
 
 impl Settlements {
@@ -172,26 +174,99 @@ impl SettlementStore for MemoryStore {
             .collect())
     }
 
-    async fn mark_settled(
-        &self,
-        settled: &[(Uuid, Uuid)],
-        retain_until: SystemTime,
-    ) -> Result<(), StoreError> {
-        let mut data = lock(&self.settlements);
-        for (transaction, settlement) in settled {
-            data.settled
-                .insert(*transaction, (*settlement, retain_until));
-        }
-        Ok(())
+    async fn issue(&self, id: Uuid) -> Result<Option<ReconciliationIssue>, StoreError> {
+        let now = self.clock.now();
+        Ok(lock(&self.settlements)
+            .issues
+            .get(&id)
+            .filter(|(_, until)| *until > now)
+            .map(|(issue, _)| issue.clone()))
     }
 
-    async fn settled_in(&self, transaction: Uuid) -> Result<Option<Uuid>, StoreError> {
+    async fn resolve_issue(
+        &self,
+        id: Uuid,
+        resolution: &str,
+        at: SystemTime,
+    ) -> Result<Option<ReconciliationIssue>, StoreError> {
+        let now = self.clock.now();
+        let mut data = lock(&self.settlements);
+        let Some((issue, _)) = data.issues.get_mut(&id).filter(|(_, until)| *until > now) else {
+            return Ok(None);
+        };
+        if issue.is_open() {
+            issue.resolved_at = Some(at);
+            resolution.clone_into(&mut issue.resolution);
+        }
+        Ok(Some(issue.clone()))
+    }
+
+    async fn claim_settled(
+        &self,
+        claims: &[(Uuid, SettledBy)],
+        retain_until: SystemTime,
+    ) -> Result<Vec<SettledBy>, StoreError> {
+        let now = self.clock.now();
+        let mut data = lock(&self.settlements);
+        Ok(claims
+            .iter()
+            .map(|(transaction, claim)| {
+                let held = data
+                    .settled
+                    .entry(*transaction)
+                    .or_insert((*claim, retain_until));
+                if held.1 <= now {
+                    *held = (*claim, retain_until);
+                }
+                held.0
+            })
+            .collect())
+    }
+
+    async fn settled_in(&self, transaction: Uuid) -> Result<Option<SettledBy>, StoreError> {
         let now = self.clock.now();
         Ok(lock(&self.settlements)
             .settled
             .get(&transaction)
             .filter(|(_, until)| *until > now)
-            .map(|(settlement, _)| *settlement))
+            .map(|(settled, _)| *settled))
+    }
+
+    async fn failed_settlements(&self, partner: &str) -> Result<Vec<FailedSettlement>, StoreError> {
+        let data = lock(&self.settlements);
+        let mut failed: Vec<FailedSettlement> = data
+            .failed
+            .get(partner)
+            .map(|failed| failed.values().cloned().collect())
+            .unwrap_or_default();
+        failed.sort_by(|a, b| {
+            (a.report.date, &a.report.reference).cmp(&(b.report.date, &b.report.reference))
+        });
+        Ok(failed)
+    }
+
+    async fn put_failed_settlement(
+        &self,
+        partner: &str,
+        failed: &FailedSettlement,
+    ) -> Result<(), StoreError> {
+        lock(&self.settlements)
+            .failed
+            .entry(partner.to_owned())
+            .or_default()
+            .insert(failed.report.reference.clone(), failed.clone());
+        Ok(())
+    }
+
+    async fn clear_failed_settlement(
+        &self,
+        partner: &str,
+        reference: &str,
+    ) -> Result<(), StoreError> {
+        if let Some(failed) = lock(&self.settlements).failed.get_mut(partner) {
+            failed.remove(reference);
+        }
+        Ok(())
     }
 
     async fn take_lease(

@@ -17,12 +17,18 @@ use crate::{
 };
 
 mod v1;
+mod v3;
 
 /// The layout of every record written today: format 1 plus, on legs, their
 /// partner's capabilities and authorization lifetime, on the payment header
 /// when it was authorized, and on operations their item lines (format 2);
-/// plus, on webhook deliveries, their last error (format 3).
-const FORMAT: u8 = 3;
+/// plus, on webhook deliveries, their last error (format 3); plus signed
+/// settlement lines, unreadable lines, more totals and the issues'
+/// lifecycle (format 4).
+const FORMAT: u8 = 4;
+
+/// Format 3: as today but for settlements (see `v3`).
+const FORMAT_3: u8 = 3;
 
 /// Format 2: as today but for webhook deliveries.
 const FORMAT_2: u8 = 2;
@@ -35,6 +41,7 @@ pub fn decode<T: Record>(bytes: &[u8]) -> Result<T, StoreError> {
     let corrupt = |e: postcard::Error| StoreError::Corrupt(Box::new(e));
     match bytes.split_first() {
         Some((&FORMAT, record)) => postcard::from_bytes(record).map_err(corrupt),
+        Some((&FORMAT_3, record)) => T::from_v3(record).map_err(corrupt),
         Some((&FORMAT_2, record)) => T::from_v2(record).map_err(corrupt),
         Some((&v1::FORMAT, record)) => T::from_v1(record).map_err(corrupt),
         _ => Err(StoreError::Corrupt(
@@ -57,6 +64,32 @@ pub trait Record: DeserializeOwned {
     fn from_v2(record: &[u8]) -> Result<Self, postcard::Error> {
         postcard::from_bytes(record)
     }
+
+    /// Reads the record as format 3 wrote it (the default: its layout did
+    /// not change).
+    fn from_v3(record: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes(record)
+    }
+}
+
+/// A record whose layout changed only in format 4: formats 1 to 3 wrote it
+/// alike, as `Old`.
+macro_rules! settlement_record {
+    ($now:ty, $old:ty) => {
+        impl Record for $now {
+            fn from_v1(record: &[u8]) -> Result<Self, postcard::Error> {
+                Self::from_v3(record)
+            }
+
+            fn from_v2(record: &[u8]) -> Result<Self, postcard::Error> {
+                Self::from_v3(record)
+            }
+
+            fn from_v3(record: &[u8]) -> Result<Self, postcard::Error> {
+                postcard::from_bytes::<$old>(record).map(Into::into)
+            }
+        }
+    };
 }
 
 impl Record for crate::domain::session::Session {}
@@ -70,9 +103,16 @@ impl Record for crate::store::WebhookDelivery {
         postcard::from_bytes::<v1::WebhookDelivery>(record).map(Into::into)
     }
 }
-impl Record for crate::domain::settlement::Settlement {}
-impl Record for crate::domain::settlement::SettlementTransaction {}
-impl Record for crate::domain::settlement::ReconciliationIssue {}
+settlement_record!(crate::domain::settlement::Settlement, v3::Settlement);
+impl Record for crate::domain::settlement::FailedSettlement {}
+settlement_record!(
+    crate::domain::settlement::SettlementTransaction,
+    v3::SettlementTransaction
+);
+settlement_record!(
+    crate::domain::settlement::ReconciliationIssue,
+    v3::ReconciliationIssue
+);
 
 impl Record for crate::domain::payment::Payment {
     fn from_v1(record: &[u8]) -> Result<Self, postcard::Error> {

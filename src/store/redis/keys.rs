@@ -74,6 +74,20 @@ pub(super) fn settlement_lines_key(id: Uuid) -> String {
 pub(super) const SETTLEMENT_INDEX: &str = "po:{stl}:index";
 pub(super) const ISSUE_INDEX: &str = "po:{rec}:index";
 
+/// A merchant's issues (members as in the global index): a merchant's
+/// listing reads only these.
+pub(super) fn merchant_issue_index(merchant: &str) -> String {
+    format!("po:{{m:{merchant}}}:issues")
+}
+
+/// Set once every issue of the global index is in its merchant's index.
+pub(super) const ISSUE_INDEX_MIGRATED: &str = "po:{rec}:merchant-indexes";
+
+/// A partner's settlements whose import failed: reference → record.
+pub(super) fn failed_settlements_key(partner: &str) -> String {
+    format!("po:{{stl}}:failed:{partner}")
+}
+
 pub(super) fn issue_key(id: Uuid) -> String {
     format!("po:{{rec}}:issue:{id}")
 }

@@ -104,3 +104,9 @@ pub static REPLACE_INSTRUMENT: LazyLock<Script> = script!("stamp", "replace_inst
 
 /// A claim (or ``) with Redis's time.
 pub static READ_INSTRUMENT: LazyLock<Script> = script!("read_instrument");
+
+/// Replaces a value that is still the one read, keeping its expiry.
+///
+/// KEYS: 1 the value. ARGV: 1 what was read, 2 the replacement.
+/// Returns 1 if replaced, 0 if it changed meanwhile (or is gone).
+pub static REPLACE_KEEPING_TTL: LazyLock<Script> = script!("replace_keeping_ttl");

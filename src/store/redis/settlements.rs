@@ -130,6 +130,61 @@ impl RedisStore {
     }
 }
 
+/// Tries at resolving an issue that others change meanwhile.
+const RESOLVE_ATTEMPTS: usize = 8;
+
+impl RedisStore {
+    /// Puts every issue of the global index in its merchant's index, once
+    /// per store (issues recorded by an earlier release were only in the
+    /// global one); a marker key says it was done.
+    async fn index_issues_per_merchant(&self) -> Result<(), StoreError> {
+        if self
+            .issues_indexed
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Ok(());
+        }
+        let mut connection = self.connection();
+        let done: bool = connection
+            .exists(ISSUE_INDEX_MIGRATED)
+            .await
+            .map_err(unavailable)?;
+        if !done {
+            let mut low = Bound::Unbounded;
+            loop {
+                let batch: Vec<(String, Option<ReconciliationIssue>)> = self
+                    .indexed(ISSUE_INDEX, &low, LISTING_BATCH, |member| {
+                        member_id(member).map(issue_key)
+                    })
+                    .await?;
+                let Some((last, _)) = batch.last() else {
+                    break;
+                };
+                low = Bound::Excluded(last.clone());
+                let short = batch.len() < LISTING_BATCH;
+                for (member, issue) in batch {
+                    if let Some(merchant) = issue.and_then(|issue| issue.merchant) {
+                        connection
+                            .zadd::<_, _, _, ()>(merchant_issue_index(&merchant), &member, 0)
+                            .await
+                            .map_err(write_failed)?;
+                    }
+                }
+                if short {
+                    break;
+                }
+            }
+            connection
+                .set::<_, _, ()>(ISSUE_INDEX_MIGRATED, 1)
+                .await
+                .map_err(write_failed)?;
+        }
+        self.issues_indexed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+}
+
 /// Index members read per round trip while filtering a listing.
 pub(super) const LISTING_BATCH: usize = 500;
 
@@ -226,16 +281,32 @@ impl SettlementStore for RedisStore {
     ) -> Result<bool, StoreError> {
         let key = issue_key(issue.id);
         let member = issue_member(issue);
-        self.put_indexed(&key, issue, ISSUE_INDEX, &member, retain_until)
-            .await
+        let stored = self
+            .put_indexed(&key, issue, ISSUE_INDEX, &member, retain_until)
+            .await?;
+        if let Some(merchant) = &issue.merchant {
+            let mut connection = self.connection();
+            connection
+                .zadd::<_, _, _, ()>(merchant_issue_index(merchant), &member, 0)
+                .await
+                .map_err(write_failed)?;
+        }
+        Ok(stored)
     }
 
     async fn list_issues(
         &self,
         query: &IssueQuery,
     ) -> Result<Vec<(String, ReconciliationIssue)>, StoreError> {
+        let index = match &query.merchant {
+            Some(merchant) => {
+                self.index_issues_per_merchant().await?;
+                merchant_issue_index(merchant)
+            }
+            None => ISSUE_INDEX.to_owned(),
+        };
         self.page_of_index(
-            ISSUE_INDEX,
+            &index,
             query.low(),
             |member| member_id(member).map(issue_key),
             |issue: &ReconciliationIssue| {
@@ -247,38 +318,130 @@ impl SettlementStore for RedisStore {
         .await
     }
 
-    async fn mark_settled(
+    async fn issue(&self, id: Uuid) -> Result<Option<ReconciliationIssue>, StoreError> {
+        self.record(issue_key(id)).await
+    }
+
+    async fn resolve_issue(
         &self,
-        settled: &[(Uuid, Uuid)],
+        id: Uuid,
+        resolution: &str,
+        at: SystemTime,
+    ) -> Result<Option<ReconciliationIssue>, StoreError> {
+        let key = issue_key(id);
+        // Compare-and-set on the stored bytes: two resolutions at once end
+        // with one of them, whole.
+        for _ in 0..RESOLVE_ATTEMPTS {
+            let mut connection = self.connection();
+            let Some(bytes): Option<Vec<u8>> = connection.get(&key).await.map_err(unavailable)?
+            else {
+                return Ok(None);
+            };
+            let mut issue: ReconciliationIssue = codec::decode(&bytes)?;
+            if !issue.is_open() {
+                return Ok(Some(issue));
+            }
+            issue.resolved_at = Some(at);
+            resolution.clone_into(&mut issue.resolution);
+            let replaced: i64 = REPLACE_KEEPING_TTL
+                .key(&key)
+                .arg(bytes)
+                .arg(codec::encode(&issue)?)
+                .invoke_async(&mut connection)
+                .await
+                .map_err(write_failed)?;
+            if replaced == 1 {
+                return Ok(Some(issue));
+            }
+        }
+        Err(StoreError::Unavailable(
+            "the issue kept changing while it was resolved".into(),
+        ))
+    }
+
+    async fn claim_settled(
+        &self,
+        claims: &[(Uuid, SettledBy)],
         retain_until: SystemTime,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<SettledBy>, StoreError> {
         let at = at_millis(retain_until);
-        try_join_all(settled.iter().map(|(transaction, settlement)| {
+        try_join_all(claims.iter().map(|(transaction, claim)| {
             let mut connection = self.connection();
             async move {
-                redis::cmd("SET")
+                let before: Option<Vec<u8>> = redis::cmd("SET")
                     .arg(settled_key(*transaction))
-                    .arg(settlement.as_bytes().as_slice())
+                    .arg(claim.to_bytes().as_slice())
+                    .arg("NX")
+                    .arg("GET")
                     .arg("PXAT")
                     .arg(at)
-                    .query_async::<()>(&mut connection)
+                    .query_async(&mut connection)
                     .await
-                    .map_err(write_failed)
+                    .map_err(write_failed)?;
+                match before {
+                    None => Ok(*claim),
+                    Some(bytes) => {
+                        SettledBy::from_bytes(&bytes).ok_or_else(|| corrupt("a settled marker"))
+                    }
+                }
             }
         }))
         .await
-        .map(drop)
     }
 
-    async fn settled_in(&self, transaction: Uuid) -> Result<Option<Uuid>, StoreError> {
+    async fn settled_in(&self, transaction: Uuid) -> Result<Option<SettledBy>, StoreError> {
         let mut connection = self.connection();
         let settlement: Option<Vec<u8>> = connection
             .get(settled_key(transaction))
             .await
             .map_err(unavailable)?;
         settlement
-            .map(|bytes| Uuid::from_slice(&bytes).map_err(|_| corrupt("a settled marker")))
+            .map(|bytes| SettledBy::from_bytes(&bytes).ok_or_else(|| corrupt("a settled marker")))
             .transpose()
+    }
+
+    async fn failed_settlements(&self, partner: &str) -> Result<Vec<FailedSettlement>, StoreError> {
+        let mut connection = self.connection();
+        let records: Vec<Vec<u8>> = connection
+            .hvals(failed_settlements_key(partner))
+            .await
+            .map_err(unavailable)?;
+        let mut failed = records
+            .iter()
+            .map(|bytes| codec::decode::<FailedSettlement>(bytes))
+            .collect::<Result<Vec<_>, _>>()?;
+        failed.sort_by(|a, b| {
+            (a.report.date, &a.report.reference).cmp(&(b.report.date, &b.report.reference))
+        });
+        Ok(failed)
+    }
+
+    async fn put_failed_settlement(
+        &self,
+        partner: &str,
+        failed: &FailedSettlement,
+    ) -> Result<(), StoreError> {
+        let mut connection = self.connection();
+        connection
+            .hset::<_, _, _, ()>(
+                failed_settlements_key(partner),
+                &failed.report.reference,
+                codec::encode(failed)?,
+            )
+            .await
+            .map_err(write_failed)
+    }
+
+    async fn clear_failed_settlement(
+        &self,
+        partner: &str,
+        reference: &str,
+    ) -> Result<(), StoreError> {
+        let mut connection = self.connection();
+        connection
+            .hdel::<_, _, ()>(failed_settlements_key(partner), reference)
+            .await
+            .map_err(write_failed)
     }
 
     async fn take_lease(

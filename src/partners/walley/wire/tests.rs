@@ -17,6 +17,9 @@
 //! - `settlements_page.json`, `transactions_page.json`: the settlements
 //!   API's examples (the search example lacks a comma after `endDate` in
 //!   the documentation; restored here).
+//! - `settlements_data_only.json`: the settlement list as the partner
+//!   documentation this project follows shows it, `data` alone (no
+//!   `links`, no `metaData`).
 
 use rust_decimal::Decimal;
 use serde_json::Value;
@@ -24,7 +27,7 @@ use serde_json::Value;
 use super::*;
 use crate::domain::{
     money::{Amount, Currency},
-    settlement::{Day, EntryKind},
+    settlement::{Day, EntryKind, Line},
 };
 use crate::partners::documented::{json, keys};
 
@@ -229,9 +232,10 @@ fn the_documented_settlement_search_reads() {
         Some("2022-12-30".parse::<Day>().unwrap())
     );
     assert_eq!(page.links.next.as_ref().unwrap().query, "page=2&perPage=1");
-    assert_eq!(page.meta_data.total_number_of_records, 100);
-    assert_eq!(page.meta_data.number_of_pages, 100);
-    assert_eq!(page.meta_data.range.to, 1);
+    let meta = page.meta_data.as_ref().unwrap();
+    assert_eq!(meta.total_number_of_records, 100);
+    assert_eq!(meta.number_of_pages, 100);
+    assert_eq!(meta.range.to, 1);
     assert_written_back(&serde_json::to_value(&page).unwrap(), &json(text), "page");
 }
 
@@ -247,7 +251,7 @@ fn the_documented_transactions_read_into_entries() {
     let settled = "2023-01-02".parse::<Day>().unwrap();
     let entry = line.entry(settled).unwrap();
     assert_eq!(entry.kind, EntryKind::Capture);
-    assert_eq!(entry.amount, Amount::from_minor(100000).unwrap());
+    assert_eq!(entry.amount, 100_000);
     assert_eq!(entry.currency, sek());
     assert_eq!(entry.order_reference, "TEST_230116_011045");
     assert_eq!(
@@ -255,7 +259,9 @@ fn the_documented_transactions_read_into_entries() {
         "4f35934d-dcf7-4929-b1ec-179155a6db58"
     );
     assert_eq!(entry.action_reference, "");
-    assert_eq!(entry.transaction_date, "2020-01-01".parse::<Day>().unwrap());
+    // Dated by purchaseDate ("the date when the purchase was captured"), not
+    // by transactionDate (a custom date the merchant gave).
+    assert_eq!(entry.transaction_date, "2022-01-01".parse::<Day>().unwrap());
     let vat: Vec<(Decimal, i64)> = entry
         .vat
         .iter()
@@ -266,7 +272,72 @@ fn the_documented_transactions_read_into_entries() {
 }
 
 #[test]
-fn a_return_line_is_a_refund_of_its_absolute_amount() {
+fn a_settlement_list_of_data_alone_reads() {
+    // The documented example of the settlement list as some pages show it:
+    // `data` without `links` or `metaData`.
+    let text = include_str!("../testdata/settlements_data_only.json");
+    let page: ReportPage<SettlementSummary> = serde_json::from_str(text).unwrap();
+    assert_eq!(page.data.len(), 1);
+    assert_eq!(page.meta_data, None);
+    assert_eq!(page.links, Links::default());
+}
+
+#[test]
+fn every_line_kind_reads_with_its_sign_and_an_unreadable_one_is_kept() {
+    let documented: Value =
+        json(include_str!("../testdata/transactions_page.json"))["data"][0].clone();
+    let settled: Day = "2023-01-02".parse().unwrap();
+    let with = |kind: &str, amount: &str| {
+        let mut line = documented.clone();
+        line["type"] = kind.into();
+        line["amount"] = json(amount);
+        read_line(&line, settled)
+    };
+    for (kind, amount, read, minor) in [
+        ("Purchase", "-100.00", EntryKind::Capture, -10_000),
+        ("Return", "-250.50", EntryKind::Refund, -25_050),
+        (
+            "PurchaseAmountAdjustment",
+            "-12.00",
+            EntryKind::Adjustment,
+            -1_200,
+        ),
+        ("InvoiceFee", "-3.50", EntryKind::Fee, -350),
+        ("Chargeback", "-1000.0", EntryKind::Chargeback, -100_000),
+    ] {
+        let line = with(kind, amount);
+        let entry = line.entry().unwrap_or_else(|| panic!("{kind}: {line:?}"));
+        assert_eq!((entry.kind, entry.amount), (read, minor), "{kind}");
+    }
+    for (kind, amount, why) in [("Mystery", "1.00", "type"), ("Purchase", "1.001", "amount")] {
+        match with(kind, amount) {
+            Line::Unreadable(unreadable) => {
+                assert!(unreadable.why.contains(why), "{unreadable:?}");
+                assert!(unreadable.raw.contains(kind), "kept as it came");
+            }
+            read => panic!("{kind} {amount} read as {read:?}"),
+        }
+    }
+    let mut no_amount = documented.clone();
+    no_amount.as_object_mut().unwrap().remove("amount");
+    assert!(matches!(
+        read_line(&no_amount, settled),
+        Line::Unreadable(_)
+    ));
+    // Without purchaseDate, the settlement's day; never today.
+    let mut undated = documented.clone();
+    undated["purchaseDate"] = Value::Null;
+    assert_eq!(
+        read_line(&undated, settled)
+            .entry()
+            .unwrap()
+            .transaction_date,
+        settled
+    );
+}
+
+#[test]
+fn a_return_line_is_a_refund_taken_back() {
     let mut line: Value =
         json(include_str!("../testdata/transactions_page.json"))["data"][0].clone();
     line["type"] = "Return".into();
@@ -275,7 +346,8 @@ fn a_return_line_is_a_refund_of_its_absolute_amount() {
     let line: SettlementLine = serde_json::from_value(line).unwrap();
     let entry = line.entry("2023-01-02".parse().unwrap()).unwrap();
     assert_eq!(entry.kind, EntryKind::Refund);
-    assert_eq!(entry.amount, Amount::from_minor(25050).unwrap());
+    assert_eq!(entry.amount, -25_050, "taken back: negative, as reported");
+    assert_eq!(entry.magnitude(), Amount::from_minor(25_050).unwrap());
     assert_eq!(entry.action_reference, "pay-1:1");
 }
 
