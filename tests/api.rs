@@ -18,6 +18,7 @@ mod api {
     mod operations_ready;
     mod partner_config;
     mod priority;
+    mod reconciliation;
     mod replicas;
     mod replication;
     mod resolution;

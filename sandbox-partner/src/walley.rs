@@ -29,8 +29,16 @@
 //!   refund not settled yet into one settlement per currency
 //!   (`{"date"?, "drop"?: [actionReference], "alter"?: {actionReference:
 //!   "amount"}, "unknown"?: [{"amount", "actionReference", "type"?}],
-//!   "synthetic"?: n}`: leave lines out, settle another amount, add lines
-//!   nobody sent, add `n` generated purchases of 1.00). The report API serves
+//!   "synthetic"?: n, "duplicate"?: [actionReference], "withoutReference"?:
+//!   [actionReference], "lines"?: [{"type", "amount", "orderId"?,
+//!   "actionReference"?, "currency"?}], "raw"?: [line], "header"?:
+//!   {"captured"?, "refunded"?}, "refuseLines"?: n}`: leave lines out, settle another amount,
+//!   add lines nobody sent, add `n` generated purchases of 1.00, report a
+//!   line twice, leave a line's `actionReference` out, add lines of any
+//!   type and sign (fees, `PurchaseAmountAdjustment`, chargebacks), serve
+//!   lines exactly as given, state header totals that differ from the
+//!   lines, and refuse the first `n` reads of the lines with `422`). The
+//!   report API serves
 //!   them: `GET /reports/settlements` (`query=startDate:>=YYYY-MM-DD`, `page`,
 //!   `perPage` up to 1 000) and `GET /reports/settlements/{id}/transactions`
 //!   (`perPage` up to 25 000; `Accept: text/csv` for CSV), with `data`,
@@ -58,7 +66,7 @@ use axum::{
 
 use crate::simulation::{self, Shared};
 pub use orders::{PlaceOrder, Walley};
-pub use reports::{CloseSettlements, UnknownLine, report_csv};
+pub use reports::{CloseSettlements, ExtraLine, HeaderOverride, UnknownLine, report_csv};
 
 /// The credentials the simulation accepts.
 #[derive(Debug, Clone)]

@@ -20,7 +20,7 @@ use super::{support::harness::*, support::redis_server::RedisServer};
 
 /// The commands Redis received from clients (not from inside scripts)
 /// between two markers, while `during` ran.
-async fn commands_during(port: u16, during: impl AsyncFnOnce()) -> Vec<String> {
+pub(super) async fn commands_during(port: u16, during: impl AsyncFnOnce()) -> Vec<String> {
     let mut monitor = Command::new("redis-cli")
         .args(["-p", &port.to_string(), "monitor"])
         .stdout(Stdio::piped())

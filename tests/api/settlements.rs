@@ -23,24 +23,24 @@ use wiremock::{
 
 use super::support::harness::*;
 
-type Settlements = SettlementServiceClient<InterceptedService<Channel, Bearer>>;
+pub(super) type Settlements = SettlementServiceClient<InterceptedService<Channel, Bearer>>;
 
-fn settlements_as(server: &TestServer, key: &str) -> Settlements {
+pub(super) fn settlements_as(server: &TestServer, key: &str) -> Settlements {
     SettlementServiceClient::with_interceptor(server.channel(), Bearer::new(key))
 }
 
-async fn import(server: &TestServer) -> Vec<proto::PartnerImport> {
+pub(super) async fn import(server: &TestServer) -> Vec<proto::PartnerImport> {
     imported(&mut server.admin()).await
 }
 
 /// What an import on demand through `admin` read, partner by partner.
-async fn imported(admin: &mut Admin) -> Vec<proto::PartnerImport> {
+pub(super) async fn imported(admin: &mut Admin) -> Vec<proto::PartnerImport> {
     let request = proto::ImportSettlementsRequest::default();
     answered(admin.import_settlements(request).await, "import").partners
 }
 
 /// The settlements `client` lists for `request`.
-async fn listed(
+pub(super) async fn listed(
     client: &mut Settlements,
     request: proto::ListSettlementsRequest,
 ) -> Vec<proto::Settlement> {
@@ -48,13 +48,13 @@ async fn listed(
 }
 
 /// The reconciliation issues `client` is shown.
-async fn issues_of(client: &mut Settlements) -> Vec<proto::ReconciliationIssue> {
+pub(super) async fn issues_of(client: &mut Settlements) -> Vec<proto::ReconciliationIssue> {
     let request = proto::ListReconciliationIssuesRequest::default();
     answered(client.list_reconciliation_issues(request).await, "list").issues
 }
 
 /// One page of a settlement's lines.
-async fn lines_page(
+pub(super) async fn lines_page(
     client: &mut Settlements,
     id: &str,
     page_size: i32,
@@ -111,12 +111,12 @@ fn vat(settlement: &proto::Settlement) -> Vec<(&str, i64)> {
         .collect()
 }
 
-fn key_of(operation: &proto::Operation) -> String {
+pub(super) fn key_of(operation: &proto::Operation) -> String {
     format!("{}:0", operation.id)
 }
 
 /// Every CSV row of an export, as columns.
-async fn export(client: &mut Settlements, id: &str) -> Vec<Vec<String>> {
+pub(super) async fn export(client: &mut Settlements, id: &str) -> Vec<Vec<String>> {
     let mut stream = client
         .export_settlement_transactions(proto::ExportSettlementTransactionsRequest {
             settlement_id: id.into(),

@@ -72,7 +72,11 @@ impl Answer {
 #[derive(Debug)]
 pub struct ClosedSettlement {
     pub summary: wire::SettlementSummary,
-    pub lines: Vec<wire::SettlementLine>,
+    /// As served: the lines the simulation made, and any raw ones a test
+    /// asked for (which need not read).
+    pub lines: Vec<serde_json::Value>,
+    /// Reads of its lines still to be refused (`422`), as a test asked.
+    pub refusals_left: u32,
 }
 
 #[derive(Debug)]

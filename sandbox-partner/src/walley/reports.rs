@@ -27,7 +27,7 @@ use payment_orchestrator::domain::{money::Currency, settlement::Day};
 
 /// `POST /_sim/settlements`.
 #[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+#[serde(default, rename_all = "camelCase")]
 pub struct CloseSettlements {
     /// `YYYY-MM-DD`; today by default.
     pub date: Option<String>,
@@ -35,6 +35,45 @@ pub struct CloseSettlements {
     pub alter: BTreeMap<String, Decimal>,
     pub unknown: Vec<UnknownLine>,
     pub synthetic: u32,
+    /// Action references whose line is reported twice.
+    pub duplicate: Vec<String>,
+    /// Action references whose line comes without it (extended reporting
+    /// off): only its order id names it.
+    pub without_reference: Vec<String>,
+    /// Lines of any kind and sign, added as given (`type`, `amount`,
+    /// `orderId`?, `actionReference`?, `currency`?).
+    pub lines: Vec<ExtraLine>,
+    /// Lines served exactly as given (they need not read).
+    pub raw: Vec<serde_json::Value>,
+    /// Header figures that replace what the lines add up to.
+    pub header: HeaderOverride,
+    /// The first reads of the new settlements' lines that are refused with
+    /// `422`.
+    pub refuse_lines: u32,
+}
+
+/// A line a test adds to a settlement.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtraLine {
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Major units, a decimal string.
+    pub amount: Decimal,
+    #[serde(default)]
+    pub order_id: Option<String>,
+    #[serde(default)]
+    pub action_reference: Option<String>,
+    #[serde(default)]
+    pub currency: Option<String>,
+}
+
+/// Header totals a test sets (major units, as Walley reports them).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct HeaderOverride {
+    pub captured: Option<Decimal>,
+    pub refunded: Option<Decimal>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,7 +164,7 @@ pub(super) async fn close_settlements(
                     .get(&action.reference)
                     .copied()
                     .unwrap_or_else(|| action.amount.to_major(order.currency));
-                lines.push(line(
+                let mut settled = line(
                     kind,
                     amount,
                     order.currency,
@@ -133,7 +172,14 @@ pub(super) async fn close_settlements(
                     &action.reference,
                     day,
                     &action.vat,
-                ));
+                );
+                if close.without_reference.contains(&action.reference) {
+                    settled.action_reference = None;
+                }
+                if close.duplicate.contains(&action.reference) {
+                    lines.push(settled.clone());
+                }
+                lines.push(settled);
             }
         }
     }
@@ -159,6 +205,24 @@ pub(super) async fn close_settlements(
             &[],
         ));
     }
+    for extra in &close.lines {
+        let currency = extra
+            .currency
+            .as_deref()
+            .and_then(|c| Currency::parse(c).ok())
+            .or_else(|| {
+                lines
+                    .first()
+                    .and_then(|l| Currency::parse(&l.currency).ok())
+            })
+            .unwrap_or_else(|| Currency::parse("SEK").unwrap_or_else(|_| unreachable!()));
+        let order = extra.order_id.as_deref().unwrap_or("unknown-order");
+        let mut added = line(&extra.kind, Decimal::ONE, currency, order, "", day, &[]);
+        // Signed as given: the test says what the partner reports.
+        added.amount = extra.amount;
+        added.action_reference.clone_from(&extra.action_reference);
+        lines.push(added);
+    }
     let synthetic_currency = lines
         .first()
         .and_then(|l| Currency::parse(&l.currency).ok())
@@ -183,19 +247,33 @@ pub(super) async fn close_settlements(
             .or_default()
             .push(line);
     }
+    if by_currency.is_empty() && !close.raw.is_empty() {
+        by_currency.insert("SEK".into(), Vec::new());
+    }
     let mut ids = Vec::new();
+    let mut raw = Some(close.raw);
     for (currency, lines) in by_currency {
         let id = (sim.settlements.len() + 1).to_string();
-        let captured: Decimal = lines
+        let captured: Decimal = close.header.captured.unwrap_or_else(|| {
+            lines
+                .iter()
+                .filter(|l| l.kind == "Purchase")
+                .map(|l| l.amount)
+                .sum()
+        });
+        let refunded: Decimal = close.header.refunded.unwrap_or_else(|| {
+            lines
+                .iter()
+                .filter(|l| l.kind == "Return")
+                .map(|l| l.amount)
+                .sum()
+        });
+        let mut served: Vec<serde_json::Value> = lines
             .iter()
-            .filter(|l| l.kind == "Purchase")
-            .map(|l| l.amount)
-            .sum();
-        let refunded: Decimal = lines
-            .iter()
-            .filter(|l| l.kind == "Return")
-            .map(|l| l.amount)
-            .sum();
+            .map(|l| serde_json::to_value(l).unwrap_or_default())
+            .collect();
+        // Raw lines go into the first settlement.
+        served.extend(raw.take().unwrap_or_default());
         let date = format!("{day}T00:00:00");
         sim.settlements.push(ClosedSettlement {
             summary: SettlementSummary {
@@ -216,7 +294,8 @@ pub(super) async fn close_settlements(
                 adjustments: Decimal::ZERO,
                 links: SettlementLinks::of(&id),
             },
-            lines,
+            lines: served,
+            refusals_left: close.refuse_lines,
         });
         ids.push(id);
     }
@@ -350,9 +429,13 @@ pub(super) async fn settlement_lines(
     let Some((page, per_page)) = paging.numbers(25_000) else {
         return malformed_query();
     };
-    let Some(settlement) = sim.settlements.iter().find(|s| s.summary.id == id) else {
+    let Some(settlement) = sim.settlements.iter_mut().find(|s| s.summary.id == id) else {
         return problem(404, "NOT_FOUND", "Transactions not found");
     };
+    if settlement.refusals_left > 0 {
+        settlement.refusals_left -= 1;
+        return malformed_query();
+    }
     let listed = paged(&settlement.lines, page, per_page, &path);
     let csv = headers
         .get("accept")
@@ -364,29 +447,63 @@ pub(super) async fn settlement_lines(
     answer(200, &listed)
 }
 
-/// Lines as CSV: the JSON fields as columns, VAT as `rate:amount` pairs
-/// joined by `|`.
-pub fn report_csv(lines: &[SettlementLine]) -> String {
+/// Lines as CSV: the JSON fields as columns (empty where a line lacks
+/// one), VAT as `rate:amount` pairs joined by `|`.
+pub fn report_csv(lines: &[serde_json::Value]) -> String {
     let mut csv = String::from(
         "orderNumber,orderId,type,amount,currency,transactionDate,actionReference,totalVatAmountPerRate\n",
     );
+    let text = |line: &serde_json::Value, field: &str| match &line[field] {
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::String(text) => text.clone(),
+        other => other.to_string(),
+    };
     for line in lines {
-        let vat: Vec<String> = line
-            .total_vat_amount_per_rate
-            .iter()
-            .map(|v| format!("{}:{}", v.vat_rate, v.amount))
-            .collect();
-        csv.push_str(&format!(
-            "{},{},{},{},{},{},{},{}\n",
-            line.order_number,
-            line.order_id.as_deref().unwrap_or(""),
-            line.kind,
-            line.amount,
-            line.currency,
-            line.transaction_date.as_deref().unwrap_or(""),
-            line.action_reference.as_deref().unwrap_or(""),
-            vat.join("|"),
-        ));
+        let vat: Vec<String> = line["totalVatAmountPerRate"]
+            .as_array()
+            .map(|rates| {
+                rates
+                    .iter()
+                    .map(|v| format!("{}:{}", v["vatRate"], v["amount"]))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let fields: Vec<String> = [
+            "orderNumber",
+            "orderId",
+            "type",
+            "amount",
+            "currency",
+            "transactionDate",
+            "actionReference",
+        ]
+        .iter()
+        .map(|field| text(line, field))
+        .collect();
+        csv.push_str(&format!("{},{}\n", fields.join(","), vat.join("|")));
     }
     csv
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_close_with_every_kind_of_line_reads() {
+        let body = serde_json::json!({
+            "duplicate": ["a:0"],
+            "withoutReference": ["b:0"],
+            "lines": [
+                { "type": "Purchase", "amount": "-100.00", "orderId": "o", "actionReference": "a:0" },
+                { "type": "InvoiceFee", "amount": "-5.00" }
+            ],
+            "raw": [{ "type": "Purchase", "amount": "a hundred" }],
+            "header": { "captured": "999.99" },
+            "refuseLines": 1
+        });
+        let close: CloseSettlements = serde_json::from_value(body).unwrap();
+        assert_eq!(close.lines.len(), 2);
+        assert_eq!(close.header.captured, Some(Decimal::new(99_999, 2)));
+    }
 }

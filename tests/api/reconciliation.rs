@@ -1,0 +1,399 @@
+//! Settlements a finance team can sign off: every line kind with its sign,
+//! duplicates and header totals caught, one bad line or settlement never
+//! blocking the others, and issues that can be resolved — against the
+//! Walley simulation run as a real process, and the in-process sandbox.
+
+use std::time::Duration;
+
+use payment_orchestrator::{
+    api::proto,
+    domain::{
+        money::Currency,
+        settlement::{Day, EntryKind, SettlementEntry},
+    },
+    partners::sandbox::Discrepancy,
+};
+use serde_json::json;
+use tonic::Code;
+
+use super::{
+    round_trips::commands_during,
+    settlements::{Settlements, import, issues_of, key_of, lines_page, listed, settlements_as},
+    support::{harness::*, redis_server::RedisServer, simulator::Partners},
+};
+
+/// The lines of a settlement, all of them.
+async fn lines_of(client: &mut Settlements, id: &str) -> Vec<proto::SettlementTransaction> {
+    lines_page(client, id, 1000, String::new())
+        .await
+        .transactions
+}
+
+/// Issue kinds, sorted.
+fn kinds(issues: &[proto::ReconciliationIssue]) -> Vec<proto::ReconciliationStatus> {
+    let mut kinds: Vec<_> = issues.iter().map(|i| i.kind()).collect();
+    kinds.sort();
+    kinds
+}
+
+/// The settlements of `partner`, oldest first, as an operator sees them.
+async fn settlements_of(server: &TestServer, partner: &str) -> Vec<proto::Settlement> {
+    let request = proto::ListSettlementsRequest {
+        partner: partner.into(),
+        ..Default::default()
+    };
+    listed(&mut settlements_as(server, ADMIN_KEY), request).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_messy_walley_settlement_and_the_clean_one_after_it_are_imported_with_exactly_the_expected_issues()
+ {
+    let (partners, server) = Partners::serving().await;
+    // Three captures of 100.00, 50.00 and (later) 30.00, each succeeded.
+    let (order_a, a) = partners.walley_payment(&server, 10_000, json!({})).await;
+    let (order_b, b) = partners.walley_payment(&server, 5_000, json!({})).await;
+    let a_capture = captured(&server, capture(&a, None)).await.operation;
+    let b_capture = captured(&server, capture(&b, None)).await.operation;
+    server.resolve_after(Duration::from_secs(2)).await;
+    // The partner reports A's capture twice, B's without its action
+    // reference (extended reporting off), a negative purchase for A, a fee,
+    // an adjustment of A, a chargeback on B, a line that does not read, and
+    // a header whose captured figure is not what its lines add up to.
+    let closed = partners
+        .walley
+        .post(
+            "/_sim/settlements",
+            json!({
+                "duplicate": [key_of(&a_capture)],
+                "withoutReference": [key_of(&b_capture)],
+                "lines": [
+                    { "type": "Purchase", "amount": "-100.00", "orderId": order_a,
+                      "actionReference": key_of(&a_capture) },
+                    { "type": "InvoiceFee", "amount": "-5.00" },
+                    { "type": "PurchaseAmountAdjustment", "amount": "-10.00", "orderId": order_a },
+                    { "type": "Chargeback", "amount": "-50.00", "orderId": order_b }
+                ],
+                "raw": [{ "type": "Purchase", "amount": "a hundred", "currency": "EUR" }],
+                "header": { "captured": "999.99" }
+            }),
+        )
+        .await;
+    assert_eq!(closed["settlements"], json!(["1"]), "{closed}");
+    // The next settlement is clean: C's capture alone.
+    let (_, c) = partners.walley_payment(&server, 3_000, json!({})).await;
+    let c_capture = captured(&server, capture(&c, None)).await.operation;
+    server.resolve_after(Duration::from_secs(2)).await;
+    partners.walley.post("/_sim/settlements", json!({})).await;
+
+    let imports = import(&server).await;
+    let walley = imports.iter().find(|i| i.partner == "walley").unwrap();
+    assert_eq!(
+        (walley.settlements, walley.transactions, walley.issues),
+        (2, 9, 4),
+        "{imports:?}"
+    );
+    assert!(
+        walley.error.is_empty() && walley.failed.is_empty(),
+        "{walley:?}"
+    );
+    // Imported once: nothing new the second time.
+    let again = import(&server).await;
+    assert!(
+        again.iter().all(|i| i.settlements == 0 && i.issues == 0),
+        "{again:?}"
+    );
+
+    let settlements = settlements_of(&server, "walley").await;
+    assert_eq!(settlements.len(), 2);
+    let (messy, clean) = (&settlements[0], &settlements[1]);
+    // Captured: A once (its duplicate is not counted) + B − the negative
+    // purchase, as the partner paid out; the fee in fees and the net.
+    assert_eq!(
+        (
+            messy.captured,
+            messy.refunded,
+            messy.fees,
+            messy.adjustments,
+            messy.chargebacks
+        ),
+        (10_000 + 5_000 - 10_000, 0, 500, -1_000, 5_000)
+    );
+    assert_eq!(messy.net, 5_000 - 500 - 1_000 - 5_000);
+    assert_eq!((messy.transaction_count, messy.issue_count), (8, 3));
+    assert_eq!(
+        (clean.captured, clean.transaction_count, clean.issue_count),
+        (3_000, 1, 0)
+    );
+
+    let mut admin = settlements_as(&server, ADMIN_KEY);
+    let lines = lines_of(&mut admin, &messy.id).await;
+    let status = |pick: &dyn Fn(&proto::SettlementTransaction) -> bool| {
+        let found: Vec<_> = lines.iter().filter(|l| pick(l)).collect();
+        assert_eq!(found.len(), 1, "{lines:?}");
+        (found[0].reconciliation(), found[0].operation_id.clone())
+    };
+    use proto::ReconciliationStatus as S;
+    // A's capture: the first line matches, the second is the duplicate.
+    let a_lines: Vec<_> = lines
+        .iter()
+        .filter(|l| l.action_reference == key_of(&a_capture) && l.signed_amount > 0)
+        .map(|l| l.reconciliation())
+        .collect();
+    assert_eq!(a_lines, [S::Matched, S::Duplicate]);
+    assert_eq!(
+        status(&|l| l.signed_amount == -10_000),
+        (S::KindMismatch, a_capture.id.clone())
+    );
+    // B's line without an action reference matched the right operation on
+    // its order id, kind and amount.
+    assert_eq!(
+        status(&|l| l.action_reference.is_empty()
+            && l.kind() == proto::SettlementEntryKind::Capture
+            && l.signed_amount == 5_000),
+        (S::Matched, b_capture.id.clone())
+    );
+    assert_eq!(
+        status(&|l| l.kind() == proto::SettlementEntryKind::Fee),
+        (S::Matched, String::new())
+    );
+    assert_eq!(
+        status(&|l| l.kind() == proto::SettlementEntryKind::Chargeback).0,
+        S::Matched
+    );
+    let unreadable = lines.iter().find(|l| !l.raw.is_empty()).unwrap();
+    assert_eq!(unreadable.reconciliation(), S::UnreadableLine);
+    assert!(unreadable.raw.contains("a hundred"), "kept as sent");
+
+    let issues = issues_of(&mut admin).await;
+    assert_eq!(
+        kinds(&issues),
+        [
+            S::KindMismatch,
+            S::Duplicate,
+            S::TotalsMismatch,
+            S::UnreadableLine
+        ]
+    );
+    let totals = issues
+        .iter()
+        .find(|i| i.kind() == S::TotalsMismatch)
+        .unwrap();
+    assert_eq!(totals.settlement_id, messy.id);
+    assert!(
+        totals.description.contains("99999") && totals.description.contains("15000"),
+        "{}",
+        totals.description
+    );
+    // Each real capture counted once, and none is missing later.
+    server.resolve_after(Duration::from_secs(3 * 86_400)).await;
+    let later = issues_of(&mut admin).await;
+    assert_eq!(later.len(), issues.len(), "nothing missing: {later:?}");
+    let _ = c_capture;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settlement_that_cannot_be_read_is_kept_and_retried_while_the_next_one_is_imported() {
+    let (partners, server) = Partners::serving().await;
+    let (_, a) = partners.walley_payment(&server, 1_000, json!({})).await;
+    captured(&server, capture(&a, None)).await;
+    server.resolve_after(Duration::from_secs(2)).await;
+    // The first settlement's lines are refused once.
+    partners
+        .walley
+        .post("/_sim/settlements", json!({ "refuseLines": 1 }))
+        .await;
+    let (_, b) = partners.walley_payment(&server, 2_000, json!({})).await;
+    captured(&server, capture(&b, None)).await;
+    server.resolve_after(Duration::from_secs(2)).await;
+    partners.walley.post("/_sim/settlements", json!({})).await;
+
+    let first = import(&server).await;
+    let walley = first.iter().find(|i| i.partner == "walley").unwrap();
+    assert_eq!(walley.settlements, 1, "the later one went on: {walley:?}");
+    assert_eq!(walley.failed.len(), 1, "{walley:?}");
+    let failed = &walley.failed[0];
+    assert_eq!((failed.reference.as_str(), failed.attempts), ("1", 1));
+    assert!(failed.error.contains("422"), "{failed:?}");
+    let listed = settlements_of(&server, "walley").await;
+    assert_eq!(
+        listed.iter().map(|s| s.captured).collect::<Vec<_>>(),
+        [2_000]
+    );
+
+    // The next import reads it, and nothing is kept any more.
+    let second = import(&server).await;
+    let walley = second.iter().find(|i| i.partner == "walley").unwrap();
+    assert_eq!(
+        (walley.settlements, walley.failed.len()),
+        (1, 0),
+        "{walley:?}"
+    );
+    let listed = settlements_of(&server, "walley").await;
+    assert_eq!(
+        listed.iter().map(|s| s.captured).collect::<Vec<_>>(),
+        [1_000, 2_000]
+    );
+    assert!(
+        issues_of(&mut settlements_as(&server, ADMIN_KEY))
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_missing_capture_is_resolved_when_a_later_settlement_holds_it_and_a_person_resolves_another_with_a_note()
+ {
+    let server = TestServer::start().await;
+    let payment = authorized(&server, vec![card(3_000, "tok")]).await;
+    let dropped = captured(&server, capture(&payment, None)).await.operation;
+    let altered_payment = authorized(&server, vec![card(5_000, "tok")]).await;
+    let altered = captured(&server, capture(&altered_payment, None))
+        .await
+        .operation;
+    let ingenico = server.sandbox("ingenico");
+    ingenico.prepare(Discrepancy::Drop(key_of(&dropped)));
+    ingenico.prepare(Discrepancy::Alter(
+        key_of(&altered),
+        payment_orchestrator::domain::money::Amount::from_minor(4_000).unwrap(),
+    ));
+    import(&server).await;
+    // Three days on, the dropped capture is missing.
+    server.resolve_after(Duration::from_secs(3 * 86_400)).await;
+    let mut demo = settlements_as(&server, DEMO_KEY);
+    let open = |client: &mut Settlements| {
+        let mut client = client.clone();
+        async move {
+            client
+                .list_reconciliation_issues(proto::ListReconciliationIssuesRequest {
+                    open_only: true,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .issues
+        }
+    };
+    use proto::ReconciliationStatus as S;
+    assert_eq!(
+        kinds(&open(&mut demo).await),
+        [S::AmountMismatch, S::MissingFromSettlement]
+    );
+
+    // A later settlement holds it after all.
+    ingenico.prepare(Discrepancy::Unknown(SettlementEntry {
+        kind: EntryKind::Capture,
+        amount: 3_000,
+        currency: Currency::parse("EUR").unwrap(),
+        order_reference: String::new(),
+        partner_reference: "late".into(),
+        action_reference: key_of(&dropped),
+        transaction_date: Day::from_days(20_000),
+        vat: vec![],
+    }));
+    let imports = import(&server).await;
+    let late = imports.iter().find(|i| i.partner == "ingenico").unwrap();
+    assert_eq!((late.settlements, late.issues), (1, 0), "{imports:?}");
+    assert_eq!(kinds(&open(&mut demo).await), [S::AmountMismatch]);
+    let all = issues_of(&mut demo).await;
+    let missing = all
+        .iter()
+        .find(|i| i.kind() == S::MissingFromSettlement)
+        .unwrap();
+    assert!(missing.resolved_at.is_some());
+    assert!(
+        missing.resolution.contains("ingenico-S000002"),
+        "names the settlement: {}",
+        missing.resolution
+    );
+
+    // A person resolves the mismatch with a note; another merchant cannot.
+    let mismatch = all.iter().find(|i| i.kind() == S::AmountMismatch).unwrap();
+    let resolve = |key: &str, note: &str| {
+        let mut client = settlements_as(&server, key);
+        let request = proto::ResolveReconciliationIssueRequest {
+            issue_id: mismatch.id.clone(),
+            note: note.into(),
+        };
+        async move { client.resolve_reconciliation_issue(request).await }
+    };
+    let refused = resolve(OTHER_KEY, "not mine").await.unwrap_err();
+    assert_eq!(refused.code(), Code::NotFound);
+    let invalid = resolve(DEMO_KEY, "  ").await.unwrap_err();
+    assert_eq!(invalid.code(), Code::InvalidArgument);
+    let resolved = resolve(DEMO_KEY, "the partner kept 10.00 as agreed")
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resolved.resolution, "the partner kept 10.00 as agreed");
+    assert!(resolved.resolved_at.is_some());
+    let kept = resolve(ADMIN_KEY, "a second note")
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(kept, resolved, "resolved once: the note is kept");
+    assert!(open(&mut demo).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merchants_issue_listing_reads_only_its_own_records() {
+    let redis = RedisServer::start();
+    let server = TestServer::start_with(&["--redis-url", &redis.url()]).await;
+    let ingenico = server.sandbox("ingenico");
+    // Another merchant's twenty mismatches, ten lines nobody knows, and one
+    // mismatch of the demo merchant.
+    for _ in 0..20 {
+        let payment = authorized_as_other(&server, 1_000, "tok-other").await;
+        let done = server
+            .payments_as(Some(OTHER_KEY))
+            .captured(capture(&payment, None))
+            .await;
+        ingenico.prepare(Discrepancy::Alter(
+            key_of(&done.operation),
+            payment_orchestrator::domain::money::Amount::from_minor(900).unwrap(),
+        ));
+    }
+    for n in 0..10 {
+        ingenico.prepare(Discrepancy::Unknown(SettlementEntry {
+            kind: EntryKind::Capture,
+            amount: 100 + n,
+            currency: Currency::parse("EUR").unwrap(),
+            order_reference: String::new(),
+            partner_reference: format!("stranger-{n}"),
+            action_reference: format!("not-ours-{n}"),
+            transaction_date: Day::from_days(20_000),
+            vat: vec![],
+        }));
+    }
+    let payment = authorized(&server, vec![card(2_000, "tok")]).await;
+    let done = captured(&server, capture(&payment, None)).await.operation;
+    ingenico.prepare(Discrepancy::Alter(
+        key_of(&done),
+        payment_orchestrator::domain::money::Amount::from_minor(1_900).unwrap(),
+    ));
+    import(&server).await;
+
+    let mut demo = settlements_as(&server, DEMO_KEY);
+    // Warm: the first merchant listing checks that every issue is indexed
+    // per merchant.
+    assert_eq!(issues_of(&mut demo).await.len(), 1);
+    let commands = commands_during(redis.port, async || {
+        let own = issues_of(&mut demo).await;
+        assert_eq!(own.len(), 1);
+        assert_eq!(own[0].payment_id, payment.id);
+    })
+    .await;
+    assert_eq!(commands, ["ZRANGE", "GET"], "{commands:?}");
+    assert_eq!(
+        issues_of(&mut settlements_as(&server, OTHER_KEY))
+            .await
+            .len(),
+        20
+    );
+    assert_eq!(
+        issues_of(&mut settlements_as(&server, ADMIN_KEY))
+            .await
+            .len(),
+        31
+    );
+}
