@@ -117,6 +117,8 @@ pub struct RedisStore {
     finals: tokio::sync::broadcast::Sender<Uuid>,
     /// Every issue is known to be in its merchant's index.
     issues_indexed: std::sync::atomic::AtomicBool,
+    /// Every settlement is known to be in its merchant's index.
+    settlements_indexed: std::sync::atomic::AtomicBool,
     /// While it lives, the subscription to announced finals runs.
     _alive: Arc<()>,
 }
@@ -243,6 +245,7 @@ impl RedisStore {
             session_retention: settings.session_retention,
             finals,
             issues_indexed: std::sync::atomic::AtomicBool::new(false),
+            settlements_indexed: std::sync::atomic::AtomicBool::new(false),
             _alive: alive,
         })
     }

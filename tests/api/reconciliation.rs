@@ -19,7 +19,11 @@ use tonic::Code;
 use super::{
     round_trips::commands_during,
     settlements::{Settlements, import, issues_of, key_of, lines_page, listed, settlements_as},
-    support::{harness::*, redis_server::RedisServer, simulator::Partners},
+    support::{
+        harness::*,
+        redis_server::{RedisServer, redis_cli},
+        simulator::Partners,
+    },
 };
 
 /// The lines of a settlement, all of them.

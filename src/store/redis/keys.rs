@@ -83,6 +83,14 @@ pub(super) fn merchant_issue_index(merchant: &str) -> String {
 /// Set once every issue of the global index is in its merchant's index.
 pub(super) const ISSUE_INDEX_MIGRATED: &str = "po:{rec}:merchant-indexes";
 
+/// A merchant's settlements (members as in the global index).
+pub(super) fn merchant_settlement_index(merchant: &str) -> String {
+    format!("po:{{m:{merchant}}}:settlements")
+}
+
+/// Set once every settlement of the global index is in its merchant's.
+pub(super) const SETTLEMENT_INDEX_MIGRATED: &str = "po:{stl}:merchant-indexes";
+
 /// A partner's settlements whose import failed: reference → record.
 pub(super) fn failed_settlements_key(partner: &str) -> String {
     format!("po:{{stl}}:failed:{partner}")

@@ -133,39 +133,66 @@ impl RedisStore {
 /// Tries at resolving an issue that others change meanwhile.
 const RESOLVE_ATTEMPTS: usize = 8;
 
+/// A global index whose records each name a merchant, mirrored in an
+/// index per merchant (so that a merchant's listing reads only its own).
+pub(super) struct PerMerchant<T> {
+    pub global: &'static str,
+    /// Set once every record of the global index is in its merchant's.
+    pub marker: &'static str,
+    pub merchant_index: fn(&str) -> String,
+    pub key_of: fn(&str) -> Option<String>,
+    pub merchant_of: fn(&T) -> Option<&String>,
+}
+
+pub(super) const ISSUES: PerMerchant<ReconciliationIssue> = PerMerchant {
+    global: ISSUE_INDEX,
+    marker: ISSUE_INDEX_MIGRATED,
+    merchant_index: merchant_issue_index,
+    key_of: |member| member_id(member).map(issue_key),
+    merchant_of: |issue| issue.merchant.as_ref(),
+};
+
+pub(super) const SETTLEMENTS: PerMerchant<Settlement> = PerMerchant {
+    global: SETTLEMENT_INDEX,
+    marker: SETTLEMENT_INDEX_MIGRATED,
+    merchant_index: merchant_settlement_index,
+    key_of: |member| member_id(member).map(settlement_key),
+    merchant_of: |settlement| settlement.merchant.as_ref(),
+};
+
 impl RedisStore {
-    /// Puts every issue of the global index in its merchant's index, once
-    /// per store (issues recorded by an earlier release were only in the
-    /// global one); a marker key says it was done.
-    async fn index_issues_per_merchant(&self) -> Result<(), StoreError> {
-        if self
-            .issues_indexed
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
+    /// Puts every record of a global index in its merchant's index, once
+    /// per store (records of an earlier release were only in the global
+    /// one); the marker key says it was done.
+    async fn index_per_merchant<T: codec::Record>(
+        &self,
+        indexes: &PerMerchant<T>,
+        done_here: &std::sync::atomic::AtomicBool,
+    ) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if done_here.load(Relaxed) {
             return Ok(());
         }
         let mut connection = self.connection();
         let done: bool = connection
-            .exists(ISSUE_INDEX_MIGRATED)
+            .exists(indexes.marker)
             .await
             .map_err(unavailable)?;
         if !done {
             let mut low = Bound::Unbounded;
             loop {
-                let batch: Vec<(String, Option<ReconciliationIssue>)> = self
-                    .indexed(ISSUE_INDEX, &low, LISTING_BATCH, |member| {
-                        member_id(member).map(issue_key)
-                    })
+                let batch: Vec<(String, Option<T>)> = self
+                    .indexed(indexes.global, &low, LISTING_BATCH, indexes.key_of)
                     .await?;
                 let Some((last, _)) = batch.last() else {
                     break;
                 };
                 low = Bound::Excluded(last.clone());
                 let short = batch.len() < LISTING_BATCH;
-                for (member, issue) in batch {
-                    if let Some(merchant) = issue.and_then(|issue| issue.merchant) {
+                for (member, record) in &batch {
+                    if let Some(merchant) = record.as_ref().and_then(indexes.merchant_of) {
                         connection
-                            .zadd::<_, _, _, ()>(merchant_issue_index(&merchant), &member, 0)
+                            .zadd::<_, _, _, ()>((indexes.merchant_index)(merchant), member, 0)
                             .await
                             .map_err(write_failed)?;
                     }
@@ -175,13 +202,51 @@ impl RedisStore {
                 }
             }
             connection
-                .set::<_, _, ()>(ISSUE_INDEX_MIGRATED, 1)
+                .set::<_, _, ()>(indexes.marker, 1)
                 .await
                 .map_err(write_failed)?;
         }
-        self.issues_indexed
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        done_here.store(true, Relaxed);
         Ok(())
+    }
+
+    /// Stores a record in its global index and its merchant's (see
+    /// [`RedisStore::put_indexed`]).
+    async fn put_per_merchant<T: serde::Serialize>(
+        &self,
+        indexes: &PerMerchant<T>,
+        key: &str,
+        record: &T,
+        member: &str,
+        retain_until: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let stored = self
+            .put_indexed(key, record, indexes.global, member, retain_until)
+            .await?;
+        if let Some(merchant) = (indexes.merchant_of)(record) {
+            let mut connection = self.connection();
+            connection
+                .zadd::<_, _, _, ()>((indexes.merchant_index)(merchant), member, 0)
+                .await
+                .map_err(write_failed)?;
+        }
+        Ok(stored)
+    }
+
+    /// The index a listing reads: the merchant's own when it asks for one.
+    async fn index_for<T: codec::Record>(
+        &self,
+        indexes: &PerMerchant<T>,
+        merchant: Option<&String>,
+        done_here: &std::sync::atomic::AtomicBool,
+    ) -> Result<String, StoreError> {
+        Ok(match merchant {
+            Some(merchant) => {
+                self.index_per_merchant(indexes, done_here).await?;
+                (indexes.merchant_index)(merchant)
+            }
+            None => indexes.global.to_owned(),
+        })
     }
 }
 
@@ -230,7 +295,7 @@ impl SettlementStore for RedisStore {
     ) -> Result<bool, StoreError> {
         let key = settlement_key(settlement.id);
         let member = settlement_member(settlement);
-        self.put_indexed(&key, settlement, SETTLEMENT_INDEX, &member, retain_until)
+        self.put_per_merchant(&SETTLEMENTS, &key, settlement, &member, retain_until)
             .await
     }
 
@@ -263,10 +328,17 @@ impl SettlementStore for RedisStore {
         &self,
         query: &SettlementQuery,
     ) -> Result<Vec<(String, Settlement)>, StoreError> {
+        let index = self
+            .index_for(
+                &SETTLEMENTS,
+                query.merchant.as_ref(),
+                &self.settlements_indexed,
+            )
+            .await?;
         self.page_of_index(
-            SETTLEMENT_INDEX,
+            &index,
             query.low(),
-            |member| member_id(member).map(settlement_key),
+            SETTLEMENTS.key_of,
             |settlement: &Settlement| query.to.is_some_and(|to| settlement.date > to),
             |settlement| query.admits(settlement),
             query.limit,
@@ -281,34 +353,21 @@ impl SettlementStore for RedisStore {
     ) -> Result<bool, StoreError> {
         let key = issue_key(issue.id);
         let member = issue_member(issue);
-        let stored = self
-            .put_indexed(&key, issue, ISSUE_INDEX, &member, retain_until)
-            .await?;
-        if let Some(merchant) = &issue.merchant {
-            let mut connection = self.connection();
-            connection
-                .zadd::<_, _, _, ()>(merchant_issue_index(merchant), &member, 0)
-                .await
-                .map_err(write_failed)?;
-        }
-        Ok(stored)
+        self.put_per_merchant(&ISSUES, &key, issue, &member, retain_until)
+            .await
     }
 
     async fn list_issues(
         &self,
         query: &IssueQuery,
     ) -> Result<Vec<(String, ReconciliationIssue)>, StoreError> {
-        let index = match &query.merchant {
-            Some(merchant) => {
-                self.index_issues_per_merchant().await?;
-                merchant_issue_index(merchant)
-            }
-            None => ISSUE_INDEX.to_owned(),
-        };
+        let index = self
+            .index_for(&ISSUES, query.merchant.as_ref(), &self.issues_indexed)
+            .await?;
         self.page_of_index(
             &index,
             query.low(),
-            |member| member_id(member).map(issue_key),
+            ISSUES.key_of,
             |issue: &ReconciliationIssue| {
                 query.created_before.is_some_and(|t| issue.created_at >= t)
             },

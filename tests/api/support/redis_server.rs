@@ -15,7 +15,7 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
-fn redis_cli(port: u16, args: &[&str]) -> Option<String> {
+pub fn redis_cli(port: u16, args: &[&str]) -> Option<String> {
     let output = Command::new("redis-cli")
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(args)
