@@ -109,7 +109,18 @@ async fn a_messy_walley_settlement_and_the_clean_one_after_it_are_imported_with_
 
     let settlements = settlements_of(&server, "walley").await;
     assert_eq!(settlements.len(), 2);
-    let (messy, clean) = (&settlements[0], &settlements[1]);
+    // Listed by date, then id: found by the partner's reference.
+    let by_reference = |settlements: &[proto::Settlement], reference: &str| {
+        settlements
+            .iter()
+            .find(|s| s.reference == reference)
+            .cloned()
+            .unwrap()
+    };
+    let (messy, clean) = (
+        &by_reference(&settlements, "1"),
+        &by_reference(&settlements, "2"),
+    );
     // Captured: A once (its duplicate is not counted) + B − the negative
     // purchase, as the partner paid out; the fee in fees and the net.
     assert_eq!(
@@ -188,10 +199,35 @@ async fn a_messy_walley_settlement_and_the_clean_one_after_it_are_imported_with_
         "{}",
         totals.description
     );
+    // A's capture again, in a settlement of its own: a duplicate of the
+    // line that settled it before, not counted.
+    partners
+        .walley
+        .post(
+            "/_sim/settlements",
+            json!({ "lines": [{ "type": "Purchase", "amount": "100.00", "orderId": order_a,
+                                "actionReference": key_of(&a_capture) }] }),
+        )
+        .await;
+    let third = import(&server).await;
+    let walley = third.iter().find(|i| i.partner == "walley").unwrap();
+    assert_eq!((walley.settlements, walley.issues), (1, 1), "{third:?}");
+    let repeated = by_reference(&settlements_of(&server, "walley").await, "3");
+    assert_eq!((repeated.captured, repeated.issue_count), (0, 1));
+    let repeat = issues_of(&mut admin)
+        .await
+        .into_iter()
+        .find(|i| i.settlement_id == repeated.id)
+        .unwrap();
+    assert_eq!(
+        (repeat.kind(), repeat.operation_id.as_str()),
+        (S::Duplicate, a_capture.id.as_str())
+    );
+
     // Each real capture counted once, and none is missing later.
     server.resolve_after(Duration::from_secs(3 * 86_400)).await;
     let later = issues_of(&mut admin).await;
-    assert_eq!(later.len(), issues.len(), "nothing missing: {later:?}");
+    assert_eq!(later.len(), issues.len() + 1, "nothing missing: {later:?}");
     let _ = c_capture;
 }
 
@@ -233,10 +269,9 @@ async fn a_settlement_that_cannot_be_read_is_kept_and_retried_while_the_next_one
         "{walley:?}"
     );
     let listed = settlements_of(&server, "walley").await;
-    assert_eq!(
-        listed.iter().map(|s| s.captured).collect::<Vec<_>>(),
-        [1_000, 2_000]
-    );
+    let mut captured: Vec<i64> = listed.iter().map(|s| s.captured).collect();
+    captured.sort_unstable();
+    assert_eq!(captured, [1_000, 2_000]);
     assert!(
         issues_of(&mut settlements_as(&server, ADMIN_KEY))
             .await
@@ -400,4 +435,13 @@ async fn a_merchants_issue_listing_reads_only_its_own_records() {
             .len(),
         31
     );
+
+    // Issues an earlier release recorded were in the global index only: a
+    // replica of this one puts them in their merchants' indexes first.
+    for key in ["po:{m:demo}:issues", "po:{rec}:merchant-indexes"] {
+        redis_cli(redis.port, &["DEL", key]).unwrap();
+    }
+    let upgraded = TestServer::start_with(&["--redis-url", &redis.url()]).await;
+    let own = issues_of(&mut settlements_as(&upgraded, DEMO_KEY)).await;
+    assert_eq!(own.len(), 1);
 }
