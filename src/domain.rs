@@ -9,10 +9,12 @@
 //! and `routing` on `operation`;
 //! `session` and `priority` on `operation`; `payment` (the header and its
 //! ledger) on all of these; `precondition` names the refusals of the rules;
-//! `settlement` (partner reports and how they match our books) on `operation`.
+//! `settlement` (partner reports and how they match our books) on `operation`
+//! and `day` (calendar days, a leaf).
 
 pub mod amounts;
 pub mod capabilities;
+pub mod day;
 pub mod items;
 pub mod money;
 pub mod operation;

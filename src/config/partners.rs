@@ -283,7 +283,7 @@ impl PartnerEntry {
                     )?,
                     scope: self.scope.clone().unwrap_or_default(),
                     ca_pem,
-                    paths: self.paths.paths(&fail)?,
+                    paths: self.paths.paths(fail)?,
                 }),
                 KindDefaults::WALLEY,
             ),

@@ -43,6 +43,7 @@
 //! (a request with the same idempotency key is still in progress) is
 //! Unavailable: try again later.
 
+mod report_api;
 pub mod wire;
 
 use std::time::{Duration, Instant};
@@ -56,11 +57,7 @@ use super::{
     SettlementReport,
     http::{self, exchange_error, unreadable},
 };
-use crate::domain::{
-    money::Amount,
-    operation::OperationKind,
-    settlement::{Control, Day},
-};
+use crate::domain::{operation::OperationKind, settlement::Day};
 use wire::{
     ActionKind, ActionRequest, Item, Order, OrderEnvelope, Problem, ReportPage, SettlementSummary,
     TokenResponse,
@@ -276,60 +273,6 @@ impl Walley {
         })
     }
 
-    /// A page of the report API, as JSON.
-    async fn report<T: serde::de::DeserializeOwned>(
-        &self,
-        path: &str,
-        query: &[(&str, String)],
-    ) -> Result<ReportPage<T>, PartnerError> {
-        let url = self.url(path);
-        let (status, body) = self
-            .exchange(|token| {
-                self.client
-                    .get(&url)
-                    .query(query)
-                    .bearer_auth(token.expose())
-                    .header("Accept", "application/json")
-            })
-            .await
-            .map_err(|error| match error {
-                // Reading changes nothing: whatever happened, try later.
-                PartnerError::Unknown { description } => PartnerError::Unavailable { description },
-                other => other,
-            })?;
-        match status.as_u16() {
-            200 => serde_json::from_slice(&body).map_err(|_| PartnerError::Unavailable {
-                description: "the partner's report could not be read".into(),
-            }),
-            404 | 422 => {
-                let problem = serde_json::from_slice::<Problem>(&body).unwrap_or_default();
-                Err(PartnerError::Declined {
-                    code: if problem.code.is_empty() {
-                        status.as_u16().to_string()
-                    } else {
-                        problem.code
-                    },
-                    description: format!(
-                        "the report API answered {}: {}",
-                        status.as_u16(),
-                        if problem.title.is_empty() {
-                            "the query was refused"
-                        } else {
-                            &problem.title
-                        }
-                    ),
-                })
-            }
-            409 => Err(unavailable(
-                "a report request with the same idempotency key is in progress; try later",
-            )),
-            401 => Err(unavailable("the partner refused our credentials")),
-            _ => Err(unavailable(&format!(
-                "the partner's report API answered {status}"
-            ))),
-        }
-    }
-
     fn action(&self, request: &PartnerRequest, description: &str) -> ActionRequest {
         ActionRequest {
             amount: http::major(request.amount, request.currency),
@@ -436,34 +379,6 @@ fn action_status(action: &wire::Action, reference: &str) -> Result<PartnerAnswer
     }
 }
 
-/// A settlement as the port lists it; its day is the last day it covers.
-/// Its header's `captured` and `refunded` (negative) are what its lines
-/// must add up to.
-fn report_of(summary: &SettlementSummary) -> Result<SettlementReport, PartnerError> {
-    let unreadable = |what: &str| PartnerError::Unavailable {
-        description: format!("settlement {} has an unreadable {what}", summary.id),
-    };
-    let currency = crate::domain::money::Currency::parse(&summary.currency)
-        .map_err(|_| unreadable("currency"))?;
-    let captured =
-        http::minor_signed(summary.captured, currency).ok_or_else(|| unreadable("captured"))?;
-    let refunded =
-        http::minor_signed(summary.refunded, currency).ok_or_else(|| unreadable("refunded"))?;
-    Ok(SettlementReport {
-        reference: summary.id.clone(),
-        payout_reference: summary.reference.clone(),
-        date: wire::report_day(&summary.end_date).ok_or_else(|| unreadable("endDate"))?,
-        currency,
-        fees: Amount::ZERO,
-        control: Control {
-            captured: Some(captured),
-            refunded: Some(-refunded),
-            // The lines' own page says how many there are.
-            count: None,
-        },
-    })
-}
-
 #[async_trait]
 impl Partner for Walley {
     /// An order backs one payment.
@@ -561,7 +476,7 @@ impl Partner for Walley {
                 )
                 .await?;
             for summary in &listed.data {
-                reports.push(report_of(summary)?);
+                reports.push(report_api::report_of(summary)?);
             }
             let last = match &listed.meta_data {
                 Some(meta) => page >= meta.number_of_pages,
@@ -697,5 +612,20 @@ mod tests {
     fn ids_are_escaped_in_paths() {
         assert_eq!(path_segment("abc-123"), "abc-123");
         assert_eq!(path_segment("../x"), "..%2Fx");
+    }
+
+    #[test]
+    fn a_path_template_holds_the_order_id_once_and_fills_it_escaped() {
+        let documented = Paths::default();
+        assert_eq!(
+            Paths::fill(&documented.capture, "o/1"),
+            "/orders/o%2F1/captures"
+        );
+        for good in ["/manage/orders/{id}/capture", "/orders/{id}/refunds"] {
+            assert_eq!(Paths::check(good), Ok(()), "{good}");
+        }
+        for bad in ["orders/{id}", "/orders/captures", "/orders/{id}/{id}", ""] {
+            assert!(Paths::check(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -131,7 +131,7 @@ pub fn resolve_issue(
     let id = v.id("issue_id", &request.issue_id);
     let note = request.note.trim();
     if note.is_empty() || note.chars().count() > MAX_NOTE_CHARS {
-        v.add("note", &format!("1 to {MAX_NOTE_CHARS} characters"));
+        v.add("note", format!("1 to {MAX_NOTE_CHARS} characters"));
     }
     v.finish(|| (id.unwrap_or_default(), note.to_owned()))
 }
@@ -358,4 +358,28 @@ pub fn csv_row(out: &mut String, line: &SettlementTransaction) {
         row.signed_amount,
         field(&row.raw),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partners_text_that_a_spreadsheet_would_run_is_neutralised() {
+        for (text, written) in [
+            (
+                "=HYPERLINK(\"http://x\")",
+                "\"'=HYPERLINK(\"\"http://x\"\")\"",
+            ),
+            ("+1", "'+1"),
+            ("-2+3", "'-2+3"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\tcmd", "'\tcmd"),
+            ("order-1", "order-1"),
+            ("a,b", "\"a,b\""),
+            ("", ""),
+        ] {
+            assert_eq!(field(text), written, "{text:?}");
+        }
+    }
 }
