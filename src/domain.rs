@@ -10,11 +10,13 @@
 //! `session` and `priority` on `operation`; `payment` (the header and its
 //! ledger) on all of these; `precondition` names the refusals of the rules;
 //! `settlement` (partner reports and how they match our books) on `operation`
-//! and `day` (calendar days, a leaf).
+//! and `day` (calendar days, a leaf); `dispute` (chargebacks a partner
+//! reports) on `money`.
 
 pub mod amounts;
 pub mod capabilities;
 pub mod day;
+pub mod dispute;
 pub mod items;
 pub mod money;
 pub mod operation;

@@ -36,6 +36,7 @@ use async_trait::async_trait;
 
 use crate::domain::{
     capabilities::Capabilities,
+    dispute::DisputeSeen,
     items::ItemLine,
     money::{Amount, Currency},
     operation::OperationKind,
@@ -180,6 +181,21 @@ pub trait Partner: Send + Sync + std::fmt::Debug {
     /// or refund that no settlement shows in time is an issue.
     fn settles(&self) -> bool {
         false
+    }
+
+    /// How long after a capture a chargeback can still come that only a
+    /// lookup of the leg shows (`None`: the partner reports chargebacks
+    /// otherwise, in its settlements, or not at all).
+    fn dispute_window(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Whether a captured leg is disputed now, by the partner's own state.
+    async fn dispute(
+        &self,
+        _request: &PartnerRequest,
+    ) -> Result<Option<DisputeSeen>, PartnerError> {
+        Ok(None)
     }
 
     /// The settlements the partner closed on or after `since`, oldest
@@ -387,6 +403,22 @@ impl Partners {
     ) -> Result<Vec<SettlementReport>, PartnerError> {
         let configured = self.get(partner).ok_or_else(|| not_configured(partner))?;
         within(configured.timeout, configured.adapter.settlements(since)).await
+    }
+
+    /// Whether a captured leg is disputed now, within one attempt's
+    /// deadline.
+    pub async fn dispute(
+        &self,
+        partner: &str,
+        request: &PartnerRequest,
+    ) -> Result<Option<DisputeSeen>, PartnerError> {
+        let configured = self.get(partner).ok_or_else(|| not_configured(partner))?;
+        within(configured.timeout, configured.adapter.dispute(request)).await
+    }
+
+    /// How long a partner's captures are watched for disputes.
+    pub fn dispute_window(&self, partner: &str) -> Option<Duration> {
+        self.get(partner)?.adapter.dispute_window()
     }
 
     /// One page of a settlement's lines, within one attempt's deadline.

@@ -23,6 +23,7 @@
 //! idempotency key make sure no retry ever opens a second operation.
 
 mod deliveries;
+mod disputes;
 mod execution;
 mod idempotency;
 mod instruments;
@@ -65,6 +66,7 @@ pub use crate::domain::precondition::Precondition;
 use crate::{
     clock::{Chance, Clock, ThreadChance},
     domain::{
+        dispute::Dispute,
         items::ItemLine,
         money::{Amount, Currency},
         operation::{Operation, OperationKind},
@@ -144,12 +146,16 @@ pub struct PaymentView {
     pub header: Payment,
     pub snapshot: Snapshot,
     pub operations: Vec<Operation>,
+    /// The payment's disputes, in a view of it now (an answer kept for a
+    /// request's replays shows the payment as it was then: none).
+    pub disputes: Vec<Dispute>,
 }
 
 impl PaymentView {
     fn now(header: Payment, operations: Vec<Operation>) -> PaymentView {
         PaymentView {
             snapshot: header.snapshot(),
+            disputes: header.disputes.clone(),
             header,
             operations,
         }

@@ -34,7 +34,9 @@ use uuid::Uuid;
 pub mod destinations;
 
 use crate::{
-    domain::{operation::Operation, payment::Payment, settlement::ReconciliationIssue},
+    domain::{
+        dispute::Dispute, operation::Operation, payment::Payment, settlement::ReconciliationIssue,
+    },
     store::{Shard, WebhookDelivery},
 };
 
@@ -183,6 +185,16 @@ pub trait EventBody: Send + Sync + std::fmt::Debug {
         issue: &ReconciliationIssue,
         now: SystemTime,
     ) -> String;
+
+    /// The body of an event about a dispute.
+    fn dispute(
+        &self,
+        id: Uuid,
+        kind: &str,
+        payment: Uuid,
+        dispute: &Dispute,
+        now: SystemTime,
+    ) -> String;
 }
 
 #[derive(Debug, Clone)]
@@ -272,6 +284,21 @@ impl Webhooks {
         let kind = "reconciliation.issue";
         self.delivery(payment, &issue.id.to_string(), kind, now, |id| {
             self.bodies.issue(id, kind, payment.id, issue, now)
+        })
+    }
+
+    /// The `dispute.opened` or `dispute.closed` event of a dispute, if the
+    /// payment has a webhook; its id is derived from the dispute's and the
+    /// event's, in the payment's shard.
+    pub fn dispute_event(
+        &self,
+        payment: &Payment,
+        dispute: &Dispute,
+        kind: &str,
+        now: SystemTime,
+    ) -> Option<WebhookDelivery> {
+        self.delivery(payment, &dispute.id.to_string(), kind, now, |id| {
+            self.bodies.dispute(id, kind, payment.id, dispute, now)
         })
     }
 

@@ -9,6 +9,7 @@ mod api {
 
     mod access;
     mod connectors;
+    mod disputes;
     mod fairness;
     mod faults;
     mod fuzz;

@@ -20,6 +20,10 @@
 //!   from WePay's reference): an argument WePay does not define is `400`.
 //! - A checkout still `new` 30 minutes after its creation is `expired`; one
 //!   reserved and not captured for 14 days is `cancelled` (simulation time).
+//! - `POST /_sim/charge_back` `{"checkout_id", "amount"?}` has the card
+//!   holder's bank take back a captured checkout's amount (all of it by
+//!   default): the checkout reads `charged back` with `amount_charged_back`;
+//!   `"amount": "0"` gives it back (the dispute won: `captured` again).
 //!
 //! The files: [`wire`] (the bodies), `checkouts` (the state and how each
 //! call changes it) and this one (the routes and what every call shares).
@@ -66,6 +70,7 @@ pub fn router(account: Account) -> Router {
         .route("/checkout", post(call))
         .route("/checkout/{call}", post(call))
         .route("/_sim/credit_cards", post(tokenize))
+        .route("/_sim/charge_back", post(charge_back))
         .route("/_sim/clock", post(simulation::advance_clock::<Wepay>))
         .route("/_sim/fail", post(simulation::fail_next::<Wepay>))
         .route("/_sim/ledger", get(simulation::ledger::<Wepay>))
@@ -95,6 +100,30 @@ async fn tokenize(State(state): State<Shared<Wepay>>, Json(card): Json<TokenizeC
         },
     );
     answer(201, &serde_json::json!({ "credit_card_id": id }))
+}
+
+/// `POST /_sim/charge_back`: `{"checkout_id", "amount"?}` (a decimal
+/// string; all of it by default; `"0"` gives it back).
+#[derive(Debug, serde::Deserialize)]
+struct ChargeBack {
+    checkout_id: i64,
+    #[serde(default)]
+    amount: Option<rust_decimal::Decimal>,
+}
+
+async fn charge_back(
+    State(state): State<Shared<Wepay>>,
+    Json(request): Json<ChargeBack>,
+) -> Response {
+    let mut sim = state.lock();
+    let account = sim.account.account_id;
+    let Some(checkout) = sim.checkouts.get_mut(&request.checkout_id) else {
+        return error(404, 1008, "no such checkout");
+    };
+    match checkout.charge_back(request.amount) {
+        Ok(()) => answer(200, &checkout.wire(account)),
+        Err(why) => error(400, 1004, why),
+    }
 }
 
 /// What a call decided while the state was locked.

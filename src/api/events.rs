@@ -10,7 +10,9 @@ use uuid::Uuid;
 
 use super::{proto, settlements, views};
 use crate::{
-    domain::{operation::Operation, payment::Payment, settlement::ReconciliationIssue},
+    domain::{
+        dispute::Dispute, operation::Operation, payment::Payment, settlement::ReconciliationIssue,
+    },
     webhooks::EventBody,
 };
 
@@ -46,6 +48,18 @@ impl EventBody for EventBodies {
         now: SystemTime,
     ) -> String {
         let subject = proto::webhook_data::Subject::Issue(settlements::convert::issue(issue));
+        body(id, kind, payment, subject, now)
+    }
+
+    fn dispute(
+        &self,
+        id: Uuid,
+        kind: &str,
+        payment: Uuid,
+        dispute: &Dispute,
+        now: SystemTime,
+    ) -> String {
+        let subject = proto::webhook_data::Subject::Dispute(views::dispute(dispute));
         body(id, kind, payment, subject, now)
     }
 }

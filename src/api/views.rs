@@ -6,7 +6,9 @@ use super::proto;
 use crate::{
     domain::{
         amounts::{Amounts, Coverage},
+        dispute::{Dispute, DisputeStatus},
         items::ItemLine,
+        money::Amount,
         operation::{Operation, OperationKind, PartnerTransaction, TriggeredBy},
         payment::{Payment, PaymentState},
         session::{CaptureMode, SessionStatus, SessionView},
@@ -151,14 +153,16 @@ pub fn operation_proto(payment: &Payment, op: &Operation) -> proto::Operation {
     }
 }
 
-fn amounts(a: &Amounts) -> proto::Amounts {
+/// The amounts, less what disputes hold from refunds.
+fn amounts(a: &Amounts, disputed: Amount) -> proto::Amounts {
     proto::Amounts {
         total_authorized: a.authorized.minor(),
         total_captured: a.captured.minor(),
         total_refunded: a.refunded.minor(),
         total_voided: a.voided.minor(),
         available_to_capture: a.available_to_capture().minor(),
-        available_to_refund: a.available_to_refund().minor(),
+        available_to_refund: a.available_to_refund().saturating_sub(disputed).minor(),
+        total_disputed: disputed.minor(),
         available_to_void: a.available_to_void().minor(),
         authorize_pending: a.authorize_pending.minor(),
         capture_pending: a.capture_pending.minor(),
@@ -181,6 +185,8 @@ fn coverage(c: Coverage) -> i32 {
 pub fn payment(view: &PaymentView) -> proto::Payment {
     let payment = &view.header;
     let totals = view.snapshot.totals;
+    let disputed = Amount::sum(view.disputes.iter().filter(|d| d.holds()).map(|d| d.amount))
+        .unwrap_or(Amount::ZERO);
     let overview = view.snapshot.overview();
     let state = match view.snapshot.state() {
         PaymentState::Authorizing => proto::PaymentState::Authorizing,
@@ -224,7 +230,7 @@ pub fn payment(view: &PaymentView) -> proto::Payment {
         captures: of_kind(OperationKind::Capture),
         refunds: of_kind(OperationKind::Refund),
         voids: of_kind(OperationKind::Void),
-        amounts: Some(amounts(&totals)),
+        amounts: Some(amounts(&totals, disputed)),
         overview: Some(proto::Overview {
             consumed: coverage(overview.consumed),
             captured: coverage(overview.captured),
@@ -235,8 +241,16 @@ pub fn payment(view: &PaymentView) -> proto::Payment {
             .snapshot
             .allowed_operations()
             .into_iter()
+            .filter(|kind| {
+                *kind != OperationKind::Refund
+                    || !totals
+                        .available_to_refund()
+                        .saturating_sub(disputed)
+                        .is_zero()
+            })
             .map(|kind| operation_kind(kind).into())
             .collect(),
+        disputes: view.disputes.iter().map(dispute).collect(),
         created_at: timestamp(payment.created_at),
         updated_at: timestamp(view.snapshot.updated_at),
     }
@@ -246,5 +260,25 @@ pub fn operation_result(result: &OperationResult) -> proto::OperationResult {
     proto::OperationResult {
         operation: Some(operation_proto(&result.payment.header, &result.operation)),
         payment: Some(payment(&result.payment)),
+    }
+}
+
+/// A dispute as the API shows it.
+pub fn dispute(dispute: &Dispute) -> proto::Dispute {
+    proto::Dispute {
+        id: dispute.id.to_string(),
+        partner: dispute.partner.clone(),
+        partner_reference: dispute.partner_reference.clone(),
+        amount: dispute.amount.minor(),
+        reason: dispute.reason.clone(),
+        status: match dispute.status {
+            DisputeStatus::Open => proto::DisputeStatus::Open,
+            DisputeStatus::Won => proto::DisputeStatus::Won,
+            DisputeStatus::Lost => proto::DisputeStatus::Lost,
+        }
+        .into(),
+        opened_at: timestamp(dispute.opened_at),
+        closed_at: dispute.closed_at.map(timestamp).unwrap_or_default(),
+        leg: i32::try_from(dispute.leg).unwrap_or(i32::MAX),
     }
 }

@@ -21,6 +21,7 @@ use uuid::Uuid;
 use super::{
     amounts::{Amounts, Overview},
     capabilities::{Capabilities, Limit, Unsupported},
+    dispute::Dispute,
     items::ItemLine,
     money::{Amount, Currency},
     operation::{
@@ -129,6 +130,8 @@ pub struct Payment {
     pub operations: u32,
     pub created_at: SystemTime,
     pub updated_at: SystemTime,
+    /// Disputes the partners reported, oldest first.
+    pub disputes: Vec<Dispute>,
 }
 
 /// What a new payment is made of.
@@ -310,6 +313,7 @@ impl Payment {
             operations: 1,
             created_at: now,
             updated_at: now,
+            disputes: Vec::new(),
         };
         (payment, authorization)
     }
@@ -404,16 +408,41 @@ impl Payment {
             .collect()
     }
 
-    /// What each leg can take for an operation of `kind` right now.
+    /// What each leg can take for an operation of `kind` right now: a
+    /// refund never gives back what a dispute holds.
     pub fn available(&self, kind: OperationKind) -> Vec<Amount> {
         self.ledger
             .iter()
-            .map(|leg| match kind {
+            .enumerate()
+            .map(|(at, leg)| match kind {
                 OperationKind::Capture | OperationKind::Void => leg.available_to_capture(),
-                OperationKind::Refund => leg.available_to_refund(),
+                OperationKind::Refund => {
+                    leg.available_to_refund().saturating_sub(self.disputed(at))
+                }
                 OperationKind::Authorization => Amount::ZERO,
             })
             .collect()
+    }
+
+    /// What the disputes of one leg hold (open or lost).
+    pub fn disputed(&self, leg: usize) -> Amount {
+        Amount::sum(
+            self.disputes
+                .iter()
+                .filter(|d| d.leg == leg && d.holds())
+                .map(|d| d.amount),
+        )
+        .unwrap_or(Amount::ZERO)
+    }
+
+    /// What every dispute holds.
+    pub fn total_disputed(&self) -> Amount {
+        Amount::sum(self.disputes.iter().filter(|d| d.holds()).map(|d| d.amount))
+            .unwrap_or(Amount::ZERO)
+    }
+
+    pub fn has_open_dispute(&self) -> bool {
+        self.disputes.iter().any(Dispute::is_open)
     }
 
     /// Routes the request across the legs and returns the operation with its

@@ -49,7 +49,9 @@ use super::{
     Lookup, Partner, PartnerAnswer, PartnerError, PartnerRequest, Secret,
     http::{self, exchange_error, unreadable},
 };
-use crate::domain::{money::Amount, operation::OperationKind};
+use std::time::Duration;
+
+use crate::domain::{dispute::DisputeSeen, money::Amount, operation::OperationKind};
 use wire::{
     CancelCheckout, Checkout, CheckoutId, CreateCheckout, CreditCard, ErrorBody, FindCheckouts,
     PaymentMethod, RefundCheckout, Stage, StateAnswer,
@@ -384,6 +386,29 @@ impl Partner for Wepay {
             Ok(answer) => Ok(settled(answer.checkout_id, &answer.state)),
             Err(refusal) => self.settle_refusal(id, Stage::Cancelled, refusal).await,
         }
+    }
+
+    /// Chargebacks reach a card up to 120 days after the purchase (the card
+    /// networks' usual limit); WePay has no settlement report that would
+    /// show them, so captured checkouts are read again until then.
+    fn dispute_window(&self) -> Option<Duration> {
+        Some(Duration::from_secs(120 * 86_400))
+    }
+
+    /// By the checkout: `charged back` (or `amount_charged_back`) is a
+    /// dispute of what was taken back; otherwise it is clear.
+    async fn dispute(&self, request: &PartnerRequest) -> Result<Option<DisputeSeen>, PartnerError> {
+        let id = checkout_id(request)?;
+        let checkout = self.checkout(id).await?;
+        let reference = id.to_string();
+        Ok(Some(match checkout.charged_back() {
+            Some(taken) => DisputeSeen::Disputed {
+                reference,
+                amount: http::minor(taken, request.currency)?,
+                reason: format!("the checkout is {}", checkout.state),
+            },
+            None => DisputeSeen::Clear { reference },
+        }))
     }
 
     /// By the checkout's state: found by our key for an authorization, by

@@ -500,7 +500,7 @@ pub(super) fn settle(
 }
 
 /// One transaction as a partner request, with the partner to send it to.
-fn request_for(
+pub(super) fn request_for(
     header: &Payment,
     operation: &Operation,
     transaction: Uuid,

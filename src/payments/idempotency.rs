@@ -171,6 +171,7 @@ pub(super) fn operation_result(
                 header,
                 snapshot,
                 operations: Vec::new(),
+                disputes: Vec::new(),
             },
         }),
         Outcome::Refused(precondition) => Err(precondition.into()),
@@ -190,6 +191,7 @@ pub(super) fn payment_view(header: Payment, outcome: Outcome) -> Result<PaymentV
             header,
             snapshot,
             operations,
+            disputes: Vec::new(),
         }),
         Outcome::Refused(precondition) => Err(precondition.into()),
         _ => Err(PaymentError::Internal(

@@ -39,6 +39,8 @@ pub struct PaymentFilter {
     pub created_after: Option<SystemTime>,
     pub created_before: Option<SystemTime>,
     pub newest_first: bool,
+    /// Only payments with an open dispute.
+    pub open_disputes: bool,
 }
 
 /// A request for one page of a listing.
@@ -105,12 +107,13 @@ impl<T> Page<T> {
 impl Filter for PaymentFilter {
     fn filters(&self) -> String {
         format!(
-            "{:?}|{:?}|{:?}|{:?}|{}",
+            "{:?}|{:?}|{:?}|{:?}|{}|{}",
             self.order_reference,
             self.state,
             self.created_after,
             self.created_before,
-            self.newest_first
+            self.newest_first,
+            self.open_disputes
         )
     }
 }
@@ -181,9 +184,9 @@ impl Payments {
                 .boxed()
             },
             |payment| {
-                (filter
-                    .state
-                    .is_none_or(|state| payment.header.value.state() == state))
+                let header = &payment.header.value;
+                (filter.state.is_none_or(|state| header.state() == state)
+                    && (!filter.open_disputes || header.has_open_dispute()))
                 .then(|| PaymentView::now(payment.header.value, payment.operations))
             },
         )

@@ -135,6 +135,17 @@ impl Payments {
                 self.check_settled(payment, operation).await?;
                 self.drop_item(item.clone()).await
             }
+            DueItem::DisputeWatch { payment, operation } => {
+                match self.watch_disputes(payment, operation).await? {
+                    Some(next) => {
+                        let mut step = Step::new(item.shard(), self.clock.now());
+                        step.due.push(DueChange::Schedule(item.clone(), next));
+                        self.store.commit(step).await?;
+                        Ok(Handled::Nothing)
+                    }
+                    None => self.drop_item(item.clone()).await,
+                }
+            }
         }
     }
 

@@ -16,7 +16,10 @@ use std::time::{Duration, SystemTime};
 
 use uuid::Uuid;
 
-use super::{MAX_WRITE_ATTEMPTS, PaymentError, Payments, Work, outcome_of, system_id};
+use super::{
+    MAX_WRITE_ATTEMPTS, PaymentError, Payments, Work, disputes::DISPUTE_WATCH_INTERVAL, outcome_of,
+    system_id,
+};
 use crate::{
     domain::{
         operation::{Operation, OperationKind, TriggeredBy},
@@ -302,6 +305,14 @@ impl Payments {
                     step.due.push(DueChange::Schedule(expiry, at));
                 }
             }
+        }
+        if newly_final && self.disputes_watched(header, operation) {
+            let watch = DueItem::DisputeWatch {
+                payment: header.id,
+                operation: operation.id,
+            };
+            step.due
+                .push(DueChange::Schedule(watch, now + DISPUTE_WATCH_INTERVAL));
         }
         if newly_final && self.settlement_expected(header, operation) {
             let check = DueItem::SettlementCheck {

@@ -28,6 +28,9 @@ pub enum DueItem {
     /// A capture or refund that succeeded: by now a settlement should have
     /// shown it.
     SettlementCheck { payment: Uuid, operation: Uuid },
+    /// A capture at a partner whose chargebacks only a lookup shows: read
+    /// its legs again for disputes (until the partner's window ends).
+    DisputeWatch { payment: Uuid, operation: Uuid },
 }
 
 impl DueItem {
@@ -35,7 +38,8 @@ impl DueItem {
         match self {
             DueItem::Operation { payment, .. }
             | DueItem::AuthorizationExpiry { payment }
-            | DueItem::SettlementCheck { payment, .. } => Shard::of(*payment),
+            | DueItem::SettlementCheck { payment, .. }
+            | DueItem::DisputeWatch { payment, .. } => Shard::of(*payment),
             DueItem::Webhook { delivery } | DueItem::FailedWebhook { delivery } => {
                 Shard::of(*delivery)
             }
@@ -59,6 +63,7 @@ impl DueItem {
             DueItem::Webhook { delivery } => format!("w:{delivery}"),
             DueItem::FailedWebhook { delivery } => format!("f:{delivery}"),
             DueItem::SettlementCheck { payment, operation } => format!("c:{payment}:{operation}"),
+            DueItem::DisputeWatch { payment, operation } => format!("d:{payment}:{operation}"),
         }
     }
 
@@ -84,6 +89,13 @@ impl DueItem {
             "c" => {
                 let (payment, operation) = rest.split_once(':')?;
                 DueItem::SettlementCheck {
+                    payment: Uuid::try_parse(payment).ok()?,
+                    operation: Uuid::try_parse(operation).ok()?,
+                }
+            }
+            "d" => {
+                let (payment, operation) = rest.split_once(':')?;
+                DueItem::DisputeWatch {
                     payment: Uuid::try_parse(payment).ok()?,
                     operation: Uuid::try_parse(operation).ok()?,
                 }

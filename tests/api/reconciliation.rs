@@ -175,6 +175,31 @@ async fn a_messy_walley_settlement_and_the_clean_one_after_it_are_imported_with_
         status(&|l| l.kind() == proto::SettlementEntryKind::Chargeback).0,
         S::Matched
     );
+    // The chargeback opened a dispute on B: its money is not refundable.
+    let b_now = payment_now(&server, &b.id).await;
+    let disputes: Vec<_> = b_now
+        .disputes
+        .iter()
+        .map(|d| {
+            (
+                d.partner.as_str(),
+                d.partner_reference.as_str(),
+                d.amount,
+                d.status(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        disputes,
+        [(
+            "walley",
+            order_b.as_str(),
+            5_000,
+            proto::DisputeStatus::Open
+        )]
+    );
+    let held = amounts(&b_now);
+    assert_eq!((held.total_disputed, held.available_to_refund), (5_000, 0));
     let unreadable = lines.iter().find(|l| !l.raw.is_empty()).unwrap();
     assert_eq!(unreadable.reconciliation(), S::UnreadableLine);
     assert!(unreadable.raw.contains("a hundred"), "kept as sent");

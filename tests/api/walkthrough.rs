@@ -63,6 +63,7 @@ async fn readme_walkthrough_routes_and_totals_exactly() {
             capture_pending: 0,
             refund_pending: 0,
             void_pending: 0,
+            total_disputed: 0,
         }
     );
     let overview = payment.overview.unwrap();

@@ -67,6 +67,8 @@ pub struct Checkout {
     amount: Amount,
     refunded: Amount,
     refund_reason: Option<String>,
+    /// What the card holder's bank took back (`POST /_sim/charge_back`).
+    pub(super) charged_back: Amount,
     pub(super) reference_id: String,
     /// `new`, `authorized`, `captured`, `cancelled`, `refunded`, `expired`.
     pub(super) state: &'static str,
@@ -112,7 +114,30 @@ impl Checkout {
                 refund_reason: self.refund_reason.clone(),
             },
             amount_refunded: refunded,
+            amount_charged_back: self.charged_back.to_major(self.currency),
         }
+    }
+
+    /// The card holder's bank takes `amount` back (`None`: all of it) — a
+    /// captured checkout only; `Some(0)` gives it back: the dispute was won.
+    pub(super) fn charge_back(&mut self, amount: Option<Decimal>) -> Result<(), &'static str> {
+        if !matches!(self.state, "captured" | "charged back") {
+            return Err("only a captured checkout can be charged back");
+        }
+        let amount = match amount {
+            None => self.amount,
+            Some(major) => Amount::from_major(major, self.currency).map_err(|_| "not an amount")?,
+        };
+        if amount > self.amount {
+            return Err("more than the checkout");
+        }
+        self.charged_back = amount;
+        self.state = if amount.is_zero() {
+            "captured"
+        } else {
+            "charged back"
+        };
+        Ok(())
     }
 }
 
@@ -193,6 +218,7 @@ pub(super) fn create_checkout(
         amount,
         refunded: Amount::ZERO,
         refund_reason: None,
+        charged_back: Amount::ZERO,
         reference_id: create.reference_id.unwrap_or_default(),
         state: if processing.is_zero() {
             "authorized"

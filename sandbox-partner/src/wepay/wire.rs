@@ -180,6 +180,9 @@ pub struct Checkout {
     /// it here, so the simulation writes both (reported).
     #[serde(with = "rust_decimal::serde::arbitrary_precision")]
     pub amount_refunded: Decimal,
+    /// What the card holder's bank took back.
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    pub amount_charged_back: Decimal,
 }
 
 #[derive(Debug, Clone, Serialize)]

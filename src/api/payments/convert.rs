@@ -147,6 +147,7 @@ pub fn list_payments(request: proto::ListPaymentsRequest) -> Result<ListPayments
             created_after,
             created_before,
             newest_first,
+            open_disputes: request.open_disputes,
         },
         page_size,
         page_token,

@@ -122,9 +122,23 @@ pub struct Checkout {
     /// What was refunded, as 2015-08-15 and later answer it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refund: Option<CheckoutRefund>,
+    /// What the card holder's bank took back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount_charged_back: Option<Figure>,
 }
 
 impl Checkout {
+    /// What the card holder's bank took back: `amount_charged_back`, or
+    /// the whole checkout when its state says `charged back` without a
+    /// figure; `None` when nothing was.
+    pub fn charged_back(&self) -> Option<Decimal> {
+        match self.amount_charged_back.map(|f| f.0) {
+            Some(figure) if figure > Decimal::ZERO => Some(figure),
+            _ if self.state == "charged back" => Some(self.amount),
+            _ => None,
+        }
+    }
+
     /// What was refunded of the checkout, in whichever shape the API
     /// version answers it; `None` when the answer says nothing of it, or
     /// gives two figures that differ (a refund must then not be guessed at).

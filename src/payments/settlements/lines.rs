@@ -11,9 +11,12 @@ use uuid::Uuid;
 use super::{MATCHING_CONCURRENCY, Reading, matching::Named};
 use crate::{
     domain::{
+        dispute::DisputeSeen,
         money::Currency,
+        payment::{Leg, Payment},
         settlement::{
-            EntryKind, Line, Match, ReconciliationIssue, SettledBy, SettlementTransaction, compare,
+            EntryKind, Line, Match, ReconciliationIssue, SettledBy, SettlementEntry,
+            SettlementTransaction, compare,
         },
     },
     payments::{PaymentError, Payments},
@@ -230,6 +233,11 @@ impl Payments {
                 merchant,
             });
         }
+        if let (Some(payment), Some(entry)) = (&payment, transaction.line.entry())
+            && entry.kind == EntryKind::Chargeback
+        {
+            self.chargeback(reading, payment, entry, index).await?;
+        }
         if let Some(found) = found
             && transaction
                 .line
@@ -269,6 +277,44 @@ impl Payments {
             new_issue: false,
             merchant,
         })
+    }
+}
+
+impl Payments {
+    /// A chargeback line of one of our payments opens a dispute on the leg
+    /// at this partner (the one whose token is the line's order id, else
+    /// the first), once per order.
+    async fn chargeback(
+        &self,
+        reading: &Reading<'_>,
+        payment: &Payment,
+        entry: &SettlementEntry,
+        index: u64,
+    ) -> Result<(), PaymentError> {
+        let at_partner = |leg: &&Leg| leg.partner == reading.partner;
+        let leg = payment
+            .legs
+            .iter()
+            .position(|l| at_partner(&l) && l.token.expose() == entry.partner_reference)
+            .or_else(|| payment.legs.iter().position(|l| at_partner(&l)));
+        let Some(leg) = leg else {
+            return Ok(());
+        };
+        let reference = if entry.partner_reference.is_empty() {
+            format!("{}:{index}", reading.report.reference)
+        } else {
+            entry.partner_reference.clone()
+        };
+        let seen = DisputeSeen::Disputed {
+            reference,
+            amount: entry.magnitude(),
+            reason: format!(
+                "a chargeback in settlement {} of {} (line {index})",
+                reading.report.reference, reading.partner
+            ),
+        };
+        self.see_dispute(payment.id, leg, seen).await?;
+        Ok(())
     }
 }
 

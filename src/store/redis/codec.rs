@@ -24,7 +24,7 @@ mod v3;
 /// when it was authorized, and on operations their item lines (format 2);
 /// plus, on webhook deliveries, their last error (format 3); plus signed
 /// settlement lines, unreadable lines, more totals and the issues'
-/// lifecycle (format 4).
+/// lifecycle, and payment headers' disputes (format 4).
 const FORMAT: u8 = 4;
 
 /// Format 3: as today but for settlements (see `v3`).
@@ -117,6 +117,14 @@ settlement_record!(
 impl Record for crate::domain::payment::Payment {
     fn from_v1(record: &[u8]) -> Result<Self, postcard::Error> {
         postcard::from_bytes::<v1::Payment>(record).map(Into::into)
+    }
+
+    fn from_v2(record: &[u8]) -> Result<Self, postcard::Error> {
+        Self::from_v3(record)
+    }
+
+    fn from_v3(record: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes::<v3::Payment>(record).map(Into::into)
     }
 }
 

@@ -92,6 +92,7 @@ impl From<Payment> for payment::Payment {
             operations: p.operations,
             created_at: p.created_at,
             updated_at: p.updated_at,
+            disputes: Vec::new(),
         }
     }
 }

@@ -1,8 +1,10 @@
-//! Settlements as formats 1 to 3 wrote them: line amounts without a sign
-//! (a refund's was positive), every line readable, totals without
-//! adjustments or chargebacks, issues without a lifecycle. Read into
-//! today's types with what those releases meant: a refund line took money
-//! back, and every issue was open.
+//! Records as formats 2 and 3 wrote them where format 4 changed them:
+//! payment headers without disputes; and settlements (as formats 1 to 3
+//! wrote them) with line amounts without a sign (a refund's was positive),
+//! every line readable, totals without adjustments or chargebacks, issues
+//! without a lifecycle. Read into today's types with what those releases
+//! meant: no payment was disputed, a refund line took money back, and every
+//! issue was open.
 
 use std::{collections::BTreeMap, time::SystemTime};
 
@@ -11,12 +13,16 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::domain::{
+    amounts::Amounts,
     money::{Amount, Currency},
+    payment::{self, Leg},
+    session::{CaptureMode, Webhook},
     settlement::{
         self, Day, EntryKind, Line, Match, ReconciliationIssue as IssueNow,
         Settlement as SettlementNow, SettlementTransaction as TransactionNow, Totals as TotalsNow,
         VatAmount,
     },
+    status::OperationStatus,
 };
 
 #[derive(Debug, Deserialize)]
@@ -161,6 +167,52 @@ impl From<ReconciliationIssue> for IssueNow {
             created_at: old.created_at,
             resolved_at: None,
             resolution: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Payment {
+    id: Uuid,
+    merchant: String,
+    session_id: Uuid,
+    order_reference: String,
+    amount: Amount,
+    currency: Currency,
+    capture_mode: CaptureMode,
+    legs: Vec<Leg>,
+    webhook: Option<Webhook>,
+    ledger: Vec<Amounts>,
+    references: Vec<Option<String>>,
+    authorization_id: Uuid,
+    authorization_status: OperationStatus,
+    authorized_at: Option<SystemTime>,
+    operations: u32,
+    created_at: SystemTime,
+    updated_at: SystemTime,
+}
+
+impl From<Payment> for payment::Payment {
+    fn from(p: Payment) -> Self {
+        payment::Payment {
+            id: p.id,
+            merchant: p.merchant,
+            session_id: p.session_id,
+            order_reference: p.order_reference,
+            amount: p.amount,
+            currency: p.currency,
+            capture_mode: p.capture_mode,
+            legs: p.legs,
+            webhook: p.webhook,
+            ledger: p.ledger,
+            references: p.references,
+            authorization_id: p.authorization_id,
+            authorization_status: p.authorization_status,
+            authorized_at: p.authorized_at,
+            operations: p.operations,
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+            disputes: Vec::new(),
         }
     }
 }

@@ -1,0 +1,150 @@
+//! Disputes: a chargeback a partner reports opens a dispute on the payment,
+//! announced to its webhook; disputed money is not refundable; a dispute the
+//! partner clears is closed. WePay's chargebacks show only in its checkout,
+//! so captured WePay legs are read again (the simulation run as a real
+//! process).
+
+use std::time::Duration;
+
+use payment_orchestrator::api::proto;
+use serde_json::{Value, json};
+use wiremock::{
+    Mock, MockServer, ResponseTemplate,
+    matchers::{method, path},
+};
+
+use super::support::{
+    harness::*,
+    simulator::{Partners, wepay},
+};
+
+/// The events of `kind` the receiver got, oldest first.
+async fn events(receiver: &MockServer, kind: &str) -> Vec<Value> {
+    receiver
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .filter(|e: &Value| e["type"] == kind)
+        .collect()
+}
+
+/// The payments with an open dispute.
+async fn disputed_payments(server: &TestServer) -> Vec<String> {
+    server
+        .payments()
+        .list_payments(proto::ListPaymentsRequest {
+            open_disputes: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .payments
+        .into_iter()
+        .map(|p| p.id)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wepay_checkout_charged_back_opens_a_dispute_that_holds_refunds_until_it_is_won() {
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/hooks"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&receiver)
+        .await;
+    let (partners, server) = Partners::serving().await;
+    let card = partners.wepay.card(json!({})).await;
+    let webhook = Some(format!("{}/hooks", receiver.uri()));
+    let session = open_session_with_webhook(&server, 6_000, webhook).await;
+    let payment = submit(&server, &session.id, vec![wepay(6_000, &card)])
+        .await
+        .unwrap();
+    let capture = captured(&server, capture(&payment, None)).await.operation;
+    let checkout: i64 = capture.partner_transactions[0]
+        .partner_reference
+        .parse()
+        .unwrap();
+    // Untouched, a day on: nothing disputed.
+    server.resolve_after(Duration::from_secs(86_400 + 60)).await;
+    assert!(payment_now(&server, &payment.id).await.disputes.is_empty());
+
+    // The card holder's bank takes 20.00 back.
+    partners
+        .wepay
+        .post(
+            "/_sim/charge_back",
+            json!({ "checkout_id": checkout, "amount": "20.00" }),
+        )
+        .await;
+    server.resolve_after(Duration::from_secs(86_400 + 60)).await;
+    let disputed = payment_now(&server, &payment.id).await;
+    assert_eq!(disputed.disputes.len(), 1, "{disputed:#?}");
+    let dispute = &disputed.disputes[0];
+    assert_eq!(
+        (
+            dispute.partner.as_str(),
+            dispute.partner_reference.as_str(),
+            dispute.amount,
+            dispute.status(),
+            dispute.leg
+        ),
+        (
+            "wepay",
+            checkout.to_string().as_str(),
+            2_000,
+            proto::DisputeStatus::Open,
+            0
+        )
+    );
+    let held = amounts(&disputed);
+    assert_eq!(
+        (held.total_disputed, held.available_to_refund),
+        (2_000, 4_000)
+    );
+    assert_eq!(disputed_payments(&server).await, [payment.id.clone()]);
+    server.resolve_after(Duration::ZERO).await;
+    let opened = events(&receiver, "dispute.opened").await;
+    assert_eq!(opened.len(), 1, "{opened:?}");
+    assert_eq!(opened[0]["data"]["dispute"]["amount"], "2000");
+    assert_eq!(opened[0]["data"]["paymentId"], payment.id.as_str());
+
+    // A refund never pays the shopper back what the bank took: 60.00 is
+    // refused before anything is sent.
+    let refused = server
+        .payments()
+        .refund(refund(&payment, Some(6_000)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    assert!(partners.wepay.bodies("/checkout/refund").await.is_empty());
+
+    // The merchant wins: WePay gives it back, and the dispute closes.
+    partners
+        .wepay
+        .post(
+            "/_sim/charge_back",
+            json!({ "checkout_id": checkout, "amount": "0" }),
+        )
+        .await;
+    server.resolve_after(Duration::from_secs(86_400 + 60)).await;
+    let won = payment_now(&server, &payment.id).await;
+    assert_eq!(won.disputes[0].status(), proto::DisputeStatus::Won);
+    assert!(won.disputes[0].closed_at.is_some());
+    assert_eq!(amounts(&won).total_disputed, 0);
+    assert!(disputed_payments(&server).await.is_empty());
+    server.resolve_after(Duration::ZERO).await;
+    assert_eq!(events(&receiver, "dispute.closed").await.len(), 1);
+    assert_eq!(events(&receiver, "dispute.opened").await.len(), 1, "once");
+    // Won, all of it is refundable again.
+    let refunded = refunded(&server, refund(&payment, Some(6_000)))
+        .await
+        .operation;
+    assert_eq!(refunded.status(), proto::OperationStatus::Success);
+}
