@@ -6,7 +6,7 @@ use super::proto;
 use crate::{
     domain::{
         amounts::{Amounts, Coverage},
-        dispute::{Dispute, DisputeStatus},
+        dispute::{self, Dispute, DisputeStatus},
         items::ItemLine,
         money::Amount,
         operation::{Operation, OperationKind, PartnerTransaction, TriggeredBy},
@@ -185,8 +185,7 @@ fn coverage(c: Coverage) -> i32 {
 pub fn payment(view: &PaymentView) -> proto::Payment {
     let payment = &view.header;
     let totals = view.snapshot.totals;
-    let disputed = Amount::sum(view.disputes.iter().filter(|d| d.holds()).map(|d| d.amount))
-        .unwrap_or(Amount::ZERO);
+    let disputed = dispute::held(&view.disputes, None);
     let overview = view.snapshot.overview();
     let state = match view.snapshot.state() {
         PaymentState::Authorizing => proto::PaymentState::Authorizing,

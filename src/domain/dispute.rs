@@ -60,6 +60,18 @@ impl Dispute {
     }
 }
 
+/// What the disputes hold back from refunds (open or lost), of one leg or
+/// (`None`) of every leg.
+pub fn held(disputes: &[Dispute], leg: Option<usize>) -> Amount {
+    Amount::sum(
+        disputes
+            .iter()
+            .filter(|d| d.holds() && leg.is_none_or(|leg| d.leg == leg))
+            .map(|d| d.amount),
+    )
+    .unwrap_or(Amount::ZERO)
+}
+
 /// What a partner says of a leg it was asked about, or reported.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DisputeSeen {

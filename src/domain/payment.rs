@@ -10,10 +10,7 @@
 //! reservation: an operation's transactions reserve their amounts in the
 //! ledger before any partner is called.
 
-use std::{
-    fmt,
-    time::{Duration, SystemTime},
-};
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -21,7 +18,7 @@ use uuid::Uuid;
 use super::{
     amounts::{Amounts, Overview},
     capabilities::{Capabilities, Limit, Unsupported},
-    dispute::Dispute,
+    dispute::{self, Dispute},
     items::ItemLine,
     money::{Amount, Currency},
     operation::{
@@ -44,27 +41,6 @@ pub enum PaymentState {
     Captured,
     Voided,
     Authorized,
-}
-
-/// The partner's token for the shopper's instrument. Never printed.
-#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct PaymentToken(String);
-
-impl PaymentToken {
-    pub fn new(token: String) -> Self {
-        PaymentToken(token)
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for PaymentToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("PaymentToken(<redacted>)")
-    }
 }
 
 /// One part of the split.
@@ -416,31 +392,15 @@ impl Payment {
             .enumerate()
             .map(|(at, leg)| match kind {
                 OperationKind::Capture | OperationKind::Void => leg.available_to_capture(),
-                OperationKind::Refund => {
-                    leg.available_to_refund().saturating_sub(self.disputed(at))
-                }
+                OperationKind::Refund => leg
+                    .available_to_refund()
+                    .saturating_sub(dispute::held(&self.disputes, Some(at))),
                 OperationKind::Authorization => Amount::ZERO,
             })
             .collect()
     }
 
-    /// What the disputes of one leg hold (open or lost).
-    pub fn disputed(&self, leg: usize) -> Amount {
-        Amount::sum(
-            self.disputes
-                .iter()
-                .filter(|d| d.leg == leg && d.holds())
-                .map(|d| d.amount),
-        )
-        .unwrap_or(Amount::ZERO)
-    }
-
-    /// What every dispute holds.
-    pub fn total_disputed(&self) -> Amount {
-        Amount::sum(self.disputes.iter().filter(|d| d.holds()).map(|d| d.amount))
-            .unwrap_or(Amount::ZERO)
-    }
-
+    /// Whether a dispute is open.
     pub fn has_open_dispute(&self) -> bool {
         self.disputes.iter().any(Dispute::is_open)
     }
@@ -722,3 +682,6 @@ impl Payment {
 
 #[cfg(test)]
 mod tests;
+mod token;
+
+pub use token::PaymentToken;

@@ -104,7 +104,7 @@ async fn a_wepay_checkout_charged_back_opens_a_dispute_that_holds_refunds_until_
         (held.total_disputed, held.available_to_refund),
         (2_000, 4_000)
     );
-    assert_eq!(disputed_payments(&server).await, [payment.id.clone()]);
+    assert_eq!(disputed_payments(&server).await, [payment.id.as_str()]);
     server.resolve_after(Duration::ZERO).await;
     let opened = events(&receiver, "dispute.opened").await;
     assert_eq!(opened.len(), 1, "{opened:?}");
