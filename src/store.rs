@@ -269,6 +269,15 @@ pub trait SettlementStore: Send + Sync {
         claims: &[(Uuid, SettledBy)],
         retain_until: SystemTime,
     ) -> Result<Vec<SettledBy>, StoreError>;
+    /// Replaces the claim on a transaction if it is still `held`; `true` if
+    /// `claim` holds it now.
+    async fn replace_settled(
+        &self,
+        transaction: Uuid,
+        held: SettledBy,
+        claim: SettledBy,
+        retain_until: SystemTime,
+    ) -> Result<bool, StoreError>;
     /// The line that settled a partner transaction, if one did.
     async fn settled_in(&self, transaction: Uuid) -> Result<Option<SettledBy>, StoreError>;
     /// A partner's settlements whose import failed, oldest first.

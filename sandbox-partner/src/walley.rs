@@ -32,12 +32,14 @@
 //!   "synthetic"?: n, "duplicate"?: [actionReference], "withoutReference"?:
 //!   [actionReference], "lines"?: [{"type", "amount", "orderId"?,
 //!   "actionReference"?, "currency"?}], "raw"?: [line], "header"?:
-//!   {"captured"?, "refunded"?}, "refuseLines"?: n}`: leave lines out, settle another amount,
+//!   {"captured"?, "refunded"?}, "refuseLines"?: n, "refusePage"?: p}`:
+//!   leave lines out, settle another amount,
 //!   add lines nobody sent, add `n` generated purchases of 1.00, report a
 //!   line twice, leave a line's `actionReference` out, add lines of any
 //!   type and sign (fees, `PurchaseAmountAdjustment`, chargebacks), serve
 //!   lines exactly as given, state header totals that differ from the
-//!   lines, and refuse the first `n` reads of the lines with `422`). The
+//!   lines, refuse the first `n` reads of the lines, or the first read of
+//!   page `p`, with `422`). The
 //!   report API serves
 //!   them: `GET /reports/settlements` (`query=startDate:>=YYYY-MM-DD`, `page`,
 //!   `perPage` up to 1 000) and `GET /reports/settlements/{id}/transactions`

@@ -153,15 +153,16 @@ pub fn operation_proto(payment: &Payment, op: &Operation) -> proto::Operation {
     }
 }
 
-/// The amounts, less what disputes hold from refunds.
-fn amounts(a: &Amounts, disputed: Amount) -> proto::Amounts {
+/// The amounts: `disputed` what disputes hold, `kept` what of it would be
+/// refundable otherwise.
+fn amounts(a: &Amounts, disputed: Amount, kept: Amount) -> proto::Amounts {
     proto::Amounts {
         total_authorized: a.authorized.minor(),
         total_captured: a.captured.minor(),
         total_refunded: a.refunded.minor(),
         total_voided: a.voided.minor(),
         available_to_capture: a.available_to_capture().minor(),
-        available_to_refund: a.available_to_refund().saturating_sub(disputed).minor(),
+        available_to_refund: a.available_to_refund().saturating_sub(kept).minor(),
         total_disputed: disputed.minor(),
         available_to_void: a.available_to_void().minor(),
         authorize_pending: a.authorize_pending.minor(),
@@ -186,6 +187,7 @@ pub fn payment(view: &PaymentView) -> proto::Payment {
     let payment = &view.header;
     let totals = view.snapshot.totals;
     let disputed = dispute::held(&view.disputes, None);
+    let kept = dispute::kept_from_refunds(&view.disputes, &payment.ledger);
     let overview = view.snapshot.overview();
     let state = match view.snapshot.state() {
         PaymentState::Authorizing => proto::PaymentState::Authorizing,
@@ -229,7 +231,7 @@ pub fn payment(view: &PaymentView) -> proto::Payment {
         captures: of_kind(OperationKind::Capture),
         refunds: of_kind(OperationKind::Refund),
         voids: of_kind(OperationKind::Void),
-        amounts: Some(amounts(&totals, disputed)),
+        amounts: Some(amounts(&totals, disputed, kept)),
         overview: Some(proto::Overview {
             consumed: coverage(overview.consumed),
             captured: coverage(overview.captured),

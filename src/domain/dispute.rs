@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::money::Amount;
+use super::{amounts::Amounts, money::Amount};
 
 /// Where a dispute stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -70,6 +70,16 @@ pub fn held(disputes: &[Dispute], leg: Option<usize>) -> Amount {
             .map(|d| d.amount),
     )
     .unwrap_or(Amount::ZERO)
+}
+
+/// What disputes keep from being refunded, leg by leg: on each leg what
+/// its disputes hold, up to what the leg could refund otherwise.
+pub fn kept_from_refunds(disputes: &[Dispute], ledger: &[Amounts]) -> Amount {
+    let per_leg = ledger.iter().enumerate().map(|(leg, held)| {
+        let disputed = self::held(disputes, Some(leg));
+        disputed.min(held.available_to_refund())
+    });
+    Amount::sum(per_leg).unwrap_or(Amount::ZERO)
 }
 
 /// What a partner says of a leg it was asked about, or reported.

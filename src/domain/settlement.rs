@@ -247,29 +247,45 @@ pub struct Totals {
 }
 
 impl Totals {
-    /// Adds one line. Fails on overflow (a report that cannot be right).
+    /// Adds one line; on overflow (a line that cannot be right) fails and
+    /// changes nothing.
     pub fn add(&mut self, entry: &SettlementEntry) -> Result<(), AmountError> {
-        let add = |slot: &mut i64, amount: i64| -> Result<(), AmountError> {
-            *slot = slot.checked_add(amount).ok_or(AmountError::Overflow)?;
-            Ok(())
-        };
+        let add = |slot: i64, amount: i64| slot.checked_add(amount).ok_or(AmountError::Overflow);
         let taken = entry.amount.checked_neg().ok_or(AmountError::Overflow)?;
+        let mut next = self.clone_figures();
         match entry.kind {
-            EntryKind::Capture => add(&mut self.captured, entry.amount)?,
-            EntryKind::Refund => add(&mut self.refunded, taken)?,
-            EntryKind::Fee => add(&mut self.fees, taken)?,
-            EntryKind::Adjustment => add(&mut self.adjustments, entry.amount)?,
-            EntryKind::Chargeback => add(&mut self.chargebacks, taken)?,
+            EntryKind::Capture => next.captured = add(next.captured, entry.amount)?,
+            EntryKind::Refund => next.refunded = add(next.refunded, taken)?,
+            EntryKind::Fee => next.fees = add(next.fees, taken)?,
+            EntryKind::Adjustment => next.adjustments = add(next.adjustments, entry.amount)?,
+            EntryKind::Chargeback => next.chargebacks = add(next.chargebacks, taken)?,
         }
+        next.net = next.net_of()?;
         let sign = if entry.amount < 0 { -1 } else { 1 };
-        for vat in &entry.vat {
-            let slot = self.vat.entry(vat.rate.normalize()).or_insert(0);
-            let signed = vat.amount.minor().checked_mul(sign);
-            add(slot, signed.ok_or(AmountError::Overflow)?)?;
+        let mut vat: BTreeMap<Decimal, i64> = BTreeMap::new();
+        for line in &entry.vat {
+            let rate = line.rate.normalize();
+            let now = vat
+                .get(&rate)
+                .or_else(|| self.vat.get(&rate))
+                .copied()
+                .unwrap_or(0);
+            let signed = line.amount.minor().checked_mul(sign);
+            vat.insert(rate, add(now, signed.ok_or(AmountError::Overflow)?)?);
         }
-        self.count += 1;
-        self.net = self.net_of()?;
+        next.vat = std::mem::take(&mut self.vat);
+        next.vat.extend(vat);
+        next.count = self.count + 1;
+        *self = next;
         Ok(())
+    }
+
+    /// The figures without the VAT map (moved over by the caller).
+    fn clone_figures(&self) -> Totals {
+        Totals {
+            vat: BTreeMap::new(),
+            ..*self
+        }
     }
 
     /// Adds what the partner's header says it kept beside its lines.

@@ -57,8 +57,6 @@ pub fn major(amount: Amount, currency: Currency) -> Decimal {
     amount.to_major(currency)
 }
 
-/// A partner's major-unit amount in minor units; `Unknown` when it does not
-/// fit the currency (the partner and we disagree on what happened).
 /// Signed major units in minor units (a report's deductions are negative);
 /// `None` for more decimals than the currency has, or out of range.
 pub fn minor_signed(major: Decimal, currency: Currency) -> Option<i64> {
@@ -70,6 +68,8 @@ pub fn minor_signed(major: Decimal, currency: Currency) -> Option<i64> {
     })
 }
 
+/// A partner's major-unit amount in minor units; `Unknown` when it does not
+/// fit the currency (the partner and we disagree on what happened).
 pub fn minor(major: Decimal, currency: Currency) -> Result<Amount, PartnerError> {
     Amount::from_major(major, currency).map_err(|error| PartnerError::Unknown {
         description: format!("the partner reported an amount we cannot book: {error}"),

@@ -465,7 +465,9 @@ impl Partner for Walley {
         let mut reports = Vec::new();
         let mut page = 1;
         loop {
-            let listed: ReportPage<SettlementSummary> = self
+            // Each settlement is read on its own: one whose header does not
+            // read is skipped (and logged), never the others with it.
+            let listed: ReportPage<serde_json::Value> = self
                 .report(
                     "/reports/settlements",
                     &[
@@ -476,7 +478,18 @@ impl Partner for Walley {
                 )
                 .await?;
             for summary in &listed.data {
-                reports.push(report_api::report_of(summary)?);
+                let read = serde_json::from_value::<SettlementSummary>(summary.clone())
+                    .map_err(|error| error.to_string())
+                    .and_then(|summary| {
+                        report_api::report_of(&summary).map_err(|error| error.to_string())
+                    });
+                match read {
+                    Ok(report) => reports.push(report),
+                    Err(why) => tracing::warn!(
+                        id = %summary["id"], why,
+                        "a settlement's header could not be read; it is skipped"
+                    ),
+                }
             }
             let last = match &listed.meta_data {
                 Some(meta) => page >= meta.number_of_pages,

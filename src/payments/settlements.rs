@@ -134,7 +134,13 @@ impl Payments {
                 // Released for the next run; if this fails the lease runs out.
                 let _ = self.store.release_lease(&lease_name(&name), importer).await;
             }
-            results.push(result?);
+            // One partner's failure (its store unreachable midway) is its
+            // own: the others are imported all the same.
+            results.push(result.unwrap_or_else(|error| PartnerImport {
+                partner: name.clone(),
+                error: Some(format!("the import stopped: {error}")),
+                ..PartnerImport::default()
+            }));
         }
         Ok(results)
     }
@@ -185,7 +191,19 @@ impl Payments {
                     result.error = Some(LEASE_LOST.into());
                     break;
                 }
-                match self.import_one(partner, &report, importer).await? {
+                // A failure while reading one settlement (a record of ours
+                // that cannot be read, the store stalling) is that
+                // settlement's: kept with its error, and the others go on.
+                let imported = self
+                    .import_one(partner, &report, importer)
+                    .await
+                    .unwrap_or_else(|error| {
+                        SettlementImport::Stopped(format!(
+                            "settlement {}: {error}",
+                            report.reference
+                        ))
+                    });
+                match imported {
                     SettlementImport::Read {
                         lines,
                         issues,

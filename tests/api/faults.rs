@@ -347,6 +347,17 @@ impl SettlementStore for FaultyStore {
     ) -> Result<Vec<SettledBy>, StoreError> {
         self.inner.claim_settled(claims, retain_until).await
     }
+    async fn replace_settled(
+        &self,
+        transaction: Uuid,
+        held: SettledBy,
+        claim: SettledBy,
+        retain_until: SystemTime,
+    ) -> Result<bool, StoreError> {
+        self.inner
+            .replace_settled(transaction, held, claim, retain_until)
+            .await
+    }
     async fn settled_in(&self, transaction: Uuid) -> Result<Option<SettledBy>, StoreError> {
         self.inner.settled_in(transaction).await
     }

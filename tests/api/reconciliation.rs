@@ -175,29 +175,34 @@ async fn a_messy_walley_settlement_and_the_clean_one_after_it_are_imported_with_
         status(&|l| l.kind() == proto::SettlementEntryKind::Chargeback).0,
         S::Matched
     );
-    // The chargeback opened a dispute on B: its money is not refundable.
+    // The chargeback opened a dispute on B (one per chargeback line: the
+    // settlement and line are its reference): its money is not refundable.
+    let chargeback = lines
+        .iter()
+        .find(|l| l.kind() == proto::SettlementEntryKind::Chargeback)
+        .unwrap();
+    assert_eq!(chargeback.payment_id, b.id);
     let b_now = payment_now(&server, &b.id).await;
     let disputes: Vec<_> = b_now
         .disputes
         .iter()
         .map(|d| {
             (
-                d.partner.as_str(),
-                d.partner_reference.as_str(),
+                d.partner.clone(),
+                d.partner_reference.clone(),
                 d.amount,
                 d.status(),
             )
         })
         .collect();
-    assert_eq!(
-        disputes,
-        [(
-            "walley",
-            order_b.as_str(),
-            5_000,
-            proto::DisputeStatus::Open
-        )]
+    let expected = (
+        "walley".to_owned(),
+        format!("1:{}", chargeback.index),
+        5_000,
+        proto::DisputeStatus::Open,
     );
+    assert_eq!(disputes, [expected]);
+
     let held = amounts(&b_now);
     assert_eq!((held.total_disputed, held.available_to_refund), (5_000, 0));
     let unreadable = lines.iter().find(|l| !l.raw.is_empty()).unwrap();
@@ -469,4 +474,85 @@ async fn a_merchants_issue_listing_reads_only_its_own_records() {
     let upgraded = TestServer::start_with(&["--redis-url", &redis.url()]).await;
     let own = issues_of(&mut settlements_as(&upgraded, DEMO_KEY)).await;
     assert_eq!(own.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_of_a_settlement_never_stored_gives_way_and_issues_found_again_are_listed_once() {
+    let redis = RedisServer::start();
+    let partners = Partners::start().await;
+    let server =
+        TestServer::start_configured(&partners.config, &["--redis-url", &redis.url()]).await;
+    let (order, x) = partners.walley_payment(&server, 1_000, json!({})).await;
+    let x_capture = captured(&server, capture(&x, None)).await.operation;
+    server.resolve_after(Duration::from_secs(2)).await;
+    // Settlement 1 holds X on its first page, with 5 000 lines nobody sent
+    // us; its second page is refused once: it claims X, then fails.
+    partners
+        .walley
+        .post(
+            "/_sim/settlements",
+            json!({ "synthetic": 5_000, "refusePage": 2 }),
+        )
+        .await;
+    // Settlement 2 holds X too.
+    partners
+        .walley
+        .post(
+            "/_sim/settlements",
+            json!({ "lines": [{ "type": "Purchase", "amount": "10.00", "orderId": order,
+                                "actionReference": key_of(&x_capture), "currency": "EUR" }] }),
+        )
+        .await;
+
+    let first = import(&server).await;
+    let walley = first.iter().find(|i| i.partner == "walley").unwrap();
+    assert_eq!(
+        (walley.settlements, walley.failed.len()),
+        (1, 1),
+        "{walley:?}"
+    );
+    // The claim of settlement 1, never stored, gave way: 2 settled X.
+    let settled = settlements_of(&server, "walley").await;
+    let seen: Vec<_> = settled
+        .iter()
+        .map(|s| (s.reference.as_str(), s.captured, s.issue_count))
+        .collect();
+    assert_eq!(seen, [("2", 1_000, 0)]);
+
+    // A minute on, settlement 1 is read again: its X line is now the
+    // duplicate, and its 5 000 unknown lines' issues, raised again at
+    // another time, are listed once each.
+    server.resolve_after(Duration::from_secs(60)).await;
+    let second = import(&server).await;
+    let walley = second.iter().find(|i| i.partner == "walley").unwrap();
+    assert_eq!(
+        (walley.settlements, walley.failed.len()),
+        (1, 0),
+        "{walley:?}"
+    );
+    let mut admin = settlements_as(&server, ADMIN_KEY);
+    let mut counted = std::collections::BTreeMap::<i32, usize>::new();
+    let mut token = String::new();
+    loop {
+        let page = admin
+            .list_reconciliation_issues(proto::ListReconciliationIssuesRequest {
+                page_size: 1000,
+                page_token: token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        for issue in &page.issues {
+            *counted.entry(issue.kind).or_default() += 1;
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    use proto::ReconciliationStatus as S;
+    let expected: std::collections::BTreeMap<i32, usize> =
+        [(S::UnknownToUs as i32, 5_000), (S::Duplicate as i32, 1)].into();
+    assert_eq!(counted, expected);
 }

@@ -77,6 +77,8 @@ pub struct ClosedSettlement {
     pub lines: Vec<serde_json::Value>,
     /// Reads of its lines still to be refused (`422`), as a test asked.
     pub refusals_left: u32,
+    /// A page whose next read is refused (`422`), as a test asked.
+    pub refused_page: Option<u64>,
 }
 
 #[derive(Debug)]

@@ -50,6 +50,9 @@ pub struct CloseSettlements {
     /// The first reads of the new settlements' lines that are refused with
     /// `422`.
     pub refuse_lines: u32,
+    /// A page of the new settlements' lines whose first read is refused
+    /// with `422` (the pages before it read).
+    pub refuse_page: Option<u64>,
 }
 
 /// A line a test adds to a settlement.
@@ -296,6 +299,7 @@ pub(super) async fn close_settlements(
             },
             lines: served,
             refusals_left: close.refuse_lines,
+            refused_page: close.refuse_page,
         });
         ids.push(id);
     }
@@ -434,6 +438,10 @@ pub(super) async fn settlement_lines(
     };
     if settlement.refusals_left > 0 {
         settlement.refusals_left -= 1;
+        return malformed_query();
+    }
+    if settlement.refused_page == Some(page) {
+        settlement.refused_page = None;
         return malformed_query();
     }
     let listed = paged(&settlement.lines, page, per_page, &path);

@@ -21,6 +21,12 @@ use crate::{
     store::{DueChange, DueItem, OutboxChange, Shard, Step},
 };
 
+/// A stored settlement's line that settled a transaction.
+struct SettledLine {
+    reference: String,
+    line: u64,
+}
+
 /// The longest note a person may resolve an issue with.
 pub const MAX_NOTE_CHARS: usize = 1000;
 
@@ -190,7 +196,7 @@ impl Payments {
                 .is_some_and(|p| p.settlement_reports);
             if tx.status != crate::domain::status::TransactionStatus::Success
                 || !settles
-                || self.store.settled_in(tx.id).await?.is_some()
+                || self.settled_by(tx.id).await?.is_some()
             {
                 continue;
             }
@@ -226,8 +232,35 @@ impl Payments {
             {
                 missing += 1;
             }
+            // An import that settled it meanwhile looked for this issue
+            // before it existed: resolved here instead.
+            if let Some(settled) = self.settled_by(tx.id).await? {
+                let resolution = format!(
+                    "settled in settlement {} of {} (line {})",
+                    settled.reference, leg.partner, settled.line
+                );
+                self.store
+                    .resolve_issue(issue.id, &resolution, self.clock.now())
+                    .await?;
+            }
         }
         Ok(missing)
+    }
+
+    /// The stored settlement whose line settled a transaction (a claim of
+    /// a settlement never stored does not count), with the line.
+    async fn settled_by(&self, transaction: Uuid) -> Result<Option<SettledLine>, PaymentError> {
+        let Some(claim) = self.store.settled_in(transaction).await? else {
+            return Ok(None);
+        };
+        Ok(self
+            .store
+            .settlement(claim.settlement)
+            .await?
+            .map(|settlement| SettledLine {
+                reference: settlement.reference,
+                line: claim.line,
+            }))
     }
 }
 

@@ -76,14 +76,18 @@ impl Payments {
             .store
             .claim_settled(&requested, reading.retain_until)
             .await?;
-        for (((at, _), (_, wanted)), holder) in claims.iter().zip(&requested).zip(held) {
-            if !holder.is(*wanted) {
+        for (((at, transaction), (_, wanted)), holder) in claims.iter().zip(&requested).zip(held) {
+            let holds = self
+                .holds_claim(*transaction, holder, *wanted, reading.retain_until)
+                .await?;
+            if !holds {
                 judged[*at].duplicate();
             }
         }
         // Counted, then acted on: settled from the report, resolved, or
-        // raised as an issue.
-        for line in &judged {
+        // raised as an issue. A line whose amount would overflow the totals
+        // cannot be right: it is kept, not counted.
+        for line in &mut judged {
             reading.sums.count_line();
             let Some(entry) = line.line.entry() else {
                 continue;
@@ -93,10 +97,9 @@ impl Payments {
             }
             reading.sums.add(entry);
             if line.matched.counts() && reading.totals.add(entry).is_err() {
-                return Ok(Err(format!(
-                    "settlement {}: its totals overflow",
-                    reading.report.reference
-                )));
+                line.matched = Match::UnreadableLine;
+                line.note =
+                    Some("its amount overflows the settlement's totals: kept, not counted".into());
             }
         }
         let acted: Vec<Result<Acted, PaymentError>> = stream::iter(judged)
@@ -125,6 +128,29 @@ impl Payments {
             .put_settlement_lines(settlement, &stored, reading.retain_until)
             .await?;
         Ok(Ok(()))
+    }
+
+    /// Whether `wanted` settles the transaction: it holds the claim, or the
+    /// line that holds it is of a settlement that was never stored (it
+    /// failed, or stopped before it was) — such a claim gives way, so that
+    /// a transaction is settled by the first settlement that is.
+    async fn holds_claim(
+        &self,
+        transaction: Uuid,
+        holder: SettledBy,
+        wanted: SettledBy,
+        retain_until: std::time::SystemTime,
+    ) -> Result<bool, PaymentError> {
+        if holder.is(wanted) {
+            return Ok(true);
+        }
+        let stale = holder.settlement != wanted.settlement
+            && self.store.settlement(holder.settlement).await?.is_none();
+        Ok(stale
+            && self
+                .store
+                .replace_settled(transaction, holder, wanted, retain_until)
+                .await?)
     }
 
     /// What one line is: what it names of ours and how it compares.
@@ -168,7 +194,9 @@ impl Payments {
             }
             (Named::Nothing(_), Some(_)) => Match::UnknownToUs,
             // A fee, an adjustment or a chargeback names no operation: it is
-            // ours when its order is, and a fee of the settlement is.
+            // ours when its order is, and a fee of the settlement is — with
+            // the sign of its kind (a positive chargeback is not one).
+            (_, None) if !entry.sign_agrees() => Match::KindMismatch,
             (Named::Found(_) | Named::Nothing(Some(_)), None) => Match::Matched,
             (Named::Nothing(None), None) if entry.kind == EntryKind::Fee => Match::Matched,
             (Named::Nothing(None), None) => Match::UnknownToUs,
@@ -236,7 +264,11 @@ impl Payments {
         if let (Some(payment), Some(entry)) = (&payment, transaction.line.entry())
             && entry.kind == EntryKind::Chargeback
         {
-            self.chargeback(reading, payment, entry, index).await?;
+            let leg = found.as_ref().and_then(|f| {
+                let tx = f.operation.transaction(f.transaction)?;
+                Some(tx.leg)
+            });
+            self.chargeback(reading, payment, leg, entry, index).await?;
         }
         if let Some(found) = found
             && transaction
@@ -282,29 +314,30 @@ impl Payments {
 
 impl Payments {
     /// A chargeback line of one of our payments opens a dispute on the leg
-    /// at this partner (the one whose token is the line's order id, else
-    /// the first), once per order.
+    /// its reference names, else the leg at this partner whose token is the
+    /// line's order id, else the first at this partner. Each line is a
+    /// dispute of its own: two partial chargebacks of one order are two.
     async fn chargeback(
         &self,
         reading: &Reading<'_>,
         payment: &Payment,
+        named: Option<usize>,
         entry: &SettlementEntry,
         index: u64,
     ) -> Result<(), PaymentError> {
         let at_partner = |leg: &&Leg| leg.partner == reading.partner;
-        let leg = payment
-            .legs
-            .iter()
-            .position(|l| at_partner(&l) && l.token.expose() == entry.partner_reference)
+        let leg = named
+            .or_else(|| {
+                payment
+                    .legs
+                    .iter()
+                    .position(|l| at_partner(&l) && l.token.expose() == entry.partner_reference)
+            })
             .or_else(|| payment.legs.iter().position(|l| at_partner(&l)));
         let Some(leg) = leg else {
             return Ok(());
         };
-        let reference = if entry.partner_reference.is_empty() {
-            format!("{}:{index}", reading.report.reference)
-        } else {
-            entry.partner_reference.clone()
-        };
+        let reference = format!("{}:{index}", reading.report.reference);
         let seen = DisputeSeen::Disputed {
             reference,
             amount: entry.magnitude(),

@@ -223,6 +223,24 @@ impl SettlementStore for MemoryStore {
             .collect())
     }
 
+    async fn replace_settled(
+        &self,
+        transaction: Uuid,
+        held: SettledBy,
+        claim: SettledBy,
+        retain_until: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let now = self.clock.now();
+        let mut data = lock(&self.settlements);
+        match data.settled.get_mut(&transaction) {
+            Some(current) if current.0 == held && current.1 > now => {
+                *current = (claim, retain_until);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     async fn settled_in(&self, transaction: Uuid) -> Result<Option<SettledBy>, StoreError> {
         let now = self.clock.now();
         Ok(lock(&self.settlements)

@@ -62,31 +62,40 @@ impl RedisStore {
 
 impl RedisStore {
     /// Stores a record unless it exists (`true` if this call stored it), then
-    /// adds its index member — also when it existed: a writer that stopped
-    /// between the two is completed by the next one.
-    pub(super) async fn put_indexed<T: serde::Serialize>(
+    /// adds its index member — the stored record's, also when it existed: a
+    /// writer that stopped between the two is completed by the next one,
+    /// and a record found again (an issue raised again at another time)
+    /// keeps the one member it has.
+    pub(super) async fn put_indexed<T: serde::Serialize + codec::Record>(
         &self,
         key: &str,
         record: &T,
-        index: &str,
-        member: &str,
+        indexes: &[String],
+        member_of: impl Fn(&T) -> String,
         retain_until: SystemTime,
     ) -> Result<bool, StoreError> {
         let mut connection = self.connection();
-        let stored: Option<String> = redis::cmd("SET")
+        let before: Option<Vec<u8>> = redis::cmd("SET")
             .arg(key)
             .arg(codec::encode(record)?)
             .arg("NX")
+            .arg("GET")
             .arg("PXAT")
             .arg(at_millis(retain_until))
             .query_async(&mut connection)
             .await
             .map_err(write_failed)?;
-        connection
-            .zadd::<_, _, _, ()>(index, member, 0)
-            .await
-            .map_err(write_failed)?;
-        Ok(stored.is_some())
+        let member = match &before {
+            None => member_of(record),
+            Some(bytes) => member_of(&codec::decode::<T>(bytes)?),
+        };
+        for index in indexes {
+            connection
+                .zadd::<_, _, _, ()>(index, &member, 0)
+                .await
+                .map_err(write_failed)?;
+        }
+        Ok(before.is_none())
     }
 
     /// Up to `limit` records an index names from `low` on that `admits`
@@ -212,25 +221,18 @@ impl RedisStore {
 
     /// Stores a record in its global index and its merchant's (see
     /// [`RedisStore::put_indexed`]).
-    async fn put_per_merchant<T: serde::Serialize>(
+    async fn put_per_merchant<T: serde::Serialize + codec::Record>(
         &self,
         indexes: &PerMerchant<T>,
         key: &str,
         record: &T,
-        member: &str,
+        member_of: impl Fn(&T) -> String,
         retain_until: SystemTime,
     ) -> Result<bool, StoreError> {
-        let stored = self
-            .put_indexed(key, record, indexes.global, member, retain_until)
-            .await?;
-        if let Some(merchant) = (indexes.merchant_of)(record) {
-            let mut connection = self.connection();
-            connection
-                .zadd::<_, _, _, ()>((indexes.merchant_index)(merchant), member, 0)
-                .await
-                .map_err(write_failed)?;
-        }
-        Ok(stored)
+        let mut names = vec![indexes.global.to_owned()];
+        names.extend((indexes.merchant_of)(record).map(|m| (indexes.merchant_index)(m)));
+        self.put_indexed(key, record, &names, member_of, retain_until)
+            .await
     }
 
     /// The index a listing reads: the merchant's own when it asks for one.
@@ -294,9 +296,14 @@ impl SettlementStore for RedisStore {
         retain_until: SystemTime,
     ) -> Result<bool, StoreError> {
         let key = settlement_key(settlement.id);
-        let member = settlement_member(settlement);
-        self.put_per_merchant(&SETTLEMENTS, &key, settlement, &member, retain_until)
-            .await
+        self.put_per_merchant(
+            &SETTLEMENTS,
+            &key,
+            settlement,
+            settlement_member,
+            retain_until,
+        )
+        .await
     }
 
     async fn settlement_lines(
@@ -352,8 +359,7 @@ impl SettlementStore for RedisStore {
         retain_until: SystemTime,
     ) -> Result<bool, StoreError> {
         let key = issue_key(issue.id);
-        let member = issue_member(issue);
-        self.put_per_merchant(&ISSUES, &key, issue, &member, retain_until)
+        self.put_per_merchant(&ISSUES, &key, issue, issue_member, retain_until)
             .await
     }
 
@@ -446,6 +452,26 @@ impl SettlementStore for RedisStore {
             }
         }))
         .await
+    }
+
+    async fn replace_settled(
+        &self,
+        transaction: Uuid,
+        held: SettledBy,
+        claim: SettledBy,
+        _retain_until: SystemTime,
+    ) -> Result<bool, StoreError> {
+        // The claim keeps the expiry it was given: both were imported
+        // with the same retention.
+        let mut connection = self.connection();
+        let replaced: i64 = REPLACE_KEEPING_TTL
+            .key(settled_key(transaction))
+            .arg(held.to_bytes().as_slice())
+            .arg(claim.to_bytes().as_slice())
+            .invoke_async(&mut connection)
+            .await
+            .map_err(write_failed)?;
+        Ok(replaced == 1)
     }
 
     async fn settled_in(&self, transaction: Uuid) -> Result<Option<SettledBy>, StoreError> {
