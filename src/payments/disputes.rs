@@ -82,6 +82,31 @@ impl Payments {
         Ok(watching.then_some(now + DISPUTE_WATCH_INTERVAL))
     }
 
+    /// Asks a transaction's partner whether its leg is disputed (a partner
+    /// notified us) and applies the answer; `true` if a dispute opened or
+    /// closed. A partner that cannot say (no dispute lookup) changes
+    /// nothing.
+    pub(super) async fn ask_about_dispute(
+        &self,
+        header: &Payment,
+        operation: &Operation,
+        transaction: Uuid,
+    ) -> Result<bool, PaymentError> {
+        let Some((request, partner)) = request_for(header, operation, transaction) else {
+            return Ok(false);
+        };
+        let Some(leg) = operation.transaction(transaction).map(|tx| tx.leg) else {
+            return Ok(false);
+        };
+        match self.partners.dispute(&partner, &request).await {
+            Ok(Some(seen)) => Ok(self.see_dispute(header.id, leg, seen).await?.is_some()),
+            Ok(None) => Ok(false),
+            Err(error) => Err(PaymentError::Internal(
+                format!("the partner could not be asked about the dispute: {error}").into(),
+            )),
+        }
+    }
+
     /// Applies what a partner says of a leg's dispute to the payment: opens
     /// or closes one, with its webhook, in one step (read again on a
     /// conflict). What changed, if anything.

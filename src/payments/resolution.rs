@@ -71,6 +71,8 @@ pub struct PartnerEvent {
     /// The partner idempotency key the transaction was sent with.
     pub idempotency_key: String,
     pub succeeded: bool,
+    /// The (successful) transaction is disputed: the partner is asked.
+    pub disputed: bool,
     pub reference: String,
     pub partner_status: String,
     pub description: String,
@@ -427,6 +429,21 @@ impl Payments {
         let Some((transaction, status)) = found else {
             return Ok(EventResult::UnknownTransaction);
         };
+        if event.disputed {
+            // Only a capture that succeeded can be disputed; the partner is
+            // asked what it holds, never taken at the notification's word.
+            if operation.kind != OperationKind::Capture || status != TransactionStatus::Success {
+                return Ok(EventResult::UnknownTransaction);
+            }
+            let changed = self
+                .ask_about_dispute(&header.value, &operation, transaction)
+                .await?;
+            return Ok(if changed {
+                EventResult::Applied
+            } else {
+                EventResult::Duplicate
+            });
+        }
         let first = self
             .store
             .first_sighting(

@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use payment_orchestrator::api::proto;
+use payment_orchestrator::api::proto::{
+    self, partner_event_service_client::PartnerEventServiceClient,
+};
 use serde_json::{Value, json};
 use wiremock::{
     Mock, MockServer, ResponseTemplate,
@@ -67,8 +69,27 @@ async fn a_wepay_checkout_charged_back_opens_a_dispute_that_holds_refunds_until_
         .partner_reference
         .parse()
         .unwrap();
-    // Untouched, a day on: nothing disputed.
+    // Untouched, a day on: nothing disputed; a partner notification that
+    // says otherwise is checked with WePay, which says the checkout is clear.
     server.resolve_after(Duration::from_secs(86_400 + 60)).await;
+    assert!(payment_now(&server, &payment.id).await.disputes.is_empty());
+    let mut notifier = PartnerEventServiceClient::with_interceptor(
+        server.channel(),
+        Bearer::new("sk_test_partner"),
+    );
+    let disputed_event = |event_id: &str| proto::NotifyPartnerEventRequest {
+        partner: "wepay".into(),
+        event_id: event_id.into(),
+        idempotency_key: format!("{}:0", capture.id),
+        outcome: proto::PartnerEventOutcome::Disputed.into(),
+        ..Default::default()
+    };
+    let told = notifier
+        .notify_partner_event(disputed_event("evt-early"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(told.result(), proto::NotifyResult::Duplicate);
     assert!(payment_now(&server, &payment.id).await.disputes.is_empty());
 
     // The card holder's bank takes 20.00 back.
@@ -79,7 +100,13 @@ async fn a_wepay_checkout_charged_back_opens_a_dispute_that_holds_refunds_until_
             json!({ "checkout_id": checkout, "amount": "20.00" }),
         )
         .await;
-    server.resolve_after(Duration::from_secs(86_400 + 60)).await;
+    // WePay's notification makes it immediate: no day to wait.
+    let told = notifier
+        .notify_partner_event(disputed_event("evt-charged-back"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(told.result(), proto::NotifyResult::Applied);
     let disputed = payment_now(&server, &payment.id).await;
     assert_eq!(disputed.disputes.len(), 1, "{disputed:#?}");
     let dispute = &disputed.disputes[0];

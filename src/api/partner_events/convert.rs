@@ -18,12 +18,13 @@ pub fn partner_event(
     }
     v.text("event_id", &request.event_id, true);
     v.text("idempotency_key", &request.idempotency_key, true);
-    let succeeded = match proto::PartnerEventOutcome::try_from(request.outcome) {
-        Ok(proto::PartnerEventOutcome::Succeeded) => true,
-        Ok(proto::PartnerEventOutcome::Declined) => false,
+    let (succeeded, disputed) = match proto::PartnerEventOutcome::try_from(request.outcome) {
+        Ok(proto::PartnerEventOutcome::Succeeded) => (true, false),
+        Ok(proto::PartnerEventOutcome::Declined) => (false, false),
+        Ok(proto::PartnerEventOutcome::Disputed) => (true, true),
         _ => {
-            v.add("outcome", "SUCCEEDED or DECLINED");
-            false
+            v.add("outcome", "SUCCEEDED, DECLINED or DISPUTED");
+            (false, false)
         }
     };
     v.text("partner_reference", &request.partner_reference, false);
@@ -33,6 +34,7 @@ pub fn partner_event(
         event_id: request.event_id,
         idempotency_key: request.idempotency_key,
         succeeded,
+        disputed,
         reference: request.partner_reference,
         partner_status: request.partner_status,
         description: request.description,
