@@ -403,6 +403,13 @@ pub struct FailedSettlement {
     pub last_failed_at: SystemTime,
 }
 
+impl FailedSettlement {
+    /// By settlement date, then reference: the order they are retried in.
+    pub fn oldest_first(a: &FailedSettlement, b: &FailedSettlement) -> std::cmp::Ordering {
+        (a.report.date, &a.report.reference).cmp(&(b.report.date, &b.report.reference))
+    }
+}
+
 /// Which line settled one of our partner transactions: the first line that
 /// claimed it. Claiming again with the same pair (an import that starts
 /// over) is the same claim; another line is a duplicate.

@@ -257,9 +257,7 @@ impl SettlementStore for MemoryStore {
             .get(partner)
             .map(|failed| failed.values().cloned().collect())
             .unwrap_or_default();
-        failed.sort_by(|a, b| {
-            (a.report.date, &a.report.reference).cmp(&(b.report.date, &b.report.reference))
-        });
+        failed.sort_by(FailedSettlement::oldest_first);
         Ok(failed)
     }
 

@@ -495,9 +495,7 @@ impl SettlementStore for RedisStore {
             .iter()
             .map(|bytes| codec::decode::<FailedSettlement>(bytes))
             .collect::<Result<Vec<_>, _>>()?;
-        failed.sort_by(|a, b| {
-            (a.report.date, &a.report.reference).cmp(&(b.report.date, &b.report.reference))
-        });
+        failed.sort_by(FailedSettlement::oldest_first);
         Ok(failed)
     }
 
