@@ -655,6 +655,26 @@ mod tests {
     }
 
     #[test]
+    fn a_line_that_would_overflow_the_totals_changes_nothing() {
+        let mut totals = Totals::default();
+        totals
+            .add(&entry(EntryKind::Capture, i64::MAX - 10, &[("25", 5)]))
+            .unwrap();
+        let before = totals.clone();
+        for overflowing in [
+            entry(EntryKind::Capture, 11, &[("25", 1)]),
+            entry(EntryKind::Refund, i64::MIN, &[]),
+            entry(EntryKind::Capture, 1, &[("25", i64::MAX)]),
+        ] {
+            assert!(totals.add(&overflowing).is_err(), "{overflowing:?}");
+            assert_eq!(totals, before, "nothing of {overflowing:?} was added");
+        }
+        totals.add(&entry(EntryKind::Capture, 10, &[("6", 1)])).unwrap();
+        assert_eq!((totals.captured, totals.count), (i64::MAX, 2));
+        assert_eq!(totals.vat.len(), 2);
+    }
+
+    #[test]
     fn header_differences_name_each_figure_that_disagrees() {
         let mut read = LineSums::default();
         for (kind, amount) in [(EntryKind::Capture, 10_000), (EntryKind::Refund, -2_000)] {

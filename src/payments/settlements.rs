@@ -136,10 +136,13 @@ impl Payments {
             }
             // One partner's failure (its store unreachable midway) is its
             // own: the others are imported all the same.
-            results.push(result.unwrap_or_else(|error| PartnerImport {
-                partner: name.clone(),
-                error: Some(format!("the import stopped: {error}")),
-                ..PartnerImport::default()
+            results.push(result.unwrap_or_else(|error| {
+                tracing::warn!(partner = %name, %error, "a partner's settlement import stopped");
+                PartnerImport {
+                    partner: name.clone(),
+                    error: Some(format!("the import stopped: {error}")),
+                    ..PartnerImport::default()
+                }
             }));
         }
         Ok(results)
