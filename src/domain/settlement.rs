@@ -669,7 +669,9 @@ mod tests {
             assert!(totals.add(&overflowing).is_err(), "{overflowing:?}");
             assert_eq!(totals, before, "nothing of {overflowing:?} was added");
         }
-        totals.add(&entry(EntryKind::Capture, 10, &[("6", 1)])).unwrap();
+        totals
+            .add(&entry(EntryKind::Capture, 10, &[("6", 1)]))
+            .unwrap();
         assert_eq!((totals.captured, totals.count), (i64::MAX, 2));
         assert_eq!(totals.vat.len(), 2);
     }

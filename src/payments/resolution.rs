@@ -63,6 +63,10 @@ impl WorkLease {
 /// How long partner event ids are remembered for deduplication.
 const EVENT_MEMORY: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// How long a settlement check waits when a settlement that is not stored
+/// yet (being imported, or kept after it failed) holds the transaction.
+const SETTLEMENT_RECHECK: Duration = Duration::from_secs(3_600);
+
 /// A partner's push notification about one of its transactions.
 #[derive(Debug, Clone)]
 pub struct PartnerEvent {
@@ -134,8 +138,15 @@ impl Payments {
             // Not in this lane: the delivery worker's, or never claimed.
             DueItem::Webhook { .. } | DueItem::FailedWebhook { .. } => Ok(Handled::Nothing),
             DueItem::SettlementCheck { payment, operation } => {
-                self.check_settled(payment, operation).await?;
-                self.drop_item(item.clone()).await
+                match self.check_settled(payment, operation).await? {
+                    Some(_) => self.drop_item(item.clone()).await,
+                    // A settlement being imported (or kept after it failed)
+                    // holds it: looked at again once it is stored.
+                    None => {
+                        let again = self.clock.now() + SETTLEMENT_RECHECK;
+                        self.reschedule(item.clone(), Some(again)).await
+                    }
+                }
             }
             DueItem::DisputeWatch { payment, operation } => {
                 match self.watch_disputes(payment, operation).await? {
@@ -434,6 +445,19 @@ impl Payments {
             // asked what it holds, never taken at the notification's word.
             if operation.kind != OperationKind::Capture || status != TransactionStatus::Success {
                 return Ok(EventResult::UnknownTransaction);
+            }
+            // Each event asks the partner once: a repeat is a duplicate.
+            let first = self
+                .store
+                .first_sighting(
+                    &event.partner,
+                    &event.event_id,
+                    EVENT_MEMORY,
+                    self.clock.now(),
+                )
+                .await?;
+            if !first {
+                return Ok(EventResult::Duplicate);
             }
             let changed = self
                 .ask_about_dispute(&header.value, &operation, transaction)

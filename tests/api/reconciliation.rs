@@ -484,9 +484,11 @@ async fn a_claim_of_a_settlement_never_stored_gives_way_and_issues_found_again_a
         TestServer::start_configured(&partners.config, &["--redis-url", &redis.url()]).await;
     let (order, x) = partners.walley_payment(&server, 1_000, json!({})).await;
     let x_capture = captured(&server, capture(&x, None)).await.operation;
+    let (_, y) = partners.walley_payment(&server, 2_000, json!({})).await;
+    captured(&server, capture(&y, None)).await;
     server.resolve_after(Duration::from_secs(2)).await;
-    // Settlement 1 holds X on its first page, with 5 000 lines nobody sent
-    // us; its second page is refused once: it claims X, then fails.
+    // Settlement 1 holds X and Y on its first page, with 5 000 lines nobody
+    // sent us; its second page is refused once: it claims both, then fails.
     partners
         .walley
         .post(
@@ -519,10 +521,13 @@ async fn a_claim_of_a_settlement_never_stored_gives_way_and_issues_found_again_a
         .collect();
     assert_eq!(seen, [("2", 1_000, 0)]);
 
-    // A minute on, settlement 1 is read again: its X line is now the
-    // duplicate, and its 5 000 unknown lines' issues, raised again at
-    // another time, are listed once each.
-    server.resolve_after(Duration::from_secs(60)).await;
+    // Three days on, Y is held by settlement 1, which is kept to be read
+    // again: not missing, looked at again later. Then settlement 1 is read:
+    // its X line is now the duplicate, and its 5 000 unknown lines' issues,
+    // raised again at another time, are listed once each.
+    server
+        .resolve_after(Duration::from_secs(3 * 86_400 + 60))
+        .await;
     let second = import(&server).await;
     let walley = second.iter().find(|i| i.partner == "walley").unwrap();
     assert_eq!(
@@ -530,6 +535,8 @@ async fn a_claim_of_a_settlement_never_stored_gives_way_and_issues_found_again_a
         (1, 0),
         "{walley:?}"
     );
+    // Y's check, looked at again, finds it settled: still nothing missing.
+    server.resolve_after(Duration::from_secs(2 * 3_600)).await;
     let mut admin = settlements_as(&server, ADMIN_KEY);
     let mut counted = std::collections::BTreeMap::<i32, usize>::new();
     let mut token = String::new();

@@ -176,16 +176,21 @@ impl Payments {
     /// A capture or refund succeeded `missing_after` ago: each of its
     /// successful transactions at a partner that reports settlements must
     /// have been in one by now, else it is `MISSING_FROM_SETTLEMENT`.
+    ///
+    /// The issues first raised now; `None` when a settlement that is not
+    /// stored yet holds one of the transactions (an import under way, or a
+    /// settlement kept after it failed): ask again later.
     pub(in crate::payments) async fn check_settled(
         &self,
         payment: Uuid,
         operation: Uuid,
-    ) -> Result<u64, PaymentError> {
+    ) -> Result<Option<u64>, PaymentError> {
         let Some((header, operation)) = self.store.operation(payment, operation).await? else {
-            return Ok(0);
+            return Ok(Some(0));
         };
         let retain_until = self.clock.now() + self.settings.settlements.retention;
         let mut missing = 0;
+        let mut pending = false;
         for tx in &operation.transactions {
             let Some(leg) = header.value.legs.get(tx.leg) else {
                 continue;
@@ -194,10 +199,13 @@ impl Payments {
                 .partners
                 .get(&leg.partner)
                 .is_some_and(|p| p.settlement_reports);
-            if tx.status != crate::domain::status::TransactionStatus::Success
-                || !settles
-                || self.settled_by(tx.id).await?.is_some()
-            {
+            if tx.status != crate::domain::status::TransactionStatus::Success || !settles {
+                continue;
+            }
+            if let Some(claim) = self.store.settled_in(tx.id).await? {
+                if self.store.settlement(claim.settlement).await?.is_none() {
+                    pending = true;
+                }
                 continue;
             }
             let issue = ReconciliationIssue {
@@ -235,16 +243,22 @@ impl Payments {
             // An import that settled it meanwhile looked for this issue
             // before it existed: resolved here instead.
             if let Some(settled) = self.settled_by(tx.id).await? {
-                let resolution = format!(
-                    "settled in settlement {} of {} (line {})",
-                    settled.reference, leg.partner, settled.line
-                );
+                let resolution = match settled.line {
+                    u64::MAX => format!(
+                        "settled in settlement {} of {}",
+                        settled.reference, leg.partner
+                    ),
+                    line => format!(
+                        "settled in settlement {} of {} (line {line})",
+                        settled.reference, leg.partner
+                    ),
+                };
                 self.store
                     .resolve_issue(issue.id, &resolution, self.clock.now())
                     .await?;
             }
         }
-        Ok(missing)
+        Ok((!pending).then_some(missing))
     }
 
     /// The stored settlement whose line settled a transaction (a claim of

@@ -85,9 +85,15 @@ impl RedisStore {
             .query_async(&mut connection)
             .await
             .map_err(write_failed)?;
-        let member = match &before {
+        let member = match before.as_deref().map(codec::decode::<T>) {
             None => member_of(record),
-            Some(bytes) => member_of(&codec::decode::<T>(bytes)?),
+            Some(Ok(stored)) => member_of(&stored),
+            // A record this release cannot read (a later release's, during a
+            // rollback) is indexed as this call would have written it.
+            Some(Err(error)) => {
+                tracing::warn!(%error, key, "a stored record could not be read; indexed as written now");
+                member_of(record)
+            }
         };
         for index in indexes {
             connection
@@ -464,9 +470,14 @@ impl SettlementStore for RedisStore {
         // The claim keeps the expiry it was given: both were imported
         // with the same retention.
         let mut connection = self.connection();
+        // A marker of an earlier release holds the settlement id alone.
+        let held_bytes = match held.line {
+            u64::MAX => held.settlement.as_bytes().to_vec(),
+            _ => held.to_bytes().to_vec(),
+        };
         let replaced: i64 = REPLACE_KEEPING_TTL
             .key(settled_key(transaction))
-            .arg(held.to_bytes().as_slice())
+            .arg(held_bytes)
             .arg(claim.to_bytes().as_slice())
             .invoke_async(&mut connection)
             .await
