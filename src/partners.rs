@@ -199,8 +199,10 @@ pub trait Partner: Send + Sync + std::fmt::Debug {
     }
 
     /// The settlements the partner closed on or after `since`, oldest
-    /// first. A partner without settlement reports has none.
-    async fn settlements(&self, _since: Day) -> Result<Vec<SettlementReport>, PartnerError> {
+    /// first; a settlement whose header does not read is listed as why (the
+    /// others are read all the same). A partner without settlement reports
+    /// has none.
+    async fn settlements(&self, _since: Day) -> Result<Vec<Listed>, PartnerError> {
         Ok(Vec::new())
     }
 
@@ -220,6 +222,10 @@ pub trait Partner: Send + Sync + std::fmt::Debug {
 }
 
 pub use crate::domain::settlement::SettlementReport;
+
+/// A settlement as a partner lists it: its header, or why the header could
+/// not be read.
+pub type Listed = Result<SettlementReport, String>;
 
 /// One page of a settlement's lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -400,7 +406,7 @@ impl Partners {
         &self,
         partner: &str,
         since: Day,
-    ) -> Result<Vec<SettlementReport>, PartnerError> {
+    ) -> Result<Vec<Listed>, PartnerError> {
         let configured = self.get(partner).ok_or_else(|| not_configured(partner))?;
         within(configured.timeout, configured.adapter.settlements(since)).await
     }

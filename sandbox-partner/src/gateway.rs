@@ -94,6 +94,7 @@ impl PartnerGatewayService for Gateway {
         Ok(Response::new(proto::ListSettlementsResponse {
             settlements: reports
                 .into_iter()
+                .filter_map(Result::ok)
                 .map(|r| proto::SettlementSummary {
                     reference: r.reference,
                     payout_reference: r.payout_reference,

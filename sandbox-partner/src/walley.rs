@@ -32,7 +32,8 @@
 //!   "synthetic"?: n, "duplicate"?: [actionReference], "withoutReference"?:
 //!   [actionReference], "lines"?: [{"type", "amount", "orderId"?,
 //!   "actionReference"?, "currency"?}], "raw"?: [line], "header"?:
-//!   {"captured"?, "refunded"?}, "refuseLines"?: n, "refusePage"?: p}`:
+//!   {"captured"?, "refunded"?}, "refuseLines"?: n, "refusePage"?: p,
+//!   "brokenHeader"?: true}` (the last: the header names currency `XXX`):
 //!   leave lines out, settle another amount,
 //!   add lines nobody sent, add `n` generated purchases of 1.00, report a
 //!   line twice, leave a line's `actionReference` out, add lines of any

@@ -243,7 +243,7 @@ impl Partner for GrpcPartner {
         true
     }
 
-    async fn settlements(&self, since: Day) -> Result<Vec<SettlementReport>, PartnerError> {
+    async fn settlements(&self, since: Day) -> Result<Vec<super::Listed>, PartnerError> {
         let request = proto::ListSettlementsRequest {
             partner: self.partner.clone(),
             since: since.to_string(),
@@ -254,25 +254,28 @@ impl Partner for GrpcPartner {
             .list_settlements(traced(request))
             .await
             .map_err(read_failed)?;
-        response
+        Ok(response
             .into_inner()
             .settlements
             .into_iter()
             .map(|s| {
-                Some(SettlementReport {
-                    date: s.date.parse().ok()?,
-                    currency: Currency::parse(&s.currency).ok()?,
-                    fees: Amount::from_minor(s.fees).ok()?,
-                    control: Control {
-                        count: Some(u64::try_from(s.transactions).ok()?),
-                        ..Control::default()
-                    },
-                    reference: s.reference,
-                    payout_reference: s.payout_reference,
-                })
+                let reference = s.reference.clone();
+                let read = || {
+                    Some(SettlementReport {
+                        date: s.date.parse().ok()?,
+                        currency: Currency::parse(&s.currency).ok()?,
+                        fees: Amount::from_minor(s.fees).ok()?,
+                        control: Control {
+                            count: Some(u64::try_from(s.transactions).ok()?),
+                            ..Control::default()
+                        },
+                        reference: s.reference.clone(),
+                        payout_reference: s.payout_reference.clone(),
+                    })
+                };
+                read().ok_or_else(|| format!("settlement {reference}'s header does not read"))
             })
-            .collect::<Option<_>>()
-            .ok_or_else(unreadable_settlement)
+            .collect())
     }
 
     async fn settlement_page(

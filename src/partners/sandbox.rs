@@ -575,14 +575,14 @@ impl Partner for Sandbox {
     }
 
     /// Closes what was executed since the last listing, then lists.
-    async fn settlements(&self, since: Day) -> Result<Vec<SettlementReport>, PartnerError> {
+    async fn settlements(&self, since: Day) -> Result<Vec<super::Listed>, PartnerError> {
         let mut ledger = self.ledger();
         ledger.close(&self.name, Day::of(std::time::SystemTime::now()));
         Ok(ledger
             .settlements
             .iter()
             .filter(|s| s.report.date >= since)
-            .map(|s| s.report.clone())
+            .map(|s| Ok(s.report.clone()))
             .collect())
     }
 

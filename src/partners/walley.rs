@@ -461,12 +461,12 @@ impl Partner for Walley {
         true
     }
 
-    async fn settlements(&self, since: Day) -> Result<Vec<SettlementReport>, PartnerError> {
+    async fn settlements(&self, since: Day) -> Result<Vec<super::Listed>, PartnerError> {
         let mut reports = Vec::new();
         let mut page = 1;
         loop {
             // Each settlement is read on its own: one whose header does not
-            // read is skipped (and logged), never the others with it.
+            // read is listed as why, never failing the others with it.
             let listed: ReportPage<serde_json::Value> = self
                 .report(
                     "/reports/settlements",
@@ -483,13 +483,10 @@ impl Partner for Walley {
                     .and_then(|summary| {
                         report_api::report_of(&summary).map_err(|error| error.to_string())
                     });
-                match read {
-                    Ok(report) => reports.push(report),
-                    Err(why) => tracing::warn!(
-                        id = %summary["id"], why,
-                        "a settlement's header could not be read; it is skipped"
-                    ),
-                }
+                reports.push(read.map_err(|why| {
+                    let id = summary["id"].as_str().unwrap_or("without an id");
+                    format!("settlement {id}'s header does not read: {why}")
+                }));
             }
             let last = match &listed.meta_data {
                 Some(meta) => page >= meta.number_of_pages,
@@ -500,7 +497,10 @@ impl Partner for Walley {
             }
             page += 1;
         }
-        reports.sort_by(|a, b| (a.date, &a.reference).cmp(&(b.date, &b.reference)));
+        reports.sort_by(|a, b| match (a, b) {
+            (Ok(a), Ok(b)) => (a.date, &a.reference).cmp(&(b.date, &b.reference)),
+            (a, b) => a.is_ok().cmp(&b.is_ok()),
+        });
         Ok(reports)
     }
 

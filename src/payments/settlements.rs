@@ -39,7 +39,7 @@ use uuid::Uuid;
 use super::{PaymentError, Payments};
 use crate::{
     domain::settlement::{Day, FailedSettlement, LineSums, Settlement, SettlementReport, Totals},
-    partners::PartnerError,
+    partners::{Listed, PartnerError},
 };
 
 /// Lines read per request to a partner (the most Walley's report API gives).
@@ -175,6 +175,17 @@ impl Payments {
                 result.error = Some(error);
                 Vec::new()
             });
+        // A header that does not read is reported (it has nothing to keep
+        // and retry by); the others are imported.
+        let mut unreadable = Vec::new();
+        let listed: Vec<SettlementReport> = listed
+            .into_iter()
+            .filter_map(|read| read.map_err(|why| unreadable.push(why)).ok())
+            .collect();
+        if !unreadable.is_empty() {
+            tracing::warn!(partner, ?unreadable, "settlement headers could not be read");
+            result.error = Some(unreadable.join("; "));
+        }
         let failed = self.store.failed_settlements(partner).await?;
         let mut reports: BTreeMap<(Day, String), (SettlementReport, Option<FailedSettlement>)> =
             BTreeMap::new();
@@ -400,11 +411,7 @@ impl Payments {
 
     /// The partner's settlements since `since`; "try later" answers are
     /// retried with a short backoff.
-    async fn list_reports(
-        &self,
-        partner: &str,
-        since: Day,
-    ) -> Result<Vec<SettlementReport>, String> {
+    async fn list_reports(&self, partner: &str, since: Day) -> Result<Vec<Listed>, String> {
         let mut pause = Duration::from_millis(200);
         for attempt in 1..=PAGE_ATTEMPTS {
             match self.partners.settlements(partner, since).await {

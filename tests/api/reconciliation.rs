@@ -309,6 +309,35 @@ async fn a_settlement_that_cannot_be_read_is_kept_and_retried_while_the_next_one
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settlement_header_that_does_not_read_is_reported_and_the_others_are_imported() {
+    let (partners, server) = Partners::serving().await;
+    let (_, a) = partners.walley_payment(&server, 1_000, json!({})).await;
+    captured(&server, capture(&a, None)).await;
+    server.resolve_after(Duration::from_secs(2)).await;
+    partners
+        .walley
+        .post("/_sim/settlements", json!({ "brokenHeader": true }))
+        .await;
+    let (_, b) = partners.walley_payment(&server, 2_000, json!({})).await;
+    captured(&server, capture(&b, None)).await;
+    server.resolve_after(Duration::from_secs(2)).await;
+    partners.walley.post("/_sim/settlements", json!({})).await;
+
+    let imports = import(&server).await;
+    let walley = imports.iter().find(|i| i.partner == "walley").unwrap();
+    assert_eq!(walley.settlements, 1, "{walley:?}");
+    assert!(
+        walley.error.contains("settlement 1's header does not read"),
+        "{walley:?}"
+    );
+    let listed = settlements_of(&server, "walley").await;
+    assert_eq!(
+        listed.iter().map(|s| s.captured).collect::<Vec<_>>(),
+        [2_000]
+    );
+}
+
 #[tokio::test]
 async fn a_missing_capture_is_resolved_when_a_later_settlement_holds_it_and_a_person_resolves_another_with_a_note()
  {

@@ -53,6 +53,8 @@ pub struct CloseSettlements {
     /// A page of the new settlements' lines whose first read is refused
     /// with `422` (the pages before it read).
     pub refuse_page: Option<u64>,
+    /// The new settlements' headers name a currency nobody knows (`XXX`).
+    pub broken_header: bool,
 }
 
 /// A line a test adds to a settlement.
@@ -286,7 +288,11 @@ pub(super) async fn close_settlements(
                 store_id: 1,
                 ingoing_balance: Decimal::ZERO,
                 total_amount: captured + refunded,
-                currency,
+                currency: if close.broken_header {
+                    "XXX".to_owned()
+                } else {
+                    currency
+                },
                 net_sales: captured + refunded,
                 paid_out_at: None,
                 generated_at: None,
