@@ -440,6 +440,15 @@ impl Payments {
         let Some((transaction, status)) = found else {
             return Ok(EventResult::UnknownTransaction);
         };
+        let first = self
+            .store
+            .first_sighting(
+                &event.partner,
+                &event.event_id,
+                EVENT_MEMORY,
+                self.clock.now(),
+            )
+            .await?;
         if event.disputed {
             // Only a capture that succeeded can be disputed; the partner is
             // asked what it holds, never taken at the notification's word.
@@ -447,15 +456,6 @@ impl Payments {
                 return Ok(EventResult::UnknownTransaction);
             }
             // Each event asks the partner once: a repeat is a duplicate.
-            let first = self
-                .store
-                .first_sighting(
-                    &event.partner,
-                    &event.event_id,
-                    EVENT_MEMORY,
-                    self.clock.now(),
-                )
-                .await?;
             if !first {
                 return Ok(EventResult::Duplicate);
             }
@@ -468,15 +468,6 @@ impl Payments {
                 EventResult::Duplicate
             });
         }
-        let first = self
-            .store
-            .first_sighting(
-                &event.partner,
-                &event.event_id,
-                EVENT_MEMORY,
-                self.clock.now(),
-            )
-            .await?;
         let reported = if event.succeeded {
             TransactionStatus::Success
         } else {

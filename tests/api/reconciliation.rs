@@ -33,6 +33,20 @@ async fn lines_of(client: &mut Settlements, id: &str) -> Vec<proto::SettlementTr
         .transactions
 }
 
+/// A Walley payment of `amount`, captured in full and processed (Walley
+/// accepts a capture, then completes it): the order, the payment and its
+/// capture.
+async fn walley_captured(
+    partners: &Partners,
+    server: &TestServer,
+    amount: i64,
+) -> (String, proto::Payment, proto::Operation) {
+    let (order, payment) = partners.walley_payment(server, amount, json!({})).await;
+    let capture = captured(server, capture(&payment, None)).await.operation;
+    server.resolve_after(Duration::from_secs(2)).await;
+    (order, payment, capture)
+}
+
 /// Issue kinds, sorted.
 fn kinds(issues: &[proto::ReconciliationIssue]) -> Vec<proto::ReconciliationStatus> {
     let mut kinds: Vec<_> = issues.iter().map(|i| i.kind()).collect();
@@ -84,9 +98,7 @@ async fn a_messy_walley_settlement_and_the_clean_one_after_it_are_imported_with_
         .await;
     assert_eq!(closed["settlements"], json!(["1"]), "{closed}");
     // The next settlement is clean: C's capture alone.
-    let (_, c) = partners.walley_payment(&server, 3_000, json!({})).await;
-    let c_capture = captured(&server, capture(&c, None)).await.operation;
-    server.resolve_after(Duration::from_secs(2)).await;
+    let (_, _, c_capture) = walley_captured(&partners, &server, 3_000).await;
     partners.walley.post("/_sim/settlements", json!({})).await;
 
     let imports = import(&server).await;
@@ -264,17 +276,13 @@ async fn a_messy_walley_settlement_and_the_clean_one_after_it_are_imported_with_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_settlement_that_cannot_be_read_is_kept_and_retried_while_the_next_one_is_imported() {
     let (partners, server) = Partners::serving().await;
-    let (_, a) = partners.walley_payment(&server, 1_000, json!({})).await;
-    captured(&server, capture(&a, None)).await;
-    server.resolve_after(Duration::from_secs(2)).await;
+    walley_captured(&partners, &server, 1_000).await;
     // The first settlement's lines are refused once.
     partners
         .walley
         .post("/_sim/settlements", json!({ "refuseLines": 1 }))
         .await;
-    let (_, b) = partners.walley_payment(&server, 2_000, json!({})).await;
-    captured(&server, capture(&b, None)).await;
-    server.resolve_after(Duration::from_secs(2)).await;
+    walley_captured(&partners, &server, 2_000).await;
     partners.walley.post("/_sim/settlements", json!({})).await;
 
     let first = import(&server).await;
@@ -312,16 +320,12 @@ async fn a_settlement_that_cannot_be_read_is_kept_and_retried_while_the_next_one
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_settlement_header_that_does_not_read_is_reported_and_the_others_are_imported() {
     let (partners, server) = Partners::serving().await;
-    let (_, a) = partners.walley_payment(&server, 1_000, json!({})).await;
-    captured(&server, capture(&a, None)).await;
-    server.resolve_after(Duration::from_secs(2)).await;
+    walley_captured(&partners, &server, 1_000).await;
     partners
         .walley
         .post("/_sim/settlements", json!({ "brokenHeader": true }))
         .await;
-    let (_, b) = partners.walley_payment(&server, 2_000, json!({})).await;
-    captured(&server, capture(&b, None)).await;
-    server.resolve_after(Duration::from_secs(2)).await;
+    walley_captured(&partners, &server, 2_000).await;
     partners.walley.post("/_sim/settlements", json!({})).await;
 
     let imports = import(&server).await;
@@ -513,9 +517,7 @@ async fn a_claim_of_a_settlement_never_stored_gives_way_and_issues_found_again_a
         TestServer::start_configured(&partners.config, &["--redis-url", &redis.url()]).await;
     let (order, x) = partners.walley_payment(&server, 1_000, json!({})).await;
     let x_capture = captured(&server, capture(&x, None)).await.operation;
-    let (_, y) = partners.walley_payment(&server, 2_000, json!({})).await;
-    captured(&server, capture(&y, None)).await;
-    server.resolve_after(Duration::from_secs(2)).await;
+    walley_captured(&partners, &server, 2_000).await;
     // Settlement 1 holds X and Y on its first page, with 5 000 lines nobody
     // sent us; its second page is refused once: it claims both, then fails.
     partners

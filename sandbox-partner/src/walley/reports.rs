@@ -137,6 +137,19 @@ fn line(
     }
 }
 
+/// The currency a test names for an added line, else the settlement's
+/// first line's, else SEK.
+fn currency_or(named: Option<&str>, lines: &[SettlementLine]) -> Currency {
+    named
+        .and_then(|c| Currency::parse(c).ok())
+        .or_else(|| {
+            lines
+                .first()
+                .and_then(|l| Currency::parse(&l.currency).ok())
+        })
+        .unwrap_or_else(|| Currency::parse("SEK").unwrap_or_else(|_| unreachable!()))
+}
+
 pub(super) async fn close_settlements(
     State(state): State<Shared<Walley>>,
     Json(close): Json<CloseSettlements>,
@@ -190,16 +203,7 @@ pub(super) async fn close_settlements(
     }
     sim.settled.extend(newly_settled);
     for unknown in &close.unknown {
-        let currency = unknown
-            .currency
-            .as_deref()
-            .and_then(|c| Currency::parse(c).ok())
-            .or_else(|| {
-                lines
-                    .first()
-                    .and_then(|l| Currency::parse(&l.currency).ok())
-            })
-            .unwrap_or_else(|| Currency::parse("SEK").unwrap_or_else(|_| unreachable!()));
+        let currency = currency_or(unknown.currency.as_deref(), &lines);
         lines.push(line(
             &unknown.kind,
             unknown.amount,
@@ -211,16 +215,7 @@ pub(super) async fn close_settlements(
         ));
     }
     for extra in &close.lines {
-        let currency = extra
-            .currency
-            .as_deref()
-            .and_then(|c| Currency::parse(c).ok())
-            .or_else(|| {
-                lines
-                    .first()
-                    .and_then(|l| Currency::parse(&l.currency).ok())
-            })
-            .unwrap_or_else(|| Currency::parse("SEK").unwrap_or_else(|_| unreachable!()));
+        let currency = currency_or(extra.currency.as_deref(), &lines);
         let order = extra.order_id.as_deref().unwrap_or("unknown-order");
         let mut added = line(&extra.kind, Decimal::ONE, currency, order, "", day, &[]);
         // Signed as given: the test says what the partner reports.
