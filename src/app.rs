@@ -98,7 +98,7 @@ impl App {
                     config.server.listen
                 )
             })?;
-        let (partners, sandboxes) = partners(&config)?;
+        let (partners, sandboxes) = partners(&config, clock.clone())?;
         if !config.redis.redis_url.is_empty() && !sandboxes.is_empty() {
             let names: Vec<&str> = sandboxes.keys().map(String::as_str).collect();
             tracing::warn!(
@@ -159,6 +159,7 @@ impl App {
         );
         let payments = Payments::new(store, partners, clock.clone(), settings, webhooks);
         tokio::spawn(payments.listen_for_finals());
+        tokio::spawn(payments.relay_partner_health());
         let merchants = config
             .keys
             .api_keys
@@ -532,7 +533,10 @@ async fn shutdown_signal() {
 
 /// The configured partners, and the in-process sandboxes among them (tests
 /// read their ledgers).
-fn partners(config: &Config) -> anyhow::Result<(Partners, BTreeMap<String, Sandbox>)> {
+fn partners(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<(Partners, BTreeMap<String, Sandbox>)> {
     let mut sandboxes = BTreeMap::new();
     let mut partners = BTreeMap::new();
     for partner in config.partner_configs()? {
@@ -572,8 +576,9 @@ fn partners(config: &Config) -> anyhow::Result<(Partners, BTreeMap<String, Sandb
                 authorization_lifetime: partner.authorization_lifetime,
                 merchants: partner.merchants,
                 settlement_reports,
+                circuit: partner.circuit,
             },
         );
     }
-    Ok((Partners::new(partners), sandboxes))
+    Ok((Partners::new(partners, clock), sandboxes))
 }

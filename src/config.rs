@@ -21,6 +21,7 @@ pub use values::{ApiKeyHash, MerchantPriority, NotifierKeyHash, PartnerSpec, Web
 
 use crate::{
     domain::{operation::OperationKind, priority::DefaultPriorities},
+    partners::health::CircuitSettings,
     webhooks::destinations::Destinations,
 };
 
@@ -282,6 +283,11 @@ impl Config {
         let defaults = partners::Defaults {
             timeout: self.partners.partner_timeout,
             authorization_lifetime: self.partners.authorization_lifetime,
+            circuit: CircuitSettings {
+                enabled: self.partners.circuit_failures > 0,
+                failures: self.partners.circuit_failures.max(1),
+                cool_down: self.partners.circuit_cool_down,
+            },
         };
         let mut by_name = std::collections::BTreeMap::new();
         for (name, entry) in &self.tables.partners {

@@ -25,6 +25,7 @@
 #[cfg(test)]
 mod documented;
 pub mod grpc;
+pub mod health;
 pub mod http;
 pub mod sandbox;
 pub mod walley;
@@ -33,6 +34,9 @@ pub mod wepay;
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
+use health::{CircuitSettings, Health};
+
+use crate::clock::Clock;
 
 use crate::domain::{
     capabilities::Capabilities,
@@ -277,6 +281,8 @@ pub struct ConfiguredPartner {
     /// Its settlements are imported, and our successful captures and refunds
     /// expected in them.
     pub settlement_reports: bool,
+    /// When its circuit opens, and for how long.
+    pub circuit: CircuitSettings,
 }
 
 impl ConfiguredPartner {
@@ -294,6 +300,7 @@ impl ConfiguredPartner {
             authorization_lifetime: Duration::from_secs(7 * 86_400),
             merchants: Vec::new(),
             settlement_reports: adapter_settles,
+            circuit: CircuitSettings::default(),
         }
     }
 
@@ -306,15 +313,45 @@ impl ConfiguredPartner {
     }
 }
 
-/// Every configured partner by name.
-#[derive(Debug, Clone, Default)]
+/// Every configured partner by name, with their health on this replica.
+#[derive(Debug, Clone)]
 pub struct Partners {
     by_name: BTreeMap<String, ConfiguredPartner>,
+    health: Arc<Health>,
 }
 
 impl Partners {
-    pub fn new(by_name: BTreeMap<String, ConfiguredPartner>) -> Self {
-        Partners { by_name }
+    /// `clock`: the time of the partners' circuits.
+    pub fn new(by_name: BTreeMap<String, ConfiguredPartner>, clock: Arc<dyn Clock>) -> Self {
+        let health = Health::new(
+            clock,
+            by_name
+                .iter()
+                .map(|(name, partner)| (name.clone(), partner.circuit)),
+        );
+        Partners {
+            by_name,
+            health: Arc::new(health),
+        }
+    }
+
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    pub fn health_handle(&self) -> Arc<Health> {
+        self.health.clone()
+    }
+
+    /// The partners whose circuit is open: an operation opened now walks
+    /// their legs last. `take_trial`: a circuit due for a trial lets this
+    /// operation through as the trial (a dry run only looks).
+    pub fn avoided<'a>(
+        &self,
+        partners: impl IntoIterator<Item = &'a str>,
+        take_trial: bool,
+    ) -> Vec<String> {
+        self.health.avoided(partners, take_trial)
     }
 
     pub fn get(&self, name: &str) -> Option<&ConfiguredPartner> {
@@ -354,7 +391,7 @@ impl Partners {
         let Some(configured) = self.get(partner) else {
             return Err(not_configured(partner));
         };
-        tokio::time::timeout(
+        let result = tokio::time::timeout(
             configured.timeout,
             configured.adapter.lookup(request, reference),
         )
@@ -363,7 +400,13 @@ impl Partners {
             Err(PartnerError::Unknown {
                 description: "no answer to the status lookup in time".into(),
             })
-        })
+        });
+        let failed = matches!(
+            result,
+            Err(PartnerError::Unavailable { .. } | PartnerError::Unknown { .. })
+        );
+        self.health.record(partner, failed);
+        result
     }
 
     /// Sends one request. Each attempt has the partner's timeout; an attempt
@@ -380,6 +423,11 @@ impl Partners {
         };
         let started = std::time::Instant::now();
         let result = send_with_retries(configured, request).await;
+        let failed = matches!(
+            result,
+            Err(PartnerError::Unavailable { .. } | PartnerError::Unknown { .. })
+        );
+        self.health.record(partner, failed);
         let outcome = match &result {
             Ok(answer) if answer.settled => "succeeded",
             Ok(_) => "pending",
@@ -576,7 +624,10 @@ mod tests {
             window,
         };
         (
-            Partners::new(BTreeMap::from([("p".to_owned(), configured)])),
+            Partners::new(
+                BTreeMap::from([("p".to_owned(), configured)]),
+                Arc::new(crate::clock::SystemClock),
+            ),
             adapter,
         )
     }

@@ -71,7 +71,7 @@ use crate::{
         money::{Amount, Currency},
         operation::{Operation, OperationKind},
         payment::{Leg, Payment, Snapshot},
-        priority::{DefaultPriorities, PriorityRule},
+        priority::{DefaultPriorities, OrderSource, PriorityRule},
         session::{CaptureMode, Session, Webhook},
     },
     partners::Partners,
@@ -367,15 +367,26 @@ impl Payments {
         self.waiters.clone().listen(self.store.finals())
     }
 
+    /// Tells the other replicas of this one's partner circuit changes, and
+    /// takes theirs; runs until the store stops (spawned once per replica).
+    pub fn relay_partner_health(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        crate::workers::partner_health::relay(self.store.clone(), self.partners.health_handle())
+    }
+
     pub fn partners(&self) -> &Partners {
         &self.partners
     }
 
-    fn priorities(&self, merchant: &str) -> &DefaultPriorities {
-        self.settings
-            .merchant_priorities
-            .get(merchant)
-            .unwrap_or(&self.settings.priorities)
+    /// The merchant's priority order for `kind` (the service's default
+    /// unless the merchant's configuration changes it), and which it is.
+    fn priority(&self, merchant: &str, kind: OperationKind) -> (Vec<PriorityRule>, OrderSource) {
+        let default = self.settings.priorities.for_kind(kind);
+        match self.settings.merchant_priorities.get(merchant) {
+            Some(own) if own.for_kind(kind) != default => {
+                (own.for_kind(kind).to_vec(), OrderSource::Merchant)
+            }
+            _ => (default.to_vec(), OrderSource::Default),
+        }
     }
 
     async fn owned_session(

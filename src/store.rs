@@ -335,9 +335,18 @@ pub trait Instruments: Send + Sync {
 /// [`announce`](Step::announce) is published as the step applies; a notice
 /// lost on the way (a dropped subscription) is made up by the waiters' slow
 /// re-read.
+#[async_trait]
 pub trait Notices: Send + Sync {
     /// The operations announced final from now on, by any replica.
     fn finals(&self) -> tokio::sync::broadcast::Receiver<Uuid>;
+
+    /// Tells every replica (this one too) of a change of a partner's
+    /// health, as text the partners' layer writes and reads. A notice lost
+    /// on the way leaves that replica to find the partner's state itself.
+    async fn announce_health(&self, notice: &str) -> Result<(), StoreError>;
+
+    /// The health notices announced from now on, by any replica.
+    fn health_notices(&self) -> tokio::sync::broadcast::Receiver<String>;
 }
 
 /// Every port: what the use cases are given.

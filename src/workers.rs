@@ -7,11 +7,14 @@
 //!   checks (the resolution lane of the due-queue);
 //! - [`deliveries`]: webhook deliveries (their own lane);
 //! - [`settlement_import`]: the partners' new settlements;
-//! - [`readiness`]: follows the store, for the health service.
+//! - [`readiness`]: follows the store, for the health service;
+//! - [`partner_health`]: tells the other replicas when a partner's circuit
+//!   opens or closes, and takes theirs.
 
 use std::{future::Future, pin::Pin, time::Duration};
 
 pub mod deliveries;
+pub mod partner_health;
 pub mod readiness;
 pub mod resolver;
 pub mod settlement_import;

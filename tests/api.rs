@@ -25,6 +25,7 @@ mod api {
     mod resolution;
     mod review_queue;
     mod round_trips;
+    mod routing;
     mod sessions;
     mod settlements;
     mod simulation;

@@ -80,6 +80,14 @@ impl proto::admin_service_server::AdminService for AdminService {
         Ok(Response::new(convert::failed_page(&merchant, &page)))
     }
 
+    async fn list_partner_health(
+        &self,
+        _request: Request<proto::ListPartnerHealthRequest>,
+    ) -> Result<Response<proto::ListPartnerHealthResponse>, Status> {
+        let partners = self.payments.partners().health().snapshot();
+        Ok(Response::new(convert::partner_health(&partners)))
+    }
+
     async fn redeliver_webhook(
         &self,
         request: Request<proto::RedeliverWebhookRequest>,

@@ -14,6 +14,7 @@
 //! capabilities = { partial_void = false }
 //! settlement_reports = true           # default: the kind's (wepay: false)
 //! paths = { capture = "/manage/orders/{id}/capture" }  # walley; defaults below
+//! circuit = { failures = 5, cool_down = "30s" }  # default: the --circuit-* flags
 //!
 //! [merchants.demo]
 //! priorities = { capture = ["*:giftcard", "*:*"] }
@@ -30,7 +31,7 @@ use super::PartnerSpec;
 use crate::{
     clock::parse_duration,
     domain::{capabilities::Capabilities, money::Currency, priority::PriorityRule},
-    partners::{RetryPolicy, Secret, walley, wepay},
+    partners::{RetryPolicy, Secret, health::CircuitSettings, walley, wepay},
 };
 
 /// The `[partners]` and `[merchants]` tables of the configuration file.
@@ -84,6 +85,18 @@ pub struct PartnerEntry {
     /// Walley: each call's path template.
     #[serde(default)]
     paths: PathsEntry,
+    /// When its circuit opens, and for how long.
+    #[serde(default)]
+    circuit: CircuitEntry,
+}
+
+/// A partner's circuit as written: what is not written keeps the default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CircuitEntry {
+    enabled: Option<bool>,
+    failures: Option<u32>,
+    cool_down: Option<String>,
 }
 
 /// Walley's paths as written: what is not written keeps its default.
@@ -159,6 +172,7 @@ pub struct PartnerConfig {
     pub authorization_lifetime: Duration,
     /// `None`: as the kind does.
     pub settlement_reports: Option<bool>,
+    pub circuit: CircuitSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -198,6 +212,7 @@ pub struct SettingError {
 pub struct Defaults {
     pub timeout: Duration,
     pub authorization_lifetime: Duration,
+    pub circuit: CircuitSettings,
 }
 
 /// Partner and method names: 1-64 of a-z 0-9 _ -.
@@ -349,6 +364,19 @@ impl PartnerEntry {
                     .unwrap_or(defaults.authorization_lifetime),
             )?,
             settlement_reports: self.settlement_reports,
+            circuit: CircuitSettings {
+                enabled: self.circuit.enabled.unwrap_or(defaults.circuit.enabled),
+                failures: match self.circuit.failures {
+                    Some(0) => return Err(fail("circuit.failures", "at least 1".into())),
+                    Some(failures) => failures,
+                    None => defaults.circuit.failures,
+                },
+                cool_down: duration(
+                    "circuit.cool_down",
+                    &self.circuit.cool_down,
+                    defaults.circuit.cool_down,
+                )?,
+            },
         })
     }
 }
@@ -471,6 +499,7 @@ impl PartnerSpec {
             capabilities: Capabilities::ALL,
             authorization_lifetime: defaults.authorization_lifetime,
             settlement_reports: None,
+            circuit: defaults.circuit,
         }
     }
 }

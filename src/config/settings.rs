@@ -211,6 +211,21 @@ pub struct PartnerSettings {
     /// unless the partner's table (or its kind: WePay 14d) says otherwise.
     #[arg(long, env = "PAYMENT_ORCHESTRATOR_AUTHORIZATION_LIFETIME", default_value = "7d", value_parser = parse_duration)]
     pub authorization_lifetime: Duration,
+
+    /// Consecutive `Unavailable` answers or timeouts after which a partner's
+    /// circuit opens (its legs walked last by captures and voids, its methods
+    /// left out of ListPaymentMethods), unless the partner's table says
+    /// otherwise; 0 turns the circuits off.
+    #[arg(
+        long,
+        env = "PAYMENT_ORCHESTRATOR_CIRCUIT_FAILURES",
+        default_value_t = 5
+    )]
+    pub circuit_failures: u32,
+
+    /// How long an open circuit waits before one trial call.
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_CIRCUIT_COOL_DOWN", default_value = "30s", value_parser = parse_duration)]
+    pub circuit_cool_down: Duration,
 }
 
 /// Sessions, idempotency, routing priorities and operation limits.

@@ -331,6 +331,11 @@ impl Operation {
     /// stays (final statuses never change), the operation goes to an
     /// operator with both facts in its history. Returns whether it was newly
     /// flagged.
+    /// Adds `note` to the history.
+    pub fn note(&mut self, note: String, now: SystemTime) {
+        self.history.push(HistoryEntry { at: now, note });
+    }
+
     pub fn flag_contradiction(&mut self, note: String, now: SystemTime) -> bool {
         let newly = !self.requires_review;
         self.requires_review = true;

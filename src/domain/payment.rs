@@ -24,7 +24,7 @@ use super::{
     operation::{
         Operation, OperationKind, Origin, PartnerTransaction, TransactionOutcome, TriggeredBy,
     },
-    priority::{self, Pattern, PriorityRule},
+    priority::{self, OrderSource, Pattern, PriorityRule},
     routing::{self, Allocation, AllocationError},
     session::{CaptureMode, Webhook},
     status::{OperationStatus, TransactionStatus},
@@ -142,6 +142,11 @@ pub struct OperationRequest {
     pub origin: Option<Origin>,
     /// The order lines of what the operation covers (informational).
     pub items: Vec<ItemLine>,
+    /// Where `priority` came from (recorded in the operation's history).
+    pub order_source: OrderSource,
+    /// Partners whose circuit is open: a capture or a void walks their legs
+    /// last; a refund keeps its order (money goes back where it came from).
+    pub avoid: Vec<String>,
     /// Refused (`TooManyOperations`) when the payment already has this many
     /// operations; `None` for the service's own operations (expiry voids,
     /// compensations), which are never refused for it.
@@ -422,12 +427,22 @@ impl Payment {
         {
             return Err(OperationError::TooManyOperations { max });
         }
-        let route = priority::order(
+        let ranked = priority::order(
             &request.priority,
             self.legs
                 .iter()
                 .map(|leg| (leg.partner.as_str(), leg.method.as_str())),
         );
+        let avoided = |leg: &usize| request.avoid.contains(&self.legs[*leg].partner);
+        let demote = request.kind != OperationKind::Refund && ranked.iter().any(avoided);
+        let route: Vec<usize> = if demote {
+            // Stable: the healthy legs in their order, then the others.
+            let (healthy, sick): (Vec<usize>, Vec<usize>) =
+                ranked.iter().partition(|leg| !avoided(leg));
+            healthy.into_iter().chain(sick).collect()
+        } else {
+            ranked
+        };
         let limits = self.limits(request.kind);
         let allocations = routing::allocate(
             &route,
@@ -451,8 +466,49 @@ impl Payment {
         })?;
         let amount = Amount::sum(allocations.iter().map(|a| a.amount))
             .map_err(|_| OperationError::NothingAvailable)?;
-        let operation = self.operation(id, request, amount, route, &allocations, now);
+        let why = self.why_these_legs(request, &allocations);
+        let mut operation = self.operation(id, request, amount, route, &allocations, now);
+        operation.note(why, now);
         Ok(operation)
+    }
+
+    /// The rule that ordered an operation's legs, what each leg takes, and
+    /// what an open circuit changed: the first entry of its history.
+    fn why_these_legs(&self, request: &OperationRequest, allocations: &[Allocation]) -> String {
+        let rules: Vec<String> = request.priority.iter().map(ToString::to_string).collect();
+        let legs: Vec<String> = allocations
+            .iter()
+            .map(|a| format!("leg {} ({}) {}", a.leg, self.legs[a.leg].partner, a.amount))
+            .collect();
+        let mut why = format!(
+            "legs ordered by {} [{}]: {}",
+            request.order_source,
+            rules.join(", "),
+            legs.join(", ")
+        );
+        let mut open: Vec<&str> = self
+            .legs
+            .iter()
+            .map(|leg| leg.partner.as_str())
+            .filter(|partner| request.avoid.iter().any(|p| p == partner))
+            .collect();
+        open.dedup();
+        for partner in open {
+            let used: Vec<String> = allocations
+                .iter()
+                .filter(|a| self.legs[a.leg].partner == partner)
+                .map(|a| a.leg.to_string())
+                .collect();
+            let effect = match (request.kind, used.is_empty()) {
+                (OperationKind::Refund, _) => {
+                    "a refund keeps its order: money goes back where it came from"
+                }
+                (_, true) => "its legs went last, and the others covered the amount",
+                (_, false) => "its legs went last, but the others could not cover the amount",
+            };
+            why.push_str(&format!("; {partner}'s circuit is open: {effect}"));
+        }
+        why
     }
 
     /// After a failed authorization, a SYSTEM void of what the legs that were
@@ -484,6 +540,8 @@ impl Payment {
             triggered_by: TriggeredBy::System,
             origin: None,
             items: Vec::new(),
+            order_source: OrderSource::System,
+            avoid: Vec::new(),
             max_operations: None,
         };
         let amount = Amount::sum(allocations.iter().map(|a| a.amount)).ok()?;
@@ -671,7 +729,19 @@ impl Payment {
             return false;
         }
         let (leg, amount) = (tx.leg, tx.amount);
-        self.reoffer(operation, leg, amount, now) != amount
+        let left = self.reoffer(operation, leg, amount, now);
+        if left == amount {
+            return false;
+        }
+        let partner = self.legs.get(leg).map_or("", |l| l.partner.as_str());
+        let placed = amount.saturating_sub(left);
+        operation.note(
+            format!(
+                "fallback: leg {leg} ({partner}) declined; {placed} re-offered to the legs after it"
+            ),
+            now,
+        );
+        true
     }
 
     /// The reference the partner gave the authorization of `leg`.

@@ -87,6 +87,30 @@ impl fmt::Display for PriorityRule {
     }
 }
 
+/// Where an operation's priority order came from: recorded in its history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OrderSource {
+    /// The request named its own rules.
+    Request,
+    /// The merchant's configured order for the kind.
+    Merchant,
+    /// The service's default for the kind.
+    Default,
+    /// The service's own operation (an expiry void, a compensation).
+    System,
+}
+
+impl fmt::Display for OrderSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OrderSource::Request => "the request's priority",
+            OrderSource::Merchant => "the merchant's priority",
+            OrderSource::Default => "the default priority",
+            OrderSource::System => "the service",
+        })
+    }
+}
+
 /// The standard priorities, as configuration text (`partner:method` rules,
 /// comma separated): the one source of the defaults. Capture takes gift cards
 /// first; refund and void release card money first (closed-loop value is

@@ -28,6 +28,7 @@ use crate::{
     domain::{
         operation::{Operation, Origin, TriggeredBy},
         payment::{OperationRequest, Payment},
+        priority::OrderSource,
     },
     store::{
         Committed, DueChange, KeyChange, Outcome, PaymentWrite, Shard, Step, StoreError, Versioned,
@@ -55,14 +56,17 @@ impl Payments {
             record: id,
             fingerprint: fingerprint("Operation", &command),
         };
-        let operation_request = OperationRequest {
+        let (priority, order_source) = if command.priority.is_empty() {
+            self.priority(merchant, command.kind)
+        } else {
+            (command.priority, OrderSource::Request)
+        };
+        let mut operation_request = OperationRequest {
             kind: command.kind,
             amount: command.amount,
-            priority: if command.priority.is_empty() {
-                self.priorities(merchant).for_kind(command.kind).to_vec()
-            } else {
-                command.priority
-            },
+            priority,
+            order_source,
+            avoid: Vec::new(),
             fallback: !command.disable_fallback,
             merchant_reference: command.merchant_reference,
             reason: command.reason,
@@ -73,6 +77,8 @@ impl Payments {
         };
         for _ in 0..MAX_WRITE_ATTEMPTS {
             let header = self.owned_header(merchant, payment_id).await?;
+            let partners = header.value.legs.iter().map(|leg| leg.partner.as_str());
+            operation_request.avoid = self.partners.avoided(partners, true);
             let now = self.clock.now();
             let mut reserved = header.value.clone();
             let mut step = Step::new(Shard::of(payment_id), now);

@@ -338,6 +338,8 @@ impl Payments {
                 triggered_by: TriggeredBy::System,
                 origin: None,
                 items: Vec::new(),
+                order_source: crate::domain::priority::OrderSource::System,
+                avoid: Vec::new(),
                 max_operations: None,
             };
             let Ok(mut void) = reserved.open_operation(id, &request, now) else {

@@ -401,16 +401,21 @@ impl Payments {
         if header.capture_mode != CaptureMode::Automatic {
             return None;
         }
+        let (priority, order_source) = self.priority(&header.merchant, OperationKind::Capture);
         let request = OperationRequest {
             kind: OperationKind::Capture,
             amount: None,
-            priority: self.priorities(&header.merchant).capture.clone(),
+            priority,
             fallback: true,
             merchant_reference: String::new(),
             reason: "automatic capture".into(),
             triggered_by: TriggeredBy::System,
             origin: None,
             items: Vec::new(),
+            order_source,
+            avoid: self
+                .partners
+                .avoided(header.legs.iter().map(|leg| leg.partner.as_str()), true),
             max_operations: None,
         };
         header

@@ -66,6 +66,7 @@ pub struct MemoryStore {
     /// Where the next due-queue claim starts, so no shard is always last.
     next_shard: AtomicUsize,
     finals: tokio::sync::broadcast::Sender<Uuid>,
+    health: tokio::sync::broadcast::Sender<String>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -91,6 +92,7 @@ impl MemoryStore {
             clock,
             next_shard: AtomicUsize::new(0),
             finals: tokio::sync::broadcast::channel(4096).0,
+            health: tokio::sync::broadcast::channel(64).0,
         }
     }
 

@@ -115,6 +115,7 @@ pub struct RedisStore {
     replicated: Option<Replicated>,
     session_retention: Duration,
     finals: tokio::sync::broadcast::Sender<Uuid>,
+    health: tokio::sync::broadcast::Sender<String>,
     /// Every issue is known to be in its merchant's index.
     issues_indexed: std::sync::atomic::AtomicBool,
     /// Every settlement is known to be in its merchant's index.
@@ -126,6 +127,10 @@ pub struct RedisStore {
 /// The pub/sub channel of operations that became final (payload: the
 /// operation id). Classic pub/sub: in a cluster every node relays it.
 const FINALS_CHANNEL: &str = "po:finals";
+
+/// The pub/sub channel of partner health changes (rare: a circuit opening
+/// or closing).
+const HEALTH_CHANNEL: &str = "po:partner-health";
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -230,9 +235,19 @@ impl RedisStore {
         let finals = tokio::sync::broadcast::channel(4096).0;
         let alive = Arc::new(());
         let url = settings.urls.first().cloned().unwrap_or_default();
-        tokio::spawn(listen_for_finals(
-            url,
+        tokio::spawn(listen(
+            url.clone(),
+            FINALS_CHANNEL,
             finals.clone(),
+            |text| Uuid::try_parse(&text).ok(),
+            Arc::downgrade(&alive),
+        ));
+        let health = tokio::sync::broadcast::channel(64).0;
+        tokio::spawn(listen(
+            url,
+            HEALTH_CHANNEL,
+            health.clone(),
+            Some,
             Arc::downgrade(&alive),
         ));
         let replicated = match settings.wait_replicas {
@@ -244,6 +259,7 @@ impl RedisStore {
             replicated,
             session_retention: settings.session_retention,
             finals,
+            health,
             issues_indexed: std::sync::atomic::AtomicBool::new(false),
             settlements_indexed: std::sync::atomic::AtomicBool::new(false),
             _alive: alive,

@@ -21,6 +21,7 @@ pub const WEBHOOKS_QUEUE_OVERDUE: &str =
 pub const WAITERS: &str = "payment_orchestrator_wait_operation_waiters";
 pub const REQUESTS_SHED: &str = "payment_orchestrator_requests_shed_total";
 pub const PARTNER_REQUEST_SECONDS: &str = "payment_orchestrator_partner_request_seconds";
+pub const PARTNER_CIRCUIT_OPEN: &str = "payment_orchestrator_partner_circuit_open";
 pub const RECONCILIATION_ISSUES: &str = "payment_orchestrator_reconciliation_issues_total";
 
 /// Describes every series (the HELP lines of `/metrics`).
@@ -74,6 +75,10 @@ pub fn describe() {
         PARTNER_REQUEST_SECONDS,
         Unit::Seconds,
         "Partner calls by partner, kind and outcome."
+    );
+    describe_gauge!(
+        PARTNER_CIRCUIT_OPEN,
+        "1 while the partner's circuit is open or on trial (its legs walked last), else 0."
     );
     describe_counter!(
         RECONCILIATION_ISSUES,

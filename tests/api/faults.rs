@@ -194,9 +194,16 @@ impl PaymentStore for FaultyStore {
     }
 }
 
+#[async_trait]
 impl Notices for FaultyStore {
     fn finals(&self) -> tokio::sync::broadcast::Receiver<Uuid> {
         self.inner.finals()
+    }
+    async fn announce_health(&self, notice: &str) -> Result<(), StoreError> {
+        self.inner.announce_health(notice).await
+    }
+    fn health_notices(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.inner.health_notices()
     }
 }
 

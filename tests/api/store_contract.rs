@@ -239,6 +239,8 @@ fn capture_of(header: &Payment, authorization: &Operation, id: Uuid) -> (Payment
             fingerprint: Fingerprint([1; 16]),
         }),
         items: vec![item("sku-1", 100)],
+        order_source: payment_orchestrator::domain::priority::OrderSource::Default,
+        avoid: Vec::new(),
         max_operations: None,
     };
     let capture = header.open_operation(id, &request, now()).unwrap();

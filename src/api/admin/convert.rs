@@ -8,6 +8,7 @@ use uuid::Uuid;
 use super::super::{proto, views::timestamp, violations::Violations};
 use crate::{
     domain::status::TransactionStatus,
+    partners::health::{CircuitState, PartnerHealth},
     payments::{FailedDelivery, FailedPage, page_token},
     store::{WebhookDelivery, unix_millis},
 };
@@ -124,4 +125,30 @@ fn endpoint(url: &str) -> String {
         }
         Err(_) => String::new(),
     }
+}
+
+/// Every partner's circuit.
+pub fn partner_health(partners: &[PartnerHealth]) -> proto::ListPartnerHealthResponse {
+    let partners = partners
+        .iter()
+        .map(|health| proto::PartnerHealth {
+            partner: health.partner.clone(),
+            state: match health.state {
+                CircuitState::Closed => proto::CircuitState::Closed,
+                CircuitState::Open => proto::CircuitState::Open,
+                CircuitState::HalfOpen => proto::CircuitState::HalfOpen,
+            }
+            .into(),
+            consecutive_failures: i32::try_from(health.consecutive_failures).unwrap_or(i32::MAX),
+            changed_at: health.changed_at.and_then(timestamp),
+            retry_at: health.retry_at.and_then(timestamp),
+            failures_to_open: if health.settings.enabled {
+                i32::try_from(health.settings.failures).unwrap_or(i32::MAX)
+            } else {
+                0
+            },
+            cool_down: prost_types::Duration::try_from(health.settings.cool_down).ok(),
+        })
+        .collect();
+    proto::ListPartnerHealthResponse { partners }
 }

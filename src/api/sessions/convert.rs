@@ -282,6 +282,10 @@ pub fn payment_methods(
         if !partner.serves(merchant) || currency.is_some_and(|c| !partner.takes(c)) {
             continue;
         }
+        // Not offered to shoppers while its circuit is open.
+        if !partners.health().offered(name) {
+            continue;
+        }
         let c = partner.capabilities;
         let mut methods = partner.methods.clone();
         methods.sort();

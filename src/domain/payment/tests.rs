@@ -71,6 +71,8 @@ fn request(kind: OperationKind, minor: Option<i64>) -> OperationRequest {
         triggered_by: TriggeredBy::Merchant,
         origin: None,
         items: Vec::new(),
+        order_source: crate::domain::priority::OrderSource::Default,
+        avoid: Vec::new(),
         max_operations: None,
     }
 }

@@ -2,9 +2,20 @@
 
 use super::*;
 
+#[async_trait]
 impl Notices for MemoryStore {
     fn finals(&self) -> tokio::sync::broadcast::Receiver<Uuid> {
         self.finals.subscribe()
+    }
+
+    async fn announce_health(&self, notice: &str) -> Result<(), StoreError> {
+        // Nobody listening is fine.
+        let _ = self.health.send(notice.to_owned());
+        Ok(())
+    }
+
+    fn health_notices(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.health.subscribe()
     }
 }
 

@@ -1,14 +1,17 @@
 //! Finals announced on `po:finals` (every replica relays them to its
-//! waiters) and partner event ids seen.
+//! waiters), partner health changes on `po:partner-health`, and partner
+//! event ids seen.
 
 use super::*;
 
-/// Relays the announced finals from Redis to `sink` until the store is
-/// dropped, subscribing again after a lost connection (waiters re-read
-/// slowly in the meantime).
-pub(super) async fn listen_for_finals(
+/// Relays what is announced on `channel` from Redis to `sink` (what
+/// `parse` reads of it) until the store is dropped, subscribing again after
+/// a lost connection (waiters re-read slowly in the meantime).
+pub(super) async fn listen<T: Clone>(
     url: String,
-    sink: tokio::sync::broadcast::Sender<Uuid>,
+    channel: &'static str,
+    sink: tokio::sync::broadcast::Sender<T>,
+    parse: fn(String) -> Option<T>,
     alive: std::sync::Weak<()>,
 ) {
     use futures_util::StreamExt;
@@ -17,7 +20,7 @@ pub(super) async fn listen_for_finals(
             let mut pubsub = redis::Client::open(url.as_str())?
                 .get_async_pubsub()
                 .await?;
-            pubsub.subscribe(FINALS_CHANNEL).await?;
+            pubsub.subscribe(channel).await?;
             Ok::<_, RedisError>(pubsub)
         };
         match tokio::time::timeout(Duration::from_secs(5), subscribed).await {
@@ -26,12 +29,9 @@ pub(super) async fn listen_for_finals(
                 loop {
                     match tokio::time::timeout(Duration::from_secs(5), messages.next()).await {
                         Ok(Some(message)) => {
-                            let id = message
-                                .get_payload::<String>()
-                                .ok()
-                                .and_then(|text| Uuid::try_parse(&text).ok());
-                            if let Some(id) = id {
-                                let _ = sink.send(id);
+                            let value = message.get_payload::<String>().ok().and_then(parse);
+                            if let Some(value) = value {
+                                let _ = sink.send(value);
                             }
                         }
                         // The connection ended: subscribe again.
@@ -43,7 +43,7 @@ pub(super) async fn listen_for_finals(
                 }
             }
             Ok(Err(error)) => {
-                tracing::debug!(%error, "cannot subscribe to announced finals; retrying");
+                tracing::debug!(%error, channel, "cannot subscribe; retrying");
             }
             Err(_) => {}
         }
@@ -51,9 +51,25 @@ pub(super) async fn listen_for_finals(
     }
 }
 
+#[async_trait]
 impl Notices for RedisStore {
     fn finals(&self) -> tokio::sync::broadcast::Receiver<Uuid> {
         self.finals.subscribe()
+    }
+
+    async fn announce_health(&self, notice: &str) -> Result<(), StoreError> {
+        let mut connection = self.connection();
+        redis::cmd("PUBLISH")
+            .arg(HEALTH_CHANNEL)
+            .arg(notice)
+            .query_async::<i64>(&mut connection)
+            .await
+            .map(drop)
+            .map_err(write_failed)
+    }
+
+    fn health_notices(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.health.subscribe()
     }
 }
 

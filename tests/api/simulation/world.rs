@@ -328,6 +328,8 @@ impl World {
                     (name.to_owned(), configured)
                 })
                 .collect(),
+            // One set of partner circuits for every executor.
+            Arc::new(payment_orchestrator::clock::SystemClock),
         );
         let mut world = World {
             dice,

@@ -1,0 +1,460 @@
+//! Partner health: a circuit per partner, so that a partner that keeps
+//! failing is walked around instead of tried first every time.
+//!
+//! - **Closed** (healthy): every answer counts. `failures` consecutive
+//!   `Unavailable` answers or timeouts (of sends and lookups alike) open it.
+//! - **Open**: for `cool_down`, captures and voids walk the partner's legs
+//!   last (a leg that must be used is still sent), and `ListPaymentMethods`
+//!   leaves its methods out.
+//! - **Half-open**: after the cool-down, the next operation that would use
+//!   the partner is its trial (routed as if healthy); the others still walk
+//!   around it. Any answer that is not a failure closes the circuit; a
+//!   failure opens it for another cool-down. A trial that never reports
+//!   back lets another one through after a cool-down.
+//!
+//! Each replica keeps its circuits in memory; the changes it makes (open,
+//! closed) are told to the other replicas through the store's notices
+//! ([`HealthNotice`]), so no request reads the store for them. The time is
+//! the service's [`Clock`].
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+use uuid::Uuid;
+
+use crate::clock::Clock;
+
+/// How a partner's circuit behaves (per partner in the configuration file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CircuitSettings {
+    /// `false`: the partner is always tried in its priority position.
+    pub enabled: bool,
+    /// Consecutive `Unavailable` answers or timeouts that open it.
+    pub failures: u32,
+    /// How long it stays open before a trial call.
+    pub cool_down: Duration,
+}
+
+impl Default for CircuitSettings {
+    fn default() -> Self {
+        CircuitSettings {
+            enabled: true,
+            failures: 5,
+            cool_down: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CircuitState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl CircuitState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CircuitState::Closed => "closed",
+            CircuitState::Open => "open",
+            CircuitState::HalfOpen => "half-open",
+        }
+    }
+}
+
+/// One partner's circuit as `ListPartnerHealth` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartnerHealth {
+    pub partner: String,
+    pub state: CircuitState,
+    pub consecutive_failures: u32,
+    /// When it last opened or closed (`None`: never since the start).
+    pub changed_at: Option<SystemTime>,
+    /// While open: when the next trial may go.
+    pub retry_at: Option<SystemTime>,
+    pub settings: CircuitSettings,
+}
+
+/// A change of one replica's circuit, told to the others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthNotice {
+    pub partner: String,
+    pub open: bool,
+    /// The replica that saw it (which ignores its own notice).
+    pub replica: Uuid,
+}
+
+impl HealthNotice {
+    /// `open <replica> <partner>` or `closed <replica> <partner>`.
+    pub fn encode(&self) -> String {
+        let state = if self.open { "open" } else { "closed" };
+        format!("{state} {} {}", self.replica, self.partner)
+    }
+
+    pub fn decode(text: &str) -> Option<HealthNotice> {
+        let mut parts = text.splitn(3, ' ');
+        let open = match parts.next()? {
+            "open" => true,
+            "closed" => false,
+            _ => return None,
+        };
+        let replica = Uuid::try_parse(parts.next()?).ok()?;
+        let partner = parts.next().filter(|p| !p.is_empty())?.to_owned();
+        Some(HealthNotice {
+            partner,
+            open,
+            replica,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum State {
+    Closed,
+    Open {
+        until: SystemTime,
+    },
+    /// A trial went at `since`.
+    HalfOpen {
+        since: SystemTime,
+    },
+}
+
+#[derive(Debug)]
+struct Circuit {
+    settings: CircuitSettings,
+    state: State,
+    consecutive: u32,
+    changed_at: Option<SystemTime>,
+}
+
+/// Every partner's circuit on this replica.
+#[derive(Debug)]
+pub struct Health {
+    clock: Arc<dyn Clock>,
+    replica: Uuid,
+    circuits: Mutex<BTreeMap<String, Circuit>>,
+    changes: tokio::sync::broadcast::Sender<HealthNotice>,
+}
+
+impl Health {
+    pub fn new(
+        clock: Arc<dyn Clock>,
+        settings: impl IntoIterator<Item = (String, CircuitSettings)>,
+    ) -> Health {
+        let circuits = settings
+            .into_iter()
+            .map(|(partner, settings)| {
+                set_metric(&partner, false);
+                let circuit = Circuit {
+                    settings,
+                    state: State::Closed,
+                    consecutive: 0,
+                    changed_at: None,
+                };
+                (partner, circuit)
+            })
+            .collect();
+        Health {
+            clock,
+            replica: Uuid::new_v4(),
+            circuits: Mutex::new(circuits),
+            changes: tokio::sync::broadcast::channel(64).0,
+        }
+    }
+
+    /// The changes this replica makes, to tell the others.
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<HealthNotice> {
+        self.changes.subscribe()
+    }
+
+    /// Counts an answer of `partner`: `failed` for an `Unavailable` answer
+    /// or a timeout.
+    pub fn record(&self, partner: &str, failed: bool) {
+        let now = self.clock.now();
+        let mut circuits = self.circuits.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(circuit) = circuits.get_mut(partner) else {
+            return;
+        };
+        if !circuit.settings.enabled {
+            return;
+        }
+        if !failed {
+            circuit.consecutive = 0;
+            if !matches!(circuit.state, State::Closed) {
+                self.change(partner, circuit, false, now, "the partner answered");
+            }
+            return;
+        }
+        circuit.consecutive = circuit.consecutive.saturating_add(1);
+        let opens = match circuit.state {
+            State::Closed => circuit.consecutive >= circuit.settings.failures,
+            State::HalfOpen { .. } => true,
+            State::Open { .. } => false,
+        };
+        if opens {
+            let why = format!("{} consecutive failures", circuit.consecutive);
+            self.change(partner, circuit, true, now, &why);
+        }
+    }
+
+    /// Of `partners`, those an operation opened now should walk last. A
+    /// circuit whose cool-down is over lets this caller through as its trial
+    /// (`take_trial`; a dry run only looks).
+    pub fn avoided<'a>(
+        &self,
+        partners: impl IntoIterator<Item = &'a str>,
+        take_trial: bool,
+    ) -> Vec<String> {
+        let now = self.clock.now();
+        let mut circuits = self.circuits.lock().unwrap_or_else(|e| e.into_inner());
+        let mut avoided: Vec<String> = Vec::new();
+        for partner in partners {
+            let Some(circuit) = circuits.get_mut(partner) else {
+                continue;
+            };
+            let cool_down = circuit.settings.cool_down;
+            let trial_due = match circuit.state {
+                State::Closed => continue,
+                State::Open { until } => now >= until,
+                State::HalfOpen { since } => now >= since + cool_down,
+            };
+            if trial_due {
+                if take_trial {
+                    if matches!(circuit.state, State::Open { .. }) {
+                        tracing::info!(partner, "partner circuit half-open: one trial call");
+                    }
+                    circuit.state = State::HalfOpen { since: now };
+                }
+                continue;
+            }
+            if !avoided.iter().any(|p| p == partner) {
+                avoided.push(partner.to_owned());
+            }
+        }
+        avoided
+    }
+
+    /// Whether `partner`'s methods are offered to shoppers now (not while
+    /// its circuit is open or on trial).
+    pub fn offered(&self, partner: &str) -> bool {
+        let circuits = self.circuits.lock().unwrap_or_else(|e| e.into_inner());
+        circuits
+            .get(partner)
+            .is_none_or(|circuit| matches!(circuit.state, State::Closed))
+    }
+
+    /// Takes another replica's change.
+    pub fn apply(&self, notice: &HealthNotice) {
+        if notice.replica == self.replica {
+            return;
+        }
+        let now = self.clock.now();
+        let mut circuits = self.circuits.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(circuit) = circuits.get_mut(&notice.partner) else {
+            return;
+        };
+        let open_now = !matches!(circuit.state, State::Closed);
+        if !circuit.settings.enabled || open_now == notice.open {
+            return;
+        }
+        circuit.consecutive = if notice.open {
+            circuit.settings.failures
+        } else {
+            0
+        };
+        let partner = notice.partner.clone();
+        set_state(circuit, notice.open, now);
+        log_change(&partner, notice.open, "another replica saw it");
+    }
+
+    /// Every circuit, by partner name.
+    pub fn snapshot(&self) -> Vec<PartnerHealth> {
+        let circuits = self.circuits.lock().unwrap_or_else(|e| e.into_inner());
+        circuits
+            .iter()
+            .map(|(partner, circuit)| PartnerHealth {
+                partner: partner.clone(),
+                state: match circuit.state {
+                    State::Closed => CircuitState::Closed,
+                    State::Open { .. } => CircuitState::Open,
+                    State::HalfOpen { .. } => CircuitState::HalfOpen,
+                },
+                consecutive_failures: circuit.consecutive,
+                changed_at: circuit.changed_at,
+                retry_at: match circuit.state {
+                    State::Open { until } => Some(until),
+                    State::HalfOpen { since } => Some(since + circuit.settings.cool_down),
+                    State::Closed => None,
+                },
+                settings: circuit.settings,
+            })
+            .collect()
+    }
+
+    fn change(&self, partner: &str, circuit: &mut Circuit, open: bool, now: SystemTime, why: &str) {
+        set_state(circuit, open, now);
+        log_change(partner, open, why);
+        // Nobody listening (a single replica without relay) is fine.
+        let _ = self.changes.send(HealthNotice {
+            partner: partner.to_owned(),
+            open,
+            replica: self.replica,
+        });
+    }
+}
+
+fn set_state(circuit: &mut Circuit, open: bool, now: SystemTime) {
+    circuit.state = if open {
+        State::Open {
+            until: now + circuit.settings.cool_down,
+        }
+    } else {
+        State::Closed
+    };
+    circuit.changed_at = Some(now);
+}
+
+fn log_change(partner: &str, open: bool, why: &str) {
+    set_metric(partner, open);
+    if open {
+        tracing::warn!(
+            partner,
+            why,
+            "partner circuit open: its legs are walked last"
+        );
+    } else {
+        tracing::info!(partner, why, "partner circuit closed");
+    }
+}
+
+fn set_metric(partner: &str, open: bool) {
+    metrics::gauge!(
+        crate::telemetry::series::PARTNER_CIRCUIT_OPEN,
+        "partner" => partner.to_owned()
+    )
+    .set(if open { 1.0 } else { 0.0 });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    fn health(clock: &ManualClock) -> Health {
+        let settings = CircuitSettings {
+            enabled: true,
+            failures: 3,
+            cool_down: Duration::from_secs(30),
+        };
+        Health::new(Arc::new(clock.clone()), [("p".to_owned(), settings)])
+    }
+
+    fn state(health: &Health) -> CircuitState {
+        health.snapshot()[0].state
+    }
+
+    #[test]
+    fn opens_after_consecutive_failures_only() {
+        let clock = ManualClock::new(SystemTime::UNIX_EPOCH);
+        let health = health(&clock);
+        health.record("p", true);
+        health.record("p", true);
+        health.record("p", false);
+        health.record("p", true);
+        health.record("p", true);
+        assert_eq!(state(&health), CircuitState::Closed);
+        assert!(health.avoided(["p"], true).is_empty());
+        health.record("p", true);
+        assert_eq!(state(&health), CircuitState::Open);
+        assert_eq!(health.avoided(["p", "q"], true), vec!["p".to_owned()]);
+        assert!(!health.offered("p"));
+    }
+
+    #[test]
+    fn after_the_cool_down_one_trial_goes_and_its_answer_decides() {
+        let clock = ManualClock::new(SystemTime::UNIX_EPOCH);
+        let health = health(&clock);
+        for _ in 0..3 {
+            health.record("p", true);
+        }
+        clock.advance(Duration::from_secs(30));
+        // A dry run looks without taking the trial.
+        assert!(health.avoided(["p"], false).is_empty());
+        assert_eq!(state(&health), CircuitState::Open);
+        // The first caller is the trial; the next still walks around.
+        assert!(health.avoided(["p"], true).is_empty());
+        assert_eq!(state(&health), CircuitState::HalfOpen);
+        assert_eq!(health.avoided(["p"], true), vec!["p".to_owned()]);
+        // The trial fails: open for another cool-down.
+        health.record("p", true);
+        assert_eq!(state(&health), CircuitState::Open);
+        clock.advance(Duration::from_secs(29));
+        assert_eq!(health.avoided(["p"], true), vec!["p".to_owned()]);
+        clock.advance(Duration::from_secs(1));
+        assert!(health.avoided(["p"], true).is_empty());
+        // The trial answers: closed.
+        health.record("p", false);
+        assert_eq!(state(&health), CircuitState::Closed);
+        assert!(health.offered("p"));
+    }
+
+    #[test]
+    fn a_trial_that_never_answers_lets_another_through_later() {
+        let clock = ManualClock::new(SystemTime::UNIX_EPOCH);
+        let health = health(&clock);
+        for _ in 0..3 {
+            health.record("p", true);
+        }
+        clock.advance(Duration::from_secs(30));
+        assert!(health.avoided(["p"], true).is_empty());
+        clock.advance(Duration::from_secs(30));
+        assert!(health.avoided(["p"], true).is_empty());
+    }
+
+    #[test]
+    fn changes_are_told_and_another_replicas_are_taken() {
+        let clock = ManualClock::new(SystemTime::UNIX_EPOCH);
+        let (one, two) = (health(&clock), health(&clock));
+        let mut told = one.changes();
+        for _ in 0..3 {
+            one.record("p", true);
+        }
+        let notice = told.try_recv().expect("told");
+        assert!(notice.open);
+        assert_eq!(HealthNotice::decode(&notice.encode()), Some(notice.clone()));
+        // Its own notice changes nothing; another replica's opens it.
+        one.apply(&notice);
+        two.apply(&notice);
+        assert_eq!(state(&two), CircuitState::Open);
+        one.record("p", false);
+        two.apply(&told.try_recv().expect("told"));
+        assert_eq!(state(&two), CircuitState::Closed);
+    }
+
+    #[test]
+    fn a_disabled_circuit_never_opens_and_garbage_notices_are_refused() {
+        let clock = ManualClock::new(SystemTime::UNIX_EPOCH);
+        let settings = CircuitSettings {
+            enabled: false,
+            ..CircuitSettings::default()
+        };
+        let health = Health::new(Arc::new(clock), [("p".to_owned(), settings)]);
+        for _ in 0..10 {
+            health.record("p", true);
+        }
+        assert_eq!(state(&health), CircuitState::Closed);
+        for garbage in [
+            "",
+            "open",
+            "open x p",
+            "half p",
+            "open 00000000-0000-0000-0000-000000000000 ",
+        ] {
+            assert_eq!(HealthNotice::decode(garbage), None, "{garbage:?}");
+        }
+    }
+}
