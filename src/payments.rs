@@ -24,6 +24,7 @@
 
 mod deliveries;
 mod disputes;
+mod dry_run;
 mod execution;
 mod idempotency;
 mod instruments;
@@ -168,6 +169,9 @@ impl PaymentView {
 pub struct OperationResult {
     pub operation: Operation,
     pub payment: PaymentView,
+    /// A dry run's answer: nothing was executed, the statuses are not
+    /// outcomes.
+    pub dry_run: bool,
 }
 
 // ---- commands (validated by the api layer) ----

@@ -10,6 +10,7 @@ mod api {
     mod access;
     mod connectors;
     mod disputes;
+    mod dry_runs;
     mod fairness;
     mod faults;
     mod fuzz;

@@ -34,16 +34,20 @@ impl PaymentService {
         kind: OperationKind,
         fields: convert::OperationFields,
     ) -> Result<Response<proto::OperationResult>, Status> {
+        let validate_only = fields.validate_only;
         let command = convert::operation(kind, fields, self.payments.partners())?;
         tracing::Span::current().record(
             "payment_id",
             tracing::field::display(command.command.payment_id),
         );
         let (payments, merchant) = (self.payments.clone(), merchant.to_owned());
-        let result = self
-            .detached
-            .run(async move { payments.operate(&merchant, command).await })
-            .await?;
+        let result = if validate_only {
+            error::answer(payments.dry_run(&merchant, command)).await?
+        } else {
+            self.detached
+                .run(async move { payments.operate(&merchant, command).await })
+                .await?
+        };
         tracing::Span::current()
             .record("operation_id", tracing::field::display(result.operation.id));
         Ok(Response::new(views::operation_result(&result)))

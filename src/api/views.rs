@@ -258,8 +258,16 @@ pub fn payment(view: &PaymentView) -> proto::Payment {
 }
 
 pub fn operation_result(result: &OperationResult) -> proto::OperationResult {
+    let mut operation = operation_proto(&result.payment.header, &result.operation);
+    if result.dry_run {
+        // Nothing was executed: no status is an outcome.
+        operation.status = proto::OperationStatus::Unspecified.into();
+        for tx in &mut operation.partner_transactions {
+            tx.status = proto::OperationStatus::Unspecified.into();
+        }
+    }
     proto::OperationResult {
-        operation: Some(operation_proto(&result.payment.header, &result.operation)),
+        operation: Some(operation),
         payment: Some(payment(&result.payment)),
     }
 }

@@ -173,6 +173,7 @@ pub(super) fn operation_result(
                 operations: Vec::new(),
                 disputes: Vec::new(),
             },
+            dry_run: false,
         }),
         Outcome::Refused(precondition) => Err(precondition.into()),
         _ => Err(PaymentError::Internal(

@@ -49,32 +49,14 @@ impl Payments {
         merchant: &str,
         request: Idempotent<OperationCommand>,
     ) -> Result<OperationResult, PaymentError> {
-        let command = request.command;
-        let payment_id = command.payment_id;
-        let id = derived_id(merchant, Scope::Payment(payment_id), &request.key);
-        let origin = Origin {
-            record: id,
-            fingerprint: fingerprint("Operation", &command),
+        let payment_id = request.command.payment_id;
+        let mut operation_request = self.operation_request(merchant, request);
+        let Some(origin) = operation_request.origin else {
+            return Err(PaymentError::Internal(
+                "a request without its origin".into(),
+            ));
         };
-        let (priority, order_source) = if command.priority.is_empty() {
-            self.priority(merchant, command.kind)
-        } else {
-            (command.priority, OrderSource::Request)
-        };
-        let mut operation_request = OperationRequest {
-            kind: command.kind,
-            amount: command.amount,
-            priority,
-            order_source,
-            avoid: Vec::new(),
-            fallback: !command.disable_fallback,
-            merchant_reference: command.merchant_reference,
-            reason: command.reason,
-            triggered_by: TriggeredBy::Merchant,
-            origin: Some(origin),
-            items: command.items,
-            max_operations: Some(self.settings.max_operations_per_payment),
-        };
+        let id = origin.record;
         for _ in 0..MAX_WRITE_ATTEMPTS {
             let header = self.owned_header(merchant, payment_id).await?;
             let partners = header.value.legs.iter().map(|leg| leg.partner.as_str());
@@ -175,6 +157,41 @@ impl Payments {
         Err(PaymentError::Internal(
             "too many concurrent writes to one payment".into(),
         ))
+    }
+
+    /// A merchant's capture, refund or void as the domain takes it: the
+    /// operation's id (derived from the key) and the request's fingerprint
+    /// are its origin; without rules of its own, the merchant's order.
+    pub(super) fn operation_request(
+        &self,
+        merchant: &str,
+        request: Idempotent<OperationCommand>,
+    ) -> OperationRequest {
+        let command = request.command;
+        let id = derived_id(merchant, Scope::Payment(command.payment_id), &request.key);
+        let origin = Origin {
+            record: id,
+            fingerprint: fingerprint("Operation", &command),
+        };
+        let (priority, order_source) = if command.priority.is_empty() {
+            self.priority(merchant, command.kind)
+        } else {
+            (command.priority, OrderSource::Request)
+        };
+        OperationRequest {
+            kind: command.kind,
+            amount: command.amount,
+            priority,
+            order_source,
+            avoid: Vec::new(),
+            fallback: !command.disable_fallback,
+            merchant_reference: command.merchant_reference,
+            reason: command.reason,
+            triggered_by: TriggeredBy::Merchant,
+            origin: Some(origin),
+            items: command.items,
+            max_operations: Some(self.settings.max_operations_per_payment),
+        }
     }
 
     /// Executes an opened operation and concludes it: the request's answer.

@@ -30,6 +30,7 @@ pub struct OperationFields {
     pub items: Vec<proto::ItemLine>,
     pub disable_fallback: bool,
     pub reason: String,
+    pub validate_only: bool,
 }
 
 /// `From<request>` for each of the three requests; a capture has no reason.
@@ -46,6 +47,7 @@ macro_rules! operation_fields {
                     priority: $r.priority,
                     items: $r.items,
                     disable_fallback: $r.disable_fallback,
+                    validate_only: $r.validate_only,
                 }
             }
         }
