@@ -77,6 +77,10 @@ impl ItemLine {
     }
 }
 
+mod per_leg;
+
+pub use per_leg::per_leg;
+
 /// What the lines add up to: the sum of their net and tax amounts.
 pub fn total(lines: &[ItemLine]) -> Result<Amount, AmountError> {
     lines.iter().try_fold(Amount::ZERO, |sum, line| {

@@ -176,6 +176,58 @@ pub enum SettleError {
 }
 
 impl Operation {
+    /// The item lines the partner of `transaction` receives: all of them
+    /// when it carries the whole amount; else its share (see
+    /// [`items::per_leg`](super::items::per_leg)) among the legs not
+    /// declined, in route order — empty when no share adds up to its amount.
+    pub fn lines_for(&self, transaction: Uuid) -> Vec<ItemLine> {
+        let Some(tx) = self.transaction(transaction) else {
+            return Vec::new();
+        };
+        if self.items.is_empty() || tx.amount == self.amount {
+            return self.items.clone();
+        }
+        let legs: Vec<&PartnerTransaction> = self
+            .transactions
+            .iter()
+            .filter(|tx| tx.status != TransactionStatus::Failure)
+            .collect();
+        let amounts: Vec<_> = legs.iter().map(|tx| tx.amount).collect();
+        let shared = super::items::per_leg(&self.items, &amounts);
+        legs.iter()
+            .position(|leg| leg.id == transaction)
+            .and_then(|index| shared.into_iter().nth(index).flatten())
+            .unwrap_or_default()
+    }
+
+    /// How the item lines are shared out between the legs, for the history
+    /// (`None` when one leg carries the whole amount, or there are none).
+    pub fn lines_note(&self, partner_of: impl Fn(usize) -> String) -> Option<String> {
+        if self.items.is_empty() || self.transactions.iter().any(|tx| tx.amount == self.amount) {
+            return None;
+        }
+        let legs: Vec<String> = self
+            .transactions
+            .iter()
+            .map(|tx| {
+                let lines = self.lines_for(tx.id);
+                let who = format!("leg {} ({})", tx.leg, partner_of(tx.leg));
+                if lines.is_empty() {
+                    return format!(
+                        "{who} goes without lines: no whole units of them add up to {}",
+                        tx.amount
+                    );
+                }
+                let parts: Vec<String> = lines
+                    .iter()
+                    .map(|line| format!("{} × {}", line.quantity, line.sku_reference))
+                    .collect();
+                format!("{who} {}", parts.join(", "))
+            })
+            .collect();
+        Some(format!("item lines per leg: {}", legs.join("; ")))
+    }
+
     pub fn transaction(&self, id: Uuid) -> Option<&PartnerTransaction> {
         self.transactions.iter().find(|tx| tx.id == id)
     }

@@ -469,6 +469,15 @@ impl Payment {
         let why = self.why_these_legs(request, &allocations);
         let mut operation = self.operation(id, request, amount, route, &allocations, now);
         operation.note(why, now);
+        let partner_of = |leg: usize| {
+            self.legs
+                .get(leg)
+                .map(|l| l.partner.clone())
+                .unwrap_or_default()
+        };
+        if let Some(lines) = operation.lines_note(partner_of) {
+            operation.note(lines, now);
+        }
         Ok(operation)
     }
 

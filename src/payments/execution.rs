@@ -519,13 +519,8 @@ pub(super) fn request_for(
         order_reference: header.order_reference.clone(),
         merchant_reference: operation.merchant_reference.clone(),
         reason: operation.reason.clone(),
-        // Lines describe the whole operation: only a leg carrying all of it
-        // can pass them on truthfully.
-        items: if tx.amount == operation.amount {
-            operation.items.clone()
-        } else {
-            Vec::new()
-        },
+        // The leg's share of the lines, adding up to its amount.
+        items: operation.lines_for(transaction),
         refunded_before: header.ledger.get(tx.leg)?.refunded,
     };
     Some((request, leg.partner.clone()))

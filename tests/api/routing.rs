@@ -9,10 +9,13 @@ use payment_orchestrator::api::proto::{
     OperationStatus::{Failure, Success},
 };
 
+use serde_json::json;
+
 use super::support::{
     deployment::{Deployment, Redis},
     harness::*,
     redis_server::RedisServer,
+    simulator::{Partners, walley, wepay},
     verbs::{PaymentCalls, SessionCalls},
     waits::eventually,
 };
@@ -388,4 +391,98 @@ async fn a_circuit_opened_on_one_replica_opens_on_the_other_and_closes_on_both()
             Some("0")
         );
     }
+}
+
+/// `quantity` shirts at 20.00 plus 25 % VAT: 25.00 each.
+fn shirts(quantity: i64) -> proto::ItemLine {
+    proto::ItemLine {
+        sku_reference: "shirt".into(),
+        name: "Shirt".into(),
+        quantity,
+        unit_price: 2000,
+        tax_rate: "25".into(),
+        ..Default::default()
+    }
+}
+
+fn history(operation: &proto::Operation) -> Vec<String> {
+    operation.history.iter().map(|e| e.note.clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_capture_sends_each_partner_the_item_lines_of_its_own_leg() {
+    let (partners, server) = Partners::serving().await;
+    let order = partners
+        .walley
+        .order(json!({ "amount": 50.00, "currency": "EUR" }))
+        .await;
+    let card = partners.wepay.card(json!({})).await;
+    let payment = authorized(&server, vec![walley(5000, &order), wepay(2500, &card)]).await;
+    // Three shirts over 50.00 at Walley and the whole 25.00 WePay checkout.
+    let request = proto::CaptureRequest {
+        items: vec![shirts(3)],
+        ..capture(&payment, Some(7500))
+    };
+    let operation = captured(&server, request).await.operation;
+    assert_eq!(
+        operation
+            .partner_transactions
+            .iter()
+            .map(|tx| (tx.partner.as_str(), tx.amount))
+            .collect::<Vec<_>>(),
+        [("walley", 5000), ("wepay", 2500)]
+    );
+    assert!(
+        history(&operation).contains(
+            &"item lines per leg: leg 0 (walley) 2 × shirt; leg 1 (wepay) 1 × shirt".into()
+        ),
+        "{:?}",
+        history(&operation)
+    );
+    // Walley received two shirts adding up to its 50.00 (it refuses lines
+    // that do not), VAT 25 % on each: 10.00 of the 50.00.
+    let body: serde_json::Value =
+        serde_json::from_str(&partners.walley.bodies("/captures").await[0]).unwrap();
+    assert_eq!(body["amount"].to_string(), "50.00");
+    assert_eq!(body["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(body["items"][0]["id"], "shirt");
+    assert_eq!(body["items"][0]["quantity"], 2);
+    assert_eq!(body["items"][0]["unitPrice"].to_string(), "25.00");
+    assert_eq!(body["items"][0]["vat"].to_string(), "25");
+    assert_eq!(
+        partners.walley.executed("capture").await,
+        [(order, "50.00".into())]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leg_no_whole_units_add_up_to_goes_without_lines_and_the_operation_says_why() {
+    let (partners, server) = Partners::serving().await;
+    let order = partners
+        .walley
+        .order(json!({ "amount": 40.00, "currency": "EUR" }))
+        .await;
+    let card = partners.wepay.card(json!({})).await;
+    let payment = authorized(&server, vec![walley(4000, &order), wepay(3500, &card)]).await;
+    // 40.00 and 35.00 are no number of 25.00 shirts.
+    let request = proto::CaptureRequest {
+        items: vec![shirts(3)],
+        ..capture(&payment, Some(7500))
+    };
+    let operation = captured(&server, request).await.operation;
+    let notes = history(&operation);
+    assert!(
+        notes.iter().any(|note| note.starts_with(
+            "item lines per leg: leg 0 (walley) goes without lines: no whole units of them add up to 4000"
+        )),
+        "{notes:?}"
+    );
+    let body: serde_json::Value =
+        serde_json::from_str(&partners.walley.bodies("/captures").await[0]).unwrap();
+    assert_eq!(body["amount"].to_string(), "40.00");
+    assert!(
+        body.get("items")
+            .is_none_or(|items| items.as_array().is_some_and(Vec::is_empty)),
+        "{body}"
+    );
 }
