@@ -157,9 +157,13 @@ impl App {
             destinations,
             Arc::new(api::events::EventBodies),
         );
+        // Partner circuit changes, told to and taken from the other replicas.
+        tokio::spawn(crate::workers::partner_health::relay(
+            Arc::downgrade(&store),
+            partners.health_handle(),
+        ));
         let payments = Payments::new(store, partners, clock.clone(), settings, webhooks);
         tokio::spawn(payments.listen_for_finals());
-        tokio::spawn(payments.relay_partner_health());
         let merchants = config
             .keys
             .api_keys

@@ -285,7 +285,11 @@ impl Config {
             authorization_lifetime: self.partners.authorization_lifetime,
             circuit: CircuitSettings {
                 enabled: self.partners.circuit_failures > 0,
-                failures: self.partners.circuit_failures.max(1),
+                // Off by default, a partner's table may still turn it on.
+                failures: match self.partners.circuit_failures {
+                    0 => CircuitSettings::default().failures,
+                    failures => failures,
+                },
                 cool_down: self.partners.circuit_cool_down,
             },
         };

@@ -343,15 +343,10 @@ impl Partners {
         self.health.clone()
     }
 
-    /// The partners whose circuit is open: an operation opened now walks
-    /// their legs last. `take_trial`: a circuit due for a trial lets this
-    /// operation through as the trial (a dry run only looks).
-    pub fn avoided<'a>(
-        &self,
-        partners: impl IntoIterator<Item = &'a str>,
-        take_trial: bool,
-    ) -> Vec<String> {
-        self.health.avoided(partners, take_trial)
+    /// The partners whose circuit is open and not due for a trial: an
+    /// operation opened now walks their legs last.
+    pub fn avoided<'a>(&self, partners: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+        self.health.avoided(partners)
     }
 
     pub fn get(&self, name: &str) -> Option<&ConfiguredPartner> {

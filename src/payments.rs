@@ -371,12 +371,6 @@ impl Payments {
         self.waiters.clone().listen(self.store.finals())
     }
 
-    /// Tells the other replicas of this one's partner circuit changes, and
-    /// takes theirs; runs until the store stops (spawned once per replica).
-    pub fn relay_partner_health(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        crate::workers::partner_health::relay(self.store.clone(), self.partners.health_handle())
-    }
-
     pub fn partners(&self) -> &Partners {
         &self.partners
     }

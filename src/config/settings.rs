@@ -212,8 +212,8 @@ pub struct PartnerSettings {
     #[arg(long, env = "PAYMENT_ORCHESTRATOR_AUTHORIZATION_LIFETIME", default_value = "7d", value_parser = parse_duration)]
     pub authorization_lifetime: Duration,
 
-    /// Consecutive `Unavailable` answers or timeouts after which a partner's
-    /// circuit opens (its legs walked last by captures and voids, its methods
+    /// Consecutive answers that say nothing (`Unavailable`, or an unknown
+    /// outcome such as a timeout) after which a partner's circuit opens (its legs walked last by captures and voids, its methods
     /// left out of ListPaymentMethods), unless the partner's table says
     /// otherwise; 0 turns the circuits off.
     #[arg(

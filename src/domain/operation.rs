@@ -178,8 +178,10 @@ pub enum SettleError {
 impl Operation {
     /// The item lines the partner of `transaction` receives: all of them
     /// when it carries the whole amount; else its share (see
-    /// [`items::per_leg`](super::items::per_leg)) among the legs not
-    /// declined, in route order — empty when no share adds up to its amount.
+    /// [`items::per_leg`](super::items::per_leg)) among all the operation's
+    /// legs in route order — empty when no share adds up to its amount. A
+    /// leg's share depends only on the legs before it, whose amounts are
+    /// fixed once it is sent: a re-send carries the same lines.
     pub fn lines_for(&self, transaction: Uuid) -> Vec<ItemLine> {
         let Some(tx) = self.transaction(transaction) else {
             return Vec::new();
@@ -187,45 +189,61 @@ impl Operation {
         if self.items.is_empty() || tx.amount == self.amount {
             return self.items.clone();
         }
-        let legs: Vec<&PartnerTransaction> = self
-            .transactions
+        let Some(index) = self.transactions.iter().position(|tx| tx.id == transaction) else {
+            return Vec::new();
+        };
+        // Only the legs up to this one decide its share.
+        let amounts: Vec<_> = self.transactions[..=index]
             .iter()
-            .filter(|tx| tx.status != TransactionStatus::Failure)
+            .map(|tx| tx.amount)
             .collect();
-        let amounts: Vec<_> = legs.iter().map(|tx| tx.amount).collect();
-        let shared = super::items::per_leg(&self.items, &amounts);
-        legs.iter()
-            .position(|leg| leg.id == transaction)
-            .and_then(|index| shared.into_iter().nth(index).flatten())
+        super::items::per_leg(&self.items, &amounts)
+            .pop()
+            .flatten()
             .unwrap_or_default()
     }
 
     /// How the item lines are shared out between the legs, for the history
     /// (`None` when one leg carries the whole amount, or there are none).
     pub fn lines_note(&self, partner_of: impl Fn(usize) -> String) -> Option<String> {
+        /// Longer notes are cut: the shares are computed again at each send.
+        const MOST: usize = 1000;
         if self.items.is_empty() || self.transactions.iter().any(|tx| tx.amount == self.amount) {
             return None;
         }
+        let amounts: Vec<_> = self.transactions.iter().map(|tx| tx.amount).collect();
+        let shared = super::items::per_leg(&self.items, &amounts);
         let legs: Vec<String> = self
             .transactions
             .iter()
-            .map(|tx| {
-                let lines = self.lines_for(tx.id);
+            .zip(shared)
+            .map(|(tx, lines)| {
                 let who = format!("leg {} ({})", tx.leg, partner_of(tx.leg));
-                if lines.is_empty() {
-                    return format!(
-                        "{who} goes without lines: no whole units of them add up to {}",
+                match lines {
+                    Some(lines) if !lines.is_empty() => {
+                        let parts: Vec<String> = lines
+                            .iter()
+                            .map(|line| format!("{} × {}", line.quantity, line.sku_reference))
+                            .collect();
+                        format!("{who} {}", parts.join(", "))
+                    }
+                    _ => format!(
+                        "{who} goes without lines: no share of them adding up to {} was found",
                         tx.amount
-                    );
+                    ),
                 }
-                let parts: Vec<String> = lines
-                    .iter()
-                    .map(|line| format!("{} × {}", line.quantity, line.sku_reference))
-                    .collect();
-                format!("{who} {}", parts.join(", "))
             })
             .collect();
-        Some(format!("item lines per leg: {}", legs.join("; ")))
+        let mut note = format!("item lines per leg: {}", legs.join("; "));
+        if note.len() > MOST {
+            let cut = (0..=MOST)
+                .rev()
+                .find(|&i| note.is_char_boundary(i))
+                .unwrap_or(0);
+            note.truncate(cut);
+            note.push('…');
+        }
+        Some(note)
     }
 
     pub fn transaction(&self, id: Uuid) -> Option<&PartnerTransaction> {
@@ -379,15 +397,15 @@ impl Operation {
         true
     }
 
-    /// A partner reports an outcome that contradicts a final one: the status
-    /// stays (final statuses never change), the operation goes to an
-    /// operator with both facts in its history. Returns whether it was newly
-    /// flagged.
     /// Adds `note` to the history.
     pub fn note(&mut self, note: String, now: SystemTime) {
         self.history.push(HistoryEntry { at: now, note });
     }
 
+    /// A partner reports an outcome that contradicts a final one: the status
+    /// stays (final statuses never change), the operation goes to an
+    /// operator with both facts in its history. Returns whether it was newly
+    /// flagged.
     pub fn flag_contradiction(&mut self, note: String, now: SystemTime) -> bool {
         let newly = !self.requires_review;
         self.requires_review = true;

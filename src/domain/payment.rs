@@ -495,13 +495,13 @@ impl Payment {
             rules.join(", "),
             legs.join(", ")
         );
-        let mut open: Vec<&str> = self
-            .legs
-            .iter()
-            .map(|leg| leg.partner.as_str())
-            .filter(|partner| request.avoid.iter().any(|p| p == partner))
-            .collect();
-        open.dedup();
+        let mut open: Vec<&str> = Vec::new();
+        for leg in &self.legs {
+            let partner = leg.partner.as_str();
+            if request.avoid.iter().any(|p| p == partner) && !open.contains(&partner) {
+                open.push(partner);
+            }
+        }
         for partner in open {
             let used: Vec<String> = allocations
                 .iter()

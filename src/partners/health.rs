@@ -2,15 +2,18 @@
 //! failing is walked around instead of tried first every time.
 //!
 //! - **Closed** (healthy): every answer counts. `failures` consecutive
-//!   `Unavailable` answers or timeouts (of sends and lookups alike) open it.
+//!   answers that say nothing — `Unavailable`, or an unknown outcome (a
+//!   timeout, a 5xx once the request may have applied) — of sends and
+//!   lookups alike open it.
 //! - **Open**: for `cool_down`, captures and voids walk the partner's legs
 //!   last (a leg that must be used is still sent), and `ListPaymentMethods`
 //!   leaves its methods out.
-//! - **Half-open**: after the cool-down, the next operation that would use
-//!   the partner is its trial (routed as if healthy); the others still walk
-//!   around it. Any answer that is not a failure closes the circuit; a
-//!   failure opens it for another cool-down. A trial that never reports
-//!   back lets another one through after a cool-down.
+//! - **Half-open**: after the cool-down, the next operation opened that
+//!   calls the partner is its trial (routed as if healthy; its methods are
+//!   offered again, so a new payment may be it); the others walk around it
+//!   while the trial runs. Any answer that is not a failure closes the
+//!   circuit; a failure opens it for another cool-down. A trial that never
+//!   reports back lets another one through after a cool-down.
 //!
 //! Each replica keeps its circuits in memory; the changes it makes (open,
 //! closed) are told to the other replicas through the store's notices
@@ -131,6 +134,29 @@ struct Circuit {
     changed_at: Option<SystemTime>,
 }
 
+impl Circuit {
+    fn is_open(&self) -> bool {
+        !matches!(self.state, State::Closed)
+    }
+
+    /// Open (or on a trial) for a whole cool-down: a call may go.
+    fn trial_due(&self, now: SystemTime) -> bool {
+        match self.state {
+            State::Closed => false,
+            State::Open { until } => now >= until,
+            State::HalfOpen { since } => now >= later(since, self.settings.cool_down),
+        }
+    }
+}
+
+/// `at + by`, or `at` itself should that not be a time.
+fn later(at: SystemTime, by: Duration) -> SystemTime {
+    at.checked_add(by).unwrap_or(at)
+}
+
+/// The longest cool-down (a longer setting is this).
+pub const MAX_COOL_DOWN: Duration = Duration::from_secs(86_400);
+
 /// Every partner's circuit on this replica.
 #[derive(Debug)]
 pub struct Health {
@@ -147,7 +173,8 @@ impl Health {
     ) -> Health {
         let circuits = settings
             .into_iter()
-            .map(|(partner, settings)| {
+            .map(|(partner, mut settings)| {
+                settings.cool_down = settings.cool_down.min(MAX_COOL_DOWN);
                 set_metric(&partner, false);
                 let circuit = Circuit {
                     settings,
@@ -192,8 +219,9 @@ impl Health {
         circuit.consecutive = circuit.consecutive.saturating_add(1);
         let opens = match circuit.state {
             State::Closed => circuit.consecutive >= circuit.settings.failures,
+            // A trial, or a call made once a trial was due, failed.
             State::HalfOpen { .. } => true,
-            State::Open { .. } => false,
+            State::Open { .. } => circuit.trial_due(now),
         };
         if opens {
             let why = format!("{} consecutive failures", circuit.consecutive);
@@ -201,50 +229,48 @@ impl Health {
         }
     }
 
-    /// Of `partners`, those an operation opened now should walk last. A
-    /// circuit whose cool-down is over lets this caller through as its trial
-    /// (`take_trial`; a dry run only looks).
-    pub fn avoided<'a>(
-        &self,
-        partners: impl IntoIterator<Item = &'a str>,
-        take_trial: bool,
-    ) -> Vec<String> {
+    /// Of `partners`, those an operation opened now should walk last: the
+    /// open circuits not due for a trial. Changes nothing.
+    pub fn avoided<'a>(&self, partners: impl IntoIterator<Item = &'a str>) -> Vec<String> {
         let now = self.clock.now();
-        let mut circuits = self.circuits.lock().unwrap_or_else(|e| e.into_inner());
+        let circuits = self.circuits.lock().unwrap_or_else(|e| e.into_inner());
         let mut avoided: Vec<String> = Vec::new();
         for partner in partners {
-            let Some(circuit) = circuits.get_mut(partner) else {
-                continue;
-            };
-            let cool_down = circuit.settings.cool_down;
-            let trial_due = match circuit.state {
-                State::Closed => continue,
-                State::Open { until } => now >= until,
-                State::HalfOpen { since } => now >= since + cool_down,
-            };
-            if trial_due {
-                if take_trial {
-                    if matches!(circuit.state, State::Open { .. }) {
-                        tracing::info!(partner, "partner circuit half-open: one trial call");
-                    }
-                    circuit.state = State::HalfOpen { since: now };
-                }
-                continue;
-            }
-            if !avoided.iter().any(|p| p == partner) {
+            let walked_around = circuits
+                .get(partner)
+                .is_some_and(|circuit| !circuit.trial_due(now) && circuit.is_open());
+            if walked_around && !avoided.iter().any(|p| p == partner) {
                 avoided.push(partner.to_owned());
             }
         }
         avoided
     }
 
-    /// Whether `partner`'s methods are offered to shoppers now (not while
-    /// its circuit is open or on trial).
+    /// An operation that will call `partner` was opened while its circuit
+    /// was due for a trial: it is the trial, and the others walk around the
+    /// partner until it answers (or for another cool-down).
+    pub fn trial_taken(&self, partner: &str) {
+        let now = self.clock.now();
+        let mut circuits = self.circuits.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(circuit) = circuits.get_mut(partner) else {
+            return;
+        };
+        if circuit.is_open() && circuit.trial_due(now) {
+            if matches!(circuit.state, State::Open { .. }) {
+                tracing::info!(partner, "partner circuit half-open: one trial call");
+            }
+            circuit.state = State::HalfOpen { since: now };
+        }
+    }
+
+    /// Whether `partner`'s methods are offered to shoppers now: not while
+    /// its circuit is open, until a trial is due (a new payment may be it).
     pub fn offered(&self, partner: &str) -> bool {
+        let now = self.clock.now();
         let circuits = self.circuits.lock().unwrap_or_else(|e| e.into_inner());
         circuits
             .get(partner)
-            .is_none_or(|circuit| matches!(circuit.state, State::Closed))
+            .is_none_or(|circuit| !circuit.is_open() || circuit.trial_due(now))
     }
 
     /// Takes another replica's change.
@@ -261,11 +287,8 @@ impl Health {
         if !circuit.settings.enabled || open_now == notice.open {
             return;
         }
-        circuit.consecutive = if notice.open {
-            circuit.settings.failures
-        } else {
-            0
-        };
+        // The failures were another replica's.
+        circuit.consecutive = 0;
         let partner = notice.partner.clone();
         set_state(circuit, notice.open, now);
         log_change(&partner, notice.open, "another replica saw it");
@@ -287,7 +310,7 @@ impl Health {
                 changed_at: circuit.changed_at,
                 retry_at: match circuit.state {
                     State::Open { until } => Some(until),
-                    State::HalfOpen { since } => Some(since + circuit.settings.cool_down),
+                    State::HalfOpen { since } => Some(later(since, circuit.settings.cool_down)),
                     State::Closed => None,
                 },
                 settings: circuit.settings,
@@ -310,7 +333,7 @@ impl Health {
 fn set_state(circuit: &mut Circuit, open: bool, now: SystemTime) {
     circuit.state = if open {
         State::Open {
-            until: now + circuit.settings.cool_down,
+            until: later(now, circuit.settings.cool_down),
         }
     } else {
         State::Closed
@@ -367,10 +390,10 @@ mod tests {
         health.record("p", true);
         health.record("p", true);
         assert_eq!(state(&health), CircuitState::Closed);
-        assert!(health.avoided(["p"], true).is_empty());
+        assert!(health.avoided(["p"]).is_empty());
         health.record("p", true);
         assert_eq!(state(&health), CircuitState::Open);
-        assert_eq!(health.avoided(["p", "q"], true), vec!["p".to_owned()]);
+        assert_eq!(health.avoided(["p", "q"]), vec!["p".to_owned()]);
         assert!(!health.offered("p"));
     }
 
@@ -382,20 +405,23 @@ mod tests {
             health.record("p", true);
         }
         clock.advance(Duration::from_secs(30));
-        // A dry run looks without taking the trial.
-        assert!(health.avoided(["p"], false).is_empty());
+        // Due for a trial: routed as healthy and offered, until a trial is
+        // taken; looking changes nothing.
+        assert!(health.avoided(["p"]).is_empty());
+        assert!(health.offered("p"));
         assert_eq!(state(&health), CircuitState::Open);
-        // The first caller is the trial; the next still walks around.
-        assert!(health.avoided(["p"], true).is_empty());
+        health.trial_taken("p");
         assert_eq!(state(&health), CircuitState::HalfOpen);
-        assert_eq!(health.avoided(["p"], true), vec!["p".to_owned()]);
+        assert_eq!(health.avoided(["p"]), vec!["p".to_owned()]);
+        assert!(!health.offered("p"));
         // The trial fails: open for another cool-down.
         health.record("p", true);
         assert_eq!(state(&health), CircuitState::Open);
         clock.advance(Duration::from_secs(29));
-        assert_eq!(health.avoided(["p"], true), vec!["p".to_owned()]);
+        assert_eq!(health.avoided(["p"]), vec!["p".to_owned()]);
         clock.advance(Duration::from_secs(1));
-        assert!(health.avoided(["p"], true).is_empty());
+        assert!(health.avoided(["p"]).is_empty());
+        health.trial_taken("p");
         // The trial answers: closed.
         health.record("p", false);
         assert_eq!(state(&health), CircuitState::Closed);
@@ -410,9 +436,13 @@ mod tests {
             health.record("p", true);
         }
         clock.advance(Duration::from_secs(30));
-        assert!(health.avoided(["p"], true).is_empty());
+        health.trial_taken("p");
+        assert_eq!(health.avoided(["p"]), vec!["p".to_owned()]);
         clock.advance(Duration::from_secs(30));
-        assert!(health.avoided(["p"], true).is_empty());
+        assert!(health.avoided(["p"]).is_empty());
+        // A failure once a trial is due opens it for another cool-down.
+        health.record("p", true);
+        assert_eq!(health.avoided(["p"]), vec!["p".to_owned()]);
     }
 
     #[test]

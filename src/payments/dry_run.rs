@@ -9,14 +9,16 @@
 
 use super::{
     Idempotent, OperationCommand, OperationResult, PaymentError, PaymentView, Payments,
-    Precondition,
+    Precondition, operation_result, outcome_of,
 };
 use crate::domain::{operation::TransactionOutcome, status::TransactionStatus};
 
 impl Payments {
     /// The answer the operation call would give now, as a dry run. A key
-    /// already used answers as the real call would: with the operation it
-    /// made, or `IDEMPOTENCY_KEY_REUSED` for another request.
+    /// whose operation exists answers as a retry would: the operation once
+    /// final, `REQUEST_IN_PROGRESS` before, `IDEMPOTENCY_KEY_REUSED` for
+    /// another request. (A key whose call was refused made no operation: it
+    /// is checked anew.)
     pub async fn dry_run(
         &self,
         merchant: &str,
@@ -34,14 +36,15 @@ impl Payments {
             if operation.origin.map(|o| o.fingerprint) != Some(origin.fingerprint) {
                 return Err(PaymentError::IdempotencyKeyReused);
             }
-            return Ok(OperationResult {
-                operation,
-                payment: PaymentView::now(stored.value, Vec::new()),
-                dry_run: false,
-            });
+            if !operation.status.is_final() {
+                return Err(PaymentError::RequestInProgress);
+            }
+            // As a retry whose record is gone is answered.
+            let outcome = outcome_of(&stored.value, &[], &operation, &[]);
+            return operation_result(stored.value, outcome);
         }
         let partners = header.value.legs.iter().map(|leg| leg.partner.as_str());
-        operation_request.avoid = self.partners.avoided(partners, false);
+        operation_request.avoid = self.partners.avoided(partners);
         let now = self.clock.now();
         let mut after = header.value;
         let mut operation = after

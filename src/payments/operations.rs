@@ -60,7 +60,7 @@ impl Payments {
         for _ in 0..MAX_WRITE_ATTEMPTS {
             let header = self.owned_header(merchant, payment_id).await?;
             let partners = header.value.legs.iter().map(|leg| leg.partner.as_str());
-            operation_request.avoid = self.partners.avoided(partners, true);
+            operation_request.avoid = self.partners.avoided(partners);
             let now = self.clock.now();
             let mut reserved = header.value.clone();
             let mut step = Step::new(Shard::of(payment_id), now);
@@ -118,6 +118,13 @@ impl Payments {
                     Err(_) => return Err(PaymentError::RequestInProgress),
                     Ok(operation) => {
                         metrics::counter!(crate::telemetry::series::OPERATIONS_OPENED).increment(1);
+                        // A partner due for a trial that this operation calls:
+                        // it is the trial.
+                        for tx in &operation.transactions {
+                            if let Some(leg) = reserved.legs.get(tx.leg) {
+                                self.partners.health().trial_taken(&leg.partner);
+                            }
+                        }
                         let work = Work {
                             header: Versioned {
                                 value: reserved,

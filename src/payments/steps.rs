@@ -415,7 +415,7 @@ impl Payments {
             order_source,
             avoid: self
                 .partners
-                .avoided(header.legs.iter().map(|leg| leg.partner.as_str()), true),
+                .avoided(header.legs.iter().map(|leg| leg.partner.as_str())),
             max_operations: None,
         };
         header

@@ -2,7 +2,7 @@
 //! memory (no request reads the store for them) and tells the others only
 //! when one opens or closes, through the store's notices.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use tokio::sync::broadcast::error::RecvError;
 
@@ -12,15 +12,19 @@ use crate::{
 };
 
 /// Publishes this replica's changes and applies the others' until the
-/// store stops announcing. A notice that cannot be published is logged:
-/// the other replicas then find the partner's state from their own calls.
-pub async fn relay(store: Arc<dyn Store>, health: Arc<Health>) {
+/// store is dropped (it holds the store weakly: the store's own tasks end
+/// with it). A notice that cannot be published is logged: the other
+/// replicas then find the partner's state from their own calls.
+pub async fn relay(store: Weak<dyn Store>, health: Arc<Health>) {
     let mut mine = health.changes();
-    let mut theirs = store.health_notices();
+    let Some(mut theirs) = store.upgrade().map(|store| store.health_notices()) else {
+        return;
+    };
     loop {
         tokio::select! {
             change = mine.recv() => match change {
                 Ok(notice) => {
+                    let Some(store) = store.upgrade() else { return };
                     if let Err(error) = store.announce_health(&notice.encode()).await {
                         tracing::warn!(%error, partner = %notice.partner,
                             "cannot tell the other replicas of a partner circuit change");

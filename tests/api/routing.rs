@@ -473,7 +473,7 @@ async fn a_leg_no_whole_units_add_up_to_goes_without_lines_and_the_operation_say
     let notes = history(&operation);
     assert!(
         notes.iter().any(|note| note.starts_with(
-            "item lines per leg: leg 0 (walley) goes without lines: no whole units of them add up to 4000"
+            "item lines per leg: leg 0 (walley) goes without lines: no share of them adding up to 4000 was found"
         )),
         "{notes:?}"
     );

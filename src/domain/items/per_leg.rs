@@ -4,16 +4,20 @@
 //! Lines go whole, or split by quantity: a part of `k` units is a line of
 //! its own (same article, unit price and rate) whose tax is computed on it,
 //! so every part is exact by itself. A line with a discount only goes whole
-//! (the discount cannot be shared out truthfully). Each leg, in route order,
-//! takes the first combination of what is left that adds up to its amount
-//! exactly (a bounded search); a leg for which none exists goes without
-//! lines, and its amount's lines stay for the legs after it.
+//! (the discount cannot be shared out truthfully), and a line worth nothing
+//! goes whole with the first leg that receives lines. Each leg, in route
+//! order, takes the first combination of what is left that adds up to its
+//! amount exactly, found by a search that tries at most [`SEARCH_BUDGET`]
+//! unit counts; a leg for which none is found goes without lines, and its
+//! amount's lines stay for the legs after it.
+
+use rust_decimal::{Decimal, RoundingStrategy};
 
 use super::{ItemLine, ItemLineInput, total};
 use crate::domain::money::Amount;
 
-/// How many combinations one leg's search may try before it gives up.
-const SEARCH_BUDGET: u32 = 20_000;
+/// How many unit counts one leg's search may try before it gives up.
+pub const SEARCH_BUDGET: u32 = 5_000;
 
 /// What is left of one line.
 #[derive(Debug, Clone)]
@@ -23,14 +27,32 @@ struct Left<'a> {
 }
 
 impl Left<'_> {
-    /// `units` of it as a line of their own; `None` when it cannot be cut
-    /// (a discounted line, other than whole).
+    /// Whether only the whole line can go (a discount, or a part taken).
+    fn whole_only(&self) -> bool {
+        !self.line.discount_amount.is_zero()
+    }
+
+    /// What `units` of it come to, with their own tax; `None` when they
+    /// cannot go (a discounted line, other than whole) or do not fit an i64.
+    fn gross(&self, units: i64) -> Option<i64> {
+        if units == self.line.quantity {
+            return total(std::slice::from_ref(self.line))
+                .ok()
+                .map(Amount::minor);
+        }
+        if self.whole_only() {
+            return None;
+        }
+        let net = self.line.unit_price.minor().checked_mul(units)?;
+        let tax = (Decimal::from(net) * self.line.tax_rate / Decimal::ONE_HUNDRED)
+            .round_dp_with_strategy(0, RoundingStrategy::MidpointAwayFromZero);
+        net.checked_add(i64::try_from(tax).ok()?)
+    }
+
+    /// `units` of it as a line of their own.
     fn part(&self, units: i64) -> Option<ItemLine> {
         if units == self.line.quantity {
             return Some(self.line.clone());
-        }
-        if !self.line.discount_amount.is_zero() {
-            return None;
         }
         ItemLine::compute(ItemLineInput {
             sku_reference: self.line.sku_reference.clone(),
@@ -43,30 +65,42 @@ impl Left<'_> {
         .ok()
     }
 
-    fn gross(part: &ItemLine) -> Option<i64> {
-        total(std::slice::from_ref(part)).ok().map(Amount::minor)
+    /// The most units whose gross is at most `target` (gross grows with
+    /// the units), by bisection.
+    fn most_within(&self, target: i64) -> i64 {
+        let (mut low, mut high) = (0, self.units);
+        while low < high {
+            let mid = low + (high - low + 1) / 2;
+            match self.gross(mid) {
+                Some(gross) if gross <= target => low = mid,
+                _ => high = mid - 1,
+            }
+        }
+        low
     }
 }
 
 /// The lines each of `legs` (amounts, in route order) receives: `None` for
-/// a leg no combination of the lines left adds up to.
+/// a leg no combination of the lines left was found to add up to.
 pub fn per_leg(lines: &[ItemLine], legs: &[Amount]) -> Vec<Option<Vec<ItemLine>>> {
+    let worthless = |line: &ItemLine| total(std::slice::from_ref(line)) == Ok(Amount::ZERO);
     let mut left: Vec<Left<'_>> = lines
         .iter()
+        .filter(|line| !worthless(line))
         .map(|line| Left {
             line,
             units: line.quantity,
         })
         .collect();
+    let mut free: Vec<ItemLine> = lines.iter().filter(|l| worthless(l)).cloned().collect();
     legs.iter()
         .map(|amount| {
             let mut budget = SEARCH_BUDGET;
             let picked = pick(&left, 0, amount.minor(), &mut budget)?;
-            let mut parts = Vec::new();
+            let mut parts = std::mem::take(&mut free);
             for (index, units) in picked {
-                let part = left[index].part(units)?;
+                parts.push(left[index].part(units)?);
                 left[index].units -= units;
-                parts.push(part);
             }
             Some(parts)
         })
@@ -74,6 +108,7 @@ pub fn per_leg(lines: &[ItemLine], legs: &[Amount]) -> Vec<Option<Vec<ItemLine>>
 }
 
 /// Units of lines `from..` adding up to `target` exactly: `(line, units)`.
+/// Every unit count tried costs one of `budget`.
 fn pick(
     left: &[Left<'_>],
     from: usize,
@@ -84,42 +119,37 @@ fn pick(
         return Some(Vec::new());
     }
     let here = left.get(from)?;
-    *budget = budget.checked_sub(1)?;
-    for units in choices(here, target) {
-        let gross = match units {
-            0 => 0,
-            _ => match here.part(units).as_ref().and_then(Left::gross) {
-                Some(gross) if gross <= target => gross,
-                _ => continue,
-            },
-        };
+    if here.units == 0 {
+        return pick(left, from + 1, target, budget);
+    }
+    let last = from + 1 == left.len();
+    let most = if here.whole_only() {
+        if here.units == here.line.quantity && here.gross(here.units)? <= target {
+            here.units
+        } else {
+            0
+        }
+    } else {
+        here.most_within(target)
+    };
+    let mut units = most;
+    loop {
+        *budget = budget.checked_sub(1)?;
+        let gross = if units == 0 { 0 } else { here.gross(units)? };
         if let Some(mut rest) = pick(left, from + 1, target - gross, budget) {
             if units > 0 {
                 rest.insert(0, (from, units));
             }
             return Some(rest);
         }
-        if *budget == 0 {
-            return None;
-        }
-    }
-    None
-}
-
-/// The unit counts worth trying for one line, most first, then none.
-fn choices(left: &Left<'_>, target: i64) -> Vec<i64> {
-    let untouched = left.units == left.line.quantity;
-    if !left.line.discount_amount.is_zero() {
-        return if untouched {
-            vec![left.units, 0]
-        } else {
-            vec![0]
+        units = match units {
+            0 => return None,
+            // The last line can only finish the target.
+            _ if last => return None,
+            _ if here.whole_only() => 0,
+            _ => units - 1,
         };
     }
-    let unit = left.line.unit_price.minor().max(1);
-    // At most what the net alone allows (tax only adds).
-    let most = left.units.min(target / unit);
-    (0..=most).rev().collect()
 }
 
 #[cfg(test)]
@@ -194,6 +224,26 @@ mod tests {
         let second = shared[1].as_ref().unwrap();
         assert_eq!(second[0], lines[0]);
         assert_eq!(gross(second), 2000);
+    }
+
+    #[test]
+    fn hostile_lines_end_quickly_without_a_share() {
+        // A free line of a trillion units and amounts no units fit: the
+        // search gives up within its budget.
+        let lines = [
+            line("a", 40_000, 3, 0, 0),
+            line("free", 1_000_000_000_000, 0, 0, 0),
+            line("b", 1_000_000_000_000, 7, 0, 0),
+        ];
+        let started = std::time::Instant::now();
+        let shared = per_leg(&lines, &[amount(50_002), amount(i64::MAX / 2)]);
+        assert_eq!(shared[1], None);
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        // A free line goes with the first leg that gets lines.
+        let lines = [line("free", 5, 0, 0, 0), line("sock", 2, 500, 0, 0)];
+        let shared = per_leg(&lines, &[amount(500), amount(500)]);
+        assert_eq!(shared[0].as_ref().map(Vec::len), Some(2));
+        assert_eq!(shared[1].as_ref().map(Vec::len), Some(1));
     }
 
     proptest! {

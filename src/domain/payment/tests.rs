@@ -136,6 +136,66 @@ fn a_refused_operation_changes_nothing() {
     assert_eq!(payment, before);
 }
 
+/// The legs (leg index, minor amount) an operation of `kind` for `minor`
+/// takes on the authorized payment while `avoid`'s circuits are open.
+fn routed_around(kind: OperationKind, minor: i64, avoid: &[&str]) -> (Vec<(usize, i64)>, String) {
+    let (mut payment, _) = authorized_payment();
+    if kind == OperationKind::Refund {
+        let capture = request(OperationKind::Capture, None);
+        let mut op = payment
+            .open_operation(id(9), &capture, SystemTime::UNIX_EPOCH)
+            .unwrap();
+        let txs: Vec<Uuid> = op.transactions.iter().map(|tx| tx.id).collect();
+        for tx in txs {
+            payment.record(&mut op, tx, success(), SystemTime::UNIX_EPOCH);
+        }
+    }
+    let mut asked = request(kind, Some(minor));
+    asked.avoid = avoid.iter().map(|p| (*p).to_owned()).collect();
+    let op = payment
+        .open_operation(id(10), &asked, SystemTime::UNIX_EPOCH)
+        .unwrap();
+    let legs = op
+        .transactions
+        .iter()
+        .map(|tx| (tx.leg, tx.amount.minor()))
+        .collect();
+    (legs, op.history[0].note.clone())
+}
+
+#[test]
+fn an_open_circuit_sends_captures_and_voids_to_the_other_legs_first_but_never_refunds() {
+    // Void releases card holds first by default; with the card partner
+    // sick, the gift card's 20.00 goes first.
+    let (legs, why) = routed_around(OperationKind::Void, 1500, &["ingenico"]);
+    assert_eq!(legs, [(1, 1500)]);
+    assert!(
+        why.contains("ingenico's circuit is open: its legs went last, and the others covered"),
+        "{why}"
+    );
+    // Capture takes the gift card first anyway; beyond it, the card is used.
+    let (legs, why) = routed_around(OperationKind::Capture, 2500, &["ingenico"]);
+    assert_eq!(legs, [(1, 2000), (0, 500)]);
+    assert!(
+        why.contains("the others could not cover the amount"),
+        "{why}"
+    );
+    // With the gift card partner sick a capture starts on the card.
+    let (legs, _) = routed_around(OperationKind::Capture, 1500, &["illicado"]);
+    assert_eq!(legs, [(0, 1500)]);
+    // A refund keeps its order: the card first, sick or not.
+    let (legs, why) = routed_around(OperationKind::Refund, 1500, &["ingenico"]);
+    assert_eq!(legs, [(0, 1500)]);
+    assert!(why.contains("a refund keeps its order"), "{why}");
+    // Nothing open: the default order, and the history says which.
+    let (legs, why) = routed_around(OperationKind::Void, 1500, &[]);
+    assert_eq!(legs, [(0, 1500)]);
+    assert_eq!(
+        why,
+        "legs ordered by the default priority [*:creditcard, *:*]: leg 0 (ingenico) 1500"
+    );
+}
+
 #[test]
 fn declined_leg_is_reoffered_to_later_legs() {
     let (mut payment, mut op) = capture_opened(2000);
