@@ -159,7 +159,7 @@ impl App {
         );
         // Partner circuit changes, told to and taken from the other replicas.
         tokio::spawn(crate::workers::partner_health::relay(
-            Arc::downgrade(&store),
+            &store,
             partners.health_handle(),
         ));
         let payments = Payments::new(store, partners, clock.clone(), settings, webhooks);

@@ -197,3 +197,59 @@ fn merchant_priorities_override_one_kind_each() {
     assert_eq!(demo.refund, config.priorities().refund, "unchanged");
     assert!(parse_merchant_priority("demo:authorize=*:*").is_err());
 }
+
+#[test]
+fn circuits_take_the_flags_defaults_and_each_partner_table_may_change_them() {
+    let config = load_file(
+        "circuit-failures = 7\ncircuit-cool-down = \"2m\"\n\
+         [partners.cards]\nkind = \"sandbox\"\nmethods = [\"creditcard\"]\n\
+         circuit = { failures = 2, cool_down = \"10s\" }\n\
+         [partners.gifts]\nkind = \"sandbox\"\nmethods = [\"giftcard\"]\n\
+         [partners.slow]\nkind = \"sandbox\"\nmethods = [\"invoice\"]\n\
+         circuit = { enabled = false }\n",
+    )
+    .unwrap();
+    let partners = config.partner_configs().unwrap();
+    let circuit = |name: &str| {
+        partners
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.circuit)
+            .unwrap()
+    };
+    assert_eq!(
+        (circuit("cards").failures, circuit("cards").cool_down),
+        (2, Duration::from_secs(10))
+    );
+    assert_eq!(
+        (circuit("gifts").failures, circuit("gifts").cool_down),
+        (7, Duration::from_secs(120))
+    );
+    assert!(circuit("gifts").enabled);
+    assert!(!circuit("slow").enabled);
+    // On by default; `--circuit-failures 0` turns them off unless a table
+    // turns one on (with the default count).
+    let embedded = Config::embedded().partner_configs().unwrap();
+    assert!(
+        embedded
+            .iter()
+            .all(|p| p.circuit.enabled && p.circuit.failures == 5)
+    );
+    let off = load_file(
+        "circuit-failures = 0\n[partners.cards]\nkind = \"sandbox\"\nmethods = [\"creditcard\"]\n\
+         circuit = { enabled = true }\n",
+    )
+    .unwrap();
+    let cards = off.partner_configs().unwrap()[0].circuit;
+    assert!(cards.enabled);
+    assert_eq!(cards.failures, 5);
+    // Zero failures in a table is refused, naming the setting.
+    let error = load_file(
+        "[partners.cards]\nkind = \"sandbox\"\nmethods = [\"creditcard\"]\n\
+         circuit = { failures = 0 }\n",
+    )
+    .err()
+    .map(|e| format!("{e:#}"))
+    .unwrap_or_default();
+    assert!(error.contains("partners.cards.circuit.failures"), "{error}");
+}

@@ -178,10 +178,13 @@ pub enum SettleError {
 impl Operation {
     /// The item lines the partner of `transaction` receives: all of them
     /// when it carries the whole amount; else its share (see
-    /// [`items::per_leg`](super::items::per_leg)) among all the operation's
-    /// legs in route order — empty when no share adds up to its amount. A
-    /// leg's share depends only on the legs before it, whose amounts are
-    /// fixed once it is sent: a re-send carries the same lines.
+    /// [`items::per_leg`](super::items::per_leg)) among the legs up to it in
+    /// route order that were not declined (a declined leg's amount went on
+    /// by fallback, its lines go with it) — empty when no share adds up to
+    /// its amount. The legs before a leg are answered before it is sent, so
+    /// its share is the same at every send; it could change only if an
+    /// earlier leg were found declined later, and then this leg is re-sent
+    /// only when the partner has no trace of it (a first application).
     pub fn lines_for(&self, transaction: Uuid) -> Vec<ItemLine> {
         let Some(tx) = self.transaction(transaction) else {
             return Vec::new();
@@ -192,9 +195,11 @@ impl Operation {
         let Some(index) = self.transactions.iter().position(|tx| tx.id == transaction) else {
             return Vec::new();
         };
-        // Only the legs up to this one decide its share.
         let amounts: Vec<_> = self.transactions[..=index]
             .iter()
+            .filter(|earlier| {
+                earlier.id == transaction || earlier.status != TransactionStatus::Failure
+            })
             .map(|tx| tx.amount)
             .collect();
         super::items::per_leg(&self.items, &amounts)
@@ -212,6 +217,7 @@ impl Operation {
             return None;
         }
         let amounts: Vec<_> = self.transactions.iter().map(|tx| tx.amount).collect();
+        // At open nothing is declined yet: every leg shares.
         let shared = super::items::per_leg(&self.items, &amounts);
         let legs: Vec<String> = self
             .transactions

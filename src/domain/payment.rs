@@ -481,19 +481,15 @@ impl Payment {
         Ok(operation)
     }
 
-    /// The rule that ordered an operation's legs, what each leg takes, and
-    /// what an open circuit changed: the first entry of its history.
+    /// The rule that ordered an operation's legs, and what an open circuit
+    /// changed: the first entry of its history.
     fn why_these_legs(&self, request: &OperationRequest, allocations: &[Allocation]) -> String {
+        // What each leg takes is on the operation's transactions.
         let rules: Vec<String> = request.priority.iter().map(ToString::to_string).collect();
-        let legs: Vec<String> = allocations
-            .iter()
-            .map(|a| format!("leg {} ({}) {}", a.leg, self.legs[a.leg].partner, a.amount))
-            .collect();
         let mut why = format!(
-            "legs ordered by {} [{}]: {}",
+            "legs ordered by {} [{}]",
             request.order_source,
-            rules.join(", "),
-            legs.join(", ")
+            rules.join(", ")
         );
         let mut open: Vec<&str> = Vec::new();
         for leg in &self.legs {

@@ -7,18 +7,25 @@
 //! written (no operation, reservation, idempotency record or webhook) and no
 //! partner is called; a circuit due for its trial is only looked at.
 
+use uuid::Uuid;
+
 use super::{
-    Idempotent, OperationCommand, OperationResult, PaymentError, PaymentView, Payments,
-    Precondition, operation_result, outcome_of,
+    Found, Idempotent, OperationCommand, OperationResult, PaymentError, PaymentView, Payments,
+    Precondition, found_record, operation_result, outcome_of,
 };
-use crate::domain::{operation::TransactionOutcome, status::TransactionStatus};
+use crate::{
+    domain::{
+        operation::{Origin, TransactionOutcome},
+        status::TransactionStatus,
+    },
+    store::{Committed, KeyChange, KeyState, PaymentWrite, Shard, Step, StoreError, Write},
+};
 
 impl Payments {
     /// The answer the operation call would give now, as a dry run. A key
-    /// whose operation exists answers as a retry would: the operation once
-    /// final, `REQUEST_IN_PROGRESS` before, `IDEMPOTENCY_KEY_REUSED` for
-    /// another request. (A key whose call was refused made no operation: it
-    /// is checked anew.)
+    /// already used answers as a retry would: the stored answer (or
+    /// refusal), `REQUEST_IN_PROGRESS` while its call runs,
+    /// `IDEMPOTENCY_KEY_REUSED` for another request.
     pub async fn dry_run(
         &self,
         merchant: &str,
@@ -32,16 +39,32 @@ impl Payments {
             ));
         };
         let header = self.owned_header(merchant, payment_id).await?;
-        if let Some((stored, operation)) = self.store.operation(payment_id, origin.record).await? {
-            if operation.origin.map(|o| o.fingerprint) != Some(origin.fingerprint) {
-                return Err(PaymentError::IdempotencyKeyReused);
+        // A key already used: as a retry is answered.
+        match self.key_state(payment_id, origin).await? {
+            Some(state) => {
+                return match found_record(state)? {
+                    Found::Answer(outcome) => operation_result(header.value, *outcome),
+                    // The real call would take the work over: nothing a
+                    // dry run may do.
+                    Found::Abandoned => Err(PaymentError::RequestInProgress),
+                };
             }
-            if !operation.status.is_final() {
-                return Err(PaymentError::RequestInProgress);
+            None => {
+                // Its record is gone but its operation is there (ids are
+                // derived from the key).
+                if let Some((stored, operation)) =
+                    self.store.operation(payment_id, origin.record).await?
+                {
+                    if operation.origin.map(|o| o.fingerprint) != Some(origin.fingerprint) {
+                        return Err(PaymentError::IdempotencyKeyReused);
+                    }
+                    if !operation.status.is_final() {
+                        return Err(PaymentError::RequestInProgress);
+                    }
+                    let outcome = outcome_of(&stored.value, &[], &operation, &[]);
+                    return operation_result(stored.value, outcome);
+                }
             }
-            // As a retry whose record is gone is answered.
-            let outcome = outcome_of(&stored.value, &[], &operation, &[]);
-            return operation_result(stored.value, outcome);
         }
         let partners = header.value.legs.iter().map(|leg| leg.partner.as_str());
         operation_request.avoid = self.partners.avoided(partners);
@@ -65,5 +88,43 @@ impl Payments {
             payment: PaymentView::now(after, Vec::new()),
             dry_run: true,
         })
+    }
+
+    /// What the key's record holds (`None`: no record), changing nothing.
+    /// The probe is the claim the real call makes, in a step whose header
+    /// check cannot hold (no header reaches version `u64::MAX`): the store
+    /// answers the record's state as it would to the real call, or a
+    /// conflict when the key is free, and applies nothing either way.
+    async fn key_state(
+        &self,
+        payment_id: Uuid,
+        origin: Origin,
+    ) -> Result<Option<KeyState>, PaymentError> {
+        let mut probe = Step::new(Shard::of(payment_id), self.clock.now());
+        probe.key = Some(KeyChange::Claim {
+            record: origin.record,
+            fingerprint: origin.fingerprint,
+            lease: self.settings.idempotency_lease,
+            ttl: self.settings.idempotency_ttl,
+        });
+        probe.payment = Some(PaymentWrite {
+            header: Write::Check {
+                expected: u64::MAX,
+                id: payment_id,
+            },
+            operations: Vec::new(),
+        });
+        match self.store.commit(probe).await {
+            Ok(Committed::Claimed(state)) => Ok(Some(state)),
+            Ok(Committed::Applied { .. }) => {
+                Err(PaymentError::Internal("a key probe applied".into()))
+            }
+            Ok(_) => Ok(None),
+            Err(StoreError::NotReplicated(committed)) => match *committed {
+                Committed::Claimed(state) => Ok(Some(state)),
+                _ => Ok(None),
+            },
+            Err(error) => Err(error.into()),
+        }
     }
 }

@@ -118,10 +118,13 @@ impl Payments {
                     Err(_) => return Err(PaymentError::RequestInProgress),
                     Ok(operation) => {
                         metrics::counter!(crate::telemetry::series::OPERATIONS_OPENED).increment(1);
-                        // A partner due for a trial that this operation calls:
+                        // A partner due for a trial that this operation will
+                        // call (routed as healthy, on a step that is kept):
                         // it is the trial.
-                        for tx in &operation.transactions {
-                            if let Some(leg) = reserved.legs.get(tx.leg) {
+                        for tx in operation.transactions.iter().filter(|_| replicated) {
+                            if let Some(leg) = reserved.legs.get(tx.leg)
+                                && !operation_request.avoid.contains(&leg.partner)
+                            {
                                 self.partners.health().trial_taken(&leg.partner);
                             }
                         }

@@ -209,9 +209,28 @@ async fn a_dry_run_refuses_exactly_as_the_real_call_and_answers_a_used_key_as_it
         .expect("answered")
         .into_inner();
     assert_eq!(replay.operation.as_ref(), Some(&done.operation));
+    // Still its stored answer once nothing is left to capture.
+    voided(&server, void(&payment, None)).await;
+    let replay = server
+        .payments()
+        .capture(again.clone())
+        .await
+        .expect("answered")
+        .into_inner();
+    assert_eq!(replay.operation.as_ref(), Some(&done.operation));
     again.amount = Some(2000);
     let reused = server.payments().capture(again).await.unwrap_err();
     assert_eq!(reason(&reused).as_deref(), Some("IDEMPOTENCY_KEY_REUSED"));
+    // A refused call's key replays the refusal, the same as the real retry.
+    let mut refused = capture(&payment, Some(500));
+    let first = server
+        .payments()
+        .capture(refused.clone())
+        .await
+        .unwrap_err();
+    refused.validate_only = true;
+    let dry = server.payments().capture(refused).await.unwrap_err();
+    assert_eq!((dry.code(), reason(&dry)), (first.code(), reason(&first)));
     // Another merchant's payment is not found, dry or not.
     let mut theirs = capture(&payment, Some(1000));
     theirs.validate_only = true;

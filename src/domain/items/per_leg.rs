@@ -70,7 +70,8 @@ impl Left<'_> {
     fn most_within(&self, target: i64) -> i64 {
         let (mut low, mut high) = (0, self.units);
         while low < high {
-            let mid = low + (high - low + 1) / 2;
+            // The upper middle, without overflow at i64::MAX units.
+            let mid = high - (high - low) / 2;
             match self.gross(mid) {
                 Some(gross) if gross <= target => low = mid,
                 _ => high = mid - 1,
@@ -239,6 +240,14 @@ mod tests {
         let shared = per_leg(&lines, &[amount(50_002), amount(i64::MAX / 2)]);
         assert_eq!(shared[1], None);
         assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        // i64::MAX units bisect without overflow.
+        let lines = [line("max", i64::MAX, 1, 0, 0)];
+        let shared = per_leg(&lines, &[amount(7), amount(i64::MAX - 7)]);
+        assert_eq!(shared[0].as_ref().map(|l| l[0].quantity), Some(7));
+        assert_eq!(
+            shared[1].as_ref().map(|l| l[0].quantity),
+            Some(i64::MAX - 7)
+        );
         // A free line goes with the first leg that gets lines.
         let lines = [line("free", 5, 0, 0, 0), line("sock", 2, 500, 0, 0)];
         let shared = per_leg(&lines, &[amount(500), amount(500)]);
