@@ -22,7 +22,10 @@
 
 use std::{
     collections::BTreeMap,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, SystemTime},
 };
 
@@ -163,6 +166,12 @@ pub struct Health {
     clock: Arc<dyn Clock>,
     replica: Uuid,
     circuits: Mutex<BTreeMap<String, Circuit>>,
+    /// Whether any circuit is open: while none is (nearly always), routing
+    /// reads this and takes no lock.
+    any_open: AtomicBool,
+    /// Whether any circuit counts failures or is open: while none does, an
+    /// answer takes no lock.
+    any_failing: AtomicBool,
     changes: tokio::sync::broadcast::Sender<HealthNotice>,
 }
 
@@ -189,6 +198,8 @@ impl Health {
             clock,
             replica: Uuid::new_v4(),
             circuits: Mutex::new(circuits),
+            any_open: AtomicBool::new(false),
+            any_failing: AtomicBool::new(false),
             changes: tokio::sync::broadcast::channel(64).0,
         }
     }
@@ -201,6 +212,11 @@ impl Health {
     /// Counts an answer of `partner`: `failed` for an `Unavailable` answer
     /// or a timeout.
     pub fn record(&self, partner: &str, failed: bool) {
+        // An answer while no partner is failing (nearly always) changes
+        // nothing: no lock.
+        if !failed && !self.any_failing.load(Ordering::Acquire) {
+            return;
+        }
         let now = self.clock.now();
         let mut circuits = self.circuits.lock().unwrap_or_else(|e| e.into_inner());
         let Some(circuit) = circuits.get_mut(partner) else {
@@ -209,11 +225,17 @@ impl Health {
         if !circuit.settings.enabled {
             return;
         }
-        if !failed {
+        if failed {
+            self.any_failing.store(true, Ordering::Release);
+        } else {
             circuit.consecutive = 0;
             if !matches!(circuit.state, State::Closed) {
                 self.change(partner, circuit, false, now, "the partner answered");
+                self.any_open
+                    .store(circuits.values().any(Circuit::is_open), Ordering::Release);
             }
+            let failing = circuits.values().any(|c| c.consecutive > 0 || c.is_open());
+            self.any_failing.store(failing, Ordering::Release);
             return;
         }
         circuit.consecutive = circuit.consecutive.saturating_add(1);
@@ -226,12 +248,16 @@ impl Health {
         if opens {
             let why = format!("{} consecutive failures", circuit.consecutive);
             self.change(partner, circuit, true, now, &why);
+            self.any_open.store(true, Ordering::Release);
         }
     }
 
     /// Of `partners`, those an operation opened now should walk last: the
     /// open circuits not due for a trial. Changes nothing.
     pub fn avoided<'a>(&self, partners: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+        if !self.any_open.load(Ordering::Acquire) {
+            return Vec::new();
+        }
         let now = self.clock.now();
         let circuits = self.circuits.lock().unwrap_or_else(|e| e.into_inner());
         let mut avoided: Vec<String> = Vec::new();
@@ -250,6 +276,9 @@ impl Health {
     /// was due for a trial: it is the trial, and the others walk around the
     /// partner until it answers (or for another cool-down).
     pub fn trial_taken(&self, partner: &str) {
+        if !self.any_open.load(Ordering::Acquire) {
+            return;
+        }
         let now = self.clock.now();
         let mut circuits = self.circuits.lock().unwrap_or_else(|e| e.into_inner());
         let Some(circuit) = circuits.get_mut(partner) else {
@@ -291,6 +320,11 @@ impl Health {
         circuit.consecutive = 0;
         let partner = notice.partner.clone();
         set_state(circuit, notice.open, now);
+        let open = circuits.values().any(Circuit::is_open);
+        self.any_open.store(open, Ordering::Release);
+        if open {
+            self.any_failing.store(true, Ordering::Release);
+        }
         log_change(&partner, notice.open, "another replica saw it");
     }
 

@@ -192,6 +192,13 @@ async fn a_partner_that_keeps_failing_is_walked_around_until_a_trial_call_answer
     let server = TestServer::start_with(&["--circuit-failures", "3"]).await;
     let mut admin = server.admin();
     let mut sessions = server.sessions();
+    // Operators only.
+    let denied = server
+        .admin_as(DEMO_KEY)
+        .list_partner_health(proto::ListPartnerHealthRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
     assert!(
         methods_offered(&mut sessions)
             .await
