@@ -32,12 +32,7 @@ impl Payments {
         request: Idempotent<OperationCommand>,
     ) -> Result<OperationResult, PaymentError> {
         let payment_id = request.command.payment_id;
-        let mut operation_request = self.operation_request(merchant, request);
-        let Some(origin) = operation_request.origin else {
-            return Err(PaymentError::Internal(
-                "a request without its origin".into(),
-            ));
-        };
+        let (mut operation_request, origin) = self.operation_request(merchant, request);
         let header = self.owned_header(merchant, payment_id).await?;
         // A key already used: as a retry is answered.
         match self.key_state(payment_id, origin).await? {

@@ -50,12 +50,7 @@ impl Payments {
         request: Idempotent<OperationCommand>,
     ) -> Result<OperationResult, PaymentError> {
         let payment_id = request.command.payment_id;
-        let mut operation_request = self.operation_request(merchant, request);
-        let Some(origin) = operation_request.origin else {
-            return Err(PaymentError::Internal(
-                "a request without its origin".into(),
-            ));
-        };
+        let (mut operation_request, origin) = self.operation_request(merchant, request);
         let id = origin.record;
         for _ in 0..MAX_WRITE_ATTEMPTS {
             let header = self.owned_header(merchant, payment_id).await?;
@@ -176,7 +171,7 @@ impl Payments {
         &self,
         merchant: &str,
         request: Idempotent<OperationCommand>,
-    ) -> OperationRequest {
+    ) -> (OperationRequest, Origin) {
         let command = request.command;
         let id = derived_id(merchant, Scope::Payment(command.payment_id), &request.key);
         let origin = Origin {
@@ -188,7 +183,7 @@ impl Payments {
         } else {
             (command.priority, OrderSource::Request)
         };
-        OperationRequest {
+        let request = OperationRequest {
             kind: command.kind,
             amount: command.amount,
             priority,
@@ -201,7 +196,8 @@ impl Payments {
             origin: Some(origin),
             items: command.items,
             max_operations: Some(self.settings.max_operations_per_payment),
-        }
+        };
+        (request, origin)
     }
 
     /// Executes an opened operation and concludes it: the request's answer.

@@ -36,13 +36,7 @@ async fn status_after_a_moment(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_walley_and_wepay_split_is_authorized_captured_refunded_with_items_and_voided() {
     let (partners, server) = Partners::serving().await;
-    let order = partners
-        .walley
-        .order(json!({ "amount": 50.00, "currency": "EUR" }))
-        .await;
-    let card = partners.wepay.card(json!({})).await;
-    let split = vec![walley(5000, &order), wepay(3000, &card)];
-    let payment = authorized(&server, split).await;
+    let (order, payment) = partners.split_payment(&server, 5000, 3000).await;
     assert_eq!(partners.wepay.executed("authorize").await.len(), 1);
 
     // WePay first, but it captures whole checkouts only: 20.00 goes to Walley,

@@ -109,11 +109,7 @@ macro_rules! dry_run_then_real {
 
 #[tokio::test]
 async fn dry_runs_of_capture_refund_and_void_answer_the_real_allocation_and_change_nothing() {
-    let receiver = wiremock::MockServer::start().await;
-    wiremock::Mock::given(wiremock::matchers::method("POST"))
-        .respond_with(wiremock::ResponseTemplate::new(200))
-        .mount(&receiver)
-        .await;
+    let receiver = webhook_receiver().await;
     let server = TestServer::start().await;
     let session = open_session_with_webhook(&server, 12000, Some(receiver.uri())).await;
     let payment = submit(
@@ -168,20 +164,37 @@ async fn dry_runs_of_capture_refund_and_void_answer_the_real_allocation_and_chan
     assert_eq!(allocation(&void_dry).1.available_to_capture, 0);
 }
 
+/// The operation a (dry) capture answers.
+async fn dry_operation(server: &TestServer, request: &proto::CaptureRequest) -> proto::Operation {
+    let answer = server.payments().capture(request.clone()).await;
+    answer
+        .expect("answered")
+        .into_inner()
+        .operation
+        .expect("an operation")
+}
+
+/// The refusal of `request`, dry or real.
+async fn refused(
+    server: &TestServer,
+    request: &proto::CaptureRequest,
+    validate_only: bool,
+) -> tonic::Status {
+    let request = proto::CaptureRequest {
+        validate_only,
+        ..request.clone()
+    };
+    server.payments().capture(request).await.unwrap_err()
+}
+
 #[tokio::test]
 async fn a_dry_run_refuses_exactly_as_the_real_call_and_answers_a_used_key_as_it_would() {
     let server = TestServer::start().await;
     let payment = card_and_gift(&server, "tok", "tok").await;
     // Over-asking.
-    let mut request = capture(&payment, Some(12001));
-    request.validate_only = true;
-    let dry = server
-        .payments()
-        .capture(request.clone())
-        .await
-        .unwrap_err();
-    request.validate_only = false;
-    let real = server.payments().capture(request).await.unwrap_err();
+    let request = capture(&payment, Some(12001));
+    let dry = refused(&server, &request, true).await;
+    let real = refused(&server, &request, false).await;
     assert_eq!(dry.code(), Code::FailedPrecondition);
     assert_eq!(
         (dry.code(), dry.message(), reason(&dry)),
@@ -190,10 +203,8 @@ async fn a_dry_run_refuses_exactly_as_the_real_call_and_answers_a_used_key_as_it
     // Bad input: the same violations.
     let mut bad = capture(&payment, Some(0));
     bad.idempotency_key = String::new();
-    bad.validate_only = true;
-    let dry = server.payments().capture(bad.clone()).await.unwrap_err();
-    bad.validate_only = false;
-    let real = server.payments().capture(bad).await.unwrap_err();
+    let dry = refused(&server, &bad, true).await;
+    let real = refused(&server, &bad, false).await;
     assert_eq!(dry.code(), Code::InvalidArgument);
     assert_eq!(violations(&dry), violations(&real));
     // A key already used for this capture: the operation it made; for
@@ -202,34 +213,17 @@ async fn a_dry_run_refuses_exactly_as_the_real_call_and_answers_a_used_key_as_it
     let done = captured(&server, request.clone()).await;
     let mut again = request.clone();
     again.validate_only = true;
-    let replay = server
-        .payments()
-        .capture(again.clone())
-        .await
-        .expect("answered")
-        .into_inner();
-    assert_eq!(replay.operation.as_ref(), Some(&done.operation));
+    assert_eq!(dry_operation(&server, &again).await, done.operation);
     // Still its stored answer once nothing is left to capture.
     voided(&server, void(&payment, None)).await;
-    let replay = server
-        .payments()
-        .capture(again.clone())
-        .await
-        .expect("answered")
-        .into_inner();
-    assert_eq!(replay.operation.as_ref(), Some(&done.operation));
+    assert_eq!(dry_operation(&server, &again).await, done.operation);
     again.amount = Some(2000);
     let reused = server.payments().capture(again).await.unwrap_err();
     assert_eq!(reason(&reused).as_deref(), Some("IDEMPOTENCY_KEY_REUSED"));
     // A refused call's key replays the refusal, the same as the real retry.
-    let mut refused = capture(&payment, Some(500));
-    let first = server
-        .payments()
-        .capture(refused.clone())
-        .await
-        .unwrap_err();
-    refused.validate_only = true;
-    let dry = server.payments().capture(refused).await.unwrap_err();
+    let too_much = capture(&payment, Some(500));
+    let first = refused(&server, &too_much, false).await;
+    let dry = refused(&server, &too_much, true).await;
     assert_eq!((dry.code(), reason(&dry)), (first.code(), reason(&first)));
     // Another merchant's payment is not found, dry or not.
     let mut theirs = capture(&payment, Some(1000));

@@ -213,11 +213,7 @@ async fn uncaptured_authorization_is_voided_when_its_lifetime_ends() {
 
 #[tokio::test]
 async fn unresolvable_operation_is_flagged_for_review_and_settled_by_an_operator() {
-    let receiver = wiremock::MockServer::start().await;
-    wiremock::Mock::given(wiremock::matchers::method("POST"))
-        .respond_with(wiremock::ResponseTemplate::new(200))
-        .mount(&receiver)
-        .await;
+    let receiver = webhook_receiver().await;
     let server = TestServer::start().await;
     let session = open_session_with_webhook(&server, 12000, Some(receiver.uri())).await;
     let split = vec![

@@ -9,13 +9,11 @@ use payment_orchestrator::api::proto::{
     OperationStatus::{Failure, Success},
 };
 
-use serde_json::json;
-
 use super::support::{
     deployment::{Deployment, Redis},
     harness::*,
     redis_server::RedisServer,
-    simulator::{Partners, walley, wepay},
+    simulator::Partners,
     verbs::{PaymentCalls, SessionCalls},
     waits::eventually,
 };
@@ -419,12 +417,7 @@ fn history(operation: &proto::Operation) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_split_capture_sends_each_partner_the_item_lines_of_its_own_leg() {
     let (partners, server) = Partners::serving().await;
-    let order = partners
-        .walley
-        .order(json!({ "amount": 50.00, "currency": "EUR" }))
-        .await;
-    let card = partners.wepay.card(json!({})).await;
-    let payment = authorized(&server, vec![walley(5000, &order), wepay(2500, &card)]).await;
+    let (order, payment) = partners.split_payment(&server, 5000, 2500).await;
     // Three shirts over 50.00 at Walley and the whole 25.00 WePay checkout.
     let request = proto::CaptureRequest {
         items: vec![shirts(3)],
@@ -465,12 +458,7 @@ async fn a_split_capture_sends_each_partner_the_item_lines_of_its_own_leg() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leg_no_whole_units_add_up_to_goes_without_lines_and_the_operation_says_why() {
     let (partners, server) = Partners::serving().await;
-    let order = partners
-        .walley
-        .order(json!({ "amount": 40.00, "currency": "EUR" }))
-        .await;
-    let card = partners.wepay.card(json!({})).await;
-    let payment = authorized(&server, vec![walley(4000, &order), wepay(3500, &card)]).await;
+    let (_, payment) = partners.split_payment(&server, 4000, 3500).await;
     // 40.00 and 35.00 are no number of 25.00 shirts.
     let request = proto::CaptureRequest {
         items: vec![shirts(3)],

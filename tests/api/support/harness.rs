@@ -308,6 +308,17 @@ pub async fn open_session(
     server.sessions().opened(create_request(amount, mode)).await
 }
 
+/// A webhook endpoint that answers 200 to every POST and keeps what it
+/// received.
+pub async fn webhook_receiver() -> wiremock::MockServer {
+    let receiver = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(200))
+        .mount(&receiver)
+        .await;
+    receiver
+}
+
 /// A MANUAL session of `amount` EUR whose payment's events go to the
 /// webhook at `url` (none when `None`).
 pub async fn open_session_with_webhook(

@@ -266,6 +266,23 @@ impl Partners {
         (card, payment)
     }
 
+    /// A Walley order of `walley_amount` EUR and a WePay card, and a MANUAL
+    /// payment split over them (Walley first), authorized.
+    pub async fn split_payment(
+        &self,
+        server: &TestServer,
+        walley_amount: i64,
+        wepay_amount: i64,
+    ) -> (String, proto::Payment) {
+        let order = self
+            .walley
+            .order(json!({ "amount": major(walley_amount), "currency": "EUR" }))
+            .await;
+        let card = self.wepay.card(json!({})).await;
+        let split = vec![walley(walley_amount, &order), wepay(wepay_amount, &card)];
+        (order, authorized_in(server, "EUR", split).await)
+    }
+
     pub async fn start() -> Partners {
         Partners::start_with("").await
     }
