@@ -104,6 +104,11 @@ pub enum PaymentError {
     /// The merchant has as many `WaitOperation` calls open as it may.
     #[error("too many WaitOperation calls open for this merchant (at most {max})")]
     TooManyWaiters { max: usize },
+    /// A session asks for a webhook but the merchant has no signing secret:
+    /// its events could never be signed, so never delivered. Not stored
+    /// under the key (like a validation error).
+    #[error("the merchant has no webhook signing secret")]
+    WebhookSecretMissing,
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }

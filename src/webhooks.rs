@@ -327,6 +327,15 @@ impl Webhooks {
         })
     }
 
+    /// Whether `merchant`'s events can be signed (it has a secret): a
+    /// webhook of a merchant without one could never be delivered.
+    pub fn signs_for(&self, merchant: &str) -> bool {
+        self.secrets
+            .0
+            .get(merchant)
+            .is_some_and(|keys| !keys.is_empty())
+    }
+
     /// One POST of the delivery, signed with every active secret of the
     /// merchant, to a destination checked again now (the rules may have
     /// changed since the session was created).

@@ -90,6 +90,14 @@ pub fn status_of(error: PaymentError) -> Status {
                 details,
             )
         }
+        PaymentError::WebhookSecretMissing => error_info(
+            Code::FailedPrecondition,
+            "the merchant has no webhook signing secret configured (--webhook-secrets): its \
+             webhooks could not be signed, so none would be delivered; create the session \
+             without a webhook, or configure a secret first",
+            "WEBHOOK_SECRET_MISSING",
+            HashMap::new(),
+        ),
         PaymentError::Unavailable(source) => {
             tracing::warn!(error = %source, "storage unavailable");
             Status::with_error_details(

@@ -41,6 +41,9 @@ impl Payments {
         merchant: &str,
         request: Idempotent<CreateSession>,
     ) -> Result<SessionView, PaymentError> {
+        if request.command.webhook.is_some() && !self.webhooks.signs_for(merchant) {
+            return Err(PaymentError::WebhookSecretMissing);
+        }
         let fingerprint = fingerprint("CreateSession", &request.command);
         let id = derived_id(merchant, Scope::CreateSession, &request.key);
         let now = self.clock.now();

@@ -433,3 +433,36 @@ async fn with_two_secrets_a_receiver_verifies_with_either() {
         "a secret that is not configured does not verify"
     );
 }
+
+/// A merchant without a signing secret cannot ask for a webhook: its events
+/// could never be signed, so every one would fail and be kept. The refusal
+/// stores nothing, so the same key works once the webhook is left out.
+#[tokio::test]
+async fn a_webhook_of_a_merchant_without_a_signing_secret_is_refused_and_nothing_is_stored() {
+    let server = TestServer::start().await;
+    let mut sessions = server.sessions_as(Some(OTHER_KEY));
+    let mut request = create_request(5000, proto::CaptureMode::Manual);
+    request.webhook = Some(proto::Webhook {
+        url: "http://127.0.0.1:9/hooks".into(),
+        headers: Default::default(),
+    });
+    let refused = sessions.create_session(request.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(reason(&refused).as_deref(), Some("WEBHOOK_SECRET_MISSING"));
+    assert!(
+        refused.message().contains("--webhook-secrets"),
+        "{refused:?}"
+    );
+    let listed = sessions
+        .list_sessions(proto::ListSessionsRequest::default())
+        .await
+        .expect("listed")
+        .into_inner();
+    assert!(listed.sessions.is_empty(), "{listed:?}");
+    // The same key without the webhook: a session.
+    request.webhook = None;
+    let session = sessions.opened(request).await;
+    assert_eq!(session.amount, 5000);
+    // The demo merchant has a secret: its webhook is taken.
+    open_session_with_webhook(&server, 5000, Some("http://127.0.0.1:9/hooks".into())).await;
+}
