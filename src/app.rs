@@ -27,7 +27,7 @@ use crate::{
         redis::{RedisSettings, RedisStore},
     },
     webhooks::{Secrets, Webhooks},
-    workers::deliveries::DeliveryWorker,
+    workers::deliveries::{DeliveryWorker, FailedKept},
     workers::{readiness::Readiness, resolver::Resolver, settlement_import::SettlementImporter},
 };
 
@@ -196,6 +196,11 @@ impl App {
             config.webhooks.webhook_timeout,
             config.webhooks.webhook_endpoint_concurrency.into(),
             64,
+            FailedKept {
+                retention: config.webhooks.failed_webhook_retention,
+                per_merchant: usize::try_from(config.webhooks.max_failed_webhooks_per_merchant)
+                    .unwrap_or(usize::MAX),
+            },
         );
         Ok(App {
             listener,

@@ -80,6 +80,21 @@ impl proto::admin_service_server::AdminService for AdminService {
         Ok(Response::new(convert::failed_page(&merchant, &page)))
     }
 
+    async fn purge_failed_webhooks(
+        &self,
+        request: Request<proto::PurgeFailedWebhooksRequest>,
+    ) -> Result<Response<proto::PurgeFailedWebhooksResponse>, Status> {
+        let (merchant, before) = convert::purge_failed_webhooks(request.into_inner())?;
+        let purged = error::answer(
+            self.payments
+                .purge_failed_deliveries(merchant.as_deref(), before),
+        )
+        .await?;
+        Ok(Response::new(proto::PurgeFailedWebhooksResponse {
+            purged: i64::try_from(purged).unwrap_or(i64::MAX),
+        }))
+    }
+
     async fn list_partner_health(
         &self,
         _request: Request<proto::ListPartnerHealthRequest>,

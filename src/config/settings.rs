@@ -335,6 +335,16 @@ pub struct WebhookSettings {
     /// and port), per replica.
     #[arg(long, env = "PAYMENT_ORCHESTRATOR_WEBHOOK_ENDPOINT_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
     pub webhook_endpoint_concurrency: u16,
+
+    /// How long a delivery that was given up is kept (listed, redeliverable)
+    /// before it is deleted.
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_FAILED_WEBHOOK_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    pub failed_webhook_retention: Duration,
+
+    /// At most this many given-up deliveries are kept per merchant (the
+    /// newest); older ones are deleted.
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_MAX_FAILED_WEBHOOKS_PER_MERCHANT", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_failed_webhooks_per_merchant: u32,
 }
 
 /// The resolver and the settlement import.

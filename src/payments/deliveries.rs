@@ -13,6 +13,9 @@ use crate::{
     webhooks::RETRY_SCHEDULE,
 };
 
+/// Failed deliveries read per page when they are purged.
+const PURGE_PAGE: usize = 500;
+
 /// What one delivery attempt came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivered {
@@ -189,6 +192,107 @@ impl Payments {
             deliveries,
             next: after,
         })
+    }
+
+    /// Deletes the failed deliveries given up before `before` (only
+    /// `merchant`'s, if given): how many.
+    pub async fn purge_failed_deliveries(
+        &self,
+        merchant: Option<&str>,
+        before: SystemTime,
+    ) -> Result<u64, PaymentError> {
+        let mut purged = 0;
+        let mut after: Option<(SystemTime, Uuid)> = None;
+        loop {
+            let cursor = after.map(|(at, id)| (at, DueItem::FailedWebhook { delivery: id }));
+            let listed = self
+                .store
+                .list_lane(Lane::Failed, cursor, PURGE_PAGE)
+                .await?;
+            let exhausted = listed.len() < PURGE_PAGE;
+            for (at, item) in listed {
+                // Oldest first: the rest were given up later.
+                if at >= before {
+                    return Ok(purged);
+                }
+                let DueItem::FailedWebhook { delivery: id } = item else {
+                    continue;
+                };
+                after = Some((at, id));
+                if let Some(merchant) = merchant {
+                    let owner = self.store.delivery(id).await?.map(|d| d.merchant);
+                    if owner.is_some_and(|owner| owner != merchant) {
+                        continue;
+                    }
+                }
+                self.forget_failed(id).await?;
+                purged += 1;
+            }
+            if exhausted {
+                return Ok(purged);
+            }
+        }
+    }
+
+    /// Keeps the failed deliveries bounded: none given up before `before`,
+    /// and at most `per_merchant` of one merchant (its newest). Reads every
+    /// one kept (a bounded number: at most `per_merchant` per merchant once
+    /// swept). How many were deleted.
+    pub async fn sweep_failed_deliveries(
+        &self,
+        before: SystemTime,
+        per_merchant: usize,
+    ) -> Result<u64, PaymentError> {
+        let mut purged = self.purge_failed_deliveries(None, before).await?;
+        let mut by_merchant: std::collections::HashMap<String, Vec<Uuid>> =
+            std::collections::HashMap::new();
+        let mut after: Option<(SystemTime, Uuid)> = None;
+        loop {
+            let cursor = after.map(|(at, id)| (at, DueItem::FailedWebhook { delivery: id }));
+            let listed = self
+                .store
+                .list_lane(Lane::Failed, cursor, PURGE_PAGE)
+                .await?;
+            let exhausted = listed.len() < PURGE_PAGE;
+            for (at, item) in listed {
+                let DueItem::FailedWebhook { delivery: id } = item else {
+                    continue;
+                };
+                after = Some((at, id));
+                if let Some(delivery) = self.store.delivery(id).await? {
+                    by_merchant.entry(delivery.merchant).or_default().push(id);
+                }
+            }
+            if exhausted {
+                break;
+            }
+        }
+        for (merchant, oldest_first) in by_merchant {
+            let over = oldest_first.len().saturating_sub(per_merchant);
+            for &id in &oldest_first[..over] {
+                self.forget_failed(id).await?;
+                purged += 1;
+            }
+            if over > 0 {
+                tracing::warn!(
+                    merchant,
+                    deleted = over,
+                    "failed webhook deliveries over the per-merchant cap deleted"
+                );
+            }
+        }
+        Ok(purged)
+    }
+
+    /// Deletes one failed delivery and its place on the failed lane.
+    async fn forget_failed(&self, id: Uuid) -> Result<(), PaymentError> {
+        let mut step = Step::new(Shard::of(id), self.clock.now());
+        step.due.push(DueChange::Unschedule(DueItem::FailedWebhook {
+            delivery: id,
+        }));
+        step.outbox.push(OutboxChange::Delete(id));
+        self.store.commit(step).await?;
+        Ok(())
     }
 
     /// Sends a failed delivery again: its attempts start over, the first

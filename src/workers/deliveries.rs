@@ -31,7 +31,19 @@ pub struct DeliveryReport {
     /// Over their endpoint's limit in this step: due again a second later.
     pub deferred: usize,
     pub errors: usize,
+    /// Given-up deliveries deleted (past their retention or the cap).
+    pub purged: u64,
 }
+
+/// How long given-up deliveries are kept, and how many per merchant.
+#[derive(Debug, Clone, Copy)]
+pub struct FailedKept {
+    pub retention: Duration,
+    pub per_merchant: usize,
+}
+
+/// How often the failed deliveries are swept (on each replica).
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone)]
 pub struct DeliveryWorker {
@@ -41,6 +53,9 @@ pub struct DeliveryWorker {
     timeout: Duration,
     per_endpoint: usize,
     batch: usize,
+    kept: FailedKept,
+    /// When this replica last swept the failed deliveries.
+    swept: Arc<std::sync::Mutex<Option<SystemTime>>>,
 }
 
 impl DeliveryWorker {
@@ -50,6 +65,7 @@ impl DeliveryWorker {
         timeout: Duration,
         per_endpoint: usize,
         batch: usize,
+        kept: FailedKept,
     ) -> Self {
         DeliveryWorker {
             payments,
@@ -57,12 +73,44 @@ impl DeliveryWorker {
             timeout,
             per_endpoint: per_endpoint.max(1),
             batch,
+            kept,
+            swept: Arc::default(),
+        }
+    }
+
+    /// Deletes what is kept of given-up deliveries beyond their retention
+    /// and the per-merchant cap, at most once per [`SWEEP_EVERY`] (the
+    /// first step sweeps). How many were deleted.
+    pub async fn sweep_failed(&self, now: SystemTime) -> u64 {
+        {
+            let mut swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
+            if swept.is_some_and(|at| now.duration_since(at).unwrap_or_default() < SWEEP_EVERY) {
+                return 0;
+            }
+            *swept = Some(now);
+        }
+        let before = now
+            .checked_sub(self.kept.retention)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        match self
+            .payments
+            .sweep_failed_deliveries(before, self.kept.per_merchant)
+            .await
+        {
+            Ok(deleted) => deleted,
+            Err(error) => {
+                tracing::warn!(%error, "delivery worker: cannot sweep the failed deliveries");
+                0
+            }
         }
     }
 
     /// Sends every delivery due at `now` (up to one batch), concurrently.
     pub async fn deliver_due(&self, now: SystemTime) -> DeliveryReport {
-        let mut report = DeliveryReport::default();
+        let mut report = DeliveryReport {
+            purged: self.sweep_failed(now).await,
+            ..DeliveryReport::default()
+        };
         // Long enough for an attempt and its write; a replica that dies
         // leaves its deliveries to be taken again after it.
         let lease = self.timeout + Duration::from_secs(5);

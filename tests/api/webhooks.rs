@@ -466,3 +466,112 @@ async fn a_webhook_of_a_merchant_without_a_signing_secret_is_refused_and_nothing
     // The demo merchant has a secret: its webhook is taken.
     open_session_with_webhook(&server, 5000, Some("http://127.0.0.1:9/hooks".into())).await;
 }
+
+/// Pays `amount` with a webhook to `receiver` (which refuses everything)
+/// and steps the delivery worker through every retry: given up.
+async fn given_up_delivery(server: &TestServer, receiver: &MockServer, token: &str) {
+    let url = format!("{}/hooks", receiver.uri());
+    paid_with_webhook(server, url, vec![card(1000, token)]).await;
+    let mut given_up = server.resolve_after(Duration::ZERO).await.given_up;
+    for pause in payment_orchestrator::webhooks::RETRY_SCHEDULE {
+        given_up += server.resolve_after(pause).await.given_up;
+    }
+    assert_eq!(given_up, 1);
+}
+
+async fn failed_ids(server: &TestServer) -> Vec<String> {
+    server
+        .admin()
+        .list_failed_webhooks(proto::ListFailedWebhooksRequest::default())
+        .await
+        .expect("listed")
+        .into_inner()
+        .webhooks
+        .into_iter()
+        .map(|w| w.id)
+        .collect()
+}
+
+fn purge(
+    merchant: &str,
+    before: Option<std::time::SystemTime>,
+) -> proto::PurgeFailedWebhooksRequest {
+    proto::PurgeFailedWebhooksRequest {
+        merchant: merchant.into(),
+        given_up_before: before.map(Into::into),
+    }
+}
+
+/// Given-up deliveries do not pile up: an operator purges them by age (and
+/// merchant), and the worker deletes them after their retention.
+#[tokio::test]
+async fn given_up_deliveries_are_purged_by_an_operator_and_expire_after_their_retention() {
+    let receiver = answering(500).await;
+    let server = TestServer::start().await;
+    let mut admin = server.admin();
+    given_up_delivery(&server, &receiver, "tok-1").await;
+    assert_eq!(failed_ids(&server).await.len(), 1);
+    // Refused without an instant; another merchant's or an earlier instant
+    // deletes nothing; now deletes it.
+    let refused = admin
+        .purge_failed_webhooks(purge("", None))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    let now = server.clock.now_time();
+    let purged = |answer: Result<
+        tonic::Response<proto::PurgeFailedWebhooksResponse>,
+        tonic::Status,
+    >| { answer.expect("purged").into_inner().purged };
+    assert_eq!(
+        purged(admin.purge_failed_webhooks(purge("other", Some(now))).await),
+        0
+    );
+    let earlier = now - Duration::from_secs(86_400);
+    assert_eq!(
+        purged(
+            admin
+                .purge_failed_webhooks(purge("demo", Some(earlier)))
+                .await
+        ),
+        0
+    );
+    let later = now + Duration::from_secs(1);
+    assert_eq!(
+        purged(
+            admin
+                .purge_failed_webhooks(purge("demo", Some(later)))
+                .await
+        ),
+        1
+    );
+    assert!(failed_ids(&server).await.is_empty());
+    // Merchants cannot purge.
+    let denied = server
+        .admin_as(DEMO_KEY)
+        .purge_failed_webhooks(purge("", Some(now)))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    // Kept for 30 days, then deleted by the worker.
+    given_up_delivery(&server, &receiver, "tok-2").await;
+    let report = server.resolve_after(Duration::from_secs(29 * 86_400)).await;
+    assert_eq!((report.purged, failed_ids(&server).await.len()), (0, 1));
+    let report = server.resolve_after(Duration::from_secs(2 * 86_400)).await;
+    assert_eq!((report.purged, failed_ids(&server).await.len()), (1, 0));
+}
+
+/// One merchant keeps at most its cap of given-up deliveries: the newest.
+#[tokio::test]
+async fn a_merchant_keeps_at_most_its_cap_of_given_up_deliveries() {
+    let receiver = answering(500).await;
+    let server = TestServer::start_with(&["--max-failed-webhooks-per-merchant", "1"]).await;
+    given_up_delivery(&server, &receiver, "tok-1").await;
+    let first = failed_ids(&server).await;
+    given_up_delivery(&server, &receiver, "tok-2").await;
+    // The sweep after the second was given up keeps the newest only.
+    server.resolve_after(Duration::from_secs(3600)).await;
+    let kept = failed_ids(&server).await;
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_ne!(kept, first);
+}

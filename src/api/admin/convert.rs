@@ -80,6 +80,22 @@ pub fn list_failed_webhooks(
     })
 }
 
+/// `PurgeFailedWebhooks`: the merchant (if named) and the instant.
+pub fn purge_failed_webhooks(
+    request: proto::PurgeFailedWebhooksRequest,
+) -> Result<(Option<String>, SystemTime), tonic::Status> {
+    let mut v = Violations::default();
+    if request.given_up_before.is_none() {
+        v.add("given_up_before", "required");
+    }
+    let before = v.instant("given_up_before", request.given_up_before);
+    let merchant = (!request.merchant.is_empty()).then_some(request.merchant);
+    let Some(before) = before else {
+        return Err(v.into_status());
+    };
+    v.finish(|| (merchant, before))
+}
+
 pub fn failed_page(merchant: &str, page: &FailedPage) -> proto::ListFailedWebhooksResponse {
     proto::ListFailedWebhooksResponse {
         webhooks: page

@@ -206,6 +206,7 @@ impl TestServer {
             delivered: delivered.delivered,
             retrying: delivered.retrying,
             given_up: delivered.given_up,
+            purged: delivered.purged,
             errors: resolved.errors + delivered.errors,
         }
     }
@@ -256,6 +257,8 @@ pub struct Report {
     pub delivered: usize,
     pub retrying: usize,
     pub given_up: usize,
+    /// Given-up deliveries deleted (retention, per-merchant cap).
+    pub purged: u64,
     pub errors: usize,
 }
 
