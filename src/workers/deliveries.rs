@@ -79,8 +79,8 @@ impl DeliveryWorker {
     }
 
     /// Deletes what is kept of given-up deliveries beyond their retention
-    /// and the per-merchant cap, at most once per [`SWEEP_EVERY`] (the
-    /// first step sweeps). How many were deleted.
+    /// and the per-merchant cap, at most once an hour (the first step
+    /// sweeps). How many were deleted.
     pub async fn sweep_failed(&self, now: SystemTime) -> u64 {
         {
             let mut swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
@@ -107,10 +107,7 @@ impl DeliveryWorker {
 
     /// Sends every delivery due at `now` (up to one batch), concurrently.
     pub async fn deliver_due(&self, now: SystemTime) -> DeliveryReport {
-        let mut report = DeliveryReport {
-            purged: self.sweep_failed(now).await,
-            ..DeliveryReport::default()
-        };
+        let mut report = DeliveryReport::default();
         // Long enough for an attempt and its write; a replica that dies
         // leaves its deliveries to be taken again after it.
         let lease = self.timeout + Duration::from_secs(5);
@@ -160,6 +157,8 @@ impl DeliveryWorker {
                 }
             }
         }
+        // After the sends, so that a long sweep never eats their leases.
+        report.purged = self.sweep_failed(now).await;
         report
     }
 
