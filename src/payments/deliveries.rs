@@ -16,6 +16,9 @@ use crate::{
 /// Failed deliveries read per page when they are purged.
 const PURGE_PAGE: usize = 500;
 
+/// The most failed deliveries one sweep reads to count them per merchant.
+const MAX_SWEEP_READS: usize = 100_000;
+
 /// What one delivery attempt came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivered {
@@ -202,22 +205,14 @@ impl Payments {
         before: SystemTime,
     ) -> Result<u64, PaymentError> {
         let mut purged = 0;
-        let mut after: Option<(SystemTime, Uuid)> = None;
+        let mut after = None;
         loop {
-            let cursor = after.map(|(at, id)| (at, DueItem::FailedWebhook { delivery: id }));
-            let listed = self
-                .store
-                .list_lane(Lane::Failed, cursor, PURGE_PAGE)
-                .await?;
-            let exhausted = listed.len() < PURGE_PAGE;
-            for (at, item) in listed {
+            let (page, last) = self.failed_lane_page(after).await?;
+            for (at, id) in page {
                 // Oldest first: the rest were given up later.
                 if at >= before {
                     return Ok(purged);
                 }
-                let DueItem::FailedWebhook { delivery: id } = item else {
-                    continue;
-                };
                 after = Some((at, id));
                 if let Some(merchant) = merchant {
                     let owner = self.store.delivery(id).await?.map(|d| d.merchant);
@@ -228,16 +223,17 @@ impl Payments {
                 self.forget_failed(id).await?;
                 purged += 1;
             }
-            if exhausted {
+            if last {
                 return Ok(purged);
             }
         }
     }
 
     /// Keeps the failed deliveries bounded: none given up before `before`,
-    /// and at most `per_merchant` of one merchant (its newest). Reads every
-    /// one kept (a bounded number: at most `per_merchant` per merchant once
-    /// swept). How many were deleted.
+    /// and at most `per_merchant` of one merchant (its newest). Reads the
+    /// ones kept, one by one, up to 100 000 per sweep, to count them per
+    /// merchant (a sweep that stops early counts fewer, so deletes fewer;
+    /// the next one starts from the oldest again). How many were deleted.
     pub async fn sweep_failed_deliveries(
         &self,
         before: SystemTime,
@@ -246,24 +242,17 @@ impl Payments {
         let mut purged = self.purge_failed_deliveries(None, before).await?;
         let mut by_merchant: std::collections::HashMap<String, Vec<Uuid>> =
             std::collections::HashMap::new();
-        let mut after: Option<(SystemTime, Uuid)> = None;
-        loop {
-            let cursor = after.map(|(at, id)| (at, DueItem::FailedWebhook { delivery: id }));
-            let listed = self
-                .store
-                .list_lane(Lane::Failed, cursor, PURGE_PAGE)
-                .await?;
-            let exhausted = listed.len() < PURGE_PAGE;
-            for (at, item) in listed {
-                let DueItem::FailedWebhook { delivery: id } = item else {
-                    continue;
-                };
+        let (mut after, mut read) = (None, 0);
+        while read < MAX_SWEEP_READS {
+            let (page, last) = self.failed_lane_page(after).await?;
+            for (at, id) in page {
                 after = Some((at, id));
+                read += 1;
                 if let Some(delivery) = self.store.delivery(id).await? {
                     by_merchant.entry(delivery.merchant).or_default().push(id);
                 }
             }
-            if exhausted {
+            if last {
                 break;
             }
         }
@@ -284,8 +273,38 @@ impl Payments {
         Ok(purged)
     }
 
-    /// Deletes one failed delivery and its place on the failed lane.
+    /// One page of the failed lane after `after`, oldest given up first, as
+    /// `(given up at, delivery)`; and whether it is the last.
+    async fn failed_lane_page(
+        &self,
+        after: Option<(SystemTime, Uuid)>,
+    ) -> Result<(Vec<(SystemTime, Uuid)>, bool), PaymentError> {
+        let cursor = after.map(|(at, id)| (at, DueItem::FailedWebhook { delivery: id }));
+        let listed = self
+            .store
+            .list_lane(Lane::Failed, cursor, PURGE_PAGE)
+            .await?;
+        let last = listed.len() < PURGE_PAGE;
+        let page = listed
+            .into_iter()
+            .filter_map(|(at, item)| match item {
+                DueItem::FailedWebhook { delivery } => Some((at, delivery)),
+                _ => None,
+            })
+            .collect();
+        Ok((page, last))
+    }
+
+    /// Deletes one failed delivery and its place on the failed lane, if it
+    /// is still failed (an operator may have just re-sent it: then it is
+    /// left alone). The check and the write are two round trips: a re-send
+    /// in between loses that delivery — a window of one round trip, left
+    /// because only an operator's re-send during a purge can meet it.
     async fn forget_failed(&self, id: Uuid) -> Result<(), PaymentError> {
+        let failed = DueItem::FailedWebhook { delivery: id };
+        if self.store.scheduled(&failed).await?.is_none() {
+            return Ok(());
+        }
         let mut step = Step::new(Shard::of(id), self.clock.now());
         step.due.push(DueChange::Unschedule(DueItem::FailedWebhook {
             delivery: id,
