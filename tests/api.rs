@@ -15,6 +15,7 @@ mod api {
     mod faults;
     mod fuzz;
     mod idempotency;
+    mod leg_figures;
     mod money_safety;
     mod operations;
     mod operations_ready;

@@ -9,7 +9,7 @@ use crate::{
         dispute::{self, Dispute, DisputeStatus},
         items::ItemLine,
         money::Amount,
-        operation::{Operation, OperationKind, PartnerTransaction, TriggeredBy},
+        operation::{Operation, OperationKind, PartnerTransaction, TriggeredBy, books_after},
         payment::{Payment, PaymentState},
         session::{CaptureMode, SessionStatus, SessionView},
         status::{OperationStatus, TransactionStatus},
@@ -103,7 +103,13 @@ fn transaction_status(status: TransactionStatus) -> proto::OperationStatus {
     }
 }
 
-fn partner_transaction(payment: &Payment, tx: &PartnerTransaction) -> proto::PartnerTransaction {
+/// `books`: each leg's books after the transaction's operation.
+fn partner_transaction(
+    payment: &Payment,
+    op: &Operation,
+    tx: &PartnerTransaction,
+    books: &[Amounts],
+) -> proto::PartnerTransaction {
     let leg = payment.legs.get(tx.leg);
     proto::PartnerTransaction {
         id: tx.id.to_string(),
@@ -116,10 +122,20 @@ fn partner_transaction(payment: &Payment, tx: &PartnerTransaction) -> proto::Par
         partner_status_description: tx.partner_status_description.clone(),
         created_at: timestamp(tx.created_at),
         updated_at: timestamp(tx.updated_at),
+        remaining_amount: books
+            .get(tx.leg)
+            .map_or(0, |books| op.remaining(books).minor()),
     }
 }
 
+/// An operation on its own: what it left on its legs is read from the
+/// payment's books as they are.
 pub fn operation_proto(payment: &Payment, op: &Operation) -> proto::Operation {
+    operation_after(payment, op, &payment.ledger)
+}
+
+/// An operation, `books` each leg's books after it.
+fn operation_after(payment: &Payment, op: &Operation, books: &[Amounts]) -> proto::Operation {
     proto::Operation {
         id: op.id.to_string(),
         payment_id: payment.id.to_string(),
@@ -135,7 +151,7 @@ pub fn operation_proto(payment: &Payment, op: &Operation) -> proto::Operation {
         partner_transactions: op
             .transactions
             .iter()
-            .map(|tx| partner_transaction(payment, tx))
+            .map(|tx| partner_transaction(payment, op, tx, books))
             .collect(),
         requires_review: op.requires_review,
         created_at: timestamp(op.created_at),
@@ -199,11 +215,21 @@ pub fn payment(view: &PaymentView) -> proto::Payment {
         PaymentState::Voided => proto::PaymentState::Voided,
         PaymentState::Authorized => proto::PaymentState::Authorized,
     };
+    // With every operation at hand, each shows what it left; an answer that
+    // carries one operation shows the books as they are.
+    let complete = view.operations.len() == payment.operations as usize;
+    let after = complete.then(|| books_after(&view.operations, payment.legs.len()));
+    let shown = |index: usize| {
+        let op = &view.operations[index];
+        let books = after
+            .as_ref()
+            .map_or(&payment.ledger, |after| &after[index]);
+        operation_after(payment, op, books)
+    };
     let of_kind = |kind| {
-        view.operations
-            .iter()
-            .filter(|op| op.kind == kind)
-            .map(|op| operation_proto(payment, op))
+        (0..view.operations.len())
+            .filter(|&index| view.operations[index].kind == kind)
+            .map(shown)
             .collect()
     };
     proto::Payment {
@@ -214,20 +240,10 @@ pub fn payment(view: &PaymentView) -> proto::Payment {
         currency: payment.currency.code().to_owned(),
         capture_mode: capture_mode_proto(payment.capture_mode).into(),
         state: state.into(),
-        split: payment
-            .legs
-            .iter()
-            .map(|leg| proto::PaymentLeg {
-                partner: leg.partner.clone(),
-                method: leg.method.clone(),
-                amount: leg.amount.minor(),
-            })
-            .collect(),
-        authorization: view
-            .operations
-            .iter()
-            .find(|op| op.kind == OperationKind::Authorization)
-            .map(|op| operation_proto(payment, op)),
+        split: split(payment, &view.disputes),
+        authorization: (0..view.operations.len())
+            .find(|&index| view.operations[index].kind == OperationKind::Authorization)
+            .map(shown),
         captures: of_kind(OperationKind::Capture),
         refunds: of_kind(OperationKind::Refund),
         voids: of_kind(OperationKind::Void),
@@ -255,6 +271,34 @@ pub fn payment(view: &PaymentView) -> proto::Payment {
         created_at: timestamp(payment.created_at),
         updated_at: timestamp(view.snapshot.updated_at),
     }
+}
+
+/// The legs with what each holds now. What open disputes of a leg hold is
+/// not refundable: the legs' `available_to_refund` add up to the payment's.
+fn split(payment: &Payment, disputes: &[Dispute]) -> Vec<proto::PaymentLeg> {
+    let idle = Amounts::ZERO;
+    payment
+        .legs
+        .iter()
+        .enumerate()
+        .map(|(index, leg)| {
+            let books = payment.ledger.get(index).unwrap_or(&idle);
+            let disputed = dispute::held(disputes, Some(index));
+            proto::PaymentLeg {
+                partner: leg.partner.clone(),
+                method: leg.method.clone(),
+                amount: leg.amount.minor(),
+                authorized: books.authorized.minor(),
+                captured: books.captured.minor(),
+                refunded: books.refunded.minor(),
+                voided: books.voided.minor(),
+                available_to_capture: books.available_to_capture().minor(),
+                available_to_refund: books.available_to_refund().saturating_sub(disputed).minor(),
+                available_to_void: books.available_to_void().minor(),
+                disputed: disputed.minor(),
+            }
+        })
+        .collect()
 }
 
 pub fn operation_result(result: &OperationResult) -> proto::OperationResult {

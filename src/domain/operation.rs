@@ -297,6 +297,17 @@ impl Operation {
         held
     }
 
+    /// What is left on a leg, after this operation, for another of its
+    /// kind, given the leg's books then: to capture (an authorization's
+    /// too), to refund, or to void.
+    pub fn remaining(&self, books: &Amounts) -> Amount {
+        match self.kind {
+            OperationKind::Authorization | OperationKind::Capture => books.available_to_capture(),
+            OperationKind::Refund => books.available_to_refund(),
+            OperationKind::Void => books.available_to_void(),
+        }
+    }
+
     /// Counts one more attempt of a transaction, before its partner call:
     /// from here on it may have been sent. The new count is the send's
     /// fence: an answer to that send is taken only while the count is still
@@ -504,6 +515,25 @@ impl std::fmt::Display for PartnerKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:{}", self.operation, self.leg)
     }
+}
+
+/// Each leg's books once each of `operations` counted, taken in the order
+/// they were opened (by sequence): what every operation left on the legs.
+/// Indexed like `operations`; complete only when they are all of the
+/// payment's operations.
+pub fn books_after(operations: &[Operation], legs: usize) -> Vec<Vec<Amounts>> {
+    let mut order: Vec<usize> = (0..operations.len()).collect();
+    order.sort_by_key(|&index| operations[index].sequence);
+    let mut books = vec![Amounts::ZERO; legs];
+    let mut after = vec![Vec::new(); operations.len()];
+    for index in order {
+        let held = operations[index].contribution(legs);
+        for (leg, part) in books.iter_mut().zip(&held) {
+            *leg = leg.plus(part);
+        }
+        after[index] = books.clone();
+    }
+    after
 }
 
 /// A partner's answer with `status` (and reference `ref`), for tests.
