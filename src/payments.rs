@@ -73,7 +73,7 @@ use crate::{
         operation::{Operation, OperationKind},
         payment::{Leg, Payment, Snapshot},
         priority::{DefaultPriorities, OrderSource, PriorityRule},
-        session::{CaptureMode, Session, Webhook},
+        session::{CaptureMode, Session, SessionChange, Webhook},
     },
     partners::Partners,
     store::{Store, StoreError, Versioned},
@@ -232,6 +232,12 @@ impl Serialize for SubmitSession {
         }
         .serialize(serializer)
     }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UpdateSession {
+    pub session_id: Uuid,
+    pub change: SessionChange,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -28,6 +28,7 @@ mod api {
     mod review_queue;
     mod round_trips;
     mod routing;
+    mod session_updates;
     mod sessions;
     mod settlements;
     mod simulation;

@@ -90,6 +90,21 @@ impl proto::session_service_server::SessionService for SessionService {
         Ok(Response::new(views::session(&view)))
     }
 
+    async fn update_session(
+        &self,
+        request: Request<proto::UpdateSessionRequest>,
+    ) -> Result<Response<proto::Session>, Status> {
+        let merchant = merchant(&request)?;
+        let command =
+            convert::update_session(request.into_inner(), self.payments.webhook_destinations())?;
+        let payments = self.payments.clone();
+        let view = self
+            .detached
+            .run(async move { payments.update_session(&merchant, command).await })
+            .await?;
+        Ok(Response::new(views::session(&view)))
+    }
+
     async fn list_payment_methods(
         &self,
         request: Request<proto::ListPaymentMethodsRequest>,

@@ -215,17 +215,11 @@ pub fn payment(view: &PaymentView) -> proto::Payment {
         PaymentState::Voided => proto::PaymentState::Voided,
         PaymentState::Authorized => proto::PaymentState::Authorized,
     };
-    // With every operation at hand, each shows what it left; an answer that
-    // carries one operation shows the books as they are.
-    let complete = view.operations.len() == payment.operations as usize;
-    let after = complete.then(|| books_after(&view.operations, payment.legs.len()));
-    let shown = |index: usize| {
-        let op = &view.operations[index];
-        let books = after
-            .as_ref()
-            .map_or(&payment.ledger, |after| &after[index]);
-        operation_after(payment, op, books)
-    };
+    // The operations a payment view carries are all it had then (a submit's
+    // answer: the authorization and its follow-up): each shows what it left.
+    let after = books_after(&view.operations, payment.legs.len());
+    let shown = |index: usize| operation_after(payment, &view.operations[index], &after[index]);
+    let legs = legs_of(view);
     let of_kind = |kind| {
         (0..view.operations.len())
             .filter(|&index| view.operations[index].kind == kind)
@@ -240,7 +234,7 @@ pub fn payment(view: &PaymentView) -> proto::Payment {
         currency: payment.currency.code().to_owned(),
         capture_mode: capture_mode_proto(payment.capture_mode).into(),
         state: state.into(),
-        split: split(payment, &view.disputes),
+        split: split(payment, legs, &view.disputes),
         authorization: (0..view.operations.len())
             .find(|&index| view.operations[index].kind == OperationKind::Authorization)
             .map(shown),
@@ -273,16 +267,27 @@ pub fn payment(view: &PaymentView) -> proto::Payment {
     }
 }
 
-/// The legs with what each holds now. What open disputes of a leg hold is
-/// not refundable: the legs' `available_to_refund` add up to the payment's.
-fn split(payment: &Payment, disputes: &[Dispute]) -> Vec<proto::PaymentLeg> {
+/// What each leg held as the view shows the payment (an answer kept before
+/// the legs were kept with it: as the payment holds them now).
+fn legs_of(view: &PaymentView) -> &[Amounts] {
+    if view.snapshot.legs.is_empty() {
+        &view.header.ledger
+    } else {
+        &view.snapshot.legs
+    }
+}
+
+/// The legs with what each holds (`legs`). What open disputes of a leg hold
+/// is not refundable: the legs' `available_to_refund` add up to the
+/// payment's.
+fn split(payment: &Payment, legs: &[Amounts], disputes: &[Dispute]) -> Vec<proto::PaymentLeg> {
     let idle = Amounts::ZERO;
     payment
         .legs
         .iter()
         .enumerate()
         .map(|(index, leg)| {
-            let books = payment.ledger.get(index).unwrap_or(&idle);
+            let books = legs.get(index).unwrap_or(&idle);
             let disputed = dispute::held(disputes, Some(index));
             proto::PaymentLeg {
                 partner: leg.partner.clone(),
@@ -301,8 +306,11 @@ fn split(payment: &Payment, disputes: &[Dispute]) -> Vec<proto::PaymentLeg> {
         .collect()
 }
 
+/// An operation's answer: the operation shows what it left as the answer's
+/// payment holds it.
 pub fn operation_result(result: &OperationResult) -> proto::OperationResult {
-    let mut operation = operation_proto(&result.payment.header, &result.operation);
+    let header = &result.payment.header;
+    let mut operation = operation_after(header, &result.operation, legs_of(&result.payment));
     if result.dry_run {
         // Nothing was executed: no status is an outcome.
         operation.status = proto::OperationStatus::Unspecified.into();

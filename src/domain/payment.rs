@@ -185,11 +185,14 @@ impl Answer {
 /// The part of a payment that changes, as it was at one instant: what a
 /// response showed. With the header's fixed part (legs, amount, currency…)
 /// it gives back the payment as the response saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub totals: Amounts,
     pub authorization: OperationStatus,
     pub updated_at: SystemTime,
+    /// What each leg held (the ledger), indexed like the legs; empty in an
+    /// answer kept by a release that did not keep it.
+    pub legs: Vec<Amounts>,
 }
 
 impl Snapshot {
@@ -369,14 +372,23 @@ impl Payment {
 
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
-            totals: self.totals(),
-            authorization: self.authorization_status,
-            updated_at: self.updated_at,
+            legs: self.ledger.clone(),
+            ..self.totals_now()
         }
     }
 
     pub fn state(&self) -> PaymentState {
-        self.snapshot().state()
+        self.totals_now().state()
+    }
+
+    /// The snapshot without its legs (no copy of the ledger).
+    fn totals_now(&self) -> Snapshot {
+        Snapshot {
+            totals: self.totals(),
+            authorization: self.authorization_status,
+            updated_at: self.updated_at,
+            legs: Vec::new(),
+        }
     }
 
     /// How each leg may take part in an operation of `kind` now, by its

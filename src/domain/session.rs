@@ -4,6 +4,7 @@
 //! OPEN ──submit──▶ PROCESSING ──authorized──▶ SUBMITTED
 //!  │  ▲                │
 //!  │  └───declined─────┘   (the shopper may retry with another split)
+//!  ├──update──▶ OPEN (amount, items, webhook, metadata)
 //!  ├──cancel──▶ CANCELLED
 //!  └──now ≥ expires_at──▶ EXPIRED (derived, never written)
 //! ```
@@ -98,6 +99,16 @@ pub struct Session {
     pub fingerprint: Fingerprint,
 }
 
+/// What an UpdateSession changes; `None` keeps a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SessionChange {
+    pub amount: Option<Amount>,
+    pub items: Option<Vec<ItemLine>>,
+    /// `Some(None)` removes the webhook.
+    pub webhook: Option<Option<Webhook>>,
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
 /// A session as the caller sees it at one instant (EXPIRED is derived from
 /// the time, so a response keeps the status it was given with).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,7 +119,9 @@ pub struct SessionView {
 
 impl Session {
     /// The session as CreateSession made it: only its status, payment,
-    /// cancellation reason and `updated_at` change afterwards.
+    /// cancellation reason and `updated_at` change afterwards, and what an
+    /// UpdateSession changes (a CreateSession replay shows those as they
+    /// are now).
     pub fn as_created(&self) -> Session {
         Session {
             status: SessionStatus::Open,
@@ -175,6 +188,25 @@ impl Session {
             };
             self.updated_at = now;
         }
+    }
+
+    /// Applies `change` to an OPEN session.
+    pub fn update(&mut self, change: SessionChange, now: SystemTime) -> Result<(), SessionError> {
+        self.require_open(now)?;
+        let SessionChange {
+            amount,
+            items,
+            webhook,
+            metadata,
+        } = change;
+        self.amount = amount.unwrap_or(self.amount);
+        self.items = items.unwrap_or_else(|| std::mem::take(&mut self.items));
+        self.webhook = webhook.unwrap_or_else(|| self.webhook.take());
+        self.metadata = metadata.unwrap_or_else(|| std::mem::take(&mut self.metadata));
+        // Never the creation instant: an answer is kept by reference only
+        // for a session as created (see `as_created`).
+        self.updated_at = now.max(self.created_at + std::time::Duration::from_nanos(1));
+        Ok(())
     }
 
     pub fn cancel(&mut self, reason: String, now: SystemTime) -> Result<(), SessionError> {
@@ -253,6 +285,27 @@ mod tests {
         assert_eq!(
             s.cancel(String::new(), now),
             Err(SessionError::NotOpen(SessionStatus::Submitted))
+        );
+    }
+
+    #[test]
+    fn an_update_changes_what_it_names_of_an_open_session_only() {
+        let mut s = session();
+        let now = s.created_at;
+        let change = SessionChange {
+            amount: Some(Amount::from_minor(250).unwrap()),
+            metadata: Some([("cart".to_owned(), "7".to_owned())].into()),
+            ..SessionChange::default()
+        };
+        s.update(change.clone(), now).unwrap();
+        assert_eq!(s.amount.minor(), 250);
+        assert_eq!(s.metadata.len(), 1);
+        assert_eq!(s.order_reference, "o", "what it does not name stays");
+        assert_ne!(s, s.as_created(), "an updated session is not as created");
+        s.begin_payment(Uuid::from_u128(2), now).unwrap();
+        assert_eq!(
+            s.update(change, now),
+            Err(SessionError::NotOpen(SessionStatus::Processing))
         );
     }
 }

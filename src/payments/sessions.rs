@@ -1,5 +1,5 @@
-//! Checkout sessions: CreateSession, GetSession, CancelSession and
-//! SubmitSession.
+//! Checkout sessions: CreateSession, GetSession, UpdateSession,
+//! CancelSession and SubmitSession.
 //!
 //! - CreateSession is one store step: the session and the request's answer,
 //!   written together; the session's id is derived from the key.
@@ -14,19 +14,22 @@
 //!   submit cut off anywhere is finished by the resolver: no session stays
 //!   PROCESSING, no follow-up is lost or run twice.
 
+use std::time::SystemTime;
+
 use uuid::Uuid;
 
 use super::{
     CancelSession, CreateSession, Found, Held, Idempotent, Keying, MAX_WRITE_ATTEMPTS, Payer,
-    PaymentError, PaymentView, Payments, Precondition, Scope, SubmitSession, Work, derived_id,
-    fingerprint, found_record, operation_item, payment_view, system_id,
+    PaymentError, PaymentView, Payments, Precondition, Scope, SubmitSession, UpdateSession, Work,
+    derived_id, fingerprint, found_record, operation_item, payment_view, system_id,
 };
 use crate::{
     domain::{
+        items,
         money::Amount,
-        operation::Origin,
+        operation::{Fingerprint, Origin},
         payment::{NewPayment, Payment},
-        session::{Session, SessionStatus, SessionView},
+        session::{Session, SessionError, SessionStatus, SessionView},
         status::OperationStatus,
     },
     store::{
@@ -113,15 +116,86 @@ impl Payments {
         request: Idempotent<CancelSession>,
     ) -> Result<SessionView, PaymentError> {
         let session_id = request.command.session_id;
-        let fingerprint = fingerprint("CancelSession", &request.command);
-        let record = derived_id(merchant, Scope::Session(session_id), &request.key);
+        let answer = Keyed {
+            record: derived_id(merchant, Scope::Session(session_id), &request.key),
+            fingerprint: fingerprint("CancelSession", &request.command),
+        };
+        let reason = &request.command.reason;
+        self.change_session(
+            merchant,
+            session_id,
+            answer,
+            |session, now| session.cancel(reason.clone(), now),
+            |_| Ok(()),
+        )
+        .await
+    }
+
+    /// Changes an OPEN session. Its lines must add up to the amount it has
+    /// afterwards; a webhook needs the merchant's signing secret.
+    pub async fn update_session(
+        &self,
+        merchant: &str,
+        request: Idempotent<UpdateSession>,
+    ) -> Result<SessionView, PaymentError> {
+        let change = &request.command.change;
+        if matches!(change.webhook, Some(Some(_))) && !self.webhooks.signs_for(merchant) {
+            return Err(PaymentError::WebhookSecretMissing);
+        }
+        let session_id = request.command.session_id;
+        let answer = Keyed {
+            record: derived_id(merchant, Scope::Session(session_id), &request.key),
+            fingerprint: fingerprint("UpdateSession", &request.command),
+        };
+        let lines_add_up = |session: &Session| {
+            let total = items::total(&session.items);
+            if session.items.is_empty() || total == Ok(session.amount) {
+                return Ok(());
+            }
+            let (field, fix) = if change.items.is_some() {
+                ("items", "")
+            } else {
+                ("amount", "; change the items with it")
+            };
+            Err(PaymentError::InvalidArgument {
+                field: field.into(),
+                description: format!(
+                    "the session's lines add up to {}, its amount would be {}{fix}",
+                    total.map_or_else(|_| "more than an amount holds".into(), |t| t.to_string()),
+                    session.amount
+                ),
+            })
+        };
+        self.change_session(
+            merchant,
+            session_id,
+            answer,
+            |session, now| session.update(change.clone(), now),
+            lines_add_up,
+        )
+        .await
+    }
+
+    /// One idempotent change of a session: `change` applied to the session
+    /// as read and the answer (or the refusal) kept under the key, in one
+    /// step; again on a concurrent write. A change `admit` refuses is
+    /// answered as bad input and changes nothing.
+    async fn change_session(
+        &self,
+        merchant: &str,
+        session_id: Uuid,
+        answer: Keyed,
+        change: impl Fn(&mut Session, SystemTime) -> Result<(), SessionError>,
+        admit: impl Fn(&Session) -> Result<(), PaymentError>,
+    ) -> Result<SessionView, PaymentError> {
         for _ in 0..MAX_WRITE_ATTEMPTS {
             let current = self.owned_session(merchant, session_id).await?;
             let now = self.clock.now();
             let mut session = current.value.clone();
             let mut step = Step::new(Shard::of(session_id), now);
-            let answer = match session.cancel(request.command.reason.clone(), now) {
+            let answered = match change(&mut session, now) {
                 Ok(()) => {
+                    admit(&session)?;
                     let view = session.clone().view_at(now);
                     step.session = Some(Write::Update {
                         expected: current.version,
@@ -138,16 +212,16 @@ impl Payments {
                 }
             };
             step.key = Some(KeyChange::Answer {
-                record,
-                fingerprint,
-                outcome: match &answer {
+                record: answer.record,
+                fingerprint: answer.fingerprint,
+                outcome: match &answered {
                     Ok(view) => Outcome::Session(view.clone()),
                     Err(refusal) => Outcome::Refused(refusal.clone()),
                 },
                 ttl: self.settings.idempotency_ttl,
             });
             match self.store.commit(step).await? {
-                Committed::Applied { .. } => return answer.map_err(PaymentError::from),
+                Committed::Applied { .. } => return answered.map_err(PaymentError::from),
                 Committed::Conflict => continue,
                 Committed::Claimed(state) => {
                     return match found_record(state)? {
@@ -199,7 +273,10 @@ impl Payments {
         .await?;
         for attempt in 0..MAX_WRITE_ATTEMPTS {
             if attempt > 0 {
+                // The session may have changed (an UpdateSession): the legs
+                // must still add up to its amount.
                 current = self.owned_session(merchant, session_id).await?;
+                legs_add_up(&current.value, &request.command)?;
             }
             let now = self.clock.now();
             let mut session = current.value.clone();
@@ -335,16 +412,7 @@ impl Payments {
         session: &Session,
         command: &SubmitSession,
     ) -> Result<(), PaymentError> {
-        let total = Amount::sum(command.legs.iter().map(|leg| leg.amount));
-        if total != Ok(session.amount) {
-            return Err(PaymentError::InvalidArgument {
-                field: "split".into(),
-                description: format!(
-                    "leg amounts must sum to the session amount {}",
-                    session.amount
-                ),
-            });
-        }
+        legs_add_up(session, command)?;
         for (index, leg) in command.legs.iter().enumerate() {
             let Some(partner) = self.partners.get(&leg.partner) else {
                 continue;
@@ -461,4 +529,26 @@ impl Payments {
             .await?;
         payment_view(header, answer)
     }
+}
+
+/// The legs must sum to the session's amount.
+fn legs_add_up(session: &Session, command: &SubmitSession) -> Result<(), PaymentError> {
+    let total = Amount::sum(command.legs.iter().map(|leg| leg.amount));
+    if total == Ok(session.amount) {
+        return Ok(());
+    }
+    Err(PaymentError::InvalidArgument {
+        field: "split".into(),
+        description: format!(
+            "leg amounts must sum to the session amount {}",
+            session.amount
+        ),
+    })
+}
+
+/// Where a request's answer is kept: its idempotency record, and the
+/// fingerprint a retry must match.
+struct Keyed {
+    record: Uuid,
+    fingerprint: Fingerprint,
 }

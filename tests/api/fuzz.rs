@@ -81,6 +81,7 @@ fn every_request_type_decodes_arbitrary_bytes_without_panicking() {
         proto::GetSessionRequest,
         proto::SubmitSessionRequest,
         proto::CancelSessionRequest,
+        proto::UpdateSessionRequest,
         proto::ListSessionsRequest,
         proto::ListPaymentMethodsRequest,
         proto::GetPaymentRequest,
@@ -113,7 +114,7 @@ fn every_request_type_decodes_arbitrary_bytes_without_panicking() {
         sandbox_partner::proto::GetLedgerRequest,
         sandbox_partner::proto::ReceivedRequest,
     );
-    report("proto decoding, 35 request types", cases);
+    report("proto decoding, 36 request types", cases);
 }
 
 fn text() -> impl Strategy<Value = String> {

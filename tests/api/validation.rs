@@ -13,6 +13,7 @@ enum Call {
     Create(proto::CreateSessionRequest),
     Submit(proto::SubmitSessionRequest),
     Cancel(proto::CancelSessionRequest),
+    Update(proto::UpdateSessionRequest),
     Capture(proto::CaptureRequest),
     Refund(proto::RefundRequest),
     Void(proto::VoidRequest),
@@ -24,6 +25,7 @@ async fn send(server: &TestServer, call: Call) -> Result<(), tonic::Status> {
         Call::Create(r) => sessions.create_session(r).await.map(drop),
         Call::Submit(r) => sessions.submit_session(r).await.map(drop),
         Call::Cancel(r) => sessions.cancel_session(r).await.map(drop),
+        Call::Update(r) => sessions.update_session(r).await.map(drop),
         Call::Capture(r) => payments.capture(r).await.map(drop),
         Call::Refund(r) => payments.refund(r).await.map(drop),
         Call::Void(r) => payments.void(r).await.map(drop),
@@ -116,6 +118,24 @@ async fn malformed_requests_name_the_field_and_change_nothing() {
             idempotency_key: new_key(),
             reason: String::new(),
         }) => "session_id";
+        "update with malformed id": Call::Update(proto::UpdateSessionRequest {
+            session_id: "42".into(),
+            idempotency_key: new_key(),
+            amount: 100,
+            ..Default::default()
+        }) => "session_id";
+        "update of a field that cannot change": Call::Update(proto::UpdateSessionRequest {
+            session_id: session.id.clone(),
+            idempotency_key: new_key(),
+            update_mask: Some(prost_types::FieldMask { paths: vec!["currency".into()] }),
+            ..Default::default()
+        }) => "update_mask";
+        "update to a zero amount": Call::Update(proto::UpdateSessionRequest {
+            session_id: session.id.clone(),
+            idempotency_key: new_key(),
+            update_mask: Some(prost_types::FieldMask { paths: vec!["amount".into()] }),
+            ..Default::default()
+        }) => "amount";
         "zero capture": capture_with(&|r| r.amount = Some(0)) => "amount";
         "negative capture": capture_with(&|r| r.amount = Some(-1)) => "amount";
         "unknown partner in priority": capture_with(&|r| r.priority = vec![rule("nobody", "*")]) => "priority[0].partner";

@@ -9,12 +9,12 @@ use crate::{
     domain::{
         money::{Amount, Currency},
         payment::{Leg, PaymentToken},
-        session::{CaptureMode, HeaderValue, SessionStatus, Webhook},
+        session::{CaptureMode, HeaderValue, SessionChange, SessionStatus, Webhook},
     },
     partners::Partners,
     payments::{
         CancelSession, CreateSession, DEFAULT_PAGE_SIZE, Idempotent, ListSessions, MAX_PAGE_SIZE,
-        SessionFilter, SubmitSession,
+        SessionFilter, SubmitSession, UpdateSession,
     },
     webhooks::{Destinations, destinations},
 };
@@ -213,6 +213,81 @@ pub fn submit_session(
     v.finish(|| Idempotent {
         key,
         command: SubmitSession { session_id, legs },
+    })
+}
+
+/// The fields UpdateSession may change, as an update mask names them.
+const UPDATABLE: [&str; 4] = ["amount", "items", "webhook", "metadata"];
+
+/// AIP-134: the mask's fields take the request's values (`*`: all of them);
+/// with no mask, the fields given a non-empty value.
+pub fn update_session(
+    request: proto::UpdateSessionRequest,
+    destinations: &Destinations,
+) -> Result<Idempotent<UpdateSession>, Status> {
+    let mut v = Violations::default();
+    let session_id = v.id("session_id", &request.session_id);
+    let key = v.idempotency_key(&request.idempotency_key);
+    let paths = match request.update_mask {
+        Some(mask) if !mask.paths.is_empty() => mask.paths,
+        _ => UPDATABLE
+            .iter()
+            .zip([
+                request.amount != 0,
+                !request.items.is_empty(),
+                request.webhook.is_some(),
+                !request.metadata.is_empty(),
+            ])
+            .filter(|(_, given)| *given)
+            .map(|(field, _)| (*field).to_owned())
+            .collect(),
+    };
+    let mut masked = std::collections::BTreeSet::new();
+    for path in &paths {
+        match path.as_str() {
+            "*" => masked.extend(UPDATABLE),
+            field => match UPDATABLE.iter().find(|f| **f == field) {
+                Some(field) => {
+                    masked.insert(*field);
+                }
+                None => v.add(
+                    "update_mask",
+                    format!("{path:?} cannot change; amount, items, webhook and metadata can"),
+                ),
+            },
+        }
+    }
+    if paths.is_empty() {
+        v.add("update_mask", "names nothing to change");
+    }
+    let amount = masked
+        .contains("amount")
+        .then(|| v.positive_amount("amount", request.amount))
+        .flatten();
+    // Without a new amount the lines are checked against the session's.
+    let items = masked
+        .contains("items")
+        .then(|| v.items("items", request.items, Ok(amount)));
+    let webhook = masked
+        .contains("webhook")
+        .then(|| webhook(&mut v, request.webhook, destinations));
+    let metadata = masked
+        .contains("metadata")
+        .then(|| metadata(&mut v, request.metadata));
+    let (Some(session_id), Some(key)) = (session_id, key) else {
+        return Err(v.into_status());
+    };
+    v.finish(|| Idempotent {
+        key,
+        command: UpdateSession {
+            session_id,
+            change: SessionChange {
+                amount,
+                items,
+                webhook,
+                metadata,
+            },
+        },
     })
 }
 

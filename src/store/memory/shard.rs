@@ -36,14 +36,14 @@ impl KeptOutcome {
                 snapshot,
                 operations,
             } => Outcome::Payment {
-                snapshot: *snapshot,
+                snapshot: snapshot.clone(),
                 operations: operations.iter().map(|op| (**op).clone()).collect(),
             },
             KeptOutcome::Operation {
                 snapshot,
                 operation,
             } => Outcome::Operation {
-                snapshot: *snapshot,
+                snapshot: snapshot.clone(),
                 operation: (**operation).clone(),
             },
         }

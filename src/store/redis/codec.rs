@@ -18,14 +18,16 @@ use crate::{
 
 mod v1;
 mod v3;
+mod v4;
 
 /// The layout of every record written today: format 1 plus, on legs, their
 /// partner's capabilities and authorization lifetime, on the payment header
 /// when it was authorized, and on operations their item lines (format 2);
 /// plus, on webhook deliveries, their last error (format 3); plus signed
 /// settlement lines, unreadable lines, more totals and the issues'
-/// lifecycle, and payment headers' disputes (format 4).
-const FORMAT: u8 = 4;
+/// lifecycle, and payment headers' disputes (format 4); plus, in a kept
+/// answer's snapshot, what each leg held (format 5).
+const FORMAT: u8 = 5;
 
 /// Format 3: as today but for settlements (see `v3`).
 const FORMAT_3: u8 = 3;
@@ -41,6 +43,7 @@ pub fn decode<T: Record>(bytes: &[u8]) -> Result<T, StoreError> {
     let corrupt = |e: postcard::Error| StoreError::Corrupt(Box::new(e));
     match bytes.split_first() {
         Some((&FORMAT, record)) => postcard::from_bytes(record).map_err(corrupt),
+        Some((&v4::FORMAT, record)) => T::from_v4(record).map_err(corrupt),
         Some((&FORMAT_3, record)) => T::from_v3(record).map_err(corrupt),
         Some((&FORMAT_2, record)) => T::from_v2(record).map_err(corrupt),
         Some((&v1::FORMAT, record)) => T::from_v1(record).map_err(corrupt),
@@ -68,6 +71,12 @@ pub trait Record: DeserializeOwned {
     /// Reads the record as format 3 wrote it (the default: its layout did
     /// not change).
     fn from_v3(record: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes(record)
+    }
+
+    /// Reads the record as format 4 wrote it (the default: its layout did
+    /// not change).
+    fn from_v4(record: &[u8]) -> Result<Self, postcard::Error> {
         postcard::from_bytes(record)
     }
 }
@@ -138,6 +147,18 @@ impl Record for StoredOutcome {
     fn from_v1(record: &[u8]) -> Result<Self, postcard::Error> {
         postcard::from_bytes::<v1::StoredOutcome>(record).map(Into::into)
     }
+
+    fn from_v2(record: &[u8]) -> Result<Self, postcard::Error> {
+        Self::from_v4(record)
+    }
+
+    fn from_v3(record: &[u8]) -> Result<Self, postcard::Error> {
+        Self::from_v4(record)
+    }
+
+    fn from_v4(record: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes::<v4::StoredOutcome>(record).map(Into::into)
+    }
 }
 
 /// An idempotency record's answer as stored. A final operation never
@@ -192,7 +213,7 @@ pub fn encode_outcome(outcome: &Outcome) -> Result<Vec<u8>, StoreError> {
             snapshot,
             operations,
         } => StoredOutcome::Payment {
-            snapshot: *snapshot,
+            snapshot: snapshot.clone(),
             payment: operations.first().map_or(Uuid::nil(), |op| op.payment_id),
             operations: operations.iter().map(Kept::of).collect(),
         },
@@ -200,7 +221,7 @@ pub fn encode_outcome(outcome: &Outcome) -> Result<Vec<u8>, StoreError> {
             snapshot,
             operation,
         } => StoredOutcome::Operation {
-            snapshot: *snapshot,
+            snapshot: snapshot.clone(),
             payment: operation.payment_id,
             operation: Kept::of(operation),
         },

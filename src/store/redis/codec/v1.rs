@@ -9,13 +9,13 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{Kept as KeptNow, StoredOutcome as StoredOutcomeNow};
+use super::{Kept as KeptNow, StoredOutcome as StoredOutcomeNow, v4::Snapshot};
 use crate::domain::{
     amounts::Amounts,
     capabilities::Capabilities,
     money::{Amount, Currency},
     operation::{HistoryEntry, OperationKind, Origin, PartnerTransaction, TriggeredBy},
-    payment::{self, PaymentToken, Snapshot},
+    payment::{self, PaymentToken},
     precondition::Precondition,
     session::{CaptureMode, SessionView, Webhook},
     status::OperationStatus,
@@ -188,7 +188,7 @@ impl From<StoredOutcome> for StoredOutcomeNow {
                 payment,
                 operations,
             } => StoredOutcomeNow::Payment {
-                snapshot,
+                snapshot: snapshot.into(),
                 payment,
                 operations: operations.into_iter().map(Into::into).collect(),
             },
@@ -197,7 +197,7 @@ impl From<StoredOutcome> for StoredOutcomeNow {
                 payment,
                 operation,
             } => StoredOutcomeNow::Operation {
-                snapshot,
+                snapshot: snapshot.into(),
                 payment,
                 operation: operation.into(),
             },
