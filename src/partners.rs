@@ -120,6 +120,9 @@ pub struct PartnerAnswer {
     pub reference: String,
     pub partner_status: String,
     pub description: String,
+    /// A reusable instrument an authorization yielded (the partner's own
+    /// reference for the shopper's card), where the partner issues one.
+    pub instrument: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -571,6 +574,7 @@ mod tests {
                 reference: "r".into(),
                 partner_status: "OK".into(),
                 description: String::new(),
+                instrument: None,
             })
         }
         async fn capture(&self, r: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {

@@ -196,7 +196,28 @@ pub struct CreateSession {
 #[derive(Debug, Clone)]
 pub struct SubmitSession {
     pub session_id: Uuid,
+    /// A leg reusing an earlier payment's instrument has no token here
+    /// until the submit reads it from that payment.
     pub legs: Vec<Leg>,
+    /// Indexed like `legs` (empty when no leg names one): the earlier
+    /// payment whose instrument a leg reuses.
+    pub parents: Vec<Option<Parent>>,
+}
+
+/// An earlier payment of the same merchant whose instrument a leg reuses
+/// (a merchant-initiated payment): its leg at the same partner with the
+/// same method, or the one whose authorization is `transaction`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Parent {
+    pub payment: Uuid,
+    pub transaction: Option<Uuid>,
+}
+
+impl SubmitSession {
+    /// The earlier payment leg `index` reuses the instrument of, if any.
+    pub fn parent(&self, index: usize) -> Option<Parent> {
+        self.parents.get(index).copied().flatten()
+    }
 }
 
 /// What a SubmitSession's fingerprint covers: what the merchant sent, not
@@ -211,6 +232,8 @@ impl Serialize for SubmitSession {
             method: &'a str,
             amount: crate::domain::money::Amount,
             token: &'a crate::domain::payment::PaymentToken,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            parent: Option<Parent>,
         }
         #[derive(Serialize)]
         struct Submit<'a> {
@@ -222,11 +245,13 @@ impl Serialize for SubmitSession {
             legs: self
                 .legs
                 .iter()
-                .map(|leg| Sent {
+                .enumerate()
+                .map(|(index, leg)| Sent {
                     partner: &leg.partner,
                     method: &leg.method,
                     amount: leg.amount,
                     token: &leg.token,
+                    parent: self.parent(index),
                 })
                 .collect(),
         }

@@ -34,6 +34,7 @@ mod api {
     mod simulation;
     mod startup;
     mod store_contract;
+    mod stored_instruments;
     mod tls;
     mod traces;
     mod validation;

@@ -240,6 +240,7 @@ impl Client {
             method: method.into(),
             amount,
             payment_token: token.into(),
+            ..Default::default()
         };
         let request = self.request(proto::SubmitSessionRequest {
             session_id: session.id,

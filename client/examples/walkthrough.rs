@@ -68,12 +68,14 @@ async fn main() -> Result<(), Error> {
                         method: "creditcard".into(),
                         amount: 10_000,
                         payment_token: "tok_visa_4242".into(),
+                        ..Default::default()
                     },
                     proto::SplitLeg {
                         partner: "illicado".into(),
                         method: "giftcard".into(),
                         amount: 2_000,
                         payment_token: "tok_gift_0001".into(),
+                        ..Default::default()
                     },
                 ],
             };

@@ -122,6 +122,7 @@ fn partner_transaction(
         partner_status_description: tx.partner_status_description.clone(),
         created_at: timestamp(tx.created_at),
         updated_at: timestamp(tx.updated_at),
+        partner_token: tx.partner_token.clone().unwrap_or_default(),
         remaining_amount: books
             .get(tx.leg)
             .map_or(0, |books| op.remaining(books).minor()),

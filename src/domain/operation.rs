@@ -83,6 +83,9 @@ pub struct PartnerTransaction {
     pub partner_status_description: String,
     pub created_at: SystemTime,
     pub updated_at: SystemTime,
+    /// The reusable instrument the partner answered an authorization with,
+    /// where it answers one (never the token the merchant submitted).
+    pub partner_token: Option<String>,
 }
 
 impl PartnerTransaction {
@@ -106,6 +109,7 @@ impl PartnerTransaction {
             partner_status_description: String::new(),
             created_at: now,
             updated_at: now,
+            partner_token: None,
         }
     }
 }
@@ -153,6 +157,8 @@ pub struct TransactionOutcome {
     pub partner_reference: Option<String>,
     pub partner_status: String,
     pub partner_status_description: String,
+    /// A reusable instrument the partner answered with.
+    pub partner_token: Option<String>,
 }
 
 impl TransactionOutcome {
@@ -163,6 +169,7 @@ impl TransactionOutcome {
             partner_reference: None,
             partner_status: "NOT_ATTEMPTED".into(),
             partner_status_description: "an earlier leg was declined".into(),
+            partner_token: None,
         }
     }
 }
@@ -359,6 +366,9 @@ impl Operation {
         if outcome.partner_reference.is_some() {
             tx.partner_reference = outcome.partner_reference;
         }
+        if outcome.partner_token.is_some() {
+            tx.partner_token = outcome.partner_token;
+        }
         tx.partner_status = outcome.partner_status;
         tx.partner_status_description = outcome.partner_status_description;
         tx.updated_at = now;
@@ -403,6 +413,7 @@ impl Operation {
             partner_reference: None,
             partner_status: "SETTLED".into(),
             partner_status_description: note.to_owned(),
+            partner_token: None,
         };
         if !self.record(transaction, outcome, now) {
             return false;
@@ -464,6 +475,7 @@ impl Operation {
                 partner_reference: None,
                 partner_status: "SETTLED_BY_OPERATOR".into(),
                 partner_status_description: reason.to_owned(),
+                partner_token: None,
             };
             self.record(*transaction, outcome, now);
         }
@@ -544,6 +556,7 @@ pub(crate) fn answer(status: TransactionStatus) -> TransactionOutcome {
         partner_reference: Some("ref".into()),
         partner_status: String::new(),
         partner_status_description: String::new(),
+        partner_token: None,
     }
 }
 

@@ -153,6 +153,7 @@ fn answer_of(response: proto::PartnerOperationResponse) -> Result<PartnerAnswer,
         reference: response.reference.clone(),
         partner_status: response.partner_status.clone(),
         description: response.description.clone(),
+        instrument: None,
     };
     match response.outcome() {
         proto::PartnerOutcome::Succeeded => Ok(answer(true)),

@@ -17,6 +17,11 @@
 //! `error` is a 5xx with nothing applied, on every attempt. A token without
 //! `=` (e.g. `tok_visa_4242`) succeeds at everything.
 //!
+//! **Stored cards.** A successful authorization answers a stored card,
+//! `card_<its reference>`: a merchant-initiated payment authorizes with it
+//! (no shopper token), and it behaves as the token it was issued for. One it
+//! never issued is declined (`UNKNOWN_INSTRUMENT`).
+//!
 //! **Settlements.** Every listing of settlements first closes what the
 //! sandbox executed since the last one (successful captures and refunds)
 //! into a new settlement per currency, dated today, with VAT per rate from
@@ -53,6 +58,9 @@ pub struct Received {
     pub idempotency_key: String,
     pub amount: Amount,
     pub items: Vec<ItemLine>,
+    /// The stored card an authorization was made with (merchant-initiated),
+    /// as the sandbox issued it.
+    pub instrument: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -120,6 +128,9 @@ struct Ledger {
     entries: HashMap<String, Entry>,
     authorizations: BTreeMap<String, Authorization>,
     received: Vec<Received>,
+    /// The stored cards it issued (an authorization's `card_<reference>`),
+    /// each with the scenario of the token it was issued for.
+    instruments: HashMap<String, Scenario>,
     /// Every call that arrived, before its latency: also those whose caller
     /// gave up before the sandbox answered (and so never reached the ledger).
     arrivals: Vec<OperationKind>,
@@ -208,6 +219,15 @@ impl Sandbox {
 
     fn scenario_of(&self, request: &PartnerRequest) -> Result<Scenario, PartnerError> {
         match (&request.kind, &request.authorization_reference) {
+            (OperationKind::Authorization, _) if is_instrument(request.token.expose()) => self
+                .ledger()
+                .instruments
+                .get(request.token.expose())
+                .cloned()
+                .ok_or_else(|| PartnerError::Declined {
+                    code: "UNKNOWN_INSTRUMENT".into(),
+                    description: "not a card stored by this sandbox".into(),
+                }),
             (OperationKind::Authorization, _) => {
                 Scenario::parse(request.token.expose()).map_err(|description| {
                     PartnerError::Declined {
@@ -240,11 +260,14 @@ impl Sandbox {
                 description: "connection reset before the request reached the partner".into(),
             });
         }
+        let token = request.token.expose();
         ledger.received.push(Received {
             kind: request.kind,
             idempotency_key: key.clone(),
             amount: request.amount,
             items: request.items.clone(),
+            instrument: (request.kind == OperationKind::Authorization && is_instrument(token))
+                .then(|| token.to_owned()),
         });
         if let Some(entry) = ledger.entries.get(&key) {
             // Deduplicated: the same key never executes twice.
@@ -293,6 +316,11 @@ impl Sandbox {
         if !declined {
             ledger.book(request.kind, &authorization, amount);
         }
+        if request.kind == OperationKind::Authorization && !declined {
+            ledger
+                .instruments
+                .insert(instrument_of(&authorization), scenario.clone());
+        }
         let line = match request.kind {
             OperationKind::Capture => Some(EntryKind::Capture),
             OperationKind::Refund => Some(EntryKind::Refund),
@@ -318,6 +346,18 @@ impl Sandbox {
             _ => answer,
         }
     }
+}
+
+/// The stored card an authorization issues: merchant-initiated payments
+/// authorize with it, and it behaves as the token it was issued for.
+fn instrument_of(authorization: &str) -> String {
+    format!("{INSTRUMENT_PREFIX}{authorization}")
+}
+
+const INSTRUMENT_PREFIX: &str = "card_";
+
+fn is_instrument(token: &str) -> bool {
+    token.starts_with(INSTRUMENT_PREFIX)
 }
 
 /// The line a settlement shows for a capture or refund: VAT per rate from
@@ -518,12 +558,15 @@ impl Entry {
                 reference: self.reference.clone(),
                 partner_status: "APPROVED".into(),
                 description: String::new(),
+                instrument: (self.kind == OperationKind::Authorization)
+                    .then(|| instrument_of(&self.reference)),
             }),
             EntryState::Pending { .. } => Ok(PartnerAnswer {
                 settled: false,
                 reference: self.reference.clone(),
                 partner_status: "PENDING".into(),
                 description: "accepted, the outcome follows".into(),
+                instrument: None,
             }),
             EntryState::Declined(code) => Err(PartnerError::Declined {
                 code: code.into(),
@@ -535,7 +578,12 @@ impl Entry {
 
 #[async_trait]
 impl Partner for Sandbox {
+    /// A stored card is not a shopper's token: it is reused through the
+    /// payment that stored it (`parent_payment_id`), never submitted.
     fn check_token(&self, token: &str) -> Result<(), String> {
+        if is_instrument(token) {
+            return Err("a stored card is reused through parent_payment_id, not submitted".into());
+        }
         Scenario::parse(token).map(|_| ())
     }
 

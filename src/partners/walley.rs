@@ -270,6 +270,7 @@ impl Walley {
                 Posted::Done => String::new(),
                 Posted::Accepted => "accepted; processed asynchronously".into(),
             },
+            instrument: None,
         })
     }
 
@@ -365,6 +366,7 @@ fn action_status(action: &wire::Action, reference: &str) -> Result<PartnerAnswer
             reference: reference.to_owned(),
             partner_status: action.status.clone(),
             description: String::new(),
+            instrument: None,
         }),
         "Failed" => Err(PartnerError::Declined {
             code: "FAILED".into(),
@@ -375,6 +377,7 @@ fn action_status(action: &wire::Action, reference: &str) -> Result<PartnerAnswer
             reference: reference.to_owned(),
             partner_status: action.status.clone(),
             description: "accepted; processed asynchronously".into(),
+            instrument: None,
         }),
     }
 }
@@ -437,6 +440,7 @@ impl Partner for Walley {
             reference: order.id,
             partner_status: order.status,
             description: String::new(),
+            instrument: None,
         })
     }
 

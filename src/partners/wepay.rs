@@ -216,6 +216,7 @@ fn settled(checkout_id: i64, state: &str) -> PartnerAnswer {
         reference: checkout_id.to_string(),
         partner_status: state.to_owned(),
         description: String::new(),
+        instrument: None,
     }
 }
 
@@ -266,6 +267,7 @@ fn authorization(checkout: &Checkout) -> Result<PartnerAnswer, PartnerError> {
             reference: checkout.checkout_id.to_string(),
             partner_status: checkout.state.clone(),
             description: "the checkout is not decided yet".into(),
+            instrument: None,
         }),
         Some(Stage::Cancelled | Stage::Failed) => Err(PartnerError::Declined {
             code: checkout.state.clone(),

@@ -75,6 +75,7 @@ impl Payments {
                 partner_reference: None,
                 partner_status: String::new(),
                 partner_status_description: String::new(),
+                partner_token: None,
             };
             after.record(&mut operation, transaction, success, now);
         }

@@ -54,8 +54,11 @@ impl Payments {
     /// Asks each leg's partner whether the leg's token has a form it takes
     /// (locally, before anything is claimed: a corrected retry with the same
     /// key works). The message names the leg, never the token.
-    pub(super) fn check_tokens(&self, legs: &[Leg]) -> Result<(), PaymentError> {
-        for (index, leg) in legs.iter().enumerate() {
+    pub(super) fn check_tokens<'a>(
+        &self,
+        legs: impl Iterator<Item = (usize, &'a Leg)>,
+    ) -> Result<(), PaymentError> {
+        for (index, leg) in legs {
             let Some(partner) = self.partners.get(&leg.partner) else {
                 continue;
             };
@@ -259,6 +262,7 @@ impl Payments {
                 partner_reference: None,
                 partner_status: "PAYMENT_TOKEN_IN_USE".into(),
                 partner_status_description: "the payment token is used by another payer".into(),
+                partner_token: None,
             },
             review: None,
         }))
@@ -440,6 +444,7 @@ impl Payments {
                 partner_reference: None,
                 partner_status: "NOT_FOUND".into(),
                 partner_status_description: "the partner shows no trace of it".into(),
+                partner_token: None,
             },
             review: Some(note),
         })
@@ -567,19 +572,23 @@ fn outcome_of(
             partner_reference: reference.map(str::to_owned),
             partner_status: code.to_owned(),
             partner_status_description: description.to_owned(),
+            partner_token: None,
         };
     match result {
         Ok(answer) => (
-            outcome(
-                if answer.settled {
-                    TransactionStatus::Success
-                } else {
-                    TransactionStatus::Pending
-                },
-                Some(&answer.reference),
-                &answer.partner_status,
-                &answer.description,
-            ),
+            TransactionOutcome {
+                partner_token: answer.instrument.clone(),
+                ..outcome(
+                    if answer.settled {
+                        TransactionStatus::Success
+                    } else {
+                        TransactionStatus::Pending
+                    },
+                    Some(&answer.reference),
+                    &answer.partner_status,
+                    &answer.description,
+                )
+            },
             None,
         ),
         Err(PartnerError::Declined { code, description }) => (

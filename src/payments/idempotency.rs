@@ -250,6 +250,7 @@ mod tests {
                 capabilities,
                 authorization_lifetime: std::time::Duration::from_secs(days * 86_400),
             }],
+            parents: Vec::new(),
         };
         let today = submit(Capabilities::ALL, 7);
         // The configuration changed between a request and its retry.

@@ -20,16 +20,24 @@
 //! over a claim nobody backs. A submit refused after some of its claims
 //! leaves them to lapse (a concurrent request with its key may open on
 //! them).
+//!
+//! A leg may reuse an earlier payment's instrument instead of a token (a
+//! merchant-initiated payment): the submit reads it from that payment of
+//! the same merchant, and claims it like any other.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use uuid::Uuid;
 
-use super::{PaymentError, Payments, Precondition};
+use super::{Parent, PaymentError, Payments, Precondition, SubmitSession};
 use crate::{
-    domain::payment::{Leg, Payment},
+    domain::{
+        operation::{OperationKind, PartnerTransaction},
+        payment::{Leg, Payment, PaymentToken},
+        status::TransactionStatus,
+    },
     partners::InstrumentUse,
-    store::{HeldInstrument, InstrumentAttempt, InstrumentClaim},
+    store::{HeldInstrument, InstrumentAttempt, InstrumentClaim, StoredPayment},
 };
 
 /// How many times a claim is tried against concurrent claimants (a
@@ -57,6 +65,33 @@ enum Use {
 }
 
 impl Payments {
+    /// The submitted legs, each leg that names a parent payment with the
+    /// instrument it reuses: what the parent's leg stored — the reusable
+    /// reference its partner answered the authorization with, else the
+    /// token it was authorized with (a card id). A parent of another
+    /// merchant is not found; a parent leg at another partner or method, or
+    /// one that was not authorized, is bad input.
+    pub(super) async fn with_parents(
+        &self,
+        merchant: &str,
+        command: &SubmitSession,
+    ) -> Result<Vec<Leg>, PaymentError> {
+        let mut legs = command.legs.clone();
+        for (index, leg) in legs.iter_mut().enumerate() {
+            let Some(parent) = command.parent(index) else {
+                continue;
+            };
+            let stored = self
+                .store
+                .payment(parent.payment)
+                .await?
+                .filter(|p| p.header.value.merchant == merchant)
+                .ok_or(PaymentError::NotFound)?;
+            leg.token = stored_instrument(&stored, leg, parent, index)?;
+        }
+        Ok(legs)
+    }
+
     /// The name of a leg's instrument in the store.
     fn instrument(&self, leg: &Leg) -> String {
         self.instrument_named(&leg.partner, leg.token.expose())
@@ -319,4 +354,79 @@ impl Payments {
         }
         Ok(())
     }
+}
+
+/// The instrument `leg` reuses from its parent payment: the parent's one
+/// authorized leg at the same partner with the same method (or the one
+/// `parent.transaction` names).
+fn stored_instrument(
+    stored: &StoredPayment,
+    leg: &Leg,
+    parent: Parent,
+    index: usize,
+) -> Result<PaymentToken, PaymentError> {
+    let invalid = |field: &str, description: String| PaymentError::InvalidArgument {
+        field: format!("split[{index}].{field}"),
+        description,
+    };
+    let header = &stored.header.value;
+    let authorization = stored
+        .operations
+        .iter()
+        .find(|op| op.kind == OperationKind::Authorization);
+    let transactions = authorization.map_or(&[][..], |op| &op.transactions[..]);
+    let same = |tx: &&PartnerTransaction| {
+        header
+            .legs
+            .get(tx.leg)
+            .is_some_and(|l| l.partner == leg.partner && l.method == leg.method)
+    };
+    let chosen = match parent.transaction {
+        Some(id) => {
+            let tx = transactions.iter().find(|tx| tx.id == id).ok_or_else(|| {
+                invalid(
+                    "parent_partner_transaction_id",
+                    "not a partner transaction of the parent's authorization".into(),
+                )
+            })?;
+            if !same(&tx) {
+                return Err(invalid(
+                    "parent_partner_transaction_id",
+                    format!("that leg is not at {} with {}", leg.partner, leg.method),
+                ));
+            }
+            tx
+        }
+        None => {
+            let mut matching = transactions.iter().filter(same);
+            match (matching.next(), matching.next()) {
+                (Some(tx), None) => tx,
+                (None, _) => {
+                    return Err(invalid(
+                        "parent_payment_id",
+                        format!(
+                            "the parent payment has no leg at {} with {}",
+                            leg.partner, leg.method
+                        ),
+                    ));
+                }
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        "parent_partner_transaction_id",
+                        "the parent has several such legs: name one".into(),
+                    ));
+                }
+            }
+        }
+    };
+    if chosen.status != TransactionStatus::Success {
+        return Err(invalid(
+            "parent_payment_id",
+            "the parent's leg was not authorized: it stored no instrument".into(),
+        ));
+    }
+    Ok(match &chosen.partner_token {
+        Some(reference) => PaymentToken::new(reference.clone()),
+        None => header.legs[chosen.leg].token.clone(),
+    })
 }

@@ -510,6 +510,7 @@ impl Payments {
                 partner_reference: Some(event.reference).filter(|r| !r.is_empty()),
                 partner_status: event.partner_status,
                 partner_status_description: event.description,
+                partner_token: None,
             },
         };
         let session = if operation.kind == OperationKind::Authorization {

@@ -251,13 +251,13 @@ impl Payments {
         let session_id = request.command.session_id;
         let mut current = self.owned_session(merchant, session_id).await?;
         self.check_split(&current.value, &request.command).await?;
+        let legs = &self.with_parents(merchant, &request.command).await?;
         let fingerprint = fingerprint("SubmitSession", &request.command);
         let payment_id = derived_id(merchant, Scope::Session(session_id), &request.key);
         let origin = Origin {
             record: payment_id,
             fingerprint,
         };
-        let legs = &request.command.legs;
         // Claimed before the open step (each claim is a key of its own); a
         // claim held past half the idempotency lease without the payment
         // opened could be taken over, so the submit stops then.
@@ -313,7 +313,7 @@ impl Payments {
                     amount: session.amount,
                     currency: session.currency,
                     capture_mode: session.capture_mode,
-                    legs: request.command.legs.clone(),
+                    legs: legs.clone(),
                     webhook: session.webhook.clone(),
                     authorization_id: system_id(payment_id, "authorization"),
                     origin: Some(origin),
@@ -431,7 +431,9 @@ impl Payments {
                 });
             }
         }
-        self.check_tokens(&command.legs)
+        // A reused instrument is the parent's, not the shopper's: not checked.
+        let submitted = (0..command.legs.len()).filter(|&index| command.parent(index).is_none());
+        self.check_tokens(submitted.map(|index| (index, &command.legs[index])))
     }
 
     /// Runs an opened authorization, and what follows it, to the request's

@@ -217,6 +217,7 @@ fn success(reference: &str) -> TransactionOutcome {
         partner_reference: Some(reference.into()),
         partner_status: String::new(),
         partner_status_description: String::new(),
+        partner_token: None,
     }
 }
 

@@ -11,10 +11,10 @@ use crate::{
         payment::{Leg, PaymentToken},
         session::{CaptureMode, HeaderValue, SessionChange, SessionStatus, Webhook},
     },
-    partners::Partners,
+    partners::{ConfiguredPartner, InstrumentUse, Partners},
     payments::{
         CancelSession, CreateSession, DEFAULT_PAGE_SIZE, Idempotent, ListSessions, MAX_PAGE_SIZE,
-        SessionFilter, SubmitSession, UpdateSession,
+        Parent, SessionFilter, SubmitSession, UpdateSession,
     },
     webhooks::{Destinations, destinations},
 };
@@ -174,6 +174,7 @@ pub fn submit_session(
         v.add("split", format!("between 1 and {MAX_LEGS} legs"));
     }
     let mut legs = Vec::with_capacity(request.split.len());
+    let mut parents = Vec::with_capacity(request.split.len());
     for (index, leg) in request.split.into_iter().enumerate() {
         let at = |name: &str| format!("split[{index}].{name}");
         let amount = v.positive_amount(&at("amount"), leg.amount);
@@ -189,10 +190,19 @@ pub fn submit_session(
         let (capabilities, authorization_lifetime) = partner
             .map(|p| (p.capabilities, p.authorization_lifetime))
             .unwrap_or_default();
+        let parent = parent(&mut v, &leg, index, partner);
         // The partner checks the token's content later (asynchronously).
-        if leg.payment_token.is_empty() || leg.payment_token.len() > MAX_TOKEN {
+        if parent.is_some() || !leg.parent_payment_id.is_empty() {
+            if !leg.payment_token.is_empty() {
+                v.add(
+                    at("payment_token"),
+                    "give a payment token or a parent payment, not both",
+                );
+            }
+        } else if leg.payment_token.is_empty() || leg.payment_token.len() > MAX_TOKEN {
             v.add(at("payment_token"), "required, at most 2048 characters");
         }
+        parents.push(parent);
         if let Some(amount) = amount {
             legs.push(Leg {
                 partner: leg.partner,
@@ -210,9 +220,60 @@ pub fn submit_session(
     let (Some(session_id), Some(key)) = (session_id, key) else {
         return Err(v.into_status());
     };
+    if parents.iter().all(Option::is_none) {
+        parents.clear();
+    }
     v.finish(|| Idempotent {
         key,
-        command: SubmitSession { session_id, legs },
+        command: SubmitSession {
+            session_id,
+            legs,
+            parents,
+        },
+    })
+}
+
+/// The earlier payment a leg reuses the instrument of: a well-formed id,
+/// at a partner whose instruments outlive one payment.
+fn parent(
+    v: &mut Violations,
+    leg: &proto::SplitLeg,
+    index: usize,
+    partner: Option<&ConfiguredPartner>,
+) -> Option<Parent> {
+    let at = |name: &str| format!("split[{index}].{name}");
+    if leg.parent_payment_id.is_empty() {
+        if !leg.parent_partner_transaction_id.is_empty() {
+            v.add(
+                at("parent_partner_transaction_id"),
+                "goes with parent_payment_id",
+            );
+        }
+        return None;
+    }
+    let payment = v.id(&at("parent_payment_id"), &leg.parent_payment_id);
+    let transaction = (!leg.parent_partner_transaction_id.is_empty())
+        .then(|| {
+            v.id(
+                &at("parent_partner_transaction_id"),
+                &leg.parent_partner_transaction_id,
+            )
+        })
+        .flatten();
+    if partner.is_some_and(|p| p.adapter.instrument_use() == InstrumentUse::SingleUse) {
+        v.add(
+            at("parent_payment_id"),
+            format!(
+                "{} has no merchant-initiated payments: its instrument (an order) backs \
+                 one payment; the shopper checks out again",
+                leg.partner
+            ),
+        );
+        return None;
+    }
+    Some(Parent {
+        payment: payment?,
+        transaction,
     })
 }
 

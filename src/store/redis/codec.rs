@@ -25,7 +25,8 @@ mod v4;
 /// when it was authorized, and on operations their item lines (format 2);
 /// plus, on webhook deliveries, their last error (format 3); plus signed
 /// settlement lines, unreadable lines, more totals and the issues'
-/// lifecycle, and payment headers' disputes (format 4); plus, in a kept
+/// lifecycle, and payment headers' disputes (format 4); plus, on partner
+/// transactions, the instrument their partner answered with, and in a kept
 /// answer's snapshot, what each leg held (format 5).
 const FORMAT: u8 = 5;
 
@@ -140,6 +141,18 @@ impl Record for crate::domain::payment::Payment {
 impl Record for Operation {
     fn from_v1(record: &[u8]) -> Result<Self, postcard::Error> {
         postcard::from_bytes::<v1::Operation>(record).map(Into::into)
+    }
+
+    fn from_v2(record: &[u8]) -> Result<Self, postcard::Error> {
+        Self::from_v4(record)
+    }
+
+    fn from_v3(record: &[u8]) -> Result<Self, postcard::Error> {
+        Self::from_v4(record)
+    }
+
+    fn from_v4(record: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes::<v4::Operation>(record).map(Into::into)
     }
 }
 

@@ -283,6 +283,7 @@ fn execute(
         reference,
         partner_status: "DONE".into(),
         description: String::new(),
+        instrument: None,
     };
     let refuse = |code: &str| PartnerError::Declined {
         code: code.into(),

@@ -509,6 +509,7 @@ impl World {
             command: SubmitSession {
                 session_id: session,
                 legs,
+                parents: Vec::new(),
             },
         };
         self.send(executor, request);

@@ -270,6 +270,7 @@ pub fn leg(partner: &str, method: &str, amount: i64, token: &str) -> proto::Spli
         method: method.into(),
         amount,
         payment_token: token.into(),
+        ..Default::default()
     }
 }
 

@@ -9,12 +9,15 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{Kept as KeptNow, StoredOutcome as StoredOutcomeNow, v4::Snapshot};
+use super::{
+    Kept as KeptNow, StoredOutcome as StoredOutcomeNow,
+    v4::{PartnerTransaction, Snapshot},
+};
 use crate::domain::{
     amounts::Amounts,
     capabilities::Capabilities,
     money::{Amount, Currency},
-    operation::{HistoryEntry, OperationKind, Origin, PartnerTransaction, TriggeredBy},
+    operation::{HistoryEntry, OperationKind, Origin, TriggeredBy},
     payment::{self, PaymentToken},
     precondition::Precondition,
     session::{CaptureMode, SessionView, Webhook},
@@ -133,7 +136,7 @@ impl From<Operation> for crate::domain::operation::Operation {
             triggered_by: o.triggered_by,
             route: o.route,
             fallback: o.fallback,
-            transactions: o.transactions,
+            transactions: o.transactions.into_iter().map(Into::into).collect(),
             requires_review: o.requires_review,
             origin: o.origin,
             items: Vec::new(),

@@ -1,20 +1,125 @@
 //! Records as formats 1 to 4 wrote them where format 5 changed them: a
-//! kept answer's snapshot of the payment without what each leg held. Read
-//! into today's types with no legs (the answer then shows the legs as the
-//! payment holds them when it is replayed).
+//! partner transaction without the instrument its partner answered with
+//! (formats 1 to 4), an operation with such transactions (formats 2 to 4),
+//! and a kept answer's snapshot of the payment without what each leg held.
+//! Read into today's types with no instrument and no legs (an answer then
+//! shows the legs as the payment holds them when it is replayed).
 
 use std::time::SystemTime;
 
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{Kept, StoredOutcome as StoredOutcomeNow};
+use super::{Kept as KeptNow, StoredOutcome as StoredOutcomeNow};
 use crate::domain::{
-    amounts::Amounts, payment, precondition::Precondition, session::SessionView,
-    status::OperationStatus,
+    amounts::Amounts,
+    items::ItemLine,
+    money::Amount,
+    operation::{self, HistoryEntry, OperationKind, Origin, TriggeredBy},
+    payment,
+    precondition::Precondition,
+    session::SessionView,
+    status::{OperationStatus, TransactionStatus},
 };
 
 pub const FORMAT: u8 = 4;
+
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+pub struct PartnerTransaction {
+    pub id: Uuid,
+    pub leg: usize,
+    pub amount: Amount,
+    pub status: TransactionStatus,
+    pub attempts: u32,
+    pub partner_reference: Option<String>,
+    pub partner_status: String,
+    pub partner_status_description: String,
+    pub created_at: SystemTime,
+    pub updated_at: SystemTime,
+}
+
+impl From<PartnerTransaction> for operation::PartnerTransaction {
+    fn from(old: PartnerTransaction) -> Self {
+        operation::PartnerTransaction {
+            id: old.id,
+            leg: old.leg,
+            amount: old.amount,
+            status: old.status,
+            attempts: old.attempts,
+            partner_reference: old.partner_reference,
+            partner_status: old.partner_status,
+            partner_status_description: old.partner_status_description,
+            created_at: old.created_at,
+            updated_at: old.updated_at,
+            partner_token: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+pub struct Operation {
+    id: Uuid,
+    payment_id: Uuid,
+    sequence: u32,
+    kind: OperationKind,
+    amount: Amount,
+    status: OperationStatus,
+    merchant_reference: String,
+    reason: String,
+    triggered_by: TriggeredBy,
+    route: Vec<usize>,
+    fallback: bool,
+    transactions: Vec<PartnerTransaction>,
+    requires_review: bool,
+    origin: Option<Origin>,
+    items: Vec<ItemLine>,
+    history: Vec<HistoryEntry>,
+    created_at: SystemTime,
+    updated_at: SystemTime,
+}
+
+impl From<Operation> for operation::Operation {
+    fn from(o: Operation) -> Self {
+        operation::Operation {
+            id: o.id,
+            payment_id: o.payment_id,
+            sequence: o.sequence,
+            kind: o.kind,
+            amount: o.amount,
+            status: o.status,
+            merchant_reference: o.merchant_reference,
+            reason: o.reason,
+            triggered_by: o.triggered_by,
+            route: o.route,
+            fallback: o.fallback,
+            transactions: o.transactions.into_iter().map(Into::into).collect(),
+            requires_review: o.requires_review,
+            origin: o.origin,
+            items: o.items,
+            history: o.history,
+            created_at: o.created_at,
+            updated_at: o.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+pub enum Kept {
+    Copy(Box<Operation>),
+    Final(Uuid),
+}
+
+impl From<Kept> for KeptNow {
+    fn from(kept: Kept) -> Self {
+        match kept {
+            Kept::Copy(operation) => KeptNow::Copy(Box::new((*operation).into())),
+            Kept::Final(id) => KeptNow::Final(id),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[cfg_attr(test, derive(serde::Serialize))]
@@ -65,7 +170,7 @@ impl From<StoredOutcome> for StoredOutcomeNow {
             } => StoredOutcomeNow::Payment {
                 snapshot: snapshot.into(),
                 payment,
-                operations,
+                operations: operations.into_iter().map(Into::into).collect(),
             },
             StoredOutcome::Operation {
                 snapshot,
@@ -74,7 +179,7 @@ impl From<StoredOutcome> for StoredOutcomeNow {
             } => StoredOutcomeNow::Operation {
                 snapshot: snapshot.into(),
                 payment,
-                operation,
+                operation: operation.into(),
             },
             StoredOutcome::Refused(precondition) => StoredOutcomeNow::Refused(precondition),
         }
@@ -113,6 +218,56 @@ mod tests {
         assert!(snapshot.legs.is_empty());
     }
 
+    fn transaction() -> PartnerTransaction {
+        PartnerTransaction {
+            id: Uuid::from_u128(3),
+            leg: 0,
+            amount: Amount::from_minor(500).unwrap(),
+            status: TransactionStatus::Success,
+            attempts: 1,
+            partner_reference: Some("ref-1".into()),
+            partner_status: "APPROVED".into(),
+            partner_status_description: String::new(),
+            created_at: SystemTime::UNIX_EPOCH,
+            updated_at: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn an_operation_written_by_format_4_reads_without_instruments() {
+        let old = Operation {
+            id: Uuid::from_u128(2),
+            payment_id: Uuid::from_u128(1),
+            sequence: 0,
+            kind: OperationKind::Authorization,
+            amount: Amount::from_minor(500).unwrap(),
+            status: OperationStatus::Success,
+            merchant_reference: String::new(),
+            reason: String::new(),
+            triggered_by: TriggeredBy::Merchant,
+            route: vec![0],
+            fallback: true,
+            transactions: vec![transaction()],
+            requires_review: false,
+            origin: None,
+            items: Vec::new(),
+            history: Vec::new(),
+            created_at: SystemTime::UNIX_EPOCH,
+            updated_at: SystemTime::UNIX_EPOCH,
+        };
+        let bytes = postcard::to_extend(&old, vec![FORMAT]).unwrap();
+        let mut read: operation::Operation = codec::decode(&bytes).unwrap();
+        let tx = &read.transactions[0];
+        assert_eq!(
+            (tx.partner_reference.as_deref(), tx.partner_token.as_deref()),
+            (Some("ref-1"), None)
+        );
+        // Written today, the instrument stays.
+        read.transactions[0].partner_token = Some("inst-1".into());
+        let again: operation::Operation = codec::decode(&codec::encode(&read).unwrap()).unwrap();
+        assert_eq!(again, read);
+    }
+
     #[test]
     fn an_answer_kept_today_keeps_its_legs() {
         let legs = vec![snapshot().totals, Amounts::ZERO];
@@ -122,7 +277,7 @@ mod tests {
                 ..snapshot().into()
             },
             payment: Uuid::from_u128(1),
-            operations: vec![Kept::Final(Uuid::from_u128(2))],
+            operations: vec![KeptNow::Final(Uuid::from_u128(2))],
         };
         let read: StoredOutcomeNow = codec::decode(&codec::encode(&now).unwrap()).unwrap();
         let StoredOutcomeNow::Payment { snapshot, .. } = read else {
