@@ -56,10 +56,66 @@ pub(super) fn event_key(partner: &str, event_id: &str) -> String {
     format!("po:{{e:{partner}}}:event:{}", digest(event_id))
 }
 
-pub(super) fn listing_key(merchant: &str, order_reference: Option<&str>) -> String {
+/// What a merchant listing lists.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Listed {
+    Payments,
+    Sessions,
+}
+
+impl Listed {
+    fn name(self) -> &'static str {
+        match self {
+            Listed::Payments => "payments",
+            Listed::Sessions => "sessions",
+        }
+    }
+}
+
+/// How many keys (each its own slot) one merchant's listing is spread over,
+/// so that a large merchant's checkouts spread over a cluster's nodes.
+pub(super) const LISTING_BUCKETS: u128 = 16;
+
+/// Where a payment or session `id` is listed: its merchant's bucket, and
+/// the listing of its order reference (a slot of its own too). The tags
+/// (`mb:`, `mo:`) differ from the merchant's own (`m:`), so no merchant's
+/// name makes one of them another merchant's key.
+pub(super) fn listings_of(
+    listed: Listed,
+    merchant: &str,
+    order_reference: &str,
+    id: Uuid,
+) -> [String; 2] {
+    let name = listed.name();
+    [
+        format!(
+            "po:{{mb:{merchant}:{}}}:{name}",
+            id.as_u128() % LISTING_BUCKETS
+        ),
+        format!("po:{{mo:{merchant}:{}}}:{name}", digest(order_reference)),
+    ]
+}
+
+/// The keys a listing query reads and merges: every bucket of the merchant
+/// (or its order's listing), and the one key earlier releases wrote it to.
+pub(super) fn listing_reads(
+    listed: Listed,
+    merchant: &str,
+    order_reference: Option<&str>,
+) -> Vec<String> {
+    let name = listed.name();
     match order_reference {
-        None => format!("po:{{m:{merchant}}}:payments"),
-        Some(reference) => format!("po:{{m:{merchant}}}:payments:order:{}", digest(reference)),
+        None => (0..LISTING_BUCKETS)
+            .map(|bucket| format!("po:{{mb:{merchant}:{bucket}}}:{name}"))
+            .chain([format!("po:{{m:{merchant}}}:{name}")])
+            .collect(),
+        Some(reference) => {
+            let reference = digest(reference);
+            vec![
+                format!("po:{{mo:{merchant}:{reference}}}:{name}"),
+                format!("po:{{m:{merchant}}}:{name}:order:{reference}"),
+            ]
+        }
     }
 }
 
@@ -116,13 +172,6 @@ pub(super) fn instrument_key(instrument: &str) -> String {
 
 pub(super) fn lease_key(name: &str) -> String {
     format!("po:{{lease:{name}}}")
-}
-
-pub(super) fn session_listing_key(merchant: &str, order_reference: Option<&str>) -> String {
-    match order_reference {
-        None => format!("po:{{m:{merchant}}}:sessions"),
-        Some(reference) => format!("po:{{m:{merchant}}}:sessions:order:{}", digest(reference)),
-    }
 }
 
 pub(super) fn digest(text: &str) -> String {

@@ -168,10 +168,12 @@ impl PaymentStore for RedisStore {
 
     async fn index_payment(&self, payment: &Payment) -> Result<(), StoreError> {
         self.add_to_listings(
-            [
-                listing_key(&payment.merchant, None),
-                listing_key(&payment.merchant, Some(&payment.order_reference)),
-            ],
+            listings_of(
+                Listed::Payments,
+                &payment.merchant,
+                &payment.order_reference,
+                payment.id,
+            ),
             listing_member(payment.created_at, payment.id),
         )
         .await
@@ -179,18 +181,24 @@ impl PaymentStore for RedisStore {
 
     async fn index_session(&self, session: &Session) -> Result<(), StoreError> {
         self.add_to_listings(
-            [
-                session_listing_key(&session.merchant, None),
-                session_listing_key(&session.merchant, Some(&session.order_reference)),
-            ],
+            listings_of(
+                Listed::Sessions,
+                &session.merchant,
+                &session.order_reference,
+                session.id,
+            ),
             listing_member(session.created_at, session.id),
         )
         .await
     }
 
     async fn list_sessions(&self, query: &ListQuery) -> Result<Vec<ListedSession>, StoreError> {
-        let key = session_listing_key(&query.merchant, query.order_reference.as_deref());
-        let members = self.listed(&key, query).await?;
+        let keys = listing_reads(
+            Listed::Sessions,
+            &query.merchant,
+            query.order_reference.as_deref(),
+        );
+        let members = self.listed(&keys, query).await?;
         try_join_all(members.into_iter().map(|member| async move {
             let session = match member_id(&member) {
                 Some(id) => self.session(id).await?,
@@ -205,8 +213,12 @@ impl PaymentStore for RedisStore {
     }
 
     async fn list_payments(&self, query: &ListQuery) -> Result<Vec<ListedPayment>, StoreError> {
-        let key = listing_key(&query.merchant, query.order_reference.as_deref());
-        let members = self.listed(&key, query).await?;
+        let keys = listing_reads(
+            Listed::Payments,
+            &query.merchant,
+            query.order_reference.as_deref(),
+        );
+        let members = self.listed(&keys, query).await?;
         // Every payment has its own key: one read each, sent concurrently
         // (the multiplexed connection pipelines them on the wire).
         try_join_all(members.into_iter().map(|member| async move {
@@ -233,30 +245,48 @@ impl PaymentStore for RedisStore {
 }
 
 impl RedisStore {
-    /// Adds a member to a merchant's listings (one slot: one `MULTI`).
+    /// Adds a member to a merchant's listings: two slots, written at once
+    /// (derived data: a member listed without the other is harmless).
     pub(super) async fn add_to_listings(
         &self,
         keys: [String; 2],
         member: String,
     ) -> Result<(), StoreError> {
-        let mut pipeline = redis::pipe();
-        pipeline.atomic();
-        for key in keys {
-            pipeline.zadd(key, &member, 0);
-        }
-        let mut connection = self.connection();
-        pipeline
-            .query_async::<()>(&mut connection)
-            .await
-            .map_err(write_failed)
+        try_join_all(keys.iter().map(|key| {
+            let mut connection = self.connection();
+            let member = &member;
+            async move {
+                connection
+                    .zadd::<_, _, _, ()>(key, member, 0)
+                    .await
+                    .map_err(write_failed)
+            }
+        }))
+        .await
+        .map(drop)
     }
 
-    /// Members of a listing in the query's range and order.
+    /// Members of a listing spread over `keys`, in the query's range and
+    /// order: the first `limit` of each key, read at once and merged (the
+    /// first `limit` of the whole are among them).
     pub(super) async fn listed(
         &self,
-        key: &str,
+        keys: &[String],
         query: &ListQuery,
     ) -> Result<Vec<String>, StoreError> {
+        let read = try_join_all(keys.iter().map(|key| self.listed_in(key, query))).await?;
+        let mut members: Vec<String> = read.into_iter().flatten().collect();
+        members.sort_unstable();
+        members.dedup();
+        if query.newest_first {
+            members.reverse();
+        }
+        members.truncate(query.limit);
+        Ok(members)
+    }
+
+    /// Members of one listing key in the query's range and order.
+    async fn listed_in(&self, key: &str, query: &ListQuery) -> Result<Vec<String>, StoreError> {
         let (low, high) = query.bounds();
         let (low, high) = (lex(&low, "-"), lex(&high, "+"));
         let mut command = redis::cmd("ZRANGE");
