@@ -104,9 +104,22 @@ pub struct Session {
 pub struct SessionChange {
     pub amount: Option<Amount>,
     pub items: Option<Vec<ItemLine>>,
-    /// `Some(None)` removes the webhook.
+    /// `Some(None)` removes the webhook (fingerprinted apart from keeping
+    /// it: JSON writes both as `null` otherwise).
+    #[serde(serialize_with = "keep_remove_or_set")]
     pub webhook: Option<Option<Webhook>>,
     pub metadata: Option<BTreeMap<String, String>>,
+}
+
+fn keep_remove_or_set<S: serde::Serializer>(
+    webhook: &Option<Option<Webhook>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match webhook {
+        None => serializer.serialize_str("keep"),
+        Some(None) => serializer.serialize_str("remove"),
+        Some(Some(webhook)) => webhook.serialize(serializer),
+    }
 }
 
 /// A session as the caller sees it at one instant (EXPIRED is derived from

@@ -7,18 +7,13 @@
 //! written (no operation, reservation, idempotency record or webhook) and no
 //! partner is called; a circuit due for its trial is only looked at.
 
-use uuid::Uuid;
-
 use super::{
     Found, Idempotent, OperationCommand, OperationResult, PaymentError, PaymentView, Payments,
     Precondition, found_record, operation_result, outcome_of,
 };
 use crate::{
-    domain::{
-        operation::{Origin, TransactionOutcome},
-        status::TransactionStatus,
-    },
-    store::{Committed, KeyChange, KeyState, PaymentWrite, Shard, Step, StoreError, Write},
+    domain::{operation::TransactionOutcome, status::TransactionStatus},
+    store::{PaymentWrite, Shard, Step, Write},
 };
 
 impl Payments {
@@ -35,7 +30,16 @@ impl Payments {
         let (mut operation_request, origin) = self.operation_request(merchant, request);
         let header = self.owned_header(merchant, payment_id).await?;
         // A key already used: as a retry is answered.
-        match self.key_state(payment_id, origin).await? {
+        let probe = |step: &mut Step| {
+            step.payment = Some(PaymentWrite {
+                header: Write::Check {
+                    expected: u64::MAX,
+                    id: payment_id,
+                },
+                operations: Vec::new(),
+            });
+        };
+        match self.key_state(Shard::of(payment_id), origin, probe).await? {
             Some(state) => {
                 return match found_record(state)? {
                     Found::Answer(outcome) => operation_result(header.value, *outcome),
@@ -84,43 +88,5 @@ impl Payments {
             payment: PaymentView::now(after, Vec::new()),
             dry_run: true,
         })
-    }
-
-    /// What the key's record holds (`None`: no record), changing nothing.
-    /// The probe is the claim the real call makes, in a step whose header
-    /// check cannot hold (no header reaches version `u64::MAX`): the store
-    /// answers the record's state as it would to the real call, or a
-    /// conflict when the key is free, and applies nothing either way.
-    async fn key_state(
-        &self,
-        payment_id: Uuid,
-        origin: Origin,
-    ) -> Result<Option<KeyState>, PaymentError> {
-        let mut probe = Step::new(Shard::of(payment_id), self.clock.now());
-        probe.key = Some(KeyChange::Claim {
-            record: origin.record,
-            fingerprint: origin.fingerprint,
-            lease: self.settings.idempotency_lease,
-            ttl: self.settings.idempotency_ttl,
-        });
-        probe.payment = Some(PaymentWrite {
-            header: Write::Check {
-                expected: u64::MAX,
-                id: payment_id,
-            },
-            operations: Vec::new(),
-        });
-        match self.store.commit(probe).await {
-            Ok(Committed::Claimed(state)) => Ok(Some(state)),
-            Ok(Committed::Applied { .. }) => {
-                Err(PaymentError::Internal("a key probe applied".into()))
-            }
-            Ok(_) => Ok(None),
-            Err(StoreError::NotReplicated(committed)) => match *committed {
-                Committed::Claimed(state) => Ok(Some(state)),
-                _ => Ok(None),
-            },
-            Err(error) => Err(error.into()),
-        }
     }
 }

@@ -18,14 +18,67 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::{OperationResult, PaymentError, PaymentView};
+use super::{OperationResult, PaymentError, PaymentView, Payments};
 use crate::{
     domain::{
-        operation::{Fingerprint, Operation, OperationKind},
+        operation::{Fingerprint, Operation, OperationKind, Origin},
         payment::Payment,
     },
-    store::{KeyState, Outcome, Shard},
+    store::{Committed, KeyChange, KeyState, Outcome, Shard, Step, StoreError, Write},
 };
+
+impl Payments {
+    /// What a key's record holds (`None`: no record), changing nothing.
+    /// The probe is the claim the real call makes, in a step whose check
+    /// (`impossible` adds it: a version no record reaches, `u64::MAX`)
+    /// cannot hold: the store answers the record's state as it would to
+    /// the real call, or a conflict when the key is free, and applies
+    /// nothing either way.
+    pub(super) async fn key_state(
+        &self,
+        shard: Shard,
+        origin: Origin,
+        impossible: impl FnOnce(&mut Step),
+    ) -> Result<Option<KeyState>, PaymentError> {
+        let mut probe = Step::new(shard, self.clock.now());
+        probe.key = Some(KeyChange::Claim {
+            record: origin.record,
+            fingerprint: origin.fingerprint,
+            lease: self.settings.idempotency_lease,
+            ttl: self.settings.idempotency_ttl,
+        });
+        impossible(&mut probe);
+        match self.store.commit(probe).await {
+            Ok(Committed::Claimed(state)) => Ok(Some(state)),
+            Ok(Committed::Applied { .. }) => {
+                Err(PaymentError::Internal("a key probe applied".into()))
+            }
+            Ok(_) => Ok(None),
+            Err(StoreError::NotReplicated(committed)) => match *committed {
+                Committed::Claimed(state) => Ok(Some(state)),
+                _ => Ok(None),
+            },
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// The state of a session-scoped key (Submit, Update, Cancel), probed
+    /// against the session.
+    pub(super) async fn session_key_state(
+        &self,
+        session_id: Uuid,
+        origin: Origin,
+    ) -> Result<Option<KeyState>, PaymentError> {
+        let impossible = |step: &mut Step| {
+            step.session = Some(Write::Check {
+                expected: u64::MAX,
+                id: session_id,
+            });
+        };
+        self.key_state(Shard::of(session_id), origin, impossible)
+            .await
+    }
+}
 
 /// A client's idempotency key: 1–255 printable ASCII characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -27,14 +27,14 @@ use crate::{
     domain::{
         items,
         money::Amount,
-        operation::{Fingerprint, Origin},
+        operation::Origin,
         payment::{NewPayment, Payment},
         session::{Session, SessionError, SessionStatus, SessionView},
         status::OperationStatus,
     },
     store::{
-        Committed, DueChange, KeyChange, OperationWrite, Outcome, PaymentWrite, Shard, Step,
-        StoreError, Versioned, Write,
+        Committed, DueChange, KeyChange, KeyState, OperationWrite, Outcome, PaymentWrite, Shard,
+        Step, StoreError, Versioned, Write,
     },
 };
 
@@ -116,7 +116,7 @@ impl Payments {
         request: Idempotent<CancelSession>,
     ) -> Result<SessionView, PaymentError> {
         let session_id = request.command.session_id;
-        let answer = Keyed {
+        let answer = Origin {
             record: derived_id(merchant, Scope::Session(session_id), &request.key),
             fingerprint: fingerprint("CancelSession", &request.command),
         };
@@ -139,15 +139,17 @@ impl Payments {
         request: Idempotent<UpdateSession>,
     ) -> Result<SessionView, PaymentError> {
         let change = &request.command.change;
-        if matches!(change.webhook, Some(Some(_))) && !self.webhooks.signs_for(merchant) {
-            return Err(PaymentError::WebhookSecretMissing);
-        }
         let session_id = request.command.session_id;
-        let answer = Keyed {
+        let answer = Origin {
             record: derived_id(merchant, Scope::Session(session_id), &request.key),
             fingerprint: fingerprint("UpdateSession", &request.command),
         };
-        let lines_add_up = |session: &Session| {
+        let unsigned =
+            matches!(change.webhook, Some(Some(_))) && !self.webhooks.signs_for(merchant);
+        let admissible = |session: &Session| {
+            if unsigned {
+                return Err(PaymentError::WebhookSecretMissing);
+            }
             let total = items::total(&session.items);
             if session.items.is_empty() || total == Ok(session.amount) {
                 return Ok(());
@@ -171,7 +173,7 @@ impl Payments {
             session_id,
             answer,
             |session, now| session.update(change.clone(), now),
-            lines_add_up,
+            admissible,
         )
         .await
     }
@@ -184,7 +186,7 @@ impl Payments {
         &self,
         merchant: &str,
         session_id: Uuid,
-        answer: Keyed,
+        answer: Origin,
         change: impl Fn(&mut Session, SystemTime) -> Result<(), SessionError>,
         admit: impl Fn(&Session) -> Result<(), PaymentError>,
     ) -> Result<SessionView, PaymentError> {
@@ -195,7 +197,14 @@ impl Payments {
             let mut step = Step::new(Shard::of(session_id), now);
             let answered = match change(&mut session, now) {
                 Ok(()) => {
-                    admit(&session)?;
+                    if let Err(refused) = admit(&session) {
+                        // Bad as things stand now, but a retry of a request
+                        // already answered gets its answer.
+                        return match self.session_key_state(session_id, answer).await? {
+                            Some(state) => replayed_session(state),
+                            None => Err(refused),
+                        };
+                    }
                     let view = session.clone().view_at(now);
                     step.session = Some(Write::Update {
                         expected: current.version,
@@ -223,15 +232,7 @@ impl Payments {
             match self.store.commit(step).await? {
                 Committed::Applied { .. } => return answered.map_err(PaymentError::from),
                 Committed::Conflict => continue,
-                Committed::Claimed(state) => {
-                    return match found_record(state)? {
-                        Found::Answer(outcome) => match *outcome {
-                            Outcome::Session(view) => Ok(view),
-                            _ => Err(PaymentError::IdempotencyKeyReused),
-                        },
-                        Found::Abandoned => Err(PaymentError::RequestInProgress),
-                    };
-                }
+                Committed::Claimed(state) => return replayed_session(state),
                 Committed::Exists | Committed::Busy => break,
             }
         }
@@ -249,15 +250,18 @@ impl Payments {
         request: Idempotent<SubmitSession>,
     ) -> Result<PaymentView, PaymentError> {
         let session_id = request.command.session_id;
-        let mut current = self.owned_session(merchant, session_id).await?;
-        self.check_split(&current.value, &request.command).await?;
-        let legs = &self.with_parents(merchant, &request.command).await?;
         let fingerprint = fingerprint("SubmitSession", &request.command);
         let payment_id = derived_id(merchant, Scope::Session(session_id), &request.key);
         let origin = Origin {
             record: payment_id,
             fingerprint,
         };
+        let mut current = self.owned_session(merchant, session_id).await?;
+        if let Err(mismatch) = legs_add_up(&current.value, &request.command) {
+            return self.refused_or_replayed(session_id, origin, mismatch).await;
+        }
+        self.check_split(&current.value, &request.command).await?;
+        let legs = &self.with_parents(merchant, &request.command).await?;
         // Claimed before the open step (each claim is a key of its own); a
         // claim held past half the idempotency lease without the payment
         // opened could be taken over, so the submit stops then.
@@ -276,7 +280,9 @@ impl Payments {
                 // The session may have changed (an UpdateSession): the legs
                 // must still add up to its amount.
                 current = self.owned_session(merchant, session_id).await?;
-                legs_add_up(&current.value, &request.command)?;
+                if let Err(mismatch) = legs_add_up(&current.value, &request.command) {
+                    return self.refused_or_replayed(session_id, origin, mismatch).await;
+                }
             }
             let now = self.clock.now();
             let mut session = current.value.clone();
@@ -403,8 +409,8 @@ impl Payments {
         ))
     }
 
-    /// Leg amounts must sum to the session amount, every leg's partner must
-    /// serve the merchant in the session's currency, and every token must be
+    /// Every leg's partner must serve the merchant in the session's
+    /// currency, and every token must be
     /// one its partner accepts (checked before anything is claimed: a
     /// corrected retry with the same key works).
     async fn check_split(
@@ -412,7 +418,6 @@ impl Payments {
         session: &Session,
         command: &SubmitSession,
     ) -> Result<(), PaymentError> {
-        legs_add_up(session, command)?;
         for (index, leg) in command.legs.iter().enumerate() {
             let Some(partner) = self.partners.get(&leg.partner) else {
                 continue;
@@ -434,6 +439,22 @@ impl Payments {
         // A reused instrument is the parent's, not the shopper's: not checked.
         let submitted = (0..command.legs.len()).filter(|&index| command.parent(index).is_none());
         self.check_tokens(submitted.map(|index| (index, &command.legs[index])))
+    }
+
+    /// A submit whose legs do not add up to the session's amount (it may
+    /// have changed since: UpdateSession) is refused as bad input — unless
+    /// its key already has an answer, which a retry gets.
+    async fn refused_or_replayed(
+        &self,
+        session_id: Uuid,
+        origin: Origin,
+        mismatch: PaymentError,
+    ) -> Result<PaymentView, PaymentError> {
+        let payment_id = origin.record;
+        match self.session_key_state(session_id, origin).await? {
+            Some(state) => self.replay_submit(payment_id, origin, state).await,
+            None => Err(mismatch),
+        }
     }
 
     /// Runs an opened authorization, and what follows it, to the request's
@@ -548,9 +569,13 @@ fn legs_add_up(session: &Session, command: &SubmitSession) -> Result<(), Payment
     })
 }
 
-/// Where a request's answer is kept: its idempotency record, and the
-/// fingerprint a retry must match.
-struct Keyed {
-    record: Uuid,
-    fingerprint: Fingerprint,
+/// A session request's stored answer, for its retry.
+fn replayed_session(state: KeyState) -> Result<SessionView, PaymentError> {
+    match found_record(state)? {
+        Found::Answer(outcome) => match *outcome {
+            Outcome::Session(view) => Ok(view),
+            _ => Err(PaymentError::IdempotencyKeyReused),
+        },
+        Found::Abandoned => Err(PaymentError::RequestInProgress),
+    }
 }

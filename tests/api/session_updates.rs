@@ -181,3 +181,66 @@ async fn bad_updates_name_every_field_and_change_nothing() {
     let cleared = updated(&server, all).await.expect("updated");
     assert_eq!(changeable(&cleared), (9000, Vec::new(), false, 0));
 }
+
+#[tokio::test]
+async fn retries_of_answered_requests_get_their_answers_after_the_session_changed() {
+    let server = TestServer::start().await;
+    let session = open_session(&server, 12000, proto::CaptureMode::Manual).await;
+
+    // A declined submit leaves the session OPEN; the amount then changes.
+    let declined = proto::SubmitSessionRequest {
+        session_id: session.id.clone(),
+        idempotency_key: new_key(),
+        split: vec![card(12000, "authorize=decline")],
+    };
+    let first = server
+        .sessions()
+        .submit_session(declined.clone())
+        .await
+        .expect("answered")
+        .into_inner();
+    assert_eq!(first.state(), proto::PaymentState::Failed);
+    let mut to_200 = update(&session, &["amount"]);
+    to_200.amount = 20000;
+    let answered = updated(&server, to_200.clone()).await.expect("updated");
+    let mut to_150 = update(&session, &["amount", "items"]);
+    to_150.amount = 15000;
+    to_150.items = lines_of_150();
+    updated(&server, to_150).await.expect("updated");
+
+    // The submit's retry: its answer, though its legs no longer add up.
+    let again = server
+        .sessions()
+        .submit_session(declined)
+        .await
+        .expect("replayed")
+        .into_inner();
+    assert_eq!(again.id, first.id);
+    // The first update's retry: its answer, though its amount no longer
+    // matches the lines the second one added.
+    assert_eq!(
+        updated(&server, to_200.clone()).await.expect("replayed"),
+        answered
+    );
+    // A new request like it is refused, and changes nothing.
+    let fresh = proto::UpdateSessionRequest {
+        idempotency_key: new_key(),
+        ..to_200.clone()
+    };
+    assert_eq!(
+        updated(&server, fresh).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    assert_eq!(server.sessions().session(&session.id).await.amount, 15000);
+
+    // Removing the webhook is another request than keeping it.
+    let mut metadata = update(&session, &["metadata"]);
+    metadata.metadata = [("cart".to_owned(), "7".to_owned())].into();
+    updated(&server, metadata.clone()).await.expect("updated");
+    let removing = proto::UpdateSessionRequest {
+        update_mask: mask(&["webhook", "metadata"]),
+        ..metadata
+    };
+    let reused = updated(&server, removing).await.unwrap_err();
+    assert_eq!(reason(&reused).as_deref(), Some("IDEMPOTENCY_KEY_REUSED"));
+}
