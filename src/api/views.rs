@@ -2,6 +2,8 @@
 //! carry: sessions, payments and their operations. One spelling, shared by
 //! every service.
 
+use std::borrow::Cow;
+
 use super::proto;
 use crate::{
     domain::{
@@ -220,7 +222,7 @@ pub fn payment(view: &PaymentView) -> proto::Payment {
     // answer: the authorization and its follow-up): each shows what it left.
     let after = books_after(&view.operations, payment.legs.len());
     let shown = |index: usize| operation_after(payment, &view.operations[index], &after[index]);
-    let legs = legs_of(view);
+    let legs = &legs_of(view);
     let of_kind = |kind| {
         (0..view.operations.len())
             .filter(|&index| view.operations[index].kind == kind)
@@ -268,13 +270,14 @@ pub fn payment(view: &PaymentView) -> proto::Payment {
     }
 }
 
-/// What each leg held as the view shows the payment (an answer kept before
-/// the legs were kept with it: as the payment holds them now).
-fn legs_of(view: &PaymentView) -> &[Amounts] {
-    if view.snapshot.legs.is_empty() {
-        &view.header.ledger
-    } else {
-        &view.snapshot.legs
+/// What each leg held as the view shows the payment. An answer kept before
+/// the legs were kept with it has its totals only: they are its one leg's,
+/// or for several legs the payment's legs are shown as it holds them now.
+fn legs_of(view: &PaymentView) -> Cow<'_, [Amounts]> {
+    match (view.snapshot.legs.is_empty(), view.header.legs.len()) {
+        (false, _) => Cow::Borrowed(&view.snapshot.legs),
+        (true, 1) => Cow::Owned(vec![view.snapshot.totals]),
+        (true, _) => Cow::Borrowed(&view.header.ledger),
     }
 }
 
@@ -311,7 +314,7 @@ fn split(payment: &Payment, legs: &[Amounts], disputes: &[Dispute]) -> Vec<proto
 /// payment holds it.
 pub fn operation_result(result: &OperationResult) -> proto::OperationResult {
     let header = &result.payment.header;
-    let mut operation = operation_after(header, &result.operation, legs_of(&result.payment));
+    let mut operation = operation_after(header, &result.operation, &legs_of(&result.payment));
     if result.dry_run {
         // Nothing was executed: no status is an outcome.
         operation.status = proto::OperationStatus::Unspecified.into();

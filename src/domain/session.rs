@@ -97,6 +97,19 @@ pub struct Session {
     /// The CreateSession request's fingerprint (its id is derived from the
     /// idempotency key: a retry that finds it tells a different request apart).
     pub fingerprint: Fingerprint,
+    /// What CreateSession gave the fields an UpdateSession changes, kept
+    /// from the first update on (`None`: never updated), so that a
+    /// CreateSession replay still answers the session as created.
+    pub created: Option<Box<Created>>,
+}
+
+/// The fields an UpdateSession may change, as CreateSession set them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Created {
+    pub amount: Amount,
+    pub items: Vec<ItemLine>,
+    pub webhook: Option<Webhook>,
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// What an UpdateSession changes; `None` keeps a field as it is.
@@ -131,18 +144,31 @@ pub struct SessionView {
 }
 
 impl Session {
-    /// The session as CreateSession made it: only its status, payment,
-    /// cancellation reason and `updated_at` change afterwards, and what an
-    /// UpdateSession changes (a CreateSession replay shows those as they
-    /// are now).
+    /// The session as CreateSession made it: its status, payment,
+    /// cancellation reason and `updated_at` as then, and what an
+    /// UpdateSession changed as kept from before the first one.
     pub fn as_created(&self) -> Session {
-        Session {
+        let mut created = Session {
             status: SessionStatus::Open,
             cancellation_reason: String::new(),
             updated_at: self.created_at,
             payment_id: None,
+            created: None,
             ..self.clone()
+        };
+        if let Some(original) = &self.created {
+            let Created {
+                amount,
+                items,
+                webhook,
+                metadata,
+            } = (**original).clone();
+            created.amount = amount;
+            created.items = items;
+            created.webhook = webhook;
+            created.metadata = metadata;
         }
+        created
     }
 
     pub fn view_at(self, now: SystemTime) -> SessionView {
@@ -206,6 +232,14 @@ impl Session {
     /// Applies `change` to an OPEN session.
     pub fn update(&mut self, change: SessionChange, now: SystemTime) -> Result<(), SessionError> {
         self.require_open(now)?;
+        if self.created.is_none() {
+            self.created = Some(Box::new(Created {
+                amount: self.amount,
+                items: self.items.clone(),
+                webhook: self.webhook.clone(),
+                metadata: self.metadata.clone(),
+            }));
+        }
         let SessionChange {
             amount,
             items,
@@ -216,9 +250,7 @@ impl Session {
         self.items = items.unwrap_or_else(|| std::mem::take(&mut self.items));
         self.webhook = webhook.unwrap_or_else(|| self.webhook.take());
         self.metadata = metadata.unwrap_or_else(|| std::mem::take(&mut self.metadata));
-        // Never the creation instant: an answer is kept by reference only
-        // for a session as created (see `as_created`).
-        self.updated_at = now.max(self.created_at + std::time::Duration::from_nanos(1));
+        self.updated_at = now;
         Ok(())
     }
 
@@ -255,6 +287,7 @@ mod tests {
             expires_at: t0 + Duration::from_secs(1800),
             payment_id: None,
             fingerprint: Fingerprint([0; 16]),
+            created: None,
         }
     }
 
@@ -315,6 +348,8 @@ mod tests {
         assert_eq!(s.metadata.len(), 1);
         assert_eq!(s.order_reference, "o", "what it does not name stays");
         assert_ne!(s, s.as_created(), "an updated session is not as created");
+        assert_eq!(s.as_created().amount.minor(), 100, "as created: before it");
+        assert!(s.as_created().metadata.is_empty());
         s.begin_payment(Uuid::from_u128(2), now).unwrap();
         assert_eq!(
             s.update(change, now),

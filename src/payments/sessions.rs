@@ -68,6 +68,7 @@ impl Payments {
             expires_at: now + command.expires_in.unwrap_or(self.settings.session_expiry),
             payment_id: None,
             fingerprint,
+            created: None,
         };
         let view = session.clone().view_at(now);
         let mut step = Step::new(Shard::of(id), now);

@@ -244,3 +244,28 @@ async fn retries_of_answered_requests_get_their_answers_after_the_session_change
     let reused = updated(&server, removing).await.unwrap_err();
     assert_eq!(reason(&reused).as_deref(), Some("IDEMPOTENCY_KEY_REUSED"));
 }
+
+/// A CreateSession replay after updates answers the session as created, on
+/// the embedded store and on Redis alike.
+#[tokio::test]
+async fn a_create_replayed_after_updates_answers_the_session_as_created() {
+    let redis = super::support::redis_server::RedisServer::start();
+    let url = redis.url();
+    for server in [
+        TestServer::start().await,
+        TestServer::start_with(&["--redis-url", &url]).await,
+    ] {
+        let create = create_request(12000, proto::CaptureMode::Manual);
+        let created = server.sessions().opened(create.clone()).await;
+        let mut change = update(&created, &["amount", "metadata"]);
+        change.amount = 9000;
+        change.metadata = [("cart".to_owned(), "7".to_owned())].into();
+        updated(&server, change.clone()).await.expect("updated");
+        change.idempotency_key = new_key();
+        change.amount = 8000;
+        updated(&server, change).await.expect("updated again");
+        let replayed = server.sessions().opened(create).await;
+        assert_eq!(replayed, created);
+        assert_eq!(server.sessions().session(&created.id).await.amount, 8000);
+    }
+}

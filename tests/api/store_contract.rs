@@ -130,6 +130,7 @@ fn session(merchant: &str) -> Session {
         expires_at: now() + Duration::from_secs(1800),
         payment_id: None,
         fingerprint: Fingerprint([7; 16]),
+        created: None,
     }
 }
 

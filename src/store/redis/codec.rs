@@ -26,8 +26,9 @@ mod v4;
 /// plus, on webhook deliveries, their last error (format 3); plus signed
 /// settlement lines, unreadable lines, more totals and the issues'
 /// lifecycle, and payment headers' disputes (format 4); plus, on partner
-/// transactions, the instrument their partner answered with, and in a kept
-/// answer's snapshot, what each leg held (format 5).
+/// transactions, the instrument their partner answered with, in a kept
+/// answer's snapshot, what each leg held, and on sessions, what CreateSession
+/// set of what an update changed (format 5).
 const FORMAT: u8 = 5;
 
 /// Format 3: as today but for settlements (see `v3`).
@@ -102,7 +103,23 @@ macro_rules! settlement_record {
     };
 }
 
-impl Record for crate::domain::session::Session {}
+impl Record for crate::domain::session::Session {
+    fn from_v1(record: &[u8]) -> Result<Self, postcard::Error> {
+        Self::from_v4(record)
+    }
+
+    fn from_v2(record: &[u8]) -> Result<Self, postcard::Error> {
+        Self::from_v4(record)
+    }
+
+    fn from_v3(record: &[u8]) -> Result<Self, postcard::Error> {
+        Self::from_v4(record)
+    }
+
+    fn from_v4(record: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes::<v4::Session>(record).map(Into::into)
+    }
+}
 
 impl Record for crate::store::WebhookDelivery {
     fn from_v1(record: &[u8]) -> Result<Self, postcard::Error> {

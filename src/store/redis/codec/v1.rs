@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::{
     Kept as KeptNow, StoredOutcome as StoredOutcomeNow,
-    v4::{PartnerTransaction, Snapshot},
+    v4::{PartnerTransaction, SessionView, Snapshot},
 };
 use crate::domain::{
     amounts::Amounts,
@@ -20,7 +20,7 @@ use crate::domain::{
     operation::{HistoryEntry, OperationKind, Origin, TriggeredBy},
     payment::{self, PaymentToken},
     precondition::Precondition,
-    session::{CaptureMode, SessionView, Webhook},
+    session::{CaptureMode, Webhook},
     status::OperationStatus,
 };
 
@@ -184,7 +184,7 @@ impl From<Kept> for KeptNow {
 impl From<StoredOutcome> for StoredOutcomeNow {
     fn from(stored: StoredOutcome) -> Self {
         match stored {
-            StoredOutcome::Session(view) => StoredOutcomeNow::Session(view),
+            StoredOutcome::Session(view) => StoredOutcomeNow::Session(view.into()),
             StoredOutcome::SessionAsCreated(id) => StoredOutcomeNow::SessionAsCreated(id),
             StoredOutcome::Payment {
                 snapshot,

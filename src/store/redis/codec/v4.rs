@@ -1,11 +1,13 @@
 //! Records as formats 1 to 4 wrote them where format 5 changed them: a
 //! partner transaction without the instrument its partner answered with
 //! (formats 1 to 4), an operation with such transactions (formats 2 to 4),
-//! and a kept answer's snapshot of the payment without what each leg held.
-//! Read into today's types with no instrument and no legs (an answer then
-//! shows the legs as the payment holds them when it is replayed).
+//! a kept answer's snapshot of the payment without what each leg held, and
+//! a session without what CreateSession set of the fields an update
+//! changes (formats 1 to 4). Read into today's types with no instrument, no
+//! legs (an answer then shows the legs as the payment holds them when it is
+//! replayed) and no update yet (there was none).
 
-use std::time::SystemTime;
+use std::{collections::BTreeMap, time::SystemTime};
 
 use serde::Deserialize;
 use uuid::Uuid;
@@ -15,10 +17,12 @@ use crate::domain::{
     amounts::Amounts,
     items::ItemLine,
     money::Amount,
+    money::Currency,
+    operation::Fingerprint,
     operation::{self, HistoryEntry, OperationKind, Origin, TriggeredBy},
     payment,
     precondition::Precondition,
-    session::SessionView,
+    session::{self, CaptureMode, SessionStatus, Webhook},
     status::{OperationStatus, TransactionStatus},
 };
 
@@ -121,6 +125,67 @@ impl From<Kept> for KeptNow {
     }
 }
 
+#[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+pub struct Session {
+    id: Uuid,
+    merchant: String,
+    order_reference: String,
+    amount: Amount,
+    currency: Currency,
+    capture_mode: CaptureMode,
+    items: Vec<ItemLine>,
+    webhook: Option<Webhook>,
+    metadata: BTreeMap<String, String>,
+    status: SessionStatus,
+    cancellation_reason: String,
+    created_at: SystemTime,
+    updated_at: SystemTime,
+    expires_at: SystemTime,
+    payment_id: Option<Uuid>,
+    fingerprint: Fingerprint,
+}
+
+impl From<Session> for session::Session {
+    fn from(old: Session) -> Self {
+        session::Session {
+            id: old.id,
+            merchant: old.merchant,
+            order_reference: old.order_reference,
+            amount: old.amount,
+            currency: old.currency,
+            capture_mode: old.capture_mode,
+            items: old.items,
+            webhook: old.webhook,
+            metadata: old.metadata,
+            status: old.status,
+            cancellation_reason: old.cancellation_reason,
+            created_at: old.created_at,
+            updated_at: old.updated_at,
+            expires_at: old.expires_at,
+            payment_id: old.payment_id,
+            fingerprint: old.fingerprint,
+            created: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+pub struct SessionView {
+    session: Session,
+    status: SessionStatus,
+}
+
+impl From<SessionView> for session::SessionView {
+    fn from(old: SessionView) -> Self {
+        session::SessionView {
+            session: old.session.into(),
+            status: old.status,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[cfg_attr(test, derive(serde::Serialize))]
 pub struct Snapshot {
@@ -161,7 +226,7 @@ pub enum StoredOutcome {
 impl From<StoredOutcome> for StoredOutcomeNow {
     fn from(old: StoredOutcome) -> Self {
         match old {
-            StoredOutcome::Session(view) => StoredOutcomeNow::Session(view),
+            StoredOutcome::Session(view) => StoredOutcomeNow::Session(view.into()),
             StoredOutcome::SessionAsCreated(id) => StoredOutcomeNow::SessionAsCreated(id),
             StoredOutcome::Payment {
                 snapshot,
@@ -265,6 +330,34 @@ mod tests {
         // Written today, the instrument stays.
         read.transactions[0].partner_token = Some("inst-1".into());
         let again: operation::Operation = codec::decode(&codec::encode(&read).unwrap()).unwrap();
+        assert_eq!(again, read);
+    }
+
+    #[test]
+    fn a_session_written_by_format_4_reads_as_never_updated() {
+        let old = Session {
+            id: Uuid::from_u128(5),
+            merchant: "demo".into(),
+            order_reference: "o-1".into(),
+            amount: Amount::from_minor(700).unwrap(),
+            currency: Currency::parse("EUR").unwrap(),
+            capture_mode: CaptureMode::Manual,
+            items: Vec::new(),
+            webhook: None,
+            metadata: BTreeMap::new(),
+            status: SessionStatus::Open,
+            cancellation_reason: String::new(),
+            created_at: SystemTime::UNIX_EPOCH,
+            updated_at: SystemTime::UNIX_EPOCH,
+            expires_at: SystemTime::UNIX_EPOCH,
+            payment_id: None,
+            fingerprint: Fingerprint([1; 16]),
+        };
+        let bytes = postcard::to_extend(&old, vec![FORMAT]).unwrap();
+        let read: session::Session = codec::decode(&bytes).unwrap();
+        assert_eq!((read.amount.minor(), read.created.is_none()), (700, true));
+        assert_eq!(read.as_created(), read);
+        let again: session::Session = codec::decode(&codec::encode(&read).unwrap()).unwrap();
         assert_eq!(again, read);
     }
 
