@@ -5,8 +5,8 @@
 //! Off the latency path, and not in this count: the resolver's polling of
 //! the due-queue shards (`ZCOUNT`, every `--resolver-interval`; off here),
 //! readiness `PING`s (every 2 s), and at SubmitSession the listing index
-//! (`MULTI`/`ZADD`/`EXEC` in the merchant's slot), sent on the same round
-//! trip as the open step.
+//! (a `ZADD` to the merchant's bucket and one to the order's listing), sent
+//! on the same round trip as the open step.
 
 use std::{
     io::{BufRead, BufReader},

@@ -1664,7 +1664,7 @@ async fn one_merchants_listing_spreads_over_the_cluster_and_pages_as_one() {
             let port = node.port.to_string();
             let keys = std::process::Command::new("redis-cli")
                 .args(["-p", &port, "--scan", "--pattern"])
-                .arg(format!("po:{{mb:{merchant}:*}}:payments"))
+                .arg(format!("po:{{mb:*:{merchant}}}:payments"))
                 .output()
                 .expect("redis-cli runs");
             String::from_utf8_lossy(&keys.stdout)

@@ -79,7 +79,9 @@ pub(super) const LISTING_BUCKETS: u128 = 16;
 /// Where a payment or session `id` is listed: its merchant's bucket, and
 /// the listing of its order reference (a slot of its own too). The tags
 /// (`mb:`, `mo:`) differ from the merchant's own (`m:`), so no merchant's
-/// name makes one of them another merchant's key.
+/// name makes one of them another merchant's key; the bucket (or order)
+/// comes first in the tag, so a `}` in a merchant's name cannot fold the
+/// buckets into one slot.
 pub(super) fn listings_of(
     listed: Listed,
     merchant: &str,
@@ -89,10 +91,10 @@ pub(super) fn listings_of(
     let name = listed.name();
     [
         format!(
-            "po:{{mb:{merchant}:{}}}:{name}",
+            "po:{{mb:{}:{merchant}}}:{name}",
             id.as_u128() % LISTING_BUCKETS
         ),
-        format!("po:{{mo:{merchant}:{}}}:{name}", digest(order_reference)),
+        format!("po:{{mo:{}:{merchant}}}:{name}", digest(order_reference)),
     ]
 }
 
@@ -106,13 +108,13 @@ pub(super) fn listing_reads(
     let name = listed.name();
     match order_reference {
         None => (0..LISTING_BUCKETS)
-            .map(|bucket| format!("po:{{mb:{merchant}:{bucket}}}:{name}"))
+            .map(|bucket| format!("po:{{mb:{bucket}:{merchant}}}:{name}"))
             .chain([format!("po:{{m:{merchant}}}:{name}")])
             .collect(),
         Some(reference) => {
             let reference = digest(reference);
             vec![
-                format!("po:{{mo:{merchant}:{reference}}}:{name}"),
+                format!("po:{{mo:{reference}:{merchant}}}:{name}"),
                 format!("po:{{m:{merchant}}}:{name}:order:{reference}"),
             ]
         }
@@ -176,4 +178,35 @@ pub(super) fn lease_key(name: &str) -> String {
 
 pub(super) fn digest(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What Redis Cluster hashes: the text between the first `{` and the
+    /// first `}` after it.
+    fn hash_tag(key: &str) -> &str {
+        let open = key.find('{').expect("a tag");
+        let close = key[open + 1..].find('}').expect("a closed tag");
+        &key[open + 1..open + 1 + close]
+    }
+
+    #[test]
+    fn a_merchants_buckets_are_sixteen_slots_whatever_its_name() {
+        for merchant in ["demo", "a}b", "a:b{c"] {
+            let keys = listing_reads(Listed::Payments, merchant, None);
+            let tags: std::collections::BTreeSet<&str> = keys
+                .iter()
+                .take(LISTING_BUCKETS as usize)
+                .map(|key| hash_tag(key))
+                .collect();
+            assert_eq!(tags.len(), 16, "{merchant}: {tags:?}");
+        }
+        // Where a payment is listed is among what a listing reads.
+        let id = Uuid::from_u128(0x2a);
+        let [bucket, order] = listings_of(Listed::Payments, "a}b", "order-1", id);
+        assert!(listing_reads(Listed::Payments, "a}b", None).contains(&bucket));
+        assert!(listing_reads(Listed::Payments, "a}b", Some("order-1")).contains(&order));
+    }
 }
