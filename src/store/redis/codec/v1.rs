@@ -9,17 +9,13 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{
-    Kept as KeptNow, StoredOutcome as StoredOutcomeNow,
-    v4::{PartnerTransaction, SessionView, Snapshot},
-};
+use super::v4::{self, PartnerTransaction};
 use crate::domain::{
     amounts::Amounts,
     capabilities::Capabilities,
     money::{Amount, Currency},
     operation::{HistoryEntry, OperationKind, Origin, TriggeredBy},
     payment::{self, PaymentToken},
-    precondition::Precondition,
     session::{CaptureMode, Webhook},
     status::OperationStatus,
 };
@@ -147,72 +143,19 @@ impl From<Operation> for crate::domain::operation::Operation {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[cfg_attr(test, derive(serde::Serialize))]
-pub enum StoredOutcome {
-    Session(SessionView),
-    SessionAsCreated(Uuid),
-    Payment {
-        snapshot: Snapshot,
-        payment: Uuid,
-        operations: Vec<Kept>,
-    },
-    Operation {
-        snapshot: Snapshot,
-        payment: Uuid,
-        operation: Kept,
-    },
-    Refused(Precondition),
-}
-
-#[derive(Debug, Deserialize)]
-#[cfg_attr(test, derive(serde::Serialize))]
-pub enum Kept {
-    Copy(Box<Operation>),
-    Final(Uuid),
-}
-
-impl From<Kept> for KeptNow {
-    fn from(kept: Kept) -> Self {
-        match kept {
-            Kept::Copy(operation) => KeptNow::Copy(Box::new((*operation).into())),
-            Kept::Final(id) => KeptNow::Final(id),
-        }
-    }
-}
-
-impl From<StoredOutcome> for StoredOutcomeNow {
-    fn from(stored: StoredOutcome) -> Self {
-        match stored {
-            StoredOutcome::Session(view) => StoredOutcomeNow::Session(view.into()),
-            StoredOutcome::SessionAsCreated(id) => StoredOutcomeNow::SessionAsCreated(id),
-            StoredOutcome::Payment {
-                snapshot,
-                payment,
-                operations,
-            } => StoredOutcomeNow::Payment {
-                snapshot: snapshot.into(),
-                payment,
-                operations: operations.into_iter().map(Into::into).collect(),
-            },
-            StoredOutcome::Operation {
-                snapshot,
-                payment,
-                operation,
-            } => StoredOutcomeNow::Operation {
-                snapshot: snapshot.into(),
-                payment,
-                operation: operation.into(),
-            },
-            StoredOutcome::Refused(precondition) => StoredOutcomeNow::Refused(precondition),
-        }
-    }
-}
+/// An answer as format 1 kept it: as formats 2 to 4 did, with format-1
+/// operations.
+pub type StoredOutcome = v4::StoredOutcome<Operation>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{domain::payment::Payment as PaymentNow, store::redis::codec};
+    use crate::{
+        domain::{payment::Payment as PaymentNow, precondition::Precondition},
+        store::redis::codec::{
+            self, Kept as KeptNow, StoredOutcome as StoredOutcomeNow, v4::Snapshot,
+        },
+    };
 
     fn format_1<T: serde::Serialize>(record: &T) -> Vec<u8> {
         postcard::to_extend(record, vec![FORMAT]).unwrap()
@@ -300,7 +243,7 @@ mod tests {
         let answer = StoredOutcome::Operation {
             snapshot,
             payment: Uuid::from_u128(1),
-            operation: Kept::Copy(Box::new(operation())),
+            operation: v4::Kept::Copy(Box::new(operation())),
         };
         let read: StoredOutcomeNow = codec::decode(&format_1(&answer)).unwrap();
         match read {

@@ -109,15 +109,17 @@ impl From<Operation> for operation::Operation {
     }
 }
 
+/// An operation an answer showed: a copy, or the id of a final one. `O`
+/// is the operation as the answer's format wrote it.
 #[derive(Debug, Deserialize)]
 #[cfg_attr(test, derive(serde::Serialize))]
-pub enum Kept {
-    Copy(Box<Operation>),
+pub enum Kept<O = Operation> {
+    Copy(Box<O>),
     Final(Uuid),
 }
 
-impl From<Kept> for KeptNow {
-    fn from(kept: Kept) -> Self {
+impl<O: Into<operation::Operation>> From<Kept<O>> for KeptNow {
+    fn from(kept: Kept<O>) -> Self {
         match kept {
             Kept::Copy(operation) => KeptNow::Copy(Box::new((*operation).into())),
             Kept::Final(id) => KeptNow::Final(id),
@@ -205,26 +207,27 @@ impl From<Snapshot> for payment::Snapshot {
     }
 }
 
+/// An answer as formats 1 to 4 kept it (`O`: their operations).
 #[derive(Debug, Deserialize)]
 #[cfg_attr(test, derive(serde::Serialize))]
-pub enum StoredOutcome {
+pub enum StoredOutcome<O = Operation> {
     Session(SessionView),
     SessionAsCreated(Uuid),
     Payment {
         snapshot: Snapshot,
         payment: Uuid,
-        operations: Vec<Kept>,
+        operations: Vec<Kept<O>>,
     },
     Operation {
         snapshot: Snapshot,
         payment: Uuid,
-        operation: Kept,
+        operation: Kept<O>,
     },
     Refused(Precondition),
 }
 
-impl From<StoredOutcome> for StoredOutcomeNow {
-    fn from(old: StoredOutcome) -> Self {
+impl<O: Into<operation::Operation>> From<StoredOutcome<O>> for StoredOutcomeNow {
+    fn from(old: StoredOutcome<O>) -> Self {
         match old {
             StoredOutcome::Session(view) => StoredOutcomeNow::Session(view.into()),
             StoredOutcome::SessionAsCreated(id) => StoredOutcomeNow::SessionAsCreated(id),
@@ -269,7 +272,7 @@ mod tests {
 
     #[test]
     fn an_answer_kept_by_format_4_reads_without_its_legs() {
-        let old = StoredOutcome::Operation {
+        let old: StoredOutcome = StoredOutcome::Operation {
             snapshot: snapshot(),
             payment: Uuid::from_u128(1),
             operation: Kept::Final(Uuid::from_u128(2)),
@@ -335,7 +338,27 @@ mod tests {
 
     #[test]
     fn a_session_written_by_format_4_reads_as_never_updated() {
-        let old = Session {
+        let old = old_session();
+        let bytes = postcard::to_extend(&old, vec![FORMAT]).unwrap();
+        let read: session::Session = codec::decode(&bytes).unwrap();
+        assert_eq!((read.amount.minor(), read.created.is_none()), (700, true));
+        assert_eq!(read.as_created(), read);
+        let again: session::Session = codec::decode(&codec::encode(&read).unwrap()).unwrap();
+        assert_eq!(again, read);
+        // And kept in an answer.
+        let answer: StoredOutcome = StoredOutcome::Session(SessionView {
+            session: old_session(),
+            status: SessionStatus::Open,
+        });
+        let bytes = postcard::to_extend(&answer, vec![FORMAT]).unwrap();
+        let StoredOutcomeNow::Session(view) = codec::decode(&bytes).unwrap() else {
+            panic!("a session answer");
+        };
+        assert_eq!(view.session, read);
+    }
+
+    fn old_session() -> Session {
+        Session {
             id: Uuid::from_u128(5),
             merchant: "demo".into(),
             order_reference: "o-1".into(),
@@ -352,13 +375,7 @@ mod tests {
             expires_at: SystemTime::UNIX_EPOCH,
             payment_id: None,
             fingerprint: Fingerprint([1; 16]),
-        };
-        let bytes = postcard::to_extend(&old, vec![FORMAT]).unwrap();
-        let read: session::Session = codec::decode(&bytes).unwrap();
-        assert_eq!((read.amount.minor(), read.created.is_none()), (700, true));
-        assert_eq!(read.as_created(), read);
-        let again: session::Session = codec::decode(&codec::encode(&read).unwrap()).unwrap();
-        assert_eq!(again, read);
+        }
     }
 
     #[test]
