@@ -29,15 +29,15 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use uuid::Uuid;
 
-use super::{Parent, PaymentError, Payments, Precondition, SubmitSession};
+use super::{Parent, PaymentError, Payments, Precondition, SubmitSession, system_id};
 use crate::{
     domain::{
-        operation::{OperationKind, PartnerTransaction},
+        operation::{Operation, PartnerTransaction},
         payment::{Leg, Payment, PaymentToken},
         status::TransactionStatus,
     },
     partners::InstrumentUse,
-    store::{HeldInstrument, InstrumentAttempt, InstrumentClaim, StoredPayment},
+    store::{HeldInstrument, InstrumentAttempt, InstrumentClaim},
 };
 
 /// How many times a claim is tried against concurrent claimants (a
@@ -81,13 +81,15 @@ impl Payments {
             let Some(parent) = command.parent(index) else {
                 continue;
             };
-            let stored = self
+            // The header and the authorization only: not the parent's history.
+            let authorization = system_id(parent.payment, "authorization");
+            let (header, authorization) = self
                 .store
-                .payment(parent.payment)
+                .operation(parent.payment, authorization)
                 .await?
-                .filter(|p| p.header.value.merchant == merchant)
+                .filter(|(header, _)| header.value.merchant == merchant)
                 .ok_or(PaymentError::NotFound)?;
-            leg.token = stored_instrument(&stored, leg, parent, index)?;
+            leg.token = stored_instrument(&header.value, &authorization, leg, parent, index)?;
         }
         Ok(legs)
     }
@@ -360,7 +362,8 @@ impl Payments {
 /// authorized leg at the same partner with the same method (or the one
 /// `parent.transaction` names).
 fn stored_instrument(
-    stored: &StoredPayment,
+    header: &Payment,
+    authorization: &Operation,
     leg: &Leg,
     parent: Parent,
     index: usize,
@@ -369,12 +372,7 @@ fn stored_instrument(
         field: format!("split[{index}].{field}"),
         description,
     };
-    let header = &stored.header.value;
-    let authorization = stored
-        .operations
-        .iter()
-        .find(|op| op.kind == OperationKind::Authorization);
-    let transactions = authorization.map_or(&[][..], |op| &op.transactions[..]);
+    let transactions = &authorization.transactions[..];
     let same = |tx: &&PartnerTransaction| {
         header
             .legs
