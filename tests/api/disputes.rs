@@ -10,10 +10,7 @@ use payment_orchestrator::api::proto::{
     self, partner_event_service_client::PartnerEventServiceClient,
 };
 use serde_json::{Value, json};
-use wiremock::{
-    Mock, MockServer, ResponseTemplate,
-    matchers::{method, path},
-};
+use wiremock::MockServer;
 
 use super::support::{
     harness::*,
@@ -51,12 +48,7 @@ async fn disputed_payments(server: &TestServer) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wepay_checkout_charged_back_opens_a_dispute_that_holds_refunds_until_it_is_won() {
-    let receiver = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/hooks"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&receiver)
-        .await;
+    let receiver = webhook_receiver().await;
     let (partners, server) = Partners::serving().await;
     let card = partners.wepay.card(json!({})).await;
     let webhook = Some(format!("{}/hooks", receiver.uri()));

@@ -16,10 +16,6 @@ use payment_orchestrator::{
     partners::sandbox::Discrepancy,
 };
 use tonic::{Code, service::interceptor::InterceptedService, transport::Channel};
-use wiremock::{
-    Mock, MockServer, ResponseTemplate,
-    matchers::{method, path},
-};
 
 use super::support::harness::*;
 
@@ -135,12 +131,7 @@ pub(super) async fn export(client: &mut Settlements, id: &str) -> Vec<Vec<String
 
 #[tokio::test]
 async fn a_settlement_is_imported_once_with_exact_totals_and_every_discrepancy_flagged() {
-    let receiver = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/hooks"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&receiver)
-        .await;
+    let receiver = webhook_receiver().await;
     let server = TestServer::start().await;
 
     // Captured with VAT lines (2 × 50.00 at 25 %), then partly refunded.
