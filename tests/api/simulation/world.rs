@@ -1,13 +1,16 @@
 //! One schedule of the deterministic simulation: several executors (the
 //! real use cases, as replicas) on one memory store wrapped by the
 //! fault-injecting store, three simulated partners, a clock per executor
-//! that can jump, and a seeded random mix of submits, captures, refunds,
-//! voids, retries, Syncs, resolver steps, crashes and restarts, run
-//! concurrently on a current-thread runtime in paused time. Then the faults
-//! stop, time runs on, the resolvers work, and the books are checked.
+//! that can jump, and a seeded random mix of submits, session updates,
+//! captures, refunds, voids, retries, Syncs, resolver steps, crashes and
+//! restarts, run concurrently on a current-thread runtime in paused time.
+//! Then the faults stop, time runs on, the resolvers work, and the books are
+//! checked.
 //!
-//! Every draw comes from one seeded generator and the runtime is a single
-//! thread with paused time, so one seed is one schedule, exactly.
+//! Every draw comes from seeded generators (the updates' from one of their
+//! own, so the other draws of a schedule are what they were before updates
+//! were simulated) and the runtime is a single thread with paused time, so
+//! one seed is one schedule, exactly.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -21,13 +24,13 @@ use payment_orchestrator::{
         money::{Amount, Currency},
         operation::{Operation, OperationKind},
         payment::{Leg, PaymentToken},
-        session::CaptureMode,
+        session::{CaptureMode, SessionChange},
         status::TransactionStatus,
     },
     partners::{ConfiguredPartner, InstrumentUse, Partners, RetryPolicy},
     payments::{
         CreateSession, IdempotencyKey, Idempotent, OperationCommand, Payments, Settings,
-        SubmitSession, requested_operation_id, submitted_payment_id,
+        SubmitSession, UpdateSession, requested_operation_id, submitted_payment_id,
     },
     store::{PaymentStore, Store, memory::MemoryStore},
     webhooks::{Secrets, Webhooks, destinations::Destinations},
@@ -179,6 +182,12 @@ enum Request {
         key: IdempotencyKey,
         command: SubmitSession,
     },
+    /// A session's amount changes (a submit racing it must see it).
+    Update {
+        merchant: &'static str,
+        key: IdempotencyKey,
+        command: UpdateSession,
+    },
     Operate {
         merchant: &'static str,
         key: IdempotencyKey,
@@ -191,6 +200,12 @@ impl Request {
     fn creates(&self) -> Uuid {
         match self {
             Request::Submit {
+                merchant,
+                key,
+                command,
+            } => submitted_payment_id(merchant, command.session_id, key),
+            // Its record, in the session's scope like a submit's.
+            Request::Update {
                 merchant,
                 key,
                 command,
@@ -213,6 +228,11 @@ pub struct Outcome {
 
 struct World {
     dice: Dice,
+    /// Draws for session updates, apart from `dice`: a schedule's other
+    /// draws stay what they were before updates were simulated.
+    changes: Dice,
+    /// The updates sent, for their retries.
+    updates: Vec<Request>,
     trace: Trace,
     store: Arc<MemoryStore>,
     faulty: Arc<dyn Store>,
@@ -336,6 +356,8 @@ impl World {
         );
         let mut world = World {
             dice,
+            changes: Dice::new(seed ^ 0x5e55_10e0_0000_0001),
+            updates: Vec::new(),
             trace,
             store,
             faulty,
@@ -440,6 +462,7 @@ impl World {
 
     /// One random step of the schedule.
     async fn act(&mut self) {
+        self.maybe_update();
         let executor = self.dice.below(EXECUTORS as u64) as usize;
         match self.dice.below(100) {
             0..=19 => self.submit(executor),
@@ -469,6 +492,45 @@ impl World {
                     .note(format!("e{executor} clock jumps to {by} ms"));
                 self.executors[executor].clock.jump(by);
             }
+        }
+    }
+
+    /// Often a session's amount changes, or an update is sent again (drawn
+    /// from `changes`, so the schedule's other draws stay as they were):
+    /// often enough that submits race updates in a default run.
+    fn maybe_update(&mut self) {
+        let executor = self.changes.below(EXECUTORS as u64) as usize;
+        match self.changes.below(4) {
+            0 => {
+                let index = self.changes.below(SESSIONS as u64) as usize;
+                let Some(&(merchant, session, _)) = self.sessions.get(index) else {
+                    return;
+                };
+                let minor = [3000, 6000, 12000][self.changes.below(3) as usize];
+                let amount = Amount::from_minor(minor).expect("amount");
+                self.sessions[index].2 = amount;
+                let key = IdempotencyKey::parse(&format!("u{}", self.changes.below(1 << 40)))
+                    .expect("a key");
+                let request = Request::Update {
+                    merchant,
+                    key,
+                    command: UpdateSession {
+                        session_id: session,
+                        change: SessionChange {
+                            amount: Some(amount),
+                            ..SessionChange::default()
+                        },
+                    },
+                };
+                self.updates.push(request.clone());
+                self.send(executor, request);
+            }
+            1 if !self.updates.is_empty() => {
+                let index = self.changes.below(self.updates.len() as u64) as usize;
+                let request = self.updates[index].clone();
+                self.send(executor, request);
+            }
+            _ => {}
         }
     }
 
@@ -594,10 +656,12 @@ impl World {
 
     /// Runs a request on an executor, concurrently with everything else.
     fn send(&mut self, executor: usize, request: Request) {
-        if !self
-            .requests
-            .iter()
-            .any(|r| r.creates() == request.creates())
+        let update = matches!(request, Request::Update { .. });
+        if !update
+            && !self
+                .requests
+                .iter()
+                .any(|r| r.creates() == request.creates())
         {
             self.requests.push(request.clone());
         }
@@ -622,6 +686,20 @@ impl World {
                             result.map(|v| v.header.authorization_status)
                         ),
                         named,
+                    )
+                }
+                Request::Update {
+                    merchant,
+                    key,
+                    command,
+                } => {
+                    let result = payments
+                        .update_session(merchant, Idempotent { key, command })
+                        .await;
+                    // It creates nothing: no id to check.
+                    (
+                        format!("update: {:?}", result.map(|v| v.session.amount)),
+                        None,
                     )
                 }
                 Request::Operate {
@@ -692,6 +770,13 @@ impl World {
             };
             let header = &stored.header.value;
             let legs = header.legs.len();
+            // The legs add up to the payment, whatever updates raced its submit.
+            if Amount::sum(header.legs.iter().map(|leg| leg.amount)) != Ok(header.amount) {
+                violations.push(format!(
+                    "{id}: the legs do not add up to the payment's {}",
+                    header.amount
+                ));
+            }
             // The header is the sum of its operations.
             let mut summed = vec![payment_orchestrator::domain::amounts::Amounts::ZERO; legs];
             for op in &stored.operations {
