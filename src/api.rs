@@ -18,6 +18,7 @@
 
 mod admin;
 mod auth;
+pub mod callbacks;
 pub mod detached;
 pub mod edge;
 mod error;

@@ -42,6 +42,8 @@ const SERVICES: [&str; 5] = [
 #[derive(Debug)]
 pub struct App {
     listener: TcpListener,
+    /// Partner callbacks over HTTP (see `api::callbacks`), if configured.
+    callback_listener: Option<TcpListener>,
     payments: Payments,
     api_keys: Arc<ApiKeys>,
     sandboxes: BTreeMap<String, Sandbox>,
@@ -99,6 +101,28 @@ impl App {
                 )
             })?;
         let (partners, sandboxes) = partners(&config, clock.clone())?;
+        let callback_listener = match config.callback_listen()? {
+            Some(address) => Some(TcpListener::bind(address).await.with_context(|| {
+                format!("cannot listen on {address} (setting `callback_listen`)")
+            })?),
+            None => None,
+        };
+        let callback_url = match (&config.server.callback_url, &callback_listener) {
+            (Some(url), _) => Some(url.trim_end_matches('/').to_owned()),
+            (None, Some(listener)) => {
+                let mut address = listener.local_addr()?;
+                if address.ip().is_unspecified() {
+                    address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                Some(format!("http://{address}"))
+            }
+            (None, None) => None,
+        };
+        if let Some(url) = &callback_url {
+            for sandbox in sandboxes.values() {
+                sandbox.serve_hosted_pages(url);
+            }
+        }
         if !config.redis.redis_url.is_empty() && !sandboxes.is_empty() {
             let names: Vec<&str> = sandboxes.keys().map(String::as_str).collect();
             tracing::warn!(
@@ -124,6 +148,7 @@ impl App {
             max_waiters_per_merchant: config.server.max_waiters_per_merchant,
             request_timeout: config.server.request_timeout,
             instrument_key: crate::partners::Secret::new(config.keys.instrument_secret.clone()),
+            callback_url,
             settlements: SettlementSettings {
                 look_back_days: u32::try_from(
                     config.workers.settlement_look_back.as_secs() / 86_400,
@@ -204,6 +229,7 @@ impl App {
         );
         Ok(App {
             listener,
+            callback_listener,
             payments,
             api_keys,
             sandboxes,
@@ -233,6 +259,13 @@ impl App {
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Where the partner callback listener listens, if it does.
+    pub fn callback_addr(&self) -> Option<SocketAddr> {
+        self.callback_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
     }
 
     /// The resolver (tests call `resolve_due` with the time they choose).
@@ -359,6 +392,24 @@ impl App {
             )
         });
 
+        let callbacks = self.callback_listener.take().map(|listener| {
+            let router =
+                api::callbacks::Callbacks::new(self.payments.clone(), self.sandboxes.clone())
+                    .router();
+            let stop = stopped_on(&stopped);
+            tokio::spawn(async move {
+                if let Ok(address) = listener.local_addr() {
+                    tracing::info!(%address, "serving partner callbacks");
+                }
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(stop)
+                    .await;
+                if let Err(error) = served {
+                    tracing::error!(%error, "callback listener stopped");
+                }
+            })
+        });
+
         let address = self.listener.local_addr()?;
         tracing::info!(%address, "serving gRPC");
         let drain = async move {
@@ -439,6 +490,9 @@ impl App {
             let _ = importer.await;
         }
         let _ = readiness.await;
+        if let Some(callbacks) = callbacks {
+            let _ = callbacks.await;
+        }
         if let Some(health_only) = health_only {
             let _ = health_only.await;
         }

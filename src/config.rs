@@ -89,6 +89,37 @@ pub struct Config {
 }
 
 impl Config {
+    /// Where the partner callback listener listens, if anywhere (see
+    /// `--callback-listen`).
+    pub fn callback_listen(&self) -> anyhow::Result<Option<std::net::SocketAddr>> {
+        use anyhow::Context;
+        let written = match self.server.callback_listen.as_deref() {
+            Some("off") => return Ok(None),
+            Some(address) => address.to_owned(),
+            None if self.redis.redis_url.is_empty() && self.telemetry.metrics_listen != "off" => {
+                let metrics: std::net::SocketAddr = self
+                    .telemetry
+                    .metrics_listen
+                    .parse()
+                    .context("setting `metrics_listen`: expected host:port or off")?;
+                let port = match metrics.port() {
+                    0 => 0,
+                    port => port.checked_add(1).context(
+                        "setting `metrics_listen`: no port beside it for the callback listener",
+                    )?,
+                };
+                return Ok(Some(std::net::SocketAddr::new(metrics.ip(), port)));
+            }
+            None => return Ok(None),
+        };
+        written
+            .parse()
+            .map(Some)
+            .context("setting `callback_listen`: expected host:port or off")
+    }
+}
+
+impl Config {
     /// The embedded mode, or `--demo`: demo keys, and webhooks to this
     /// machine over HTTP, are allowed.
     pub fn demo_mode(&self) -> bool {

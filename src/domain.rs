@@ -11,10 +11,11 @@
 //! ledger) on all of these; `precondition` names the refusals of the rules;
 //! `settlement` (partner reports and how they match our books) on `operation`
 //! and `day` (calendar days, a leaf); `dispute` (chargebacks a partner
-//! reports) on `money`.
+//! reports) on `money`. `checkout` (partner-hosted checkouts) on `money`.
 
 pub mod amounts;
 pub mod capabilities;
+pub mod checkout;
 pub mod day;
 pub mod dispute;
 pub mod items;

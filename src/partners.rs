@@ -40,6 +40,7 @@ use crate::clock::Clock;
 
 use crate::domain::{
     capabilities::Capabilities,
+    checkout::CheckoutState,
     dispute::DisputeSeen,
     items::ItemLine,
     money::{Amount, Currency},
@@ -112,6 +113,32 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// What a partner-hosted checkout is opened with.
+#[derive(Debug, Clone)]
+pub struct CheckoutRequest {
+    /// The session's order reference.
+    pub order_reference: String,
+    /// What the partner is asked to hold the checkout under: a reference
+    /// of ours no merchant chooses (see [`crate::payments`]' checkouts).
+    pub reference: String,
+    pub amount: Amount,
+    pub currency: Currency,
+    pub items: Vec<ItemLine>,
+    /// Where the partner tells us the checkout changed (`None`: no callback
+    /// listener; the resolver's lookups find out).
+    pub notification_url: Option<String>,
+}
+
+/// A partner-hosted checkout as the partner opened it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenedCheckout {
+    pub id: String,
+    pub public_token: String,
+    pub redirect_url: String,
+    /// When the partner ends it; `None`: the partner does not say.
+    pub expires_at: Option<std::time::SystemTime>,
+}
+
 /// A partner's accepted answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartnerAnswer {
@@ -168,6 +195,30 @@ pub trait Partner: Send + Sync + std::fmt::Debug {
         InstrumentUse::Reusable
     }
 
+    /// Opens a partner-hosted checkout where the shopper completes the
+    /// payment; a partner without one declines.
+    async fn open_checkout(
+        &self,
+        _request: &CheckoutRequest,
+    ) -> Result<OpenedCheckout, PartnerError> {
+        Err(PartnerError::Declined {
+            code: "NO_HOSTED_CHECKOUT".into(),
+            description: "the partner has no hosted checkout".into(),
+        })
+    }
+
+    /// Where a hosted checkout this service opened stands, by the partner's
+    /// own state (a read: changes nothing).
+    async fn checkout_state(&self, _id: &str) -> Result<CheckoutState, PartnerError> {
+        Err(PartnerError::Declined {
+            code: "NO_HOSTED_CHECKOUT".into(),
+            description: "the partner has no hosted checkout".into(),
+        })
+    }
+
+    /// Authorizes a leg: with its token, or, for a leg paid through a
+    /// hosted checkout ([`PaymentToken::checkout`]), by what the shopper
+    /// completed there (PENDING until then).
     async fn authorize(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError>;
     async fn capture(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError>;
     async fn refund(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError>;
@@ -378,8 +429,11 @@ impl Partners {
             .any(|p| p.methods.iter().any(|m| m == method))
     }
 
-    /// Asks a partner what it knows of a request, within one attempt's
-    /// deadline.
+    /// Asks a partner what it knows of a request, each attempt within its
+    /// deadline. Unavailable answers are asked again with backoff within
+    /// the partner's retry window, as sends are: reading changes nothing,
+    /// and a REST partner answers `404` for a while after an order is
+    /// placed.
     pub async fn lookup(
         &self,
         partner: &str,
@@ -389,16 +443,29 @@ impl Partners {
         let Some(configured) = self.get(partner) else {
             return Err(not_configured(partner));
         };
-        let result = tokio::time::timeout(
-            configured.timeout,
-            configured.adapter.lookup(request, reference),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            Err(PartnerError::Unknown {
-                description: "no answer to the status lookup in time".into(),
-            })
-        });
+        let window_end = tokio::time::Instant::now() + configured.retry.window;
+        let mut pause = configured.retry.first_pause;
+        let result = loop {
+            let result = tokio::time::timeout(
+                configured.timeout,
+                configured.adapter.lookup(request, reference),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(PartnerError::Unknown {
+                    description: "no answer to the status lookup in time".into(),
+                })
+            });
+            match result {
+                Err(PartnerError::Unavailable { .. })
+                    if tokio::time::Instant::now() + pause < window_end =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = pause.saturating_mul(2);
+                }
+                other => break other,
+            }
+        };
         let failed = matches!(
             result,
             Err(PartnerError::Unavailable { .. } | PartnerError::Unknown { .. })
@@ -466,6 +533,31 @@ impl Partners {
     ) -> Result<Option<DisputeSeen>, PartnerError> {
         let configured = self.get(partner).ok_or_else(|| not_configured(partner))?;
         within(configured.timeout, configured.adapter.dispute(request)).await
+    }
+
+    /// Opens a hosted checkout, within one attempt's deadline. A checkout
+    /// opened whose answer is lost is never used: nobody learns its id.
+    pub async fn open_checkout(
+        &self,
+        partner: &str,
+        request: &CheckoutRequest,
+    ) -> Result<OpenedCheckout, PartnerError> {
+        let configured = self.get(partner).ok_or_else(|| not_configured(partner))?;
+        within(
+            configured.timeout,
+            configured.adapter.open_checkout(request),
+        )
+        .await
+    }
+
+    /// Where a hosted checkout stands, within one attempt's deadline.
+    pub async fn checkout_state(
+        &self,
+        partner: &str,
+        id: &str,
+    ) -> Result<CheckoutState, PartnerError> {
+        let configured = self.get(partner).ok_or_else(|| not_configured(partner))?;
+        within(configured.timeout, configured.adapter.checkout_state(id)).await
     }
 
     /// How long a partner's captures are watched for disputes.

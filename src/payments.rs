@@ -22,6 +22,7 @@
 //! the due entry hands the operation to the resolver; ids derived from the
 //! idempotency key make sure no retry ever opens a second operation.
 
+mod checkouts;
 mod deliveries;
 mod disputes;
 mod dry_run;
@@ -37,6 +38,7 @@ mod settlements;
 mod steps;
 mod waiters;
 
+pub use checkouts::Callback;
 pub use deliveries::{Delivered, FailedDelivery, FailedPage};
 pub use idempotency::{IdempotencyKey, requested_operation_id, submitted_payment_id};
 // What the children share (they import this parent, never each other).
@@ -109,6 +111,13 @@ pub enum PaymentError {
     /// under the key (like a validation error).
     #[error("the merchant has no webhook signing secret")]
     WebhookSecretMissing,
+    /// A partner refused, or did not answer, a call that moves no money
+    /// (opening or reading a hosted checkout): nothing was changed.
+    #[error("partner {partner}: {error}")]
+    Partner {
+        partner: String,
+        error: crate::partners::PartnerError,
+    },
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -320,6 +329,9 @@ pub struct Settings {
     pub settlements: SettlementSettings,
     /// The key of the keyed hash that names instruments in the store.
     pub instrument_key: crate::partners::Secret,
+    /// Where partners reach the callback listener (`None`: no listener;
+    /// hosted checkouts are found completed by lookups alone).
+    pub callback_url: Option<String>,
 }
 
 impl Default for Settings {
@@ -340,6 +352,7 @@ impl Default for Settings {
             settlements: SettlementSettings::default(),
             // The service is given the configured key (`--instrument-secret`).
             instrument_key: crate::partners::Secret::new("payments-default-instrument-key".into()),
+            callback_url: None,
         }
     }
 }

@@ -51,6 +51,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::domain::{
+    checkout::HostedCheckout,
     operation::Operation,
     payment::Payment,
     session::Session,
@@ -330,6 +331,24 @@ pub trait Instruments: Send + Sync {
     ) -> Result<bool, StoreError>;
 }
 
+/// The partner-hosted checkouts opened for sessions: one per session and
+/// partner, replaced only when it is reopened (a changed amount). Kept as
+/// long as the session.
+#[async_trait]
+pub trait Checkouts: Send + Sync {
+    /// Keeps `checkout` as its session's checkout at its partner if that
+    /// session has none there (`replacing: None`), or if the one kept has
+    /// the id `replacing`; answers the checkout kept afterwards (another
+    /// one if a concurrent call kept it first).
+    async fn keep_checkout(
+        &self,
+        checkout: &HostedCheckout,
+        replacing: Option<&str>,
+    ) -> Result<HostedCheckout, StoreError>;
+    /// The checkouts opened for a session, one per partner.
+    async fn checkouts(&self, session: Uuid) -> Result<Vec<HostedCheckout>, StoreError>;
+}
+
 /// Operations that became final, told to every replica (what wakes
 /// `WaitOperation` calls without polling). A step's
 /// [`announce`](Step::announce) is published as the step applies; a notice
@@ -351,12 +370,26 @@ pub trait Notices: Send + Sync {
 
 /// Every port: what the use cases are given.
 pub trait Store:
-    PaymentStore + DueQueue + WebhookOutbox + EventLog + SettlementStore + Instruments + Notices
+    PaymentStore
+    + DueQueue
+    + WebhookOutbox
+    + EventLog
+    + SettlementStore
+    + Instruments
+    + Checkouts
+    + Notices
 {
 }
 
 impl<
-    T: PaymentStore + DueQueue + WebhookOutbox + EventLog + SettlementStore + Instruments + Notices,
+    T: PaymentStore
+        + DueQueue
+        + WebhookOutbox
+        + EventLog
+        + SettlementStore
+        + Instruments
+        + Checkouts
+        + Notices,
 > Store for T
 {
 }

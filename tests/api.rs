@@ -14,6 +14,7 @@ mod api {
     mod fairness;
     mod faults;
     mod fuzz;
+    mod hosted_checkouts;
     mod idempotency;
     mod leg_figures;
     mod money_safety;

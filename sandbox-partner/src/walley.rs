@@ -8,6 +8,17 @@
 //!   "processing_ms"?, "expires_in_seconds"?, "faults"?}`. An order is not
 //!   visible (`404`) for `invisible_for_ms` after it was placed: eventual
 //!   consistency.
+//! - Walley Checkout: `POST /checkouts` (`storeId`?, `countryCode`,
+//!   `reference`, `notificationUri`?, `cart.items`; the country decides the
+//!   currency: SE SEK, NO NOK, DK DKK, FI and DE EUR) answers `data.privateId`,
+//!   `data.publicToken` and `data.expiresAt`; `GET /checkouts/{privateId}`
+//!   reads `data.status` (`Initialized`, `PurchaseCompleted` with
+//!   `data.order.orderId`, `Expired` after 7 days). `POST
+//!   /_sim/checkouts/{privateId}/complete` is the shopper completing it
+//!   (`{"invisible_for_ms"?, "processing_ms"?, "notify"?, "faults"?}`): the
+//!   order is placed under the checkout's reference for the cart's total,
+//!   and the `notificationUri` (`{checkout.id}` replaced by the private id)
+//!   is called with a `GET` before the answer, unless `notify` is false.
 //! - `GET /manage/orders/{id}` reads an order with its captures, refunds and
 //!   cancellation.
 //! - `POST /orders/{id}/captures` and `/refunds` (the form this project's
@@ -57,6 +68,7 @@
 //! booked), `routes` (the order management handlers) and `reports`
 //! (settlements and the report API).
 
+mod checkouts;
 mod orders;
 mod reports;
 mod routes;
@@ -87,6 +99,12 @@ pub fn router(credentials: Credentials) -> Router {
         .route("/manage/orders/{id}/{action}", post(routes::act_managed))
         .route("/orders/{id}/{action}", post(routes::act_on_order))
         .route("/_sim/orders", post(routes::place_order))
+        .route("/checkouts", post(checkouts::open))
+        .route("/checkouts/{private_id}", get(checkouts::read))
+        .route(
+            "/_sim/checkouts/{private_id}/complete",
+            post(checkouts::complete),
+        )
         .route("/_sim/settlements", post(reports::close_settlements))
         .route("/reports/settlements", get(reports::list_settlements))
         .route(

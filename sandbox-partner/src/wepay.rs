@@ -70,6 +70,7 @@ pub fn router(account: Account) -> Router {
         .route("/checkout", post(call))
         .route("/checkout/{call}", post(call))
         .route("/_sim/credit_cards", post(tokenize))
+        .route("/_sim/checkouts/{id}/complete", post(complete_hosted))
         .route("/_sim/charge_back", post(charge_back))
         .route("/_sim/clock", post(simulation::advance_clock::<Wepay>))
         .route("/_sim/fail", post(simulation::fail_next::<Wepay>))
@@ -85,6 +86,38 @@ fn error(status: u16, code: i64, description: &str) -> Response {
             error_description: description.to_owned(),
             error_code: code,
         },
+    )
+}
+
+/// `POST /_sim/checkouts/{id}/complete`: the shopper pays a hosted
+/// checkout on WePay's page; WePay then posts its IPN (`checkout_id=<id>`,
+/// a form) to the checkout's `callback_uri` before this answers, unless
+/// `{"notify": false}`.
+async fn complete_hosted(
+    State(state): State<Shared<Wepay>>,
+    Path(id): Path<i64>,
+    body: Option<Json<serde_json::Value>>,
+) -> Response {
+    let notify = body.is_none_or(|Json(body)| body["notify"] != false);
+    let callback = match checkouts::complete_hosted(&mut state.lock(), id) {
+        Ok(callback) => callback.filter(|_| notify),
+        Err((status, why)) => return error(status, 1008, why),
+    };
+    let notified = match callback {
+        Some(uri) => reqwest::Client::new()
+            .post(&uri)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("checkout_id={id}"))
+            .send()
+            .await
+            .map_or(serde_json::json!("unreachable"), |r| {
+                serde_json::json!(r.status().as_u16())
+            }),
+        None => serde_json::Value::Null,
+    };
+    answer(
+        200,
+        &serde_json::json!({ "checkout_id": id, "state": "authorized", "notified": notified }),
     )
 }
 

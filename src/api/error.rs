@@ -106,6 +106,7 @@ pub fn status_of(error: PaymentError) -> Status {
                 ErrorDetails::with_retry_info(Some(Duration::from_secs(1))),
             )
         }
+        PaymentError::Partner { partner, error } => partner_status(&partner, &error),
         PaymentError::Internal(source) => {
             tracing::error!(error = %source, "internal error");
             Status::internal("internal error")
@@ -144,6 +145,10 @@ fn precondition_status(precondition: &Precondition) -> Status {
             "PAYMENT_TOKEN_IN_USE",
             HashMap::from([("leg".to_owned(), leg.to_string())]),
         ),
+        Precondition::CheckoutCompleted { partner } => (
+            "CHECKOUT_COMPLETED",
+            HashMap::from([("partner".to_owned(), partner.clone())]),
+        ),
     };
     error_info(
         Code::FailedPrecondition,
@@ -151,4 +156,29 @@ fn precondition_status(precondition: &Precondition) -> Status {
         reason,
         metadata,
     )
+}
+
+/// A partner's refusal (or silence) on a call that moves no money.
+fn partner_status(partner: &str, error: &crate::partners::PartnerError) -> Status {
+    use crate::partners::PartnerError;
+    let metadata = HashMap::from([("partner".to_owned(), partner.to_owned())]);
+    match error {
+        PartnerError::Declined { description, .. }
+        | PartnerError::Contradiction { description } => error_info(
+            Code::FailedPrecondition,
+            &format!("partner {partner} refused: {description}"),
+            "PARTNER_REFUSED",
+            metadata,
+        ),
+        PartnerError::Unavailable { .. } | PartnerError::Unknown { .. } => {
+            let mut details =
+                ErrorDetails::with_error_info("PARTNER_UNAVAILABLE", ERROR_DOMAIN, metadata);
+            details.set_retry_info(Some(Duration::from_secs(1)));
+            Status::with_error_details(
+                Code::Unavailable,
+                format!("partner {partner} did not answer; nothing was changed, retry"),
+                details,
+            )
+        }
+    }
 }

@@ -105,6 +105,24 @@ impl proto::session_service_server::SessionService for SessionService {
         Ok(Response::new(views::session(&view)))
     }
 
+    async fn start_partner_checkout(
+        &self,
+        request: Request<proto::StartPartnerCheckoutRequest>,
+    ) -> Result<Response<proto::PartnerCheckout>, Status> {
+        let merchant = merchant(&request)?;
+        let (session_id, partner) = convert::start_partner_checkout(request.get_ref())?;
+        let payments = self.payments.clone();
+        let checkout = self
+            .detached
+            .run(async move {
+                payments
+                    .start_partner_checkout(&merchant, session_id, &partner)
+                    .await
+            })
+            .await?;
+        Ok(Response::new(views::partner_checkout(&checkout)))
+    }
+
     async fn list_payment_methods(
         &self,
         request: Request<proto::ListPaymentMethodsRequest>,

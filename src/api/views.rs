@@ -43,6 +43,19 @@ fn capture_mode_proto(mode: CaptureMode) -> proto::CaptureMode {
     }
 }
 
+pub fn partner_checkout(
+    checkout: &crate::domain::checkout::HostedCheckout,
+) -> proto::PartnerCheckout {
+    proto::PartnerCheckout {
+        partner: checkout.partner.clone(),
+        id: checkout.id.clone(),
+        public_token: checkout.public_token.clone(),
+        redirect_url: checkout.redirect_url.clone(),
+        expires_at: timestamp(checkout.expires_at),
+        amount: checkout.amount.minor(),
+    }
+}
+
 pub fn session(view: &SessionView) -> proto::Session {
     let s = &view.session;
     let status = match view.status {

@@ -14,6 +14,8 @@
 //! capabilities = { partial_void = false }
 //! settlement_reports = true           # default: the kind's (wepay: false)
 //! paths = { capture = "/manage/orders/{id}/capture" }  # walley; defaults below
+//! store_id = 123                      # walley: hosted checkouts' store (default: the account's)
+//! country_code = "SE"                 # walley: hosted checkouts' country (default SE)
 //! circuit = { failures = 5, cool_down = "30s" }  # default: the --circuit-* flags
 //!
 //! [merchants.demo]
@@ -64,6 +66,9 @@ pub struct PartnerEntry {
     ca_file: Option<PathBuf>,
     client_id: Option<String>,
     scope: Option<String>,
+    /// Walley: the store hosted checkouts are opened for, and its country.
+    store_id: Option<i64>,
+    country_code: Option<String>,
     account_id: Option<String>,
     // Refused: a secret is never written in the file. Kept as values only to
     // say so by name.
@@ -299,6 +304,8 @@ impl PartnerEntry {
                     scope: self.scope.clone().unwrap_or_default(),
                     ca_pem,
                     paths: self.paths.paths(fail)?,
+                    store_id: self.store_id,
+                    country_code: self.country_code.clone().unwrap_or_else(|| "SE".into()),
                 }),
                 KindDefaults::WALLEY,
             ),

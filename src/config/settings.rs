@@ -48,6 +48,20 @@ pub struct ServerSettings {
     )]
     pub tls_client_ca: Option<PathBuf>,
 
+    /// Partner callbacks over HTTP (Walley's notifications, WePay's IPN,
+    /// the sandbox's hosted checkout pages) on this address, meant to sit
+    /// behind the ingress; `off` disables. Unset: off, except with the
+    /// embedded store, where it listens beside the metrics port (its port
+    /// plus one).
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_CALLBACK_LISTEN")]
+    pub callback_listen: Option<String>,
+
+    /// The URL partners reach the callback listener at (the ingress's, e.g.
+    /// `https://pay.example.com`); default `http://` and the listener's
+    /// address (loopback for an unspecified one).
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_CALLBACK_URL")]
+    pub callback_url: Option<String>,
+
     /// A plaintext listener serving only `grpc.health.v1` (for Kubernetes'
     /// plaintext gRPC probes when the main port uses TLS).
     #[arg(long, env = "PAYMENT_ORCHESTRATOR_HEALTH_LISTEN")]

@@ -41,6 +41,12 @@ pub enum Precondition {
     /// a single-use one another payment, a reusable one another merchant.
     #[error("the payment token of split[{leg}] is already used by another payer")]
     PaymentTokenInUse { leg: usize },
+    /// The shopper completed the session's hosted checkout at `partner`:
+    /// what it was completed for can no longer change.
+    #[error(
+        "the shopper completed the session's {partner} checkout: its amount and lines can no longer change"
+    )]
+    CheckoutCompleted { partner: String },
 }
 
 impl From<SessionError> for Precondition {

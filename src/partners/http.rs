@@ -75,3 +75,9 @@ pub fn minor(major: Decimal, currency: Currency) -> Result<Amount, PartnerError>
         description: format!("the partner reported an amount we cannot book: {error}"),
     })
 }
+
+/// A time as RFC 3339 (`2026-12-07T10:00:00Z`), if it reads as one.
+pub fn rfc3339(text: &str) -> Option<std::time::SystemTime> {
+    let timestamp: prost_types::Timestamp = text.parse().ok()?;
+    std::time::SystemTime::try_from(timestamp).ok()
+}

@@ -22,6 +22,11 @@
 //! (no shopper token), and it behaves as the token it was issued for. One it
 //! never issued is declined (`UNKNOWN_INSTRUMENT`).
 //!
+//! **Hosted checkouts.** It opens hosted checkouts (`<name>-co-<n>`) whose
+//! page the callback listener serves; the shopper completes one there with
+//! a token (a scenario, as above), and a leg naming it then authorizes as
+//! that token would. Until then its authorization is PENDING.
+//!
 //! **Settlements.** Every listing of settlements first closes what the
 //! sandbox executed since the last one (successful captures and refunds)
 //! into a new settlement per currency, dated today, with VAT per rate from
@@ -41,10 +46,12 @@ use std::{
 use async_trait::async_trait;
 
 use super::{
-    Lookup, Partner, PartnerAnswer, PartnerError, PartnerRequest, SettlementPage, SettlementReport,
+    CheckoutRequest, Lookup, OpenedCheckout, Partner, PartnerAnswer, PartnerError, PartnerRequest,
+    SettlementPage, SettlementReport,
 };
 use crate::domain::{
     capabilities::Capabilities,
+    checkout::CheckoutState,
     items::ItemLine,
     money::{Amount, Currency},
     operation::OperationKind,
@@ -138,6 +145,30 @@ struct Ledger {
     lost_once: HashMap<String, ()>,
     settlements: Vec<ClosedSettlement>,
     prepared: Vec<Discrepancy>,
+    /// The hosted checkouts it opened, by id.
+    hosted: HashMap<String, Hosted>,
+    /// Where its hosted checkouts' pages are served (the callback
+    /// listener), if anywhere.
+    hosted_pages: Option<String>,
+}
+
+/// A hosted checkout the sandbox opened.
+#[derive(Debug, Clone)]
+struct Hosted {
+    amount: Amount,
+    currency: Currency,
+    /// The token (a scenario) the shopper completed it with.
+    completed: Option<String>,
+    /// Where it tells of its completion.
+    notification_url: Option<String>,
+}
+
+/// A sandbox hosted checkout as its page shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostedPage {
+    pub amount: Amount,
+    pub currency: Currency,
+    pub completed: bool,
 }
 
 /// The sandbox partner. Clones share one ledger.
@@ -203,6 +234,52 @@ impl Sandbox {
             .collect()
     }
 
+    /// Its hosted checkouts' pages are served under `base` (the callback
+    /// listener's URL): `{base}/sandbox/{name}/checkouts/{id}`.
+    pub fn serve_hosted_pages(&self, base: &str) {
+        self.ledger().hosted_pages = Some(base.trim_end_matches('/').to_owned());
+    }
+
+    /// A hosted checkout it opened, as its page shows it.
+    pub fn hosted_page(&self, id: &str) -> Option<HostedPage> {
+        self.ledger().hosted.get(id).map(|hosted| HostedPage {
+            amount: hosted.amount,
+            currency: hosted.currency,
+            completed: hosted.completed.is_some(),
+        })
+    }
+
+    /// The shopper completes a hosted checkout, paying with `token` (a
+    /// scenario, as a leg's token); answers where to tell of it.
+    /// Completing it again changes nothing.
+    pub fn complete_checkout(&self, id: &str, token: &str) -> Result<Option<String>, String> {
+        Scenario::parse(token)?;
+        let mut ledger = self.ledger();
+        let hosted = ledger
+            .hosted
+            .get_mut(id)
+            .ok_or_else(|| "no such checkout".to_owned())?;
+        hosted.completed.get_or_insert_with(|| token.to_owned());
+        Ok(hosted.notification_url.clone())
+    }
+
+    /// The scenario a hosted checkout was completed with; `Ok(None)` while
+    /// the shopper has not completed it.
+    fn hosted_scenario(&self, id: &str) -> Result<Option<Scenario>, PartnerError> {
+        let ledger = self.ledger();
+        let hosted = ledger
+            .hosted
+            .get(id)
+            .ok_or_else(|| PartnerError::Declined {
+                code: "UNKNOWN_CHECKOUT".into(),
+                description: "not a checkout opened by this sandbox".into(),
+            })?;
+        Ok(hosted
+            .completed
+            .as_deref()
+            .map(|token| Scenario::parse(token).unwrap_or_default()))
+    }
+
     /// Makes the next settlement differ from the ledger.
     pub fn prepare(&self, discrepancy: Discrepancy) {
         self.ledger().prepared.push(discrepancy);
@@ -210,6 +287,9 @@ impl Sandbox {
 
     async fn handle(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
         self.ledger().arrivals.push(request.kind);
+        if let Some(waiting) = self.hosted_waiting(request)? {
+            return Ok(waiting);
+        }
         let scenario = self.scenario_of(request)?;
         if !scenario.latency.is_zero() {
             tokio::time::sleep(scenario.latency).await;
@@ -219,6 +299,10 @@ impl Sandbox {
 
     fn scenario_of(&self, request: &PartnerRequest) -> Result<Scenario, PartnerError> {
         match (&request.kind, &request.authorization_reference) {
+            (OperationKind::Authorization, _) if request.token.checkout().is_some() => {
+                let id = request.token.checkout().unwrap_or_default();
+                Ok(self.hosted_scenario(id)?.unwrap_or_default())
+            }
             (OperationKind::Authorization, _) if is_instrument(request.token.expose()) => self
                 .ledger()
                 .instruments
@@ -345,6 +429,29 @@ impl Sandbox {
             }),
             _ => answer,
         }
+    }
+}
+
+impl Sandbox {
+    /// The PENDING answer to the authorization of a hosted checkout the
+    /// shopper has not completed; `None` for any other request.
+    fn hosted_waiting(
+        &self,
+        request: &PartnerRequest,
+    ) -> Result<Option<PartnerAnswer>, PartnerError> {
+        let Some(id) = request.token.checkout() else {
+            return Ok(None);
+        };
+        if request.kind != OperationKind::Authorization || self.hosted_scenario(id)?.is_some() {
+            return Ok(None);
+        }
+        Ok(Some(PartnerAnswer {
+            settled: false,
+            reference: id.to_owned(),
+            partner_status: "CHECKOUT_OPEN".into(),
+            description: "waiting for the shopper to complete the hosted checkout".into(),
+            instrument: None,
+        }))
     }
 }
 
@@ -587,6 +694,47 @@ impl Partner for Sandbox {
         Scenario::parse(token).map(|_| ())
     }
 
+    /// A page served by the callback listener, where a test or a grpcurl
+    /// user completes it as the shopper.
+    async fn open_checkout(
+        &self,
+        request: &CheckoutRequest,
+    ) -> Result<OpenedCheckout, PartnerError> {
+        let mut ledger = self.ledger();
+        ledger.next_reference += 1;
+        let sequence = ledger.next_reference;
+        let id = format!("{}-co-{sequence:06}", self.name);
+        ledger.hosted.insert(
+            id.clone(),
+            Hosted {
+                amount: request.amount,
+                currency: request.currency,
+                completed: None,
+                notification_url: request.notification_url.clone(),
+            },
+        );
+        let redirect_url = ledger
+            .hosted_pages
+            .as_ref()
+            .map(|base| format!("{base}/sandbox/{}/checkouts/{id}", self.name))
+            .unwrap_or_default();
+        Ok(OpenedCheckout {
+            public_token: format!("{}-pt-{sequence:06}", self.name),
+            id,
+            redirect_url,
+            expires_at: None,
+        })
+    }
+
+    async fn checkout_state(&self, id: &str) -> Result<CheckoutState, PartnerError> {
+        Ok(match self.hosted_scenario(id)? {
+            Some(_) => CheckoutState::Completed {
+                instrument: id.to_owned(),
+            },
+            None => CheckoutState::Open,
+        })
+    }
+
     async fn authorize(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
         self.handle(request).await
     }
@@ -614,6 +762,16 @@ impl Partner for Sandbox {
             && !scenario.lookup_latency.is_zero()
         {
             tokio::time::sleep(scenario.lookup_latency).await;
+        }
+        // A hosted checkout's authorization happens when the shopper
+        // completes it: looked up, it is waiting, or it is there.
+        let executed = self.ledger().entries.contains_key(&request.idempotency_key);
+        if request.token.checkout().is_some() && !executed {
+            if let Some(waiting) = self.hosted_waiting(request)? {
+                return Ok(Lookup::Found(Ok(waiting)));
+            }
+            let scenario = self.scenario_of(request)?;
+            return Ok(Lookup::Found(self.apply(request, &scenario)));
         }
         self.ledger().lookup(&request.idempotency_key)
     }

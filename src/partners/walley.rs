@@ -53,13 +53,18 @@ use reqwest::StatusCode;
 use tokio::sync::Mutex;
 
 use super::{
-    Lookup, Partner, PartnerAnswer, PartnerError, PartnerRequest, Secret, SettlementPage,
-    SettlementReport,
+    CheckoutRequest, Lookup, OpenedCheckout, Partner, PartnerAnswer, PartnerError, PartnerRequest,
+    Secret, SettlementPage, SettlementReport,
     http::{self, exchange_error, unreadable},
 };
-use crate::domain::{operation::OperationKind, settlement::Day};
+use crate::domain::{
+    checkout::{CheckoutState, REFERENCE_PREFIX},
+    operation::OperationKind,
+    settlement::Day,
+};
 use wire::{
-    ActionKind, ActionRequest, Item, Order, OrderEnvelope, Problem, ReportPage, SettlementSummary,
+    ActionKind, ActionRequest, Cart, CheckoutCreated, CheckoutEnvelope, CheckoutInformation,
+    InitCheckout, Item, Order, OrderEnvelope, Problem, ReportPage, SettlementSummary,
     TokenResponse,
 };
 
@@ -79,6 +84,10 @@ pub struct Settings {
     pub ca_pem: Option<Vec<u8>>,
     /// Where each call goes.
     pub paths: Paths,
+    /// Hosted checkouts: the store they are opened for (`storeId`; Walley
+    /// takes the account's default when absent) and its country.
+    pub store_id: Option<i64>,
+    pub country_code: String,
 }
 
 /// The path of each call, `{id}` standing for the order id. Walley's
@@ -274,6 +283,66 @@ impl Walley {
         })
     }
 
+    /// Verifies the order a leg names: open (`NotActivated`), placed for
+    /// this payment — through a hosted checkout of ours (`hosted`), or
+    /// under the session's order reference, and then never one of those —
+    /// in its currency, for the leg's amount.
+    async fn verify_order(
+        &self,
+        id: &str,
+        request: &PartnerRequest,
+        hosted: bool,
+    ) -> Result<PartnerAnswer, PartnerError> {
+        let order = self.order(id).await?;
+        let declined = |code: &str, description: String| PartnerError::Declined {
+            code: code.into(),
+            description,
+        };
+        if order.status != "NotActivated" {
+            return Err(declined(
+                "ORDER_NOT_OPEN",
+                format!("the order is {}", order.status),
+            ));
+        }
+        // The order must be the one this session placed: another order of
+        // the merchant's (or of another merchant's) is not this payment's,
+        // and one placed through a hosted checkout is its session's leg.
+        let from_checkout = order.reference.starts_with(REFERENCE_PREFIX);
+        if hosted != from_checkout {
+            return Err(declined(
+                "ORDER_FROM_HOSTED_CHECKOUT",
+                "the order was placed through a hosted checkout: the leg names it by \
+                 partner_checkout_id"
+                    .into(),
+            ));
+        }
+        if !hosted && order.reference != request.order_reference {
+            return Err(declined(
+                "ORDER_REFERENCE_MISMATCH",
+                "the order's reference is not the session's order reference".into(),
+            ));
+        }
+        if order.currency != request.currency.code() {
+            return Err(declined(
+                "CURRENCY_MISMATCH",
+                format!("the order is in {}", order.currency),
+            ));
+        }
+        if order.amount(request.currency)? != request.amount {
+            return Err(declined(
+                "AMOUNT_MISMATCH",
+                format!("the order is for {} {}", order.total_amount, order.currency),
+            ));
+        }
+        Ok(PartnerAnswer {
+            settled: true,
+            reference: order.id,
+            partner_status: order.status,
+            description: String::new(),
+            instrument: None,
+        })
+    }
+
     fn action(&self, request: &PartnerRequest, description: &str) -> ActionRequest {
         ActionRequest {
             amount: http::major(request.amount, request.currency),
@@ -315,6 +384,14 @@ fn classify(status: StatusCode, body: &[u8]) -> Result<Posted, PartnerError> {
         _ => Err(PartnerError::Unknown {
             description: format!("the partner answered {status}"),
         }),
+    }
+}
+
+/// A status other than the one a read or a checkout call expects.
+fn refusal(status: StatusCode, body: &[u8]) -> PartnerError {
+    match classify(status, body) {
+        Ok(_) => unreadable(status),
+        Err(error) => error,
     }
 }
 
@@ -403,47 +480,32 @@ impl Partner for Walley {
         }
     }
 
+    /// A leg paid through Walley's checkout verifies the order the checkout
+    /// placed once the shopper completed it (PENDING until then); any other
+    /// leg verifies the order its token names.
     async fn authorize(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
-        let order = self.order(request.token.expose()).await?;
-        let declined = |code: &str, description: String| PartnerError::Declined {
-            code: code.into(),
-            description,
+        let Some(private_id) = request.token.checkout() else {
+            return self
+                .verify_order(request.token.expose(), request, false)
+                .await;
         };
-        if order.status != "NotActivated" {
-            return Err(declined(
-                "ORDER_NOT_OPEN",
-                format!("the order is {}", order.status),
-            ));
+        match self.checkout_state(private_id).await? {
+            CheckoutState::Completed { instrument } => {
+                self.verify_order(&instrument, request, true).await
+            }
+            CheckoutState::Open => Ok(PartnerAnswer {
+                settled: false,
+                reference: String::new(),
+                partner_status: "CheckoutOpen".into(),
+                description: "waiting for the shopper to complete Walley's checkout".into(),
+                instrument: None,
+            }),
+            CheckoutState::Closed { reason } => Err(PartnerError::Declined {
+                code: "CHECKOUT_CLOSED".into(),
+                description: format!("the shopper did not complete the checkout: {reason}"),
+            }),
         }
-        // The order must be the one this session placed: another order of
-        // the merchant's (or of another merchant's) is not this payment's.
-        if order.reference != request.order_reference {
-            return Err(declined(
-                "ORDER_REFERENCE_MISMATCH",
-                "the order's reference is not the session's order reference".into(),
-            ));
-        }
-        if order.currency != request.currency.code() {
-            return Err(declined(
-                "CURRENCY_MISMATCH",
-                format!("the order is in {}", order.currency),
-            ));
-        }
-        if order.amount(request.currency)? != request.amount {
-            return Err(declined(
-                "AMOUNT_MISMATCH",
-                format!("the order is for {} {}", order.total_amount, order.currency),
-            ));
-        }
-        Ok(PartnerAnswer {
-            settled: true,
-            reference: order.id,
-            partner_status: order.status,
-            description: String::new(),
-            instrument: None,
-        })
     }
-
     async fn capture(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
         let body = self.action(request, &request.merchant_reference);
         self.post(request, &self.settings.paths.capture, Some(&body))
@@ -458,6 +520,85 @@ impl Partner for Walley {
 
     async fn void(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
         self.post(request, &self.settings.paths.cancel, None).await
+    }
+
+    /// `POST /checkouts` with the session's lines (one line for the whole
+    /// amount when it has none), under our reference; the notification
+    /// comes to `{notification_url}?privateId=<id>`.
+    async fn open_checkout(
+        &self,
+        request: &CheckoutRequest,
+    ) -> Result<OpenedCheckout, PartnerError> {
+        let items = if request.items.is_empty() {
+            vec![Item {
+                id: "order".into(),
+                description: format!("Order {}", request.order_reference),
+                quantity: 1,
+                unit_price: http::major(request.amount, request.currency),
+                vat: rust_decimal::Decimal::ZERO,
+            }]
+        } else {
+            request
+                .items
+                .iter()
+                .map(|line| Item::from_line(line, request.currency))
+                .collect()
+        };
+        let body = InitCheckout {
+            store_id: self.settings.store_id,
+            country_code: self.settings.country_code.clone(),
+            reference: request.reference.clone(),
+            notification_uri: request
+                .notification_url
+                .as_ref()
+                .map(|url| format!("{url}?privateId={{checkout.id}}")),
+            cart: Cart { items },
+        };
+        let url = self.url("/checkouts");
+        let (status, answer) = self
+            .exchange(|token| {
+                self.client
+                    .post(&url)
+                    .bearer_auth(token.expose())
+                    .json(&body)
+            })
+            .await?;
+        if !matches!(status.as_u16(), 200 | 201) {
+            return Err(refusal(status, &answer));
+        }
+        let created: CheckoutEnvelope<CheckoutCreated> =
+            serde_json::from_slice(&answer).map_err(|_| unreadable(status))?;
+        Ok(OpenedCheckout {
+            id: created.data.private_id,
+            public_token: created.data.public_token,
+            redirect_url: String::new(),
+            expires_at: created.data.expires_at.as_deref().and_then(http::rfc3339),
+        })
+    }
+
+    /// `GET /checkouts/{privateId}`: `PurchaseCompleted` with its order is
+    /// completed (the order id is the instrument), `Aborted` and `Expired`
+    /// closed, anything else still open.
+    async fn checkout_state(&self, id: &str) -> Result<CheckoutState, PartnerError> {
+        let url = self.url(&format!("/checkouts/{}", path_segment(id)));
+        let (status, body) = self
+            .exchange(|token| self.client.get(&url).bearer_auth(token.expose()))
+            .await?;
+        if status != StatusCode::OK {
+            return Err(refusal(status, &body));
+        }
+        let info: CheckoutEnvelope<CheckoutInformation> =
+            serde_json::from_slice(&body).map_err(|_| unreadable(status))?;
+        let info = info.data;
+        Ok(match (info.status.as_str(), info.order) {
+            ("PurchaseCompleted", Some(order)) => CheckoutState::Completed {
+                instrument: order.order_id,
+            },
+            ("Aborted" | "Expired", _) => CheckoutState::Closed {
+                reason: info.status,
+            },
+            _ => CheckoutState::Open,
+        })
     }
 
     /// Reads the order: the action with our reference tells what happened.

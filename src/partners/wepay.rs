@@ -9,6 +9,8 @@
 //! | refund | `POST /checkout/refund` | `amount`, `refund_reason`; **no idempotency key** |
 //! | void | `POST /checkout/cancel` | the whole checkout |
 //! | lookup | `POST /checkout/find` (authorization), `POST /checkout` | by the checkout's state and refunded amount |
+//! | open a hosted checkout | `POST /checkout/create` with `hosted_checkout` and `callback_uri` | the shopper pays on `checkout_uri`; the checkout then holds the authorization |
+//! | a hosted checkout's state | `POST /checkout` | `new` open; `authorized`/`reserved`/`captured` completed; the rest closed |
 //!
 //! WePay has no idempotency for captures, cancels and refunds. A capture or
 //! a cancel can only happen once per checkout, so its state says whether it
@@ -46,15 +48,18 @@ use reqwest::StatusCode;
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::{
-    Lookup, Partner, PartnerAnswer, PartnerError, PartnerRequest, Secret,
+    CheckoutRequest, Lookup, OpenedCheckout, Partner, PartnerAnswer, PartnerError, PartnerRequest,
+    Secret,
     http::{self, exchange_error, unreadable},
 };
 use std::time::Duration;
 
-use crate::domain::{dispute::DisputeSeen, money::Amount, operation::OperationKind};
+use crate::domain::{
+    checkout::CheckoutState, dispute::DisputeSeen, money::Amount, operation::OperationKind,
+};
 use wire::{
-    CancelCheckout, Checkout, CheckoutId, CreateCheckout, CreditCard, ErrorBody, FindCheckouts,
-    PaymentMethod, RefundCheckout, Stage, StateAnswer,
+    CancelCheckout, Checkout, CheckoutId, CreateCheckout, CreateHostedCheckout, CreditCard,
+    ErrorBody, FindCheckouts, HostedCheckout, PaymentMethod, RefundCheckout, Stage, StateAnswer,
 };
 
 /// How to reach one WePay account.
@@ -108,6 +113,19 @@ impl Wepay {
             return serde_json::from_slice(&body).map_err(|_| unreadable(status));
         }
         Err(classify(status, &body))
+    }
+
+    /// The authorization a hosted checkout holds once the shopper
+    /// completed it: PENDING while it is `new`; one for another amount,
+    /// currency or account is a contradiction.
+    async fn hosted_authorization(
+        &self,
+        id: i64,
+        request: &PartnerRequest,
+    ) -> Result<PartnerAnswer, PartnerError> {
+        let checkout = self.checkout(id).await?;
+        check_checkout(&checkout, request, self.settings.account_id)?;
+        authorization(&checkout)
     }
 
     async fn checkout(&self, id: i64) -> Result<Checkout, PartnerError> {
@@ -188,6 +206,14 @@ impl Wepay {
             })
         }
     }
+}
+
+/// A hosted checkout's id (digits).
+fn hosted_id(id: &str) -> Result<i64, PartnerError> {
+    id.parse().map_err(|_| PartnerError::Declined {
+        code: "INVALID_CHECKOUT".into(),
+        description: "not a WePay checkout id".into(),
+    })
 }
 
 fn checkout_id(request: &PartnerRequest) -> Result<i64, PartnerError> {
@@ -321,7 +347,60 @@ impl Partner for Wepay {
         }
     }
 
+    /// A hosted checkout (`/checkout/create` with `hosted_checkout`) for
+    /// the session's amount, reserved only (`auto_capture=false`).
+    async fn open_checkout(
+        &self,
+        request: &CheckoutRequest,
+    ) -> Result<OpenedCheckout, PartnerError> {
+        let create = CreateHostedCheckout {
+            account_id: self.settings.account_id,
+            amount: http::major(request.amount, request.currency),
+            currency: request.currency.code().to_owned(),
+            short_description: format!("Order {}", request.order_reference),
+            kind: "goods".into(),
+            reference_id: request.reference.clone(),
+            auto_capture: false,
+            callback_uri: request.notification_url.clone(),
+            hosted_checkout: HostedCheckout {
+                mode: Some("regular".into()),
+                checkout_uri: None,
+            },
+        };
+        let checkout: Checkout = self.call("/checkout/create", &create).await?;
+        let redirect_url = checkout
+            .hosted_checkout
+            .and_then(|hosted| hosted.checkout_uri)
+            .ok_or_else(|| PartnerError::Unknown {
+                description: "the hosted checkout came without its checkout_uri".into(),
+            })?;
+        Ok(OpenedCheckout {
+            id: checkout.checkout_id.to_string(),
+            public_token: String::new(),
+            redirect_url,
+            expires_at: None,
+        })
+    }
+
+    /// By the checkout's state: reserved or captured is completed (the
+    /// checkout holds the authorization), `new` open, the rest closed.
+    async fn checkout_state(&self, id: &str) -> Result<CheckoutState, PartnerError> {
+        let checkout = self.checkout(hosted_id(id)?).await?;
+        Ok(match Stage::of(&checkout.state) {
+            Some(Stage::Held | Stage::Captured) => CheckoutState::Completed {
+                instrument: id.to_owned(),
+            },
+            Some(Stage::Deciding) => CheckoutState::Open,
+            Some(Stage::Cancelled | Stage::Failed) | None => CheckoutState::Closed {
+                reason: checkout.state,
+            },
+        })
+    }
+
     async fn authorize(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
+        if let Some(id) = request.token.checkout() {
+            return self.hosted_authorization(hosted_id(id)?, request).await;
+        }
         let card = request
             .token
             .expose()
@@ -421,6 +500,14 @@ impl Partner for Wepay {
         _reference: Option<&str>,
     ) -> Result<Lookup, PartnerError> {
         let account = self.settings.account_id;
+        if let (OperationKind::Authorization, Some(id)) = (request.kind, request.token.checkout()) {
+            return match self.hosted_authorization(hosted_id(id)?, request).await {
+                Err(error @ (PartnerError::Unavailable { .. } | PartnerError::Unknown { .. })) => {
+                    Err(error)
+                }
+                answer => Ok(Lookup::Found(answer)),
+            };
+        }
         if request.kind == OperationKind::Authorization {
             return Ok(match self.find(&request.idempotency_key).await? {
                 Some(checkout) => Lookup::Found(

@@ -194,7 +194,7 @@ impl Payments {
     /// guessing. One resolver works an operation at a time: it holds the
     /// operation's work lease (by the store's clock), renewed before each
     /// leg; an operation someone else works is left to them.
-    async fn resolve_operation(
+    pub(super) async fn resolve_operation(
         &self,
         payment: Uuid,
         operation: Uuid,

@@ -169,14 +169,26 @@ impl Payments {
                 ),
             })
         };
-        self.change_session(
-            merchant,
-            session_id,
-            answer,
-            |session, now| session.update(change.clone(), now),
-            admissible,
-        )
-        .await
+        // A hosted checkout the shopper completed holds the amount and the
+        // lines (a retry of an answered request gets its answer all the
+        // same).
+        let reprices = change.amount.is_some() || change.items.is_some();
+        if reprices && self.session_key_state(session_id, answer).await?.is_none() {
+            self.check_checkouts_open(session_id).await?;
+        }
+        let updated = self
+            .change_session(
+                merchant,
+                session_id,
+                answer,
+                |session, now| session.update(change.clone(), now),
+                admissible,
+            )
+            .await?;
+        if reprices {
+            self.reopen_checkouts(&updated.session).await;
+        }
+        Ok(updated)
     }
 
     /// One idempotent change of a session: `change` applied to the session
@@ -437,9 +449,45 @@ impl Payments {
                 });
             }
         }
-        // A reused instrument is the parent's, not the shopper's: not checked.
-        let submitted = (0..command.legs.len()).filter(|&index| command.parent(index).is_none());
+        self.check_hosted(session, command).await?;
+        // A reused instrument is the parent's, and a hosted checkout's the
+        // partner's, not the shopper's: not checked.
+        let submitted = (0..command.legs.len()).filter(|&index| {
+            command.parent(index).is_none() && command.legs[index].token.checkout().is_none()
+        });
         self.check_tokens(submitted.map(|index| (index, &command.legs[index])))
+    }
+
+    /// A leg paid through a hosted checkout names one opened for this
+    /// session at its partner, for the leg's amount.
+    async fn check_hosted(
+        &self,
+        session: &Session,
+        command: &SubmitSession,
+    ) -> Result<(), PaymentError> {
+        for (index, leg) in command.legs.iter().enumerate() {
+            let Some(id) = leg.token.checkout() else {
+                continue;
+            };
+            let kept = self.checkout_of(session.id, &leg.partner).await?;
+            let description = match kept {
+                Some(kept) if kept.id == id && kept.amount == leg.amount => continue,
+                Some(kept) if kept.id == id => format!(
+                    "the checkout is for {}; the leg asks {} (start the partner checkout again \
+                     for the session's amount)",
+                    kept.amount, leg.amount
+                ),
+                _ => format!(
+                    "no {} checkout with this id is open for this session",
+                    leg.partner
+                ),
+            };
+            return Err(PaymentError::InvalidArgument {
+                field: format!("split[{index}].partner_checkout_id"),
+                description,
+            });
+        }
+        Ok(())
     }
 
     /// A submit whose legs do not add up to the session's amount (it may

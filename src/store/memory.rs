@@ -8,6 +8,7 @@
 //! records read as absent and are reclaimed by a sweep that runs with every
 //! due-queue claim (the resolver's tick).
 
+mod checkouts;
 mod due_queue;
 mod events;
 mod instruments;
@@ -60,6 +61,7 @@ pub struct MemoryStore {
     settlements: Mutex<Settlements>,
     /// Instrument → its claim, stored as Redis stores it.
     instruments: Mutex<HashMap<String, String>>,
+    checkouts: Mutex<checkouts::Kept>,
     session_retention: Duration,
     /// The service's clock: what "expired" means here (Redis uses its own).
     clock: Arc<dyn Clock>,
@@ -88,6 +90,7 @@ impl MemoryStore {
             events: Mutex::default(),
             settlements: Mutex::default(),
             instruments: Mutex::default(),
+            checkouts: Mutex::default(),
             session_retention,
             clock,
             next_shard: AtomicUsize::new(0),

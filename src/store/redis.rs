@@ -11,6 +11,7 @@
 //! classified: refused before it ran (nothing applied) or unknown (a timeout
 //! or a connection lost after sending: it may have been applied).
 
+mod checkouts;
 mod codec;
 mod due_queue;
 mod events;

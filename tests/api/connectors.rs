@@ -503,6 +503,8 @@ mod status_mapping {
             scope: String::new(),
             ca_pem: None,
             paths: walley::Paths::default(),
+            store_id: None,
+            country_code: "SE".into(),
         })
         .unwrap();
         let authorized = walley

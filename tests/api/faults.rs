@@ -22,6 +22,7 @@ use payment_orchestrator::{
     api::proto::{self, OperationStatus, PaymentState, SessionStatus, TriggeredBy},
     clock::ManualClock,
     domain::{
+        checkout::HostedCheckout,
         operation::Operation,
         payment::Payment,
         session::Session,
@@ -30,10 +31,11 @@ use payment_orchestrator::{
         },
     },
     store::{
-        Committed, DueItem, DueQueue, DueSummary, EventLog, HeldInstrument, InstrumentClaim,
-        Instruments, IssueQuery, Lane, ListQuery, ListedPayment, ListedSession, Notices,
-        PaymentStore, SettlementQuery, SettlementStore, Step, Store, StoreError, StoredPayment,
-        Versioned, WebhookDelivery, WebhookOutbox, memory::MemoryStore, redis::RedisStore,
+        Checkouts, Committed, DueItem, DueQueue, DueSummary, EventLog, HeldInstrument,
+        InstrumentClaim, Instruments, IssueQuery, Lane, ListQuery, ListedPayment, ListedSession,
+        Notices, PaymentStore, SettlementQuery, SettlementStore, Step, Store, StoreError,
+        StoredPayment, Versioned, WebhookDelivery, WebhookOutbox, memory::MemoryStore,
+        redis::RedisStore,
     },
 };
 use tonic::Status;
@@ -269,6 +271,21 @@ impl Instruments for FaultyStore {
     ) -> Result<bool, StoreError> {
         self.call(self.inner.replace_instrument(instrument, held, claim))
             .await
+    }
+}
+
+#[async_trait]
+impl Checkouts for FaultyStore {
+    async fn keep_checkout(
+        &self,
+        checkout: &HostedCheckout,
+        replacing: Option<&str>,
+    ) -> Result<HostedCheckout, StoreError> {
+        self.call(self.inner.keep_checkout(checkout, replacing))
+            .await
+    }
+    async fn checkouts(&self, session: Uuid) -> Result<Vec<HostedCheckout>, StoreError> {
+        self.call(self.inner.checkouts(session)).await
     }
 }
 

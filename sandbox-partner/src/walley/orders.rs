@@ -28,6 +28,8 @@ pub struct Walley {
     pub(super) settlements: Vec<ClosedSettlement>,
     /// Captures and refunds (`kind:actionReference`) already settled.
     pub(super) settled: HashSet<String>,
+    /// Checkouts by private id.
+    pub(super) checkouts: HashMap<String, super::checkouts::Checkout>,
 }
 
 impl Walley {
@@ -41,6 +43,7 @@ impl Walley {
             next_order: 1,
             settlements: Vec::new(),
             settled: HashSet::new(),
+            checkouts: HashMap::new(),
         }
     }
 }

@@ -331,3 +331,29 @@ mod tests {
         assert!(serde_json::from_str::<CancelRequest>(r#"{"reference": "r"}"#).is_err());
     }
 }
+
+/// `POST /checkouts` (Initialize Checkout), as the simulation reads it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InitCheckout {
+    #[serde(default)]
+    pub store_id: Option<i64>,
+    pub country_code: String,
+    #[serde(default)]
+    pub reference: Option<String>,
+    /// Called (`GET`) when the checkout changes; `{checkout.id}` stands for
+    /// the private id.
+    #[serde(default)]
+    pub notification_uri: Option<String>,
+    #[serde(default)]
+    pub redirect_page_uri: Option<String>,
+    #[serde(default)]
+    pub merchant_terms_uri: Option<String>,
+    pub cart: InitCart,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitCart {
+    pub items: Vec<Item>,
+}

@@ -74,7 +74,18 @@ pub struct Checkout {
     pub(super) state: &'static str,
     decided_at: Instant,
     created_at: SystemTime,
+    /// A hosted checkout: where its state changes are told (its IPN).
+    pub(super) hosted: Option<Hosted>,
 }
+
+/// What a hosted checkout adds.
+#[derive(Debug, Clone)]
+pub struct Hosted {
+    pub(super) callback_uri: Option<String>,
+}
+
+/// A hosted checkout stays `new` until the shopper completes it.
+const NEVER: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 impl Checkout {
     /// Moves the state on with time.
@@ -115,6 +126,11 @@ impl Checkout {
             },
             amount_refunded: refunded,
             amount_charged_back: self.charged_back.to_major(self.currency),
+            hosted_checkout: self.hosted.as_ref().map(|_| {
+                serde_json::json!({
+                    "checkout_uri": format!("https://stage.wepay.com/api/checkout/{}", self.id),
+                })
+            }),
         }
     }
 
@@ -177,6 +193,12 @@ pub(super) fn create_checkout(
     let Some(amount) = amount else {
         return Outcome::Now(error(400, 1003, "the amount does not fit the currency"));
     };
+    if create.payment_method.is_none() && create.hosted_checkout.is_some() {
+        if create.auto_capture.unwrap_or(true) {
+            return Outcome::Now(error(400, 1003, "the simulation serves auto_capture=false"));
+        }
+        return Outcome::Now(create_hosted(sim, create, currency, amount, sim_now));
+    }
     let card = create
         .payment_method
         .as_ref()
@@ -227,6 +249,7 @@ pub(super) fn create_checkout(
         },
         decided_at: Instant::now() + processing,
         created_at: sim_now,
+        hosted: None,
     };
     let response = answer(200, &checkout.wire(sim.account.account_id));
     sim.common.ledger.executed.push(Executed {
@@ -240,6 +263,75 @@ pub(super) fn create_checkout(
     }
     sim.checkouts.insert(id, checkout);
     finish(effect, response)
+}
+
+/// A hosted checkout: `new` until the shopper completes it on WePay's page.
+fn create_hosted(
+    sim: &mut Wepay,
+    create: CreateCheckout,
+    currency: Currency,
+    amount: Amount,
+    sim_now: SystemTime,
+) -> axum::response::Response {
+    sim.next_checkout += 1;
+    let id = sim.next_checkout;
+    let checkout = Checkout {
+        id,
+        card: 0,
+        kind: create.kind,
+        short_description: create.short_description,
+        currency,
+        amount,
+        refunded: Amount::ZERO,
+        refund_reason: None,
+        charged_back: Amount::ZERO,
+        reference_id: create.reference_id.unwrap_or_default(),
+        state: "new",
+        decided_at: Instant::now() + NEVER,
+        created_at: sim_now,
+        hosted: Some(Hosted {
+            callback_uri: create.callback_uri,
+        }),
+    };
+    let response = answer(200, &checkout.wire(sim.account.account_id));
+    if let Some(key) = create.unique_id {
+        sim.by_unique_id.insert(key, id);
+    }
+    sim.checkouts.insert(id, checkout);
+    response
+}
+
+/// The shopper completes a hosted checkout: it is reserved (`authorized`);
+/// answers where to send the IPN, or why it cannot be completed.
+pub(super) fn complete_hosted(
+    sim: &mut Wepay,
+    id: i64,
+) -> Result<Option<String>, (u16, &'static str)> {
+    let sim_now = sim.common.now();
+    let checkout = sim
+        .checkouts
+        .get_mut(&id)
+        .ok_or((404, "no such checkout"))?;
+    checkout.age(sim_now);
+    let hosted = checkout
+        .hosted
+        .clone()
+        .ok_or((400, "not a hosted checkout"))?;
+    match checkout.state {
+        "new" => {
+            checkout.state = "authorized";
+            let executed = Executed {
+                on: id.to_string(),
+                kind: "authorize".into(),
+                amount: major_string(checkout.amount, checkout.currency),
+                reference: checkout.reference_id.clone(),
+            };
+            sim.common.ledger.executed.push(executed);
+            Ok(hosted.callback_uri)
+        }
+        "authorized" => Ok(None),
+        _ => Err((422, "the checkout can no longer be completed")),
+    }
 }
 
 /// A capture, cancel or refund of one checkout, checked and ready to apply.

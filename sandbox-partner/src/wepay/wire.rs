@@ -80,7 +80,9 @@ pub struct CreateCheckout {
     /// the first checkout.
     #[serde(default)]
     pub unique_id: Option<String>,
-    /// The hosted checkout flow: not served by the simulation.
+    /// The hosted checkout flow (`{"mode"?, "redirect_uri"?}`): the shopper
+    /// pays on the answer's `hosted_checkout.checkout_uri` (here: `POST
+    /// /_sim/checkouts/{id}/complete`) instead of with a `payment_method`.
     #[serde(default)]
     pub hosted_checkout: Option<serde_json::Value>,
     #[serde(default)]
@@ -183,6 +185,9 @@ pub struct Checkout {
     /// What the card holder's bank took back.
     #[serde(with = "rust_decimal::serde::arbitrary_precision")]
     pub amount_charged_back: Decimal,
+    /// A hosted checkout's `{"checkout_uri"}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hosted_checkout: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -191,24 +191,44 @@ pub fn submit_session(
             .map(|p| (p.capabilities, p.authorization_lifetime))
             .unwrap_or_default();
         let parent = parent(&mut v, &leg, index, partner);
-        // The partner checks the token's content later (asynchronously).
-        if parent.is_some() || !leg.parent_payment_id.is_empty() {
-            if !leg.payment_token.is_empty() {
-                v.add(
-                    at("payment_token"),
-                    "give a payment token or a parent payment, not both",
-                );
+        // One source of the instrument: a token, a parent payment or a
+        // hosted checkout. The partner checks a token's content later.
+        let sources = [
+            !leg.payment_token.is_empty(),
+            !leg.parent_payment_id.is_empty(),
+            !leg.partner_checkout_id.is_empty(),
+        ];
+        if sources.iter().filter(|given| **given).count() > 1 {
+            v.add(
+                at("payment_token"),
+                "give one of payment_token, parent_payment_id and partner_checkout_id",
+            );
+        } else if !leg.partner_checkout_id.is_empty() {
+            if leg.partner_checkout_id.len() > MAX_TOKEN {
+                v.add(at("partner_checkout_id"), "at most 2048 characters");
             }
-        } else if leg.payment_token.is_empty() || leg.payment_token.len() > MAX_TOKEN {
+        } else if leg.parent_payment_id.is_empty()
+            && (leg.payment_token.is_empty() || leg.payment_token.len() > MAX_TOKEN)
+        {
             v.add(at("payment_token"), "required, at most 2048 characters");
+        } else if PaymentToken::looks_hosted(&leg.payment_token) {
+            v.add(
+                at("payment_token"),
+                "a hosted checkout is named by partner_checkout_id",
+            );
         }
         parents.push(parent);
+        let token = if leg.partner_checkout_id.is_empty() {
+            PaymentToken::new(leg.payment_token)
+        } else {
+            PaymentToken::hosted_checkout(&leg.partner_checkout_id)
+        };
         if let Some(amount) = amount {
             legs.push(Leg {
                 partner: leg.partner,
                 method: leg.method,
                 amount,
-                token: PaymentToken::new(leg.payment_token),
+                token,
                 capabilities,
                 authorization_lifetime,
             });
@@ -450,4 +470,18 @@ pub fn payment_methods(
         }
     }
     proto::ListPaymentMethodsResponse { payment_methods }
+}
+
+pub fn start_partner_checkout(
+    request: &proto::StartPartnerCheckoutRequest,
+) -> Result<(uuid::Uuid, String), Status> {
+    let mut v = Violations::default();
+    let session_id = v.id("session_id", &request.session_id);
+    if request.partner.is_empty() {
+        v.add("partner", "required");
+    }
+    let Some(session_id) = session_id else {
+        return Err(v.into_status());
+    };
+    v.finish(|| (session_id, request.partner.clone()))
 }

@@ -66,6 +66,62 @@ impl Item {
     }
 }
 
+/// `POST /checkouts`: a checkout the shopper completes in Walley's iframe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InitCheckout {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_id: Option<i64>,
+    pub country_code: String,
+    pub reference: String,
+    /// Walley calls it (`GET`) when the checkout changes; `{checkout.id}`
+    /// stands for the private id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notification_uri: Option<String>,
+    pub cart: Cart,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Cart {
+    pub items: Vec<Item>,
+}
+
+/// The answer to `POST /checkouts`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct CheckoutEnvelope<T> {
+    pub data: T,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckoutCreated {
+    pub private_id: String,
+    pub public_token: String,
+    /// RFC 3339.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+}
+
+/// `GET /checkouts/{privateId}`: where the checkout stands.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckoutInformation {
+    /// `Initialized`, `CustomerIdentified`, `CommittedToPurchase`,
+    /// `PurchaseCompleted`, `Aborted`, `Expired`.
+    pub status: String,
+    #[serde(default)]
+    pub reference: Option<String>,
+    /// Once the purchase is completed.
+    #[serde(default)]
+    pub order: Option<CheckoutOrder>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckoutOrder {
+    pub order_id: String,
+}
+
 /// `GET /manage/orders/{id}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderEnvelope {

@@ -40,6 +40,35 @@ pub struct CreditCard {
     pub id: i64,
 }
 
+/// `POST /checkout/create` for a hosted checkout: the shopper enters the
+/// card on WePay's page (`hosted_checkout.checkout_uri`), and WePay calls
+/// `callback_uri` on every change of the checkout's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CreateHostedCheckout {
+    pub account_id: i64,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    pub amount: Decimal,
+    pub currency: String,
+    pub short_description: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub reference_id: String,
+    pub auto_capture: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback_uri: Option<String>,
+    pub hosted_checkout: HostedCheckout,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostedCheckout {
+    /// `regular` (a page of its own) or `iframe`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// In an answer: where the shopper goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkout_uri: Option<String>,
+}
+
 /// `POST /checkout/find`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FindCheckouts {
@@ -125,6 +154,9 @@ pub struct Checkout {
     /// What the card holder's bank took back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amount_charged_back: Option<Figure>,
+    /// A hosted checkout's page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosted_checkout: Option<HostedCheckout>,
 }
 
 impl Checkout {

@@ -103,6 +103,9 @@ macro_rules! settlement_record {
     };
 }
 
+/// New in format 5: no earlier format wrote it.
+impl Record for crate::domain::checkout::HostedCheckout {}
+
 impl Record for crate::domain::session::Session {
     fn from_v1(record: &[u8]) -> Result<Self, postcard::Error> {
         Self::from_v4(record)

@@ -98,6 +98,10 @@ pub static RELEASE_LEASE: LazyLock<Script> = script!("release_lease");
 /// Redis's time.
 pub static CLAIM_INSTRUMENT: LazyLock<Script> = script!("stamp", "claim_instrument");
 
+/// Keeps a session's hosted checkout at one partner unless another is kept
+/// there (or the kept one is the one it replaces); answers the one kept.
+pub static KEEP_CHECKOUT: LazyLock<Script> = script!("keep_checkout");
+
 /// Replaces the claim ARGV[1] (as read) by ARGV[2] (`` removes it); 0 if it
 /// changed since.
 pub static REPLACE_INSTRUMENT: LazyLock<Script> = script!("stamp", "replace_instrument");

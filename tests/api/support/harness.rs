@@ -66,6 +66,8 @@ pub struct TestServer {
     pub resolver: Resolver,
     pub deliveries: DeliveryWorker,
     pub address: std::net::SocketAddr,
+    /// The partner callback listener's address.
+    pub callbacks: Option<std::net::SocketAddr>,
     channel: Channel,
     sandboxes: Vec<(String, Sandbox)>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -125,6 +127,9 @@ impl TestServer {
                 "0s",
                 // The demo keys also on Redis.
                 "--demo",
+                // Partner callbacks on a port of their own.
+                "--callback-listen",
+                "127.0.0.1:0",
             ]
             .into_iter()
             .chain(extra.iter().copied())
@@ -138,6 +143,7 @@ impl TestServer {
         }
         .expect("app builds");
         let address = app.local_addr().expect("bound");
+        let callbacks = app.callback_addr();
         let resolver = app.resolver();
         let deliveries = app.deliveries();
         let sandboxes = ["ingenico", "illicado", "clover"]
@@ -158,6 +164,7 @@ impl TestServer {
             resolver,
             deliveries,
             address,
+            callbacks,
             channel,
             sandboxes,
             shutdown: Some(shutdown),

@@ -307,6 +307,7 @@ client_secret_file = "{secret}"
 timeout = "1s"
 retry_window = "2s"
 retry_first_pause = "100ms"
+country_code = "FI"
 
 [partners.wepay]
 kind = "wepay"

@@ -1,0 +1,220 @@
+//! Partner-hosted checkouts. StartPartnerCheckout opens one at a partner
+//! for an OPEN session — one per session and partner: asking again answers
+//! the one kept, unless the session's amount changed since, which reopens
+//! it. A split leg then names it (`partner_checkout_id`) instead of a
+//! payment token, and authorizes once the partner says the shopper
+//! completed it: PENDING until then, resolved by the resolver's lookups.
+//!
+//! A partner's callback is never taken at its word: it must name a checkout
+//! kept for the session in its path, and all it does is have the session's
+//! open authorization looked up at the partner now (under the operation's
+//! work lease: a repeat, or a callback once the authorization is final,
+//! asks the partner nothing).
+//!
+//! The checkout is held at the partner under a reference of ours (a keyed
+//! hash of the session, [`REFERENCE_PREFIX`]), not the merchant's order
+//! reference: a merchant cannot make another order look like one of these,
+//! and the Walley adapter refuses such an order submitted as a plain token.
+
+use uuid::Uuid;
+
+use super::{PaymentError, Payments, system_id};
+use crate::{
+    domain::{
+        checkout::{CheckoutState, HostedCheckout, REFERENCE_PREFIX},
+        session::{Session, SessionStatus},
+    },
+    partners::{CheckoutRequest, PartnerError},
+};
+
+/// What a partner's callback came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Callback {
+    /// It names no checkout kept for the session: nothing was done.
+    Unknown,
+    /// The session's authorization was looked up (or is final already).
+    LookedUp,
+    /// Nothing is waiting on the checkout yet: the submit reads it.
+    Noted,
+}
+
+impl Payments {
+    /// Opens (or answers the one kept) the partner-hosted checkout of an
+    /// OPEN session at `partner`.
+    pub async fn start_partner_checkout(
+        &self,
+        merchant: &str,
+        session_id: Uuid,
+        partner: &str,
+    ) -> Result<HostedCheckout, PaymentError> {
+        let session = self.owned_session(merchant, session_id).await?.value;
+        let status = session.status_at(self.clock.now());
+        if status != SessionStatus::Open {
+            return Err(super::Precondition::SessionNotOpen { status }.into());
+        }
+        let refusal = match self.partners.get(partner) {
+            None => Some("no such partner".to_owned()),
+            Some(p) if !p.serves(merchant) => Some("does not serve this merchant".to_owned()),
+            Some(p) if !p.takes(session.currency) => {
+                Some(format!("does not take {}", session.currency.code()))
+            }
+            Some(_) => None,
+        };
+        if let Some(description) = refusal {
+            return Err(PaymentError::InvalidArgument {
+                field: "partner".into(),
+                description,
+            });
+        }
+        let kept = self.checkout_of(session_id, partner).await?;
+        match kept {
+            Some(kept) if kept.amount == session.amount => Ok(kept),
+            // Opened before the amount changed (and not reopened then).
+            Some(stale) => self.open_checkout(&session, partner, Some(&stale.id)).await,
+            None => self.open_checkout(&session, partner, None).await,
+        }
+    }
+
+    /// The checkout kept for a session at a partner.
+    pub(super) async fn checkout_of(
+        &self,
+        session: Uuid,
+        partner: &str,
+    ) -> Result<Option<HostedCheckout>, PaymentError> {
+        Ok(self
+            .store
+            .checkouts(session)
+            .await?
+            .into_iter()
+            .find(|c| c.partner == partner))
+    }
+
+    /// Opens a checkout at the partner for the session as it is, and keeps
+    /// it (in place of `replacing`); a concurrent call's checkout kept first
+    /// wins, and ours is never used (it expires at the partner).
+    pub(super) async fn open_checkout(
+        &self,
+        session: &Session,
+        partner: &str,
+        replacing: Option<&str>,
+    ) -> Result<HostedCheckout, PaymentError> {
+        let request = CheckoutRequest {
+            order_reference: session.order_reference.clone(),
+            reference: self.checkout_reference(session.id),
+            amount: session.amount,
+            currency: session.currency,
+            items: session.items.clone(),
+            notification_url: self
+                .settings
+                .callback_url
+                .as_ref()
+                .map(|base| format!("{base}/callbacks/{partner}/{}", session.id)),
+        };
+        let opened = self
+            .partners
+            .open_checkout(partner, &request)
+            .await
+            .map_err(|error| partner_refusal(partner, error))?;
+        let now = self.clock.now();
+        let checkout = HostedCheckout {
+            session: session.id,
+            partner: partner.to_owned(),
+            id: opened.id,
+            public_token: opened.public_token,
+            redirect_url: opened.redirect_url,
+            expires_at: opened.expires_at.unwrap_or(session.expires_at),
+            amount: session.amount,
+            opened_at: now,
+        };
+        Ok(self.store.keep_checkout(&checkout, replacing).await?)
+    }
+
+    /// What the partner holds a session's checkouts under.
+    fn checkout_reference(&self, session: Uuid) -> String {
+        let hash = self.instrument_named("hosted-checkout", &session.to_string());
+        format!("{REFERENCE_PREFIX}{}", &hash[..32])
+    }
+
+    /// Before a session's amount or lines change: a checkout the shopper
+    /// completed holds them (refused); where the partner cannot say,
+    /// nothing changes either.
+    pub(super) async fn check_checkouts_open(&self, session: Uuid) -> Result<(), PaymentError> {
+        for checkout in self.store.checkouts(session).await? {
+            match self
+                .partners
+                .checkout_state(&checkout.partner, &checkout.id)
+                .await
+            {
+                Ok(CheckoutState::Completed { .. }) => {
+                    return Err(super::Precondition::CheckoutCompleted {
+                        partner: checkout.partner,
+                    }
+                    .into());
+                }
+                Ok(CheckoutState::Open | CheckoutState::Closed { .. }) => {}
+                Err(error) => return Err(partner_refusal(&checkout.partner, error)),
+            }
+        }
+        Ok(())
+    }
+
+    /// After a session's amount or lines changed: each checkout opened for
+    /// it is reopened at the partner with them, so the partner never holds
+    /// a stale amount. One that cannot be reopened now stays as it was;
+    /// StartPartnerCheckout reopens it, and a leg on it is refused (its
+    /// amount is not the session's).
+    pub(super) async fn reopen_checkouts(&self, session: &Session) {
+        let Ok(kept) = self.store.checkouts(session.id).await else {
+            return;
+        };
+        for checkout in kept {
+            if checkout.amount == session.amount && checkout.opened_at >= session.updated_at {
+                continue;
+            }
+            if let Err(error) = self
+                .open_checkout(session, &checkout.partner, Some(&checkout.id))
+                .await
+            {
+                tracing::warn!(%error, session = %session.id, partner = %checkout.partner,
+                    "a hosted checkout was not reopened after the session changed");
+            }
+        }
+    }
+
+    /// A partner says a checkout changed. Only a checkout kept for the
+    /// session at that partner counts; then the session's open
+    /// authorization is looked up at the partner.
+    pub async fn checkout_callback(
+        &self,
+        partner: &str,
+        session_id: Uuid,
+        checkout_id: &str,
+    ) -> Result<Callback, PaymentError> {
+        let known = self
+            .checkout_of(session_id, partner)
+            .await?
+            .is_some_and(|c| c.id == checkout_id);
+        if !known {
+            return Ok(Callback::Unknown);
+        }
+        let payment = self
+            .store
+            .session(session_id)
+            .await?
+            .and_then(|s| s.value.payment_id);
+        let Some(payment) = payment else {
+            return Ok(Callback::Noted);
+        };
+        let authorization = system_id(payment, "authorization");
+        self.resolve_operation(payment, authorization).await?;
+        Ok(Callback::LookedUp)
+    }
+}
+
+/// A partner's refusal to open or read a checkout, as the caller sees it.
+fn partner_refusal(partner: &str, error: PartnerError) -> PaymentError {
+    PaymentError::Partner {
+        partner: partner.to_owned(),
+        error,
+    }
+}

@@ -1,0 +1,46 @@
+//! The partner-hosted checkouts opened for a session: one hash in the
+//! session's slot, kept as long as the session.
+
+use super::*;
+use crate::{domain::checkout::HostedCheckout, store::Checkouts};
+
+/// A session's checkouts: `<partner>` → the checkout, `<partner>#id` → its
+/// id (what a reopening compares).
+fn checkouts_key(session: Uuid) -> String {
+    format!("po:{{{}}}:hc:{session}", Shard::of(session).index())
+}
+
+#[async_trait]
+impl Checkouts for RedisStore {
+    async fn keep_checkout(
+        &self,
+        checkout: &HostedCheckout,
+        replacing: Option<&str>,
+    ) -> Result<HostedCheckout, StoreError> {
+        let key = checkouts_key(checkout.session);
+        let mut invocation = KEEP_CHECKOUT.prepare_invoke();
+        invocation
+            .key(&key)
+            .arg(&checkout.partner)
+            .arg(&checkout.id)
+            .arg(codec::encode(checkout)?)
+            .arg(replacing.unwrap_or_default())
+            .arg(self.session_retention.as_millis() as u64);
+        let kept: Vec<u8> = self.written(&invocation, &key).await?;
+        codec::decode(&kept)
+    }
+
+    async fn checkouts(&self, session: Uuid) -> Result<Vec<HostedCheckout>, StoreError> {
+        let mut connection = self.connection();
+        let fields: Vec<(String, Vec<u8>)> = redis::cmd("HGETALL")
+            .arg(checkouts_key(session))
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        fields
+            .iter()
+            .filter(|(field, _)| !field.ends_with("#id"))
+            .map(|(_, value)| codec::decode(value))
+            .collect()
+    }
+}

@@ -1,0 +1,421 @@
+//! Partner-hosted checkouts: StartPartnerCheckout opens one at the partner,
+//! the shopper completes it there, the partner calls the callback listener,
+//! and the leg that names it authorizes by what a lookup at the partner
+//! says. Walley and WePay run as real simulator processes; the sandbox's
+//! page is served by the callback listener itself.
+
+use payment_orchestrator::api::proto;
+use serde_json::{Value, json};
+use tonic::Code;
+
+use super::support::{harness::*, simulator::Partners};
+
+/// A leg of `amount` at `partner`/`method` paid through the hosted
+/// checkout `id`.
+fn hosted(partner: &str, method: &str, amount: i64, id: &str) -> proto::SplitLeg {
+    proto::SplitLeg {
+        partner_checkout_id: id.into(),
+        ..leg(partner, method, amount, "")
+    }
+}
+
+async fn start_checkout(
+    server: &TestServer,
+    session: &str,
+    partner: &str,
+) -> Result<proto::PartnerCheckout, tonic::Status> {
+    server
+        .sessions()
+        .start_partner_checkout(proto::StartPartnerCheckoutRequest {
+            session_id: session.into(),
+            partner: partner.into(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// The callback listener's URL for `path`.
+fn callback_url(server: &TestServer, path: &str) -> String {
+    let address = server.callbacks.expect("a callback listener");
+    format!("http://{address}{path}")
+}
+
+async fn get_status(url: &str) -> u16 {
+    reqwest::get(url).await.expect("answers").status().as_u16()
+}
+
+fn authorization_status(payment: &proto::Payment) -> proto::OperationStatus {
+    payment
+        .authorization
+        .as_ref()
+        .expect("an authorization")
+        .status()
+}
+
+#[tokio::test]
+async fn a_walley_checkout_authorizes_its_leg_once_the_shopper_completes_it_and_walley_calls_back()
+{
+    let (partners, server) = Partners::serving().await;
+    let session = open_session_in(&server, 5000, "EUR").await;
+    let checkout = start_checkout(&server, &session.id, "walley")
+        .await
+        .unwrap();
+    assert!(
+        checkout.public_token.starts_with("public-FI-"),
+        "{checkout:?}"
+    );
+    assert_eq!(checkout.amount, 5000);
+    // Idempotent per session and partner: the same checkout again.
+    let again = start_checkout(&server, &session.id, "walley")
+        .await
+        .unwrap();
+    assert_eq!(again.id, checkout.id);
+    assert_eq!(partners.walley.requests("/checkouts").await, 1);
+
+    // Submitted before the shopper is done: the leg waits.
+    let payment = submit(
+        &server,
+        &session.id,
+        vec![hosted("walley", "invoice", 5000, &checkout.id)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        authorization_status(&payment),
+        proto::OperationStatus::Pending
+    );
+
+    // Forged callbacks change nothing and ask Walley nothing.
+    let reads = partners
+        .walley
+        .requests(&format!("/checkouts/{}", checkout.id))
+        .await;
+    for (path, status) in [
+        (
+            format!("/callbacks/walley/{}?privateId=forged", session.id),
+            404,
+        ),
+        (
+            format!(
+                "/callbacks/walley/{}?privateId={}",
+                uuid::Uuid::now_v7(),
+                checkout.id
+            ),
+            404,
+        ),
+        (
+            format!("/callbacks/nobody/{}?privateId={}", session.id, checkout.id),
+            404,
+        ),
+        (
+            format!("/callbacks/walley/not-a-session?privateId={}", checkout.id),
+            400,
+        ),
+        (format!("/callbacks/walley/{}", session.id), 400),
+    ] {
+        assert_eq!(
+            get_status(&callback_url(&server, &path)).await,
+            status,
+            "{path}"
+        );
+    }
+    assert_eq!(
+        partners
+            .walley
+            .requests(&format!("/checkouts/{}", checkout.id))
+            .await,
+        reads
+    );
+    assert_eq!(
+        authorization_status(&payment_now(&server, &payment.id).await),
+        proto::OperationStatus::Pending
+    );
+
+    // The shopper completes it; the order is invisible at first (404), and
+    // Walley calls back before the completion answers.
+    let completed = partners
+        .walley
+        .post(
+            &format!("/_sim/checkouts/{}/complete", checkout.id),
+            json!({ "invisible_for_ms": 300 }),
+        )
+        .await;
+    assert_eq!(completed["notified"], json!(200), "{completed}");
+    let order = completed["orderId"].as_str().unwrap().to_owned();
+    // Only a 404 has the order read again: it was read until visible.
+    let order_reads = partners
+        .walley
+        .requests(&format!("/manage/orders/{order}"))
+        .await;
+    assert!(order_reads >= 2, "{order_reads} reads of the order");
+    let payment = payment_now(&server, &payment.id).await;
+    assert_eq!(
+        payment.state(),
+        proto::PaymentState::Authorized,
+        "{payment:#?}"
+    );
+    let tx = &payment.authorization.as_ref().unwrap().partner_transactions[0];
+    assert_eq!(tx.partner_reference, order);
+
+    // The same callback again: answered, and Walley is asked nothing more.
+    let reads = partners
+        .walley
+        .requests(&format!("/checkouts/{}", checkout.id))
+        .await;
+    let path = format!("/callbacks/walley/{}?privateId={}", session.id, checkout.id);
+    assert_eq!(get_status(&callback_url(&server, &path)).await, 200);
+    assert_eq!(
+        partners
+            .walley
+            .requests(&format!("/checkouts/{}", checkout.id))
+            .await,
+        reads
+    );
+
+    // The order is the checkout's: not a token another session may submit.
+    let other = open_session_in(&server, 5000, "EUR").await;
+    let refused = submit(
+        &server,
+        &other.id,
+        vec![leg("walley", "invoice", 5000, &order)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(refused.state(), proto::PaymentState::Failed, "{refused:#?}");
+    let declined = &refused.authorization.as_ref().unwrap().partner_transactions[0];
+    assert!(
+        declined
+            .partner_status_description
+            .contains("hosted checkout"),
+        "{declined:?}"
+    );
+
+    // Walley captures asynchronously (202): done once the order shows it.
+    let done = captured(&server, capture(&payment, Some(2000))).await;
+    server
+        .resolve_after(std::time::Duration::from_secs(5))
+        .await;
+    let capture_now = operation_now(&server, &done.operation.id).await;
+    assert_eq!(legs_of(&capture_now), succeeded(&[("walley", 2000)]));
+    assert_eq!(
+        partners.walley.executed("capture").await,
+        vec![(order.clone(), "20.00".to_owned())]
+    );
+}
+
+#[tokio::test]
+async fn a_walley_checkout_whose_callback_never_comes_is_completed_by_the_resolver() {
+    let (partners, server) = Partners::serving().await;
+    let session = open_session_in(&server, 3000, "EUR").await;
+    let checkout = start_checkout(&server, &session.id, "walley")
+        .await
+        .unwrap();
+    let payment = submit(
+        &server,
+        &session.id,
+        vec![hosted("walley", "invoice", 3000, &checkout.id)],
+    )
+    .await
+    .unwrap();
+    let completed = partners
+        .walley
+        .post(
+            &format!("/_sim/checkouts/{}/complete", checkout.id),
+            json!({ "notify": false }),
+        )
+        .await;
+    assert_eq!(completed["notified"], Value::Null);
+    assert_eq!(
+        authorization_status(&payment_now(&server, &payment.id).await),
+        proto::OperationStatus::Pending
+    );
+    let report = server
+        .resolve_after(std::time::Duration::from_secs(5))
+        .await;
+    assert_eq!(report.finalized, 1, "{report:?}");
+    let payment = payment_now(&server, &payment.id).await;
+    assert_eq!(
+        payment.state(),
+        proto::PaymentState::Authorized,
+        "{payment:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_wepay_hosted_checkout_authorizes_its_leg_on_the_ipn_and_captures() {
+    let (partners, server) = Partners::serving().await;
+    let session = open_session_in(&server, 4200, "EUR").await;
+    let checkout = start_checkout(&server, &session.id, "wepay").await.unwrap();
+    assert!(
+        checkout.redirect_url.contains(&checkout.id),
+        "WePay's checkout_uri: {checkout:?}"
+    );
+    let payment = submit(
+        &server,
+        &session.id,
+        vec![hosted("wepay", "creditcard", 4200, &checkout.id)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        authorization_status(&payment),
+        proto::OperationStatus::Pending
+    );
+    // A forged IPN for a checkout we never opened.
+    let forged = reqwest::Client::new()
+        .post(callback_url(
+            &server,
+            &format!("/callbacks/wepay/{}", session.id),
+        ))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("checkout_id=999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 404);
+
+    let completed = partners
+        .wepay
+        .post(
+            &format!("/_sim/checkouts/{}/complete", checkout.id),
+            json!({}),
+        )
+        .await;
+    assert_eq!(completed["notified"], json!(200), "{completed}");
+    let payment = payment_now(&server, &payment.id).await;
+    assert_eq!(
+        payment.state(),
+        proto::PaymentState::Authorized,
+        "{payment:#?}"
+    );
+    let done = captured(&server, capture(&payment, None)).await;
+    assert_eq!(legs_of(&done.operation), succeeded(&[("wepay", 4200)]));
+    assert!(
+        partners
+            .wepay
+            .bodies("/checkout/capture")
+            .await
+            .iter()
+            .any(|body| body.contains(&checkout.id)),
+        "the hosted checkout itself is captured"
+    );
+}
+
+#[tokio::test]
+async fn the_sandbox_serves_its_hosted_checkout_page_and_an_update_reopens_it_until_completed() {
+    let server = TestServer::start().await;
+    let session = open_session(&server, 2500, proto::CaptureMode::Manual).await;
+    let first = start_checkout(&server, &session.id, "ingenico")
+        .await
+        .unwrap();
+    let page: Value = reqwest::get(&first.redirect_url)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["amount"], json!(2500), "{page}");
+
+    // A new amount: the partner's checkout is reopened for it.
+    server
+        .sessions()
+        .update_session(proto::UpdateSessionRequest {
+            session_id: session.id.clone(),
+            idempotency_key: new_key(),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["amount".into()],
+            }),
+            amount: 3000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let reopened = start_checkout(&server, &session.id, "ingenico")
+        .await
+        .unwrap();
+    assert_ne!(reopened.id, first.id);
+    assert_eq!(reopened.amount, 3000);
+    // The stale checkout is no longer the session's.
+    let refused = submit(
+        &server,
+        &session.id,
+        vec![hosted("ingenico", "creditcard", 3000, &first.id)],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        violations(&refused)[0].0,
+        "split[0].partner_checkout_id".to_owned()
+    );
+
+    // The shopper completes it on the page; the sandbox calls back.
+    let completed: Value = reqwest::Client::new()
+        .post(format!("{}/complete", reopened.redirect_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(completed["callback_status"], json!(200), "{completed}");
+
+    // Completed: the amount can no longer change.
+    let refused = server
+        .sessions()
+        .update_session(proto::UpdateSessionRequest {
+            session_id: session.id.clone(),
+            idempotency_key: new_key(),
+            amount: 3500,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&refused).as_deref(), Some("CHECKOUT_COMPLETED"));
+
+    let payment = submit(
+        &server,
+        &session.id,
+        vec![hosted("ingenico", "creditcard", 3000, &reopened.id)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        payment.state(),
+        proto::PaymentState::Authorized,
+        "{payment:#?}"
+    );
+    let done = captured(&server, capture(&payment, None)).await;
+    assert_eq!(legs_of(&done.operation), succeeded(&[("ingenico", 3000)]));
+}
+
+#[tokio::test]
+async fn another_merchants_session_or_a_partner_without_hosted_checkouts_is_refused() {
+    let server = TestServer::start().await;
+    let session = open_session(&server, 1000, proto::CaptureMode::Manual).await;
+    let refused = server
+        .sessions_as(Some(OTHER_KEY))
+        .start_partner_checkout(proto::StartPartnerCheckoutRequest {
+            session_id: session.id.clone(),
+            partner: "ingenico".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::NotFound);
+    let refused = start_checkout(&server, &session.id, "nobody")
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&refused)[0].0, "partner".to_owned());
+    // A submitted token in the hosted form is bad input.
+    let refused = submit(
+        &server,
+        &session.id,
+        vec![card(1000, "hosted-checkout:ingenico-co-000001")],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        violations(&refused)[0].0,
+        "split[0].payment_token".to_owned()
+    );
+}
