@@ -288,6 +288,22 @@ async fn a_wepay_hosted_checkout_authorizes_its_leg_on_the_ipn_and_captures() {
         proto::PaymentState::Authorized,
         "{payment:#?}"
     );
+
+    // The same IPN again: answered, and WePay is asked nothing more.
+    let reads = partners.wepay.requests("/checkout").await;
+    let again = reqwest::Client::new()
+        .post(callback_url(
+            &server,
+            &format!("/callbacks/wepay/{}", session.id),
+        ))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("checkout_id={}", checkout.id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status().as_u16(), 200);
+    assert_eq!(partners.wepay.requests("/checkout").await, reads);
+
     let done = captured(&server, capture(&payment, None)).await;
     assert_eq!(legs_of(&done.operation), succeeded(&[("wepay", 4200)]));
     assert!(
@@ -298,6 +314,38 @@ async fn a_wepay_hosted_checkout_authorizes_its_leg_on_the_ipn_and_captures() {
             .iter()
             .any(|body| body.contains(&checkout.id)),
         "the hosted checkout itself is captured"
+    );
+}
+
+#[tokio::test]
+async fn a_wepay_checkout_whose_ipn_never_comes_is_completed_by_the_resolver() {
+    let (partners, server) = Partners::serving().await;
+    let session = open_session_in(&server, 1800, "EUR").await;
+    let checkout = start_checkout(&server, &session.id, "wepay").await.unwrap();
+    let payment = submit(
+        &server,
+        &session.id,
+        vec![hosted("wepay", "creditcard", 1800, &checkout.id)],
+    )
+    .await
+    .unwrap();
+    let completed = partners
+        .wepay
+        .post(
+            &format!("/_sim/checkouts/{}/complete", checkout.id),
+            json!({ "notify": false }),
+        )
+        .await;
+    assert_eq!(completed["notified"], Value::Null);
+    let report = server
+        .resolve_after(std::time::Duration::from_secs(5))
+        .await;
+    assert_eq!(report.finalized, 1, "{report:?}");
+    let payment = payment_now(&server, &payment.id).await;
+    assert_eq!(
+        payment.state(),
+        proto::PaymentState::Authorized,
+        "{payment:#?}"
     );
 }
 
