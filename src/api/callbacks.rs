@@ -11,8 +11,10 @@
 //! A callback is never trusted: it must name a checkout this service opened
 //! for that session at that partner (otherwise `404`, nothing done), and all
 //! it does is have the session's authorization looked up at the partner now
-//! (see `payments::checkouts`). A malformed one is `400`; a store that cannot
-//! be reached is `503`, so the partner calls again.
+//! (see `payments::checkouts`), in a task of its own (a partner that stops
+//! waiting does not cut it short), at most 64 at once. A malformed one is
+//! `400`; a store that cannot be reached, or too many at once, is `503`, so
+//! the partner calls again.
 //!
 //! The in-process sandbox partners' hosted checkout pages are served here
 //! too: `GET /sandbox/{partner}/checkouts/{id}` shows one, and `POST
@@ -39,12 +41,17 @@ use crate::{
     payments::{Callback, PaymentError, Payments},
 };
 
+/// Callbacks handled at once; beyond them a callback is answered `503`
+/// (the partner calls again).
+const MAX_IN_FLIGHT: usize = 64;
+
 /// What the callback handlers share.
 #[derive(Debug, Clone)]
 pub struct Callbacks {
     payments: Payments,
     sandboxes: Arc<BTreeMap<String, Sandbox>>,
     client: reqwest::Client,
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl Callbacks {
@@ -53,6 +60,7 @@ impl Callbacks {
             payments,
             sandboxes: Arc::new(sandboxes),
             client: reqwest::Client::new(),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
         }
     }
 
@@ -103,11 +111,20 @@ async fn callback(
     let Some(id) = id.filter(|id| !id.is_empty() && id.len() <= 256) else {
         return plain(StatusCode::BAD_REQUEST, "the callback names no checkout");
     };
-    match callbacks
-        .payments
-        .checkout_callback(&partner, session, &id)
-        .await
-    {
+    let Ok(permit) = callbacks.in_flight.clone().try_acquire_owned() else {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "busy; call again");
+    };
+    // Its own task: a partner that stops waiting for the answer does not
+    // cut the lookup short.
+    let payments = callbacks.payments.clone();
+    let (name, checkout) = (partner.clone(), id);
+    let handled = tokio::spawn(async move {
+        let _permit = permit;
+        payments.checkout_callback(&name, session, &checkout).await
+    })
+    .await
+    .unwrap_or_else(|join| Err(PaymentError::Internal(Box::new(join))));
+    match handled {
         Ok(Callback::Unknown) => plain(StatusCode::NOT_FOUND, "no such checkout"),
         Ok(Callback::LookedUp | Callback::Noted) => plain(StatusCode::OK, "ok"),
         Err(error) => {

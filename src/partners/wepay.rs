@@ -125,6 +125,14 @@ impl Wepay {
     ) -> Result<PartnerAnswer, PartnerError> {
         let checkout = self.checkout(id).await?;
         check_checkout(&checkout, request, self.settings.account_id)?;
+        // What the shopper reserved, not captured yet: a checkout captured
+        // (or refunded) already is another payment's.
+        if Stage::of(&checkout.state) == Some(Stage::Captured) {
+            return Err(PartnerError::Declined {
+                code: checkout.state.clone(),
+                description: "the hosted checkout was captured already".into(),
+            });
+        }
         authorization(&checkout)
     }
 
@@ -398,8 +406,19 @@ impl Partner for Wepay {
     }
 
     async fn authorize(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
+        // A hosted leg's "send" is a read: WePay unavailable leaves it
+        // PENDING (the shopper's reservation may be there), never failed.
         if let Some(id) = request.token.checkout() {
-            return self.hosted_authorization(hosted_id(id)?, request).await;
+            return match self.hosted_authorization(hosted_id(id)?, request).await {
+                Err(PartnerError::Unavailable { description }) => Ok(PartnerAnswer {
+                    settled: false,
+                    reference: id.to_owned(),
+                    partner_status: "unavailable".into(),
+                    description: format!("WePay could not say yet: {description}"),
+                    instrument: None,
+                }),
+                answer => answer,
+            };
         }
         let card = request
             .token

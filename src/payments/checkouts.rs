@@ -163,20 +163,46 @@ impl Payments {
     /// a stale amount. One that cannot be reopened now stays as it was;
     /// StartPartnerCheckout reopens it, and a leg on it is refused (its
     /// amount is not the session's).
-    pub(super) async fn reopen_checkouts(&self, session: &Session) {
-        let Ok(kept) = self.store.checkouts(session.id).await else {
+    ///
+    /// The session is read again: a replayed update reopens nothing that
+    /// was opened after the session's last change, and a session no longer
+    /// OPEN gets no new checkout. A replaced checkout the shopper completed
+    /// meanwhile (after the check before the update) is reported: its
+    /// order is never authorized and lapses at the partner.
+    pub(super) async fn reopen_checkouts(&self, session_id: Uuid) {
+        let (Ok(Some(session)), Ok(kept)) = (
+            self.store.session(session_id).await,
+            self.store.checkouts(session_id).await,
+        ) else {
             return;
         };
+        let session = session.value;
+        if session.status_at(self.clock.now()) != SessionStatus::Open {
+            return;
+        }
         for checkout in kept {
-            if checkout.amount == session.amount && checkout.opened_at >= session.updated_at {
+            if checkout.opened_at >= session.updated_at {
                 continue;
             }
-            if let Err(error) = self
-                .open_checkout(session, &checkout.partner, Some(&checkout.id))
+            match self
+                .open_checkout(&session, &checkout.partner, Some(&checkout.id))
                 .await
             {
-                tracing::warn!(%error, session = %session.id, partner = %checkout.partner,
-                    "a hosted checkout was not reopened after the session changed");
+                Ok(_) => {
+                    let state = self
+                        .partners
+                        .checkout_state(&checkout.partner, &checkout.id)
+                        .await;
+                    if let Ok(CheckoutState::Completed { .. }) = state {
+                        tracing::warn!(session = %session.id, partner = %checkout.partner,
+                            "the shopper completed a hosted checkout as the session changed: \
+                             it was replaced, and what it holds is never authorized");
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, session = %session.id, partner = %checkout.partner,
+                        "a hosted checkout was not reopened after the session changed");
+                }
             }
         }
     }
@@ -205,6 +231,17 @@ impl Payments {
         let Some(payment) = payment else {
             return Ok(Callback::Noted);
         };
+        // Only a payment with a leg on this checkout is looked up.
+        let waits = self.store.header(payment).await?.is_some_and(|header| {
+            header
+                .value
+                .legs
+                .iter()
+                .any(|leg| leg.partner == partner && leg.token.checkout() == Some(checkout_id))
+        });
+        if !waits {
+            return Ok(Callback::Noted);
+        }
         let authorization = system_id(payment, "authorization");
         self.resolve_operation(payment, authorization).await?;
         Ok(Callback::LookedUp)

@@ -423,8 +423,18 @@ fn stored_instrument(
             "the parent's leg was not authorized: it stored no instrument".into(),
         ));
     }
-    Ok(match &chosen.partner_token {
+    let token = match &chosen.partner_token {
         Some(reference) => PaymentToken::new(reference.clone()),
         None => header.legs[chosen.leg].token.clone(),
-    })
+    };
+    // A hosted checkout backs its own payment: it is no stored card.
+    if token.checkout().is_some() {
+        return Err(invalid(
+            "parent_payment_id",
+            "the parent's leg was paid through a hosted checkout, which stored no reusable \
+             instrument"
+                .into(),
+        ));
+    }
+    Ok(token)
 }

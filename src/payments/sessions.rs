@@ -186,7 +186,7 @@ impl Payments {
             )
             .await?;
         if reprices {
-            self.reopen_checkouts(&updated.session).await;
+            self.reopen_checkouts(session_id).await;
         }
         Ok(updated)
     }
@@ -274,6 +274,10 @@ impl Payments {
             return self.refused_or_replayed(session_id, origin, mismatch).await;
         }
         self.check_split(&current.value, &request.command).await?;
+        if let Err(refused) = self.check_hosted(&current.value, &request.command).await {
+            // The checkout may have been reopened since: a retry gets its answer.
+            return self.refused_or_replayed(session_id, origin, refused).await;
+        }
         let legs = &self.with_parents(merchant, &request.command).await?;
         // Claimed before the open step (each claim is a key of its own); a
         // claim held past half the idempotency lease without the payment
@@ -449,7 +453,6 @@ impl Payments {
                 });
             }
         }
-        self.check_hosted(session, command).await?;
         // A reused instrument is the parent's, and a hosted checkout's the
         // partner's, not the shopper's: not checked.
         let submitted = (0..command.legs.len()).filter(|&index| {
@@ -458,8 +461,10 @@ impl Payments {
         self.check_tokens(submitted.map(|index| (index, &command.legs[index])))
     }
 
-    /// A leg paid through a hosted checkout names one opened for this
-    /// session at its partner, for the leg's amount.
+    /// A leg paid through a hosted checkout names the one opened for this
+    /// session at its partner for the session's amount as it is (the
+    /// checkout holds the whole cart), and the leg is for that amount: one
+    /// leg per checkout.
     async fn check_hosted(
         &self,
         session: &Session,
@@ -471,10 +476,20 @@ impl Payments {
             };
             let kept = self.checkout_of(session.id, &leg.partner).await?;
             let description = match kept {
-                Some(kept) if kept.id == id && kept.amount == leg.amount => continue,
+                Some(kept)
+                    if kept.id == id
+                        && kept.amount == leg.amount
+                        && kept.amount == session.amount =>
+                {
+                    continue;
+                }
+                Some(kept) if kept.id == id && kept.amount != session.amount => format!(
+                    "the checkout is for {}, the session's amount is {} (start the partner \
+                     checkout again)",
+                    kept.amount, session.amount
+                ),
                 Some(kept) if kept.id == id => format!(
-                    "the checkout is for {}; the leg asks {} (start the partner checkout again \
-                     for the session's amount)",
+                    "the checkout holds the session's whole amount, {}; the leg asks {}",
                     kept.amount, leg.amount
                 ),
                 _ => format!(

@@ -315,6 +315,23 @@ async fn a_wepay_hosted_checkout_authorizes_its_leg_on_the_ipn_and_captures() {
             .any(|body| body.contains(&checkout.id)),
         "the hosted checkout itself is captured"
     );
+
+    // A hosted checkout backs its own payment: no later payment reuses it.
+    let later = open_session_in(&server, 1000, "EUR").await;
+    let refused = submit(
+        &server,
+        &later.id,
+        vec![proto::SplitLeg {
+            parent_payment_id: payment.id.clone(),
+            ..leg("wepay", "creditcard", 1000, "")
+        }],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        violations(&refused)[0].0,
+        "split[0].parent_payment_id".to_owned()
+    );
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! The partner-hosted checkouts opened for a session: one hash in the
-//! session's slot, kept as long as the session.
+//! session's slot, kept until the session retention has passed after the
+//! checkout's end.
 
 use super::*;
 use crate::{domain::checkout::HostedCheckout, store::Checkouts};
@@ -25,7 +26,10 @@ impl Checkouts for RedisStore {
             .arg(&checkout.id)
             .arg(codec::encode(checkout)?)
             .arg(replacing.unwrap_or_default())
-            .arg(self.session_retention.as_millis() as u64);
+            // Kept as long as a session that ends when the checkout does.
+            .arg(unix_millis(
+                checkout.expires_at.max(checkout.opened_at) + self.session_retention,
+            ));
         let kept: Vec<u8> = self.written(&invocation, &key).await?;
         codec::decode(&kept)
     }
