@@ -126,7 +126,9 @@ pub struct RedisStore {
 }
 
 /// The pub/sub channel of operations that became final (payload: the
-/// operation id). Classic pub/sub: in a cluster every node relays it.
+/// operation id) on one server. In a cluster each shard has its own sharded
+/// channel, `po:{S}:finals`, relayed only by the node serving the shard (see
+/// `events::listen_sharded`).
 const FINALS_CHANNEL: &str = "po:finals";
 
 /// The pub/sub channel of partner health changes (rare: a circuit opening
@@ -236,13 +238,21 @@ impl RedisStore {
         let finals = tokio::sync::broadcast::channel(4096).0;
         let alive = Arc::new(());
         let url = settings.urls.first().cloned().unwrap_or_default();
-        tokio::spawn(listen(
-            url.clone(),
-            FINALS_CHANNEL,
-            finals.clone(),
-            |text| Uuid::try_parse(&text).ok(),
-            Arc::downgrade(&alive),
-        ));
+        if settings.cluster {
+            tokio::spawn(listen_sharded(
+                settings.clone(),
+                finals.clone(),
+                Arc::downgrade(&alive),
+            ));
+        } else {
+            tokio::spawn(listen(
+                url.clone(),
+                FINALS_CHANNEL,
+                finals.clone(),
+                |text| Uuid::try_parse(&text).ok(),
+                Arc::downgrade(&alive),
+            ));
+        }
         let health = tokio::sync::broadcast::channel(64).0;
         tokio::spawn(listen(
             url,
@@ -269,6 +279,13 @@ impl RedisStore {
 
     fn connection(&self) -> Connection {
         self.connection.clone()
+    }
+
+    /// Whether finals are announced on each shard's own channel (a cluster:
+    /// sharded pub/sub, relayed only by the shard's node) rather than on
+    /// `po:finals` (one server).
+    fn sharded_notices(&self) -> bool {
+        matches!(self.connection, Connection::Cluster(_))
     }
 
     /// The record at `key` (GET), if there is one.

@@ -13,7 +13,7 @@ use tonic_types::StatusExt;
 use super::support::{
     deployment::{Deployment, Redis},
     harness::*,
-    redis_server::{RedisCluster, RedisServer},
+    redis_server::{RedisCluster, RedisServer, redis_cli},
     waits::{retried, retried_on},
 };
 
@@ -394,7 +394,31 @@ async fn operations_of_a_killed_replica_are_finished_by_the_survivors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_operation_on_one_replica_sees_a_resolution_on_another() {
-    let deployment = Deployment::start_with(single().await, 2, &FAST_RECOVERY).await;
+    wait_on_one_replica_for_another(single().await).await;
+}
+
+/// On a cluster the finals go over sharded pub/sub: each replica is
+/// subscribed to every shard's `po:{S}:finals` on the node that serves it,
+/// nobody to the broadcast channel `po:finals`, and a wait on one replica
+/// still ends within a second of the resolution on another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_cluster_finals_travel_on_the_shards_channels_not_a_broadcast() {
+    let deployment = wait_on_one_replica_for_another(cluster().await).await;
+    let Redis::Cluster(cluster) = &deployment.redis else {
+        unreachable!("a cluster")
+    };
+    let mut sharded = 0;
+    for node in &cluster.nodes {
+        let broadcast = redis_cli(node.port, &["PUBSUB", "NUMSUB", "po:finals"]).unwrap();
+        assert!(broadcast.trim().ends_with('0'), "{broadcast}");
+        let channels = redis_cli(node.port, &["PUBSUB", "SHARDCHANNELS", "po:*:finals"]).unwrap();
+        sharded += channels.lines().filter(|l| !l.trim().is_empty()).count();
+    }
+    assert_eq!(sharded, 128, "every shard's channel, each on its own node");
+}
+
+async fn wait_on_one_replica_for_another(redis: Redis) -> Deployment {
+    let deployment = Deployment::start_with(redis, 2, &FAST_RECOVERY).await;
     let payment = deployment
         .authorized(0, vec![card(10000, "capture=pending")])
         .await;
@@ -416,6 +440,7 @@ async fn wait_operation_on_one_replica_sees_a_resolution_on_another() {
         lag < Duration::from_secs(1),
         "returned {lag:?} after the resolution"
     );
+    deployment
 }
 
 /// Three replicas with the default leases (a minute and more): captures and

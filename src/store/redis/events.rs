@@ -1,5 +1,5 @@
-//! Finals announced on `po:finals` (every replica relays them to its
-//! waiters), partner health changes on `po:partner-health`, and partner
+//! Finals announced on `po:finals`, or on a cluster on each shard's
+//! `po:{S}:finals` (every replica relays them to its waiters), partner health changes on `po:partner-health`, and partner
 //! event ids seen.
 
 use super::*;
@@ -44,6 +44,60 @@ pub(super) async fn listen<T: Clone>(
             }
             Ok(Err(error)) => {
                 tracing::debug!(%error, channel, "cannot subscribe; retrying");
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// On a cluster: relays the finals announced on every shard's channel
+/// (`po:{S}:finals`, sharded pub/sub over RESP3) to `sink` until the store
+/// is dropped. Each node sends only its own shards' finals, so a final costs
+/// one node's bandwidth, not every node's. The client subscribes again by
+/// itself after a lost connection or a moved slot.
+pub(super) async fn listen_sharded(
+    settings: RedisSettings,
+    sink: tokio::sync::broadcast::Sender<Uuid>,
+    alive: std::sync::Weak<()>,
+) {
+    let relay = move |push: redis::PushInfo| {
+        if push.kind == redis::PushKind::SMessage
+            && let Some(redis::Value::BulkString(payload)) = push.data.get(1)
+            && let Some(id) = std::str::from_utf8(payload)
+                .ok()
+                .and_then(|text| Uuid::try_parse(text).ok())
+        {
+            let _ = sink.send(id);
+        }
+        Ok::<(), std::convert::Infallible>(())
+    };
+    while alive.strong_count() > 0 {
+        let subscribed = async {
+            let client = ClusterClientBuilder::new(settings.urls.clone())
+                .connection_timeout(settings.connect_timeout)
+                .response_timeout(settings.response_timeout)
+                .use_protocol(redis::ProtocolVersion::RESP3)
+                .push_sender(relay.clone())
+                .build()?;
+            let mut connection = client.get_async_connection().await?;
+            // One channel a call: each lives in its shard's slot.
+            for shard in Shard::all() {
+                connection.ssubscribe(in_shard(shard, "finals")).await?;
+            }
+            Ok::<_, RedisError>(connection)
+        };
+        match tokio::time::timeout(Duration::from_secs(30), subscribed).await {
+            Ok(Ok(connection)) => {
+                // Held while the store lives; resubscribed by the client.
+                while alive.strong_count() > 0 {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+                drop(connection);
+                return;
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "cannot subscribe to the shards' finals; retrying");
             }
             Err(_) => {}
         }

@@ -94,9 +94,10 @@ pub(super) fn lex(bound: &Bound<String>, unbounded: &str) -> String {
 #[async_trait]
 impl PaymentStore for RedisStore {
     async fn commit(&self, step: Step) -> Result<Committed, StoreError> {
-        let invocation = match lean_invocation(&step)? {
+        let sharded = self.sharded_notices();
+        let invocation = match lean_invocation(&step, sharded)? {
             Some(lean) => lean,
-            None => step_invocation(&step, self.session_retention)?,
+            None => step_invocation(&step, self.session_retention, sharded)?,
         };
         let (values, acknowledged) = match &self.replicated {
             None => {

@@ -11,8 +11,8 @@
 //! script's cost in Redis is mostly its arguments and its `redis.call`s.
 //!
 //! Each script is a file in `scripts/`, named after what it does, read in at
-//! build time and hashed once; `record.lua` and `stamp.lua` are the parts
-//! several share.
+//! build time and hashed once; `record.lua`, `stamp.lua` and `announce.lua`
+//! are the parts several share.
 
 use std::sync::LazyLock;
 
@@ -45,15 +45,16 @@ macro_rules! script {
 /// id as 16 bytes);
 /// then D, D × (`+` | `-`, member, due ms);
 /// then W, W × (`p`ut if absent | `u`pdate | `d`elete, delivery);
-/// then the id of an operation to announce final (`` = none), published on
-/// `po:finals`;
+/// then the id of an operation to announce final (`` = none; `s<id>` on the
+/// shard's channel `po:{S}:finals` with sharded pub/sub, else on
+/// `po:finals`, see `announce.lua`);
 /// then C, C × (`t`ake | `r`elease, fence, ttl ms) of the claim keys.
 ///
 /// Returns `{'ok', payment version|nil, session version|nil, first answer|nil}`,
 /// or `{'conflict'}`, `{'exists'}`, `{'busy'}`, `{'mismatch'}`,
 /// `{'done', outcome}`, `{'inflight'}`, `{'expired'}` (in flight, lease
 /// over) with nothing written.
-pub static STEP: LazyLock<Script> = script!("record", "step");
+pub static STEP: LazyLock<Script> = script!("record", "announce", "step");
 
 /// Opens an operation: claim the key, compare-and-set the header, write the
 /// operation and its index entry, put it on the due-queue, and take the send
@@ -77,10 +78,10 @@ pub static OPEN: LazyLock<Script> = script!("record", "open");
 /// 3 due-queue, 4.. send claims.
 /// ARGV: 1 expected version, 2 header, 3 operation id, 4 operation,
 /// 5 outcome (`` = no key part), 6 the new version, 7 the operation id to
-/// announce final on `po:finals` (`` = none), 8 D, then D × (`+` | `-`,
+/// announce final (as in [`STEP`]), 8 D, then D × (`+` | `-`,
 /// member, due ms), then C × (`t`ake | `r`elease, fence, ttl ms).
 /// Returns like [`STEP`].
-pub static CONCLUDE: LazyLock<Script> = script!("conclude");
+pub static CONCLUDE: LazyLock<Script> = script!("announce", "conclude");
 
 /// Takes the due items of one shard and moves them to the end of their lease.
 /// KEYS[1] due-queue; ARGV: now ms, lease end ms, limit.

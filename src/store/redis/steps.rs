@@ -8,6 +8,7 @@ use super::*;
 pub(super) fn step_invocation(
     step: &Step,
     session_retention: Duration,
+    sharded: bool,
 ) -> Result<redis::ScriptInvocation<'static>, StoreError> {
     let shard = step.shard;
     let mut invocation = STEP.prepare_invoke();
@@ -134,7 +135,7 @@ pub(super) fn step_invocation(
             OutboxChange::Delete(_) => invocation.arg("d").arg(""),
         };
     }
-    invocation.arg(announced(step));
+    invocation.arg(announced(step, sharded));
     invocation.arg(step.claims.len());
     claim_args(&mut invocation, &step.claims);
     Ok(invocation)
@@ -155,9 +156,14 @@ pub(super) fn claim_args(
     }
 }
 
-/// The `announce` argument of a step script: the operation id, or empty.
-pub(super) fn announced(step: &Step) -> String {
-    step.announce.map(|id| id.to_string()).unwrap_or_default()
+/// The `announce` argument of a step script: the operation id (`s` first
+/// for the shard's channel: `sharded`), or empty.
+pub(super) fn announced(step: &Step, sharded: bool) -> String {
+    match (step.announce, sharded) {
+        (Some(id), true) => format!("s{id}"),
+        (Some(id), false) => id.to_string(),
+        (None, _) => String::new(),
+    }
 }
 
 /// The hot shapes of a step get a lean script: opening an operation
@@ -166,6 +172,7 @@ pub(super) fn announced(step: &Step) -> String {
 /// due-queue moves). `None`: any other shape, for [`STEP`].
 pub(super) fn lean_invocation(
     step: &Step,
+    sharded: bool,
 ) -> Result<Option<redis::ScriptInvocation<'static>>, StoreError> {
     let resolution_only = step.due.iter().all(|change| match change {
         DueChange::Schedule(item, _) | DueChange::Unschedule(item) => {
@@ -260,7 +267,7 @@ pub(super) fn lean_invocation(
                 .arg(codec::encode(op)?)
                 .arg(outcome)
                 .arg(expected + 1)
-                .arg(announced(step))
+                .arg(announced(step, sharded))
                 .arg(due.len());
             for change in due {
                 match change {

@@ -17,7 +17,7 @@ if ARGV[5] ~= '' then
   end
 end
 redis.call('HSET', KEYS[2], 'v', ARGV[6], 'h', ARGV[2], ARGV[3], ARGV[4])
-if ARGV[7] ~= '' then redis.call('PUBLISH', 'po:finals', ARGV[7]) end
+announce(ARGV[7], KEYS[1])
 for i = 9, c_at - 1, 3 do
   if ARGV[i] == '+' then
     redis.call('ZADD', KEYS[3], ARGV[i + 2], ARGV[i + 1])

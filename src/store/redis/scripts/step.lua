@@ -93,7 +93,7 @@ for j = 1, w do
   end
   i = i + 2
 end
-if ARGV[i] ~= '' then redis.call('PUBLISH', 'po:finals', ARGV[i]) end
+announce(ARGV[i], KEYS[1])
 for j = 1, c do
   local key = KEYS[7 + w + j]
   local at = c_at + 3 * j - 2
