@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::money::Amount;
+use super::{items::ItemLine, money::Amount};
 
 /// What the reference a checkout is held under at its partner starts
 /// with: ours, never a merchant's.
@@ -31,10 +31,19 @@ pub struct HostedCheckout {
     /// embeds it instead.
     pub redirect_url: String,
     pub expires_at: SystemTime,
-    /// What the partner holds the checkout for: the session's amount when
-    /// it was opened.
+    /// What the partner holds the checkout for: the session's amount and
+    /// lines when it was opened.
     pub amount: Amount,
+    pub items: Vec<ItemLine>,
     pub opened_at: SystemTime,
+}
+
+impl HostedCheckout {
+    /// Whether it holds what the session holds now (its amount and lines):
+    /// otherwise it is stale, and reopened.
+    pub fn holds(&self, amount: Amount, items: &[ItemLine]) -> bool {
+        self.amount == amount && self.items == items
+    }
 }
 
 /// Where a hosted checkout stands, by the partner's own state.

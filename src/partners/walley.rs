@@ -283,32 +283,6 @@ impl Walley {
         })
     }
 
-    /// The order a leg names, verified; for a hosted leg, where its
-    /// checkout stands, as Walley answers it.
-    async fn authorization(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
-        let Some(private_id) = request.token.checkout() else {
-            return self
-                .verify_order(request.token.expose(), request, false)
-                .await;
-        };
-        match self.checkout_state(private_id).await? {
-            CheckoutState::Completed { instrument } => {
-                self.verify_order(&instrument, request, true).await
-            }
-            CheckoutState::Open => Ok(PartnerAnswer {
-                settled: false,
-                reference: String::new(),
-                partner_status: "CheckoutOpen".into(),
-                description: "waiting for the shopper to complete Walley's checkout".into(),
-                instrument: None,
-            }),
-            CheckoutState::Closed { reason } => Err(PartnerError::Declined {
-                code: "CHECKOUT_CLOSED".into(),
-                description: format!("the shopper did not complete the checkout: {reason}"),
-            }),
-        }
-    }
-
     /// Verifies the order a leg names: open (`NotActivated`), placed for
     /// this payment — through a hosted checkout of ours (`hosted`), or
     /// under the session's order reference, and then never one of those —
@@ -508,20 +482,28 @@ impl Partner for Walley {
 
     /// A leg paid through Walley's checkout verifies the order the checkout
     /// placed once the shopper completed it (PENDING until then); any other
-    /// leg verifies the order its token names. A hosted leg's "send" is a
-    /// read: Walley unavailable (the order not visible yet, a refusal before
-    /// processing) leaves it PENDING, never failed, since the shopper's
-    /// order may already be there.
+    /// leg verifies the order its token names.
     async fn authorize(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
-        match (self.authorization(request).await, request.token.checkout()) {
-            (Err(PartnerError::Unavailable { description }), Some(_)) => Ok(PartnerAnswer {
+        let Some(private_id) = request.token.checkout() else {
+            return self
+                .verify_order(request.token.expose(), request, false)
+                .await;
+        };
+        match self.checkout_state(private_id).await? {
+            CheckoutState::Completed { instrument } => {
+                self.verify_order(&instrument, request, true).await
+            }
+            CheckoutState::Open => Ok(PartnerAnswer {
                 settled: false,
                 reference: String::new(),
-                partner_status: "Unavailable".into(),
-                description: format!("Walley could not say yet: {description}"),
+                partner_status: "CheckoutOpen".into(),
+                description: "waiting for the shopper to complete Walley's checkout".into(),
                 instrument: None,
             }),
-            (answer, _) => answer,
+            CheckoutState::Closed { reason } => Err(PartnerError::Declined {
+                code: "CHECKOUT_CLOSED".into(),
+                description: format!("the shopper did not complete the checkout: {reason}"),
+            }),
         }
     }
 
@@ -710,7 +692,7 @@ impl Partner for Walley {
         let order_id = match request.kind {
             // Verifying the order again is a read: its answer is the lookup.
             OperationKind::Authorization => {
-                return match self.authorization(request).await {
+                return match self.authorize(request).await {
                     Err(PartnerError::Unavailable { description }) => {
                         Err(PartnerError::Unavailable { description })
                     }

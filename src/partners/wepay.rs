@@ -406,19 +406,8 @@ impl Partner for Wepay {
     }
 
     async fn authorize(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
-        // A hosted leg's "send" is a read: WePay unavailable leaves it
-        // PENDING (the shopper's reservation may be there), never failed.
         if let Some(id) = request.token.checkout() {
-            return match self.hosted_authorization(hosted_id(id)?, request).await {
-                Err(PartnerError::Unavailable { description }) => Ok(PartnerAnswer {
-                    settled: false,
-                    reference: id.to_owned(),
-                    partner_status: "unavailable".into(),
-                    description: format!("WePay could not say yet: {description}"),
-                    instrument: None,
-                }),
-                answer => answer,
-            };
+            return self.hosted_authorization(hosted_id(id)?, request).await;
         }
         let card = request
             .token

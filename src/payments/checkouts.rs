@@ -68,10 +68,34 @@ impl Payments {
         }
         let kept = self.checkout_of(session_id, partner).await?;
         match kept {
-            Some(kept) if kept.amount == session.amount => Ok(kept),
-            // Opened before the amount changed (and not reopened then).
-            Some(stale) => self.open_checkout(&session, partner, Some(&stale.id)).await,
+            Some(kept) if kept.holds(session.amount, &session.items) => Ok(kept),
+            // Opened before the session changed (and not reopened then).
+            Some(stale) => self.replace_checkout(&session, &stale).await,
             None => self.open_checkout(&session, partner, None).await,
+        }
+    }
+
+    /// Opens a checkout in place of `stale`, unless the shopper completed
+    /// that one (then what it holds stays: `CHECKOUT_COMPLETED`).
+    async fn replace_checkout(
+        &self,
+        session: &Session,
+        stale: &HostedCheckout,
+    ) -> Result<HostedCheckout, PaymentError> {
+        match self
+            .partners
+            .checkout_state(&stale.partner, &stale.id)
+            .await
+        {
+            Ok(CheckoutState::Completed { .. }) => Err(super::Precondition::CheckoutCompleted {
+                partner: stale.partner.clone(),
+            }
+            .into()),
+            Ok(CheckoutState::Open | CheckoutState::Closed { .. }) => {
+                self.open_checkout(session, &stale.partner, Some(&stale.id))
+                    .await
+            }
+            Err(error) => Err(partner_refusal(&stale.partner, error)),
         }
     }
 
@@ -124,6 +148,7 @@ impl Payments {
             redirect_url: opened.redirect_url,
             expires_at: opened.expires_at.unwrap_or(session.expires_at),
             amount: session.amount,
+            items: session.items.clone(),
             opened_at: now,
         };
         Ok(self.store.keep_checkout(&checkout, replacing).await?)
@@ -159,16 +184,12 @@ impl Payments {
     }
 
     /// After a session's amount or lines changed: each checkout opened for
-    /// it is reopened at the partner with them, so the partner never holds
-    /// a stale amount. One that cannot be reopened now stays as it was;
-    /// StartPartnerCheckout reopens it, and a leg on it is refused (its
-    /// amount is not the session's).
-    ///
-    /// The session is read again: a replayed update reopens nothing that
-    /// was opened after the session's last change, and a session no longer
-    /// OPEN gets no new checkout. A replaced checkout the shopper completed
-    /// meanwhile (after the check before the update) is reported: its
-    /// order is never authorized and lapses at the partner.
+    /// it that no longer holds them is reopened at the partner, so the
+    /// partner never holds a stale amount — from the session as stored now,
+    /// only while it is OPEN, and never in place of one the shopper
+    /// completed meanwhile. One that cannot be reopened now stays; the next
+    /// StartPartnerCheckout reopens it, and a leg on it is refused (it does
+    /// not hold the session's amount and lines).
     pub(super) async fn reopen_checkouts(&self, session_id: Uuid) {
         let (Ok(Some(session)), Ok(kept)) = (
             self.store.session(session_id).await,
@@ -180,29 +201,13 @@ impl Payments {
         if session.status_at(self.clock.now()) != SessionStatus::Open {
             return;
         }
-        for checkout in kept {
-            if checkout.opened_at >= session.updated_at {
-                continue;
-            }
-            match self
-                .open_checkout(&session, &checkout.partner, Some(&checkout.id))
-                .await
-            {
-                Ok(_) => {
-                    let state = self
-                        .partners
-                        .checkout_state(&checkout.partner, &checkout.id)
-                        .await;
-                    if let Ok(CheckoutState::Completed { .. }) = state {
-                        tracing::warn!(session = %session.id, partner = %checkout.partner,
-                            "the shopper completed a hosted checkout as the session changed: \
-                             it was replaced, and what it holds is never authorized");
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%error, session = %session.id, partner = %checkout.partner,
-                        "a hosted checkout was not reopened after the session changed");
-                }
+        for stale in kept
+            .iter()
+            .filter(|c| !c.holds(session.amount, &session.items))
+        {
+            if let Err(error) = self.replace_checkout(&session, stale).await {
+                tracing::warn!(%error, session = %session.id, partner = %stale.partner,
+                    "a hosted checkout was not reopened after the session changed");
             }
         }
     }

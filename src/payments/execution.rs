@@ -151,7 +151,11 @@ impl Payments {
             }
             let answer = match self.instrument_lost(&header, &operation, claim).await? {
                 Some(refusal) => refusal,
-                None => sent_answer(claim, &self.partners.send(&partner, &request).await),
+                None => sent_answer(
+                    claim,
+                    &request,
+                    &self.partners.send(&partner, &request).await,
+                ),
             };
             let now = self.clock.now();
             header.take_answer(&mut operation, &answer, true, now);
@@ -410,7 +414,11 @@ impl Payments {
             let (header, operation) = (&work.header.value, &work.operation);
             let answer = match self.instrument_lost(header, operation, claim).await? {
                 Some(refusal) => refusal,
-                None => sent_answer(claim, &self.partners.send(&partner, &request).await),
+                None => sent_answer(
+                    claim,
+                    &request,
+                    &self.partners.send(&partner, &request).await,
+                ),
             };
             answers.push(answer);
         }
@@ -531,10 +539,16 @@ pub(super) fn request_for(
     Some((request, leg.partner.clone()))
 }
 
-/// The answer to a send made under `claim`. Only a first send may fail on
-/// `Unavailable`; after an unanswered attempt it leaves the leg UNCERTAIN.
-fn sent_answer(claim: Held, result: &Result<PartnerAnswer, PartnerError>) -> Answer {
-    let first_send = claim.fence == 1;
+/// The answer to a send of `request` made under `claim`. Only a first send
+/// may fail on `Unavailable`; after an unanswered attempt it leaves the leg
+/// UNCERTAIN. So does a hosted checkout's authorization, whose "send" is a
+/// read: the shopper's order or reservation may be there already.
+fn sent_answer(
+    claim: Held,
+    request: &PartnerRequest,
+    result: &Result<PartnerAnswer, PartnerError>,
+) -> Answer {
+    let first_send = claim.fence == 1 && request.token.checkout().is_none();
     let (outcome, review) = outcome_of(result, first_send);
     Answer {
         transaction: claim.transaction,

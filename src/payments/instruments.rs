@@ -423,12 +423,10 @@ fn stored_instrument(
             "the parent's leg was not authorized: it stored no instrument".into(),
         ));
     }
-    let token = match &chosen.partner_token {
-        Some(reference) => PaymentToken::new(reference.clone()),
-        None => header.legs[chosen.leg].token.clone(),
-    };
-    // A hosted checkout backs its own payment: it is no stored card.
-    if token.checkout().is_some() {
+    let paid_with = &header.legs[chosen.leg].token;
+    // A hosted checkout backs its own payment: it is no stored card, even
+    // where the partner answered one (the sandbox does).
+    if paid_with.checkout().is_some() {
         return Err(invalid(
             "parent_payment_id",
             "the parent's leg was paid through a hosted checkout, which stored no reusable \
@@ -436,5 +434,8 @@ fn stored_instrument(
                 .into(),
         ));
     }
-    Ok(token)
+    Ok(match &chosen.partner_token {
+        Some(reference) => PaymentToken::new(reference.clone()),
+        None => paid_with.clone(),
+    })
 }

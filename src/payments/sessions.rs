@@ -172,8 +172,9 @@ impl Payments {
         // A hosted checkout the shopper completed holds the amount and the
         // lines (a retry of an answered request gets its answer all the
         // same).
-        let reprices = change.amount.is_some() || change.items.is_some();
-        if reprices && self.session_key_state(session_id, answer).await?.is_none() {
+        let reprices = (change.amount.is_some() || change.items.is_some())
+            && self.session_key_state(session_id, answer).await?.is_none();
+        if reprices {
             self.check_checkouts_open(session_id).await?;
         }
         let updated = self
@@ -299,6 +300,9 @@ impl Payments {
                 current = self.owned_session(merchant, session_id).await?;
                 if let Err(mismatch) = legs_add_up(&current.value, &request.command) {
                     return self.refused_or_replayed(session_id, origin, mismatch).await;
+                }
+                if let Err(stale) = self.check_hosted(&current.value, &request.command).await {
+                    return self.refused_or_replayed(session_id, origin, stale).await;
                 }
             }
             let now = self.clock.now();
@@ -479,15 +483,15 @@ impl Payments {
                 Some(kept)
                     if kept.id == id
                         && kept.amount == leg.amount
-                        && kept.amount == session.amount =>
+                        && kept.holds(session.amount, &session.items) =>
                 {
                     continue;
                 }
-                Some(kept) if kept.id == id && kept.amount != session.amount => format!(
-                    "the checkout is for {}, the session's amount is {} (start the partner \
-                     checkout again)",
-                    kept.amount, session.amount
-                ),
+                Some(kept) if kept.id == id && !kept.holds(session.amount, &session.items) => {
+                    "the checkout was opened before the session's amount or lines changed \
+                     (start the partner checkout again)"
+                        .to_owned()
+                }
                 Some(kept) if kept.id == id => format!(
                     "the checkout holds the session's whole amount, {}; the leg asks {}",
                     kept.amount, leg.amount

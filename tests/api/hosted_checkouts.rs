@@ -452,6 +452,24 @@ async fn the_sandbox_serves_its_hosted_checkout_page_and_an_update_reopens_it_un
     );
     let done = captured(&server, capture(&payment, None)).await;
     assert_eq!(legs_of(&done.operation), succeeded(&[("ingenico", 3000)]));
+
+    // The sandbox answers a stored card for it, but a hosted checkout backs
+    // its own payment: no later payment reuses it.
+    let later = open_session(&server, 1000, proto::CaptureMode::Manual).await;
+    let refused = submit(
+        &server,
+        &later.id,
+        vec![proto::SplitLeg {
+            parent_payment_id: payment.id.clone(),
+            ..leg("ingenico", "creditcard", 1000, "")
+        }],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        violations(&refused)[0].0,
+        "split[0].parent_payment_id".to_owned()
+    );
 }
 
 #[tokio::test]

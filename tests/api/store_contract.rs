@@ -12,6 +12,7 @@ use payment_orchestrator::{
     clock::SystemClock,
     domain::{
         capabilities::Capabilities,
+        checkout::HostedCheckout,
         items::{ItemLine, ItemLineInput},
         money::{Amount, Currency},
         operation::{
@@ -1502,6 +1503,44 @@ pub async fn an_instrument_is_claimed_once_and_replaced_only_as_read(subject: Su
     assert_eq!(store.instrument(&instrument).await.unwrap(), None);
 }
 
+async fn a_sessions_checkout_is_kept_once_per_partner_and_replaced_only_in_place(subject: Subject) {
+    let store = &subject.store;
+    let session_id = Uuid::now_v7();
+    let checkout = |partner: &str, id: &str| HostedCheckout {
+        session: session_id,
+        partner: partner.into(),
+        id: id.into(),
+        public_token: format!("pt-{id}"),
+        redirect_url: String::new(),
+        expires_at: now() + Duration::from_secs(600),
+        amount: amount(5000),
+        items: vec![item("sku-1", 4000)],
+        opened_at: now(),
+    };
+    assert_eq!(store.checkouts(session_id).await.unwrap(), vec![]);
+    let first = checkout("walley", "a");
+    assert_eq!(store.keep_checkout(&first, None).await.unwrap(), first);
+    // A concurrent opening finds the first kept.
+    let second = checkout("walley", "b");
+    assert_eq!(store.keep_checkout(&second, None).await.unwrap(), first);
+    // Replaced only in place of the one kept.
+    let stale = checkout("walley", "c");
+    assert_eq!(
+        store.keep_checkout(&stale, Some("not-kept")).await.unwrap(),
+        first
+    );
+    assert_eq!(
+        store.keep_checkout(&second, Some("a")).await.unwrap(),
+        second
+    );
+    let other = checkout("wepay", "1");
+    store.keep_checkout(&other, None).await.unwrap();
+    let mut kept = store.checkouts(session_id).await.unwrap();
+    kept.sort_by(|a, b| a.partner.cmp(&b.partner));
+    assert_eq!(kept, vec![second, other]);
+    assert_eq!(store.checkouts(Uuid::now_v7()).await.unwrap(), vec![]);
+}
+
 macro_rules! contract {
     ($subject:ident: $($name:ident),* $(,)?) => {
         mod $subject {
@@ -1541,6 +1580,7 @@ macro_rules! contract_suite {
                 a_send_claim_is_held_until_released_or_run_out,
                 an_abandoned_record_is_in_flight_with_its_lease_over,
                 an_instrument_is_claimed_once_and_replaced_only_as_read,
+                a_sessions_checkout_is_kept_once_per_partner_and_replaced_only_in_place,
             );
         )*
     };

@@ -7,5 +7,9 @@ if held and held ~= ARGV[4] then
   return redis.call('HGET', KEYS[1], ARGV[1])
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3], ARGV[1] .. '#id', ARGV[2])
-redis.call('PEXPIREAT', KEYS[1], ARGV[5])
+-- Only ever later: another partner's checkout may need the hash longer
+-- (no expiry yet reads -1).
+if redis.call('PEXPIRETIME', KEYS[1]) < tonumber(ARGV[5]) then
+  redis.call('PEXPIREAT', KEYS[1], ARGV[5])
+end
 return ARGV[3]
