@@ -39,8 +39,8 @@ pub enum Callback {
 }
 
 impl Payments {
-    /// Opens (or answers the one kept) the partner-hosted checkout of an
-    /// OPEN session at `partner`.
+    /// Answers the partner-hosted checkout kept for the session at
+    /// `partner`, or opens one (the session must be OPEN for that).
     pub async fn start_partner_checkout(
         &self,
         merchant: &str,
@@ -48,6 +48,15 @@ impl Payments {
         partner: &str,
     ) -> Result<HostedCheckout, PaymentError> {
         let session = self.owned_session(merchant, session_id).await?.value;
+        let kept = self.checkout_of(session_id, partner).await?;
+        // Asked again (a page reloaded, a retry): the same checkout, also
+        // once the session is submitted.
+        if let Some(kept) = kept
+            .as_ref()
+            .filter(|k| k.holds(session.amount, &session.items))
+        {
+            return Ok(kept.clone());
+        }
         let status = session.status_at(self.clock.now());
         if status != SessionStatus::Open {
             return Err(super::Precondition::SessionNotOpen { status }.into());
@@ -66,9 +75,7 @@ impl Payments {
                 description,
             });
         }
-        let kept = self.checkout_of(session_id, partner).await?;
         match kept {
-            Some(kept) if kept.holds(session.amount, &session.items) => Ok(kept),
             // Opened before the session changed (and not reopened then).
             Some(stale) => self.replace_checkout(&session, &stale).await,
             None => self.open_checkout(&session, partner, None).await,

@@ -232,37 +232,65 @@ pub(super) fn create_checkout(
         _ => amount,
     };
     let checkout = Checkout {
-        id,
         card,
-        kind: create.kind,
-        short_description: create.short_description,
-        currency,
-        amount,
-        refunded: Amount::ZERO,
-        refund_reason: None,
-        charged_back: Amount::ZERO,
-        reference_id: create.reference_id.unwrap_or_default(),
         state: if processing.is_zero() {
             "authorized"
         } else {
             "new"
         },
         decided_at: Instant::now() + processing,
-        created_at: sim_now,
-        hosted: None,
+        ..Checkout::opened(id, &create, currency, amount, sim_now)
     };
-    let response = answer(200, &checkout.wire(sim.account.account_id));
     sim.common.ledger.executed.push(Executed {
         on: id.to_string(),
         kind: "authorize".into(),
         amount: major_string(amount, currency),
         reference: create.unique_id.clone().unwrap_or_default(),
     });
-    if let Some(key) = create.unique_id {
-        sim.by_unique_id.insert(key, id);
+    finish(effect, keep(sim, create.unique_id, checkout))
+}
+
+impl Checkout {
+    /// The checkout `create` asks for, as opened: `new`, on no card, never
+    /// decided by itself.
+    fn opened(
+        id: i64,
+        create: &CreateCheckout,
+        currency: Currency,
+        amount: Amount,
+        sim_now: SystemTime,
+    ) -> Checkout {
+        Checkout {
+            id,
+            card: 0,
+            kind: create.kind.clone(),
+            short_description: create.short_description.clone(),
+            currency,
+            amount,
+            refunded: Amount::ZERO,
+            refund_reason: None,
+            charged_back: Amount::ZERO,
+            reference_id: create.reference_id.clone().unwrap_or_default(),
+            state: "new",
+            decided_at: Instant::now() + NEVER,
+            created_at: sim_now,
+            hosted: None,
+        }
     }
-    sim.checkouts.insert(id, checkout);
-    finish(effect, response)
+}
+
+/// Keeps a new checkout (findable by its `unique_id`) and answers it.
+fn keep(
+    sim: &mut Wepay,
+    unique_id: Option<String>,
+    checkout: Checkout,
+) -> axum::response::Response {
+    let response = answer(200, &checkout.wire(sim.account.account_id));
+    if let Some(key) = unique_id {
+        sim.by_unique_id.insert(key, checkout.id);
+    }
+    sim.checkouts.insert(checkout.id, checkout);
+    response
 }
 
 /// A hosted checkout: `new` until the shopper completes it on WePay's page.
@@ -276,29 +304,12 @@ fn create_hosted(
     sim.next_checkout += 1;
     let id = sim.next_checkout;
     let checkout = Checkout {
-        id,
-        card: 0,
-        kind: create.kind,
-        short_description: create.short_description,
-        currency,
-        amount,
-        refunded: Amount::ZERO,
-        refund_reason: None,
-        charged_back: Amount::ZERO,
-        reference_id: create.reference_id.unwrap_or_default(),
-        state: "new",
-        decided_at: Instant::now() + NEVER,
-        created_at: sim_now,
         hosted: Some(Hosted {
-            callback_uri: create.callback_uri,
+            callback_uri: create.callback_uri.clone(),
         }),
+        ..Checkout::opened(id, &create, currency, amount, sim_now)
     };
-    let response = answer(200, &checkout.wire(sim.account.account_id));
-    if let Some(key) = create.unique_id {
-        sim.by_unique_id.insert(key, id);
-    }
-    sim.checkouts.insert(id, checkout);
-    response
+    keep(sim, create.unique_id, checkout)
 }
 
 /// The shopper completes a hosted checkout: it is reserved (`authorized`);
