@@ -443,10 +443,8 @@ impl Partners {
         let Some(configured) = self.get(partner) else {
             return Err(not_configured(partner));
         };
-        let window_end = tokio::time::Instant::now() + configured.retry.window;
-        let mut pause = configured.retry.first_pause;
-        let result = loop {
-            let result = tokio::time::timeout(
+        let result = retried(configured.retry, true, move || async move {
+            tokio::time::timeout(
                 configured.timeout,
                 configured.adapter.lookup(request, reference),
             )
@@ -455,17 +453,9 @@ impl Partners {
                 Err(PartnerError::Unknown {
                     description: "no answer to the status lookup in time".into(),
                 })
-            });
-            match result {
-                Err(PartnerError::Unavailable { .. })
-                    if tokio::time::Instant::now() + pause < window_end =>
-                {
-                    tokio::time::sleep(pause).await;
-                    pause = pause.saturating_mul(2);
-                }
-                other => break other,
-            }
-        };
+            })
+        })
+        .await;
         let failed = matches!(
             result,
             Err(PartnerError::Unavailable { .. } | PartnerError::Unknown { .. })
@@ -606,13 +596,11 @@ async fn send_with_retries(
     configured: &ConfiguredPartner,
     request: &PartnerRequest,
 ) -> Result<PartnerAnswer, PartnerError> {
-    let window_end = tokio::time::Instant::now() + configured.retry.window;
     let adapter = &configured.adapter;
     // A partner that does not deduplicate gets one send: a retry after a
     // 429 would be a second one.
     let retries = adapter.resends_safely(request.kind);
-    let mut pause = configured.retry.first_pause;
-    loop {
+    retried(configured.retry, retries, move || async move {
         let call = async {
             match request.kind {
                 OperationKind::Authorization => adapter.authorize(request).await,
@@ -621,14 +609,29 @@ async fn send_with_retries(
                 OperationKind::Void => adapter.void(request).await,
             }
         };
-        let result = tokio::time::timeout(configured.timeout, call)
+        tokio::time::timeout(configured.timeout, call)
             .await
             .unwrap_or_else(|_| {
                 Err(PartnerError::Unknown {
                     description: "no answer within the partner's timeout".into(),
                 })
-            });
-        match result {
+            })
+    })
+    .await
+}
+
+/// Runs `attempt` again while it answers Unavailable (when `retries`) and
+/// the next pause — the first one, doubling — ends within the policy's
+/// window, counted from the first attempt.
+async fn retried<T, F: Future<Output = Result<T, PartnerError>>>(
+    policy: RetryPolicy,
+    retries: bool,
+    mut attempt: impl FnMut() -> F,
+) -> Result<T, PartnerError> {
+    let window_end = tokio::time::Instant::now() + policy.window;
+    let mut pause = policy.first_pause;
+    loop {
+        match attempt().await {
             Err(PartnerError::Unavailable { .. })
                 if retries && tokio::time::Instant::now() + pause < window_end =>
             {
