@@ -106,9 +106,21 @@ impl App {
             })?;
         let (partners, sandboxes) = partners(&config, clock.clone())?;
         let callback_listener = match config.callback_listen()? {
-            Some(address) => Some(TcpListener::bind(address).await.with_context(|| {
-                format!("cannot listen on {address} (setting `callback_listen`)")
-            })?),
+            Some(address) => match TcpListener::bind(address).await {
+                Ok(listener) => Some(listener),
+                // The embedded default's port beside the metrics one may be
+                // taken: served without callbacks then (lookups find out).
+                Err(error) if !config.callback_listen_given() => {
+                    tracing::warn!(%error, %address,
+                        "no partner callback listener: its default port is taken");
+                    None
+                }
+                Err(error) => {
+                    return Err(anyhow::Error::new(error).context(format!(
+                        "cannot listen on {address} (setting `callback_listen`)"
+                    )));
+                }
+            },
             None => None,
         };
         let callback_url = match (&config.server.callback_url, &callback_listener) {

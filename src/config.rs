@@ -89,6 +89,12 @@ pub struct Config {
 }
 
 impl Config {
+    /// Whether the callback listener's address was given (rather than
+    /// derived from the metrics port on the embedded default).
+    pub fn callback_listen_given(&self) -> bool {
+        self.server.callback_listen.is_some()
+    }
+
     /// Where the partner callback listener listens, if anywhere (see
     /// `--callback-listen`).
     pub fn callback_listen(&self) -> anyhow::Result<Option<std::net::SocketAddr>> {

@@ -181,3 +181,28 @@ fn a_short_instrument_secret_is_refused() {
         .to_string();
     assert!(error.starts_with("instrument_secret:"), "{error}");
 }
+
+/// On the embedded default the callback listener takes the port beside the
+/// metrics one; taken, the service starts without it. One given and taken
+/// is a startup error.
+#[tokio::test]
+async fn the_embedded_callback_listener_sits_beside_metrics_and_gives_way_when_taken() {
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = metrics.local_addr().unwrap().port();
+    drop(metrics);
+    let metrics_listen = format!("127.0.0.1:{port}");
+    let beside = format!("127.0.0.1:{}", port + 1);
+    let config = || load(&["--metrics-listen", &metrics_listen]).unwrap();
+    let app = App::build(config()).await.unwrap();
+    assert_eq!(
+        app.callback_addr().map(|a| a.to_string()),
+        Some(beside.clone())
+    );
+    // The port taken (here by the first app's listener).
+    let again = App::build(config()).await.unwrap();
+    assert_eq!(again.callback_addr(), None);
+    let given = load(&["--callback-listen", &beside]).unwrap();
+    let error = App::build(given).await.unwrap_err().to_string();
+    assert!(error.contains("callback_listen"), "{error}");
+    drop(app);
+}
