@@ -27,7 +27,6 @@ mod deliveries;
 mod disputes;
 mod dry_run;
 mod execution;
-mod headers;
 mod idempotency;
 mod instruments;
 mod listing;
@@ -333,9 +332,6 @@ pub struct Settings {
     /// Where partners reach the callback listener (`None`: no listener;
     /// hosted checkouts are found completed by lookups alone).
     pub callback_url: Option<String>,
-    /// How many payment headers a replica keeps of those it wrote, to open
-    /// the next operation on one without reading it first (0: none).
-    pub header_cache: usize,
 }
 
 impl Default for Settings {
@@ -357,7 +353,6 @@ impl Default for Settings {
             // The service is given the configured key (`--instrument-secret`).
             instrument_key: crate::partners::Secret::new("payments-default-instrument-key".into()),
             callback_url: None,
-            header_cache: 0,
         }
     }
 }
@@ -384,8 +379,6 @@ pub struct Payments {
     settings: Settings,
     webhooks: Webhooks,
     waiters: Arc<waiters::Waiters>,
-    /// The headers this replica last wrote (see `headers`).
-    headers: Arc<headers::Headers>,
 }
 
 impl Payments {
@@ -403,9 +396,7 @@ impl Payments {
         webhooks: Webhooks,
     ) -> Self {
         let waiters = waiters::Waiters::new(settings.max_waiters_per_merchant);
-        let headers = Arc::new(headers::Headers::new(settings.header_cache));
         Payments {
-            headers,
             store,
             partners,
             clock,

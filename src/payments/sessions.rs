@@ -534,7 +534,6 @@ impl Payments {
             before: Vec::new(),
         };
         let concluded = self.run(work, held, &keying).await?;
-        self.headers.remember(&concluded.work.header);
         if concluded.work.operation.status == OperationStatus::Failure {
             self.release_unauthorized(&concluded.work.header.value)
                 .await;
