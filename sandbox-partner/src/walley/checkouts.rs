@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    orders::{PlaceOrder, Walley},
+    orders::{Checkout, PlaceOrder, Walley},
     routes::{admit, problem},
     wire::InitCheckout,
 };
@@ -27,19 +27,6 @@ use payment_orchestrator::domain::money::Currency;
 
 /// A checkout not completed by then is `Expired` (simulation time).
 const CHECKOUT_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
-
-/// A checkout the simulation opened.
-#[derive(Debug, Clone)]
-pub struct Checkout {
-    reference: String,
-    country_code: String,
-    currency: Currency,
-    total: Decimal,
-    notification_uri: Option<String>,
-    expires_at: SystemTime,
-    /// Once the shopper completed it.
-    order_id: Option<String>,
-}
 
 /// The currency of a store's country.
 fn currency_of(country: &str) -> Option<Currency> {

@@ -1,5 +1,5 @@
 //! The simulation's state: orders, their captures, refunds and cancellation,
-//! and how an action is validated and booked.
+//! the checkouts that place them, and how an action is validated and booked.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -29,7 +29,7 @@ pub struct Walley {
     /// Captures and refunds (`kind:actionReference`) already settled.
     pub(super) settled: HashSet<String>,
     /// Checkouts by private id.
-    pub(super) checkouts: HashMap<String, super::checkouts::Checkout>,
+    pub(super) checkouts: HashMap<String, Checkout>,
 }
 
 impl Walley {
@@ -52,6 +52,19 @@ impl Simulation for Walley {
     fn common(&mut self) -> &mut Common {
         &mut self.common
     }
+}
+
+/// A Walley Checkout the simulation opened (see `checkouts`).
+#[derive(Debug, Clone)]
+pub struct Checkout {
+    pub(super) reference: String,
+    pub(super) country_code: String,
+    pub(super) currency: Currency,
+    pub(super) total: Decimal,
+    pub(super) notification_uri: Option<String>,
+    pub(super) expires_at: SystemTime,
+    /// Once the shopper completed it.
+    pub(super) order_id: Option<String>,
 }
 
 /// What a capture, refund or cancel was answered: kept by idempotency key
