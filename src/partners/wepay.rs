@@ -55,11 +55,14 @@ use super::{
 use std::time::Duration;
 
 use crate::domain::{
-    checkout::CheckoutState, dispute::DisputeSeen, money::Amount, operation::OperationKind,
+    checkout::CheckoutState,
+    dispute::DisputeSeen,
+    money::{Amount, Currency},
+    operation::OperationKind,
 };
 use wire::{
-    CancelCheckout, Checkout, CheckoutId, CreateCheckout, CreateHostedCheckout, CreditCard,
-    ErrorBody, FindCheckouts, HostedCheckout, PaymentMethod, RefundCheckout, Stage, StateAnswer,
+    CancelCheckout, Checkout, CheckoutId, CreateCheckout, CreditCard, ErrorBody, FindCheckouts,
+    HostedCheckout, PaymentMethod, RefundCheckout, Stage, StateAnswer,
 };
 
 /// How to reach one WePay account.
@@ -113,6 +116,30 @@ impl Wepay {
             return serde_json::from_slice(&body).map_err(|_| unreadable(status));
         }
         Err(classify(status, &body))
+    }
+
+    /// A `/checkout/create` body for `amount`, reserved only
+    /// (`auto_capture=false`), under `reference`; without its instrument.
+    fn create(
+        &self,
+        amount: Amount,
+        currency: Currency,
+        order_reference: &str,
+        reference: &str,
+    ) -> CreateCheckout {
+        CreateCheckout {
+            account_id: self.settings.account_id,
+            amount: http::major(amount, currency),
+            currency: currency.code().to_owned(),
+            short_description: format!("Order {order_reference}"),
+            kind: "goods".into(),
+            unique_id: None,
+            reference_id: reference.to_owned(),
+            auto_capture: false,
+            payment_method: None,
+            callback_uri: None,
+            hosted_checkout: None,
+        }
     }
 
     /// The authorization a hosted checkout holds once the shopper
@@ -361,19 +388,20 @@ impl Partner for Wepay {
         &self,
         request: &CheckoutRequest,
     ) -> Result<OpenedCheckout, PartnerError> {
-        let create = CreateHostedCheckout {
-            account_id: self.settings.account_id,
-            amount: http::major(request.amount, request.currency),
-            currency: request.currency.code().to_owned(),
-            short_description: format!("Order {}", request.order_reference),
-            kind: "goods".into(),
-            reference_id: request.reference.clone(),
-            auto_capture: false,
+        let create = CreateCheckout {
+            unique_id: None,
+            payment_method: None,
             callback_uri: request.notification_url.clone(),
-            hosted_checkout: HostedCheckout {
+            hosted_checkout: Some(HostedCheckout {
                 mode: Some("regular".into()),
                 checkout_uri: None,
-            },
+            }),
+            ..self.create(
+                request.amount,
+                request.currency,
+                &request.order_reference,
+                &request.reference,
+            )
         };
         let checkout: Checkout = self.call("/checkout/create", &create).await?;
         let redirect_url = checkout
@@ -418,18 +446,17 @@ impl Partner for Wepay {
                 description: "not a credit_card_id".into(),
             })?;
         let create = CreateCheckout {
-            account_id: self.settings.account_id,
-            amount: http::major(request.amount, request.currency),
-            currency: request.currency.code().to_owned(),
-            short_description: format!("Order {}", request.order_reference),
-            kind: "goods".into(),
-            unique_id: request.idempotency_key.clone(),
-            reference_id: request.idempotency_key.clone(),
-            auto_capture: false,
-            payment_method: PaymentMethod {
+            unique_id: Some(request.idempotency_key.clone()),
+            payment_method: Some(PaymentMethod {
                 kind: "credit_card".into(),
                 credit_card: CreditCard { id: card },
-            },
+            }),
+            ..self.create(
+                request.amount,
+                request.currency,
+                &request.order_reference,
+                &request.idempotency_key,
+            )
         };
         let checkout: Checkout = self.call("/checkout/create", &create).await?;
         check_checkout(&checkout, request, self.settings.account_id)?;

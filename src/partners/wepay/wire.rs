@@ -8,7 +8,10 @@ use serde::{Deserialize, Serialize};
 #[cfg(test)]
 mod tests;
 
-/// `POST /checkout/create`.
+/// `POST /checkout/create`: on a card tokenized earlier (`payment_method`),
+/// or a hosted checkout (`hosted_checkout`): the shopper enters the card on
+/// WePay's page (the answer's `hosted_checkout.checkout_uri`), and WePay
+/// calls `callback_uri` on every change of the checkout's state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateCheckout {
     pub account_id: i64,
@@ -18,13 +21,20 @@ pub struct CreateCheckout {
     pub short_description: String,
     #[serde(rename = "type")]
     pub kind: String,
-    /// Our partner idempotency key: a second create with it returns the
-    /// first checkout.
-    pub unique_id: String,
-    /// Also our key: `/checkout/find` finds the checkout by it.
+    /// Our partner idempotency key (a card checkout): a second create with
+    /// it returns the first checkout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique_id: Option<String>,
+    /// Our key (`/checkout/find` finds the checkout by it), or a hosted
+    /// checkout's reference.
     pub reference_id: String,
     pub auto_capture: bool,
-    pub payment_method: PaymentMethod,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_method: Option<PaymentMethod>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosted_checkout: Option<HostedCheckout>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,25 +48,6 @@ pub struct PaymentMethod {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreditCard {
     pub id: i64,
-}
-
-/// `POST /checkout/create` for a hosted checkout: the shopper enters the
-/// card on WePay's page (`hosted_checkout.checkout_uri`), and WePay calls
-/// `callback_uri` on every change of the checkout's state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CreateHostedCheckout {
-    pub account_id: i64,
-    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
-    pub amount: Decimal,
-    pub currency: String,
-    pub short_description: String,
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub reference_id: String,
-    pub auto_capture: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub callback_uri: Option<String>,
-    pub hosted_checkout: HostedCheckout,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -51,11 +51,12 @@ fn a_create_round_trips_with_the_documented_arguments() {
     assert_eq!(create.amount, Decimal::new(2550, 2));
     assert_eq!(create.currency, "USD");
     assert_eq!(create.kind, "goods");
-    assert_eq!(create.unique_id, "pay-1:0");
+    assert_eq!(create.unique_id.as_deref(), Some("pay-1:0"));
     assert_eq!(create.reference_id, "pay-1:0");
     assert!(!create.auto_capture);
-    assert_eq!(create.payment_method.kind, "credit_card");
-    assert_eq!(create.payment_method.credit_card.id, 2178922317);
+    let card = create.payment_method.as_ref().unwrap();
+    assert_eq!(card.kind, "credit_card");
+    assert_eq!(card.credit_card.id, 2178922317);
     let written = serde_json::to_value(&create).unwrap();
     assert_eq!(written, json(text));
     assert_documented(&written, &CREATE_ARGUMENTS, "/checkout/create");
