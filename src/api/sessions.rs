@@ -58,8 +58,11 @@ impl proto::session_service_server::SessionService for SessionService {
     ) -> Result<Response<proto::Session>, Status> {
         let merchant = merchant(&request)?;
         let id = violations::parse_id("session_id", &request.get_ref().session_id)?;
-        let view = error::answer(self.payments.session(&merchant, id)).await?;
-        Ok(Response::new(views::session(&view)))
+        let (view, checkouts) =
+            error::answer(self.payments.session_with_checkouts(&merchant, id)).await?;
+        let mut session = views::session(&view);
+        session.partner_checkouts = checkouts.iter().map(views::partner_checkout).collect();
+        Ok(Response::new(session))
     }
 
     async fn submit_session(

@@ -87,6 +87,8 @@ pub fn session(view: &SessionView) -> proto::Session {
         expires_at: timestamp(s.expires_at),
         payment_id: s.payment_id.map(|id| id.to_string()).unwrap_or_default(),
         cancellation_reason: s.cancellation_reason.clone(),
+        // Read for GetSession only (see `api::sessions`).
+        partner_checkouts: Vec::new(),
     }
 }
 

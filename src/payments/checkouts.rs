@@ -106,6 +106,18 @@ impl Payments {
         }
     }
 
+    /// A merchant's session with the hosted checkouts opened for it.
+    pub async fn session_with_checkouts(
+        &self,
+        merchant: &str,
+        id: Uuid,
+    ) -> Result<(crate::domain::session::SessionView, Vec<HostedCheckout>), PaymentError> {
+        let view = self.session(merchant, id).await?;
+        let mut checkouts = self.store.checkouts(id).await?;
+        checkouts.sort_by(|a, b| a.partner.cmp(&b.partner));
+        Ok((view, checkouts))
+    }
+
     /// The checkout kept for a session at a partner.
     pub(super) async fn checkout_of(
         &self,

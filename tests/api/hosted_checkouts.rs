@@ -155,6 +155,9 @@ async fn a_walley_checkout_authorizes_its_leg_once_the_shopper_completes_it_and_
         .unwrap();
     assert_eq!(again.id, checkout.id);
     assert_eq!(partners.walley.requests("/checkouts").await, 1);
+    // GetSession lists it.
+    let listed = server.sessions().session(&session.id).await;
+    assert_eq!(listed.partner_checkouts, vec![checkout.clone()]);
 
     // Forged callbacks change nothing and ask Walley nothing.
     let reads = checkout_reads(&partners, &checkout.id).await;
