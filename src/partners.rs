@@ -365,6 +365,18 @@ impl ConfiguredPartner {
     pub fn serves(&self, merchant: &str) -> bool {
         self.merchants.is_empty() || self.merchants.iter().any(|m| m == merchant)
     }
+
+    /// Why it cannot take a payment of `merchant` in `currency`, if it
+    /// cannot.
+    pub fn refuses(&self, merchant: &str, currency: Currency) -> Option<String> {
+        if !self.serves(merchant) {
+            Some("does not serve this merchant".to_owned())
+        } else if !self.takes(currency) {
+            Some(format!("does not take {}", currency.code()))
+        } else {
+            None
+        }
+    }
 }
 
 /// Every configured partner by name, with their health on this replica.

@@ -332,8 +332,8 @@ pub trait Instruments: Send + Sync {
 }
 
 /// The partner-hosted checkouts opened for sessions: one per session and
-/// partner, replaced only when it is reopened (a changed amount). Kept as
-/// long as the session.
+/// partner, replaced only when it is reopened (the session's amount or lines
+/// changed). Kept for the session retention after the checkout's end.
 #[async_trait]
 pub trait Checkouts: Send + Sync {
     /// Keeps `checkout` as its session's checkout at its partner if that

@@ -63,11 +63,7 @@ impl Payments {
         }
         let refusal = match self.partners.get(partner) {
             None => Some("no such partner".to_owned()),
-            Some(p) if !p.serves(merchant) => Some("does not serve this merchant".to_owned()),
-            Some(p) if !p.takes(session.currency) => {
-                Some(format!("does not take {}", session.currency.code()))
-            }
-            Some(_) => None,
+            Some(p) => p.refuses(merchant, session.currency),
         };
         if let Some(description) = refusal {
             return Err(PaymentError::InvalidArgument {
@@ -89,20 +85,25 @@ impl Payments {
         session: &Session,
         stale: &HostedCheckout,
     ) -> Result<HostedCheckout, PaymentError> {
+        self.not_completed(stale).await?;
+        self.open_checkout(session, &stale.partner, Some(&stale.id))
+            .await
+    }
+
+    /// `CHECKOUT_COMPLETED` if the partner says the shopper completed
+    /// `checkout`; a partner that cannot say refuses too.
+    async fn not_completed(&self, checkout: &HostedCheckout) -> Result<(), PaymentError> {
         match self
             .partners
-            .checkout_state(&stale.partner, &stale.id)
+            .checkout_state(&checkout.partner, &checkout.id)
             .await
         {
             Ok(CheckoutState::Completed { .. }) => Err(super::Precondition::CheckoutCompleted {
-                partner: stale.partner.clone(),
+                partner: checkout.partner.clone(),
             }
             .into()),
-            Ok(CheckoutState::Open | CheckoutState::Closed { .. }) => {
-                self.open_checkout(session, &stale.partner, Some(&stale.id))
-                    .await
-            }
-            Err(error) => Err(partner_refusal(&stale.partner, error)),
+            Ok(CheckoutState::Open | CheckoutState::Closed { .. }) => Ok(()),
+            Err(error) => Err(partner_refusal(&checkout.partner, error)),
         }
     }
 
@@ -184,20 +185,7 @@ impl Payments {
     /// nothing changes either.
     pub(super) async fn check_checkouts_open(&self, session: Uuid) -> Result<(), PaymentError> {
         for checkout in self.store.checkouts(session).await? {
-            match self
-                .partners
-                .checkout_state(&checkout.partner, &checkout.id)
-                .await
-            {
-                Ok(CheckoutState::Completed { .. }) => {
-                    return Err(super::Precondition::CheckoutCompleted {
-                        partner: checkout.partner,
-                    }
-                    .into());
-                }
-                Ok(CheckoutState::Open | CheckoutState::Closed { .. }) => {}
-                Err(error) => return Err(partner_refusal(&checkout.partner, error)),
-            }
+            self.not_completed(&checkout).await?;
         }
         Ok(())
     }

@@ -443,14 +443,7 @@ impl Payments {
             let Some(partner) = self.partners.get(&leg.partner) else {
                 continue;
             };
-            let refusal = if !partner.serves(&session.merchant) {
-                Some("does not serve this merchant".to_owned())
-            } else if !partner.takes(session.currency) {
-                Some(format!("does not take {}", session.currency.code()))
-            } else {
-                None
-            };
-            if let Some(description) = refusal {
+            if let Some(description) = partner.refuses(&session.merchant, session.currency) {
                 return Err(PaymentError::InvalidArgument {
                     field: format!("split[{index}].partner"),
                     description,
