@@ -161,6 +161,7 @@ impl App {
             request_timeout: config.server.request_timeout,
             instrument_key: crate::partners::Secret::new(config.keys.instrument_secret.clone()),
             callback_url,
+            payment_retention: config.payments.payment_retention,
             settlements: SettlementSettings {
                 look_back_days: u32::try_from(
                     config.workers.settlement_look_back.as_secs() / 86_400,

@@ -253,6 +253,19 @@ impl Config {
             }
             .into());
         }
+        if let Some(retention) = config.payments.payment_retention
+            && retention < config.payments.idempotency_ttl
+        {
+            // A retry within the TTL must find its payment (or its answer).
+            return Err(SettingError {
+                setting: "payment_retention".into(),
+                problem: format!(
+                    "{retention:?} is shorter than the idempotency TTL ({:?})",
+                    config.payments.idempotency_ttl
+                ),
+            }
+            .into());
+        }
         let wait = config.redis.redis_wait_timeout;
         if config.redis.redis_wait_replicas > 0
             && (wait >= config.redis.redis_response_timeout || wait < Duration::from_millis(1))

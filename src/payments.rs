@@ -332,6 +332,9 @@ pub struct Settings {
     /// Where partners reach the callback listener (`None`: no listener;
     /// hosted checkouts are found completed by lookups alone).
     pub callback_url: Option<String>,
+    /// How long a finished payment is kept after its last change (`None`:
+    /// for ever).
+    pub payment_retention: Option<Duration>,
 }
 
 impl Default for Settings {
@@ -353,6 +356,7 @@ impl Default for Settings {
             // The service is given the configured key (`--instrument-secret`).
             instrument_key: crate::partners::Secret::new("payments-default-instrument-key".into()),
             callback_url: None,
+            payment_retention: None,
         }
     }
 }

@@ -153,6 +153,19 @@ pub trait PaymentStore: Send + Sync + std::fmt::Debug {
     /// Sessions of a merchant in creation order (see [`ListQuery`]).
     async fn list_sessions(&self, query: &ListQuery) -> Result<Vec<ListedSession>, StoreError>;
 
+    /// Forgets a payment whose retention ended, if it is still at the
+    /// version read (`Ok(false)`, nothing deleted, if it moved): its header
+    /// and operations, their index entries and due items, the idempotency
+    /// records of what they created, its session (`session`, as read) and
+    /// hosted checkouts, then its and its session's listing entries (other
+    /// slots: a crash between leaves listing members without payment, which
+    /// listings skip).
+    async fn forget_payment(
+        &self,
+        payment: &StoredPayment,
+        session: Option<&Session>,
+    ) -> Result<bool, StoreError>;
+
     /// Whether the store answers (readiness probes).
     async fn ping(&self) -> Result<(), StoreError>;
 }

@@ -26,6 +26,7 @@ mod api {
     mod replicas;
     mod replication;
     mod resolution;
+    mod retention;
     mod review_queue;
     mod round_trips;
     mod routing;

@@ -250,6 +250,15 @@ pub struct PaymentSettings {
     #[arg(long, env = "PAYMENT_ORCHESTRATOR_IDEMPOTENCY_TTL", default_value = "24h", value_parser = parse_duration)]
     pub idempotency_ttl: Duration,
 
+    /// How long a finished payment is kept after its last change (and, for
+    /// a leg that captured, after its partner's dispute window): then it is
+    /// forgotten with its session, operations and index entries. Off by
+    /// default (payments are kept for ever). Set it beyond every partner's
+    /// refund window: a payment forgotten cannot be refunded here. At least
+    /// the idempotency TTL.
+    #[arg(long, env = "PAYMENT_ORCHESTRATOR_PAYMENT_RETENTION", value_parser = parse_duration)]
+    pub payment_retention: Option<Duration>,
+
     /// How long a request holds its idempotency key before a retry of a
     /// crashed request may take it over.
     #[arg(long, env = "PAYMENT_ORCHESTRATOR_IDEMPOTENCY_LEASE", default_value = "2m", value_parser = parse_duration)]

@@ -417,6 +417,38 @@ impl Payment {
             .collect()
     }
 
+    /// Nothing of the payment is open: its authorization is final, no
+    /// capture, refund or void is pending or uncertain, no leg still holds
+    /// an authorization to capture or void, and no dispute is open. Only
+    /// then may retention end it.
+    pub fn is_finished(&self) -> bool {
+        self.authorization_status.is_final()
+            && self
+                .ledger
+                .iter()
+                .all(|leg| leg.nothing_pending() && leg.available_to_capture().is_zero())
+            && !self.has_open_dispute()
+    }
+
+    /// Until when a finished payment is kept with `retention`: that long
+    /// after its last change, and no sooner than the end of the dispute
+    /// window (`dispute_window(partner)`) of every leg that captured money.
+    pub fn kept_until(
+        &self,
+        retention: Duration,
+        dispute_window: impl Fn(&str) -> Option<Duration>,
+    ) -> SystemTime {
+        let disputable = self
+            .legs
+            .iter()
+            .zip(&self.ledger)
+            .filter(|(_, held)| !held.captured.is_zero())
+            .filter_map(|(leg, _)| dispute_window(&leg.partner))
+            .max()
+            .unwrap_or_default();
+        self.updated_at + retention.max(disputable)
+    }
+
     /// Whether a dispute is open.
     pub fn has_open_dispute(&self) -> bool {
         self.disputes.iter().any(Dispute::is_open)

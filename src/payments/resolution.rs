@@ -159,7 +159,44 @@ impl Payments {
                     None => self.drop_item(item.clone()).await,
                 }
             }
+            DueItem::Retention { payment } => self.end_retention(payment).await,
         }
+    }
+
+    /// Forgets a payment whose retention ended with nothing of it open
+    /// (with its session, operations and index entries); a payment still
+    /// open, or changed since, is looked at again when its retention could
+    /// end. If it changes while being forgotten, it is kept.
+    async fn end_retention(&self, payment: Uuid) -> Result<Handled, PaymentError> {
+        let item = DueItem::Retention { payment };
+        let (Some(retention), Some(stored)) = (
+            self.settings.payment_retention,
+            self.store.payment(payment).await?,
+        ) else {
+            return self.drop_item(item).await;
+        };
+        let now = self.clock.now();
+        let header = &stored.header.value;
+        let open =
+            !header.is_finished() || stored.operations.iter().any(|op| !op.status.is_final());
+        let until = match open {
+            true => now + retention,
+            false => header.kept_until(retention, |partner| self.partners.dispute_window(partner)),
+        };
+        if until > now {
+            return self.reschedule(item, Some(until)).await;
+        }
+        let session = self.store.session(header.session_id).await?;
+        if self
+            .store
+            .forget_payment(&stored, session.as_ref().map(|s| &s.value))
+            .await?
+        {
+            metrics::counter!(crate::telemetry::series::PAYMENTS_FORGOTTEN).increment(1);
+            return Ok(Handled::Nothing);
+        }
+        // It changed since it was read: its next change is what counts.
+        self.reschedule(item, Some(now + retention)).await
     }
 
     /// Takes an item off the due-queue (its work is gone or done).

@@ -33,8 +33,8 @@ use crate::{
         status::OperationStatus,
     },
     store::{
-        Committed, DueChange, KeyChange, KeyState, OperationWrite, Outcome, PaymentWrite, Shard,
-        Step, StoreError, Versioned, Write,
+        Committed, DueChange, DueItem, KeyChange, KeyState, OperationWrite, Outcome, PaymentWrite,
+        Shard, Step, StoreError, Versioned, Write,
     },
 };
 
@@ -374,6 +374,14 @@ impl Payments {
                 operation_item(&authorization),
                 now + self.settings.operation_lease,
             ));
+            if let Some(retention) = self.settings.payment_retention {
+                // Looked at once the retention could have ended; it puts
+                // itself back while the payment is open or changes.
+                let item = DueItem::Retention {
+                    payment: payment_id,
+                };
+                step.due.push(DueChange::Schedule(item, now + retention));
+            }
             if claimed_at.elapsed() >= self.settings.idempotency_lease / 2 {
                 return Err(PaymentError::RequestInProgress);
             }

@@ -31,6 +31,9 @@ pub enum DueItem {
     /// A capture at a partner whose chargebacks only a lookup shows: read
     /// its legs again for disputes (until the partner's window ends).
     DisputeWatch { payment: Uuid, operation: Uuid },
+    /// A payment whose retention may have ended (`--payment-retention`):
+    /// forgotten if nothing of it is open, else looked at again later.
+    Retention { payment: Uuid },
 }
 
 impl DueItem {
@@ -39,7 +42,8 @@ impl DueItem {
             DueItem::Operation { payment, .. }
             | DueItem::AuthorizationExpiry { payment }
             | DueItem::SettlementCheck { payment, .. }
-            | DueItem::DisputeWatch { payment, .. } => Shard::of(*payment),
+            | DueItem::DisputeWatch { payment, .. }
+            | DueItem::Retention { payment } => Shard::of(*payment),
             DueItem::Webhook { delivery } | DueItem::FailedWebhook { delivery } => {
                 Shard::of(*delivery)
             }
@@ -64,6 +68,7 @@ impl DueItem {
             DueItem::FailedWebhook { delivery } => format!("f:{delivery}"),
             DueItem::SettlementCheck { payment, operation } => format!("c:{payment}:{operation}"),
             DueItem::DisputeWatch { payment, operation } => format!("d:{payment}:{operation}"),
+            DueItem::Retention { payment } => format!("r:{payment}"),
         }
     }
 
@@ -78,6 +83,9 @@ impl DueItem {
                 }
             }
             "x" => DueItem::AuthorizationExpiry {
+                payment: Uuid::try_parse(rest).ok()?,
+            },
+            "r" => DueItem::Retention {
                 payment: Uuid::try_parse(rest).ok()?,
             },
             "w" => DueItem::Webhook {
@@ -171,6 +179,11 @@ mod tests {
                 payment,
                 operation: Uuid::now_v7(),
             },
+            DueItem::DisputeWatch {
+                payment,
+                operation: Uuid::now_v7(),
+            },
+            DueItem::Retention { payment },
         ];
         for item in items {
             assert_eq!(DueItem::decode(&item.encode()), Some(item.clone()));

@@ -9,7 +9,7 @@ use std::{
 
 use uuid::Uuid;
 
-use super::Versioned;
+use super::{DueItem, Versioned};
 
 use crate::domain::{
     operation::Operation,
@@ -42,6 +42,39 @@ pub struct ListQuery {
 pub struct StoredPayment {
     pub header: Versioned<Payment>,
     pub operations: Vec<Operation>,
+}
+
+impl StoredPayment {
+    /// Every item the payment may have on the due-queue.
+    pub fn due_items(&self) -> Vec<DueItem> {
+        let payment = self.header.value.id;
+        let per_operation = self.operations.iter().flat_map(|op| {
+            let operation = op.id;
+            [
+                DueItem::Operation { payment, operation },
+                DueItem::SettlementCheck { payment, operation },
+                DueItem::DisputeWatch { payment, operation },
+            ]
+        });
+        [
+            DueItem::AuthorizationExpiry { payment },
+            DueItem::Retention { payment },
+        ]
+        .into_iter()
+        .chain(per_operation)
+        .collect()
+    }
+
+    /// The idempotency records that may name what the payment is made of
+    /// (records are named by the id of what their request creates): its
+    /// session's, its own, its operations'.
+    pub fn record_ids(&self) -> Vec<Uuid> {
+        let header = &self.header.value;
+        [header.session_id, header.id]
+            .into_iter()
+            .chain(self.operations.iter().map(|op| op.id))
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -23,6 +23,7 @@ pub const REQUESTS_SHED: &str = "payment_orchestrator_requests_shed_total";
 pub const PARTNER_REQUEST_SECONDS: &str = "payment_orchestrator_partner_request_seconds";
 pub const PARTNER_CIRCUIT_OPEN: &str = "payment_orchestrator_partner_circuit_open";
 pub const RECONCILIATION_ISSUES: &str = "payment_orchestrator_reconciliation_issues_total";
+pub const PAYMENTS_FORGOTTEN: &str = "payment_orchestrator_payments_forgotten_total";
 
 /// Describes every series (the HELP lines of `/metrics`).
 pub fn describe() {
@@ -33,6 +34,10 @@ pub fn describe() {
         "1 while the store (Redis) answers, else 0: readiness."
     );
     describe_counter!(OPERATIONS_OPENED, "Operations opened, by kind.");
+    describe_counter!(
+        PAYMENTS_FORGOTTEN,
+        "Finished payments forgotten after their retention (--payment-retention)."
+    );
     describe_counter!(
         OPERATIONS_FINAL,
         "Operations that reached a final status, by kind and status."

@@ -187,6 +187,14 @@ impl PaymentStore for FaultyStore {
         self.inner.list_sessions(query).await
     }
 
+    async fn forget_payment(
+        &self,
+        payment: &StoredPayment,
+        session: Option<&Session>,
+    ) -> Result<bool, StoreError> {
+        self.call(self.inner.forget_payment(payment, session)).await
+    }
+
     async fn list_payments(&self, query: &ListQuery) -> Result<Vec<ListedPayment>, StoreError> {
         self.call(self.inner.list_payments(query)).await
     }

@@ -1541,6 +1541,157 @@ async fn a_sessions_checkout_is_kept_once_per_partner_and_replaced_only_in_place
     assert_eq!(store.checkouts(Uuid::now_v7()).await.unwrap(), vec![]);
 }
 
+/// A payment of one card leg for `session`, in its shard (as SubmitSession
+/// makes it).
+fn payment_of(session: &Session) -> (Payment, Operation) {
+    let (mut header, _) = payment_at(&session.merchant, &session.order_reference, now());
+    let shard = Shard::of(session.id);
+    let id = shard.stamp(Uuid::now_v7());
+    Payment::new(
+        NewPayment {
+            id,
+            merchant: header.merchant.clone(),
+            session_id: session.id,
+            order_reference: header.order_reference.clone(),
+            amount: header.amount,
+            currency: header.currency,
+            capture_mode: header.capture_mode,
+            legs: std::mem::take(&mut header.legs),
+            webhook: None,
+            authorization_id: shard.stamp(Uuid::now_v7()),
+            origin: None,
+            items: vec![item("sku-1", 12000)],
+        },
+        now(),
+    )
+}
+
+/// A session with its payment, idempotency record, due items, hosted
+/// checkout and listing entries, as a submitted session has them.
+async fn submitted_payment(
+    store: &Arc<dyn Store>,
+    merchant: &str,
+) -> (Session, Payment, Operation) {
+    let s = session(merchant);
+    let (header, authorization) = payment_of(&s);
+    let mut step = payment_step(
+        None,
+        &header,
+        vec![OperationWrite::Insert(authorization.clone())],
+    );
+    step.session = Some(Write::Insert(s.clone()));
+    step.key = Some(claim(header.id, 1, Duration::from_secs(60)));
+    let later = now() + Duration::from_secs(3600);
+    step.due.push(DueChange::Schedule(
+        DueItem::Operation {
+            payment: header.id,
+            operation: authorization.id,
+        },
+        later,
+    ));
+    step.due.push(DueChange::Schedule(
+        DueItem::Retention { payment: header.id },
+        later,
+    ));
+    assert!(matches!(
+        store.commit(step).await.unwrap(),
+        Committed::Applied { .. }
+    ));
+    let checkout = HostedCheckout {
+        session: s.id,
+        partner: "walley".into(),
+        id: "a".into(),
+        public_token: "pt-a".into(),
+        redirect_url: String::new(),
+        expires_at: now() + Duration::from_secs(600),
+        amount: amount(12000),
+        items: vec![],
+        opened_at: now(),
+    };
+    store.keep_checkout(&checkout, None).await.unwrap();
+    store.index_payment(&header).await.unwrap();
+    store.index_session(&s).await.unwrap();
+    (s, header, authorization)
+}
+
+/// Retention forgets a payment whole (header, operations, index entries,
+/// due items, idempotency record, session, checkouts, listing entries),
+/// only at the version read, and touches no other payment.
+pub async fn a_forgotten_payment_leaves_nothing_and_one_that_moved_is_kept(subject: Subject) {
+    let store = subject.store;
+    let merchant = format!("m-{}", Uuid::now_v7());
+    let (s, header, authorization) = submitted_payment(&store, &merchant).await;
+    let (_, neighbour, neighbour_authorization) = submitted_payment(&store, &merchant).await;
+    let read = store.payment(header.id).await.unwrap().unwrap();
+    // A write after the read: forgetting what was read is refused.
+    let moved = payment_step(Some(1), &header, vec![]);
+    assert!(matches!(
+        store.commit(moved).await.unwrap(),
+        Committed::Applied {
+            payment: Some(2),
+            ..
+        }
+    ));
+    assert!(!store.forget_payment(&read, Some(&s)).await.unwrap());
+    assert!(store.header(header.id).await.unwrap().is_some());
+    let read = store.payment(header.id).await.unwrap().unwrap();
+    assert!(store.forget_payment(&read, Some(&s)).await.unwrap());
+    assert!(store.header(header.id).await.unwrap().is_none());
+    assert!(store.session(s.id).await.unwrap().is_none());
+    assert!(
+        store
+            .find_operation(authorization.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(store.checkouts(s.id).await.unwrap(), vec![]);
+    for item in read.due_items() {
+        assert_eq!(store.scheduled(&item).await.unwrap(), None, "{item:?}");
+    }
+    // The idempotency record is gone: the key can be claimed anew.
+    assert!(matches!(
+        claimed(&store, header.id, 2, Duration::from_secs(60)).await,
+        Committed::Applied { .. }
+    ));
+    let query = ListQuery {
+        merchant: merchant.clone(),
+        order_reference: None,
+        created_after: None,
+        created_before: None,
+        cursor: None,
+        newest_first: false,
+        limit: 100,
+    };
+    let listed: Vec<Option<Uuid>> = store
+        .list_payments(&query)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|listed| listed.payment.map(|p| p.header.value.id))
+        .collect();
+    assert_eq!(listed, vec![Some(neighbour.id)]);
+    let sessions = store.list_sessions(&query).await.unwrap();
+    assert_eq!(sessions.len(), 1, "the neighbour's session only");
+    // The neighbour (same merchant and order) is untouched.
+    assert!(
+        store
+            .find_operation(neighbour_authorization.id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .scheduled(&DueItem::Retention {
+                payment: neighbour.id
+            })
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
 macro_rules! contract {
     ($subject:ident: $($name:ident),* $(,)?) => {
         mod $subject {
@@ -1581,6 +1732,7 @@ macro_rules! contract_suite {
                 an_abandoned_record_is_in_flight_with_its_lease_over,
                 an_instrument_is_claimed_once_and_replaced_only_as_read,
                 a_sessions_checkout_is_kept_once_per_partner_and_replaced_only_in_place,
+                a_forgotten_payment_leaves_nothing_and_one_that_moved_is_kept,
             );
         )*
     };

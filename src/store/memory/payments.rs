@@ -25,6 +25,20 @@ fn index(mut listing: MutexGuard<'_, Listing>, merchant: &str, reference: &str, 
     }
 }
 
+/// Takes `member` out of what [`index`] listed it in (a listing left
+/// empty goes, as an empty Redis key does).
+fn unindex(mut listing: MutexGuard<'_, Listing>, merchant: &str, reference: &str, member: &str) {
+    for order_reference in [None, Some(reference.to_owned())] {
+        let key = (merchant.to_owned(), order_reference);
+        if let Some(members) = listing.get_mut(&key) {
+            members.remove(member);
+            if members.is_empty() {
+                listing.remove(&key);
+            }
+        }
+    }
+}
+
 /// Members of a listing in the query's range and order.
 pub(super) fn listed(listing: &Listing, query: &ListQuery) -> Vec<String> {
     let key = (query.merchant.clone(), query.order_reference.clone());
@@ -113,6 +127,50 @@ impl PaymentStore for MemoryStore {
         let (merchant, reference) = (&session.merchant, &session.order_reference);
         index(self.session_listing(merchant), merchant, reference, member);
         Ok(())
+    }
+
+    async fn forget_payment(
+        &self,
+        payment: &StoredPayment,
+        session: Option<&Session>,
+    ) -> Result<bool, StoreError> {
+        let header = &payment.header.value;
+        {
+            let mut shard = self.shard(Shard::of(header.id));
+            match shard.payments.get(&header.id) {
+                Some(record) if record.header.version == payment.header.version => {}
+                _ => return Ok(false),
+            }
+            shard.payments.remove(&header.id);
+            for operation in &payment.operations {
+                shard.operations.remove(&operation.id);
+            }
+            for item in payment.due_items() {
+                shard.unschedule(&item);
+            }
+            for record in payment.record_ids() {
+                shard.keys.remove(&record);
+            }
+            shard.sessions.remove(&header.session_id);
+        }
+        lock(&self.checkouts).remove(&header.session_id);
+        let member = listing_member(header.created_at, header.id);
+        unindex(
+            self.listing(&header.merchant),
+            &header.merchant,
+            &header.order_reference,
+            &member,
+        );
+        if let Some(session) = session {
+            let member = listing_member(session.created_at, session.id);
+            unindex(
+                self.session_listing(&session.merchant),
+                &session.merchant,
+                &session.order_reference,
+                &member,
+            );
+        }
+        Ok(true)
     }
 
     async fn list_sessions(&self, query: &ListQuery) -> Result<Vec<ListedSession>, StoreError> {

@@ -5,12 +5,6 @@
 use super::*;
 use crate::{domain::checkout::HostedCheckout, store::Checkouts};
 
-/// A session's checkouts: `<partner>` → the checkout, `<partner>#id` → its
-/// id (what a reopening compares).
-fn checkouts_key(session: Uuid) -> String {
-    format!("po:{{{}}}:hc:{session}", Shard::of(session).index())
-}
-
 #[async_trait]
 impl Checkouts for RedisStore {
     async fn keep_checkout(

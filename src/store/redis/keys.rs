@@ -12,6 +12,12 @@ pub(super) fn session_key(id: Uuid) -> String {
     format!("po:{{{}}}:s:{id}", Shard::of(id).index())
 }
 
+/// A session's checkouts: `<partner>` → the checkout, `<partner>#id` → its
+/// id (what a reopening compares).
+pub(super) fn checkouts_key(session: Uuid) -> String {
+    format!("po:{{{}}}:hc:{session}", Shard::of(session).index())
+}
+
 pub(super) fn payment_key(id: Uuid) -> String {
     format!("po:{{{}}}:p:{id}", Shard::of(id).index())
 }

@@ -193,6 +193,73 @@ impl PaymentStore for RedisStore {
         .await
     }
 
+    async fn forget_payment(
+        &self,
+        payment: &StoredPayment,
+        session: Option<&Session>,
+    ) -> Result<bool, StoreError> {
+        let header = &payment.header.value;
+        let key = payment_key(header.id);
+        let mut invocation = FORGET.prepare_invoke();
+        invocation
+            .key(&key)
+            .key(operation_index_key(Shard::of(header.id)))
+            .key(due_key(Shard::of(header.id)))
+            .key(session_key(header.session_id))
+            .key(checkouts_key(header.session_id));
+        for record in payment.record_ids() {
+            invocation.key(record_key(record));
+        }
+        invocation
+            .arg(payment.header.version)
+            .arg(payment.operations.len());
+        for operation in &payment.operations {
+            invocation.arg(operation.id.as_bytes().as_slice());
+        }
+        for item in payment.due_items() {
+            invocation.arg(item.encode());
+        }
+        let forgotten: i64 = self.written(&invocation, &key).await?;
+        if forgotten == 0 {
+            return Ok(false);
+        }
+        // The listings live in other slots; a member without its payment
+        // (a crash before these) is skipped by the listing.
+        let mut removals = vec![(
+            listings_of(
+                Listed::Payments,
+                &header.merchant,
+                &header.order_reference,
+                header.id,
+            ),
+            listing_member(header.created_at, header.id),
+        )];
+        if let Some(session) = session {
+            removals.push((
+                listings_of(
+                    Listed::Sessions,
+                    &session.merchant,
+                    &session.order_reference,
+                    session.id,
+                ),
+                listing_member(session.created_at, session.id),
+            ));
+        }
+        try_join_all(removals.iter().flat_map(|(keys, member)| {
+            keys.iter().map(move |key| {
+                let mut connection = self.connection();
+                async move {
+                    connection
+                        .zrem::<_, _, ()>(key, member)
+                        .await
+                        .map_err(write_failed)
+                }
+            })
+        }))
+        .await?;
+        Ok(true)
+    }
+
     async fn list_sessions(&self, query: &ListQuery) -> Result<Vec<ListedSession>, StoreError> {
         let keys = listing_reads(
             Listed::Sessions,

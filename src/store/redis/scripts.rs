@@ -110,6 +110,13 @@ pub static REPLACE_INSTRUMENT: LazyLock<Script> = script!("stamp", "replace_inst
 /// A claim (or ``) with Redis's time.
 pub static READ_INSTRUMENT: LazyLock<Script> = script!("read_instrument");
 
+/// Forgets a payment whose retention ended, if its header is still at the
+/// version read: the payment hash, its session and hosted checkouts, the
+/// idempotency records named by its parts, its operations' index entries
+/// and its due members (see `forget.lua` for the arguments). Answers 1 if
+/// forgotten, 0 if the payment moved (nothing deleted).
+pub static FORGET: LazyLock<Script> = script!("forget");
+
 /// Replaces a value that is still the one read, keeping its expiry.
 ///
 /// KEYS: 1 the value. ARGV: 1 what was read, 2 the replacement.
