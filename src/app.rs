@@ -619,7 +619,11 @@ fn partners(
         let name = &partner.name;
         let adapter: Arc<dyn Partner> = match &partner.kind {
             PartnerKind::Sandbox => {
-                let sandbox = Sandbox::with_capabilities(name.clone(), partner.capabilities);
+                let mut sandbox = Sandbox::with_capabilities(name.clone(), partner.capabilities);
+                if let Some(retention) = config.payments.payment_retention {
+                    // The service forgets the payments first.
+                    sandbox = sandbox.forgetting_after(retention.saturating_mul(2));
+                }
                 sandboxes.insert(name.clone(), sandbox.clone());
                 Arc::new(sandbox)
             }

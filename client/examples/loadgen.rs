@@ -10,8 +10,10 @@
 //!
 //! Operations (`--mix`, weights): `capture` (1 minor unit on a pool payment),
 //! `get` (GetPayment), `checkout` (CreateSession + SubmitSession, 2 calls),
-//! `lifecycle` (a checkout of 2 legs, a capture and a refund: 4 calls — what
-//! a payment typically goes through; used to measure storage per payment).
+//! `lifecycle` (a checkout of 2 legs, a capture of the whole and a refund:
+//! 4 calls — what a payment typically goes through, and after which nothing
+//! of it is open; used to measure storage per payment and retention).
+//! `--payments 0` makes no pool (for checkouts and lifecycles alone).
 //!
 //! Like wrk or h2load, the measured calls are not parsed: their answer is
 //! the gRPC status (a response body is read and dropped). On a small machine
@@ -286,7 +288,7 @@ impl Client {
                 let capture = self.request(proto::CaptureRequest {
                     payment_id: payment.id.clone(),
                     idempotency_key: idempotency_key(),
-                    amount: Some(15_000),
+                    amount: Some(20_000),
                     ..Default::default()
                 });
                 let capture_path = "/payment_orchestrator.v1.PaymentService/Capture";
@@ -449,7 +451,12 @@ async fn main() -> anyhow::Result<()> {
                         hit
                     })
                     .map_or(Op::Get, |(op, _)| *op);
-                let payment = &pool[next.fetch_add(1, Ordering::Relaxed) % pool.len()];
+                // `--payments 0`: no pool (for mixes of checkouts and
+                // lifecycles alone, which make their own payments).
+                let turn = next.fetch_add(1, Ordering::Relaxed);
+                let payment = pool
+                    .get(turn % pool.len().max(1))
+                    .map_or("", String::as_str);
                 let result = client.run(op, payment, &token).await;
                 if now < warmup_end {
                     continue;

@@ -39,8 +39,9 @@ mod scenario;
 pub use scenario::{Outcome, Scenario};
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, VecDeque},
     sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
 };
 
 use async_trait::async_trait;
@@ -127,7 +128,15 @@ pub struct AuthorizationTotals {
 struct Authorization {
     scenario: Scenario,
     totals: AuthorizationTotals,
+    /// The idempotency keys of the requests on it (its entries).
+    keys: Vec<String>,
+    /// When a request on it last came.
+    last_request: Instant,
 }
+
+/// How many received requests and arrivals a forgetting sandbox keeps for
+/// inspection (the newest).
+const KEPT_RECEIVED: usize = 10_000;
 
 #[derive(Debug, Default)]
 struct Ledger {
@@ -150,6 +159,12 @@ struct Ledger {
     /// Where its hosted checkouts' pages are served (the callback
     /// listener), if anywhere.
     hosted_pages: Option<String>,
+    /// Authorizations idle this long are forgotten with their entries and
+    /// stored card (`None`: kept for ever).
+    forget_after: Option<Duration>,
+    /// Authorizations by when a request on them came, oldest first (an
+    /// authorization asked again since is listed again, later).
+    activity: VecDeque<(Instant, String)>,
 }
 
 /// A hosted checkout the sandbox opened.
@@ -192,6 +207,16 @@ impl Sandbox {
             capabilities,
             ledger: Arc::default(),
         }
+    }
+
+    /// Forgets an authorization (with its requests and stored card) once no
+    /// request came on it for `idle`, and keeps only the newest requests for
+    /// inspection: its memory stays bounded under endless load. Give it
+    /// more than the service's payment retention, which forgets the
+    /// payments first.
+    pub fn forgetting_after(self, idle: Duration) -> Self {
+        self.ledger().forget_after = Some(idle);
+        self
     }
 
     fn ledger(&self) -> MutexGuard<'_, Ledger> {
@@ -336,6 +361,8 @@ impl Sandbox {
         scenario: &Scenario,
     ) -> Result<PartnerAnswer, PartnerError> {
         let mut ledger = self.ledger();
+        let now = Instant::now();
+        ledger.forget_idle(now);
         let key = request.idempotency_key.clone();
         let outcome = scenario.outcome(request.kind);
         if outcome == Outcome::Lost && !ledger.lost_once.contains_key(&key) {
@@ -372,6 +399,8 @@ impl Sandbox {
                     Authorization {
                         scenario: scenario.clone(),
                         totals: AuthorizationTotals::default(),
+                        keys: Vec::new(),
+                        last_request: now,
                     },
                 );
                 reference.clone()
@@ -422,6 +451,7 @@ impl Sandbox {
             sequence: ledger.next_reference,
         };
         let answer = entry.answer();
+        ledger.touch(&entry.authorization, &key, now);
         ledger.entries.insert(key, entry);
         match outcome {
             Outcome::Timeout => Err(PartnerError::Unknown {
@@ -496,6 +526,54 @@ fn settlement_line(kind: EntryKind, request: &PartnerRequest, reference: &str) -
 }
 
 impl Ledger {
+    /// Notes a request (`key`) on `authorization` at `now`.
+    fn touch(&mut self, authorization: &str, key: &str, now: Instant) {
+        if self.forget_after.is_none() {
+            return;
+        }
+        if let Some(auth) = self.authorizations.get_mut(authorization) {
+            auth.keys.push(key.to_owned());
+            auth.last_request = now;
+            self.activity.push_back((now, authorization.to_owned()));
+        }
+    }
+
+    /// Forgets what was idle for `forget_after` by `now`, and trims what is
+    /// kept for inspection.
+    fn forget_idle(&mut self, now: Instant) {
+        let Some(forget_after) = self.forget_after else {
+            return;
+        };
+        while let Some((at, _)) = self.activity.front()
+            && *at + forget_after <= now
+        {
+            let Some((at, reference)) = self.activity.pop_front() else {
+                break;
+            };
+            // Asked again since: listed again, later.
+            if self
+                .authorizations
+                .get(&reference)
+                .is_none_or(|auth| auth.last_request != at)
+            {
+                continue;
+            }
+            if let Some(auth) = self.authorizations.remove(&reference) {
+                for key in &auth.keys {
+                    self.entries.remove(key);
+                    self.lost_once.remove(key);
+                }
+                self.instruments.remove(&instrument_of(&reference));
+            }
+        }
+        if self.received.len() > 2 * KEPT_RECEIVED {
+            self.received.drain(..self.received.len() - KEPT_RECEIVED);
+        }
+        if self.arrivals.len() > 2 * KEPT_RECEIVED {
+            self.arrivals.drain(..self.arrivals.len() - KEPT_RECEIVED);
+        }
+    }
+
     /// Closes what succeeded since the last close into one settlement per
     /// currency, dated `day`, with the prepared discrepancies.
     fn close(&mut self, partner: &str, day: Day) {

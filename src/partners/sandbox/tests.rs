@@ -121,3 +121,54 @@ async fn pending_settles_after_lookups_and_lost_reaches_the_ledger_on_resend() {
     assert_eq!(sandbox.lookup(&lost, None).await, Ok(Lookup::NotFound));
     assert!(sandbox.authorize(&lost).await.is_ok());
 }
+
+/// A forgetting sandbox drops an authorization (its requests, its stored
+/// card) once no request came on it for the idle time; one asked since is
+/// kept.
+#[tokio::test]
+async fn a_forgetting_sandbox_drops_what_was_idle_and_keeps_what_was_asked_since() {
+    let idle = Duration::from_millis(200);
+    let sandbox = Sandbox::new("ingenico").forgetting_after(idle);
+    let authorize = |key: &'static str| {
+        let sandbox = sandbox.clone();
+        async move {
+            sandbox
+                .authorize(&request(
+                    OperationKind::Authorization,
+                    key,
+                    1000,
+                    "tok",
+                    None,
+                ))
+                .await
+                .unwrap()
+                .reference
+        }
+    };
+    let idle_one = authorize("a1").await;
+    let busy_one = authorize("a2").await;
+    // Half the idle time later, the second is captured: asked again.
+    tokio::time::sleep(idle / 2).await;
+    let capture = request(OperationKind::Capture, "c2", 400, "", Some(&busy_one));
+    sandbox.capture(&capture).await.unwrap();
+    // Past the first's idle time (time passing is the point here).
+    tokio::time::sleep(idle / 2 + Duration::from_millis(20)).await;
+    let newest = authorize("a3").await;
+    let kept: Vec<String> = sandbox.authorizations().into_keys().collect();
+    assert_eq!(kept, vec![busy_one.clone(), newest]);
+    assert!(!kept.contains(&idle_one));
+    // Its stored card went with it.
+    let stored = request(
+        OperationKind::Authorization,
+        "a4",
+        100,
+        &instrument_of(&idle_one),
+        None,
+    );
+    assert!(matches!(
+        sandbox.authorize(&stored).await,
+        Err(PartnerError::Declined { .. })
+    ));
+    // The captured one keeps its books.
+    assert_eq!(sandbox.authorizations()[&busy_one].captured, 400);
+}
