@@ -70,6 +70,10 @@ struct ServerSettings {
     max_connection_age: Duration,
 }
 
+/// Payment headers a replica on Redis keeps of those it wrote (about a
+/// kilobyte each).
+const HEADER_CACHE: usize = 32_768;
+
 /// How often readiness checks the store.
 const READINESS_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -162,6 +166,14 @@ impl App {
             instrument_key: crate::partners::Secret::new(config.keys.instrument_secret.clone()),
             callback_url,
             payment_retention: config.payments.payment_retention,
+            // On Redis a capture then opens on the header this replica
+            // wrote, without reading it first; in memory there is no read
+            // to save.
+            header_cache: if config.redis.redis_url.is_empty() {
+                0
+            } else {
+                HEADER_CACHE
+            },
             settlements: SettlementSettings {
                 look_back_days: u32::try_from(
                     config.workers.settlement_look_back.as_secs() / 86_400,

@@ -27,6 +27,7 @@ mod deliveries;
 mod disputes;
 mod dry_run;
 mod execution;
+mod headers;
 mod idempotency;
 mod instruments;
 mod listing;
@@ -335,6 +336,9 @@ pub struct Settings {
     /// How long a finished payment is kept after its last change (`None`:
     /// for ever).
     pub payment_retention: Option<Duration>,
+    /// How many payment headers a replica keeps of those it wrote, to open
+    /// the next operation on one without reading it first (0: none).
+    pub header_cache: usize,
 }
 
 impl Default for Settings {
@@ -357,6 +361,7 @@ impl Default for Settings {
             instrument_key: crate::partners::Secret::new("payments-default-instrument-key".into()),
             callback_url: None,
             payment_retention: None,
+            header_cache: 0,
         }
     }
 }
@@ -383,6 +388,8 @@ pub struct Payments {
     settings: Settings,
     webhooks: Webhooks,
     waiters: Arc<waiters::Waiters>,
+    /// The headers this replica last wrote (see `headers`).
+    headers: Arc<headers::Headers>,
 }
 
 impl Payments {
@@ -400,7 +407,9 @@ impl Payments {
         webhooks: Webhooks,
     ) -> Self {
         let waiters = waiters::Waiters::new(settings.max_waiters_per_merchant);
+        let headers = Arc::new(headers::Headers::new(settings.header_cache));
         Payments {
+            headers,
             store,
             partners,
             clock,

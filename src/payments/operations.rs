@@ -52,8 +52,17 @@ impl Payments {
         let payment_id = request.command.payment_id;
         let (mut operation_request, origin) = self.operation_request(merchant, request);
         let id = origin.record;
-        for _ in 0..MAX_WRITE_ATTEMPTS {
-            let header = self.owned_header(merchant, payment_id).await?;
+        for attempt in 0..MAX_WRITE_ATTEMPTS {
+            // The first attempt opens on the header this replica last wrote,
+            // if it holds it: the open step's compare-and-set checks it.
+            let known = (attempt == 0)
+                .then(|| self.headers.get(payment_id))
+                .flatten()
+                .filter(|h| h.value.merchant == merchant);
+            let header = match known {
+                Some(header) => header,
+                None => self.owned_header(merchant, payment_id).await?,
+            };
             let partners = header.value.legs.iter().map(|leg| leg.partner.as_str());
             operation_request.avoid = self.partners.avoided(partners);
             let now = self.clock.now();
@@ -143,7 +152,10 @@ impl Payments {
                         return self.run_operation(work, held).await;
                     }
                 },
-                Committed::Conflict => continue,
+                Committed::Conflict => {
+                    self.headers.forget(payment_id);
+                    continue;
+                }
                 Committed::Claimed(state) => {
                     return match found_record(state)? {
                         Found::Answer(outcome) => operation_result(header.value, *outcome),
@@ -211,6 +223,7 @@ impl Payments {
             before: Vec::new(),
         };
         let concluded = self.run(work, held, &keying).await?;
+        self.headers.remember(&concluded.work.header);
         // Superseded: whoever sent since answers under the record.
         let outcome = concluded.answer.ok_or(PaymentError::RequestInProgress)?;
         operation_result(concluded.work.header.value, outcome)

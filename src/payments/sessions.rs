@@ -535,6 +535,7 @@ impl Payments {
             before: Vec::new(),
         };
         let concluded = self.run(work, held, &keying).await?;
+        self.headers.remember(&concluded.work.header);
         if concluded.work.operation.status == OperationStatus::Failure {
             self.release_unauthorized(&concluded.work.header.value)
                 .await;

@@ -189,7 +189,18 @@ fn payment_step(expected: Option<u64>, header: &Payment, operations: Vec<Operati
     step
 }
 
-/// A payment inserted with its authorization; returns it at version 1.
+/// The payment version a step that wrote the payment came to.
+fn payment_version(committed: Committed) -> u64 {
+    match committed {
+        Committed::Applied {
+            payment: Some(version),
+            ..
+        } => version,
+        other => panic!("the payment was not written: {other:?}"),
+    }
+}
+
+/// A payment inserted with its authorization, at the version the store gave.
 async fn inserted(store: &Arc<dyn Store>) -> (Versioned<Payment>, Operation) {
     let (header, authorization) = payment();
     let step = payment_step(
@@ -197,17 +208,11 @@ async fn inserted(store: &Arc<dyn Store>) -> (Versioned<Payment>, Operation) {
         &header,
         vec![OperationWrite::Insert(authorization.clone())],
     );
-    assert!(matches!(
-        store.commit(step).await.unwrap(),
-        Committed::Applied {
-            payment: Some(1),
-            ..
-        }
-    ));
+    let version = payment_version(store.commit(step).await.unwrap());
     (
         Versioned {
             value: header,
-            version: 1,
+            version,
         },
         authorization,
     )
@@ -340,22 +345,17 @@ pub async fn a_step_writes_the_header_and_the_operations_it_names(subject: Subje
     let capture_id = Shard::of(header.value.id).stamp(Uuid::now_v7());
     let (reserved, capture) = capture_of(&header.value, &authorization, capture_id);
     let step = payment_step(
-        Some(1),
+        Some(header.version),
         &reserved,
         vec![OperationWrite::Insert(capture.clone())],
     );
-    assert!(matches!(
-        store.commit(step.clone()).await.unwrap(),
-        Committed::Applied {
-            payment: Some(2),
-            ..
-        }
-    ));
+    let written = payment_version(store.commit(step.clone()).await.unwrap());
+    assert!(written > header.version, "versions grow");
     // The same version again: someone else wrote first.
     assert_eq!(store.commit(step).await.unwrap(), Committed::Conflict);
     // A derived id already taken is never inserted twice.
     let again = payment_step(
-        Some(2),
+        Some(written),
         &reserved,
         vec![OperationWrite::Insert(capture.clone())],
     );
@@ -366,7 +366,7 @@ pub async fn a_step_writes_the_header_and_the_operations_it_names(subject: Subje
         .await
         .unwrap()
         .unwrap();
-    assert_eq!((read_header.version, &read_capture), (2, &capture));
+    assert_eq!((read_header.version, &read_capture), (written, &capture));
     assert_eq!(
         store.header(header.value.id).await.unwrap().unwrap().value,
         reserved
@@ -426,7 +426,7 @@ pub async fn a_step_that_fails_a_check_applies_nothing(subject: Subject) {
             .unwrap()
             .unwrap()
             .version,
-        1
+        header.version
     );
     assert!(
         store
@@ -450,11 +450,12 @@ pub async fn only_one_concurrent_writer_wins_each_version(subject: Subject) {
         .map(|i| {
             let store = store.clone();
             let mut value = header.value.clone();
+            let expected = header.version;
             tokio::spawn(async move {
                 value.order_reference = format!("writer-{i}");
                 let mut step = Step::new(Shard::of(value.id), now());
                 step.payment = Some(PaymentWrite {
-                    header: Write::Update { expected: 1, value },
+                    header: Write::Update { expected, value },
                     operations: vec![],
                 });
                 store.commit(step).await.unwrap()
@@ -465,8 +466,9 @@ pub async fn only_one_concurrent_writer_wins_each_version(subject: Subject) {
     for writer in writers {
         match writer.await.unwrap() {
             Committed::Applied {
-                payment: Some(2), ..
-            } => won += 1,
+                payment: Some(version),
+                ..
+            } if version > header.version => won += 1,
             Committed::Conflict => {}
             other => panic!("unexpected {other:?}"),
         }
@@ -661,11 +663,11 @@ pub async fn an_answer_is_stored_at_once_and_replayed_in_full(subject: Subject) 
     let capture_id = Shard::of(header.value.id).stamp(Uuid::now_v7());
     let (reserved, mut capture) = capture_of(&header.value, &authorization, capture_id);
     let step = payment_step(
-        Some(1),
+        Some(header.version),
         &reserved,
         vec![OperationWrite::Insert(capture.clone())],
     );
-    store.commit(step).await.unwrap();
+    let written = payment_version(store.commit(step).await.unwrap());
     let uncertain = Outcome::Operation {
         snapshot: reserved.snapshot(),
         operation: capture.clone(),
@@ -685,7 +687,7 @@ pub async fn an_answer_is_stored_at_once_and_replayed_in_full(subject: Subject) 
     let mut header2 = reserved.clone();
     header2.record(&mut capture, tx, success("cap"), now());
     let write = payment_step(
-        Some(2),
+        Some(written),
         &header2,
         vec![OperationWrite::Update(capture.clone())],
     );
@@ -1624,14 +1626,8 @@ pub async fn a_forgotten_payment_leaves_nothing_and_one_that_moved_is_kept(subje
     let (_, neighbour, neighbour_authorization) = submitted_payment(&store, &merchant).await;
     let read = store.payment(header.id).await.unwrap().unwrap();
     // A write after the read: forgetting what was read is refused.
-    let moved = payment_step(Some(1), &header, vec![]);
-    assert!(matches!(
-        store.commit(moved).await.unwrap(),
-        Committed::Applied {
-            payment: Some(2),
-            ..
-        }
-    ));
+    let moved = payment_step(Some(read.header.version), &header, vec![]);
+    assert!(payment_version(store.commit(moved).await.unwrap()) > read.header.version);
     assert!(!store.forget_payment(&read, Some(&s)).await.unwrap());
     assert!(store.header(header.id).await.unwrap().is_some());
     let read = store.payment(header.id).await.unwrap().unwrap();
@@ -1926,4 +1922,65 @@ async fn one_merchants_listing_spreads_over_the_cluster_and_pages_as_one() {
         .collect();
     of_order.reverse();
     assert_eq!(order, of_order[..5].to_vec());
+}
+
+async fn connected(server: &RedisServer) -> Arc<dyn Store> {
+    let settings = redis_settings(vec![server.url()], false);
+    Arc::new(RedisStore::connect(&settings).await.expect("connects"))
+}
+
+/// A payment header written to a master and lost with it (the replica
+/// promoted never got it) leaves its version unused: the next writer's
+/// version differs in its tag, so whoever still holds the lost header (a
+/// replica keeps the headers it wrote) cannot pass the compare-and-set with
+/// it and overwrite what was written since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_lost_to_a_failover_is_not_written_again_with_other_content() {
+    let mut master = RedisServer::start();
+    let replica = RedisServer::replica_of(&master);
+    let store = connected(&master).await;
+    let (header, _) = inserted(&store).await;
+    let id = header.value.id;
+    let key = format!("po:{{{}}}:p:{id}", Shard::of(id).index());
+    super::support::redis_server::wait_until("the replica to hold the payment", || {
+        super::support::redis_server::redis_cli(replica.port, &["EXISTS", &key])
+            .is_some_and(|answer| answer.trim() == "1")
+    });
+    // The replica hears nothing more: paused, and its link cut before the
+    // write (nothing of it waits in the link's buffers).
+    replica.pause();
+    super::support::redis_server::redis_cli(master.port, &["CLIENT", "KILL", "TYPE", "replica"])
+        .expect("link cut");
+    let mut lost = header.value.clone();
+    lost.order_reference = "lost".into();
+    let lost_version = payment_version(
+        store
+            .commit(payment_step(Some(header.version), &lost, vec![]))
+            .await
+            .unwrap(),
+    );
+    master.stop();
+    replica.resume();
+    replica.promote();
+    let promoted = connected(&replica).await;
+    let read = promoted.header(id).await.unwrap().unwrap();
+    assert_eq!(read.version, header.version, "the write was lost");
+    let mut kept = read.value.clone();
+    kept.order_reference = "kept".into();
+    let kept_version = payment_version(
+        promoted
+            .commit(payment_step(Some(read.version), &kept, vec![]))
+            .await
+            .unwrap(),
+    );
+    assert_ne!(kept_version, lost_version);
+    assert_eq!(
+        promoted
+            .commit(payment_step(Some(lost_version), &lost, vec![]))
+            .await
+            .unwrap(),
+        Committed::Conflict
+    );
+    let now_read = promoted.header(id).await.unwrap().unwrap();
+    assert_eq!(now_read.value.order_reference, "kept");
 }

@@ -148,10 +148,21 @@ impl PaymentStore for MemoryStore {
             for item in payment.due_items() {
                 shard.unschedule(&item);
             }
+            // Their expiry entries go with them (they would wait for the
+            // session retention otherwise).
             for record in payment.record_ids() {
-                shard.keys.remove(&record);
+                if let Some(key) = shard.keys.remove(&record) {
+                    shard
+                        .expiries
+                        .remove(&(key.expires_at, Expiring::Key(record)));
+                }
             }
-            shard.sessions.remove(&header.session_id);
+            let session = header.session_id;
+            if let Some(record) = shard.sessions.remove(&session) {
+                shard
+                    .expiries
+                    .remove(&(record.expires_at, Expiring::Session(session)));
+            }
         }
         lock(&self.checkouts).remove(&header.session_id);
         let member = listing_member(header.created_at, header.id);

@@ -208,6 +208,13 @@ impl ShardData {
                 self.expiries
                     .insert((expires_at, Expiring::Session(session.id)));
                 session_version = Some(version);
+                // The entry of the record replaced goes: one per session.
+                if let Some(replaced) = self.sessions.get(&session.id)
+                    && replaced.expires_at != expires_at
+                {
+                    let entry = (replaced.expires_at, Expiring::Session(session.id));
+                    self.expiries.remove(&entry);
+                }
                 self.sessions.insert(
                     session.id,
                     SessionRecord {

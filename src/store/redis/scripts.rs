@@ -40,8 +40,9 @@ macro_rules! script {
 /// 7 session part (`` | `insert` | `update` | `check`), 8 expected version,
 /// 9 session, 10 retention (ms);
 /// 11 payment part (`` | `insert` | `update` | `check`), 12 expected version,
-/// 13 header, 14 payment id (16 bytes);
-/// 15 N, then N × (operation id, `i`nsert | `u`pdate, operation, operation
+/// 13 header, 14 payment id (16 bytes), 15 the header's new version (see
+/// `steps::next_version`);
+/// 16 N, then N × (operation id, `i`nsert | `u`pdate, operation, operation
 /// id as 16 bytes);
 /// then D, D × (`+` | `-`, member, due ms);
 /// then W, W × (`p`ut if absent | `u`pdate | `d`elete, delivery);

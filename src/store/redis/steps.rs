@@ -104,7 +104,8 @@ pub(super) fn step_invocation(
         .arg(mode)
         .arg(expected.map(|v| v.to_string()).unwrap_or_default())
         .arg(header.unwrap_or_default())
-        .arg(payment_id.map_or_else(Vec::new, |id| id.as_bytes().to_vec()));
+        .arg(payment_id.map_or_else(Vec::new, |id| id.as_bytes().to_vec()))
+        .arg(next_version(expected));
     let operations = step.payment.as_ref().map_or(&[][..], |p| &p.operations[..]);
     invocation.arg(operations.len());
     for write in operations {
@@ -235,7 +236,7 @@ pub(super) fn lean_invocation(
                 .arg(item.encode())
                 .arg(unix_millis(*at))
                 .arg(op.id.as_bytes().as_slice())
-                .arg(expected + 1)
+                .arg(next_version(Some(*expected)))
                 .arg(
                     first
                         .map(|(_, fence, _)| fence.to_string())
@@ -266,7 +267,7 @@ pub(super) fn lean_invocation(
                 .arg(op.id.to_string())
                 .arg(codec::encode(op)?)
                 .arg(outcome)
-                .arg(expected + 1)
+                .arg(next_version(Some(*expected)))
                 .arg(announced(step, sharded))
                 .arg(due.len());
             for change in due {
@@ -282,6 +283,18 @@ pub(super) fn lean_invocation(
         }
         _ => Ok(None),
     }
+}
+
+/// A payment header's next version after `expected` (`None`: a new
+/// payment): a count in the high 32 bits, a random tag in the low 32.
+/// Versions still grow, and one is not written twice with other content:
+/// a write lost to a failover leaves its version unused, and the next
+/// writer's differs in its tag, so a replica that holds the lost header
+/// (`payments::headers`) cannot pass the compare-and-set against what was
+/// written since (but with a chance of 2⁻³² per lost write).
+pub(super) fn next_version(expected: Option<u64>) -> u64 {
+    let count = expected.map_or(0, |version| version >> 32) + 1;
+    (count << 32) | u64::from(rand::random::<u32>())
 }
 
 /// A step script's answer, before stored answers are read back.

@@ -276,6 +276,11 @@ fn settings() -> Settings {
         idempotency_lease: Duration::from_secs(10),
         operation_lease: Duration::from_secs(10),
         max_resolution_age: Duration::from_secs(1800),
+        // Each executor opens on the headers it last wrote, as replicas on
+        // Redis do: the others' writes make them stale, which the open
+        // step's compare-and-set must catch. Small, so that some are
+        // forgotten too.
+        header_cache: 8,
         ..Settings::default()
     }
 }

@@ -16,8 +16,8 @@ if pmode == 'insert' then
 elseif pmode ~= '' then
   if redis.call('HGET', KEYS[3], 'v') ~= ARGV[12] then return {'conflict'} end
 end
-local n = tonumber(ARGV[15])
-local i = 16
+local n = tonumber(ARGV[16])
+local i = 17
 for _ = 1, n do
   if ARGV[i + 1] == 'i' and redis.call('HEXISTS', KEYS[4], ARGV[i + 3]) == 1 then
     return {'exists'}
@@ -59,11 +59,10 @@ if smode == 'insert' or smode == 'update' then
 end
 local pversion = false
 if pmode == 'insert' or pmode == 'update' then
-  pversion = 1
-  if pmode == 'update' then pversion = tonumber(ARGV[12]) + 1 end
+  pversion = ARGV[15]
   redis.call('HSET', KEYS[3], 'v', pversion, 'h', ARGV[13])
 end
-i = 16
+i = 17
 for _ = 1, n do
   redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 2])
   if ARGV[i + 1] == 'i' then redis.call('HSET', KEYS[4], ARGV[i + 3], ARGV[14]) end
