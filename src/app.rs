@@ -633,8 +633,12 @@ fn partners(
             PartnerKind::Sandbox => {
                 let mut sandbox = Sandbox::with_capabilities(name.clone(), partner.capabilities);
                 if let Some(retention) = config.payments.payment_retention {
-                    // The service forgets the payments first.
-                    sandbox = sandbox.forgetting_after(retention.saturating_mul(2));
+                    // The service forgets the payments first: an
+                    // authorization is forgotten once nothing is held on it
+                    // and nothing asked about it for twice the retention,
+                    // and no sooner than its lifetime.
+                    let idle = retention.saturating_mul(2);
+                    sandbox = sandbox.forgetting_after(idle.max(partner.authorization_lifetime));
                 }
                 sandboxes.insert(name.clone(), sandbox.clone());
                 Arc::new(sandbox)

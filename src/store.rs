@@ -156,14 +156,16 @@ pub trait PaymentStore: Send + Sync + std::fmt::Debug {
     /// Forgets a payment whose retention ended, if it is still at the
     /// version read (`Ok(false)`, nothing deleted, if it moved): its header
     /// and operations, their index entries and due items, the idempotency
-    /// records of what they created, its session (`session`, as read) and
-    /// hosted checkouts, then its and its session's listing entries (other
-    /// slots: a crash between leaves listing members without payment, which
-    /// listings skip).
+    /// records of what they created, then its listing entries (other slots:
+    /// a crash between leaves listing members without payment, which
+    /// listings skip). With `session` (as read: the caller passes it only
+    /// when the session ended with this payment), the session goes too, with
+    /// its hosted checkouts, idempotency record and listing entries — if it
+    /// is still at the version read (else it is left to its own retention).
     async fn forget_payment(
         &self,
         payment: &StoredPayment,
-        session: Option<&Session>,
+        session: Option<&Versioned<Session>>,
     ) -> Result<bool, StoreError>;
 
     /// Whether the store answers (readiness probes).

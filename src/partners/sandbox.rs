@@ -328,15 +328,19 @@ impl Sandbox {
                 let id = request.token.checkout().unwrap_or_default();
                 Ok(self.hosted_scenario(id)?.unwrap_or_default())
             }
-            (OperationKind::Authorization, _) if is_instrument(request.token.expose()) => self
-                .ledger()
-                .instruments
-                .get(request.token.expose())
-                .cloned()
-                .ok_or_else(|| PartnerError::Declined {
+            (OperationKind::Authorization, _) if is_instrument(request.token.expose()) => {
+                let card = request.token.expose();
+                let mut ledger = self.ledger();
+                let scenario = ledger.instruments.get(card).cloned();
+                // A stored card in use keeps the authorization it came from.
+                if let Some(parent) = card.strip_prefix(INSTRUMENT_PREFIX) {
+                    ledger.refresh(parent, Instant::now());
+                }
+                scenario.ok_or_else(|| PartnerError::Declined {
                     code: "UNKNOWN_INSTRUMENT".into(),
                     description: "not a card stored by this sandbox".into(),
-                }),
+                })
+            }
             (OperationKind::Authorization, _) => {
                 Scenario::parse(request.token.expose()).map_err(|description| {
                     PartnerError::Declined {
@@ -533,6 +537,16 @@ impl Ledger {
         }
         if let Some(auth) = self.authorizations.get_mut(authorization) {
             auth.keys.push(key.to_owned());
+        }
+        self.refresh(authorization, now);
+    }
+
+    /// Notes that `authorization` was asked about at `now`.
+    fn refresh(&mut self, authorization: &str, now: Instant) {
+        if self.forget_after.is_none() {
+            return;
+        }
+        if let Some(auth) = self.authorizations.get_mut(authorization) {
             auth.last_request = now;
             self.activity.push_back((now, authorization.to_owned()));
         }
@@ -551,11 +565,19 @@ impl Ledger {
                 break;
             };
             // Asked again since: listed again, later.
-            if self
+            let Some(auth) = self
                 .authorizations
-                .get(&reference)
-                .is_none_or(|auth| auth.last_request != at)
-            {
+                .get_mut(&reference)
+                .filter(|auth| auth.last_request == at)
+            else {
+                continue;
+            };
+            // Money still held on it (nothing captured or voided yet) keeps
+            // it: looked at again after another idle time.
+            let totals = &auth.totals;
+            if totals.authorized > totals.captured + totals.voided {
+                auth.last_request = now;
+                self.activity.push_back((now, reference));
                 continue;
             }
             if let Some(auth) = self.authorizations.remove(&reference) {
@@ -851,7 +873,13 @@ impl Partner for Sandbox {
             let scenario = self.scenario_of(request)?;
             return Ok(Lookup::Found(self.apply(request, &scenario)));
         }
-        self.ledger().lookup(&request.idempotency_key)
+        let mut ledger = self.ledger();
+        // Asked about: not idle.
+        if let Some(entry) = ledger.entries.get(&request.idempotency_key) {
+            let authorization = entry.authorization.clone();
+            ledger.refresh(&authorization, Instant::now());
+        }
+        ledger.lookup(&request.idempotency_key)
     }
 
     fn settles(&self) -> bool {

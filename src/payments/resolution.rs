@@ -186,12 +186,15 @@ impl Payments {
         if until > now {
             return self.reschedule(item, Some(until)).await;
         }
-        let session = self.store.session(header.session_id).await?;
-        if self
+        // The session goes with the payment it ended with; one still open
+        // (a declined attempt lets the shopper try again), or that went on
+        // with another payment, is left to its own retention.
+        let session = self
             .store
-            .forget_payment(&stored, session.as_ref().map(|s| &s.value))
+            .session(header.session_id)
             .await?
-        {
+            .filter(|session| session.value.ended_with(payment));
+        if self.store.forget_payment(&stored, session.as_ref()).await? {
             metrics::counter!(crate::telemetry::series::PAYMENTS_FORGOTTEN).increment(1);
             return Ok(Handled::Nothing);
         }

@@ -67,11 +67,9 @@ impl StoredPayment {
 
     /// The idempotency records that may name what the payment is made of
     /// (records are named by the id of what their request creates): its
-    /// session's, its own, its operations'.
+    /// own and its operations' (its session's goes with the session).
     pub fn record_ids(&self) -> Vec<Uuid> {
-        let header = &self.header.value;
-        [header.session_id, header.id]
-            .into_iter()
+        std::iter::once(self.header.value.id)
             .chain(self.operations.iter().map(|op| op.id))
             .collect()
     }

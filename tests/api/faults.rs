@@ -190,7 +190,7 @@ impl PaymentStore for FaultyStore {
     async fn forget_payment(
         &self,
         payment: &StoredPayment,
-        session: Option<&Session>,
+        session: Option<&Versioned<Session>>,
     ) -> Result<bool, StoreError> {
         self.call(self.inner.forget_payment(payment, session)).await
     }

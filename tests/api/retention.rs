@@ -207,3 +207,36 @@ async fn a_retention_shorter_than_the_idempotency_ttl_is_refused() {
         "{refused}"
     );
 }
+
+/// A declined attempt is finished, but its session goes on (the shopper
+/// tries again): retention forgets the declined payment and keeps the
+/// session and the payment that followed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declined_attempt_is_forgotten_but_its_session_stays_with_the_next_payment() {
+    let server =
+        TestServer::start_with(&["--payment-retention", "1h", "--idempotency-ttl", "1h"]).await;
+    let session = open_session(&server, 12000, proto::CaptureMode::Manual).await;
+    let declined = submit(&server, &session.id, vec![card(12000, "authorize=decline")])
+        .await
+        .expect("submitted");
+    assert_eq!(declined.state(), proto::PaymentState::Failed);
+    let next = submit(&server, &session.id, vec![card(12000, "tok")])
+        .await
+        .expect("submitted again");
+    assert_eq!(next.state(), proto::PaymentState::Authorized);
+    server.resolve_after(Duration::from_secs(3601)).await;
+    assert_eq!(
+        payment_found(&server, &declined.id).await,
+        Err(tonic::Code::NotFound)
+    );
+    assert!(payment_found(&server, &next.id).await.is_ok());
+    let kept = server
+        .sessions()
+        .get_session(proto::GetSessionRequest {
+            session_id: session.id.clone(),
+        })
+        .await
+        .expect("the session stays")
+        .into_inner();
+    assert_eq!(kept.payment_id, next.id);
+}

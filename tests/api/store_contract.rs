@@ -1628,10 +1628,22 @@ pub async fn a_forgotten_payment_leaves_nothing_and_one_that_moved_is_kept(subje
     // A write after the read: forgetting what was read is refused.
     let moved = payment_step(Some(read.header.version), &header, vec![]);
     assert!(payment_version(store.commit(moved).await.unwrap()) > read.header.version);
-    assert!(!store.forget_payment(&read, Some(&s)).await.unwrap());
+    let session_read = store.session(s.id).await.unwrap();
+    assert!(
+        !store
+            .forget_payment(&read, session_read.as_ref())
+            .await
+            .unwrap()
+    );
     assert!(store.header(header.id).await.unwrap().is_some());
+    assert!(store.session(s.id).await.unwrap().is_some());
     let read = store.payment(header.id).await.unwrap().unwrap();
-    assert!(store.forget_payment(&read, Some(&s)).await.unwrap());
+    assert!(
+        store
+            .forget_payment(&read, session_read.as_ref())
+            .await
+            .unwrap()
+    );
     assert!(store.header(header.id).await.unwrap().is_none());
     assert!(store.session(s.id).await.unwrap().is_none());
     assert!(
@@ -1686,6 +1698,20 @@ pub async fn a_forgotten_payment_leaves_nothing_and_one_that_moved_is_kept(subje
             .unwrap()
             .is_some()
     );
+    // A session that moved since it was read is kept (to its own
+    // retention), while its payment goes.
+    let session = store.session(neighbour.session_id).await.unwrap().unwrap();
+    let mut moved = Step::new(Shard::of(session.value.id), now());
+    moved.session = Some(Write::Update {
+        expected: session.version,
+        value: session.value.clone(),
+    });
+    store.commit(moved).await.unwrap();
+    let read = store.payment(neighbour.id).await.unwrap().unwrap();
+    assert!(store.forget_payment(&read, Some(&session)).await.unwrap());
+    assert!(store.header(neighbour.id).await.unwrap().is_none());
+    assert!(store.session(session.value.id).await.unwrap().is_some());
+    assert_eq!(store.list_sessions(&query).await.unwrap().len(), 1);
 }
 
 macro_rules! contract {

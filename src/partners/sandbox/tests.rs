@@ -123,10 +123,10 @@ async fn pending_settles_after_lookups_and_lost_reaches_the_ledger_on_resend() {
 }
 
 /// A forgetting sandbox drops an authorization (its requests, its stored
-/// card) once no request came on it for the idle time; one asked since is
-/// kept.
+/// card) once nothing is held on it and no request came on it for the idle
+/// time; one asked since, or still holding money, is kept.
 #[tokio::test]
-async fn a_forgetting_sandbox_drops_what_was_idle_and_keeps_what_was_asked_since() {
+async fn a_forgetting_sandbox_drops_what_was_idle_and_settled_and_keeps_the_rest() {
     let idle = Duration::from_millis(200);
     let sandbox = Sandbox::new("ingenico").forgetting_after(idle);
     let authorize = |key: &'static str| {
@@ -145,30 +145,41 @@ async fn a_forgetting_sandbox_drops_what_was_idle_and_keeps_what_was_asked_since
                 .reference
         }
     };
-    let idle_one = authorize("a1").await;
-    let busy_one = authorize("a2").await;
-    // Half the idle time later, the second is captured: asked again.
+    let captured = |key: &'static str, reference: String| {
+        let sandbox = sandbox.clone();
+        async move {
+            let capture = request(OperationKind::Capture, key, 1000, "", Some(&reference));
+            sandbox.capture(&capture).await.unwrap();
+        }
+    };
+    let settled = authorize("a1").await;
+    captured("c1", settled.clone()).await;
+    let holding = authorize("a2").await;
+    let asked = authorize("a3").await;
+    // Half the idle time later, the third is captured: asked again.
     tokio::time::sleep(idle / 2).await;
-    let capture = request(OperationKind::Capture, "c2", 400, "", Some(&busy_one));
-    sandbox.capture(&capture).await.unwrap();
-    // Past the first's idle time (time passing is the point here).
+    captured("c3", asked.clone()).await;
+    // Past the others' idle time (time passing is the point here).
     tokio::time::sleep(idle / 2 + Duration::from_millis(20)).await;
-    let newest = authorize("a3").await;
+    let newest = authorize("a4").await;
     let kept: Vec<String> = sandbox.authorizations().into_keys().collect();
-    assert_eq!(kept, vec![busy_one.clone(), newest]);
-    assert!(!kept.contains(&idle_one));
+    assert_eq!(kept, vec![holding.clone(), asked, newest]);
+    assert!(!kept.contains(&settled));
     // Its stored card went with it.
     let stored = request(
         OperationKind::Authorization,
-        "a4",
+        "a5",
         100,
-        &instrument_of(&idle_one),
+        &instrument_of(&settled),
         None,
     );
     assert!(matches!(
         sandbox.authorize(&stored).await,
         Err(PartnerError::Declined { .. })
     ));
-    // The captured one keeps its books.
-    assert_eq!(sandbox.authorizations()[&busy_one].captured, 400);
+    // What still holds money can be captured after any idle time.
+    tokio::time::sleep(idle + Duration::from_millis(20)).await;
+    authorize("a6").await;
+    captured("c2", holding.clone()).await;
+    assert_eq!(sandbox.authorizations()[&holding].captured, 1000);
 }

@@ -132,10 +132,10 @@ impl PaymentStore for MemoryStore {
     async fn forget_payment(
         &self,
         payment: &StoredPayment,
-        session: Option<&Session>,
+        session: Option<&Versioned<Session>>,
     ) -> Result<bool, StoreError> {
         let header = &payment.header.value;
-        {
+        let session_forgotten = {
             let mut shard = self.shard(Shard::of(header.id));
             match shard.payments.get(&header.id) {
                 Some(record) if record.header.version == payment.header.version => {}
@@ -150,21 +150,32 @@ impl PaymentStore for MemoryStore {
             }
             // Their expiry entries go with them (they would wait for the
             // session retention otherwise).
-            for record in payment.record_ids() {
+            let mut records = payment.record_ids();
+            let id = header.session_id;
+            let session_at = shard.sessions.get(&id).map(|r| r.session.version);
+            let session_forgotten =
+                session.is_some_and(|s| s.value.id == id && Some(s.version) == session_at);
+            if session_forgotten {
+                records.push(id);
+                if let Some(record) = shard.sessions.remove(&id) {
+                    shard
+                        .expiries
+                        .remove(&(record.expires_at, Expiring::Session(id)));
+                }
+            }
+            for record in records {
                 if let Some(key) = shard.keys.remove(&record) {
                     shard
                         .expiries
                         .remove(&(key.expires_at, Expiring::Key(record)));
                 }
             }
-            let session = header.session_id;
-            if let Some(record) = shard.sessions.remove(&session) {
-                shard
-                    .expiries
-                    .remove(&(record.expires_at, Expiring::Session(session)));
-            }
+            session_forgotten
+        };
+        let session = session.filter(|_| session_forgotten).map(|s| &s.value);
+        if session.is_some() {
+            lock(&self.checkouts).remove(&header.session_id);
         }
-        lock(&self.checkouts).remove(&header.session_id);
         let member = listing_member(header.created_at, header.id);
         unindex(
             self.listing(&header.merchant),

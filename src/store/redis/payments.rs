@@ -196,7 +196,7 @@ impl PaymentStore for RedisStore {
     async fn forget_payment(
         &self,
         payment: &StoredPayment,
-        session: Option<&Session>,
+        session: Option<&Versioned<Session>>,
     ) -> Result<bool, StoreError> {
         let header = &payment.header.value;
         let key = payment_key(header.id);
@@ -206,12 +206,14 @@ impl PaymentStore for RedisStore {
             .key(operation_index_key(Shard::of(header.id)))
             .key(due_key(Shard::of(header.id)))
             .key(session_key(header.session_id))
-            .key(checkouts_key(header.session_id));
+            .key(checkouts_key(header.session_id))
+            .key(record_key(header.session_id));
         for record in payment.record_ids() {
             invocation.key(record_key(record));
         }
         invocation
             .arg(payment.header.version)
+            .arg(session.map(|s| s.version.to_string()).unwrap_or_default())
             .arg(payment.operations.len());
         for operation in &payment.operations {
             invocation.arg(operation.id.as_bytes().as_slice());
@@ -223,6 +225,7 @@ impl PaymentStore for RedisStore {
         if forgotten == 0 {
             return Ok(false);
         }
+        let session = session.filter(|_| forgotten == 2).map(|s| &s.value);
         // The listings live in other slots; a member without its payment
         // (a crash before these) is skipped by the listing.
         let mut removals = vec![(

@@ -1,16 +1,34 @@
--- Forgets a payment if its header is still at the version read.
--- KEYS: 1 payment, 2 operation index, 3 due-queue, 4.. keys deleted whole
--- (session, hosted checkouts, idempotency records).
--- ARGV: 1 version, 2 N, 3..2+N operation ids (16 bytes), then due members.
+-- Forgets a payment if its header is still at the version read, and its
+-- session with it if that too is still at the version read.
+-- KEYS: 1 payment, 2 operation index, 3 due-queue, 4 session, 5 the
+-- session's hosted checkouts, 6 the session's idempotency record, 7.. the
+-- idempotency records of the payment and its operations.
+-- ARGV: 1 payment version, 2 session version (`` = keep the session),
+-- 3 N, 4..3+N operation ids (16 bytes), then due members.
+-- Answers 0 (moved: nothing deleted), 1 (the payment), 2 (and the session).
 if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then
   return 0
 end
-redis.call('DEL', KEYS[1], unpack(KEYS, 4))
-local n = tonumber(ARGV[2])
-if n > 0 then
-  redis.call('HDEL', KEYS[2], unpack(ARGV, 3, 2 + n))
+-- `command` (`key`, when given) with `values[from..to]`, in chunks: Lua's
+-- stack holds a few thousand values.
+local function chunked(command, key, values, from, to)
+  while from <= to do
+    local last = math.min(from + 499, to)
+    if key then
+      redis.call(command, key, unpack(values, from, last))
+    else
+      redis.call(command, unpack(values, from, last))
+    end
+    from = last + 1
+  end
 end
-if #ARGV > 2 + n then
-  redis.call('ZREM', KEYS[3], unpack(ARGV, 3 + n))
+redis.call('DEL', KEYS[1])
+chunked('DEL', nil, KEYS, 7, #KEYS)
+local n = tonumber(ARGV[3])
+chunked('HDEL', KEYS[2], ARGV, 4, 3 + n)
+chunked('ZREM', KEYS[3], ARGV, 4 + n, #ARGV)
+if ARGV[2] ~= '' and redis.call('HGET', KEYS[4], 'v') == ARGV[2] then
+  redis.call('DEL', KEYS[4], KEYS[5], KEYS[6])
+  return 2
 end
 return 1
