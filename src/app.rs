@@ -635,10 +635,9 @@ fn partners(
                 if let Some(retention) = config.payments.payment_retention {
                     // The service forgets the payments first: an
                     // authorization is forgotten once nothing is held on it
-                    // and nothing asked about it for twice the retention,
-                    // and no sooner than its lifetime.
-                    let idle = retention.saturating_mul(2);
-                    sandbox = sandbox.forgetting_after(idle.max(partner.authorization_lifetime));
+                    // and nothing asked about it for twice the retention
+                    // (a refund within the payment's retention finds it).
+                    sandbox = sandbox.forgetting_after(retention.saturating_mul(2));
                 }
                 sandboxes.insert(name.clone(), sandbox.clone());
                 Arc::new(sandbox)
