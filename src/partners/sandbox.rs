@@ -134,9 +134,9 @@ struct Authorization {
     last_request: Instant,
 }
 
-/// How many received requests and arrivals a forgetting sandbox keeps for
-/// inspection (the newest).
-const KEPT_RECEIVED: usize = 10_000;
+/// How many received requests and arrivals the sandbox keeps for
+/// inspection (the newest; tests look at far fewer).
+const KEPT_RECEIVED: usize = 100_000;
 
 #[derive(Debug, Default)]
 struct Ledger {
@@ -367,6 +367,7 @@ impl Sandbox {
         let mut ledger = self.ledger();
         let now = Instant::now();
         ledger.forget_idle(now);
+        ledger.trim_logs();
         let key = request.idempotency_key.clone();
         let outcome = scenario.outcome(request.kind);
         if outcome == Outcome::Lost && !ledger.lost_once.contains_key(&key) {
@@ -552,8 +553,8 @@ impl Ledger {
         }
     }
 
-    /// Forgets what was idle for `forget_after` by `now`, and trims what is
-    /// kept for inspection.
+    /// Forgets the authorizations with nothing held on them that were idle
+    /// for `forget_after` by `now`.
     fn forget_idle(&mut self, now: Instant) {
         let Some(forget_after) = self.forget_after else {
             return;
@@ -588,6 +589,12 @@ impl Ledger {
                 self.instruments.remove(&instrument_of(&reference));
             }
         }
+    }
+
+    /// Keeps the newest [`KEPT_RECEIVED`] requests and arrivals for
+    /// inspection: under endless load the logs would grow for ever (and be
+    /// copied to fresh memory at every doubling).
+    fn trim_logs(&mut self) {
         if self.received.len() > 2 * KEPT_RECEIVED {
             self.received.drain(..self.received.len() - KEPT_RECEIVED);
         }
