@@ -254,13 +254,13 @@ impl Config {
             .into());
         }
         if let Some(retention) = config.payments.payment_retention
-            && retention < config.payments.idempotency_ttl
+            && (retention < config.payments.idempotency_ttl || retention.is_zero())
         {
             // A retry within the TTL must find its payment (or its answer).
             return Err(SettingError {
                 setting: "payment_retention".into(),
                 problem: format!(
-                    "{retention:?} is shorter than the idempotency TTL ({:?})",
+                    "{retention:?} must be above zero and at least the idempotency TTL ({:?})",
                     config.payments.idempotency_ttl
                 ),
             }

@@ -215,19 +215,22 @@ impl Session {
         Ok(())
     }
 
-    /// PROCESSING → SUBMITTED when the attempt is authorized, back to OPEN
-    /// when it failed (the shopper may try another split). Only the payment
-    /// the session is processing moves it.
     /// Whether the session is over and `payment` was its last payment (so
-    /// nothing else needs it once the payment is gone).
+    /// nothing else needs it once the payment is gone): SUBMITTED with it,
+    /// or CANCELLED after it. An OPEN session (a declined attempt, or one
+    /// past its expiry, which is only ever computed) is left to the session
+    /// retention.
     pub fn ended_with(&self, payment: Uuid) -> bool {
         self.payment_id == Some(payment)
             && matches!(
                 self.status,
-                SessionStatus::Submitted | SessionStatus::Cancelled | SessionStatus::Expired
+                SessionStatus::Submitted | SessionStatus::Cancelled
             )
     }
 
+    /// PROCESSING → SUBMITTED when the attempt is authorized, back to OPEN
+    /// when it failed (the shopper may try another split). Only the payment
+    /// the session is processing moves it.
     pub fn finish_payment(&mut self, payment_id: Uuid, authorized: bool, now: SystemTime) {
         if self.status == SessionStatus::Processing && self.payment_id == Some(payment_id) {
             self.status = if authorized {

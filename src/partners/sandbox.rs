@@ -132,6 +132,8 @@ struct Authorization {
     keys: Vec<String>,
     /// When a request on it last came.
     last_request: Instant,
+    /// Whether it waits in the ledger's `activity` queue (once at most).
+    queued: bool,
 }
 
 /// How many received requests and arrivals the sandbox keeps for
@@ -162,8 +164,9 @@ struct Ledger {
     /// Authorizations idle this long are forgotten with their entries and
     /// stored card (`None`: kept for ever).
     forget_after: Option<Duration>,
-    /// Authorizations by when a request on them came, oldest first (an
-    /// authorization asked again since is listed again, later).
+    /// Authorizations to look at, each once, about in the order they were
+    /// asked about: one asked again since it was listed goes back in when
+    /// it reaches the front (the queue is bounded by the authorizations).
     activity: VecDeque<(Instant, String)>,
 }
 
@@ -406,6 +409,7 @@ impl Sandbox {
                         totals: AuthorizationTotals::default(),
                         keys: Vec::new(),
                         last_request: now,
+                        queued: false,
                     },
                 );
                 reference.clone()
@@ -549,7 +553,10 @@ impl Ledger {
         }
         if let Some(auth) = self.authorizations.get_mut(authorization) {
             auth.last_request = now;
-            self.activity.push_back((now, authorization.to_owned()));
+            if !auth.queued {
+                auth.queued = true;
+                self.activity.push_back((now, authorization.to_owned()));
+            }
         }
     }
 
@@ -559,26 +566,29 @@ impl Ledger {
         let Some(forget_after) = self.forget_after else {
             return;
         };
+        // Authorizations asked since, or still holding money, listed again
+        // after this pass (so a zero idle time cannot keep it going).
+        let mut held = Vec::new();
         while let Some((at, _)) = self.activity.front()
             && *at + forget_after <= now
         {
-            let Some((at, reference)) = self.activity.pop_front() else {
+            let Some((_, reference)) = self.activity.pop_front() else {
                 break;
             };
-            // Asked again since: listed again, later.
-            let Some(auth) = self
-                .authorizations
-                .get_mut(&reference)
-                .filter(|auth| auth.last_request == at)
-            else {
+            let Some(auth) = self.authorizations.get_mut(&reference) else {
                 continue;
             };
+            // Asked again since: listed again, as of then.
+            if auth.last_request + forget_after > now {
+                held.push((auth.last_request, reference));
+                continue;
+            }
             // Money still held on it (nothing captured or voided yet) keeps
             // it: looked at again after another idle time.
             let totals = &auth.totals;
             if totals.authorized > totals.captured + totals.voided {
                 auth.last_request = now;
-                self.activity.push_back((now, reference));
+                held.push((now, reference));
                 continue;
             }
             if let Some(auth) = self.authorizations.remove(&reference) {
@@ -589,6 +599,7 @@ impl Ledger {
                 self.instruments.remove(&instrument_of(&reference));
             }
         }
+        self.activity.extend(held);
     }
 
     /// Keeps the newest [`KEPT_RECEIVED`] requests and arrivals for

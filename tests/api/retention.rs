@@ -194,7 +194,7 @@ async fn the_embedded_store_forgets_a_finished_payment_after_its_retention() {
 }
 
 #[tokio::test]
-async fn a_retention_shorter_than_the_idempotency_ttl_is_refused() {
+async fn a_retention_of_zero_or_shorter_than_the_idempotency_ttl_is_refused() {
     let refused = payment_orchestrator::config::Config::load_from(
         ["payment-orchestrator", "--payment-retention", "1h"]
             .into_iter()
@@ -206,6 +206,21 @@ async fn a_retention_shorter_than_the_idempotency_ttl_is_refused() {
         refused.to_string().contains("payment_retention"),
         "{refused}"
     );
+    // Zero is no retention (and would keep the sandbox's sweep going).
+    let zero = payment_orchestrator::config::Config::load_from(
+        [
+            "payment-orchestrator",
+            "--payment-retention",
+            "0s",
+            "--idempotency-ttl",
+            "0s",
+        ]
+        .into_iter()
+        .map(Into::into)
+        .collect(),
+    )
+    .unwrap_err();
+    assert!(zero.to_string().contains("payment_retention"), "{zero}");
 }
 
 /// A declined attempt is finished, but its session goes on (the shopper
