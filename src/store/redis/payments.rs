@@ -82,6 +82,25 @@ impl RedisStore {
     }
 }
 
+/// Where a payment is listed (its merchant's bucket, its order's listing)
+/// and as what.
+fn payment_listing(payment: &Payment) -> ([String; 2], String) {
+    let (merchant, order) = (&payment.merchant, &payment.order_reference);
+    (
+        listings_of(Listed::Payments, merchant, order, payment.id),
+        listing_member(payment.created_at, payment.id),
+    )
+}
+
+/// Where a session is listed, and as what.
+fn session_listing(session: &Session) -> ([String; 2], String) {
+    let (merchant, order) = (&session.merchant, &session.order_reference);
+    (
+        listings_of(Listed::Sessions, merchant, order, session.id),
+        listing_member(session.created_at, session.id),
+    )
+}
+
 /// A listing bound in `ZRANGE … BYLEX` syntax.
 pub(super) fn lex(bound: &Bound<String>, unbounded: &str) -> String {
     match bound {
@@ -168,29 +187,13 @@ impl PaymentStore for RedisStore {
     }
 
     async fn index_payment(&self, payment: &Payment) -> Result<(), StoreError> {
-        self.add_to_listings(
-            listings_of(
-                Listed::Payments,
-                &payment.merchant,
-                &payment.order_reference,
-                payment.id,
-            ),
-            listing_member(payment.created_at, payment.id),
-        )
-        .await
+        let (keys, member) = payment_listing(payment);
+        self.add_to_listings(keys, member).await
     }
 
     async fn index_session(&self, session: &Session) -> Result<(), StoreError> {
-        self.add_to_listings(
-            listings_of(
-                Listed::Sessions,
-                &session.merchant,
-                &session.order_reference,
-                session.id,
-            ),
-            listing_member(session.created_at, session.id),
-        )
-        .await
+        let (keys, member) = session_listing(session);
+        self.add_to_listings(keys, member).await
     }
 
     async fn forget_payment(
@@ -228,26 +231,8 @@ impl PaymentStore for RedisStore {
         let session = session.filter(|_| forgotten == 2).map(|s| &s.value);
         // The listings live in other slots; a member without its payment
         // (a crash before these) is skipped by the listing.
-        let mut removals = vec![(
-            listings_of(
-                Listed::Payments,
-                &header.merchant,
-                &header.order_reference,
-                header.id,
-            ),
-            listing_member(header.created_at, header.id),
-        )];
-        if let Some(session) = session {
-            removals.push((
-                listings_of(
-                    Listed::Sessions,
-                    &session.merchant,
-                    &session.order_reference,
-                    session.id,
-                ),
-                listing_member(session.created_at, session.id),
-            ));
-        }
+        let mut removals = vec![payment_listing(header)];
+        removals.extend(session.map(session_listing));
         try_join_all(removals.iter().flat_map(|(keys, member)| {
             keys.iter().map(move |key| {
                 let mut connection = self.connection();
