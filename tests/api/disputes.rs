@@ -31,19 +31,11 @@ async fn events(receiver: &MockServer, kind: &str) -> Vec<Value> {
 
 /// The payments with an open dispute.
 async fn disputed_payments(server: &TestServer) -> Vec<String> {
-    server
-        .payments()
-        .list_payments(proto::ListPaymentsRequest {
-            open_disputes: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .payments
-        .into_iter()
-        .map(|p| p.id)
-        .collect()
+    let request = proto::ListPaymentsRequest {
+        open_disputes: true,
+        ..Default::default()
+    };
+    listed_payments(server, request).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

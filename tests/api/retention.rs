@@ -63,16 +63,15 @@ async fn payment_found(server: &TestServer, id: &str) -> Result<proto::Payment, 
 }
 
 async fn listed(server: &TestServer) -> Vec<String> {
-    server
-        .payments()
-        .list_payments(proto::ListPaymentsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .payments
-        .into_iter()
-        .map(|p| p.id)
-        .collect()
+    listed_payments(server, proto::ListPaymentsRequest::default()).await
+}
+
+/// Waits until Redis's clock has run out every idempotency record.
+async fn records_expired(port: u16) {
+    eventually("the idempotency records to expire", async || {
+        !keys(port).iter().any(|key| key.contains(":k:"))
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,10 +100,7 @@ async fn on_redis_a_finished_payment_and_every_key_it_wrote_go_after_its_retenti
     let with_both = keys(port);
     assert!(with_both.len() > with_open.len(), "{with_both:?}");
     // The idempotency records run out by Redis's clock (1 s).
-    eventually("the idempotency records to expire", async || {
-        !keys(port).iter().any(|key| key.contains(":k:"))
-    })
-    .await;
+    records_expired(port).await;
 
     // Both retentions have passed by the service's clock.
     server.resolve_after(Duration::from_secs(3)).await;
@@ -152,10 +148,7 @@ async fn on_redis_a_finished_payment_and_every_key_it_wrote_go_after_its_retenti
         payment_found(&server, &open.id).await.is_ok(),
         "kept 2 s after its void"
     );
-    eventually("the void's idempotency record to expire", async || {
-        !keys(port).iter().any(|key| key.contains(":k:"))
-    })
-    .await;
+    records_expired(port).await;
     server.resolve_after(Duration::from_secs(2)).await;
     assert_eq!(
         payment_found(&server, &open.id).await,

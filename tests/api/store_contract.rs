@@ -513,15 +513,7 @@ pub async fn listing_is_ordered_bounded_and_paged(subject: Subject) {
             .filter_map(|l| l.payment.map(|p| p.header.value.id))
             .collect()
     };
-    let query = ListQuery {
-        merchant: merchant.clone(),
-        order_reference: None,
-        created_after: None,
-        created_before: None,
-        cursor: None,
-        newest_first: false,
-        limit: 100,
-    };
+    let query = every_payment_of(&merchant);
     let all: Vec<Uuid> = created.iter().map(|p| p.id).collect();
     let listed = store.list_payments(&query).await.unwrap();
     assert_eq!(listed.len(), 8);
@@ -1543,6 +1535,19 @@ async fn a_sessions_checkout_is_kept_once_per_partner_and_replaced_only_in_place
     assert_eq!(store.checkouts(Uuid::now_v7()).await.unwrap(), vec![]);
 }
 
+/// The first 100 of a merchant's listing, oldest first.
+fn every_payment_of(merchant: &str) -> ListQuery {
+    ListQuery {
+        merchant: merchant.into(),
+        order_reference: None,
+        created_after: None,
+        created_before: None,
+        cursor: None,
+        newest_first: false,
+        limit: 100,
+    }
+}
+
 /// A payment of one card leg for `session`, in its shard (as SubmitSession
 /// makes it).
 fn payment_of(session: &Session) -> (Payment, Operation) {
@@ -1662,15 +1667,7 @@ pub async fn a_forgotten_payment_leaves_nothing_and_one_that_moved_is_kept(subje
         claimed(&store, header.id, 2, Duration::from_secs(60)).await,
         Committed::Applied { .. }
     ));
-    let query = ListQuery {
-        merchant: merchant.clone(),
-        order_reference: None,
-        created_after: None,
-        created_before: None,
-        cursor: None,
-        newest_first: false,
-        limit: 100,
-    };
+    let query = every_payment_of(&merchant);
     let listed: Vec<Option<Uuid>> = store
         .list_payments(&query)
         .await
@@ -1908,15 +1905,7 @@ async fn one_merchants_listing_spreads_over_the_cluster_and_pages_as_one() {
         .map(|p| listing_member(p.created_at, p.id))
         .collect();
     expected.push(legacy_member);
-    let mut query = ListQuery {
-        merchant: merchant.clone(),
-        order_reference: None,
-        created_after: None,
-        created_before: None,
-        cursor: None,
-        newest_first: false,
-        limit: 100,
-    };
+    let mut query = every_payment_of(&merchant);
     let mut paged = Vec::new();
     loop {
         let page = store.list_payments(&query).await.expect("a page");

@@ -512,6 +512,23 @@ pub fn ledger(server: &TestServer, partner: &str) -> Vec<AuthorizationTotals> {
         .collect()
 }
 
+/// The ids of the demo merchant's payments `request` lists (one page).
+pub async fn listed_payments(
+    server: &TestServer,
+    request: proto::ListPaymentsRequest,
+) -> Vec<String> {
+    server
+        .payments()
+        .list_payments(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .payments
+        .into_iter()
+        .map(|p| p.id)
+        .collect()
+}
+
 /// The payment as the service has it now.
 pub async fn payment_now(server: &TestServer, id: &str) -> proto::Payment {
     server.payments().payment(id).await
