@@ -216,13 +216,12 @@ pub trait Partner: Send + Sync + std::fmt::Debug {
         })
     }
 
-    /// Authorizes a leg: with its token, or, for a leg paid through a
-    /// hosted checkout ([`PaymentToken::checkout`]), by what the shopper
-    /// completed there (PENDING until then).
-    async fn authorize(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError>;
-    async fn capture(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError>;
-    async fn refund(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError>;
-    async fn void(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError>;
+    /// Sends one leg's operation, of `request.kind`. An authorization goes
+    /// with the leg's token or, for a leg paid through a hosted checkout
+    /// ([`PaymentToken::checkout`]), by what the shopper completed there
+    /// (PENDING until then); a capture, refund or void moves what the leg
+    /// holds.
+    async fn send(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError>;
 
     /// What the partner knows of `request`, which was (or may have been)
     /// sent: by `reference`, the partner's own id from an earlier answer
@@ -613,15 +612,7 @@ async fn send_with_retries(
     // 429 would be a second one.
     let retries = adapter.resends_safely(request.kind);
     retried(configured.retry, retries, move || async move {
-        let call = async {
-            match request.kind {
-                OperationKind::Authorization => adapter.authorize(request).await,
-                OperationKind::Capture => adapter.capture(request).await,
-                OperationKind::Refund => adapter.refund(request).await,
-                OperationKind::Void => adapter.void(request).await,
-            }
-        };
-        tokio::time::timeout(configured.timeout, call)
+        tokio::time::timeout(configured.timeout, adapter.send(request))
             .await
             .unwrap_or_else(|_| {
                 Err(PartnerError::Unknown {
@@ -669,7 +660,7 @@ mod tests {
 
     #[async_trait]
     impl Partner for Propagating {
-        async fn authorize(&self, _: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
+        async fn send(&self, _: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
             let attempt = self.attempts.fetch_add(1, Ordering::SeqCst);
             if attempt < self.failures {
                 return Err(PartnerError::Unavailable {
@@ -683,15 +674,6 @@ mod tests {
                 description: String::new(),
                 instrument: None,
             })
-        }
-        async fn capture(&self, r: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
-            self.authorize(r).await
-        }
-        async fn refund(&self, r: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
-            self.authorize(r).await
-        }
-        async fn void(&self, r: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
-            self.authorize(r).await
         }
         async fn lookup(
             &self,

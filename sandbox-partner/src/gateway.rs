@@ -65,13 +65,7 @@ impl Gateway {
             operation.ok_or_else(|| Status::invalid_argument("operation is required"))?;
         let sandbox = self.sandbox(&operation.partner);
         let request = request_of(kind, operation)?;
-        let result = match kind {
-            OperationKind::Authorization => sandbox.authorize(&request).await,
-            OperationKind::Capture => sandbox.capture(&request).await,
-            OperationKind::Refund => sandbox.refund(&request).await,
-            OperationKind::Void => sandbox.void(&request).await,
-        };
-        Ok(Response::new(response_of(result)))
+        Ok(Response::new(response_of(sandbox.send(&request).await)))
     }
 }
 

@@ -175,43 +175,27 @@ fn answer_of(response: proto::PartnerOperationResponse) -> Result<PartnerAnswer,
 
 #[async_trait]
 impl Partner for GrpcPartner {
-    async fn authorize(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
+    async fn send(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
         let operation = Some(self.operation(request));
-        let response = self
-            .client
-            .clone()
-            .authorize(traced(proto::AuthorizeRequest { operation }))
-            .await;
-        answer_of(response.map_err(transport)?.into_inner())
-    }
-
-    async fn capture(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
-        let operation = Some(self.operation(request));
-        let response = self
-            .client
-            .clone()
-            .capture(traced(proto::CaptureRequest { operation }))
-            .await;
-        answer_of(response.map_err(transport)?.into_inner())
-    }
-
-    async fn refund(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
-        let operation = Some(self.operation(request));
-        let response = self
-            .client
-            .clone()
-            .refund(traced(proto::RefundRequest { operation }))
-            .await;
-        answer_of(response.map_err(transport)?.into_inner())
-    }
-
-    async fn void(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
-        let operation = Some(self.operation(request));
-        let response = self
-            .client
-            .clone()
-            .void(traced(proto::VoidRequest { operation }))
-            .await;
+        let mut client = self.client.clone();
+        let response = match request.kind {
+            OperationKind::Authorization => {
+                client
+                    .authorize(traced(proto::AuthorizeRequest { operation }))
+                    .await
+            }
+            OperationKind::Capture => {
+                client
+                    .capture(traced(proto::CaptureRequest { operation }))
+                    .await
+            }
+            OperationKind::Refund => {
+                client
+                    .refund(traced(proto::RefundRequest { operation }))
+                    .await
+            }
+            OperationKind::Void => client.void(traced(proto::VoidRequest { operation })).await,
+        };
         answer_of(response.map_err(transport)?.into_inner())
     }
 

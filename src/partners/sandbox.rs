@@ -853,19 +853,7 @@ impl Partner for Sandbox {
         })
     }
 
-    async fn authorize(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
-        self.handle(request).await
-    }
-
-    async fn capture(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
-        self.handle(request).await
-    }
-
-    async fn refund(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
-        self.handle(request).await
-    }
-
-    async fn void(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
+    async fn send(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
         self.handle(request).await
     }
 

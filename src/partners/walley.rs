@@ -459,27 +459,8 @@ fn action_status(action: &wire::Action, reference: &str) -> Result<PartnerAnswer
     }
 }
 
-#[async_trait]
-impl Partner for Walley {
-    /// An order backs one payment.
-    fn instrument_use(&self) -> super::InstrumentUse {
-        super::InstrumentUse::SingleUse
-    }
-
-    /// An order id: 1-128 characters, no spaces or slashes.
-    fn check_token(&self, token: &str) -> Result<(), String> {
-        let ok = !token.is_empty()
-            && token.len() <= 128
-            && token
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-        if ok {
-            Ok(())
-        } else {
-            Err("a Walley leg's token is the order id from Walley's checkout".into())
-        }
-    }
-
+/// The four operations, one request each; [`Partner::send`] picks by kind.
+impl Walley {
     /// A leg paid through Walley's checkout verifies the order the checkout
     /// placed once the shopper completed it (PENDING until then); any other
     /// leg verifies the order its token names.
@@ -521,6 +502,37 @@ impl Partner for Walley {
 
     async fn void(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
         self.post(request, &self.settings.paths.cancel, None).await
+    }
+}
+
+#[async_trait]
+impl Partner for Walley {
+    /// An order backs one payment.
+    fn instrument_use(&self) -> super::InstrumentUse {
+        super::InstrumentUse::SingleUse
+    }
+
+    /// An order id: 1-128 characters, no spaces or slashes.
+    fn check_token(&self, token: &str) -> Result<(), String> {
+        let ok = !token.is_empty()
+            && token.len() <= 128
+            && token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if ok {
+            Ok(())
+        } else {
+            Err("a Walley leg's token is the order id from Walley's checkout".into())
+        }
+    }
+
+    async fn send(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
+        match request.kind {
+            OperationKind::Authorization => self.authorize(request).await,
+            OperationKind::Capture => self.capture(request).await,
+            OperationKind::Refund => self.refund(request).await,
+            OperationKind::Void => self.void(request).await,
+        }
     }
 
     /// `POST /checkouts` with the session's lines (one line for the whole

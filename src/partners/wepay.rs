@@ -364,6 +364,80 @@ fn classify(status: StatusCode, body: &[u8]) -> PartnerError {
     }
 }
 
+/// The four operations, one request each; [`Partner::send`] picks by kind.
+impl Wepay {
+    async fn authorize(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
+        if let Some(id) = request.token.checkout() {
+            return self.hosted_authorization(hosted_id(id)?, request).await;
+        }
+        let card = request
+            .token
+            .expose()
+            .parse()
+            .map_err(|_| PartnerError::Declined {
+                code: "INVALID_TOKEN".into(),
+                description: "not a credit_card_id".into(),
+            })?;
+        let create = CreateCheckout {
+            unique_id: Some(request.idempotency_key.clone()),
+            payment_method: Some(PaymentMethod {
+                kind: "credit_card".into(),
+                credit_card: CreditCard { id: card },
+            }),
+            ..self.create(
+                request.amount,
+                request.currency,
+                &request.order_reference,
+                &request.idempotency_key,
+            )
+        };
+        let checkout: Checkout = self.call("/checkout/create", &create).await?;
+        check_checkout(&checkout, request, self.settings.account_id)?;
+        authorization(&checkout)
+    }
+
+    async fn capture(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
+        let id = checkout_id(request)?;
+        match self
+            .call::<_, StateAnswer>("/checkout/capture", &CheckoutId { checkout_id: id })
+            .await
+        {
+            Ok(answer) => Ok(settled(answer.checkout_id, &answer.state)),
+            Err(refusal) => self.settle_refusal(id, Stage::Captured, refusal).await,
+        }
+    }
+
+    async fn refund(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
+        let id = checkout_id(request)?;
+        let checkout = self.checkout(id).await?;
+        if Self::refund_executed(&checkout, request)? {
+            return Ok(settled(id, &checkout.state));
+        }
+        let refund = RefundCheckout {
+            checkout_id: id,
+            refund_reason: reason_or(request, "refund"),
+            amount: Some(http::major(request.amount, request.currency)),
+        };
+        let answer: StateAnswer = self.call("/checkout/refund", &refund).await?;
+        Ok(settled(answer.checkout_id, &answer.state))
+    }
+
+    async fn void(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
+        let id = checkout_id(request)?;
+        let cancel = CancelCheckout {
+            checkout_id: id,
+            cancel_reason: reason_or(request, "released"),
+        };
+        match self
+            .call::<_, StateAnswer>("/checkout/cancel", &cancel)
+            .await
+        {
+            Ok(answer) => Ok(settled(answer.checkout_id, &answer.state)),
+            Err(refusal) => self.settle_refusal(id, Stage::Cancelled, refusal).await,
+        }
+    }
+}
+
 #[async_trait]
 impl Partner for Wepay {
     /// Captures and cancels happen once per checkout (its state tells), and
@@ -433,74 +507,12 @@ impl Partner for Wepay {
         })
     }
 
-    async fn authorize(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
-        if let Some(id) = request.token.checkout() {
-            return self.hosted_authorization(hosted_id(id)?, request).await;
-        }
-        let card = request
-            .token
-            .expose()
-            .parse()
-            .map_err(|_| PartnerError::Declined {
-                code: "INVALID_TOKEN".into(),
-                description: "not a credit_card_id".into(),
-            })?;
-        let create = CreateCheckout {
-            unique_id: Some(request.idempotency_key.clone()),
-            payment_method: Some(PaymentMethod {
-                kind: "credit_card".into(),
-                credit_card: CreditCard { id: card },
-            }),
-            ..self.create(
-                request.amount,
-                request.currency,
-                &request.order_reference,
-                &request.idempotency_key,
-            )
-        };
-        let checkout: Checkout = self.call("/checkout/create", &create).await?;
-        check_checkout(&checkout, request, self.settings.account_id)?;
-        authorization(&checkout)
-    }
-
-    async fn capture(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
-        let id = checkout_id(request)?;
-        match self
-            .call::<_, StateAnswer>("/checkout/capture", &CheckoutId { checkout_id: id })
-            .await
-        {
-            Ok(answer) => Ok(settled(answer.checkout_id, &answer.state)),
-            Err(refusal) => self.settle_refusal(id, Stage::Captured, refusal).await,
-        }
-    }
-
-    async fn refund(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
-        let id = checkout_id(request)?;
-        let checkout = self.checkout(id).await?;
-        if Self::refund_executed(&checkout, request)? {
-            return Ok(settled(id, &checkout.state));
-        }
-        let refund = RefundCheckout {
-            checkout_id: id,
-            refund_reason: reason_or(request, "refund"),
-            amount: Some(http::major(request.amount, request.currency)),
-        };
-        let answer: StateAnswer = self.call("/checkout/refund", &refund).await?;
-        Ok(settled(answer.checkout_id, &answer.state))
-    }
-
-    async fn void(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
-        let id = checkout_id(request)?;
-        let cancel = CancelCheckout {
-            checkout_id: id,
-            cancel_reason: reason_or(request, "released"),
-        };
-        match self
-            .call::<_, StateAnswer>("/checkout/cancel", &cancel)
-            .await
-        {
-            Ok(answer) => Ok(settled(answer.checkout_id, &answer.state)),
-            Err(refusal) => self.settle_refusal(id, Stage::Cancelled, refusal).await,
+    async fn send(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
+        match request.kind {
+            OperationKind::Authorization => self.authorize(request).await,
+            OperationKind::Capture => self.capture(request).await,
+            OperationKind::Refund => self.refund(request).await,
+            OperationKind::Void => self.void(request).await,
         }
     }
 

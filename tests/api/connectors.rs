@@ -508,7 +508,7 @@ mod status_mapping {
         })
         .unwrap();
         let authorized = walley
-            .authorize(&request(OperationKind::Authorization, &order, None))
+            .send(&request(OperationKind::Authorization, &order, None))
             .await
             .unwrap();
         let capture = || PartnerRequest {
@@ -516,7 +516,7 @@ mod status_mapping {
             ..request(OperationKind::Capture, &order, Some(&authorized.reference))
         };
         // Unfailed: accepted, processed later.
-        assert_eq!(class(walley.capture(&capture()).await), "pending");
+        assert_eq!(class(walley.send(&capture()).await), "pending");
         for (status, times, expected) in [
             (200, 1, "done"),
             (201, 1, "done"),
@@ -536,7 +536,7 @@ mod status_mapping {
         ] {
             simulator.fail_next(status, times).await;
             assert_eq!(
-                class(walley.capture(&capture()).await),
+                class(walley.send(&capture()).await),
                 expected,
                 "HTTP {status}"
             );
@@ -557,7 +557,7 @@ mod status_mapping {
         })
         .unwrap();
         let authorized = wepay
-            .authorize(&request(OperationKind::Authorization, &card, None))
+            .send(&request(OperationKind::Authorization, &card, None))
             .await
             .unwrap();
         let capture = || request(OperationKind::Capture, &card, Some(&authorized.reference));
@@ -575,15 +575,15 @@ mod status_mapping {
         ] {
             simulator.fail_next(status, 1).await;
             assert_eq!(
-                class(wepay.capture(&capture()).await),
+                class(wepay.send(&capture()).await),
                 expected,
                 "HTTP {status}"
             );
         }
         assert!(simulator.executed("capture").await.is_empty());
         // Unfailed: captured; captured again, the state says it is done.
-        assert_eq!(class(wepay.capture(&capture()).await), "done");
-        assert_eq!(class(wepay.capture(&capture()).await), "done");
+        assert_eq!(class(wepay.send(&capture()).await), "done");
+        assert_eq!(class(wepay.send(&capture()).await), "done");
         assert_eq!(simulator.executed("capture").await.len(), 1);
     }
 }

@@ -47,7 +47,7 @@ fn scenarios_parse_or_say_which_pair_is_wrong() {
 async fn refuses_to_capture_more_than_authorized_and_deduplicates() {
     let sandbox = Sandbox::new("ingenico");
     let auth = sandbox
-        .authorize(&request(
+        .send(&request(
             OperationKind::Authorization,
             "a",
             1000,
@@ -61,7 +61,7 @@ async fn refuses_to_capture_more_than_authorized_and_deduplicates() {
         let reference = auth.reference.clone();
         async move {
             sandbox
-                .capture(&request(
+                .send(&request(
                     OperationKind::Capture,
                     key,
                     amount,
@@ -87,7 +87,7 @@ async fn pending_settles_after_lookups_and_lost_reaches_the_ledger_on_resend() {
     let sandbox = Sandbox::new("ingenico");
     let token = "authorize=pending,pending_lookups=2";
     let answer = sandbox
-        .authorize(&request(
+        .send(&request(
             OperationKind::Authorization,
             "a",
             1000,
@@ -115,11 +115,11 @@ async fn pending_settles_after_lookups_and_lost_reaches_the_ledger_on_resend() {
         None,
     );
     assert!(matches!(
-        sandbox.authorize(&lost).await,
+        sandbox.send(&lost).await,
         Err(PartnerError::Unknown { .. })
     ));
     assert_eq!(sandbox.lookup(&lost, None).await, Ok(Lookup::NotFound));
-    assert!(sandbox.authorize(&lost).await.is_ok());
+    assert!(sandbox.send(&lost).await.is_ok());
 }
 
 /// A forgetting sandbox drops an authorization (its requests, its stored
@@ -133,7 +133,7 @@ async fn a_forgetting_sandbox_drops_what_was_idle_and_settled_and_keeps_the_rest
         let sandbox = sandbox.clone();
         async move {
             sandbox
-                .authorize(&request(
+                .send(&request(
                     OperationKind::Authorization,
                     key,
                     1000,
@@ -149,7 +149,7 @@ async fn a_forgetting_sandbox_drops_what_was_idle_and_settled_and_keeps_the_rest
         let sandbox = sandbox.clone();
         async move {
             let capture = request(OperationKind::Capture, key, 1000, "", Some(&reference));
-            sandbox.capture(&capture).await.unwrap();
+            sandbox.send(&capture).await.unwrap();
         }
     };
     let settled = authorize("a1").await;
@@ -174,7 +174,7 @@ async fn a_forgetting_sandbox_drops_what_was_idle_and_settled_and_keeps_the_rest
         None,
     );
     assert!(matches!(
-        sandbox.authorize(&stored).await,
+        sandbox.send(&stored).await,
         Err(PartnerError::Declined { .. })
     ));
     // What still holds money can be captured after any idle time.

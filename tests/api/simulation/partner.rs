@@ -331,19 +331,7 @@ impl Partner for SimPartner {
         self.instruments
     }
 
-    async fn authorize(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
-        self.call(request).await
-    }
-
-    async fn capture(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
-        self.call(request).await
-    }
-
-    async fn refund(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
-        self.call(request).await
-    }
-
-    async fn void(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
+    async fn send(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
         self.call(request).await
     }
 
