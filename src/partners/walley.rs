@@ -459,7 +459,6 @@ fn action_status(action: &wire::Action, reference: &str) -> Result<PartnerAnswer
     }
 }
 
-/// The four operations, one request each; [`Partner::send`] picks by kind.
 impl Walley {
     /// A leg paid through Walley's checkout verifies the order the checkout
     /// placed once the shopper completed it (PENDING until then); any other
@@ -487,22 +486,6 @@ impl Walley {
             }),
         }
     }
-
-    async fn capture(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
-        let body = self.action(request, &request.merchant_reference);
-        self.post(request, &self.settings.paths.capture, Some(&body))
-            .await
-    }
-
-    async fn refund(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
-        let body = self.action(request, &request.reason);
-        self.post(request, &self.settings.paths.refund, Some(&body))
-            .await
-    }
-
-    async fn void(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
-        self.post(request, &self.settings.paths.cancel, None).await
-    }
 }
 
 #[async_trait]
@@ -527,11 +510,18 @@ impl Partner for Walley {
     }
 
     async fn send(&self, request: &PartnerRequest) -> Result<PartnerAnswer, PartnerError> {
+        let paths = &self.settings.paths;
         match request.kind {
             OperationKind::Authorization => self.authorize(request).await,
-            OperationKind::Capture => self.capture(request).await,
-            OperationKind::Refund => self.refund(request).await,
-            OperationKind::Void => self.void(request).await,
+            OperationKind::Capture => {
+                let body = self.action(request, &request.merchant_reference);
+                self.post(request, &paths.capture, Some(&body)).await
+            }
+            OperationKind::Refund => {
+                let body = self.action(request, &request.reason);
+                self.post(request, &paths.refund, Some(&body)).await
+            }
+            OperationKind::Void => self.post(request, &paths.cancel, None).await,
         }
     }
 
