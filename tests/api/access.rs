@@ -13,7 +13,7 @@ async fn missing_or_wrong_api_key_is_unauthenticated() {
             .sessions_as(key)
             .create_session(create_request(100, proto::CaptureMode::Manual))
             .await
-            .unwrap_err();
+            .refusal();
         assert_eq!(error.code(), Code::Unauthenticated, "key {key:?}");
         let error = server
             .payments_as(key)
@@ -21,7 +21,7 @@ async fn missing_or_wrong_api_key_is_unauthenticated() {
                 payment_id: new_key(),
             })
             .await
-            .unwrap_err();
+            .refusal();
         assert_eq!(error.code(), Code::Unauthenticated, "key {key:?}");
         assert!(
             !error.message().contains("sk_"),
@@ -96,21 +96,21 @@ async fn malformed_ids_are_invalid_and_unknown_ids_not_found() {
             payment_id: "pay_123".into(),
         })
         .await
-        .unwrap_err();
+        .refusal();
     assert_eq!(error.code(), Code::InvalidArgument);
     let error = payments
         .get_payment(proto::GetPaymentRequest {
             payment_id: new_key(),
         })
         .await
-        .unwrap_err();
+        .refusal();
     assert_eq!(error.code(), Code::NotFound);
     let error = payments
         .get_operation(proto::GetOperationRequest {
             operation_id: new_key(),
         })
         .await
-        .unwrap_err();
+        .refusal();
     assert_eq!(error.code(), Code::NotFound);
 }
 
@@ -131,8 +131,7 @@ async fn health_answers_without_credentials() {
                 service: service.into(),
             })
             .await
-            .unwrap()
-            .into_inner();
+            .answer();
         assert_eq!(response.status(), ServingStatus::Serving, "{service:?}");
     }
 }
@@ -161,7 +160,7 @@ async fn every_error_carries_error_info_and_the_request_id() {
                 .payments()
                 .get_payment(with_id("req-not-found", unknown.clone()))
                 .await
-                .unwrap_err(),
+                .refusal(),
             ErrorReason::NotFound,
         ),
         (
@@ -169,7 +168,7 @@ async fn every_error_carries_error_info_and_the_request_id() {
                 .payments_as(None)
                 .get_payment(with_id("req-unauthenticated", unknown.clone()))
                 .await
-                .unwrap_err(),
+                .refusal(),
             ErrorReason::ApiKeyInvalid,
         ),
         (
@@ -180,7 +179,7 @@ async fn every_error_carries_error_info_and_the_request_id() {
                     proto::ListFailedWebhooksRequest::default(),
                 ))
                 .await
-                .unwrap_err(),
+                .refusal(),
             ErrorReason::PermissionDenied,
         ),
         (
@@ -193,7 +192,7 @@ async fn every_error_carries_error_info_and_the_request_id() {
                     },
                 ))
                 .await
-                .unwrap_err(),
+                .refusal(),
             ErrorReason::RequestInvalid,
         ),
     ];

@@ -294,8 +294,7 @@ async fn a_wepay_refund_is_never_executed_twice() {
                     }],
                 })
                 .await
-                .unwrap()
-                .into_inner();
+                .answer();
             assert_eq!(settled.status(), proto::OperationStatus::Failure);
         }
         // A second refund reads the total the first one left.

@@ -9,25 +9,12 @@ use std::time::Duration;
 use payment_orchestrator::api::proto::{
     self, partner_event_service_client::PartnerEventServiceClient,
 };
-use serde_json::{Value, json};
-use wiremock::MockServer;
+use serde_json::json;
 
 use super::support::{
     harness::*,
     simulator::{Partners, wepay},
 };
-
-/// The events of `kind` the receiver got, oldest first.
-async fn events(receiver: &MockServer, kind: &str) -> Vec<Value> {
-    receiver
-        .received_requests()
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| serde_json::from_slice(&r.body).unwrap())
-        .filter(|e: &Value| e["type"] == kind)
-        .collect()
-}
 
 /// The payments with an open dispute.
 async fn disputed_payments(server: &TestServer) -> Vec<String> {
@@ -71,25 +58,17 @@ async fn a_wepay_checkout_charged_back_opens_a_dispute_that_holds_refunds_until_
     let told = notifier
         .notify_partner_event(disputed_event("evt-early"))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(told.result(), proto::NotifyResult::Duplicate);
     assert!(payment_now(&server, &payment.id).await.disputes.is_empty());
 
     // The card holder's bank takes 20.00 back.
-    partners
-        .wepay
-        .post(
-            "/_sim/charge_back",
-            json!({ "checkout_id": checkout, "amount": "20.00" }),
-        )
-        .await;
+    partners.wepay.charge_back(checkout, "20.00").await;
     // WePay's notification makes it immediate: no day to wait.
     let told = notifier
         .notify_partner_event(disputed_event("evt-charged-back"))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(told.result(), proto::NotifyResult::Applied);
     let disputed = payment_now(&server, &payment.id).await;
     assert_eq!(disputed.disputes.len(), 1, "{disputed:#?}");
@@ -117,7 +96,7 @@ async fn a_wepay_checkout_charged_back_opens_a_dispute_that_holds_refunds_until_
     );
     assert_eq!(disputed_payments(&server).await, [payment.id.as_str()]);
     server.resolve_after(Duration::ZERO).await;
-    let opened = events(&receiver, "dispute.opened").await;
+    let opened = webhook_events(&receiver, "dispute.opened").await;
     assert_eq!(opened.len(), 1, "{opened:?}");
     assert_eq!(opened[0]["data"]["dispute"]["amount"], "2000");
     assert_eq!(opened[0]["data"]["paymentId"], payment.id.as_str());
@@ -128,7 +107,7 @@ async fn a_wepay_checkout_charged_back_opens_a_dispute_that_holds_refunds_until_
         .payments()
         .refund(refund(&payment, Some(6_000)))
         .await
-        .unwrap_err();
+        .refusal();
     assert_eq!(
         refused.code(),
         tonic::Code::FailedPrecondition,
@@ -137,13 +116,7 @@ async fn a_wepay_checkout_charged_back_opens_a_dispute_that_holds_refunds_until_
     assert!(partners.wepay.bodies("/checkout/refund").await.is_empty());
 
     // The merchant wins: WePay gives it back, and the dispute closes.
-    partners
-        .wepay
-        .post(
-            "/_sim/charge_back",
-            json!({ "checkout_id": checkout, "amount": "0" }),
-        )
-        .await;
+    partners.wepay.charge_back(checkout, "0").await;
     server.resolve_after(Duration::from_secs(86_400 + 60)).await;
     let won = payment_now(&server, &payment.id).await;
     assert_eq!(won.disputes[0].status(), proto::DisputeStatus::Won);
@@ -151,8 +124,12 @@ async fn a_wepay_checkout_charged_back_opens_a_dispute_that_holds_refunds_until_
     assert_eq!(amounts(&won).total_disputed, 0);
     assert!(disputed_payments(&server).await.is_empty());
     server.resolve_after(Duration::ZERO).await;
-    assert_eq!(events(&receiver, "dispute.closed").await.len(), 1);
-    assert_eq!(events(&receiver, "dispute.opened").await.len(), 1, "once");
+    assert_eq!(webhook_events(&receiver, "dispute.closed").await.len(), 1);
+    assert_eq!(
+        webhook_events(&receiver, "dispute.opened").await.len(),
+        1,
+        "once"
+    );
     // Won, all of it is refundable again.
     let refunded = refunded(&server, refund(&payment, Some(6_000)))
         .await

@@ -232,6 +232,6 @@ async fn a_dry_run_refuses_exactly_as_the_real_call_and_answers_a_used_key_as_it
         .payments_as(Some(OTHER_KEY))
         .capture(theirs)
         .await
-        .unwrap_err();
+        .refusal();
     assert_eq!(hidden.code(), Code::NotFound);
 }

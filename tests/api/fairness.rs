@@ -98,10 +98,7 @@ async fn the_operation_beyond_the_maximum_on_a_payment_is_refused() {
     for _ in 0..999 {
         client.capture(capture(&payment, Some(1))).await.unwrap();
     }
-    let refused = client
-        .capture(capture(&payment, Some(1)))
-        .await
-        .unwrap_err();
+    let refused = client.capture(capture(&payment, Some(1))).await.refusal();
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
     assert_eq!(reason(&refused).as_deref(), Some("TOO_MANY_OPERATIONS"));
     let now = payment_now(&server, &payment.id).await;
@@ -134,7 +131,7 @@ async fn one_merchant_over_its_in_flight_limit_is_shed_and_another_is_not() {
         .sessions()
         .create_session(create_request(100, proto::CaptureMode::Manual))
         .await
-        .unwrap_err();
+        .refusal();
     assert_eq!(shed.code(), tonic::Code::ResourceExhausted);
     assert_eq!(reason(&shed).as_deref(), Some("MERCHANT_IN_FLIGHT_LIMIT"));
     server

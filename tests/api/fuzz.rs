@@ -195,8 +195,7 @@ async fn arbitrary_requests_are_accepted_or_invalid_and_a_refusal_stores_nothing
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .sessions
         .len();
     assert_eq!(listed, accepted.load(Ordering::Relaxed) + 1);

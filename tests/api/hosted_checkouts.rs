@@ -351,7 +351,7 @@ async fn the_sandbox_serves_its_hosted_checkout_page_and_an_update_reopens_it_un
         .sessions()
         .update_session(update(3500, &["amount"]))
         .await
-        .unwrap_err();
+        .refusal();
     assert_eq!(refused.code(), Code::FailedPrecondition);
     assert_eq!(reason(&refused).as_deref(), Some("CHECKOUT_COMPLETED"));
 
@@ -379,7 +379,7 @@ async fn another_merchants_session_or_a_partner_without_hosted_checkouts_is_refu
             partner: "ingenico".into(),
         })
         .await
-        .unwrap_err();
+        .refusal();
     assert_eq!(refused.code(), Code::NotFound);
     let refused = start_checkout(&server, &session.id, "nobody")
         .await

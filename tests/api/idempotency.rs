@@ -15,11 +15,7 @@ async fn replay_returns_the_identical_response_without_a_second_partner_call() {
     let mut payments = server.payments();
     let payment = card_and_gift(&server, "tok", "tok").await;
     let request = capture(&payment, Some(5000));
-    let first = payments
-        .capture(request.clone())
-        .await
-        .unwrap()
-        .into_inner();
+    let first = payments.capture(request.clone()).await.answer();
     let calls =
         server.sandbox("ingenico").received().len() + server.sandbox("illicado").received().len();
 
@@ -27,7 +23,7 @@ async fn replay_returns_the_identical_response_without_a_second_partner_call() {
     payments.refunded(refund(&payment, Some(100))).await;
     let calls_after_refund = calls + 1;
 
-    let replay = payments.capture(request).await.unwrap().into_inner();
+    let replay = payments.capture(request).await.answer();
     assert_eq!(replay.encode_to_vec(), first.encode_to_vec());
     let calls_now =
         server.sandbox("ingenico").received().len() + server.sandbox("illicado").received().len();
@@ -99,7 +95,7 @@ async fn key_reused_for_a_different_request_is_refused() {
         .sessions()
         .create_session(session_request)
         .await
-        .unwrap_err();
+        .refusal();
     assert_eq!(reason(&error).as_deref(), Some("IDEMPOTENCY_KEY_REUSED"));
 }
 

@@ -50,10 +50,7 @@ async fn uncertain_capture_keeps_its_reservation_so_nothing_can_over_capture() {
 
     // The timeout was applied at the partner: a second capture must not be
     // able to take that money again.
-    let error = payments
-        .capture(capture(&payment, Some(1)))
-        .await
-        .unwrap_err();
+    let error = payments.capture(capture(&payment, Some(1))).await.refusal();
     assert_exceeds(&error, "0");
     let void_error = payments.void(void(&payment, None)).await.unwrap_err();
     assert_eq!(reason(&void_error).as_deref(), Some("NOTHING_AVAILABLE"));
@@ -80,7 +77,7 @@ async fn amount_above_available_changes_nothing_and_says_what_is_available() {
     let error = payments
         .capture(capture(&payment, Some(12001)))
         .await
-        .unwrap_err();
+        .refusal();
     assert_exceeds(&error, "12000");
     assert_eq!(payment_now(&server, &payment.id).await.captures.len(), 0);
     let ingenico = server.sandbox("ingenico");
@@ -149,6 +146,6 @@ async fn get_operation_returns_the_operation_to_its_merchant_only() {
             operation_id: operation.id,
         })
         .await
-        .unwrap_err();
+        .refusal();
     assert_eq!(error.code(), Code::NotFound);
 }

@@ -53,7 +53,7 @@ async fn an_amount_no_leg_can_take_is_refused_naming_the_reason_and_changes_noth
         .payments()
         .capture(capture(&payment, Some(5000)))
         .await
-        .unwrap_err();
+        .refusal();
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
     assert_eq!(
         reason(&status).as_deref(),
@@ -77,7 +77,7 @@ async fn an_amount_no_leg_can_take_is_refused_naming_the_reason_and_changes_noth
         .payments()
         .capture(capture(&payment, Some(1)))
         .await
-        .unwrap_err();
+        .refusal();
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
 }
 
@@ -128,8 +128,7 @@ async fn list_payment_methods_answers_what_the_partners_offer_the_calling_mercha
                     currency: currency.into(),
                 })
                 .await
-                .unwrap()
-                .into_inner()
+                .answer()
                 .payment_methods
         }
     };
@@ -180,7 +179,7 @@ async fn list_payment_methods_answers_what_the_partners_offer_the_calling_mercha
             currency: "euro".into(),
         })
         .await
-        .unwrap_err();
+        .refusal();
     assert_eq!(status.code(), Code::InvalidArgument);
 }
 

@@ -371,8 +371,7 @@ async fn a_missing_capture_is_resolved_when_a_later_settlement_holds_it_and_a_pe
                     ..Default::default()
                 })
                 .await
-                .unwrap()
-                .into_inner()
+                .answer()
                 .issues
         }
     };
@@ -425,14 +424,10 @@ async fn a_missing_capture_is_resolved_when_a_later_settlement_holds_it_and_a_pe
     assert_eq!(invalid.code(), Code::InvalidArgument);
     let resolved = resolve(DEMO_KEY, "the partner kept 10.00 as agreed")
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(resolved.resolution, "the partner kept 10.00 as agreed");
     assert!(resolved.resolved_at.is_some());
-    let kept = resolve(ADMIN_KEY, "a second note")
-        .await
-        .unwrap()
-        .into_inner();
+    let kept = resolve(ADMIN_KEY, "a second note").await.answer();
     assert_eq!(kept, resolved, "resolved once: the note is kept");
     assert!(open(&mut demo).await.is_empty());
 }
@@ -579,8 +574,7 @@ async fn a_claim_of_a_settlement_never_stored_gives_way_and_issues_found_again_a
                 ..Default::default()
             })
             .await
-            .unwrap()
-            .into_inner();
+            .answer();
         for issue in &page.issues {
             *counted.entry(issue.kind).or_default() += 1;
         }

@@ -218,8 +218,7 @@ async fn a_payment_created_on_one_replica_is_operable_on_the_others() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(listed.payments.len(), 1);
     assert_eq!(listed.payments[0].id, payment.id);
 }
@@ -261,7 +260,7 @@ async fn redis_outage_fails_fast_with_unavailable_and_recovers() {
             .payments(0)
             .capture(capture(&payment, Some(100)))
             .await
-            .unwrap_err();
+            .refusal();
         let took = started.elapsed();
         // The first capture opens on the header this replica holds: its
         // write is the first to find the connection gone, and a write whose
@@ -284,7 +283,7 @@ async fn redis_outage_fails_fast_with_unavailable_and_recovers() {
                 payment_id: payment.id.clone(),
             })
             .await
-            .unwrap_err();
+            .refusal();
         assert_eq!(error.code(), Code::Unavailable);
     }
 

@@ -70,12 +70,7 @@ async fn a_capture_its_replica_does_not_acknowledge_reaches_no_partner_and_its_r
         captured.operation.as_ref().unwrap().status(),
         OperationStatus::Success
     );
-    let again = server
-        .payments()
-        .capture(request)
-        .await
-        .unwrap()
-        .into_inner();
+    let again = server.payments().capture(request).await.answer();
     assert_eq!(again.operation, captured.operation, "replayed");
     assert_eq!(
         server

@@ -264,10 +264,10 @@ async fn unresolvable_operation_is_flagged_for_review_and_settled_by_an_operator
         .admin_as(DEMO_KEY)
         .resolve_operation(settle.clone())
         .await
-        .unwrap_err();
+        .refusal();
     assert_eq!(denied.code(), Code::PermissionDenied);
     let mut admin = server.admin();
-    let settled = admin.resolve_operation(settle).await.unwrap().into_inner();
+    let settled = admin.resolve_operation(settle).await.answer();
     assert_eq!(settled.status(), Success);
     assert!(
         settled
@@ -300,8 +300,7 @@ async fn sync_operation_resolves_now() {
             operation_id: operation.id,
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(synced.status(), Success);
 }
 
@@ -395,13 +394,12 @@ async fn a_notifier_key_speaks_only_for_its_partners_and_never_for_an_unsent_leg
     let other_partner = illicado
         .notify_partner_event(event("ingenico", 0))
         .await
-        .unwrap_err();
+        .refusal();
     assert_eq!(other_partner.code(), Code::PermissionDenied);
     let unsent = illicado
         .notify_partner_event(event("illicado", 1))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(unsent.result(), proto::NotifyResult::UnknownTransaction);
     let after = operation_now(&server, &authorization.id).await;
     assert_eq!((after.status(), after.requires_review), (Failure, false));

@@ -182,7 +182,7 @@ async fn the_embedded_store_forgets_a_finished_payment_after_its_retention() {
             session_id: done.session_id.clone(),
         })
         .await
-        .unwrap_err();
+        .refusal();
     assert_eq!(session.code(), tonic::Code::NotFound);
 }
 

@@ -46,11 +46,7 @@ async fn the_review_queue_spans_merchants_for_operators_and_only_its_own_for_a_m
     server.resolve_after(Duration::from_secs(25 * 3600)).await;
 
     let mut admin = server.admin();
-    let queue = admin
-        .list_operations(review_queue())
-        .await
-        .unwrap()
-        .into_inner();
+    let queue = admin.list_operations(review_queue()).await.answer();
     let mut queued = ids(&queue);
     queued.sort();
     let mut expected = vec![ours.id.as_str(), theirs.id.as_str()];
@@ -59,11 +55,7 @@ async fn the_review_queue_spans_merchants_for_operators_and_only_its_own_for_a_m
     assert!(queue.operations.iter().all(|o| o.requires_review));
 
     let mut demo = server.payments();
-    let own = demo
-        .list_operations(review_queue())
-        .await
-        .unwrap()
-        .into_inner();
+    let own = demo.list_operations(review_queue()).await.answer();
     assert_eq!(ids(&own), [ours.id.as_str()]);
     // Another merchant's queue: nothing, not an error.
     let foreign = demo
@@ -72,8 +64,7 @@ async fn the_review_queue_spans_merchants_for_operators_and_only_its_own_for_a_m
             ..review_queue()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert!(foreign.operations.is_empty());
 
     // Every capture of the merchant, newest first, one per page.
@@ -82,11 +73,7 @@ async fn the_review_queue_spans_merchants_for_operators_and_only_its_own_for_a_m
         page_size: 1,
         ..Default::default()
     };
-    let first = demo
-        .list_operations(captures.clone())
-        .await
-        .unwrap()
-        .into_inner();
+    let first = demo.list_operations(captures.clone()).await.answer();
     assert_eq!(ids(&first), [fine.id.as_str()]);
     let second = demo
         .list_operations(proto::ListOperationsRequest {
@@ -94,8 +81,7 @@ async fn the_review_queue_spans_merchants_for_operators_and_only_its_own_for_a_m
             ..captures.clone()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(ids(&second), [ours.id.as_str()]);
     let last = demo
         .list_operations(proto::ListOperationsRequest {
@@ -103,8 +89,7 @@ async fn the_review_queue_spans_merchants_for_operators_and_only_its_own_for_a_m
             ..captures.clone()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert!(
         last.operations.is_empty() && last.next_page_token.is_empty(),
         "{last:?}"
@@ -117,7 +102,7 @@ async fn the_review_queue_spans_merchants_for_operators_and_only_its_own_for_a_m
             ..Default::default()
         })
         .await
-        .unwrap_err();
+        .refusal();
     assert_eq!(refused.code(), Code::InvalidArgument);
     let other = admin
         .list_operations(proto::ListOperationsRequest {
@@ -126,8 +111,7 @@ async fn the_review_queue_spans_merchants_for_operators_and_only_its_own_for_a_m
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(ids(&other), [theirs.id.as_str()]);
     // An oversized page is lowered to the maximum, not refused.
     let big = demo
@@ -136,7 +120,6 @@ async fn the_review_queue_spans_merchants_for_operators_and_only_its_own_for_a_m
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(big.operations.len(), 4, "two authorizations, two captures");
 }

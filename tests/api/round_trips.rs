@@ -95,8 +95,7 @@ async fn a_single_leg_capture_is_two_round_trips_on_redis() {
             .payments()
             .capture(capture(&payment, Some(100)))
             .await
-            .unwrap()
-            .into_inner();
+            .answer();
         assert_eq!(
             result.operation.unwrap().status(),
             proto::OperationStatus::Success
@@ -122,8 +121,7 @@ async fn a_single_leg_capture_is_two_round_trips_on_redis() {
         .payments()
         .capture(capture(&payment, Some(200)))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     let available_after_other = moved.payment.unwrap().amounts.unwrap().available_to_capture;
     let mut after = None;
     let commands = commands_during(redis.port, async || {
@@ -132,8 +130,7 @@ async fn a_single_leg_capture_is_two_round_trips_on_redis() {
                 .payments()
                 .capture(capture(&payment, Some(300)))
                 .await
-                .unwrap()
-                .into_inner(),
+                .answer(),
         );
     })
     .await;

@@ -195,7 +195,7 @@ async fn a_partner_that_keeps_failing_is_walked_around_until_a_trial_call_answer
         .admin_as(DEMO_KEY)
         .list_partner_health(proto::ListPartnerHealthRequest {})
         .await
-        .unwrap_err();
+        .refusal();
     assert_eq!(denied.code(), tonic::Code::PermissionDenied);
     assert!(
         methods_offered(&mut sessions)

@@ -167,7 +167,7 @@ async fn bad_updates_name_every_field_and_change_nothing() {
         .sessions_as(Some(OTHER_KEY))
         .update_session(foreign)
         .await
-        .unwrap_err();
+        .refusal();
     assert_eq!(status.code(), Code::NotFound);
 
     assert_eq!(

@@ -256,7 +256,7 @@ async fn sessions_are_listed_by_order_reference_and_status(server: TestServer) {
     let list = |request: proto::ListSessionsRequest| {
         let mut sessions = server.sessions();
         async move {
-            let page = sessions.list_sessions(request).await.unwrap().into_inner();
+            let page = sessions.list_sessions(request).await.answer();
             let ids: Vec<String> = page.sessions.iter().map(|s| s.id.clone()).collect();
             (ids, page.next_page_token)
         }
@@ -321,8 +321,7 @@ async fn sessions_are_listed_by_order_reference_and_status(server: TestServer) {
         .sessions_as(Some(OTHER_KEY))
         .list_sessions(proto::ListSessionsRequest::default())
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert!(foreign.sessions.is_empty());
 }
 

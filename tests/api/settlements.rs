@@ -118,8 +118,7 @@ pub(super) async fn export(client: &mut Settlements, id: &str) -> Vec<Vec<String
             settlement_id: id.into(),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     let mut csv = String::new();
     while let Some(chunk) = stream.message().await.unwrap() {
         csv.push_str(&chunk.csv);
@@ -212,8 +211,7 @@ async fn a_settlement_is_imported_once_with_exact_totals_and_every_discrepancy_f
             settlement_id: listed[0].id.clone(),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     // 125.00 + 40.00 (as settled) + 7.77 (unknown) + 10.00 captured, 25.00
     // refunded; VAT 25.00 on the capture less 5.00 on the refund.
     assert_eq!(
@@ -325,7 +323,7 @@ async fn a_settlement_is_imported_once_with_exact_totals_and_every_discrepancy_f
             settlement_id: settlement.id.clone(),
         })
         .await
-        .unwrap_err();
+        .refusal();
     assert_eq!(merchant_view.code(), Code::NotFound);
 
     // The uncertain capture was settled from the report.
@@ -344,14 +342,7 @@ async fn a_settlement_is_imported_once_with_exact_totals_and_every_discrepancy_f
 
     // The mismatch is announced to the payment's webhook.
     server.resolve_after(Duration::ZERO).await;
-    let events: Vec<serde_json::Value> = receiver
-        .received_requests()
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| serde_json::from_slice(&r.body).unwrap())
-        .filter(|e: &serde_json::Value| e["type"] == "reconciliation.issue")
-        .collect();
+    let events = webhook_events(&receiver, "reconciliation.issue").await;
     assert_eq!(
         events.len(),
         1,

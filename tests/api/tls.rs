@@ -101,8 +101,7 @@ async fn mutual_tls_refuses_clients_without_a_certificate_and_serves_those_with_
             service: "payment_orchestrator.v1.PaymentService".into(),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(health.status(), ServingStatus::Serving);
 
     // Without a client certificate: refused. With TLS 1.3 the client may
@@ -127,7 +126,7 @@ async fn mutual_tls_refuses_clients_without_a_certificate_and_serves_those_with_
             payment_id: new_key(),
         })
         .await
-        .unwrap_err();
+        .refusal();
     assert_eq!(unknown.code(), Code::NotFound);
     let wrong_key =
         PaymentServiceClient::with_interceptor(channel.clone(), Bearer::new("sk_wrong"))
@@ -135,14 +134,14 @@ async fn mutual_tls_refuses_clients_without_a_certificate_and_serves_those_with_
                 payment_id: new_key(),
             })
             .await
-            .unwrap_err();
+            .refusal();
     assert_eq!(wrong_key.code(), Code::Unauthenticated);
     let merchant_on_admin = AdminServiceClient::with_interceptor(channel, Bearer::new(DEMO_KEY))
         .sync_operation(proto::SyncOperationRequest {
             operation_id: new_key(),
         })
         .await
-        .unwrap_err();
+        .refusal();
     assert_eq!(merchant_on_admin.code(), Code::PermissionDenied);
 
     // grpcurl with the client certificate succeeds; without it, it fails.
@@ -237,8 +236,7 @@ timeout = "2s"
         .payments()
         .capture(capture(&payment, None))
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .operation
         .unwrap();
     assert_eq!(capture.status(), proto::OperationStatus::Success);

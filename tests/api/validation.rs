@@ -234,7 +234,7 @@ async fn a_corrected_retry_with_the_same_key_works() {
             .payments()
             .capture(bad.clone())
             .await
-            .unwrap_err()
+            .refusal()
             .code(),
         Code::InvalidArgument
     );
@@ -252,7 +252,7 @@ async fn a_corrected_retry_with_the_same_key_works() {
             .sessions()
             .submit_session(submit.clone())
             .await
-            .unwrap_err()
+            .refusal()
             .code(),
         Code::InvalidArgument
     );

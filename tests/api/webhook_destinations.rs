@@ -168,8 +168,7 @@ async fn hostile_webhook_destinations_are_refused_and_nothing_reaches_the_target
         .sessions()
         .list_sessions(proto::ListSessionsRequest::default())
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert!(listed.sessions.is_empty(), "{listed:?}");
 
     // Only the connection can tell: a name that resolves to loopback, and a
@@ -234,7 +233,7 @@ async fn loopback_is_allowed_only_where_configured() {
         .sessions()
         .create_session(hook("http://127.0.0.1:9/hook", &[]))
         .await
-        .unwrap_err();
+        .refusal();
     let reasons = violations(&status);
     assert_eq!(reasons.len(), 1, "{reasons:?}");
     assert!(reasons[0].1.contains("scheme http"), "{reasons:?}");
@@ -242,6 +241,6 @@ async fn loopback_is_allowed_only_where_configured() {
         .sessions()
         .create_session(hook("https://127.0.0.1:9/hook", &[]))
         .await
-        .unwrap_err();
+        .refusal();
     assert!(violations(&status)[0].1.contains("loopback"), "{status:?}");
 }

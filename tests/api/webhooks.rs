@@ -330,8 +330,7 @@ async fn a_given_up_delivery_is_kept_listed_and_redelivered_by_an_operator() {
     let listed = admin
         .list_failed_webhooks(proto::ListFailedWebhooksRequest::default())
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(listed.webhooks.len(), 1, "{listed:?}");
     let failed = &listed.webhooks[0];
     assert_eq!(
@@ -356,8 +355,7 @@ async fn a_given_up_delivery_is_kept_listed_and_redelivered_by_an_operator() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert!(other.webhooks.is_empty());
     // Merchants cannot list them.
     assert_eq!(
@@ -365,7 +363,7 @@ async fn a_given_up_delivery_is_kept_listed_and_redelivered_by_an_operator() {
             .admin_as(DEMO_KEY)
             .list_failed_webhooks(proto::ListFailedWebhooksRequest::default())
             .await
-            .unwrap_err()
+            .refusal()
             .code(),
         tonic::Code::PermissionDenied
     );
@@ -375,15 +373,14 @@ async fn a_given_up_delivery_is_kept_listed_and_redelivered_by_an_operator() {
             id: uuid::Uuid::now_v7().to_string(),
         })
         .await
-        .unwrap_err();
+        .refusal();
     assert_eq!(unknown.code(), tonic::Code::NotFound);
     let again = admin
         .redeliver_webhook(proto::RedeliverWebhookRequest {
             id: failed.id.clone(),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(again.attempts, 0);
     let report = server.resolve_after(Duration::ZERO).await;
     assert_eq!(report.delivered, 1, "{report:?}");
@@ -391,8 +388,7 @@ async fn a_given_up_delivery_is_kept_listed_and_redelivered_by_an_operator() {
         admin
             .list_failed_webhooks(proto::ListFailedWebhooksRequest::default())
             .await
-            .unwrap()
-            .into_inner()
+            .answer()
             .webhooks
             .is_empty()
     );
@@ -513,10 +509,7 @@ async fn given_up_deliveries_are_purged_by_an_operator_and_expire_after_their_re
     assert_eq!(failed_ids(&server).await.len(), 1);
     // Refused without an instant; another merchant's or an earlier instant
     // deletes nothing; now deletes it.
-    let refused = admin
-        .purge_failed_webhooks(purge("", None))
-        .await
-        .unwrap_err();
+    let refused = admin.purge_failed_webhooks(purge("", None)).await.refusal();
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
     let now = server.clock.now_time();
     let purged = |answer: Result<
@@ -551,7 +544,7 @@ async fn given_up_deliveries_are_purged_by_an_operator_and_expire_after_their_re
         .admin_as(DEMO_KEY)
         .purge_failed_webhooks(purge("", Some(now)))
         .await
-        .unwrap_err();
+        .refusal();
     assert_eq!(denied.code(), tonic::Code::PermissionDenied);
     // Kept for 30 days, then deleted by the worker.
     given_up_delivery(&server, &receiver, "tok-2").await;

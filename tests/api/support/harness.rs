@@ -26,7 +26,7 @@ use tonic::{
 };
 
 pub use super::{
-    verbs::{Done, PaymentCalls, SessionCalls, answered},
+    verbs::{Answer, Done, PaymentCalls, SessionCalls, answered},
     waits::eventually,
 };
 
@@ -330,6 +330,20 @@ pub async fn webhook_receiver() -> wiremock::MockServer {
     receiver
 }
 
+/// The events of `kind` the receiver got, oldest first.
+pub async fn webhook_events(receiver: &wiremock::MockServer, kind: &str) -> Vec<serde_json::Value> {
+    let received = receiver
+        .received_requests()
+        .await
+        .expect("requests recorded");
+    let events = received
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).expect("a JSON body"));
+    events
+        .filter(|e: &serde_json::Value| e["type"] == kind)
+        .collect()
+}
+
 /// A MANUAL session of `amount` EUR whose payment's events go to the
 /// webhook at `url` (none when `None`).
 pub async fn open_session_with_webhook(
@@ -521,8 +535,7 @@ pub async fn listed_payments(
         .payments()
         .list_payments(request)
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .payments
         .into_iter()
         .map(|p| p.id)

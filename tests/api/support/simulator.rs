@@ -145,6 +145,13 @@ impl Simulator {
             .await;
     }
 
+    /// WePay: the card holder's bank takes `amount` (major units, as the
+    /// API writes them) of `checkout` back; "0" gives it all back.
+    pub async fn charge_back(&self, checkout: i64, amount: &str) {
+        let body = json!({ "checkout_id": checkout, "amount": amount });
+        self.post("/_sim/charge_back", body).await;
+    }
+
     pub async fn advance(&self, seconds: u64) {
         self.post("/_sim/clock", json!({ "advance_seconds": seconds }))
             .await;

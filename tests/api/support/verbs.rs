@@ -58,6 +58,25 @@ pub fn answered<T>(answer: Result<tonic::Response<T>, Status>, call: &str) -> T 
     }
 }
 
+/// A call's result as a test reads it: [`Answer::answer`] when it must
+/// succeed, [`Answer::refusal`] when it must not.
+pub trait Answer<T> {
+    /// The message, or a panic showing the refusal.
+    fn answer(self) -> T;
+    /// The refusal, or a panic showing the message.
+    fn refusal(self) -> Status;
+}
+
+impl<T: std::fmt::Debug> Answer<T> for Result<tonic::Response<T>, Status> {
+    fn answer(self) -> T {
+        self.expect("answered").into_inner()
+    }
+
+    fn refusal(self) -> Status {
+        self.expect_err("refused")
+    }
+}
+
 /// What an operation call came to, or a panic naming the call.
 fn done(answer: Result<tonic::Response<proto::OperationResult>, Status>, call: &str) -> Done {
     answered(answer, call).into()
