@@ -81,10 +81,8 @@ async fn another_merchants_resources_are_not_found_and_untouched() {
     not_found(payments.void(void(&payment, None)).await);
 
     assert_eq!(payment_now(&server, &payment.id).await, payment);
-    assert_eq!(
-        session_status(&server, &session.id).await,
-        proto::SessionStatus::Open
-    );
+    let status = session_status(&server, &session.id).await;
+    assert_eq!(status, proto::SessionStatus::Open);
 }
 
 #[tokio::test]

@@ -110,10 +110,8 @@ async fn a_split_names_a_partner_that_does_not_serve_the_merchant_or_the_currenc
         violations(&status),
         [("split[0].partner".into(), "does not take JPY".into())]
     );
-    assert_eq!(
-        session_status(&server, &session.id).await,
-        proto::SessionStatus::Open
-    );
+    let status = session_status(&server, &session.id).await;
+    assert_eq!(status, proto::SessionStatus::Open);
 }
 
 #[tokio::test]

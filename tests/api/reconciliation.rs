@@ -18,7 +18,9 @@ use tonic::Code;
 
 use super::{
     round_trips::commands_during,
-    settlements::{Settlements, import, issues_of, key_of, lines_page, listed, settlements_as},
+    settlements::{
+        Settlements, import, import_of, issues_of, key_of, lines_page, listed, settlements_as,
+    },
     support::{
         harness::*,
         redis_server::{RedisServer, redis_cli},
@@ -101,12 +103,11 @@ async fn a_messy_walley_settlement_and_the_clean_one_after_it_are_imported_with_
     let (_, _, c_capture) = walley_captured(&partners, &server, 3_000).await;
     partners.walley.post("/_sim/settlements", json!({})).await;
 
-    let imports = import(&server).await;
-    let walley = imports.iter().find(|i| i.partner == "walley").unwrap();
+    let walley = import_of(&server, "walley").await;
     assert_eq!(
         (walley.settlements, walley.transactions, walley.issues),
         (2, 9, 4),
-        "{imports:?}"
+        "{walley:?}"
     );
     assert!(
         walley.error.is_empty() && walley.failed.is_empty(),
@@ -251,9 +252,8 @@ async fn a_messy_walley_settlement_and_the_clean_one_after_it_are_imported_with_
                                 "actionReference": key_of(&a_capture) }] }),
         )
         .await;
-    let third = import(&server).await;
-    let walley = third.iter().find(|i| i.partner == "walley").unwrap();
-    assert_eq!((walley.settlements, walley.issues), (1, 1), "{third:?}");
+    let walley = import_of(&server, "walley").await;
+    assert_eq!((walley.settlements, walley.issues), (1, 1), "{walley:?}");
     let repeated = by_reference(&settlements_of(&server, "walley").await, "3");
     assert_eq!((repeated.captured, repeated.issue_count), (0, 1));
     let repeat = issues_of(&mut admin)
@@ -285,8 +285,7 @@ async fn a_settlement_that_cannot_be_read_is_kept_and_retried_while_the_next_one
     walley_captured(&partners, &server, 2_000).await;
     partners.walley.post("/_sim/settlements", json!({})).await;
 
-    let first = import(&server).await;
-    let walley = first.iter().find(|i| i.partner == "walley").unwrap();
+    let walley = import_of(&server, "walley").await;
     assert_eq!(walley.settlements, 1, "the later one went on: {walley:?}");
     assert_eq!(walley.failed.len(), 1, "{walley:?}");
     let failed = &walley.failed[0];
@@ -299,13 +298,9 @@ async fn a_settlement_that_cannot_be_read_is_kept_and_retried_while_the_next_one
     );
 
     // The next import reads it, and nothing is kept any more.
-    let second = import(&server).await;
-    let walley = second.iter().find(|i| i.partner == "walley").unwrap();
-    assert_eq!(
-        (walley.settlements, walley.failed.len()),
-        (1, 0),
-        "{walley:?}"
-    );
+    let walley = import_of(&server, "walley").await;
+    let read = (walley.settlements, walley.failed.len());
+    assert_eq!(read, (1, 0), "{walley:?}");
     let listed = settlements_of(&server, "walley").await;
     let mut captured: Vec<i64> = listed.iter().map(|s| s.captured).collect();
     captured.sort_unstable();
@@ -328,8 +323,7 @@ async fn a_settlement_header_that_does_not_read_is_reported_and_the_others_are_i
     walley_captured(&partners, &server, 2_000).await;
     partners.walley.post("/_sim/settlements", json!({})).await;
 
-    let imports = import(&server).await;
-    let walley = imports.iter().find(|i| i.partner == "walley").unwrap();
+    let walley = import_of(&server, "walley").await;
     assert_eq!(walley.settlements, 1, "{walley:?}");
     assert!(
         walley.error.contains("settlement 1's header does not read"),
@@ -392,9 +386,8 @@ async fn a_missing_capture_is_resolved_when_a_later_settlement_holds_it_and_a_pe
         transaction_date: Day::from_days(20_000),
         vat: vec![],
     }));
-    let imports = import(&server).await;
-    let late = imports.iter().find(|i| i.partner == "ingenico").unwrap();
-    assert_eq!((late.settlements, late.issues), (1, 0), "{imports:?}");
+    let late = import_of(&server, "ingenico").await;
+    assert_eq!((late.settlements, late.issues), (1, 0), "{late:?}");
     assert_eq!(kinds(&open(&mut demo).await), [S::AmountMismatch]);
     let all = issues_of(&mut demo).await;
     let missing = all
@@ -532,13 +525,9 @@ async fn a_claim_of_a_settlement_never_stored_gives_way_and_issues_found_again_a
         )
         .await;
 
-    let first = import(&server).await;
-    let walley = first.iter().find(|i| i.partner == "walley").unwrap();
-    assert_eq!(
-        (walley.settlements, walley.failed.len()),
-        (1, 1),
-        "{walley:?}"
-    );
+    let walley = import_of(&server, "walley").await;
+    let read = (walley.settlements, walley.failed.len());
+    assert_eq!(read, (1, 1), "{walley:?}");
     // The claim of settlement 1, never stored, gave way: 2 settled X.
     let settled = settlements_of(&server, "walley").await;
     let seen: Vec<_> = settled
@@ -554,13 +543,9 @@ async fn a_claim_of_a_settlement_never_stored_gives_way_and_issues_found_again_a
     server
         .resolve_after(Duration::from_secs(3 * 86_400 + 60))
         .await;
-    let second = import(&server).await;
-    let walley = second.iter().find(|i| i.partner == "walley").unwrap();
-    assert_eq!(
-        (walley.settlements, walley.failed.len()),
-        (1, 0),
-        "{walley:?}"
-    );
+    let walley = import_of(&server, "walley").await;
+    let read = (walley.settlements, walley.failed.len());
+    assert_eq!(read, (1, 0), "{walley:?}");
     // Y's check, looked at again, finds it settled: still nothing missing.
     server.resolve_after(Duration::from_secs(2 * 3_600)).await;
     let mut admin = settlements_as(&server, ADMIN_KEY);

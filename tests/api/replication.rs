@@ -51,9 +51,7 @@ async fn a_capture_its_replica_does_not_acknowledge_reaches_no_partner_and_its_r
         "the client is told to retry"
     );
     assert_eq!(
-        server
-            .sandbox("ingenico")
-            .received_count(OperationKind::Capture),
+        server.sent("ingenico", OperationKind::Capture),
         0,
         "no partner call on a step a failover could lose"
     );
@@ -73,9 +71,7 @@ async fn a_capture_its_replica_does_not_acknowledge_reaches_no_partner_and_its_r
     let again = server.payments().capture(request).await.answer();
     assert_eq!(again.operation, captured.operation, "replayed");
     assert_eq!(
-        server
-            .sandbox("ingenico")
-            .received_count(OperationKind::Capture),
+        server.sent("ingenico", OperationKind::Capture),
         1,
         "executed once"
     );

@@ -73,12 +73,7 @@ async fn timed_out_capture_is_found_by_lookup_without_a_second_call() {
     server.resolve_after(A_MOMENT).await;
     let operation = operation_now(&server, &operation.id).await;
     assert_eq!(operation.status(), Success);
-    assert_eq!(
-        server
-            .sandbox("ingenico")
-            .received_count(OperationKind::Capture),
-        1
-    );
+    assert_eq!(server.sent("ingenico", OperationKind::Capture), 1);
     assert_eq!(
         amounts(&payment_now(&server, &payment.id).await).total_captured,
         3000
@@ -91,12 +86,7 @@ async fn lost_capture_is_sent_again_once_with_the_same_key() {
     let payment = card_and_gift(&server, "capture=lost", "tok").await;
     let operation = card_capture(&server, &payment, 3000).await.operation;
     assert_eq!(operation.status(), Uncertain);
-    assert_eq!(
-        server
-            .sandbox("ingenico")
-            .received_count(OperationKind::Capture),
-        0
-    );
+    assert_eq!(server.sent("ingenico", OperationKind::Capture), 0);
     server.resolve_after(A_MOMENT).await;
     assert_eq!(
         operation_now(&server, &operation.id).await.status(),
@@ -151,16 +141,9 @@ async fn pending_authorization_in_automatic_mode_captures_once_it_succeeds() {
     // More steps change nothing: exactly once.
     server.resolve_after(Duration::from_secs(3600)).await;
     assert_eq!(payment_now(&server, &payment.id).await.captures.len(), 1);
-    assert_eq!(
-        server
-            .sandbox("ingenico")
-            .received_count(OperationKind::Capture),
-        1
-    );
-    assert_eq!(
-        session_status(&server, &session.id).await,
-        SessionStatus::Submitted
-    );
+    assert_eq!(server.sent("ingenico", OperationKind::Capture), 1);
+    let status = session_status(&server, &session.id).await;
+    assert_eq!(status, SessionStatus::Submitted);
 }
 
 #[tokio::test]
@@ -177,10 +160,8 @@ async fn authorization_declined_later_voids_the_other_legs() {
     assert_eq!(resolved.voids[0].status(), Success);
     let ledger = ledger(&server, "ingenico");
     assert_eq!(ledger[0].voided, 10000);
-    assert_eq!(
-        session_status(&server, &session.id).await,
-        SessionStatus::Open
-    );
+    let status = session_status(&server, &session.id).await;
+    assert_eq!(status, SessionStatus::Open);
 }
 
 #[tokio::test]
@@ -480,15 +461,11 @@ async fn the_resolver_moves_on_a_session_left_processing() {
         server.clock.now_time(),
     ));
     store.commit(step).await.unwrap();
-    assert_eq!(
-        session_status(&server, &session.id).await,
-        SessionStatus::Processing
-    );
+    let status = session_status(&server, &session.id).await;
+    assert_eq!(status, SessionStatus::Processing);
     server.resolve_after(Duration::ZERO).await;
-    assert_eq!(
-        session_status(&server, &session.id).await,
-        SessionStatus::Submitted
-    );
+    let status = session_status(&server, &session.id).await;
+    assert_eq!(status, SessionStatus::Submitted);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,19 +42,15 @@ async fn declined_leg_voids_the_authorized_legs_and_reopens_the_session() {
     );
 
     // The shopper can try again with another split: a new payment.
-    assert_eq!(
-        session_status(&server, &session.id).await,
-        SessionStatus::Open
-    );
+    let status = session_status(&server, &session.id).await;
+    assert_eq!(status, SessionStatus::Open);
     let retry = submit(&server, &session.id, vec![card(12000, "tok")])
         .await
         .unwrap();
     assert_ne!(retry.id, payment.id);
     assert_eq!(retry.state(), PaymentState::Authorized);
-    assert_eq!(
-        session_status(&server, &session.id).await,
-        SessionStatus::Submitted
-    );
+    let status = session_status(&server, &session.id).await;
+    assert_eq!(status, SessionStatus::Submitted);
 }
 
 #[tokio::test]
@@ -67,12 +63,7 @@ async fn a_leg_after_the_declined_one_is_never_sent() {
         authorization.partner_transactions[1].partner_status,
         "NOT_ATTEMPTED"
     );
-    assert_eq!(
-        server
-            .sandbox("ingenico")
-            .received_count(OperationKind::Authorization),
-        0
-    );
+    assert_eq!(server.sent("ingenico", OperationKind::Authorization), 0);
     assert!(payment.voids.is_empty());
 }
 
@@ -99,18 +90,8 @@ async fn automatic_mode_captures_the_full_amount_exactly_once() {
     );
     // A replay is the stored response, with no second capture anywhere.
     assert_eq!(submit().await, payment);
-    assert_eq!(
-        server
-            .sandbox("ingenico")
-            .received_count(OperationKind::Capture),
-        1
-    );
-    assert_eq!(
-        server
-            .sandbox("illicado")
-            .received_count(OperationKind::Capture),
-        1
-    );
+    assert_eq!(server.sent("ingenico", OperationKind::Capture), 1);
+    assert_eq!(server.sent("illicado", OperationKind::Capture), 1);
 }
 
 #[tokio::test]
@@ -130,26 +111,17 @@ async fn session_expires_at_its_deadline_and_cannot_be_submitted() {
     });
     let session = server.sessions().opened(request).await;
     server.clock.advance(Duration::from_secs(59));
-    assert_eq!(
-        session_status(&server, &session.id).await,
-        SessionStatus::Open
-    );
+    let status = session_status(&server, &session.id).await;
+    assert_eq!(status, SessionStatus::Open);
     server.clock.advance(Duration::from_secs(1));
-    assert_eq!(
-        session_status(&server, &session.id).await,
-        SessionStatus::Expired
-    );
+    let status = session_status(&server, &session.id).await;
+    assert_eq!(status, SessionStatus::Expired);
     let error = submit(&server, &session.id, vec![card(12000, "tok")])
         .await
         .unwrap_err();
     assert_eq!(error.code(), Code::FailedPrecondition);
     assert_eq!(reason(&error).as_deref(), Some("SESSION_EXPIRED"));
-    assert_eq!(
-        server
-            .sandbox("ingenico")
-            .received_count(OperationKind::Authorization),
-        0
-    );
+    assert_eq!(server.sent("ingenico", OperationKind::Authorization), 0);
 }
 
 #[tokio::test]
@@ -160,10 +132,8 @@ async fn sessions_expire_after_thirty_minutes_by_default() {
     let expires = session.expires_at.unwrap();
     assert_eq!(expires.seconds - created.seconds, 30 * 60);
     server.clock.advance(Duration::from_secs(30 * 60));
-    assert_eq!(
-        session_status(&server, &session.id).await,
-        SessionStatus::Expired
-    );
+    let status = session_status(&server, &session.id).await;
+    assert_eq!(status, SessionStatus::Expired);
 }
 
 #[tokio::test]
@@ -216,10 +186,8 @@ async fn pending_authorization_leaves_the_payment_authorizing() {
         payment.captures.is_empty(),
         "no automatic capture before the authorization is final"
     );
-    assert_eq!(
-        session_status(&server, &session.id).await,
-        SessionStatus::Processing
-    );
+    let status = session_status(&server, &session.id).await;
+    assert_eq!(status, SessionStatus::Processing);
 }
 
 /// Sessions of an order, newest first, by status now.

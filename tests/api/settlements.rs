@@ -29,6 +29,13 @@ pub(super) async fn import(server: &TestServer) -> Vec<proto::PartnerImport> {
     imported(&mut server.admin()).await
 }
 
+/// What an import on demand read of `partner`.
+pub(super) async fn import_of(server: &TestServer, partner: &str) -> proto::PartnerImport {
+    let imports = import(server).await;
+    let found = imports.into_iter().find(|i| i.partner == partner);
+    found.expect("the partner was imported")
+}
+
 /// What an import on demand through `admin` read, partner by partner.
 pub(super) async fn imported(admin: &mut Admin) -> Vec<proto::PartnerImport> {
     let request = proto::ImportSettlementsRequest::default();

@@ -15,6 +15,29 @@ fn load(extra: &[&str]) -> anyhow::Result<Config> {
     )
 }
 
+/// Loads a configuration on Redis that sets every key and secret, with
+/// `merchants` (`name:hash` pairs) as its merchant keys, then `extra`.
+fn on_redis(merchants: &str, extra: &[&str]) -> anyhow::Result<Config> {
+    let hash = ApiKeys::hash("sk_live_x");
+    let notifier = format!("*:{hash}");
+    let keys = [
+        ("--redis-url", "redis://127.0.0.1:1"),
+        ("--api-keys", merchants),
+        ("--admin-api-keys", &hash),
+        ("--partner-notifier-api-keys", &notifier),
+        (
+            "--webhook-secrets",
+            "acme:whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        ),
+        (
+            "--instrument-secret",
+            "a-long-random-secret-of-the-deployment",
+        ),
+    ];
+    let flags = keys.into_iter().flat_map(|(flag, value)| [flag, value]);
+    load(&flags.chain(extra.iter().copied()).collect::<Vec<_>>())
+}
+
 #[test]
 fn on_redis_every_key_setting_must_be_configured_unless_demo() {
     let redis = ["--redis-url", "redis://127.0.0.1:1"];
@@ -25,7 +48,6 @@ fn on_redis_every_key_setting_must_be_configured_unless_demo() {
     );
     let hash = ApiKeys::hash("sk_live_x");
     let merchant = format!("acme:{hash}");
-    let notifier = format!("*:{hash}");
     let some = load(&[&redis[..], &["--api-keys", &merchant]].concat())
         .unwrap_err()
         .to_string();
@@ -35,23 +57,7 @@ fn on_redis_every_key_setting_must_be_configured_unless_demo() {
         ) && !some.contains(" api_keys,"),
         "only the missing ones are named: {some}"
     );
-    let all = [
-        &redis[..],
-        &[
-            "--api-keys",
-            &merchant,
-            "--admin-api-keys",
-            &hash,
-            "--partner-notifier-api-keys",
-            &notifier,
-            "--webhook-secrets",
-            "acme:whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-            "--instrument-secret",
-            "a-long-random-secret-of-the-deployment",
-        ],
-    ]
-    .concat();
-    assert!(load(&all).unwrap().demo_keys.is_empty());
+    assert!(on_redis(&merchant, &[]).unwrap().demo_keys.is_empty());
     assert_eq!(
         load(&[&redis[..], &["--demo"]].concat())
             .unwrap()
@@ -125,22 +131,7 @@ fn a_partner_whose_call_cannot_fit_a_send_claim_is_refused_with_the_numbers() {
 fn on_redis_a_partner_several_merchants_may_use_must_name_them() {
     let hash = ApiKeys::hash("sk_live_x");
     let merchants = format!("acme:{hash},globex:{hash}");
-    let notifier = format!("*:{hash}");
-    let keys = [
-        "--redis-url",
-        "redis://127.0.0.1:1",
-        "--api-keys",
-        &merchants,
-        "--admin-api-keys",
-        &hash,
-        "--partner-notifier-api-keys",
-        &notifier,
-        "--webhook-secrets",
-        "acme:whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-        "--instrument-secret",
-        "a-long-random-secret-of-the-deployment",
-    ];
-    let error = load(&keys).unwrap_err().to_string();
+    let error = on_redis(&merchants, &[]).unwrap_err().to_string();
     assert!(
         error.starts_with("partners.illicado.merchants:") && error.contains("acme, globex"),
         "{error}"
@@ -149,10 +140,10 @@ fn on_redis_a_partner_several_merchants_may_use_must_name_them() {
     let file = super::support::harness::config_file(
         "[partners.cards]\nkind = \"sandbox\"\nmethods = [\"creditcard\"]\nmerchants = [\"acme\"]\n",
     );
-    let named = [&keys[..], &[file[0].as_str(), file[1].as_str()]].concat();
-    assert!(load(&named).is_ok(), "{:?}", load(&named).err());
+    let named = on_redis(&merchants, &[&file[0], &file[1]]);
+    assert!(named.is_ok(), "{:?}", named.err());
     // One merchant, or the demo: no list needed.
-    assert!(load(&[&keys[..], &["--demo"]].concat()).is_ok());
+    assert!(on_redis(&merchants, &["--demo"]).is_ok());
 }
 
 #[test]

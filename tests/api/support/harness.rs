@@ -231,6 +231,15 @@ impl TestServer {
             .1
     }
 
+    /// How many requests of `kind` the sandbox partner `name` received.
+    pub fn sent(
+        &self,
+        name: &str,
+        kind: payment_orchestrator::domain::operation::OperationKind,
+    ) -> usize {
+        self.sandbox(name).received_count(kind)
+    }
+
     /// Stops the server, draining in-flight calls.
     pub async fn stop(mut self) {
         if let Some(shutdown) = self.shutdown.take() {
