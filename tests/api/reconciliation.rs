@@ -81,27 +81,24 @@ async fn a_messy_walley_settlement_and_the_clean_one_after_it_are_imported_with_
     // a header whose captured figure is not what its lines add up to.
     let closed = partners
         .walley
-        .post(
-            "/_sim/settlements",
-            json!({
-                "duplicate": [key_of(&a_capture)],
-                "withoutReference": [key_of(&b_capture)],
-                "lines": [
-                    { "type": "Purchase", "amount": "-100.00", "orderId": order_a,
-                      "actionReference": key_of(&a_capture) },
-                    { "type": "InvoiceFee", "amount": "-5.00" },
-                    { "type": "PurchaseAmountAdjustment", "amount": "-10.00", "orderId": order_a },
-                    { "type": "Chargeback", "amount": "-50.00", "orderId": order_b }
-                ],
-                "raw": [{ "type": "Purchase", "amount": "a hundred", "currency": "EUR" }],
-                "header": { "captured": "999.99" }
-            }),
-        )
+        .settle(json!({
+            "duplicate": [key_of(&a_capture)],
+            "withoutReference": [key_of(&b_capture)],
+            "lines": [
+                { "type": "Purchase", "amount": "-100.00", "orderId": order_a,
+                  "actionReference": key_of(&a_capture) },
+                { "type": "InvoiceFee", "amount": "-5.00" },
+                { "type": "PurchaseAmountAdjustment", "amount": "-10.00", "orderId": order_a },
+                { "type": "Chargeback", "amount": "-50.00", "orderId": order_b }
+            ],
+            "raw": [{ "type": "Purchase", "amount": "a hundred", "currency": "EUR" }],
+            "header": { "captured": "999.99" }
+        }))
         .await;
     assert_eq!(closed["settlements"], json!(["1"]), "{closed}");
     // The next settlement is clean: C's capture alone.
     let (_, _, c_capture) = walley_captured(&partners, &server, 3_000).await;
-    partners.walley.post("/_sim/settlements", json!({})).await;
+    partners.walley.settle(json!({})).await;
 
     let walley = import_of(&server, "walley").await;
     assert_eq!(
@@ -246,8 +243,7 @@ async fn a_messy_walley_settlement_and_the_clean_one_after_it_are_imported_with_
     // line that settled it before, not counted.
     partners
         .walley
-        .post(
-            "/_sim/settlements",
+        .settle(
             json!({ "lines": [{ "type": "Purchase", "amount": "100.00", "orderId": order_a,
                                 "actionReference": key_of(&a_capture) }] }),
         )
@@ -278,12 +274,9 @@ async fn a_settlement_that_cannot_be_read_is_kept_and_retried_while_the_next_one
     let (partners, server) = Partners::serving().await;
     walley_captured(&partners, &server, 1_000).await;
     // The first settlement's lines are refused once.
-    partners
-        .walley
-        .post("/_sim/settlements", json!({ "refuseLines": 1 }))
-        .await;
+    partners.walley.settle(json!({ "refuseLines": 1 })).await;
     walley_captured(&partners, &server, 2_000).await;
-    partners.walley.post("/_sim/settlements", json!({})).await;
+    partners.walley.settle(json!({})).await;
 
     let walley = import_of(&server, "walley").await;
     assert_eq!(walley.settlements, 1, "the later one went on: {walley:?}");
@@ -318,10 +311,10 @@ async fn a_settlement_header_that_does_not_read_is_reported_and_the_others_are_i
     walley_captured(&partners, &server, 1_000).await;
     partners
         .walley
-        .post("/_sim/settlements", json!({ "brokenHeader": true }))
+        .settle(json!({ "brokenHeader": true }))
         .await;
     walley_captured(&partners, &server, 2_000).await;
-    partners.walley.post("/_sim/settlements", json!({})).await;
+    partners.walley.settle(json!({})).await;
 
     let walley = import_of(&server, "walley").await;
     assert_eq!(walley.settlements, 1, "{walley:?}");
@@ -510,16 +503,12 @@ async fn a_claim_of_a_settlement_never_stored_gives_way_and_issues_found_again_a
     // sent us; its second page is refused once: it claims both, then fails.
     partners
         .walley
-        .post(
-            "/_sim/settlements",
-            json!({ "synthetic": 5_000, "refusePage": 2 }),
-        )
+        .settle(json!({ "synthetic": 5_000, "refusePage": 2 }))
         .await;
     // Settlement 2 holds X too.
     partners
         .walley
-        .post(
-            "/_sim/settlements",
+        .settle(
             json!({ "lines": [{ "type": "Purchase", "amount": "10.00", "orderId": order,
                                 "actionReference": key_of(&x_capture), "currency": "EUR" }] }),
         )

@@ -402,10 +402,7 @@ mod walley {
         refunded(&server, request).await;
         server.resolve_after(Duration::from_secs(2)).await;
         // Walley settles them with 11 998 purchases of 1.00 nobody sent us.
-        partners
-            .walley
-            .post("/_sim/settlements", json!({ "synthetic": 11_998 }))
-            .await;
+        partners.walley.settle(json!({ "synthetic": 11_998 })).await;
         // Twice "a request with this key is in progress", then the answer.
         partners.walley.fail_next(409, 2).await;
 
@@ -497,7 +494,7 @@ mod walley {
         let (_, payment) = partners.walley_payment(&server, 1_000, json!({})).await;
         captured(&server, capture(&payment, None)).await;
         server.resolve_after(Duration::from_secs(2)).await;
-        partners.walley.post("/_sim/settlements", json!({})).await;
+        partners.walley.settle(json!({})).await;
 
         partners.walley.fail_next(422, 1).await;
         let imports = import(&server).await;
@@ -630,12 +627,9 @@ mod replicas {
         paid(&day, 2, no, sim_no, 10_600, Some(600), books).await;
         paid(&day, 0, no, sim_no, 700, None, vec![]).await;
         sim_se
-            .post(
-                "/_sim/settlements",
-                json!({ "alter": { format!("{}:0", altered.id): "29.00" } }),
-            )
+            .settle(json!({ "alter": { format!("{}:0", altered.id): "29.00" } }))
             .await;
-        sim_no.post("/_sim/settlements", json!({})).await;
+        sim_no.settle(json!({})).await;
 
         // Every replica imports at once, on top of their schedules.
         let imports = futures_util::future::join_all((0..3).map(|replica| {

@@ -78,10 +78,9 @@ async fn a_redis_that_may_evict_keys_is_refused_unless_allowed() {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
+    let policy = ["SET", "maxmemory-policy", "allkeys-lru"];
     redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory-policy")
-        .arg("allkeys-lru")
+        .arg(&policy)
         .query_async::<()>(&mut connection)
         .await
         .unwrap();
@@ -91,10 +90,9 @@ async fn a_redis_that_may_evict_keys_is_refused_unless_allowed() {
     let allowed = load(&["--demo", "--redis-url", &url, "--redis-allow-eviction"]).unwrap();
     assert!(App::build(allowed).await.is_ok());
 
+    let policy = ["SET", "maxmemory-policy", "noeviction"];
     redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory-policy")
-        .arg("noeviction")
+        .arg(&policy)
         .query_async::<()>(&mut connection)
         .await
         .unwrap();

@@ -145,6 +145,13 @@ impl Simulator {
             .await;
     }
 
+    /// Walley: writes the settlement report of what was captured and
+    /// refunded since the last one, spoilt as `faults` say.
+    /// Answers what the simulator wrote (the settlements it closed).
+    pub async fn settle(&self, faults: Value) -> Value {
+        self.post("/_sim/settlements", faults).await
+    }
+
     /// WePay: the card holder's bank takes `amount` (major units, as the
     /// API writes them) of `checkout` back; "0" gives it all back.
     pub async fn charge_back(&self, checkout: i64, amount: &str) {
