@@ -5,7 +5,6 @@ use std::time::Duration;
 use payment_orchestrator::{api::proto, domain::operation::OperationKind};
 use prost::Message;
 use tonic::Code;
-use tonic_types::StatusExt;
 
 use super::support::harness::*;
 
@@ -119,26 +118,12 @@ async fn concurrent_duplicates_get_request_in_progress_and_one_partner_call() {
     let server = TestServer::start().await;
     let payment = authorized(&server, vec![card(12000, "latency=300ms")]).await;
     let request = capture(&payment, Some(5000));
-    let calls: Vec<_> = (0..20)
-        .map(|_| {
-            let mut payments = server.payments();
-            let request = request.clone();
-            tokio::spawn(async move { payments.capture(request).await })
-        })
-        .collect();
-    let mut successes = Vec::new();
-    let mut in_progress = 0;
-    for call in calls {
-        match call.await.unwrap() {
-            Ok(response) => successes.push(response.into_inner()),
-            Err(status) => {
-                assert_eq!(status.code(), Code::Aborted, "{status:?}");
-                assert_eq!(reason(&status).as_deref(), Some("REQUEST_IN_PROGRESS"));
-                assert!(status.get_error_details().retry_info().is_some());
-                in_progress += 1;
-            }
-        }
-    }
+    let calls = (0..20).map(|_| {
+        let mut payments = server.payments();
+        let request = request.clone();
+        async move { payments.capture(request).await }
+    });
+    let (successes, in_progress) = answered_or_in_progress(concurrently(calls).await);
     assert!(
         in_progress > 0,
         "no duplicate arrived while the first was running"

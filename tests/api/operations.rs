@@ -92,23 +92,16 @@ async fn concurrent_captures_never_exceed_authorized() {
     // Partner latency keeps many captures in flight at once.
     let payment = card_and_gift(&server, "latency=5ms", "latency=5ms").await;
     // 60 captures of 3.00 race for 120.00: exactly 40 can succeed.
-    let calls: Vec<_> = (0..60)
-        .map(|_| {
-            let mut payments = server.payments();
-            let request = capture(&payment, Some(300));
-            tokio::spawn(async move { payments.capture(request).await })
-        })
-        .collect();
+    let calls = (0..60).map(|_| {
+        let mut payments = server.payments();
+        let request = capture(&payment, Some(300));
+        async move { payments.capture(request).await }
+    });
     let mut succeeded = 0;
-    for call in calls {
-        match call.await.unwrap() {
+    for result in concurrently(calls).await {
+        match result {
             Ok(result) => {
-                let operation = Done::from(result.into_inner()).operation;
-                assert_eq!(
-                    operation.status(),
-                    OperationStatus::Success,
-                    "{operation:?}"
-                );
+                Done::from(result).succeeded();
                 succeeded += 1;
             }
             Err(status) => assert_eq!(

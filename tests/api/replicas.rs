@@ -36,25 +36,13 @@ async fn one_key_is_one_partner_capture(redis: Redis) {
         .authorized(0, vec![card(12000, "latency=50ms")])
         .await;
     let request = capture(&payment, Some(5000));
-    let calls: Vec<_> = (0..200)
-        .map(|i| {
-            let mut payments = deployment.payments(i);
-            let request = request.clone();
-            tokio::spawn(async move { payments.capture(request).await })
-        })
-        .collect();
-    let mut responses = Vec::new();
-    let mut in_progress = 0;
-    for call in calls {
-        match call.await.unwrap() {
-            Ok(response) => responses.push(response.into_inner().encode_to_vec()),
-            Err(status) => {
-                assert_eq!(status.code(), Code::Aborted, "{status:?}");
-                assert_eq!(reason(&status).as_deref(), Some("REQUEST_IN_PROGRESS"));
-                in_progress += 1;
-            }
-        }
-    }
+    let calls = (0..200).map(|i| {
+        let mut payments = deployment.payments(i);
+        let request = request.clone();
+        async move { payments.capture(request).await }
+    });
+    let (answers, in_progress) = answered_or_in_progress(concurrently(calls).await);
+    let responses: Vec<_> = answers.iter().map(Message::encode_to_vec).collect();
     assert!(!responses.is_empty());
     assert!(
         responses.iter().all(|r| *r == responses[0]),
@@ -110,21 +98,21 @@ async fn racing_operations_keep_the_invariants(redis: Redis, rounds: u64) {
                 let kind = rng.random_range(0..3);
                 let mut payments = deployment.payments(i);
                 let payment = payment.clone();
-                tokio::spawn(async move {
+                async move {
                     match kind {
                         0 => payments.capture(capture(&payment, amount)).await,
                         1 => payments.void(void(&payment, amount)).await,
                         _ => payments.refund(refund(&payment, amount)).await,
                     }
-                })
+                }
             })
             .collect();
-        for call in calls {
-            match call.await.unwrap() {
+        for result in concurrently(calls).await {
+            match result {
                 // No leg is ever declined by the partner: the orchestrator
                 // never asks a partner for more than the leg has.
                 Ok(result) => {
-                    let operation = Done::from(result.into_inner()).operation;
+                    let operation = Done::from(result).operation;
                     assert_eq!(
                         operation.status(),
                         OperationStatus::Success,

@@ -26,7 +26,9 @@ use tonic::{
 };
 
 pub use super::{
-    verbs::{Answer, Done, PaymentCalls, SessionCalls, answered},
+    verbs::{
+        Answer, Done, PaymentCalls, SessionCalls, answered, answered_or_in_progress, concurrently,
+    },
     waits::eventually,
 };
 

@@ -77,6 +77,60 @@ impl<T: std::fmt::Debug> Answer<T> for Result<tonic::Response<T>, Status> {
     }
 }
 
+/// Runs `calls` at once, each on a task of its own, and answers what each
+/// came to, in the order given.
+pub async fn concurrently<T, F>(calls: impl IntoIterator<Item = F>) -> Vec<Result<T, Status>>
+where
+    F: Future<Output = Result<tonic::Response<T>, Status>> + Send + 'static,
+    T: Send + 'static,
+{
+    let tasks: Vec<_> = calls.into_iter().map(tokio::spawn).collect();
+    let mut results = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        results.push(
+            task.await
+                .expect("the call's task")
+                .map(tonic::Response::into_inner),
+        );
+    }
+    results
+}
+
+/// The answers of duplicates sent at once, and how many of them were
+/// refused as REQUEST_IN_PROGRESS (ABORTED, with RetryInfo); any other
+/// refusal panics.
+pub fn answered_or_in_progress<T>(results: Vec<Result<T, Status>>) -> (Vec<T>, usize) {
+    let mut answers = Vec::new();
+    let mut in_progress = 0;
+    for result in results {
+        match result {
+            Ok(answer) => answers.push(answer),
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::Aborted, "{status:?}");
+                let reason = super::harness::reason(&status);
+                assert_eq!(reason.as_deref(), Some("REQUEST_IN_PROGRESS"));
+                let details = tonic_types::StatusExt::get_error_details(&status);
+                assert!(details.retry_info().is_some());
+                in_progress += 1;
+            }
+        }
+    }
+    (answers, in_progress)
+}
+
+impl Done {
+    /// The operation, which must have succeeded.
+    pub fn succeeded(self) -> proto::Operation {
+        let operation = self.operation;
+        assert_eq!(
+            operation.status(),
+            proto::OperationStatus::Success,
+            "{operation:?}"
+        );
+        operation
+    }
+}
+
 /// What an operation call came to, or a panic naming the call.
 fn done(answer: Result<tonic::Response<proto::OperationResult>, Status>, call: &str) -> Done {
     answered(answer, call).into()
