@@ -328,6 +328,30 @@ async fn circuit_gauge(deployment: &Deployment, replica: usize, partner: &str) -
         .map(str::to_owned)
 }
 
+/// Waits until ingenico's circuit is `state` on both replicas, and checks
+/// that each one's gauge says so.
+async fn ingenico_circuit_everywhere(deployment: &Deployment, state: CircuitState) {
+    let admin = |replica: usize| {
+        proto::admin_service_client::AdminServiceClient::with_interceptor(
+            deployment.channel(replica),
+            Bearer::new(ADMIN_KEY),
+        )
+    };
+    let gauge = if state == CircuitState::Open {
+        "1"
+    } else {
+        "0"
+    };
+    for replica in 0..2 {
+        eventually("the circuit's state on every replica", async || {
+            health_of(&mut admin(replica), "ingenico").await.state() == state
+        })
+        .await;
+        let shown = circuit_gauge(deployment, replica, "ingenico").await;
+        assert_eq!(shown.as_deref(), Some(gauge), "replica {replica}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_circuit_opened_on_one_replica_opens_on_the_other_and_closes_on_both() {
     let redis = Redis::Single(RedisServer::start());
@@ -340,12 +364,6 @@ async fn a_circuit_opened_on_one_replica_opens_on_the_other_and_closes_on_both()
         ],
     )
     .await;
-    let admin = |replica: usize| {
-        proto::admin_service_client::AdminServiceClient::with_interceptor(
-            deployment.channel(replica),
-            Bearer::new(ADMIN_KEY),
-        )
-    };
     // Authorized up front (an answered authorization closes a circuit).
     let mut sick = Vec::new();
     for _ in 0..2 {
@@ -361,18 +379,7 @@ async fn a_circuit_opened_on_one_replica_opens_on_the_other_and_closes_on_both()
         request.priority = vec![rule("*", "creditcard")];
         deployment.payments(0).captured(request).await;
     }
-    for replica in 0..2 {
-        eventually("the circuit open on every replica", async || {
-            health_of(&mut admin(replica), "ingenico").await.state() == CircuitState::Open
-        })
-        .await;
-        assert_eq!(
-            circuit_gauge(&deployment, replica, "ingenico")
-                .await
-                .as_deref(),
-            Some("1")
-        );
-    }
+    ingenico_circuit_everywhere(&deployment, CircuitState::Open).await;
     // Replica 1 walks around it without having seen a failure itself.
     let mut request = capture(&payment, Some(1500));
     request.priority = vec![rule("*", "creditcard")];
@@ -384,18 +391,7 @@ async fn a_circuit_opened_on_one_replica_opens_on_the_other_and_closes_on_both()
     request.priority = vec![rule("*", "creditcard")];
     let trial = deployment.payments(1).captured(request).await;
     assert_eq!(legs_of(&trial.operation), succeeded(&[("ingenico", 1500)]));
-    for replica in 0..2 {
-        eventually("the circuit closed on every replica", async || {
-            health_of(&mut admin(replica), "ingenico").await.state() == CircuitState::Closed
-        })
-        .await;
-        assert_eq!(
-            circuit_gauge(&deployment, replica, "ingenico")
-                .await
-                .as_deref(),
-            Some("0")
-        );
-    }
+    ingenico_circuit_everywhere(&deployment, CircuitState::Closed).await;
 }
 
 /// `quantity` shirts at 20.00 plus 25 % VAT: 25.00 each.
