@@ -18,13 +18,11 @@ use super::support::{
     waits::eventually,
 };
 
-/// The first history note: the rule that ordered the legs.
-fn why(operation: &proto::Operation) -> String {
-    operation
-        .history
-        .first()
-        .map(|entry| entry.note.clone())
-        .unwrap_or_default()
+/// The first note of `operation`'s history: why its legs went in the order
+/// they did.
+fn why(operation: &proto::Operation) -> &str {
+    let first = operation.history.first().map(|entry| entry.note.as_str());
+    first.unwrap_or_default()
 }
 
 /// A payment of merchant `other`: 100.00 on a card, 20.00 on a gift card.
@@ -54,19 +52,18 @@ async fn a_merchants_own_refund_order_takes_the_gift_card_first_and_another_merc
         legs_of(&demo.operation),
         succeeded(&[("illicado", 2000), ("ingenico", 1000)])
     );
+    let reason = why(&demo.operation);
     assert!(
-        why(&demo.operation)
-            .starts_with("legs ordered by the merchant's priority [*:giftcard, *:*]"),
-        "{}",
-        why(&demo.operation)
+        reason.starts_with("legs ordered by the merchant's priority [*:giftcard, *:*]"),
+        "{reason}"
     );
     // Its captures keep the default, and say so.
     let next = card_and_gift(&server, "tok", "tok").await;
     let capture_done = captured(&server, capture(&next, Some(2500))).await;
+    let reason = why(&capture_done.operation);
     assert!(
-        why(&capture_done.operation).starts_with("legs ordered by the default priority"),
-        "{}",
-        why(&capture_done.operation)
+        reason.starts_with("legs ordered by the default priority"),
+        "{reason}"
     );
     // Another merchant's refund: card money back first, as by default.
     let other = other_card_and_gift(&server).await;
@@ -74,11 +71,10 @@ async fn a_merchants_own_refund_order_takes_the_gift_card_first_and_another_merc
     payments.captured(capture(&other, None)).await;
     let theirs = payments.refunded(refund(&other, Some(3000))).await;
     assert_eq!(legs_of(&theirs.operation), succeeded(&[("ingenico", 3000)]));
+    let reason = why(&theirs.operation);
     assert!(
-        why(&theirs.operation)
-            .starts_with("legs ordered by the default priority [*:creditcard, *:*]"),
-        "{}",
-        why(&theirs.operation)
+        reason.starts_with("legs ordered by the default priority [*:creditcard, *:*]"),
+        "{reason}"
     );
 }
 
@@ -234,10 +230,10 @@ async fn a_partner_that_keeps_failing_is_walked_around_until_a_trial_call_answer
     // Now a card-first capture goes to the gift card without calling it.
     let (after, operation) = card_first_capture(&server, &sick[3]).await;
     assert_eq!(legs_of(&operation), succeeded(&[("illicado", 1500)]));
+    let reason = why(&operation);
     assert!(
-        why(&operation).contains("ingenico's circuit is open: its legs went last"),
-        "{}",
-        why(&operation)
+        reason.contains("ingenico's circuit is open: its legs went last"),
+        "{reason}"
     );
     eprintln!("card-first capture with a sick card partner: before {before:?}, after {after:?}");
     assert!(after < Duration::from_millis(300), "{after:?}");
@@ -250,10 +246,10 @@ async fn a_partner_that_keeps_failing_is_walked_around_until_a_trial_call_answer
             ("ingenico".into(), 9000, Failure)
         ]
     );
+    let reason = why(&large.operation);
     assert!(
-        why(&large.operation).contains("the others could not cover the amount"),
-        "{}",
-        why(&large.operation)
+        reason.contains("the others could not cover the amount"),
+        "{reason}"
     );
     // A refund keeps its order: money goes back where it came from.
     assert_eq!(
@@ -265,11 +261,8 @@ async fn a_partner_that_keeps_failing_is_walked_around_until_a_trial_call_answer
         legs_of(&refund_done.operation),
         succeeded(&[("ingenico", 1000)])
     );
-    assert!(
-        why(&refund_done.operation).contains("a refund keeps its order"),
-        "{}",
-        why(&refund_done.operation)
-    );
+    let reason = why(&refund_done.operation);
+    assert!(reason.contains("a refund keeps its order"), "{reason}");
     // The refund answered: the circuit closed.
     assert_eq!(
         health_of(&mut admin, "ingenico").await.state(),
@@ -406,6 +399,15 @@ fn shirts(quantity: i64) -> proto::ItemLine {
     }
 }
 
+/// Captures 75.00 of `payment` as three 25.00 shirts.
+async fn three_shirts_captured(server: &TestServer, payment: &proto::Payment) -> proto::Operation {
+    let request = proto::CaptureRequest {
+        items: vec![shirts(3)],
+        ..capture(payment, Some(7500))
+    };
+    captured(server, request).await.operation
+}
+
 fn history(operation: &proto::Operation) -> Vec<String> {
     operation.history.iter().map(|e| e.note.clone()).collect()
 }
@@ -415,11 +417,7 @@ async fn a_split_capture_sends_each_partner_the_item_lines_of_its_own_leg() {
     let (partners, server) = Partners::serving().await;
     let (order, payment) = partners.split_payment(&server, 5000, 2500).await;
     // Three shirts over 50.00 at Walley and the whole 25.00 WePay checkout.
-    let request = proto::CaptureRequest {
-        items: vec![shirts(3)],
-        ..capture(&payment, Some(7500))
-    };
-    let operation = captured(&server, request).await.operation;
+    let operation = three_shirts_captured(&server, &payment).await;
     assert_eq!(
         operation
             .partner_transactions
@@ -456,11 +454,7 @@ async fn a_leg_no_whole_units_add_up_to_goes_without_lines_and_the_operation_say
     let (partners, server) = Partners::serving().await;
     let (_, payment) = partners.split_payment(&server, 4000, 3500).await;
     // 40.00 and 35.00 are no number of 25.00 shirts.
-    let request = proto::CaptureRequest {
-        items: vec![shirts(3)],
-        ..capture(&payment, Some(7500))
-    };
-    let operation = captured(&server, request).await.operation;
+    let operation = three_shirts_captured(&server, &payment).await;
     let notes = history(&operation);
     assert!(
         notes.iter().any(|note| note.starts_with(
