@@ -89,27 +89,16 @@ async fn another_merchants_resources_are_not_found_and_untouched() {
 async fn malformed_ids_are_invalid_and_unknown_ids_not_found() {
     let server = TestServer::start().await;
     let mut payments = server.payments();
-    let error = payments
-        .get_payment(proto::GetPaymentRequest {
-            payment_id: "pay_123".into(),
-        })
-        .await
-        .refusal();
-    assert_eq!(error.code(), Code::InvalidArgument);
-    let error = payments
-        .get_payment(proto::GetPaymentRequest {
-            payment_id: new_key(),
-        })
-        .await
-        .refusal();
-    assert_eq!(error.code(), Code::NotFound);
-    let error = payments
-        .get_operation(proto::GetOperationRequest {
-            operation_id: new_key(),
-        })
-        .await
-        .refusal();
-    assert_eq!(error.code(), Code::NotFound);
+    let payment = |payment_id: String| proto::GetPaymentRequest { payment_id };
+    let malformed = payments.get_payment(payment("pay_123".into())).await;
+    assert_eq!(malformed.refusal().code(), Code::InvalidArgument);
+    let unknown = payments.get_payment(payment(new_key())).await;
+    assert_eq!(unknown.refusal().code(), Code::NotFound);
+    let operation_id = new_key();
+    let unknown = payments
+        .get_operation(proto::GetOperationRequest { operation_id })
+        .await;
+    assert_eq!(unknown.refusal().code(), Code::NotFound);
 }
 
 #[tokio::test]

@@ -39,16 +39,13 @@ async fn world(
     // Any delivery due is made first.
     server.resolve_after(std::time::Duration::ZERO).await;
     let now = payment_now(server, &payment.id).await;
-    let operations = server
-        .payments()
-        .list_operations(proto::ListOperationsRequest::default())
-        .await
-        .expect("operations")
-        .into_inner()
+    let request = proto::ListOperationsRequest::default();
+    let listed = server.payments().list_operations(request).await.answer();
+    let ours = listed
         .operations
         .iter()
-        .filter(|operation| operation.payment_id == payment.id)
-        .count();
+        .filter(|o| o.payment_id == payment.id);
+    let operations = ours.count();
     World {
         operations,
         amounts: amounts(&now),
@@ -65,12 +62,7 @@ macro_rules! dry_run_then_real {
         let mut request = $request;
         let before = world($server, $payment, $receiver).await;
         request.validate_only = true;
-        let dry = $server
-            .payments()
-            .$call(request.clone())
-            .await
-            .expect("dry run")
-            .into_inner();
+        let dry = $server.payments().$call(request.clone()).await.answer();
         let operation = dry.operation.as_ref().expect("an operation");
         assert_eq!(operation.status(), OperationStatus::Unspecified);
         assert!(
@@ -86,12 +78,7 @@ macro_rules! dry_run_then_real {
             "a dry run changed something"
         );
         request.validate_only = false;
-        let real = $server
-            .payments()
-            .$call(request)
-            .await
-            .expect("real call")
-            .into_inner();
+        let real = $server.payments().$call(request).await.answer();
         assert_eq!(allocation(&dry), allocation(&real));
         assert_eq!(
             dry.operation.as_ref().map(|o| &o.id),

@@ -58,12 +58,7 @@ async fn a_capture_its_replica_does_not_acknowledge_reaches_no_partner_and_its_r
 
     replica.resume();
     replica.wait_for_link();
-    let captured = server
-        .payments()
-        .capture(request.clone())
-        .await
-        .expect("the retry runs it")
-        .into_inner();
+    let captured = server.payments().capture(request.clone()).await.answer();
     assert_eq!(
         captured.operation.as_ref().unwrap().status(),
         OperationStatus::Success

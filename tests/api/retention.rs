@@ -244,7 +244,6 @@ async fn a_declined_attempt_is_forgotten_but_its_session_stays_with_the_next_pay
             session_id: session.id.clone(),
         })
         .await
-        .expect("the session stays")
-        .into_inner();
+        .answer();
     assert_eq!(kept.payment_id, next.id);
 }

@@ -139,8 +139,7 @@ async fn health_of(admin: &mut Admin, partner: &str) -> proto::PartnerHealth {
     let partners = admin
         .list_partner_health(proto::ListPartnerHealthRequest {})
         .await
-        .expect("partner health")
-        .into_inner()
+        .answer()
         .partners;
     partners
         .into_iter()
@@ -149,11 +148,9 @@ async fn health_of(admin: &mut Admin, partner: &str) -> proto::PartnerHealth {
 }
 
 async fn methods_offered(sessions: &mut Sessions) -> Vec<String> {
-    sessions
-        .list_payment_methods(proto::ListPaymentMethodsRequest::default())
-        .await
-        .expect("methods")
-        .into_inner()
+    let request = proto::ListPaymentMethodsRequest::default();
+    let offered = sessions.list_payment_methods(request).await.answer();
+    offered
         .payment_methods
         .into_iter()
         .map(|m| m.partner)

@@ -197,8 +197,7 @@ async fn retries_of_answered_requests_get_their_answers_after_the_session_change
         .sessions()
         .submit_session(declined.clone())
         .await
-        .expect("answered")
-        .into_inner();
+        .answer();
     assert_eq!(first.state(), proto::PaymentState::Failed);
     let mut to_200 = update(&session, &["amount"]);
     to_200.amount = 20000;
@@ -209,12 +208,7 @@ async fn retries_of_answered_requests_get_their_answers_after_the_session_change
     updated(&server, to_150).await.expect("updated");
 
     // The submit's retry: its answer, though its legs no longer add up.
-    let again = server
-        .sessions()
-        .submit_session(declined)
-        .await
-        .expect("replayed")
-        .into_inner();
+    let again = server.sessions().submit_session(declined).await.answer();
     assert_eq!(again.id, first.id);
     // The first update's retry: its answer, though its amount no longer
     // matches the lines the second one added.

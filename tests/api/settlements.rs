@@ -70,8 +70,7 @@ pub(super) async fn lines_page(
             page_token,
         })
         .await
-        .expect("lines listed")
-        .into_inner()
+        .answer()
 }
 
 fn line(sku: &str, quantity: i64, unit_price: i64, rate: &str) -> proto::ItemLine {

@@ -452,8 +452,7 @@ async fn a_webhook_of_a_merchant_without_a_signing_secret_is_refused_and_nothing
     let listed = sessions
         .list_sessions(proto::ListSessionsRequest::default())
         .await
-        .expect("listed")
-        .into_inner();
+        .answer();
     assert!(listed.sessions.is_empty(), "{listed:?}");
     // The same key without the webhook: a session.
     request.webhook = None;
@@ -476,16 +475,9 @@ async fn given_up_delivery(server: &TestServer, receiver: &MockServer, token: &s
 }
 
 async fn failed_ids(server: &TestServer) -> Vec<String> {
-    server
-        .admin()
-        .list_failed_webhooks(proto::ListFailedWebhooksRequest::default())
-        .await
-        .expect("listed")
-        .into_inner()
-        .webhooks
-        .into_iter()
-        .map(|w| w.id)
-        .collect()
+    let request = proto::ListFailedWebhooksRequest::default();
+    let failed = server.admin().list_failed_webhooks(request).await.answer();
+    failed.webhooks.into_iter().map(|w| w.id).collect()
 }
 
 fn purge(

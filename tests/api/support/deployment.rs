@@ -13,7 +13,7 @@ use sandbox_partner::proto::{
 use tonic::transport::Channel;
 
 use super::{
-    harness::{Bearer, DEMO_KEY, Payments, SessionCalls, Sessions, create_request},
+    harness::{Answer, Bearer, DEMO_KEY, Payments, SessionCalls, Sessions, create_request},
     redis_server::{RedisCluster, RedisServer, free_port},
     simulator::SandboxPartner,
     waits::{connected, eventually},
@@ -211,7 +211,6 @@ impl Deployment {
                 partner: partner.into(),
             })
             .await
-            .expect("ledger")
-            .into_inner()
+            .answer()
     }
 }

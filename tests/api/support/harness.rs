@@ -542,15 +542,8 @@ pub async fn listed_payments(
     server: &TestServer,
     request: proto::ListPaymentsRequest,
 ) -> Vec<String> {
-    server
-        .payments()
-        .list_payments(request)
-        .await
-        .answer()
-        .payments
-        .into_iter()
-        .map(|p| p.id)
-        .collect()
+    let listed = server.payments().list_payments(request).await.answer();
+    listed.payments.into_iter().map(|p| p.id).collect()
 }
 
 /// The payment as the service has it now.
