@@ -103,11 +103,8 @@ async fn a_wepay_checkout_charged_back_opens_a_dispute_that_holds_refunds_until_
 
     // A refund never pays the shopper back what the bank took: 60.00 is
     // refused before anything is sent.
-    let refused = server
-        .payments()
-        .refund(refund(&payment, Some(6_000)))
-        .await
-        .refusal();
+    let request = refund(&payment, Some(6_000));
+    let refused = server.payments().refund(request).await.refusal();
     assert_eq!(
         refused.code(),
         tonic::Code::FailedPrecondition,

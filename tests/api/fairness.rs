@@ -127,11 +127,8 @@ async fn one_merchant_over_its_in_flight_limit_is_shed_and_another_is_not() {
         ingenico.arrivals(OperationKind::Authorization) == 1
     })
     .await;
-    let shed = server
-        .sessions()
-        .create_session(create_request(100, proto::CaptureMode::Manual))
-        .await
-        .refusal();
+    let request = create_request(100, proto::CaptureMode::Manual);
+    let shed = server.sessions().create_session(request).await.refusal();
     assert_eq!(shed.code(), tonic::Code::ResourceExhausted);
     assert_eq!(reason(&shed).as_deref(), Some("MERCHANT_IN_FLIGHT_LIMIT"));
     server

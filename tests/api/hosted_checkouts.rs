@@ -347,11 +347,8 @@ async fn the_sandbox_serves_its_hosted_checkout_page_and_an_update_reopens_it_un
     assert_eq!(completed["callback_status"], json!(200), "{completed}");
 
     // Completed: the amount can no longer change.
-    let refused = server
-        .sessions()
-        .update_session(update(3500, &["amount"]))
-        .await
-        .refusal();
+    let request = update(3500, &["amount"]);
+    let refused = server.sessions().update_session(request).await.refusal();
     assert_eq!(refused.code(), Code::FailedPrecondition);
     assert_eq!(reason(&refused).as_deref(), Some("CHECKOUT_COMPLETED"));
 

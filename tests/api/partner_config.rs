@@ -49,11 +49,8 @@ async fn an_amount_no_leg_can_take_is_refused_naming_the_reason_and_changes_noth
     let server = server().await;
     let payment = authorized(&server, vec![acme(10000), gift(2000, "tok")]).await;
     // 50.00: the gift card takes 20.00, the 30.00 left is part of the card.
-    let status = server
-        .payments()
-        .capture(capture(&payment, Some(5000)))
-        .await
-        .refusal();
+    let request = capture(&payment, Some(5000));
+    let status = server.payments().capture(request).await.refusal();
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
     assert_eq!(
         reason(&status).as_deref(),
@@ -73,11 +70,8 @@ async fn an_amount_no_leg_can_take_is_refused_naming_the_reason_and_changes_noth
     // Whole, once: after a whole capture the card takes nothing more.
     let payment = authorized(&server, vec![acme(3000)]).await;
     captured(&server, capture(&payment, None)).await;
-    let status = server
-        .payments()
-        .capture(capture(&payment, Some(1)))
-        .await
-        .refusal();
+    let request = capture(&payment, Some(1));
+    let status = server.payments().capture(request).await.refusal();
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
 }
 

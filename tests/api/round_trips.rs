@@ -91,11 +91,8 @@ async fn a_single_leg_capture_is_two_round_trips_on_redis() {
         .unwrap();
 
     let commands = commands_during(redis.port, async || {
-        let result = server
-            .payments()
-            .capture(capture(&payment, Some(100)))
-            .await
-            .answer();
+        let request = capture(&payment, Some(100));
+        let result = server.payments().capture(request).await.answer();
         assert_eq!(
             result.operation.unwrap().status(),
             proto::OperationStatus::Success
@@ -117,11 +114,8 @@ async fn a_single_leg_capture_is_two_round_trips_on_redis() {
     // conflicts and writes nothing, the header is read, and the capture
     // opens on it.
     let other = TestServer::start_with(&["--redis-url", &url]).await;
-    let moved = other
-        .payments()
-        .capture(capture(&payment, Some(200)))
-        .await
-        .answer();
+    let request = capture(&payment, Some(200));
+    let moved = other.payments().capture(request).await.answer();
     let available_after_other = moved.payment.unwrap().amounts.unwrap().available_to_capture;
     let mut after = None;
     let commands = commands_during(redis.port, async || {

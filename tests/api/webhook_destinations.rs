@@ -130,11 +130,8 @@ async fn hostile_webhook_destinations_are_refused_and_nothing_reaches_the_target
         assert_eq!(fields, vec![field.clone()], "{url} {headers:?}");
     }
     // Nothing was stored.
-    let listed = server
-        .sessions()
-        .list_sessions(proto::ListSessionsRequest::default())
-        .await
-        .answer();
+    let request = proto::ListSessionsRequest::default();
+    let listed = server.sessions().list_sessions(request).await.answer();
     assert!(listed.sessions.is_empty(), "{listed:?}");
 
     // Only the connection can tell: a name that resolves to loopback, and a
