@@ -94,6 +94,33 @@ impl<F: Filter> Listing<F> {
     }
 }
 
+/// A filter of a listing read from a merchant's index: by order reference
+/// and creation time.
+pub trait IndexFilter: Filter {
+    /// The order reference, the creation range (inclusive, exclusive) and
+    /// whether the newest come first.
+    fn index(&self) -> (Option<String>, Option<SystemTime>, Option<SystemTime>, bool);
+}
+
+impl<F: IndexFilter> Listing<F> {
+    /// The page size, and the store query of `merchant`'s index the page
+    /// starts with (read in batches of at least 100 entries).
+    fn index_query(&self, merchant: &str) -> Result<(usize, ListQuery), PaymentError> {
+        let (page_size, cursor) = self.start()?;
+        let (order_reference, created_after, created_before, newest_first) = self.filter.index();
+        let query = ListQuery {
+            merchant: merchant.to_owned(),
+            order_reference,
+            created_after,
+            created_before,
+            cursor,
+            newest_first,
+            limit: page_size.max(100),
+        };
+        Ok((page_size, query))
+    }
+}
+
 impl<T> Page<T> {
     /// `items`, continued after `cursor` if there is one.
     fn new(items: Vec<T>, cursor: Option<String>, filter: &impl Filter) -> Page<T> {
@@ -101,6 +128,18 @@ impl<T> Page<T> {
             items,
             next_page_token: cursor.map(|c| page_token::issue(&filter.filters(), &c)),
         }
+    }
+}
+
+impl IndexFilter for PaymentFilter {
+    fn index(&self) -> (Option<String>, Option<SystemTime>, Option<SystemTime>, bool) {
+        let order = self.order_reference.clone();
+        (
+            order,
+            self.created_after,
+            self.created_before,
+            self.newest_first,
+        )
     }
 }
 
@@ -161,17 +200,8 @@ impl Payments {
         merchant: &str,
         request: ListPayments,
     ) -> Result<PaymentPage, PaymentError> {
-        let (page_size, cursor) = request.start()?;
+        let (page_size, query) = request.index_query(merchant)?;
         let filter = request.filter;
-        let query = ListQuery {
-            merchant: merchant.to_owned(),
-            order_reference: filter.order_reference.clone(),
-            created_after: filter.created_after,
-            created_before: filter.created_before,
-            cursor,
-            newest_first: filter.newest_first,
-            limit: page_size.max(100),
-        };
         let (payments, cursor) = scan(
             query,
             page_size,
@@ -433,6 +463,14 @@ pub struct SessionFilter {
     pub created_before: Option<SystemTime>,
 }
 
+impl IndexFilter for SessionFilter {
+    /// Newest first, always.
+    fn index(&self) -> (Option<String>, Option<SystemTime>, Option<SystemTime>, bool) {
+        let order = self.order_reference.clone();
+        (order, self.created_after, self.created_before, true)
+    }
+}
+
 impl Filter for SessionFilter {
     fn filters(&self) -> String {
         format!(
@@ -451,17 +489,8 @@ impl Payments {
         merchant: &str,
         request: ListSessions,
     ) -> Result<SessionPage, PaymentError> {
-        let (page_size, cursor) = request.start()?;
+        let (page_size, query) = request.index_query(merchant)?;
         let filter = request.filter;
-        let query = ListQuery {
-            merchant: merchant.to_owned(),
-            order_reference: filter.order_reference.clone(),
-            created_after: filter.created_after,
-            created_before: filter.created_before,
-            cursor,
-            newest_first: true,
-            limit: page_size.max(100),
-        };
         let now = self.clock.now();
         let (sessions, cursor) = scan(
             query,
