@@ -43,6 +43,7 @@
 //! (a request with the same idempotency key is still in progress) is
 //! Unavailable: try again later.
 
+mod answers;
 mod report_api;
 pub mod wire;
 
@@ -62,10 +63,10 @@ use crate::domain::{
     operation::OperationKind,
     settlement::Day,
 };
+use answers::{Posted, action_answer, action_status, classify, refusal, unavailable};
 use wire::{
     ActionKind, ActionRequest, Cart, CheckoutCreated, CheckoutEnvelope, CheckoutInformation,
-    InitCheckout, Item, Order, OrderEnvelope, Problem, ReportPage, SettlementSummary,
-    TokenResponse,
+    InitCheckout, Item, Order, OrderEnvelope, ReportPage, SettlementSummary, TokenResponse,
 };
 
 /// Settlements asked for per page of the settlement search (its maximum).
@@ -144,12 +145,6 @@ pub struct Walley {
     settings: Settings,
     client: reqwest::Client,
     token: Mutex<Option<(Secret, Instant)>>,
-}
-
-/// What a POST was answered.
-enum Posted {
-    Done,
-    Accepted,
 }
 
 impl Walley {
@@ -357,50 +352,6 @@ impl Walley {
     }
 }
 
-/// An HTTP answer to a POST (or a failed GET) as the port sees it.
-fn classify(status: StatusCode, body: &[u8]) -> Result<Posted, PartnerError> {
-    let problem = || serde_json::from_slice::<Problem>(body).unwrap_or_default();
-    match status.as_u16() {
-        200 | 201 => Ok(Posted::Done),
-        202 | 409 => Ok(Posted::Accepted),
-        400 | 422 => {
-            let problem = problem();
-            Err(PartnerError::Declined {
-                code: if problem.code.is_empty() {
-                    status.as_u16().to_string()
-                } else {
-                    problem.code
-                },
-                description: problem.title,
-            })
-        }
-        401 => Err(unavailable("the partner refused our credentials")),
-        403 | 404 => Err(unavailable(
-            "the order is not visible yet (eventual consistency)",
-        )),
-        429 | 503 => Err(unavailable(&format!(
-            "the partner refused the request for now ({status})"
-        ))),
-        _ => Err(PartnerError::Unknown {
-            description: format!("the partner answered {status}"),
-        }),
-    }
-}
-
-/// A status other than the one a read or a checkout call expects.
-fn refusal(status: StatusCode, body: &[u8]) -> PartnerError {
-    match classify(status, body) {
-        Ok(_) => unreadable(status),
-        Err(error) => error,
-    }
-}
-
-fn unavailable(description: &str) -> PartnerError {
-    PartnerError::Unavailable {
-        description: description.to_owned(),
-    }
-}
-
 /// An id as one URL path segment: tokens come from shoppers' checkouts.
 fn path_segment(id: &str) -> String {
     id.bytes()
@@ -411,52 +362,6 @@ fn path_segment(id: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-/// An action as the order lists it, as an answer to `request`: an action
-/// for another amount than asked is a contradiction, never booked at ours.
-fn action_answer(
-    action: &wire::Action,
-    request: &PartnerRequest,
-) -> Result<PartnerAnswer, PartnerError> {
-    let reference = request.idempotency_key.as_str();
-    let amount = http::minor(action.amount, request.currency)?;
-    if amount != request.amount {
-        return Err(PartnerError::Contradiction {
-            description: format!(
-                "Walley's action {reference} is for {} {}, we asked for {} {}",
-                action.amount,
-                request.currency.code(),
-                http::major(request.amount, request.currency),
-                request.currency.code()
-            ),
-        });
-    }
-    action_status(action, reference)
-}
-
-/// What an action's status says.
-fn action_status(action: &wire::Action, reference: &str) -> Result<PartnerAnswer, PartnerError> {
-    match action.status.as_str() {
-        "Completed" => Ok(PartnerAnswer {
-            settled: true,
-            reference: reference.to_owned(),
-            partner_status: action.status.clone(),
-            description: String::new(),
-            instrument: None,
-        }),
-        "Failed" => Err(PartnerError::Declined {
-            code: "FAILED".into(),
-            description: action.failure_reason.clone().unwrap_or_default(),
-        }),
-        _ => Ok(PartnerAnswer {
-            settled: false,
-            reference: reference.to_owned(),
-            partner_status: action.status.clone(),
-            description: "accepted; processed asynchronously".into(),
-            instrument: None,
-        }),
-    }
 }
 
 impl Walley {
@@ -736,57 +641,4 @@ impl Partner for Walley {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_documented_status_has_its_meaning() {
-        let class = |status: u16| match classify(StatusCode::from_u16(status).unwrap(), b"{}") {
-            Ok(Posted::Done) => "done",
-            Ok(Posted::Accepted) => "pending",
-            Err(PartnerError::Declined { .. }) => "declined",
-            Err(PartnerError::Unavailable { .. }) => "unavailable",
-            Err(PartnerError::Unknown { .. }) => "unknown",
-            Err(PartnerError::Contradiction { .. }) => "contradiction",
-        };
-        for (status, expected) in [
-            (200, "done"),
-            (201, "done"),
-            (202, "pending"),
-            (409, "pending"),
-            (400, "declined"),
-            (422, "declined"),
-            (401, "unavailable"),
-            (403, "unavailable"),
-            (404, "unavailable"),
-            (429, "unavailable"),
-            (503, "unavailable"),
-            (500, "unknown"),
-            (502, "unknown"),
-            (504, "unknown"),
-        ] {
-            assert_eq!(class(status), expected, "HTTP {status}");
-        }
-    }
-
-    #[test]
-    fn ids_are_escaped_in_paths() {
-        assert_eq!(path_segment("abc-123"), "abc-123");
-        assert_eq!(path_segment("../x"), "..%2Fx");
-    }
-
-    #[test]
-    fn a_path_template_holds_the_order_id_once_and_fills_it_escaped() {
-        let documented = Paths::default();
-        assert_eq!(
-            Paths::fill(&documented.capture, "o/1"),
-            "/orders/o%2F1/captures"
-        );
-        for good in ["/manage/orders/{id}/capture", "/orders/{id}/refunds"] {
-            assert_eq!(Paths::check(good), Ok(()), "{good}");
-        }
-        for bad in ["orders/{id}", "/orders/captures", "/orders/{id}/{id}", ""] {
-            assert!(Paths::check(bad).is_err(), "{bad}");
-        }
-    }
-}
+mod tests;
