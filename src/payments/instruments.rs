@@ -141,6 +141,47 @@ impl Payments {
         Ok(())
     }
 
+    /// Before `payment` is forgotten: the claim on each instrument one of
+    /// its legs authorized is confirmed for its payer. A claim that names
+    /// payments counts one that is gone as never opened, so a claim left
+    /// unconfirmed would free the instrument for another payer once the
+    /// payment is forgotten. `false` if a claim kept changing under us.
+    pub(super) async fn confirm_claims(&self, payment: &Payment) -> Result<bool, PaymentError> {
+        let authorized = payment.legs.iter().zip(&payment.ledger);
+        for (leg, _) in authorized.filter(|(_, held)| !held.authorized.is_zero()) {
+            let instrument = self.instrument(leg);
+            let mut settled = false;
+            for _ in 0..CLAIM_ATTEMPTS {
+                let Some(held) = self.store.instrument(&instrument).await? else {
+                    settled = true;
+                    break;
+                };
+                let claim = &held.claim;
+                if claim.confirmed || !claim.attempts.iter().any(|a| a.payment == payment.id) {
+                    settled = true;
+                    break;
+                }
+                let confirmed = InstrumentClaim {
+                    confirmed: true,
+                    attempts: Vec::new(),
+                    ..claim.clone()
+                };
+                if self
+                    .store
+                    .replace_instrument(&instrument, &held, Some(&confirmed))
+                    .await?
+                {
+                    settled = true;
+                    break;
+                }
+            }
+            if !settled {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Whether an authorization leg's instrument is still its payment's,
     /// asked before the leg is sent: a submit whose open step reached the
     /// store only after its claim lapsed may find the instrument taken by

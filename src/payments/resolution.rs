@@ -179,10 +179,16 @@ impl Payments {
         let header = &stored.header.value;
         let open =
             !header.is_finished() || stored.operations.iter().any(|op| !op.status.is_final());
+        // An operation flagged for review (a partner contradicted it) keeps
+        // its evidence for the retention after the flag, whatever else the
+        // payment did since.
+        let flagged = stored.operations.iter().filter(|op| op.requires_review);
+        let flagged_until = flagged.map(|op| op.updated_at + retention).max();
         let until = match open {
             true => now + retention,
             false => header.kept_until(retention, |partner| self.partners.dispute_window(partner)),
         };
+        let until = until.max(flagged_until.unwrap_or(until));
         if until > now {
             return self.reschedule(item, Some(until)).await;
         }
@@ -194,6 +200,9 @@ impl Payments {
             .session(header.session_id)
             .await?
             .filter(|session| session.value.ended_with(payment));
+        if !self.confirm_claims(header).await? {
+            return self.reschedule(item, Some(now + retention)).await;
+        }
         if self.store.forget_payment(&stored, session.as_ref()).await? {
             metrics::counter!(crate::telemetry::series::PAYMENTS_FORGOTTEN).increment(1);
             return Ok(Handled::Nothing);

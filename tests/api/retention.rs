@@ -247,3 +247,34 @@ async fn a_declined_attempt_is_forgotten_but_its_session_stays_with_the_next_pay
         .answer();
     assert_eq!(kept.payment_id, next.id);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_stays_its_merchants_after_the_payment_that_authorized_it_is_forgotten() {
+    let server =
+        TestServer::start_with(&["--payment-retention", "1h", "--idempotency-ttl", "1h"]).await;
+    // Used once, the claim names the payment; it is confirmed only when the
+    // payment is forgotten.
+    let done = authorized(&server, vec![card(5000, "tok-once")]).await;
+    captured(&server, capture(&done, None)).await;
+    server.resolve_after(Duration::from_secs(3601)).await;
+    assert_eq!(
+        payment_found(&server, &done.id).await,
+        Err(tonic::Code::NotFound)
+    );
+
+    let mut theirs = server.sessions_as(Some(OTHER_KEY));
+    let session = theirs
+        .opened(create_request(5000, proto::CaptureMode::Manual))
+        .await;
+    let refused = theirs
+        .try_submit(&session.id, vec![card(5000, "tok-once")])
+        .await;
+    let status = refused.expect_err("another merchant's card is refused");
+    assert_eq!(
+        reason(&status).as_deref(),
+        Some("PAYMENT_TOKEN_IN_USE"),
+        "{status:?}"
+    );
+    // Its own merchant still pays with it.
+    authorized(&server, vec![card(5000, "tok-once")]).await;
+}
