@@ -278,3 +278,48 @@ async fn a_card_stays_its_merchants_after_the_payment_that_authorized_it_is_forg
     // Its own merchant still pays with it.
     authorized(&server, vec![card(5000, "tok-once")]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_whose_partner_contradicted_it_is_kept_for_the_retention_after_the_flag() {
+    let server =
+        TestServer::start_with(&["--payment-retention", "1h", "--idempotency-ttl", "1h"]).await;
+    let payment = authorized(
+        &server,
+        vec![card(3000, "capture=pending,pending_lookups=1000000")],
+    )
+    .await;
+    let operation = captured(&server, capture(&payment, None)).await.operation;
+    let mut partner =
+        proto::partner_event_service_client::PartnerEventServiceClient::with_interceptor(
+            server.channel(),
+            Bearer::new("sk_test_partner"),
+        );
+    let event =
+        |event_id: &str, outcome: proto::PartnerEventOutcome| proto::NotifyPartnerEventRequest {
+            partner: "ingenico".into(),
+            event_id: event_id.into(),
+            idempotency_key: format!("{}:0", operation.id),
+            outcome: outcome.into(),
+            partner_reference: "ingenico-cap-1".into(),
+            partner_status: "CAPTURED".into(),
+            description: String::new(),
+        };
+    let succeeded = event("evt-1", proto::PartnerEventOutcome::Succeeded);
+    partner.notify_partner_event(succeeded).await.answer();
+    // Half the retention later, the partner says the capture failed.
+    server.resolve_after(Duration::from_secs(1800)).await;
+    let declined = event("evt-2", proto::PartnerEventOutcome::Declined);
+    partner.notify_partner_event(declined).await.answer();
+    assert!(operation_now(&server, &operation.id).await.requires_review);
+
+    server.resolve_after(Duration::from_secs(1801)).await;
+    assert!(
+        payment_found(&server, &payment.id).await.is_ok(),
+        "the flag is half an hour old"
+    );
+    server.resolve_after(Duration::from_secs(1800)).await;
+    assert_eq!(
+        payment_found(&server, &payment.id).await,
+        Err(tonic::Code::NotFound)
+    );
+}
