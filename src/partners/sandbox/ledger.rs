@@ -54,10 +54,15 @@ impl Ledger {
                 held.push((auth.last_request, reference));
                 continue;
             }
-            // Money still held on it (nothing captured or voided yet) keeps
-            // it: looked at again after another idle time.
+            // Money still held on it (nothing captured or voided yet), or an
+            // entry still pending (the service will ask about it), keeps it:
+            // looked at again after another idle time.
             let totals = &auth.totals;
-            if totals.authorized > totals.captured + totals.voided {
+            let pending = (auth.keys.iter()).any(|key| {
+                (self.entries.get(key))
+                    .is_some_and(|e| matches!(e.state, EntryState::Pending { .. }))
+            });
+            if pending || totals.authorized > totals.captured + totals.voided {
                 auth.last_request = now;
                 held.push((now, reference));
                 continue;

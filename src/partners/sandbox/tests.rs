@@ -183,3 +183,26 @@ async fn a_forgetting_sandbox_drops_what_was_idle_and_settled_and_keeps_the_rest
     captured("c2", holding.clone()).await;
     assert_eq!(sandbox.authorizations()[&holding].captured, 1000);
 }
+
+/// A pending entry keeps its authorization however long it waits: the
+/// service asks about it until it is final.
+#[tokio::test]
+async fn a_forgetting_sandbox_keeps_an_authorization_with_a_pending_entry() {
+    let idle = Duration::from_millis(100);
+    let sandbox = Sandbox::new("ingenico").forgetting_after(idle);
+    let token = "capture=pending,pending_lookups=1000";
+    let authorize = request(OperationKind::Authorization, "a1", 1000, token, None);
+    let reference = sandbox.send(&authorize).await.unwrap().reference;
+    let capture = request(OperationKind::Capture, "c1", 1000, "", Some(&reference));
+    assert!(!sandbox.send(&capture).await.unwrap().settled);
+    // Past its idle time (time passing is the point here); the next
+    // request makes the sandbox look at what was idle.
+    tokio::time::sleep(idle + Duration::from_millis(20)).await;
+    let other = request(OperationKind::Authorization, "a2", 100, "tok", None);
+    sandbox.send(&other).await.unwrap();
+    assert!(sandbox.authorizations().contains_key(&reference));
+    assert!(matches!(
+        sandbox.lookup(&capture, None).await,
+        Ok(Lookup::Found(Ok(_)))
+    ));
+}
