@@ -4,15 +4,20 @@
 //! death.
 
 use payment_orchestrator::{
-    api::proto::OperationStatus,
+    api::proto::{self, OperationStatus},
     domain::{operation::OperationKind, status::TransactionStatus},
-    store::{PaymentStore, redis::RedisStore},
+    store::{
+        PaymentStore, StoreError,
+        redis::{RedisSettings, RedisStore},
+    },
 };
 use tonic::Code;
 use tonic_types::StatusExt;
 
 use super::{
-    store_contract::redis_settings, support::harness::*, support::redis_server::RedisServer,
+    store_contract::redis_settings,
+    support::harness::*,
+    support::redis_server::{RedisServer, redis_cli},
 };
 
 fn waiting_on(master: &RedisServer) -> Vec<String> {
@@ -118,4 +123,48 @@ async fn an_acknowledged_capture_survives_its_master_killed_and_the_replica_prom
         (2000, 3000),
         "its reservation is there"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_forgotten_without_its_replica_leaves_no_listing_behind() {
+    let master = RedisServer::start();
+    let replica = RedisServer::replica_of(&master);
+    let settings = waiting_on(&master);
+    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let server = TestServer::start_with(&settings).await;
+    let payment = authorized(&server, vec![card(5000, "tok")]).await;
+    captured(&server, capture(&payment, None)).await;
+    let all = proto::ListPaymentsRequest::default();
+    assert_eq!(
+        listed_payments(&server, all.clone()).await,
+        [payment.id.clone()]
+    );
+
+    // The forget step applies on the master; its replica does not answer.
+    let store = RedisStore::connect(&RedisSettings {
+        wait_replicas: 1,
+        wait_timeout: std::time::Duration::from_millis(300),
+        ..redis_settings(vec![master.url()], false)
+    })
+    .await
+    .expect("connects");
+    let stored = store
+        .payment(payment.id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    replica.pause();
+    let forgotten = store.forget_payment(&stored, None).await;
+    assert!(
+        matches!(forgotten, Err(StoreError::NotReplicated(_))),
+        "{forgotten:?}"
+    );
+    replica.resume();
+    let members = |bucket: u32| {
+        let key = format!("po:{{mb:{bucket}:demo}}:payments");
+        redis_cli(master.port, &["ZCARD", &key]).unwrap_or_default()
+    };
+    let left: Vec<String> = (0..16).map(members).filter(|n| n.trim() != "0").collect();
+    assert!(left.is_empty(), "listing members left: {left:?}");
+    assert!(listed_payments(&server, all).await.is_empty());
 }

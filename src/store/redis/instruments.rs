@@ -18,27 +18,39 @@ impl RedisStore {
         invocation: &redis::ScriptInvocation<'_>,
         key: &str,
     ) -> Result<T, StoreError> {
-        let value = match &self.replicated {
+        match self.applied(invocation, key).await? {
+            (value, true) => Ok(value),
+            (_, false) => Err(not_replicated()),
+        }
+    }
+
+    /// Runs a write outside a step and answers what it answered, and
+    /// whether the replicas acknowledged it (always, when none must).
+    pub(super) async fn applied<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+        key: &str,
+    ) -> Result<(T, bool), StoreError> {
+        let (value, acknowledged) = match &self.replicated {
             None => {
                 let mut connection = self.connection();
-                return invocation
-                    .invoke_async(&mut connection)
-                    .await
-                    .map_err(write_failed);
+                let value = invocation.invoke_async(&mut connection).await;
+                return Ok((value.map_err(write_failed)?, true));
             }
-            Some(replicated) => match replicated.run(invocation, key).await? {
-                (value, true) => value,
-                (_, false) => {
-                    return Err(StoreError::NotReplicated(Box::new(Committed::Applied {
-                        payment: None,
-                        session: None,
-                        answered: None,
-                    })));
-                }
-            },
+            Some(replicated) => replicated.run(invocation, key).await?,
         };
-        redis::from_redis_value(value).map_err(|_| corrupt("an unexpected answer"))
+        let value = redis::from_redis_value(value).map_err(|_| corrupt("an unexpected answer"))?;
+        Ok((value, acknowledged))
     }
+}
+
+/// A write that applied on the master, not on enough replicas.
+pub(super) fn not_replicated() -> StoreError {
+    StoreError::NotReplicated(Box::new(Committed::Applied {
+        payment: None,
+        session: None,
+        answered: None,
+    }))
 }
 
 #[async_trait]

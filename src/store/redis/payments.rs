@@ -224,9 +224,17 @@ impl PaymentStore for RedisStore {
         for item in payment.due_items() {
             invocation.arg(item.encode());
         }
-        let forgotten: i64 = self.written(&invocation, &key).await?;
+        // Not acknowledged by the replicas, it applied on the master all the
+        // same: the listings are cleaned before that is said (the forget step
+        // took the payment's retention off the due-queue; nothing would
+        // clean them later).
+        let (forgotten, acknowledged): (i64, bool) = self.applied(&invocation, &key).await?;
         if forgotten == 0 {
-            return Ok(false);
+            return if acknowledged {
+                Ok(false)
+            } else {
+                Err(instruments::not_replicated())
+            };
         }
         let session = session.filter(|_| forgotten == 2).map(|s| &s.value);
         // The listings live in other slots; a member without its payment
@@ -245,6 +253,9 @@ impl PaymentStore for RedisStore {
             })
         }))
         .await?;
+        if !acknowledged {
+            return Err(instruments::not_replicated());
+        }
         Ok(true)
     }
 
