@@ -570,9 +570,9 @@ impl Payments {
         match found_record(state)? {
             Found::Answer(outcome) => {
                 let outcome = *outcome;
-                let header = self.store.header(payment_id).await?.ok_or_else(|| {
-                    PaymentError::Internal("an answered submit has no payment".into())
-                })?;
+                // Gone: its retention ended it (the answer outlived it).
+                let header = self.store.header(payment_id).await?;
+                let header = header.ok_or(PaymentError::NotFound)?;
                 payment_view(header.value, outcome)
             }
             Found::Abandoned => self.answer_from_payment(payment_id, origin).await,

@@ -1999,3 +1999,32 @@ async fn a_version_lost_to_a_failover_is_not_written_again_with_other_content() 
     let now_read = promoted.header(id).await.unwrap().unwrap();
     assert_eq!(now_read.value.order_reference, "kept");
 }
+
+/// A session's version lost to a failover can be written again with other
+/// content (sessions count by one): forgetting compares what was read, not
+/// only the version, and keeps a session that is not the one read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_rewritten_at_the_version_read_is_not_forgotten() {
+    let server = RedisServer::start();
+    let store = connected(&server).await;
+    let merchant = format!("m-{}", Uuid::now_v7());
+    let (s, header, _) = submitted_payment(&store, &merchant).await;
+    let read = store.payment(header.id).await.unwrap().unwrap();
+    let session_read = store.session(s.id).await.unwrap().expect("the session");
+    // Same version, other content (as another writer would after the loss).
+    let key = format!("po:{{{}}}:s:{}", Shard::of(s.id).index(), s.id);
+    super::support::redis_server::redis_cli(server.port, &["HSET", &key, "d", "other"])
+        .expect("rewritten");
+    assert!(
+        store
+            .forget_payment(&read, Some(&session_read))
+            .await
+            .unwrap()
+    );
+    assert!(store.header(header.id).await.unwrap().is_none());
+    let kept = super::support::redis_server::redis_cli(server.port, &["HGET", &key, "v"]);
+    assert_eq!(
+        kept.map(|v| v.trim().to_owned()),
+        Some(session_read.version.to_string())
+    );
+}

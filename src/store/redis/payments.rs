@@ -217,6 +217,12 @@ impl PaymentStore for RedisStore {
         invocation
             .arg(payment.header.version)
             .arg(session.map(|s| s.version.to_string()).unwrap_or_default())
+            .arg(
+                session
+                    .map(|s| codec::encode(&s.value))
+                    .transpose()?
+                    .unwrap_or_default(),
+            )
             .arg(payment.operations.len());
         for operation in &payment.operations {
             invocation.arg(operation.id.as_bytes().as_slice());

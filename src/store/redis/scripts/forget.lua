@@ -4,7 +4,9 @@
 -- session's hosted checkouts, 6 the session's idempotency record, 7.. the
 -- idempotency records of the payment and its operations.
 -- ARGV: 1 payment version, 2 session version (`` = keep the session),
--- 3 N, 4..3+N operation ids (16 bytes), then due members.
+-- 3 the session's record as read (compared too: a session version lost to a
+-- failover may be written again with other content), 4 N, 5..4+N operation
+-- ids (16 bytes), then due members.
 -- Answers 0 (moved: nothing deleted), 1 (the payment), 2 (and the session).
 if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then
   return 0
@@ -24,10 +26,11 @@ local function chunked(command, key, values, from, to)
 end
 redis.call('DEL', KEYS[1])
 chunked('DEL', nil, KEYS, 7, #KEYS)
-local n = tonumber(ARGV[3])
-chunked('HDEL', KEYS[2], ARGV, 4, 3 + n)
-chunked('ZREM', KEYS[3], ARGV, 4 + n, #ARGV)
-if ARGV[2] ~= '' and redis.call('HGET', KEYS[4], 'v') == ARGV[2] then
+local n = tonumber(ARGV[4])
+chunked('HDEL', KEYS[2], ARGV, 5, 4 + n)
+chunked('ZREM', KEYS[3], ARGV, 5 + n, #ARGV)
+if ARGV[2] ~= '' and redis.call('HGET', KEYS[4], 'v') == ARGV[2]
+  and redis.call('HGET', KEYS[4], 'd') == ARGV[3] then
   redis.call('DEL', KEYS[4], KEYS[5], KEYS[6])
   return 2
 end
