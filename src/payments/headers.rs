@@ -5,11 +5,12 @@
 //! costs one conflict and a fresh read, never a wrong decision; a refusal
 //! decided from it is kept only if the header did not move either.
 //!
-//! Bounded: beyond `capacity` an arbitrary header is forgotten. Zero turns
-//! it off (the embedded store reads headers from memory anyway).
+//! Bounded: beyond `capacity` the header held longest is forgotten (first
+//! in, first out). Zero turns it off (the embedded store reads headers from
+//! memory anyway).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{Mutex, MutexGuard},
 };
 
@@ -19,8 +20,40 @@ use crate::{domain::payment::Payment, store::Versioned};
 
 #[derive(Debug)]
 pub(super) struct Headers {
-    held: Mutex<HashMap<Uuid, Versioned<Payment>>>,
+    held: Mutex<Held>,
     capacity: usize,
+}
+
+/// The headers, and the order they came in: each payment once, with the
+/// number of its arrival (a payment forgotten and held again arrives anew;
+/// its earlier place in the queue is stale and skipped).
+#[derive(Debug, Default)]
+struct Held {
+    headers: HashMap<Uuid, (Versioned<Payment>, u64)>,
+    arrivals: VecDeque<(Uuid, u64)>,
+    next: u64,
+}
+
+impl Held {
+    /// Forgets the header held longest.
+    fn evict(&mut self) {
+        while let Some((id, arrival)) = self.arrivals.pop_front() {
+            if self.headers.get(&id).is_some_and(|(_, at)| *at == arrival) {
+                self.headers.remove(&id);
+                return;
+            }
+        }
+    }
+
+    /// Drops the stale places once they outnumber the headers (many
+    /// forgotten and held again without any eviction).
+    fn compact(&mut self) {
+        if self.arrivals.len() > 2 * self.headers.len() + 64 {
+            let headers = &self.headers;
+            (self.arrivals)
+                .retain(|(id, arrival)| headers.get(id).is_some_and(|(_, at)| at == arrival));
+        }
+    }
 }
 
 impl Headers {
@@ -31,8 +64,9 @@ impl Headers {
         }
     }
 
-    fn held(&self) -> MutexGuard<'_, HashMap<Uuid, Versioned<Payment>>> {
-        // Each change is one insert or remove: a poisoned lock is sound.
+    fn held(&self) -> MutexGuard<'_, Held> {
+        // Each change leaves the map and the queue consistent: a poisoned
+        // lock is sound.
         self.held
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -43,7 +77,10 @@ impl Headers {
         if self.capacity == 0 {
             return None;
         }
-        self.held().get(&id).cloned()
+        self.held()
+            .headers
+            .get(&id)
+            .map(|(header, _)| header.clone())
     }
 
     /// Holds `header` (a later version replaces an earlier one).
@@ -52,24 +89,27 @@ impl Headers {
             return;
         }
         let mut held = self.held();
-        if !held.contains_key(&header.value.id)
-            && held.len() >= self.capacity
-            && let Some(any) = held.keys().next().copied()
-        {
-            held.remove(&any);
+        let id = header.value.id;
+        if let Some((known, _)) = held.headers.get_mut(&id) {
+            if known.version < header.version {
+                *known = header.clone();
+            }
+            return;
         }
-        let newer = held
-            .get(&header.value.id)
-            .is_none_or(|known| known.version < header.version);
-        if newer {
-            held.insert(header.value.id, header.clone());
+        if held.headers.len() >= self.capacity {
+            held.evict();
         }
+        let arrival = held.next;
+        held.next += 1;
+        held.headers.insert(id, (header.clone(), arrival));
+        held.arrivals.push_back((id, arrival));
+        held.compact();
     }
 
     /// Forgets `id`'s header (it moved on elsewhere).
     pub(super) fn forget(&self, id: Uuid) {
         if self.capacity > 0 {
-            self.held().remove(&id);
+            self.held().headers.remove(&id);
         }
     }
 }
@@ -122,8 +162,15 @@ mod tests {
             .count();
         assert_eq!(held, 2, "bounded");
         assert!(headers.get(c).is_some(), "the newest is held");
+        assert!(headers.get(a).is_none(), "the one held longest went first");
         headers.forget(c);
         assert!(headers.get(c).is_none());
+        // Held again, it arrives anew: its stale place is skipped.
+        let d = Uuid::now_v7();
+        headers.remember(&header(c, 2));
+        headers.remember(&header(d, 1));
+        assert!(headers.get(b).is_none(), "b had waited longest");
+        assert!(headers.get(c).is_some() && headers.get(d).is_some());
         let off = Headers::new(0);
         off.remember(&header(a, 1));
         assert!(off.get(a).is_none());

@@ -135,7 +135,7 @@ impl Payments {
                         let work = Work {
                             header: Versioned {
                                 value: reserved,
-                                version: payment.unwrap_or(header.version + 1),
+                                version: payment.ok_or_else(super::steps::unversioned)?,
                             },
                             operation,
                             session: None,

@@ -421,7 +421,7 @@ impl Payments {
                     let work = Work {
                         header: Versioned {
                             value: reserved,
-                            version: version.unwrap_or(header.version + 1),
+                            version: version.ok_or_else(super::steps::unversioned)?,
                         },
                         operation: void,
                         session: None,

@@ -406,12 +406,12 @@ impl Payments {
                     let work = Work {
                         header: Versioned {
                             value: header,
-                            version: payment.unwrap_or(1),
+                            version: payment.ok_or_else(super::steps::unversioned)?,
                         },
                         operation: authorization,
                         session: Some(Versioned {
                             value: session,
-                            version: version.unwrap_or(current.version + 1),
+                            version: version.ok_or_else(super::steps::unversioned)?,
                         }),
                     };
                     if !replicated {
@@ -555,6 +555,8 @@ impl Payments {
             let done = self.run(work, None, &keying).await?;
             answer = done.answer;
             header = done.work.header;
+            // What a follow-up wrote is the header to open on next.
+            self.headers.remember(&header);
         }
         let outcome = answer
             .ok_or_else(|| PaymentError::Internal("a submit concluded without answer".into()))?;

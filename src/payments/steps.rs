@@ -441,3 +441,9 @@ impl Payments {
             .increment(opened.len() as u64);
     }
 }
+
+/// A write the store applied without answering the version it wrote: the
+/// store's scripts always answer it, so this is a store that misbehaves.
+pub(super) fn unversioned() -> PaymentError {
+    PaymentError::Internal("the store applied a write without its version".into())
+}

@@ -144,3 +144,29 @@ async fn a_single_leg_capture_is_two_round_trips_on_redis() {
         "opened on the header as the other replica left it"
     );
 }
+
+/// A payment in AUTOMATIC mode is captured by its submit: the refund after
+/// it opens on the header the capture wrote, not a stale one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_after_an_automatic_capture_opens_on_the_header_held() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let server = TestServer::start_with(&["--redis-url", &url]).await;
+    // Warm: the scripts are loaded once per server (EVALSHA, else EVAL).
+    let warm = authorized(&server, vec![card(1000, "tok")]).await;
+    captured(&server, capture(&warm, None)).await;
+    refunded(&server, refund(&warm, Some(100))).await;
+    let (_, payment) = submitted(
+        &server,
+        proto::CaptureMode::Automatic,
+        vec![card(5000, "tok")],
+    )
+    .await;
+    assert_eq!(payment.state(), proto::PaymentState::Captured);
+
+    let commands = commands_during(redis.port, async || {
+        refunded(&server, refund(&payment, Some(100))).await;
+    })
+    .await;
+    assert_eq!(commands, ["EVALSHA", "EVALSHA"], "{commands:?}");
+}
