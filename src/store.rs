@@ -117,6 +117,10 @@ pub enum StoreError {
 
 // ---- the ports ----
 
+/// How far a caller's clock may run ahead of the store's before the store
+/// refuses to forget a payment for it.
+pub const CLOCK_AHEAD: Duration = Duration::from_secs(60);
+
 /// Sessions, payments and their operations, and the one write: [`Step`].
 #[async_trait]
 pub trait PaymentStore: Send + Sync + std::fmt::Debug {
@@ -162,10 +166,14 @@ pub trait PaymentStore: Send + Sync + std::fmt::Debug {
     /// when the session ended with this payment), the session goes too, with
     /// its hosted checkouts, idempotency record and listing entries — if it
     /// is still at the version read (else it is left to its own retention).
+    /// Nothing is forgotten when `caller_now`, the caller's clock, runs more
+    /// than [`CLOCK_AHEAD`] ahead of the store's (a replica whose clock
+    /// jumped ahead would forget early).
     async fn forget_payment(
         &self,
         payment: &StoredPayment,
         session: Option<&Versioned<Session>>,
+        caller_now: SystemTime,
     ) -> Result<bool, StoreError>;
 
     /// Whether the store answers (readiness probes).

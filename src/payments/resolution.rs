@@ -203,7 +203,11 @@ impl Payments {
         if !self.confirm_claims(header).await? {
             return self.reschedule(item, Some(now + retention)).await;
         }
-        if self.store.forget_payment(&stored, session.as_ref()).await? {
+        if self
+            .store
+            .forget_payment(&stored, session.as_ref(), now)
+            .await?
+        {
             metrics::counter!(crate::telemetry::series::PAYMENTS_FORGOTTEN).increment(1);
             return Ok(Handled::Nothing);
         }

@@ -191,8 +191,10 @@ impl PaymentStore for FaultyStore {
         &self,
         payment: &StoredPayment,
         session: Option<&Versioned<Session>>,
+        caller_now: SystemTime,
     ) -> Result<bool, StoreError> {
-        self.call(self.inner.forget_payment(payment, session)).await
+        self.call(self.inner.forget_payment(payment, session, caller_now))
+            .await
     }
 
     async fn list_payments(&self, query: &ListQuery) -> Result<Vec<ListedPayment>, StoreError> {

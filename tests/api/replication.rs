@@ -154,7 +154,9 @@ async fn a_payment_forgotten_without_its_replica_leaves_no_listing_behind() {
         .unwrap()
         .unwrap();
     replica.pause();
-    let forgotten = store.forget_payment(&stored, None).await;
+    let forgotten = store
+        .forget_payment(&stored, None, std::time::SystemTime::now())
+        .await;
     assert!(
         matches!(forgotten, Err(StoreError::NotReplicated(_))),
         "{forgotten:?}"

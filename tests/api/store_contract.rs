@@ -1636,16 +1636,21 @@ pub async fn a_forgotten_payment_leaves_nothing_and_one_that_moved_is_kept(subje
     let session_read = store.session(s.id).await.unwrap();
     assert!(
         !store
-            .forget_payment(&read, session_read.as_ref())
+            .forget_payment(&read, session_read.as_ref(), SystemTime::now())
             .await
             .unwrap()
     );
     assert!(store.header(header.id).await.unwrap().is_some());
     assert!(store.session(s.id).await.unwrap().is_some());
     let read = store.payment(header.id).await.unwrap().unwrap();
+    // Not for a caller whose clock runs an hour ahead of the store's.
+    let ahead = SystemTime::now() + Duration::from_secs(3600);
+    let too_early = store.forget_payment(&read, session_read.as_ref(), ahead);
+    assert!(!too_early.await.unwrap());
+    assert!(store.header(header.id).await.unwrap().is_some());
     assert!(
         store
-            .forget_payment(&read, session_read.as_ref())
+            .forget_payment(&read, session_read.as_ref(), SystemTime::now())
             .await
             .unwrap()
     );
@@ -1705,7 +1710,12 @@ pub async fn a_forgotten_payment_leaves_nothing_and_one_that_moved_is_kept(subje
     });
     store.commit(moved).await.unwrap();
     let read = store.payment(neighbour.id).await.unwrap().unwrap();
-    assert!(store.forget_payment(&read, Some(&session)).await.unwrap());
+    assert!(
+        store
+            .forget_payment(&read, Some(&session), SystemTime::now())
+            .await
+            .unwrap()
+    );
     assert!(store.header(neighbour.id).await.unwrap().is_none());
     assert!(store.session(session.value.id).await.unwrap().is_some());
     assert_eq!(store.list_sessions(&query).await.unwrap().len(), 1);
@@ -2017,7 +2027,7 @@ async fn a_session_rewritten_at_the_version_read_is_not_forgotten() {
         .expect("rewritten");
     assert!(
         store
-            .forget_payment(&read, Some(&session_read))
+            .forget_payment(&read, Some(&session_read), SystemTime::now())
             .await
             .unwrap()
     );

@@ -133,8 +133,12 @@ impl PaymentStore for MemoryStore {
         &self,
         payment: &StoredPayment,
         session: Option<&Versioned<Session>>,
+        caller_now: SystemTime,
     ) -> Result<bool, StoreError> {
         let header = &payment.header.value;
+        if caller_now > self.clock.now() + crate::store::CLOCK_AHEAD {
+            return Ok(false);
+        }
         let session_forgotten = {
             let mut shard = self.shard(Shard::of(header.id));
             match shard.payments.get(&header.id) {

@@ -200,9 +200,14 @@ impl PaymentStore for RedisStore {
         &self,
         payment: &StoredPayment,
         session: Option<&Versioned<Session>>,
+        caller_now: SystemTime,
     ) -> Result<bool, StoreError> {
         let header = &payment.header.value;
         let key = payment_key(header.id);
+        let ahead_of_us = caller_now
+            .checked_sub(crate::store::CLOCK_AHEAD)
+            .unwrap_or(UNIX_EPOCH);
+        let not_before = ahead_of_us.duration_since(UNIX_EPOCH).unwrap_or_default();
         let mut invocation = FORGET.prepare_invoke();
         invocation
             .key(&key)
@@ -223,6 +228,7 @@ impl PaymentStore for RedisStore {
                     .transpose()?
                     .unwrap_or_default(),
             )
+            .arg(u64::try_from(not_before.as_millis()).unwrap_or(u64::MAX))
             .arg(payment.operations.len());
         for operation in &payment.operations {
             invocation.arg(operation.id.as_bytes().as_slice());
