@@ -34,6 +34,9 @@ const DEMO_KEY_SETTINGS: [&str; 5] = [
     "instrument_secret",
 ];
 
+/// The longest `--payment-retention` (times beyond it do not add up).
+const MAX_RETENTION: Duration = Duration::from_secs(100 * 366 * 86_400);
+
 /// The instrument secret of the embedded mode and `--demo`.
 pub const DEMO_INSTRUMENT_KEY: &str = "demo-instrument-key-not-for-production";
 
@@ -254,13 +257,16 @@ impl Config {
             .into());
         }
         if let Some(retention) = config.payments.payment_retention
-            && (retention < config.payments.idempotency_ttl || retention.is_zero())
+            && (retention < config.payments.idempotency_ttl
+                || retention.is_zero()
+                || retention > MAX_RETENTION)
         {
             // A retry within the TTL must find its payment (or its answer).
             return Err(SettingError {
                 setting: "payment_retention".into(),
                 problem: format!(
-                    "{retention:?} must be above zero and at least the idempotency TTL ({:?})",
+                    "{retention:?} must be above zero, at least the idempotency TTL ({:?}) \
+                     and at most 100 years",
                     config.payments.idempotency_ttl
                 ),
             }

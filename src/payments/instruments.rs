@@ -174,6 +174,8 @@ impl Payments {
                     settled = true;
                     break;
                 }
+                let pause = 1.0 + 4.0 * self.chance.fraction();
+                tokio::time::sleep(std::time::Duration::from_secs_f64(pause / 1000.0)).await;
             }
             if !settled {
                 return Ok(false);

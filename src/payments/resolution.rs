@@ -200,8 +200,12 @@ impl Payments {
             .session(header.session_id)
             .await?
             .filter(|session| session.value.ended_with(payment));
+        // Not forgotten now (a claim kept changing, the payment changed since
+        // it was read, or this replica's clock runs ahead of the store's):
+        // looked at again shortly, when what it reads then decides.
+        let again = Some(now + crate::store::CLOCK_AHEAD);
         if !self.confirm_claims(header).await? {
-            return self.reschedule(item, Some(now + retention)).await;
+            return self.reschedule(item, again).await;
         }
         if self
             .store
@@ -211,8 +215,7 @@ impl Payments {
             metrics::counter!(crate::telemetry::series::PAYMENTS_FORGOTTEN).increment(1);
             return Ok(Handled::Nothing);
         }
-        // It changed since it was read: its next change is what counts.
-        self.reschedule(item, Some(now + retention)).await
+        self.reschedule(item, again).await
     }
 
     /// Takes an item off the due-queue (its work is gone or done).

@@ -187,33 +187,23 @@ async fn the_embedded_store_forgets_a_finished_payment_after_its_retention() {
 }
 
 #[tokio::test]
-async fn a_retention_of_zero_or_shorter_than_the_idempotency_ttl_is_refused() {
-    let refused = payment_orchestrator::config::Config::load_from(
-        ["payment-orchestrator", "--payment-retention", "1h"]
-            .into_iter()
-            .map(Into::into)
-            .collect(),
-    )
-    .unwrap_err();
+async fn a_retention_of_zero_shorter_than_the_idempotency_ttl_or_beyond_a_century_is_refused() {
+    let load = |args: &[&str]| {
+        let all = ["payment-orchestrator"].iter().chain(args);
+        payment_orchestrator::config::Config::load_from(all.map(Into::into).collect())
+    };
+    let refused = load(&["--payment-retention", "1h"]).unwrap_err();
     assert!(
         refused.to_string().contains("payment_retention"),
         "{refused}"
     );
     // Zero is no retention (and would keep the sandbox's sweep going).
-    let zero = payment_orchestrator::config::Config::load_from(
-        [
-            "payment-orchestrator",
-            "--payment-retention",
-            "0s",
-            "--idempotency-ttl",
-            "0s",
-        ]
-        .into_iter()
-        .map(Into::into)
-        .collect(),
-    )
-    .unwrap_err();
+    let zero = load(&["--payment-retention", "0s", "--idempotency-ttl", "0s"]).unwrap_err();
     assert!(zero.to_string().contains("payment_retention"), "{zero}");
+    // Times beyond it would not add up.
+    let endless = load(&["--payment-retention", "1000000d"]).unwrap_err();
+    assert!(endless.to_string().contains("100 years"), "{endless}");
+    assert!(load(&["--payment-retention", "3650d"]).is_ok());
 }
 
 /// A declined attempt is finished, but its session goes on (the shopper
