@@ -33,14 +33,20 @@ fn waiting_on(master: &RedisServer) -> Vec<String> {
     .to_vec()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_capture_its_replica_does_not_acknowledge_reaches_no_partner_and_its_retry_executes_once()
-{
+/// A master with a real replica, and a service that waits for it.
+async fn waiting_on_a_replica() -> (RedisServer, RedisServer, TestServer) {
     let master = RedisServer::start();
     let replica = RedisServer::replica_of(&master);
     let settings = waiting_on(&master);
     let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
     let server = TestServer::start_with(&settings).await;
+    (master, replica, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_its_replica_does_not_acknowledge_reaches_no_partner_and_its_retry_executes_once()
+{
+    let (_master, replica, server) = waiting_on_a_replica().await;
     let payment = authorized(&server, vec![card(5000, "tok")]).await;
     let request = capture(&payment, Some(2000));
 
@@ -127,11 +133,7 @@ async fn an_acknowledged_capture_survives_its_master_killed_and_the_replica_prom
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_forgotten_without_its_replica_leaves_no_listing_behind() {
-    let master = RedisServer::start();
-    let replica = RedisServer::replica_of(&master);
-    let settings = waiting_on(&master);
-    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
-    let server = TestServer::start_with(&settings).await;
+    let (master, replica, server) = waiting_on_a_replica().await;
     let payment = authorized(&server, vec![card(5000, "tok")]).await;
     captured(&server, capture(&payment, None)).await;
     let all = proto::ListPaymentsRequest::default();

@@ -290,16 +290,7 @@ async fn partner_notifications_apply_once_and_never_change_a_final_status() {
     let server = TestServer::start().await;
     let payment = card_and_gift(&server, "capture=pending,pending_lookups=1000000", "tok").await;
     let operation = card_capture(&server, &payment, 3000).await.operation;
-    let event =
-        |event_id: &str, outcome: proto::PartnerEventOutcome| proto::NotifyPartnerEventRequest {
-            partner: "ingenico".into(),
-            event_id: event_id.into(),
-            idempotency_key: format!("{}:0", operation.id),
-            outcome: outcome.into(),
-            partner_reference: "ingenico-cap-1".into(),
-            partner_status: "CAPTURED".into(),
-            description: String::new(),
-        };
+    let event = |event_id: &str, outcome| ingenico_capture_event(&operation, event_id, outcome);
     let mut merchant =
         PartnerEventServiceClient::with_interceptor(server.channel(), Bearer::new(DEMO_KEY));
     let denied = merchant

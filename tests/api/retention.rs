@@ -284,16 +284,7 @@ async fn a_payment_whose_partner_contradicted_it_is_kept_for_the_retention_after
             server.channel(),
             Bearer::new("sk_test_partner"),
         );
-    let event =
-        |event_id: &str, outcome: proto::PartnerEventOutcome| proto::NotifyPartnerEventRequest {
-            partner: "ingenico".into(),
-            event_id: event_id.into(),
-            idempotency_key: format!("{}:0", operation.id),
-            outcome: outcome.into(),
-            partner_reference: "ingenico-cap-1".into(),
-            partner_status: "CAPTURED".into(),
-            description: String::new(),
-        };
+    let event = |event_id: &str, outcome| ingenico_capture_event(&operation, event_id, outcome);
     let succeeded = event("evt-1", proto::PartnerEventOutcome::Succeeded);
     partner.notify_partner_event(succeeded).await.answer();
     // Half the retention later, the partner says the capture failed.

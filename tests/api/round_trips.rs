@@ -77,18 +77,22 @@ pub(super) async fn commands_during(port: u16, during: impl AsyncFnOnce()) -> Ve
         .collect()
 }
 
+/// A service on a private Redis, its scripts loaded (a server loads each
+/// once: `EVAL` the first time, `EVALSHA` after) by a capture and a refund.
+async fn on_warm_redis() -> (RedisServer, TestServer) {
+    let redis = RedisServer::start();
+    let server = TestServer::start_with(&["--redis-url", &redis.url()]).await;
+    let warm = authorized(&server, vec![card(1000, "tok")]).await;
+    captured(&server, capture(&warm, Some(500))).await;
+    refunded(&server, refund(&warm, Some(100))).await;
+    (redis, server)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_leg_capture_is_two_round_trips_on_redis() {
-    let redis = RedisServer::start();
+    let (redis, server) = on_warm_redis().await;
     let url = redis.url();
-    let server = TestServer::start_with(&["--redis-url", &url]).await;
     let payment = authorized(&server, vec![card(12000, "tok")]).await;
-    // Warm: the scripts are loaded once per server (EVALSHA, else EVAL).
-    server
-        .payments()
-        .capture(capture(&payment, Some(100)))
-        .await
-        .unwrap();
 
     let commands = commands_during(redis.port, async || {
         let request = capture(&payment, Some(100));
@@ -149,13 +153,7 @@ async fn a_single_leg_capture_is_two_round_trips_on_redis() {
 /// it opens on the header the capture wrote, not a stale one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refund_after_an_automatic_capture_opens_on_the_header_held() {
-    let redis = RedisServer::start();
-    let url = redis.url();
-    let server = TestServer::start_with(&["--redis-url", &url]).await;
-    // Warm: the scripts are loaded once per server (EVALSHA, else EVAL).
-    let warm = authorized(&server, vec![card(1000, "tok")]).await;
-    captured(&server, capture(&warm, None)).await;
-    refunded(&server, refund(&warm, Some(100))).await;
+    let (redis, server) = on_warm_redis().await;
     let (_, payment) = submitted(
         &server,
         proto::CaptureMode::Automatic,

@@ -341,6 +341,24 @@ pub async fn webhook_receiver() -> wiremock::MockServer {
     receiver
 }
 
+/// What the sandbox partner ingenico tells of `operation`'s first leg (a
+/// capture), as event `event_id`.
+pub fn ingenico_capture_event(
+    operation: &proto::Operation,
+    event_id: &str,
+    outcome: proto::PartnerEventOutcome,
+) -> proto::NotifyPartnerEventRequest {
+    proto::NotifyPartnerEventRequest {
+        partner: "ingenico".into(),
+        event_id: event_id.into(),
+        idempotency_key: format!("{}:0", operation.id),
+        outcome: outcome.into(),
+        partner_reference: "ingenico-cap-1".into(),
+        partner_status: "CAPTURED".into(),
+        description: String::new(),
+    }
+}
+
 /// The events of `kind` the receiver got, oldest first.
 pub async fn webhook_events(receiver: &wiremock::MockServer, kind: &str) -> Vec<serde_json::Value> {
     let received = receiver
