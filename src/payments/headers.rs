@@ -5,8 +5,8 @@
 //! costs one conflict and a fresh read, never a wrong decision; a refusal
 //! decided from it is kept only if the header did not move either.
 //!
-//! Bounded: beyond `capacity` the header held longest is forgotten (first
-//! in, first out). Zero turns it off (the embedded store reads headers from
+//! Bounded: beyond `capacity` the header written longest ago is forgotten
+//! (a payment in use keeps its place). Zero turns it off (the embedded store reads headers from
 //! memory anyway).
 
 use std::{
@@ -24,9 +24,10 @@ pub(super) struct Headers {
     capacity: usize,
 }
 
-/// The headers, and the order they came in: each payment once, with the
-/// number of its arrival (a payment forgotten and held again arrives anew;
-/// its earlier place in the queue is stale and skipped).
+/// The headers, and the order they were written in: each payment with the
+/// number of its last arrival (a header written again, or forgotten and
+/// held again, arrives anew; its earlier place in the queue is stale and
+/// skipped).
 #[derive(Debug, Default)]
 struct Held {
     headers: HashMap<Uuid, (Versioned<Payment>, u64)>,
@@ -90,15 +91,15 @@ impl Headers {
         }
         let mut held = self.held();
         let id = header.value.id;
-        if let Some((known, _)) = held.headers.get_mut(&id) {
-            if known.version < header.version {
-                *known = header.clone();
-            }
+        let known = held.headers.get(&id).map(|(known, _)| known.version);
+        if known.is_some_and(|version| version >= header.version) {
             return;
         }
-        if held.headers.len() >= self.capacity {
+        if known.is_none() && held.headers.len() >= self.capacity {
             held.evict();
         }
+        // Written again, it goes to the back of the queue (its earlier place
+        // is stale from now on).
         let arrival = held.next;
         held.next += 1;
         held.headers.insert(id, (header.clone(), arrival));
@@ -162,7 +163,10 @@ mod tests {
             .count();
         assert_eq!(held, 2, "bounded");
         assert!(headers.get(c).is_some(), "the newest is held");
-        assert!(headers.get(a).is_none(), "the one held longest went first");
+        assert!(
+            headers.get(a).is_none(),
+            "the one written longest ago went first"
+        );
         headers.forget(c);
         assert!(headers.get(c).is_none());
         // Held again, it arrives anew: its stale place is skipped.
@@ -171,6 +175,11 @@ mod tests {
         headers.remember(&header(d, 1));
         assert!(headers.get(b).is_none(), "b had waited longest");
         assert!(headers.get(c).is_some() && headers.get(d).is_some());
+        // Written again, c goes to the back: d is the one to go.
+        headers.remember(&header(c, 3));
+        headers.remember(&header(Uuid::now_v7(), 1));
+        assert!(headers.get(d).is_none(), "d was written longest ago");
+        assert_eq!(headers.get(c).map(|h| h.version), Some(3));
         let off = Headers::new(0);
         off.remember(&header(a, 1));
         assert!(off.get(a).is_none());
