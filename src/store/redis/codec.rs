@@ -34,8 +34,8 @@ const FORMAT: u8 = 5;
 /// Format 3: as today but for settlements (see `v3`).
 const FORMAT_3: u8 = 3;
 
-/// Format 2: as today but for webhook deliveries.
-const FORMAT_2: u8 = 2;
+/// Format 4: as today but for what format 5 added (see `v4`).
+const FORMAT_4: u8 = v4::FORMAT;
 
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     postcard::to_extend(value, vec![FORMAT]).map_err(|e| StoreError::Corrupt(Box::new(e)))
@@ -45,10 +45,9 @@ pub fn decode<T: Record>(bytes: &[u8]) -> Result<T, StoreError> {
     let corrupt = |e: postcard::Error| StoreError::Corrupt(Box::new(e));
     match bytes.split_first() {
         Some((&FORMAT, record)) => postcard::from_bytes(record).map_err(corrupt),
-        Some((&v4::FORMAT, record)) => T::from_v4(record).map_err(corrupt),
-        Some((&FORMAT_3, record)) => T::from_v3(record).map_err(corrupt),
-        Some((&FORMAT_2, record)) => T::from_v2(record).map_err(corrupt),
-        Some((&v1::FORMAT, record)) => T::from_v1(record).map_err(corrupt),
+        Some((&format, record)) if (v1::FORMAT..FORMAT).contains(&format) => {
+            T::read_old(format, record).map_err(corrupt)
+        }
         _ => Err(StoreError::Corrupt(
             "a record in an unknown format (or not ours)".into(),
         )),
@@ -58,27 +57,10 @@ pub fn decode<T: Record>(bytes: &[u8]) -> Result<T, StoreError> {
 /// A stored record, readable in every format still kept: what a replica of
 /// an earlier release wrote stays readable after an upgrade.
 pub trait Record: DeserializeOwned {
-    /// Reads the record as format 1 wrote it (the default: its layout did
-    /// not change).
-    fn from_v1(record: &[u8]) -> Result<Self, postcard::Error> {
-        postcard::from_bytes(record)
-    }
-
-    /// Reads the record as format 2 wrote it (the default: its layout did
-    /// not change).
-    fn from_v2(record: &[u8]) -> Result<Self, postcard::Error> {
-        postcard::from_bytes(record)
-    }
-
-    /// Reads the record as format 3 wrote it (the default: its layout did
-    /// not change).
-    fn from_v3(record: &[u8]) -> Result<Self, postcard::Error> {
-        postcard::from_bytes(record)
-    }
-
-    /// Reads the record as format 4 wrote it (the default: its layout did
-    /// not change).
-    fn from_v4(record: &[u8]) -> Result<Self, postcard::Error> {
+    /// Reads the record as the earlier `format` wrote it. The default reads
+    /// today's layout: the record's did not change.
+    fn read_old(format: u8, record: &[u8]) -> Result<Self, postcard::Error> {
+        let _ = format;
         postcard::from_bytes(record)
     }
 }
@@ -88,16 +70,11 @@ pub trait Record: DeserializeOwned {
 macro_rules! settlement_record {
     ($now:ty, $old:ty) => {
         impl Record for $now {
-            fn from_v1(record: &[u8]) -> Result<Self, postcard::Error> {
-                Self::from_v3(record)
-            }
-
-            fn from_v2(record: &[u8]) -> Result<Self, postcard::Error> {
-                Self::from_v3(record)
-            }
-
-            fn from_v3(record: &[u8]) -> Result<Self, postcard::Error> {
-                postcard::from_bytes::<$old>(record).map(Into::into)
+            fn read_old(format: u8, record: &[u8]) -> Result<Self, postcard::Error> {
+                match format {
+                    ..FORMAT_4 => postcard::from_bytes::<$old>(record).map(Into::into),
+                    _ => postcard::from_bytes(record),
+                }
             }
         }
     };
@@ -107,32 +84,20 @@ macro_rules! settlement_record {
 impl Record for crate::domain::checkout::HostedCheckout {}
 
 impl Record for crate::domain::session::Session {
-    fn from_v1(record: &[u8]) -> Result<Self, postcard::Error> {
-        Self::from_v4(record)
-    }
-
-    fn from_v2(record: &[u8]) -> Result<Self, postcard::Error> {
-        Self::from_v4(record)
-    }
-
-    fn from_v3(record: &[u8]) -> Result<Self, postcard::Error> {
-        Self::from_v4(record)
-    }
-
-    fn from_v4(record: &[u8]) -> Result<Self, postcard::Error> {
+    fn read_old(_: u8, record: &[u8]) -> Result<Self, postcard::Error> {
         postcard::from_bytes::<v4::Session>(record).map(Into::into)
     }
 }
 
 impl Record for crate::store::WebhookDelivery {
-    fn from_v1(record: &[u8]) -> Result<Self, postcard::Error> {
-        Self::from_v2(record)
-    }
-
-    fn from_v2(record: &[u8]) -> Result<Self, postcard::Error> {
-        postcard::from_bytes::<v1::WebhookDelivery>(record).map(Into::into)
+    fn read_old(format: u8, record: &[u8]) -> Result<Self, postcard::Error> {
+        match format {
+            ..FORMAT_3 => postcard::from_bytes::<v1::WebhookDelivery>(record).map(Into::into),
+            _ => postcard::from_bytes(record),
+        }
     }
 }
+
 settlement_record!(crate::domain::settlement::Settlement, v3::Settlement);
 impl Record for crate::domain::settlement::FailedSettlement {}
 settlement_record!(
@@ -145,52 +110,30 @@ settlement_record!(
 );
 
 impl Record for crate::domain::payment::Payment {
-    fn from_v1(record: &[u8]) -> Result<Self, postcard::Error> {
-        postcard::from_bytes::<v1::Payment>(record).map(Into::into)
-    }
-
-    fn from_v2(record: &[u8]) -> Result<Self, postcard::Error> {
-        Self::from_v3(record)
-    }
-
-    fn from_v3(record: &[u8]) -> Result<Self, postcard::Error> {
-        postcard::from_bytes::<v3::Payment>(record).map(Into::into)
+    fn read_old(format: u8, record: &[u8]) -> Result<Self, postcard::Error> {
+        match format {
+            v1::FORMAT => postcard::from_bytes::<v1::Payment>(record).map(Into::into),
+            ..FORMAT_4 => postcard::from_bytes::<v3::Payment>(record).map(Into::into),
+            _ => postcard::from_bytes(record),
+        }
     }
 }
 
 impl Record for Operation {
-    fn from_v1(record: &[u8]) -> Result<Self, postcard::Error> {
-        postcard::from_bytes::<v1::Operation>(record).map(Into::into)
-    }
-
-    fn from_v2(record: &[u8]) -> Result<Self, postcard::Error> {
-        Self::from_v4(record)
-    }
-
-    fn from_v3(record: &[u8]) -> Result<Self, postcard::Error> {
-        Self::from_v4(record)
-    }
-
-    fn from_v4(record: &[u8]) -> Result<Self, postcard::Error> {
-        postcard::from_bytes::<v4::Operation>(record).map(Into::into)
+    fn read_old(format: u8, record: &[u8]) -> Result<Self, postcard::Error> {
+        match format {
+            v1::FORMAT => postcard::from_bytes::<v1::Operation>(record).map(Into::into),
+            _ => postcard::from_bytes::<v4::Operation>(record).map(Into::into),
+        }
     }
 }
 
 impl Record for StoredOutcome {
-    fn from_v1(record: &[u8]) -> Result<Self, postcard::Error> {
-        postcard::from_bytes::<v1::StoredOutcome>(record).map(Into::into)
-    }
-
-    fn from_v2(record: &[u8]) -> Result<Self, postcard::Error> {
-        Self::from_v4(record)
-    }
-
-    fn from_v3(record: &[u8]) -> Result<Self, postcard::Error> {
-        Self::from_v4(record)
-    }
-
-    fn from_v4(record: &[u8]) -> Result<Self, postcard::Error> {
-        postcard::from_bytes::<v4::StoredOutcome>(record).map(Into::into)
+    fn read_old(format: u8, record: &[u8]) -> Result<Self, postcard::Error> {
+        match format {
+            v1::FORMAT => postcard::from_bytes::<v1::StoredOutcome>(record).map(Into::into),
+            _ => postcard::from_bytes::<v4::StoredOutcome>(record).map(Into::into),
+        }
     }
 }
 

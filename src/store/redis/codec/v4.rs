@@ -325,6 +325,12 @@ mod tests {
         };
         let bytes = postcard::to_extend(&old, vec![FORMAT]).unwrap();
         let mut read: operation::Operation = codec::decode(&bytes).unwrap();
+        // Formats 2 and 3 wrote operations alike.
+        for format in [2, 3] {
+            let bytes = postcard::to_extend(&old, vec![format]).unwrap();
+            let same: operation::Operation = codec::decode(&bytes).unwrap();
+            assert_eq!(same, read, "format {format}");
+        }
         let tx = &read.transactions[0];
         assert_eq!(
             (tx.partner_reference.as_deref(), tx.partner_token.as_deref()),
@@ -342,6 +348,12 @@ mod tests {
         let bytes = postcard::to_extend(&old, vec![FORMAT]).unwrap();
         let read: session::Session = codec::decode(&bytes).unwrap();
         assert_eq!((read.amount.minor(), read.created.is_none()), (700, true));
+        // Formats 1 to 3 wrote sessions alike.
+        for format in [1, 2, 3] {
+            let bytes = postcard::to_extend(&old, vec![format]).unwrap();
+            let same: session::Session = codec::decode(&bytes).unwrap();
+            assert_eq!(same, read, "format {format}");
+        }
         assert_eq!(read.as_created(), read);
         let again: session::Session = codec::decode(&codec::encode(&read).unwrap()).unwrap();
         assert_eq!(again, read);
