@@ -57,15 +57,20 @@ pub(super) fn members_from<'a>(
     index.range::<String, _>((low.as_ref(), Bound::Unbounded))
 }
 
+/// What `kept` holds under `id`, unless its retention ran out by `now`.
+fn live<T: Clone>(kept: &HashMap<Uuid, (T, SystemTime)>, id: Uuid, now: SystemTime) -> Option<T> {
+    let found = kept.get(&id).filter(|(_, until)| *until > now);
+    found.map(|(value, _)| value.clone())
+}
+
 #[async_trait]
 impl SettlementStore for MemoryStore {
     async fn settlement(&self, id: Uuid) -> Result<Option<Settlement>, StoreError> {
-        let now = self.clock.now();
-        Ok(lock(&self.settlements)
-            .settlements
-            .get(&id)
-            .filter(|(_, until)| *until > now)
-            .map(|(settlement, _)| settlement.clone()))
+        Ok(live(
+            &lock(&self.settlements).settlements,
+            id,
+            self.clock.now(),
+        ))
     }
 
     async fn put_settlement_lines(
@@ -175,12 +180,7 @@ impl SettlementStore for MemoryStore {
     }
 
     async fn issue(&self, id: Uuid) -> Result<Option<ReconciliationIssue>, StoreError> {
-        let now = self.clock.now();
-        Ok(lock(&self.settlements)
-            .issues
-            .get(&id)
-            .filter(|(_, until)| *until > now)
-            .map(|(issue, _)| issue.clone()))
+        Ok(live(&lock(&self.settlements).issues, id, self.clock.now()))
     }
 
     async fn resolve_issue(

@@ -4,6 +4,35 @@
 use super::*;
 
 impl RedisStore {
+    /// The members of `listed` that `query` pages through, each with what it
+    /// names if that is still there. Every record has its own key: one read
+    /// each, sent concurrently (the multiplexed connection pipelines them on
+    /// the wire).
+    async fn listed_with<T, F, Read>(
+        &self,
+        listed: Listed,
+        query: &ListQuery,
+        read: F,
+    ) -> Result<Vec<(String, Option<T>)>, StoreError>
+    where
+        F: Fn(Uuid) -> Read,
+        Read: Future<Output = Result<Option<T>, StoreError>>,
+    {
+        let keys = listing_reads(listed, &query.merchant, query.order_reference.as_deref());
+        let members = self.listed(&keys, query).await?;
+        try_join_all(members.into_iter().map(|member| {
+            let found = member_id(&member).map(&read);
+            async move {
+                let found = match found {
+                    Some(read) => read.await?,
+                    None => None,
+                };
+                Ok((member, found))
+            }
+        }))
+        .await
+    }
+
     pub(super) async fn read_header_and(
         &self,
         payment: Uuid,
@@ -269,45 +298,15 @@ impl PaymentStore for RedisStore {
     }
 
     async fn list_sessions(&self, query: &ListQuery) -> Result<Vec<ListedSession>, StoreError> {
-        let keys = listing_reads(
-            Listed::Sessions,
-            &query.merchant,
-            query.order_reference.as_deref(),
-        );
-        let members = self.listed(&keys, query).await?;
-        try_join_all(members.into_iter().map(|member| async move {
-            let session = match member_id(&member) {
-                Some(id) => self.session(id).await?,
-                None => None,
-            };
-            Ok(ListedSession {
-                cursor: member,
-                session,
-            })
-        }))
-        .await
+        let listed = self.listed_with(Listed::Sessions, query, |id| self.session(id));
+        let listed = listed.await?.into_iter();
+        Ok((listed.map(|(cursor, session)| ListedSession { cursor, session })).collect())
     }
 
     async fn list_payments(&self, query: &ListQuery) -> Result<Vec<ListedPayment>, StoreError> {
-        let keys = listing_reads(
-            Listed::Payments,
-            &query.merchant,
-            query.order_reference.as_deref(),
-        );
-        let members = self.listed(&keys, query).await?;
-        // Every payment has its own key: one read each, sent concurrently
-        // (the multiplexed connection pipelines them on the wire).
-        try_join_all(members.into_iter().map(|member| async move {
-            let payment = match member_id(&member) {
-                Some(id) => self.stored_payment(id).await?,
-                None => None,
-            };
-            Ok(ListedPayment {
-                cursor: member,
-                payment,
-            })
-        }))
-        .await
+        let listed = self.listed_with(Listed::Payments, query, |id| self.stored_payment(id));
+        let listed = listed.await?.into_iter();
+        Ok((listed.map(|(cursor, payment)| ListedPayment { cursor, payment })).collect())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
