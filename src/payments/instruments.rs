@@ -149,39 +149,48 @@ impl Payments {
     pub(super) async fn confirm_claims(&self, payment: &Payment) -> Result<bool, PaymentError> {
         let authorized = payment.legs.iter().zip(&payment.ledger);
         for (leg, _) in authorized.filter(|(_, held)| !held.authorized.is_zero()) {
-            let instrument = self.instrument(leg);
-            let mut settled = false;
-            for _ in 0..CLAIM_ATTEMPTS {
-                let Some(held) = self.store.instrument(&instrument).await? else {
-                    settled = true;
-                    break;
-                };
-                let claim = &held.claim;
-                if claim.confirmed || !claim.attempts.iter().any(|a| a.payment == payment.id) {
-                    settled = true;
-                    break;
-                }
-                let confirmed = InstrumentClaim {
-                    confirmed: true,
-                    attempts: Vec::new(),
-                    ..claim.clone()
-                };
-                if self
-                    .store
-                    .replace_instrument(&instrument, &held, Some(&confirmed))
-                    .await?
-                {
-                    settled = true;
-                    break;
-                }
-                let pause = 1.0 + 4.0 * self.chance.fraction();
-                tokio::time::sleep(std::time::Duration::from_secs_f64(pause / 1000.0)).await;
-            }
-            if !settled {
+            if !self
+                .confirm_claim(&self.instrument(leg), payment.id)
+                .await?
+            {
                 return Ok(false);
             }
         }
         Ok(true)
+    }
+
+    /// Confirms the claim on `instrument` if it lists `payment`; `true` once
+    /// nothing is left to do.
+    async fn confirm_claim(&self, instrument: &str, payment: Uuid) -> Result<bool, PaymentError> {
+        for _ in 0..CLAIM_ATTEMPTS {
+            let Some(held) = self.store.instrument(instrument).await? else {
+                return Ok(true);
+            };
+            let claim = &held.claim;
+            if claim.confirmed || !claim.attempts.iter().any(|a| a.payment == payment) {
+                return Ok(true);
+            }
+            let confirmed = InstrumentClaim {
+                confirmed: true,
+                attempts: Vec::new(),
+                ..claim.clone()
+            };
+            if (self.store)
+                .replace_instrument(instrument, &held, Some(&confirmed))
+                .await?
+            {
+                return Ok(true);
+            }
+            self.pause_before_another_try().await;
+        }
+        Ok(false)
+    }
+
+    /// A claim changed under us: a pause of 1 to 5 ms, so that racing
+    /// writers do not meet again at once.
+    async fn pause_before_another_try(&self) {
+        let pause = 1.0 + 4.0 * self.chance.fraction();
+        tokio::time::sleep(std::time::Duration::from_secs_f64(pause / 1000.0)).await;
     }
 
     /// Whether an authorization leg's instrument is still its payment's,
@@ -288,8 +297,7 @@ impl Payments {
             {
                 return Ok(true);
             }
-            let pause = 1.0 + 4.0 * self.chance.fraction();
-            tokio::time::sleep(std::time::Duration::from_secs_f64(pause / 1000.0)).await;
+            self.pause_before_another_try().await;
         }
         Ok(false)
     }

@@ -180,8 +180,8 @@ impl Payments {
         let open =
             !header.is_finished() || stored.operations.iter().any(|op| !op.status.is_final());
         // An operation flagged for review (a partner contradicted it) keeps
-        // its evidence for the retention after the flag, whatever else the
-        // payment did since.
+        // its evidence for the retention after its last change (the flag is
+        // one), whatever else the payment did since.
         let flagged = stored.operations.iter().filter(|op| op.requires_review);
         let flagged_until = flagged.map(|op| op.updated_at + retention).max();
         let until = match open {
