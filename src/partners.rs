@@ -31,7 +31,7 @@ pub mod sandbox;
 pub mod walley;
 pub mod wepay;
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{borrow::Cow, collections::BTreeMap, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use health::{CircuitSettings, Health};
@@ -180,6 +180,13 @@ pub trait Partner: Send + Sync + std::fmt::Debug {
     /// message is shown to the caller: never echo the token.
     fn check_token(&self, _token: &str) -> Result<(), String> {
         Ok(())
+    }
+
+    /// The one spelling of the instrument `token` names: two tokens the
+    /// partner reads as the same instrument give the same text, so that one
+    /// claim covers every spelling. By default a token is its own.
+    fn instrument_of<'t>(&self, token: &'t str) -> Cow<'t, str> {
+        Cow::Borrowed(token)
     }
 
     /// Whether a request of `kind` sent again with the same partner

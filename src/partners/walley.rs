@@ -47,7 +47,10 @@ mod answers;
 mod report_api;
 pub mod wire;
 
-use std::time::{Duration, Instant};
+use std::{
+    borrow::Cow,
+    time::{Duration, Instant},
+};
 
 use async_trait::async_trait;
 use reqwest::StatusCode;
@@ -411,6 +414,17 @@ impl Partner for Walley {
             Ok(())
         } else {
             Err("a Walley leg's token is the order id from Walley's checkout".into())
+        }
+    }
+
+    /// Walley's order ids are GUIDs, which it reads in any case and with or
+    /// without hyphens: one is spelt lowercase, hyphenated.
+    fn instrument_of<'t>(&self, token: &'t str) -> Cow<'t, str> {
+        match uuid::Uuid::try_parse(token) {
+            Ok(id) if id.hyphenated().to_string() != token => {
+                Cow::Owned(id.hyphenated().to_string())
+            }
+            _ => Cow::Borrowed(token),
         }
     }
 

@@ -52,7 +52,7 @@ use super::{
     Secret,
     http::{self, exchange_error, unreadable},
 };
-use std::time::Duration;
+use std::{borrow::Cow, time::Duration};
 
 use crate::domain::{
     checkout::CheckoutState,
@@ -453,6 +453,18 @@ impl Partner for Wepay {
             Ok(())
         } else {
             Err("a WePay leg's token is a credit_card_id (digits)".into())
+        }
+    }
+
+    /// A `credit_card_id` is a number: `0042` is card `42`.
+    fn instrument_of<'t>(&self, token: &'t str) -> Cow<'t, str> {
+        if token.len() > 1 && token.starts_with('0') && token.bytes().all(|b| b.is_ascii_digit()) {
+            match token.trim_start_matches('0') {
+                "" => Cow::Borrowed("0"),
+                number => Cow::Borrowed(number),
+            }
+        } else {
+            Cow::Borrowed(token)
         }
     }
 

@@ -25,6 +25,8 @@
 //! merchant-initiated payment): the submit reads it from that payment of
 //! the same merchant, and claims it like any other.
 
+use std::borrow::Cow;
+
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use uuid::Uuid;
@@ -99,8 +101,10 @@ impl Payments {
         self.instrument_named(&leg.partner, leg.token.expose())
     }
 
-    /// The name in the store of a partner's token.
+    /// The name in the store of a partner's token, spelt as the partner
+    /// reads it (see [`Partner::instrument_of`](crate::partners::Partner)).
     pub(super) fn instrument_named(&self, partner: &str, token: &str) -> String {
+        let token = self.spelt(partner, token);
         let key = self.settings.instrument_key.expose().as_bytes();
         // HMAC takes a key of any length: this cannot fail.
         let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
@@ -110,6 +114,21 @@ impl Payments {
         mac.update(&[0]);
         mac.update(token.as_bytes());
         hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// `token` as its partner spells the instrument it names.
+    pub(super) fn spelt<'t>(&self, partner: &str, token: &'t str) -> Cow<'t, str> {
+        match self.partners.get(partner) {
+            Some(known) => known.adapter.instrument_of(token),
+            None => Cow::Borrowed(token),
+        }
+    }
+
+    /// Whether two legs use one instrument, however each spelt its token.
+    fn same_instrument(&self, one: &Leg, other: &Leg) -> bool {
+        one.partner == other.partner
+            && self.spelt(&one.partner, one.token.expose())
+                == self.spelt(&other.partner, other.token.expose())
     }
 
     fn single_use(&self, leg: &Leg) -> bool {
@@ -340,7 +359,7 @@ impl Payments {
             .legs
             .iter()
             .zip(&payment.ledger)
-            .filter(|(l, _)| l.partner == leg.partner && l.token == leg.token)
+            .filter(|(l, _)| self.same_instrument(l, leg))
             .peekable();
         if on_it.peek().is_none() {
             return Ok(Use::None);
@@ -363,9 +382,11 @@ impl Payments {
             return;
         }
         for leg in &payment.legs {
-            let authorized = payment.legs.iter().zip(&payment.ledger).any(|(l, held)| {
-                l.partner == leg.partner && l.token == leg.token && !held.authorized.is_zero()
-            });
+            let authorized = payment
+                .legs
+                .iter()
+                .zip(&payment.ledger)
+                .any(|(l, held)| self.same_instrument(l, leg) && !held.authorized.is_zero());
             if authorized {
                 continue;
             }

@@ -118,6 +118,28 @@ async fn a_wepay_card_belongs_to_the_first_merchant_which_may_reuse_it() {
     assert_eq!(reused.state(), proto::PaymentState::Authorized);
 }
 
+#[tokio::test]
+async fn a_wepay_card_spelt_with_leading_zeros_is_still_its_first_merchants() {
+    let (partners, server) = Partners::serving().await;
+    let card = partners.wepay.card(json!({})).await;
+    let first = session_of(&server, DEMO_KEY, 4000).await;
+    submit_as(&server, DEMO_KEY, &first.id, vec![wepay(4000, &card)])
+        .await
+        .unwrap();
+    let checkouts = partners.wepay.requests("/checkout/create").await;
+
+    // WePay reads `00<card>` as the same number: the same shopper's card.
+    let theirs = session_of(&server, OTHER_KEY, 9900).await;
+    let padded = format!("00{card}");
+    let refused = submit_as(&server, OTHER_KEY, &theirs.id, vec![wepay(9900, &padded)]).await;
+    assert_in_use(&server, OTHER_KEY, &theirs, refused).await;
+    assert_eq!(
+        partners.wepay.requests("/checkout/create").await,
+        checkouts,
+        "no checkout was created for another merchant"
+    );
+}
+
 /// A partner configuration beside the simulations': WePay with a timeout
 /// long enough to wait for a slow refund.
 fn patient_wepay(partners: &Partners) -> String {

@@ -50,3 +50,28 @@ fn a_path_template_holds_the_order_id_once_and_fills_it_escaped() {
         assert!(Paths::check(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn an_order_guid_is_one_instrument_in_any_case_or_form() {
+    let walley = Walley::new(Settings {
+        base_url: "http://127.0.0.1:9".into(),
+        client_id: "client".into(),
+        client_secret: Secret::new("secret".into()),
+        scope: String::new(),
+        ca_pem: None,
+        paths: Paths::default(),
+        store_id: None,
+        country_code: "SE".into(),
+    })
+    .unwrap();
+    let order = "4b9e81d5-e3de-4a66-8b70-b81703b01500";
+    for spelling in [
+        order,
+        "4B9E81D5-E3DE-4A66-8B70-B81703B01500",
+        "4b9e81d5e3de4a668b70b81703b01500",
+    ] {
+        assert_eq!(walley.instrument_of(spelling), order, "{spelling}");
+    }
+    // Not a GUID: its own spelling.
+    assert_eq!(walley.instrument_of("wo-1"), "wo-1");
+}

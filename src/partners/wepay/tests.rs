@@ -32,3 +32,19 @@ fn every_documented_status_has_its_meaning() {
         }
     );
 }
+
+#[test]
+fn a_card_id_is_one_number_however_many_zeros_lead_it() {
+    let wepay = Wepay::new(Settings {
+        base_url: "http://127.0.0.1:9".into(),
+        account_id: 1,
+        access_token: Secret::new("token".into()),
+        ca_pem: None,
+    })
+    .unwrap();
+    for (token, card) in [("0042", "42"), ("42", "42"), ("0", "0"), ("000", "0")] {
+        assert_eq!(wepay.instrument_of(token), card, "{token}");
+    }
+    // Not a card id: left as it is.
+    assert_eq!(wepay.instrument_of("0x42"), "0x42");
+}

@@ -29,6 +29,15 @@ pub(super) struct Found {
 }
 
 impl Found {
+    /// Whether the transaction may have reached the partner: sent at least
+    /// once, or answered.
+    pub fn was_sent(&self) -> bool {
+        self.operation
+            .transactions
+            .iter()
+            .any(|tx| tx.id == self.transaction && (tx.attempts > 0 || tx.status.is_final()))
+    }
+
     /// Our side, as the line is compared with it.
     pub fn ours(&self) -> Ours {
         let tx = self
@@ -120,6 +129,7 @@ impl Payments {
             return Ok(Named::Nothing(None));
         }
         let instrument = self.instrument_named(partner, order);
+        let order = self.spelt(partner, order);
         let Some(held) = self.store.instrument(&instrument).await? else {
             return Ok(Named::Nothing(None));
         };
@@ -130,11 +140,9 @@ impl Payments {
                 continue;
             };
             let header = &stored.header.value;
-            let Some(leg) = header
-                .legs
-                .iter()
-                .position(|l| l.partner == partner && l.token.expose() == order)
-            else {
+            let Some(leg) = header.legs.iter().position(|l| {
+                l.partner == partner && self.spelt(partner, l.token.expose()) == order
+            }) else {
                 continue;
             };
             payment_of_order = Some(Box::new(header.clone()));
