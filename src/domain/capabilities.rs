@@ -52,6 +52,7 @@ pub enum Unsupported {
     MultipleRefunds,
     ConcurrentRefunds,
     PartialVoid,
+    CaptureInProgress,
 }
 
 impl Unsupported {
@@ -64,6 +65,7 @@ impl Unsupported {
             Unsupported::MultipleRefunds => "MULTIPLE_REFUNDS_NOT_SUPPORTED",
             Unsupported::ConcurrentRefunds => "REFUND_IN_PROGRESS",
             Unsupported::PartialVoid => "PARTIAL_VOID_NOT_SUPPORTED",
+            Unsupported::CaptureInProgress => "CAPTURE_IN_PROGRESS",
         }
     }
 }
@@ -105,10 +107,16 @@ impl Capabilities {
                     Unsupported::ConcurrentRefunds,
                 ),
             ),
+            // A void that cannot name its amount releases everything not
+            // captured, a capture still in flight included: it waits for
+            // the capture's answer.
             OperationKind::Void => (
                 (self.partial_void, Unsupported::PartialVoid),
                 (true, Unsupported::PartialVoid),
-                (true, Unsupported::PartialVoid),
+                (
+                    self.partial_void || held.capture_pending.is_zero(),
+                    Unsupported::CaptureInProgress,
+                ),
             ),
         };
         if !again.0 {

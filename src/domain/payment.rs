@@ -351,6 +351,11 @@ impl Payment {
             let (Some(leg), Some(held)) = (self.legs.get(index), self.ledger.get(index)) else {
                 continue;
             };
+            // A leg that cannot be voided now (its capture is in flight) is
+            // looked at again when the item comes back.
+            if let Limit::Blocked(_) = leg.capabilities.limit(OperationKind::Void, held) {
+                continue;
+            }
             // Within the payment's amount: cannot overflow.
             amount = amount
                 .checked_add(held.available_to_void())

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use payment_orchestrator::api::proto::{self, OperationStatus::*};
 use serde_json::json;
+use tonic::Code;
 
 use super::support::{
     harness::*,
@@ -216,6 +217,40 @@ async fn a_lost_walley_answer_or_request_is_resolved_by_lookup_and_executed_once
             .collect();
         assert_eq!(executed, [(order.clone(), "15.00".into())], "{effect}");
     }
+}
+
+/// A Walley cancel releases all that is not captured: sent while a capture
+/// has no answer, it would release that capture's hold too (the capture then
+/// fails at Walley while our books still hold it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_walley_void_waits_for_a_capture_without_an_answer() {
+    let (partners, server) = Partners::serving().await;
+    let faults = json!({ "faults": [{ "on": "capture", "effect": "lost" }] });
+    let (order, payment) = partners.walley_payment(&server, 2000, faults).await;
+    let operation = captured(&server, capture(&payment, Some(1500)))
+        .await
+        .operation;
+    assert_eq!(legs_of(&operation)[0].2, Uncertain);
+
+    let refused = server.payments().void(void(&payment, None)).await.refusal();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&refused).as_deref(), Some("CAPTURE_IN_PROGRESS"));
+    assert_eq!(partners.walley.requests("/cancel").await, 0, "nothing sent");
+
+    // Once the capture has its answer, the rest is voided.
+    settle(&server).await;
+    assert_eq!(
+        operation_now(&server, &operation.id).await.status(),
+        Success
+    );
+    let void = voided(&server, void(&payment, None)).await.operation;
+    assert_eq!(status_after_a_moment(&server, &void).await, Success);
+    assert_eq!(legs_of(&void)[0].1, 500);
+    let on_order = |executed: Vec<(String, String)>| {
+        executed.into_iter().filter(|(on, _)| *on == order).count()
+    };
+    assert_eq!(on_order(partners.walley.executed("capture").await), 1);
+    assert_eq!(on_order(partners.walley.executed("cancel").await), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
