@@ -347,6 +347,33 @@ impl PartnerEntry {
         };
         let c = self.capabilities;
         let d = kind_defaults.capabilities;
+        // What a kind's connector cannot do is not granted by a setting: a
+        // WePay refund has no idempotency key (one at a time), a Walley
+        // cancel releases all that is not captured (no partial void).
+        for (key, asked, can) in [
+            ("partial_capture", c.partial_capture, d.partial_capture),
+            (
+                "multiple_captures",
+                c.multiple_captures,
+                d.multiple_captures,
+            ),
+            ("partial_refund", c.partial_refund, d.partial_refund),
+            ("multiple_refunds", c.multiple_refunds, d.multiple_refunds),
+            ("partial_void", c.partial_void, d.partial_void),
+            (
+                "concurrent_refunds",
+                c.concurrent_refunds,
+                d.concurrent_refunds,
+            ),
+        ] {
+            if asked == Some(true) && !can {
+                return Err(fail(
+                    &format!("capabilities.{key}"),
+                    "this kind of partner cannot: an override may only take a capability away"
+                        .into(),
+                ));
+            }
+        }
         Ok(PartnerConfig {
             name: name.to_owned(),
             kind,

@@ -118,6 +118,38 @@ priorities = {{ capture = ["wepay:*", "*:*"] }}
 }
 
 #[test]
+fn a_capability_a_kind_lacks_is_not_granted_by_an_override() {
+    let with = |kind: &str, capability: &str| {
+        let config = load_file(&format!(
+            r#"
+[partners.p]
+kind = "{kind}"
+methods = ["card"]
+base_url = "https://partner.example"
+account_id = "1001"
+access_token_env = "PATH"
+client_id = "checkout"
+client_secret_env = "PATH"
+capabilities = {{ {capability} = true }}
+"#
+        ));
+        let config = config.map_err(|e| e.to_string())?;
+        config
+            .partner_configs()
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    let refused = with("wepay", "concurrent_refunds").unwrap_err();
+    assert!(
+        refused.contains("partners.p.capabilities.concurrent_refunds"),
+        "{refused}"
+    );
+    assert!(with("walley", "partial_void").is_err());
+    // Granting what the kind has anyway changes nothing.
+    assert_eq!(with("walley", "partial_capture"), Ok(()));
+}
+
+#[test]
 fn an_invalid_partner_table_stops_startup_naming_the_setting() {
     let walley = |extra: &str| {
         format!(
