@@ -145,11 +145,14 @@ impl Payments {
             else {
                 return Err(PaymentError::Internal("a transaction names no leg".into()));
             };
-            if !self.claim_outlives_call(&partner, claim.since) {
+            // Asked first: the instrument's look may take store rounds, and
+            // the claim must outlive the call from the moment it is sent.
+            let lost = self.instrument_lost(&header, &operation, claim).await?;
+            if lost.is_none() && !self.claim_outlives_call(&partner, claim.since) {
                 self.release_unsent(work, claim, record).await?;
                 return Err(PaymentError::RequestInProgress);
             }
-            let answer = match self.instrument_lost(&header, &operation, claim).await? {
+            let answer = match lost {
                 Some(refusal) => refusal,
                 None => sent_answer(
                     claim,
@@ -407,12 +410,13 @@ impl Payments {
             else {
                 continue;
             };
-            if !self.claim_outlives_call(&partner, claim.since) {
+            let (header, operation) = (&work.header.value, &work.operation);
+            let lost = self.instrument_lost(header, operation, claim).await?;
+            if lost.is_none() && !self.claim_outlives_call(&partner, claim.since) {
                 self.release_unsent(work.clone(), claim, None).await?;
                 break;
             }
-            let (header, operation) = (&work.header.value, &work.operation);
-            let answer = match self.instrument_lost(header, operation, claim).await? {
+            let answer = match lost {
                 Some(refusal) => refusal,
                 None => sent_answer(
                     claim,
