@@ -44,7 +44,9 @@
 //!   [actionReference], "lines"?: [{"type", "amount", "orderId"?,
 //!   "actionReference"?, "currency"?}], "raw"?: [line], "header"?:
 //!   {"captured"?, "refunded"?}, "refuseLines"?: n, "refusePage"?: p,
-//!   "brokenHeader"?: true}` (the last: the header names currency `XXX`):
+//!   "brokenHeader"?: true, "endless"?: true}` (`brokenHeader`: the header
+//!   names currency `XXX`; `endless`: every page of the lines serves the
+//!   first one and says more follow):
 //!   leave lines out, settle another amount,
 //!   add lines nobody sent, add `n` generated purchases of 1.00, report a
 //!   line twice, leave a line's `actionReference` out, add lines of any

@@ -63,13 +63,13 @@ impl Dispute {
 /// What the disputes hold back from refunds (open or lost), of one leg or
 /// (`None`) of every leg.
 pub fn held(disputes: &[Dispute], leg: Option<usize>) -> Amount {
-    Amount::sum(
+    // Saturating: disputes beyond any amount still hold everything back.
+    Amount::saturating_sum(
         disputes
             .iter()
             .filter(|d| d.holds() && leg.is_none_or(|leg| d.leg == leg))
             .map(|d| d.amount),
     )
-    .unwrap_or(Amount::ZERO)
 }
 
 /// What disputes keep from being refunded, leg by leg: on each leg what
@@ -79,7 +79,7 @@ pub fn kept_from_refunds(disputes: &[Dispute], ledger: &[Amounts]) -> Amount {
         let disputed = self::held(disputes, Some(leg));
         disputed.min(held.available_to_refund())
     });
-    Amount::sum(per_leg).unwrap_or(Amount::ZERO)
+    Amount::saturating_sum(per_leg)
 }
 
 /// What a partner says of a leg it was asked about, or reported.
@@ -187,5 +187,26 @@ mod tests {
             None
         );
         assert_eq!(disputes.len(), 1);
+    }
+
+    #[test]
+    fn disputes_beyond_any_amount_still_hold_everything_back() {
+        let payment = Uuid::now_v7();
+        let now = SystemTime::UNIX_EPOCH;
+        let mut disputes = Vec::new();
+        for reference in ["1", "2"] {
+            let huge = DisputeSeen::Disputed {
+                reference: reference.into(),
+                amount: Amount::from_minor(i64::MAX / 2 + 1).unwrap(),
+                reason: "charged back".into(),
+            };
+            see(&mut disputes, payment, "walley", 0, huge, now).unwrap();
+        }
+        assert_eq!(held(&disputes, Some(0)).minor(), i64::MAX);
+        let ledger = [Amounts {
+            captured: Amount::from_minor(1000).unwrap(),
+            ..Amounts::ZERO
+        }];
+        assert_eq!(kept_from_refunds(&disputes, &ledger).minor(), 1000);
     }
 }

@@ -67,6 +67,14 @@ impl Amount {
             .try_fold(Amount::ZERO, |total, amount| total.checked_add(amount))
     }
 
+    /// Sums amounts, the largest amount standing for any sum beyond it
+    /// (where a total only bounds what may be done, failing closed).
+    pub fn saturating_sum<I: IntoIterator<Item = Amount>>(amounts: I) -> Amount {
+        amounts.into_iter().fold(Amount::ZERO, |total, amount| {
+            Amount(total.0.saturating_add(amount.0))
+        })
+    }
+
     /// The amount in major units (`4299` EUR → `42.99`), exact.
     pub fn to_major(self, currency: Currency) -> Decimal {
         Decimal::new(self.0, currency.exponent())

@@ -44,6 +44,9 @@ use crate::{
 
 /// Lines read per request to a partner (the most Walley's report API gives).
 pub const PARTNER_PAGE_SIZE: u32 = 5_000;
+
+/// The most pages of one settlement's lines read (5 million lines).
+const MAX_SETTLEMENT_PAGES: u32 = 1_000;
 /// Lines matched at once.
 const MATCHING_CONCURRENCY: usize = 64;
 /// Attempts at a partner's page that answers "try later" (`409`).
@@ -329,6 +332,7 @@ impl Payments {
             index: 0,
         };
         let mut page_number = 1;
+        let mut previous = Vec::new();
         loop {
             let page = match self.settlement_page(partner, report, page_number).await {
                 Ok(page) => page,
@@ -338,6 +342,15 @@ impl Payments {
             if read == 0 {
                 break;
             }
+            // A partner that ignores paging would be read for ever.
+            if page_number > MAX_SETTLEMENT_PAGES || page.lines == previous {
+                return Ok(SettlementImport::Stopped(format!(
+                    "settlement {}: page {page_number} repeats the one before it, or passes \
+                     {MAX_SETTLEMENT_PAGES} pages: the partner's paging cannot be followed",
+                    report.reference
+                )));
+            }
+            previous.clone_from(&page.lines);
             if !self.renew_import_lease(partner, importer).await? {
                 return Ok(SettlementImport::LeaseLost);
             }

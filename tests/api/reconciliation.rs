@@ -490,6 +490,69 @@ async fn a_merchants_issue_listing_reads_only_its_own_records() {
     assert_eq!(own.len(), 1);
 }
 
+/// A line naming a capture's leg we never sent (handed back before its
+/// call, its step not replicated) is not ours: the capture is not settled from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_naming_a_leg_never_sent_is_unknown_to_us_and_settles_nothing() {
+    let redis = RedisServer::start();
+    let partners = Partners::start().await;
+    let url = redis.url();
+    let server = TestServer::start_configured(&partners.config, &["--redis-url", &url]).await;
+    let (order, payment) = partners.walley_payment(&server, 2_000, json!({})).await;
+    // A replica that waits for a Redis replica there is none of: its
+    // capture opens on the master, then its leg is handed back unsent.
+    let waiting = &[
+        "--redis-url",
+        &url,
+        "--redis-wait-replicas",
+        "1",
+        "--redis-wait-timeout",
+        "300ms",
+    ];
+    let waiting = TestServer::start_configured(&partners.config, waiting).await;
+    let aborted = waiting
+        .payments()
+        .capture(capture(&payment, None))
+        .await
+        .refusal();
+    assert_eq!(aborted.code(), Code::Aborted, "{aborted:?}");
+    let opened = server.payments().payment(&payment.id).await.captures[0].clone();
+    assert_eq!(partners.walley.requests("/captures").await, 0, "never sent");
+
+    let line = json!({ "type": "Purchase", "amount": "20.00", "orderId": order,
+                       "actionReference": key_of(&opened), "currency": "EUR" });
+    partners.walley.settle(json!({ "lines": [line] })).await;
+    assert_eq!(import_of(&server, "walley").await.settlements, 1);
+    let settled = settlements_of(&server, "walley").await;
+    let lines = lines_of(&mut settlements_as(&server, ADMIN_KEY), &settled[0].id).await;
+    assert_eq!(
+        lines[0].reconciliation(),
+        proto::ReconciliationStatus::UnknownToUs,
+        "{lines:?}"
+    );
+    let now = operation_now(&server, &opened.id).await;
+    assert_ne!(now.status(), proto::OperationStatus::Success);
+}
+
+/// A partner that ignores `page` and always says more follow: the import
+/// stops at the repeated page instead of reading for ever, and the
+/// settlement is kept to be read again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settlement_whose_pages_never_end_stops_the_import_with_a_reason() {
+    let partners = Partners::start().await;
+    let server = TestServer::start_configured(&partners.config, &[]).await;
+    walley_captured(&partners, &server, 2_000).await;
+    partners.walley.settle(json!({ "endless": true })).await;
+
+    let walley = tokio::time::timeout(Duration::from_secs(30), import_of(&server, "walley"))
+        .await
+        .expect("the import ends");
+    assert_eq!(walley.settlements, 0, "{walley:?}");
+    assert_eq!(walley.failed.len(), 1, "{walley:?}");
+    assert!(walley.failed[0].error.contains("repeats"), "{walley:?}");
+    assert!(settlements_of(&server, "walley").await.is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_of_a_settlement_never_stored_gives_way_and_issues_found_again_are_listed_once() {
     let redis = RedisServer::start();

@@ -95,6 +95,9 @@ pub struct ClosedSettlement {
     pub refusals_left: u32,
     /// A page whose next read is refused (`422`), as a test asked.
     pub refused_page: Option<u64>,
+    /// Every page read serves the first one and says more follow (a
+    /// partner that ignores `page`), as a test asked.
+    pub endless: bool,
 }
 
 #[derive(Debug)]

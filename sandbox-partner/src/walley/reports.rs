@@ -55,6 +55,9 @@ pub struct CloseSettlements {
     pub refuse_page: Option<u64>,
     /// The new settlements' headers name a currency nobody knows (`XXX`).
     pub broken_header: bool,
+    /// The new settlements' lines are served as a partner that ignores
+    /// `page` would: the first page for every page, more always to follow.
+    pub endless: bool,
 }
 
 /// A line a test adds to a settlement.
@@ -301,6 +304,7 @@ pub(super) async fn close_settlements(
             lines: served,
             refusals_left: close.refuse_lines,
             refused_page: close.refuse_page,
+            endless: close.endless,
         });
         ids.push(id);
     }
@@ -445,7 +449,11 @@ pub(super) async fn settlement_lines(
         settlement.refused_page = None;
         return malformed_query();
     }
-    let listed = paged(&settlement.lines, page, per_page, &path);
+    let mut listed = paged(&settlement.lines, page, per_page, &path);
+    if settlement.endless {
+        listed = paged(&settlement.lines, 1, per_page, &path);
+        listed.meta_data.number_of_pages = u32::MAX;
+    }
     let csv = headers
         .get("accept")
         .and_then(|v| v.to_str().ok())

@@ -182,8 +182,18 @@ impl Payments {
             settlement,
             line: index,
         };
-        let named = self.transaction_named(partner, entry, claim).await?;
         let mut note = None;
+        let named = match self.transaction_named(partner, entry, claim).await? {
+            // Never sent: nothing the partner could have settled. The line
+            // is not ours, and the transaction is not settled from it.
+            Named::Found(found) if !found.was_sent() => {
+                note = Some(
+                    "the line names a transaction of ours never sent to the partner".to_owned(),
+                );
+                Named::Nothing(Some(Box::new(found.header.value)))
+            }
+            named => named,
+        };
         let mut matched = match (&named, entry.kind.operation_kind()) {
             (Named::Found(found), Some(_)) => compare(entry, Some(&found.ours())),
             (Named::Ambiguous(many), _) => {
@@ -326,12 +336,14 @@ impl Payments {
         index: u64,
     ) -> Result<(), PaymentError> {
         let at_partner = |leg: &&Leg| leg.partner == reading.partner;
+        let order = self.spelt(reading.partner, &entry.partner_reference);
+        let on_order = |leg: &Leg| self.spelt(reading.partner, leg.token.expose()) == order;
         let leg = named
             .or_else(|| {
                 payment
                     .legs
                     .iter()
-                    .position(|l| at_partner(&l) && l.token.expose() == entry.partner_reference)
+                    .position(|l| at_partner(&l) && on_order(l))
             })
             .or_else(|| payment.legs.iter().position(|l| at_partner(&l)));
         let Some(leg) = leg else {
