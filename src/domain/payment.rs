@@ -247,6 +247,16 @@ impl Snapshot {
     }
 }
 
+/// What an authorization expiry voids now (see [`Payment::expiry_void`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiryVoid {
+    pub amount: Amount,
+    /// Routes the void to the legs it voids.
+    pub priority: Vec<PriorityRule>,
+    /// The legs it voids.
+    pub legs: Vec<usize>,
+}
+
 impl Payment {
     /// A payment whose authorization reserves every leg's amount, before any
     /// partner is called. Legs are authorized in split order.
@@ -343,29 +353,33 @@ impl Payment {
     }
 
     /// The void that releases what `legs` still hold, their rules first (it
-    /// takes exactly what they hold, so no other leg is touched).
-    pub fn expiry_void(&self, legs: &[usize]) -> (Amount, Vec<PriorityRule>) {
-        let mut amount = Amount::ZERO;
-        let mut rules = Vec::new();
+    /// takes exactly what they hold, so no other leg is touched). A leg whose
+    /// void must wait (its capture is in flight) is left out.
+    pub fn expiry_void(&self, legs: &[usize]) -> ExpiryVoid {
+        let mut void = ExpiryVoid {
+            amount: Amount::ZERO,
+            priority: Vec::new(),
+            legs: Vec::new(),
+        };
         for &index in legs {
             let (Some(leg), Some(held)) = (self.legs.get(index), self.ledger.get(index)) else {
                 continue;
             };
-            // A leg that cannot be voided now (its capture is in flight) is
-            // looked at again when the item comes back.
             if let Limit::Blocked(_) = leg.capabilities.limit(OperationKind::Void, held) {
                 continue;
             }
             // Within the payment's amount: cannot overflow.
-            amount = amount
+            void.amount = void
+                .amount
                 .checked_add(held.available_to_void())
-                .unwrap_or(amount);
-            rules.push(PriorityRule::new(
+                .unwrap_or(void.amount);
+            void.priority.push(PriorityRule::new(
                 Pattern::Exactly(leg.partner.clone()),
                 Pattern::Exactly(leg.method.clone()),
             ));
+            void.legs.push(index);
         }
-        (amount, rules)
+        void
     }
 
     /// The ledger summed over the legs.

@@ -369,8 +369,15 @@ impl Payments {
             };
             let now = self.clock.now();
             let expired = header.value.expired_legs(now);
-            let (amount, priority) = header.value.expiry_void(&expired);
+            let void = header.value.expiry_void(&expired);
+            let (amount, priority) = (void.amount, void.priority);
             let later = header.value.next_expiry(now);
+            // Expired legs left out (a capture in flight on them) are looked
+            // at again after it had its time.
+            let again = match void.legs.len() < expired.len() {
+                true => Some(now + self.settings.operation_lease),
+                false => later,
+            };
             if amount.is_zero() {
                 // Expired legs whose remainder is still in flight (a capture
                 // or void pending) are looked at again after it had its time.
@@ -380,7 +387,9 @@ impl Payments {
                 };
                 return self.reschedule(item, again).await;
             }
-            let legs: Vec<String> = expired.iter().map(usize::to_string).collect();
+            // Named by the legs it voids: a leg left out now gets a void of
+            // its own when it comes back.
+            let legs: Vec<String> = void.legs.iter().map(usize::to_string).collect();
             let id = system_id(payment, &format!("authorization-expiry:{}", legs.join(",")));
             let mut reserved = header.value.clone();
             let request = OperationRequest {
@@ -399,7 +408,7 @@ impl Payments {
                 max_operations: None,
             };
             let Ok(mut void) = reserved.open_operation(id, &request, now) else {
-                return self.reschedule(item, later).await;
+                return self.reschedule(item, again).await;
             };
             let first = self.claim_first(&mut void, tokio::time::Instant::now());
             let mut step = Step::new(Shard::of(payment), now);
@@ -445,9 +454,9 @@ impl Payments {
                 }
                 Committed::Conflict => continue,
                 // Opened already (its id is derived): what is left is for
-                // the legs that run out later.
+                // the legs left out and the legs that run out later.
                 Committed::Exists | Committed::Claimed(_) | Committed::Busy => {
-                    return self.reschedule(item, later).await;
+                    return self.reschedule(item, again).await;
                 }
             }
         }

@@ -253,6 +253,51 @@ async fn a_walley_void_waits_for_a_capture_without_an_answer() {
     assert_eq!(on_order(partners.walley.executed("cancel").await), 1);
 }
 
+/// Two Walley orders expire together while a capture on the first is still
+/// processed: the expiry voids the second at once (Walley declines it), and
+/// the first once its capture has its answer — in a void of its own, not
+/// mistaken for the one already opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiry_voids_a_leg_left_out_for_a_capture_in_flight_once_it_ends() {
+    let partners = Partners::start().await;
+    let lifetime = &["--authorization-lifetime", "1h"];
+    let server = TestServer::start_configured(&partners.config, lifetime).await;
+    let slow = json!({ "amount": 20.00, "currency": "EUR", "processing_ms": 3000 });
+    let first = partners.walley.order(slow).await;
+    let declines = json!({ "amount": 10.00, "currency": "EUR",
+                           "faults": [{ "on": "cancel", "effect": "decline" }] });
+    let second = partners.walley.order(declines).await;
+    let split = vec![walley(2000, &first), walley(1000, &second)];
+    let payment = authorized_in(&server, "EUR", split).await;
+    let capture = captured(&server, capture(&payment, Some(1500)))
+        .await
+        .operation;
+    assert_eq!(legs_of(&capture), [("walley".into(), 1500, Pending)]);
+    let cancels = async |order: &str| {
+        let path = format!("/manage/orders/{order}/cancel");
+        partners.walley.requests(&path).await
+    };
+
+    // Their lifetime ends while Walley still processes the capture.
+    server.resolve_after(Duration::from_secs(3_700)).await;
+    assert_eq!((cancels(&first).await, cancels(&second).await), (0, 1));
+
+    // Time passing is the point: Walley processes by its own (real) clock.
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    server.resolve_after(Duration::from_secs(3_600)).await;
+    assert_eq!(operation_now(&server, &capture.id).await.status(), Success);
+    server.resolve_after(Duration::from_secs(3_600)).await;
+    assert_eq!(cancels(&first).await, 1, "the first order's remainder");
+    let payment = payment_now(&server, &payment.id).await;
+    let on_first: Vec<_> = payment
+        .voids
+        .iter()
+        .flat_map(|void| &void.partner_transactions)
+        .filter(|tx| tx.amount == 500)
+        .collect();
+    assert_eq!(on_first.len(), 1, "{:?}", payment.voids);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_wepay_answer_or_request_is_resolved_by_lookup_and_executed_once() {
     let (partners, server) = Partners::serving().await;

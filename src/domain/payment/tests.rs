@@ -379,10 +379,14 @@ fn an_expiry_leaves_a_leg_whose_whole_void_would_release_a_capture_in_flight() {
     let (mut payment, _) = capture_opened(500);
     assert_eq!(payment.ledger[1].capture_pending, amount(500));
     payment.legs[1].capabilities.partial_void = false;
-    let (void, _) = payment.expiry_void(&[0, 1]);
-    assert_eq!(void, amount(10000), "only the card");
+    let void = payment.expiry_void(&[0, 1]);
+    assert_eq!(
+        (void.amount, void.legs),
+        (amount(10000), vec![0]),
+        "only the card"
+    );
     // A partner that voids exactly what it is asked: the remainder goes too.
     payment.legs[1].capabilities.partial_void = true;
-    let (void, _) = payment.expiry_void(&[0, 1]);
-    assert_eq!(void, amount(11500));
+    let void = payment.expiry_void(&[0, 1]);
+    assert_eq!((void.amount, void.legs), (amount(11500), vec![0, 1]));
 }
