@@ -271,11 +271,10 @@ pub fn payment(view: &PaymentView) -> proto::Payment {
             .allowed_operations()
             .into_iter()
             .filter(|kind| {
+                // What disputes keep, leg by leg: one leg's dispute does not
+                // hide what the others can refund.
                 *kind != OperationKind::Refund
-                    || !totals
-                        .available_to_refund()
-                        .saturating_sub(disputed)
-                        .is_zero()
+                    || !totals.available_to_refund().saturating_sub(kept).is_zero()
             })
             .map(|kind| operation_kind(kind).into())
             .collect(),

@@ -186,7 +186,7 @@ impl Payments {
         let named = match self.transaction_named(partner, entry, claim).await? {
             // Never sent: nothing the partner could have settled. The line
             // is not ours, and the transaction is not settled from it.
-            Named::Found(found) if !found.was_sent() => {
+            Named::Found(found) if entry.kind.operation_kind().is_some() && !found.was_sent() => {
                 note = Some(
                     "the line names a transaction of ours never sent to the partner".to_owned(),
                 );

@@ -150,10 +150,13 @@ impl Payments {
                 if entry.kind.operation_kind() != Some(operation.kind) {
                     continue;
                 }
+                // Never sent (no attempt, no answer): not what the partner
+                // settled.
                 let fitting = operation.transactions.iter().find(|tx| {
                     tx.leg == leg
                         && tx.amount == entry.magnitude()
                         && tx.status != TransactionStatus::Failure
+                        && (tx.attempts > 0 || tx.status.is_final())
                 });
                 if let Some(tx) = fitting {
                     fits.push(Found {
