@@ -180,6 +180,8 @@ pub enum SettleError {
     NotUnderReview,
     #[error("every open partner transaction needs exactly one final outcome")]
     IncompleteOutcomes,
+    #[error("a partner transaction never sent cannot have succeeded: settle it as FAILURE")]
+    NeverSent,
 }
 
 impl Operation {
@@ -468,6 +470,18 @@ impl Operation {
             && outcomes.iter().all(|(_, status)| status.is_final());
         if !complete {
             return Err(SettleError::IncompleteOutcomes);
+        }
+        // A leg never sent moved no money: it cannot have succeeded.
+        let never_sent = |id: &Uuid| {
+            self.transactions
+                .iter()
+                .any(|tx| tx.id == *id && tx.attempts == 0)
+        };
+        if outcomes
+            .iter()
+            .any(|(tx, status)| *status == TransactionStatus::Success && never_sent(tx))
+        {
+            return Err(SettleError::NeverSent);
         }
         for (transaction, status) in outcomes {
             let outcome = TransactionOutcome {

@@ -593,6 +593,22 @@ impl Payment {
         {
             operation.flag_contradiction(note.clone(), now);
         }
+        // The partner's answer to a send, after the leg was settled another
+        // way (by an operator, from a report) with another outcome: the
+        // books stay as they are, and a person looks at both.
+        if let Some(tx) = operation.transaction(answer.transaction)
+            && answer.sent.is_some_and(|fence| fence > 0)
+            && tx.status.is_final()
+            && answer.outcome.status.is_final()
+            && answer.outcome.status != tx.status
+        {
+            let note = format!(
+                "the partner answered {:?} for leg {} settled as {:?}: the books were not changed",
+                answer.outcome.status, tx.leg, tx.status
+            );
+            operation.flag_contradiction(note, now);
+            return false;
+        }
         let changed = self.record(operation, answer.transaction, answer.outcome.clone(), now);
         if !changed || !walking || answer.outcome.status != TransactionStatus::Failure {
             return false;

@@ -641,10 +641,12 @@ impl Payments {
                 SettleError::NotUnderReview => {
                     PaymentError::from(Precondition::OperationNotUnderReview)
                 }
-                SettleError::IncompleteOutcomes => PaymentError::InvalidArgument {
-                    field: "outcomes".into(),
-                    description: error.to_string(),
-                },
+                SettleError::IncompleteOutcomes | SettleError::NeverSent => {
+                    PaymentError::InvalidArgument {
+                        field: "outcomes".into(),
+                        description: error.to_string(),
+                    }
+                }
             })?;
         let advanced = self
             .conclude(work, |header, op, now, _| {

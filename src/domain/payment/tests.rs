@@ -390,3 +390,55 @@ fn an_expiry_leaves_a_leg_whose_whole_void_would_release_a_capture_in_flight() {
     let void = payment.expiry_void(&[0, 1]);
     assert_eq!((void.amount, void.legs), (amount(11500), vec![0, 1]));
 }
+
+#[test]
+fn a_send_answered_after_an_operator_settled_its_leg_otherwise_goes_to_review() {
+    let (mut payment, mut capture) = capture_opened(500);
+    let now = SystemTime::UNIX_EPOCH;
+    let tx = capture.transactions[0].id;
+    capture.transactions[0].attempts = 1;
+    capture.requires_review = true;
+    payment
+        .apply(&mut capture, now, |op| {
+            op.settle_by_hand(&[(tx, TransactionStatus::Failure)], "checked by phone", now)
+        })
+        .unwrap();
+    let books = payment.ledger.clone();
+    // The send that was in flight meanwhile: the partner captured.
+    let late = Answer {
+        transaction: tx,
+        sent: Some(1),
+        outcome: success(),
+        review: None,
+    };
+    assert!(!payment.take_answer(&mut capture, &late, true, now));
+    assert_eq!(payment.ledger, books, "the books were not changed");
+    assert_eq!(capture.transactions[0].status, TransactionStatus::Failure);
+    assert!(capture.requires_review);
+    assert!(
+        capture
+            .history
+            .last()
+            .unwrap()
+            .note
+            .contains("answered Success"),
+        "{:?}",
+        capture.history
+    );
+}
+
+#[test]
+fn an_operator_cannot_settle_a_leg_never_sent_as_succeeded() {
+    let (_, mut capture) = capture_opened(500);
+    let tx = capture.transactions[0].id;
+    capture.requires_review = true;
+    let settled = capture.settle_by_hand(
+        &[(tx, TransactionStatus::Success)],
+        "sure",
+        SystemTime::UNIX_EPOCH,
+    );
+    assert_eq!(
+        settled,
+        Err(crate::domain::operation::SettleError::NeverSent)
+    );
+}
