@@ -312,14 +312,15 @@ partner_transaction_id,signed_amount,raw\n";
 /// A CSV field of text a partner supplied: one that a spreadsheet would
 /// read as a formula (`=`, `+`, `-`, `@`, a tab or a carriage return
 /// first) is prefixed with `'`; quoted (with doubled quotes) when it holds
-/// a comma, a quote or a line break.
+/// a comma, a semicolon or a tab (what spreadsheets split on in some
+/// locales: a cell after it could start a formula), a quote or a line break.
 fn field(text: &str) -> String {
     let text = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{text}")
     } else {
         text.to_owned()
     };
-    if text.contains([',', '"', '\n', '\r']) {
+    if text.contains([',', ';', '\t', '"', '\n', '\r']) {
         format!("\"{}\"", text.replace('"', "\"\""))
     } else {
         text
@@ -374,9 +375,13 @@ mod tests {
             ("+1", "'+1"),
             ("-2+3", "'-2+3"),
             ("@SUM(A1)", "'@SUM(A1)"),
-            ("\tcmd", "'\tcmd"),
+            ("\tcmd", "\"'\tcmd\""),
             ("order-1", "order-1"),
             ("a,b", "\"a,b\""),
+            // Split on `;` or a tab in some locales: the cell after it
+            // would start with `=`.
+            ("x;=1+1", "\"x;=1+1\""),
+            ("x\t=1+1", "\"x\t=1+1\""),
             ("", ""),
         ] {
             assert_eq!(field(text), written, "{text:?}");
