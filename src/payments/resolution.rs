@@ -566,6 +566,23 @@ impl Payments {
             }
             return Ok(EventResult::Duplicate);
         }
+        // A hosted checkout's authorization is read from the partner, never
+        // taken at an event's word: its reference is where captures go.
+        let hosted = operation.kind == OperationKind::Authorization
+            && header
+                .value
+                .legs
+                .get(leg)
+                .is_some_and(|l| l.token.checkout().is_some());
+        if hosted {
+            self.resolve_operation(header.value.id, operation_id)
+                .await?;
+            return Ok(if first {
+                EventResult::Applied
+            } else {
+                EventResult::Duplicate
+            });
+        }
         let answer = Answer {
             transaction,
             sent: None,

@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use payment_orchestrator::api::proto;
+use payment_orchestrator::api::proto::{
+    self, partner_event_service_client::PartnerEventServiceClient,
+};
 use serde_json::{Value, json};
 use tonic::Code;
 
@@ -249,6 +251,34 @@ async fn completed_without_a_callback(partner: &str, method: &str) {
     let report = server.resolve_after(Duration::from_secs(5)).await;
     assert_eq!(report.finalized, 1, "{report:?}");
     assert_authorized(&server, &payment).await;
+}
+
+/// A partner event about a hosted checkout's leg only has the partner
+/// asked: the shopper has not paid, so the leg still waits, and the
+/// event's reference (where captures would go) is not taken.
+#[tokio::test]
+async fn a_partner_event_about_a_hosted_checkout_is_checked_with_the_partner() {
+    let (_partners, server) = Partners::serving().await;
+    let (_, _, payment) = waiting_on_checkout(&server, "wepay", "creditcard", 3000).await;
+    let authorization = payment.authorization.clone().unwrap();
+    let event = proto::NotifyPartnerEventRequest {
+        partner: "wepay".into(),
+        event_id: "evt-hosted".into(),
+        idempotency_key: format!("{}:0", authorization.id),
+        outcome: proto::PartnerEventOutcome::Succeeded.into(),
+        partner_reference: "another-shoppers-checkout".into(),
+        partner_status: "reserved".into(),
+        description: String::new(),
+    };
+    let mut partner = PartnerEventServiceClient::with_interceptor(
+        server.channel(),
+        Bearer::new("sk_test_partner"),
+    );
+    partner.notify_partner_event(event).await.answer();
+    let now = payment_now(&server, &payment.id).await;
+    assert_eq!(authorization_status(&now), proto::OperationStatus::Pending);
+    let tx = &now.authorization.unwrap().partner_transactions[0];
+    assert_ne!(tx.partner_reference, "another-shoppers-checkout");
 }
 
 #[tokio::test]
