@@ -45,6 +45,9 @@ use crate::{
 /// (the partner calls again).
 const MAX_IN_FLIGHT: usize = 64;
 
+/// How long the sandbox's own callback may take.
+const SANDBOX_CALLBACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What the callback handlers share.
 #[derive(Debug, Clone)]
 pub struct Callbacks {
@@ -191,6 +194,8 @@ async fn sandbox_complete(
         Some(url) => callbacks
             .client
             .get(format!("{url}?checkout_id={id}"))
+            // A callback address that never answers does not hold the page.
+            .timeout(SANDBOX_CALLBACK_TIMEOUT)
             .send()
             .await
             .map(|answer| answer.status().as_u16())

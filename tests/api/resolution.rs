@@ -83,7 +83,11 @@ async fn timed_out_capture_is_found_by_lookup_without_a_second_call() {
         requires_review: Some(true),
         ..Default::default()
     };
-    let own = server.payments().list_operations(queue.clone()).await.answer();
+    let own = server
+        .payments()
+        .list_operations(queue.clone())
+        .await
+        .answer();
     let every = server.admin().list_operations(queue).await.answer();
     for listing in [own, every] {
         let listed: Vec<&str> = listing.operations.iter().map(|o| o.id.as_str()).collect();
