@@ -269,10 +269,13 @@ impl OperationFilter {
             })
     }
 
-    /// Whether only open operations can match: then the due-queue has them
-    /// all.
+    /// Whether only open operations are asked for: then the due-queue has
+    /// them all. One merchant's review queue is read from its operations
+    /// instead, where a final operation a partner contradicted is flagged
+    /// too.
     fn only_open(&self) -> bool {
-        self.requires_review == Some(true) || self.status.is_some_and(|s| !s.is_final())
+        let every_merchants_review = self.requires_review == Some(true) && self.merchant.is_none();
+        every_merchants_review || self.status.is_some_and(|s| !s.is_final())
     }
 }
 
