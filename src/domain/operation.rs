@@ -497,6 +497,8 @@ impl Operation {
             at: now,
             note: format!("settled by an operator: {reason}"),
         });
+        // Reviewed: a later contradiction flags it anew.
+        self.requires_review = false;
         Ok(())
     }
 

@@ -602,9 +602,15 @@ impl Payment {
             && answer.outcome.status.is_final()
             && answer.outcome.status != tx.status
         {
+            let reference = answer
+                .outcome
+                .partner_reference
+                .as_deref()
+                .unwrap_or("none");
             let note = format!(
-                "the partner answered {:?} for leg {} settled as {:?}: the books were not changed",
-                answer.outcome.status, tx.leg, tx.status
+                "a send of leg {} came back {:?} (partner status {:?}, reference {reference}) \
+                 after the leg was settled as {:?}: the books were not changed",
+                tx.leg, answer.outcome.status, answer.outcome.partner_status, tx.status
             );
             operation.flag_contradiction(note, now);
             return false;

@@ -665,12 +665,24 @@ impl Payments {
                     }
                 }
             })?;
+        // A fresher read may be settled already, or refuse: then nothing
+        // changes, and a refusal is the answer.
+        let refused = std::sync::Mutex::new(None);
         let advanced = self
             .conclude(work, |header, op, now, _| {
-                // A fresher read may be settled already: then nothing changes.
-                let _ = header.apply(op, now, |op| op.settle_by_hand(&outcomes, &reason, now));
+                let settled =
+                    header.apply(op, now, |op| op.settle_by_hand(&outcomes, &reason, now));
+                if let Ok(mut refused) = refused.lock() {
+                    *refused = settled.err().filter(|e| *e == SettleError::NeverSent);
+                }
             })
             .await?;
+        if let Some(error) = refused.into_inner().ok().flatten() {
+            return Err(PaymentError::InvalidArgument {
+                field: "outcomes".into(),
+                description: error.to_string(),
+            });
+        }
         let result = (
             advanced.work.header.value.clone(),
             advanced.work.operation.clone(),

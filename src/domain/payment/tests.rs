@@ -403,6 +403,7 @@ fn a_send_answered_after_an_operator_settled_its_leg_otherwise_goes_to_review() 
             op.settle_by_hand(&[(tx, TransactionStatus::Failure)], "checked by phone", now)
         })
         .unwrap();
+    assert!(!capture.requires_review, "reviewed");
     let books = payment.ledger.clone();
     // The send that was in flight meanwhile: the partner captured.
     let late = Answer {
@@ -421,7 +422,7 @@ fn a_send_answered_after_an_operator_settled_its_leg_otherwise_goes_to_review() 
             .last()
             .unwrap()
             .note
-            .contains("answered Success"),
+            .contains("came back Success"),
         "{:?}",
         capture.history
     );
