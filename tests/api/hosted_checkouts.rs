@@ -261,15 +261,8 @@ async fn a_partner_event_about_a_hosted_checkout_is_checked_with_the_partner() {
     let (_partners, server) = Partners::serving().await;
     let (_, _, payment) = waiting_on_checkout(&server, "wepay", "creditcard", 3000).await;
     let authorization = payment.authorization.clone().unwrap();
-    let event = proto::NotifyPartnerEventRequest {
-        partner: "wepay".into(),
-        event_id: "evt-hosted".into(),
-        idempotency_key: format!("{}:0", authorization.id),
-        outcome: proto::PartnerEventOutcome::Succeeded.into(),
-        partner_reference: "another-shoppers-checkout".into(),
-        partner_status: "reserved".into(),
-        description: String::new(),
-    };
+    let elsewhere = "another-shoppers-checkout";
+    let event = succeeded_event("wepay", "evt-hosted", &authorization.id, 0, elsewhere);
     let mut partner = PartnerEventServiceClient::with_interceptor(
         server.channel(),
         Bearer::new("sk_test_partner"),
@@ -278,7 +271,7 @@ async fn a_partner_event_about_a_hosted_checkout_is_checked_with_the_partner() {
     let now = payment_now(&server, &payment.id).await;
     assert_eq!(authorization_status(&now), proto::OperationStatus::Pending);
     let tx = &now.authorization.unwrap().partner_transactions[0];
-    assert_ne!(tx.partner_reference, "another-shoppers-checkout");
+    assert_ne!(tx.partner_reference, elsewhere);
 }
 
 #[tokio::test]

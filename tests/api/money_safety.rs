@@ -51,6 +51,24 @@ async fn assert_in_use(
     assert!(now.payment_id.is_empty(), "no payment was opened");
 }
 
+/// Another merchant submitting the WePay card `card` is refused, and no
+/// checkout is created beyond the `checkouts` made before.
+async fn another_merchant_is_refused(
+    partners: &Partners,
+    server: &TestServer,
+    card: &str,
+    checkouts: usize,
+) {
+    let theirs = session_of(server, OTHER_KEY, 9900).await;
+    let refused = submit_as(server, OTHER_KEY, &theirs.id, vec![wepay(9900, card)]).await;
+    assert_in_use(server, OTHER_KEY, &theirs, refused).await;
+    assert_eq!(
+        partners.wepay.requests("/checkout/create").await,
+        checkouts,
+        "no checkout was created for another merchant"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_walley_order_backs_one_payment_of_one_merchant() {
     let (partners, server) = Partners::serving().await;
@@ -101,14 +119,7 @@ async fn a_wepay_card_belongs_to_the_first_merchant_which_may_reuse_it() {
     assert_eq!(payment.state(), proto::PaymentState::Authorized);
     let checkouts = partners.wepay.requests("/checkout/create").await;
 
-    let theirs = session_of(&server, OTHER_KEY, 9900).await;
-    let refused = submit_as(&server, OTHER_KEY, &theirs.id, vec![wepay(9900, &card)]).await;
-    assert_in_use(&server, OTHER_KEY, &theirs, refused).await;
-    assert_eq!(
-        partners.wepay.requests("/checkout/create").await,
-        checkouts,
-        "no checkout was created for another merchant"
-    );
+    another_merchant_is_refused(&partners, &server, &card, checkouts).await;
 
     // The owner reuses its shopper's card for another payment.
     let again = session_of(&server, DEMO_KEY, 2500).await;
@@ -129,15 +140,7 @@ async fn a_wepay_card_spelt_with_leading_zeros_is_still_its_first_merchants() {
     let checkouts = partners.wepay.requests("/checkout/create").await;
 
     // WePay reads `00<card>` as the same number: the same shopper's card.
-    let theirs = session_of(&server, OTHER_KEY, 9900).await;
-    let padded = format!("00{card}");
-    let refused = submit_as(&server, OTHER_KEY, &theirs.id, vec![wepay(9900, &padded)]).await;
-    assert_in_use(&server, OTHER_KEY, &theirs, refused).await;
-    assert_eq!(
-        partners.wepay.requests("/checkout/create").await,
-        checkouts,
-        "no checkout was created for another merchant"
-    );
+    another_merchant_is_refused(&partners, &server, &format!("00{card}"), checkouts).await;
 }
 
 /// A partner configuration beside the simulations': WePay with a timeout

@@ -370,14 +370,9 @@ async fn a_notifier_key_speaks_only_for_its_partners_and_never_for_an_unsent_leg
     let split = vec![card(2_000, "authorize=decline"), gift(1_000, "tok")];
     let (_, declined) = submitted(&server, proto::CaptureMode::Manual, split).await;
     let authorization = declined.authorization.unwrap();
-    let event = |partner: &str, leg: usize| proto::NotifyPartnerEventRequest {
-        partner: partner.into(),
-        event_id: format!("evt-{partner}-{leg}"),
-        idempotency_key: format!("{}:{leg}", authorization.id),
-        outcome: proto::PartnerEventOutcome::Succeeded.into(),
-        partner_reference: "forged".into(),
-        partner_status: "AUTHORIZED".into(),
-        description: String::new(),
+    let event = |partner: &str, leg: usize| {
+        let id = format!("evt-{partner}-{leg}");
+        succeeded_event(partner, &id, &authorization.id, leg, "forged")
     };
     let mut illicado = PartnerEventServiceClient::with_interceptor(
         server.channel(),

@@ -359,6 +359,26 @@ pub fn ingenico_capture_event(
     }
 }
 
+/// A partner's word that leg `leg` of `operation` succeeded, under
+/// `reference`.
+pub fn succeeded_event(
+    partner: &str,
+    event_id: &str,
+    operation: &str,
+    leg: usize,
+    reference: &str,
+) -> proto::NotifyPartnerEventRequest {
+    proto::NotifyPartnerEventRequest {
+        partner: partner.into(),
+        event_id: event_id.into(),
+        idempotency_key: format!("{operation}:{leg}"),
+        outcome: proto::PartnerEventOutcome::Succeeded.into(),
+        partner_reference: reference.into(),
+        partner_status: "SUCCEEDED".into(),
+        description: String::new(),
+    }
+}
+
 /// The events of `kind` the receiver got, oldest first.
 pub async fn webhook_events(receiver: &wiremock::MockServer, kind: &str) -> Vec<serde_json::Value> {
     let received = receiver
