@@ -447,15 +447,30 @@ impl Operation {
     /// An operator settles a flagged operation: each open transaction gets
     /// the given final status, and the reason is kept in the history.
     /// Refused unless the operation requires review and every open
-    /// transaction gets exactly one final status.
+    /// transaction gets exactly one final status. A final operation flagged
+    /// for review takes no outcome: the operator's reason clears the flag.
     pub fn settle_by_hand(
         &mut self,
         outcomes: &[(Uuid, TransactionStatus)],
         reason: &str,
         now: SystemTime,
     ) -> Result<(), SettleError> {
-        if !self.requires_review || self.status.is_final() {
+        if !self.requires_review {
             return Err(SettleError::NotUnderReview);
+        }
+        // Final, and flagged (a partner contradicted it): nothing is open to
+        // settle; the operator says it was looked at.
+        if self.status.is_final() {
+            if !outcomes.is_empty() {
+                return Err(SettleError::IncompleteOutcomes);
+            }
+            self.history.push(HistoryEntry {
+                at: now,
+                note: format!("reviewed by an operator: {reason}"),
+            });
+            self.requires_review = false;
+            self.updated_at = now;
+            return Ok(());
         }
         let open: Vec<Uuid> = self
             .transactions

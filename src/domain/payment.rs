@@ -602,17 +602,24 @@ impl Payment {
             && answer.outcome.status.is_final()
             && answer.outcome.status != tx.status
         {
-            let reference = answer
-                .outcome
+            let outcome = &answer.outcome;
+            let reference = outcome
                 .partner_reference
                 .as_deref()
+                .filter(|r| !r.is_empty())
                 .unwrap_or("none");
             let note = format!(
-                "a send of leg {} came back {:?} (partner status {:?}, reference {reference}) \
-                 after the leg was settled as {:?}: the books were not changed",
-                tx.leg, answer.outcome.status, answer.outcome.partner_status, tx.status
+                "a send of leg {} came back {:?} ({} {}, reference {reference}) after the leg \
+                 was settled as {:?}: the books were not changed",
+                tx.leg,
+                outcome.status,
+                outcome.partner_status,
+                outcome.partner_status_description,
+                tx.status
             );
-            operation.flag_contradiction(note, now);
+            if !operation.history.iter().any(|entry| entry.note == note) {
+                operation.flag_contradiction(note, now);
+            }
             return false;
         }
         let changed = self.record(operation, answer.transaction, answer.outcome.clone(), now);

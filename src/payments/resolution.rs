@@ -665,19 +665,17 @@ impl Payments {
                     }
                 }
             })?;
-        // A fresher read may be settled already, or refuse: then nothing
-        // changes, and a refusal is the answer.
-        let refused = std::sync::Mutex::new(None);
+        // A fresher read may be settled already (then nothing changes), or
+        // refuse: then the refusal is the answer.
+        let mut refused = None;
         let advanced = self
             .conclude(work, |header, op, now, _| {
                 let settled =
                     header.apply(op, now, |op| op.settle_by_hand(&outcomes, &reason, now));
-                if let Ok(mut refused) = refused.lock() {
-                    *refused = settled.err().filter(|e| *e == SettleError::NeverSent);
-                }
+                refused = settled.err().filter(|e| *e != SettleError::NotUnderReview);
             })
             .await?;
-        if let Some(error) = refused.into_inner().ok().flatten() {
+        if let Some(error) = refused {
             return Err(PaymentError::InvalidArgument {
                 field: "outcomes".into(),
                 description: error.to_string(),

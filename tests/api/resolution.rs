@@ -258,15 +258,18 @@ async fn unresolvable_operation_is_flagged_for_review_and_settled_by_an_operator
     );
     let a = capture_totals(&payment_now(&server, &payment.id).await);
     assert_eq!((a.0, a.1), (3000, 0));
-    // Settled once: a second attempt is refused.
+    // Settled once, the review is over: a second attempt is refused.
+    assert!(!settled.requires_review);
     let again = proto::ResolveOperationRequest {
         operation_id: operation.id.clone(),
         reason: "again".into(),
         outcomes: vec![],
     };
+    let refused = admin.resolve_operation(again).await.refusal();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
     assert_eq!(
-        admin.resolve_operation(again).await.unwrap_err().code(),
-        Code::InvalidArgument
+        reason(&refused).as_deref(),
+        Some("OPERATION_NOT_UNDER_REVIEW")
     );
 }
 
@@ -360,6 +363,23 @@ async fn partner_notifications_apply_once_and_never_change_a_final_status() {
         let listed: Vec<&str> = listing.operations.iter().map(|o| o.id.as_str()).collect();
         assert_eq!(listed, [operation.id.as_str()]);
     }
+    // Nothing is open to settle: an operator's reason ends the review.
+    let reviewed = proto::ResolveOperationRequest {
+        operation_id: operation.id.clone(),
+        reason: "the partner confirmed the capture by phone".into(),
+        outcomes: vec![],
+    };
+    let reviewed = server.admin().resolve_operation(reviewed).await.answer();
+    assert_eq!(
+        (reviewed.status(), reviewed.requires_review),
+        (Success, false)
+    );
+    let queue = proto::ListOperationsRequest {
+        requires_review: Some(true),
+        ..Default::default()
+    };
+    let queue = server.payments().list_operations(queue).await.answer();
+    assert!(queue.operations.is_empty(), "{queue:?}");
 }
 
 #[tokio::test]

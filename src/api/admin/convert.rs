@@ -22,9 +22,6 @@ pub fn resolve_operation(
     let mut v = Violations::default();
     let id = v.id("operation_id", &request.operation_id);
     v.text("reason", &request.reason, true);
-    if request.outcomes.is_empty() {
-        v.add("outcomes", "one outcome per open partner transaction");
-    }
     let mut outcomes = Vec::new();
     for (index, outcome) in request.outcomes.iter().enumerate() {
         let field = format!("outcomes[{index}].partner_transaction_id");
