@@ -18,7 +18,7 @@
 
 use uuid::Uuid;
 
-use super::{PaymentError, Payments, system_id};
+use super::{Handled, PaymentError, Payments, system_id};
 use crate::{
     domain::{
         checkout::{CheckoutState, HostedCheckout, REFERENCE_PREFIX},
@@ -255,7 +255,11 @@ impl Payments {
             return Ok(Callback::Noted);
         }
         let authorization = system_id(payment, "authorization");
-        self.resolve_operation(payment, authorization).await?;
+        // Another replica looking now may have asked before the shopper
+        // paid: the partner calls again.
+        if self.resolve_operation(payment, authorization).await? == Handled::Busy {
+            return Err(PaymentError::RequestInProgress);
+        }
         Ok(Callback::LookedUp)
     }
 }

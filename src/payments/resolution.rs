@@ -99,6 +99,8 @@ pub enum Handled {
     StillOpen,
     Flagged,
     Nothing,
+    /// Someone else works it now (holds its lease).
+    Busy,
 }
 
 impl Payments {
@@ -257,7 +259,7 @@ impl Payments {
     ) -> Result<Handled, PaymentError> {
         let lease = WorkLease::of(operation, Uuid::from_u128(self.chance.bits()));
         if !lease.renew(self).await? {
-            return Ok(Handled::StillOpen);
+            return Ok(Handled::Busy);
         }
         let handled = self.resolve_held(payment, operation, &lease).await;
         if let Err(error) = self.store.release_lease(&lease.name, lease.owner).await {
@@ -575,8 +577,14 @@ impl Payments {
                 .get(leg)
                 .is_some_and(|l| l.token.checkout().is_some());
         if hosted {
-            self.resolve_operation(header.value.id, operation_id)
+            // Another replica looking now may have asked before the shopper
+            // paid: the partner calls again.
+            let handled = self
+                .resolve_operation(header.value.id, operation_id)
                 .await?;
+            if handled == Handled::Busy {
+                return Err(PaymentError::RequestInProgress);
+            }
             return Ok(if first {
                 EventResult::Applied
             } else {

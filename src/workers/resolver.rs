@@ -105,7 +105,7 @@ impl Resolver {
             match outcome {
                 None => report.deferred += 1,
                 Some((_, Ok(Handled::Finalized))) => report.finalized += 1,
-                Some((_, Ok(Handled::StillOpen))) => report.still_open += 1,
+                Some((_, Ok(Handled::StillOpen | Handled::Busy))) => report.still_open += 1,
                 Some((_, Ok(Handled::Flagged))) => report.flagged += 1,
                 Some((_, Ok(Handled::Nothing))) => {}
                 Some((item, Err(error))) => {

@@ -14,6 +14,7 @@ use tonic::Code;
 
 use super::support::{
     harness::*,
+    redis_server::{RedisServer, redis_cli},
     simulator::{Partners, Simulator},
 };
 
@@ -272,6 +273,40 @@ async fn a_partner_event_about_a_hosted_checkout_is_checked_with_the_partner() {
     assert_eq!(authorization_status(&now), proto::OperationStatus::Pending);
     let tx = &now.authorization.unwrap().partner_transactions[0];
     assert_ne!(tx.partner_reference, elsewhere);
+}
+
+/// While another replica looks the authorization up (it may have asked
+/// before the shopper paid), a callback or an event about it is refused so
+/// that the partner calls again; the next call authorizes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_while_another_replica_looks_is_refused_for_the_partner_to_call_again() {
+    let redis = RedisServer::start();
+    let partners = Partners::start().await;
+    let on_redis = &["--redis-url", &redis.url()];
+    let server = TestServer::start_configured(&partners.config, on_redis).await;
+    let (session, checkout, payment) =
+        waiting_on_checkout(&server, "wepay", "creditcard", 3000).await;
+    let authorization = payment.authorization.clone().unwrap();
+    let lease = format!("po:{{lease:resolve:{}}}", authorization.id);
+    redis_cli(
+        redis.port,
+        &["SET", &lease, "another-replica", "PX", "60000"],
+    )
+    .unwrap();
+    complete(&partners.wepay, &checkout.id, json!({ "notify": false })).await;
+
+    assert_eq!(ipn(&server, &session.id, &checkout.id).await, 503);
+    let mut partner = PartnerEventServiceClient::with_interceptor(
+        server.channel(),
+        Bearer::new("sk_test_partner"),
+    );
+    let event = succeeded_event("wepay", "evt-busy", &authorization.id, 0, "");
+    let refused = partner.notify_partner_event(event).await.refusal();
+    assert_eq!(refused.code(), Code::Aborted, "{refused:?}");
+
+    redis_cli(redis.port, &["DEL", &lease]).unwrap();
+    assert_eq!(ipn(&server, &session.id, &checkout.id).await, 200);
+    assert_authorized(&server, &payment).await;
 }
 
 #[tokio::test]
