@@ -89,6 +89,12 @@ pub struct PartnerTransaction {
 }
 
 impl PartnerTransaction {
+    /// Never sent to its partner and not ended otherwise: nothing the
+    /// partner could have applied, settled or spoken of.
+    pub fn never_sent(&self) -> bool {
+        self.attempts == 0 && !self.status.is_final()
+    }
+
     /// The id of an operation's transaction on a leg: derived, so that every
     /// replica and every retry names it the same (one transaction per leg).
     pub fn id_for(operation: Uuid, leg: usize) -> Uuid {
@@ -276,9 +282,7 @@ impl Operation {
         {
             return None;
         }
-        self.transactions
-            .iter()
-            .find(|tx| tx.attempts == 0 && !tx.status.is_final())
+        self.transactions.iter().find(|tx| tx.never_sent())
     }
 
     /// What this operation holds of each leg: its successes, and its pending
@@ -385,7 +389,7 @@ impl Operation {
         let unsent: Vec<Uuid> = self
             .transactions
             .iter()
-            .filter(|tx| tx.attempts == 0 && !tx.status.is_final())
+            .filter(|tx| tx.never_sent())
             .map(|tx| tx.id)
             .collect();
         for transaction in unsent {
@@ -490,7 +494,7 @@ impl Operation {
         let never_sent = |id: &Uuid| {
             self.transactions
                 .iter()
-                .any(|tx| tx.id == *id && tx.attempts == 0)
+                .any(|tx| tx.id == *id && tx.never_sent())
         };
         if outcomes
             .iter()

@@ -35,7 +35,7 @@ impl Found {
         self.operation
             .transactions
             .iter()
-            .any(|tx| tx.id == self.transaction && (tx.attempts > 0 || tx.status.is_final()))
+            .any(|tx| tx.id == self.transaction && !tx.never_sent())
     }
 
     /// Our side, as the line is compared with it.
@@ -156,7 +156,7 @@ impl Payments {
                     tx.leg == leg
                         && tx.amount == entry.magnitude()
                         && tx.status != TransactionStatus::Failure
-                        && (tx.attempts > 0 || tx.status.is_final())
+                        && !tx.never_sent()
                 });
                 if let Some(tx) = fitting {
                     fits.push(Found {
