@@ -374,19 +374,16 @@ impl Payments {
             let void = header.value.expiry_void(&expired);
             let (amount, priority) = (void.amount, void.priority);
             let later = header.value.next_expiry(now);
-            // Expired legs left out (a capture in flight on them) are looked
+            // Expired legs left out (a capture in flight on them), or whose
+            // remainder is in flight (a capture or void pending), are looked
             // at again after it had its time.
-            let again = match void.legs.len() < expired.len() {
+            let in_flight =
+                void.legs.len() < expired.len() || (amount.is_zero() && !expired.is_empty());
+            let again = match in_flight {
                 true => Some(now + self.settings.operation_lease),
                 false => later,
             };
             if amount.is_zero() {
-                // Expired legs whose remainder is still in flight (a capture
-                // or void pending) are looked at again after it had its time.
-                let again = match expired.is_empty() {
-                    true => later,
-                    false => Some(now + self.settings.operation_lease),
-                };
                 return self.reschedule(item, again).await;
             }
             // Named by the legs it voids: a leg left out now gets a void of
